@@ -1,0 +1,13 @@
+//! weir-core: the model, expressions, driver traits, engine and errors of weir.
+//!
+//! Drivers (state stores, brokers, runtimes) live in their own crates and implement the traits
+//! of [`state`], [`events`], [`broker`] and [`driver`]; the `testkit` feature holds the
+//! conformance suites each of them runs.
+
+pub mod duration;
+pub mod error;
+pub mod event;
+pub mod expr;
+
+pub use error::{Error, ErrorKind, Result};
+pub use event::Event;
