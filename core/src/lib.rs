@@ -11,3 +11,11 @@ pub mod expr;
 
 pub use error::{Error, ErrorKind, Result};
 pub use event::Event;
+pub mod broker;
+pub mod driver;
+pub mod events;
+pub mod protocol;
+pub mod run;
+pub mod state;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,74 @@
+//! The runtime `Driver` trait: run one step attempt and report what it printed.
+//!
+//! A driver does the transport only (spawn a process, call a URL, invoke a Lambda); building the
+//! input and turning stdout into an output or a failure is shared code in [`crate::protocol`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::error::Result;
+
+/// Default cap on a step's stdout (and on an HTTP step's response body): 4 MiB.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+/// Default cap on the log (stderr) kept per attempt: 64 KiB, the tail is kept.
+pub const DEFAULT_MAX_LOG_BYTES: usize = 64 * 1024;
+
+/// One attempt of one step, as a driver receives it.
+#[derive(Debug, Clone)]
+pub struct StepRequest {
+    /// The step input document (JSON), see [`crate::protocol::StepInput`].
+    pub input: Bytes,
+    /// The function's id.
+    pub function_id: String,
+    /// The function's directory (step paths are relative to it).
+    pub function_dir: PathBuf,
+    /// The run id.
+    pub run_id: String,
+    /// The step id.
+    pub step_id: String,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+    /// The step's `path`, resolved against the function directory (`file://` stripped).
+    pub path: Option<PathBuf>,
+    /// The step's `runtime` object (its `type` and driver-specific settings).
+    pub runtime: Map<String, Value>,
+    /// How long the attempt may take; the driver kills the work when it is over.
+    pub timeout: Duration,
+    /// Stdout / response bodies larger than this fail the attempt.
+    pub max_output_bytes: usize,
+}
+
+/// What an attempt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    /// Whether the attempt succeeded at the transport level (exit 0, HTTP 2xx).
+    pub success: bool,
+    /// What the step printed on stdout (or answered as a body).
+    pub stdout: Bytes,
+    /// The step's log (stderr), possibly truncated to its tail.
+    pub log: String,
+    /// What went wrong, when not `success` (e.g. `exited with code 3`, `HTTP 503`).
+    pub detail: Option<String>,
+    /// The driver's retry hint for a failure (`Some(false)` for an HTTP 4xx); `None` = default.
+    pub retryable: Option<bool>,
+}
+
+/// A runtime driver: `process`, `docker`, `lambda`, `wasm`, `http`, or a third party's.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// The `runtime.type` this driver serves.
+    fn kind(&self) -> &str;
+
+    /// Checks a step's configuration at load time; the message says what is wrong.
+    fn check(&self, _runtime: &Map<String, Value>, _path: Option<&std::path::Path>) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    /// Runs one attempt. A timeout is an [`crate::ErrorKind::Timeout`] error; a step that
+    /// ran and failed is `Ok` with `success: false`.
+    async fn execute(&self, request: StepRequest) -> Result<StepResult>;
+}

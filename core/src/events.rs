@@ -1,0 +1,51 @@
+//! The `EventStore` trait: accepted events, kept for lookups and replay.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::event::Event;
+
+/// Which stored events to scan; every set field must match. Oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventFilter {
+    /// Only events with this exact name.
+    pub name: Option<String>,
+    /// Only events with `ts >= from_ms`.
+    pub from_ms: Option<i64>,
+    /// Only events with `ts < to_ms`.
+    pub to_ms: Option<i64>,
+    /// Only events whose user key is this.
+    pub user: Option<String>,
+    /// At most this many (default 100).
+    pub limit: Option<usize>,
+}
+
+impl EventFilter {
+    /// Whether `event` passes the filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.name.as_ref().is_none_or(|n| *n == event.name)
+            && self.from_ms.is_none_or(|f| event.ts >= f)
+            && self.to_ms.is_none_or(|t| event.ts < t)
+            && self.user.as_ref().is_none_or(|u| event.user_key().as_ref() == Some(u))
+    }
+
+    /// The effective limit.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(100)
+    }
+}
+
+/// Durable storage of accepted events.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events; an id stored before keeps its first version. Returns, per event,
+    /// whether it was new.
+    async fn append(&self, events: &[Event]) -> Result<Vec<bool>>;
+
+    /// Gets one event by id.
+    async fn get(&self, id: &str) -> Result<Option<Event>>;
+
+    /// Scans events matching `filter`, ordered by `ts` then id.
+    async fn scan(&self, filter: &EventFilter) -> Result<Vec<Event>>;
+}

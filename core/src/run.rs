@@ -1,0 +1,273 @@
+//! Runs: one execution of one function version for one triggering event.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::Event;
+
+/// The state of a run as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Steps are pending, queued or running.
+    Running,
+    /// Every step completed or was skipped.
+    Completed,
+    /// At least one step failed for good.
+    Failed,
+}
+
+impl RunStatus {
+    /// The status as written in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses `running`, `completed` or `failed`.
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        match s {
+            "running" => Some(RunStatus::Running),
+            "completed" => Some(RunStatus::Completed),
+            "failed" => Some(RunStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// The state of one step of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Not yet eligible: some incoming edges are unresolved.
+    Pending,
+    /// Eligible and enqueued on the `steps` topic.
+    Queued,
+    /// An attempt is executing.
+    Running,
+    /// Waiting for a timer (a retry backoff) before the next attempt.
+    Waiting,
+    /// Finished with an output.
+    Completed,
+    /// Failed for good (retries exhausted or a non-retriable failure).
+    Failed,
+    /// Will not run (an edge was not taken, or an ancestor failed or was skipped).
+    Skipped,
+}
+
+impl StepStatus {
+    /// Whether the step has reached a final state.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, StepStatus::Completed | StepStatus::Failed | StepStatus::Skipped)
+    }
+
+    /// The status as written in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Queued => "queued",
+            StepStatus::Running => "running",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Completed => "completed",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// One step's state inside a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    /// Where the step is.
+    pub status: StepStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The output of the completed step (or of the last failed attempt, when it had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why the last attempt failed, or why the step was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The step's log (stderr) of its last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// Resolved incoming edges: parent step id → taken.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub edges: BTreeMap<String, bool>,
+}
+
+impl StepState {
+    /// A fresh pending step.
+    pub fn pending() -> Self {
+        StepState {
+            status: StepStatus::Pending,
+            attempts: 0,
+            output: None,
+            error: None,
+            log: None,
+            edges: BTreeMap::new(),
+        }
+    }
+}
+
+/// What happened, for the run's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Epoch milliseconds.
+    pub at: i64,
+    /// `run.created`, `step.queued`, `step.started`, `step.completed`, `step.failed`,
+    /// `step.retry_scheduled`, `step.skipped`, `run.completed`, `run.failed`.
+    pub kind: String,
+    /// The step concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The attempt concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Free text: an error, a reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl HistoryEntry {
+    /// A timeline entry of `kind` at the current time.
+    pub fn now(kind: &str) -> Self {
+        HistoryEntry {
+            at: crate::event::now_ms(),
+            kind: kind.to_string(),
+            step: None,
+            attempt: None,
+            detail: None,
+        }
+    }
+
+    /// Sets the step.
+    pub fn step(mut self, step: &str) -> Self {
+        self.step = Some(step.to_string());
+        self
+    }
+
+    /// Sets the attempt.
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// Sets the detail text.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// A run, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// ULID of the run.
+    pub id: String,
+    /// Idempotency key: one run per key (function id, version and event id).
+    pub key: String,
+    /// The function's id.
+    pub function_id: String,
+    /// The function version the run is pinned to.
+    pub function_version: String,
+    /// The triggering event.
+    pub event: Event,
+    /// Where the run is.
+    pub status: RunStatus,
+    /// Every step of the function, by id.
+    pub steps: BTreeMap<String, StepState>,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    /// Epoch milliseconds, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+    /// The timeline.
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Run {
+    /// The run's summary, as listings show it.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            id: self.id.clone(),
+            function_id: self.function_id.clone(),
+            function_version: self.function_version.clone(),
+            status: self.status,
+            event_id: self.event.id.clone(),
+            event_name: self.event.name.clone(),
+            user: self.event.user_key(),
+            created_at: self.created_at,
+            ended_at: self.ended_at,
+        }
+    }
+
+    /// The outputs of completed steps, as the `steps` variable of expressions and step input.
+    pub fn outputs(&self) -> serde_json::Map<String, Value> {
+        self.steps
+            .iter()
+            .filter_map(|(id, s)| match (s.status, &s.output) {
+                (StepStatus::Completed, Some(out)) => Some((id.clone(), out.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A run as listed (`weir runs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Run id.
+    pub id: String,
+    /// Function id.
+    pub function_id: String,
+    /// Function version.
+    pub function_version: String,
+    /// Status.
+    pub status: RunStatus,
+    /// Triggering event id.
+    pub event_id: String,
+    /// Triggering event name.
+    pub event_name: String,
+    /// The user key of the triggering event, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    /// Epoch milliseconds, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+}
+
+/// Filters for listing runs; every set field must match. Newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunFilter {
+    /// Only runs of this function.
+    pub function_id: Option<String>,
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Only runs whose event's user key is this.
+    pub user: Option<String>,
+    /// At most this many (default 100).
+    pub limit: Option<usize>,
+}
+
+impl RunFilter {
+    /// Whether `run` passes the filter.
+    pub fn matches(&self, run: &RunSummary) -> bool {
+        self.function_id.as_ref().is_none_or(|f| *f == run.function_id)
+            && self.status.is_none_or(|s| s == run.status)
+            && self.user.as_ref().is_none_or(|u| run.user.as_ref() == Some(u))
+    }
+
+    /// The effective limit.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(100)
+    }
+}

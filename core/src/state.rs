@@ -1,0 +1,162 @@
+//! The `StateStore` trait: runs, step transitions and timers.
+//!
+//! Every transition is **idempotent and atomic**: two nodes (or tasks) attempting the same
+//! transition cannot both win. The engine relies on the boolean / tally answers below to decide
+//! who enqueues a step, who finishes a run, and which output is kept.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::run::{Run, RunFilter, RunStatus, RunSummary, StepStatus};
+
+/// The answer of [`StateStore::create_run`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateRun {
+    /// The run was stored.
+    Created,
+    /// A run with the same key exists; here it is, unchanged.
+    Exists(Box<Run>),
+}
+
+/// The answer of a step transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// Whether this call made the transition (false: the step was not in the expected state).
+    pub applied: bool,
+    /// Steps of the run not yet in a terminal state, after the transition.
+    pub open_steps: usize,
+}
+
+/// The answer of [`StateStore::resolve_edge`]: the child's incoming-edge tally after recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeTally {
+    /// Whether this call recorded the edge (false: it had been recorded before).
+    pub recorded: bool,
+    /// Incoming edges of the child resolved as taken so far.
+    pub taken: usize,
+    /// Incoming edges of the child resolved as not taken so far.
+    pub not_taken: usize,
+}
+
+/// How an attempt ended, as [`StateStore::finish_attempt`] records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The step completed with an output.
+    Completed {
+        /// The step's output.
+        output: Value,
+        /// The step's log (stderr).
+        log: Option<String>,
+    },
+    /// The step failed for good.
+    Failed {
+        /// Why.
+        error: String,
+        /// The output of the failing attempt, if it printed one.
+        output: Option<Value>,
+        /// The step's log (stderr).
+        log: Option<String>,
+    },
+}
+
+/// What a timer does when it fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TimerAction {
+    /// Publish a step message (a retry after its backoff).
+    EnqueueStep(StepMessage),
+}
+
+/// A message on the `steps` topic: run attempt `attempt` of `step_id` in `run_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepMessage {
+    /// The run.
+    pub run_id: String,
+    /// The step.
+    pub step_id: String,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+}
+
+/// A timer held by the state store; fires once, on any node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    /// Unique id: scheduling the same id twice keeps one timer.
+    pub id: String,
+    /// When it is due, epoch milliseconds.
+    pub due_ms: i64,
+    /// What to do.
+    pub action: TimerAction,
+}
+
+/// Durable state of runs and timers.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Stores a new run unless a run with the same `key` exists (then returns it).
+    async fn create_run(&self, run: &Run) -> Result<CreateRun>;
+
+    /// Loads a run with its steps and history.
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>>;
+
+    /// Lists runs matching `filter`, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
+
+    /// Starts attempt `attempt`: `Queued | Waiting` with `attempts == attempt - 1` → `Running`.
+    /// Returns false (and changes nothing) when the step is in any other state.
+    async fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32) -> Result<bool>;
+
+    /// Ends attempt `attempt` for good: `Running` at that attempt → `Completed | Failed`.
+    /// The first writer wins; later calls return `applied: false` and change nothing.
+    async fn finish_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+    ) -> Result<Transition>;
+
+    /// Ends attempt `attempt` with a retryable failure: `Running` → `Waiting`, recording the
+    /// error and log, and schedules `timer` in the same atomic step. False if not applied.
+    async fn retry_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        error: &str,
+        log: Option<&str>,
+        timer: &Timer,
+    ) -> Result<bool>;
+
+    /// Moves a step `from` → `to` (e.g. `Pending` → `Queued`, `Pending` → `Skipped`) if it is in
+    /// `from`; `detail` goes into the timeline entry.
+    async fn transition_step(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        from: StepStatus,
+        to: StepStatus,
+        detail: Option<&str>,
+    ) -> Result<Transition>;
+
+    /// Records that the edge `parent → child` resolved (`taken` or not); idempotent per edge.
+    async fn resolve_edge(
+        &self,
+        run_id: &str,
+        child: &str,
+        parent: &str,
+        taken: bool,
+    ) -> Result<EdgeTally>;
+
+    /// Marks the run finished (`Running` → `status`); true for the one call that did it.
+    async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool>;
+
+    /// Schedules a timer; a timer with the same id is kept as it was.
+    async fn schedule_timer(&self, timer: &Timer) -> Result<()>;
+
+    /// Takes up to `limit` timers due at `now_ms`; each timer is handed out once.
+    async fn claim_due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<Timer>>;
+}
