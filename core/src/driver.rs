@@ -72,3 +72,69 @@ pub trait Driver: Send + Sync + 'static {
     /// ran and failed is `Ok` with `success: false`.
     async fn execute(&self, request: StepRequest) -> Result<StepResult>;
 }
+
+/// Runtime types weir knows, with the Cargo feature of the `weir` crate that compiles each in.
+pub const KNOWN_RUNTIMES: &[(&str, &str)] = &[
+    ("process", "default"),
+    ("http", "default"),
+    ("docker", "driver-docker"),
+    ("lambda", "driver-lambda"),
+    ("wasm", "driver-wasm"),
+];
+
+/// The runtime drivers available to an engine, by `runtime.type`.
+#[derive(Clone, Default)]
+pub struct DriverSet {
+    drivers: std::collections::BTreeMap<String, std::sync::Arc<dyn Driver>>,
+}
+
+impl std::fmt::Debug for DriverSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.drivers.keys()).finish()
+    }
+}
+
+impl DriverSet {
+    /// No drivers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the driver serving `driver.kind()`.
+    pub fn with(mut self, driver: std::sync::Arc<dyn Driver>) -> Self {
+        self.drivers.insert(driver.kind().to_string(), driver);
+        self
+    }
+
+    /// The driver for a runtime type.
+    pub fn get(&self, kind: &str) -> Option<&std::sync::Arc<dyn Driver>> {
+        self.drivers.get(kind)
+    }
+
+    /// The available runtime types.
+    pub fn kinds(&self) -> Vec<&str> {
+        self.drivers.keys().map(String::as_str).collect()
+    }
+}
+
+impl crate::function::RuntimeCatalog for DriverSet {
+    fn check(
+        &self,
+        runtime_type: &str,
+        runtime: &Map<String, Value>,
+        path: Option<&std::path::Path>,
+    ) -> std::result::Result<(), String> {
+        if let Some(driver) = self.drivers.get(runtime_type) {
+            return driver.check(runtime, path);
+        }
+        match KNOWN_RUNTIMES.iter().find(|(k, _)| *k == runtime_type) {
+            Some((_, feature)) => Err(format!(
+                "runtime {runtime_type:?} is not compiled into this weir: build weir with the `{feature}` Cargo feature (e.g. `cargo install weir --features {feature}`)"
+            )),
+            None => Err(format!(
+                "unknown runtime type {runtime_type:?} (available: {})",
+                self.kinds().join(", ")
+            )),
+        }
+    }
+}

@@ -19,3 +19,5 @@ pub mod run;
 pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod function;
+pub mod engine;

@@ -1,1 +1,10 @@
-//! placeholder
+//! In-memory `StateStore` and `EventStore` for weir: the embedded default (`memory://`).
+//!
+//! Everything lives in one process behind a mutex that is never held across an `await`, so
+//! every transition is atomic. Nothing survives a restart; use `weir-state-redis` for that.
+
+mod events;
+mod state;
+
+pub use events::MemoryEventStore;
+pub use state::MemoryStateStore;

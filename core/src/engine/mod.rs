@@ -1,0 +1,230 @@
+//! The engine (DESIGN §5): ingest → router → executor → scheduler, over the driver traits.
+//!
+//! - [`Engine::ingest_body`] validates and stores events, then publishes them on `events`.
+//! - The router consumes `events`, matches triggers, creates runs idempotently and enqueues
+//!   the root steps on `steps`.
+//! - The executor consumes `steps`, runs an attempt on its runtime driver, records the result,
+//!   resolves the outgoing edges (join / skip semantics) and finishes the run.
+//! - The scheduler moves due timers (retry backoffs) onto `steps`.
+
+mod backoff;
+mod executor;
+mod ingest;
+mod registry;
+mod router;
+mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::driver::DriverSet;
+use crate::error::Result;
+use crate::events::EventStore;
+use crate::run::{Run, RunStatus};
+use crate::state::StateStore;
+
+pub use backoff::retry_delay;
+pub use ingest::{parse_body, parse_events};
+pub use registry::FunctionRegistry;
+
+/// Tunables of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest accepted event (JSON bytes): 512 KiB.
+    pub max_event_bytes: usize,
+    /// Largest accepted request body: 3 MiB.
+    pub max_request_bytes: usize,
+    /// Step attempts one process runs at once.
+    pub executor_concurrency: usize,
+    /// How often the scheduler looks for due timers.
+    pub scheduler_tick: Duration,
+    /// First retry delay (doubled each attempt, with jitter).
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Cap on a step's stdout / response body.
+    pub max_output_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_event_bytes: 512 * 1024,
+            max_request_bytes: 3 * 1024 * 1024,
+            executor_concurrency: 256,
+            scheduler_tick: Duration::from_millis(10),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            max_output_bytes: crate::driver::DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+}
+
+/// Which loops a process runs (`--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Consume `events`.
+    pub router: bool,
+    /// Consume `steps`.
+    pub executor: bool,
+    /// Fire due timers.
+    pub scheduler: bool,
+}
+
+impl Roles {
+    /// Every role.
+    pub const ALL: Roles = Roles { router: true, executor: true, scheduler: true };
+}
+
+/// A run reached a final state (broadcast to local listeners).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFinished {
+    /// The run.
+    pub run_id: String,
+    /// Its final status.
+    pub status: RunStatus,
+}
+
+/// The pieces an engine is built from.
+pub struct EngineParts {
+    /// Runs and timers.
+    pub state: Arc<dyn StateStore>,
+    /// Accepted events.
+    pub events: Arc<dyn EventStore>,
+    /// Transport of events and steps.
+    pub broker: Arc<dyn Broker>,
+    /// Runtime drivers.
+    pub drivers: DriverSet,
+    /// Tunables.
+    pub config: EngineConfig,
+}
+
+/// The engine; cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Arc<dyn StateStore>,
+    events: Arc<dyn EventStore>,
+    broker: Arc<dyn Broker>,
+    drivers: DriverSet,
+    functions: FunctionRegistry,
+    config: EngineConfig,
+    finished: broadcast::Sender<RunFinished>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("functions", &self.inner.functions)
+            .field("drivers", &self.inner.drivers)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Builds an engine; call [`Engine::start`] to run its loops.
+    pub fn new(parts: EngineParts) -> Engine {
+        let (finished, _) = broadcast::channel(4096);
+        Engine {
+            inner: Arc::new(Inner {
+                state: parts.state,
+                events: parts.events,
+                broker: parts.broker,
+                drivers: parts.drivers,
+                functions: FunctionRegistry::new(),
+                config: parts.config,
+                finished,
+            }),
+        }
+    }
+
+    /// The loaded functions.
+    pub fn functions(&self) -> &FunctionRegistry {
+        &self.inner.functions
+    }
+
+    /// The runtime drivers (also the catalog function validation checks runtimes against).
+    pub fn drivers(&self) -> &DriverSet {
+        &self.inner.drivers
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.inner.state
+    }
+
+    /// The event store.
+    pub fn events(&self) -> &Arc<dyn EventStore> {
+        &self.inner.events
+    }
+
+    /// The tunables.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Listens for runs finishing in this process.
+    pub fn subscribe_finished(&self) -> broadcast::Receiver<RunFinished> {
+        self.inner.finished.subscribe()
+    }
+
+    /// Waits until `run_id` has finished (or `timeout` passes) and returns it.
+    pub async fn wait_for_run(&self, run_id: &str, timeout: Duration) -> Result<Run> {
+        let mut rx = self.subscribe_finished();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let run = self.inner.state.get_run(run_id).await?.ok_or_else(|| {
+                crate::Error::new(crate::ErrorKind::NotFound, format!("no run {run_id:?}"))
+            })?;
+            if run.status != RunStatus::Running {
+                return Ok(run);
+            }
+            // Wake on any finish (or lag), re-check; poll at least every 100 ms.
+            let wait = tokio::time::timeout(Duration::from_millis(100), rx.recv());
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                return Err(crate::Error::new(
+                    crate::ErrorKind::Timeout,
+                    format!("run {run_id} did not finish within {timeout:?}"),
+                ));
+            }
+        }
+    }
+
+    /// Starts the loops of `roles`; they stop when the returned handle is dropped or shut down.
+    pub async fn start(&self, roles: Roles) -> Result<EngineHandle> {
+        let mut tasks = JoinSet::new();
+        if roles.router {
+            let sub = self.inner.broker.subscribe(crate::broker::TOPIC_EVENTS, "router").await?;
+            tasks.spawn(router::run_loop(self.clone(), sub));
+        }
+        if roles.executor {
+            let sub = self.inner.broker.subscribe(crate::broker::TOPIC_STEPS, "executor").await?;
+            tasks.spawn(executor::run_loop(self.clone(), sub));
+        }
+        if roles.scheduler {
+            tasks.spawn(scheduler::run_loop(self.clone()));
+        }
+        Ok(EngineHandle { tasks })
+    }
+}
+
+/// The running loops of an engine; dropping it stops them.
+#[derive(Debug)]
+pub struct EngineHandle {
+    tasks: JoinSet<()>,
+}
+
+impl EngineHandle {
+    /// Stops every loop and waits for them to end.
+    pub async fn shutdown(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,95 @@
+//! The functions an engine knows: every loaded version (runs stay pinned to theirs), the live
+//! version of each id, and an index by event name for the router.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::function::{Function, name_matches};
+
+/// Loaded functions, replaced atomically on (re)load; readers never block writers for long.
+#[derive(Default)]
+pub struct FunctionRegistry {
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    /// Every version ever loaded into this process, by (id, version).
+    versions: HashMap<(String, String), Arc<Function>>,
+    /// The live functions, by id.
+    live: HashMap<String, Arc<Function>>,
+    /// Live functions by exact trigger name.
+    exact: HashMap<String, Vec<Arc<Function>>>,
+    /// Live functions with a wildcard trigger, with the pattern.
+    wildcard: Vec<(String, Arc<Function>)>,
+}
+
+impl std::fmt::Debug for FunctionRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snap = self.snapshot.read();
+        f.debug_struct("FunctionRegistry").field("live", &snap.live.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl FunctionRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `functions` the live set; versions loaded before stay reachable for their runs.
+    pub fn replace(&self, functions: Vec<Function>) {
+        let old = self.snapshot.read().clone();
+        let mut versions = old.versions.clone();
+        let mut live = HashMap::new();
+        let mut exact: HashMap<String, Vec<Arc<Function>>> = HashMap::new();
+        let mut wildcard = Vec::new();
+        for f in functions {
+            let f = Arc::new(f);
+            versions.insert((f.id.clone(), f.version.clone()), f.clone());
+            let mut names: Vec<&str> = f.trigger_names().collect();
+            names.sort_unstable();
+            names.dedup();
+            for name in names {
+                if name.contains('*') {
+                    wildcard.push((name.to_string(), f.clone()));
+                } else {
+                    exact.entry(name.to_string()).or_default().push(f.clone());
+                }
+            }
+            live.insert(f.id.clone(), f);
+        }
+        *self.snapshot.write() = Arc::new(Snapshot { versions, live, exact, wildcard });
+    }
+
+    /// Live functions with a trigger whose name pattern matches `event_name` (each once).
+    pub fn candidates(&self, event_name: &str) -> Vec<Arc<Function>> {
+        let snap = self.snapshot.read().clone();
+        let mut out: Vec<Arc<Function>> = snap.exact.get(event_name).cloned().unwrap_or_default();
+        for (pattern, f) in &snap.wildcard {
+            if name_matches(pattern, event_name) && !out.iter().any(|g| Arc::ptr_eq(g, f)) {
+                out.push(f.clone());
+            }
+        }
+        out
+    }
+
+    /// A function version, live or not.
+    pub fn get(&self, id: &str, version: &str) -> Option<Arc<Function>> {
+        self.snapshot.read().versions.get(&(id.to_string(), version.to_string())).cloned()
+    }
+
+    /// The live version of a function.
+    pub fn live(&self, id: &str) -> Option<Arc<Function>> {
+        self.snapshot.read().live.get(id).cloned()
+    }
+
+    /// Every live function, sorted by id.
+    pub fn list(&self) -> Vec<Arc<Function>> {
+        let mut all: Vec<_> = self.snapshot.read().live.values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+}

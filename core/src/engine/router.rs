@@ -1,0 +1,137 @@
+//! Router: events → runs. Matches triggers (indexed by event name, expressions compiled at
+//! load), creates each run idempotently and enqueues its root steps.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use super::Engine;
+use crate::broker::{Subscription, TOPIC_STEPS};
+use crate::error::Result;
+use crate::event::{Event, now_ms};
+use crate::expr::Vars;
+use crate::function::Function;
+use crate::run::{Run, RunStatus, StepState, StepStatus};
+use crate::state::{CreateRun, StepMessage};
+
+pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>) {
+    loop {
+        let delivery = match sub.next().await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "router: receiving from the broker failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let event: Event = match serde_json::from_slice(&delivery.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "router: dropping an undecodable event message");
+                let _ = delivery.ack().await;
+                continue;
+            }
+        };
+        match engine.route(&event).await {
+            Ok(_) => {
+                let _ = delivery.ack().await;
+            }
+            Err(e) if e.is_retryable() => {
+                warn!(error = %e, event = %event.id, "router: will retry the event");
+                let _ = delivery.nack(Some(Duration::from_millis(500))).await;
+            }
+            Err(e) => {
+                warn!(error = %e, event = %event.id, "router: dropping the event");
+                let _ = delivery.ack().await;
+            }
+        }
+    }
+}
+
+/// The idempotency key of a run: one run per function version and event.
+pub fn run_key(function: &Function, event: &Event) -> String {
+    format!("{}:{}:{}", function.id, function.version, event.id)
+}
+
+impl Engine {
+    /// Starts the runs `event` triggers (idempotent per function version and event id) and
+    /// enqueues their root steps; returns the run ids.
+    pub async fn route(&self, event: &Event) -> Result<Vec<String>> {
+        let candidates = self.inner.functions.candidates(&event.name);
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vars = Vars::for_trigger(event);
+        let mut runs = Vec::new();
+        for function in candidates {
+            if !self.triggers(&function, event, &vars) {
+                continue;
+            }
+            runs.push(self.start_run(&function, event).await?);
+        }
+        Ok(runs)
+    }
+
+    fn triggers(&self, function: &Function, event: &Event, vars: &Vars) -> bool {
+        function.triggers.iter().any(|t| {
+            crate::function::name_matches(&t.event, &event.name)
+                && match &t.expression {
+                    None => true,
+                    Some(expr) => expr.eval_bool(vars).unwrap_or_else(|e| {
+                        debug!(function = %function.id, error = %e, "trigger expression failed; not matched");
+                        false
+                    }),
+                }
+        })
+    }
+
+    async fn start_run(&self, function: &Function, event: &Event) -> Result<String> {
+        let mut steps = BTreeMap::new();
+        for (i, step) in function.steps.iter().enumerate() {
+            let mut state = StepState::pending();
+            if function.roots.contains(&i) {
+                state.status = StepStatus::Queued;
+            }
+            steps.insert(step.id.clone(), state);
+        }
+        let run = Run {
+            id: ulid::Ulid::new().to_string(),
+            key: run_key(function, event),
+            function_id: function.id.clone(),
+            function_version: function.version.clone(),
+            event: event.clone(),
+            status: RunStatus::Running,
+            steps,
+            created_at: now_ms(),
+            ended_at: None,
+            history: Vec::new(),
+        };
+        let (run_id, to_enqueue): (String, Vec<String>) = match self.inner.state.create_run(&run).await? {
+            CreateRun::Created => {
+                let roots = function.roots.iter().map(|&i| function.steps[i].id.clone()).collect();
+                (run.id, roots)
+            }
+            // Redelivered event: re-enqueue roots that never started (the executor dedupes).
+            CreateRun::Exists(existing) => {
+                let roots = existing
+                    .steps
+                    .iter()
+                    .filter(|(_, s)| s.status == StepStatus::Queued && s.attempts == 0)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                (existing.id, roots)
+            }
+        };
+        let messages = to_enqueue
+            .into_iter()
+            .map(|step_id| {
+                let msg = StepMessage { run_id: run_id.clone(), step_id, attempt: 1 };
+                (run_id.clone(), Bytes::from(serde_json::to_vec(&msg).unwrap_or_default()))
+            })
+            .collect();
+        self.inner.broker.publish_batch(TOPIC_STEPS, messages).await?;
+        Ok(run_id)
+    }
+}

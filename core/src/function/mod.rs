@@ -1,0 +1,14 @@
+//! Functions: the JSON definition format (DESIGN §2), its validation and compiled form.
+
+mod dag;
+mod load;
+mod model;
+mod parse;
+mod problems;
+
+pub use load::{DEFINITION_FILES, content_version, definition_file, discover, load_function};
+pub use model::{
+    DEFAULT_ATTEMPTS, DEFAULT_STEP_TIMEOUT, Edge, Function, Join, Step, Trigger, name_matches,
+};
+pub use parse::{RuntimeCatalog, parse_function, resolve_path};
+pub use problems::{LoadError, Problem};

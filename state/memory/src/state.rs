@@ -1,0 +1,280 @@
+//! The in-memory state store: runs, step transitions and a timer heap.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
+use weir_core::state::{AttemptOutcome, CreateRun, EdgeTally, StateStore, Timer, Transition};
+use weir_core::{Error, Result};
+
+/// Runs and timers kept in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStateStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    runs: HashMap<String, Run>,
+    by_key: HashMap<String, String>,
+    /// Run ids in creation order (listing walks it backwards: newest first).
+    order: Vec<String>,
+    timers: HashMap<String, Timer>,
+    due: BinaryHeap<Reverse<(i64, String)>>,
+}
+
+impl MemoryStateStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of timers scheduled and not yet claimed.
+    pub fn pending_timers(&self) -> usize {
+        self.inner.lock().timers.len()
+    }
+}
+
+fn open_steps(run: &Run) -> usize {
+    run.steps.values().filter(|s| !s.status.is_terminal()).count()
+}
+
+fn step_mut<'a>(inner: &'a mut Inner, run_id: &str, step_id: &str) -> Result<(&'a mut Run, String)> {
+    let run = inner
+        .runs
+        .get_mut(run_id)
+        .ok_or_else(|| Error::new(weir_core::ErrorKind::NotFound, format!("no run {run_id:?}")))?;
+    if !run.steps.contains_key(step_id) {
+        return Err(Error::new(
+            weir_core::ErrorKind::NotFound,
+            format!("run {run_id:?} has no step {step_id:?}"),
+        ));
+    }
+    Ok((run, step_id.to_string()))
+}
+
+fn history_kind(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Pending => "step.pending",
+        StepStatus::Queued => "step.queued",
+        StepStatus::Running => "step.started",
+        StepStatus::Waiting => "step.waiting",
+        StepStatus::Completed => "step.completed",
+        StepStatus::Failed => "step.failed",
+        StepStatus::Skipped => "step.skipped",
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStateStore {
+    async fn create_run(&self, run: &Run) -> Result<CreateRun> {
+        let mut inner = self.inner.lock();
+        if let Some(id) = inner.by_key.get(&run.key) {
+            let existing = inner.runs.get(id).cloned();
+            if let Some(existing) = existing {
+                return Ok(CreateRun::Exists(Box::new(existing)));
+            }
+        }
+        let mut run = run.clone();
+        run.history.push(HistoryEntry::now("run.created").detail(format!(
+            "event {} ({})",
+            run.event.id, run.event.name
+        )));
+        for (id, step) in &run.steps {
+            if step.status == StepStatus::Queued {
+                run.history.push(HistoryEntry::now("step.queued").step(id));
+            }
+        }
+        inner.by_key.insert(run.key.clone(), run.id.clone());
+        inner.order.push(run.id.clone());
+        inner.runs.insert(run.id.clone(), run);
+        Ok(CreateRun::Created)
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
+        Ok(self.inner.lock().runs.get(run_id).cloned())
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.runs.get(id))
+            .map(Run::summary)
+            .filter(|s| filter.matches(s))
+            .take(filter.limit())
+            .collect())
+    }
+
+    async fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
+        let Some(step) = run.steps.get_mut(&step_id) else { return Ok(false) };
+        let ready = matches!(step.status, StepStatus::Queued | StepStatus::Waiting);
+        if !ready || step.attempts + 1 != attempt {
+            return Ok(false);
+        }
+        step.status = StepStatus::Running;
+        step.attempts = attempt;
+        run.history.push(HistoryEntry::now("step.started").step(&step_id).attempt(attempt));
+        Ok(true)
+    }
+
+    async fn finish_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+    ) -> Result<Transition> {
+        let mut inner = self.inner.lock();
+        let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
+        let Some(step) = run.steps.get_mut(&step_id) else {
+            return Ok(Transition { applied: false, open_steps: 0 });
+        };
+        if step.status != StepStatus::Running || step.attempts != attempt {
+            return Ok(Transition { applied: false, open_steps: open_steps(run) });
+        }
+        let entry = match outcome {
+            AttemptOutcome::Completed { output, log } => {
+                step.status = StepStatus::Completed;
+                step.output = Some(output.clone());
+                step.log = log.clone();
+                step.error = None;
+                HistoryEntry::now("step.completed").step(&step_id).attempt(attempt)
+            }
+            AttemptOutcome::Failed { error, output, log } => {
+                step.status = StepStatus::Failed;
+                step.output = output.clone();
+                step.log = log.clone();
+                step.error = Some(error.clone());
+                HistoryEntry::now("step.failed").step(&step_id).attempt(attempt).detail(error)
+            }
+        };
+        run.history.push(entry);
+        Ok(Transition { applied: true, open_steps: open_steps(run) })
+    }
+
+    async fn retry_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        error: &str,
+        log: Option<&str>,
+        timer: &Timer,
+    ) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
+        let Some(step) = run.steps.get_mut(&step_id) else { return Ok(false) };
+        if step.status != StepStatus::Running || step.attempts != attempt {
+            return Ok(false);
+        }
+        step.status = StepStatus::Waiting;
+        step.error = Some(error.to_string());
+        step.log = log.map(str::to_string);
+        run.history.push(
+            HistoryEntry::now("step.retry_scheduled")
+                .step(&step_id)
+                .attempt(attempt)
+                .detail(format!("{error}; attempt {} at {}", attempt + 1, timer.due_ms)),
+        );
+        if !inner.timers.contains_key(&timer.id) {
+            inner.due.push(Reverse((timer.due_ms, timer.id.clone())));
+            inner.timers.insert(timer.id.clone(), timer.clone());
+        }
+        Ok(true)
+    }
+
+    async fn transition_step(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        from: StepStatus,
+        to: StepStatus,
+        detail: Option<&str>,
+    ) -> Result<Transition> {
+        let mut inner = self.inner.lock();
+        let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
+        let Some(step) = run.steps.get_mut(&step_id) else {
+            return Ok(Transition { applied: false, open_steps: 0 });
+        };
+        if step.status != from {
+            return Ok(Transition { applied: false, open_steps: open_steps(run) });
+        }
+        step.status = to;
+        if to == StepStatus::Skipped
+            && let Some(d) = detail
+        {
+            step.error = Some(d.to_string());
+        }
+        let mut entry = HistoryEntry::now(history_kind(to)).step(&step_id);
+        if let Some(d) = detail {
+            entry = entry.detail(d);
+        }
+        run.history.push(entry);
+        Ok(Transition { applied: true, open_steps: open_steps(run) })
+    }
+
+    async fn resolve_edge(
+        &self,
+        run_id: &str,
+        child: &str,
+        parent: &str,
+        taken: bool,
+    ) -> Result<EdgeTally> {
+        let mut inner = self.inner.lock();
+        let (run, child) = step_mut(&mut inner, run_id, child)?;
+        let step: &mut StepState = run.steps.get_mut(&child).ok_or_else(|| Error::internal("step vanished"))?;
+        let recorded = !step.edges.contains_key(parent);
+        if recorded {
+            step.edges.insert(parent.to_string(), taken);
+        }
+        let taken_n = step.edges.values().filter(|t| **t).count();
+        Ok(EdgeTally { recorded, taken: taken_n, not_taken: step.edges.len() - taken_n })
+    }
+
+    async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        let Some(run) = inner.runs.get_mut(run_id) else {
+            return Err(Error::new(weir_core::ErrorKind::NotFound, format!("no run {run_id:?}")));
+        };
+        if run.status != RunStatus::Running || status == RunStatus::Running {
+            return Ok(false);
+        }
+        run.status = status;
+        let entry = HistoryEntry::now(if status == RunStatus::Completed { "run.completed" } else { "run.failed" });
+        run.ended_at = Some(entry.at);
+        run.history.push(entry);
+        Ok(true)
+    }
+
+    async fn schedule_timer(&self, timer: &Timer) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if !inner.timers.contains_key(&timer.id) {
+            inner.due.push(Reverse((timer.due_ms, timer.id.clone())));
+            inner.timers.insert(timer.id.clone(), timer.clone());
+        }
+        Ok(())
+    }
+
+    async fn claim_due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<Timer>> {
+        let mut inner = self.inner.lock();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            match inner.due.peek() {
+                Some(Reverse((due, _))) if *due <= now_ms => {}
+                _ => break,
+            }
+            let Some(Reverse((_, id))) = inner.due.pop() else { break };
+            if let Some(t) = inner.timers.remove(&id) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+}
