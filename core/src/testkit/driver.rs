@@ -1,1 +1,353 @@
-//! Conformance suite (being written).
+//! Conformance suite for runtime drivers ([`Driver`]).
+//!
+//! A driver crate's test implements [`DriverHarness`]: it hands out the driver and builds a
+//! [`StepRequest`] that runs each [`Fixture`] (a tiny step program with a known behaviour) on it.
+//! Then it calls [`run_all`], or the individual test functions. Each test panics with a message
+//! naming what the driver did wrong.
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn conformance() {
+//!     weir_core::testkit::driver::run_all(&MyHarness::new()).await;
+//! }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::driver::{Driver, StepRequest, StepResult};
+use crate::error::{ErrorKind, Result};
+use crate::event::{Event, now_ms};
+use crate::protocol::{Outcome, StepContext, StepInput, classify};
+
+/// Timeout the suite gives attempts that should finish quickly.
+pub const QUICK_TIMEOUT: Duration = Duration::from_secs(20);
+/// Timeout the suite gives the [`Fixture::Sleep`] step.
+pub const SLEEP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much later than its timeout a timed-out attempt may return.
+pub const TIMEOUT_SLACK: Duration = Duration::from_secs(2);
+/// Size of the input used by [`large_input_round_trips`]: 300 KiB, over any argv limit.
+pub const LARGE_INPUT_BYTES: usize = 300 * 1024;
+
+/// A step program with a known behaviour that a harness can run on its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fixture {
+    /// Answers with its input document (stdin / request body), unchanged, as its JSON output.
+    Echo,
+    /// Answers with its first argument, parsed as JSON (only asked of argv-capable drivers).
+    EchoArg,
+    /// Prints the non-JSON text `hello weir` and succeeds.
+    Text,
+    /// Writes `boom` to its log (stderr, or the body of an HTTP 500) and fails.
+    FailWithLog,
+    /// Sleeps 30 seconds; the driver must cut it at the timeout.
+    Sleep,
+    /// Fails in a way that must not be retried: HTTP 4xx, or prints `{"status":422}` and exits 0.
+    ClientError,
+}
+
+impl Fixture {
+    /// Every fixture, for harnesses that prepare them all up front.
+    pub const ALL: [Fixture; 6] = [
+        Fixture::Echo,
+        Fixture::EchoArg,
+        Fixture::Text,
+        Fixture::FailWithLog,
+        Fixture::Sleep,
+        Fixture::ClientError,
+    ];
+}
+
+/// What a driver's test provides to run the suite.
+pub trait DriverHarness: Send + Sync {
+    /// The driver under test (the same instance may be returned every time).
+    fn driver(&self) -> Arc<dyn Driver>;
+
+    /// A request that runs `fixture` with `input` as the step input document and `timeout`.
+    fn request(&self, fixture: Fixture, input: Bytes, timeout: Duration) -> StepRequest;
+
+    /// Whether the driver passes the input as the first argument too; when `false` the suite
+    /// never asks for [`Fixture::EchoArg`].
+    fn supports_argv(&self) -> bool;
+}
+
+/// Runs every test of the suite, one after the other.
+pub async fn run_all(h: &dyn DriverHarness) {
+    echo_returns_input(h).await;
+    echo_arg_returns_input(h).await;
+    text_output_becomes_body(h).await;
+    failure_is_retryable_and_keeps_log(h).await;
+    client_error_is_not_retryable(h).await;
+    timeout_is_an_error(h).await;
+    large_input_round_trips(h).await;
+    output_over_limit_fails(h).await;
+    concurrent_attempts_are_independent(h).await;
+}
+
+/// A realistic event, as ingest would have accepted it.
+pub fn sample_event() -> Event {
+    Event {
+        name: "user/signed.up".into(),
+        data: json!({
+            "plan": "pro",
+            "phone": "+15555550100",
+            "note": "ünïcødé ✓, 'single' \"double\" $HOME `cmd` \\ back\nslash",
+        }),
+        user: json!({ "id": "u_123", "email": "ada@example.com" }),
+        id: ulid::Ulid::new().to_string(),
+        ts: now_ms(),
+        v: Some("1".into()),
+    }
+}
+
+/// Encodes a step input document for `event`, as the executor builds it.
+pub fn step_input(event: &Event, attempt: u32) -> Bytes {
+    let mut steps = Map::new();
+    steps.insert("step-1".into(), json!({ "ok": true, "sent": 1 }));
+    StepInput {
+        event,
+        steps: &steps,
+        async_event: None,
+        ctx: StepContext {
+            fn_id: "conformance",
+            fn_version: "1",
+            run_id: "01J0000000000000000000RUN1",
+            step_id: "step-2",
+            attempt,
+        },
+    }
+    .encode()
+}
+
+/// A small step input document.
+pub fn sample_input() -> Bytes {
+    step_input(&sample_event(), 1)
+}
+
+/// A step input document of at least `min_bytes` bytes (an event carrying many line items).
+pub fn large_input(min_bytes: usize) -> Bytes {
+    let mut event = sample_event();
+    let mut items = Vec::new();
+    let mut size = 0;
+    while size < min_bytes {
+        let item = json!({ "i": items.len(), "sku": format!("sku-{:06}", items.len()),
+                           "note": "a line item padded to make the document large" });
+        size += item.to_string().len() + 1;
+        items.push(item);
+    }
+    event.data["items"] = Value::Array(items);
+    step_input(&event, 1)
+}
+
+/// Echo: the output equals the input document.
+pub async fn echo_returns_input(h: &dyn DriverHarness) {
+    let input = sample_input();
+    let result = run_ok(h, Fixture::Echo, input.clone()).await;
+    assert_completed_with(&result, &input, "Echo");
+}
+
+/// EchoArg: the first argument is the input document (skipped without argv support).
+pub async fn echo_arg_returns_input(h: &dyn DriverHarness) {
+    if !h.supports_argv() {
+        return;
+    }
+    let input = sample_input();
+    let result = run_ok(h, Fixture::EchoArg, input.clone()).await;
+    assert_completed_with(&result, &input, "EchoArg");
+}
+
+/// Text: non-JSON stdout becomes `{"body": text}`.
+pub async fn text_output_becomes_body(h: &dyn DriverHarness) {
+    let result = run_ok(h, Fixture::Text, sample_input()).await;
+    match classify(&result) {
+        Outcome::Completed(Value::Object(obj)) if obj.len() == 1 => {
+            let body = obj.get("body").and_then(Value::as_str).unwrap_or_default();
+            assert_eq!(
+                body.trim(),
+                "hello weir",
+                "Text: wrong body; {}",
+                describe(&result)
+            );
+        }
+        other => panic!(
+            "Text: expected {{\"body\": \"hello weir\"}}, got {other:?}; {}",
+            describe(&result)
+        ),
+    }
+}
+
+/// FailWithLog: `success: false` with a detail, retryable, and the log holds `boom`.
+pub async fn failure_is_retryable_and_keeps_log(h: &dyn DriverHarness) {
+    let result = run_ok(h, Fixture::FailWithLog, sample_input()).await;
+    let d = describe(&result);
+    assert!(!result.success, "FailWithLog: expected success: false; {d}");
+    assert!(
+        result.detail.is_some(),
+        "FailWithLog: a failure needs a detail; {d}"
+    );
+    assert!(
+        result.log.contains("boom"),
+        "FailWithLog: the log should contain `boom`; {d}"
+    );
+    match classify(&result) {
+        Outcome::Failed {
+            retryable: true, ..
+        } => {}
+        other => panic!("FailWithLog: expected a retryable failure, got {other:?}; {d}"),
+    }
+}
+
+/// ClientError: classified as a failure that must not be retried.
+pub async fn client_error_is_not_retryable(h: &dyn DriverHarness) {
+    let result = run_ok(h, Fixture::ClientError, sample_input()).await;
+    match classify(&result) {
+        Outcome::Failed {
+            retryable: false, ..
+        } => {}
+        other => panic!(
+            "ClientError: expected a non-retryable failure, got {other:?}; {}",
+            describe(&result)
+        ),
+    }
+}
+
+/// Sleep: an [`ErrorKind::Timeout`] error (retryable) soon after the timeout, not after 30 s.
+pub async fn timeout_is_an_error(h: &dyn DriverHarness) {
+    let start = Instant::now();
+    let outcome = run(h, Fixture::Sleep, sample_input(), SLEEP_TIMEOUT).await;
+    let elapsed = start.elapsed();
+    match outcome {
+        Err(e) if e.kind() == ErrorKind::Timeout => {
+            assert!(
+                e.is_retryable(),
+                "Sleep: a timeout should be retryable: {e}"
+            );
+        }
+        Err(e) => panic!(
+            "Sleep: expected a timeout error, got {:?} error: {e}",
+            e.kind()
+        ),
+        Ok(r) => panic!(
+            "Sleep: expected a timeout error, got a result; {}",
+            describe(&r)
+        ),
+    }
+    assert!(
+        elapsed + Duration::from_millis(100) >= SLEEP_TIMEOUT,
+        "Sleep: timed out after {elapsed:?}, before the {SLEEP_TIMEOUT:?} timeout"
+    );
+}
+
+/// Echo with a 300 KiB input: the whole document comes back.
+pub async fn large_input_round_trips(h: &dyn DriverHarness) {
+    let input = large_input(LARGE_INPUT_BYTES);
+    let result = run_ok(h, Fixture::Echo, input.clone()).await;
+    assert_completed_with(&result, &input, "Echo (300 KiB)");
+}
+
+/// Echo with `max_output_bytes` below the input size: an [`ErrorKind::TooLarge`] error.
+pub async fn output_over_limit_fails(h: &dyn DriverHarness) {
+    let input = large_input(LARGE_INPUT_BYTES);
+    let mut request = h.request(Fixture::Echo, input, QUICK_TIMEOUT);
+    request.max_output_bytes = 64 * 1024;
+    match execute(h, request).await {
+        Err(e) if e.kind() == ErrorKind::TooLarge => {}
+        Err(e) => panic!(
+            "output over limit: expected a too_large error, got {:?}: {e}",
+            e.kind()
+        ),
+        Ok(r) => panic!(
+            "output over limit: expected a too_large error; {}",
+            describe(&r)
+        ),
+    }
+}
+
+/// Four Echo attempts at once each get their own output back.
+pub async fn concurrent_attempts_are_independent(h: &dyn DriverHarness) {
+    let inputs: Vec<Bytes> = (1..=4)
+        .map(|attempt| step_input(&sample_event(), attempt))
+        .collect();
+    let runs = inputs
+        .iter()
+        .map(|input| run_ok(h, Fixture::Echo, input.clone()));
+    let results = futures::future::join_all(runs).await;
+    for (input, result) in inputs.iter().zip(&results) {
+        assert_completed_with(result, input, "concurrent Echo");
+    }
+}
+
+async fn run(
+    h: &dyn DriverHarness,
+    fixture: Fixture,
+    input: Bytes,
+    timeout: Duration,
+) -> Result<StepResult> {
+    execute(h, h.request(fixture, input, timeout)).await
+}
+
+/// Executes with a guard, so a driver that ignores its timeout fails instead of hanging.
+async fn execute(h: &dyn DriverHarness, request: StepRequest) -> Result<StepResult> {
+    let limit = request.timeout + TIMEOUT_SLACK;
+    match tokio::time::timeout(limit, h.driver().execute(request)).await {
+        Ok(result) => result,
+        Err(_) => {
+            panic!("the driver did not return within its timeout + {TIMEOUT_SLACK:?} ({limit:?})")
+        }
+    }
+}
+
+async fn run_ok(h: &dyn DriverHarness, fixture: Fixture, input: Bytes) -> StepResult {
+    match run(h, fixture, input, QUICK_TIMEOUT).await {
+        Ok(result) => result,
+        Err(e) => panic!(
+            "{fixture:?}: the driver returned an error ({:?}): {e}",
+            e.kind()
+        ),
+    }
+}
+
+fn assert_completed_with(result: &StepResult, input: &[u8], what: &str) {
+    let expected: Value = match serde_json::from_slice(input) {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: the suite built invalid JSON: {e}"),
+    };
+    match classify(result) {
+        Outcome::Completed(output) => assert!(
+            output == expected,
+            "{what}: the output differs from the input ({} bytes in); {}",
+            input.len(),
+            describe(result)
+        ),
+        other => panic!(
+            "{what}: expected success, got {}; {}",
+            short(&format!("{other:?}")),
+            describe(result)
+        ),
+    }
+}
+
+/// A short description of a result for failure messages.
+fn describe(r: &StepResult) -> String {
+    format!(
+        "result: success={}, detail={:?}, retryable={:?}, stdout ({} bytes)={:?}, log={:?}",
+        r.success,
+        r.detail,
+        r.retryable,
+        r.stdout.len(),
+        short(&String::from_utf8_lossy(&r.stdout)),
+        short(&r.log),
+    )
+}
+
+fn short(s: &str) -> String {
+    const MAX: usize = 300;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}

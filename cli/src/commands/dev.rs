@@ -1,0 +1,55 @@
+//! `weir dev [DIR]`: the embedded engine with the HTTP API, reloading functions on change.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use weir_core::engine::Roles;
+use weir_core::Error;
+
+use crate::api::EventKeys;
+use crate::embedded::{EngineOptions, build_engine};
+
+/// Arguments of `weir dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory holding function directories (or one function directory).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8288", env = "WEIR_LISTEN")]
+    pub listen: SocketAddr,
+    /// Do not reload functions when their files change.
+    #[arg(long)]
+    pub no_reload: bool,
+}
+
+pub(super) async fn dev(args: DevArgs) -> weir_core::Result<i32> {
+    let engine = build_engine(&EngineOptions::default()).await?;
+    let loaded = crate::functions::load_into(&engine, &args.dir);
+    for f in &loaded.functions {
+        eprintln!("loaded {} ({} steps) from {}", f.id, f.steps.len(), f.dir.display());
+    }
+    let handle = engine.start(Roles::ALL).await?;
+    let watcher = (!args.no_reload).then(|| {
+        tokio::spawn(crate::functions::watch(engine.clone(), args.dir.clone(), Duration::from_millis(500)))
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}", args.listen)).with_source(e))?;
+    let addr = listener.local_addr().map_err(|e| Error::internal("no local address").with_source(e))?;
+    eprintln!("weir dev listening on http://{addr} (send events to http://{addr}/e/<any-key>)");
+    let app = crate::api::router(engine.clone(), EventKeys::Any);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    handle.shutdown().await;
+    served.map_err(|e| Error::internal("server failed").with_source(e))?;
+    Ok(0)
+}

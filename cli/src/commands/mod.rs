@@ -1,0 +1,74 @@
+//! The `weir` command line.
+
+/// `println!` that ignores a closed stdout (`weir runs | head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! outp {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+mod dev;
+mod init;
+mod run;
+mod runs;
+mod send;
+mod validate;
+
+use clap::{Parser, Subcommand};
+
+/// weir — event-driven functions: send events, run DAGs of steps, see every run.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Dev server on 127.0.0.1:8288 with the embedded engine; reloads functions on change.
+    Dev(dev::DevArgs),
+    /// Run one function once, in-process, for one event; print each step's result.
+    Run(run::RunArgs),
+    /// Send an event to a running server.
+    Send(send::SendArgs),
+    /// Validate function definitions; print every error with file and JSON path.
+    Validate(validate::ValidateArgs),
+    /// Scaffold a runnable function directory.
+    Init(init::InitArgs),
+    /// List runs of a running server, or show one (`weir runs show RUN_ID`).
+    Runs(runs::RunsArgs),
+}
+
+/// Runs the command; returns the process exit code.
+pub async fn main(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Dev(a) => dev::dev(a).await,
+        Command::Run(a) => run::run(a).await,
+        Command::Send(a) => send::send(a).await,
+        Command::Validate(a) => validate::validate(a),
+        Command::Init(a) => init::init(a),
+        Command::Runs(a) => runs::runs(a).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+/// The default server URL of client commands.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8288";

@@ -1,0 +1,63 @@
+//! Building an engine from URLs and options: what `weir dev`, `weir run` and tests use.
+
+use std::sync::Arc;
+
+use weir_core::driver::DriverSet;
+use weir_core::engine::{Engine, EngineConfig, EngineParts};
+use weir_core::Result;
+
+/// Options for [`build_engine`].
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// State store URL (`memory://`).
+    pub state_url: String,
+    /// Broker URL (`memory://`).
+    pub broker_url: String,
+    /// Key signing HTTP step requests (`X-Weir-Signature`); none = unsigned.
+    pub signing_key: Option<String>,
+    /// Engine tunables.
+    pub config: EngineConfig,
+}
+
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("state_url", &self.state_url)
+            .field("broker_url", &self.broker_url)
+            .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            state_url: "memory://".into(),
+            broker_url: "memory://".into(),
+            signing_key: None,
+            config: EngineConfig::default(),
+        }
+    }
+}
+
+/// The runtime drivers compiled into this build.
+pub fn default_drivers(signing_key: Option<String>) -> Result<DriverSet> {
+    let http = weir_driver_http::HttpDriver::new(weir_driver_http::HttpDriverConfig { signing_key })?;
+    Ok(DriverSet::new()
+        .with(Arc::new(weir_driver_process::ProcessDriver::new()))
+        .with(Arc::new(http)))
+}
+
+/// Opens the drivers named by `options` and builds an engine (not yet started).
+pub async fn build_engine(options: &EngineOptions) -> Result<Engine> {
+    let (state, events) = crate::registry::open_state(&options.state_url).await?;
+    let broker = crate::registry::open_broker(&options.broker_url).await?;
+    Ok(Engine::new(EngineParts {
+        state,
+        events,
+        broker,
+        drivers: default_drivers(options.signing_key.clone())?,
+        config: options.config.clone(),
+    }))
+}

@@ -1,0 +1,79 @@
+//! Drivers selected by URL scheme (`memory://`, later `redis://…`, `amqp://…`, …).
+//!
+//! An unknown scheme is an error that lists the schemes this build supports and, for schemes
+//! weir knows but this build lacks, the Cargo feature that adds them.
+
+use std::sync::Arc;
+
+use weir_core::broker::Broker;
+use weir_core::events::EventStore;
+use weir_core::state::StateStore;
+use weir_core::{Error, ErrorKind, Result};
+
+/// State schemes weir knows, with the Cargo feature that compiles each in.
+const KNOWN_STATE: &[(&str, &str)] = &[("memory", "default"), ("redis", "state-redis"), ("rediss", "state-redis")];
+/// Broker schemes weir knows, with the Cargo feature that compiles each in.
+const KNOWN_BROKERS: &[(&str, &str)] = &[
+    ("memory", "default"),
+    ("redis", "broker-redis"),
+    ("amqp", "broker-amqp"),
+    ("amqps", "broker-amqp"),
+    ("kafka", "broker-kafka"),
+    ("sqs", "broker-sqs"),
+];
+
+/// The state store and event store behind one URL.
+pub type StateStores = (Arc<dyn StateStore>, Arc<dyn EventStore>);
+
+fn scheme(url: &str) -> Result<&str> {
+    url.split_once("://")
+        .map(|(s, _)| s)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::new(ErrorKind::Config, format!("{url:?} is not a URL (expected e.g. memory://)")))
+}
+
+fn unknown(what: &str, scheme: &str, known: &[(&str, &str)], available: &[&str]) -> Error {
+    let hint = match known.iter().find(|(s, _)| *s == scheme) {
+        Some((_, feature)) => format!("; it needs the `{feature}` Cargo feature of weir"),
+        None => String::new(),
+    };
+    Error::new(
+        ErrorKind::Config,
+        format!("unknown {what} scheme {scheme:?}{hint} (available in this build: {})", available.join(", ")),
+    )
+}
+
+/// Opens the state and event stores named by `url`.
+pub async fn open_state(url: &str) -> Result<StateStores> {
+    match scheme(url)? {
+        "memory" => Ok((
+            Arc::new(weir_state_memory::MemoryStateStore::new()),
+            Arc::new(weir_state_memory::MemoryEventStore::new()),
+        )),
+        other => Err(unknown("state", other, KNOWN_STATE, &["memory://"])),
+    }
+}
+
+/// Opens the broker named by `url`.
+pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>> {
+    match scheme(url)? {
+        "memory" => Ok(Arc::new(weir_broker_memory::MemoryBroker::new())),
+        other => Err(unknown("broker", other, KNOWN_BROKERS, &["memory://"])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_schemes_list_what_is_available() {
+        let err = open_state("postgres://x").await.err().expect("unknown scheme");
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("available in this build: memory://"), "{err}");
+        let err = open_broker("kafka://localhost:9092").await.err().expect("not compiled in");
+        assert!(err.to_string().contains("`broker-kafka` Cargo feature"), "{err}");
+        assert!(open_state("nonsense").await.is_err());
+        assert!(open_state("memory://").await.is_ok());
+    }
+}

@@ -1,0 +1,114 @@
+//! How runs are shown: the JSON of `weir run --json` / `weir runs show --json` /
+//! `GET /v1/runs/{id}`, and the human rendering.
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value, json};
+use weir_core::run::{Run, RunSummary, StepStatus};
+
+/// `{"run_id","function_id","function_version","status","event_id","steps":{id:{status,output,attempts,…}}}`,
+/// plus `"timeline"` when asked.
+pub fn run_json(run: &Run, timeline: bool) -> Value {
+    let mut steps = Map::new();
+    for (id, s) in &run.steps {
+        let mut step = Map::new();
+        step.insert("status".into(), json!(s.status.as_str()));
+        step.insert("output".into(), s.output.clone().unwrap_or(Value::Null));
+        step.insert("attempts".into(), json!(s.attempts));
+        if let Some(e) = &s.error {
+            step.insert("error".into(), json!(e));
+        }
+        if let Some(l) = &s.log {
+            step.insert("log".into(), json!(l));
+        }
+        steps.insert(id.clone(), Value::Object(step));
+    }
+    let mut out = json!({
+        "run_id": run.id,
+        "function_id": run.function_id,
+        "function_version": run.function_version,
+        "status": run.status.as_str(),
+        "event_id": run.event.id,
+        "created_at": run.created_at,
+        "ended_at": run.ended_at,
+        "steps": steps,
+    });
+    if timeline {
+        out["timeline"] = serde_json::to_value(&run.history).unwrap_or(Value::Null);
+        out["event"] = serde_json::to_value(&run.event).unwrap_or(Value::Null);
+    }
+    out
+}
+
+fn mark(status: &str) -> &'static str {
+    match status {
+        "completed" => "✓",
+        "failed" => "✗",
+        "skipped" => "–",
+        _ => "…",
+    }
+}
+
+/// Renders a run (as [`run_json`] gives it) for people: one block per step.
+pub fn render_run(run: &Value, step_order: &[String]) -> String {
+    let mut out = String::new();
+    let status = run["status"].as_str().unwrap_or("?");
+    let _ = writeln!(
+        out,
+        "run {} of {} — {status}",
+        run["run_id"].as_str().unwrap_or("?"),
+        run["function_id"].as_str().unwrap_or("?")
+    );
+    let empty = Map::new();
+    let steps = run["steps"].as_object().unwrap_or(&empty);
+    let mut ids: Vec<&String> = step_order.iter().filter(|id| steps.contains_key(*id)).collect();
+    ids.extend(steps.keys().filter(|k| !step_order.contains(k)));
+    for id in ids {
+        let s = &steps[id];
+        let st = s["status"].as_str().unwrap_or("?");
+        let attempts = s["attempts"].as_u64().unwrap_or(0);
+        let plural = if attempts == 1 { "" } else { "s" };
+        let _ = writeln!(out, "  {} {id}: {st} ({attempts} attempt{plural})", mark(st));
+        if !s["output"].is_null() {
+            let _ = writeln!(out, "      output: {}", s["output"]);
+        }
+        if let Some(e) = s["error"].as_str() {
+            let _ = writeln!(out, "      {}: {e}", if st == "skipped" { "why" } else { "error" });
+        }
+        if let Some(l) = s["log"].as_str() {
+            for line in l.lines().take(20) {
+                let _ = writeln!(out, "      log: {line}");
+            }
+        }
+    }
+    if let Some(tl) = run["timeline"].as_array() {
+        let _ = writeln!(out, "timeline:");
+        for h in tl {
+            let _ = writeln!(
+                out,
+                "  {} {}{}{}{}",
+                h["at"],
+                h["kind"].as_str().unwrap_or(""),
+                h["step"].as_str().map(|s| format!(" {s}")).unwrap_or_default(),
+                h["attempt"].as_u64().map(|a| format!(" #{a}")).unwrap_or_default(),
+                h["detail"].as_str().map(|d| format!(" — {d}")).unwrap_or_default(),
+            );
+        }
+    }
+    out
+}
+
+/// One line per run for `weir runs`.
+pub fn render_summaries(runs: &[RunSummary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<26}  {:<24}  {:<9}  EVENT", "RUN", "FUNCTION", "STATUS");
+    for r in runs {
+        let _ = writeln!(out, "{:<26}  {:<24}  {:<9}  {} ({})", r.id, r.function_id, r.status.as_str(), r.event_id, r.event_name);
+    }
+    out
+}
+
+/// Whether every step of the run is terminal and none failed.
+pub fn completed(run: &Run) -> bool {
+    run.steps.values().all(|s| matches!(s.status, StepStatus::Completed | StepStatus::Skipped))
+}

@@ -1,0 +1,225 @@
+//! The `weir` binary: run, validate, init, and the dev server with send / runs.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.env_remove("WEIR_URL").env_remove("WEIR_EVENT_KEY");
+    c
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root")
+}
+
+#[test]
+fn run_prints_both_step_outputs_of_the_signup_example() {
+    let outbox = tempfile::tempdir().expect("tempdir");
+    let out = weir()
+        .current_dir(repo())
+        .env("WEIR_OUTBOX", outbox.path())
+        .args(["run", "examples/signup", "--event", "examples/signup/event.json"])
+        .output()
+        .expect("weir run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("step-1: completed"), "{stdout}");
+    assert!(stdout.contains(r#""to":"+15555550142""#), "{stdout}");
+    assert!(stdout.contains("step-2: completed"), "{stdout}");
+    assert!(stdout.contains(r#""contact":"ada@example.com""#), "{stdout}");
+    let sms = std::fs::read_to_string(outbox.path().join("sms.log")).expect("the SMS step really ran");
+    assert!(sms.contains("+15555550142"));
+}
+
+#[test]
+fn run_json_has_the_documented_shape_and_exit_code_follows_the_run() {
+    let outbox = tempfile::tempdir().expect("tempdir");
+    let out = weir()
+        .current_dir(repo())
+        .env("WEIR_OUTBOX", outbox.path())
+        .args(["run", "examples/signup", "--event", "-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            let event = r#"{"name":"user/signed.up","user":{"email":"x@y","created_at":"2023-01-01"}}"#;
+            child.stdin.take().expect("stdin").write_all(event.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("weir run");
+    // No phone: step-1 answers status 422 → the run fails, step-2 is skipped, exit non-zero.
+    assert!(!out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(doc["status"], "failed");
+    assert!(doc["run_id"].is_string());
+    assert_eq!(doc["steps"]["step-1"]["status"], "failed");
+    assert_eq!(doc["steps"]["step-1"]["attempts"], 1);
+    assert_eq!(doc["steps"]["step-1"]["output"]["status"], 422);
+    assert_eq!(doc["steps"]["step-2"]["status"], "skipped");
+}
+
+#[test]
+fn validate_reports_every_error_with_file_and_json_path() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("broken");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let def = r#"{
+      "id": "broken",
+      "triggers": [{"event": "a/b", "expression": "user.created_at >"}],
+      "steps": {
+        "a": {"path": "/bin/true", "after": [{"step": "c"}]},
+        "b": {"path": "/bin/true", "after": [{"step": "a"}, {"step": "step-9"}], "timeout": "soon"},
+        "c": {"path": "/bin/true", "after": [{"step": "b"}]}
+      }
+    }"#;
+    std::fs::write(dir.join("weir.json"), def).expect("write");
+    let out = weir().args(["validate"]).arg(&dir).output().expect("weir validate");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let file = dir.join("weir.json");
+    let file = file.display();
+    for expected in [
+        format!("{file}: triggers[0].expression: invalid CEL expression"),
+        format!("{file}: steps.b.after[1].step: no step \"step-9\""),
+        format!("{file}: steps.b.timeout: invalid duration \"soon\""),
+        format!("{file}: steps: the steps form a cycle: "),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(text.contains("a → b → c → a") || text.contains("b → c → a → b") || text.contains("c → a → b → c"), "{text}");
+    let json_out = weir().args(["validate", "--json"]).arg(&dir).output().expect("weir validate --json");
+    let errors: Value = serde_json::from_slice(&json_out.stdout).expect("JSON");
+    assert_eq!(errors.as_array().map(Vec::len), Some(4), "{errors}");
+}
+
+#[test]
+fn validate_explains_unsupported_fields_and_missing_runtimes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("f");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let def = r#"{"id": "f", "triggers": [{"event": "a"}, {"cron": "0 12 * * *"}],
+      "concurrency": [{"limit": 10}],
+      "steps": {"s": {"path": "file://./x", "runtime": {"type": "docker"},
+                      "after": []},
+                "t": {"runtime": {"type": "lambda"}, "after": [{"step": "s", "wait": "1h"}]}}}"#;
+    std::fs::write(dir.join("weir.json"), def).expect("write");
+    let out = weir().args(["validate"]).arg(&dir).output().expect("weir validate");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("concurrency: not supported yet"), "{text}");
+    assert!(text.contains("triggers[1].cron: not supported yet"), "{text}");
+    assert!(text.contains("steps.t.after[0].wait: not supported yet"), "{text}");
+    assert!(text.contains("steps.s.runtime: runtime \"docker\" is not compiled into this weir: build weir with the `driver-docker` Cargo feature"), "{text}");
+    assert!(text.contains("`driver-lambda` Cargo feature"), "{text}");
+}
+
+#[test]
+fn init_scaffolds_a_function_that_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = weir().args(["init", "my-func", "--dir"]).arg(tmp.path()).output().expect("weir init");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = tmp.path().join("my-func");
+    let out = weir().args(["validate"]).arg(&dir).output().expect("validate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = weir().arg("run").arg(&dir).arg("--event").arg(dir.join("event.json")).arg("--json").output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["status"], "completed");
+    assert_eq!(doc["steps"]["goodbye"]["output"]["greeting"], "hello from goodbye");
+    let again = weir().args(["init", "my-func", "--dir"]).arg(tmp.path()).output().expect("weir init");
+    assert!(!again.status.success(), "init refuses to overwrite");
+}
+
+/// Kills the dev server when the test ends, however it ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[test]
+fn dev_server_send_runs_and_reload() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = tmp.path().join("functions");
+    std::fs::create_dir_all(&functions).expect("mkdir");
+    let init = weir().args(["init", "first", "--dir"]).arg(&functions).output().expect("init");
+    assert!(init.status.success());
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _server = Server(
+        weir()
+            .arg("dev")
+            .arg(&functions)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weir dev"),
+    );
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(up, "weir dev did not start listening");
+
+    let sent = weir().args(["send", "app/first.requested", "--data", r#"{"a":1}"#, "--user", r#"{"id":"ann"}"#, "--url", &url]).output().expect("send");
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let event_id = String::from_utf8_lossy(&sent.stdout).trim().to_string();
+    assert_eq!(event_id.len(), 26, "prints the event id: {event_id:?}");
+
+    let mut runs = Value::Null;
+    for _ in 0..100 {
+        let out = weir().args(["runs", "--json", "--user", "ann", "--url", &url]).output().expect("runs");
+        runs = serde_json::from_slice(&out.stdout).expect("JSON");
+        if runs[0]["status"] == "completed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(runs[0]["event_id"], event_id.as_str(), "{runs}");
+    assert_eq!(runs[0]["function_id"], "first");
+    assert_eq!(runs[0]["status"], "completed");
+    let run_id = runs[0]["id"].as_str().expect("id").to_string();
+    let show = weir().args(["runs", "show", &run_id, "--json", "--url", &url]).output().expect("show");
+    let doc: Value = serde_json::from_slice(&show.stdout).expect("JSON");
+    assert_eq!(doc["run_id"], run_id.as_str());
+    assert_eq!(doc["steps"]["hello"]["attempts"], 1);
+    assert!(doc["timeline"].as_array().is_some_and(|t| !t.is_empty()));
+
+    // A function added while the server runs is picked up.
+    let init = weir().args(["init", "second", "--dir"]).arg(&functions).output().expect("init");
+    assert!(init.status.success());
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let list: Value = reqwest::blocking_get(&format!("{url}/v1/functions"));
+        ids = list.as_array().into_iter().flatten().filter_map(|f| f["id"].as_str().map(str::to_string)).collect();
+        if ids.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ids, vec!["first".to_string(), "second".to_string()], "reloaded after a change");
+}
+
+mod reqwest {
+    /// A tiny blocking GET of JSON for the test (no blocking client compiled in).
+    pub fn blocking_get(url: &str) -> serde_json::Value {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async { ::reqwest::get(url).await.expect("get").json().await.expect("json") })
+    }
+}

@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests: function directories in a tempdir, an engine on
+//! the embedded default, and waiting for runs.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use weir::core::engine::{Engine, EngineConfig, Roles};
+use weir::core::run::{Run, RunFilter};
+use weir::embedded::{EngineOptions, build_engine};
+
+/// A function directory under a tempdir.
+pub struct FnDir {
+    /// Keeps the tempdir alive.
+    pub tmp: tempfile::TempDir,
+    /// The function directory.
+    pub dir: PathBuf,
+}
+
+/// Writes `weir.json` and executable step scripts (name → sh body).
+pub fn function_dir(definition: &Value, scripts: &[(&str, &str)]) -> FnDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("fn");
+    std::fs::create_dir_all(dir.join("steps")).expect("mkdir");
+    std::fs::write(dir.join("weir.json"), serde_json::to_vec_pretty(definition).expect("json")).expect("write");
+    for (name, body) in scripts {
+        let path = dir.join("steps").join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    FnDir { tmp, dir }
+}
+
+/// An engine on memory state and broker with fast retries, its loops started, the function
+/// loaded.
+pub async fn engine_with(dir: &Path) -> (Engine, weir::core::engine::EngineHandle) {
+    let config = EngineConfig {
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        scheduler_tick: Duration::from_millis(5),
+        ..EngineConfig::default()
+    };
+    let engine = build_engine(&EngineOptions { config, ..EngineOptions::default() }).await.expect("engine");
+    let loaded = weir::functions::load_all(dir, engine.drivers());
+    assert!(loaded.errors.is_empty(), "function must load: {:?}", loaded.errors);
+    engine.functions().replace(loaded.functions);
+    let handle = engine.start(Roles::ALL).await.expect("start");
+    (engine, handle)
+}
+
+/// Sends `event` through ingest and waits for the one run it triggers.
+pub async fn run_event(engine: &Engine, function_id: &str, event: &Value) -> Run {
+    let ids = engine.ingest_body(event.to_string().as_bytes()).await.expect("ingest");
+    assert_eq!(ids.len(), 1);
+    let filter = RunFilter { function_id: Some(function_id.to_string()), ..Default::default() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs = engine.state().list_runs(&filter).await.expect("list");
+        if let Some(r) = runs.iter().find(|r| r.event_id == ids[0]) {
+            return engine.wait_for_run(&r.id, Duration::from_secs(20)).await.expect("run finishes");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no run was created for event {}", ids[0]);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
