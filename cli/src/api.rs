@@ -60,7 +60,11 @@ pub fn router(engine: Engine, keys: EventKeys) -> Router {
 /// An error answer.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let message = message.into();
-    (status, Json(json!({"error": message, "status": status.as_u16()}))).into_response()
+    (
+        status,
+        Json(json!({"error": message, "status": status.as_u16()})),
+    )
+        .into_response()
 }
 
 fn from_error(e: &Error) -> Response {
@@ -82,7 +86,10 @@ async fn send_events(State(app): State<AppState>, Path(key): Path<String>, body:
     }
     let limit = app.engine.config().max_request_bytes;
     let Ok(bytes) = to_bytes(body, limit).await else {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is over the limit of {limit} bytes"));
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is over the limit of {limit} bytes"),
+        );
     };
     match app.engine.ingest_body(&bytes).await {
         Ok(ids) => Json(json!({"ids": ids, "status": 200})).into_response(),
@@ -107,10 +114,18 @@ async fn list_runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> R
         None => None,
         Some((_, Some(s))) => Some(s),
         Some((s, None)) => {
-            return error(StatusCode::BAD_REQUEST, format!("unknown status {s:?} (running, completed, failed)"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown status {s:?} (running, completed, failed)"),
+            );
         }
     };
-    let filter = RunFilter { function_id: q.function, status, user: q.user, limit: q.limit };
+    let filter = RunFilter {
+        function_id: q.function,
+        status,
+        user: q.user,
+        limit: q.limit,
+    };
     match app.engine.state().list_runs(&filter).await {
         Ok(runs) => Json(json!(runs)).into_response(),
         Err(e) => from_error(&e),
@@ -155,7 +170,13 @@ struct EventsQuery {
 }
 
 async fn list_events(State(app): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
-    let filter = EventFilter { name: q.name, from_ms: q.from, to_ms: q.to, user: q.user, limit: q.limit };
+    let filter = EventFilter {
+        name: q.name,
+        from_ms: q.from,
+        to_ms: q.to,
+        user: q.user,
+        limit: q.limit,
+    };
     match app.engine.events().scan(&filter).await {
         Ok(events) => Json(json!(events)).into_response(),
         Err(e) => from_error(&e),

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use weir_core::Result;
 use weir_core::driver::DriverSet;
 use weir_core::engine::{Engine, EngineConfig, EngineParts};
-use weir_core::Result;
 
 /// Options for [`build_engine`].
 #[derive(Clone)]
@@ -24,7 +24,10 @@ impl std::fmt::Debug for EngineOptions {
         f.debug_struct("EngineOptions")
             .field("state_url", &self.state_url)
             .field("broker_url", &self.broker_url)
-            .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("config", &self.config)
             .finish()
     }
@@ -43,7 +46,8 @@ impl Default for EngineOptions {
 
 /// The runtime drivers compiled into this build.
 pub fn default_drivers(signing_key: Option<String>) -> Result<DriverSet> {
-    let http = weir_driver_http::HttpDriver::new(weir_driver_http::HttpDriverConfig { signing_key })?;
+    let http =
+        weir_driver_http::HttpDriver::new(weir_driver_http::HttpDriverConfig { signing_key })?;
     Ok(DriverSet::new()
         .with(Arc::new(weir_driver_process::ProcessDriver::new()))
         .with(Arc::new(http)))

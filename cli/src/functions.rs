@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use weir_core::engine::Engine;
-use weir_core::function::{Function, LoadError, RuntimeCatalog, definition_file, discover, load_function};
+use weir_core::function::{
+    Function, LoadError, RuntimeCatalog, definition_file, discover, load_function,
+};
 
 /// What loading a directory gave: the valid functions and the errors of the others.
 #[derive(Debug, Default)]
@@ -18,7 +20,11 @@ pub struct Loaded {
 /// Loads every function under `root` (or the one function `root` is).
 pub fn load_all(root: &Path, runtimes: &dyn RuntimeCatalog) -> Loaded {
     let mut loaded = Loaded::default();
-    let dirs = if root.is_file() { vec![root.to_path_buf()] } else { discover(root) };
+    let dirs = if root.is_file() {
+        vec![root.to_path_buf()]
+    } else {
+        discover(root)
+    };
     for dir in dirs {
         match load_function(&dir, runtimes) {
             Ok(f) => {
@@ -53,9 +59,19 @@ pub fn load_into(engine: &Engine, root: &Path) -> Loaded {
 
 /// A cheap fingerprint of the definition files under `root`: paths, sizes, mtimes.
 fn fingerprint(root: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let dirs = if root.is_file() { vec![root.to_path_buf()] } else { discover(root) };
+    let dirs = if root.is_file() {
+        vec![root.to_path_buf()]
+    } else {
+        discover(root)
+    };
     dirs.into_iter()
-        .filter_map(|d| if d.is_file() { Some(d) } else { definition_file(&d) })
+        .filter_map(|d| {
+            if d.is_file() {
+                Some(d)
+            } else {
+                definition_file(&d)
+            }
+        })
         .map(|f| {
             let meta = std::fs::metadata(&f).ok();
             let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);

@@ -11,7 +11,11 @@ use weir_core::state::StateStore;
 use weir_core::{Error, ErrorKind, Result};
 
 /// State schemes weir knows, with the Cargo feature that compiles each in.
-const KNOWN_STATE: &[(&str, &str)] = &[("memory", "default"), ("redis", "state-redis"), ("rediss", "state-redis")];
+const KNOWN_STATE: &[(&str, &str)] = &[
+    ("memory", "default"),
+    ("redis", "state-redis"),
+    ("rediss", "state-redis"),
+];
 /// Broker schemes weir knows, with the Cargo feature that compiles each in.
 const KNOWN_BROKERS: &[(&str, &str)] = &[
     ("memory", "default"),
@@ -29,7 +33,12 @@ fn scheme(url: &str) -> Result<&str> {
     url.split_once("://")
         .map(|(s, _)| s)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::new(ErrorKind::Config, format!("{url:?} is not a URL (expected e.g. memory://)")))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{url:?} is not a URL (expected e.g. memory://)"),
+            )
+        })
 }
 
 fn unknown(what: &str, scheme: &str, known: &[(&str, &str)], available: &[&str]) -> Error {
@@ -39,7 +48,10 @@ fn unknown(what: &str, scheme: &str, known: &[(&str, &str)], available: &[&str])
     };
     Error::new(
         ErrorKind::Config,
-        format!("unknown {what} scheme {scheme:?}{hint} (available in this build: {})", available.join(", ")),
+        format!(
+            "unknown {what} scheme {scheme:?}{hint} (available in this build: {})",
+            available.join(", ")
+        ),
     )
 }
 
@@ -68,11 +80,24 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_schemes_list_what_is_available() {
-        let err = open_state("postgres://x").await.err().expect("unknown scheme");
+        let err = open_state("postgres://x")
+            .await
+            .err()
+            .expect("unknown scheme");
         assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(err.to_string().contains("available in this build: memory://"), "{err}");
-        let err = open_broker("kafka://localhost:9092").await.err().expect("not compiled in");
-        assert!(err.to_string().contains("`broker-kafka` Cargo feature"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("available in this build: memory://"),
+            "{err}"
+        );
+        let err = open_broker("kafka://localhost:9092")
+            .await
+            .err()
+            .expect("not compiled in");
+        assert!(
+            err.to_string().contains("`broker-kafka` Cargo feature"),
+            "{err}"
+        );
         assert!(open_state("nonsense").await.is_err());
         assert!(open_state("memory://").await.is_ok());
     }

@@ -61,19 +61,30 @@ pub fn render_run(run: &Value, step_order: &[String]) -> String {
     );
     let empty = Map::new();
     let steps = run["steps"].as_object().unwrap_or(&empty);
-    let mut ids: Vec<&String> = step_order.iter().filter(|id| steps.contains_key(*id)).collect();
+    let mut ids: Vec<&String> = step_order
+        .iter()
+        .filter(|id| steps.contains_key(*id))
+        .collect();
     ids.extend(steps.keys().filter(|k| !step_order.contains(k)));
     for id in ids {
         let s = &steps[id];
         let st = s["status"].as_str().unwrap_or("?");
         let attempts = s["attempts"].as_u64().unwrap_or(0);
         let plural = if attempts == 1 { "" } else { "s" };
-        let _ = writeln!(out, "  {} {id}: {st} ({attempts} attempt{plural})", mark(st));
+        let _ = writeln!(
+            out,
+            "  {} {id}: {st} ({attempts} attempt{plural})",
+            mark(st)
+        );
         if !s["output"].is_null() {
             let _ = writeln!(out, "      output: {}", s["output"]);
         }
         if let Some(e) = s["error"].as_str() {
-            let _ = writeln!(out, "      {}: {e}", if st == "skipped" { "why" } else { "error" });
+            let _ = writeln!(
+                out,
+                "      {}: {e}",
+                if st == "skipped" { "why" } else { "error" }
+            );
         }
         if let Some(l) = s["log"].as_str() {
             for line in l.lines().take(20) {
@@ -89,9 +100,18 @@ pub fn render_run(run: &Value, step_order: &[String]) -> String {
                 "  {} {}{}{}{}",
                 h["at"],
                 h["kind"].as_str().unwrap_or(""),
-                h["step"].as_str().map(|s| format!(" {s}")).unwrap_or_default(),
-                h["attempt"].as_u64().map(|a| format!(" #{a}")).unwrap_or_default(),
-                h["detail"].as_str().map(|d| format!(" — {d}")).unwrap_or_default(),
+                h["step"]
+                    .as_str()
+                    .map(|s| format!(" {s}"))
+                    .unwrap_or_default(),
+                h["attempt"]
+                    .as_u64()
+                    .map(|a| format!(" #{a}"))
+                    .unwrap_or_default(),
+                h["detail"]
+                    .as_str()
+                    .map(|d| format!(" — {d}"))
+                    .unwrap_or_default(),
             );
         }
     }
@@ -101,14 +121,28 @@ pub fn render_run(run: &Value, step_order: &[String]) -> String {
 /// One line per run for `weir runs`.
 pub fn render_summaries(runs: &[RunSummary]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<26}  {:<24}  {:<9}  EVENT", "RUN", "FUNCTION", "STATUS");
+    let _ = writeln!(
+        out,
+        "{:<26}  {:<24}  {:<9}  EVENT",
+        "RUN", "FUNCTION", "STATUS"
+    );
     for r in runs {
-        let _ = writeln!(out, "{:<26}  {:<24}  {:<9}  {} ({})", r.id, r.function_id, r.status.as_str(), r.event_id, r.event_name);
+        let _ = writeln!(
+            out,
+            "{:<26}  {:<24}  {:<9}  {} ({})",
+            r.id,
+            r.function_id,
+            r.status.as_str(),
+            r.event_id,
+            r.event_name
+        );
     }
     out
 }
 
 /// Whether every step of the run is terminal and none failed.
 pub fn completed(run: &Run) -> bool {
-    run.steps.values().all(|s| matches!(s.status, StepStatus::Completed | StepStatus::Skipped))
+    run.steps
+        .values()
+        .all(|s| matches!(s.status, StepStatus::Completed | StepStatus::Skipped))
 }

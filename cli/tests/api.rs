@@ -14,7 +14,9 @@ use weir::core::engine::Engine;
 use weir::core::events::EventFilter;
 
 async fn serve(engine: Engine, keys: EventKeys) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, router(engine, keys)).await });
     format!("http://{addr}")
@@ -33,7 +35,15 @@ async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
 }
 
 async fn stored(engine: &Engine) -> usize {
-    engine.events().scan(&EventFilter { limit: Some(10_000), ..Default::default() }).await.expect("scan").len()
+    engine
+        .events()
+        .scan(&EventFilter {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .await
+        .expect("scan")
+        .len()
 }
 
 fn signup_fn() -> common::FnDir {
@@ -47,11 +57,19 @@ async fn events_in_runs_out() {
     let f = signup_fn();
     let (engine, _handle) = engine_with(&f.dir).await;
     let base = serve(engine.clone(), EventKeys::Any).await;
-    let (status, body) = post(&format!("{base}/e/any-key"), r#"{"name":"user/signed.up","user":{"id":"u7"}}"#).await;
+    let (status, body) = post(
+        &format!("{base}/e/any-key"),
+        r#"{"name":"user/signed.up","user":{"id":"u7"}}"#,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], 200);
     let id = body["ids"][0].as_str().expect("an id").to_string();
-    let (status, batch) = post(&format!("{base}/e/k"), r#"[{"name":"user/signed.up"},{"name":"user/signed.up","id":"mine"}]"#).await;
+    let (status, batch) = post(
+        &format!("{base}/e/k"),
+        r#"[{"name":"user/signed.up"},{"name":"user/signed.up","id":"mine"}]"#,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(batch["ids"].as_array().map(Vec::len), Some(2));
     assert_eq!(batch["ids"][1], "mine");
@@ -59,8 +77,16 @@ async fn events_in_runs_out() {
     // The run shows up in /v1/runs (filtered by user) and /v1/runs/{id} with its steps.
     let mut runs = Value::Null;
     for _ in 0..200 {
-        runs = reqwest::get(format!("{base}/v1/runs?user=u7")).await.expect("get").json().await.expect("json");
-        if runs.as_array().is_some_and(|r| r.len() == 1 && r[0]["status"] == "completed") {
+        runs = reqwest::get(format!("{base}/v1/runs?user=u7"))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if runs
+            .as_array()
+            .is_some_and(|r| r.len() == 1 && r[0]["status"] == "completed")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -69,21 +95,39 @@ async fn events_in_runs_out() {
     assert_eq!(run["event_id"], id.as_str());
     assert_eq!(run["function_id"], "greet");
     assert_eq!(run["status"], "completed");
-    let detail: Value = reqwest::get(format!("{base}/v1/runs/{}", run["id"].as_str().expect("id")))
+    let detail: Value = reqwest::get(format!(
+        "{base}/v1/runs/{}",
+        run["id"].as_str().expect("id")
+    ))
+    .await
+    .expect("get")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(detail["steps"]["hello"]["output"], json!({"hi": true}));
+    assert_eq!(detail["steps"]["hello"]["attempts"], 1);
+    assert!(
+        detail["timeline"].as_array().is_some_and(|t| t.len() >= 4),
+        "{detail}"
+    );
+    let missing = reqwest::get(format!("{base}/v1/runs/nope"))
+        .await
+        .expect("get");
+    assert_eq!(missing.status().as_u16(), 404);
+
+    let functions: Value = reqwest::get(format!("{base}/v1/functions"))
         .await
         .expect("get")
         .json()
         .await
         .expect("json");
-    assert_eq!(detail["steps"]["hello"]["output"], json!({"hi": true}));
-    assert_eq!(detail["steps"]["hello"]["attempts"], 1);
-    assert!(detail["timeline"].as_array().is_some_and(|t| t.len() >= 4), "{detail}");
-    let missing = reqwest::get(format!("{base}/v1/runs/nope")).await.expect("get");
-    assert_eq!(missing.status().as_u16(), 404);
-
-    let functions: Value = reqwest::get(format!("{base}/v1/functions")).await.expect("get").json().await.expect("json");
     assert_eq!(functions[0]["id"], "greet");
-    let events: Value = reqwest::get(format!("{base}/v1/events?name=user/signed.up")).await.expect("get").json().await.expect("json");
+    let events: Value = reqwest::get(format!("{base}/v1/events?name=user/signed.up"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(events.as_array().map(Vec::len), Some(3));
     let health = reqwest::get(format!("{base}/health")).await.expect("get");
     assert_eq!(health.status().as_u16(), 200);
@@ -103,26 +147,53 @@ async fn bad_input_is_rejected_and_leaves_nothing_behind() {
 
     let (status, body) = post(&url, r#"{"data": {}}"#).await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().expect("message").contains("missing event \"name\""));
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("missing event \"name\"")
+    );
 
     // A batch with one bad event stores none of them.
     let (status, body) = post(&url, r#"[{"name":"user/signed.up"},{"nmae":"x"}]"#).await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().expect("message").starts_with("[1]: "), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .starts_with("[1]: "),
+        "{body}"
+    );
 
-    let big_event = format!(r#"{{"name":"user/signed.up","data":{{"blob":"{}"}}}}"#, "x".repeat(600 * 1024));
+    let big_event = format!(
+        r#"{{"name":"user/signed.up","data":{{"blob":"{}"}}}}"#,
+        "x".repeat(600 * 1024)
+    );
     let (status, body) = post(&url, big_event).await;
     assert_eq!(status, 413, "{body}");
-    assert!(body["error"].as_str().expect("message").contains("limit is 524288"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("limit is 524288"),
+        "{body}"
+    );
 
-    let chunk = format!(r#"{{"name":"user/signed.up","data":{{"blob":"{}"}}}}"#, "x".repeat(400 * 1024));
+    let chunk = format!(
+        r#"{{"name":"user/signed.up","data":{{"blob":"{}"}}}}"#,
+        "x".repeat(400 * 1024)
+    );
     let huge_batch = format!("[{}]", vec![chunk; 8].join(","));
     let (status, _) = post(&url, huge_batch).await;
     assert_eq!(status, 413, "over 3 MiB per request");
 
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(stored(&engine).await, 0, "nothing stored");
-    let runs = engine.state().list_runs(&Default::default()).await.expect("list");
+    let runs = engine
+        .state()
+        .list_runs(&Default::default())
+        .await
+        .expect("list");
     assert!(runs.is_empty(), "no run started");
 }
 
@@ -135,7 +206,11 @@ async fn configured_event_keys_reject_unknown_keys_with_401() {
     let (status, _) = post(&format!("{base}/e/wrong"), r#"{"name":"user/signed.up"}"#).await;
     assert_eq!(status, 401);
     assert_eq!(stored(&engine).await, 0);
-    let (status, _) = post(&format!("{base}/e/secret-key"), r#"{"name":"user/signed.up"}"#).await;
+    let (status, _) = post(
+        &format!("{base}/e/secret-key"),
+        r#"{"name":"user/signed.up"}"#,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(stored(&engine).await, 1);
 }

@@ -13,7 +13,9 @@ fn weir() -> Command {
 }
 
 fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
 }
 
 #[test]
@@ -22,16 +24,29 @@ fn run_prints_both_step_outputs_of_the_signup_example() {
     let out = weir()
         .current_dir(repo())
         .env("WEIR_OUTBOX", outbox.path())
-        .args(["run", "examples/signup", "--event", "examples/signup/event.json"])
+        .args([
+            "run",
+            "examples/signup",
+            "--event",
+            "examples/signup/event.json",
+        ])
         .output()
         .expect("weir run");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("step-1: completed"), "{stdout}");
     assert!(stdout.contains(r#""to":"+15555550142""#), "{stdout}");
     assert!(stdout.contains("step-2: completed"), "{stdout}");
-    assert!(stdout.contains(r#""contact":"ada@example.com""#), "{stdout}");
-    let sms = std::fs::read_to_string(outbox.path().join("sms.log")).expect("the SMS step really ran");
+    assert!(
+        stdout.contains(r#""contact":"ada@example.com""#),
+        "{stdout}"
+    );
+    let sms =
+        std::fs::read_to_string(outbox.path().join("sms.log")).expect("the SMS step really ran");
     assert!(sms.contains("+15555550142"));
 }
 
@@ -47,8 +62,13 @@ fn run_json_has_the_documented_shape_and_exit_code_follows_the_run() {
         .spawn()
         .and_then(|mut child| {
             use std::io::Write;
-            let event = r#"{"name":"user/signed.up","user":{"email":"x@y","created_at":"2023-01-01"}}"#;
-            child.stdin.take().expect("stdin").write_all(event.as_bytes())?;
+            let event =
+                r#"{"name":"user/signed.up","user":{"email":"x@y","created_at":"2023-01-01"}}"#;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(event.as_bytes())?;
             child.wait_with_output()
         })
         .expect("weir run");
@@ -78,7 +98,11 @@ fn validate_reports_every_error_with_file_and_json_path() {
       }
     }"#;
     std::fs::write(dir.join("weir.json"), def).expect("write");
-    let out = weir().args(["validate"]).arg(&dir).output().expect("weir validate");
+    let out = weir()
+        .args(["validate"])
+        .arg(&dir)
+        .output()
+        .expect("weir validate");
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     let file = dir.join("weir.json");
@@ -91,8 +115,17 @@ fn validate_reports_every_error_with_file_and_json_path() {
     ] {
         assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
     }
-    assert!(text.contains("a → b → c → a") || text.contains("b → c → a → b") || text.contains("c → a → b → c"), "{text}");
-    let json_out = weir().args(["validate", "--json"]).arg(&dir).output().expect("weir validate --json");
+    assert!(
+        text.contains("a → b → c → a")
+            || text.contains("b → c → a → b")
+            || text.contains("c → a → b → c"),
+        "{text}"
+    );
+    let json_out = weir()
+        .args(["validate", "--json"])
+        .arg(&dir)
+        .output()
+        .expect("weir validate --json");
     let errors: Value = serde_json::from_slice(&json_out.stdout).expect("JSON");
     assert_eq!(errors.as_array().map(Vec::len), Some(4), "{errors}");
 }
@@ -108,12 +141,22 @@ fn validate_explains_unsupported_fields_and_missing_runtimes() {
                       "after": []},
                 "t": {"runtime": {"type": "lambda"}, "after": [{"step": "s", "wait": "1h"}]}}}"#;
     std::fs::write(dir.join("weir.json"), def).expect("write");
-    let out = weir().args(["validate"]).arg(&dir).output().expect("weir validate");
+    let out = weir()
+        .args(["validate"])
+        .arg(&dir)
+        .output()
+        .expect("weir validate");
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("concurrency: not supported yet"), "{text}");
-    assert!(text.contains("triggers[1].cron: not supported yet"), "{text}");
-    assert!(text.contains("steps.t.after[0].wait: not supported yet"), "{text}");
+    assert!(
+        text.contains("triggers[1].cron: not supported yet"),
+        "{text}"
+    );
+    assert!(
+        text.contains("steps.t.after[0].wait: not supported yet"),
+        "{text}"
+    );
     assert!(text.contains("steps.s.runtime: runtime \"docker\" is not compiled into this weir: build weir with the `driver-docker` Cargo feature"), "{text}");
     assert!(text.contains("`driver-lambda` Cargo feature"), "{text}");
 }
@@ -121,17 +164,51 @@ fn validate_explains_unsupported_fields_and_missing_runtimes() {
 #[test]
 fn init_scaffolds_a_function_that_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let out = weir().args(["init", "my-func", "--dir"]).arg(tmp.path()).output().expect("weir init");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir()
+        .args(["init", "my-func", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .expect("weir init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dir = tmp.path().join("my-func");
-    let out = weir().args(["validate"]).arg(&dir).output().expect("validate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let out = weir().arg("run").arg(&dir).arg("--event").arg(dir.join("event.json")).arg("--json").output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir()
+        .args(["validate"])
+        .arg(&dir)
+        .output()
+        .expect("validate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = weir()
+        .arg("run")
+        .arg(&dir)
+        .arg("--event")
+        .arg(dir.join("event.json"))
+        .arg("--json")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(doc["status"], "completed");
-    assert_eq!(doc["steps"]["goodbye"]["output"]["greeting"], "hello from goodbye");
-    let again = weir().args(["init", "my-func", "--dir"]).arg(tmp.path()).output().expect("weir init");
+    assert_eq!(
+        doc["steps"]["goodbye"]["output"]["greeting"],
+        "hello from goodbye"
+    );
+    let again = weir()
+        .args(["init", "my-func", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .expect("weir init");
     assert!(!again.status.success(), "init refuses to overwrite");
 }
 
@@ -146,7 +223,11 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 #[test]
@@ -154,7 +235,11 @@ fn dev_server_send_runs_and_reload() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let functions = tmp.path().join("functions");
     std::fs::create_dir_all(&functions).expect("mkdir");
-    let init = weir().args(["init", "first", "--dir"]).arg(&functions).output().expect("init");
+    let init = weir()
+        .args(["init", "first", "--dir"])
+        .arg(&functions)
+        .output()
+        .expect("init");
     assert!(init.status.success());
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
@@ -177,14 +262,33 @@ fn dev_server_send_runs_and_reload() {
     }
     assert!(up, "weir dev did not start listening");
 
-    let sent = weir().args(["send", "app/first.requested", "--data", r#"{"a":1}"#, "--user", r#"{"id":"ann"}"#, "--url", &url]).output().expect("send");
-    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let sent = weir()
+        .args([
+            "send",
+            "app/first.requested",
+            "--data",
+            r#"{"a":1}"#,
+            "--user",
+            r#"{"id":"ann"}"#,
+            "--url",
+            &url,
+        ])
+        .output()
+        .expect("send");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
     let event_id = String::from_utf8_lossy(&sent.stdout).trim().to_string();
     assert_eq!(event_id.len(), 26, "prints the event id: {event_id:?}");
 
     let mut runs = Value::Null;
     for _ in 0..100 {
-        let out = weir().args(["runs", "--json", "--user", "ann", "--url", &url]).output().expect("runs");
+        let out = weir()
+            .args(["runs", "--json", "--user", "ann", "--url", &url])
+            .output()
+            .expect("runs");
         runs = serde_json::from_slice(&out.stdout).expect("JSON");
         if runs[0]["status"] == "completed" {
             break;
@@ -195,31 +299,57 @@ fn dev_server_send_runs_and_reload() {
     assert_eq!(runs[0]["function_id"], "first");
     assert_eq!(runs[0]["status"], "completed");
     let run_id = runs[0]["id"].as_str().expect("id").to_string();
-    let show = weir().args(["runs", "show", &run_id, "--json", "--url", &url]).output().expect("show");
+    let show = weir()
+        .args(["runs", "show", &run_id, "--json", "--url", &url])
+        .output()
+        .expect("show");
     let doc: Value = serde_json::from_slice(&show.stdout).expect("JSON");
     assert_eq!(doc["run_id"], run_id.as_str());
     assert_eq!(doc["steps"]["hello"]["attempts"], 1);
     assert!(doc["timeline"].as_array().is_some_and(|t| !t.is_empty()));
 
     // A function added while the server runs is picked up.
-    let init = weir().args(["init", "second", "--dir"]).arg(&functions).output().expect("init");
+    let init = weir()
+        .args(["init", "second", "--dir"])
+        .arg(&functions)
+        .output()
+        .expect("init");
     assert!(init.status.success());
     let mut ids = Vec::new();
     for _ in 0..100 {
         let list: Value = reqwest::blocking_get(&format!("{url}/v1/functions"));
-        ids = list.as_array().into_iter().flatten().filter_map(|f| f["id"].as_str().map(str::to_string)).collect();
+        ids = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["id"].as_str().map(str::to_string))
+            .collect();
         if ids.len() == 2 {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(ids, vec!["first".to_string(), "second".to_string()], "reloaded after a change");
+    assert_eq!(
+        ids,
+        vec!["first".to_string(), "second".to_string()],
+        "reloaded after a change"
+    );
 }
 
 mod reqwest {
     /// A tiny blocking GET of JSON for the test (no blocking client compiled in).
     pub fn blocking_get(url: &str) -> serde_json::Value {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async { ::reqwest::get(url).await.expect("get").json().await.expect("json") })
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            ::reqwest::get(url)
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json")
+        })
     }
 }

@@ -30,7 +30,10 @@ async fn diamond_runs_the_join_once_with_both_outputs() {
             ("b", r#"sleep 0.05; echo '{"from":"b"}'"#),
             ("c", r#"echo '{"from":"c"}'"#),
             // d records each execution and echoes the steps it saw
-            ("d", r#"echo x >> "$(dirname "$0")/../d.count"; cat | sed 's/.*"steps":\({[^}]*}[^}]*}[^}]*}[^}]*}\).*/\1/'"#),
+            (
+                "d",
+                r#"echo x >> "$(dirname "$0")/../d.count"; cat | sed 's/.*"steps":\({[^}]*}[^}]*}[^}]*}[^}]*}\).*/\1/'"#,
+            ),
         ],
     );
     let (engine, handle) = engine_with(&f.dir).await;
@@ -39,7 +42,10 @@ async fn diamond_runs_the_join_once_with_both_outputs() {
     let d = &run.steps["d"];
     assert_eq!(d.status, StepStatus::Completed);
     assert_eq!(d.attempts, 1);
-    assert_eq!(d.output, Some(json!({"a": {"from": "a"}, "b": {"from": "b"}, "c": {"from": "c"}})));
+    assert_eq!(
+        d.output,
+        Some(json!({"a": {"from": "a"}, "b": {"from": "b"}, "c": {"from": "c"}}))
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let count = std::fs::read_to_string(f.dir.join("d.count")).expect("d ran");
     assert_eq!(count.lines().count(), 1, "d must run exactly once");
@@ -56,15 +62,42 @@ async fn false_condition_skips_the_child_and_every_descendant() {
     e["after"] = json!([{"step": "a", "if": "steps['a'].go == false && event.data.n == 7"}]);
     let def = json!({"id": "skips", "triggers": [{"event": "t/skip"}],
                      "steps": {"a": step("a"), "b": b, "c": c, "e": e}});
-    let f = function_dir(&def, &[("a", r#"echo '{"go": false}'"#), ("ok", r#"echo '{"ok": true}'"#)]);
+    let f = function_dir(
+        &def,
+        &[
+            ("a", r#"echo '{"go": false}'"#),
+            ("ok", r#"echo '{"ok": true}'"#),
+        ],
+    );
     let (engine, handle) = engine_with(&f.dir).await;
-    let run = run_event(&engine, "skips", &json!({"name": "t/skip", "data": {"n": 7}})).await;
+    let run = run_event(
+        &engine,
+        "skips",
+        &json!({"name": "t/skip", "data": {"n": 7}}),
+    )
+    .await;
     assert_eq!(run.status, RunStatus::Completed);
     assert_eq!(run.steps["b"].status, StepStatus::Skipped);
-    assert_eq!(run.steps["c"].status, StepStatus::Skipped, "a skip propagates to descendants");
+    assert_eq!(
+        run.steps["c"].status,
+        StepStatus::Skipped,
+        "a skip propagates to descendants"
+    );
     assert_eq!(run.steps["b"].attempts, 0);
-    assert!(run.steps["b"].error.as_deref().unwrap_or("").contains("is false"), "{:?}", run.steps["b"]);
-    assert_eq!(run.steps["e"].status, StepStatus::Completed, "a true condition is taken");
+    assert!(
+        run.steps["b"]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("is false"),
+        "{:?}",
+        run.steps["b"]
+    );
+    assert_eq!(
+        run.steps["e"].status,
+        StepStatus::Completed,
+        "a true condition is taken"
+    );
     handle.shutdown().await;
 }
 
@@ -80,7 +113,11 @@ echo "{\"attempt\": $WEIR_ATTEMPT}""#;
     assert_eq!(run.status, RunStatus::Completed, "{run:#?}");
     assert_eq!(run.steps["a"].attempts, 3);
     assert_eq!(run.steps["a"].output, Some(json!({"attempt": 3})));
-    let retries = run.history.iter().filter(|h| h.kind == "step.retry_scheduled").count();
+    let retries = run
+        .history
+        .iter()
+        .filter(|h| h.kind == "step.retry_scheduled")
+        .count();
     assert_eq!(retries, 2, "the timeline shows both retries");
     handle.shutdown().await;
 }
@@ -90,14 +127,30 @@ async fn status_4xx_output_fails_the_run_without_retrying() {
     let mut b = step("ok");
     b["after"] = json!([{"step": "a"}]);
     let def = json!({"id": "client-error", "triggers": [{"event": "t/4xx"}], "steps": {"a": step("a"), "b": b}});
-    let f = function_dir(&def, &[("a", r#"echo '{"status": 404, "error": "no such user"}'"#), ("ok", "echo '{}'")]);
+    let f = function_dir(
+        &def,
+        &[
+            ("a", r#"echo '{"status": 404, "error": "no such user"}'"#),
+            ("ok", "echo '{}'"),
+        ],
+    );
     let (engine, handle) = engine_with(&f.dir).await;
     let run = run_event(&engine, "client-error", &json!({"name": "t/4xx"})).await;
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.steps["a"].status, StepStatus::Failed);
     assert_eq!(run.steps["a"].attempts, 1, "a 4xx is not retried");
-    assert!(run.steps["a"].error.as_deref().unwrap_or("").contains("no such user"));
-    assert_eq!(run.steps["b"].status, StepStatus::Skipped, "children of a failed step are skipped");
+    assert!(
+        run.steps["a"]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no such user")
+    );
+    assert_eq!(
+        run.steps["b"].status,
+        StepStatus::Skipped,
+        "children of a failed step are skipped"
+    );
     handle.shutdown().await;
 }
 
@@ -125,9 +178,20 @@ async fn a_step_over_its_timeout_is_killed_and_fails() {
     let (engine, handle) = engine_with(&f.dir).await;
     let started = std::time::Instant::now();
     let run = run_event(&engine, "slow", &json!({"name": "t/slow"})).await;
-    assert!(started.elapsed() < Duration::from_secs(10), "the timeout cut the step");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the timeout cut the step"
+    );
     assert_eq!(run.status, RunStatus::Failed);
-    assert!(run.steps["a"].error.as_deref().unwrap_or("").contains("timed out"), "{:?}", run.steps["a"]);
+    assert!(
+        run.steps["a"]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{:?}",
+        run.steps["a"]
+    );
     handle.shutdown().await;
 }
 
@@ -137,14 +201,36 @@ async fn trigger_expression_and_name_decide_which_events_start_runs() {
                      "steps": {"a": step("a")}});
     let f = function_dir(&def, &[("a", "echo '{}'")]);
     let (engine, handle) = engine_with(&f.dir).await;
-    let run = run_event(&engine, "picky", &json!({"name": "user/signed.up", "user": {"created_at": "2021-01-01"}})).await;
+    let run = run_event(
+        &engine,
+        "picky",
+        &json!({"name": "user/signed.up", "user": {"created_at": "2021-01-01"}}),
+    )
+    .await;
     assert_eq!(run.status, RunStatus::Completed);
-    engine.ingest_body(br#"{"name": "user/signed.up", "user": {"created_at": "2019-01-01"}}"#).await.expect("ingest");
-    engine.ingest_body(br#"{"name": "user/signed.up"}"#).await.expect("ingest");
-    engine.ingest_body(br#"{"name": "order/created", "user": {"created_at": "2021-01-01"}}"#).await.expect("ingest");
+    engine
+        .ingest_body(br#"{"name": "user/signed.up", "user": {"created_at": "2019-01-01"}}"#)
+        .await
+        .expect("ingest");
+    engine
+        .ingest_body(br#"{"name": "user/signed.up"}"#)
+        .await
+        .expect("ingest");
+    engine
+        .ingest_body(br#"{"name": "order/created", "user": {"created_at": "2021-01-01"}}"#)
+        .await
+        .expect("ingest");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let runs = engine.state().list_runs(&RunFilter::default()).await.expect("list");
-    assert_eq!(runs.len(), 1, "only the matching event started a run: {runs:?}");
+    let runs = engine
+        .state()
+        .list_runs(&RunFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        runs.len(),
+        1,
+        "only the matching event started a run: {runs:?}"
+    );
     handle.shutdown().await;
 }
 
@@ -155,9 +241,20 @@ async fn the_same_event_id_starts_one_run() {
     let (engine, handle) = engine_with(&f.dir).await;
     let run = run_event(&engine, "once", &json!({"name": "t/once", "id": "evt-1"})).await;
     assert_eq!(run.status, RunStatus::Completed);
-    engine.ingest_body(br#"{"name": "t/once", "id": "evt-1"}"#).await.expect("ingest");
+    engine
+        .ingest_body(br#"{"name": "t/once", "id": "evt-1"}"#)
+        .await
+        .expect("ingest");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let runs = engine.state().list_runs(&RunFilter::default()).await.expect("list");
-    assert_eq!(runs.len(), 1, "a re-sent event id does not start a second run");
+    let runs = engine
+        .state()
+        .list_runs(&RunFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        runs.len(),
+        1,
+        "a re-sent event id does not start a second run"
+    );
     handle.shutdown().await;
 }

@@ -39,7 +39,12 @@ impl BrokerCapabilities {
         ordered_by_key: bool,
         redelivers_on_nack: bool,
     ) -> Self {
-        BrokerCapabilities { max_native_delay, max_message_bytes, ordered_by_key, redelivers_on_nack }
+        BrokerCapabilities {
+            max_native_delay,
+            max_message_bytes,
+            ordered_by_key,
+            redelivers_on_nack,
+        }
     }
 }
 
@@ -67,7 +72,12 @@ impl std::fmt::Debug for Delivery {
 impl Delivery {
     /// Wraps a payload with the driver's acknowledgement handle.
     pub fn new(payload: Bytes, key: String, redeliveries: u32, acker: Box<dyn Acker>) -> Self {
-        Delivery { payload, key, redeliveries, acker }
+        Delivery {
+            payload,
+            key,
+            redeliveries,
+            acker,
+        }
     }
 
     /// The message was handled: it will not be delivered again.

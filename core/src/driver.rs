@@ -64,7 +64,11 @@ pub trait Driver: Send + Sync + 'static {
     fn kind(&self) -> &str;
 
     /// Checks a step's configuration at load time; the message says what is wrong.
-    fn check(&self, _runtime: &Map<String, Value>, _path: Option<&std::path::Path>) -> std::result::Result<(), String> {
+    fn check(
+        &self,
+        _runtime: &Map<String, Value>,
+        _path: Option<&std::path::Path>,
+    ) -> std::result::Result<(), String> {
         Ok(())
     }
 

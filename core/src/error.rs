@@ -33,7 +33,10 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether errors of this kind are retryable unless told otherwise.
     pub fn default_retryable(self) -> bool {
-        matches!(self, ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::StepFailed)
+        matches!(
+            self,
+            ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::StepFailed
+        )
     }
 
     /// A short lowercase name of the kind, for logs and JSON.

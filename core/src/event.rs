@@ -54,7 +54,10 @@ impl Event {
         let name = match obj.remove("name") {
             Some(Value::String(s)) if !s.trim().is_empty() => s,
             Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(Error::invalid(format!("{}missing event \"name\"", prefix(at))));
+                return Err(Error::invalid(format!(
+                    "{}missing event \"name\"",
+                    prefix(at)
+                )));
             }
             Some(other) => {
                 return Err(Error::invalid(format!(
@@ -109,22 +112,35 @@ impl Event {
                 prefix(at)
             )));
         }
-        Ok(Event { name, data, user, id, ts, v })
+        Ok(Event {
+            name,
+            data,
+            user,
+            id,
+            ts,
+            v,
+        })
     }
 
     /// A stable string identifying the user the event is about, if any
     /// (`user.id`, else `user.external_id`, else `user.email`).
     pub fn user_key(&self) -> Option<String> {
-        ["id", "external_id", "email"].iter().find_map(|k| match self.user.get(*k) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        })
+        ["id", "external_id", "email"]
+            .iter()
+            .find_map(|k| match self.user.get(*k) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
     }
 }
 
 fn prefix(at: &str) -> String {
-    if at.is_empty() { String::new() } else { format!("{at}: ") }
+    if at.is_empty() {
+        String::new()
+    } else {
+        format!("{at}: ")
+    }
 }
 
 fn take_object(obj: &mut Map<String, Value>, key: &str, at: &str) -> Result<Value> {
@@ -178,13 +194,17 @@ mod tests {
         assert!(Event::from_json(json!({"name": 3}), "").is_err());
         assert!(Event::from_json(json!({"name": "a", "data": []}), "").is_err());
         let err = Event::from_json(json!({"name": "a", "nmae": 1}), "").unwrap_err();
-        assert!(err.to_string().contains("unknown event field \"nmae\""), "{err}");
+        assert!(
+            err.to_string().contains("unknown event field \"nmae\""),
+            "{err}"
+        );
         assert!(Event::from_json(json!([1]), "").is_err());
     }
 
     #[test]
     fn user_key_prefers_id() {
-        let e = Event::from_json(json!({"name": "a", "user": {"email": "e@x", "id": 7}}), "").unwrap();
+        let e =
+            Event::from_json(json!({"name": "a", "user": {"email": "e@x", "id": 7}}), "").unwrap();
         assert_eq!(e.user_key().as_deref(), Some("7"));
     }
 }

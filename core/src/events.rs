@@ -27,7 +27,10 @@ impl EventFilter {
         self.name.as_ref().is_none_or(|n| *n == event.name)
             && self.from_ms.is_none_or(|f| event.ts >= f)
             && self.to_ms.is_none_or(|t| event.ts < t)
-            && self.user.as_ref().is_none_or(|u| event.user_key().as_ref() == Some(u))
+            && self
+                .user
+                .as_ref()
+                .is_none_or(|u| event.user_key().as_ref() == Some(u))
     }
 
     /// The effective limit.

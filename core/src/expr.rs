@@ -5,8 +5,12 @@
 //! of failing: an expression whose evaluation reads a missing key yields `null` (so a trigger
 //! `user.plan == 'pro'` simply does not match an event without `user.plan`).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
+use crate::event::Event;
+
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::{Context, ExecutionError, Program, Value as CelValue};
 use serde_json::Value;
 
@@ -37,7 +41,10 @@ impl Expr {
             let text = e.to_string();
             format!("invalid CEL expression {source:?}: {}", text.trim())
         })?;
-        Ok(Expr { source: source.into(), program: Arc::new(program) })
+        Ok(Expr {
+            source: source.into(),
+            program: Arc::new(program),
+        })
     }
 
     /// The expression as written.
@@ -47,10 +54,9 @@ impl Expr {
 
     /// Evaluates the expression with the variables of `vars`, giving a CEL value.
     pub fn eval_cel(&self, vars: &Vars) -> Result<CelValue> {
-        let mut scope = ROOT.new_inner_scope();
-        for (name, value) in &vars.0 {
-            scope.add_variable_from_value(*name, value.clone());
-        }
+        let root: &Context<'_, '_> = &ROOT;
+        let mut scope = root.new_inner_scope();
+        scope.set_variable_resolver(vars);
         match self.program.execute(&scope) {
             Ok(v) => Ok(v),
             Err(ExecutionError::NoSuchKey(_)) => Ok(CelValue::Null),
@@ -76,61 +82,142 @@ impl Expr {
     /// Evaluates the expression and converts the result to JSON.
     pub fn eval_json(&self, vars: &Vars) -> Result<Value> {
         let v = self.eval_cel(vars)?;
-        v.json().map_err(|e| Error::invalid(format!("{:?}: result is not JSON: {e:?}", self.source)))
+        v.json()
+            .map_err(|e| Error::invalid(format!("{:?}: result is not JSON: {e:?}", self.source)))
     }
 }
 
-/// The variables an expression sees, converted to CEL once and reused across expressions.
-#[derive(Default, Clone)]
-pub struct Vars(Vec<(&'static str, CelValue)>);
+/// Where a variable's value comes from; converted to a CEL value on first use only.
+enum Source<'a> {
+    Json(&'a Value),
+    JsonMap(&'a serde_json::Map<String, Value>),
+    OwnedJson(Value),
+    Event(&'a Event),
+    Cel(CelValue),
+}
 
-impl Vars {
+impl Source<'_> {
+    fn to_cel(&self) -> CelValue {
+        match self {
+            Source::Json(v) => to_cel(v),
+            Source::JsonMap(m) => map_to_cel(m),
+            Source::OwnedJson(v) => to_cel(v),
+            Source::Event(e) => event_to_cel(e),
+            Source::Cel(v) => v.clone(),
+        }
+    }
+}
+
+/// The variables an expression sees. Each is converted to a CEL value the first time an
+/// expression reads it, then lent (not copied) to every later evaluation: a trigger that reads
+/// only `user` never pays for converting `data`.
+#[derive(Default)]
+pub struct Vars<'a>(Vec<(&'static str, Source<'a>, OnceLock<Box<dyn Val>>)>);
+
+impl std::fmt::Debug for Vars<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _, _)| n))
+            .finish()
+    }
+}
+
+impl VariableResolver for Vars<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let (_, source, cell) = self.0.iter().find(|(n, _, _)| *n == variable)?;
+        let val = cell.get_or_init(|| {
+            // A `Value` made of JSON-like variants (no opaque values) always converts.
+            Box::<dyn Val>::try_from(source.to_cel()).unwrap_or_else(|_| {
+                Box::<dyn Val>::try_from(CelValue::Null).expect("null converts")
+            })
+        });
+        Some(CowVal::Borrowed(val.as_ref()))
+    }
+}
+
+impl<'a> Vars<'a> {
     /// No variables.
     pub fn new() -> Self {
         Vars(Vec::new())
     }
 
-    /// Adds (or replaces) a variable holding a JSON value.
-    pub fn set_json(&mut self, name: &'static str, value: &Value) -> &mut Self {
-        self.set(name, to_cel(value))
-    }
-
-    /// Adds (or replaces) a variable holding a CEL value.
-    pub fn set(&mut self, name: &'static str, value: CelValue) -> &mut Self {
-        if let Some(slot) = self.0.iter_mut().find(|(n, _)| *n == name) {
-            slot.1 = value;
+    fn put(&mut self, name: &'static str, source: Source<'a>) -> &mut Self {
+        if let Some(slot) = self.0.iter_mut().find(|(n, _, _)| *n == name) {
+            *slot = (name, source, OnceLock::new());
         } else {
-            self.0.push((name, value));
+            self.0.push((name, source, OnceLock::new()));
         }
         self
     }
 
+    /// Adds (or replaces) a variable holding a borrowed JSON value.
+    pub fn set_json(&mut self, name: &'static str, value: &'a Value) -> &mut Self {
+        self.put(name, Source::Json(value))
+    }
+
+    /// Adds (or replaces) a variable holding a borrowed JSON object.
+    pub fn set_json_map(
+        &mut self,
+        name: &'static str,
+        map: &'a serde_json::Map<String, Value>,
+    ) -> &mut Self {
+        self.put(name, Source::JsonMap(map))
+    }
+
+    /// Adds (or replaces) a variable holding a JSON value.
+    pub fn set_owned_json(&mut self, name: &'static str, value: Value) -> &mut Self {
+        self.put(name, Source::OwnedJson(value))
+    }
+
+    /// Adds (or replaces) a variable holding a CEL value.
+    pub fn set(&mut self, name: &'static str, value: CelValue) -> &mut Self {
+        self.put(name, Source::Cel(value))
+    }
+
+    /// Adds (or replaces) a variable holding an event as a map (`name`, `data`, `user`, `id`,
+    /// `ts`, `v`).
+    pub fn set_event(&mut self, name: &'static str, event: &'a Event) -> &mut Self {
+        self.put(name, Source::Event(event))
+    }
+
     /// The variables a trigger expression sees: `event`, and the event's fields at top level
     /// (`name`, `data`, `user`, `id`, `ts`, `v`).
-    pub fn for_trigger(event: &crate::event::Event) -> Vars {
+    pub fn for_trigger(event: &'a Event) -> Vars<'a> {
         let mut vars = Vars::new();
-        let data = to_cel(&event.data);
-        let user = to_cel(&event.user);
-        let mut map = std::collections::HashMap::<cel::objects::Key, CelValue>::new();
-        map.insert("name".into(), CelValue::String(Arc::new(event.name.clone())));
-        map.insert("data".into(), data.clone());
-        map.insert("user".into(), user.clone());
-        map.insert("id".into(), CelValue::String(Arc::new(event.id.clone())));
-        map.insert("ts".into(), CelValue::Int(event.ts));
-        let v = match &event.v {
-            Some(v) => CelValue::String(Arc::new(v.clone())),
-            None => CelValue::Null,
-        };
-        map.insert("v".into(), v.clone());
+        vars.set_event("event", event);
         vars.set("name", CelValue::String(Arc::new(event.name.clone())));
-        vars.set("data", data);
-        vars.set("user", user);
+        vars.set_json("data", &event.data);
+        vars.set_json("user", &event.user);
         vars.set("id", CelValue::String(Arc::new(event.id.clone())));
         vars.set("ts", CelValue::Int(event.ts));
-        vars.set("v", v);
-        vars.set("event", CelValue::Map(map.into()));
+        vars.set(
+            "v",
+            event
+                .v
+                .as_ref()
+                .map_or(CelValue::Null, |v| CelValue::String(Arc::new(v.clone()))),
+        );
         vars
     }
+}
+
+/// An event as a CEL map.
+fn event_to_cel(event: &Event) -> CelValue {
+    let mut map = std::collections::HashMap::<cel::objects::Key, CelValue>::new();
+    map.insert(
+        "name".into(),
+        CelValue::String(Arc::new(event.name.clone())),
+    );
+    map.insert("data".into(), to_cel(&event.data));
+    map.insert("user".into(), to_cel(&event.user));
+    map.insert("id".into(), CelValue::String(Arc::new(event.id.clone())));
+    map.insert("ts".into(), CelValue::Int(event.ts));
+    let v = event
+        .v
+        .as_ref()
+        .map_or(CelValue::Null, |v| CelValue::String(Arc::new(v.clone())));
+    map.insert("v".into(), v);
+    CelValue::Map(map.into())
 }
 
 /// Converts JSON to a CEL value (integers stay integers, objects become maps).
@@ -149,18 +236,21 @@ pub fn to_cel(value: &Value) -> CelValue {
         }
         Value::String(s) => CelValue::String(Arc::new(s.clone())),
         Value::Array(items) => CelValue::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Object(obj) => {
-            let map: std::collections::HashMap<cel::objects::Key, CelValue> =
-                obj.iter().map(|(k, v)| (k.as_str().into(), to_cel(v))).collect();
-            CelValue::Map(map.into())
-        }
+        Value::Object(obj) => map_to_cel(obj),
     }
+}
+
+fn map_to_cel(obj: &serde_json::Map<String, Value>) -> CelValue {
+    let map: std::collections::HashMap<cel::objects::Key, CelValue> = obj
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), to_cel(v)))
+        .collect();
+    CelValue::Map(map.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
     use serde_json::json;
 
     fn event(v: Value) -> Event {
@@ -172,7 +262,9 @@ mod tests {
         let e = event(json!({"name": "user/signed.up", "user": {"created_at": "2021-05-01"}}));
         let vars = Vars::for_trigger(&e);
         let top = Expr::compile("user.created_at > '2020-01-01'").unwrap();
-        let nested = Expr::compile("event.user.created_at > '2020-01-01' && name == 'user/signed.up'").unwrap();
+        let nested =
+            Expr::compile("event.user.created_at > '2020-01-01' && name == 'user/signed.up'")
+                .unwrap();
         assert!(top.eval_bool(&vars).unwrap());
         assert!(nested.eval_bool(&vars).unwrap());
         let old = event(json!({"name": "u", "user": {"created_at": "2019-05-01"}}));
@@ -183,8 +275,19 @@ mod tests {
     fn missing_key_is_null_not_an_error() {
         let e = event(json!({"name": "a", "data": {}}));
         let vars = Vars::for_trigger(&e);
-        assert!(!Expr::compile("data.plan == 'pro'").unwrap().eval_bool(&vars).unwrap());
-        assert_eq!(Expr::compile("data.plan").unwrap().eval_json(&vars).unwrap(), Value::Null);
+        assert!(
+            !Expr::compile("data.plan == 'pro'")
+                .unwrap()
+                .eval_bool(&vars)
+                .unwrap()
+        );
+        assert_eq!(
+            Expr::compile("data.plan")
+                .unwrap()
+                .eval_json(&vars)
+                .unwrap(),
+            Value::Null
+        );
     }
 
     #[test]
@@ -195,10 +298,21 @@ mod tests {
 
     #[test]
     fn numbers_compare_as_json_users_expect() {
+        let steps = json!({"s1": {"count": 3, "ratio": 0.5}});
         let mut vars = Vars::new();
-        vars.set_json("steps", &json!({"s1": {"count": 3, "ratio": 0.5}}));
-        assert!(Expr::compile("steps['s1'].count == 3").unwrap().eval_bool(&vars).unwrap());
-        assert!(Expr::compile("steps.s1.ratio < 1.0").unwrap().eval_bool(&vars).unwrap());
+        vars.set_json("steps", &steps);
+        assert!(
+            Expr::compile("steps['s1'].count == 3")
+                .unwrap()
+                .eval_bool(&vars)
+                .unwrap()
+        );
+        assert!(
+            Expr::compile("steps.s1.ratio < 1.0")
+                .unwrap()
+                .eval_bool(&vars)
+                .unwrap()
+        );
     }
 
     #[test]

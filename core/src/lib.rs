@@ -13,11 +13,11 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::Event;
 pub mod broker;
 pub mod driver;
+pub mod engine;
 pub mod events;
+pub mod function;
 pub mod protocol;
 pub mod run;
 pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod function;
-pub mod engine;

@@ -60,7 +60,10 @@ pub fn parse_output(stdout: &[u8]) -> Value {
         Ok(v) => v,
         Err(_) => {
             let mut obj = Map::new();
-            obj.insert("body".into(), Value::String(String::from_utf8_lossy(stdout).into_owned()));
+            obj.insert(
+                "body".into(),
+                Value::String(String::from_utf8_lossy(stdout).into_owned()),
+            );
             Value::Object(obj)
         }
     }
@@ -102,7 +105,11 @@ pub fn classify(result: &StepResult) -> Outcome {
     let client_error = status.is_some_and(|s| (400..500).contains(&s));
     let retryable = !retry_false && !client_error && result.retryable != Some(false);
     let output = if output.is_null() { None } else { Some(output) };
-    Outcome::Failed { error, retryable, output }
+    Outcome::Failed {
+        error,
+        retryable,
+        output,
+    }
 }
 
 #[cfg(test)]
@@ -122,23 +129,33 @@ mod tests {
 
     #[test]
     fn json_stdout_is_the_output() {
-        assert_eq!(classify(&result(true, "{\"a\":1}\n")), Outcome::Completed(json!({"a": 1})));
+        assert_eq!(
+            classify(&result(true, "{\"a\":1}\n")),
+            Outcome::Completed(json!({"a": 1}))
+        );
     }
 
     #[test]
     fn text_stdout_becomes_body_and_empty_is_null() {
-        assert_eq!(classify(&result(true, "hello\n")), Outcome::Completed(json!({"body": "hello\n"})));
+        assert_eq!(
+            classify(&result(true, "hello\n")),
+            Outcome::Completed(json!({"body": "hello\n"}))
+        );
         assert_eq!(classify(&result(true, "")), Outcome::Completed(Value::Null));
     }
 
     #[test]
     fn non_zero_exit_is_retryable_unless_told_otherwise() {
-        let Outcome::Failed { retryable, error, .. } = classify(&result(false, "")) else {
+        let Outcome::Failed {
+            retryable, error, ..
+        } = classify(&result(false, ""))
+        else {
             panic!("expected failure")
         };
         assert!(retryable);
         assert_eq!(error, "exited with code 1");
-        let Outcome::Failed { retryable, .. } = classify(&result(false, "{\"retry\":false}")) else {
+        let Outcome::Failed { retryable, .. } = classify(&result(false, "{\"retry\":false}"))
+        else {
             panic!("expected failure")
         };
         assert!(!retryable);
@@ -146,8 +163,11 @@ mod tests {
 
     #[test]
     fn status_4xx_fails_without_retry_even_on_exit_0() {
-        let Outcome::Failed { retryable, error, output } =
-            classify(&result(true, "{\"status\":422,\"error\":\"bad phone\"}"))
+        let Outcome::Failed {
+            retryable,
+            error,
+            output,
+        } = classify(&result(true, "{\"status\":422,\"error\":\"bad phone\"}"))
         else {
             panic!("expected failure")
         };
@@ -160,15 +180,27 @@ mod tests {
     fn status_5xx_is_retryable_and_2xx_is_success() {
         assert!(matches!(
             classify(&result(true, "{\"status\":503}")),
-            Outcome::Failed { retryable: true, .. }
+            Outcome::Failed {
+                retryable: true,
+                ..
+            }
         ));
-        assert!(matches!(classify(&result(true, "{\"status\":200}")), Outcome::Completed(_)));
+        assert!(matches!(
+            classify(&result(true, "{\"status\":200}")),
+            Outcome::Completed(_)
+        ));
     }
 
     #[test]
     fn driver_hint_makes_failure_permanent() {
         let mut r = result(false, "");
         r.retryable = Some(false);
-        assert!(matches!(classify(&r), Outcome::Failed { retryable: false, .. }));
+        assert!(matches!(
+            classify(&r),
+            Outcome::Failed {
+                retryable: false,
+                ..
+            }
+        ));
     }
 }

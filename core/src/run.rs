@@ -63,7 +63,10 @@ pub enum StepStatus {
 impl StepStatus {
     /// Whether the step has reached a final state.
     pub fn is_terminal(self) -> bool {
-        matches!(self, StepStatus::Completed | StepStatus::Failed | StepStatus::Skipped)
+        matches!(
+            self,
+            StepStatus::Completed | StepStatus::Failed | StepStatus::Skipped
+        )
     }
 
     /// The status as written in JSON.
@@ -261,9 +264,14 @@ pub struct RunFilter {
 impl RunFilter {
     /// Whether `run` passes the filter.
     pub fn matches(&self, run: &RunSummary) -> bool {
-        self.function_id.as_ref().is_none_or(|f| *f == run.function_id)
+        self.function_id
+            .as_ref()
+            .is_none_or(|f| *f == run.function_id)
             && self.status.is_none_or(|s| s == run.status)
-            && self.user.as_ref().is_none_or(|u| run.user.as_ref() == Some(u))
+            && self
+                .user
+                .as_ref()
+                .is_none_or(|u| run.user.as_ref() == Some(u))
     }
 
     /// The effective limit.

@@ -82,6 +82,23 @@ pub struct StepMessage {
     pub attempt: u32,
 }
 
+/// The part of a run a step attempt needs (see [`StateStore::get_run_state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunState {
+    /// Run id.
+    pub id: String,
+    /// Function id.
+    pub function_id: String,
+    /// The pinned function version.
+    pub function_version: String,
+    /// Run status.
+    pub status: RunStatus,
+    /// The triggering event.
+    pub event: crate::event::Event,
+    /// Outputs of the completed steps, by id.
+    pub outputs: serde_json::Map<String, Value>,
+}
+
 /// A timer held by the state store; fires once, on any node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
@@ -101,6 +118,20 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Loads a run with its steps and history.
     async fn get_run(&self, run_id: &str) -> Result<Option<Run>>;
+
+    /// Loads what executing a step needs: the run's function version, status, event and the
+    /// outputs of its completed steps (no history). Stores should answer it in one round trip;
+    /// the default loads the whole run.
+    async fn get_run_state(&self, run_id: &str) -> Result<Option<RunState>> {
+        Ok(self.get_run(run_id).await?.map(|run| RunState {
+            outputs: run.outputs(),
+            id: run.id,
+            function_id: run.function_id,
+            function_version: run.function_version,
+            status: run.status,
+            event: run.event,
+        }))
+    }
 
     /// Lists runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use weir_core::engine::Roles;
 use weir_core::Error;
+use weir_core::engine::Roles;
 
 use crate::api::EventKeys;
 use crate::embedded::{EngineOptions, build_engine};
@@ -29,16 +29,29 @@ pub(super) async fn dev(args: DevArgs) -> weir_core::Result<i32> {
     let engine = build_engine(&EngineOptions::default()).await?;
     let loaded = crate::functions::load_into(&engine, &args.dir);
     for f in &loaded.functions {
-        eprintln!("loaded {} ({} steps) from {}", f.id, f.steps.len(), f.dir.display());
+        eprintln!(
+            "loaded {} ({} steps) from {}",
+            f.id,
+            f.steps.len(),
+            f.dir.display()
+        );
     }
     let handle = engine.start(Roles::ALL).await?;
     let watcher = (!args.no_reload).then(|| {
-        tokio::spawn(crate::functions::watch(engine.clone(), args.dir.clone(), Duration::from_millis(500)))
+        tokio::spawn(crate::functions::watch(
+            engine.clone(),
+            args.dir.clone(),
+            Duration::from_millis(500),
+        ))
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| Error::unavailable(format!("cannot listen on {}", args.listen)).with_source(e))?;
-    let addr = listener.local_addr().map_err(|e| Error::internal("no local address").with_source(e))?;
+        .map_err(|e| {
+            Error::unavailable(format!("cannot listen on {}", args.listen)).with_source(e)
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::internal("no local address").with_source(e))?;
     eprintln!("weir dev listening on http://{addr} (send events to http://{addr}/e/<any-key>)");
     let app = crate::api::router(engine.clone(), EventKeys::Any);
     let served = axum::serve(listener, app)

@@ -26,15 +26,22 @@ printf '{"greeting": "hello from %s", "attempt": %s}\n' "$WEIR_STEP_ID" "$WEIR_A
 
 pub(super) fn init(args: InitArgs) -> weir_core::Result<i32> {
     let id = args.name.as_str();
-    let ok = !id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let ok = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !ok {
-        return Err(Error::invalid(format!("{id:?} is not a slug (lowercase letters, digits, '-' and '_')")));
+        return Err(Error::invalid(format!(
+            "{id:?} is not a slug (lowercase letters, digits, '-' and '_')"
+        )));
     }
     let root = args.dir.join(id);
     if root.exists() {
         return Err(Error::invalid(format!("{} exists already", root.display())));
     }
-    let io = |e: std::io::Error| Error::internal(format!("cannot write into {}", root.display())).with_source(e);
+    let io = |e: std::io::Error| {
+        Error::internal(format!("cannot write into {}", root.display())).with_source(e)
+    };
     std::fs::create_dir_all(root.join("steps")).map_err(io)?;
     let event_name = format!("app/{id}.requested");
     let def = serde_json::json!({
@@ -47,14 +54,26 @@ pub(super) fn init(args: InitArgs) -> weir_core::Result<i32> {
                         "after": [{"step": "hello"}]}
         }
     });
-    std::fs::write(root.join("weir.json"), serde_json::to_string_pretty(&def).unwrap_or_default() + "\n").map_err(io)?;
+    std::fs::write(
+        root.join("weir.json"),
+        serde_json::to_string_pretty(&def).unwrap_or_default() + "\n",
+    )
+    .map_err(io)?;
     let step = root.join("steps/hello");
     std::fs::write(&step, STEP).map_err(io)?;
     make_executable(&step).map_err(io)?;
     let event = serde_json::json!({"name": event_name, "data": {"hello": "world"}, "user": {"id": "user-1"}});
-    std::fs::write(root.join("event.json"), serde_json::to_string_pretty(&event).unwrap_or_default() + "\n").map_err(io)?;
+    std::fs::write(
+        root.join("event.json"),
+        serde_json::to_string_pretty(&event).unwrap_or_default() + "\n",
+    )
+    .map_err(io)?;
     out!("created {}", root.display());
-    out!("run it:  weir run {} --event {}", root.display(), root.join("event.json").display());
+    out!(
+        "run it:  weir run {} --event {}",
+        root.display(),
+        root.join("event.json").display()
+    );
     Ok(0)
 }
 

@@ -16,6 +16,7 @@ macro_rules! outp {
     }};
 }
 
+mod bench;
 mod dev;
 mod init;
 mod run;
@@ -49,6 +50,8 @@ pub enum Command {
     Init(init::InitArgs),
     /// List runs of a running server, or show one (`weir runs show RUN_ID`).
     Runs(runs::RunsArgs),
+    /// Load generator: measure ingest throughput and event→step latency; prints the figures.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -60,6 +63,7 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Validate(a) => validate::validate(a),
         Command::Init(a) => init::init(a),
         Command::Runs(a) => runs::runs(a).await,
+        Command::Bench(a) => bench::bench(a).await,
     };
     match result {
         Ok(code) => code,

@@ -30,7 +30,9 @@ pub struct RunArgs {
 pub(super) async fn run(args: RunArgs) -> weir_core::Result<i32> {
     let text = if args.event == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map_err(|e| Error::invalid("cannot read stdin").with_source(e))?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| Error::invalid("cannot read stdin").with_source(e))?;
         s
     } else {
         std::fs::read_to_string(&args.event)
@@ -49,18 +51,30 @@ pub(super) async fn run(args: RunArgs) -> weir_core::Result<i32> {
     let function_id = function.id.clone();
     engine.functions().replace(vec![function]);
     let cfg = engine.config();
-    let events = weir_core::engine::parse_body(text.as_bytes(), cfg.max_event_bytes, cfg.max_request_bytes)?;
-    let handle = engine.start(Roles { router: false, executor: true, scheduler: true }).await?;
+    let events =
+        weir_core::engine::parse_body(text.as_bytes(), cfg.max_event_bytes, cfg.max_request_bytes)?;
+    let handle = engine
+        .start(Roles {
+            router: false,
+            executor: true,
+            scheduler: true,
+        })
+        .await?;
     let mut code = 0;
     let mut outputs = Vec::new();
     for event in events {
         let run_ids = route(&engine, &event).await?;
         if run_ids.is_empty() {
-            eprintln!("event {:?} does not trigger function {function_id:?} (name or expression did not match)", event.name);
+            eprintln!(
+                "event {:?} does not trigger function {function_id:?} (name or expression did not match)",
+                event.name
+            );
             code = 1;
         }
         for id in run_ids {
-            let run = engine.wait_for_run(&id, timeout.max(Duration::from_millis(1))).await?;
+            let run = engine
+                .wait_for_run(&id, timeout.max(Duration::from_millis(1)))
+                .await?;
             if !crate::view::completed(&run) {
                 code = 1;
             }
@@ -73,14 +87,21 @@ pub(super) async fn run(args: RunArgs) -> weir_core::Result<i32> {
         }
     }
     if args.json {
-        let doc = if outputs.len() == 1 { outputs.remove(0) } else { serde_json::Value::Array(outputs) };
+        let doc = if outputs.len() == 1 {
+            outputs.remove(0)
+        } else {
+            serde_json::Value::Array(outputs)
+        };
         out!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
     handle.shutdown().await;
     Ok(code)
 }
 
-async fn route(engine: &weir_core::engine::Engine, event: &Event) -> weir_core::Result<Vec<String>> {
+async fn route(
+    engine: &weir_core::engine::Engine,
+    event: &Event,
+) -> weir_core::Result<Vec<String>> {
     engine.events().append(std::slice::from_ref(event)).await?;
     engine.route(event).await
 }

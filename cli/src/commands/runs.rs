@@ -46,7 +46,10 @@ async fn get(url: &str) -> weir_core::Result<(u16, Value)> {
         .await
         .map_err(|e| Error::unavailable(format!("cannot reach {url}")).with_source(e))?;
     let status = answer.status().as_u16();
-    let body = answer.json().await.map_err(|e| Error::unavailable("unreadable answer").with_source(e))?;
+    let body = answer
+        .json()
+        .await
+        .map_err(|e| Error::unavailable("unreadable answer").with_source(e))?;
     Ok((status, body))
 }
 
@@ -55,11 +58,17 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     if let Some(RunsCommand::Show { run_id }) = &args.show {
         let (status, body) = get(&format!("{base}/v1/runs/{run_id}")).await?;
         if status != 200 {
-            eprintln!("error {status}: {}", body["error"].as_str().unwrap_or("(no message)"));
+            eprintln!(
+                "error {status}: {}",
+                body["error"].as_str().unwrap_or("(no message)")
+            );
             return Ok(1);
         }
         if args.json {
-            out!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
         } else {
             outp!("{}", crate::view::render_run(&body, &[]));
         }
@@ -82,11 +91,17 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     }
     let (status, body) = get(url.as_str()).await?;
     if status != 200 {
-        eprintln!("error {status}: {}", body["error"].as_str().unwrap_or("(no message)"));
+        eprintln!(
+            "error {status}: {}",
+            body["error"].as_str().unwrap_or("(no message)")
+        );
         return Ok(1);
     }
     if args.json {
-        out!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        );
     } else {
         let runs: Vec<RunSummary> = serde_json::from_value(body)?;
         outp!("{}", crate::view::render_summaries(&runs));

@@ -62,7 +62,11 @@ pub(super) async fn send(args: SendArgs) -> weir_core::Result<i32> {
             out!("{}", id.as_str().unwrap_or_default());
         }
     } else {
-        eprintln!("error {}: {}", status.as_u16(), body["error"].as_str().unwrap_or("(no message)"));
+        eprintln!(
+            "error {}: {}",
+            status.as_u16(),
+            body["error"].as_str().unwrap_or("(no message)")
+        );
     }
     Ok(if status.is_success() { 0 } else { 1 })
 }

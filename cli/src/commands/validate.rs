@@ -27,15 +27,27 @@ pub(super) fn validate(args: ValidateArgs) -> weir_core::Result<i32> {
         let errors: Vec<_> = loaded
             .errors
             .iter()
-            .flat_map(|e| e.problems.iter().map(|p| json!({"file": e.file, "path": p.path, "message": p.message})))
+            .flat_map(|e| {
+                e.problems
+                    .iter()
+                    .map(|p| json!({"file": e.file, "path": p.path, "message": p.message}))
+            })
             .collect();
-        out!("{}", serde_json::to_string_pretty(&errors).unwrap_or_default());
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&errors).unwrap_or_default()
+        );
     } else {
         for e in &loaded.errors {
             out!("{e}");
         }
         for f in &loaded.functions {
-            out!("ok: {} ({} steps) in {}", f.id, f.steps.len(), f.dir.display());
+            out!(
+                "ok: {} ({} steps) in {}",
+                f.id,
+                f.steps.len(),
+                f.dir.display()
+            );
         }
     }
     Ok(if loaded.errors.is_empty() { 0 } else { 1 })

@@ -24,7 +24,11 @@ pub fn function_dir(definition: &Value, scripts: &[(&str, &str)]) -> FnDir {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("fn");
     std::fs::create_dir_all(dir.join("steps")).expect("mkdir");
-    std::fs::write(dir.join("weir.json"), serde_json::to_vec_pretty(definition).expect("json")).expect("write");
+    std::fs::write(
+        dir.join("weir.json"),
+        serde_json::to_vec_pretty(definition).expect("json"),
+    )
+    .expect("write");
     for (name, body) in scripts {
         let path = dir.join("steps").join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
@@ -43,9 +47,18 @@ pub async fn engine_with(dir: &Path) -> (Engine, weir::core::engine::EngineHandl
         scheduler_tick: Duration::from_millis(5),
         ..EngineConfig::default()
     };
-    let engine = build_engine(&EngineOptions { config, ..EngineOptions::default() }).await.expect("engine");
+    let engine = build_engine(&EngineOptions {
+        config,
+        ..EngineOptions::default()
+    })
+    .await
+    .expect("engine");
     let loaded = weir::functions::load_all(dir, engine.drivers());
-    assert!(loaded.errors.is_empty(), "function must load: {:?}", loaded.errors);
+    assert!(
+        loaded.errors.is_empty(),
+        "function must load: {:?}",
+        loaded.errors
+    );
     engine.functions().replace(loaded.functions);
     let handle = engine.start(Roles::ALL).await.expect("start");
     (engine, handle)
@@ -53,16 +66,29 @@ pub async fn engine_with(dir: &Path) -> (Engine, weir::core::engine::EngineHandl
 
 /// Sends `event` through ingest and waits for the one run it triggers.
 pub async fn run_event(engine: &Engine, function_id: &str, event: &Value) -> Run {
-    let ids = engine.ingest_body(event.to_string().as_bytes()).await.expect("ingest");
+    let ids = engine
+        .ingest_body(event.to_string().as_bytes())
+        .await
+        .expect("ingest");
     assert_eq!(ids.len(), 1);
-    let filter = RunFilter { function_id: Some(function_id.to_string()), ..Default::default() };
+    let filter = RunFilter {
+        function_id: Some(function_id.to_string()),
+        ..Default::default()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let runs = engine.state().list_runs(&filter).await.expect("list");
         if let Some(r) = runs.iter().find(|r| r.event_id == ids[0]) {
-            return engine.wait_for_run(&r.id, Duration::from_secs(20)).await.expect("run finishes");
+            return engine
+                .wait_for_run(&r.id, Duration::from_secs(20))
+                .await
+                .expect("run finishes");
         }
-        assert!(tokio::time::Instant::now() < deadline, "no run was created for event {}", ids[0]);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run was created for event {}",
+            ids[0]
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

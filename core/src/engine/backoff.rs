@@ -23,7 +23,10 @@ mod tests {
             let d2 = retry_delay(base, max, 2);
             assert!(d2 >= Duration::from_millis(500) && d2 <= base, "{d2:?}");
             let d4 = retry_delay(base, max, 4);
-            assert!(d4 >= Duration::from_secs(2) && d4 <= Duration::from_secs(4), "{d4:?}");
+            assert!(
+                d4 >= Duration::from_secs(2) && d4 <= Duration::from_secs(4),
+                "{d4:?}"
+            );
             assert!(retry_delay(base, max, 40) <= max);
         }
     }

@@ -16,16 +16,20 @@ use crate::event::now_ms;
 use crate::expr::Vars;
 use crate::function::{Function, Join};
 use crate::protocol::{Outcome, StepContext, StepInput, classify};
-use crate::run::{Run, RunStatus, StepStatus};
-use crate::state::{AttemptOutcome, StepMessage, Timer, TimerAction};
+use crate::run::{RunStatus, StepStatus};
+use crate::state::{AttemptOutcome, RunState, StepMessage, Timer, TimerAction};
 
 /// Extra time the engine grants a driver past the step timeout before giving up on it.
 const DRIVER_GRACE: Duration = Duration::from_secs(5);
 
 pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>) {
-    let permits = Arc::new(Semaphore::new(engine.inner.config.executor_concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(
+        engine.inner.config.executor_concurrency.max(1),
+    ));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let delivery = match sub.next().await {
             Ok(d) => d,
             Err(e) => {
@@ -74,7 +78,7 @@ impl Engine {
     /// message for an attempt that already started or ended is acknowledged and ignored.
     pub async fn execute(&self, msg: &StepMessage) -> Result<()> {
         let state = &self.inner.state;
-        let Some(run) = state.get_run(&msg.run_id).await? else {
+        let Some(run) = state.get_run_state(&msg.run_id).await? else {
             warn!(run = %msg.run_id, "executor: no such run; dropping the message");
             return Ok(());
         };
@@ -92,15 +96,17 @@ impl Engine {
             warn!(run = %msg.run_id, step = %msg.step_id, "executor: step not in the function; dropping");
             return Ok(());
         };
-        if !state.start_attempt(&msg.run_id, &msg.step_id, msg.attempt).await? {
+        if !state
+            .start_attempt(&msg.run_id, &msg.step_id, msg.attempt)
+            .await?
+        {
             debug!(run = %msg.run_id, step = %msg.step_id, attempt = msg.attempt, "duplicate step message");
             return Ok(());
         }
         let step = &function.steps[index];
-        let outputs = run.outputs();
         let input = StepInput {
             event: &run.event,
-            steps: &outputs,
+            steps: &run.outputs,
             async_event: None,
             ctx: StepContext {
                 fn_id: &function.id,
@@ -111,19 +117,41 @@ impl Engine {
             },
         }
         .encode();
-        let (outcome, log) = self.attempt(&function, index, &run, msg.attempt, input).await;
+        let (outcome, log) = self
+            .attempt(&function, index, &run, msg.attempt, input)
+            .await;
         match outcome {
             Outcome::Completed(output) => {
-                let record = AttemptOutcome::Completed { output: output.clone(), log };
-                let t = state.finish_attempt(&run.id, &step.id, msg.attempt, &record).await?;
+                let record = AttemptOutcome::Completed {
+                    output: output.clone(),
+                    log,
+                };
+                let t = state
+                    .finish_attempt(&run.id, &step.id, msg.attempt, &record)
+                    .await?;
                 if t.applied {
-                    self.advance(&function, &run, Done { step: index, status: StepStatus::Completed, output: Some(output) }, t.open_steps)
-                        .await?;
+                    self.advance(
+                        &function,
+                        run,
+                        Done {
+                            step: index,
+                            status: StepStatus::Completed,
+                            output: Some(output),
+                        },
+                        t.open_steps,
+                    )
+                    .await?;
                 }
             }
-            Outcome::Failed { error, retryable, .. } if retryable && msg.attempt < step.attempts => {
+            Outcome::Failed {
+                error, retryable, ..
+            } if retryable && msg.attempt < step.attempts => {
                 let next = msg.attempt + 1;
-                let delay = super::retry_delay(self.inner.config.retry_base, self.inner.config.retry_max, next);
+                let delay = super::retry_delay(
+                    self.inner.config.retry_base,
+                    self.inner.config.retry_max,
+                    next,
+                );
                 let timer = Timer {
                     id: format!("retry:{}:{}:{next}", run.id, step.id),
                     due_ms: now_ms() + delay.as_millis() as i64,
@@ -133,19 +161,43 @@ impl Engine {
                         attempt: next,
                     }),
                 };
-                state.retry_attempt(&run.id, &step.id, msg.attempt, &error, log.as_deref(), &timer).await?;
+                state
+                    .retry_attempt(
+                        &run.id,
+                        &step.id,
+                        msg.attempt,
+                        &error,
+                        log.as_deref(),
+                        &timer,
+                    )
+                    .await?;
             }
-            Outcome::Failed { error, output, retryable } => {
+            Outcome::Failed {
+                error,
+                output,
+                retryable,
+            } => {
                 let error = if retryable {
                     format!("{error} (attempt {} of {})", msg.attempt, step.attempts)
                 } else {
                     format!("{error} (not retried)")
                 };
                 let record = AttemptOutcome::Failed { error, output, log };
-                let t = state.finish_attempt(&run.id, &step.id, msg.attempt, &record).await?;
+                let t = state
+                    .finish_attempt(&run.id, &step.id, msg.attempt, &record)
+                    .await?;
                 if t.applied {
-                    self.advance(&function, &run, Done { step: index, status: StepStatus::Failed, output: None }, t.open_steps)
-                        .await?;
+                    self.advance(
+                        &function,
+                        run,
+                        Done {
+                            step: index,
+                            status: StepStatus::Failed,
+                            output: None,
+                        },
+                        t.open_steps,
+                    )
+                    .await?;
                 }
             }
         }
@@ -157,14 +209,24 @@ impl Engine {
         &self,
         function: &Function,
         index: usize,
-        run: &Run,
+        run: &RunState,
         attempt: u32,
         input: Bytes,
     ) -> (Outcome, Option<String>) {
         let step = &function.steps[index];
         let Some(driver) = self.inner.drivers.get(&step.runtime_type) else {
-            let error = format!("runtime {:?} is not available on this node", step.runtime_type);
-            return (Outcome::Failed { error, retryable: false, output: None }, None);
+            let error = format!(
+                "runtime {:?} is not available on this node",
+                step.runtime_type
+            );
+            return (
+                Outcome::Failed {
+                    error,
+                    retryable: false,
+                    output: None,
+                },
+                None,
+            );
         };
         let request = StepRequest {
             input,
@@ -178,7 +240,8 @@ impl Engine {
             timeout: step.timeout,
             max_output_bytes: self.inner.config.max_output_bytes,
         };
-        let result = tokio::time::timeout(step.timeout + DRIVER_GRACE, driver.execute(request)).await;
+        let result =
+            tokio::time::timeout(step.timeout + DRIVER_GRACE, driver.execute(request)).await;
         match result {
             Ok(Ok(result)) => {
                 let log = (!result.log.is_empty()).then(|| result.log.clone());
@@ -186,15 +249,35 @@ impl Engine {
             }
             Ok(Err(e)) => {
                 let error = if e.kind() == ErrorKind::Timeout {
-                    format!("timed out after {}", humantime::format_duration(step.timeout))
+                    format!(
+                        "timed out after {}",
+                        humantime::format_duration(step.timeout)
+                    )
                 } else {
                     e.to_string()
                 };
-                (Outcome::Failed { error, retryable: e.is_retryable(), output: None }, None)
+                (
+                    Outcome::Failed {
+                        error,
+                        retryable: e.is_retryable(),
+                        output: None,
+                    },
+                    None,
+                )
             }
             Err(_) => {
-                let error = format!("timed out after {} (driver did not stop it)", humantime::format_duration(step.timeout));
-                (Outcome::Failed { error, retryable: true, output: None }, None)
+                let error = format!(
+                    "timed out after {} (driver did not stop it)",
+                    humantime::format_duration(step.timeout)
+                );
+                (
+                    Outcome::Failed {
+                        error,
+                        retryable: true,
+                        output: None,
+                    },
+                    None,
+                )
             }
         }
     }
@@ -202,12 +285,22 @@ impl Engine {
     /// Resolves the outgoing edges of finished steps: enqueues children that became ready,
     /// skips children that will not run (and their descendants), and finishes the run when no
     /// step is left open.
-    async fn advance(&self, function: &Function, run: &Run, done: Done, open_steps: usize) -> Result<()> {
+    async fn advance(
+        &self,
+        function: &Function,
+        run: RunState,
+        done: Done,
+        open_steps: usize,
+    ) -> Result<()> {
         let state = &self.inner.state;
-        let mut outputs = run.outputs();
+        let RunState {
+            id: run_id,
+            event,
+            mut outputs,
+            ..
+        } = run;
         let mut open = open_steps;
         let mut work = vec![done];
-        let event_json = serde_json::to_value(&run.event)?;
         while let Some(done) = work.pop() {
             let parent = &function.steps[done.step];
             if let Some(out) = &done.output {
@@ -217,24 +310,39 @@ impl Engine {
                 let edge = &function.edges[e];
                 let child = &function.steps[edge.child];
                 let (taken, why_not) = if done.status != StepStatus::Completed {
-                    (false, format!("parent {:?} {}", parent.id, done.status.as_str()))
+                    (
+                        false,
+                        format!("parent {:?} {}", parent.id, done.status.as_str()),
+                    )
                 } else {
                     match &edge.condition {
                         None => (true, String::new()),
                         Some(cond) => {
                             let mut vars = Vars::new();
-                            vars.set_json("event", &event_json);
-                            vars.set_json("steps", &Value::Object(outputs.clone()));
+                            vars.set_event("event", &event);
+                            vars.set_json_map("steps", &outputs);
                             vars.set_json("response", done.output.as_ref().unwrap_or(&Value::Null));
                             match cond.eval_bool(&vars) {
                                 Ok(true) => (true, String::new()),
-                                Ok(false) => (false, format!("condition {:?} after {:?} is false", cond.source(), parent.id)),
-                                Err(err) => (false, format!("condition after {:?} failed: {err}", parent.id)),
+                                Ok(false) => (
+                                    false,
+                                    format!(
+                                        "condition {:?} after {:?} is false",
+                                        cond.source(),
+                                        parent.id
+                                    ),
+                                ),
+                                Err(err) => (
+                                    false,
+                                    format!("condition after {:?} failed: {err}", parent.id),
+                                ),
                             }
                         }
                     }
                 };
-                let tally = state.resolve_edge(&run.id, &child.id, &parent.id, taken).await?;
+                let tally = state
+                    .resolve_edge(&run_id, &child.id, &parent.id, taken)
+                    .await?;
                 if !tally.recorded {
                     continue;
                 }
@@ -250,21 +358,52 @@ impl Engine {
                 match run_child {
                     Some(true) => {
                         let t = state
-                            .transition_step(&run.id, &child.id, StepStatus::Pending, StepStatus::Queued, None)
+                            .transition_step(
+                                &run_id,
+                                &child.id,
+                                StepStatus::Pending,
+                                StepStatus::Queued,
+                                None,
+                            )
                             .await?;
                         if t.applied {
-                            let msg = StepMessage { run_id: run.id.clone(), step_id: child.id.clone(), attempt: 1 };
-                            self.inner.broker.publish(TOPIC_STEPS, &run.id, Bytes::from(serde_json::to_vec(&msg)?)).await?;
+                            let msg = StepMessage {
+                                run_id: run_id.clone(),
+                                step_id: child.id.clone(),
+                                attempt: 1,
+                            };
+                            self.inner
+                                .broker
+                                .publish(
+                                    TOPIC_STEPS,
+                                    &run_id,
+                                    Bytes::from(serde_json::to_vec(&msg)?),
+                                )
+                                .await?;
                         }
                     }
                     Some(false) => {
-                        let reason = if taken { "not every incoming edge was taken".to_string() } else { why_not };
+                        let reason = if taken {
+                            "not every incoming edge was taken".to_string()
+                        } else {
+                            why_not
+                        };
                         let t = state
-                            .transition_step(&run.id, &child.id, StepStatus::Pending, StepStatus::Skipped, Some(&reason))
+                            .transition_step(
+                                &run_id,
+                                &child.id,
+                                StepStatus::Pending,
+                                StepStatus::Skipped,
+                                Some(&reason),
+                            )
                             .await?;
                         if t.applied {
                             open = t.open_steps;
-                            work.push(Done { step: edge.child, status: StepStatus::Skipped, output: None });
+                            work.push(Done {
+                                step: edge.child,
+                                status: StepStatus::Skipped,
+                                output: None,
+                            });
                         }
                     }
                     None => {}
@@ -272,20 +411,29 @@ impl Engine {
             }
         }
         if open == 0 {
-            self.finish(&run.id).await?;
+            self.finish(&run_id).await?;
         }
         Ok(())
     }
 
     async fn finish(&self, run_id: &str) -> Result<()> {
-        let Some(run) = self.inner.state.get_run(run_id).await? else { return Ok(()) };
+        let Some(run) = self.inner.state.get_run(run_id).await? else {
+            return Ok(());
+        };
         if run.steps.values().any(|s| !s.status.is_terminal()) {
             return Ok(());
         }
         let failed = run.steps.values().any(|s| s.status == StepStatus::Failed);
-        let status = if failed { RunStatus::Failed } else { RunStatus::Completed };
+        let status = if failed {
+            RunStatus::Failed
+        } else {
+            RunStatus::Completed
+        };
         if self.inner.state.finish_run(run_id, status).await? {
-            let _ = self.inner.finished.send(RunFinished { run_id: run_id.to_string(), status });
+            let _ = self.inner.finished.send(RunFinished {
+                run_id: run_id.to_string(),
+                status,
+            });
         }
         Ok(())
     }

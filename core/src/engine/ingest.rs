@@ -11,16 +11,27 @@ use crate::event::Event;
 /// Parses a request body holding one event object or an array of them, enforcing
 /// `max_event_bytes` per event and `max_request_bytes` per body. All-or-nothing: the first
 /// problem rejects the whole body.
-pub fn parse_body(body: &[u8], max_event_bytes: usize, max_request_bytes: usize) -> Result<Vec<Event>> {
+pub fn parse_body(
+    body: &[u8],
+    max_event_bytes: usize,
+    max_request_bytes: usize,
+) -> Result<Vec<Event>> {
     if body.len() > max_request_bytes {
         return Err(Error::new(
             ErrorKind::TooLarge,
-            format!("request body is {} bytes; the limit is {max_request_bytes}", body.len()),
+            format!(
+                "request body is {} bytes; the limit is {max_request_bytes}",
+                body.len()
+            ),
         ));
     }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let raws: Vec<&RawValue> = match first {
-        None => return Err(Error::invalid("empty body: send one event object or an array of events")),
+        None => {
+            return Err(Error::invalid(
+                "empty body: send one event object or an array of events",
+            ));
+        }
         Some(b'[') => serde_json::from_slice(body).map_err(json_error)?,
         Some(_) => vec![serde_json::from_slice::<&RawValue>(body).map_err(json_error)?],
     };
@@ -35,13 +46,24 @@ pub fn parse_body(body: &[u8], max_event_bytes: usize, max_request_bytes: usize)
 pub fn parse_events(raws: &[&RawValue], batch: bool, max_event_bytes: usize) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(raws.len());
     for (i, raw) in raws.iter().enumerate() {
-        let at = if batch { format!("[{i}]") } else { String::new() };
+        let at = if batch {
+            format!("[{i}]")
+        } else {
+            String::new()
+        };
         let text = raw.get();
         if text.len() > max_event_bytes {
-            let at = if batch { format!("{at}: ") } else { String::new() };
+            let at = if batch {
+                format!("{at}: ")
+            } else {
+                String::new()
+            };
             return Err(Error::new(
                 ErrorKind::TooLarge,
-                format!("{at}event is {} bytes; the limit is {max_event_bytes}", text.len()),
+                format!(
+                    "{at}event is {} bytes; the limit is {max_event_bytes}",
+                    text.len()
+                ),
             ));
         }
         let value: serde_json::Value = serde_json::from_str(text).map_err(json_error)?;
@@ -51,7 +73,11 @@ pub fn parse_events(raws: &[&RawValue], batch: bool, max_event_bytes: usize) -> 
 }
 
 fn json_error(e: serde_json::Error) -> Error {
-    Error::invalid(format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
+    Error::invalid(format!(
+        "malformed JSON at line {}, column {}: {e}",
+        e.line(),
+        e.column()
+    ))
 }
 
 impl Engine {
@@ -73,7 +99,10 @@ impl Engine {
             messages.push((e.id.clone(), payload));
             ids.push(e.id);
         }
-        self.inner.broker.publish_batch(TOPIC_EVENTS, messages).await?;
+        self.inner
+            .broker
+            .publish_batch(TOPIC_EVENTS, messages)
+            .await?;
         Ok(ids)
     }
 }
@@ -93,7 +122,11 @@ mod tests {
     #[test]
     fn errors_say_where() {
         let e = parse_body(b"{\"name\": }", 1000, 10_000).unwrap_err();
-        assert!(e.to_string().starts_with("malformed JSON at line 1, column 10"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("malformed JSON at line 1, column 10"),
+            "{e}"
+        );
         let e = parse_body(br#"[{"name":"a"},{"data":{}}]"#, 1000, 10_000).unwrap_err();
         assert_eq!(e.to_string(), "[1]: missing event \"name\"");
         assert!(parse_body(b"[]", 1000, 10_000).is_err());
@@ -103,7 +136,13 @@ mod tests {
     #[test]
     fn limits() {
         let big = format!(r#"{{"name":"a","data":{{"x":"{}"}}}}"#, "y".repeat(2000));
-        assert_eq!(parse_body(big.as_bytes(), 1000, 10_000).unwrap_err().kind(), ErrorKind::TooLarge);
-        assert_eq!(parse_body(big.as_bytes(), 10_000, 1000).unwrap_err().kind(), ErrorKind::TooLarge);
+        assert_eq!(
+            parse_body(big.as_bytes(), 1000, 10_000).unwrap_err().kind(),
+            ErrorKind::TooLarge
+        );
+        assert_eq!(
+            parse_body(big.as_bytes(), 10_000, 1000).unwrap_err().kind(),
+            ErrorKind::TooLarge
+        );
     }
 }

@@ -77,7 +77,11 @@ pub struct Roles {
 
 impl Roles {
     /// Every role.
-    pub const ALL: Roles = Roles { router: true, executor: true, scheduler: true };
+    pub const ALL: Roles = Roles {
+        router: true,
+        executor: true,
+        scheduler: true,
+    };
 }
 
 /// A run reached a final state (broadcast to local listeners).
@@ -201,11 +205,19 @@ impl Engine {
     pub async fn start(&self, roles: Roles) -> Result<EngineHandle> {
         let mut tasks = JoinSet::new();
         if roles.router {
-            let sub = self.inner.broker.subscribe(crate::broker::TOPIC_EVENTS, "router").await?;
+            let sub = self
+                .inner
+                .broker
+                .subscribe(crate::broker::TOPIC_EVENTS, "router")
+                .await?;
             tasks.spawn(router::run_loop(self.clone(), sub));
         }
         if roles.executor {
-            let sub = self.inner.broker.subscribe(crate::broker::TOPIC_STEPS, "executor").await?;
+            let sub = self
+                .inner
+                .broker
+                .subscribe(crate::broker::TOPIC_STEPS, "executor")
+                .await?;
             tasks.spawn(executor::run_loop(self.clone(), sub));
         }
         if roles.scheduler {

@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use tracing::debug;
+
+use crate::event::Event;
+use crate::expr::Vars;
 use crate::function::{Function, name_matches};
 
 /// Loaded functions, replaced atomically on (re)load; readers never block writers for long.
@@ -22,14 +26,17 @@ struct Snapshot {
     live: HashMap<String, Arc<Function>>,
     /// Live functions by exact trigger name.
     exact: HashMap<String, Vec<Arc<Function>>>,
-    /// Live functions with a wildcard trigger, with the pattern.
-    wildcard: Vec<(String, Arc<Function>)>,
+    /// Live functions with a wildcard trigger, with the pattern, by the pattern's first
+    /// segment (`""` when the first segment is itself `*`).
+    wildcard: HashMap<String, Vec<(String, Arc<Function>)>>,
 }
 
 impl std::fmt::Debug for FunctionRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let snap = self.snapshot.read();
-        f.debug_struct("FunctionRegistry").field("live", &snap.live.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("FunctionRegistry")
+            .field("live", &snap.live.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -45,7 +52,7 @@ impl FunctionRegistry {
         let mut versions = old.versions.clone();
         let mut live = HashMap::new();
         let mut exact: HashMap<String, Vec<Arc<Function>>> = HashMap::new();
-        let mut wildcard = Vec::new();
+        let mut wildcard: HashMap<String, Vec<(String, Arc<Function>)>> = HashMap::new();
         for f in functions {
             let f = Arc::new(f);
             versions.insert((f.id.clone(), f.version.clone()), f.clone());
@@ -54,21 +61,32 @@ impl FunctionRegistry {
             names.dedup();
             for name in names {
                 if name.contains('*') {
-                    wildcard.push((name.to_string(), f.clone()));
+                    let first = name.split('/').next().filter(|s| *s != "*").unwrap_or("");
+                    wildcard
+                        .entry(first.to_string())
+                        .or_default()
+                        .push((name.to_string(), f.clone()));
                 } else {
                     exact.entry(name.to_string()).or_default().push(f.clone());
                 }
             }
             live.insert(f.id.clone(), f);
         }
-        *self.snapshot.write() = Arc::new(Snapshot { versions, live, exact, wildcard });
+        *self.snapshot.write() = Arc::new(Snapshot {
+            versions,
+            live,
+            exact,
+            wildcard,
+        });
     }
 
     /// Live functions with a trigger whose name pattern matches `event_name` (each once).
     pub fn candidates(&self, event_name: &str) -> Vec<Arc<Function>> {
         let snap = self.snapshot.read().clone();
         let mut out: Vec<Arc<Function>> = snap.exact.get(event_name).cloned().unwrap_or_default();
-        for (pattern, f) in &snap.wildcard {
+        let first = event_name.split('/').next().unwrap_or("");
+        let buckets = [snap.wildcard.get(first), snap.wildcard.get("")];
+        for (pattern, f) in buckets.into_iter().flatten().flatten() {
             if name_matches(pattern, event_name) && !out.iter().any(|g| Arc::ptr_eq(g, f)) {
                 out.push(f.clone());
             }
@@ -76,9 +94,37 @@ impl FunctionRegistry {
         out
     }
 
+    /// Live functions that `event` triggers: a trigger's name pattern matches and its
+    /// expression (if any) is true. Expressions that fail to evaluate do not match.
+    pub fn matching(&self, event: &Event) -> Vec<Arc<Function>> {
+        let candidates = self.candidates(&event.name);
+        if candidates.is_empty() {
+            return candidates;
+        }
+        let vars = Vars::for_trigger(event);
+        candidates
+            .into_iter()
+            .filter(|f| {
+                f.triggers.iter().any(|t| {
+                    name_matches(&t.event, &event.name)
+                        && t.expression.as_ref().is_none_or(|expr| {
+                            expr.eval_bool(&vars).unwrap_or_else(|e| {
+                                debug!(function = %f.id, error = %e, "trigger expression failed; not matched");
+                                false
+                            })
+                        })
+                })
+            })
+            .collect()
+    }
+
     /// A function version, live or not.
     pub fn get(&self, id: &str, version: &str) -> Option<Arc<Function>> {
-        self.snapshot.read().versions.get(&(id.to_string(), version.to_string())).cloned()
+        self.snapshot
+            .read()
+            .versions
+            .get(&(id.to_string(), version.to_string()))
+            .cloned()
     }
 
     /// The live version of a function.

@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::Engine;
 use crate::broker::{Subscription, TOPIC_STEPS};
 use crate::error::Result;
 use crate::event::{Event, now_ms};
-use crate::expr::Vars;
 use crate::function::Function;
 use crate::run::{Run, RunStatus, StepState, StepStatus};
 use crate::state::{CreateRun, StepMessage};
@@ -59,32 +58,12 @@ impl Engine {
     /// Starts the runs `event` triggers (idempotent per function version and event id) and
     /// enqueues their root steps; returns the run ids.
     pub async fn route(&self, event: &Event) -> Result<Vec<String>> {
-        let candidates = self.inner.functions.candidates(&event.name);
-        if candidates.is_empty() {
-            return Ok(Vec::new());
-        }
-        let vars = Vars::for_trigger(event);
-        let mut runs = Vec::new();
-        for function in candidates {
-            if !self.triggers(&function, event, &vars) {
-                continue;
-            }
+        let matching = self.inner.functions.matching(event);
+        let mut runs = Vec::with_capacity(matching.len());
+        for function in matching {
             runs.push(self.start_run(&function, event).await?);
         }
         Ok(runs)
-    }
-
-    fn triggers(&self, function: &Function, event: &Event, vars: &Vars) -> bool {
-        function.triggers.iter().any(|t| {
-            crate::function::name_matches(&t.event, &event.name)
-                && match &t.expression {
-                    None => true,
-                    Some(expr) => expr.eval_bool(vars).unwrap_or_else(|e| {
-                        debug!(function = %function.id, error = %e, "trigger expression failed; not matched");
-                        false
-                    }),
-                }
-        })
     }
 
     async fn start_run(&self, function: &Function, event: &Event) -> Result<String> {
@@ -108,30 +87,45 @@ impl Engine {
             ended_at: None,
             history: Vec::new(),
         };
-        let (run_id, to_enqueue): (String, Vec<String>) = match self.inner.state.create_run(&run).await? {
-            CreateRun::Created => {
-                let roots = function.roots.iter().map(|&i| function.steps[i].id.clone()).collect();
-                (run.id, roots)
-            }
-            // Redelivered event: re-enqueue roots that never started (the executor dedupes).
-            CreateRun::Exists(existing) => {
-                let roots = existing
-                    .steps
-                    .iter()
-                    .filter(|(_, s)| s.status == StepStatus::Queued && s.attempts == 0)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                (existing.id, roots)
-            }
-        };
+        let (run_id, to_enqueue): (String, Vec<String>) =
+            match self.inner.state.create_run(&run).await? {
+                CreateRun::Created => {
+                    let roots = function
+                        .roots
+                        .iter()
+                        .map(|&i| function.steps[i].id.clone())
+                        .collect();
+                    (run.id, roots)
+                }
+                // Redelivered event: re-enqueue roots that never started (the executor dedupes).
+                CreateRun::Exists(existing) => {
+                    let roots = existing
+                        .steps
+                        .iter()
+                        .filter(|(_, s)| s.status == StepStatus::Queued && s.attempts == 0)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    (existing.id, roots)
+                }
+            };
         let messages = to_enqueue
             .into_iter()
             .map(|step_id| {
-                let msg = StepMessage { run_id: run_id.clone(), step_id, attempt: 1 };
-                (run_id.clone(), Bytes::from(serde_json::to_vec(&msg).unwrap_or_default()))
+                let msg = StepMessage {
+                    run_id: run_id.clone(),
+                    step_id,
+                    attempt: 1,
+                };
+                (
+                    run_id.clone(),
+                    Bytes::from(serde_json::to_vec(&msg).unwrap_or_default()),
+                )
             })
             .collect();
-        self.inner.broker.publish_batch(TOPIC_STEPS, messages).await?;
+        self.inner
+            .broker
+            .publish_batch(TOPIC_STEPS, messages)
+            .await?;
         Ok(run_id)
     }
 }

@@ -33,7 +33,10 @@ impl Engine {
             let outcome = match &timer.action {
                 TimerAction::EnqueueStep(msg) => {
                     let payload = Bytes::from(serde_json::to_vec(msg)?);
-                    self.inner.broker.publish(TOPIC_STEPS, &msg.run_id, payload).await
+                    self.inner
+                        .broker
+                        .publish(TOPIC_STEPS, &msg.run_id, payload)
+                        .await
                 }
             };
             if let Err(e) = outcome {

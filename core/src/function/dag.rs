@@ -53,7 +53,11 @@ mod tests {
     use super::*;
 
     fn e(parent: usize, child: usize) -> Edge {
-        Edge { parent, child, condition: None }
+        Edge {
+            parent,
+            child,
+            condition: None,
+        }
     }
 
     #[test]
@@ -63,7 +67,10 @@ mod tests {
 
     #[test]
     fn reports_the_cycle() {
-        assert_eq!(find_cycle(3, &[e(0, 1), e(1, 2), e(2, 1)]), Some(vec![1, 2, 1]));
+        assert_eq!(
+            find_cycle(3, &[e(0, 1), e(1, 2), e(2, 1)]),
+            Some(vec![1, 2, 1])
+        );
         assert_eq!(find_cycle(1, &[e(0, 0)]), Some(vec![0, 0]));
     }
 }

@@ -13,13 +13,19 @@ pub const DEFINITION_FILES: &[&str] = &["weir.json", "inngest.json"];
 
 /// The definition file of a function directory, if it has one.
 pub fn definition_file(dir: &Path) -> Option<PathBuf> {
-    DEFINITION_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file())
+    DEFINITION_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
 }
 
 /// Loads and validates the function in `dir` (or in the definition file `dir` names).
 pub fn load_function(dir: &Path, runtimes: &dyn RuntimeCatalog) -> Result<Function, LoadError> {
     let (dir, file) = if dir.is_file() {
-        (dir.parent().unwrap_or(Path::new(".")).to_path_buf(), dir.to_path_buf())
+        (
+            dir.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            dir.to_path_buf(),
+        )
     } else {
         match definition_file(dir) {
             Some(f) => (dir.to_path_buf(), f),
@@ -37,11 +43,18 @@ pub fn load_function(dir: &Path, runtimes: &dyn RuntimeCatalog) -> Result<Functi
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let fail = |message: String| LoadError {
         file: file.clone(),
-        problems: vec![Problem { path: String::new(), message }],
+        problems: vec![Problem {
+            path: String::new(),
+            message,
+        }],
     };
     let text = std::fs::read(&file).map_err(|e| fail(format!("cannot read: {e}")))?;
     let doc: Value = serde_json::from_slice(&text).map_err(|e| {
-        fail(format!("malformed JSON at line {}, column {}: {e}", e.line(), e.column()))
+        fail(format!(
+            "malformed JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
     })?;
     let version = content_version(&text);
     parse_function(&doc, &dir, version, runtimes).map_err(|problems| LoadError { file, problems })
@@ -64,7 +77,9 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>, depth: usize) {
         found.push(dir.to_path_buf());
         return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();

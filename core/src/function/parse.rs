@@ -16,7 +16,12 @@ use crate::expr::Expr;
 /// Checks runtimes while loading: is `runtime.type` available, and is its config right?
 pub trait RuntimeCatalog {
     /// `Err(message)` when the runtime is unknown, not compiled in, or misconfigured.
-    fn check(&self, runtime_type: &str, runtime: &Map<String, Value>, path: Option<&Path>) -> Result<(), String>;
+    fn check(
+        &self,
+        runtime_type: &str,
+        runtime: &Map<String, Value>,
+        path: Option<&Path>,
+    ) -> Result<(), String>;
 }
 
 /// Function-level fields that are part of the model but not implemented yet.
@@ -40,11 +45,20 @@ pub fn parse_function(
 ) -> Result<Function, Vec<super::Problem>> {
     let mut p = Problems::default();
     let Some(obj) = doc.as_object() else {
-        p.push("", format!("a function definition must be a JSON object, got {}", type_name(doc)));
+        p.push(
+            "",
+            format!(
+                "a function definition must be a JSON object, got {}",
+                type_name(doc)
+            ),
+        );
         return Err(p.0);
     };
     for key in obj.keys() {
-        let known = matches!(key.as_str(), "id" | "name" | "triggers" | "steps" | "retries" | "$schema");
+        let known = matches!(
+            key.as_str(),
+            "id" | "name" | "triggers" | "steps" | "retries" | "$schema"
+        );
         if NOT_YET.contains(&key.as_str()) {
             p.push(key.clone(), "not supported yet: this weir version does not implement it; remove it to load the function");
         } else if !known {
@@ -60,11 +74,16 @@ pub fn parse_function(
             id.clone()
         }
     };
-    let default_attempts = parse_retries(obj.get("retries"), "retries", &mut p).unwrap_or(DEFAULT_ATTEMPTS);
+    let default_attempts =
+        parse_retries(obj.get("retries"), "retries", &mut p).unwrap_or(DEFAULT_ATTEMPTS);
     let triggers = parse_triggers(obj.get("triggers"), &mut p);
     let (steps, edges) = parse_steps(obj.get("steps"), dir, default_attempts, runtimes, &mut p);
 
-    let index: HashMap<String, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+    let index: HashMap<String, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
     let mut children = vec![Vec::new(); steps.len()];
     let mut steps = steps;
     let mut resolved = Vec::new();
@@ -72,7 +91,11 @@ pub fn parse_function(
         match index.get(&parent_id) {
             Some(&parent) => {
                 let e = resolved.len();
-                resolved.push(Edge { parent, child, condition: cond });
+                resolved.push(Edge {
+                    parent,
+                    child,
+                    condition: cond,
+                });
                 children[parent].push(e);
                 steps[child].parents.push(e);
             }
@@ -84,9 +107,14 @@ pub fn parse_function(
     }
     if let Some(cycle) = dag::find_cycle(steps.len(), &resolved) {
         let names: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
-        p.push("steps", format!("the steps form a cycle: {}", names.join(" → ")));
+        p.push(
+            "steps",
+            format!("the steps form a cycle: {}", names.join(" → ")),
+        );
     }
-    let roots: Vec<usize> = (0..steps.len()).filter(|&i| steps[i].parents.is_empty()).collect();
+    let roots: Vec<usize> = (0..steps.len())
+        .filter(|&i| steps[i].parents.is_empty())
+        .collect();
     if !p.0.is_empty() {
         return Err(p.0);
     }
@@ -108,7 +136,8 @@ pub fn parse_function(
 fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && !s.starts_with('-')
 }
 
@@ -121,7 +150,10 @@ fn slug_field(obj: &Map<String, Value>, key: &str, base: &str, p: &mut Problems)
         }
         Some(Value::String(s)) if is_slug(s) => Some(s.clone()),
         Some(Value::String(s)) => {
-            p.push(path, format!("{s:?} is not a slug (lowercase letters, digits, '-' and '_')"));
+            p.push(
+                path,
+                format!("{s:?} is not a slug (lowercase letters, digits, '-' and '_')"),
+            );
             None
         }
         Some(v) => {
@@ -132,13 +164,23 @@ fn slug_field(obj: &Map<String, Value>, key: &str, base: &str, p: &mut Problems)
 }
 
 fn join(base: &str, key: &str) -> String {
-    if base.is_empty() { key.to_string() } else { format!("{base}.{key}") }
+    if base.is_empty() {
+        key.to_string()
+    } else {
+        format!("{base}.{key}")
+    }
 }
 
 fn parse_retries(v: Option<&Value>, path: &str, p: &mut Problems) -> Option<u32> {
     let v = v?;
     let Some(obj) = v.as_object() else {
-        p.push(path, format!("must be an object like {{\"attempts\": 4}}, got {}", type_name(v)));
+        p.push(
+            path,
+            format!(
+                "must be an object like {{\"attempts\": 4}}, got {}",
+                type_name(v)
+            ),
+        );
         return None;
     };
     for key in obj.keys().filter(|k| *k != "attempts") {
@@ -149,7 +191,10 @@ fn parse_retries(v: Option<&Value>, path: &str, p: &mut Problems) -> Option<u32>
             n.as_u64().map(|a| a as u32)
         }
         Some(_) => {
-            p.push(format!("{path}.attempts"), "must be an integer from 1 to 100");
+            p.push(
+                format!("{path}.attempts"),
+                "must be an integer from 1 to 100",
+            );
             None
         }
         None => None,
@@ -162,7 +207,10 @@ fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> Vec<Trigger> {
         return Vec::new();
     };
     let Some(items) = v.as_array() else {
-        p.push("triggers", format!("must be an array, got {}", type_name(v)));
+        p.push(
+            "triggers",
+            format!("must be an array, got {}", type_name(v)),
+        );
         return Vec::new();
     };
     if items.is_empty() {
@@ -178,7 +226,10 @@ fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> Vec<Trigger> {
         for key in obj.keys() {
             match key.as_str() {
                 "event" | "expression" => {}
-                "cron" | "definition" => p.push(format!("{path}.{key}"), "not supported yet: this weir version does not implement it"),
+                "cron" | "definition" => p.push(
+                    format!("{path}.{key}"),
+                    "not supported yet: this weir version does not implement it",
+                ),
                 _ => p.push(format!("{path}.{key}"), "unknown field"),
             }
         }
@@ -188,11 +239,17 @@ fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> Vec<Trigger> {
         let event = match obj.get("event") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(v) if !v.is_string() => {
-                p.push(format!("{path}.event"), format!("must be a string, got {}", type_name(v)));
+                p.push(
+                    format!("{path}.event"),
+                    format!("must be a string, got {}", type_name(v)),
+                );
                 continue;
             }
             _ => {
-                p.push(format!("{path}.event"), "required: the event name this trigger listens to");
+                p.push(
+                    format!("{path}.event"),
+                    "required: the event name this trigger listens to",
+                );
                 continue;
             }
         };
@@ -206,7 +263,10 @@ fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> Vec<Trigger> {
                 }
             },
             Some(v) => {
-                p.push(format!("{path}.expression"), format!("must be a string, got {}", type_name(v)));
+                p.push(
+                    format!("{path}.expression"),
+                    format!("must be a string, got {}", type_name(v)),
+                );
                 None
             }
         };
@@ -231,7 +291,10 @@ fn parse_steps(
         return (steps, edges);
     };
     let Some(obj) = v.as_object() else {
-        p.push("steps", format!("must be an object of steps by id, got {}", type_name(v)));
+        p.push(
+            "steps",
+            format!("must be an object of steps by id, got {}", type_name(v)),
+        );
         return (steps, edges);
     };
     if obj.is_empty() {
@@ -240,14 +303,27 @@ fn parse_steps(
     for (key, value) in obj {
         let base = format!("steps.{key}");
         if !is_slug(key) {
-            p.push(base.clone(), format!("step id {key:?} is not a slug (lowercase letters, digits, '-' and '_')"));
+            p.push(
+                base.clone(),
+                format!("step id {key:?} is not a slug (lowercase letters, digits, '-' and '_')"),
+            );
         }
         let Some(s) = value.as_object() else {
             p.push(base, format!("must be an object, got {}", type_name(value)));
             continue;
         };
         let index = steps.len();
-        if let Some(step) = parse_step(key, s, &base, dir, default_attempts, runtimes, p, index, &mut edges) {
+        if let Some(step) = parse_step(
+            key,
+            s,
+            &base,
+            dir,
+            default_attempts,
+            runtimes,
+            p,
+            index,
+            &mut edges,
+        ) {
             steps.push(step);
         }
     }
@@ -267,35 +343,60 @@ fn parse_step(
     edges: &mut Vec<PendingEdge>,
 ) -> Option<Step> {
     for k in s.keys() {
-        if !matches!(k.as_str(), "id" | "name" | "path" | "runtime" | "timeout" | "after" | "join" | "retries") {
+        if !matches!(
+            k.as_str(),
+            "id" | "name" | "path" | "runtime" | "timeout" | "after" | "join" | "retries"
+        ) {
             p.push(format!("{base}.{k}"), "unknown field");
         }
     }
     match s.get("id") {
         None => {}
         Some(Value::String(id)) if id == key => {}
-        Some(other) => p.push(format!("{base}.id"), format!("must equal the step's key {key:?}, got {other}")),
+        Some(other) => p.push(
+            format!("{base}.id"),
+            format!("must equal the step's key {key:?}, got {other}"),
+        ),
     }
-    let name = s.get("name").and_then(Value::as_str).unwrap_or(key).to_string();
+    let name = s
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(key)
+        .to_string();
     let path = match s.get("path") {
         None => None,
         Some(Value::String(raw)) => Some(resolve_path(dir, raw)),
         Some(v) => {
-            p.push(format!("{base}.path"), format!("must be a string, got {}", type_name(v)));
+            p.push(
+                format!("{base}.path"),
+                format!("must be a string, got {}", type_name(v)),
+            );
             None
         }
     };
     let (runtime_type, runtime) = match s.get("runtime") {
-        None => ("process".to_string(), Map::from_iter([("type".to_string(), Value::from("process"))])),
+        None => (
+            "process".to_string(),
+            Map::from_iter([("type".to_string(), Value::from("process"))]),
+        ),
         Some(Value::Object(rt)) => match rt.get("type") {
             Some(Value::String(t)) => (t.clone(), rt.clone()),
             _ => {
-                p.push(format!("{base}.runtime.type"), "required: one of process, docker, lambda, wasm, http");
+                p.push(
+                    format!("{base}.runtime.type"),
+                    "required: one of process, docker, lambda, wasm, http",
+                );
                 (String::new(), rt.clone())
             }
         },
         Some(v) => {
-            p.push(format!("{base}.runtime"), format!("must be an object like {{\"type\": \"process\"}}, got {}", type_name(v)));
+            p.push(
+                format!("{base}.runtime"),
+                format!(
+                    "must be an object like {{\"type\": \"process\"}}, got {}",
+                    type_name(v)
+                ),
+            );
             (String::new(), Map::new())
         }
     };
@@ -311,11 +412,18 @@ fn parse_step(
             DEFAULT_STEP_TIMEOUT
         }),
         Some(v) => {
-            p.push(format!("{base}.timeout"), format!("must be a duration string like \"30s\", got {}", type_name(v)));
+            p.push(
+                format!("{base}.timeout"),
+                format!(
+                    "must be a duration string like \"30s\", got {}",
+                    type_name(v)
+                ),
+            );
             DEFAULT_STEP_TIMEOUT
         }
     };
-    let attempts = parse_retries(s.get("retries"), &format!("{base}.retries"), p).unwrap_or(default_attempts);
+    let attempts =
+        parse_retries(s.get("retries"), &format!("{base}.retries"), p).unwrap_or(default_attempts);
     let join = match s.get("join") {
         None => Join::All,
         Some(Value::String(j)) if j == "all" => Join::All,
@@ -331,20 +439,32 @@ fn parse_step(
             for (i, item) in items.iter().enumerate() {
                 let epath = format!("{base}.after[{i}]");
                 let Some(e) = item.as_object() else {
-                    p.push(epath, format!("must be an object like {{\"step\": \"step-1\"}}, got {}", type_name(item)));
+                    p.push(
+                        epath,
+                        format!(
+                            "must be an object like {{\"step\": \"step-1\"}}, got {}",
+                            type_name(item)
+                        ),
+                    );
                     continue;
                 };
                 for k in e.keys() {
                     match k.as_str() {
                         "step" | "if" => {}
-                        "wait" | "async" => p.push(format!("{epath}.{k}"), "not supported yet: this weir version does not implement it"),
+                        "wait" | "async" => p.push(
+                            format!("{epath}.{k}"),
+                            "not supported yet: this weir version does not implement it",
+                        ),
                         _ => p.push(format!("{epath}.{k}"), "unknown field"),
                     }
                 }
                 let parent = match e.get("step") {
                     Some(Value::String(s)) => s.clone(),
                     _ => {
-                        p.push(format!("{epath}.step"), "required: the id of the parent step");
+                        p.push(
+                            format!("{epath}.step"),
+                            "required: the id of the parent step",
+                        );
                         continue;
                     }
                 };
@@ -358,14 +478,20 @@ fn parse_step(
                         }
                     },
                     Some(v) => {
-                        p.push(format!("{epath}.if"), format!("must be a string, got {}", type_name(v)));
+                        p.push(
+                            format!("{epath}.if"),
+                            format!("must be a string, got {}", type_name(v)),
+                        );
                         None
                     }
                 };
                 edges.push((index, i, parent, cond));
             }
         }
-        Some(v) => p.push(format!("{base}.after"), format!("must be an array, got {}", type_name(v))),
+        Some(v) => p.push(
+            format!("{base}.after"),
+            format!("must be an array, got {}", type_name(v)),
+        ),
     }
     Some(Step {
         id: key.to_string(),
@@ -385,5 +511,9 @@ fn parse_step(
 pub fn resolve_path(dir: &Path, raw: &str) -> PathBuf {
     let stripped = raw.strip_prefix("file://").unwrap_or(raw);
     let p = Path::new(stripped);
-    if p.is_absolute() { p.to_path_buf() } else { dir.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
 }

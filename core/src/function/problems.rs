@@ -57,6 +57,9 @@ pub(crate) struct Problems(pub(crate) Vec<Problem>);
 
 impl Problems {
     pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }

@@ -10,7 +10,8 @@ use crate::event::Event;
 use crate::events::{EventFilter, EventStore};
 
 /// Gives a fresh, empty store for each test.
-pub type EventStoreFactory = dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn EventStore>> + Send>> + Sync;
+pub type EventStoreFactory =
+    dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn EventStore>> + Send>> + Sync;
 
 /// Runs every EventStore conformance test.
 pub async fn run_all(factory: &EventStoreFactory) {
@@ -19,13 +20,23 @@ pub async fn run_all(factory: &EventStoreFactory) {
 }
 
 fn event(name: &str, ts: i64, user: &str) -> Event {
-    Event::from_json(json!({"name": name, "ts": ts, "user": {"id": user}, "data": {"ts": ts}}), "").expect("valid")
+    Event::from_json(
+        json!({"name": name, "ts": ts, "user": {"id": user}, "data": {"ts": ts}}),
+        "",
+    )
+    .expect("valid")
 }
 
 /// The first version of an id is kept; `append` says which events were new.
 pub async fn append_is_idempotent_by_id(store: Arc<dyn EventStore>) {
     let mut e = event("t/a", 1000, "u");
-    assert_eq!(store.append(std::slice::from_ref(&e)).await.expect("append"), vec![true]);
+    assert_eq!(
+        store
+            .append(std::slice::from_ref(&e))
+            .await
+            .expect("append"),
+        vec![true]
+    );
     let first = e.clone();
     e.data = json!({"changed": true});
     assert_eq!(store.append(&[e]).await.expect("append"), vec![false]);
@@ -36,21 +47,54 @@ pub async fn append_is_idempotent_by_id(store: Arc<dyn EventStore>) {
 /// Scans by name, time range and user, oldest first, with a limit.
 pub async fn scan_filters_and_orders(store: Arc<dyn EventStore>) {
     let name = format!("t/{}", ulid::Ulid::new());
-    let events: Vec<Event> = (0..10).map(|i| event(&name, 10_000 + i * 10, if i % 2 == 0 { "even" } else { "odd" })).collect();
+    let events: Vec<Event> = (0..10)
+        .map(|i| {
+            event(
+                &name,
+                10_000 + i * 10,
+                if i % 2 == 0 { "even" } else { "odd" },
+            )
+        })
+        .collect();
     let mut shuffled = events.clone();
     shuffled.reverse();
     store.append(&shuffled).await.expect("append");
-    store.append(&[event("t/other", 10_005, "even")]).await.expect("append");
-    let by_name = store.scan(&EventFilter { name: Some(name.clone()), ..Default::default() }).await.expect("scan");
+    store
+        .append(&[event("t/other", 10_005, "even")])
+        .await
+        .expect("append");
+    let by_name = store
+        .scan(&EventFilter {
+            name: Some(name.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
     assert_eq!(by_name, events, "all events of the name, oldest first");
     let range = store
-        .scan(&EventFilter { name: Some(name.clone()), from_ms: Some(10_020), to_ms: Some(10_050), ..Default::default() })
+        .scan(&EventFilter {
+            name: Some(name.clone()),
+            from_ms: Some(10_020),
+            to_ms: Some(10_050),
+            ..Default::default()
+        })
         .await
         .expect("scan");
-    assert_eq!(range.iter().map(|e| e.ts).collect::<Vec<_>>(), vec![10_020, 10_030, 10_040]);
+    assert_eq!(
+        range.iter().map(|e| e.ts).collect::<Vec<_>>(),
+        vec![10_020, 10_030, 10_040]
+    );
     let odd = store
-        .scan(&EventFilter { name: Some(name.clone()), user: Some("odd".into()), limit: Some(2), ..Default::default() })
+        .scan(&EventFilter {
+            name: Some(name.clone()),
+            user: Some("odd".into()),
+            limit: Some(2),
+            ..Default::default()
+        })
         .await
         .expect("scan");
-    assert_eq!(odd.iter().map(|e| e.ts).collect::<Vec<_>>(), vec![10_010, 10_030]);
+    assert_eq!(
+        odd.iter().map(|e| e.ts).collect::<Vec<_>>(),
+        vec![10_010, 10_030]
+    );
 }

@@ -19,7 +19,8 @@ use crate::run::{Run, RunFilter, RunStatus, StepState, StepStatus};
 use crate::state::{AttemptOutcome, CreateRun, StateStore, StepMessage, Timer, TimerAction};
 
 /// Gives a fresh, empty store for each test.
-pub type StoreFactory = dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn StateStore>> + Send>> + Sync;
+pub type StoreFactory =
+    dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn StateStore>> + Send>> + Sync;
 
 /// Runs every StateStore conformance test.
 pub async fn run_all(factory: &StoreFactory) {
@@ -40,7 +41,8 @@ fn unique(prefix: &str) -> String {
 
 /// A run with steps `a` (queued) and `b` (pending), for a unique function and event.
 pub fn sample_run(function_id: &str, user: &str) -> Run {
-    let event = Event::from_json(json!({"name": "test/happened", "user": {"id": user}}), "").expect("valid event");
+    let event = Event::from_json(json!({"name": "test/happened", "user": {"id": user}}), "")
+        .expect("valid event");
     let mut steps = BTreeMap::new();
     let mut a = StepState::pending();
     a.status = StepStatus::Queued;
@@ -63,36 +65,79 @@ pub fn sample_run(function_id: &str, user: &str) -> Run {
 /// Creating a run twice with the same key keeps the first and returns it.
 pub async fn create_run_is_idempotent_by_key(store: Arc<dyn StateStore>) {
     let run = sample_run(&unique("fn"), "u1");
-    assert_eq!(store.create_run(&run).await.expect("create"), CreateRun::Created);
+    assert_eq!(
+        store.create_run(&run).await.expect("create"),
+        CreateRun::Created
+    );
     let mut again = run.clone();
     again.id = ulid::Ulid::new().to_string();
     match store.create_run(&again).await.expect("create again") {
-        CreateRun::Exists(existing) => assert_eq!(existing.id, run.id, "the first run must be kept"),
+        CreateRun::Exists(existing) => {
+            assert_eq!(existing.id, run.id, "the first run must be kept")
+        }
         CreateRun::Created => panic!("a second run with the same key was created"),
     }
-    assert!(store.get_run(&again.id).await.expect("get").is_none(), "the duplicate must not be stored");
-    let got = store.get_run(&run.id).await.expect("get").expect("run exists");
+    assert!(
+        store.get_run(&again.id).await.expect("get").is_none(),
+        "the duplicate must not be stored"
+    );
+    let got = store
+        .get_run(&run.id)
+        .await
+        .expect("get")
+        .expect("run exists");
     assert_eq!(got.steps["a"].status, StepStatus::Queued);
-    assert!(got.history.iter().any(|h| h.kind == "run.created"), "timeline records the creation");
+    assert!(
+        got.history.iter().any(|h| h.kind == "run.created"),
+        "timeline records the creation"
+    );
 }
 
 /// start → finish records the output once; a second finish or a stale attempt changes nothing.
 pub async fn attempt_lifecycle(store: Arc<dyn StateStore>) {
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
-    assert!(!store.start_attempt(&run.id, "a", 2).await.expect("start"), "attempt 2 cannot start first");
-    assert!(!store.start_attempt(&run.id, "b", 1).await.expect("start"), "a pending step cannot start");
+    assert!(
+        !store.start_attempt(&run.id, "a", 2).await.expect("start"),
+        "attempt 2 cannot start first"
+    );
+    assert!(
+        !store.start_attempt(&run.id, "b", 1).await.expect("start"),
+        "a pending step cannot start"
+    );
     assert!(store.start_attempt(&run.id, "a", 1).await.expect("start"));
-    assert!(!store.start_attempt(&run.id, "a", 1).await.expect("start"), "an attempt starts once");
-    let out = AttemptOutcome::Completed { output: json!({"n": 1}), log: Some("log".into()) };
-    let t = store.finish_attempt(&run.id, "a", 1, &out).await.expect("finish");
+    assert!(
+        !store.start_attempt(&run.id, "a", 1).await.expect("start"),
+        "an attempt starts once"
+    );
+    let out = AttemptOutcome::Completed {
+        output: json!({"n": 1}),
+        log: Some("log".into()),
+    };
+    let t = store
+        .finish_attempt(&run.id, "a", 1, &out)
+        .await
+        .expect("finish");
     assert!(t.applied);
     assert_eq!(t.open_steps, 1, "b is still open");
-    let other = AttemptOutcome::Completed { output: json!({"n": 2}), log: None };
-    assert!(!store.finish_attempt(&run.id, "a", 1, &other).await.expect("finish").applied);
+    let other = AttemptOutcome::Completed {
+        output: json!({"n": 2}),
+        log: None,
+    };
+    assert!(
+        !store
+            .finish_attempt(&run.id, "a", 1, &other)
+            .await
+            .expect("finish")
+            .applied
+    );
     let got = store.get_run(&run.id).await.expect("get").expect("run");
     assert_eq!(got.steps["a"].status, StepStatus::Completed);
-    assert_eq!(got.steps["a"].output, Some(json!({"n": 1})), "the first output is kept");
+    assert_eq!(
+        got.steps["a"].output,
+        Some(json!({"n": 1})),
+        "the first output is kept"
+    );
     assert_eq!(got.steps["a"].attempts, 1);
     assert_eq!(got.steps["a"].log.as_deref(), Some("log"));
 }
@@ -107,8 +152,18 @@ pub async fn concurrent_finish_has_one_winner(store: Arc<dyn StateStore>) {
         let store = store.clone();
         let run_id = run.id.clone();
         tasks.push(tokio::spawn(async move {
-            let out = AttemptOutcome::Completed { output: json!({"writer": i}), log: None };
-            (i, store.finish_attempt(&run_id, "a", 1, &out).await.expect("finish").applied)
+            let out = AttemptOutcome::Completed {
+                output: json!({"writer": i}),
+                log: None,
+            };
+            (
+                i,
+                store
+                    .finish_attempt(&run_id, "a", 1, &out)
+                    .await
+                    .expect("finish")
+                    .applied,
+            )
         }));
     }
     let mut winners = Vec::new();
@@ -118,9 +173,17 @@ pub async fn concurrent_finish_has_one_winner(store: Arc<dyn StateStore>) {
             winners.push(i);
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one writer must win, got {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one writer must win, got {winners:?}"
+    );
     let got = store.get_run(&run.id).await.expect("get").expect("run");
-    assert_eq!(got.steps["a"].output, Some(json!({"writer": winners[0]})), "the winner's output is stored");
+    assert_eq!(
+        got.steps["a"].output,
+        Some(json!({"writer": winners[0]})),
+        "the winner's output is stored"
+    );
 }
 
 /// Eight tasks starting the same attempt: exactly one starts it.
@@ -131,7 +194,9 @@ pub async fn concurrent_start_has_one_winner(store: Arc<dyn StateStore>) {
     for _ in 0..8 {
         let store = store.clone();
         let run_id = run.id.clone();
-        tasks.push(tokio::spawn(async move { store.start_attempt(&run_id, "a", 1).await.expect("start") }));
+        tasks.push(tokio::spawn(async move {
+            store.start_attempt(&run_id, "a", 1).await.expect("start")
+        }));
     }
     let mut started = 0;
     for t in tasks {
@@ -144,13 +209,29 @@ pub async fn concurrent_start_has_one_winner(store: Arc<dyn StateStore>) {
 pub async fn edges_are_recorded_once(store: Arc<dyn StateStore>) {
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
-    let t1 = store.resolve_edge(&run.id, "b", "a", true).await.expect("edge");
+    let t1 = store
+        .resolve_edge(&run.id, "b", "a", true)
+        .await
+        .expect("edge");
     assert!(t1.recorded);
     assert_eq!((t1.taken, t1.not_taken), (1, 0));
-    let t2 = store.resolve_edge(&run.id, "b", "a", false).await.expect("edge");
-    assert!(!t2.recorded, "the second resolution of one edge is not recorded");
-    assert_eq!((t2.taken, t2.not_taken), (1, 0), "the first resolution stands");
-    let t3 = store.resolve_edge(&run.id, "b", "x", false).await.expect("edge");
+    let t2 = store
+        .resolve_edge(&run.id, "b", "a", false)
+        .await
+        .expect("edge");
+    assert!(
+        !t2.recorded,
+        "the second resolution of one edge is not recorded"
+    );
+    assert_eq!(
+        (t2.taken, t2.not_taken),
+        (1, 0),
+        "the first resolution stands"
+    );
+    let t3 = store
+        .resolve_edge(&run.id, "b", "x", false)
+        .await
+        .expect("edge");
     assert_eq!((t3.recorded, t3.taken, t3.not_taken), (true, 1, 1));
 }
 
@@ -159,7 +240,13 @@ pub async fn transitions_are_compare_and_set(store: Arc<dyn StateStore>) {
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     let t = store
-        .transition_step(&run.id, "b", StepStatus::Pending, StepStatus::Skipped, Some("why"))
+        .transition_step(
+            &run.id,
+            "b",
+            StepStatus::Pending,
+            StepStatus::Skipped,
+            Some("why"),
+        )
         .await
         .expect("transition");
     assert!(t.applied);
@@ -171,7 +258,11 @@ pub async fn transitions_are_compare_and_set(store: Arc<dyn StateStore>) {
     assert!(!again.applied, "a skipped step cannot be queued");
     let got = store.get_run(&run.id).await.expect("get").expect("run");
     assert_eq!(got.steps["b"].status, StepStatus::Skipped);
-    assert!(got.history.iter().any(|h| h.kind == "step.skipped" && h.detail.as_deref() == Some("why")));
+    assert!(
+        got.history
+            .iter()
+            .any(|h| h.kind == "step.skipped" && h.detail.as_deref() == Some("why"))
+    );
 }
 
 /// A retry moves the step to waiting and schedules its timer atomically.
@@ -182,16 +273,34 @@ pub async fn retry_moves_to_waiting_and_schedules_the_timer(store: Arc<dyn State
     let timer = Timer {
         id: unique("retry"),
         due_ms: now_ms() - 1,
-        action: TimerAction::EnqueueStep(StepMessage { run_id: run.id.clone(), step_id: "a".into(), attempt: 2 }),
+        action: TimerAction::EnqueueStep(StepMessage {
+            run_id: run.id.clone(),
+            step_id: "a".into(),
+            attempt: 2,
+        }),
     };
-    assert!(store.retry_attempt(&run.id, "a", 1, "boom", Some("stderr"), &timer).await.expect("retry"));
-    assert!(!store.retry_attempt(&run.id, "a", 1, "boom", None, &timer).await.expect("retry"), "retry applies once");
+    assert!(
+        store
+            .retry_attempt(&run.id, "a", 1, "boom", Some("stderr"), &timer)
+            .await
+            .expect("retry")
+    );
+    assert!(
+        !store
+            .retry_attempt(&run.id, "a", 1, "boom", None, &timer)
+            .await
+            .expect("retry"),
+        "retry applies once"
+    );
     let got = store.get_run(&run.id).await.expect("get").expect("run");
     assert_eq!(got.steps["a"].status, StepStatus::Waiting);
     assert_eq!(got.steps["a"].error.as_deref(), Some("boom"));
     let due = store.claim_due_timers(now_ms(), 100).await.expect("claim");
     assert!(due.contains(&timer), "the retry timer is due");
-    assert!(store.start_attempt(&run.id, "a", 2).await.expect("start"), "attempt 2 starts from waiting");
+    assert!(
+        store.start_attempt(&run.id, "a", 2).await.expect("start"),
+        "attempt 2 starts from waiting"
+    );
 }
 
 /// Timers are claimed when due, in due order, each once; the same id is scheduled once.
@@ -200,28 +309,63 @@ pub async fn timers_fire_once_in_due_order(store: Arc<dyn StateStore>) {
     let mk = |id: &str, due_ms: i64| Timer {
         id: id.to_string(),
         due_ms,
-        action: TimerAction::EnqueueStep(StepMessage { run_id: "r".into(), step_id: "s".into(), attempt: 1 }),
+        action: TimerAction::EnqueueStep(StepMessage {
+            run_id: "r".into(),
+            step_id: "s".into(),
+            attempt: 1,
+        }),
     };
     let (late, early, future) = (unique("late"), unique("early"), unique("future"));
-    store.schedule_timer(&mk(&late, now - 10)).await.expect("schedule");
-    store.schedule_timer(&mk(&early, now - 20)).await.expect("schedule");
-    store.schedule_timer(&mk(&early, now - 20)).await.expect("schedule twice");
-    store.schedule_timer(&mk(&future, now + 60_000)).await.expect("schedule");
+    store
+        .schedule_timer(&mk(&late, now - 10))
+        .await
+        .expect("schedule");
+    store
+        .schedule_timer(&mk(&early, now - 20))
+        .await
+        .expect("schedule");
+    store
+        .schedule_timer(&mk(&early, now - 20))
+        .await
+        .expect("schedule twice");
+    store
+        .schedule_timer(&mk(&future, now + 60_000))
+        .await
+        .expect("schedule");
     let due = store.claim_due_timers(now, 100).await.expect("claim");
-    let ids: Vec<&str> = due.iter().map(|t| t.id.as_str()).filter(|id| [&early, &late].contains(&&id.to_string())).collect();
-    assert_eq!(ids, vec![early.as_str(), late.as_str()], "due timers, earliest first, once each");
+    let ids: Vec<&str> = due
+        .iter()
+        .map(|t| t.id.as_str())
+        .filter(|id| [&early, &late].contains(&&id.to_string()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![early.as_str(), late.as_str()],
+        "due timers, earliest first, once each"
+    );
     let again = store.claim_due_timers(now, 100).await.expect("claim");
-    assert!(!again.iter().any(|t| t.id == early || t.id == late), "a claimed timer is not handed out again");
-    assert!(!again.iter().any(|t| t.id == future), "a future timer is not due");
+    assert!(
+        !again.iter().any(|t| t.id == early || t.id == late),
+        "a claimed timer is not handed out again"
+    );
+    assert!(
+        !again.iter().any(|t| t.id == future),
+        "a future timer is not due"
+    );
     // Concurrent claims hand each timer to one claimer.
     let ids: Vec<String> = (0..50).map(|i| unique(&format!("c{i}"))).collect();
     for id in &ids {
-        store.schedule_timer(&mk(id, now - 5)).await.expect("schedule");
+        store
+            .schedule_timer(&mk(id, now - 5))
+            .await
+            .expect("schedule");
     }
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.claim_due_timers(now_ms(), 10).await.expect("claim") }));
+        tasks.push(tokio::spawn(async move {
+            store.claim_due_timers(now_ms(), 10).await.expect("claim")
+        }));
     }
     let mut claimed = Vec::new();
     for t in tasks {
@@ -248,24 +392,49 @@ pub async fn finish_run_once_and_list_runs(store: Arc<dyn StateStore>) {
     let r2 = sample_run(&function, "bob");
     store.create_run(&r1).await.expect("create");
     store.create_run(&r2).await.expect("create");
-    assert!(store.finish_run(&r1.id, RunStatus::Completed).await.expect("finish"));
-    assert!(!store.finish_run(&r1.id, RunStatus::Failed).await.expect("finish"), "a run finishes once");
+    assert!(
+        store
+            .finish_run(&r1.id, RunStatus::Completed)
+            .await
+            .expect("finish")
+    );
+    assert!(
+        !store
+            .finish_run(&r1.id, RunStatus::Failed)
+            .await
+            .expect("finish"),
+        "a run finishes once"
+    );
     let got = store.get_run(&r1.id).await.expect("get").expect("run");
     assert_eq!(got.status, RunStatus::Completed);
     assert!(got.ended_at.is_some());
     let all = store
-        .list_runs(&RunFilter { function_id: Some(function.clone()), ..Default::default() })
+        .list_runs(&RunFilter {
+            function_id: Some(function.clone()),
+            ..Default::default()
+        })
         .await
         .expect("list");
-    assert_eq!(all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec![r2.id.as_str(), r1.id.as_str()]);
+    assert_eq!(
+        all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec![r2.id.as_str(), r1.id.as_str()]
+    );
     let running = store
-        .list_runs(&RunFilter { function_id: Some(function.clone()), status: Some(RunStatus::Running), ..Default::default() })
+        .list_runs(&RunFilter {
+            function_id: Some(function.clone()),
+            status: Some(RunStatus::Running),
+            ..Default::default()
+        })
         .await
         .expect("list");
     assert_eq!(running.len(), 1);
     assert_eq!(running[0].id, r2.id);
     let alice = store
-        .list_runs(&RunFilter { function_id: Some(function), user: Some("alice".into()), ..Default::default() })
+        .list_runs(&RunFilter {
+            function_id: Some(function),
+            user: Some("alice".into()),
+            ..Default::default()
+        })
         .await
         .expect("list");
     assert_eq!(alice.len(), 1);

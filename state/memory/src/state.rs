@@ -6,7 +6,9 @@ use std::collections::{BinaryHeap, HashMap};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
-use weir_core::state::{AttemptOutcome, CreateRun, EdgeTally, StateStore, Timer, Transition};
+use weir_core::state::{
+    AttemptOutcome, CreateRun, EdgeTally, RunState, StateStore, Timer, Transition,
+};
 use weir_core::{Error, Result};
 
 /// Runs and timers kept in memory.
@@ -38,10 +40,17 @@ impl MemoryStateStore {
 }
 
 fn open_steps(run: &Run) -> usize {
-    run.steps.values().filter(|s| !s.status.is_terminal()).count()
+    run.steps
+        .values()
+        .filter(|s| !s.status.is_terminal())
+        .count()
 }
 
-fn step_mut<'a>(inner: &'a mut Inner, run_id: &str, step_id: &str) -> Result<(&'a mut Run, String)> {
+fn step_mut<'a>(
+    inner: &'a mut Inner,
+    run_id: &str,
+    step_id: &str,
+) -> Result<(&'a mut Run, String)> {
     let run = inner
         .runs
         .get_mut(run_id)
@@ -78,10 +87,10 @@ impl StateStore for MemoryStateStore {
             }
         }
         let mut run = run.clone();
-        run.history.push(HistoryEntry::now("run.created").detail(format!(
-            "event {} ({})",
-            run.event.id, run.event.name
-        )));
+        run.history.push(
+            HistoryEntry::now("run.created")
+                .detail(format!("event {} ({})", run.event.id, run.event.name)),
+        );
         for (id, step) in &run.steps {
             if step.status == StepStatus::Queued {
                 run.history.push(HistoryEntry::now("step.queued").step(id));
@@ -95,6 +104,18 @@ impl StateStore for MemoryStateStore {
 
     async fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
         Ok(self.inner.lock().runs.get(run_id).cloned())
+    }
+
+    async fn get_run_state(&self, run_id: &str) -> Result<Option<RunState>> {
+        let inner = self.inner.lock();
+        Ok(inner.runs.get(run_id).map(|run| RunState {
+            id: run.id.clone(),
+            function_id: run.function_id.clone(),
+            function_version: run.function_version.clone(),
+            status: run.status,
+            event: run.event.clone(),
+            outputs: run.outputs(),
+        }))
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
@@ -113,14 +134,20 @@ impl StateStore for MemoryStateStore {
     async fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32) -> Result<bool> {
         let mut inner = self.inner.lock();
         let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
-        let Some(step) = run.steps.get_mut(&step_id) else { return Ok(false) };
+        let Some(step) = run.steps.get_mut(&step_id) else {
+            return Ok(false);
+        };
         let ready = matches!(step.status, StepStatus::Queued | StepStatus::Waiting);
         if !ready || step.attempts + 1 != attempt {
             return Ok(false);
         }
         step.status = StepStatus::Running;
         step.attempts = attempt;
-        run.history.push(HistoryEntry::now("step.started").step(&step_id).attempt(attempt));
+        run.history.push(
+            HistoryEntry::now("step.started")
+                .step(&step_id)
+                .attempt(attempt),
+        );
         Ok(true)
     }
 
@@ -134,10 +161,16 @@ impl StateStore for MemoryStateStore {
         let mut inner = self.inner.lock();
         let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
         let Some(step) = run.steps.get_mut(&step_id) else {
-            return Ok(Transition { applied: false, open_steps: 0 });
+            return Ok(Transition {
+                applied: false,
+                open_steps: 0,
+            });
         };
         if step.status != StepStatus::Running || step.attempts != attempt {
-            return Ok(Transition { applied: false, open_steps: open_steps(run) });
+            return Ok(Transition {
+                applied: false,
+                open_steps: open_steps(run),
+            });
         }
         let entry = match outcome {
             AttemptOutcome::Completed { output, log } => {
@@ -145,18 +178,26 @@ impl StateStore for MemoryStateStore {
                 step.output = Some(output.clone());
                 step.log = log.clone();
                 step.error = None;
-                HistoryEntry::now("step.completed").step(&step_id).attempt(attempt)
+                HistoryEntry::now("step.completed")
+                    .step(&step_id)
+                    .attempt(attempt)
             }
             AttemptOutcome::Failed { error, output, log } => {
                 step.status = StepStatus::Failed;
                 step.output = output.clone();
                 step.log = log.clone();
                 step.error = Some(error.clone());
-                HistoryEntry::now("step.failed").step(&step_id).attempt(attempt).detail(error)
+                HistoryEntry::now("step.failed")
+                    .step(&step_id)
+                    .attempt(attempt)
+                    .detail(error)
             }
         };
         run.history.push(entry);
-        Ok(Transition { applied: true, open_steps: open_steps(run) })
+        Ok(Transition {
+            applied: true,
+            open_steps: open_steps(run),
+        })
     }
 
     async fn retry_attempt(
@@ -170,7 +211,9 @@ impl StateStore for MemoryStateStore {
     ) -> Result<bool> {
         let mut inner = self.inner.lock();
         let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
-        let Some(step) = run.steps.get_mut(&step_id) else { return Ok(false) };
+        let Some(step) = run.steps.get_mut(&step_id) else {
+            return Ok(false);
+        };
         if step.status != StepStatus::Running || step.attempts != attempt {
             return Ok(false);
         }
@@ -181,7 +224,11 @@ impl StateStore for MemoryStateStore {
             HistoryEntry::now("step.retry_scheduled")
                 .step(&step_id)
                 .attempt(attempt)
-                .detail(format!("{error}; attempt {} at {}", attempt + 1, timer.due_ms)),
+                .detail(format!(
+                    "{error}; attempt {} at {}",
+                    attempt + 1,
+                    timer.due_ms
+                )),
         );
         if !inner.timers.contains_key(&timer.id) {
             inner.due.push(Reverse((timer.due_ms, timer.id.clone())));
@@ -201,10 +248,16 @@ impl StateStore for MemoryStateStore {
         let mut inner = self.inner.lock();
         let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
         let Some(step) = run.steps.get_mut(&step_id) else {
-            return Ok(Transition { applied: false, open_steps: 0 });
+            return Ok(Transition {
+                applied: false,
+                open_steps: 0,
+            });
         };
         if step.status != from {
-            return Ok(Transition { applied: false, open_steps: open_steps(run) });
+            return Ok(Transition {
+                applied: false,
+                open_steps: open_steps(run),
+            });
         }
         step.status = to;
         if to == StepStatus::Skipped
@@ -217,7 +270,10 @@ impl StateStore for MemoryStateStore {
             entry = entry.detail(d);
         }
         run.history.push(entry);
-        Ok(Transition { applied: true, open_steps: open_steps(run) })
+        Ok(Transition {
+            applied: true,
+            open_steps: open_steps(run),
+        })
     }
 
     async fn resolve_edge(
@@ -229,25 +285,39 @@ impl StateStore for MemoryStateStore {
     ) -> Result<EdgeTally> {
         let mut inner = self.inner.lock();
         let (run, child) = step_mut(&mut inner, run_id, child)?;
-        let step: &mut StepState = run.steps.get_mut(&child).ok_or_else(|| Error::internal("step vanished"))?;
+        let step: &mut StepState = run
+            .steps
+            .get_mut(&child)
+            .ok_or_else(|| Error::internal("step vanished"))?;
         let recorded = !step.edges.contains_key(parent);
         if recorded {
             step.edges.insert(parent.to_string(), taken);
         }
         let taken_n = step.edges.values().filter(|t| **t).count();
-        Ok(EdgeTally { recorded, taken: taken_n, not_taken: step.edges.len() - taken_n })
+        Ok(EdgeTally {
+            recorded,
+            taken: taken_n,
+            not_taken: step.edges.len() - taken_n,
+        })
     }
 
     async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool> {
         let mut inner = self.inner.lock();
         let Some(run) = inner.runs.get_mut(run_id) else {
-            return Err(Error::new(weir_core::ErrorKind::NotFound, format!("no run {run_id:?}")));
+            return Err(Error::new(
+                weir_core::ErrorKind::NotFound,
+                format!("no run {run_id:?}"),
+            ));
         };
         if run.status != RunStatus::Running || status == RunStatus::Running {
             return Ok(false);
         }
         run.status = status;
-        let entry = HistoryEntry::now(if status == RunStatus::Completed { "run.completed" } else { "run.failed" });
+        let entry = HistoryEntry::now(if status == RunStatus::Completed {
+            "run.completed"
+        } else {
+            "run.failed"
+        });
         run.ended_at = Some(entry.at);
         run.history.push(entry);
         Ok(true)
@@ -270,7 +340,9 @@ impl StateStore for MemoryStateStore {
                 Some(Reverse((due, _))) if *due <= now_ms => {}
                 _ => break,
             }
-            let Some(Reverse((_, id))) = inner.due.pop() else { break };
+            let Some(Reverse((_, id))) = inner.due.pop() else {
+                break;
+            };
             if let Some(t) = inner.timers.remove(&id) {
                 out.push(t);
             }

@@ -1,0 +1,61 @@
+//! Trigger matching with 1,000 live functions: the router's per-event cost of finding the
+//! functions an event triggers (name index, wildcards, expressions).
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use weir_core::Event;
+use weir_core::engine::FunctionRegistry;
+use weir_core::function::{Function, RuntimeCatalog, parse_function};
+
+struct AnyRuntime;
+
+impl RuntimeCatalog for AnyRuntime {
+    fn check(
+        &self,
+        _: &str,
+        _: &serde_json::Map<String, Value>,
+        _: Option<&Path>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn function(i: usize) -> Function {
+    // 1,000 functions over 100 event names; every tenth has a wildcard trigger; all have an
+    // expression.
+    let trigger = if i % 10 == 0 {
+        json!({"event": format!("app{}/*", i % 100), "expression": "data.plan == 'pro'"})
+    } else {
+        json!({"event": format!("app{}/event.happened", i % 100), "expression": format!("data.seats > {}", i % 20)})
+    };
+    let def = json!({"id": format!("fn-{i}"), "triggers": [trigger],
+                     "steps": {"s": {"path": "/bin/true", "runtime": {"type": "process"}}}});
+    parse_function(&def, Path::new("/tmp"), format!("v{i}"), &AnyRuntime).expect("valid")
+}
+
+fn bench(c: &mut Criterion) {
+    let registry = FunctionRegistry::new();
+    registry.replace((0..1000).map(function).collect());
+    let hit = Event::from_json(
+        json!({"name": "app7/event.happened", "data": {"plan": "pro", "seats": 15}}),
+        "",
+    )
+    .expect("event");
+    let miss = Event::from_json(json!({"name": "nobody/listens", "data": {}}), "").expect("event");
+    let matched = registry.matching(&hit);
+    assert!(!matched.is_empty(), "the event matches some functions");
+    c.bench_function("triggers/1000_functions/matching_event", |b| {
+        b.iter(|| black_box(registry.matching(black_box(&hit))))
+    });
+    c.bench_function("triggers/1000_functions/unmatched_event", |b| {
+        b.iter(|| black_box(registry.matching(black_box(&miss))))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
