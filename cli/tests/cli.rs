@@ -243,7 +243,7 @@ fn dev_server_send_runs_and_reload() {
     assert!(init.status.success());
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let _server = Server(
+    let mut server = Server(
         weir()
             .arg("dev")
             .arg(&functions)

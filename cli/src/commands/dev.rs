@@ -55,9 +55,7 @@ pub(super) async fn dev(args: DevArgs) -> weir_core::Result<i32> {
     eprintln!("weir dev listening on http://{addr} (send events to http://{addr}/e/<any-key>)");
     let app = crate::api::router(engine.clone(), EventKeys::Any);
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await;
     if let Some(w) = watcher {
         w.abort();
@@ -65,4 +63,20 @@ pub(super) async fn dev(args: DevArgs) -> weir_core::Result<i32> {
     handle.shutdown().await;
     served.map_err(|e| Error::internal("server failed").with_source(e))?;
     Ok(0)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
