@@ -48,6 +48,7 @@ struct AppState {
 pub fn router(engine: Engine, keys: EventKeys) -> Router {
     Router::new()
         .route("/e/{key}", post(send_events))
+        .route("/", get(dashboard))
         .route("/health", get(health))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
@@ -95,6 +96,11 @@ async fn send_events(State(app): State<AppState>, Path(key): Path<String>, body:
         Ok(ids) => Json(json!({"ids": ids, "status": 200})).into_response(),
         Err(e) => from_error(&e),
     }
+}
+
+/// The dev dashboard: functions and runs, refreshed every 2 s, from the `/v1` API.
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 async fn health() -> Json<Value> {

@@ -131,6 +131,16 @@ async fn events_in_runs_out() {
     assert_eq!(events.as_array().map(Vec::len), Some(3));
     let health = reqwest::get(format!("{base}/health")).await.expect("get");
     assert_eq!(health.status().as_u16(), 200);
+    let page = reqwest::get(format!("{base}/"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("<title>weir dev</title>") && page.contains("/v1/runs"),
+        "the dashboard is served"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

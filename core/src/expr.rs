@@ -294,8 +294,18 @@ mod tests {
     fn has_tests_presence() {
         let e = event(json!({"name": "a", "data": {"plan": "pro"}}));
         let vars = Vars::for_trigger(&e);
-        assert!(Expr::compile("has(data.plan)").unwrap().eval_bool(&vars).unwrap());
-        assert!(!Expr::compile("has(data.seats)").unwrap().eval_bool(&vars).unwrap());
+        assert!(
+            Expr::compile("has(data.plan)")
+                .unwrap()
+                .eval_bool(&vars)
+                .unwrap()
+        );
+        assert!(
+            !Expr::compile("has(data.seats)")
+                .unwrap()
+                .eval_bool(&vars)
+                .unwrap()
+        );
         let ternary = Expr::compile("has(data.seats) ? data.seats : 0").unwrap();
         assert_eq!(ternary.eval_json(&vars).unwrap(), json!(0));
     }

@@ -1331,6 +1331,24 @@ mod tests {
         assert_eq!(Percentiles::of(&mut []).count, 0);
     }
 
+    #[tokio::test]
+    async fn raw_client_keeps_the_connection_and_checks_answers() {
+        let (addr, server) = serve_local(baseline_router()).await.unwrap();
+        let target = RawTarget::parse(&format!("http://{addr}/e/{BENCH_KEY}")).unwrap();
+        let mut conn = RawConn::new(Arc::new(target));
+        for i in 0..3 {
+            let (status, answer) = conn.post(&ingest_body(i, 2)).await.unwrap();
+            assert_eq!(status, 200);
+            check_answer(status, &answer, 0).unwrap();
+            assert!(check_answer(status, &answer, 2).is_err());
+        }
+        let (status, answer) = conn.post(b"{not json").await.unwrap();
+        assert_eq!(status, 400);
+        assert!(check_answer(status, &answer, 0).is_err());
+        assert!(RawTarget::parse("https://example.com/e/x").is_err());
+        server.abort();
+    }
+
     #[test]
     fn bodies_are_valid_json() {
         let one: Value = serde_json::from_slice(&ingest_body(7, 1)).unwrap();
