@@ -334,6 +334,24 @@ fn dev_server_send_runs_and_reload() {
         vec!["first".to_string(), "second".to_string()],
         "reloaded after a change"
     );
+
+    // SIGTERM stops the server cleanly.
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = server.0.try_wait().expect("try_wait") {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = exited.expect("weir dev exits within 5 s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
 }
 
 mod reqwest {

@@ -28,7 +28,7 @@ impl RuntimeCatalog for AnyRuntime {
 fn function(i: usize) -> Function {
     // 1,000 functions over 100 event names; every tenth has a wildcard trigger; all have an
     // expression.
-    let trigger = if i % 10 == 0 {
+    let trigger = if i.is_multiple_of(10) {
         json!({"event": format!("app{}/*", i % 100), "expression": "data.plan == 'pro'"})
     } else {
         json!({"event": format!("app{}/event.happened", i % 100), "expression": format!("data.seats > {}", i % 20)})

@@ -112,20 +112,29 @@ impl Source<'_> {
 /// expression reads it, then lent (not copied) to every later evaluation: a trigger that reads
 /// only `user` never pays for converting `data`.
 #[derive(Default)]
-pub struct Vars<'a>(Vec<(&'static str, Source<'a>, OnceLock<Box<dyn Val>>)>);
+pub struct Vars<'a>(Vec<Var<'a>>);
+
+/// One variable: its name, where its value comes from, and the value once converted.
+struct Var<'a> {
+    name: &'static str,
+    source: Source<'a>,
+    converted: OnceLock<Box<dyn Val>>,
+}
 
 impl std::fmt::Debug for Vars<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|(n, _, _)| n))
+            .entries(self.0.iter().map(|v| v.name))
             .finish()
     }
 }
 
 impl VariableResolver for Vars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        let (_, source, cell) = self.0.iter().find(|(n, _, _)| *n == variable)?;
-        let val = cell.get_or_init(|| {
+        let Var {
+            source, converted, ..
+        } = self.0.iter().find(|v| v.name == variable)?;
+        let val = converted.get_or_init(|| {
             // A `Value` made of JSON-like variants (no opaque values) always converts.
             Box::<dyn Val>::try_from(source.to_cel()).unwrap_or_else(|_| {
                 Box::<dyn Val>::try_from(CelValue::Null).expect("null converts")
@@ -142,10 +151,15 @@ impl<'a> Vars<'a> {
     }
 
     fn put(&mut self, name: &'static str, source: Source<'a>) -> &mut Self {
-        if let Some(slot) = self.0.iter_mut().find(|(n, _, _)| *n == name) {
-            *slot = (name, source, OnceLock::new());
+        let var = Var {
+            name,
+            source,
+            converted: OnceLock::new(),
+        };
+        if let Some(slot) = self.0.iter_mut().find(|v| v.name == name) {
+            *slot = var;
         } else {
-            self.0.push((name, source, OnceLock::new()));
+            self.0.push(var);
         }
         self
     }
