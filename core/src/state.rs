@@ -99,6 +99,20 @@ pub struct RunState {
     pub outputs: serde_json::Map<String, Value>,
 }
 
+impl RunState {
+    /// The run state of a whole run.
+    pub fn of(run: &Run) -> RunState {
+        RunState {
+            id: run.id.clone(),
+            function_id: run.function_id.clone(),
+            function_version: run.function_version.clone(),
+            status: run.status,
+            event: run.event.clone(),
+            outputs: run.outputs(),
+        }
+    }
+}
+
 /// A timer held by the state store; fires once, on any node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
@@ -123,14 +137,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// outputs of its completed steps (no history). Stores should answer it in one round trip;
     /// the default loads the whole run.
     async fn get_run_state(&self, run_id: &str) -> Result<Option<RunState>> {
-        Ok(self.get_run(run_id).await?.map(|run| RunState {
-            outputs: run.outputs(),
-            id: run.id,
-            function_id: run.function_id,
-            function_version: run.function_version,
-            status: run.status,
-            event: run.event,
-        }))
+        Ok(self.get_run(run_id).await?.as_ref().map(RunState::of))
     }
 
     /// Lists runs matching `filter`, newest first.

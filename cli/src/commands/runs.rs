@@ -41,29 +41,30 @@ pub enum RunsCommand {
     },
 }
 
-async fn get(url: &str) -> weir_core::Result<(u16, Value)> {
+/// GETs JSON from the server; prints the server's error and gives `None` on a non-200 answer.
+async fn get_ok(url: &str) -> weir_core::Result<Option<Value>> {
     let answer = reqwest::get(url)
         .await
         .map_err(|e| Error::unavailable(format!("cannot reach {url}")).with_source(e))?;
     let status = answer.status().as_u16();
-    let body = answer
+    let body: Value = answer
         .json()
         .await
         .map_err(|e| Error::unavailable("unreadable answer").with_source(e))?;
-    Ok((status, body))
+    if status != 200 {
+        let message = body["error"].as_str().unwrap_or("(no message)");
+        eprintln!("error {status}: {message}");
+        return Ok(None);
+    }
+    Ok(Some(body))
 }
 
 pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     let base = args.url.trim_end_matches('/');
     if let Some(RunsCommand::Show { run_id }) = &args.show {
-        let (status, body) = get(&format!("{base}/v1/runs/{run_id}")).await?;
-        if status != 200 {
-            eprintln!(
-                "error {status}: {}",
-                body["error"].as_str().unwrap_or("(no message)")
-            );
+        let Some(body) = get_ok(&format!("{base}/v1/runs/{run_id}")).await? else {
             return Ok(1);
-        }
+        };
         if args.json {
             out!(
                 "{}",
@@ -78,25 +79,21 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
         .map_err(|e| Error::invalid(format!("bad --url {base:?}: {e}")))?;
     {
         let mut q = url.query_pairs_mut();
-        if let Some(f) = &args.function {
-            q.append_pair("function", f);
-        }
-        if let Some(s) = &args.status {
-            q.append_pair("status", s);
-        }
-        if let Some(u) = &args.user {
-            q.append_pair("user", u);
+        let filters = [
+            ("function", &args.function),
+            ("status", &args.status),
+            ("user", &args.user),
+        ];
+        for (key, value) in filters {
+            if let Some(v) = value {
+                q.append_pair(key, v);
+            }
         }
         q.append_pair("limit", &args.limit.to_string());
     }
-    let (status, body) = get(url.as_str()).await?;
-    if status != 200 {
-        eprintln!(
-            "error {status}: {}",
-            body["error"].as_str().unwrap_or("(no message)")
-        );
+    let Some(body) = get_ok(url.as_str()).await? else {
         return Ok(1);
-    }
+    };
     if args.json {
         out!(
             "{}",

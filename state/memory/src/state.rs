@@ -108,14 +108,7 @@ impl StateStore for MemoryStateStore {
 
     async fn get_run_state(&self, run_id: &str) -> Result<Option<RunState>> {
         let inner = self.inner.lock();
-        Ok(inner.runs.get(run_id).map(|run| RunState {
-            id: run.id.clone(),
-            function_id: run.function_id.clone(),
-            function_version: run.function_version.clone(),
-            status: run.status,
-            event: run.event.clone(),
-            outputs: run.outputs(),
-        }))
+        Ok(inner.runs.get(run_id).map(RunState::of))
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
