@@ -152,7 +152,9 @@ to catch up; the achieved rate is printed). Each POST runs in its own task, so a
 not hold back the next event.
 
 Printed: p50/p90/p99/max of (step request arrival at the step server − POST start), the same
-figures for the POST /e round trip alone, how many steps started and how many runs completed.")]
+figures for the POST /e round trip alone, how many steps started and how many runs completed.
+With --baseline, the same POSTs are then sent at the same rate to a bare axum server that only
+parses the JSON: the round-trip floor of this machine (HTTP, the client, thread wake-ups).")]
 pub struct LatencyArgs {
     /// Events per second.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -163,6 +165,10 @@ pub struct LatencyArgs {
     /// Seconds of warm-up at the same rate before measuring (figures discarded).
     #[arg(long, default_value_t = 1.0)]
     pub warmup_secs: f64,
+    /// Afterwards, POST the same events at the same rate to an in-process bare baseline server
+    /// (parses the JSON, stores nothing) and print its round trip: this machine's floor.
+    #[arg(long)]
+    pub baseline: bool,
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -1075,6 +1081,89 @@ impl Drop for TempDir {
     }
 }
 
+/// What a paced series of POSTs measured.
+struct Paced {
+    /// Round trips of the measured (not warm-up) POSTs that succeeded, in nanoseconds.
+    latencies: Vec<u64>,
+    /// Failed POSTs (warm-up included).
+    errors: u64,
+    /// The first few failures.
+    first_errors: Vec<String>,
+    /// Achieved rate of the measured POSTs (starts per second).
+    achieved_rate: f64,
+}
+
+/// POSTs `total` events to `url` at `rate` per second (a tokio interval with
+/// `MissedTickBehavior::Delay`; each POST in its own task), the first `warm` of them a warm-up.
+/// Each event carries `seq` and `sent_at_ns` (nanoseconds since `origin`, taken just before
+/// its POST starts); answers must hold `ids` ids (0: any `ids` array).
+async fn paced_posts(
+    client: &reqwest::Client,
+    url: &Arc<str>,
+    rate: u64,
+    total: u64,
+    warm: u64,
+    origin: Instant,
+    ids: u64,
+) -> Paced {
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut posts = tokio::task::JoinSet::new();
+    let mut first_measured_ns = 0;
+    let mut last_measured_ns = 0;
+    for seq in 0..total {
+        interval.tick().await;
+        let client = client.clone();
+        let url = url.clone();
+        let sent_at_ns = nanos(origin.elapsed());
+        if seq == warm {
+            first_measured_ns = sent_at_ns;
+        }
+        last_measured_ns = sent_at_ns;
+        posts.spawn(async move {
+            let body = format!(
+                r#"{{"name":"bench/latency","data":{{"seq":{seq},"sent_at_ns":{sent_at_ns}}}}}"#
+            );
+            let error = send_one(&client, &url, Bytes::from(body), ids).await.err();
+            Posted {
+                seq,
+                post_ns: nanos(origin.elapsed()).saturating_sub(sent_at_ns),
+                error,
+            }
+        });
+    }
+    let mut paced = Paced {
+        latencies: Vec::with_capacity(total.saturating_sub(warm) as usize),
+        errors: 0,
+        first_errors: Vec::new(),
+        achieved_rate: 0.0,
+    };
+    while let Some(joined) = posts.join_next().await {
+        match joined {
+            Ok(p) => {
+                if let Some(e) = p.error {
+                    paced.errors += 1;
+                    if paced.first_errors.len() < 5 {
+                        paced.first_errors.push(e);
+                    }
+                } else if p.seq >= warm {
+                    paced.latencies.push(p.post_ns);
+                }
+            }
+            Err(e) => {
+                paced.errors += 1;
+                paced.first_errors.push(format!("POST task failed: {e}"));
+            }
+        }
+    }
+    let measured = total.saturating_sub(warm);
+    let span = last_measured_ns.saturating_sub(first_measured_ns) as f64 / 1e9;
+    if measured > 1 && span > 0.0 {
+        paced.achieved_rate = (measured - 1) as f64 / span;
+    }
+    paced
+}
+
 /// What one latency POST measured.
 struct Posted {
     seq: u64,
@@ -1159,53 +1248,9 @@ async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
             args.rate
         );
     }
-    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut posts = tokio::task::JoinSet::new();
-    let mut first_measured_ns = 0;
-    let mut last_measured_ns = 0;
-    for seq in 0..total {
-        interval.tick().await;
-        let client = client.clone();
-        let url = url.clone();
-        let sent_at_ns = nanos(origin.elapsed());
-        if seq == warm {
-            first_measured_ns = sent_at_ns;
-        }
-        last_measured_ns = sent_at_ns;
-        posts.spawn(async move {
-            let body = format!(
-                r#"{{"name":"bench/latency","data":{{"seq":{seq},"sent_at_ns":{sent_at_ns}}}}}"#
-            );
-            let error = send_one(&client, &url, Bytes::from(body), 1).await.err();
-            Posted {
-                seq,
-                post_ns: nanos(origin.elapsed()).saturating_sub(sent_at_ns),
-                error,
-            }
-        });
-    }
-    let mut post_latencies = Vec::with_capacity(measured as usize);
-    let mut post_errors = 0u64;
-    let mut first_errors = Vec::new();
-    while let Some(joined) = posts.join_next().await {
-        match joined {
-            Ok(p) => {
-                if let Some(e) = p.error {
-                    post_errors += 1;
-                    if first_errors.len() < 5 {
-                        first_errors.push(e);
-                    }
-                } else if p.seq >= warm {
-                    post_latencies.push(p.post_ns);
-                }
-            }
-            Err(e) => {
-                post_errors += 1;
-                first_errors.push(format!("POST task failed: {e}"));
-            }
-        }
-    }
+    let paced = paced_posts(&client, &url, args.rate, total, warm, origin, 1).await;
+    let (mut post_latencies, post_errors, first_errors) =
+        (paced.latencies, paced.errors, paced.first_errors);
     let accepted = total - post_errors;
 
     // Wait for the steps to start and the runs to finish (at most 10 s).
@@ -1234,6 +1279,22 @@ async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
     weir.stop().await;
     drop(dir);
 
+    // The floor: the same POSTs to a bare server.
+    let baseline = if args.baseline {
+        if !quiet {
+            eprintln!("baseline: the same events at the same rate to a bare axum server");
+        }
+        let (addr, server) = serve_local(baseline_router()).await?;
+        let url: Arc<str> = format!("http://{addr}/e/{BENCH_KEY}").into();
+        let paced = paced_posts(&client, &url, args.rate, total, warm, origin, 0).await;
+        server.abort();
+        Some(paced)
+    } else {
+        None
+    };
+    let baseline_errors = baseline.as_ref().map_or(0, |b| b.errors);
+    let baseline_post = baseline.map(|mut b| Percentiles::of(&mut b.latencies));
+
     let mut e2e: Vec<u64> = first_arrival
         .iter()
         .filter(|(seq, _)| **seq >= warm)
@@ -1242,12 +1303,7 @@ async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
     let steps_started = e2e.len();
     let e2e = Percentiles::of(&mut e2e);
     let post = Percentiles::of(&mut post_latencies);
-    let span = last_measured_ns.saturating_sub(first_measured_ns) as f64 / 1e9;
-    let achieved = if measured > 1 && span > 0.0 {
-        (measured - 1) as f64 / span
-    } else {
-        0.0
-    };
+    let achieved = paced.achieved_rate;
     let completed = completed.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
 
@@ -1271,6 +1327,8 @@ async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
                 "runs_expected": total,
                 "event_to_step_start_ms": e2e.json(),
                 "ingest_post_ms": post.json(),
+                "baseline_post_ms": baseline_post.map(|p| p.json()),
+                "baseline_post_errors": baseline_errors,
             })
         );
     } else {
@@ -1294,10 +1352,14 @@ async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
             "max ms",
             "mean ms"
         );
-        for (name, p) in [
-            ("event POST → step start", &e2e),
-            ("POST /e round trip (ingest)", &post),
-        ] {
+        let mut figures = vec![
+            ("event POST → step start", e2e),
+            ("POST /e round trip (ingest)", post),
+        ];
+        if let Some(p) = baseline_post {
+            figures.push(("POST round trip, bare baseline", p));
+        }
+        for (name, p) in figures {
             out!(
                 "{:<32} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
                 name,
@@ -1312,7 +1374,8 @@ async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
             out!("error: {e}");
         }
     }
-    let ok = post_errors == 0 && steps_started as u64 == measured && failed == 0;
+    let ok =
+        post_errors == 0 && baseline_errors == 0 && steps_started as u64 == measured && failed == 0;
     Ok(if ok { 0 } else { 1 })
 }
 
