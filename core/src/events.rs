@@ -1,5 +1,7 @@
 //! The `EventStore` trait: accepted events, kept for lookups and replay.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +45,8 @@ impl EventFilter {
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends events; an id stored before keeps its first version. Returns, per event,
-    /// whether it was new.
-    async fn append(&self, events: &[Event]) -> Result<Vec<bool>>;
+    /// whether it was new. Events are shared (`Arc`): accepted events never change.
+    async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>>;
 
     /// Gets one event by id.
     async fn get(&self, id: &str) -> Result<Option<Event>>;

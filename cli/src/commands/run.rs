@@ -102,6 +102,9 @@ async fn route(
     engine: &weir_core::engine::Engine,
     event: &Event,
 ) -> weir_core::Result<Vec<String>> {
-    engine.events().append(std::slice::from_ref(event)).await?;
+    engine
+        .events()
+        .append(&[std::sync::Arc::new(event.clone())])
+        .await?;
     engine.route(event).await
 }

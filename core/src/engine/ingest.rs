@@ -1,5 +1,7 @@
 //! Ingest: size, JSON and name checks, then store, then publish.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
@@ -91,13 +93,14 @@ impl Engine {
 
     /// Stores and publishes already-validated events; returns their ids.
     pub async fn ingest(&self, events: Vec<Event>) -> Result<Vec<String>> {
+        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         self.inner.events.append(&events).await?;
         let mut messages = Vec::with_capacity(events.len());
         let mut ids = Vec::with_capacity(events.len());
-        for e in events {
-            let payload = Bytes::from(serde_json::to_vec(&e)?);
+        for e in &events {
+            let payload = Bytes::from(serde_json::to_vec(&**e)?);
             messages.push((e.id.clone(), payload));
-            ids.push(e.id);
+            ids.push(e.id.clone());
         }
         self.inner
             .broker

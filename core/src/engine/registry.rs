@@ -94,6 +94,20 @@ impl FunctionRegistry {
         out
     }
 
+    /// Whether any live function has a trigger whose name pattern matches `event_name`.
+    pub fn may_trigger(&self, event_name: &str) -> bool {
+        let snap = self.snapshot.read();
+        if snap.exact.contains_key(event_name) {
+            return true;
+        }
+        let first = event_name.split('/').next().unwrap_or("");
+        [snap.wildcard.get(first), snap.wildcard.get("")]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|(pattern, _)| name_matches(pattern, event_name))
+    }
+
     /// Live functions that `event` triggers: a trigger's name pattern matches and its
     /// expression (if any) is true. Expressions that fail to evaluate do not match.
     pub fn matching(&self, event: &Event) -> Vec<Arc<Function>> {

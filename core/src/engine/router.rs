@@ -15,6 +15,13 @@ use crate::function::Function;
 use crate::run::{Run, RunStatus, StepState, StepStatus};
 use crate::state::{CreateRun, StepMessage};
 
+/// The name of an event message, borrowed from the payload.
+#[derive(serde::Deserialize)]
+struct NameOnly<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+}
+
 pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>) {
     loop {
         let delivery = match sub.next().await {
@@ -25,6 +32,14 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>) {
                 continue;
             }
         };
+        // Most events trigger nothing: read only the name (no allocation for the rest) and
+        // skip the full decode when no function listens to it.
+        if let Ok(peek) = serde_json::from_slice::<NameOnly>(&delivery.payload)
+            && !engine.inner.functions.may_trigger(&peek.name)
+        {
+            let _ = delivery.ack().await;
+            continue;
+        }
         let event: Event = match serde_json::from_slice(&delivery.payload) {
             Ok(e) => e,
             Err(e) => {

@@ -29,17 +29,16 @@ fn event(name: &str, ts: i64, user: &str) -> Event {
 
 /// The first version of an id is kept; `append` says which events were new.
 pub async fn append_is_idempotent_by_id(store: Arc<dyn EventStore>) {
-    let mut e = event("t/a", 1000, "u");
-    assert_eq!(
-        store
-            .append(std::slice::from_ref(&e))
-            .await
-            .expect("append"),
-        vec![true]
-    );
-    let first = e.clone();
-    e.data = json!({"changed": true});
-    assert_eq!(store.append(&[e]).await.expect("append"), vec![false]);
+    let first = event("t/a", 1000, "u");
+    let appended = store
+        .append(&[Arc::new(first.clone())])
+        .await
+        .expect("append");
+    assert_eq!(appended, vec![true]);
+    let mut changed = first.clone();
+    changed.data = json!({"changed": true});
+    let again = store.append(&[Arc::new(changed)]).await.expect("append");
+    assert_eq!(again, vec![false], "a known id is not new");
     assert_eq!(store.get(&first.id).await.expect("get"), Some(first));
     assert_eq!(store.get("no-such-id").await.expect("get"), None);
 }
@@ -56,13 +55,11 @@ pub async fn scan_filters_and_orders(store: Arc<dyn EventStore>) {
             )
         })
         .collect();
-    let mut shuffled = events.clone();
+    let mut shuffled: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
     shuffled.reverse();
     store.append(&shuffled).await.expect("append");
-    store
-        .append(&[event("t/other", 10_005, "even")])
-        .await
-        .expect("append");
+    let other = Arc::new(event("t/other", 10_005, "even"));
+    store.append(&[other]).await.expect("append");
     let by_name = store
         .scan(&EventFilter {
             name: Some(name.clone()),

@@ -1,0 +1,173 @@
+//! `weir bench`: a load generator that prints its figures.
+//!
+//! - `weir bench ingest` POSTs events to `/e/bench-key` with a fixed number of concurrent
+//!   keep-alive HTTP/1.1 connections and prints throughput and request latency; `--baseline`
+//!   runs the same load against a bare axum server that only parses the JSON body.
+//! - `weir bench latency` measures event POSTed → first step started, in one process, with a
+//!   local HTTP step server.
+//! - `weir bench baseline-server` (hidden) serves the bare baseline as its own process.
+//!
+//! This is how the project measures performance: figures come from release builds of this
+//! command, never from timed tests.
+
+mod baseline;
+mod ingest;
+mod latency;
+mod load;
+mod local;
+mod paced;
+mod raw_client;
+mod stats;
+
+use std::net::SocketAddr;
+
+use clap::{Args, Subcommand};
+
+/// The event key every bench request is sent with.
+const BENCH_KEY: &str = "bench-key";
+
+/// Arguments of `weir bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which benchmark to run.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Ingest throughput: POST N events in requests of B events over C keep-alive connections;
+    /// print events/s, requests/s and p50/p99/max request latency.
+    Ingest(IngestArgs),
+    /// End-to-end latency: event POSTed → its first step's HTTP request arrives, at a fixed rate,
+    /// all in this process (engine, API and a local step server).
+    Latency(LatencyArgs),
+    /// Serve the bare baseline (parse the JSON body, answer `{"ids":[],"status":200}`) as its own
+    /// process, for `weir bench ingest --baseline-url`.
+    #[command(hide = true)]
+    BaselineServer(BaselineServerArgs),
+}
+
+/// Arguments of `weir bench ingest`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Targets:
+  --url URL           a server started separately (e.g. `weir dev --listen 127.0.0.1:8299 EMPTY_DIR`
+                      from a release build). This is the fairer figure: the server and this load
+                      generator are separate processes and each gets its own threads.
+  (no --url)          an in-process `weir dev` equivalent (embedded engine, memory state and broker,
+                      no functions) on 127.0.0.1:0, sharing this process's runtime with the load
+                      generator.
+  --baseline          also an in-process bare axum server that only parses the JSON body; the same
+                      load is run against it and the ratio weir/baseline is printed.
+  --baseline-url URL  a bare baseline served separately (`weir bench baseline-server --listen ADDR`).
+
+CPU columns (Linux): `bench cores` is the CPU this process used during the measurement divided by
+its duration (the load generator, plus the server when it is in-process); `srv cores` and
+`srv us/ev` are the CPU of the server process given with --pid / --baseline-pid. When
+`bench cores` + `srv cores` is close to the number of cores, the machine is saturated and the
+figures are bounded by the load generator as much as by the server.
+
+With 2 cores the load generator itself is often the bottleneck: `--client raw` spends much less CPU
+per request than the default reqwest client, leaving more of the machine to the server.
+
+Each target first gets a warm-up (--warmup-secs) whose figures are discarded. Every answer must be
+200 with one id per event sent (the baseline answers no ids); anything else is counted as an error
+and makes the exit code 1.")]
+pub struct IngestArgs {
+    /// Base URL of a running weir server (events go to URL/e/bench-key); in-process when absent.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Number of events to send (after the warm-up).
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+    /// Events per request: 1 sends a single JSON object, more send a JSON array.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+    /// Concurrent connections (one request in flight on each).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: u64,
+    /// Also run the same load against an in-process bare axum baseline and print the ratio.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Run the same load against a separately served baseline (`weir bench baseline-server`).
+    #[arg(long)]
+    pub baseline_url: Option<String>,
+    /// Warm-up per target, in seconds (same load, figures discarded).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_secs: f64,
+    /// HTTP client of the load generator: `reqwest` (a shared keep-alive client) or `raw` (a
+    /// minimal HTTP/1.1 client, one keep-alive connection per worker, far cheaper per request).
+    #[arg(long, value_enum, default_value_t = ClientKind::Reqwest)]
+    pub client: ClientKind,
+    /// Process id of the --url server: also print its CPU use (Linux, from /proc).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Process id of the --baseline-url server: also print its CPU use (Linux, from /proc).
+    #[arg(long)]
+    pub baseline_pid: Option<u32>,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The HTTP client `weir bench ingest` sends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientKind {
+    /// One shared `reqwest` client (HTTP/1.1, keep-alive, a pool of `--concurrency` connections).
+    Reqwest,
+    /// A minimal HTTP/1.1 client over one keep-alive TCP connection per worker: pre-formatted
+    /// request head, `Content-Length` answers only. Uses a fraction of reqwest's CPU per request,
+    /// which matters when the load generator and the server share 2 cores.
+    Raw,
+}
+
+/// Arguments of `weir bench latency`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Everything runs in this process: the embedded engine (memory state and broker) with one function
+triggered by `bench/latency` whose only step is an HTTP step pointing at a local step server; the
+API on 127.0.0.1:0; and the load. Events are POSTed over HTTP at a fixed rate driven by a tokio
+interval with MissedTickBehavior::Delay (a late tick pushes the schedule back instead of bursting
+to catch up; the achieved rate is printed). Each POST runs in its own task, so a slow answer does
+not hold back the next event.
+
+Printed: p50/p90/p99/max of (step request arrival at the step server − POST start), the same
+figures for the POST /e round trip alone, how many steps started and how many runs completed.
+With --baseline, the same POSTs are then sent at the same rate to a bare axum server that only
+parses the JSON: the round-trip floor of this machine (HTTP, the client, thread wake-ups).")]
+pub struct LatencyArgs {
+    /// Events per second.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub rate: u64,
+    /// Seconds of measured load.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seconds of warm-up at the same rate before measuring (figures discarded).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_secs: f64,
+    /// Afterwards, POST the same events at the same rate to an in-process bare baseline server
+    /// (parses the JSON, stores nothing) and print its round trip: this machine's floor.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `weir bench baseline-server`.
+#[derive(Debug, Args)]
+pub struct BaselineServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8298")]
+    pub listen: SocketAddr,
+}
+
+pub(super) async fn bench(args: BenchArgs) -> weir_core::Result<i32> {
+    match args.command {
+        BenchCommand::Ingest(a) => ingest::ingest(a).await,
+        BenchCommand::Latency(a) => latency::latency(a).await,
+        BenchCommand::BaselineServer(a) => baseline::baseline_server(a).await,
+    }
+}
