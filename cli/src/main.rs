@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc: the engine's hot path allocates small JSON values per event; glibc's malloc
+/// spent ~20% of ingest CPU on them (see docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
