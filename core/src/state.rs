@@ -195,6 +195,16 @@ pub trait StateStore: Send + Sync + 'static {
     /// Schedules a timer; a timer with the same id is kept as it was.
     async fn schedule_timer(&self, timer: &Timer) -> Result<()>;
 
-    /// Takes up to `limit` timers due at `now_ms`; each timer is handed out once.
-    async fn claim_due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<Timer>>;
+    /// Claims up to `limit` timers due at `now_ms`, earliest first, each for `lease_ms`: a
+    /// claimed timer is not handed out again until the lease runs out, so if its claimer dies
+    /// before [`StateStore::complete_timer`], another node fires it (at least once).
+    async fn claim_due_timers(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<Timer>>;
+
+    /// Deletes a fired timer for good.
+    async fn complete_timer(&self, timer_id: &str) -> Result<()>;
 }

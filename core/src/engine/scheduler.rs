@@ -1,7 +1,5 @@
 //! Scheduler: moves due timers from the state store onto the `steps` topic.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use tracing::warn;
 
@@ -10,6 +8,9 @@ use crate::broker::TOPIC_STEPS;
 use crate::error::Result;
 use crate::event::now_ms;
 use crate::state::TimerAction;
+
+/// How long a claimed timer is reserved for its claimer before another node may fire it.
+const TIMER_LEASE_MS: i64 = 10_000;
 
 pub(super) async fn run_loop(engine: Engine) {
     let tick = engine.inner.config.scheduler_tick;
@@ -24,26 +25,28 @@ pub(super) async fn run_loop(engine: Engine) {
 }
 
 impl Engine {
-    /// Fires every timer due now; returns how many fired. A timer whose action fails is
-    /// scheduled again a second later.
+    /// Fires every timer due now; returns how many fired. Each is claimed with a lease and
+    /// completed once its action succeeded; a timer whose action failed (or whose node died)
+    /// fires again when the lease runs out.
     pub async fn fire_due_timers(&self) -> Result<usize> {
-        let timers = self.inner.state.claim_due_timers(now_ms(), 512).await?;
+        let state = &self.inner.state;
+        let timers = state
+            .claim_due_timers(now_ms(), 512, TIMER_LEASE_MS)
+            .await?;
         let n = timers.len();
         for timer in timers {
             let outcome = match &timer.action {
                 TimerAction::EnqueueStep(msg) => {
                     let payload = Bytes::from(serde_json::to_vec(msg)?);
-                    self.inner
-                        .broker
-                        .publish(TOPIC_STEPS, &msg.run_id, payload)
-                        .await
+                    let broker = &self.inner.broker;
+                    broker.publish(TOPIC_STEPS, &msg.run_id, payload).await
                 }
             };
-            if let Err(e) = outcome {
-                warn!(error = %e, timer = %timer.id, "scheduler: timer action failed; rescheduling");
-                let mut again = timer.clone();
-                again.due_ms = now_ms() + Duration::from_secs(1).as_millis() as i64;
-                self.inner.state.schedule_timer(&again).await?;
+            match outcome {
+                Ok(()) => state.complete_timer(&timer.id).await?,
+                Err(e) => {
+                    warn!(error = %e, timer = %timer.id, "scheduler: timer action failed; it fires again after its lease");
+                }
             }
         }
         Ok(n)

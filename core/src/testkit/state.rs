@@ -295,7 +295,10 @@ pub async fn retry_moves_to_waiting_and_schedules_the_timer(store: Arc<dyn State
     let got = store.get_run(&run.id).await.expect("get").expect("run");
     assert_eq!(got.steps["a"].status, StepStatus::Waiting);
     assert_eq!(got.steps["a"].error.as_deref(), Some("boom"));
-    let due = store.claim_due_timers(now_ms(), 100).await.expect("claim");
+    let due = store
+        .claim_due_timers(now_ms(), 100, 60_000)
+        .await
+        .expect("claim");
     assert!(due.contains(&timer), "the retry timer is due");
     assert!(
         store.start_attempt(&run.id, "a", 2).await.expect("start"),
@@ -303,7 +306,8 @@ pub async fn retry_moves_to_waiting_and_schedules_the_timer(store: Arc<dyn State
     );
 }
 
-/// Timers are claimed when due, in due order, each once; the same id is scheduled once.
+/// Timers are claimed when due, earliest first; a claimed timer is leased (not handed out
+/// again) until it is completed or its lease runs out; the same id is scheduled once.
 pub async fn timers_fire_once_in_due_order(store: Arc<dyn StateStore>) {
     let now = now_ms();
     let mk = |id: &str, due_ms: i64| Timer {
@@ -329,30 +333,64 @@ pub async fn timers_fire_once_in_due_order(store: Arc<dyn StateStore>) {
         .await
         .expect("schedule twice");
     store
-        .schedule_timer(&mk(&future, now + 60_000))
+        .schedule_timer(&mk(&future, now + 30_000))
         .await
         .expect("schedule");
-    let due = store.claim_due_timers(now, 100).await.expect("claim");
-    let ids: Vec<&str> = due
-        .iter()
-        .map(|t| t.id.as_str())
-        .filter(|id| [&early, &late].contains(&&id.to_string()))
-        .collect();
+    let ours = |timers: Vec<Timer>| -> Vec<String> {
+        timers
+            .into_iter()
+            .map(|t| t.id)
+            .filter(|id| [&early, &late, &future].contains(&id))
+            .collect()
+    };
+    let due = ours(
+        store
+            .claim_due_timers(now, 100, 60_000)
+            .await
+            .expect("claim"),
+    );
     assert_eq!(
-        ids,
-        vec![early.as_str(), late.as_str()],
+        due,
+        vec![early.clone(), late.clone()],
         "due timers, earliest first, once each"
     );
-    let again = store.claim_due_timers(now, 100).await.expect("claim");
-    assert!(
-        !again.iter().any(|t| t.id == early || t.id == late),
-        "a claimed timer is not handed out again"
+    let again = ours(
+        store
+            .claim_due_timers(now + 1_000, 100, 60_000)
+            .await
+            .expect("claim"),
     );
     assert!(
-        !again.iter().any(|t| t.id == future),
-        "a future timer is not due"
+        again.is_empty(),
+        "leased timers are not handed out again: {again:?}"
     );
-    // Concurrent claims hand each timer to one claimer.
+    store.complete_timer(&early).await.expect("complete");
+    // After the lease: the uncompleted timer comes back, the completed one does not.
+    let after = ours(
+        store
+            .claim_due_timers(now + 61_000, 100, 60_000)
+            .await
+            .expect("claim"),
+    );
+    assert_eq!(
+        after,
+        vec![future.clone(), late.clone()],
+        "an expired lease makes a timer due again"
+    );
+    store.complete_timer(&late).await.expect("complete");
+    store.complete_timer(&future).await.expect("complete");
+    let none = ours(
+        store
+            .claim_due_timers(now + 200_000, 100, 60_000)
+            .await
+            .expect("claim"),
+    );
+    assert!(
+        none.is_empty(),
+        "completed timers never fire again: {none:?}"
+    );
+
+    // Concurrent claimers get disjoint timers, and together all of them.
     let ids: Vec<String> = (0..50).map(|i| unique(&format!("c{i}"))).collect();
     for id in &ids {
         store
@@ -364,25 +402,31 @@ pub async fn timers_fire_once_in_due_order(store: Arc<dyn StateStore>) {
     for _ in 0..4 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.claim_due_timers(now_ms(), 10).await.expect("claim")
+            let mut got = Vec::new();
+            loop {
+                let batch = store
+                    .claim_due_timers(now_ms(), 5, 60_000)
+                    .await
+                    .expect("claim");
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|t| t.id));
+            }
         }));
     }
     let mut claimed = Vec::new();
     for t in tasks {
-        claimed.extend(t.await.expect("task").into_iter().map(|t| t.id));
-    }
-    loop {
-        let more = store.claim_due_timers(now_ms(), 10).await.expect("claim");
-        if more.is_empty() {
-            break;
-        }
-        claimed.extend(more.into_iter().map(|t| t.id));
+        claimed.extend(t.await.expect("task"));
     }
     claimed.retain(|id| ids.contains(id));
     claimed.sort();
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(claimed, expected, "every timer claimed exactly once");
+    for id in &ids {
+        store.complete_timer(id).await.expect("complete");
+    }
 }
 
 /// A run finishes once; listing filters by function, status and user, newest first.

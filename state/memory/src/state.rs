@@ -23,8 +23,20 @@ struct Inner {
     by_key: HashMap<String, String>,
     /// Run ids in creation order (listing walks it backwards: newest first).
     order: Vec<String>,
-    timers: HashMap<String, Timer>,
+    /// Timers by id, with the time they are due (or leased until, once claimed).
+    timers: HashMap<String, (Timer, i64)>,
     due: BinaryHeap<Reverse<(i64, String)>>,
+}
+
+impl Inner {
+    /// Schedules a timer unless one with its id exists.
+    fn add_timer(&mut self, timer: &Timer) {
+        if !self.timers.contains_key(&timer.id) {
+            self.due.push(Reverse((timer.due_ms, timer.id.clone())));
+            self.timers
+                .insert(timer.id.clone(), (timer.clone(), timer.due_ms));
+        }
+    }
 }
 
 impl MemoryStateStore {
@@ -223,10 +235,7 @@ impl StateStore for MemoryStateStore {
                     timer.due_ms
                 )),
         );
-        if !inner.timers.contains_key(&timer.id) {
-            inner.due.push(Reverse((timer.due_ms, timer.id.clone())));
-            inner.timers.insert(timer.id.clone(), timer.clone());
-        }
+        inner.add_timer(timer);
         Ok(true)
     }
 
@@ -317,15 +326,16 @@ impl StateStore for MemoryStateStore {
     }
 
     async fn schedule_timer(&self, timer: &Timer) -> Result<()> {
-        let mut inner = self.inner.lock();
-        if !inner.timers.contains_key(&timer.id) {
-            inner.due.push(Reverse((timer.due_ms, timer.id.clone())));
-            inner.timers.insert(timer.id.clone(), timer.clone());
-        }
+        self.inner.lock().add_timer(timer);
         Ok(())
     }
 
-    async fn claim_due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<Timer>> {
+    async fn claim_due_timers(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<Timer>> {
         let mut inner = self.inner.lock();
         let mut out = Vec::new();
         while out.len() < limit {
@@ -333,13 +343,26 @@ impl StateStore for MemoryStateStore {
                 Some(Reverse((due, _))) if *due <= now_ms => {}
                 _ => break,
             }
-            let Some(Reverse((_, id))) = inner.due.pop() else {
+            let Some(Reverse((due, id))) = inner.due.pop() else {
                 break;
             };
-            if let Some(t) = inner.timers.remove(&id) {
-                out.push(t);
+            let leased_until = now_ms + lease_ms;
+            // Heap entries of completed or re-leased timers are stale: skip them.
+            let Some((timer, current_due)) = inner.timers.get_mut(&id) else {
+                continue;
+            };
+            if *current_due != due {
+                continue;
             }
+            *current_due = leased_until;
+            out.push(timer.clone());
+            inner.due.push(Reverse((leased_until, id)));
         }
         Ok(out)
+    }
+
+    async fn complete_timer(&self, timer_id: &str) -> Result<()> {
+        self.inner.lock().timers.remove(timer_id);
+        Ok(())
     }
 }
