@@ -2,11 +2,10 @@
 # The one test command: starts what the tests need, runs every test of the workspace, stops
 # what it started. README and .ci/run call it.
 #
-# Services: this stage of weir needs none (memory state and broker, process and http steps).
-# Drivers that need a service (Redis, RabbitMQ, moto, Docker, …) add a `start_<name>` function
-# here that uses a service already answering, else installs and starts one on loopback, exports
-# its URL (WEIR_TEST_<NAME>_URL) and registers its stop in `cleanup`. Under CI=true a test whose
-# service URL is missing fails; it never passes silently.
+# Services: each driver that needs one (Redis now; RabbitMQ, moto, Docker, … later) has a
+# `start_<name>` function here that uses a service already answering, else installs and starts
+# one on loopback, exports its URL (WEIR_TEST_<NAME>_URL) and registers its stop in `cleanup`.
+# Under CI=true a test whose service URL is missing fails; it never passes silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +16,31 @@ cleanup() {
   done
 }
 trap cleanup EXIT
+
+# Installs Debian packages when missing (root, or sudo without a password).
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo -n"
+  $sudo apt-get install -y -q "$@" >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q "$@" >/dev/null; }
+}
+
+# Redis: use WEIR_TEST_REDIS_URL if set; else start a private redis-server on port 6390.
+start_redis() {
+  if [ -n "${WEIR_TEST_REDIS_URL:-}" ]; then return; fi
+  command -v redis-server >/dev/null || apt_install redis-server
+  local port=6390
+  if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+      --pidfile "/tmp/weir-test-redis-$port.pid" --logfile "/tmp/weir-test-redis-$port.log"
+    for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    STARTED+=("redis-cli -p $port shutdown nosave >/dev/null 2>&1")
+  fi
+  export WEIR_TEST_REDIS_URL="redis://127.0.0.1:$port"
+  echo "redis: $WEIR_TEST_REDIS_URL"
+}
+
+echo "== services"
+start_redis
 
 echo "== build"
 cargo build --workspace --all-targets --all-features --locked

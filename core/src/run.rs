@@ -69,6 +69,20 @@ impl StepStatus {
         )
     }
 
+    /// Parses a status as [`StepStatus::as_str`] writes it.
+    pub fn parse(s: &str) -> Option<StepStatus> {
+        Some(match s {
+            "pending" => StepStatus::Pending,
+            "queued" => StepStatus::Queued,
+            "running" => StepStatus::Running,
+            "waiting" => StepStatus::Waiting,
+            "completed" => StepStatus::Completed,
+            "failed" => StepStatus::Failed,
+            "skipped" => StepStatus::Skipped,
+            _ => return None,
+        })
+    }
+
     /// The status as written in JSON.
     pub fn as_str(self) -> &'static str {
         match self {

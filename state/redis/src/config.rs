@@ -1,0 +1,119 @@
+//! Configuration from a URL: `redis://[user:pass@]host:port/db?prefix=weir&retention=7d`.
+
+use std::fmt;
+use std::time::Duration;
+
+use weir_core::{Error, ErrorKind, Result};
+
+/// Where the state lives and how it is laid out.
+#[derive(Clone)]
+pub struct RedisStateConfig {
+    /// The Redis URL without weir's own query parameters (holds the password, if any).
+    pub redis_url: String,
+    /// Prefix of every key (default `weir`).
+    pub prefix: String,
+    /// How long accepted events are kept for replay (default 7 days).
+    pub event_retention: Duration,
+}
+
+impl fmt::Debug for RedisStateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStateConfig")
+            .field("redis_url", &redact(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("event_retention", &self.event_retention)
+            .finish()
+    }
+}
+
+/// The URL with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://***@{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+impl RedisStateConfig {
+    /// Parses `redis://…` or `rediss://…` (TLS), taking weir's query parameters `prefix` and
+    /// `retention` out and leaving the rest to the Redis client.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let config_err = |m: String| Error::new(ErrorKind::Config, m);
+        let (scheme, _) = url
+            .split_once("://")
+            .ok_or_else(|| config_err(format!("{:?} is not a redis:// URL", redact(url))))?;
+        if scheme != "redis" && scheme != "rediss" {
+            return Err(config_err(format!(
+                "expected redis:// or rediss://, got {scheme}://"
+            )));
+        }
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut prefix = "weir".to_string();
+        let mut retention = Duration::from_secs(7 * 86_400);
+        let mut passed = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "prefix" => {
+                    if v.is_empty() || v.contains(['{', '}', ' ']) {
+                        return Err(config_err(format!("invalid prefix {v:?}")));
+                    }
+                    prefix = v.to_string();
+                }
+                "retention" => {
+                    retention = weir_core::duration::parse_duration(v)
+                        .map_err(|m| config_err(format!("retention: {m}")))?;
+                }
+                _ => passed.push(pair),
+            }
+        }
+        let redis_url = if passed.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", passed.join("&"))
+        };
+        Ok(RedisStateConfig {
+            redis_url,
+            prefix,
+            event_retention: retention,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prefix_and_retention_and_keeps_the_rest() {
+        let c = RedisStateConfig::from_url(
+            "redis://u:secret@h:6379/2?prefix=app&retention=1d&protocol=resp3",
+        )
+        .unwrap();
+        assert_eq!(c.prefix, "app");
+        assert_eq!(c.event_retention, Duration::from_secs(86_400));
+        assert_eq!(c.redis_url, "redis://u:secret@h:6379/2?protocol=resp3");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("u:***@h:6379"), "{debug}");
+    }
+
+    #[test]
+    fn rejects_other_schemes_and_bad_values() {
+        assert!(RedisStateConfig::from_url("http://x").is_err());
+        assert!(RedisStateConfig::from_url("redis://h?retention=soon").is_err());
+        assert!(RedisStateConfig::from_url("redis://h?prefix={x}").is_err());
+        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+}

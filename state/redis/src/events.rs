@@ -1,0 +1,126 @@
+//! `EventStore` on Redis: one string per event (expiring after the retention), sorted sets by
+//! time and by name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use weir_core::events::{EventFilter, EventStore};
+use weir_core::{Event, Result};
+
+use crate::config::RedisStateConfig;
+use crate::conn::RedisConn;
+use crate::keys::Keys;
+
+/// Accepted events in Redis.
+#[derive(Debug, Clone)]
+pub struct RedisEventStore {
+    conn: RedisConn,
+    keys: Keys,
+    retention: Duration,
+}
+
+impl RedisEventStore {
+    /// A store on `conn` with the layout and retention of `config`.
+    pub fn new(conn: RedisConn, config: &RedisStateConfig) -> Self {
+        RedisEventStore {
+            conn,
+            keys: Keys::new(&config.prefix),
+            retention: config.event_retention,
+        }
+    }
+
+    /// Connects to the URL (see [`RedisStateConfig::from_url`]).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let config = RedisStateConfig::from_url(url)?;
+        Ok(Self::new(RedisConn::connect(&config).await?, &config))
+    }
+}
+
+#[async_trait]
+impl EventStore for RedisEventStore {
+    async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl_ms = self.retention.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for e in events {
+            pipe.cmd("SET")
+                .arg(self.keys.event(&e.id))
+                .arg(serde_json::to_string(&**e)?)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms);
+        }
+        let set: Vec<Option<String>> = self.conn.pipe(&pipe).await?;
+        let fresh: Vec<bool> = set.iter().map(Option::is_some).collect();
+        let mut index = redis::pipe();
+        let horizon = weir_core::event::now_ms() - ttl_ms as i64;
+        for (e, new) in events.iter().zip(&fresh) {
+            if *new {
+                index.zadd(self.keys.events(), &e.id, e.ts).ignore();
+                index
+                    .zadd(self.keys.events_by_name(&e.name), &e.id, e.ts)
+                    .ignore();
+            }
+        }
+        // Forget index entries of events past the retention (their keys have expired).
+        index
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.events())
+            .arg("-inf")
+            .arg(format!("({horizon}"))
+            .ignore();
+        self.conn.pipe::<()>(&index).await?;
+        Ok(fresh)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Event>> {
+        let raw: Option<String> = self
+            .conn
+            .cmd(redis::cmd("GET").arg(self.keys.event(id)))
+            .await?;
+        raw.map(|r| Ok(serde_json::from_str(&r)?)).transpose()
+    }
+
+    async fn scan(&self, filter: &EventFilter) -> Result<Vec<Event>> {
+        let index = match &filter.name {
+            Some(name) => self.keys.events_by_name(name),
+            None => self.keys.events(),
+        };
+        let min = filter.from_ms.map_or("-inf".to_string(), |f| f.to_string());
+        let max = filter.to_ms.map_or("+inf".to_string(), |t| format!("({t}"));
+        let limit = filter.limit();
+        let page = 500usize;
+        let mut out = Vec::new();
+        let mut offset = 0usize;
+        while out.len() < limit {
+            let ids: Vec<String> = self
+                .conn
+                .cmd(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&index)
+                        .arg(&min)
+                        .arg(&max)
+                        .arg("LIMIT")
+                        .arg(offset)
+                        .arg(page),
+                )
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let keys: Vec<String> = ids.iter().map(|id| self.keys.event(id)).collect();
+            let raws: Vec<Option<String>> = self.conn.cmd(redis::cmd("MGET").arg(&keys)).await?;
+            for raw in raws.into_iter().flatten() {
+                let event: Event = serde_json::from_str(&raw)?;
+                if filter.matches(&event) && out.len() < limit {
+                    out.push(event);
+                }
+            }
+            offset += page;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,28 @@
+//! Redis `StateStore` and `EventStore` for weir (`redis://…`): the state of many `weir serve`
+//! processes sharing one Redis.
+//!
+//! Every transition that must happen once is one Lua script on the run's hash, so two nodes
+//! racing on it cannot both win. One run's keys share a hash tag (`{r:<run id>}`), so the
+//! scripts also work on Redis Cluster. See the README for the key layout.
+
+mod config;
+mod conn;
+mod events;
+mod keys;
+mod scripts;
+mod state;
+
+pub use config::RedisStateConfig;
+pub use conn::RedisConn;
+pub use events::RedisEventStore;
+pub use state::RedisStateStore;
+
+/// Opens both stores on one connection.
+pub async fn open(url: &str) -> weir_core::Result<(RedisStateStore, RedisEventStore)> {
+    let config = RedisStateConfig::from_url(url)?;
+    let conn = RedisConn::connect(&config).await?;
+    Ok((
+        RedisStateStore::new(conn.clone(), &config),
+        RedisEventStore::new(conn, &config),
+    ))
+}

@@ -1,0 +1,182 @@
+//! The Lua scripts: each state transition that must happen once, atomically on one run's hash.
+//!
+//! Run keys: `KEYS[1]` the run hash, `KEYS[2]` the timeline list, `KEYS[3]` the outputs hash.
+//! Scripts answer `{applied, open}` where `open` counts the run's steps not yet final.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Creates a run unless its hash exists. ARGV: the number of field/value pairs, the pairs,
+/// then timeline entries.
+pub(crate) static CREATE_RUN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = tonumber(ARGV[1])
+local fields = {}
+for i = 2, 1 + 2 * n do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+for i = 2 + 2 * n, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+return 1
+"#,
+    )
+});
+
+/// `queued|waiting` at `attempts == attempt - 1` → `running`. ARGV: step, attempt, entry.
+/// Answers -1 when the step does not exist.
+pub(crate) static START_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local st = redis.call('HGET', KEYS[1], 'st:' .. ARGV[1])
+if not st then return -1 end
+local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. ARGV[1]) or '0')
+local attempt = tonumber(ARGV[2])
+if (st == 'queued' or st == 'waiting') and at == attempt - 1 then
+  redis.call('HSET', KEYS[1], 'st:' .. ARGV[1], 'running', 'at:' .. ARGV[1], attempt)
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// `running` at `attempt` → `completed|failed` (first writer wins). ARGV: step, attempt,
+/// status, output ('' = none), error ('' = none), log ('' = none), entry.
+pub(crate) static FINISH_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local step = ARGV[1]
+local st = redis.call('HGET', KEYS[1], 'st:' .. step)
+if not st then return {-1, 0} end
+local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. step) or '0')
+if st ~= 'running' or at ~= tonumber(ARGV[2]) then
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'open'))}
+end
+redis.call('HSET', KEYS[1], 'st:' .. step, ARGV[3])
+if ARGV[4] ~= '' then
+  if ARGV[3] == 'completed' then
+    redis.call('HSET', KEYS[3], step, ARGV[4])
+  else
+    redis.call('HSET', KEYS[1], 'fo:' .. step, ARGV[4])
+  end
+end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'er:' .. step, ARGV[5]) else redis.call('HDEL', KEYS[1], 'er:' .. step) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'lg:' .. step, ARGV[6]) else redis.call('HDEL', KEYS[1], 'lg:' .. step) end
+local open = redis.call('HINCRBY', KEYS[1], 'open', -1)
+redis.call('RPUSH', KEYS[2], ARGV[7])
+return {1, open}
+"#,
+    )
+});
+
+/// `running` at `attempt` → `waiting`, recording error and log. ARGV: step, attempt, error,
+/// log ('' = none), entry.
+pub(crate) static RETRY_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local step = ARGV[1]
+local st = redis.call('HGET', KEYS[1], 'st:' .. step)
+if not st then return -1 end
+local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. step) or '0')
+if st ~= 'running' or at ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'st:' .. step, 'waiting', 'er:' .. step, ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'lg:' .. step, ARGV[4]) else redis.call('HDEL', KEYS[1], 'lg:' .. step) end
+redis.call('RPUSH', KEYS[2], ARGV[5])
+return 1
+"#,
+    )
+});
+
+/// `from` → `to`. ARGV: step, from, to, detail ('' = none), 1 when `to` is final, entry.
+pub(crate) static TRANSITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local step = ARGV[1]
+local st = redis.call('HGET', KEYS[1], 'st:' .. step)
+if not st then return {-1, 0} end
+if st ~= ARGV[2] then return {0, tonumber(redis.call('HGET', KEYS[1], 'open'))} end
+redis.call('HSET', KEYS[1], 'st:' .. step, ARGV[3])
+if ARGV[3] == 'skipped' and ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'er:' .. step, ARGV[4]) end
+local open
+if ARGV[5] == '1' then
+  open = redis.call('HINCRBY', KEYS[1], 'open', -1)
+else
+  open = tonumber(redis.call('HGET', KEYS[1], 'open'))
+end
+redis.call('RPUSH', KEYS[2], ARGV[6])
+return {1, open}
+"#,
+    )
+});
+
+/// Records edge `parent → child` once. ARGV: child, parent, taken (1/0).
+/// Answers `{recorded, taken, not_taken}`; recorded is -1 when the child does not exist.
+pub(crate) static RESOLVE_EDGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local child = ARGV[1]
+if redis.call('HEXISTS', KEYS[1], 'st:' .. child) == 0 then return {-1, 0, 0} end
+local recorded = redis.call('HSETNX', KEYS[1], 'e:' .. child .. ':' .. ARGV[2], ARGV[3])
+if recorded == 1 then
+  if ARGV[3] == '1' then
+    redis.call('HINCRBY', KEYS[1], 'et:' .. child, 1)
+  else
+    redis.call('HINCRBY', KEYS[1], 'en:' .. child, 1)
+  end
+end
+local t = tonumber(redis.call('HGET', KEYS[1], 'et:' .. child) or '0')
+local n = tonumber(redis.call('HGET', KEYS[1], 'en:' .. child) or '0')
+return {recorded, t, n}
+"#,
+    )
+});
+
+/// `running` → final status. ARGV: status, ended_at, entry. Answers `{1, created_at}` when
+/// applied, `{0, 0}` when the run had finished, `{-1, 0}` for a missing run.
+pub(crate) static FINISH_RUN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {-1, 0} end
+if st ~= 'running' then return {0, 0} end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'ended_at', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+return {1, tonumber(redis.call('HGET', KEYS[1], 'created_at'))}
+"#,
+    )
+});
+
+/// Schedules a timer unless its id exists. KEYS: due zset, data hash. ARGV: id, due, JSON.
+pub(crate) static SCHEDULE_TIMER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 1 then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+end
+return 1
+"#,
+    )
+});
+
+/// Claims due timers, leasing each. KEYS: due zset, data hash. ARGV: now, limit, lease.
+pub(crate) static CLAIM_TIMERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[3])
+for _, id in ipairs(ids) do
+  local data = redis.call('HGET', KEYS[2], id)
+  if data then
+    redis.call('ZADD', KEYS[1], until_ms, id)
+    out[#out + 1] = data
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"#,
+    )
+});

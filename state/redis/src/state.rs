@@ -1,0 +1,571 @@
+//! `StateStore` on Redis: run hashes changed by Lua scripts, timers in a sorted set.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
+use weir_core::state::{
+    AttemptOutcome, CreateRun, EdgeTally, RunState, StateStore, Timer, Transition,
+};
+use weir_core::{Error, ErrorKind, Event, Result};
+
+use crate::config::RedisStateConfig;
+use crate::conn::RedisConn;
+use crate::keys::Keys;
+use crate::scripts;
+
+/// Runs and timers in Redis.
+#[derive(Debug, Clone)]
+pub struct RedisStateStore {
+    conn: RedisConn,
+    keys: Keys,
+}
+
+/// The immutable header of a run, stored as the `meta` field.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    id: String,
+    key: String,
+    function_id: String,
+    function_version: String,
+    created_at: i64,
+}
+
+fn entry_json(entry: &HistoryEntry) -> String {
+    serde_json::to_string(entry).unwrap_or_default()
+}
+
+fn not_found(what: String) -> Error {
+    Error::new(ErrorKind::NotFound, what)
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::internal(format!("corrupt run data in redis: {what}"))
+}
+
+impl RedisStateStore {
+    /// A store on `conn` with the layout of `config`.
+    pub fn new(conn: RedisConn, config: &RedisStateConfig) -> Self {
+        RedisStateStore {
+            conn,
+            keys: Keys::new(&config.prefix),
+        }
+    }
+
+    /// Connects to the URL (see [`RedisStateConfig::from_url`]).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let config = RedisStateConfig::from_url(url)?;
+        Ok(Self::new(RedisConn::connect(&config).await?, &config))
+    }
+
+    /// The connection (its round-trip counter, for benchmarks).
+    pub fn conn(&self) -> &RedisConn {
+        &self.conn
+    }
+
+    fn run_keys<'a, 's>(
+        &self,
+        inv: &'a mut redis::ScriptInvocation<'s>,
+        run_id: &str,
+    ) -> &'a mut redis::ScriptInvocation<'s> {
+        inv.key(self.keys.run(run_id))
+            .key(self.keys.hist(run_id))
+            .key(self.keys.out(run_id))
+    }
+
+    async fn insert_run(&self, run: &Run) -> Result<bool> {
+        let meta = Meta {
+            id: run.id.clone(),
+            key: run.key.clone(),
+            function_id: run.function_id.clone(),
+            function_version: run.function_version.clone(),
+            created_at: run.created_at,
+        };
+        let mut fields: Vec<(String, String)> = vec![
+            ("meta".into(), serde_json::to_string(&meta)?),
+            ("event".into(), serde_json::to_string(&run.event)?),
+            ("status".into(), run.status.as_str().into()),
+            ("created_at".into(), run.created_at.to_string()),
+            (
+                "open".into(),
+                run.steps
+                    .values()
+                    .filter(|s| !s.status.is_terminal())
+                    .count()
+                    .to_string(),
+            ),
+        ];
+        let mut history = vec![entry_json(
+            &HistoryEntry::now("run.created")
+                .detail(format!("event {} ({})", run.event.id, run.event.name)),
+        )];
+        for (id, step) in &run.steps {
+            fields.push((format!("st:{id}"), step.status.as_str().into()));
+            fields.push((format!("at:{id}"), step.attempts.to_string()));
+            if step.status == StepStatus::Queued {
+                history.push(entry_json(&HistoryEntry::now("step.queued").step(id)));
+            }
+        }
+        let mut inv = scripts::CREATE_RUN.prepare_invoke();
+        self.run_keys(&mut inv, &run.id).arg(fields.len());
+        for (k, v) in &fields {
+            inv.arg(k).arg(v);
+        }
+        for h in &history {
+            inv.arg(h);
+        }
+        let created: i64 = self.conn.script(&inv).await?;
+        if created == 1 {
+            let mut pipe = redis::pipe();
+            let score = run.created_at;
+            pipe.zadd(self.keys.runs(), &run.id, score).ignore();
+            pipe.zadd(self.keys.runs_by("fn", &run.function_id), &run.id, score)
+                .ignore();
+            pipe.zadd(
+                self.keys.runs_by("status", run.status.as_str()),
+                &run.id,
+                score,
+            )
+            .ignore();
+            if let Some(user) = run.event.user_key() {
+                pipe.zadd(self.keys.runs_by("user", &user), &run.id, score)
+                    .ignore();
+            }
+            self.conn.pipe::<()>(&pipe).await?;
+        }
+        Ok(created == 1)
+    }
+
+    /// Builds a run from its hash, outputs and timeline.
+    fn decode_run(
+        run_hash: HashMap<String, String>,
+        outputs: HashMap<String, String>,
+        history: Vec<String>,
+    ) -> Result<Run> {
+        let meta: Meta =
+            serde_json::from_str(run_hash.get("meta").ok_or_else(|| corrupt("no meta"))?)?;
+        let event: Event =
+            serde_json::from_str(run_hash.get("event").ok_or_else(|| corrupt("no event"))?)?;
+        let status = run_hash
+            .get("status")
+            .and_then(|s| RunStatus::parse(s))
+            .ok_or_else(|| corrupt("status"))?;
+        let mut steps: BTreeMap<String, StepState> = BTreeMap::new();
+        for (field, value) in &run_hash {
+            if let Some(id) = field.strip_prefix("st:") {
+                let mut state = StepState::pending();
+                state.status = StepStatus::parse(value).ok_or_else(|| corrupt("step status"))?;
+                state.attempts = run_hash
+                    .get(&format!("at:{id}"))
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0);
+                state.error = run_hash.get(&format!("er:{id}")).cloned();
+                state.log = run_hash.get(&format!("lg:{id}")).cloned();
+                let output = outputs
+                    .get(id)
+                    .or_else(|| run_hash.get(&format!("fo:{id}")));
+                state.output = output.map(|o| serde_json::from_str(o)).transpose()?;
+                steps.insert(id.to_string(), state);
+            }
+        }
+        for (field, value) in &run_hash {
+            if let Some(rest) = field.strip_prefix("e:")
+                && let Some((child, parent)) = rest.split_once(':')
+                && let Some(step) = steps.get_mut(child)
+            {
+                step.edges.insert(parent.to_string(), value == "1");
+            }
+        }
+        let history = history
+            .iter()
+            .map(|h| serde_json::from_str(h))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Run {
+            id: meta.id,
+            key: meta.key,
+            function_id: meta.function_id,
+            function_version: meta.function_version,
+            event,
+            status,
+            steps,
+            created_at: meta.created_at,
+            ended_at: run_hash.get("ended_at").and_then(|e| e.parse().ok()),
+            history,
+        })
+    }
+}
+
+fn decode_outputs(outputs: HashMap<String, String>) -> Result<serde_json::Map<String, Value>> {
+    outputs
+        .into_iter()
+        .map(|(k, v)| Ok((k, serde_json::from_str(&v)?)))
+        .collect()
+}
+
+#[async_trait]
+impl StateStore for RedisStateStore {
+    async fn create_run(&self, run: &Run) -> Result<CreateRun> {
+        // The idempotency key decides the winner; SET NX GET answers the existing id at once.
+        let mut claim = redis::cmd("SET");
+        claim
+            .arg(self.keys.run_key(&run.key))
+            .arg(&run.id)
+            .arg("NX")
+            .arg("GET");
+        let existing: Option<String> = self.conn.cmd(&claim).await?;
+        let Some(existing_id) = existing else {
+            self.insert_run(run).await?;
+            return Ok(CreateRun::Created);
+        };
+        if let Some(found) = self.get_run(&existing_id).await? {
+            return Ok(CreateRun::Exists(Box::new(found)));
+        }
+        // The node that claimed the key died before storing the run: store it under that id.
+        let mut recovered = run.clone();
+        recovered.id = existing_id.clone();
+        self.insert_run(&recovered).await?;
+        let found = self
+            .get_run(&existing_id)
+            .await?
+            .ok_or_else(|| corrupt("run vanished"))?;
+        Ok(CreateRun::Exists(Box::new(found)))
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
+        let mut pipe = redis::pipe();
+        pipe.hgetall(self.keys.run(run_id))
+            .hgetall(self.keys.out(run_id))
+            .lrange(self.keys.hist(run_id), 0, -1);
+        let (run_hash, outputs, history): (
+            HashMap<String, String>,
+            HashMap<String, String>,
+            Vec<String>,
+        ) = self.conn.pipe(&pipe).await?;
+        if run_hash.is_empty() {
+            return Ok(None);
+        }
+        Self::decode_run(run_hash, outputs, history).map(Some)
+    }
+
+    async fn get_run_state(&self, run_id: &str) -> Result<Option<RunState>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(self.keys.run(run_id))
+            .arg(&["meta", "event", "status"][..])
+            .hgetall(self.keys.out(run_id));
+        let (fields, outputs): (Vec<Option<String>>, HashMap<String, String>) =
+            self.conn.pipe(&pipe).await?;
+        let [Some(meta), Some(event), Some(status)] =
+            <[Option<String>; 3]>::try_from(fields).map_err(|_| corrupt("fields"))?
+        else {
+            return Ok(None);
+        };
+        let meta: Meta = serde_json::from_str(&meta)?;
+        Ok(Some(RunState {
+            id: meta.id,
+            function_id: meta.function_id,
+            function_version: meta.function_version,
+            status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            event: serde_json::from_str(&event)?,
+            outputs: decode_outputs(outputs)?,
+        }))
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
+        let index = if let Some(f) = &filter.function_id {
+            self.keys.runs_by("fn", f)
+        } else if let Some(u) = &filter.user {
+            self.keys.runs_by("user", u)
+        } else if let Some(s) = filter.status {
+            self.keys.runs_by("status", s.as_str())
+        } else {
+            self.keys.runs()
+        };
+        let limit = filter.limit();
+        let page = 200isize;
+        let mut out = Vec::new();
+        let mut start = 0isize;
+        while out.len() < limit {
+            let ids: Vec<String> = self
+                .conn
+                .cmd(
+                    redis::cmd("ZREVRANGE")
+                        .arg(&index)
+                        .arg(start)
+                        .arg(start + page - 1),
+                )
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HMGET")
+                    .arg(self.keys.run(id))
+                    .arg(&["meta", "event", "status", "ended_at"][..]);
+            }
+            let rows: Vec<Vec<Option<String>>> = self.conn.pipe(&pipe).await?;
+            for row in rows {
+                let [Some(meta), Some(event), Some(status), ended] =
+                    <[Option<String>; 4]>::try_from(row).map_err(|_| corrupt("row"))?
+                else {
+                    continue;
+                };
+                let meta: Meta = serde_json::from_str(&meta)?;
+                let event: Event = serde_json::from_str(&event)?;
+                let summary = RunSummary {
+                    id: meta.id,
+                    function_id: meta.function_id,
+                    function_version: meta.function_version,
+                    status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+                    event_id: event.id.clone(),
+                    event_name: event.name.clone(),
+                    user: event.user_key(),
+                    created_at: meta.created_at,
+                    ended_at: ended.and_then(|e| e.parse().ok()),
+                };
+                if filter.matches(&summary) && out.len() < limit {
+                    out.push(summary);
+                }
+            }
+            start += page;
+        }
+        Ok(out)
+    }
+
+    async fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32) -> Result<bool> {
+        let entry = entry_json(
+            &HistoryEntry::now("step.started")
+                .step(step_id)
+                .attempt(attempt),
+        );
+        let mut inv = scripts::START_ATTEMPT.prepare_invoke();
+        self.run_keys(&mut inv, run_id)
+            .arg(step_id)
+            .arg(attempt)
+            .arg(entry);
+        match self.conn.script::<i64>(&inv).await? {
+            -1 => Err(not_found(format!("run {run_id:?} has no step {step_id:?}"))),
+            n => Ok(n == 1),
+        }
+    }
+
+    async fn finish_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+    ) -> Result<Transition> {
+        let (status, output, error, log, entry) = match outcome {
+            AttemptOutcome::Completed { output, log } => (
+                "completed",
+                serde_json::to_string(output)?,
+                String::new(),
+                log.clone().unwrap_or_default(),
+                HistoryEntry::now("step.completed")
+                    .step(step_id)
+                    .attempt(attempt),
+            ),
+            AttemptOutcome::Failed { error, output, log } => (
+                "failed",
+                output
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()?
+                    .unwrap_or_default(),
+                error.clone(),
+                log.clone().unwrap_or_default(),
+                HistoryEntry::now("step.failed")
+                    .step(step_id)
+                    .attempt(attempt)
+                    .detail(error),
+            ),
+        };
+        let mut inv = scripts::FINISH_ATTEMPT.prepare_invoke();
+        self.run_keys(&mut inv, run_id)
+            .arg(step_id)
+            .arg(attempt)
+            .arg(status)
+            .arg(output)
+            .arg(error)
+            .arg(log)
+            .arg(entry_json(&entry));
+        let (applied, open): (i64, i64) = self.conn.script(&inv).await?;
+        if applied == -1 {
+            return Err(not_found(format!("run {run_id:?} has no step {step_id:?}")));
+        }
+        Ok(Transition {
+            applied: applied == 1,
+            open_steps: open.max(0) as usize,
+        })
+    }
+
+    async fn retry_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        error: &str,
+        log: Option<&str>,
+        timer: &Timer,
+    ) -> Result<bool> {
+        // The timer goes first (another slot): if the transition then does not apply, the
+        // timer's step message finds the attempt not waiting and is dropped by start_attempt.
+        self.schedule_timer(timer).await?;
+        let entry = HistoryEntry::now("step.retry_scheduled")
+            .step(step_id)
+            .attempt(attempt)
+            .detail(format!(
+                "{error}; attempt {} at {}",
+                attempt + 1,
+                timer.due_ms
+            ));
+        let mut inv = scripts::RETRY_ATTEMPT.prepare_invoke();
+        self.run_keys(&mut inv, run_id)
+            .arg(step_id)
+            .arg(attempt)
+            .arg(error)
+            .arg(log.unwrap_or(""))
+            .arg(entry_json(&entry));
+        match self.conn.script::<i64>(&inv).await? {
+            -1 => Err(not_found(format!("run {run_id:?} has no step {step_id:?}"))),
+            n => Ok(n == 1),
+        }
+    }
+
+    async fn transition_step(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        from: StepStatus,
+        to: StepStatus,
+        detail: Option<&str>,
+    ) -> Result<Transition> {
+        let kind = match to {
+            StepStatus::Queued => "step.queued",
+            StepStatus::Skipped => "step.skipped",
+            StepStatus::Running => "step.started",
+            StepStatus::Waiting => "step.waiting",
+            StepStatus::Completed => "step.completed",
+            StepStatus::Failed => "step.failed",
+            StepStatus::Pending => "step.pending",
+        };
+        let mut entry = HistoryEntry::now(kind).step(step_id);
+        if let Some(d) = detail {
+            entry = entry.detail(d);
+        }
+        let mut inv = scripts::TRANSITION.prepare_invoke();
+        self.run_keys(&mut inv, run_id)
+            .arg(step_id)
+            .arg(from.as_str())
+            .arg(to.as_str())
+            .arg(detail.unwrap_or(""))
+            .arg(if to.is_terminal() { "1" } else { "0" })
+            .arg(entry_json(&entry));
+        let (applied, open): (i64, i64) = self.conn.script(&inv).await?;
+        if applied == -1 {
+            return Err(not_found(format!("run {run_id:?} has no step {step_id:?}")));
+        }
+        Ok(Transition {
+            applied: applied == 1,
+            open_steps: open.max(0) as usize,
+        })
+    }
+
+    async fn resolve_edge(
+        &self,
+        run_id: &str,
+        child: &str,
+        parent: &str,
+        taken: bool,
+    ) -> Result<EdgeTally> {
+        let mut inv = scripts::RESOLVE_EDGE.prepare_invoke();
+        inv.key(self.keys.run(run_id))
+            .arg(child)
+            .arg(parent)
+            .arg(if taken { "1" } else { "0" });
+        let (recorded, t, n): (i64, i64, i64) = self.conn.script(&inv).await?;
+        if recorded == -1 {
+            return Err(not_found(format!("run {run_id:?} has no step {child:?}")));
+        }
+        Ok(EdgeTally {
+            recorded: recorded == 1,
+            taken: t.max(0) as usize,
+            not_taken: n.max(0) as usize,
+        })
+    }
+
+    async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool> {
+        if status == RunStatus::Running {
+            return Ok(false);
+        }
+        let kind = if status == RunStatus::Completed {
+            "run.completed"
+        } else {
+            "run.failed"
+        };
+        let entry = HistoryEntry::now(kind);
+        let mut inv = scripts::FINISH_RUN.prepare_invoke();
+        self.run_keys(&mut inv, run_id)
+            .arg(status.as_str())
+            .arg(entry.at)
+            .arg(entry_json(&entry));
+        let (applied, created_at): (i64, i64) = self.conn.script(&inv).await?;
+        match applied {
+            -1 => Err(not_found(format!("no run {run_id:?}"))),
+            1 => {
+                let mut pipe = redis::pipe();
+                pipe.zrem(
+                    self.keys.runs_by("status", RunStatus::Running.as_str()),
+                    run_id,
+                )
+                .ignore();
+                pipe.zadd(
+                    self.keys.runs_by("status", status.as_str()),
+                    run_id,
+                    created_at,
+                )
+                .ignore();
+                self.conn.pipe::<()>(&pipe).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn schedule_timer(&self, timer: &Timer) -> Result<()> {
+        let mut inv = scripts::SCHEDULE_TIMER.prepare_invoke();
+        inv.key(self.keys.timers_due())
+            .key(self.keys.timers_data())
+            .arg(&timer.id)
+            .arg(timer.due_ms)
+            .arg(serde_json::to_string(timer)?);
+        self.conn.script::<i64>(&inv).await?;
+        Ok(())
+    }
+
+    async fn claim_due_timers(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<Timer>> {
+        let mut inv = scripts::CLAIM_TIMERS.prepare_invoke();
+        inv.key(self.keys.timers_due())
+            .key(self.keys.timers_data())
+            .arg(now_ms)
+            .arg(limit)
+            .arg(lease_ms);
+        let raw: Vec<String> = self.conn.script(&inv).await?;
+        raw.iter().map(|t| Ok(serde_json::from_str(t)?)).collect()
+    }
+
+    async fn complete_timer(&self, timer_id: &str) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.zrem(self.keys.timers_due(), timer_id).ignore();
+        pipe.hdel(self.keys.timers_data(), timer_id).ignore();
+        self.conn.pipe::<()>(&pipe).await
+    }
+}
