@@ -55,6 +55,24 @@ fn unknown(what: &str, scheme: &str, known: &[(&str, &str)], available: &[&str])
     )
 }
 
+/// State schemes compiled into this build.
+fn state_schemes() -> Vec<&'static str> {
+    let mut schemes = vec!["memory://"];
+    if cfg!(feature = "state-redis") {
+        schemes.extend(["redis://", "rediss://"]);
+    }
+    schemes
+}
+
+/// Broker schemes compiled into this build.
+fn broker_schemes() -> Vec<&'static str> {
+    let mut schemes = vec!["memory://"];
+    if cfg!(feature = "broker-redis") {
+        schemes.extend(["redis://", "rediss://"]);
+    }
+    schemes
+}
+
 /// Opens the state and event stores named by `url`.
 pub async fn open_state(url: &str) -> Result<StateStores> {
     match scheme(url)? {
@@ -62,7 +80,12 @@ pub async fn open_state(url: &str) -> Result<StateStores> {
             Arc::new(weir_state_memory::MemoryStateStore::new()),
             Arc::new(weir_state_memory::MemoryEventStore::new()),
         )),
-        other => Err(unknown("state", other, KNOWN_STATE, &["memory://"])),
+        #[cfg(feature = "state-redis")]
+        "redis" | "rediss" => {
+            let (state, events) = weir_state_redis::open(url).await?;
+            Ok((Arc::new(state), Arc::new(events)))
+        }
+        other => Err(unknown("state", other, KNOWN_STATE, &state_schemes())),
     }
 }
 
@@ -70,7 +93,9 @@ pub async fn open_state(url: &str) -> Result<StateStores> {
 pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>> {
     match scheme(url)? {
         "memory" => Ok(Arc::new(weir_broker_memory::MemoryBroker::new())),
-        other => Err(unknown("broker", other, KNOWN_BROKERS, &["memory://"])),
+        #[cfg(feature = "broker-redis")]
+        "redis" | "rediss" => Ok(Arc::new(weir_broker_redis::RedisBroker::connect(url).await?)),
+        other => Err(unknown("broker", other, KNOWN_BROKERS, &broker_schemes())),
     }
 }
 

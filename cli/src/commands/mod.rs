@@ -22,6 +22,7 @@ mod init;
 mod run;
 mod runs;
 mod send;
+mod serve;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,8 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Run one function once, in-process, for one event; print each step's result.
     Run(run::RunArgs),
+    /// Production server: state, broker and roles by configuration (file, WEIR_* env, flags).
+    Serve(serve::ServeArgs),
     /// Send an event to a running server.
     Send(send::SendArgs),
     /// Validate function definitions; print every error with file and JSON path.
@@ -60,6 +63,7 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Dev(a) => dev::dev(a).await,
         Command::Run(a) => run::run(a).await,
         Command::Send(a) => send::send(a).await,
+        Command::Serve(a) => serve::serve(a).await,
         Command::Validate(a) => validate::validate(a),
         Command::Init(a) => init::init(a),
         Command::Runs(a) => runs::runs(a).await,

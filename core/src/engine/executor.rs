@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::{Engine, RunFinished};
+use super::{Engine, RunFinished, StopSignal, stopped};
 use crate::broker::{Subscription, TOPIC_STEPS};
 use crate::driver::StepRequest;
 use crate::error::{Error, ErrorKind, Result};
@@ -22,15 +22,22 @@ use crate::state::{AttemptOutcome, RunState, StepMessage, Timer, TimerAction};
 /// Extra time the engine grants a driver past the step timeout before giving up on it.
 const DRIVER_GRACE: Duration = Duration::from_secs(5);
 
-pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>) {
-    let permits = Arc::new(Semaphore::new(
-        engine.inner.config.executor_concurrency.max(1),
-    ));
+pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut stop: StopSignal) {
+    let concurrency = engine.inner.config.executor_concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            permit = permits.clone().acquire_owned() => permit,
         };
-        let delivery = match sub.next().await {
+        let Ok(permit) = permit else { break };
+        let next = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            next = sub.next() => next,
+        };
+        let delivery = match next {
             Ok(d) => d,
             Err(e) => {
                 warn!(error = %e, "executor: receiving from the broker failed; retrying");
@@ -64,6 +71,8 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>) {
             }
         });
     }
+    // Stopping: wait for the attempts in flight to finish (the caller bounds the wait).
+    let _ = permits.acquire_many(concurrency as u32).await;
 }
 
 /// A step that reached a final state and whose outgoing edges must be resolved.

@@ -204,13 +204,14 @@ impl Engine {
     /// Starts the loops of `roles`; they stop when the returned handle is dropped or shut down.
     pub async fn start(&self, roles: Roles) -> Result<EngineHandle> {
         let mut tasks = JoinSet::new();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         if roles.router {
             let sub = self
                 .inner
                 .broker
                 .subscribe(crate::broker::TOPIC_EVENTS, "router")
                 .await?;
-            tasks.spawn(router::run_loop(self.clone(), sub));
+            tasks.spawn(router::run_loop(self.clone(), sub, stopped.clone()));
         }
         if roles.executor {
             let sub = self
@@ -218,12 +219,12 @@ impl Engine {
                 .broker
                 .subscribe(crate::broker::TOPIC_STEPS, "executor")
                 .await?;
-            tasks.spawn(executor::run_loop(self.clone(), sub));
+            tasks.spawn(executor::run_loop(self.clone(), sub, stopped.clone()));
         }
         if roles.scheduler {
-            tasks.spawn(scheduler::run_loop(self.clone()));
+            tasks.spawn(scheduler::run_loop(self.clone(), stopped.clone()));
         }
-        Ok(EngineHandle { tasks })
+        Ok(EngineHandle { tasks, stop })
     }
 }
 
@@ -231,12 +232,36 @@ impl Engine {
 #[derive(Debug)]
 pub struct EngineHandle {
     tasks: JoinSet<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// A stop signal the loops watch.
+pub(crate) type StopSignal = tokio::sync::watch::Receiver<bool>;
+
+/// Resolves once the stop signal is raised (or its sender is gone).
+pub(crate) async fn stopped(signal: &mut StopSignal) {
+    let _ = signal.wait_for(|stop| *stop).await;
 }
 
 impl EngineHandle {
-    /// Stops every loop and waits for them to end.
+    /// Stops every loop at once, abandoning work in flight (its deliveries are redelivered).
     pub async fn shutdown(mut self) {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stops taking new work, waits up to `grace` for the steps in flight to finish, then
+    /// stops what is left (unfinished deliveries are handed back to the broker). Returns
+    /// whether everything finished within `grace`.
+    pub async fn shutdown_gracefully(mut self, grace: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        drained
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::warn;
 
-use super::Engine;
+use super::{Engine, StopSignal, stopped};
 use crate::broker::{Subscription, TOPIC_STEPS};
 use crate::error::Result;
 use crate::event::{Event, now_ms};
@@ -22,9 +22,14 @@ struct NameOnly<'a> {
     name: std::borrow::Cow<'a, str>,
 }
 
-pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>) {
+pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut stop: StopSignal) {
     loop {
-        let delivery = match sub.next().await {
+        let next = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => return,
+            next = sub.next() => next,
+        };
+        let delivery = match next {
             Ok(d) => d,
             Err(e) => {
                 warn!(error = %e, "router: receiving from the broker failed; retrying");

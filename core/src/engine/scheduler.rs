@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use tracing::warn;
 
-use super::Engine;
+use super::{Engine, StopSignal, stopped};
 use crate::broker::TOPIC_STEPS;
 use crate::error::Result;
 use crate::event::now_ms;
@@ -12,15 +12,21 @@ use crate::state::TimerAction;
 /// How long a claimed timer is reserved for its claimer before another node may fire it.
 const TIMER_LEASE_MS: i64 = 10_000;
 
-pub(super) async fn run_loop(engine: Engine) {
+pub(super) async fn run_loop(engine: Engine, mut stop: StopSignal) {
     let tick = engine.inner.config.scheduler_tick;
     loop {
+        if *stop.borrow() {
+            return;
+        }
         match engine.fire_due_timers().await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => warn!(error = %e, "scheduler: firing timers failed; retrying"),
         }
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
     }
 }
 

@@ -1,0 +1,158 @@
+//! `weir serve`: production mode — state, broker and roles chosen by configuration.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use weir_core::engine::{EngineConfig, Roles};
+use weir_core::{Error, ErrorKind};
+
+use crate::api::EventKeys;
+use crate::config::{ServeConfig, redact_url};
+use crate::embedded::{EngineOptions, build_engine};
+
+/// Arguments of `weir serve`; each also reads a `WEIR_*` variable, and overrides the file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file (keys as the long flags, with `_`: `event_keys`, …).
+    #[arg(long, env = "WEIR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of function directories [default: .].
+    #[arg(long, env = "WEIR_FUNCTIONS")]
+    pub functions: Option<PathBuf>,
+    /// State store URL: memory:// or redis://… [default: memory://].
+    #[arg(long, env = "WEIR_STATE")]
+    pub state: Option<String>,
+    /// Broker URL: memory:// or redis://… [default: memory://].
+    #[arg(long, env = "WEIR_BROKER")]
+    pub broker: Option<String>,
+    /// An accepted event key (repeat the flag; WEIR_EVENT_KEYS takes a comma-separated list).
+    #[arg(long = "event-key", env = "WEIR_EVENT_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub event_keys: Vec<String>,
+    /// Address of the HTTP API [default: 127.0.0.1:8288].
+    #[arg(long, env = "WEIR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Roles to run, comma-separated: api, router, executor, scheduler [default: all].
+    #[arg(long = "role", env = "WEIR_ROLE", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Key signing HTTP step requests (X-Weir-Signature).
+    #[arg(long, env = "WEIR_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+    /// Step attempts this process runs at once [default: 256].
+    #[arg(long, env = "WEIR_EXECUTOR_CONCURRENCY")]
+    pub executor_concurrency: Option<usize>,
+    /// How long SIGTERM waits for steps in flight before handing them back [default: 30s].
+    #[arg(long, env = "WEIR_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
+}
+
+impl ServeArgs {
+    fn as_config(&self) -> ServeConfig {
+        ServeConfig {
+            functions: self.functions.clone(),
+            state: self.state.clone(),
+            broker: self.broker.clone(),
+            listen: self.listen,
+            event_keys: self.event_keys.iter().filter(|k| !k.is_empty()).cloned().collect(),
+            roles: (!self.roles.is_empty()).then(|| self.roles.clone()),
+            signing_key: self.signing_key.clone(),
+            executor_concurrency: self.executor_concurrency,
+            shutdown_grace: self.shutdown_grace.clone(),
+        }
+    }
+}
+
+/// The roles a process runs: the engine's loops, and whether it serves the API.
+fn parse_roles(roles: Option<&[String]>) -> weir_core::Result<(Roles, bool)> {
+    let Some(roles) = roles else { return Ok((Roles::ALL, true)) };
+    let mut engine = Roles { router: false, executor: false, scheduler: false };
+    let mut api = false;
+    for role in roles {
+        match role.trim() {
+            "api" => api = true,
+            "router" => engine.router = true,
+            "executor" => engine.executor = true,
+            "scheduler" => engine.scheduler = true,
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("unknown role {other:?} (roles: api, router, executor, scheduler)"),
+                ));
+            }
+        }
+    }
+    Ok((engine, api))
+}
+
+pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
+    let file = match &args.config {
+        Some(path) => ServeConfig::from_file(path)?,
+        None => ServeConfig::default(),
+    };
+    let config = file.overlay(args.as_config());
+    let (roles, api) = parse_roles(config.roles.as_deref())?;
+    if api && config.event_keys.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "weir serve needs at least one event key: --event-key KEY, WEIR_EVENT_KEYS or event_keys in the config file",
+        ));
+    }
+    let grace = config.shutdown_grace.as_deref().unwrap_or("30s");
+    let grace = weir_core::duration::parse_duration(grace).map_err(|m| Error::new(ErrorKind::Config, format!("shutdown_grace: {m}")))?;
+    let options = EngineOptions {
+        state_url: config.state.clone().unwrap_or_else(|| "memory://".into()),
+        broker_url: config.broker.clone().unwrap_or_else(|| "memory://".into()),
+        signing_key: config.signing_key.clone(),
+        config: EngineConfig {
+            executor_concurrency: config.executor_concurrency.unwrap_or(256),
+            ..EngineConfig::default()
+        },
+    };
+    let engine = build_engine(&options).await?;
+    let functions = config.functions.clone().unwrap_or_else(|| PathBuf::from("."));
+    let loaded = crate::functions::load_all(&functions, engine.drivers());
+    if !loaded.errors.is_empty() {
+        for e in &loaded.errors {
+            eprintln!("{e}");
+        }
+        eprintln!("weir serve: {} function(s) did not load; fix them or remove them", loaded.errors.len());
+        return Ok(2);
+    }
+    for f in &loaded.functions {
+        eprintln!("loaded {} ({} steps) from {}", f.id, f.steps.len(), f.dir.display());
+    }
+    engine.functions().replace(loaded.functions);
+    let handle = engine.start(roles).await?;
+    eprintln!(
+        "weir serve: state {}, broker {}, roles {}{}{}{}",
+        redact_url(&options.state_url),
+        redact_url(&options.broker_url),
+        if api { "api " } else { "" },
+        if roles.router { "router " } else { "" },
+        if roles.executor { "executor " } else { "" },
+        if roles.scheduler { "scheduler" } else { "" },
+    );
+    if api {
+        let listen = config.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8288)));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot listen on {listen}")).with_source(e))?;
+        let addr = listener.local_addr().map_err(|e| Error::internal("no local address").with_source(e))?;
+        eprintln!("weir serve listening on http://{addr}");
+        let keys = EventKeys::Only(Arc::new(config.event_keys.iter().cloned().collect::<HashSet<_>>()));
+        axum::serve(listener, crate::api::router(engine.clone(), keys))
+            .with_graceful_shutdown(super::dev::shutdown_signal())
+            .await
+            .map_err(|e| Error::internal("server failed").with_source(e))?;
+    } else {
+        super::dev::shutdown_signal().await;
+    }
+    eprintln!("weir serve: stopping; waiting up to {grace:?} for steps in flight");
+    let drained = handle.shutdown_gracefully(grace).await;
+    if !drained {
+        eprintln!("weir serve: steps still in flight were handed back to the broker");
+    }
+    Ok(0)
+}

@@ -1,0 +1,139 @@
+//! `weir serve` configuration: a TOML file, overridden by `WEIR_*` environment variables,
+//! overridden by flags. Secrets (event keys, the signing key, URL passwords) never show in
+//! `Debug`.
+//!
+//! ```toml
+//! functions = "./functions"
+//! state = "redis://127.0.0.1:6379/0?prefix=weir"
+//! broker = "redis://127.0.0.1:6379/0"
+//! listen = "0.0.0.0:8288"
+//! event_keys = ["a-long-random-key"]
+//! roles = ["api", "router", "executor", "scheduler"]
+//! signing_key = "hmac-secret-for-http-steps"
+//! executor_concurrency = 256
+//! shutdown_grace = "30s"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use weir_core::{Error, ErrorKind, Result};
+
+/// Every setting of `weir serve`; absent ones take the defaults noted.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Directory of function directories (default `.`).
+    pub functions: Option<PathBuf>,
+    /// State store URL (default `memory://`).
+    pub state: Option<String>,
+    /// Broker URL (default `memory://`).
+    pub broker: Option<String>,
+    /// Address of the HTTP API (default `127.0.0.1:8288`).
+    pub listen: Option<SocketAddr>,
+    /// Accepted event keys; `weir serve` with the api role requires at least one.
+    #[serde(default)]
+    pub event_keys: Vec<String>,
+    /// Roles of this process: `api`, `router`, `executor`, `scheduler` (default: all).
+    pub roles: Option<Vec<String>>,
+    /// Key signing HTTP step requests.
+    pub signing_key: Option<String>,
+    /// Step attempts this process runs at once (default 256).
+    pub executor_concurrency: Option<usize>,
+    /// How long SIGTERM waits for steps in flight (default `30s`).
+    pub shutdown_grace: Option<String>,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("functions", &self.functions)
+            .field("state", &self.state.as_deref().map(redact_url))
+            .field("broker", &self.broker.as_deref().map(redact_url))
+            .field("listen", &self.listen)
+            .field("event_keys", &format_args!("<{} redacted>", self.event_keys.len()))
+            .field("roles", &self.roles)
+            .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
+            .field("executor_concurrency", &self.executor_concurrency)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{authority}/{p}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+impl ServeConfig {
+    /// Reads a TOML file; errors name the file and the offending key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(ErrorKind::Config, format!("cannot read {}", path.display())).with_source(e)
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            Error::new(ErrorKind::Config, format!("{}: {}", path.display(), e.message().trim()))
+        })
+    }
+
+    /// Values of `other` replace those of `self` where set.
+    pub fn overlay(mut self, other: ServeConfig) -> Self {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        take!(functions, state, broker, listen, roles, signing_key, executor_concurrency, shutdown_grace);
+        if !other.event_keys.is_empty() {
+            self.event_keys = other.event_keys;
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(&file, "state = \"redis://:pw@h:6379/0\"\nevent_keys = [\"k1\"]\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let base = ServeConfig::from_file(&file).unwrap();
+        assert_eq!(base.event_keys, vec!["k1"]);
+        let merged = base.overlay(ServeConfig { listen: Some("127.0.0.1:9001".parse().unwrap()), ..Default::default() });
+        assert_eq!(merged.listen, Some("127.0.0.1:9001".parse().unwrap()));
+        assert_eq!(merged.state.as_deref(), Some("redis://:pw@h:6379/0"));
+        let debug = format!("{merged:?}");
+        assert!(!debug.contains("pw") && !debug.contains("k1"), "{debug}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(&file, "stat = \"memory://\"\n").unwrap();
+        let err = ServeConfig::from_file(&file).unwrap_err().to_string();
+        assert!(err.contains("weir.toml") && err.contains("stat"), "{err}");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("amqp://guest:secret@h:5672/vh"), "amqp://guest:***@h:5672/vh");
+        assert_eq!(redact_url("memory://"), "memory://");
+    }
+}

@@ -1,0 +1,163 @@
+//! `weir serve` as a process: configuration, event keys, roles, state by URL, SIGTERM.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    for var in ["WEIR_URL", "WEIR_EVENT_KEYS", "WEIR_STATE", "WEIR_BROKER", "WEIR_CONFIG", "WEIR_ROLE", "WEIR_LISTEN", "WEIR_FUNCTIONS"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn wait_listening(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("weir serve did not start listening on {port}");
+}
+
+fn functions_dir(tmp: &Path) -> std::path::PathBuf {
+    let functions = tmp.join("functions");
+    std::fs::create_dir_all(&functions).expect("mkdir");
+    let out = weir().args(["init", "greet", "--dir"]).arg(&functions).output().expect("init");
+    assert!(out.status.success());
+    functions
+}
+
+fn post(url: &str, body: &str) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let r = reqwest::Client::new().post(url).body(body.to_string()).send().await.expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn get(url: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async { reqwest::get(url).await.expect("get").json().await.expect("json") })
+}
+
+fn terminate(server: &mut Server) -> std::process::ExitStatus {
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    for _ in 0..200 {
+        if let Some(status) = server.0.try_wait().expect("try_wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("weir serve did not exit within 10 s of SIGTERM");
+}
+
+/// Serves with `state`, sends events with a good and a bad key, checks the run, stops.
+fn serve_round_trip(state: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = functions_dir(tmp.path());
+    let port = free_port();
+    let config = tmp.path().join("weir.toml");
+    std::fs::write(&config, format!("functions = {:?}\nstate = {state:?}\nevent_keys = [\"file-key\"]\n", functions.display().to_string())).expect("config");
+    let mut server = Server(
+        weir()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("WEIR_EVENT_KEYS", "env-key-1,env-key-2")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weir serve"),
+    );
+    wait_listening(port);
+    let base = format!("http://127.0.0.1:{port}");
+    let event = r#"{"name": "app/greet.requested", "user": {"id": "serve-user"}}"#;
+
+    // The environment's keys replace the file's; any other key gets 401 and stores nothing.
+    for bad in ["file-key", "nope"] {
+        let (status, _) = post(&format!("{base}/e/{bad}"), event);
+        assert_eq!(status, 401, "key {bad}");
+    }
+    let events = get(&format!("{base}/v1/events"));
+    assert_eq!(events.as_array().map(Vec::len), Some(0), "a 401 stores nothing: {events}");
+
+    let (status, body) = post(&format!("{base}/e/env-key-2"), event);
+    assert_eq!(status, 200, "{body}");
+    let event_id = body["ids"][0].as_str().expect("id").to_string();
+    let mut runs = Value::Null;
+    for _ in 0..200 {
+        runs = get(&format!("{base}/v1/runs?user=serve-user"));
+        if runs[0]["status"] == "completed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(runs[0]["event_id"], event_id.as_str(), "{runs}");
+    assert_eq!(runs[0]["status"], "completed", "{runs}");
+    let run = get(&format!("{base}/v1/runs/{}", runs[0]["id"].as_str().expect("id")));
+    assert_eq!(run["steps"]["goodbye"]["output"]["greeting"], "hello from goodbye", "{run}");
+
+    let status = terminate(&mut server);
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+}
+
+#[test]
+fn serve_on_memory_requires_keys_and_runs_functions() {
+    serve_round_trip("memory://");
+}
+
+#[test]
+#[cfg(feature = "state-redis")]
+fn serve_on_redis_state_runs_functions() {
+    let Some(url) = weir_core::testkit::service_url("WEIR_TEST_REDIS_URL") else { return };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    serve_round_trip(&format!("{url}{sep}prefix=weirserve-{}", ulid::Ulid::new()));
+}
+
+#[test]
+fn serve_without_event_keys_refuses_to_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = functions_dir(tmp.path());
+    let out = weir().args(["serve", "--functions"]).arg(&functions).output().expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs at least one event key"), "{err}");
+}
+
+#[test]
+fn serve_rejects_unknown_roles_schemes_and_config_keys() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = functions_dir(tmp.path());
+    let out = weir().args(["serve", "--event-key", "k", "--role", "api,chef", "--functions"]).arg(&functions).output().expect("serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role \"chef\""));
+    let out = weir().args(["serve", "--event-key", "k", "--state", "postgres://x", "--functions"]).arg(&functions).output().expect("serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown state scheme \"postgres\""));
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "evnt_keys = [\"k\"]\n").expect("write");
+    let out = weir().args(["serve", "--config"]).arg(&config).output().expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("evnt_keys"), "{err}");
+}
