@@ -52,9 +52,15 @@ impl std::fmt::Debug for ServeConfig {
             .field("state", &self.state.as_deref().map(redact_url))
             .field("broker", &self.broker.as_deref().map(redact_url))
             .field("listen", &self.listen)
-            .field("event_keys", &format_args!("<{} redacted>", self.event_keys.len()))
+            .field(
+                "event_keys",
+                &format_args!("<{} redacted>", self.event_keys.len()),
+            )
             .field("roles", &self.roles)
-            .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("executor_concurrency", &self.executor_concurrency)
             .field("shutdown_grace", &self.shutdown_grace)
             .finish()
@@ -66,7 +72,9 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
     let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
@@ -87,7 +95,10 @@ impl ServeConfig {
             Error::new(ErrorKind::Config, format!("cannot read {}", path.display())).with_source(e)
         })?;
         toml::from_str(&text).map_err(|e| {
-            Error::new(ErrorKind::Config, format!("{}: {}", path.display(), e.message().trim()))
+            Error::new(
+                ErrorKind::Config,
+                format!("{}: {}", path.display(), e.message().trim()),
+            )
         })
     }
 
@@ -96,7 +107,16 @@ impl ServeConfig {
         macro_rules! take {
             ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
         }
-        take!(functions, state, broker, listen, roles, signing_key, executor_concurrency, shutdown_grace);
+        take!(
+            functions,
+            state,
+            broker,
+            listen,
+            roles,
+            signing_key,
+            executor_concurrency,
+            shutdown_grace
+        );
         if !other.event_keys.is_empty() {
             self.event_keys = other.event_keys;
         }
@@ -115,7 +135,10 @@ mod tests {
         std::fs::write(&file, "state = \"redis://:pw@h:6379/0\"\nevent_keys = [\"k1\"]\nlisten = \"127.0.0.1:9000\"\n").unwrap();
         let base = ServeConfig::from_file(&file).unwrap();
         assert_eq!(base.event_keys, vec!["k1"]);
-        let merged = base.overlay(ServeConfig { listen: Some("127.0.0.1:9001".parse().unwrap()), ..Default::default() });
+        let merged = base.overlay(ServeConfig {
+            listen: Some("127.0.0.1:9001".parse().unwrap()),
+            ..Default::default()
+        });
         assert_eq!(merged.listen, Some("127.0.0.1:9001".parse().unwrap()));
         assert_eq!(merged.state.as_deref(), Some("redis://:pw@h:6379/0"));
         let debug = format!("{merged:?}");
@@ -133,7 +156,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("amqp://guest:secret@h:5672/vh"), "amqp://guest:***@h:5672/vh");
+        assert_eq!(
+            redact_url("amqp://guest:secret@h:5672/vh"),
+            "amqp://guest:***@h:5672/vh"
+        );
         assert_eq!(redact_url("memory://"), "memory://");
     }
 }

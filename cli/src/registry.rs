@@ -94,7 +94,9 @@ pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>> {
     match scheme(url)? {
         "memory" => Ok(Arc::new(weir_broker_memory::MemoryBroker::new())),
         #[cfg(feature = "broker-redis")]
-        "redis" | "rediss" => Ok(Arc::new(weir_broker_redis::RedisBroker::connect(url).await?)),
+        "redis" | "rediss" => Ok(Arc::new(
+            weir_broker_redis::RedisBroker::connect(url).await?,
+        )),
         other => Err(unknown("broker", other, KNOWN_BROKERS, &broker_schemes())),
     }
 }

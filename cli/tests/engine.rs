@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{engine_with, function_dir, run_event};
+use common::{engine_on, function_dir, run_event};
 use serde_json::json;
 use weir::core::run::{RunFilter, RunStatus, StepStatus};
 
@@ -13,8 +13,7 @@ fn step(path: &str) -> serde_json::Value {
     json!({"path": format!("file://./steps/{path}"), "runtime": {"type": "process"}, "timeout": "10s"})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn diamond_runs_the_join_once_with_both_outputs() {
+async fn diamond_runs_the_join_once_with_both_outputs(state: &str) {
     let mut d = step("d");
     d["after"] = json!([{"step": "b"}, {"step": "c"}]);
     let mut b = step("b");
@@ -36,7 +35,7 @@ async fn diamond_runs_the_join_once_with_both_outputs() {
             ),
         ],
     );
-    let (engine, handle) = engine_with(&f.dir).await;
+    let (engine, handle) = engine_on(&f.dir, state).await;
     let run = run_event(&engine, "diamond", &json!({"name": "t/diamond"})).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:#?}");
     let d = &run.steps["d"];
@@ -52,8 +51,7 @@ async fn diamond_runs_the_join_once_with_both_outputs() {
     handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn false_condition_skips_the_child_and_every_descendant() {
+async fn false_condition_skips_the_child_and_every_descendant(state: &str) {
     let mut b = step("ok");
     b["after"] = json!([{"step": "a", "if": "response.go == true"}]);
     let mut c = step("ok");
@@ -69,7 +67,7 @@ async fn false_condition_skips_the_child_and_every_descendant() {
             ("ok", r#"echo '{"ok": true}'"#),
         ],
     );
-    let (engine, handle) = engine_with(&f.dir).await;
+    let (engine, handle) = engine_on(&f.dir, state).await;
     let run = run_event(
         &engine,
         "skips",
@@ -101,14 +99,13 @@ async fn false_condition_skips_the_child_and_every_descendant() {
     handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn step_failing_twice_then_succeeding_completes_with_three_attempts() {
+async fn step_failing_twice_then_succeeding_completes_with_three_attempts(state: &str) {
     let def = json!({"id": "flaky", "triggers": [{"event": "t/flaky"}], "steps": {"a": step("a")}});
     let script = r#"n=$(cat "$(dirname "$0")/../tries" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$(dirname "$0")/../tries"
 if [ $n -lt 3 ]; then echo "attempt $n fails" >&2; exit 1; fi
 echo "{\"attempt\": $WEIR_ATTEMPT}""#;
     let f = function_dir(&def, &[("a", script)]);
-    let (engine, handle) = engine_with(&f.dir).await;
+    let (engine, handle) = engine_on(&f.dir, state).await;
     let run = run_event(&engine, "flaky", &json!({"name": "t/flaky"})).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:#?}");
     assert_eq!(run.steps["a"].attempts, 3);
@@ -122,8 +119,7 @@ echo "{\"attempt\": $WEIR_ATTEMPT}""#;
     handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_4xx_output_fails_the_run_without_retrying() {
+async fn status_4xx_output_fails_the_run_without_retrying(state: &str) {
     let mut b = step("ok");
     b["after"] = json!([{"step": "a"}]);
     let def = json!({"id": "client-error", "triggers": [{"event": "t/4xx"}], "steps": {"a": step("a"), "b": b}});
@@ -134,7 +130,7 @@ async fn status_4xx_output_fails_the_run_without_retrying() {
             ("ok", "echo '{}'"),
         ],
     );
-    let (engine, handle) = engine_with(&f.dir).await;
+    let (engine, handle) = engine_on(&f.dir, state).await;
     let run = run_event(&engine, "client-error", &json!({"name": "t/4xx"})).await;
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.steps["a"].status, StepStatus::Failed);
@@ -154,12 +150,11 @@ async fn status_4xx_output_fails_the_run_without_retrying() {
     handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_stop_at_the_configured_attempts() {
+async fn retries_stop_at_the_configured_attempts(state: &str) {
     let def = json!({"id": "always-fails", "triggers": [{"event": "t/fail"}], "retries": {"attempts": 2},
                      "steps": {"a": step("a")}});
     let f = function_dir(&def, &[("a", "echo boom >&2; exit 3")]);
-    let (engine, handle) = engine_with(&f.dir).await;
+    let (engine, handle) = engine_on(&f.dir, state).await;
     let run = run_event(&engine, "always-fails", &json!({"name": "t/fail"})).await;
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.steps["a"].attempts, 2);
@@ -169,13 +164,12 @@ async fn retries_stop_at_the_configured_attempts() {
     handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_over_its_timeout_is_killed_and_fails() {
+async fn a_step_over_its_timeout_is_killed_and_fails(state: &str) {
     let mut a = step("a");
     a["timeout"] = json!("300ms");
     let def = json!({"id": "slow", "triggers": [{"event": "t/slow"}], "retries": {"attempts": 1}, "steps": {"a": a}});
     let f = function_dir(&def, &[("a", "sleep 20; echo '{}'")]);
-    let (engine, handle) = engine_with(&f.dir).await;
+    let (engine, handle) = engine_on(&f.dir, state).await;
     let started = std::time::Instant::now();
     let run = run_event(&engine, "slow", &json!({"name": "t/slow"})).await;
     assert!(
@@ -195,12 +189,11 @@ async fn a_step_over_its_timeout_is_killed_and_fails() {
     handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trigger_expression_and_name_decide_which_events_start_runs() {
+async fn trigger_expression_and_name_decide_which_events_start_runs(state: &str) {
     let def = json!({"id": "picky", "triggers": [{"event": "user/*", "expression": "user.created_at > '2020-01-01'"}],
                      "steps": {"a": step("a")}});
     let f = function_dir(&def, &[("a", "echo '{}'")]);
-    let (engine, handle) = engine_with(&f.dir).await;
+    let (engine, handle) = engine_on(&f.dir, state).await;
     let run = run_event(
         &engine,
         "picky",
@@ -234,11 +227,10 @@ async fn trigger_expression_and_name_decide_which_events_start_runs() {
     handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_event_id_starts_one_run() {
+async fn the_same_event_id_starts_one_run(state: &str) {
     let def = json!({"id": "once", "triggers": [{"event": "t/once"}], "steps": {"a": step("a")}});
     let f = function_dir(&def, &[("a", "echo '{}'")]);
-    let (engine, handle) = engine_with(&f.dir).await;
+    let (engine, handle) = engine_on(&f.dir, state).await;
     let run = run_event(&engine, "once", &json!({"name": "t/once", "id": "evt-1"})).await;
     assert_eq!(run.status, RunStatus::Completed);
     engine
@@ -258,3 +250,14 @@ async fn the_same_event_id_starts_one_run() {
     );
     handle.shutdown().await;
 }
+
+on_every_state!(
+    diamond_runs_the_join_once_with_both_outputs,
+    false_condition_skips_the_child_and_every_descendant,
+    step_failing_twice_then_succeeding_completes_with_three_attempts,
+    status_4xx_output_fails_the_run_without_retrying,
+    retries_stop_at_the_configured_attempts,
+    a_step_over_its_timeout_is_killed_and_fails,
+    trigger_expression_and_name_decide_which_events_start_runs,
+    the_same_event_id_starts_one_run,
+);

@@ -8,7 +8,16 @@ use serde_json::Value;
 
 fn weir() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    for var in ["WEIR_URL", "WEIR_EVENT_KEYS", "WEIR_STATE", "WEIR_BROKER", "WEIR_CONFIG", "WEIR_ROLE", "WEIR_LISTEN", "WEIR_FUNCTIONS"] {
+    for var in [
+        "WEIR_URL",
+        "WEIR_EVENT_KEYS",
+        "WEIR_STATE",
+        "WEIR_BROKER",
+        "WEIR_CONFIG",
+        "WEIR_ROLE",
+        "WEIR_LISTEN",
+        "WEIR_FUNCTIONS",
+    ] {
         c.env_remove(var);
     }
     c
@@ -25,7 +34,11 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn wait_listening(port: u16) {
@@ -41,28 +54,56 @@ fn wait_listening(port: u16) {
 fn functions_dir(tmp: &Path) -> std::path::PathBuf {
     let functions = tmp.join("functions");
     std::fs::create_dir_all(&functions).expect("mkdir");
-    let out = weir().args(["init", "greet", "--dir"]).arg(&functions).output().expect("init");
+    let out = weir()
+        .args(["init", "greet", "--dir"])
+        .arg(&functions)
+        .output()
+        .expect("init");
     assert!(out.status.success());
     functions
 }
 
 fn post(url: &str, body: &str) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let r = reqwest::Client::new().post(url).body(body.to_string()).send().await.expect("post");
+        let r = reqwest::Client::new()
+            .post(url)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("post");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     })
 }
 
 fn get(url: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async { reqwest::get(url).await.expect("get").json().await.expect("json") })
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        reqwest::get(url)
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    })
 }
 
 fn terminate(server: &mut Server) -> std::process::ExitStatus {
     let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     for _ in 0..200 {
         if let Some(status) = server.0.try_wait().expect("try_wait") {
             return status;
@@ -78,7 +119,14 @@ fn serve_round_trip(state: &str) {
     let functions = functions_dir(tmp.path());
     let port = free_port();
     let config = tmp.path().join("weir.toml");
-    std::fs::write(&config, format!("functions = {:?}\nstate = {state:?}\nevent_keys = [\"file-key\"]\n", functions.display().to_string())).expect("config");
+    std::fs::write(
+        &config,
+        format!(
+            "functions = {:?}\nstate = {state:?}\nevent_keys = [\"file-key\"]\n",
+            functions.display().to_string()
+        ),
+    )
+    .expect("config");
     let mut server = Server(
         weir()
             .args(["serve", "--config"])
@@ -99,7 +147,11 @@ fn serve_round_trip(state: &str) {
         assert_eq!(status, 401, "key {bad}");
     }
     let events = get(&format!("{base}/v1/events"));
-    assert_eq!(events.as_array().map(Vec::len), Some(0), "a 401 stores nothing: {events}");
+    assert_eq!(
+        events.as_array().map(Vec::len),
+        Some(0),
+        "a 401 stores nothing: {events}"
+    );
 
     let (status, body) = post(&format!("{base}/e/env-key-2"), event);
     assert_eq!(status, 200, "{body}");
@@ -114,8 +166,14 @@ fn serve_round_trip(state: &str) {
     }
     assert_eq!(runs[0]["event_id"], event_id.as_str(), "{runs}");
     assert_eq!(runs[0]["status"], "completed", "{runs}");
-    let run = get(&format!("{base}/v1/runs/{}", runs[0]["id"].as_str().expect("id")));
-    assert_eq!(run["steps"]["goodbye"]["output"]["greeting"], "hello from goodbye", "{run}");
+    let run = get(&format!(
+        "{base}/v1/runs/{}",
+        runs[0]["id"].as_str().expect("id")
+    ));
+    assert_eq!(
+        run["steps"]["goodbye"]["output"]["greeting"], "hello from goodbye",
+        "{run}"
+    );
 
     let status = terminate(&mut server);
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
@@ -129,7 +187,9 @@ fn serve_on_memory_requires_keys_and_runs_functions() {
 #[test]
 #[cfg(feature = "state-redis")]
 fn serve_on_redis_state_runs_functions() {
-    let Some(url) = weir_core::testkit::service_url("WEIR_TEST_REDIS_URL") else { return };
+    let Some(url) = weir_core::testkit::service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
     let sep = if url.contains('?') { '&' } else { '?' };
     serve_round_trip(&format!("{url}{sep}prefix=weirserve-{}", ulid::Ulid::new()));
 }
@@ -138,7 +198,11 @@ fn serve_on_redis_state_runs_functions() {
 fn serve_without_event_keys_refuses_to_start() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let functions = functions_dir(tmp.path());
-    let out = weir().args(["serve", "--functions"]).arg(&functions).output().expect("serve");
+    let out = weir()
+        .args(["serve", "--functions"])
+        .arg(&functions)
+        .output()
+        .expect("serve");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs at least one event key"), "{err}");
@@ -148,16 +212,45 @@ fn serve_without_event_keys_refuses_to_start() {
 fn serve_rejects_unknown_roles_schemes_and_config_keys() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let functions = functions_dir(tmp.path());
-    let out = weir().args(["serve", "--event-key", "k", "--role", "api,chef", "--functions"]).arg(&functions).output().expect("serve");
+    let out = weir()
+        .args([
+            "serve",
+            "--event-key",
+            "k",
+            "--role",
+            "api,chef",
+            "--functions",
+        ])
+        .arg(&functions)
+        .output()
+        .expect("serve");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role \"chef\""));
-    let out = weir().args(["serve", "--event-key", "k", "--state", "postgres://x", "--functions"]).arg(&functions).output().expect("serve");
+    let out = weir()
+        .args([
+            "serve",
+            "--event-key",
+            "k",
+            "--state",
+            "postgres://x",
+            "--functions",
+        ])
+        .arg(&functions)
+        .output()
+        .expect("serve");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown state scheme \"postgres\""));
     let config = tmp.path().join("bad.toml");
     std::fs::write(&config, "evnt_keys = [\"k\"]\n").expect("write");
-    let out = weir().args(["serve", "--config"]).arg(&config).output().expect("serve");
+    let out = weir()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("serve");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml") && err.contains("evnt_keys"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("evnt_keys"),
+        "{err}"
+    );
 }

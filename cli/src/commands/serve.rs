@@ -29,7 +29,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_BROKER")]
     pub broker: Option<String>,
     /// An accepted event key (repeat the flag; WEIR_EVENT_KEYS takes a comma-separated list).
-    #[arg(long = "event-key", env = "WEIR_EVENT_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "event-key",
+        env = "WEIR_EVENT_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub event_keys: Vec<String>,
     /// Address of the HTTP API [default: 127.0.0.1:8288].
     #[arg(long, env = "WEIR_LISTEN")]
@@ -55,7 +60,12 @@ impl ServeArgs {
             state: self.state.clone(),
             broker: self.broker.clone(),
             listen: self.listen,
-            event_keys: self.event_keys.iter().filter(|k| !k.is_empty()).cloned().collect(),
+            event_keys: self
+                .event_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
             roles: (!self.roles.is_empty()).then(|| self.roles.clone()),
             signing_key: self.signing_key.clone(),
             executor_concurrency: self.executor_concurrency,
@@ -66,8 +76,14 @@ impl ServeArgs {
 
 /// The roles a process runs: the engine's loops, and whether it serves the API.
 fn parse_roles(roles: Option<&[String]>) -> weir_core::Result<(Roles, bool)> {
-    let Some(roles) = roles else { return Ok((Roles::ALL, true)) };
-    let mut engine = Roles { router: false, executor: false, scheduler: false };
+    let Some(roles) = roles else {
+        return Ok((Roles::ALL, true));
+    };
+    let mut engine = Roles {
+        router: false,
+        executor: false,
+        scheduler: false,
+    };
     let mut api = false;
     for role in roles {
         match role.trim() {
@@ -100,7 +116,8 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
         ));
     }
     let grace = config.shutdown_grace.as_deref().unwrap_or("30s");
-    let grace = weir_core::duration::parse_duration(grace).map_err(|m| Error::new(ErrorKind::Config, format!("shutdown_grace: {m}")))?;
+    let grace = weir_core::duration::parse_duration(grace)
+        .map_err(|m| Error::new(ErrorKind::Config, format!("shutdown_grace: {m}")))?;
     let options = EngineOptions {
         state_url: config.state.clone().unwrap_or_else(|| "memory://".into()),
         broker_url: config.broker.clone().unwrap_or_else(|| "memory://".into()),
@@ -111,17 +128,28 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
         },
     };
     let engine = build_engine(&options).await?;
-    let functions = config.functions.clone().unwrap_or_else(|| PathBuf::from("."));
+    let functions = config
+        .functions
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("."));
     let loaded = crate::functions::load_all(&functions, engine.drivers());
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             eprintln!("{e}");
         }
-        eprintln!("weir serve: {} function(s) did not load; fix them or remove them", loaded.errors.len());
+        eprintln!(
+            "weir serve: {} function(s) did not load; fix them or remove them",
+            loaded.errors.len()
+        );
         return Ok(2);
     }
     for f in &loaded.functions {
-        eprintln!("loaded {} ({} steps) from {}", f.id, f.steps.len(), f.dir.display());
+        eprintln!(
+            "loaded {} ({} steps) from {}",
+            f.id,
+            f.steps.len(),
+            f.dir.display()
+        );
     }
     engine.functions().replace(loaded.functions);
     let handle = engine.start(roles).await?;
@@ -135,13 +163,19 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
         if roles.scheduler { "scheduler" } else { "" },
     );
     if api {
-        let listen = config.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8288)));
+        let listen = config
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8288)));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Error::unavailable(format!("cannot listen on {listen}")).with_source(e))?;
-        let addr = listener.local_addr().map_err(|e| Error::internal("no local address").with_source(e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal("no local address").with_source(e))?;
         eprintln!("weir serve listening on http://{addr}");
-        let keys = EventKeys::Only(Arc::new(config.event_keys.iter().cloned().collect::<HashSet<_>>()));
+        let keys = EventKeys::Only(Arc::new(
+            config.event_keys.iter().cloned().collect::<HashSet<_>>(),
+        ));
         axum::serve(listener, crate::api::router(engine.clone(), keys))
             .with_graceful_shutdown(super::dev::shutdown_signal())
             .await

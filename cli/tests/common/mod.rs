@@ -41,6 +41,11 @@ pub fn function_dir(definition: &Value, scripts: &[(&str, &str)]) -> FnDir {
 /// An engine on memory state and broker with fast retries, its loops started, the function
 /// loaded.
 pub async fn engine_with(dir: &Path) -> (Engine, weir::core::engine::EngineHandle) {
+    engine_on(dir, "memory://").await
+}
+
+/// [`engine_with`] on the state store at `state_url`.
+pub async fn engine_on(dir: &Path, state_url: &str) -> (Engine, weir::core::engine::EngineHandle) {
     let config = EngineConfig {
         retry_base: Duration::from_millis(20),
         retry_max: Duration::from_millis(100),
@@ -49,6 +54,7 @@ pub async fn engine_with(dir: &Path) -> (Engine, weir::core::engine::EngineHandl
     };
     let engine = build_engine(&EngineOptions {
         config,
+        state_url: state_url.to_string(),
         ..EngineOptions::default()
     })
     .await
@@ -91,4 +97,36 @@ pub async fn run_event(engine: &Engine, function_id: &str, event: &Value) -> Run
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A Redis state URL with a fresh key prefix, when the tests have a Redis
+/// (`WEIR_TEST_REDIS_URL`; under CI=true its absence fails the test).
+pub fn redis_state_url() -> Option<String> {
+    let url = weir::core::testkit::service_url("WEIR_TEST_REDIS_URL")?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}prefix=weirtest-{}", ulid::Ulid::new()))
+}
+
+/// Runs an `async fn scenario(state_url: &str)` once on memory state and, with the
+/// `state-redis` feature, once on Redis state.
+#[macro_export]
+macro_rules! on_every_state {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$scenario("memory://").await;
+                }
+
+                #[cfg(feature = "state-redis")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    if let Some(url) = super::common::redis_state_url() {
+                        super::$scenario(&url).await;
+                    }
+                }
+            }
+        )*
+    };
 }
