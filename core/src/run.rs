@@ -113,6 +113,9 @@ pub struct StepState {
     /// The step's log (stderr) of its last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// While running: until when the attempt's holder has it (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
     /// Resolved incoming edges: parent step id → taken.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub edges: BTreeMap<String, bool>,
@@ -127,6 +130,7 @@ impl StepState {
             output: None,
             error: None,
             log: None,
+            lease_until: None,
             edges: BTreeMap::new(),
         }
     }

@@ -20,6 +20,20 @@ pub enum CreateRun {
     Exists(Box<Run>),
 }
 
+/// The answer of [`StateStore::start_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAttempt {
+    /// This caller holds the attempt now.
+    Started,
+    /// Another node holds the attempt; its lease runs out in `lease_left_ms`.
+    Busy {
+        /// Milliseconds until the holder's lease expires.
+        lease_left_ms: i64,
+    },
+    /// The message is stale: the step is not waiting for this attempt.
+    Stale,
+}
+
 /// The answer of a step transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
@@ -143,9 +157,30 @@ pub trait StateStore: Send + Sync + 'static {
     /// Lists runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
 
-    /// Starts attempt `attempt`: `Queued | Waiting` with `attempts == attempt - 1` → `Running`.
-    /// Returns false (and changes nothing) when the step is in any other state.
-    async fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32) -> Result<bool>;
+    /// Starts attempt `attempt`, leased until `now_ms + lease_ms`:
+    /// - `Queued | Waiting` with `attempts == attempt - 1` → `Running`: [`StartAttempt::Started`];
+    /// - `Running` at this attempt with an expired lease (its node died): taken over,
+    ///   [`StartAttempt::Started`] again (the attempt runs twice; its first result wins);
+    /// - `Running` at this attempt with a live lease: [`StartAttempt::Busy`];
+    /// - anything else (done, superseded, not yet eligible): [`StartAttempt::Stale`].
+    async fn start_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<StartAttempt>;
+
+    /// Extends the lease of a running attempt to `until_ms`; false when the step is no longer
+    /// running at that attempt.
+    async fn renew_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        until_ms: i64,
+    ) -> Result<bool>;
 
     /// Ends attempt `attempt` for good: `Running` at that attempt → `Completed | Failed`.
     /// The first writer wins; later calls return `applied: false` and change nothing.

@@ -17,7 +17,7 @@ use crate::expr::Vars;
 use crate::function::{Function, Join};
 use crate::protocol::{Outcome, StepContext, StepInput, classify};
 use crate::run::{RunStatus, StepStatus};
-use crate::state::{AttemptOutcome, RunState, StepMessage, Timer, TimerAction};
+use crate::state::{AttemptOutcome, RunState, StartAttempt, StepMessage, Timer, TimerAction};
 
 /// Extra time the engine grants a driver past the step timeout before giving up on it.
 const DRIVER_GRACE: Duration = Duration::from_secs(5);
@@ -57,8 +57,12 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
                 }
             };
             match engine.execute(&msg).await {
-                Ok(()) => {
+                Ok(Executed::Done) => {
                     let _ = delivery.ack().await;
+                }
+                Ok(Executed::Busy(wait)) => {
+                    // Another node holds the attempt: look again when its lease runs out.
+                    let _ = delivery.nack(Some(wait)).await;
                 }
                 Err(e) if e.is_retryable() => {
                     warn!(error = %e, run = %msg.run_id, step = %msg.step_id, "executor: will retry the message");
@@ -75,6 +79,16 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
     let _ = permits.acquire_many(concurrency as u32).await;
 }
 
+/// What became of a step message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executed {
+    /// Handled (run, or found stale): acknowledge it.
+    Done,
+    /// Another node holds the attempt under a live lease: deliver the message again after
+    /// this long (if that node died, the attempt is taken over then).
+    Busy(Duration),
+}
+
 /// A step that reached a final state and whose outgoing edges must be resolved.
 struct Done {
     step: usize,
@@ -84,12 +98,13 @@ struct Done {
 
 impl Engine {
     /// Executes one step message: runs the attempt and moves the run forward. Idempotent: a
-    /// message for an attempt that already started or ended is acknowledged and ignored.
-    pub async fn execute(&self, msg: &StepMessage) -> Result<()> {
+    /// message for an attempt that already ended (or is not due) is answered `Done` and
+    /// ignored; one whose attempt another node holds is answered `Busy`.
+    pub async fn execute(&self, msg: &StepMessage) -> Result<Executed> {
         let state = &self.inner.state;
         let Some(run) = state.get_run_state(&msg.run_id).await? else {
             warn!(run = %msg.run_id, "executor: no such run; dropping the message");
-            return Ok(());
+            return Ok(Executed::Done);
         };
         let function = self
             .inner
@@ -103,14 +118,22 @@ impl Engine {
             })?;
         let Some(&index) = function.index.get(&msg.step_id) else {
             warn!(run = %msg.run_id, step = %msg.step_id, "executor: step not in the function; dropping");
-            return Ok(());
+            return Ok(Executed::Done);
         };
-        if !state
-            .start_attempt(&msg.run_id, &msg.step_id, msg.attempt)
+        let lease_ms = self.inner.config.step_lease.as_millis() as i64;
+        match state
+            .start_attempt(&msg.run_id, &msg.step_id, msg.attempt, now_ms(), lease_ms)
             .await?
         {
-            debug!(run = %msg.run_id, step = %msg.step_id, attempt = msg.attempt, "duplicate step message");
-            return Ok(());
+            StartAttempt::Started => {}
+            StartAttempt::Busy { lease_left_ms } => {
+                let wait = Duration::from_millis(lease_left_ms.clamp(10, lease_ms) as u64 + 10);
+                return Ok(Executed::Busy(wait));
+            }
+            StartAttempt::Stale => {
+                debug!(run = %msg.run_id, step = %msg.step_id, attempt = msg.attempt, "stale step message");
+                return Ok(Executed::Done);
+            }
         }
         let step = &function.steps[index];
         let input = StepInput {
@@ -210,7 +233,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(Executed::Done)
     }
 
     /// Runs one attempt on its driver, bounding it by the step timeout.
@@ -249,8 +272,8 @@ impl Engine {
             timeout: step.timeout,
             max_output_bytes: self.inner.config.max_output_bytes,
         };
-        let result =
-            tokio::time::timeout(step.timeout + DRIVER_GRACE, driver.execute(request)).await;
+        let work = tokio::time::timeout(step.timeout + DRIVER_GRACE, driver.execute(request));
+        let result = self.renewing_lease(&run.id, &step.id, attempt, work).await;
         match result {
             Ok(Ok(result)) => {
                 let log = (!result.log.is_empty()).then(|| result.log.clone());
@@ -287,6 +310,34 @@ impl Engine {
                     },
                     None,
                 )
+            }
+        }
+    }
+
+    /// Drives `work` while renewing the attempt's lease every third of the lease, so other
+    /// nodes see the attempt as held for as long as it runs.
+    async fn renewing_lease<T>(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let lease = self.inner.config.step_lease;
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.tick().await; // the first tick is immediate
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => {
+                    let until = now_ms() + lease.as_millis() as i64;
+                    match self.inner.state.renew_attempt(run_id, step_id, attempt, until).await {
+                        Ok(true) => {}
+                        Ok(false) => warn!(run = %run_id, step = %step_id, attempt, "lost the attempt's lease (taken over); its first result wins"),
+                        Err(e) => warn!(error = %e, run = %run_id, step = %step_id, "renewing the attempt's lease failed"),
+                    }
+                }
             }
         }
     }

@@ -28,6 +28,7 @@ use crate::run::{Run, RunStatus};
 use crate::state::StateStore;
 
 pub use backoff::retry_delay;
+pub use executor::Executed;
 pub use ingest::{parse_body, parse_events};
 pub use registry::FunctionRegistry;
 
@@ -48,6 +49,9 @@ pub struct EngineConfig {
     pub retry_max: Duration,
     /// Cap on a step's stdout / response body.
     pub max_output_bytes: usize,
+    /// How long a running attempt is held without renewal before another node may take it
+    /// over (renewed every third of it while the attempt runs).
+    pub step_lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +64,7 @@ impl Default for EngineConfig {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             max_output_bytes: crate::driver::DEFAULT_MAX_OUTPUT_BYTES,
+            step_lease: Duration::from_secs(30),
         }
     }
 }

@@ -16,7 +16,9 @@ use serde_json::json;
 
 use crate::event::{Event, now_ms};
 use crate::run::{Run, RunFilter, RunStatus, StepState, StepStatus};
-use crate::state::{AttemptOutcome, CreateRun, StateStore, StepMessage, Timer, TimerAction};
+use crate::state::{
+    AttemptOutcome, CreateRun, StartAttempt, StateStore, StepMessage, Timer, TimerAction,
+};
 
 /// Gives a fresh, empty store for each test.
 pub type StoreFactory =
@@ -33,6 +35,19 @@ pub async fn run_all(factory: &StoreFactory) {
     retry_moves_to_waiting_and_schedules_the_timer(factory().await).await;
     timers_fire_once_in_due_order(factory().await).await;
     finish_run_once_and_list_runs(factory().await).await;
+    expired_leases_are_taken_over(factory().await).await;
+}
+
+/// A lease long enough never to expire during a test.
+const LONG_LEASE_MS: i64 = 600_000;
+
+/// Starts an attempt now with a long lease; true when this call holds it.
+async fn started(store: &dyn StateStore, run_id: &str, step: &str, attempt: u32) -> bool {
+    let answer = store
+        .start_attempt(run_id, step, attempt, now_ms(), LONG_LEASE_MS)
+        .await
+        .expect("start");
+    answer == StartAttempt::Started
 }
 
 fn unique(prefix: &str) -> String {
@@ -98,16 +113,16 @@ pub async fn attempt_lifecycle(store: Arc<dyn StateStore>) {
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     assert!(
-        !store.start_attempt(&run.id, "a", 2).await.expect("start"),
+        !started(&*store, &run.id, "a", 2).await,
         "attempt 2 cannot start first"
     );
     assert!(
-        !store.start_attempt(&run.id, "b", 1).await.expect("start"),
+        !started(&*store, &run.id, "b", 1).await,
         "a pending step cannot start"
     );
-    assert!(store.start_attempt(&run.id, "a", 1).await.expect("start"));
+    assert!(started(&*store, &run.id, "a", 1).await);
     assert!(
-        !store.start_attempt(&run.id, "a", 1).await.expect("start"),
+        !started(&*store, &run.id, "a", 1).await,
         "an attempt starts once"
     );
     let out = AttemptOutcome::Completed {
@@ -146,7 +161,7 @@ pub async fn attempt_lifecycle(store: Arc<dyn StateStore>) {
 pub async fn concurrent_finish_has_one_winner(store: Arc<dyn StateStore>) {
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
-    assert!(store.start_attempt(&run.id, "a", 1).await.expect("start"));
+    assert!(started(&*store, &run.id, "a", 1).await);
     let mut tasks = Vec::new();
     for i in 0..8 {
         let store = store.clone();
@@ -195,7 +210,7 @@ pub async fn concurrent_start_has_one_winner(store: Arc<dyn StateStore>) {
         let store = store.clone();
         let run_id = run.id.clone();
         tasks.push(tokio::spawn(async move {
-            store.start_attempt(&run_id, "a", 1).await.expect("start")
+            started(&*store, &run_id, "a", 1).await
         }));
     }
     let mut started = 0;
@@ -269,7 +284,7 @@ pub async fn transitions_are_compare_and_set(store: Arc<dyn StateStore>) {
 pub async fn retry_moves_to_waiting_and_schedules_the_timer(store: Arc<dyn StateStore>) {
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
-    assert!(store.start_attempt(&run.id, "a", 1).await.expect("start"));
+    assert!(started(&*store, &run.id, "a", 1).await);
     let timer = Timer {
         id: unique("retry"),
         due_ms: now_ms() - 1,
@@ -301,7 +316,7 @@ pub async fn retry_moves_to_waiting_and_schedules_the_timer(store: Arc<dyn State
         .expect("claim");
     assert!(due.contains(&timer), "the retry timer is due");
     assert!(
-        store.start_attempt(&run.id, "a", 2).await.expect("start"),
+        started(&*store, &run.id, "a", 2).await,
         "attempt 2 starts from waiting"
     );
 }
@@ -483,4 +498,94 @@ pub async fn finish_run_once_and_list_runs(store: Arc<dyn StateStore>) {
         .expect("list");
     assert_eq!(alice.len(), 1);
     assert_eq!(alice[0].event_id, r1.event.id);
+}
+
+/// A running attempt is busy for others while its lease lives (renewals extend it), and is
+/// taken over once the lease expired; the first result of the attempt wins.
+pub async fn expired_leases_are_taken_over(store: Arc<dyn StateStore>) {
+    let run = sample_run(&unique("fn"), "u1");
+    store.create_run(&run).await.expect("create");
+    let t0 = now_ms();
+    let start = |at: i64| {
+        let store = store.clone();
+        let id = run.id.clone();
+        async move {
+            store
+                .start_attempt(&id, "a", 1, at, 1_000)
+                .await
+                .expect("start")
+        }
+    };
+    assert_eq!(start(t0).await, StartAttempt::Started);
+    match start(t0 + 400).await {
+        StartAttempt::Busy { lease_left_ms } => assert_eq!(lease_left_ms, 600, "lease left"),
+        other => panic!("a live lease makes the attempt busy, got {other:?}"),
+    }
+    assert!(
+        store
+            .renew_attempt(&run.id, "a", 1, t0 + 5_000)
+            .await
+            .expect("renew")
+    );
+    assert!(
+        matches!(start(t0 + 2_000).await, StartAttempt::Busy { .. }),
+        "a renewed lease is still live"
+    );
+    assert!(
+        !store
+            .renew_attempt(&run.id, "a", 2, t0 + 9_000)
+            .await
+            .expect("renew"),
+        "wrong attempt"
+    );
+    assert_eq!(
+        start(t0 + 6_000).await,
+        StartAttempt::Started,
+        "an expired lease is taken over"
+    );
+    let got = store.get_run(&run.id).await.expect("get").expect("run");
+    assert_eq!(
+        got.steps["a"].attempts, 1,
+        "a takeover re-runs the same attempt"
+    );
+    let takeovers = got
+        .history
+        .iter()
+        .filter(|h| h.kind == "step.started")
+        .count();
+    assert_eq!(takeovers, 2, "the timeline shows both starts");
+    let first = AttemptOutcome::Completed {
+        output: json!({"by": "second node"}),
+        log: None,
+    };
+    assert!(
+        store
+            .finish_attempt(&run.id, "a", 1, &first)
+            .await
+            .expect("finish")
+            .applied
+    );
+    let late = AttemptOutcome::Completed {
+        output: json!({"by": "first node"}),
+        log: None,
+    };
+    assert!(
+        !store
+            .finish_attempt(&run.id, "a", 1, &late)
+            .await
+            .expect("finish")
+            .applied
+    );
+    assert_eq!(
+        start(t0 + 60_000).await,
+        StartAttempt::Stale,
+        "a finished attempt is stale"
+    );
+    assert!(
+        !store
+            .renew_attempt(&run.id, "a", 1, t0 + 90_000)
+            .await
+            .expect("renew"),
+        "finished"
+    );
 }

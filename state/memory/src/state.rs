@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
-    AttemptOutcome, CreateRun, EdgeTally, RunState, StateStore, Timer, Transition,
+    AttemptOutcome, CreateRun, EdgeTally, RunState, StartAttempt, StateStore, Timer, Transition,
 };
 use weir_core::{Error, Result};
 
@@ -136,23 +136,62 @@ impl StateStore for MemoryStateStore {
             .collect())
     }
 
-    async fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32) -> Result<bool> {
+    async fn start_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<StartAttempt> {
+        let mut inner = self.inner.lock();
+        let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
+        let Some(step) = run.steps.get_mut(&step_id) else {
+            return Ok(StartAttempt::Stale);
+        };
+        let fresh = matches!(step.status, StepStatus::Queued | StepStatus::Waiting)
+            && step.attempts + 1 == attempt;
+        let running_here = step.status == StepStatus::Running && step.attempts == attempt;
+        let lease_until = step.lease_until.unwrap_or(0);
+        let entry = if fresh {
+            HistoryEntry::now("step.started")
+                .step(&step_id)
+                .attempt(attempt)
+        } else if running_here && lease_until <= now_ms {
+            HistoryEntry::now("step.started")
+                .step(&step_id)
+                .attempt(attempt)
+                .detail("taken over: the lease of the previous holder expired")
+        } else if running_here {
+            return Ok(StartAttempt::Busy {
+                lease_left_ms: lease_until - now_ms,
+            });
+        } else {
+            return Ok(StartAttempt::Stale);
+        };
+        step.status = StepStatus::Running;
+        step.attempts = attempt;
+        step.lease_until = Some(now_ms + lease_ms);
+        run.history.push(entry);
+        Ok(StartAttempt::Started)
+    }
+
+    async fn renew_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        until_ms: i64,
+    ) -> Result<bool> {
         let mut inner = self.inner.lock();
         let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
         let Some(step) = run.steps.get_mut(&step_id) else {
             return Ok(false);
         };
-        let ready = matches!(step.status, StepStatus::Queued | StepStatus::Waiting);
-        if !ready || step.attempts + 1 != attempt {
+        if step.status != StepStatus::Running || step.attempts != attempt {
             return Ok(false);
         }
-        step.status = StepStatus::Running;
-        step.attempts = attempt;
-        run.history.push(
-            HistoryEntry::now("step.started")
-                .step(&step_id)
-                .attempt(attempt),
-        );
+        step.lease_until = Some(until_ms);
         Ok(true)
     }
 
@@ -177,6 +216,7 @@ impl StateStore for MemoryStateStore {
                 open_steps: open_steps(run),
             });
         }
+        step.lease_until = None;
         let entry = match outcome {
             AttemptOutcome::Completed { output, log } => {
                 step.status = StepStatus::Completed;
@@ -223,6 +263,7 @@ impl StateStore for MemoryStateStore {
             return Ok(false);
         }
         step.status = StepStatus::Waiting;
+        step.lease_until = None;
         step.error = Some(error.to_string());
         step.log = log.map(str::to_string);
         run.history.push(

@@ -23,21 +23,43 @@ return 1
     )
 });
 
-/// `queued|waiting` at `attempts == attempt - 1` → `running`. ARGV: step, attempt, entry.
-/// Answers -1 when the step does not exist.
+/// Starts an attempt under a lease. ARGV: step, attempt, now, lease, entry, takeover entry.
+/// Answers `{1, 0}` started (fresh, or taken over from an expired lease), `{2, ms left}` busy
+/// (held under a live lease), `{0, 0}` stale, `{-1, 0}` no such step.
 pub(crate) static START_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local st = redis.call('HGET', KEYS[1], 'st:' .. ARGV[1])
-if not st then return -1 end
-local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. ARGV[1]) or '0')
+local step = ARGV[1]
+local st = redis.call('HGET', KEYS[1], 'st:' .. step)
+if not st then return {-1, 0} end
+local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. step) or '0')
 local attempt = tonumber(ARGV[2])
-if (st == 'queued' or st == 'waiting') and at == attempt - 1 then
-  redis.call('HSET', KEYS[1], 'st:' .. ARGV[1], 'running', 'at:' .. ARGV[1], attempt)
-  redis.call('RPUSH', KEYS[2], ARGV[3])
-  return 1
+local now = tonumber(ARGV[3])
+local entry = ARGV[5]
+if st == 'running' and at == attempt then
+  local lease = tonumber(redis.call('HGET', KEYS[1], 'ls:' .. step) or '0')
+  if lease > now then return {2, lease - now} end
+  entry = ARGV[6]
+elseif not ((st == 'queued' or st == 'waiting') and at == attempt - 1) then
+  return {0, 0}
 end
-return 0
+redis.call('HSET', KEYS[1], 'st:' .. step, 'running', 'at:' .. step, attempt, 'ls:' .. step, now + tonumber(ARGV[4]))
+redis.call('RPUSH', KEYS[2], entry)
+return {1, 0}
+"#,
+    )
+});
+
+/// Extends a running attempt's lease. ARGV: step, attempt, until.
+pub(crate) static RENEW_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local step = ARGV[1]
+local st = redis.call('HGET', KEYS[1], 'st:' .. step)
+local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. step) or '0')
+if st ~= 'running' or at ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'ls:' .. step, ARGV[3])
+return 1
 "#,
     )
 });
@@ -55,6 +77,7 @@ if st ~= 'running' or at ~= tonumber(ARGV[2]) then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'open'))}
 end
 redis.call('HSET', KEYS[1], 'st:' .. step, ARGV[3])
+redis.call('HDEL', KEYS[1], 'ls:' .. step)
 if ARGV[4] ~= '' then
   if ARGV[3] == 'completed' then
     redis.call('HSET', KEYS[3], step, ARGV[4])
@@ -82,6 +105,7 @@ if not st then return -1 end
 local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. step) or '0')
 if st ~= 'running' or at ~= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'st:' .. step, 'waiting', 'er:' .. step, ARGV[3])
+redis.call('HDEL', KEYS[1], 'ls:' .. step)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'lg:' .. step, ARGV[4]) else redis.call('HDEL', KEYS[1], 'lg:' .. step) end
 redis.call('RPUSH', KEYS[2], ARGV[5])
 return 1

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
-    AttemptOutcome, CreateRun, EdgeTally, RunState, StateStore, Timer, Transition,
+    AttemptOutcome, CreateRun, EdgeTally, RunState, StartAttempt, StateStore, Timer, Transition,
 };
 use weir_core::{Error, ErrorKind, Event, Result};
 
@@ -162,6 +162,9 @@ impl RedisStateStore {
                     .unwrap_or(0);
                 state.error = run_hash.get(&format!("er:{id}")).cloned();
                 state.log = run_hash.get(&format!("lg:{id}")).cloned();
+                state.lease_until = run_hash
+                    .get(&format!("ls:{id}"))
+                    .and_then(|l| l.parse().ok());
                 let output = outputs
                     .get(id)
                     .or_else(|| run_hash.get(&format!("fo:{id}")));
@@ -334,21 +337,52 @@ impl StateStore for RedisStateStore {
         Ok(out)
     }
 
-    async fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32) -> Result<bool> {
-        let entry = entry_json(
-            &HistoryEntry::now("step.started")
-                .step(step_id)
-                .attempt(attempt),
-        );
+    async fn start_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<StartAttempt> {
+        let entry = HistoryEntry::now("step.started")
+            .step(step_id)
+            .attempt(attempt);
+        let takeover = entry
+            .clone()
+            .detail("taken over: the lease of the previous holder expired");
         let mut inv = scripts::START_ATTEMPT.prepare_invoke();
         self.run_keys(&mut inv, run_id)
             .arg(step_id)
             .arg(attempt)
-            .arg(entry);
-        match self.conn.script::<i64>(&inv).await? {
+            .arg(now_ms)
+            .arg(lease_ms)
+            .arg(entry_json(&entry))
+            .arg(entry_json(&takeover));
+        let (answer, left): (i64, i64) = self.conn.script(&inv).await?;
+        match answer {
             -1 => Err(not_found(format!("run {run_id:?} has no step {step_id:?}"))),
-            n => Ok(n == 1),
+            1 => Ok(StartAttempt::Started),
+            2 => Ok(StartAttempt::Busy {
+                lease_left_ms: left,
+            }),
+            _ => Ok(StartAttempt::Stale),
         }
+    }
+
+    async fn renew_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        until_ms: i64,
+    ) -> Result<bool> {
+        let mut inv = scripts::RENEW_ATTEMPT.prepare_invoke();
+        inv.key(self.keys.run(run_id))
+            .arg(step_id)
+            .arg(attempt)
+            .arg(until_ms);
+        Ok(self.conn.script::<i64>(&inv).await? == 1)
     }
 
     async fn finish_attempt(
