@@ -12,6 +12,7 @@
 //! signing_key = "hmac-secret-for-http-steps"
 //! executor_concurrency = 256
 //! shutdown_grace = "30s"
+//! step_lease = "30s"
 //! ```
 
 use std::net::SocketAddr;
@@ -43,6 +44,9 @@ pub struct ServeConfig {
     pub executor_concurrency: Option<usize>,
     /// How long SIGTERM waits for steps in flight (default `30s`).
     pub shutdown_grace: Option<String>,
+    /// How long a running step is held without renewal before another node takes it over
+    /// (default `30s`; renewed every third of it while the step runs).
+    pub step_lease: Option<String>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -63,6 +67,7 @@ impl std::fmt::Debug for ServeConfig {
             )
             .field("executor_concurrency", &self.executor_concurrency)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("step_lease", &self.step_lease)
             .finish()
     }
 }

@@ -20,6 +20,7 @@ const KNOWN_STATE: &[(&str, &str)] = &[
 const KNOWN_BROKERS: &[(&str, &str)] = &[
     ("memory", "default"),
     ("redis", "broker-redis"),
+    ("rediss", "broker-redis"),
     ("amqp", "broker-amqp"),
     ("amqps", "broker-amqp"),
     ("kafka", "broker-kafka"),

@@ -251,7 +251,59 @@ async fn the_same_event_id_starts_one_run(state: &str) {
     handle.shutdown().await;
 }
 
+/// A node that recorded a step's end and died before moving the run on: the redelivered
+/// message finds the attempt finished and moves the run on instead.
+async fn a_redelivered_message_recovers_a_run_its_node_left_behind(state: &str) {
+    use weir::core::state::{AttemptOutcome, StartAttempt, StepMessage};
+    let mut b = step("b");
+    b["after"] = json!([{"step": "a"}]);
+    let def = json!({"id": "left-behind", "triggers": [{"event": "t/left"}], "steps": {"a": step("a"), "b": b}});
+    let f = function_dir(&def, &[("a", "echo '{}'"), ("b", "echo '{\"b\": 1}'")]);
+    // The engine's loops are not started: this test plays the dead node by hand.
+    let (engine, handle) = engine_on(&f.dir, state).await;
+    handle.shutdown().await;
+    let event = weir::core::Event::from_json(json!({"name": "t/left"}), "").expect("event");
+    let run_id = engine.route(&event).await.expect("route").remove(0);
+    let store = engine.state();
+    let now = weir::core::event::now_ms();
+    let started = store
+        .start_attempt(&run_id, "a", 1, now, 30_000)
+        .await
+        .expect("start");
+    assert_eq!(started, StartAttempt::Started);
+    let out = AttemptOutcome::Completed {
+        output: json!({"a": 1}),
+        log: None,
+    };
+    assert!(
+        store
+            .finish_attempt(&run_id, "a", 1, &out)
+            .await
+            .expect("finish")
+            .applied
+    );
+    // ... and the node died here: b is still pending.
+    let stuck = store.get_run(&run_id).await.expect("get").expect("run");
+    assert_eq!(stuck.steps["b"].status, StepStatus::Pending);
+    let msg = StepMessage {
+        run_id: run_id.clone(),
+        step_id: "a".into(),
+        attempt: 1,
+    };
+    engine.execute(&msg).await.expect("redelivery");
+    let b_msg = StepMessage {
+        run_id: run_id.clone(),
+        step_id: "b".into(),
+        attempt: 1,
+    };
+    engine.execute(&b_msg).await.expect("b runs");
+    let run = store.get_run(&run_id).await.expect("get").expect("run");
+    assert_eq!(run.status, RunStatus::Completed, "{run:#?}");
+    assert_eq!(run.steps["b"].output, Some(json!({"b": 1})));
+}
+
 on_every_state!(
+    a_redelivered_message_recovers_a_run_its_node_left_behind,
     diamond_runs_the_join_once_with_both_outputs,
     false_condition_skips_the_child_and_every_descendant,
     step_failing_twice_then_succeeding_completes_with_three_attempts,

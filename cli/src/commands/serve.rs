@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// How long SIGTERM waits for steps in flight before handing them back [default: 30s].
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
+    /// How long a running step is held without renewal before another node takes it over
+    /// [default: 30s].
+    #[arg(long, env = "WEIR_STEP_LEASE")]
+    pub step_lease: Option<String>,
 }
 
 impl ServeArgs {
@@ -70,6 +74,7 @@ impl ServeArgs {
             signing_key: self.signing_key.clone(),
             executor_concurrency: self.executor_concurrency,
             shutdown_grace: self.shutdown_grace.clone(),
+            step_lease: self.step_lease.clone(),
         }
     }
 }
@@ -118,12 +123,16 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
     let grace = config.shutdown_grace.as_deref().unwrap_or("30s");
     let grace = weir_core::duration::parse_duration(grace)
         .map_err(|m| Error::new(ErrorKind::Config, format!("shutdown_grace: {m}")))?;
+    let step_lease = config.step_lease.as_deref().unwrap_or("30s");
+    let step_lease = weir_core::duration::parse_duration(step_lease)
+        .map_err(|m| Error::new(ErrorKind::Config, format!("step_lease: {m}")))?;
     let options = EngineOptions {
         state_url: config.state.clone().unwrap_or_else(|| "memory://".into()),
         broker_url: config.broker.clone().unwrap_or_else(|| "memory://".into()),
         signing_key: config.signing_key.clone(),
         config: EngineConfig {
             executor_concurrency: config.executor_concurrency.unwrap_or(256),
+            step_lease,
             ..EngineConfig::default()
         },
     };

@@ -16,7 +16,7 @@ use crate::event::now_ms;
 use crate::expr::Vars;
 use crate::function::{Function, Join};
 use crate::protocol::{Outcome, StepContext, StepInput, classify};
-use crate::run::{RunStatus, StepStatus};
+use crate::run::{Run, RunStatus, StepStatus};
 use crate::state::{AttemptOutcome, RunState, StartAttempt, StepMessage, Timer, TimerAction};
 
 /// Extra time the engine grants a driver past the step timeout before giving up on it.
@@ -132,6 +132,7 @@ impl Engine {
             }
             StartAttempt::Stale => {
                 debug!(run = %msg.run_id, step = %msg.step_id, attempt = msg.attempt, "stale step message");
+                self.recover(&function, run, index).await?;
                 return Ok(Executed::Done);
             }
         }
@@ -171,6 +172,7 @@ impl Engine {
                             output: Some(output),
                         },
                         t.open_steps,
+                        None,
                     )
                     .await?;
                 }
@@ -228,6 +230,7 @@ impl Engine {
                             output: None,
                         },
                         t.open_steps,
+                        None,
                     )
                     .await?;
                 }
@@ -345,12 +348,18 @@ impl Engine {
     /// Resolves the outgoing edges of finished steps: enqueues children that became ready,
     /// skips children that will not run (and their descendants), and finishes the run when no
     /// step is left open.
+    ///
+    /// `recovering` holds a snapshot of the whole run when this repeats the work of a node that
+    /// recorded the step's end and then died: every decision is then re-derived from the stored
+    /// tallies, and children already queued (or skipped) are enqueued (or followed) again —
+    /// duplicates are harmless, since an attempt starts once.
     async fn advance(
         &self,
         function: &Function,
         run: RunState,
         done: Done,
         open_steps: usize,
+        recovering: Option<&Run>,
     ) -> Result<()> {
         let state = &self.inner.state;
         let RunState {
@@ -403,14 +412,16 @@ impl Engine {
                 let tally = state
                     .resolve_edge(&run_id, &child.id, &parent.id, taken)
                     .await?;
-                if !tally.recorded {
+                if !tally.recorded && recovering.is_none() {
                     continue;
                 }
+                let snapshot = recovering.and_then(|r| r.steps.get(&child.id));
                 let total = child.parents.len();
                 let resolved = tally.taken + tally.not_taken;
                 let run_child = match child.join {
                     Join::All if resolved == total => Some(tally.not_taken == 0),
                     Join::All => None,
+                    Join::Any if recovering.is_some() && tally.taken >= 1 => Some(true),
                     Join::Any if taken && tally.taken == 1 => Some(true),
                     Join::Any if resolved == total && tally.taken == 0 => Some(false),
                     Join::Any => None,
@@ -426,7 +437,9 @@ impl Engine {
                                 None,
                             )
                             .await?;
-                        if t.applied {
+                        let lost_message = snapshot
+                            .is_some_and(|s| s.status == StepStatus::Queued && s.attempts == 0);
+                        if t.applied || lost_message {
                             let msg = StepMessage {
                                 run_id: run_id.clone(),
                                 step_id: child.id.clone(),
@@ -459,6 +472,10 @@ impl Engine {
                             .await?;
                         if t.applied {
                             open = t.open_steps;
+                        }
+                        let skipped_before =
+                            snapshot.is_some_and(|s| s.status == StepStatus::Skipped);
+                        if t.applied || skipped_before {
                             work.push(Done {
                                 step: edge.child,
                                 status: StepStatus::Skipped,
@@ -470,10 +487,34 @@ impl Engine {
                 }
             }
         }
-        if open == 0 {
+        if open == 0 || recovering.is_some() {
             self.finish(&run_id).await?;
         }
         Ok(())
+    }
+
+    /// A message for an attempt that already ended: its node may have died after recording
+    /// the end and before moving the run on, so move it on again (idempotently).
+    async fn recover(&self, function: &Function, run: RunState, index: usize) -> Result<()> {
+        let Some(full) = self.inner.state.get_run(&run.id).await? else {
+            return Ok(());
+        };
+        let step = &function.steps[index];
+        let Some(state) = full.steps.get(&step.id) else {
+            return Ok(());
+        };
+        if !state.status.is_terminal() || full.status != RunStatus::Running {
+            return Ok(());
+        }
+        let output = (state.status == StepStatus::Completed)
+            .then(|| state.output.clone().unwrap_or(Value::Null));
+        let done = Done {
+            step: index,
+            status: state.status,
+            output,
+        };
+        self.advance(function, run, done, usize::MAX, Some(&full))
+            .await
     }
 
     async fn finish(&self, run_id: &str) -> Result<()> {

@@ -1,0 +1,322 @@
+//! Edge cases of [`RedisBroker`] beyond the conformance suite (need `WEIR_TEST_REDIS_URL`).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{nothing_within, raw, raw_url, recv, take, unique, url_with};
+use tokio::time::timeout;
+use weir_broker_redis::{MAX_NATIVE_DELAY, RedisBroker};
+use weir_core::ErrorKind;
+use weir_core::broker::Broker;
+
+const PARAMS: &str = "prefix=weir-test&lease=2s&block=250ms";
+
+async fn broker(params: &str) -> Option<RedisBroker> {
+    let url = url_with(params)?;
+    Some(RedisBroker::connect(&url).await.expect("connect"))
+}
+
+async fn xlen(stream: &str) -> i64 {
+    let url = raw_url().expect("url");
+    redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut raw(&url).await)
+        .await
+        .expect("xlen")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_is_cancel_safe_under_load() {
+    const N: usize = 300;
+    let Some(broker) = broker(PARAMS).await else {
+        return;
+    };
+    let broker = Arc::new(broker);
+    let (topic, group) = (unique("cancel"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let publisher = {
+        let broker = broker.clone();
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                broker
+                    .publish(&topic, "k", Bytes::from(format!("m{i}")))
+                    .await
+                    .expect("publish");
+                if i % 7 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    // Cancel next() all the time; nothing may be lost or duplicated.
+    let mut got = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut cancelled = 0;
+    while got.len() < N && tokio::time::Instant::now() < deadline {
+        match timeout(Duration::from_micros(300), sub.next()).await {
+            Err(_) => cancelled += 1,
+            Ok(d) => {
+                let d = d.expect("next");
+                assert_eq!(d.redeliveries, 0, "redelivered: lost in a cancelled next()");
+                let payload = String::from_utf8_lossy(&d.payload).into_owned();
+                assert!(got.insert(payload.clone()), "{payload} delivered twice");
+                d.ack().await.expect("ack");
+            }
+        }
+    }
+    publisher.await.expect("publisher");
+    assert_eq!(
+        got.len(),
+        N,
+        "lost messages ({cancelled} cancelled next() calls)"
+    );
+    assert!(cancelled > 0, "the test never cancelled next()");
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn redeliveries_count_every_nack_and_drop() {
+    let Some(broker) = broker(PARAMS).await else {
+        return;
+    };
+    let (topic, group) = (unique("count"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"x"))
+        .await
+        .expect("publish");
+    recv(&mut sub).await.nack(None).await.expect("nack");
+    drop(recv(&mut sub).await);
+    recv(&mut sub)
+        .await
+        .nack(Some(Duration::from_millis(10)))
+        .await
+        .expect("nack");
+    let d = recv(&mut sub).await;
+    assert_eq!(d.redeliveries, 3);
+    assert_eq!(d.key, "k");
+    d.ack().await.expect("ack");
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    // Acked redeliveries are deleted from the group's retry stream.
+    assert_eq!(xlen(&format!("weir-test:retry:{topic}:{group}")).await, 0);
+}
+
+#[tokio::test]
+async fn oversized_payloads_are_rejected_and_batches_are_all_or_nothing() {
+    let Some(broker) = broker("prefix=weir-test&lease=2s&max_message_bytes=1024").await else {
+        return;
+    };
+    assert_eq!(broker.capabilities().max_message_bytes, 1024);
+    let (topic, group) = (unique("big"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let big = Bytes::from(vec![0u8; 1025]);
+    let err = broker
+        .publish(&topic, "k", big.clone())
+        .await
+        .expect_err("accepted > max");
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert!(!err.is_retryable());
+    let batch = vec![
+        ("k".to_owned(), Bytes::from_static(b"ok")),
+        ("k".to_owned(), big),
+    ];
+    let err = broker
+        .publish_batch(&topic, batch)
+        .await
+        .expect_err("accepted > max");
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    broker
+        .publish_batch(&topic, Vec::new())
+        .await
+        .expect("empty batch");
+}
+
+#[tokio::test]
+async fn messages_before_any_group_go_to_the_first_group() {
+    let Some(broker) = broker(PARAMS).await else {
+        return;
+    };
+    let topic = unique("early");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"early"))
+        .await
+        .expect("publish");
+    let mut first = broker
+        .subscribe(&topic, &unique("g"))
+        .await
+        .expect("subscribe");
+    assert_eq!(&take(&mut first).await[..], b"early");
+    nothing_within(&mut first, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_entries_are_trimmed_once_every_group_has_them() {
+    let Some(broker) = broker(PARAMS).await else {
+        return;
+    };
+    let topic = unique("trim");
+    let stream = format!("weir-test:stream:{topic}");
+    let mut a = broker
+        .subscribe(&topic, &unique("ga"))
+        .await
+        .expect("subscribe");
+    let b_group = unique("gb");
+    drop(broker.subscribe(&topic, &b_group).await.expect("subscribe"));
+    for i in 0..20 {
+        broker
+            .publish(&topic, "k", Bytes::from(format!("m{i}")))
+            .await
+            .expect("publish");
+    }
+    for _ in 0..20 {
+        take(&mut a).await;
+    }
+    // `a` trims every lease (2 s); group b has read nothing, so nothing goes.
+    nothing_within(&mut a, Duration::from_millis(2500)).await;
+    assert_eq!(
+        xlen(&stream).await,
+        20,
+        "trimmed entries group b has not read"
+    );
+
+    let mut b = broker.subscribe(&topic, &b_group).await.expect("subscribe");
+    for _ in 0..10 {
+        take(&mut b).await;
+    }
+    nothing_within(&mut a, Duration::from_millis(2500)).await;
+    assert_eq!(
+        xlen(&stream).await,
+        10,
+        "not trimmed to what group b still needs"
+    );
+    for _ in 0..10 {
+        take(&mut b).await;
+    }
+    nothing_within(&mut a, Duration::from_millis(2500)).await;
+    assert_eq!(xlen(&stream).await, 0, "acked entries kept");
+}
+
+#[tokio::test]
+async fn maxlen_caps_the_stream() {
+    let Some(broker) = broker("prefix=weir-test&maxlen=10").await else {
+        return;
+    };
+    let topic = unique("maxlen");
+    let batch = (0..1000)
+        .map(|i| (format!("k{i}"), Bytes::from(format!("m{i}"))))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("publish");
+    let len = xlen(&format!("weir-test:stream:{topic}")).await;
+    // Approximate trimming (`~`) keeps whole stream nodes (100 entries by default).
+    assert!((10..=200).contains(&len), "XLEN {len}");
+}
+
+#[tokio::test]
+async fn a_delay_beyond_the_ceiling_is_scheduled_at_it_and_reported() {
+    let Some(broker) = broker(PARAMS).await else {
+        return;
+    };
+    assert_eq!(
+        broker.capabilities().max_native_delay,
+        Some(MAX_NATIVE_DELAY)
+    );
+    let (topic, group) = (unique("ceiling"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"x"))
+        .await
+        .expect("publish");
+    let err = recv(&mut sub)
+        .await
+        .nack(Some(MAX_NATIVE_DELAY * 2))
+        .await
+        .expect_err("delay beyond the ceiling");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let url = raw_url().expect("url");
+    let delayed: i64 = redis::cmd("ZCARD")
+        .arg(format!("weir-test:delayed:{topic}:{group}"))
+        .query_async(&mut raw(&url).await)
+        .await
+        .expect("zcard");
+    assert_eq!(delayed, 1, "the message was not kept");
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_dropped_subscription_deletes_its_consumer() {
+    let Some(broker) = broker(PARAMS).await else {
+        return;
+    };
+    let (topic, group) = (unique("forget"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"x"))
+        .await
+        .expect("publish");
+    take(&mut sub).await;
+    drop(sub);
+    let url = raw_url().expect("url");
+    let mut con = raw(&url).await;
+    let stream = format!("weir-test:stream:{topic}");
+    let mut consumers = usize::MAX;
+    for _ in 0..50 {
+        let list: Vec<redis::Value> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&stream)
+            .arg(&group)
+            .query_async(&mut con)
+            .await
+            .expect("xinfo");
+        consumers = list.len();
+        if consumers == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        consumers, 0,
+        "the consumer of a dropped subscription is still listed"
+    );
+}
+
+#[tokio::test]
+async fn bad_names_are_invalid_input() {
+    let Some(broker) = broker(PARAMS).await else {
+        return;
+    };
+    for (topic, group) in [("a:b", "g"), ("t", "g:1"), ("", "g"), ("t", "with space")] {
+        let err = broker
+            .subscribe(topic, group)
+            .await
+            .err()
+            .expect("accepted");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{topic}/{group}");
+    }
+    let err = broker
+        .publish("a:b", "k", Bytes::new())
+        .await
+        .expect_err("accepted");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_unavailable() {
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let err = RedisBroker::connect(&format!("redis://:pw@127.0.0.1:{port}?timeout=200ms"))
+        .await
+        .expect_err("connected to nothing");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    assert!(!format!("{err:?}").contains(":pw@"), "{err:?}");
+}
