@@ -267,3 +267,269 @@ async fn two_nodes_survive_a_kill_9_and_lose_nothing() {
     drop(node_a);
     drop(node_b);
 }
+
+/// A redis-server of the test's own (never the shared one), with every write fsynced so a
+/// restart loses nothing.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let r = PrivateRedis { port, dir };
+        r.launch();
+        r
+    }
+
+    fn launch(&self) {
+        let status = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "yes",
+            ])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args([
+                "--pidfile",
+                &self.dir.path().join("redis.pid").display().to_string(),
+            ])
+            .status()
+            .expect("redis-server");
+        assert!(status.success());
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("private redis did not start");
+    }
+
+    fn stop(&self) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown"])
+            .status();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A function whose only step fails its first two attempts (per run), then succeeds.
+fn flaky_function(dir: &Path) -> PathBuf {
+    let f = dir.join("functions/flaky");
+    std::fs::create_dir_all(f.join("steps")).expect("mkdir");
+    let def = json!({"id": "flaky", "triggers": [{"event": "restart/test"}],
+                     "steps": {"only": {"path": "file://./steps/only", "runtime": {"type": "process"}}}});
+    std::fs::write(
+        f.join("weir.json"),
+        serde_json::to_vec_pretty(&def).expect("json"),
+    )
+    .expect("write");
+    let script = "#!/bin/sh\ncat > /dev/null\nif [ \"$WEIR_ATTEMPT\" -lt 3 ]; then echo \"attempt $WEIR_ATTEMPT fails\" >&2; exit 1; fi\necho '{\"ok\": true}'\n";
+    let path = f.join("steps/only");
+    std::fs::write(&path, script).expect("write script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir.join("functions")
+}
+
+async fn runs_with_status(base: &str, function: &str, status: &str) -> usize {
+    let url = format!("{base}/v1/runs?function={function}&status={status}&limit=10000");
+    match reqwest::get(url).await {
+        Ok(r) => r.json::<Vec<Value>>().await.map(|v| v.len()).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_for(base: &str, function: &str, status: &str, n: usize, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = runs_with_status(base, function, status).await;
+        if got >= n || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stop every process while runs wait on retry timers; start again: the runs resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_waiting_on_retries_resume_after_a_full_restart() {
+    let Some(redis) = weir_core::testkit::service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = flaky_function(tmp.path());
+    let sep = if redis.contains('?') { '&' } else { '?' };
+    let prefix = format!("weirrestart-{}", ulid::Ulid::new());
+    let state = format!("{redis}{sep}prefix={prefix}");
+    let broker = format!("{redis}{sep}prefix={prefix}&lease=2s");
+    let port = free_port();
+    let node = start_node(
+        &functions,
+        &state,
+        &broker,
+        port,
+        &tmp.path().join("n1.log"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let batch: Vec<Value> = (0..20)
+        .map(|i| json!({"name": "restart/test", "data": {"i": i}}))
+        .collect();
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{base}/e/{KEY}"))
+        .json(&batch)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["ids"].as_array().map(Vec::len), Some(20));
+    // Let every run fail its first attempt and wait on its retry timer, then stop everything.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        runs_with_status(&base, "flaky", "completed").await,
+        0,
+        "retries take ≥ 0.5 s"
+    );
+    drop(node);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let node = start_node(
+        &functions,
+        &state,
+        &broker,
+        port,
+        &tmp.path().join("n2.log"),
+    );
+    let done = wait_for(&base, "flaky", "completed", 20, Duration::from_secs(60)).await;
+    assert_eq!(
+        done, 20,
+        "every run resumed and completed after the restart"
+    );
+    drop(node);
+}
+
+/// Redis restarts mid-run: errors are retried, the node reconnects by itself, no run is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_loses_no_run() {
+    // Needs redis-server on the PATH (scripts/test.sh installs it); tied to the same service.
+    if weir_core::testkit::service_url("WEIR_TEST_REDIS_URL").is_none() {
+        return;
+    }
+    let redis = PrivateRedis::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ledger = tmp.path().join("ledger.txt");
+    let functions = function(tmp.path(), &ledger);
+    let state = format!("{}?prefix=weir", redis.url());
+    let broker = format!("{}?prefix=weir&lease=2s", redis.url());
+    let port = free_port();
+    let _node = start_node(&functions, &state, &broker, port, &tmp.path().join("n.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut sent = 0;
+    for round in 0..4 {
+        let batch: Vec<Value> = (0..50)
+            .map(|i| json!({"name": "crash/test", "data": {"n": round * 50 + i}}))
+            .collect();
+        let answer: Value = client
+            .post(format!("{base}/e/{KEY}"))
+            .json(&batch)
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json");
+        sent += answer["ids"].as_array().map(Vec::len).unwrap_or(0);
+        if round == 1 {
+            redis.stop();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            redis.launch();
+        }
+    }
+    assert_eq!(sent, 200, "all events accepted once Redis was back");
+    let done = wait_for(&base, "ledger", "completed", 200, Duration::from_secs(120)).await;
+    let log = std::fs::read_to_string(tmp.path().join("n.log")).unwrap_or_default();
+    if done != 200 {
+        let stuck = stuck_runs(&base, "ledger").await;
+        panic!(
+            "{done}/200 runs completed across the Redis restart\nstuck runs: {stuck}\nnode log tail: {}",
+            &log[log.len().saturating_sub(3000)..]
+        );
+    }
+    let retried = log.lines().filter(|l| l.contains("WARN")).count();
+    if std::env::var("WEIR_TEST_VERBOSE").is_ok() {
+        println!("{log}");
+        let runs: Vec<Value> = reqwest::get(format!("{base}/v1/runs?function=ledger&limit=1000"))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        let slowest = runs
+            .iter()
+            .max_by_key(|r| {
+                r["ended_at"].as_i64().unwrap_or(0) - r["created_at"].as_i64().unwrap_or(0)
+            })
+            .expect("runs");
+        let detail: Value = reqwest::get(format!(
+            "{base}/v1/runs/{}",
+            slowest["id"].as_str().expect("id")
+        ))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+        println!("slowest run: {}", detail["timeline"]);
+    }
+    println!("redis restart: 200/200 runs completed; {retried} warning(s) about retried errors");
+}
+
+/// The timelines of runs still running, for failure messages.
+async fn stuck_runs(base: &str, function: &str) -> String {
+    let url = format!("{base}/v1/runs?function={function}&status=running&limit=5");
+    let Ok(answer) = reqwest::get(url).await else {
+        return "(API unreachable)".into();
+    };
+    let runs: Vec<Value> = answer.json().await.unwrap_or_default();
+    let mut out = String::new();
+    for r in runs {
+        let id = r["id"].as_str().unwrap_or_default();
+        if let Ok(detail) = reqwest::get(format!("{base}/v1/runs/{id}")).await {
+            let detail: Value = detail.json().await.unwrap_or_default();
+            out.push_str(&format!("\n{}\n{}", detail["steps"], detail["timeline"]));
+        }
+    }
+    out
+}

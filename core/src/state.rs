@@ -224,7 +224,8 @@ pub trait StateStore: Send + Sync + 'static {
         taken: bool,
     ) -> Result<EdgeTally>;
 
-    /// Marks the run finished (`Running` → `status`); true for the one call that did it.
+    /// Marks the run finished (`Running` → `status`); true for the one call that did it. Calling
+    /// it again on a finished run changes nothing but may repair derived data (indexes).
     async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool>;
 
     /// Schedules a timer; a timer with the same id is kept as it was.

@@ -503,7 +503,13 @@ impl Engine {
         let Some(state) = full.steps.get(&step.id) else {
             return Ok(());
         };
-        if !state.status.is_terminal() || full.status != RunStatus::Running {
+        if full.status != RunStatus::Running {
+            // Finished: repeat the (idempotent) finish, which repairs what the dead node may
+            // have left half-done (a store's listing indexes).
+            self.inner.state.finish_run(&full.id, full.status).await?;
+            return Ok(());
+        }
+        if !state.status.is_terminal() {
             return Ok(());
         }
         let output = (state.status == StepStatus::Completed)

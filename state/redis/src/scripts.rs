@@ -157,17 +157,19 @@ return {recorded, t, n}
     )
 });
 
-/// `running` → final status. ARGV: status, ended_at, entry. Answers `{1, created_at}` when
-/// applied, `{0, 0}` when the run had finished, `{-1, 0}` for a missing run.
+/// `running` → final status. ARGV: status, ended_at, entry. Answers
+/// `{1, created_at, status}` when applied, `{0, created_at, status}` when the run had already
+/// finished (so the caller can repair the status index), `{-1, 0, ''}` for a missing run.
 pub(crate) static FINISH_RUN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {-1, 0} end
-if st ~= 'running' then return {0, 0} end
+if not st then return {-1, 0, ''} end
+local created = tonumber(redis.call('HGET', KEYS[1], 'created_at'))
+if st ~= 'running' then return {0, created, st} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'ended_at', ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[3])
-return {1, tonumber(redis.call('HGET', KEYS[1], 'created_at'))}
+return {1, created, ARGV[1]}
 "#,
     )
 });

@@ -117,24 +117,32 @@ impl RedisStateStore {
         }
         let created: i64 = self.conn.script(&inv).await?;
         if created == 1 {
-            let mut pipe = redis::pipe();
-            let score = run.created_at;
-            pipe.zadd(self.keys.runs(), &run.id, score).ignore();
-            pipe.zadd(self.keys.runs_by("fn", &run.function_id), &run.id, score)
-                .ignore();
+            self.index_run(run).await?;
+        }
+        Ok(created == 1)
+    }
+
+    /// Adds the run to the listing indexes (idempotent; they live outside the run's slot).
+    async fn index_run(&self, run: &Run) -> Result<()> {
+        let mut pipe = redis::pipe();
+        let score = run.created_at;
+        pipe.zadd(self.keys.runs(), &run.id, score).ignore();
+        pipe.zadd(self.keys.runs_by("fn", &run.function_id), &run.id, score)
+            .ignore();
+        // A finished run's status entry is written by finish_run.
+        if run.status == RunStatus::Running {
             pipe.zadd(
                 self.keys.runs_by("status", run.status.as_str()),
                 &run.id,
                 score,
             )
             .ignore();
-            if let Some(user) = run.event.user_key() {
-                pipe.zadd(self.keys.runs_by("user", &user), &run.id, score)
-                    .ignore();
-            }
-            self.conn.pipe::<()>(&pipe).await?;
         }
-        Ok(created == 1)
+        if let Some(user) = run.event.user_key() {
+            pipe.zadd(self.keys.runs_by("user", &user), &run.id, score)
+                .ignore();
+        }
+        self.conn.pipe::<()>(&pipe).await
     }
 
     /// Builds a run from its hash, outputs and timeline.
@@ -222,6 +230,8 @@ impl StateStore for RedisStateStore {
             return Ok(CreateRun::Created);
         };
         if let Some(found) = self.get_run(&existing_id).await? {
+            // The creator may have died before indexing the run: index it again (idempotent).
+            self.index_run(&found).await?;
             return Ok(CreateRun::Exists(Box::new(found)));
         }
         // The node that claimed the key died before storing the run: store it under that id.
@@ -546,27 +556,27 @@ impl StateStore for RedisStateStore {
             .arg(status.as_str())
             .arg(entry.at)
             .arg(entry_json(&entry));
-        let (applied, created_at): (i64, i64) = self.conn.script(&inv).await?;
-        match applied {
-            -1 => Err(not_found(format!("no run {run_id:?}"))),
-            1 => {
-                let mut pipe = redis::pipe();
-                pipe.zrem(
-                    self.keys.runs_by("status", RunStatus::Running.as_str()),
-                    run_id,
-                )
-                .ignore();
-                pipe.zadd(
-                    self.keys.runs_by("status", status.as_str()),
-                    run_id,
-                    created_at,
-                )
-                .ignore();
-                self.conn.pipe::<()>(&pipe).await?;
-                Ok(true)
-            }
-            _ => Ok(false),
+        let (applied, created_at, final_status): (i64, i64, String) =
+            self.conn.script(&inv).await?;
+        if applied == -1 {
+            return Err(not_found(format!("no run {run_id:?}")));
         }
+        // The status index lives in other slots: move the run in it after the script, and again
+        // on every later call (idempotent), so a node dying in between leaves no run misfiled.
+        let mut pipe = redis::pipe();
+        pipe.zrem(
+            self.keys.runs_by("status", RunStatus::Running.as_str()),
+            run_id,
+        )
+        .ignore();
+        pipe.zadd(
+            self.keys.runs_by("status", &final_status),
+            run_id,
+            created_at,
+        )
+        .ignore();
+        self.conn.pipe::<()>(&pipe).await?;
+        Ok(applied == 1)
     }
 
     async fn schedule_timer(&self, timer: &Timer) -> Result<()> {
