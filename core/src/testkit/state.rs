@@ -448,7 +448,8 @@ pub async fn timers_fire_once_in_due_order(store: Arc<dyn StateStore>) {
 pub async fn finish_run_once_and_list_runs(store: Arc<dyn StateStore>) {
     let function = unique("fn");
     let r1 = sample_run(&function, "alice");
-    let r2 = sample_run(&function, "bob");
+    let mut r2 = sample_run(&function, "bob");
+    r2.created_at = r1.created_at + 1; // newest first: r2
     store.create_run(&r1).await.expect("create");
     store.create_run(&r2).await.expect("create");
     assert!(
