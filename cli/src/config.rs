@@ -107,25 +107,37 @@ impl ServeConfig {
         })
     }
 
-    /// Values of `other` replace those of `self` where set.
-    pub fn overlay(mut self, other: ServeConfig) -> Self {
-        macro_rules! take {
-            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
-        }
-        take!(
+    /// Values of `other` replace those of `self` where set. `other` is destructured in full,
+    /// so a new setting cannot be left out (it would be silently ignored).
+    pub fn overlay(self, other: ServeConfig) -> Self {
+        let ServeConfig {
             functions,
             state,
             broker,
             listen,
+            event_keys,
             roles,
             signing_key,
             executor_concurrency,
-            shutdown_grace
-        );
-        if !other.event_keys.is_empty() {
-            self.event_keys = other.event_keys;
+            shutdown_grace,
+            step_lease,
+        } = other;
+        ServeConfig {
+            functions: functions.or(self.functions),
+            state: state.or(self.state),
+            broker: broker.or(self.broker),
+            listen: listen.or(self.listen),
+            event_keys: if event_keys.is_empty() {
+                self.event_keys
+            } else {
+                event_keys
+            },
+            roles: roles.or(self.roles),
+            signing_key: signing_key.or(self.signing_key),
+            executor_concurrency: executor_concurrency.or(self.executor_concurrency),
+            shutdown_grace: shutdown_grace.or(self.shutdown_grace),
+            step_lease: step_lease.or(self.step_lease),
         }
-        self
     }
 }
 
@@ -148,6 +160,39 @@ mod tests {
         assert_eq!(merged.state.as_deref(), Some("redis://:pw@h:6379/0"));
         let debug = format!("{merged:?}");
         assert!(!debug.contains("pw") && !debug.contains("k1"), "{debug}");
+    }
+
+    #[test]
+    fn every_setting_is_overridden() {
+        // `weir serve --step-lease 2s` (or WEIR_STEP_LEASE) was dropped here, so the engine ran
+        // with the default 30 s lease: a step whose node lost Redis was taken over 30 s late.
+        let flags = ServeConfig {
+            functions: Some("fns".into()),
+            state: Some("redis://h/0".into()),
+            broker: Some("redis://h/1?lease=2s".into()),
+            listen: Some("127.0.0.1:9001".parse().unwrap()),
+            event_keys: vec!["k2".into()],
+            roles: Some(vec!["executor".into()]),
+            signing_key: Some("s2".into()),
+            executor_concurrency: Some(32),
+            shutdown_grace: Some("5s".into()),
+            step_lease: Some("2s".into()),
+        };
+        let file = ServeConfig {
+            functions: Some("other".into()),
+            state: Some("memory://".into()),
+            broker: Some("memory://".into()),
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            event_keys: vec!["k1".into()],
+            roles: Some(vec!["api".into()]),
+            signing_key: Some("s1".into()),
+            executor_concurrency: Some(256),
+            shutdown_grace: Some("30s".into()),
+            step_lease: Some("30s".into()),
+        };
+        assert_eq!(file.clone().overlay(flags.clone()), flags);
+        assert_eq!(ServeConfig::default().overlay(flags.clone()), flags);
+        assert_eq!(file.clone().overlay(ServeConfig::default()), file);
     }
 
     #[test]
