@@ -55,11 +55,11 @@ async fn step_arrived(State(s): State<StepServer>, body: Body) -> Response {
     axum::Json(json!({})).into_response()
 }
 
-/// A temporary function directory, removed on drop.
-struct TempDir(PathBuf);
+/// A temporary function directory, removed on drop (also used by `weir bench runs`).
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new() -> weir_core::Result<TempDir> {
+    pub(super) fn new() -> weir_core::Result<TempDir> {
         let dir = std::env::temp_dir().join(format!(
             "weir-bench-{}-{}",
             std::process::id(),

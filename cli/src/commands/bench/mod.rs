@@ -5,6 +5,8 @@
 //!   runs the same load against a bare axum server that only parses the JSON body.
 //! - `weir bench latency` measures event POSTed → first step started, in one process, with a
 //!   local HTTP step server.
+//! - `weir bench runs` measures runs completed per second through the whole engine, in one
+//!   process, on any state store and broker (and, on Redis, the state round trips per step).
 //! - `weir bench baseline-server` (hidden) serves the bare baseline as its own process.
 //!
 //! This is how the project measures performance: figures come from release builds of this
@@ -17,6 +19,8 @@ mod load;
 mod local;
 mod paced;
 mod raw_client;
+mod runs;
+mod runs_setup;
 mod stats;
 
 use std::net::SocketAddr;
@@ -43,6 +47,10 @@ pub enum BenchCommand {
     /// End-to-end latency: event POSTed → its first step's HTTP request arrives, at a fixed rate,
     /// all in this process (engine, API and a local step server).
     Latency(LatencyArgs),
+    /// Runs completed per second: N events, each triggering a chain of 1–10 `http` steps,
+    /// through the engine on the given state store and broker, all in this process; with
+    /// --rate, event → first step started at a fixed rate.
+    Runs(RunsArgs),
     /// Serve the bare baseline (parse the JSON body, answer `{"ids":[],"status":200}`) as its own
     /// process, for `weir bench ingest --baseline-url`.
     #[command(hide = true)]
@@ -156,6 +164,57 @@ pub struct LatencyArgs {
     pub json: bool,
 }
 
+/// Arguments of `weir bench runs`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Everything runs in this process: the engine with every role on --state and --broker, one function
+triggered by `bench/runs` whose steps s1 → s2 → … are `http` steps to a local step server answering
+`{}`, and the load. No API: events go straight to the engine's ingest. Redis URLs get
+`prefix=weirbench-<ulid>` appended, so each bench run has its own keys (left in Redis afterwards;
+the prefix is printed).
+
+Without --rate: --events events are ingested in batches of --batch, one batch after another, as
+fast as they are taken; printed are runs finished per second and steps per second, from the first
+ingest to the last run finished. With --rate: single events at a fixed rate (tokio interval,
+MissedTickBehavior::Delay) for --seconds after a warm-up, and the p50/p90/p99/max of (first step's
+request arrival at the step server − ingest start).
+
+With a redis:// state store (the `state-redis` feature), the round trips the state and event stores
+made to Redis during the load are counted and printed per step executed and per run. They include
+the event appends (2 per ingest call) and the run creations.")]
+pub struct RunsArgs {
+    /// State store URL (memory://, redis://…).
+    #[arg(long, default_value = "memory://")]
+    pub state: String,
+    /// Broker URL (memory://, redis://…).
+    #[arg(long, default_value = "memory://")]
+    pub broker: String,
+    /// Number of events (one run each) without --rate.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// Steps per run, chained (1 and 3 are the figures the project tracks).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10))]
+    pub steps: u64,
+    /// Events per ingest call without --rate.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch: u64,
+    /// Send single events at this many per second and measure event → first step started.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub rate: Option<u64>,
+    /// With --rate: seconds of measured load (default 10).
+    #[arg(long, requires = "rate")]
+    pub seconds: Option<f64>,
+    /// With --rate: seconds of warm-up at the same rate (figures discarded).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_secs: f64,
+    /// Give up waiting for runs to finish after this many seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout_secs: f64,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `weir bench baseline-server`.
 #[derive(Debug, Args)]
 pub struct BaselineServerArgs {
@@ -168,6 +227,7 @@ pub(super) async fn bench(args: BenchArgs) -> weir_core::Result<i32> {
     match args.command {
         BenchCommand::Ingest(a) => ingest::ingest(a).await,
         BenchCommand::Latency(a) => latency::latency(a).await,
+        BenchCommand::Runs(a) => runs::runs(a).await,
         BenchCommand::BaselineServer(a) => baseline::baseline_server(a).await,
     }
 }
