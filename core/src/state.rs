@@ -54,6 +54,51 @@ pub struct EdgeTally {
     pub not_taken: usize,
 }
 
+/// How a child joins its incoming edges, for [`StateStore::resolve_edge_and_join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinRule {
+    /// The child's number of incoming edges.
+    pub parents: usize,
+    /// `join: any` (run on the first taken edge) rather than `all`.
+    pub any: bool,
+    /// Re-deriving the decision for a node that died (decide from the tally even when the
+    /// edge had been recorded before).
+    pub recovering: bool,
+}
+
+impl JoinRule {
+    /// The decision an edge resolution leads to: `Some(true)` queue the child, `Some(false)`
+    /// skip it, `None` not decided yet (or decided by another edge).
+    pub fn decide(&self, taken: bool, tally: &EdgeTally) -> Option<bool> {
+        let resolved = tally.taken + tally.not_taken;
+        if self.any {
+            let first_taken = taken && tally.taken == 1;
+            if tally.taken >= 1 && (first_taken || self.recovering) {
+                Some(true)
+            } else if resolved == self.parents && tally.taken == 0 {
+                Some(false)
+            } else {
+                None
+            }
+        } else if resolved == self.parents {
+            Some(tally.not_taken == 0)
+        } else {
+            None
+        }
+    }
+}
+
+/// The answer of [`StateStore::resolve_edge_and_join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeJoin {
+    /// The child's tally after recording the edge.
+    pub tally: EdgeTally,
+    /// `Some(true)` the child is to be queued, `Some(false)` skipped, `None` undecided.
+    pub decision: Option<bool>,
+    /// The child's `pending → queued|skipped` transition, when a decision was made.
+    pub transition: Option<Transition>,
+}
+
 /// How an attempt ended, as [`StateStore::finish_attempt`] records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -223,6 +268,52 @@ pub trait StateStore: Send + Sync + 'static {
         parent: &str,
         taken: bool,
     ) -> Result<EdgeTally>;
+
+    /// Records edge `parent → child` and applies the child's join rule in one step: when the
+    /// edge decides the join, moves the child `pending → queued` (or `pending → skipped`, with
+    /// `skip_reason`). Stores should do it in one round trip; the default composes
+    /// [`StateStore::resolve_edge`] and [`StateStore::transition_step`].
+    async fn resolve_edge_and_join(
+        &self,
+        run_id: &str,
+        child: &str,
+        parent: &str,
+        taken: bool,
+        rule: JoinRule,
+        skip_reason: &str,
+    ) -> Result<EdgeJoin> {
+        let tally = self.resolve_edge(run_id, child, parent, taken).await?;
+        if !tally.recorded && !rule.recovering {
+            return Ok(EdgeJoin {
+                tally,
+                decision: None,
+                transition: None,
+            });
+        }
+        let decision = rule.decide(taken, &tally);
+        let transition = match decision {
+            Some(true) => Some(
+                self.transition_step(run_id, child, StepStatus::Pending, StepStatus::Queued, None)
+                    .await?,
+            ),
+            Some(false) => Some(
+                self.transition_step(
+                    run_id,
+                    child,
+                    StepStatus::Pending,
+                    StepStatus::Skipped,
+                    Some(skip_reason),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        Ok(EdgeJoin {
+            tally,
+            decision,
+            transition,
+        })
+    }
 
     /// Marks the run finished (`Running` → `status`); true for the one call that did it. Calling
     /// it again on a finished run changes nothing but may repair derived data (indexes).

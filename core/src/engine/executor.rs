@@ -17,7 +17,9 @@ use crate::expr::Vars;
 use crate::function::{Function, Join};
 use crate::protocol::{Outcome, StepContext, StepInput, classify};
 use crate::run::{Run, RunStatus, StepStatus};
-use crate::state::{AttemptOutcome, RunState, StartAttempt, StepMessage, Timer, TimerAction};
+use crate::state::{
+    AttemptOutcome, JoinRule, RunState, StartAttempt, StepMessage, Timer, TimerAction,
+};
 
 /// Extra time the engine grants a driver past the step timeout before giving up on it.
 const DRIVER_GRACE: Duration = Duration::from_secs(5);
@@ -409,73 +411,45 @@ impl Engine {
                         }
                     }
                 };
-                let tally = state
-                    .resolve_edge(&run_id, &child.id, &parent.id, taken)
-                    .await?;
-                if !tally.recorded && recovering.is_none() {
-                    continue;
-                }
-                let snapshot = recovering.and_then(|r| r.steps.get(&child.id));
-                let total = child.parents.len();
-                let resolved = tally.taken + tally.not_taken;
-                let run_child = match child.join {
-                    Join::All if resolved == total => Some(tally.not_taken == 0),
-                    Join::All => None,
-                    Join::Any if recovering.is_some() && tally.taken >= 1 => Some(true),
-                    Join::Any if taken && tally.taken == 1 => Some(true),
-                    Join::Any if resolved == total && tally.taken == 0 => Some(false),
-                    Join::Any => None,
+                let rule = JoinRule {
+                    parents: child.parents.len(),
+                    any: child.join == Join::Any,
+                    recovering: recovering.is_some(),
                 };
-                match run_child {
+                let reason = if taken {
+                    "not every incoming edge was taken".to_string()
+                } else {
+                    why_not
+                };
+                let joined = state
+                    .resolve_edge_and_join(&run_id, &child.id, &parent.id, taken, rule, &reason)
+                    .await?;
+                let applied = joined.transition.is_some_and(|t| t.applied);
+                let snapshot = recovering.and_then(|r| r.steps.get(&child.id));
+                match joined.decision {
                     Some(true) => {
-                        let t = state
-                            .transition_step(
-                                &run_id,
-                                &child.id,
-                                StepStatus::Pending,
-                                StepStatus::Queued,
-                                None,
-                            )
-                            .await?;
                         let lost_message = snapshot
                             .is_some_and(|s| s.status == StepStatus::Queued && s.attempts == 0);
-                        if t.applied || lost_message {
+                        if applied || lost_message {
                             let msg = StepMessage {
                                 run_id: run_id.clone(),
                                 step_id: child.id.clone(),
                                 attempt: 1,
                             };
+                            let payload = Bytes::from(serde_json::to_vec(&msg)?);
                             self.inner
                                 .broker
-                                .publish(
-                                    TOPIC_STEPS,
-                                    &run_id,
-                                    Bytes::from(serde_json::to_vec(&msg)?),
-                                )
+                                .publish(TOPIC_STEPS, &run_id, payload)
                                 .await?;
                         }
                     }
                     Some(false) => {
-                        let reason = if taken {
-                            "not every incoming edge was taken".to_string()
-                        } else {
-                            why_not
-                        };
-                        let t = state
-                            .transition_step(
-                                &run_id,
-                                &child.id,
-                                StepStatus::Pending,
-                                StepStatus::Skipped,
-                                Some(&reason),
-                            )
-                            .await?;
-                        if t.applied {
+                        if let Some(t) = joined.transition.filter(|t| t.applied) {
                             open = t.open_steps;
                         }
                         let skipped_before =
                             snapshot.is_some_and(|s| s.status == StepStatus::Skipped);
-                        if t.applied || skipped_before {
+                        if applied || skipped_before {
                             work.push(Done {
                                 step: edge.child,
                                 status: StepStatus::Skipped,

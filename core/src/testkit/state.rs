@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::event::{Event, now_ms};
 use crate::run::{Run, RunFilter, RunStatus, StepState, StepStatus};
 use crate::state::{
-    AttemptOutcome, CreateRun, StartAttempt, StateStore, StepMessage, Timer, TimerAction,
+    AttemptOutcome, CreateRun, JoinRule, StartAttempt, StateStore, StepMessage, Timer, TimerAction,
 };
 
 /// Gives a fresh, empty store for each test.
@@ -36,6 +36,7 @@ pub async fn run_all(factory: &StoreFactory) {
     timers_fire_once_in_due_order(factory().await).await;
     finish_run_once_and_list_runs(factory().await).await;
     expired_leases_are_taken_over(factory().await).await;
+    joins_are_decided_once(factory().await).await;
 }
 
 /// A lease long enough never to expire during a test.
@@ -589,4 +590,83 @@ pub async fn expired_leases_are_taken_over(store: Arc<dyn StateStore>) {
             .expect("renew"),
         "finished"
     );
+}
+
+/// `resolve_edge_and_join`: a join waits for its edges, queues (or skips) the child exactly
+/// once, and a recovering caller re-derives the same decision.
+pub async fn joins_are_decided_once(store: Arc<dyn StateStore>) {
+    let run = sample_run(&unique("fn"), "u1");
+    store.create_run(&run).await.expect("create");
+    let all = JoinRule {
+        parents: 2,
+        any: false,
+        recovering: false,
+    };
+    let first = store
+        .resolve_edge_and_join(&run.id, "b", "p1", true, all, "")
+        .await
+        .expect("join");
+    assert_eq!(
+        (first.decision, first.transition),
+        (None, None),
+        "one of two edges: undecided"
+    );
+    let second = store
+        .resolve_edge_and_join(&run.id, "b", "p2", true, all, "")
+        .await
+        .expect("join");
+    assert_eq!(second.decision, Some(true), "both taken: queue");
+    let t = second.transition.expect("transition");
+    assert!(t.applied);
+    assert_eq!(t.open_steps, 2, "a queued step is still open");
+    let again = store
+        .resolve_edge_and_join(&run.id, "b", "p2", true, all, "")
+        .await
+        .expect("join");
+    assert!(!again.tally.recorded);
+    assert_eq!(again.decision, None, "a repeated edge decides nothing");
+    let recovering = JoinRule {
+        recovering: true,
+        ..all
+    };
+    let redo = store
+        .resolve_edge_and_join(&run.id, "b", "p2", true, recovering, "")
+        .await
+        .expect("join");
+    assert_eq!(
+        redo.decision,
+        Some(true),
+        "recovery re-derives the decision"
+    );
+    assert!(
+        !redo.transition.expect("transition").applied,
+        "but the child moves once"
+    );
+    let got = store.get_run(&run.id).await.expect("get").expect("run");
+    assert_eq!(got.steps["b"].status, StepStatus::Queued);
+
+    // join any: skipped only when every edge was not taken, with the reason recorded.
+    let run = sample_run(&unique("fn"), "u1");
+    store.create_run(&run).await.expect("create");
+    let any = JoinRule {
+        parents: 2,
+        any: true,
+        recovering: false,
+    };
+    let no = store
+        .resolve_edge_and_join(&run.id, "b", "p1", false, any, "why")
+        .await
+        .expect("join");
+    assert_eq!(no.decision, None);
+    let skip = store
+        .resolve_edge_and_join(&run.id, "b", "p2", false, any, "why")
+        .await
+        .expect("join");
+    assert_eq!(skip.decision, Some(false));
+    let t = skip.transition.expect("transition");
+    assert!(t.applied);
+    assert_eq!(t.open_steps, 1, "a skipped step is final");
+    let got = store.get_run(&run.id).await.expect("get").expect("run");
+    assert_eq!(got.steps["b"].status, StepStatus::Skipped);
+    assert_eq!(got.steps["b"].error.as_deref(), Some("why"));
 }

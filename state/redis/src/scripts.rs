@@ -206,3 +206,50 @@ return out
 "#,
     )
 });
+
+/// Records edge `parent → child` and applies the child's join rule (see
+/// `weir_core::state::JoinRule::decide`), moving the child `pending → queued|skipped` when the
+/// edge decides it. ARGV: child, parent, taken (1/0), parents, any (1/0), recovering (1/0),
+/// skip reason, queued entry, skipped entry. Answers `{recorded, taken, not_taken, decision,
+/// applied, open}` with decision 1 queue, 0 skip, -1 none; recorded is -1 for a missing child.
+pub(crate) static RESOLVE_JOIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local child = ARGV[1]
+local st = redis.call('HGET', KEYS[1], 'st:' .. child)
+if not st then return {-1, 0, 0, -1, 0, 0} end
+local taken = ARGV[3] == '1'
+local recorded = redis.call('HSETNX', KEYS[1], 'e:' .. child .. ':' .. ARGV[2], ARGV[3])
+if recorded == 1 then
+  if taken then redis.call('HINCRBY', KEYS[1], 'et:' .. child, 1) else redis.call('HINCRBY', KEYS[1], 'en:' .. child, 1) end
+end
+local t = tonumber(redis.call('HGET', KEYS[1], 'et:' .. child) or '0')
+local n = tonumber(redis.call('HGET', KEYS[1], 'en:' .. child) or '0')
+local open = tonumber(redis.call('HGET', KEYS[1], 'open'))
+local recovering = ARGV[6] == '1'
+if recorded == 0 and not recovering then return {0, t, n, -1, 0, open} end
+local parents = tonumber(ARGV[4])
+local decision = -1
+if ARGV[5] == '1' then
+  if t >= 1 and ((taken and t == 1) or recovering) then decision = 1
+  elseif t + n == parents and t == 0 then decision = 0 end
+elseif t + n == parents then
+  if n == 0 then decision = 1 else decision = 0 end
+end
+local applied = 0
+if decision ~= -1 and st == 'pending' then
+  applied = 1
+  if decision == 1 then
+    redis.call('HSET', KEYS[1], 'st:' .. child, 'queued')
+    redis.call('RPUSH', KEYS[2], ARGV[8])
+  else
+    redis.call('HSET', KEYS[1], 'st:' .. child, 'skipped')
+    if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'er:' .. child, ARGV[7]) end
+    open = redis.call('HINCRBY', KEYS[1], 'open', -1)
+    redis.call('RPUSH', KEYS[2], ARGV[9])
+  end
+end
+return {recorded, t, n, decision, applied, open}
+"#,
+    )
+});

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
-    AttemptOutcome, CreateRun, EdgeTally, RunState, StartAttempt, StateStore, Timer, Transition,
+    AttemptOutcome, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunState, StartAttempt, StateStore,
+    Timer, Transition,
 };
 use weir_core::{Error, ErrorKind, Event, Result};
 
@@ -538,6 +539,59 @@ impl StateStore for RedisStateStore {
             recorded: recorded == 1,
             taken: t.max(0) as usize,
             not_taken: n.max(0) as usize,
+        })
+    }
+
+    async fn resolve_edge_and_join(
+        &self,
+        run_id: &str,
+        child: &str,
+        parent: &str,
+        taken: bool,
+        rule: JoinRule,
+        skip_reason: &str,
+    ) -> Result<EdgeJoin> {
+        let queued = entry_json(&HistoryEntry::now("step.queued").step(child));
+        let skipped = entry_json(
+            &HistoryEntry::now("step.skipped")
+                .step(child)
+                .detail(skip_reason),
+        );
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let mut inv = scripts::RESOLVE_JOIN.prepare_invoke();
+        self.run_keys(&mut inv, run_id)
+            .arg(child)
+            .arg(parent)
+            .arg(flag(taken))
+            .arg(rule.parents)
+            .arg(flag(rule.any))
+            .arg(flag(rule.recovering))
+            .arg(skip_reason)
+            .arg(queued)
+            .arg(skipped);
+        let (recorded, t, n, decision, applied, open): (i64, i64, i64, i64, i64, i64) =
+            self.conn.script(&inv).await?;
+        if recorded == -1 {
+            return Err(not_found(format!("run {run_id:?} has no step {child:?}")));
+        }
+        let tally = EdgeTally {
+            recorded: recorded == 1,
+            taken: t.max(0) as usize,
+            not_taken: n.max(0) as usize,
+        };
+        let decision = match decision {
+            1 => Some(true),
+            0 => Some(false),
+            _ => None,
+        };
+        let transition = decision.map(|_| Transition {
+            applied: applied == 1,
+            open_steps: open.max(0) as usize,
+        });
+        Ok(EdgeJoin {
+            tally,
+            decision,
+            transition,
         })
     }
 
