@@ -217,6 +217,26 @@ pub trait StateStore: Send + Sync + 'static {
         lease_ms: i64,
     ) -> Result<StartAttempt>;
 
+    /// [`StateStore::start_attempt`] and [`StateStore::get_run_state`] together (the state as of
+    /// the start): what the executor needs for one step message. Stores should answer it in one
+    /// round trip; the default makes both calls. `(Stale, None)` when the run does not exist.
+    async fn start_attempt_with_state(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<(StartAttempt, Option<RunState>)> {
+        let Some(state) = self.get_run_state(run_id).await? else {
+            return Ok((StartAttempt::Stale, None));
+        };
+        let started = self
+            .start_attempt(run_id, step_id, attempt, now_ms, lease_ms)
+            .await?;
+        Ok((started, Some(state)))
+    }
+
     /// Extends the lease of a running attempt to `until_ms`; false when the step is no longer
     /// running at that attempt.
     async fn renew_attempt(

@@ -104,29 +104,35 @@ impl Engine {
     /// ignored; one whose attempt another node holds is answered `Busy`.
     pub async fn execute(&self, msg: &StepMessage) -> Result<Executed> {
         let state = &self.inner.state;
-        let Some(run) = state.get_run_state(&msg.run_id).await? else {
+        let lease_ms = self.inner.config.step_lease.as_millis() as i64;
+        let (started, run) = state
+            .start_attempt_with_state(&msg.run_id, &msg.step_id, msg.attempt, now_ms(), lease_ms)
+            .await?;
+        let Some(run) = run else {
             warn!(run = %msg.run_id, "executor: no such run; dropping the message");
             return Ok(Executed::Done);
         };
-        let function = self
+        let Some(function) = self
             .inner
             .functions
             .get(&run.function_id, &run.function_version)
-            .ok_or_else(|| {
-                Error::unavailable(format!(
-                    "function {} version {} is not loaded on this node",
-                    run.function_id, run.function_version
-                ))
-            })?;
+        else {
+            if started == StartAttempt::Started {
+                // Hand the attempt back at once: expire the lease this call just took.
+                state
+                    .renew_attempt(&run.id, &msg.step_id, msg.attempt, now_ms() - 1)
+                    .await?;
+            }
+            return Err(Error::unavailable(format!(
+                "function {} version {} is not loaded on this node",
+                run.function_id, run.function_version
+            )));
+        };
         let Some(&index) = function.index.get(&msg.step_id) else {
             warn!(run = %msg.run_id, step = %msg.step_id, "executor: step not in the function; dropping");
             return Ok(Executed::Done);
         };
-        let lease_ms = self.inner.config.step_lease.as_millis() as i64;
-        match state
-            .start_attempt(&msg.run_id, &msg.step_id, msg.attempt, now_ms(), lease_ms)
-            .await?
-        {
+        match started {
             StartAttempt::Started => {}
             StartAttempt::Busy { lease_left_ms } => {
                 let wait = Duration::from_millis(lease_left_ms.clamp(10, lease_ms) as u64 + 10);

@@ -37,6 +37,7 @@ pub async fn run_all(factory: &StoreFactory) {
     finish_run_once_and_list_runs(factory().await).await;
     expired_leases_are_taken_over(factory().await).await;
     joins_are_decided_once(factory().await).await;
+    start_with_state_returns_the_run_state(factory().await).await;
 }
 
 /// A lease long enough never to expire during a test.
@@ -669,4 +670,62 @@ pub async fn joins_are_decided_once(store: Arc<dyn StateStore>) {
     let got = store.get_run(&run.id).await.expect("get").expect("run");
     assert_eq!(got.steps["b"].status, StepStatus::Skipped);
     assert_eq!(got.steps["b"].error.as_deref(), Some("why"));
+}
+
+/// `start_attempt_with_state` starts the attempt and returns the run's state; a missing run is
+/// `(Stale, None)`.
+pub async fn start_with_state_returns_the_run_state(store: Arc<dyn StateStore>) {
+    let run = sample_run(&unique("fn"), "u1");
+    store.create_run(&run).await.expect("create");
+    let now = now_ms();
+    let (started, state) = store
+        .start_attempt_with_state(&run.id, "a", 1, now, LONG_LEASE_MS)
+        .await
+        .expect("start");
+    assert_eq!(started, StartAttempt::Started);
+    let state = state.expect("the run's state");
+    assert_eq!(state.id, run.id);
+    assert_eq!(state.function_id, run.function_id);
+    assert_eq!(state.event, run.event);
+    assert!(state.outputs.is_empty());
+    let out = AttemptOutcome::Completed {
+        output: json!({"x": 1}),
+        log: None,
+    };
+    assert!(
+        store
+            .finish_attempt(&run.id, "a", 1, &out)
+            .await
+            .expect("finish")
+            .applied
+    );
+    let queued = JoinRule {
+        parents: 1,
+        any: false,
+        recovering: false,
+    };
+    store
+        .resolve_edge_and_join(&run.id, "b", "a", true, queued, "")
+        .await
+        .expect("join");
+    let (started, state) = store
+        .start_attempt_with_state(&run.id, "b", 1, now, LONG_LEASE_MS)
+        .await
+        .expect("start");
+    assert_eq!(started, StartAttempt::Started);
+    assert_eq!(
+        state.expect("state").outputs.get("a"),
+        Some(&json!({"x": 1})),
+        "outputs so far"
+    );
+    let (again, _) = store
+        .start_attempt_with_state(&run.id, "b", 1, now, LONG_LEASE_MS)
+        .await
+        .expect("start");
+    assert!(matches!(again, StartAttempt::Busy { .. }), "{again:?}");
+    let (missing, none) = store
+        .start_attempt_with_state("no-such-run", "a", 1, now, LONG_LEASE_MS)
+        .await
+        .expect("start");
+    assert_eq!((missing, none), (StartAttempt::Stale, None));
 }

@@ -50,6 +50,37 @@ return {1, 0}
     )
 });
 
+/// [`START_ATTEMPT`] plus the run state, in one round trip. Same ARGV; answers
+/// `{answer, ms left, {meta, event, status}, {step, output, …}}` where answer is as
+/// [`START_ATTEMPT`]'s, or -2 (and empty tables) when the run does not exist. The state is read
+/// before the start (what the attempt's input is built from).
+pub(crate) static START_WITH_STATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local head = redis.call('HMGET', KEYS[1], 'meta', 'event', 'status')
+if not head[1] then return {-2, 0, {}, {}} end
+local outputs = redis.call('HGETALL', KEYS[3])
+local step = ARGV[1]
+local st = redis.call('HGET', KEYS[1], 'st:' .. step)
+if not st then return {-1, 0, head, outputs} end
+local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. step) or '0')
+local attempt = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local entry = ARGV[5]
+if st == 'running' and at == attempt then
+  local lease = tonumber(redis.call('HGET', KEYS[1], 'ls:' .. step) or '0')
+  if lease > now then return {2, lease - now, head, outputs} end
+  entry = ARGV[6]
+elseif not ((st == 'queued' or st == 'waiting') and at == attempt - 1) then
+  return {0, 0, head, outputs}
+end
+redis.call('HSET', KEYS[1], 'st:' .. step, 'running', 'at:' .. step, attempt, 'ls:' .. step, now + tonumber(ARGV[4]))
+redis.call('RPUSH', KEYS[2], entry)
+return {1, 0, head, outputs}
+"#,
+    )
+});
+
 /// Extends a running attempt's lease. ARGV: step, attempt, until.
 pub(crate) static RENEW_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

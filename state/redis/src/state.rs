@@ -381,6 +381,64 @@ impl StateStore for RedisStateStore {
         }
     }
 
+    async fn start_attempt_with_state(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<(StartAttempt, Option<RunState>)> {
+        let entry = HistoryEntry::now("step.started")
+            .step(step_id)
+            .attempt(attempt);
+        let takeover = entry
+            .clone()
+            .detail("taken over: the lease of the previous holder expired");
+        let mut inv = scripts::START_WITH_STATE.prepare_invoke();
+        self.run_keys(&mut inv, run_id)
+            .arg(step_id)
+            .arg(attempt)
+            .arg(now_ms)
+            .arg(lease_ms)
+            .arg(entry_json(&entry))
+            .arg(entry_json(&takeover));
+        let (answer, left, head, outputs): (i64, i64, Vec<Option<String>>, Vec<String>) =
+            self.conn.script(&inv).await?;
+        if answer == -2 {
+            return Ok((StartAttempt::Stale, None));
+        }
+        if answer == -1 {
+            return Err(not_found(format!("run {run_id:?} has no step {step_id:?}")));
+        }
+        let [Some(meta), Some(event), Some(status)] =
+            <[Option<String>; 3]>::try_from(head).map_err(|_| corrupt("head"))?
+        else {
+            return Err(corrupt("run head"));
+        };
+        let meta: Meta = serde_json::from_str(&meta)?;
+        let outputs: HashMap<String, String> = outputs
+            .chunks_exact(2)
+            .map(|kv| (kv[0].clone(), kv[1].clone()))
+            .collect();
+        let state = RunState {
+            id: meta.id,
+            function_id: meta.function_id,
+            function_version: meta.function_version,
+            status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            event: serde_json::from_str(&event)?,
+            outputs: decode_outputs(outputs)?,
+        };
+        let started = match answer {
+            1 => StartAttempt::Started,
+            2 => StartAttempt::Busy {
+                lease_left_ms: left,
+            },
+            _ => StartAttempt::Stale,
+        };
+        Ok((started, Some(state)))
+    }
+
     async fn renew_attempt(
         &self,
         run_id: &str,
