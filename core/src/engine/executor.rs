@@ -335,8 +335,10 @@ impl Engine {
         work: impl std::future::Future<Output = T>,
     ) -> T {
         let lease = self.inner.config.step_lease;
-        let mut tick = tokio::time::interval(lease / 3);
-        tick.tick().await; // the first tick is immediate
+        // Not `interval()`: its immediate first tick still goes through the timer wheel, which
+        // cost every attempt up to a millisecond (measured: p50 event→step-start 0.4 → 1.4 ms).
+        let every = lease / 3;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tokio::pin!(work);
         loop {
             tokio::select! {
