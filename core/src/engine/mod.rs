@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub max_request_bytes: usize,
     /// Step attempts one process runs at once.
     pub executor_concurrency: usize,
+    /// Events one process routes at once.
+    pub router_concurrency: usize,
     /// How often the scheduler looks for due timers.
     pub scheduler_tick: Duration,
     /// First retry delay (doubled each attempt, with jitter).
@@ -60,6 +62,7 @@ impl Default for EngineConfig {
             max_event_bytes: 512 * 1024,
             max_request_bytes: 3 * 1024 * 1024,
             executor_concurrency: 256,
+            router_concurrency: 64,
             scheduler_tick: Duration::from_millis(10),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),

@@ -2,13 +2,15 @@
 //! load), creates each run idempotently and enqueues its root steps.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::{Engine, StopSignal, stopped};
-use crate::broker::{Subscription, TOPIC_STEPS};
+use crate::broker::{Delivery, Subscription, TOPIC_STEPS};
 use crate::error::Result;
 use crate::event::{Event, now_ms};
 use crate::function::Function;
@@ -23,10 +25,20 @@ struct NameOnly<'a> {
 }
 
 pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut stop: StopSignal) {
+    // Events are routed concurrently: creating a run is several round trips to the state
+    // store, and runs of different events are independent.
+    let concurrency = engine.inner.config.router_concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
     loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            permit = permits.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { break };
         let next = tokio::select! {
             biased;
-            _ = stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => break,
             next = sub.next() => next,
         };
         let delivery = match next {
@@ -38,33 +50,44 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
             }
         };
         // Most events trigger nothing: read only the name (no allocation for the rest) and
-        // skip the full decode when no function listens to it.
+        // skip the full decode, and the task, when no function listens to it.
         if let Ok(peek) = serde_json::from_slice::<NameOnly>(&delivery.payload)
             && !engine.inner.functions.may_trigger(&peek.name)
         {
             let _ = delivery.ack().await;
             continue;
         }
-        let event: Event = match serde_json::from_slice(&delivery.payload) {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(error = %e, "router: dropping an undecodable event message");
-                let _ = delivery.ack().await;
-                continue;
-            }
-        };
-        match engine.route(&event).await {
-            Ok(_) => {
-                let _ = delivery.ack().await;
-            }
-            Err(e) if e.is_retryable() => {
-                warn!(error = %e, event = %event.id, "router: will retry the event");
-                let _ = delivery.nack(Some(Duration::from_millis(500))).await;
-            }
-            Err(e) => {
-                warn!(error = %e, event = %event.id, "router: dropping the event");
-                let _ = delivery.ack().await;
-            }
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            handle(&engine, delivery).await;
+        });
+    }
+    // Stopping: let the events being routed finish (the caller bounds the wait).
+    let _ = permits.acquire_many(concurrency as u32).await;
+}
+
+/// Routes one event message, then acks it (or nacks it when a retry may help).
+async fn handle(engine: &Engine, delivery: Delivery) {
+    let event: Event = match serde_json::from_slice(&delivery.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(error = %e, "router: dropping an undecodable event message");
+            let _ = delivery.ack().await;
+            return;
+        }
+    };
+    match engine.route(&event).await {
+        Ok(_) => {
+            let _ = delivery.ack().await;
+        }
+        Err(e) if e.is_retryable() => {
+            warn!(error = %e, event = %event.id, "router: will retry the event");
+            let _ = delivery.nack(Some(Duration::from_millis(500))).await;
+        }
+        Err(e) => {
+            warn!(error = %e, event = %event.id, "router: dropping the event");
+            let _ = delivery.ack().await;
         }
     }
 }
