@@ -66,8 +66,6 @@ fn start_node(functions: &Path, state: &str, broker: &str, port: u16, log: &Path
 
 /// A 3-step chain whose steps append `run step attempt pid` to the ledger.
 fn function(dir: &Path, ledger: &Path) -> PathBuf {
-    let f = dir.join("functions/ledger");
-    std::fs::create_dir_all(f.join("steps")).expect("mkdir");
     let step = |after: Option<&str>| {
         let mut s = json!({"path": "file://./steps/append", "runtime": {"type": "process"}, "timeout": "20s"});
         if let Some(a) = after {
@@ -77,16 +75,24 @@ fn function(dir: &Path, ledger: &Path) -> PathBuf {
     };
     let def = json!({"id": "ledger", "triggers": [{"event": "crash/test"}],
                      "steps": {"one": step(None), "two": step(Some("one")), "three": step(Some("two"))}});
-    std::fs::write(
-        f.join("weir.json"),
-        serde_json::to_vec_pretty(&def).expect("json"),
-    )
-    .expect("write");
     let script = format!(
         "#!/bin/sh\ncat > /dev/null\nprintf '%s %s %s %s\\n' \"$WEIR_RUN_ID\" \"$WEIR_STEP_ID\" \"$WEIR_ATTEMPT\" \"$$\" >> {}\nprintf '{{\"step\":\"%s\",\"run\":\"%s\"}}\\n' \"$WEIR_STEP_ID\" \"$WEIR_RUN_ID\"\n",
         ledger.display()
     );
-    let path = f.join("steps/append");
+    write_function(dir, &def, "append", &script)
+}
+
+/// Writes `functions/<id>/weir.json` and the executable `steps/<step>` under `dir`; returns the
+/// functions directory.
+fn write_function(dir: &Path, def: &Value, step: &str, script: &str) -> PathBuf {
+    let f = dir.join("functions").join(def["id"].as_str().expect("id"));
+    std::fs::create_dir_all(f.join("steps")).expect("mkdir");
+    std::fs::write(
+        f.join("weir.json"),
+        serde_json::to_vec_pretty(def).expect("json"),
+    )
+    .expect("write");
+    let path = f.join("steps").join(step);
     std::fs::write(&path, script).expect("write script");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -345,21 +351,10 @@ impl Drop for PrivateRedis {
 
 /// A function whose only step fails its first two attempts (per run), then succeeds.
 fn flaky_function(dir: &Path) -> PathBuf {
-    let f = dir.join("functions/flaky");
-    std::fs::create_dir_all(f.join("steps")).expect("mkdir");
     let def = json!({"id": "flaky", "triggers": [{"event": "restart/test"}],
                      "steps": {"only": {"path": "file://./steps/only", "runtime": {"type": "process"}}}});
-    std::fs::write(
-        f.join("weir.json"),
-        serde_json::to_vec_pretty(&def).expect("json"),
-    )
-    .expect("write");
     let script = "#!/bin/sh\ncat > /dev/null\nif [ \"$WEIR_ATTEMPT\" -lt 3 ]; then echo \"attempt $WEIR_ATTEMPT fails\" >&2; exit 1; fi\necho '{\"ok\": true}'\n";
-    let path = f.join("steps/only");
-    std::fs::write(&path, script).expect("write script");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    dir.join("functions")
+    write_function(dir, &def, "only", script)
 }
 
 async fn runs_with_status(base: &str, function: &str, status: &str) -> usize {

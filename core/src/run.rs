@@ -83,6 +83,19 @@ impl StepStatus {
         })
     }
 
+    /// The timeline entry kind of a step entering this status (`step.queued`, …).
+    pub fn history_kind(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "step.pending",
+            StepStatus::Queued => "step.queued",
+            StepStatus::Running => "step.started",
+            StepStatus::Waiting => "step.waiting",
+            StepStatus::Completed => "step.completed",
+            StepStatus::Failed => "step.failed",
+            StepStatus::Skipped => "step.skipped",
+        }
+    }
+
     /// The status as written in JSON.
     pub fn as_str(self) -> &'static str {
         match self {

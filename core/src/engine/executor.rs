@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::{Engine, RunFinished, StopSignal, stopped};
+use super::{Engine, RunFinished, StopSignal, next_delivery};
 use crate::broker::{Subscription, TOPIC_STEPS};
 use crate::driver::StepRequest;
 use crate::error::{Error, ErrorKind, Result};
@@ -27,26 +27,9 @@ const DRIVER_GRACE: Duration = Duration::from_secs(5);
 pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut stop: StopSignal) {
     let concurrency = engine.inner.config.executor_concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            permit = permits.clone().acquire_owned() => permit,
-        };
-        let Ok(permit) = permit else { break };
-        let next = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            next = sub.next() => next,
-        };
-        let delivery = match next {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(error = %e, "executor: receiving from the broker failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
+    while let Some((permit, delivery)) =
+        next_delivery("executor", &permits, &mut sub, &mut stop).await
+    {
         let engine = engine.clone();
         tokio::spawn(async move {
             let _permit = permit;

@@ -246,6 +246,35 @@ pub struct EngineHandle {
 /// A stop signal the loops watch.
 pub(crate) type StopSignal = tokio::sync::watch::Receiver<bool>;
 
+/// The next delivery of `sub` with a concurrency permit for handling it; `None` once the stop
+/// signal is raised. Broker errors are logged as `who`'s and retried after a pause.
+pub(crate) async fn next_delivery(
+    who: &str,
+    permits: &Arc<tokio::sync::Semaphore>,
+    sub: &mut Box<dyn crate::broker::Subscription>,
+    stop: &mut StopSignal,
+) -> Option<(tokio::sync::OwnedSemaphorePermit, crate::broker::Delivery)> {
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(stop) => return None,
+            permit = permits.clone().acquire_owned() => permit.ok()?,
+        };
+        let next = tokio::select! {
+            biased;
+            _ = stopped(stop) => return None,
+            next = sub.next() => next,
+        };
+        match next {
+            Ok(delivery) => return Some((permit, delivery)),
+            Err(e) => {
+                tracing::warn!(error = %e, "{who}: receiving from the broker failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// Resolves once the stop signal is raised (or its sender is gone).
 pub(crate) async fn stopped(signal: &mut StopSignal) {
     let _ = signal.wait_for(|stop| *stop).await;

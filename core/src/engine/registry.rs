@@ -31,6 +31,23 @@ struct Snapshot {
     wildcard: HashMap<String, Vec<(String, Arc<Function>)>>,
 }
 
+impl Snapshot {
+    /// Live functions whose wildcard trigger matches `event_name` (the buckets of its first
+    /// segment and of patterns starting with `*`).
+    fn wildcard_matches<'a>(
+        &'a self,
+        event_name: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Function>> {
+        let first = event_name.split('/').next().unwrap_or("");
+        [self.wildcard.get(first), self.wildcard.get("")]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(move |(pattern, _)| name_matches(pattern, event_name))
+            .map(|(_, f)| f)
+    }
+}
+
 impl std::fmt::Debug for FunctionRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let snap = self.snapshot.read();
@@ -84,10 +101,8 @@ impl FunctionRegistry {
     pub fn candidates(&self, event_name: &str) -> Vec<Arc<Function>> {
         let snap = self.snapshot.read().clone();
         let mut out: Vec<Arc<Function>> = snap.exact.get(event_name).cloned().unwrap_or_default();
-        let first = event_name.split('/').next().unwrap_or("");
-        let buckets = [snap.wildcard.get(first), snap.wildcard.get("")];
-        for (pattern, f) in buckets.into_iter().flatten().flatten() {
-            if name_matches(pattern, event_name) && !out.iter().any(|g| Arc::ptr_eq(g, f)) {
+        for f in snap.wildcard_matches(event_name) {
+            if !out.iter().any(|g| Arc::ptr_eq(g, f)) {
                 out.push(f.clone());
             }
         }
@@ -100,12 +115,7 @@ impl FunctionRegistry {
         if snap.exact.contains_key(event_name) {
             return true;
         }
-        let first = event_name.split('/').next().unwrap_or("");
-        [snap.wildcard.get(first), snap.wildcard.get("")]
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|(pattern, _)| name_matches(pattern, event_name))
+        snap.wildcard_matches(event_name).next().is_some()
     }
 
     /// Live functions that `event` triggers: a trigger's name pattern matches and its

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use super::{Engine, StopSignal, stopped};
+use super::{Engine, StopSignal, next_delivery};
 use crate::broker::{Delivery, Subscription, TOPIC_STEPS};
 use crate::error::Result;
 use crate::event::{Event, now_ms};
@@ -29,26 +29,9 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
     // store, and runs of different events are independent.
     let concurrency = engine.inner.config.router_concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            permit = permits.clone().acquire_owned() => permit,
-        };
-        let Ok(permit) = permit else { break };
-        let next = tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            next = sub.next() => next,
-        };
-        let delivery = match next {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(error = %e, "router: receiving from the broker failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
+    while let Some((permit, delivery)) =
+        next_delivery("router", &permits, &mut sub, &mut stop).await
+    {
         // Most events trigger nothing: read only the name (no allocation for the rest) and
         // skip the full decode, and the task, when no function listens to it.
         if let Ok(peek) = serde_json::from_slice::<NameOnly>(&delivery.payload)

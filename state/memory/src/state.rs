@@ -76,18 +76,6 @@ fn step_mut<'a>(
     Ok((run, step_id.to_string()))
 }
 
-fn history_kind(status: StepStatus) -> &'static str {
-    match status {
-        StepStatus::Pending => "step.pending",
-        StepStatus::Queued => "step.queued",
-        StepStatus::Running => "step.started",
-        StepStatus::Waiting => "step.waiting",
-        StepStatus::Completed => "step.completed",
-        StepStatus::Failed => "step.failed",
-        StepStatus::Skipped => "step.skipped",
-    }
-}
-
 #[async_trait]
 impl StateStore for MemoryStateStore {
     async fn create_run(&self, run: &Run) -> Result<CreateRun> {
@@ -308,7 +296,7 @@ impl StateStore for MemoryStateStore {
         {
             step.error = Some(d.to_string());
         }
-        let mut entry = HistoryEntry::now(history_kind(to)).step(&step_id);
+        let mut entry = HistoryEntry::now(to.history_kind()).step(&step_id);
         if let Some(d) = detail {
             entry = entry.detail(d);
         }

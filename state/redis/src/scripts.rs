@@ -23,46 +23,28 @@ return 1
     )
 });
 
-/// Starts an attempt under a lease. ARGV: step, attempt, now, lease, entry, takeover entry.
-/// Answers `{1, 0}` started (fresh, or taken over from an expired lease), `{2, ms left}` busy
-/// (held under a live lease), `{0, 0}` stale, `{-1, 0}` no such step.
+/// Starts an attempt under a lease, optionally returning the run state as of the start.
+/// ARGV: step, attempt, now, lease, entry, takeover entry, with state (1/0). Answers
+/// `{answer, ms left, {meta, event, status}, {step, output, …}}` (the tables empty without
+/// state), answer 1 started (fresh, or taken over from an expired lease), 2 busy (`ms left` of
+/// a live lease), 0 stale, -1 no such step, -2 no such run.
 pub(crate) static START_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local step = ARGV[1]
-local st = redis.call('HGET', KEYS[1], 'st:' .. step)
-if not st then return {-1, 0} end
-local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. step) or '0')
-local attempt = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local entry = ARGV[5]
-if st == 'running' and at == attempt then
-  local lease = tonumber(redis.call('HGET', KEYS[1], 'ls:' .. step) or '0')
-  if lease > now then return {2, lease - now} end
-  entry = ARGV[6]
-elseif not ((st == 'queued' or st == 'waiting') and at == attempt - 1) then
-  return {0, 0}
+local with_state = ARGV[7] == '1'
+local head = {}
+local outputs = {}
+if with_state then
+  head = redis.call('HMGET', KEYS[1], 'meta', 'event', 'status')
+  if not head[1] then return {-2, 0, {}, {}} end
+  outputs = redis.call('HGETALL', KEYS[3])
 end
-redis.call('HSET', KEYS[1], 'st:' .. step, 'running', 'at:' .. step, attempt, 'ls:' .. step, now + tonumber(ARGV[4]))
-redis.call('RPUSH', KEYS[2], entry)
-return {1, 0}
-"#,
-    )
-});
-
-/// [`START_ATTEMPT`] plus the run state, in one round trip. Same ARGV; answers
-/// `{answer, ms left, {meta, event, status}, {step, output, …}}` where answer is as
-/// [`START_ATTEMPT`]'s, or -2 (and empty tables) when the run does not exist. The state is read
-/// before the start (what the attempt's input is built from).
-pub(crate) static START_WITH_STATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local head = redis.call('HMGET', KEYS[1], 'meta', 'event', 'status')
-if not head[1] then return {-2, 0, {}, {}} end
-local outputs = redis.call('HGETALL', KEYS[3])
 local step = ARGV[1]
 local st = redis.call('HGET', KEYS[1], 'st:' .. step)
-if not st then return {-1, 0, head, outputs} end
+if not st then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {-2, 0, {}, {}} end
+  return {-1, 0, head, outputs}
+end
 local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. step) or '0')
 local attempt = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])

@@ -208,6 +208,72 @@ impl RedisStateStore {
     }
 }
 
+impl RedisStateStore {
+    /// One `START_ATTEMPT` script: starts the attempt and, `with_state`, reads the run state;
+    /// `None` when the run does not exist.
+    async fn start(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+        with_state: bool,
+    ) -> Result<Option<(StartAttempt, Option<RunState>)>> {
+        let entry = HistoryEntry::now("step.started")
+            .step(step_id)
+            .attempt(attempt);
+        let takeover = entry
+            .clone()
+            .detail("taken over: the lease of the previous holder expired");
+        let mut inv = scripts::START_ATTEMPT.prepare_invoke();
+        self.run_keys(&mut inv, run_id)
+            .arg(step_id)
+            .arg(attempt)
+            .arg(now_ms)
+            .arg(lease_ms)
+            .arg(entry_json(&entry))
+            .arg(entry_json(&takeover))
+            .arg(if with_state { "1" } else { "0" });
+        let (answer, left, head, outputs): (i64, i64, Vec<Option<String>>, Vec<String>) =
+            self.conn.script(&inv).await?;
+        match answer {
+            -2 => return Ok(None),
+            -1 => return Err(not_found(format!("run {run_id:?} has no step {step_id:?}"))),
+            _ => {}
+        }
+        let started = match answer {
+            1 => StartAttempt::Started,
+            2 => StartAttempt::Busy {
+                lease_left_ms: left,
+            },
+            _ => StartAttempt::Stale,
+        };
+        if !with_state {
+            return Ok(Some((started, None)));
+        }
+        let [Some(meta), Some(event), Some(status)] =
+            <[Option<String>; 3]>::try_from(head).map_err(|_| corrupt("head"))?
+        else {
+            return Err(corrupt("run head"));
+        };
+        let meta: Meta = serde_json::from_str(&meta)?;
+        let outputs: HashMap<String, String> = outputs
+            .chunks_exact(2)
+            .map(|kv| (kv[0].clone(), kv[1].clone()))
+            .collect();
+        let state = RunState {
+            id: meta.id,
+            function_id: meta.function_id,
+            function_version: meta.function_version,
+            status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            event: serde_json::from_str(&event)?,
+            outputs: decode_outputs(outputs)?,
+        };
+        Ok(Some((started, Some(state))))
+    }
+}
+
 fn decode_outputs(outputs: HashMap<String, String>) -> Result<serde_json::Map<String, Value>> {
     outputs
         .into_iter()
@@ -356,28 +422,12 @@ impl StateStore for RedisStateStore {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<StartAttempt> {
-        let entry = HistoryEntry::now("step.started")
-            .step(step_id)
-            .attempt(attempt);
-        let takeover = entry
-            .clone()
-            .detail("taken over: the lease of the previous holder expired");
-        let mut inv = scripts::START_ATTEMPT.prepare_invoke();
-        self.run_keys(&mut inv, run_id)
-            .arg(step_id)
-            .arg(attempt)
-            .arg(now_ms)
-            .arg(lease_ms)
-            .arg(entry_json(&entry))
-            .arg(entry_json(&takeover));
-        let (answer, left): (i64, i64) = self.conn.script(&inv).await?;
-        match answer {
-            -1 => Err(not_found(format!("run {run_id:?} has no step {step_id:?}"))),
-            1 => Ok(StartAttempt::Started),
-            2 => Ok(StartAttempt::Busy {
-                lease_left_ms: left,
-            }),
-            _ => Ok(StartAttempt::Stale),
+        match self
+            .start(run_id, step_id, attempt, now_ms, lease_ms, false)
+            .await?
+        {
+            Some((started, _)) => Ok(started),
+            None => Err(not_found(format!("no run {run_id:?}"))),
         }
     }
 
@@ -389,54 +439,10 @@ impl StateStore for RedisStateStore {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<(StartAttempt, Option<RunState>)> {
-        let entry = HistoryEntry::now("step.started")
-            .step(step_id)
-            .attempt(attempt);
-        let takeover = entry
-            .clone()
-            .detail("taken over: the lease of the previous holder expired");
-        let mut inv = scripts::START_WITH_STATE.prepare_invoke();
-        self.run_keys(&mut inv, run_id)
-            .arg(step_id)
-            .arg(attempt)
-            .arg(now_ms)
-            .arg(lease_ms)
-            .arg(entry_json(&entry))
-            .arg(entry_json(&takeover));
-        let (answer, left, head, outputs): (i64, i64, Vec<Option<String>>, Vec<String>) =
-            self.conn.script(&inv).await?;
-        if answer == -2 {
-            return Ok((StartAttempt::Stale, None));
-        }
-        if answer == -1 {
-            return Err(not_found(format!("run {run_id:?} has no step {step_id:?}")));
-        }
-        let [Some(meta), Some(event), Some(status)] =
-            <[Option<String>; 3]>::try_from(head).map_err(|_| corrupt("head"))?
-        else {
-            return Err(corrupt("run head"));
-        };
-        let meta: Meta = serde_json::from_str(&meta)?;
-        let outputs: HashMap<String, String> = outputs
-            .chunks_exact(2)
-            .map(|kv| (kv[0].clone(), kv[1].clone()))
-            .collect();
-        let state = RunState {
-            id: meta.id,
-            function_id: meta.function_id,
-            function_version: meta.function_version,
-            status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-            event: serde_json::from_str(&event)?,
-            outputs: decode_outputs(outputs)?,
-        };
-        let started = match answer {
-            1 => StartAttempt::Started,
-            2 => StartAttempt::Busy {
-                lease_left_ms: left,
-            },
-            _ => StartAttempt::Stale,
-        };
-        Ok((started, Some(state)))
+        let started = self
+            .start(run_id, step_id, attempt, now_ms, lease_ms, true)
+            .await?;
+        Ok(started.unwrap_or((StartAttempt::Stale, None)))
     }
 
     async fn renew_attempt(
@@ -546,15 +552,7 @@ impl StateStore for RedisStateStore {
         to: StepStatus,
         detail: Option<&str>,
     ) -> Result<Transition> {
-        let kind = match to {
-            StepStatus::Queued => "step.queued",
-            StepStatus::Skipped => "step.skipped",
-            StepStatus::Running => "step.started",
-            StepStatus::Waiting => "step.waiting",
-            StepStatus::Completed => "step.completed",
-            StepStatus::Failed => "step.failed",
-            StepStatus::Pending => "step.pending",
-        };
+        let kind = to.history_kind();
         let mut entry = HistoryEntry::now(kind).step(step_id);
         if let Some(d) = detail {
             entry = entry.detail(d);
