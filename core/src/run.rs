@@ -227,6 +227,20 @@ pub struct Run {
 }
 
 impl Run {
+    /// The id of the run whose idempotency key is `key`, for the event `event_id`: a ULID whose
+    /// 80 random bits are the start of the key's SHA-256 and whose time is the event id's when
+    /// that is a ULID (ids weir assigns are), else 0. Every node routing the same event picks the
+    /// same id, so a store can detect a duplicate run by its id alone (one lookup in the run's
+    /// own keys), and run ids sort by when their events were accepted.
+    pub fn id_for_key(key: &str, event_id: &str) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let mut random = [0u8; 16];
+        random[6..].copy_from_slice(&digest[..10]);
+        let ms = ulid::Ulid::from_string(event_id).map_or(0, |u| u.timestamp_ms());
+        ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)).to_string()
+    }
+
     /// The run's summary, as listings show it.
     pub fn summary(&self) -> RunSummary {
         RunSummary {
@@ -308,5 +322,27 @@ impl RunFilter {
     /// The effective limit.
     pub fn limit(&self) -> usize {
         self.limit.unwrap_or(100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Run;
+
+    #[test]
+    fn run_ids_come_from_keys_and_sort_by_event_time() {
+        let event = ulid::Ulid::from_parts(1_700_000_000_000, 7).to_string();
+        let a = Run::id_for_key(&format!("signup:v1:{event}"), &event);
+        assert_eq!(a, Run::id_for_key(&format!("signup:v1:{event}"), &event));
+        assert_ne!(a, Run::id_for_key(&format!("signup:v2:{event}"), &event));
+        let time = |id: &str| ulid::Ulid::from_string(id).expect("a ULID").timestamp_ms();
+        assert_eq!(time(&a), 1_700_000_000_000, "the event's time");
+        let later = ulid::Ulid::from_parts(1_700_000_000_001, 7).to_string();
+        assert!(Run::id_for_key(&format!("signup:v1:{later}"), &later) > a);
+        // A producer's own event id (not a ULID): time 0, still one id per key.
+        let own = Run::id_for_key("signup:v1:order-42", "order-42");
+        assert_eq!(time(&own), 0);
+        assert_eq!(own, Run::id_for_key("signup:v1:order-42", "order-42"));
+        assert_ne!(own, Run::id_for_key("signup:v1:order-43", "order-43"));
     }
 }

@@ -41,6 +41,10 @@ pub struct Transition {
     pub applied: bool,
     /// Steps of the run not yet in a terminal state, after the transition.
     pub open_steps: usize,
+    /// Set when this transition closed the run's last open step: the store finished the run in
+    /// the same atomic operation (`Failed` when any step failed, else `Completed`), so a run
+    /// ends without a separate round trip. Stores must do this (the conformance suite checks).
+    pub finished: Option<RunStatus>,
 }
 
 /// The answer of [`StateStore::resolve_edge`]: the child's incoming-edge tally after recording.
@@ -186,7 +190,8 @@ pub struct Timer {
 /// Durable state of runs and timers.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
-    /// Stores a new run unless a run with the same `key` exists (then returns it).
+    /// Stores a new run unless a run with the same `key` exists (then returns it). The engine
+    /// derives run ids from keys ([`Run::id_for_key`]), so a store may find the duplicate by id.
     async fn create_run(&self, run: &Run) -> Result<CreateRun>;
 
     /// Loads a run with its steps and history.

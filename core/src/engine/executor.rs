@@ -18,7 +18,7 @@ use crate::function::{Function, Join};
 use crate::protocol::{Outcome, StepContext, StepInput, classify};
 use crate::run::{Run, RunStatus, StepStatus};
 use crate::state::{
-    AttemptOutcome, JoinRule, RunState, StartAttempt, StepMessage, Timer, TimerAction,
+    AttemptOutcome, JoinRule, RunState, StartAttempt, StepMessage, Timer, TimerAction, Transition,
 };
 
 /// Extra time the engine grants a driver past the step timeout before giving up on it.
@@ -162,7 +162,7 @@ impl Engine {
                             status: StepStatus::Completed,
                             output: Some(output),
                         },
-                        t.open_steps,
+                        t,
                         None,
                     )
                     .await?;
@@ -220,7 +220,7 @@ impl Engine {
                             status: StepStatus::Failed,
                             output: None,
                         },
-                        t.open_steps,
+                        t,
                         None,
                     )
                     .await?;
@@ -351,7 +351,7 @@ impl Engine {
         function: &Function,
         run: RunState,
         done: Done,
-        open_steps: usize,
+        transition: Transition,
         recovering: Option<&Run>,
     ) -> Result<()> {
         let state = &self.inner.state;
@@ -361,7 +361,8 @@ impl Engine {
             mut outputs,
             ..
         } = run;
-        let mut open = open_steps;
+        let mut open = transition.open_steps;
+        let mut finished = transition.finished;
         let mut work = vec![done];
         while let Some(done) = work.pop() {
             let parent = &function.steps[done.step];
@@ -437,6 +438,7 @@ impl Engine {
                     Some(false) => {
                         if let Some(t) = joined.transition.filter(|t| t.applied) {
                             open = t.open_steps;
+                            finished = finished.or(t.finished);
                         }
                         let skipped_before =
                             snapshot.is_some_and(|s| s.status == StepStatus::Skipped);
@@ -452,7 +454,10 @@ impl Engine {
                 }
             }
         }
-        if open == 0 || recovering.is_some() {
+        if let Some(status) = finished {
+            // The store finished the run with the transition that closed its last step.
+            let _ = self.inner.finished.send(RunFinished { run_id, status });
+        } else if open == 0 || recovering.is_some() {
             self.finish(&run_id).await?;
         }
         Ok(())
@@ -484,7 +489,12 @@ impl Engine {
             status: state.status,
             output,
         };
-        self.advance(function, run, done, usize::MAX, Some(&full))
+        let unknown = Transition {
+            applied: true,
+            open_steps: usize::MAX,
+            finished: None,
+        };
+        self.advance(function, run, done, unknown, Some(&full))
             .await
     }
 

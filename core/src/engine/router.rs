@@ -101,9 +101,10 @@ impl Engine {
             }
             steps.insert(step.id.clone(), state);
         }
+        let key = run_key(function, event);
         let run = Run {
-            id: ulid::Ulid::new().to_string(),
-            key: run_key(function, event),
+            id: Run::id_for_key(&key, &event.id),
+            key,
             function_id: function.id.clone(),
             function_version: function.version.clone(),
             event: event.clone(),

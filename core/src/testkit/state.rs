@@ -35,6 +35,7 @@ pub async fn run_all(factory: &StoreFactory) {
     retry_moves_to_waiting_and_schedules_the_timer(factory().await).await;
     timers_fire_once_in_due_order(factory().await).await;
     finish_run_once_and_list_runs(factory().await).await;
+    last_open_step_finishes_the_run(factory().await).await;
     expired_leases_are_taken_over(factory().await).await;
     joins_are_decided_once(factory().await).await;
     start_with_state_returns_the_run_state(factory().await).await;
@@ -65,9 +66,10 @@ pub fn sample_run(function_id: &str, user: &str) -> Run {
     a.status = StepStatus::Queued;
     steps.insert("a".to_string(), a);
     steps.insert("b".to_string(), StepState::pending());
+    let key = format!("{function_id}:v1:{}", event.id);
     Run {
-        id: ulid::Ulid::new().to_string(),
-        key: format!("{function_id}:v1:{}", event.id),
+        id: Run::id_for_key(&key, &event.id),
+        key,
         function_id: function_id.to_string(),
         function_version: "v1".into(),
         event,
@@ -79,7 +81,8 @@ pub fn sample_run(function_id: &str, user: &str) -> Run {
     }
 }
 
-/// Creating a run twice with the same key keeps the first and returns it.
+/// Creating a run twice with the same key (and so the same id, see [`Run::id_for_key`]) keeps
+/// the first and returns it, even when the second copy differs (a later routing of the event).
 pub async fn create_run_is_idempotent_by_key(store: Arc<dyn StateStore>) {
     let run = sample_run(&unique("fn"), "u1");
     assert_eq!(
@@ -87,17 +90,27 @@ pub async fn create_run_is_idempotent_by_key(store: Arc<dyn StateStore>) {
         CreateRun::Created
     );
     let mut again = run.clone();
-    again.id = ulid::Ulid::new().to_string();
+    again.created_at += 60_000;
+    again.function_version = "v2".into();
     match store.create_run(&again).await.expect("create again") {
         CreateRun::Exists(existing) => {
-            assert_eq!(existing.id, run.id, "the first run must be kept")
+            assert_eq!(existing.id, run.id, "the first run must be kept");
+            assert_eq!(
+                existing.created_at, run.created_at,
+                "the first copy is kept"
+            );
+            assert_eq!(existing.function_version, "v1", "the first copy is kept");
         }
         CreateRun::Created => panic!("a second run with the same key was created"),
     }
-    assert!(
-        store.get_run(&again.id).await.expect("get").is_none(),
-        "the duplicate must not be stored"
-    );
+    let listed = store
+        .list_runs(&RunFilter {
+            function_id: Some(run.function_id.clone()),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "the run is listed once: {listed:?}");
     let got = store
         .get_run(&run.id)
         .await
@@ -108,6 +121,83 @@ pub async fn create_run_is_idempotent_by_key(store: Arc<dyn StateStore>) {
         got.history.iter().any(|h| h.kind == "run.created"),
         "timeline records the creation"
     );
+}
+
+/// The transition that closes a run's last open step finishes the run in the same call:
+/// completed when no step failed, failed when one did; the run is finished once.
+pub async fn last_open_step_finishes_the_run(store: Arc<dyn StateStore>) {
+    for fail in [false, true] {
+        let run = sample_run(&unique("fn"), "u1");
+        store.create_run(&run).await.expect("create");
+        assert!(started(&*store, &run.id, "a", 1).await);
+        let outcome = if fail {
+            AttemptOutcome::Failed {
+                error: "boom".into(),
+                output: None,
+                log: None,
+            }
+        } else {
+            AttemptOutcome::Completed {
+                output: json!({"ok": true}),
+                log: None,
+            }
+        };
+        let t = store
+            .finish_attempt(&run.id, "a", 1, &outcome)
+            .await
+            .expect("finish a");
+        assert!(t.applied);
+        assert_eq!(t.open_steps, 1, "b is still open");
+        assert_eq!(t.finished, None, "a run with an open step keeps running");
+        let t = store
+            .transition_step(
+                &run.id,
+                "b",
+                StepStatus::Pending,
+                StepStatus::Skipped,
+                Some("parent failed"),
+            )
+            .await
+            .expect("skip b");
+        let expected = if fail {
+            RunStatus::Failed
+        } else {
+            RunStatus::Completed
+        };
+        assert!(t.applied);
+        assert_eq!(t.open_steps, 0);
+        assert_eq!(
+            t.finished,
+            Some(expected),
+            "closing the last step finishes the run"
+        );
+        let got = store.get_run(&run.id).await.expect("get").expect("run");
+        assert_eq!(got.status, expected);
+        assert!(got.ended_at.is_some(), "ended_at is set");
+        let kind = if fail { "run.failed" } else { "run.completed" };
+        assert_eq!(
+            got.history.iter().filter(|h| h.kind == kind).count(),
+            1,
+            "one {kind} entry: {:?}",
+            got.history
+        );
+        assert!(
+            !store
+                .finish_run(&run.id, expected)
+                .await
+                .expect("finish again"),
+            "the run was finished once"
+        );
+        let listed = store
+            .list_runs(&RunFilter {
+                status: Some(expected),
+                function_id: Some(run.function_id.clone()),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(listed.len(), 1, "listed under its final status");
+    }
 }
 
 /// start → finish records the output once; a second finish or a stale attempt changes nothing.

@@ -58,6 +58,34 @@ fn open_steps(run: &Run) -> usize {
         .count()
 }
 
+/// Finishes `run` (failed when any step failed) when no step is left open; answers the final
+/// status when this call finished it.
+fn finish_if_done(run: &mut Run) -> Option<RunStatus> {
+    if run.status != RunStatus::Running || open_steps(run) > 0 {
+        return None;
+    }
+    let failed = run.steps.values().any(|s| s.status == StepStatus::Failed);
+    let status = if failed {
+        RunStatus::Failed
+    } else {
+        RunStatus::Completed
+    };
+    finish(run, status);
+    Some(status)
+}
+
+/// Moves a running run to its final status, with its timeline entry.
+fn finish(run: &mut Run, status: RunStatus) {
+    run.status = status;
+    let entry = HistoryEntry::now(if status == RunStatus::Completed {
+        "run.completed"
+    } else {
+        "run.failed"
+    });
+    run.ended_at = Some(entry.at);
+    run.history.push(entry);
+}
+
 fn step_mut<'a>(
     inner: &'a mut Inner,
     run_id: &str,
@@ -85,6 +113,15 @@ impl StateStore for MemoryStateStore {
             if let Some(existing) = existing {
                 return Ok(CreateRun::Exists(Box::new(existing)));
             }
+        }
+        if let Some(other) = inner.runs.get(&run.id) {
+            return Err(Error::new(
+                weir_core::ErrorKind::AlreadyExists,
+                format!(
+                    "run id {} of key {:?} is taken by key {:?} (run ids must come from Run::id_for_key)",
+                    run.id, run.key, other.key
+                ),
+            ));
         }
         let mut run = run.clone();
         run.history.push(
@@ -196,12 +233,14 @@ impl StateStore for MemoryStateStore {
             return Ok(Transition {
                 applied: false,
                 open_steps: 0,
+                finished: None,
             });
         };
         if step.status != StepStatus::Running || step.attempts != attempt {
             return Ok(Transition {
                 applied: false,
                 open_steps: open_steps(run),
+                finished: None,
             });
         }
         step.lease_until = None;
@@ -227,9 +266,11 @@ impl StateStore for MemoryStateStore {
             }
         };
         run.history.push(entry);
+        let finished = finish_if_done(run);
         Ok(Transition {
             applied: true,
             open_steps: open_steps(run),
+            finished,
         })
     }
 
@@ -282,12 +323,14 @@ impl StateStore for MemoryStateStore {
             return Ok(Transition {
                 applied: false,
                 open_steps: 0,
+                finished: None,
             });
         };
         if step.status != from {
             return Ok(Transition {
                 applied: false,
                 open_steps: open_steps(run),
+                finished: None,
             });
         }
         step.status = to;
@@ -301,9 +344,11 @@ impl StateStore for MemoryStateStore {
             entry = entry.detail(d);
         }
         run.history.push(entry);
+        let finished = finish_if_done(run);
         Ok(Transition {
             applied: true,
             open_steps: open_steps(run),
+            finished,
         })
     }
 
@@ -343,14 +388,7 @@ impl StateStore for MemoryStateStore {
         if run.status != RunStatus::Running || status == RunStatus::Running {
             return Ok(false);
         }
-        run.status = status;
-        let entry = HistoryEntry::now(if status == RunStatus::Completed {
-            "run.completed"
-        } else {
-            "run.failed"
-        });
-        run.ended_at = Some(entry.at);
-        run.history.push(entry);
+        finish(run, status);
         Ok(true)
     }
 

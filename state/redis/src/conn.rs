@@ -72,6 +72,26 @@ impl RedisConn {
         invocation.invoke_async(&mut con).await.map_err(map_err)
     }
 
+    /// Runs a pipeline whose commands include `invocation` (added with
+    /// `Pipeline::invoke_script`) in one round trip; on `NOSCRIPT` loads the script and runs
+    /// the whole pipeline again, so its other commands must be idempotent.
+    pub(crate) async fn pipe_with_script<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut con = self.manager.clone();
+        match pipe.query_async(&mut con).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.round_trips.fetch_add(2, Ordering::Relaxed);
+                invocation.load_async(&mut con).await.map_err(map_err)?;
+                pipe.query_async(&mut con).await.map_err(map_err)
+            }
+            other => other.map_err(map_err),
+        }
+    }
+
     /// Runs a pipeline of plain commands in one round trip.
     pub(crate) async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);

@@ -3,10 +3,9 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{r:ID}:run` | hash | `meta`, `event`, `status`, `ended_at`, `open` (steps not final), and per step `st:S` status, `at:S` attempts, `er:S` error, `lg:S` log, `fo:S` output of a failed step, `e:S:PARENT` edge taken (1/0), `et:S` / `en:S` edges taken / not taken |
+//! | `P:{r:ID}:run` | hash | `meta`, `event`, `status`, `created_at`, `ended_at`, `open` (steps not final), `failed` (failed steps), and per step `st:S` status, `at:S` attempts, `er:S` error, `lg:S` log, `fo:S` output of a failed step, `e:S:PARENT` edge taken (1/0), `et:S` / `en:S` edges taken / not taken |
 //! | `P:{r:ID}:out` | hash | outputs of completed steps, by step id |
 //! | `P:{r:ID}:hist` | list | the timeline, JSON entries |
-//! | `P:key:KEY` | string | run id of an idempotency key |
 //! | `P:runs` | zset | every run id by creation time |
 //! | `P:runs:fn:F` / `P:runs:user:U` / `P:runs:status:S` | zset | run ids by creation time |
 //! | `P:{timers}:due` | zset | timer id by due (or lease expiry) time |
@@ -37,10 +36,6 @@ impl Keys {
 
     pub(crate) fn hist(&self, id: &str) -> String {
         format!("{}:{{r:{id}}}:hist", self.prefix)
-    }
-
-    pub(crate) fn run_key(&self, key: &str) -> String {
-        format!("{}:key:{key}", self.prefix)
     }
 
     pub(crate) fn runs(&self) -> String {

@@ -7,6 +7,25 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Lua shared by the scripts that can close a run's last open step: when `open` is 0 and the
+/// run is still running, finishes it (`failed` when the `failed` counter is above 0) and
+/// answers the final status, else `''`. Uses `KEYS[1]` (run hash) and `KEYS[2]` (timeline).
+macro_rules! finish_if_done_lua {
+    () => {
+        r#"
+local function finish_if_done(open, now)
+  if open ~= 0 or redis.call('HGET', KEYS[1], 'status') ~= 'running' then return '' end
+  local status = 'completed'
+  if tonumber(redis.call('HGET', KEYS[1], 'failed') or '0') > 0 then status = 'failed' end
+  redis.call('HSET', KEYS[1], 'status', status, 'ended_at', now)
+  redis.call('RPUSH', KEYS[2], '{"at":' .. now .. ',"kind":"run.' .. status .. '"}')
+  return status
+end
+local function created_at() return tonumber(redis.call('HGET', KEYS[1], 'created_at')) end
+"#
+    };
+}
+
 /// Creates a run unless its hash exists. ARGV: the number of field/value pairs, the pairs,
 /// then timeline entries.
 pub(crate) static CREATE_RUN: LazyLock<Script> = LazyLock::new(|| {
@@ -77,17 +96,20 @@ return 1
     )
 });
 
-/// `running` at `attempt` → `completed|failed` (first writer wins). ARGV: step, attempt,
-/// status, output ('' = none), error ('' = none), log ('' = none), entry.
+/// `running` at `attempt` → `completed|failed` (first writer wins), finishing the run when
+/// it was its last open step. ARGV: step, attempt, status, output ('' = none), error
+/// ('' = none), log ('' = none), entry, now. Answers `{applied, open, run status set or '',
+/// created_at}`; applied is -1 for a missing step.
 pub(crate) static FINISH_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        finish_if_done_lua!(),
         r#"
 local step = ARGV[1]
 local st = redis.call('HGET', KEYS[1], 'st:' .. step)
-if not st then return {-1, 0} end
+if not st then return {-1, 0, '', 0} end
 local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. step) or '0')
 if st ~= 'running' or at ~= tonumber(ARGV[2]) then
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'open'))}
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'open')), '', 0}
 end
 redis.call('HSET', KEYS[1], 'st:' .. step, ARGV[3])
 redis.call('HDEL', KEYS[1], 'ls:' .. step)
@@ -98,13 +120,14 @@ if ARGV[4] ~= '' then
     redis.call('HSET', KEYS[1], 'fo:' .. step, ARGV[4])
   end
 end
+if ARGV[3] == 'failed' then redis.call('HINCRBY', KEYS[1], 'failed', 1) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'er:' .. step, ARGV[5]) else redis.call('HDEL', KEYS[1], 'er:' .. step) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'lg:' .. step, ARGV[6]) else redis.call('HDEL', KEYS[1], 'lg:' .. step) end
 local open = redis.call('HINCRBY', KEYS[1], 'open', -1)
 redis.call('RPUSH', KEYS[2], ARGV[7])
-return {1, open}
-"#,
-    )
+return {1, open, finish_if_done(open, ARGV[8]), created_at()}
+"#
+    ))
 });
 
 /// `running` at `attempt` → `waiting`, recording error and log. ARGV: step, attempt, error,
@@ -126,26 +149,25 @@ return 1
     )
 });
 
-/// `from` → `to`. ARGV: step, from, to, detail ('' = none), 1 when `to` is final, entry.
+/// `from` → `to`, finishing the run when it closed its last open step. ARGV: step, from, to,
+/// detail ('' = none), 1 when `to` is final, entry, now. Answers like `FINISH_ATTEMPT`.
 pub(crate) static TRANSITION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        finish_if_done_lua!(),
         r#"
 local step = ARGV[1]
 local st = redis.call('HGET', KEYS[1], 'st:' .. step)
-if not st then return {-1, 0} end
-if st ~= ARGV[2] then return {0, tonumber(redis.call('HGET', KEYS[1], 'open'))} end
+if not st then return {-1, 0, '', 0} end
+if st ~= ARGV[2] then return {0, tonumber(redis.call('HGET', KEYS[1], 'open')), '', 0} end
 redis.call('HSET', KEYS[1], 'st:' .. step, ARGV[3])
 if ARGV[3] == 'skipped' and ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'er:' .. step, ARGV[4]) end
-local open
-if ARGV[5] == '1' then
-  open = redis.call('HINCRBY', KEYS[1], 'open', -1)
-else
-  open = tonumber(redis.call('HGET', KEYS[1], 'open'))
-end
+if ARGV[3] == 'failed' then redis.call('HINCRBY', KEYS[1], 'failed', 1) end
 redis.call('RPUSH', KEYS[2], ARGV[6])
-return {1, open}
-"#,
-    )
+if ARGV[5] ~= '1' then return {1, tonumber(redis.call('HGET', KEYS[1], 'open')), '', 0} end
+local open = redis.call('HINCRBY', KEYS[1], 'open', -1)
+return {1, open, finish_if_done(open, ARGV[7]), created_at()}
+"#
+    ))
 });
 
 /// Records edge `parent → child` once. ARGV: child, parent, taken (1/0).
@@ -222,15 +244,18 @@ return out
 
 /// Records edge `parent → child` and applies the child's join rule (see
 /// `weir_core::state::JoinRule::decide`), moving the child `pending → queued|skipped` when the
-/// edge decides it. ARGV: child, parent, taken (1/0), parents, any (1/0), recovering (1/0),
-/// skip reason, queued entry, skipped entry. Answers `{recorded, taken, not_taken, decision,
-/// applied, open}` with decision 1 queue, 0 skip, -1 none; recorded is -1 for a missing child.
+/// edge decides it, and finishing the run when a skip closed its last open step. ARGV: child,
+/// parent, taken (1/0), parents, any (1/0), recovering (1/0), skip reason, queued entry,
+/// skipped entry, now. Answers `{recorded, taken, not_taken, decision, applied, open, run
+/// status set or '', created_at}` with decision 1 queue, 0 skip, -1 none; recorded is -1 for a
+/// missing child.
 pub(crate) static RESOLVE_JOIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        finish_if_done_lua!(),
         r#"
 local child = ARGV[1]
 local st = redis.call('HGET', KEYS[1], 'st:' .. child)
-if not st then return {-1, 0, 0, -1, 0, 0} end
+if not st then return {-1, 0, 0, -1, 0, 0, '', 0} end
 local taken = ARGV[3] == '1'
 local recorded = redis.call('HSETNX', KEYS[1], 'e:' .. child .. ':' .. ARGV[2], ARGV[3])
 if recorded == 1 then
@@ -240,7 +265,7 @@ local t = tonumber(redis.call('HGET', KEYS[1], 'et:' .. child) or '0')
 local n = tonumber(redis.call('HGET', KEYS[1], 'en:' .. child) or '0')
 local open = tonumber(redis.call('HGET', KEYS[1], 'open'))
 local recovering = ARGV[6] == '1'
-if recorded == 0 and not recovering then return {0, t, n, -1, 0, open} end
+if recorded == 0 and not recovering then return {0, t, n, -1, 0, open, '', 0} end
 local parents = tonumber(ARGV[4])
 local decision = -1
 if ARGV[5] == '1' then
@@ -250,6 +275,7 @@ elseif t + n == parents then
   if n == 0 then decision = 1 else decision = 0 end
 end
 local applied = 0
+local finished = ''
 if decision ~= -1 and st == 'pending' then
   applied = 1
   if decision == 1 then
@@ -260,9 +286,10 @@ if decision ~= -1 and st == 'pending' then
     if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'er:' .. child, ARGV[7]) end
     open = redis.call('HINCRBY', KEYS[1], 'open', -1)
     redis.call('RPUSH', KEYS[2], ARGV[9])
+    finished = finish_if_done(open, ARGV[10])
   end
 end
-return {recorded, t, n, decision, applied, open}
-"#,
-    )
+return {recorded, t, n, decision, applied, open, finished, created_at()}
+"#
+    ))
 });

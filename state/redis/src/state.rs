@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use serde_json::Value;
+use weir_core::event::now_ms;
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
     AttemptOutcome, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunState, StartAttempt, StateStore,
@@ -75,6 +76,10 @@ impl RedisStateStore {
             .key(self.keys.out(run_id))
     }
 
+    /// Stores the run unless its hash exists, and files it in the listing indexes, in one
+    /// round trip; answers whether it was created. The indexes live outside the run's slot, so
+    /// they are written beside the script, not by it: the `ZADD`s are idempotent, and listings
+    /// re-check each run's status, so filing an existing run again is harmless.
     async fn insert_run(&self, run: &Run) -> Result<bool> {
         let meta = Meta {
             id: run.id.clone(),
@@ -116,34 +121,70 @@ impl RedisStateStore {
         for h in &history {
             inv.arg(h);
         }
-        let created: i64 = self.conn.script(&inv).await?;
-        if created == 1 {
-            self.index_run(run).await?;
-        }
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&inv);
+        self.index_run(&mut pipe, run);
+        let (created,): (i64,) = self.conn.pipe_with_script(&pipe, &inv).await?;
         Ok(created == 1)
     }
 
-    /// Adds the run to the listing indexes (idempotent; they live outside the run's slot).
-    async fn index_run(&self, run: &Run) -> Result<()> {
-        let mut pipe = redis::pipe();
+    /// Adds the commands filing `run` in the listing indexes (idempotent `ZADD`s).
+    fn index_run(&self, pipe: &mut redis::Pipeline, run: &Run) {
         let score = run.created_at;
         pipe.zadd(self.keys.runs(), &run.id, score).ignore();
         pipe.zadd(self.keys.runs_by("fn", &run.function_id), &run.id, score)
             .ignore();
-        // A finished run's status entry is written by finish_run.
-        if run.status == RunStatus::Running {
-            pipe.zadd(
-                self.keys.runs_by("status", run.status.as_str()),
-                &run.id,
-                score,
-            )
-            .ignore();
-        }
+        pipe.zadd(
+            self.keys.runs_by("status", run.status.as_str()),
+            &run.id,
+            score,
+        )
+        .ignore();
         if let Some(user) = run.event.user_key() {
             pipe.zadd(self.keys.runs_by("user", &user), &run.id, score)
                 .ignore();
         }
+    }
+
+    /// Moves a finished run from the `running` status index to its final status's. Called
+    /// after the script that finished it, and again on every later finish (idempotent), so a
+    /// node dying in between leaves no run misfiled for long.
+    async fn file_finished(&self, run_id: &str, status: &str, created_at: i64) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.zrem(
+            self.keys.runs_by("status", RunStatus::Running.as_str()),
+            run_id,
+        )
+        .ignore();
+        pipe.zadd(self.keys.runs_by("status", status), run_id, created_at)
+            .ignore();
         self.conn.pipe::<()>(&pipe).await
+    }
+
+    /// The answer of a script that may have finished the run: files the run under its final
+    /// status when it did.
+    async fn transition(
+        &self,
+        run_id: &str,
+        applied: i64,
+        open: i64,
+        finished: &str,
+        created_at: i64,
+    ) -> Result<Transition> {
+        let finished = if applied == 1 {
+            RunStatus::parse(finished)
+        } else {
+            None
+        };
+        if let Some(status) = finished {
+            self.file_finished(run_id, status.as_str(), created_at)
+                .await?;
+        }
+        Ok(Transition {
+            applied: applied == 1,
+            open_steps: open.max(0) as usize,
+            finished,
+        })
     }
 
     /// Builds a run from its hash, outputs and timeline.
@@ -284,31 +325,30 @@ fn decode_outputs(outputs: HashMap<String, String>) -> Result<serde_json::Map<St
 #[async_trait]
 impl StateStore for RedisStateStore {
     async fn create_run(&self, run: &Run) -> Result<CreateRun> {
-        // The idempotency key decides the winner; SET NX GET answers the existing id at once.
-        let mut claim = redis::cmd("SET");
-        claim
-            .arg(self.keys.run_key(&run.key))
-            .arg(&run.id)
-            .arg("NX")
-            .arg("GET");
-        let existing: Option<String> = self.conn.cmd(&claim).await?;
-        let Some(existing_id) = existing else {
-            self.insert_run(run).await?;
+        // Run ids derive from idempotency keys (`Run::id_for_key`): the run's own hash is the
+        // idempotency record, so creating is one script in the run's slot, with no key to
+        // claim first (and none left behind).
+        if self.insert_run(run).await? {
             return Ok(CreateRun::Created);
-        };
-        if let Some(found) = self.get_run(&existing_id).await? {
-            // The creator may have died before indexing the run: index it again (idempotent).
-            self.index_run(&found).await?;
-            return Ok(CreateRun::Exists(Box::new(found)));
         }
-        // The node that claimed the key died before storing the run: store it under that id.
-        let mut recovered = run.clone();
-        recovered.id = existing_id.clone();
-        self.insert_run(&recovered).await?;
         let found = self
-            .get_run(&existing_id)
+            .get_run(&run.id)
             .await?
             .ok_or_else(|| corrupt("run vanished"))?;
+        if found.key != run.key {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "run id {} of key {:?} is taken by key {:?} (run ids must come from Run::id_for_key)",
+                    run.id, run.key, found.key
+                ),
+            ));
+        }
+        if found.status != RunStatus::Running {
+            // The pipeline filed it as running again: put it back under its final status.
+            self.file_finished(&found.id, found.status.as_str(), found.created_at)
+                .await?;
+        }
         Ok(CreateRun::Exists(Box::new(found)))
     }
 
@@ -500,15 +540,15 @@ impl StateStore for RedisStateStore {
             .arg(output)
             .arg(error)
             .arg(log)
-            .arg(entry_json(&entry));
-        let (applied, open): (i64, i64) = self.conn.script(&inv).await?;
+            .arg(entry_json(&entry))
+            .arg(entry.at);
+        let (applied, open, finished, created_at): (i64, i64, String, i64) =
+            self.conn.script(&inv).await?;
         if applied == -1 {
             return Err(not_found(format!("run {run_id:?} has no step {step_id:?}")));
         }
-        Ok(Transition {
-            applied: applied == 1,
-            open_steps: open.max(0) as usize,
-        })
+        self.transition(run_id, applied, open, &finished, created_at)
+            .await
     }
 
     async fn retry_attempt(
@@ -564,15 +604,15 @@ impl StateStore for RedisStateStore {
             .arg(to.as_str())
             .arg(detail.unwrap_or(""))
             .arg(if to.is_terminal() { "1" } else { "0" })
-            .arg(entry_json(&entry));
-        let (applied, open): (i64, i64) = self.conn.script(&inv).await?;
+            .arg(entry_json(&entry))
+            .arg(entry.at);
+        let (applied, open, finished, created_at): (i64, i64, String, i64) =
+            self.conn.script(&inv).await?;
         if applied == -1 {
             return Err(not_found(format!("run {run_id:?} has no step {step_id:?}")));
         }
-        Ok(Transition {
-            applied: applied == 1,
-            open_steps: open.max(0) as usize,
-        })
+        self.transition(run_id, applied, open, &finished, created_at)
+            .await
     }
 
     async fn resolve_edge(
@@ -624,9 +664,18 @@ impl StateStore for RedisStateStore {
             .arg(flag(rule.recovering))
             .arg(skip_reason)
             .arg(queued)
-            .arg(skipped);
-        let (recorded, t, n, decision, applied, open): (i64, i64, i64, i64, i64, i64) =
-            self.conn.script(&inv).await?;
+            .arg(skipped)
+            .arg(now_ms());
+        let (recorded, t, n, decision, applied, open, finished, created_at): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            String,
+            i64,
+        ) = self.conn.script(&inv).await?;
         if recorded == -1 {
             return Err(not_found(format!("run {run_id:?} has no step {child:?}")));
         }
@@ -640,10 +689,13 @@ impl StateStore for RedisStateStore {
             0 => Some(false),
             _ => None,
         };
-        let transition = decision.map(|_| Transition {
-            applied: applied == 1,
-            open_steps: open.max(0) as usize,
-        });
+        let transition = match decision {
+            Some(_) => Some(
+                self.transition(run_id, applied, open, &finished, created_at)
+                    .await?,
+            ),
+            None => None,
+        };
         Ok(EdgeJoin {
             tally,
             decision,
@@ -671,21 +723,8 @@ impl StateStore for RedisStateStore {
         if applied == -1 {
             return Err(not_found(format!("no run {run_id:?}")));
         }
-        // The status index lives in other slots: move the run in it after the script, and again
-        // on every later call (idempotent), so a node dying in between leaves no run misfiled.
-        let mut pipe = redis::pipe();
-        pipe.zrem(
-            self.keys.runs_by("status", RunStatus::Running.as_str()),
-            run_id,
-        )
-        .ignore();
-        pipe.zadd(
-            self.keys.runs_by("status", &final_status),
-            run_id,
-            created_at,
-        )
-        .ignore();
-        self.conn.pipe::<()>(&pipe).await?;
+        self.file_finished(run_id, &final_status, created_at)
+            .await?;
         Ok(applied == 1)
     }
 
