@@ -166,6 +166,14 @@ impl Broker for RedisBroker {
             return Ok(());
         }
         let stream = keys::stream(&self.config.prefix, topic);
+        if let [(key, payload)] = &messages[..] {
+            // One message needs no MULTI/EXEC around it.
+            return self
+                .xadd(&stream, key, payload)
+                .query_async::<()>(&mut self.conn.clone())
+                .await
+                .map_err(|e| redis_error("publish_batch", e).with_context("topic", topic));
+        }
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (key, payload) in &messages {

@@ -210,8 +210,10 @@ impl RedisStateStore {
                     .get(&format!("at:{id}"))
                     .and_then(|a| a.parse().ok())
                     .unwrap_or(0);
-                state.error = run_hash.get(&format!("er:{id}")).cloned();
-                state.log = run_hash.get(&format!("lg:{id}")).cloned();
+                // A cleared error, log or lease is stored as '' (one HSET instead of an HDEL).
+                let field = |f: &str| run_hash.get(&format!("{f}:{id}")).filter(|v| !v.is_empty());
+                state.error = field("er").cloned();
+                state.log = field("lg").cloned();
                 state.lease_until = run_hash
                     .get(&format!("ls:{id}"))
                     .and_then(|l| l.parse().ok());
