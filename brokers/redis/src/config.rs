@@ -177,7 +177,12 @@ impl RedisBrokerConfig {
         self.validate().map_err(|message| {
             Error::new(ErrorKind::Config, message).with_context("url", self.redacted_url())
         })?;
-        redis::Client::open(self.url.as_str()).map_err(|e| connect_config_error(self, e))
+        // TCP_NODELAY: the client pipelines many small commands on one connection, and Nagle's
+        // algorithm would hold each behind the acknowledgement of the previous one.
+        let info = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
+            .map_err(|e| connect_config_error(self, e))?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        redis::Client::open(info).map_err(|e| connect_config_error(self, e))
     }
 }
 

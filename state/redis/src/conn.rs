@@ -37,13 +37,19 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
 impl RedisConn {
     /// Connects (the password never appears in errors or logs).
     pub async fn connect(config: &RedisStateConfig) -> Result<Self> {
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(|e| {
+        let invalid = |e: redis::RedisError| {
             Error::new(
                 ErrorKind::Config,
                 format!("invalid redis URL {}", redact(&config.redis_url)),
             )
             .with_source(e)
-        })?;
+        };
+        // TCP_NODELAY: many tasks pipeline small commands on this one connection, and Nagle's
+        // algorithm would hold each behind the acknowledgement of the previous one.
+        let info = redis::IntoConnectionInfo::into_connection_info(config.redis_url.as_str())
+            .map_err(invalid)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(invalid)?;
         let manager = ConnectionManager::new(client).await.map_err(|e| {
             Error::new(
                 ErrorKind::Unavailable,
