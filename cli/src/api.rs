@@ -158,7 +158,9 @@ async fn list_functions(State(app): State<AppState>) -> Json<Value> {
                 "name": f.name,
                 "version": f.version,
                 "dir": f.dir,
-                "triggers": f.triggers.iter().map(|t| json!({"event": t.event, "expression": t.expression.as_ref().map(|e| e.source())})).collect::<Vec<_>>(),
+                "triggers": f.triggers.iter().map(|t| json!({"event": t.event, "expression": t.expression.as_ref().map(|e| e.source())}))
+                    .chain(f.crons.iter().map(|c| json!({"cron": c.source()})))
+                    .collect::<Vec<_>>(),
                 "steps": f.steps.iter().map(|s| json!({"id": s.id, "name": s.name, "runtime": s.runtime_type})).collect::<Vec<_>>(),
             })
         })

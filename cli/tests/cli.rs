@@ -135,7 +135,7 @@ fn validate_explains_unsupported_fields_and_missing_runtimes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("f");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let def = r#"{"id": "f", "triggers": [{"event": "a"}, {"cron": "0 12 * * *"}],
+    let def = r#"{"id": "f", "triggers": [{"event": "a"}, {"cron": "61 12 * * *"}, {"cron": "TZ=Europe/Paris 0 12 * * *"}],
       "concurrency": [{"limit": 10}],
       "steps": {"s": {"path": "file://./x", "runtime": {"type": "docker"},
                       "after": []},
@@ -150,7 +150,11 @@ fn validate_explains_unsupported_fields_and_missing_runtimes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("concurrency: not supported yet"), "{text}");
     assert!(
-        text.contains("triggers[1].cron: not supported yet"),
+        text.contains("triggers[1].cron: invalid cron schedule \"61 12 * * *\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("triggers[2].cron: time zones are not supported yet"),
         "{text}"
     );
     assert!(

@@ -302,7 +302,137 @@ async fn a_redelivered_message_recovers_a_run_its_node_left_behind(state: &str) 
     assert_eq!(run.steps["b"].output, Some(json!({"b": 1})));
 }
 
+/// The runs of function `id`, finished, once `n` of them exist (or the deadline passes).
+async fn finished_runs(
+    engine: &weir::core::engine::Engine,
+    id: &str,
+    n: usize,
+) -> Vec<weir::core::run::Run> {
+    let filter = RunFilter {
+        function_id: Some(id.to_string()),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let runs = engine.state().list_runs(&filter).await.expect("list");
+        let done = runs
+            .iter()
+            .filter(|r| r.status != RunStatus::Running)
+            .count();
+        if done >= n || tokio::time::Instant::now() > deadline {
+            let mut out = Vec::new();
+            for r in runs.iter().filter(|r| r.status != RunStatus::Running) {
+                out.push(
+                    engine
+                        .state()
+                        .get_run(&r.id)
+                        .await
+                        .expect("get")
+                        .expect("run"),
+                );
+            }
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A cron trigger starts one run per tick, with the `weir/scheduled.timer` event of the tick.
+async fn cron_ticks_start_one_run_each(state: &str) {
+    let def = json!({"id": "every-second", "triggers": [{"cron": "* * * * * *"}],
+                     "steps": {"a": step("a")}});
+    let f = function_dir(&def, &[("a", "echo '{\"ok\": true}'")]);
+    let (engine, handle) = engine_on(&f.dir, state).await;
+    let runs = finished_runs(&engine, "every-second", 2).await;
+    handle.shutdown().await;
+    assert!(runs.len() >= 2, "two ticks in 15 s: {} runs", runs.len());
+    let mut ticks: Vec<i64> = runs.iter().map(|r| r.event.ts).collect();
+    ticks.sort_unstable();
+    ticks.dedup();
+    assert_eq!(ticks.len(), runs.len(), "one run per tick: {ticks:?}");
+    for run in &runs {
+        assert_eq!(run.status, RunStatus::Completed);
+        assert_eq!(run.event.name, "weir/scheduled.timer");
+        assert_eq!(
+            run.event.data,
+            json!({"cron": "* * * * * *", "function": "every-second"})
+        );
+        assert_eq!(run.event.ts % 1000, 0, "ticks fall on whole seconds");
+        assert_eq!(run.steps["a"].output, Some(json!({"ok": true})));
+    }
+}
+
+/// Two nodes sharing Redis state, each with its own scheduler, executor and broker: every
+/// tick of a per-second schedule has exactly one run, and its step runs once.
+#[cfg(feature = "state-redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_ticks_fire_once_across_two_nodes() {
+    let Some(url) = common::redis_state_url() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ledger = tmp.path().join("ledger");
+    let def = json!({"id": "tick-ledger", "triggers": [{"cron": "* * * * * *"}],
+                     "steps": {"a": step("a")}});
+    let script = format!("echo \"$1\" >> {}; echo '{{}}'", ledger.display());
+    let f = function_dir(&def, &[("a", script.as_str())]);
+    let (one, one_handle) = engine_on(&f.dir, &url).await;
+    let (two, two_handle) = engine_on(&f.dir, &url).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    one_handle
+        .shutdown_gracefully(Duration::from_secs(10))
+        .await;
+    two_handle
+        .shutdown_gracefully(Duration::from_secs(10))
+        .await;
+    drop(two);
+    // Every run, finished or not: a tick whose run was cut short by the shutdown still counts.
+    let listed = one
+        .state()
+        .list_runs(&RunFilter {
+            function_id: Some("tick-ledger".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let mut runs = Vec::new();
+    for r in &listed {
+        runs.push(one.state().get_run(&r.id).await.expect("get").expect("run"));
+    }
+    assert!(
+        runs.len() >= 3,
+        "3.5 s of a per-second schedule: {} runs",
+        runs.len()
+    );
+    let mut ticks: Vec<i64> = runs.iter().map(|r| r.event.ts).collect();
+    ticks.sort_unstable();
+    let mut distinct = ticks.clone();
+    distinct.dedup();
+    assert_eq!(distinct, ticks, "one run per tick");
+    assert_eq!(
+        ticks.last().expect("ticks") - ticks[0],
+        1000 * (ticks.len() as i64 - 1),
+        "no tick skipped: {ticks:?}"
+    );
+    let completed = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Completed)
+        .count();
+    assert!(
+        completed >= 2,
+        "{completed} of {} runs completed",
+        runs.len()
+    );
+    let lines = std::fs::read_to_string(&ledger).expect("ledger");
+    assert_eq!(
+        lines.lines().count(),
+        completed,
+        "each completed tick's step ran once:\n{lines}"
+    );
+}
+
 on_every_state!(
+    cron_ticks_start_one_run_each,
     a_redelivered_message_recovers_a_run_its_node_left_behind,
     diamond_runs_the_join_once_with_both_outputs,
     false_condition_skips_the_child_and_every_descendant,

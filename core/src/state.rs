@@ -132,6 +132,19 @@ pub enum AttemptOutcome {
 pub enum TimerAction {
     /// Publish a step message (a retry after its backoff).
     EnqueueStep(StepMessage),
+    /// Start a cron trigger's run for one tick, then schedule the next tick.
+    CronTick(CronTick),
+}
+
+/// One tick of a function's cron trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronTick {
+    /// The function.
+    pub function_id: String,
+    /// The schedule, as written in the trigger.
+    pub cron: String,
+    /// The tick, epoch milliseconds.
+    pub due_ms: i64,
 }
 
 /// A message on the `steps` topic: run attempt `attempt` of `step_id` in `run_id`.

@@ -5,7 +5,7 @@
 //!   the root steps on `steps`.
 //! - The executor consumes `steps`, runs an attempt on its runtime driver, records the result,
 //!   resolves the outgoing edges (join / skip semantics) and finishes the run.
-//! - The scheduler moves due timers (retry backoffs) onto `steps`.
+//! - The scheduler moves due timers (retry backoffs) onto `steps` and fires cron ticks.
 
 mod backoff;
 mod executor;

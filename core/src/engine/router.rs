@@ -92,7 +92,9 @@ impl Engine {
         Ok(runs)
     }
 
-    async fn start_run(&self, function: &Function, event: &Event) -> Result<String> {
+    /// Starts `function`'s run for `event` (idempotent: the run id derives from both) and
+    /// enqueues its root steps; returns the run id.
+    pub(super) async fn start_run(&self, function: &Function, event: &Event) -> Result<String> {
         let mut steps = BTreeMap::new();
         for (i, step) in function.steps.iter().enumerate() {
             let mut state = StepState::pending();

@@ -1,11 +1,13 @@
 //! Functions: the JSON definition format (DESIGN §2), its validation and compiled form.
 
+mod cron;
 mod dag;
 mod load;
 mod model;
 mod parse;
 mod problems;
 
+pub use cron::{CronTrigger, SCHEDULED_EVENT};
 pub use load::{DEFINITION_FILES, content_version, definition_file, discover, load_function};
 pub use model::{
     DEFAULT_ATTEMPTS, DEFAULT_STEP_TIMEOUT, Edge, Function, Join, Step, Trigger, name_matches,

@@ -26,6 +26,8 @@ pub struct Function {
     pub dir: PathBuf,
     /// The event triggers.
     pub triggers: Vec<Trigger>,
+    /// The cron triggers: each tick starts one run (see [`crate::function::SCHEDULED_EVENT`]).
+    pub crons: Vec<crate::function::CronTrigger>,
     /// The steps, in definition order (sorted by id).
     pub steps: Vec<Step>,
     /// Step index by id.

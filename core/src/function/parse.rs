@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::cron::CronTrigger;
 use super::dag;
 use super::model::{DEFAULT_ATTEMPTS, DEFAULT_STEP_TIMEOUT, Edge, Function, Join, Step, Trigger};
 use super::problems::Problems;
@@ -76,7 +77,7 @@ pub fn parse_function(
     };
     let default_attempts =
         parse_retries(obj.get("retries"), "retries", &mut p).unwrap_or(DEFAULT_ATTEMPTS);
-    let triggers = parse_triggers(obj.get("triggers"), &mut p);
+    let (triggers, crons) = parse_triggers(obj.get("triggers"), &mut p);
     let (steps, edges) = parse_steps(obj.get("steps"), dir, default_attempts, runtimes, &mut p);
 
     let index: HashMap<String, usize> = steps
@@ -124,6 +125,7 @@ pub fn parse_function(
         version,
         dir: dir.to_path_buf(),
         triggers,
+        crons,
         steps,
         index,
         children,
@@ -201,17 +203,18 @@ fn parse_retries(v: Option<&Value>, path: &str, p: &mut Problems) -> Option<u32>
     }
 }
 
-fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> Vec<Trigger> {
+fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> (Vec<Trigger>, Vec<CronTrigger>) {
+    let mut crons = Vec::new();
     let Some(v) = v else {
         p.push("triggers", "required: at least one trigger");
-        return Vec::new();
+        return (Vec::new(), crons);
     };
     let Some(items) = v.as_array() else {
         p.push(
             "triggers",
             format!("must be an array, got {}", type_name(v)),
         );
-        return Vec::new();
+        return (Vec::new(), crons);
     };
     if items.is_empty() {
         p.push("triggers", "at least one trigger is required");
@@ -225,15 +228,31 @@ fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> Vec<Trigger> {
         };
         for key in obj.keys() {
             match key.as_str() {
-                "event" | "expression" => {}
-                "cron" | "definition" => p.push(
+                "event" | "expression" | "cron" => {}
+                "definition" => p.push(
                     format!("{path}.{key}"),
                     "not supported yet: this weir version does not implement it",
                 ),
                 _ => p.push(format!("{path}.{key}"), "unknown field"),
             }
         }
-        if obj.contains_key("cron") {
+        if let Some(cron) = obj.get("cron") {
+            if obj.contains_key("event") || obj.contains_key("expression") {
+                p.push(
+                    path.clone(),
+                    "a trigger is either an event (with an optional expression) or a cron, not both",
+                );
+            }
+            match cron {
+                Value::String(src) => match CronTrigger::parse(src) {
+                    Ok(c) => crons.push(c),
+                    Err(msg) => p.push(format!("{path}.cron"), msg),
+                },
+                v => p.push(
+                    format!("{path}.cron"),
+                    format!("must be a string, got {}", type_name(v)),
+                ),
+            }
             continue;
         }
         let event = match obj.get("event") {
@@ -272,7 +291,7 @@ fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> Vec<Trigger> {
         };
         out.push(Trigger { event, expression });
     }
-    out
+    (out, crons)
 }
 
 type PendingEdge = (usize, usize, String, Option<Expr>);
