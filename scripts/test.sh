@@ -25,9 +25,12 @@ apt_install() {
 }
 
 # Redis: use WEIR_TEST_REDIS_URL if set; else start a private redis-server on port 6390.
+# The crash and TLS tests start redis-servers of their own, so the binary (and openssl, which
+# makes the TLS test's CA) is needed even when WEIR_TEST_REDIS_URL points elsewhere.
 start_redis() {
-  if [ -n "${WEIR_TEST_REDIS_URL:-}" ]; then return; fi
   command -v redis-server >/dev/null || apt_install redis-server
+  command -v openssl >/dev/null || apt_install openssl
+  if [ -n "${WEIR_TEST_REDIS_URL:-}" ]; then return; fi
   local port=6390
   if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
     redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save '' --appendonly no \

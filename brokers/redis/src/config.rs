@@ -21,6 +21,7 @@ const PARAMS: &[&str] = &[
     "maxlen",
     "max_message_bytes",
     "timeout",
+    "ca_file",
 ];
 
 /// Settings of a [`RedisBroker`](crate::RedisBroker), parsed from a URL by
@@ -28,6 +29,7 @@ const PARAMS: &[&str] = &[
 ///
 /// ```text
 /// redis://[user:password@]host[:port][/db][?prefix=weir&lease=30s&block=1s&count=16&maxlen=N&max_message_bytes=N&timeout=5s]
+/// rediss://…[&ca_file=/path/ca.pem]
 /// rediss://…   (TLS; needs a build of the `redis` crate with a TLS feature)
 /// ```
 ///
@@ -59,6 +61,9 @@ pub struct RedisBrokerConfig {
     pub max_message_bytes: usize,
     /// Response timeout of a Redis command and connect timeout (query `timeout`, default `5s`).
     pub timeout: Duration,
+    /// For `rediss://`: a PEM file of the CA(s) to trust instead of the system store (query
+    /// `ca_file`), e.g. a private Redis's own CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisBrokerConfig {
@@ -101,6 +106,7 @@ impl RedisBrokerConfig {
             maxlen: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             timeout: Duration::from_secs(5),
+            ca_file: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -115,6 +121,8 @@ impl RedisBrokerConfig {
                 "max_message_bytes" => {
                     config.max_message_bytes = parse_number(value).map_err(bad)?
                 }
+                "ca_file" if scheme == "rediss" => config.ca_file = Some(value.into()),
+                "ca_file" => return Err(bad("needs a rediss:// (TLS) URL".into())),
                 _ => {
                     return Err(config_error(format!(
                         "unknown parameter {name:?} (known: {})",
@@ -182,7 +190,21 @@ impl RedisBrokerConfig {
         let info = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
             .map_err(|e| connect_config_error(self, e))?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        redis::Client::open(info).map_err(|e| connect_config_error(self, e))
+        let Some(path) = &self.ca_file else {
+            return redis::Client::open(info).map_err(|e| connect_config_error(self, e));
+        };
+        let root_cert = std::fs::read(path).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot read ca_file {}: {e}", path.display()),
+            )
+            .with_context("url", self.redacted_url())
+        })?;
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        };
+        redis::Client::build_with_tls(info, certs).map_err(|e| connect_config_error(self, e))
     }
 }
 
@@ -197,6 +219,7 @@ impl fmt::Debug for RedisBrokerConfig {
             .field("maxlen", &self.maxlen)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

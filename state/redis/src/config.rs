@@ -14,6 +14,9 @@ pub struct RedisStateConfig {
     pub prefix: String,
     /// How long accepted events are kept for replay (default 7 days).
     pub event_retention: Duration,
+    /// For `rediss://`: a PEM file of the CA(s) to trust instead of the system store (query
+    /// `ca_file`), e.g. a private Redis's own CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for RedisStateConfig {
@@ -22,6 +25,7 @@ impl fmt::Debug for RedisStateConfig {
             .field("redis_url", &redact(&self.redis_url))
             .field("prefix", &self.prefix)
             .field("event_retention", &self.event_retention)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -45,8 +49,8 @@ pub fn redact(url: &str) -> String {
 }
 
 impl RedisStateConfig {
-    /// Parses `redis://…` or `rediss://…` (TLS), taking weir's query parameters `prefix` and
-    /// `retention` out and leaving the rest to the Redis client.
+    /// Parses `redis://…` or `rediss://…` (TLS), taking weir's query parameters `prefix`,
+    /// `retention` and `ca_file` out and leaving the rest to the Redis client.
     pub fn from_url(url: &str) -> Result<Self> {
         let config_err = |m: String| Error::new(ErrorKind::Config, m);
         let (scheme, _) = url
@@ -60,6 +64,7 @@ impl RedisStateConfig {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut prefix = "weir".to_string();
         let mut retention = Duration::from_secs(7 * 86_400);
+        let mut ca_file = None;
         let mut passed = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -74,6 +79,12 @@ impl RedisStateConfig {
                     retention = weir_core::duration::parse_duration(v)
                         .map_err(|m| config_err(format!("retention: {m}")))?;
                 }
+                "ca_file" => {
+                    if scheme != "rediss" {
+                        return Err(config_err("ca_file needs a rediss:// (TLS) URL".into()));
+                    }
+                    ca_file = Some(std::path::PathBuf::from(v));
+                }
                 _ => passed.push(pair),
             }
         }
@@ -86,6 +97,7 @@ impl RedisStateConfig {
             redis_url,
             prefix,
             event_retention: retention,
+            ca_file,
         })
     }
 }
@@ -113,6 +125,14 @@ mod tests {
         assert!(RedisStateConfig::from_url("http://x").is_err());
         assert!(RedisStateConfig::from_url("redis://h?retention=soon").is_err());
         assert!(RedisStateConfig::from_url("redis://h?prefix={x}").is_err());
+        assert!(RedisStateConfig::from_url("redis://h?ca_file=/ca.pem").is_err());
+        let tls =
+            RedisStateConfig::from_url("rediss://h:6380?ca_file=/etc/ca.pem&prefix=p").unwrap();
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(tls.redis_url, "rediss://h:6380");
         assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
     }
