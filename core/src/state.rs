@@ -134,6 +134,20 @@ pub enum TimerAction {
     EnqueueStep(StepMessage),
     /// Start a cron trigger's run for one tick, then schedule the next tick.
     CronTick(CronTick),
+    /// Publish a message again: a delivery the broker could not redeliver itself after the
+    /// delay asked (it cannot redeliver one message, or not that late).
+    Republish(Republish),
+}
+
+/// A message to publish again, held by a timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Republish {
+    /// The topic.
+    pub topic: String,
+    /// The message key.
+    pub key: String,
+    /// The payload (weir's topics carry JSON, so it is text).
+    pub payload: String,
 }
 
 /// One tick of a function's cron trigger.

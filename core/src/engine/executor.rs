@@ -47,11 +47,12 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
                 }
                 Ok(Executed::Busy(wait)) => {
                     // Another node holds the attempt: look again when its lease runs out.
-                    let _ = delivery.nack(Some(wait)).await;
+                    engine.redeliver_later(TOPIC_STEPS, delivery, wait).await;
                 }
                 Err(e) if e.is_retryable() => {
                     warn!(error = %e, run = %msg.run_id, step = %msg.step_id, "executor: will retry the message");
-                    let _ = delivery.nack(Some(Duration::from_millis(500))).await;
+                    let wait = Duration::from_millis(500);
+                    engine.redeliver_later(TOPIC_STEPS, delivery, wait).await;
                 }
                 Err(e) => {
                     warn!(error = %e, run = %msg.run_id, step = %msg.step_id, "executor: dropping the message");

@@ -275,6 +275,52 @@ pub(crate) async fn next_delivery(
     }
 }
 
+impl Engine {
+    /// Hands `delivery` (from `topic`) back, to be delivered again after `delay`: the broker's
+    /// own nack when it redelivers and can wait that long, else a timer in the state store that
+    /// publishes the message again, and an ack (Kafka cannot redeliver one message; SQS waits
+    /// 15 minutes at most). If the timer cannot be stored, the delivery is dropped unacked,
+    /// which the broker redelivers by its own rules.
+    pub(crate) async fn redeliver_later(
+        &self,
+        topic: &str,
+        delivery: crate::broker::Delivery,
+        delay: Duration,
+    ) {
+        let caps = self.inner.broker.capabilities();
+        if caps.redelivers_on_nack && caps.max_native_delay.is_some_and(|max| max >= delay) {
+            let _ = delivery.nack(Some(delay)).await;
+            return;
+        }
+        let Ok(payload) = String::from_utf8(delivery.payload.to_vec()) else {
+            tracing::warn!(
+                topic,
+                "a non-UTF-8 message cannot wait in a timer; nacking it"
+            );
+            let _ = delivery.nack(Some(delay)).await;
+            return;
+        };
+        let timer = crate::state::Timer {
+            id: format!("redeliver:{topic}:{}", ulid::Ulid::new()),
+            due_ms: crate::event::now_ms() + delay.as_millis() as i64,
+            action: crate::state::TimerAction::Republish(crate::state::Republish {
+                topic: topic.to_string(),
+                key: delivery.key.clone(),
+                payload,
+            }),
+        };
+        match self.inner.state.schedule_timer(&timer).await {
+            Ok(()) => {
+                let _ = delivery.ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, topic, "cannot store a redelivery timer; leaving the message to the broker");
+                drop(delivery);
+            }
+        }
+    }
+}
+
 /// Resolves once the stop signal is raised (or its sender is gone).
 pub(crate) async fn stopped(signal: &mut StopSignal) {
     let _ = signal.wait_for(|stop| *stop).await;

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::{Engine, StopSignal, next_delivery};
-use crate::broker::{Delivery, Subscription, TOPIC_STEPS};
+use crate::broker::{Delivery, Subscription, TOPIC_EVENTS, TOPIC_STEPS};
 use crate::error::Result;
 use crate::event::{Event, now_ms};
 use crate::function::Function;
@@ -66,7 +66,8 @@ async fn handle(engine: &Engine, delivery: Delivery) {
         }
         Err(e) if e.is_retryable() => {
             warn!(error = %e, event = %event.id, "router: will retry the event");
-            let _ = delivery.nack(Some(Duration::from_millis(500))).await;
+            let wait = Duration::from_millis(500);
+            engine.redeliver_later(TOPIC_EVENTS, delivery, wait).await;
         }
         Err(e) => {
             warn!(error = %e, event = %event.id, "router: dropping the event");

@@ -102,6 +102,10 @@ impl Engine {
                     broker.publish(TOPIC_STEPS, &msg.run_id, payload).await
                 }
                 TimerAction::CronTick(tick) => self.fire_cron_tick(tick).await,
+                TimerAction::Republish(m) => {
+                    let payload = Bytes::from(m.payload.clone().into_bytes());
+                    self.inner.broker.publish(&m.topic, &m.key, payload).await
+                }
             };
             match outcome {
                 Ok(()) => state.complete_timer(&timer.id).await?,
