@@ -90,10 +90,37 @@ pub async fn open_state(url: &str) -> Result<StateStores> {
     }
 }
 
+/// `memory://`, or `memory://?max_message_bytes=N` to try a small broker limit locally (larger
+/// payloads then go through the state store: the claim check).
+fn memory_broker(url: &str) -> Result<weir_broker_memory::MemoryBroker> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let mut broker = weir_broker_memory::MemoryBroker::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("max_message_bytes", n)) => {
+                let n = n.parse().map_err(|_| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("memory broker: max_message_bytes={n:?} is not a number"),
+                    )
+                })?;
+                broker = weir_broker_memory::MemoryBroker::with_max_message_bytes(n);
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("memory broker: unknown parameter {pair:?} (known: max_message_bytes)"),
+                ));
+            }
+        }
+    }
+    Ok(broker)
+}
+
 /// Opens the broker named by `url`.
 pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>> {
     match scheme(url)? {
-        "memory" => Ok(Arc::new(weir_broker_memory::MemoryBroker::new())),
+        "memory" => Ok(Arc::new(memory_broker(url)?)),
         #[cfg(feature = "broker-redis")]
         "redis" | "rediss" => Ok(Arc::new(
             weir_broker_redis::RedisBroker::connect(url).await?,

@@ -431,7 +431,36 @@ async fn cron_ticks_fire_once_across_two_nodes() {
     );
 }
 
+/// An event larger than the broker accepts (a 4 KiB limit here, like SQS's 256 KiB) goes
+/// through the state store: the run completes and its step sees the whole event.
+async fn a_message_too_large_for_the_broker_goes_through_the_state_store(state: &str) {
+    let def = json!({"id": "big", "triggers": [{"event": "t/big"}], "steps": {"a": step("a")}});
+    // The step answers how many bytes of input it got as its first argument.
+    let f = function_dir(&def, &[("a", r#"printf '{"bytes": %d}' "${#1}""#)]);
+    let (engine, handle) =
+        common::engine_on_broker(&f.dir, state, "memory://?max_message_bytes=4096").await;
+    let blob = "x".repeat(20_000);
+    let run = run_event(
+        &engine,
+        "big",
+        &json!({"name": "t/big", "data": {"blob": blob}}),
+    )
+    .await;
+    handle.shutdown().await;
+    assert_eq!(run.status, RunStatus::Completed, "{:?}", run.history);
+    let seen = run.steps["a"]
+        .output
+        .as_ref()
+        .and_then(|o| o["bytes"].as_u64());
+    assert!(
+        seen.is_some_and(|n| n > 20_000),
+        "the step got the whole event: {:?}",
+        run.steps["a"].output
+    );
+}
+
 on_every_state!(
+    a_message_too_large_for_the_broker_goes_through_the_state_store,
     cron_ticks_start_one_run_each,
     a_redelivered_message_recovers_a_run_its_node_left_behind,
     diamond_runs_the_join_once_with_both_outputs,

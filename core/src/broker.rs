@@ -80,6 +80,11 @@ impl Delivery {
         }
     }
 
+    /// The same delivery with another payload (acking it acks the original).
+    pub fn with_payload(self, payload: Bytes) -> Delivery {
+        Delivery { payload, ..self }
+    }
+
     /// The message was handled: it will not be delivered again.
     pub async fn ack(self) -> Result<()> {
         self.acker.ack().await

@@ -12,6 +12,7 @@ pub mod expr;
 pub use error::{Error, ErrorKind, Result};
 pub use event::Event;
 pub mod broker;
+pub mod claim_check;
 pub mod driver;
 pub mod engine;
 pub mod events;

@@ -386,4 +386,12 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Deletes a fired timer for good.
     async fn complete_timer(&self, timer_id: &str) -> Result<()>;
+
+    /// Keeps `data` under `id` for `ttl`, replacing a blob with that id: the payload of a
+    /// message too large for the broker, which then carries only the id (see
+    /// [`crate::claim_check`]).
+    async fn put_blob(&self, id: &str, data: bytes::Bytes, ttl: std::time::Duration) -> Result<()>;
+
+    /// The blob stored under `id`, unless it expired.
+    async fn get_blob(&self, id: &str) -> Result<Option<bytes::Bytes>>;
 }

@@ -38,9 +38,18 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 ///   overtaken. With several consumers in a group, hand-out order is publish order but the
 ///   consumers may finish in any order; concurrent publishes have no order between them;
 /// - `redelivers_on_nack`.
-#[derive(Default)]
 pub struct MemoryBroker {
     topics: RwLock<HashMap<String, Topic>>,
+    max_message_bytes: usize,
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        MemoryBroker {
+            topics: RwLock::default(),
+            max_message_bytes: MAX_MESSAGE_BYTES,
+        }
+    }
 }
 
 /// The groups of one topic, and what was published before the first of them.
@@ -74,6 +83,27 @@ impl MemoryBroker {
         Self::default()
     }
 
+    /// An empty broker accepting payloads up to `max` bytes (at most [`MAX_MESSAGE_BYTES`]):
+    /// to try locally what a broker with a small limit (SQS: 256 KiB) does to large messages.
+    pub fn with_max_message_bytes(max: usize) -> Self {
+        MemoryBroker {
+            max_message_bytes: max.min(MAX_MESSAGE_BYTES),
+            ..Self::default()
+        }
+    }
+
+    fn check_size(&self, payload: &Bytes) -> Result<()> {
+        if payload.len() > self.max_message_bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                "message too large for the memory broker",
+            )
+            .with_context("bytes", payload.len())
+            .with_context("max_bytes", self.max_message_bytes));
+        }
+        Ok(())
+    }
+
     fn publish_messages<I>(&self, topic: &str, messages: I)
     where
         I: ExactSizeIterator<Item = Message> + Clone,
@@ -89,18 +119,6 @@ impl MemoryBroker {
     }
 }
 
-fn check_size(payload: &Bytes) -> Result<()> {
-    if payload.len() > MAX_MESSAGE_BYTES {
-        return Err(Error::new(
-            ErrorKind::TooLarge,
-            "message too large for the memory broker",
-        )
-        .with_context("bytes", payload.len())
-        .with_context("max_bytes", MAX_MESSAGE_BYTES));
-    }
-    Ok(())
-}
-
 fn message(key: &str, payload: Bytes) -> Message {
     Message {
         key: Arc::from(key),
@@ -112,11 +130,11 @@ fn message(key: &str, payload: Bytes) -> Message {
 #[async_trait]
 impl Broker for MemoryBroker {
     fn capabilities(&self) -> BrokerCapabilities {
-        BrokerCapabilities::new(Some(Duration::MAX), MAX_MESSAGE_BYTES, true, true)
+        BrokerCapabilities::new(Some(Duration::MAX), self.max_message_bytes, true, true)
     }
 
     async fn publish(&self, topic: &str, key: &str, payload: Bytes) -> Result<()> {
-        check_size(&payload)?;
+        self.check_size(&payload)?;
         self.publish_messages(topic, std::iter::once(message(key, payload)));
         Ok(())
     }
@@ -125,7 +143,7 @@ impl Broker for MemoryBroker {
     async fn publish_batch(&self, topic: &str, messages: Vec<(String, Bytes)>) -> Result<()> {
         messages
             .iter()
-            .try_for_each(|(_, payload)| check_size(payload))?;
+            .try_for_each(|(_, payload)| self.check_size(payload))?;
         let messages: Vec<Message> = messages.into_iter().map(|(k, p)| message(&k, p)).collect();
         self.publish_messages(topic, messages.into_iter());
         Ok(())

@@ -46,6 +46,15 @@ pub async fn engine_with(dir: &Path) -> (Engine, weir::core::engine::EngineHandl
 
 /// [`engine_with`] on the state store at `state_url`.
 pub async fn engine_on(dir: &Path, state_url: &str) -> (Engine, weir::core::engine::EngineHandle) {
+    engine_on_broker(dir, state_url, "memory://").await
+}
+
+/// [`engine_with`] on the state store at `state_url` and the broker at `broker_url`.
+pub async fn engine_on_broker(
+    dir: &Path,
+    state_url: &str,
+    broker_url: &str,
+) -> (Engine, weir::core::engine::EngineHandle) {
     let config = EngineConfig {
         retry_base: Duration::from_millis(20),
         retry_max: Duration::from_millis(100),
@@ -55,6 +64,7 @@ pub async fn engine_on(dir: &Path, state_url: &str) -> (Engine, weir::core::engi
     let engine = build_engine(&EngineOptions {
         config,
         state_url: state_url.to_string(),
+        broker_url: broker_url.to_string(),
         ..EngineOptions::default()
     })
     .await

@@ -146,9 +146,13 @@ impl Engine {
         let (finished, _) = broadcast::channel(4096);
         Engine {
             inner: Arc::new(Inner {
+                // Payloads too large for the broker go through the state store.
+                broker: Arc::new(crate::claim_check::ClaimCheck::new(
+                    parts.broker,
+                    parts.state.clone(),
+                )),
                 state: parts.state,
                 events: parts.events,
-                broker: parts.broker,
                 drivers: parts.drivers,
                 functions: FunctionRegistry::new(),
                 config: parts.config,

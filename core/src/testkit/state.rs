@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -36,6 +37,7 @@ pub async fn run_all(factory: &StoreFactory) {
     timers_fire_once_in_due_order(factory().await).await;
     finish_run_once_and_list_runs(factory().await).await;
     last_open_step_finishes_the_run(factory().await).await;
+    blobs_round_trip_and_expire(factory().await).await;
     expired_leases_are_taken_over(factory().await).await;
     joins_are_decided_once(factory().await).await;
     start_with_state_returns_the_run_state(factory().await).await;
@@ -121,6 +123,52 @@ pub async fn create_run_is_idempotent_by_key(store: Arc<dyn StateStore>) {
         got.history.iter().any(|h| h.kind == "run.created"),
         "timeline records the creation"
     );
+}
+
+/// A blob comes back byte for byte (1 MiB, every byte value), is replaced by a second put
+/// under its id, and is gone once its TTL passed; an unknown id is `None`.
+pub async fn blobs_round_trip_and_expire(store: Arc<dyn StateStore>) {
+    let id = unique("blob");
+    let data: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+    store
+        .put_blob(
+            &id,
+            bytes::Bytes::from(data.clone()),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("put");
+    let got = store
+        .get_blob(&id)
+        .await
+        .expect("get")
+        .expect("blob exists");
+    assert_eq!(got.len(), data.len());
+    assert!(got[..] == data[..], "the blob changed");
+    store
+        .put_blob(
+            &id,
+            bytes::Bytes::from_static(b"second"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("put again");
+    assert_eq!(
+        store.get_blob(&id).await.expect("get").as_deref(),
+        Some(&b"second"[..])
+    );
+    let short = unique("blob");
+    store
+        .put_blob(
+            &short,
+            bytes::Bytes::from_static(b"x"),
+            Duration::from_millis(100),
+        )
+        .await
+        .expect("put short");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.get_blob(&short).await.expect("get"), None, "expired");
+    assert_eq!(store.get_blob(&unique("nope")).await.expect("get"), None);
 }
 
 /// The transition that closes a run's last open step finishes the run in the same call:

@@ -26,6 +26,8 @@ struct Inner {
     /// Timers by id, with the time they are due (or leased until, once claimed).
     timers: HashMap<String, (Timer, i64)>,
     due: BinaryHeap<Reverse<(i64, String)>>,
+    /// Claim-checked payloads with the time they expire (epoch ms).
+    blobs: HashMap<String, (bytes::Bytes, i64)>,
 }
 
 impl Inner {
@@ -431,5 +433,27 @@ impl StateStore for MemoryStateStore {
     async fn complete_timer(&self, timer_id: &str) -> Result<()> {
         self.inner.lock().timers.remove(timer_id);
         Ok(())
+    }
+
+    async fn put_blob(&self, id: &str, data: bytes::Bytes, ttl: std::time::Duration) -> Result<()> {
+        let now = weir_core::event::now_ms();
+        let mut inner = self.inner.lock();
+        // Expired blobs go when the map doubles, so the sweep costs O(1) per put on average.
+        if inner.blobs.len() >= 64 && inner.blobs.len().is_power_of_two() {
+            inner.blobs.retain(|_, (_, expires)| *expires > now);
+        }
+        let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        inner.blobs.insert(id.to_string(), (data, expires));
+        Ok(())
+    }
+
+    async fn get_blob(&self, id: &str) -> Result<Option<bytes::Bytes>> {
+        let now = weir_core::event::now_ms();
+        let inner = self.inner.lock();
+        Ok(inner
+            .blobs
+            .get(id)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(data, _)| data.clone()))
     }
 }

@@ -11,6 +11,7 @@
 //! | `P:{timers}:due` | zset | timer id by due (or lease expiry) time |
 //! | `P:{timers}:data` | hash | timer JSON by id |
 //! | `P:ev:ID` | string | event JSON (expires after the retention) |
+//! | `P:blob:ID` | string | a claim-checked message payload (expires after its TTL) |
 //! | `P:events` / `P:events:name:N` | zset | event ids by `ts` |
 
 /// Key builder under one prefix.
@@ -52,6 +53,10 @@ impl Keys {
 
     pub(crate) fn timers_data(&self) -> String {
         format!("{}:{{timers}}:data", self.prefix)
+    }
+
+    pub(crate) fn blob(&self, id: &str) -> String {
+        format!("{}:blob:{id}", self.prefix)
     }
 
     pub(crate) fn event(&self, id: &str) -> String {

@@ -757,6 +757,23 @@ impl StateStore for RedisStateStore {
         raw.iter().map(|t| Ok(serde_json::from_str(t)?)).collect()
     }
 
+    async fn put_blob(&self, id: &str, data: bytes::Bytes, ttl: std::time::Duration) -> Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.blob(id))
+            .arg(&data[..])
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        self.conn.cmd::<()>(&cmd).await
+    }
+
+    async fn get_blob(&self, id: &str) -> Result<Option<bytes::Bytes>> {
+        let data: Option<Vec<u8>> = self
+            .conn
+            .cmd(redis::cmd("GET").arg(self.keys.blob(id)))
+            .await?;
+        Ok(data.map(bytes::Bytes::from))
+    }
+
     async fn complete_timer(&self, timer_id: &str) -> Result<()> {
         let mut pipe = redis::pipe();
         pipe.zrem(self.keys.timers_due(), timer_id).ignore();
