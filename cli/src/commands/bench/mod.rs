@@ -7,12 +7,15 @@
 //!   local HTTP step server.
 //! - `weir bench runs` measures runs completed per second through the whole engine, in one
 //!   process, on any state store and broker (and, on Redis, the state round trips per step).
+//! - `weir bench brokers` measures publish + consume + ack throughput of each broker given,
+//!   as a table.
 //! - `weir bench baseline-server` (hidden) serves the bare baseline as its own process.
 //!
 //! This is how the project measures performance: figures come from release builds of this
 //! command, never from timed tests.
 
 mod baseline;
+mod brokers;
 mod ingest;
 mod latency;
 mod load;
@@ -51,6 +54,9 @@ pub enum BenchCommand {
     /// through the engine on the given state store and broker, all in this process; with
     /// --rate, event → first step started at a fixed rate.
     Runs(RunsArgs),
+    /// Broker throughput: publish N messages of S bytes in batches while a consumer group acks
+    /// them; one table row per --broker URL.
+    Brokers(BrokersArgs),
     /// Serve the bare baseline (parse the JSON body, answer `{"ids":[],"status":200}`) as its own
     /// process, for `weir bench ingest --baseline-url`.
     #[command(hide = true)]
@@ -215,6 +221,32 @@ pub struct RunsArgs {
     pub json: bool,
 }
 
+/// Arguments of `weir bench brokers`.
+#[derive(Debug, Args)]
+pub struct BrokersArgs {
+    /// A broker URL (memory://, redis://…); repeat for a table of several.
+    #[arg(long, default_value = "memory://")]
+    pub broker: Vec<String>,
+    /// Messages per broker.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Messages per `publish_batch` call.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch: u16,
+    /// Batches outstanding at once.
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: usize,
+    /// Competing consumers in the group.
+    #[arg(long, default_value_t = 2)]
+    pub consumers: usize,
+    /// Give up waiting for acks after this many seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout_secs: f64,
+}
+
 /// Arguments of `weir bench baseline-server`.
 #[derive(Debug, Args)]
 pub struct BaselineServerArgs {
@@ -228,6 +260,7 @@ pub(super) async fn bench(args: BenchArgs) -> weir_core::Result<i32> {
         BenchCommand::Ingest(a) => ingest::ingest(a).await,
         BenchCommand::Latency(a) => latency::latency(a).await,
         BenchCommand::Runs(a) => runs::runs(a).await,
+        BenchCommand::Brokers(a) => brokers::brokers(a).await,
         BenchCommand::BaselineServer(a) => baseline::baseline_server(a).await,
     }
 }

@@ -1,0 +1,133 @@
+//! `weir bench brokers`: publish + consume + ack throughput of each broker, as a table.
+//!
+//! For each broker URL: one consumer group with `--consumers` competing subscriptions acking
+//! everything they get, while the publisher sends `--messages` payloads of `--size` bytes in
+//! `publish_batch` calls of `--batch`, with up to `--in-flight` batches outstanding. The
+//! figure is messages acked per second from the first publish to the last ack; the publish
+//! phase alone is also printed. Topics and groups are fresh per run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_core::broker::Broker;
+use weir_core::{Error, ErrorKind, Result};
+
+use super::BrokersArgs;
+use crate::registry::open_broker;
+
+/// One row of the table.
+struct Row {
+    broker: String,
+    publish_per_s: f64,
+    acked_per_s: f64,
+    acked: u64,
+}
+
+pub(super) async fn brokers(args: BrokersArgs) -> Result<i32> {
+    let mut rows = Vec::new();
+    for url in &args.broker {
+        let broker = open_broker(url).await?;
+        rows.push(measure(url, broker, &args).await?);
+    }
+    println!(
+        "weir bench brokers: {} messages of {} bytes, batches of {}, {} in flight, {} consumer(s)",
+        args.messages, args.size, args.batch, args.in_flight, args.consumers
+    );
+    println!(
+        "{:<40} {:>14} {:>22}",
+        "broker", "publish msg/s", "publish+consume+ack/s"
+    );
+    for r in &rows {
+        println!(
+            "{:<40} {:>14.0} {:>22.0}{}",
+            r.broker,
+            r.publish_per_s,
+            r.acked_per_s,
+            if r.acked < args.messages {
+                format!("  (only {} acked)", r.acked)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(if rows.iter().all(|r| r.acked >= args.messages) {
+        0
+    } else {
+        1
+    })
+}
+
+/// The URL with any password hidden, for the table.
+fn shown(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://…{}", &url[at..]),
+        _ => url.split('?').next().unwrap_or(url).to_string(),
+    }
+}
+
+async fn measure(url: &str, broker: Arc<dyn Broker>, args: &BrokersArgs) -> Result<Row> {
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let topic = format!("bench-{run}");
+    let group = "bench";
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut consumers = Vec::new();
+    for _ in 0..args.consumers.max(1) {
+        let mut sub = broker.subscribe(&topic, group).await?;
+        let acked = acked.clone();
+        consumers.push(tokio::spawn(async move {
+            while let Ok(d) = sub.next().await {
+                if d.ack().await.is_ok() {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let payload = Bytes::from(vec![b'x'; args.size]);
+    let started = Instant::now();
+    let batches = args.messages.div_ceil(args.batch as u64);
+    let permits = Arc::new(tokio::sync::Semaphore::new(args.in_flight.max(1)));
+    let mut publishes = tokio::task::JoinSet::new();
+    for b in 0..batches {
+        let n = (args.messages - b * args.batch as u64).min(args.batch as u64);
+        let messages: Vec<(String, Bytes)> = (0..n)
+            .map(|i| {
+                (
+                    format!("k{}", (b * args.batch as u64 + i) % 64),
+                    payload.clone(),
+                )
+            })
+            .collect();
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Internal, "bench: publish permits closed"))?;
+        let broker = broker.clone();
+        let topic = topic.clone();
+        publishes.spawn(async move {
+            let _permit = permit;
+            broker.publish_batch(&topic, messages).await
+        });
+    }
+    while let Some(done) = publishes.join_next().await {
+        done.map_err(|e| Error::new(ErrorKind::Internal, format!("bench: publisher: {e}")))??;
+    }
+    let published_in = started.elapsed();
+    let deadline = started + Duration::from_secs_f64(args.timeout_secs);
+    while acked.load(Ordering::Relaxed) < args.messages && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let total = started.elapsed();
+    for c in consumers {
+        c.abort();
+    }
+    let acked = acked.load(Ordering::Relaxed);
+    Ok(Row {
+        broker: shown(url),
+        publish_per_s: args.messages as f64 / published_in.as_secs_f64(),
+        acked_per_s: acked as f64 / total.as_secs_f64(),
+        acked,
+    })
+}
