@@ -254,3 +254,67 @@ fn serve_rejects_unknown_roles_schemes_and_config_keys() {
         "{err}"
     );
 }
+
+/// The signup example (examples/signup) through `weir serve` on `broker`: its event is POSTed
+/// to the HTTP API and the run completes with both steps' outputs. Each broker driver calls
+/// this with its test URL (issue 4: every broker runs the signup example end to end).
+fn signup_example_through_serve(state: &str, broker: &str) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let port = free_port();
+    let mut server = Server(
+        weir()
+            .args(["serve", "--functions"])
+            .arg(&examples)
+            .args(["--state", state, "--broker", broker, "--event-key", "k"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weir serve"),
+    );
+    wait_listening(port);
+    let base = format!("http://127.0.0.1:{port}");
+    let event = std::fs::read_to_string(examples.join("signup/event.json")).expect("event");
+    let (status, body) = post(&format!("{base}/e/k"), &event);
+    assert_eq!(status, 200, "{body}");
+    let event_id = body["ids"][0].as_str().expect("id").to_string();
+    let mut run = Value::Null;
+    for _ in 0..600 {
+        let runs = get(&format!(
+            "{base}/v1/runs?function=prompt-deer-ede40d&limit=50"
+        ));
+        if let Some(r) = runs
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["event_id"] == event_id.as_str()))
+            && r["status"] != "running"
+        {
+            run = get(&format!("{base}/v1/runs/{}", r["id"].as_str().expect("id")));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(run["status"], "completed", "signup run on {broker}: {run}");
+    for step in ["step-1", "step-2"] {
+        assert!(
+            run["steps"][step]["output"].is_object(),
+            "{step} has an output on {broker}: {run}"
+        );
+    }
+    let status = terminate(&mut server);
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+}
+
+#[test]
+fn the_signup_example_runs_through_serve_on_the_memory_broker() {
+    signup_example_through_serve("memory://", "memory://");
+}
+
+#[test]
+#[cfg(all(feature = "state-redis", feature = "broker-redis"))]
+fn the_signup_example_runs_through_serve_on_the_redis_broker() {
+    let Some(url) = weir_core::testkit::service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}prefix=weirsignup-{}", ulid::Ulid::new());
+    signup_example_through_serve(&url, &url);
+}
