@@ -42,8 +42,25 @@ start_redis() {
   echo "redis: $WEIR_TEST_REDIS_URL"
 }
 
+# RabbitMQ: use WEIR_TEST_AMQP_URL if set; else the local rabbitmq-server on 5672 (guest/guest),
+# installed and started detached when nothing answers there. The connection-drop tests call
+# `rabbitmqctl` of this local server.
+start_rabbitmq() {
+  if [ -n "${WEIR_TEST_AMQP_URL:-}" ]; then return; fi
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    rabbitmq-server -detached
+    for _ in $(seq 1 30); do rabbitmqctl await_startup --timeout 10 >/dev/null 2>&1 && break; sleep 1; done
+    rabbitmqctl await_startup --timeout 10 >/dev/null
+    STARTED+=("rabbitmqctl stop >/dev/null 2>&1")
+  fi
+  export WEIR_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
+  echo "rabbitmq: $WEIR_TEST_AMQP_URL"
+}
+
 echo "== services"
 start_redis
+start_rabbitmq
 
 echo "== build"
 cargo build --workspace --all-targets --all-features --locked

@@ -1,4 +1,4 @@
-//! Drivers selected by URL scheme (`memory://`, later `redis://…`, `amqp://…`, …).
+//! Drivers selected by URL scheme (`memory://`, `redis://…`, `amqp://…`, …).
 //!
 //! An unknown scheme is an error that lists the schemes this build supports and, for schemes
 //! weir knows but this build lacks, the Cargo feature that adds them.
@@ -71,6 +71,9 @@ fn broker_schemes() -> Vec<&'static str> {
     if cfg!(feature = "broker-redis") {
         schemes.extend(["redis://", "rediss://"]);
     }
+    if cfg!(feature = "broker-amqp") {
+        schemes.extend(["amqp://", "amqps://"]);
+    }
     schemes
 }
 
@@ -125,6 +128,8 @@ pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>> {
         "redis" | "rediss" => Ok(Arc::new(
             weir_broker_redis::RedisBroker::connect(url).await?,
         )),
+        #[cfg(feature = "broker-amqp")]
+        "amqp" | "amqps" => Ok(Arc::new(weir_broker_amqp::AmqpBroker::connect(url).await?)),
         other => Err(unknown("broker", other, KNOWN_BROKERS, &broker_schemes())),
     }
 }

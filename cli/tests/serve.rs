@@ -309,6 +309,21 @@ fn the_signup_example_runs_through_serve_on_the_memory_broker() {
 }
 
 #[test]
+#[cfg(feature = "broker-amqp")]
+fn the_signup_example_runs_through_serve_on_rabbitmq() {
+    let Some(url) = weir_core::testkit::service_url("WEIR_TEST_AMQP_URL") else {
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    // A fresh prefix: the run's queues are its own (and expire when unused).
+    let url = format!(
+        "{url}{sep}prefix=weirsignup{}&queue_expires=2m",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    signup_example_through_serve("memory://", &url);
+}
+
+#[test]
 #[cfg(all(feature = "state-redis", feature = "broker-redis"))]
 fn the_signup_example_runs_through_serve_on_the_redis_broker() {
     let Some(url) = weir_core::testkit::service_url("WEIR_TEST_REDIS_URL") else {

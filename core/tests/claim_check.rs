@@ -31,7 +31,11 @@ async fn large_payloads_travel_by_reference_and_come_back_whole() {
     // What travelled through the broker: a reference for the large one, the small one as is.
     let r1 = raw.next().await.expect("raw 1");
     assert!(r1.payload.starts_with(MARKER), "a reference travelled");
-    assert!(r1.payload.len() < 100, "{} bytes travelled", r1.payload.len());
+    assert!(
+        r1.payload.len() < 100,
+        "{} bytes travelled",
+        r1.payload.len()
+    );
     let r2 = raw.next().await.expect("raw 2");
     assert_eq!(r2.payload, small);
 

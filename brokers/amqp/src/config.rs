@@ -1,0 +1,547 @@
+//! [`AmqpBrokerConfig`]: the broker's settings, parsed from its URL.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use weir_core::duration::parse_duration;
+use weir_core::{Error, ErrorKind, Result};
+
+/// The largest payload the broker can be configured to accept: 128 MiB, RabbitMQ's default
+/// `max_message_size` (a larger message would close the publishing channel).
+pub const AMQP_MAX_MESSAGE_BYTES: usize = 128 << 20;
+
+/// The default largest payload: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The query parameters weir reads from the URL (everything else is an error).
+const PARAMS: &[&str] = &[
+    "prefix",
+    "prefetch",
+    "queue_type",
+    "queue_expires",
+    "max_message_bytes",
+    "timeout",
+    "reconnect_max",
+    "heartbeat",
+    "frame_max",
+    "channel_max",
+    "ca_file",
+];
+
+/// The RabbitMQ queue type of the consumer-group queues (query `queue_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// Replicated Raft queues (`x-queue-type: quorum`), the default: they count deliveries
+    /// (`x-delivery-count`) and are RabbitMQ's recommended durable queue type.
+    Quorum,
+    /// Classic durable queues with persistent messages.
+    Classic,
+}
+
+impl QueueType {
+    /// The value of `x-queue-type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+/// Settings of an [`AmqpBroker`](crate::AmqpBroker), parsed from a URL by
+/// [`AmqpBrokerConfig::from_url`]:
+///
+/// ```text
+/// amqp://[user[:password]@]host[:port][/vhost][?prefix=weir&prefetch=64&queue_type=quorum&max_message_bytes=N&timeout=10s&reconnect_max=5s&heartbeat=S&frame_max=N&channel_max=N]
+/// amqps://…[&ca_file=/path/ca.pem]   (TLS with rustls)
+/// ```
+///
+/// The vhost is percent-encoded (`/%2f` is the default vhost `/`; an empty path is `/` too).
+/// The fields are public so a program can adjust them after parsing; the credentials are
+/// private, and `Debug` shows the URL with the password replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AmqpBrokerConfig {
+    /// The URL as given, weir's parameters included (holds the password; never shown).
+    url: String,
+    /// `amqps://` (TLS).
+    tls: bool,
+    username: String,
+    password: String,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Port (default 5672, or 5671 for `amqps://`).
+    pub port: u16,
+    /// The virtual host (decoded; default `/`).
+    pub vhost: String,
+    /// Every exchange and queue name of the broker starts with `{prefix}.` or `{prefix}:`
+    /// (query `prefix`, default `weir`).
+    pub prefix: String,
+    /// Unacknowledged deliveries RabbitMQ sends ahead to one subscription (`basic.qos`,
+    /// query `prefetch`, default 64, 1..=65535).
+    pub prefetch: u16,
+    /// The type of the consumer-group queues (query `queue_type`, `quorum` (default) or
+    /// `classic`). An existing queue keeps its type: changing it needs the queue deleted.
+    pub queue_type: QueueType,
+    /// Deletes a group queue unused (no consumer, not re-declared) for this long
+    /// (`x-expires`; query `queue_expires`, default none: queues live until deleted). Meant for
+    /// tests and short-lived groups: an expired queue loses its messages.
+    pub queue_expires: Option<Duration>,
+    /// The largest payload `publish` accepts (query `max_message_bytes`, default 64 MiB, at
+    /// most 128 MiB).
+    pub max_message_bytes: usize,
+    /// Connect timeout, and how long `publish` keeps retrying (reconnecting) before it fails
+    /// with a retryable error (query `timeout`, default `10s`).
+    pub timeout: Duration,
+    /// The longest pause between two reconnection attempts; pauses start at 100 ms and
+    /// double (query `reconnect_max`, default `5s`).
+    pub reconnect_max: Duration,
+    /// AMQP heartbeat in seconds (query `heartbeat`; default: the server's proposal, 60 s).
+    pub heartbeat: Option<u16>,
+    /// Largest AMQP frame (query `frame_max`; default: the server's proposal).
+    pub frame_max: Option<u32>,
+    /// Most channels on the connection (query `channel_max`; default: the server's).
+    pub channel_max: Option<u16>,
+    /// For `amqps://`: a PEM file of the CA(s) to trust instead of the system store (query
+    /// `ca_file`).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl AmqpBrokerConfig {
+    /// Parses `amqp://…` or `amqps://…` (see the type's documentation for the parameters).
+    ///
+    /// Fails with [`ErrorKind::Config`] (permanent) on another scheme, a missing host, a bad
+    /// port or percent-encoding, or an unknown or malformed parameter.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let config_error = |message: String| {
+            Error::new(ErrorKind::Config, message)
+                .permanent()
+                .with_context("url", redact(url))
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(config_error(
+                "an AMQP broker URL starts with amqp:// or amqps://".into(),
+            ));
+        };
+        let tls = match scheme {
+            "amqp" => false,
+            "amqps" => true,
+            _ => {
+                return Err(config_error(format!(
+                    "unsupported scheme {scheme:?} for the AMQP broker (expected amqp:// or amqps://)"
+                )));
+            }
+        };
+        let rest = rest.split_once('#').map_or(rest, |(rest, _)| rest);
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => ("guest".to_owned(), "guest".to_owned()),
+            Some(info) => {
+                let (user, pass) = info.split_once(':').unwrap_or((info, ""));
+                let user =
+                    percent_decode(user).map_err(|e| config_error(format!("user name: {e}")))?;
+                let pass =
+                    percent_decode(pass).map_err(|e| config_error(format!("password: {e}")))?;
+                (user, pass)
+            }
+        };
+        let (host, port) = split_host_port(hostport).map_err(config_error)?;
+        let port = match port {
+            Some(port) => port,
+            None if tls => 5671,
+            None => 5672,
+        };
+        let vhost = if path.is_empty() {
+            "/".to_owned()
+        } else {
+            percent_decode(path).map_err(|e| config_error(format!("vhost: {e}")))?
+        };
+
+        let mut config = AmqpBrokerConfig {
+            url: url.to_owned(),
+            tls,
+            username,
+            password,
+            host,
+            port,
+            vhost,
+            prefix: "weir".into(),
+            prefetch: 64,
+            queue_type: QueueType::Quorum,
+            queue_expires: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            timeout: Duration::from_secs(10),
+            reconnect_max: Duration::from_secs(5),
+            heartbeat: None,
+            frame_max: None,
+            channel_max: None,
+            ca_file: None,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value).map_err(|e| config_error(format!("{name}: {e}")))?;
+            let bad = |why: String| config_error(format!("parameter {name}={value:?}: {why}"));
+            match name {
+                "prefix" => config.prefix = value.clone(),
+                "prefetch" => config.prefetch = parse_number(&value).map_err(bad)?,
+                "queue_type" => {
+                    config.queue_type = match value.as_str() {
+                        "quorum" => QueueType::Quorum,
+                        "classic" => QueueType::Classic,
+                        _ => return Err(bad("expected quorum or classic".into())),
+                    }
+                }
+                "queue_expires" => {
+                    config.queue_expires = Some(parse_duration(&value).map_err(bad)?)
+                }
+                "max_message_bytes" => {
+                    config.max_message_bytes = parse_number(&value).map_err(bad)?
+                }
+                "timeout" => config.timeout = parse_duration(&value).map_err(bad)?,
+                "reconnect_max" => config.reconnect_max = parse_duration(&value).map_err(bad)?,
+                "heartbeat" => config.heartbeat = Some(parse_number(&value).map_err(bad)?),
+                "frame_max" => config.frame_max = Some(parse_number(&value).map_err(bad)?),
+                "channel_max" => config.channel_max = Some(parse_number(&value).map_err(bad)?),
+                "ca_file" if tls => config.ca_file = Some(value.clone().into()),
+                "ca_file" => return Err(bad("needs an amqps:// (TLS) URL".into())),
+                _ => {
+                    return Err(config_error(format!(
+                        "unknown parameter {name:?} (known: {})",
+                        PARAMS.join(", ")
+                    )));
+                }
+            }
+        }
+        config.validate().map_err(config_error)?;
+        Ok(config)
+    }
+
+    /// Checks the limits of every setting; the message names the offending one.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let prefix_ok = !self.prefix.is_empty()
+            && self.prefix.len() <= 100
+            && !self
+                .prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control());
+        if !prefix_ok {
+            return Err(format!(
+                "prefix {:?} must be 1..=100 bytes, without whitespace",
+                self.prefix
+            ));
+        }
+        if self.prefetch == 0 {
+            return Err("prefetch must be at least 1".into());
+        }
+        if !(1..=AMQP_MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
+            return Err(format!(
+                "max_message_bytes {} is not within 1..={AMQP_MAX_MESSAGE_BYTES} (128 MiB, RabbitMQ's default max_message_size)",
+                self.max_message_bytes
+            ));
+        }
+        if self
+            .queue_expires
+            .is_some_and(|d| d < Duration::from_secs(1) || d.as_millis() > u128::from(u32::MAX))
+        {
+            return Err(format!(
+                "queue_expires {:?} is not within 1s..=49d",
+                self.queue_expires
+            ));
+        }
+        if self.timeout < Duration::from_millis(100) {
+            return Err(format!("timeout {:?} is below 100ms", self.timeout));
+        }
+        if self.reconnect_max < Duration::from_millis(100) {
+            return Err(format!(
+                "reconnect_max {:?} is below 100ms",
+                self.reconnect_max
+            ));
+        }
+        Ok(())
+    }
+
+    /// The URL with any password replaced by `***` (for logs and errors).
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// Whether the URL is `amqps://`.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The parsed URI handed to lapin (holds the password).
+    pub(crate) fn amqp_uri(&self) -> AMQPUri {
+        AMQPUri {
+            scheme: if self.tls {
+                AMQPScheme::AMQPS
+            } else {
+                AMQPScheme::AMQP
+            },
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo {
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                },
+                host: self.host.clone(),
+                port: self.port,
+            },
+            vhost: self.vhost.clone(),
+            query: AMQPQueryString {
+                frame_max: self.frame_max,
+                channel_max: self.channel_max,
+                heartbeat: self.heartbeat,
+                connection_timeout: Some(
+                    u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                ),
+                auth_mechanism: None,
+            },
+        }
+    }
+
+    /// The user name (for tests).
+    #[cfg(test)]
+    pub(crate) fn credentials(&self) -> (&str, &str) {
+        (&self.username, &self.password)
+    }
+
+    /// The exchange of `topic`: `{prefix}.{topic}`.
+    pub(crate) fn exchange(&self, topic: &str) -> String {
+        format!("{}.{topic}", self.prefix)
+    }
+
+    /// The queue of `group` on `topic`: `{prefix}.{topic}.{group}`.
+    pub(crate) fn queue(&self, topic: &str, group: &str) -> String {
+        format!("{}.{topic}.{group}", self.prefix)
+    }
+
+    /// The headers exchange in front of the delay queues: `{prefix}:delay`.
+    pub(crate) fn delay_exchange(&self) -> String {
+        format!("{}:delay", self.prefix)
+    }
+
+    /// The delay queue of bucket `ceiling_ms`: `{prefix}:delay:{ceiling_ms}`.
+    pub(crate) fn delay_queue(&self, ceiling_ms: u64) -> String {
+        format!("{}:delay:{ceiling_ms}", self.prefix)
+    }
+}
+
+impl fmt::Debug for AmqpBrokerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpBrokerConfig")
+            .field("url", &self.redacted_url())
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("vhost", &self.vhost)
+            .field("prefix", &self.prefix)
+            .field("prefetch", &self.prefetch)
+            .field("queue_type", &self.queue_type)
+            .field("queue_expires", &self.queue_expires)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("timeout", &self.timeout)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("heartbeat", &self.heartbeat)
+            .field("frame_max", &self.frame_max)
+            .field("channel_max", &self.channel_max)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// `host[:port]`, `[v6]` or `[v6]:port` → (host, port).
+fn split_host_port(hostport: &str) -> std::result::Result<(String, Option<u16>), String> {
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err("unterminated [ in the host".into());
+        };
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(format!("unexpected {after:?} after the host")),
+            },
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the AMQP broker URL has no host".into());
+    }
+    let port = match port {
+        None | Some("") => None,
+        Some(port) => Some(
+            port.parse::<u16>()
+                .map_err(|e| format!("bad port {port:?} ({e})"))?,
+        ),
+    };
+    let host = percent_decode(host).map_err(|e| format!("host: {e}"))?;
+    Ok((host, port))
+}
+
+/// Decodes `%XX` escapes (UTF-8).
+fn percent_decode(s: &str) -> std::result::Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "bad percent-encoding".to_owned())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "percent-encoding is not UTF-8".to_owned())
+}
+
+fn parse_number<T: std::str::FromStr>(value: &str) -> std::result::Result<T, String>
+where
+    T::Err: fmt::Display,
+{
+    value
+        .parse::<T>()
+        .map_err(|e| format!("not a valid number ({e})"))
+}
+
+/// `url` with the password (everything between `user:` and `@`) replaced by `***`; a userinfo
+/// without `:` is kept (a user name alone is no secret).
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = authority.split_at(at);
+    let userinfo = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => userinfo.to_owned(),
+    };
+    format!("{scheme}://{userinfo}{host}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_parameters() {
+        let c = AmqpBrokerConfig::from_url("amqp://127.0.0.1").expect("parse");
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.port, 5672);
+        assert_eq!(c.vhost, "/");
+        assert_eq!(c.credentials(), ("guest", "guest"));
+        assert_eq!(c.prefix, "weir");
+        assert_eq!(c.prefetch, 64);
+        assert_eq!(c.queue_type, QueueType::Quorum);
+        assert_eq!(c.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert!(!c.is_tls());
+
+        let c = AmqpBrokerConfig::from_url(
+            "amqp://u%40x:p%2Fw@rabbit:5673/%2f?prefix=app&prefetch=5&queue_type=classic&queue_expires=1m&max_message_bytes=1024&timeout=2s&reconnect_max=1s&heartbeat=10&frame_max=131072&channel_max=64",
+        )
+        .expect("parse");
+        assert_eq!(c.credentials(), ("u@x", "p/w"));
+        assert_eq!((c.host.as_str(), c.port), ("rabbit", 5673));
+        assert_eq!(c.vhost, "/");
+        assert_eq!(c.prefix, "app");
+        assert_eq!(c.prefetch, 5);
+        assert_eq!(c.queue_type, QueueType::Classic);
+        assert_eq!(c.queue_expires, Some(Duration::from_secs(60)));
+        assert_eq!(c.max_message_bytes, 1024);
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        assert_eq!(c.reconnect_max, Duration::from_secs(1));
+        assert_eq!(c.heartbeat, Some(10));
+        assert_eq!(c.frame_max, Some(131_072));
+        assert_eq!(c.channel_max, Some(64));
+        let uri = c.amqp_uri();
+        assert_eq!(uri.vhost, "/");
+        assert_eq!(uri.authority.host, "rabbit");
+        assert_eq!(uri.query.heartbeat, Some(10));
+
+        let c = AmqpBrokerConfig::from_url("amqps://[::1]/prod").expect("parse");
+        assert!(c.is_tls());
+        assert_eq!((c.host.as_str(), c.port), ("::1", 5671));
+        assert_eq!(c.vhost, "prod");
+        assert!(matches!(c.amqp_uri().scheme, AMQPScheme::AMQPS));
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        for url in [
+            "redis://h",
+            "h:5672",
+            "amqp://",
+            "amqp:///vhost",
+            "amqp://h:port",
+            "amqp://h?prefetch=0",
+            "amqp://h?prefetch=many",
+            "amqp://h?prefech=5",
+            "amqp://h?prefix=",
+            "amqp://h?queue_type=stream",
+            "amqp://h?queue_expires=10ms",
+            "amqp://h?max_message_bytes=200000000",
+            "amqp://h?timeout=1ms",
+            "amqp://h?ca_file=/x.pem",
+            "amqp://h/%zz",
+        ] {
+            let err = AmqpBrokerConfig::from_url(url).expect_err(url);
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
+            assert!(!err.is_retryable(), "{url}");
+        }
+        let err = AmqpBrokerConfig::from_url("amqp://h?prefech=5").expect_err("unknown");
+        let shown = err.to_string();
+        assert!(shown.contains("\"prefech\""), "{shown}");
+        assert!(shown.contains("known: prefix, prefetch"), "{shown}");
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let c = AmqpBrokerConfig::from_url("amqp://user:s3cret@h:1/v?prefetch=2").expect("parse");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("amqp://user:***@h:1/v"), "{shown}");
+        assert_eq!(redact("amqps://:pw@h"), "amqps://:***@h");
+        assert_eq!(redact("amqp://user@h/1"), "amqp://user@h/1");
+        assert_eq!(redact("amqp://h:1"), "amqp://h:1");
+        // Errors carry the redacted URL only.
+        for url in [
+            "amqp://u:s3cret@h?nope=1",
+            "amqp://u:s3cret@h:x",
+            "amqp://u:s3cret@h?prefetch=0",
+        ] {
+            let err = AmqpBrokerConfig::from_url(url).expect_err(url);
+            assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        let c = AmqpBrokerConfig::from_url("amqp://h?prefix=p").expect("parse");
+        assert_eq!(c.exchange("steps"), "p.steps");
+        assert_eq!(c.queue("steps", "executor"), "p.steps.executor");
+        assert_eq!(c.delay_exchange(), "p:delay");
+        assert_eq!(c.delay_queue(224), "p:delay:224");
+    }
+}

@@ -1,0 +1,269 @@
+//! One consumer of a group: a channel of its own with `basic.qos`, a `basic.consume` on the
+//! group's queue, re-opened after the connection drops.
+//!
+//! [`Subscription::next`] is cancel-safe: a delivery stays in lapin's consumer buffer until
+//! `next()` takes it, and opening the channel and consumer is finished in one step (a
+//! cancelled open drops a half-made channel, whose deliveries RabbitMQ requeues).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Consumer};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use weir_core::broker::{Delivery, Subscription};
+use weir_core::{Error, Result};
+
+use crate::QueueType;
+use crate::acker::AmqpAcker;
+use crate::error::amqp_error;
+use crate::link::{Connector, backoff, declare_exchange};
+use crate::message::{key_of, redeliveries_of};
+
+/// The channel and consumer of a subscription while connected.
+struct Active {
+    channel: Channel,
+    consumer: Consumer,
+    tag: String,
+}
+
+/// A consumer of one group ([`Subscription`]).
+pub(crate) struct AmqpSubscription {
+    connector: Arc<Connector>,
+    topic: String,
+    group: String,
+    queue: Arc<str>,
+    active: Option<Active>,
+    /// Failed re-opens since the last success.
+    failures: u32,
+}
+
+impl AmqpSubscription {
+    /// Declares the topology and starts consuming; fails (retryable) if RabbitMQ cannot be
+    /// reached within the configured timeout.
+    pub(crate) async fn open(connector: Arc<Connector>, topic: &str, group: &str) -> Result<Self> {
+        let mut sub = AmqpSubscription {
+            queue: connector.config.queue(topic, group).into(),
+            connector,
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            active: None,
+            failures: 0,
+        };
+        let deadline = Instant::now() + sub.connector.config.timeout;
+        loop {
+            match sub.start(Some(deadline)).await {
+                Ok(active) => {
+                    sub.active = Some(active);
+                    return Ok(sub);
+                }
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    let pause = backoff(sub.failures, sub.connector.config.reconnect_max);
+                    sub.failures = sub.failures.saturating_add(1);
+                    tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Opens a channel, declares the exchange, the group's queue and its binding, sets the
+    /// prefetch and starts a consumer.
+    async fn start(&self, deadline: Option<Instant>) -> Result<Active> {
+        let config = &self.connector.config;
+        let link = self.connector.link(deadline).await?;
+        let result = async {
+            let channel = link
+                .conn
+                .create_channel()
+                .await
+                .map_err(|e| amqp_error("opening a consumer channel", e))?;
+            let exchange = config.exchange(&self.topic);
+            declare_exchange(&channel, &exchange).await?;
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from(config.queue_type.as_str())),
+            );
+            if config.queue_type == QueueType::Quorum {
+                // No practical redelivery limit: weir counts attempts itself, and RabbitMQ 4's
+                // default limit (20) would drop a message requeued that often.
+                args.insert("x-delivery-limit".into(), AMQPValue::LongInt(i32::MAX));
+            }
+            if let Some(expires) = config.queue_expires {
+                let ms = u32::try_from(expires.as_millis()).unwrap_or(u32::MAX);
+                args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+            }
+            channel
+                .queue_declare(
+                    (*self.queue).into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    args,
+                )
+                .await
+                .map_err(|e| {
+                    amqp_error("declaring the group queue", e)
+                        .with_context("queue", &self.queue)
+                        .with_context("queue_type", config.queue_type.as_str())
+                })?;
+            channel
+                .queue_bind(
+                    (*self.queue).into(),
+                    exchange.as_str().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| amqp_error("binding the group queue", e))?;
+            channel
+                .basic_qos(config.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| amqp_error("setting the prefetch (basic.qos)", e))?;
+            let tag = consumer_tag();
+            let consumer = channel
+                .basic_consume(
+                    (*self.queue).into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| amqp_error("starting the consumer", e))?;
+            Ok(Active {
+                channel,
+                consumer,
+                tag,
+            })
+        }
+        .await;
+        if result.is_err() {
+            self.connector.forget(&link).await;
+        }
+        result.map_err(|e: Error| e.with_context("group", &self.group))
+    }
+
+    fn deliver(&self, active: &Active, d: lapin::message::Delivery) -> Delivery {
+        let key = key_of(&d.properties);
+        let redeliveries = redeliveries_of(&d.properties, d.redelivered);
+        let payload = Bytes::from(d.data);
+        let acker = AmqpAcker::new(
+            self.connector.clone(),
+            active.channel.clone(),
+            d.acker,
+            self.queue.clone(),
+            key.clone(),
+            payload.clone(),
+            redeliveries,
+        );
+        Delivery::new(payload, key, redeliveries, Box::new(acker))
+    }
+}
+
+#[async_trait]
+impl Subscription for AmqpSubscription {
+    /// The next delivery; while the connection is down, waits (reconnecting with backoff)
+    /// rather than failing. Fails only on a permanent error (e.g. the group queue exists with
+    /// another queue type, or the credentials stopped working).
+    async fn next(&mut self) -> Result<Delivery> {
+        loop {
+            let Some(active) = self.active.as_mut() else {
+                match self.start(None).await {
+                    Ok(active) => {
+                        debug!(queue = %self.queue, "amqp broker: consumer (re)started");
+                        self.failures = 0;
+                        self.active = Some(active);
+                    }
+                    Err(e) if e.is_retryable() => {
+                        let pause = backoff(self.failures, self.connector.config.reconnect_max);
+                        self.failures = self.failures.saturating_add(1);
+                        warn!(error = %e, retry_in = ?pause, queue = %self.queue, "amqp broker: restarting the consumer failed");
+                        tokio::time::sleep(pause).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            };
+            match active.consumer.next().await {
+                Some(Ok(d)) => {
+                    let Some(active) = self.active.as_ref() else {
+                        continue;
+                    };
+                    return Ok(self.deliver(active, d));
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, queue = %self.queue, "amqp broker: consumer failed; restarting it");
+                    self.active = None;
+                }
+                None => {
+                    debug!(queue = %self.queue, "amqp broker: consumer ended; restarting it");
+                    self.active = None;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AmqpSubscription {
+    /// Cancels the consumer and requeues what RabbitMQ sent ahead that was never handed out.
+    /// Deliveries handed out live on: they hold the channel open, and their acks still work.
+    fn drop(&mut self) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let Active {
+                channel,
+                mut consumer,
+                tag,
+            } = active;
+            if let Err(e) = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await
+            {
+                debug!(error = %e, "amqp broker: cancelling a consumer failed");
+            }
+            // After cancel-ok nothing more arrives: hand back what is buffered.
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            while let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+            {
+                let _ = d.acker.nack(requeue).await;
+            }
+            // The channel closes when the last delivery holding it is gone.
+            drop(consumer);
+            drop(channel);
+        });
+    }
+}
+
+/// A consumer tag unique per consumer: `weir-{host}-{pid}-{random}` (shown by
+/// `rabbitmqctl list_consumers`).
+fn consumer_tag() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty() && h.len() <= 64)
+        .unwrap_or_else(|| "weir".into());
+    format!(
+        "weir-{host}-{}-{:012x}",
+        std::process::id(),
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    )
+}
