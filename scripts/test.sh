@@ -58,9 +58,31 @@ start_rabbitmq() {
   echo "rabbitmq: $WEIR_TEST_AMQP_URL"
 }
 
+# moto (a local SQS): use WEIR_TEST_SQS_URL if set; else a moto_server on 127.0.0.1:5000, from a
+# venv under ~/.cache/weir-test/moto (created with python3-venv when missing), started in the
+# background when nothing answers there. moto accepts any credentials: the URL carries dummy ones.
+start_moto() {
+  if [ -n "${WEIR_TEST_SQS_URL:-}" ]; then return; fi
+  local port=5000 venv="${XDG_CACHE_HOME:-$HOME/.cache}/weir-test/moto"
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    if [ ! -x "$venv/bin/moto_server" ]; then
+      python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
+      "$venv/bin/pip" install -q 'moto[server]'
+    fi
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >/tmp/weir-test-moto.log 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "moto did not start: see /tmp/weir-test-moto.log"; exit 1; }
+    STARTED+=("kill $pid >/dev/null 2>&1")
+  fi
+  export WEIR_TEST_SQS_URL="sqs://weirtest?region=us-east-1&endpoint=http://127.0.0.1:$port&access_key_id=test&secret_access_key=test"
+  echo "moto (sqs): $WEIR_TEST_SQS_URL"
+}
+
 echo "== services"
 start_redis
 start_rabbitmq
+start_moto
 
 echo "== build"
 cargo build --workspace --all-targets --all-features --locked

@@ -72,8 +72,37 @@ impl std::fmt::Debug for ServeConfig {
     }
 }
 
-/// A URL with its password replaced by `***`.
+/// Query parameters whose values are secrets (`secret_access_key`, `sasl.password`, …).
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token"]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
+/// A URL with its password, and the values of secret-looking query parameters, replaced by
+/// `***`.
 pub fn redact_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = redact_userinfo(url);
+    let Some(query) = query else {
+        return base;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_param(name) => format!("{name}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+/// A URL (without query) with the password of its user info replaced by `***`.
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -211,5 +240,17 @@ mod tests {
             "amqp://guest:***@h:5672/vh"
         );
         assert_eq!(redact_url("memory://"), "memory://");
+        assert_eq!(
+            redact_url("sqs://p?region=r&access_key_id=AK&secret_access_key=S3&session_token=T"),
+            "sqs://p?region=r&access_key_id=AK&secret_access_key=***&session_token=***"
+        );
+        assert_eq!(
+            redact_url("kafka://h:9092?sasl.username=u&sasl.password=pw"),
+            "kafka://h:9092?sasl.username=u&sasl.password=***"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@h:6379/0?prefix=x"),
+            "redis://:***@h:6379/0?prefix=x"
+        );
     }
 }

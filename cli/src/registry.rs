@@ -74,6 +74,9 @@ fn broker_schemes() -> Vec<&'static str> {
     if cfg!(feature = "broker-amqp") {
         schemes.extend(["amqp://", "amqps://"]);
     }
+    if cfg!(feature = "broker-sqs") {
+        schemes.push("sqs://");
+    }
     schemes
 }
 
@@ -130,6 +133,8 @@ pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>> {
         )),
         #[cfg(feature = "broker-amqp")]
         "amqp" | "amqps" => Ok(Arc::new(weir_broker_amqp::AmqpBroker::connect(url).await?)),
+        #[cfg(feature = "broker-sqs")]
+        "sqs" => Ok(Arc::new(weir_broker_sqs::SqsBroker::connect(url).await?)),
         other => Err(unknown("broker", other, KNOWN_BROKERS, &broker_schemes())),
     }
 }

@@ -324,6 +324,20 @@ fn the_signup_example_runs_through_serve_on_rabbitmq() {
 }
 
 #[test]
+#[cfg(feature = "broker-sqs")]
+fn the_signup_example_runs_through_serve_on_sqs() {
+    let Some(url) = weir_core::testkit::service_url("WEIR_TEST_SQS_URL") else {
+        return;
+    };
+    // A fresh queue-name prefix: sqs://PREFIX?…
+    let (scheme_and_prefix, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    // Queue-name prefixes are at most 24 characters: 8 of the ULID's random part.
+    let fresh = ulid::Ulid::new().to_string().to_lowercase();
+    let url = format!("{scheme_and_prefix}{}?{query}", &fresh[18..]);
+    signup_example_through_serve("memory://", &url);
+}
+
+#[test]
 #[cfg(all(feature = "state-redis", feature = "broker-redis"))]
 fn the_signup_example_runs_through_serve_on_the_redis_broker() {
     let Some(url) = weir_core::testkit::service_url("WEIR_TEST_REDIS_URL") else {

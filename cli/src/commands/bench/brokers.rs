@@ -59,12 +59,9 @@ pub(super) async fn brokers(args: BrokersArgs) -> Result<i32> {
     })
 }
 
-/// The URL with any password hidden, for the table.
+/// The URL without its query (and so without secrets), for the table.
 fn shown(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://…{}", &url[at..]),
-        _ => url.split('?').next().unwrap_or(url).to_string(),
-    }
+    crate::config::redact_url(url.split('?').next().unwrap_or(url))
 }
 
 async fn measure(url: &str, broker: Arc<dyn Broker>, args: &BrokersArgs) -> Result<Row> {

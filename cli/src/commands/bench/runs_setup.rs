@@ -140,18 +140,9 @@ pub(super) fn with_prefix(url: &str, prefix: &str) -> String {
     format!("{url}{sep}prefix={prefix}")
 }
 
-/// `url` with the password of its user info (if any) replaced by `***`.
+/// `url` with its secrets replaced by `***`.
 pub(super) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => format!("{scheme}://***@{host}"),
-        },
-        None => url.to_string(),
-    }
+    crate::config::redact_url(url)
 }
 
 /// Round trips made to the state store so far (a Redis state store only).

@@ -1,0 +1,114 @@
+//! AWS SDK errors as weir [`Error`]s: throttling, server errors and connection trouble are
+//! [`ErrorKind::Unavailable`] (retryable).
+
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use weir_core::{Error, ErrorKind};
+
+/// Error codes SQS (and the AWS front end) use for throttling and passing trouble.
+const RETRYABLE_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "OverLimit",
+    "KmsThrottled",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+/// Error codes of missing or refused credentials and permissions.
+const CONFIG_CODES: &[&str] = &[
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "MissingAuthenticationToken",
+    "IncompleteSignature",
+    "AccessDenied",
+    "AccessDeniedException",
+    "ExpiredToken",
+    "InvalidSecurity",
+    "KmsAccessDenied",
+];
+
+/// Error codes of a queue that does not exist (deleted under us).
+const NOT_FOUND_CODES: &[&str] = &[
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+];
+
+/// Maps an SDK error of operation `what` to weir's error type.
+///
+/// Timeouts, dispatch (connection) failures, unreadable responses, HTTP 5xx and throttling are
+/// `Unavailable` (retryable); credential and permission errors and a request the SDK could not
+/// build are `Config`; a missing queue is `NotFound`; anything else is `Internal`.
+pub(crate) fn sqs_error<E>(what: &'static str, e: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (kind, code) = classify(&e);
+    let mut error = Error::new(kind, format!("sqs broker: {what} failed"))
+        .with_context("error", DisplayErrorContext(&e));
+    if let Some(code) = code {
+        error = error.with_context("code", code);
+    }
+    error.with_source(e)
+}
+
+fn classify<E>(e: &SdkError<E, HttpResponse>) -> (ErrorKind, Option<String>)
+where
+    E: ProvideErrorMetadata,
+{
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            (ErrorKind::Unavailable, None)
+        }
+        SdkError::ConstructionFailure(_) => (ErrorKind::Config, None),
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().map(str::to_owned);
+            let status = service.raw().status().as_u16();
+            (classify_code(code.as_deref(), status), code)
+        }
+        _ => (ErrorKind::Internal, e.code().map(str::to_owned)),
+    }
+}
+
+/// The kind of a service error from its code and HTTP status.
+pub(crate) fn classify_code(code: Option<&str>, status: u16) -> ErrorKind {
+    match code {
+        Some(c) if RETRYABLE_CODES.contains(&c) => ErrorKind::Unavailable,
+        Some(c) if CONFIG_CODES.contains(&c) => ErrorKind::Config,
+        Some(c) if NOT_FOUND_CODES.contains(&c) => ErrorKind::NotFound,
+        _ if status >= 500 || status == 429 => ErrorKind::Unavailable,
+        _ if status == 403 => ErrorKind::Config,
+        _ => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        let kind = classify_code(Some("RequestThrottled"), 400);
+        assert_eq!(kind, ErrorKind::Unavailable);
+        assert!(Error::new(kind, "x").is_retryable());
+        assert_eq!(classify_code(None, 503), ErrorKind::Unavailable);
+        assert_eq!(
+            classify_code(Some("InvalidClientTokenId"), 403),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            classify_code(Some("AWS.SimpleQueueService.NonExistentQueue"), 400),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            classify_code(Some("InvalidParameterValue"), 400),
+            ErrorKind::Internal
+        );
+    }
+}

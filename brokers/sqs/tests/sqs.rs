@@ -1,0 +1,356 @@
+//! SQS-specific behaviour on the test endpoint (`WEIR_TEST_SQS_URL`): batches of 10, the
+//! visibility heartbeat, delayed nacks, a process that died holding a delivery, messages
+//! published before any group, size limits, an unreachable endpoint.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use bytes::Bytes;
+use common::{nothing_within, recv, recv_within, take, unique, url_with};
+use weir_broker_sqs::{MAX_MESSAGE_BYTES, SqsBroker};
+use weir_core::ErrorKind;
+use weir_core::broker::Broker;
+
+const PARAMS: &str = "visibility=2s&wait=5s&refresh=500ms";
+
+async fn broker() -> Option<SqsBroker> {
+    let url = url_with(PARAMS)?;
+    Some(SqsBroker::connect(&url).await.expect("connect"))
+}
+
+/// Visible plus in-flight messages of a queue.
+async fn messages_in(broker: &SqsBroker, topic: &str, group: &str) -> u64 {
+    let name = broker.queue_name(topic, group);
+    let url = broker
+        .client()
+        .get_queue_url()
+        .queue_name(&name)
+        .send()
+        .await
+        .expect("queue url")
+        .queue_url
+        .expect("url");
+    let attrs = broker
+        .client()
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("attributes");
+    let attrs = attrs.attributes.unwrap_or_default();
+    [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .map(|a| {
+        attrs
+            .get(a)
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    })
+    .sum()
+}
+
+/// 25 messages in one `publish_batch` (3 `SendMessageBatch` calls) all arrive; 25 acks made
+/// at once (deleted in batches of up to 10) all succeed and leave the queue empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_ten() {
+    let Some(broker) = broker().await else { return };
+    let (topic, group) = (unique("batch"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = (0..25)
+        .map(|i| (format!("k{i}"), Bytes::from(format!("m{i}"))))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("batch");
+    let mut deliveries = Vec::new();
+    for _ in 0..25 {
+        deliveries.push(recv(&mut sub).await);
+    }
+    let mut got: Vec<String> = deliveries
+        .iter()
+        .map(|d| String::from_utf8_lossy(&d.payload).into_owned())
+        .collect();
+    got.sort();
+    let mut expected: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    let acks: Vec<_> = deliveries
+        .into_iter()
+        .map(|d| tokio::spawn(d.ack()))
+        .collect();
+    for ack in acks {
+        ack.await.expect("join").expect("ack");
+    }
+    nothing_within(&mut sub, Duration::from_millis(500)).await;
+    assert_eq!(messages_in(&broker, &topic, &group).await, 0);
+}
+
+/// A delivery held three times as long as the visibility timeout is not given to another
+/// consumer meanwhile (the heartbeat extends it); acked, it never comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_delivery_stays_invisible() {
+    let Some(broker) = broker().await else { return };
+    let (topic, group) = (unique("held"), unique("g"));
+    let mut a = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let mut b = broker.subscribe(&topic, &group).await.expect("subscribe");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"slow"))
+        .await
+        .expect("publish");
+    let d = recv(&mut a).await;
+    nothing_within(&mut b, Duration::from_secs(6)).await;
+    d.ack().await.expect("ack");
+    nothing_within(&mut b, Duration::from_secs(3)).await;
+}
+
+/// A nack with a 1.5 s delay comes back after it (whole seconds: 2 s), counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_nack() {
+    let Some(broker) = broker().await else { return };
+    let (topic, group) = (unique("delay"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"later"))
+        .await
+        .expect("publish");
+    let d = recv(&mut sub).await;
+    assert_eq!(d.redeliveries, 0);
+    let nacked = Instant::now();
+    d.nack(Some(Duration::from_millis(1500)))
+        .await
+        .expect("nack");
+    let d = recv_within(&mut sub, Duration::from_secs(10)).await;
+    assert!(
+        nacked.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        nacked.elapsed()
+    );
+    assert_eq!(&d.payload[..], b"later");
+    assert_eq!(d.redeliveries, 1);
+    d.ack().await.expect("ack");
+    let err = recv_nack_too_long(&broker, &topic, &group).await;
+    assert_eq!(err, ErrorKind::InvalidInput);
+}
+
+async fn recv_nack_too_long(broker: &SqsBroker, topic: &str, group: &str) -> ErrorKind {
+    let mut sub = broker.subscribe(topic, group).await.expect("subscribe");
+    broker
+        .publish(topic, "k", Bytes::from_static(b"much later"))
+        .await
+        .expect("publish");
+    let d = recv(&mut sub).await;
+    d.nack(Some(Duration::from_secs(3600)))
+        .await
+        .expect_err("a delay over 15 minutes")
+        .kind()
+}
+
+/// A process dies holding a delivery (its runtime goes away: no heartbeat, no hand-back):
+/// another consumer gets it after the visibility timeout, counted as a redelivery.
+#[test]
+fn a_dead_process_delivery_comes_back() {
+    let Some(url) = url_with(PARAMS) else { return };
+    let (topic, group) = (unique("dead"), unique("g"));
+    let dying = tokio::runtime::Runtime::new().expect("runtime");
+    dying.block_on(async {
+        let broker = SqsBroker::connect(&url).await.expect("connect");
+        let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+        broker
+            .publish(&topic, "k", Bytes::from_static(b"orphan"))
+            .await
+            .expect("publish");
+        let d = recv(&mut sub).await;
+        std::mem::forget(d);
+        std::mem::forget(sub);
+    });
+    drop(dying);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let broker = SqsBroker::connect(&url).await.expect("connect");
+        let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+        let started = Instant::now();
+        let d = recv_within(&mut sub, Duration::from_secs(20)).await;
+        assert_eq!(&d.payload[..], b"orphan");
+        assert!(d.redeliveries >= 1);
+        assert!(started.elapsed() < Duration::from_secs(15));
+        d.ack().await.expect("ack");
+    });
+}
+
+/// Published while the topic has no group: kept in the holding queue and moved to the group
+/// that subscribes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_before_any_group_is_kept() {
+    let Some(broker) = broker().await else { return };
+    let topic = unique("early");
+    broker
+        .publish(&topic, "k1", Bytes::from_static(b"early-1"))
+        .await
+        .expect("publish");
+    broker
+        .publish_batch(&topic, vec![("k2".into(), Bytes::from_static(b"early-2"))])
+        .await
+        .expect("publish");
+    let mut sub = broker.subscribe(&topic, "late").await.expect("subscribe");
+    let mut got = vec![take(&mut sub).await, take(&mut sub).await];
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            Bytes::from_static(b"early-1"),
+            Bytes::from_static(b"early-2")
+        ]
+    );
+    // From now on the group queue gets them directly.
+    broker
+        .publish(&topic, "k3", Bytes::from_static(b"direct"))
+        .await
+        .expect("publish");
+    assert_eq!(&take(&mut sub).await[..], b"direct");
+}
+
+/// A group queue deleted by hand: publish forgets it and, with no group left, keeps the
+/// message in the holding queue for the next group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_group_queue_is_forgotten() {
+    let Some(broker) = broker().await else { return };
+    let topic = unique("gone");
+    let sub = broker.subscribe(&topic, "old").await.expect("subscribe");
+    drop(sub);
+    let name = broker.queue_name(&topic, "old");
+    let url = broker
+        .client()
+        .get_queue_url()
+        .queue_name(&name)
+        .send()
+        .await
+        .expect("queue url")
+        .queue_url
+        .expect("url");
+    broker
+        .client()
+        .delete_queue()
+        .queue_url(url)
+        .send()
+        .await
+        .expect("delete");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"kept"))
+        .await
+        .expect("publish after the group queue was deleted");
+    let mut sub = broker.subscribe(&topic, "new").await.expect("subscribe");
+    assert_eq!(&take(&mut sub).await[..], b"kept");
+}
+
+/// The largest payload round-trips intact; one byte more is `TooLarge`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_limits() {
+    let Some(broker) = broker().await else { return };
+    let (topic, group) = (unique("size"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let payload: Bytes = (0..MAX_MESSAGE_BYTES)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    broker
+        .publish(&topic, "big", payload.clone())
+        .await
+        .expect("publish the largest payload");
+    let d = recv(&mut sub).await;
+    assert!(d.payload == payload, "payload changed");
+    d.ack().await.expect("ack");
+    let too_big = Bytes::from(vec![0u8; MAX_MESSAGE_BYTES + 1]);
+    let err = broker
+        .publish(&topic, "big", too_big)
+        .await
+        .expect_err("too large");
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert!(!err.is_retryable());
+}
+
+/// FIFO: after a nack (and after a dropped delivery) the key's order holds, although the
+/// next messages of the key were received together with the nacked one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_key_order_survives_nack_and_drop() {
+    let Some(url) = url_with("visibility=3s&wait=1s&refresh=500ms&fifo=true") else {
+        return;
+    };
+    let broker = SqsBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("fifo"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = (0..5)
+        .map(|i| ("the-key".to_owned(), Bytes::from(format!("m{i}"))))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("batch");
+    let d = recv(&mut sub).await;
+    assert_eq!(&d.payload[..], b"m0");
+    d.nack(None).await.expect("nack");
+    let d = recv(&mut sub).await;
+    assert_eq!(&d.payload[..], b"m0", "m0 was overtaken after its nack");
+    assert!(d.redeliveries >= 1);
+    d.ack().await.expect("ack");
+    let d = recv(&mut sub).await;
+    assert_eq!(&d.payload[..], b"m1");
+    drop(d);
+    for i in 1..5 {
+        let d = recv(&mut sub).await;
+        assert_eq!(
+            d.payload,
+            Bytes::from(format!("m{i}")),
+            "order after a drop"
+        );
+        d.ack().await.expect("ack");
+    }
+    nothing_within(&mut sub, Duration::from_millis(500)).await;
+}
+
+/// An endpoint where nothing listens: `Unavailable`, retryable.
+#[tokio::test]
+async fn unreachable_endpoint_is_unavailable() {
+    let url =
+        "sqs://w?region=us-east-1&endpoint=http://127.0.0.1:9&access_key_id=a&secret_access_key=b";
+    let err = SqsBroker::connect(url).await.expect_err("nothing listens");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    assert!(!format!("{err:?}").contains("secret_access_key=b"));
+}
+
+/// Publish + consume + ack of 1 KiB messages (not a timed assertion; prints messages/s):
+/// `cargo nextest run -p weir-broker-sqs --run-ignored only throughput --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_1kib() {
+    let Some(broker) = broker().await else { return };
+    const N: usize = 300;
+    let (topic, group) = (unique("tput"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let payload = Bytes::from(vec![7u8; 1024]);
+    let started = Instant::now();
+    for chunk in 0..N / 100 {
+        let batch = (0..100)
+            .map(|i| (format!("k{}", chunk * 100 + i), payload.clone()))
+            .collect();
+        broker.publish_batch(&topic, batch).await.expect("batch");
+    }
+    let published = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut acks = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let d = recv_within(&mut sub, Duration::from_secs(60)).await;
+        acks.spawn(d.ack());
+    }
+    while let Some(ack) = acks.join_next().await {
+        ack.expect("join").expect("ack");
+    }
+    let consumed = started.elapsed().as_secs_f64();
+    println!(
+        "sqs broker: {N} x 1 KiB: publish_batch {:.0} messages/s; consume + ack {:.0} messages/s",
+        N as f64 / published,
+        N as f64 / consumed
+    );
+}
