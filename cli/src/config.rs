@@ -112,7 +112,8 @@ fn redact_userinfo(url: &str) -> String {
     let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
+            // No `:`: some write the password alone (`redis://secret@host`).
+            None => format!("***@{host}"),
         },
         None => authority.to_string(),
     };

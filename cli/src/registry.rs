@@ -77,6 +77,9 @@ fn broker_schemes() -> Vec<&'static str> {
     if cfg!(feature = "broker-sqs") {
         schemes.push("sqs://");
     }
+    if cfg!(feature = "broker-kafka") {
+        schemes.push("kafka://");
+    }
     schemes
 }
 
@@ -135,6 +138,10 @@ pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>> {
         "amqp" | "amqps" => Ok(Arc::new(weir_broker_amqp::AmqpBroker::connect(url).await?)),
         #[cfg(feature = "broker-sqs")]
         "sqs" => Ok(Arc::new(weir_broker_sqs::SqsBroker::connect(url).await?)),
+        #[cfg(feature = "broker-kafka")]
+        "kafka" => Ok(Arc::new(
+            weir_broker_kafka::KafkaBroker::connect(url).await?,
+        )),
         other => Err(unknown("broker", other, KNOWN_BROKERS, &broker_schemes())),
     }
 }

@@ -42,7 +42,8 @@ fn free_port() -> u16 {
 }
 
 fn wait_listening(port: u16) {
-    for _ in 0..200 {
+    // Up to 30 s: joining consumer groups (Kafka) takes seconds before serve listens.
+    for _ in 0..600 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
@@ -319,6 +320,20 @@ fn the_signup_example_runs_through_serve_on_rabbitmq() {
     let url = format!(
         "{url}{sep}prefix=weirsignup{}&queue_expires=2m",
         ulid::Ulid::new().to_string().to_lowercase()
+    );
+    signup_example_through_serve("memory://", &url);
+}
+
+/// Kafka: librdkafka's mock cluster, started in this test process (it listens on a real port),
+/// is the broker `weir serve` connects to.
+#[test]
+#[cfg(feature = "broker-kafka")]
+fn the_signup_example_runs_through_serve_on_kafka() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    // The mock has no CreateTopics: topics are auto-created.
+    let url = format!(
+        "kafka://{}?prefix=weirsignup&topic_creation=auto",
+        cluster.bootstrap_servers()
     );
     signup_example_through_serve("memory://", &url);
 }

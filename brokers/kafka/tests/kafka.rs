@@ -1,0 +1,317 @@
+//! What Kafka makes hard, on a librdkafka mock cluster: out-of-order acks, nack by
+//! republishing, redelivery counting across consumers, flow control, limits, errors.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{nothing_within, recv, take, text, unique, url_with};
+use weir_broker_kafka::KafkaBroker;
+use weir_core::ErrorKind;
+use weir_core::broker::{Broker, Delivery};
+
+const PARAMS: &str = "prefix=weir-ktest&topic_creation=auto&commit_interval=100ms\
+                      &session.timeout.ms=2500&heartbeat.interval.ms=250";
+
+async fn broker(extra: &str) -> KafkaBroker {
+    KafkaBroker::connect(&url_with(&format!("{PARAMS}&{extra}")))
+        .await
+        .expect("connect")
+}
+
+async fn publish_all(broker: &KafkaBroker, topic: &str, key: &str, payloads: &[&str]) {
+    for p in payloads {
+        broker
+            .publish(topic, key, Bytes::from(p.to_string()))
+            .await
+            .expect("publish");
+    }
+}
+
+/// Acks out of order commit only the contiguous acked prefix, and the commit metadata records
+/// what was acked above it: a restarted consumer of the group gets exactly the unacked
+/// messages again, each counted as a redelivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_acks_redeliver_exactly_the_unacked() {
+    let broker = broker("revoke_grace=300ms").await;
+    let (topic, group) = (unique("ooo"), unique("g"));
+    let mut first = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let all: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    publish_all(&broker, &topic, "one-key", &refs).await;
+
+    let mut held: Vec<Option<Delivery>> = Vec::new();
+    for i in 0..10 {
+        let d = recv(&mut first).await;
+        assert_eq!(text(&d), format!("m{i}"), "one key, publish order");
+        assert_eq!(d.redeliveries, 0);
+        held.push(Some(d));
+    }
+    // Ack 6, 3, 0, 4, 1 (out of order); 2, 5, 7, 8, 9 stay unacked.
+    for i in [6, 3, 0, 4, 1] {
+        let d = held[i].take().expect("held");
+        d.ack().await.expect("ack");
+    }
+    // The consumer dies holding the rest: it leaves without acking or nacking them (a
+    // delivery dropped inside a runtime is republished; leak them instead, as a crash would).
+    let unacked: Vec<Delivery> = held.into_iter().flatten().collect();
+    drop(first);
+    std::mem::forget(unacked);
+
+    let mut second = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let d = recv(&mut second).await;
+        assert!(
+            d.redeliveries >= 1,
+            "{} was handed out before: redeliveries = {}",
+            text(&d),
+            d.redeliveries
+        );
+        got.push(text(&d));
+        d.ack().await.expect("ack");
+    }
+    assert_eq!(
+        got,
+        ["m2", "m5", "m7", "m8", "m9"],
+        "exactly the unacked, in order"
+    );
+    nothing_within(&mut second, Duration::from_millis(500)).await;
+
+    // Everything is acked and committed now: a third consumer gets nothing.
+    drop(second);
+    let mut third = broker.subscribe(&topic, &group).await.expect("subscribe");
+    nothing_within(&mut third, Duration::from_secs(4)).await;
+}
+
+/// A nack republishes the message at the end of its partition for the nacking group only:
+/// it comes back after the messages of its key published before the nack and before those
+/// published after; another group of the topic never sees the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_republishes_in_key_order_for_its_group_only() {
+    let broker = broker("").await;
+    let topic = unique("nack-order");
+    let mut a = broker
+        .subscribe(&topic, &unique("ga"))
+        .await
+        .expect("subscribe");
+    let mut b = broker
+        .subscribe(&topic, &unique("gb"))
+        .await
+        .expect("subscribe");
+    publish_all(&broker, &topic, "run-1", &["m0", "m1", "m2", "m3"]).await;
+
+    let d = recv(&mut a).await;
+    assert_eq!(text(&d), "m0");
+    d.nack(None).await.expect("nack");
+    for expected in ["m1", "m2", "m3"] {
+        assert_eq!(&take(&mut a).await[..], expected.as_bytes());
+    }
+    let again = recv(&mut a).await;
+    assert_eq!(text(&again), "m0", "the nacked message comes back after m3");
+    assert_eq!(again.key, "run-1");
+    assert_eq!(again.redeliveries, 1);
+    // Nacked twice: counted twice.
+    again.nack(None).await.expect("nack");
+    let third = recv(&mut a).await;
+    assert_eq!((text(&third).as_str(), third.redeliveries), ("m0", 2));
+    third.ack().await.expect("ack");
+    publish_all(&broker, &topic, "run-1", &["m4"]).await;
+    assert_eq!(&take(&mut a).await[..], b"m4");
+    nothing_within(&mut a, Duration::from_millis(300)).await;
+
+    for expected in ["m0", "m1", "m2", "m3", "m4"] {
+        let d = recv(&mut b).await;
+        assert_eq!(text(&d), expected, "the other group: each once, in order");
+        assert_eq!(d.redeliveries, 0);
+        d.ack().await.expect("ack");
+    }
+    nothing_within(&mut b, Duration::from_millis(500)).await;
+}
+
+/// A delivery dropped without ack or nack comes back (republished) to the same consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_delivery_comes_back() {
+    let broker = broker("").await;
+    let (topic, group) = (unique("dropped"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    publish_all(&broker, &topic, "k", &["lost?"]).await;
+    drop(recv(&mut sub).await);
+    let d = recv(&mut sub).await;
+    assert_eq!(text(&d), "lost?");
+    assert_eq!(d.redeliveries, 1);
+    d.ack().await.expect("ack");
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+}
+
+/// Messages a subscription took from Kafka but never handed out go to the group's next
+/// consumer when it is dropped, not counted as redeliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_hands_back_what_it_did_not_hand_out() {
+    let broker = broker("").await;
+    let (topic, group) = (unique("handback"), unique("g"));
+    let mut first = broker.subscribe(&topic, &group).await.expect("subscribe");
+    publish_all(&broker, &topic, "k", &["m0", "m1", "m2", "m3", "m4"]).await;
+    assert_eq!(&take(&mut first).await[..], b"m0");
+    // Let the consumer thread take the rest from Kafka before the drop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(first);
+
+    let mut second = broker.subscribe(&topic, &group).await.expect("subscribe");
+    for expected in ["m1", "m2", "m3", "m4"] {
+        let d = recv(&mut second).await;
+        assert_eq!(text(&d), expected);
+        assert_eq!(
+            d.redeliveries, 0,
+            "a message never handed out counts no redelivery"
+        );
+        d.ack().await.expect("ack");
+    }
+    nothing_within(&mut second, Duration::from_millis(500)).await;
+}
+
+/// With `prefetch=4` the consumer thread stops taking messages from librdkafka while 4 wait
+/// for `next()`: a slow consumer still gets all 60 messages of a key, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_control_loses_nothing() {
+    let broker = broker("prefetch=4").await;
+    let (topic, group) = (unique("prefetch"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = (0..60)
+        .map(|i| ("k".to_string(), Bytes::from(format!("m{i}"))))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("publish");
+    for i in 0..60 {
+        if i % 15 == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&take(&mut sub).await),
+            format!("m{i}")
+        );
+    }
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+}
+
+/// A payload over `max_message_bytes` fails with `TooLarge` before anything is sent; a batch
+/// with one such payload sends none of its messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_fails_before_sending() {
+    let broker = broker("max_message_bytes=1024").await;
+    let (topic, group) = (unique("large"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let err = broker
+        .publish(&topic, "k", Bytes::from(vec![7u8; 1025]))
+        .await
+        .expect_err("too large");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert!(!err.is_retryable());
+    let batch = vec![
+        ("k".to_string(), Bytes::from_static(b"small")),
+        ("k".to_string(), Bytes::from(vec![7u8; 1025])),
+    ];
+    let err = broker
+        .publish_batch(&topic, batch)
+        .await
+        .expect_err("too large");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    broker
+        .publish(&topic, "k", Bytes::from(vec![7u8; 1024]))
+        .await
+        .expect("exactly the limit");
+    let d = recv(&mut sub).await;
+    assert_eq!(
+        d.payload.len(),
+        1024,
+        "the small message of the batch was not sent"
+    );
+    d.ack().await.expect("ack");
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+}
+
+/// Two groups and a consumer joining a group later: every group gets every message, and the
+/// late consumer of a group does not get what the group already acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_spread_over_partitions_and_groups_get_everything() {
+    let broker = broker("").await;
+    let (topic, group) = (unique("spread"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = (0..40)
+        .map(|i| (format!("run-{}", i % 8), Bytes::from(format!("m{i}"))))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("publish");
+    let mut got = BTreeSet::new();
+    let mut last_per_key = std::collections::HashMap::new();
+    for _ in 0..40 {
+        let d = recv(&mut sub).await;
+        let n: usize = text(&d)[1..].parse().expect("number");
+        if let Some(prev) = last_per_key.insert(d.key.clone(), n) {
+            assert!(prev < n, "key {} out of order: m{prev} then m{n}", d.key);
+        }
+        assert!(got.insert(n), "m{n} twice");
+        d.ack().await.expect("ack");
+    }
+    drop(sub);
+    let mut late = broker.subscribe(&topic, &group).await.expect("subscribe");
+    nothing_within(&mut late, Duration::from_secs(4)).await;
+}
+
+/// `topic_creation=admin` on a cluster without the admin API (the mock): the request times
+/// out, and the broker relies on automatic creation from then on (topics still come to be).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_topic_creation_falls_back_to_automatic() {
+    let url = url_with(
+        "prefix=weir-ktest&topic_creation=admin&timeout=1s&session.timeout.ms=2500\
+         &heartbeat.interval.ms=250",
+    );
+    let broker = KafkaBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("admin"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    broker
+        .publish(&unique("admin-other"), "k", Bytes::from_static(b"x"))
+        .await
+        .expect("publish to a second topic");
+    publish_all(&broker, &topic, "k", &["created"]).await;
+    assert_eq!(&take(&mut sub).await[..], b"created");
+}
+
+/// `topic_creation=none`: a missing topic is an error, not created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_creation_none_needs_existing_topics() {
+    let url = url_with("prefix=weir-ktest&topic_creation=none&timeout=1s");
+    let broker = KafkaBroker::connect(&url).await.expect("connect");
+    let err = broker
+        .publish(&unique("missing"), "k", Bytes::from_static(b"x"))
+        .await
+        .expect_err("missing topic");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+/// No broker answering: `connect` fails with a retryable `Unavailable`, without secrets.
+#[tokio::test]
+async fn unreachable_cluster_is_unavailable() {
+    let err = KafkaBroker::connect("kafka://127.0.0.1:1?timeout=500ms&sasl.password=s3cret")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+}
+
+/// Topic and group names become Kafka names: other characters are refused.
+#[tokio::test]
+async fn bad_names_are_invalid_input() {
+    let broker = KafkaBroker::connect(&url_with(PARAMS))
+        .await
+        .expect("connect");
+    let err = broker
+        .publish("a topic", "k", Bytes::from_static(b"x"))
+        .await
+        .expect_err("space");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = broker.subscribe("t", "g/1").await.err().expect("slash");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
