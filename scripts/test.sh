@@ -90,10 +90,13 @@ cargo build --workspace --all-targets --all-features --locked
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast
+  # The RabbitMQ restart test stops the shared RabbitMQ, so it runs alone, after the rest.
+  cargo nextest run -p weir-broker-amqp --locked --run-ignored only rabbitmq_restart
   # nextest does not run doctests
   cargo test --workspace --all-features --locked --doc
 else
   cargo test --workspace --all-features --locked --no-fail-fast
+  cargo test -p weir-broker-amqp --locked --test reconnect -- --ignored rabbitmq_restart
 fi
 
 echo "== README command 1 (the signup example on the embedded default)"

@@ -223,7 +223,8 @@ async fn unacked_delivery_is_redelivered_after_a_drop() {
 
 /// RabbitMQ restarted (`stop_app` / `start_app`): the broker and its subscription carry on,
 /// and what was confirmed before the restart is delivered after it. Ignored by default: it
-/// stops the whole RabbitMQ, which would fail tests running beside it. Run it alone:
+/// stops the whole RabbitMQ, which would fail tests running beside it; scripts/test.sh runs it
+/// alone after the rest:
 /// `cargo nextest run -p weir-broker-amqp --run-ignored only`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restarts the shared RabbitMQ"]

@@ -319,38 +319,3 @@ async fn unreachable_endpoint_is_unavailable() {
     assert!(err.is_retryable());
     assert!(!format!("{err:?}").contains("secret_access_key=b"));
 }
-
-/// Publish + consume + ack of 1 KiB messages (not a timed assertion; prints messages/s):
-/// `cargo nextest run -p weir-broker-sqs --run-ignored only throughput --no-capture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn throughput_1kib() {
-    let Some(broker) = broker().await else { return };
-    const N: usize = 300;
-    let (topic, group) = (unique("tput"), unique("g"));
-    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
-    let payload = Bytes::from(vec![7u8; 1024]);
-    let started = Instant::now();
-    for chunk in 0..N / 100 {
-        let batch = (0..100)
-            .map(|i| (format!("k{}", chunk * 100 + i), payload.clone()))
-            .collect();
-        broker.publish_batch(&topic, batch).await.expect("batch");
-    }
-    let published = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let mut acks = tokio::task::JoinSet::new();
-    for _ in 0..N {
-        let d = recv_within(&mut sub, Duration::from_secs(60)).await;
-        acks.spawn(d.ack());
-    }
-    while let Some(ack) = acks.join_next().await {
-        ack.expect("join").expect("ack");
-    }
-    let consumed = started.elapsed().as_secs_f64();
-    println!(
-        "sqs broker: {N} x 1 KiB: publish_batch {:.0} messages/s; consume + ack {:.0} messages/s",
-        N as f64 / published,
-        N as f64 / consumed
-    );
-}
