@@ -2,7 +2,7 @@
 # The one test command: starts what the tests need, runs every test of the workspace, stops
 # what it started. README and .ci/run call it.
 #
-# Services: each driver that needs one (Redis now; RabbitMQ, moto, Docker, … later) has a
+# Services: each driver that needs one (Redis, RabbitMQ, moto, tansu; Docker later) has a
 # `start_<name>` function here that uses a service already answering, else installs and starts
 # one on loopback, exports its URL (WEIR_TEST_<NAME>_URL) and registers its stop in `cleanup`.
 # Under CI=true a test whose service URL is missing fails; it never passes silently.
@@ -79,10 +79,36 @@ start_moto() {
   echo "moto (sqs): $WEIR_TEST_SQS_URL"
 }
 
+# tansu (a Kafka-protocol broker written in Rust): use WEIR_TEST_KAFKA_URL if set; else a tansu
+# broker with in-memory storage on 127.0.0.1:9092, installed with `cargo install` under
+# ~/.cache/weir-test/tansu when missing (about 10 minutes of build, once per machine; the
+# `dynostore` feature gives it the memory storage). The Kafka driver's other tests use
+# librdkafka's mock cluster in-process.
+start_tansu() {
+  if [ -n "${WEIR_TEST_KAFKA_URL:-}" ]; then return; fi
+  local port=9092 root="${XDG_CACHE_HOME:-$HOME/.cache}/weir-test/tansu"
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    if [ ! -x "$root/bin/tansu" ]; then
+      echo "tansu: building it once (cargo install tansu 0.6.0, ~10 min)"
+      cargo install -q --locked tansu --version 0.6.0 --features dynostore --root "$root"
+    fi
+    "$root/bin/tansu" broker --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ \
+      >/tmp/weir-test-tansu.log 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "tansu did not start: see /tmp/weir-test-tansu.log"; exit 1; }
+    STARTED+=("kill $pid >/dev/null 2>&1")
+  fi
+  export WEIR_TEST_KAFKA_URL="kafka://127.0.0.1:$port"
+  echo "tansu (kafka): $WEIR_TEST_KAFKA_URL"
+}
+
 echo "== services"
 start_redis
 start_rabbitmq
 start_moto
+start_tansu
 
 echo "== build"
 cargo build --workspace --all-targets --all-features --locked

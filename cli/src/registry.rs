@@ -24,6 +24,7 @@ const KNOWN_BROKERS: &[(&str, &str)] = &[
     ("amqp", "broker-amqp"),
     ("amqps", "broker-amqp"),
     ("kafka", "broker-kafka"),
+    ("kafka+mock", "broker-kafka"),
     ("sqs", "broker-sqs"),
 ];
 
@@ -78,7 +79,7 @@ fn broker_schemes() -> Vec<&'static str> {
         schemes.push("sqs://");
     }
     if cfg!(feature = "broker-kafka") {
-        schemes.push("kafka://");
+        schemes.extend(["kafka://", "kafka+mock://"]);
     }
     schemes
 }
@@ -139,7 +140,7 @@ pub async fn open_broker(url: &str) -> Result<Arc<dyn Broker>> {
         #[cfg(feature = "broker-sqs")]
         "sqs" => Ok(Arc::new(weir_broker_sqs::SqsBroker::connect(url).await?)),
         #[cfg(feature = "broker-kafka")]
-        "kafka" => Ok(Arc::new(
+        "kafka" | "kafka+mock" => Ok(Arc::new(
             weir_broker_kafka::KafkaBroker::connect(url).await?,
         )),
         other => Err(unknown("broker", other, KNOWN_BROKERS, &broker_schemes())),

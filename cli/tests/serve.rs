@@ -324,16 +324,25 @@ fn the_signup_example_runs_through_serve_on_rabbitmq() {
     signup_example_through_serve("memory://", &url);
 }
 
-/// Kafka: librdkafka's mock cluster, started in this test process (it listens on a real port),
-/// is the broker `weir serve` connects to.
+/// Kafka: `kafka+mock://` starts librdkafka's mock cluster inside `weir serve`.
 #[test]
 #[cfg(feature = "broker-kafka")]
-fn the_signup_example_runs_through_serve_on_kafka() {
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    // The mock has no CreateTopics: topics are auto-created.
+fn the_signup_example_runs_through_serve_on_the_kafka_mock_cluster() {
+    signup_example_through_serve("memory://", "kafka+mock://?prefix=weirsignup");
+}
+
+/// Kafka: a real Kafka-protocol broker process (scripts/test.sh starts tansu and sets
+/// `WEIR_TEST_KAFKA_URL`); topics are created through the admin API.
+#[test]
+#[cfg(feature = "broker-kafka")]
+fn the_signup_example_runs_through_serve_on_a_kafka_protocol_broker() {
+    let Some(url) = weir_core::testkit::service_url("WEIR_TEST_KAFKA_URL") else {
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
     let url = format!(
-        "kafka://{}?prefix=weirsignup&topic_creation=auto",
-        cluster.bootstrap_servers()
+        "{url}{sep}prefix=weirsignup{}",
+        ulid::Ulid::new().to_string().to_lowercase()
     );
     signup_example_through_serve("memory://", &url);
 }

@@ -26,6 +26,7 @@
 mod acker;
 mod config;
 mod error;
+mod mock;
 mod subscription;
 mod tracker;
 
@@ -52,6 +53,7 @@ pub use config::{
     DEFAULT_MAX_MESSAGE_BYTES, KafkaBrokerConfig, MAX_MAX_MESSAGE_BYTES, MESSAGE_OVERHEAD_BYTES,
     TopicCreation,
 };
+pub use mock::MockKafka;
 
 use crate::error::kafka_error;
 use crate::subscription::{Context, KafkaSubscription, Shared};
@@ -75,6 +77,8 @@ pub struct KafkaBroker {
     groups: Mutex<HashMap<String, Vec<Weak<Shared>>>>,
     /// The admin API timed out creating a topic: `topic_creation=admin` acts as `auto`.
     admin_refused: AtomicBool,
+    /// The mock cluster of a `kafka+mock://` broker, stopped with the broker and its consumers.
+    mock: Option<Arc<MockKafka>>,
 }
 
 impl std::fmt::Debug for KafkaBroker {
@@ -87,7 +91,19 @@ impl std::fmt::Debug for KafkaBroker {
 
 impl KafkaBroker {
     /// Parses `url` (see [`KafkaBrokerConfig`]) and connects.
+    ///
+    /// `kafka+mock://[?brokers=N&…]` first starts librdkafka's mock cluster in this process
+    /// (see [`MockKafka`]; other parameters as for `kafka://`) and connects to it; the cluster
+    /// stops when the broker is dropped.
     pub async fn connect(url: &str) -> Result<Self> {
+        if let Some(mock) = mock::mock_url(url) {
+            let (brokers, kafka_url) = mock?;
+            let cluster = MockKafka::start(brokers)?;
+            let config = KafkaBrokerConfig::from_url(&kafka_url(cluster.bootstrap_servers()))?;
+            let mut broker = Self::with_config(config).await?;
+            broker.mock = Some(Arc::new(cluster));
+            return Ok(broker);
+        }
         Self::with_config(KafkaBrokerConfig::from_url(url)?).await
     }
 
@@ -125,6 +141,7 @@ impl KafkaBroker {
             topics: Mutex::new(HashSet::new()),
             groups: Mutex::new(HashMap::new()),
             admin_refused: AtomicBool::new(false),
+            mock: None,
         };
         broker.check_connection().await?;
         Ok(broker)
@@ -474,6 +491,7 @@ impl Broker for KafkaBroker {
             commit_interval: self.config.commit_interval,
             revoke_grace: self.config.revoke_grace,
             timeout: self.config.timeout,
+            _mock: self.mock.clone(),
         });
         let record_limit = self.config.record_limit();
         let mut consumer_config = client_config(&self.config);

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) commit_interval: Duration,
     pub(crate) revoke_grace: Duration,
     pub(crate) timeout: Duration,
+    /// A `kafka+mock://` broker's cluster: kept running until this consumer has left.
+    pub(crate) _mock: Option<Arc<crate::MockKafka>>,
 }
 
 impl Shared {

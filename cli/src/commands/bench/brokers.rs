@@ -5,6 +5,9 @@
 //! `publish_batch` calls of `--batch`, with up to `--in-flight` batches outstanding. The
 //! figure is messages acked per second from the first publish to the last ack; the publish
 //! phase alone is also printed. Topics and groups are fresh per run.
+//!
+//! Before the clock starts, every consumer must have received a warm-up message: joining a
+//! consumer group takes seconds on some brokers (Kafka rebalances), which is not throughput.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,23 +67,64 @@ fn shown(url: &str) -> String {
     crate::config::redact_url(url.split('?').next().unwrap_or(url))
 }
 
+/// The payload of warm-up messages (bench messages are all `x`).
+const WARM_UP: &[u8] = b"warm-up";
+
+/// Publishes a warm-up message every 20 ms (a new key each time, so that keyed brokers spread
+/// them) until every consumer has acked one.
+async fn warm_up(
+    broker: &dyn Broker,
+    topic: &str,
+    warmed: &[Arc<AtomicU64>],
+    timeout_secs: f64,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_secs);
+    let mut sent = 0u64;
+    while warmed.iter().any(|w| w.load(Ordering::Relaxed) == 0) {
+        if Instant::now() > deadline {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "bench: not every consumer received a warm-up message within {timeout_secs} s \
+                     ({sent} sent)"
+                ),
+            ));
+        }
+        broker
+            .publish(topic, &format!("warm-{sent}"), Bytes::from_static(WARM_UP))
+            .await?;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 async fn measure(url: &str, broker: Arc<dyn Broker>, args: &BrokersArgs) -> Result<Row> {
     let run = ulid::Ulid::new().to_string().to_lowercase();
     let topic = format!("bench-{run}");
     let group = "bench";
     let acked = Arc::new(AtomicU64::new(0));
     let mut consumers = Vec::new();
+    let mut warmed = Vec::new();
     for _ in 0..args.consumers.max(1) {
         let mut sub = broker.subscribe(&topic, group).await?;
         let acked = acked.clone();
+        let warm = Arc::new(AtomicU64::new(0));
+        warmed.push(warm.clone());
         consumers.push(tokio::spawn(async move {
             while let Ok(d) = sub.next().await {
+                let is_warm_up = d.payload.starts_with(WARM_UP);
                 if d.ack().await.is_ok() {
-                    acked.fetch_add(1, Ordering::Relaxed);
+                    if is_warm_up {
+                        warm.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }));
     }
+    warm_up(&*broker, &topic, &warmed, args.timeout_secs).await?;
     let payload = Bytes::from(vec![b'x'; args.size]);
     let started = Instant::now();
     let batches = args.messages.div_ceil(args.batch as u64);

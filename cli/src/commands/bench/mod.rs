@@ -224,7 +224,8 @@ pub struct RunsArgs {
 /// Arguments of `weir bench brokers`.
 #[derive(Debug, Args)]
 pub struct BrokersArgs {
-    /// A broker URL (memory://, redis://…); repeat for a table of several.
+    /// A broker URL (memory://, redis://…, amqp://…, kafka://…, kafka+mock:// for an in-process
+    /// Kafka mock cluster, sqs://…); repeat for a table of several.
     #[arg(long, default_value = "memory://")]
     pub broker: Vec<String>,
     /// Messages per broker.
