@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::error::Result;
 
+pub mod output;
+
 /// Default cap on a step's stdout (and on an HTTP step's response body): 4 MiB.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
 /// Default cap on the log (stderr) kept per attempt: 64 KiB, the tail is kept.

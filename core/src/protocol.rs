@@ -50,6 +50,20 @@ impl StepInput<'_> {
     }
 }
 
+/// Inputs at least this long are not passed as an argument (Linux `MAX_ARG_STRLEN` is 128 KiB),
+/// only on stdin (or as the payload).
+pub const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// The input document as a first argument, for runtimes that pass one (process, Docker, WASM):
+/// `None` when it is [`MAX_ARG_BYTES`] or longer, or is not text without NUL bytes. The input is
+/// always given on stdin (or as the payload) too.
+pub fn input_argument(input: &[u8]) -> Option<&str> {
+    if input.len() >= MAX_ARG_BYTES || input.contains(&0) {
+        return None;
+    }
+    std::str::from_utf8(input).ok()
+}
+
 /// Parses a step's stdout: JSON as is, other text as `{"body": text}`, nothing as `null`.
 pub fn parse_output(stdout: &[u8]) -> Value {
     let trimmed = stdout.trim_ascii();
@@ -125,6 +139,18 @@ mod tests {
             detail: (!success).then(|| "exited with code 1".to_string()),
             retryable: None,
         }
+    }
+
+    #[test]
+    fn input_is_an_argument_only_below_the_limit() {
+        assert_eq!(input_argument(b"{\"a\":1}"), Some("{\"a\":1}"));
+        assert_eq!(
+            input_argument(&vec![b'x'; MAX_ARG_BYTES - 1]).map(str::len),
+            Some(MAX_ARG_BYTES - 1)
+        );
+        assert_eq!(input_argument(&vec![b'x'; MAX_ARG_BYTES]), None);
+        assert_eq!(input_argument(b"a\0b"), None);
+        assert_eq!(input_argument(b"\xff"), None);
     }
 
     #[test]

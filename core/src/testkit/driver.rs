@@ -30,8 +30,10 @@ pub const QUICK_TIMEOUT: Duration = Duration::from_secs(20);
 pub const SLEEP_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much later than its timeout a timed-out attempt may return.
 pub const TIMEOUT_SLACK: Duration = Duration::from_secs(2);
-/// Size of the input used by [`large_input_round_trips`]: 300 KiB, over any argv limit.
-pub const LARGE_INPUT_BYTES: usize = 300 * 1024;
+/// Size of the input used by [`large_input_round_trips`]: 1 MiB, over any argv limit.
+pub const LARGE_INPUT_BYTES: usize = 1024 * 1024;
+/// How much [`Fixture::Flood`] writes to stdout: 10 MiB.
+pub const FLOOD_BYTES: usize = 10 * 1024 * 1024;
 
 /// A step program with a known behaviour that a harness can run on its driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,17 +50,20 @@ pub enum Fixture {
     Sleep,
     /// Fails in a way that must not be retried: HTTP 4xx, or prints `{"status":422}` and exits 0.
     ClientError,
+    /// Writes [`FLOOD_BYTES`] (10 MiB) of anything to stdout (or as the body) and succeeds.
+    Flood,
 }
 
 impl Fixture {
     /// Every fixture, for harnesses that prepare them all up front.
-    pub const ALL: [Fixture; 6] = [
+    pub const ALL: [Fixture; 7] = [
         Fixture::Echo,
         Fixture::EchoArg,
         Fixture::Text,
         Fixture::FailWithLog,
         Fixture::Sleep,
         Fixture::ClientError,
+        Fixture::Flood,
     ];
 }
 
@@ -85,6 +90,7 @@ pub async fn run_all(h: &dyn DriverHarness) {
     timeout_is_an_error(h).await;
     large_input_round_trips(h).await;
     output_over_limit_fails(h).await;
+    output_flood_is_bounded(h).await;
     concurrent_attempts_are_independent(h).await;
 }
 
@@ -242,11 +248,11 @@ pub async fn timeout_is_an_error(h: &dyn DriverHarness) {
     );
 }
 
-/// Echo with a 300 KiB input: the whole document comes back.
+/// Echo with a 1 MiB input: the whole document comes back.
 pub async fn large_input_round_trips(h: &dyn DriverHarness) {
     let input = large_input(LARGE_INPUT_BYTES);
     let result = run_ok(h, Fixture::Echo, input.clone()).await;
-    assert_completed_with(&result, &input, "Echo (300 KiB)");
+    assert_completed_with(&result, &input, "Echo (1 MiB)");
 }
 
 /// Echo with `max_output_bytes` below the input size: an [`ErrorKind::TooLarge`] error.
@@ -264,6 +270,32 @@ pub async fn output_over_limit_fails(h: &dyn DriverHarness) {
             "output over limit: expected a too_large error; {}",
             describe(&r)
         ),
+    }
+}
+
+/// Flood (10 MiB on stdout) with the default 4 MiB `max_output_bytes`: an
+/// [`ErrorKind::TooLarge`] error that says so, not retryable, well before the timeout (the
+/// driver stops reading at the limit and stops the step; it never buffers the 10 MiB).
+pub async fn output_flood_is_bounded(h: &dyn DriverHarness) {
+    let request = h.request(Fixture::Flood, sample_input(), QUICK_TIMEOUT);
+    let max = request.max_output_bytes;
+    assert!(
+        max < FLOOD_BYTES,
+        "Flood: the harness must keep the default max_output_bytes (got {max})"
+    );
+    match execute(h, request).await {
+        Err(e) if e.kind() == ErrorKind::TooLarge => {
+            assert!(
+                !e.is_retryable(),
+                "Flood: too_large must not be retried: {e}"
+            );
+            assert!(
+                e.to_string().contains("max_output_bytes"),
+                "Flood: the error should name the limit: {e}"
+            );
+        }
+        Err(e) => panic!("Flood: expected a too_large error, got {:?}: {e}", e.kind()),
+        Ok(r) => panic!("Flood: expected a too_large error; {}", describe(&r)),
     }
 }
 

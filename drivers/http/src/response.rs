@@ -1,7 +1,8 @@
 //! Turning an HTTP response (or a failed request) into a step result.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::{Response, StatusCode};
+use weir_core::driver::output::{LogTail, OutputBuffer, output_too_large};
 use weir_core::driver::{DEFAULT_MAX_LOG_BYTES, StepResult};
 use weir_core::{Error, ErrorKind, Result};
 
@@ -54,29 +55,21 @@ pub(crate) async fn into_result(response: Response, max: usize) -> Result<StepRe
 
 /// Streams the body, failing with [`ErrorKind::TooLarge`] past `max` bytes.
 async fn read_body(mut response: Response, max: usize) -> Result<Bytes> {
-    let too_large = || {
-        Error::new(
-            ErrorKind::TooLarge,
-            format!("step response body is larger than max_output_bytes ({max} bytes)"),
-        )
-    };
     if response.content_length().is_some_and(|n| n > max as u64) {
-        return Err(too_large());
+        return Err(output_too_large(max));
     }
-    let mut body = BytesMut::new();
+    let mut body = OutputBuffer::new(max);
     while let Some(chunk) = response.chunk().await.map_err(|e| {
         Error::unavailable("the step response was cut off").with_source(e.without_url())
     })? {
-        if body.len() + chunk.len() > max {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
+        body.push(&chunk)?;
     }
-    Ok(body.freeze())
+    Ok(body.into_bytes())
 }
 
 /// The body of a failed response as the attempt's log (its tail, as text).
 fn log_tail(body: &[u8]) -> String {
-    let start = body.len().saturating_sub(DEFAULT_MAX_LOG_BYTES);
-    String::from_utf8_lossy(&body[start..]).into_owned()
+    let mut log = LogTail::new(DEFAULT_MAX_LOG_BYTES);
+    log.push(body);
+    log.finish()
 }

@@ -42,6 +42,7 @@ impl Harness {
                 "/ClientError",
                 post(|| async { (StatusCode::UNPROCESSABLE_ENTITY, r#"{"error":"bad phone"}"#) }),
             )
+            .route("/Flood", post(|| async { vec![b'x'; suite::FLOOD_BYTES] }))
             .route("/TooMany", post(|| async { StatusCode::TOO_MANY_REQUESTS }))
             .route(
                 "/Moved",

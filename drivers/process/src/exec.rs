@@ -1,7 +1,5 @@
 //! Spawning and supervising one step attempt.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -14,9 +12,10 @@ use tokio::process::{Child, Command};
 use weir_core::driver::{StepRequest, StepResult};
 use weir_core::{Error, ErrorKind, Result};
 
-use crate::MAX_ARG_BYTES;
+use weir_core::driver::output::{read_capped, read_tail};
+use weir_core::protocol::input_argument;
+
 use crate::group::ProcessGroup;
-use crate::io::{read_capped, read_tail};
 
 /// Whether `path` is a file with an execute bit set.
 pub(crate) fn is_executable(path: &Path) -> bool {
@@ -28,8 +27,8 @@ pub(crate) async fn run(exe: &Path, request: StepRequest, max_log: usize) -> Res
     let dir = &request.function_dir;
     let mut cmd = Command::new(exe);
     let input = &request.input;
-    if input.len() < MAX_ARG_BYTES && !input.contains(&0) {
-        cmd.arg(OsStr::from_bytes(input));
+    if let Some(argument) = input_argument(input) {
+        cmd.arg(argument);
     }
     cmd.env("WEIR_RUN_ID", &request.run_id)
         .env("WEIR_STEP_ID", &request.step_id)

@@ -6,7 +6,6 @@
 
 mod exec;
 mod group;
-mod io;
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +17,7 @@ use weir_core::{Error, ErrorKind, Result};
 /// The `runtime.type` served by [`ProcessDriver`].
 pub const KIND: &str = "process";
 
-/// Inputs at least this long are not passed as an argument (Linux `MAX_ARG_STRLEN`), only on stdin.
-pub const MAX_ARG_BYTES: usize = 128 * 1024;
+pub use weir_core::protocol::MAX_ARG_BYTES;
 
 /// Runs the executable at the step's `path` (or `<dir>/main`, `<dir>/run` for a directory).
 #[derive(Debug, Clone)]

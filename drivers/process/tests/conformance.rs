@@ -32,6 +32,7 @@ impl Harness {
                 Fixture::FailWithLog => "echo boom >&2\nexit 3",
                 Fixture::Sleep => "sleep 30",
                 Fixture::ClientError => "echo '{\"status\":422}'",
+                Fixture::Flood => "yes weir | head -c 10485760",
             };
             h.script(&format!("{fixture:?}"), body);
         }
