@@ -42,6 +42,10 @@ pub struct StepRequest {
     pub timeout: Duration,
     /// Stdout / response bodies larger than this fail the attempt.
     pub max_output_bytes: usize,
+    /// Environment variables for the step: the function's `.env` file (see
+    /// [`crate::function::parse_dotenv`]). Drivers that run code set them (process, Docker;
+    /// Lambda and WASM as their docs say).
+    pub env: std::sync::Arc<Vec<(String, String)>>,
 }
 
 /// What an attempt produced.

@@ -266,6 +266,7 @@ impl Engine {
             runtime: step.runtime.clone(),
             timeout: step.timeout,
             max_output_bytes: self.inner.config.max_output_bytes,
+            env: function.env.clone(),
         };
         let work = tokio::time::timeout(step.timeout + DRIVER_GRACE, driver.execute(request));
         let result = self.renewing_lease(&run.id, &step.id, attempt, work).await;

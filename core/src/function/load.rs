@@ -57,7 +57,36 @@ pub fn load_function(dir: &Path, runtimes: &dyn RuntimeCatalog) -> Result<Functi
         ))
     })?;
     let version = content_version(&text);
-    parse_function(&doc, &dir, version, runtimes).map_err(|problems| LoadError { file, problems })
+    let mut function = parse_function(&doc, &dir, version, runtimes)
+        .map_err(|problems| LoadError { file, problems })?;
+    function.env = std::sync::Arc::new(load_dotenv(&dir)?);
+    Ok(function)
+}
+
+/// The variables of `dir/.env`, if the file exists; a malformed line fails the load (the error
+/// names the file and the line, never a value).
+fn load_dotenv(dir: &Path) -> Result<Vec<(String, String)>, LoadError> {
+    let file = dir.join(super::DOTENV_FILE);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(LoadError {
+                file,
+                problems: vec![Problem {
+                    path: String::new(),
+                    message: format!("cannot read: {e}"),
+                }],
+            });
+        }
+    };
+    super::parse_dotenv(&text).map_err(|(line, message)| LoadError {
+        file,
+        problems: vec![Problem {
+            path: format!("line {line}"),
+            message,
+        }],
+    })
 }
 
 /// Finds every function directory under `root` (a directory holding a definition file); does
@@ -101,4 +130,57 @@ pub fn content_version(bytes: &[u8]) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct AnyRuntime;
+    impl RuntimeCatalog for AnyRuntime {
+        fn check(
+            &self,
+            _: &str,
+            _: &serde_json::Map<String, Value>,
+            _: Option<&Path>,
+        ) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    const DEF: &str = r#"{"id": "f", "triggers": [{"event": "a/b"}],
+        "steps": {"s": {"id": "s", "path": "x", "runtime": {"type": "process"}}}}"#;
+
+    #[test]
+    fn the_dotenv_file_is_loaded_and_a_bad_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("weir.json"), DEF).unwrap();
+        let f = load_function(dir.path(), &AnyRuntime).unwrap();
+        assert!(f.env.is_empty());
+        std::fs::write(
+            dir.path().join(".env"),
+            "API_KEY=abc\n# c\nexport MODE='test'\n",
+        )
+        .unwrap();
+        let f = load_function(dir.path(), &AnyRuntime).unwrap();
+        assert_eq!(
+            *f.env,
+            vec![
+                ("API_KEY".into(), "abc".into()),
+                ("MODE".into(), "test".into())
+            ]
+        );
+        std::fs::write(
+            dir.path().join(".env"),
+            "API_KEY=abc\nsecret-without-equals\n",
+        )
+        .unwrap();
+        let err = load_function(dir.path(), &AnyRuntime).unwrap_err();
+        assert!(err.file.ends_with(".env"), "{err}");
+        assert_eq!(err.problems[0].path, "line 2");
+        assert!(
+            !err.to_string().contains("abc"),
+            "values never appear: {err}"
+        );
+    }
 }

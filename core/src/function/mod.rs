@@ -2,12 +2,14 @@
 
 mod cron;
 mod dag;
+mod dotenv;
 mod load;
 mod model;
 mod parse;
 mod problems;
 
 pub use cron::{CronTrigger, SCHEDULED_EVENT};
+pub use dotenv::{DOTENV_FILE, parse_dotenv};
 pub use load::{DEFINITION_FILES, content_version, definition_file, discover, load_function};
 pub use model::{
     DEFAULT_ATTEMPTS, DEFAULT_STEP_TIMEOUT, Edge, Function, Join, Step, Trigger, name_matches,

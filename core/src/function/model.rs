@@ -40,6 +40,8 @@ pub struct Function {
     pub roots: Vec<usize>,
     /// The definition as loaded.
     pub definition: Value,
+    /// Environment variables for the steps, from the directory's `.env` file (empty without one).
+    pub env: std::sync::Arc<Vec<(String, String)>>,
 }
 
 /// An event trigger: exact name or one `*` wildcard segment, plus an optional expression.

@@ -132,6 +132,7 @@ pub fn parse_function(
         edges: resolved,
         roots,
         definition: doc.clone(),
+        env: Default::default(),
     })
 }
 

@@ -74,6 +74,7 @@ impl Harness {
             runtime: Map::from_iter([("type".into(), json!("http")), ("url".into(), json!(url))]),
             timeout,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            env: Default::default(),
         }
     }
 

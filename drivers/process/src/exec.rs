@@ -30,7 +30,8 @@ pub(crate) async fn run(exe: &Path, request: StepRequest, max_log: usize) -> Res
     if let Some(argument) = input_argument(input) {
         cmd.arg(argument);
     }
-    cmd.env("WEIR_RUN_ID", &request.run_id)
+    cmd.envs(request.env.iter().map(|(k, v)| (k, v)))
+        .env("WEIR_RUN_ID", &request.run_id)
         .env("WEIR_STEP_ID", &request.step_id)
         .env("WEIR_ATTEMPT", request.attempt.to_string())
         .env("WEIR_FUNCTION_ID", &request.function_id)

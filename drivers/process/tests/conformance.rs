@@ -63,6 +63,7 @@ impl Harness {
             runtime: Map::from_iter([("type".to_string(), json!("process"))]),
             timeout,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            env: Default::default(),
         }
     }
 
@@ -155,6 +156,25 @@ async fn env_and_cwd_identify_the_attempt() {
     assert_eq!(
         out,
         json!({"run": "run-1", "step": "step-1", "attempt": "2", "fn": "fn-process", "cwd": cwd.to_str().unwrap()})
+    );
+}
+
+#[tokio::test]
+async fn the_functions_env_reaches_the_step_and_weirs_own_variables_win() {
+    let h = Harness::new();
+    h.script(
+        "dotenv",
+        r#"printf '{"greeting":"%s","run":"%s"}' "$GREETING" "$WEIR_RUN_ID""#,
+    );
+    let mut request = h.request_for("dotenv", suite::sample_input(), suite::QUICK_TIMEOUT);
+    request.env = Arc::new(vec![
+        ("GREETING".into(), "hello from .env".into()),
+        ("WEIR_RUN_ID".into(), "spoofed".into()),
+    ]);
+    let result = h.driver.execute(request).await.expect("execute");
+    assert_eq!(
+        parse_output(&result.stdout),
+        json!({"greeting": "hello from .env", "run": "run-1"})
     );
 }
 
