@@ -48,6 +48,37 @@ pub struct StepRequest {
     pub env: std::sync::Arc<Vec<(String, String)>>,
 }
 
+/// A step as a driver sees it ahead of any attempt, for [`Driver::prepare`].
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// The function's id.
+    pub function_id: String,
+    /// The function's directory (step paths are relative to it).
+    pub function_dir: PathBuf,
+    /// The step id.
+    pub step_id: String,
+    /// The step's `path`, resolved against the function directory (`file://` stripped).
+    pub path: Option<PathBuf>,
+    /// The step's `runtime` object.
+    pub runtime: Map<String, Value>,
+    /// The function's `.env` variables.
+    pub env: std::sync::Arc<Vec<(String, String)>>,
+}
+
+impl StepRequest {
+    /// The step this attempt belongs to.
+    pub fn spec(&self) -> StepSpec {
+        StepSpec {
+            function_id: self.function_id.clone(),
+            function_dir: self.function_dir.clone(),
+            step_id: self.step_id.clone(),
+            path: self.path.clone(),
+            runtime: self.runtime.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
+
 /// What an attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepResult {
@@ -75,6 +106,14 @@ pub trait Driver: Send + Sync + 'static {
         _runtime: &Map<String, Value>,
         _path: Option<&std::path::Path>,
     ) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    /// Gets a step ready ahead of its first attempt: build its image, compile its module,
+    /// deploy its function. Called when functions load (`weir dev`, `weir serve`, `weir run`),
+    /// so problems show up then; `execute` must still work without it (preparing lazily, once).
+    /// The default does nothing.
+    async fn prepare(&self, _step: &StepSpec) -> Result<()> {
         Ok(())
     }
 
