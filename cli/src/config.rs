@@ -72,55 +72,10 @@ impl std::fmt::Debug for ServeConfig {
     }
 }
 
-/// Query parameters whose values are secrets (`secret_access_key`, `sasl.password`, …).
-fn is_secret_param(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    ["password", "passwd", "secret", "token"]
-        .iter()
-        .any(|s| name.contains(s))
-}
-
 /// A URL with its password, and the values of secret-looking query parameters, replaced by
-/// `***`.
+/// `***` ([`weir_core::redact::redact_url`]).
 pub fn redact_url(url: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let base = redact_userinfo(url);
-    let Some(query) = query else {
-        return base;
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if is_secret_param(name) => format!("{name}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
-}
-
-/// A URL (without query) with the password of its user info replaced by `***`.
-fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, None), |(a, p)| (a, Some(p)));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            // No `:`: some write the password alone (`redis://secret@host`).
-            None => format!("***@{host}"),
-        },
-        None => authority.to_string(),
-    };
-    match path {
-        Some(p) => format!("{scheme}://{authority}/{p}"),
-        None => format!("{scheme}://{authority}"),
-    }
+    weir_core::redact::redact_url(url)
 }
 
 impl ServeConfig {

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod events;
 pub mod function;
 pub mod protocol;
+pub mod redact;
 pub mod run;
 pub mod state;
 #[cfg(feature = "testkit")]

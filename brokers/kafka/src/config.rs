@@ -334,31 +334,14 @@ impl fmt::Debug for KafkaBrokerConfig {
     }
 }
 
-/// Whether a librdkafka setting holds a secret (its value is never shown).
+/// Whether a librdkafka setting holds a secret ([`weir_core::redact::is_secret_name`]).
 pub(crate) fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    key.contains("password")
-        || key.contains("secret")
-        || key.ends_with(".key.pem")
-        || key == "ssl.key.pem"
-        || key.contains("sasl.oauthbearer.config")
+    weir_core::redact::is_secret_name(key)
 }
 
-/// `url` with the value of every secret query parameter replaced by `***`.
+/// `url` with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_owned();
-    };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if is_secret(&percent_decode(key).unwrap_or_default()) => {
-                format!("{key}=***")
-            }
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{base}?{}", pairs.join("&"))
+    weir_core::redact::redact_url(url)
 }
 
 fn parse_int<T: std::str::FromStr>(value: &str) -> std::result::Result<T, String>

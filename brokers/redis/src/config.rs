@@ -248,23 +248,9 @@ fn connect_config_error(config: &RedisBrokerConfig, e: redis::RedisError) -> Err
         .with_source(e)
 }
 
-/// `url` with the password (everything between `user:` and `@`) replaced by `***`; a userinfo
-/// without `:` is replaced whole, as some write `redis://secret@host`.
+/// `url` with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let (userinfo, host) = authority.split_at(at);
-    let userinfo = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_owned(),
-    };
-    format!("{scheme}://{userinfo}{host}{tail}")
+    weir_core::redact::redact_url(url)
 }
 
 #[cfg(test)]

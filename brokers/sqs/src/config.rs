@@ -266,21 +266,9 @@ fn percent_decode(value: &str) -> std::result::Result<String, String> {
     String::from_utf8(out).map_err(|_| "not UTF-8 after %-decoding".to_owned())
 }
 
-/// `url` with the values of `secret_access_key` and `session_token` replaced by `***`.
+/// `url` with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
 pub(crate) fn redact(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_owned();
-    };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if name.contains("secret") || name.contains("token") => {
-                format!("{name}=***")
-            }
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{base}?{}", pairs.join("&"))
+    weir_core::redact::redact_url(url)
 }
 
 #[cfg(test)]

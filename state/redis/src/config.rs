@@ -30,22 +30,9 @@ impl fmt::Debug for RedisStateConfig {
     }
 }
 
-/// The URL with its password replaced by `***`.
+/// The URL with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://***@{host}")
-            }
-        }
-        None => url.to_string(),
-    }
+    weir_core::redact::redact_url(url)
 }
 
 impl RedisStateConfig {
