@@ -27,7 +27,7 @@ pub struct DevArgs {
 
 pub(super) async fn dev(args: DevArgs) -> weir_core::Result<i32> {
     let engine = build_engine(&EngineOptions::default()).await?;
-    let loaded = crate::functions::load_into(&engine, &args.dir);
+    let loaded = crate::functions::load_into(&engine, &args.dir).await;
     for f in &loaded.functions {
         eprintln!(
             "loaded {} ({} steps) from {}",

@@ -47,6 +47,18 @@ pub(super) async fn run(args: RunArgs) -> weir_core::Result<i32> {
             return Ok(2);
         }
     };
+    // Images built, modules compiled, Lambdas deployed before the event goes in.
+    let mut loaded = crate::functions::Loaded {
+        functions: vec![function],
+        errors: Vec::new(),
+    };
+    crate::functions::prepare(engine.drivers(), &mut loaded).await;
+    let Some(function) = loaded.functions.pop() else {
+        for e in &loaded.errors {
+            eprintln!("{e}");
+        }
+        return Ok(2);
+    };
     let order: Vec<String> = function.steps.iter().map(|s| s.id.clone()).collect();
     let function_id = function.id.clone();
     engine.functions().replace(vec![function]);

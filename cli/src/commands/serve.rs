@@ -141,7 +141,8 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
         .functions
         .clone()
         .unwrap_or_else(|| PathBuf::from("."));
-    let loaded = crate::functions::load_all(&functions, engine.drivers());
+    let mut loaded = crate::functions::load_all(&functions, engine.drivers());
+    crate::functions::prepare(engine.drivers(), &mut loaded).await;
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             eprintln!("{e}");
