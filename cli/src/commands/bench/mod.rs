@@ -9,6 +9,8 @@
 //!   process, on any state store and broker (and, on Redis, the state round trips per step).
 //! - `weir bench brokers` measures publish + consume + ack throughput of each broker given,
 //!   as a table.
+//! - `weir bench runtimes` measures the per-attempt overhead of each runtime driver beside the
+//!   bare cost of the same work.
 //! - `weir bench baseline-server` (hidden) serves the bare baseline as its own process.
 //!
 //! This is how the project measures performance: figures come from release builds of this
@@ -24,6 +26,7 @@ mod paced;
 mod raw_client;
 mod runs;
 mod runs_setup;
+mod runtimes;
 mod stats;
 
 use std::net::SocketAddr;
@@ -57,6 +60,9 @@ pub enum BenchCommand {
     /// Broker throughput: publish N messages of S bytes in batches while a consumer group acks
     /// them; one table row per --broker URL.
     Brokers(BrokersArgs),
+    /// Runtime overhead: sequential attempts of a no-op step through each runtime driver, beside
+    /// the bare cost of the same work without weir.
+    Runtimes(RuntimesArgs),
     /// Serve the bare baseline (parse the JSON body, answer `{"ids":[],"status":200}`) as its own
     /// process, for `weir bench ingest --baseline-url`.
     #[command(hide = true)]
@@ -248,6 +254,20 @@ pub struct BrokersArgs {
     pub timeout_secs: f64,
 }
 
+/// Arguments of `weir bench runtimes`.
+#[derive(Debug, Args)]
+pub struct RuntimesArgs {
+    /// Timed attempts per runtime.
+    #[arg(long, default_value_t = 2000)]
+    pub attempts: u32,
+    /// Untimed attempts first.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u32,
+    /// Measure the process runtime (a static no-op executable).
+    #[arg(long)]
+    pub process: bool,
+}
+
 /// Arguments of `weir bench baseline-server`.
 #[derive(Debug, Args)]
 pub struct BaselineServerArgs {
@@ -262,6 +282,7 @@ pub(super) async fn bench(args: BenchArgs) -> weir_core::Result<i32> {
         BenchCommand::Latency(a) => latency::latency(a).await,
         BenchCommand::Runs(a) => runs::runs(a).await,
         BenchCommand::Brokers(a) => brokers::brokers(a).await,
+        BenchCommand::Runtimes(a) => runtimes::runtimes(a).await,
         BenchCommand::BaselineServer(a) => baseline::baseline_server(a).await,
     }
 }
