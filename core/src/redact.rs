@@ -24,18 +24,33 @@ pub fn is_secret_name(name: &str) -> bool {
 /// `url` with its userinfo password replaced by `***` (a userinfo without `:` is taken to be a
 /// password and replaced whole) and the value of every secret query parameter
 /// ([`is_secret_name`]) replaced by `***`. Text that is not a URL comes back unchanged.
+///
+/// Passwords are often written without percent-encoding, and may hold `/`, `?` or `#`: the
+/// userinfo is taken to run to the *last* `@` that is not inside the query (see
+/// [`userinfo_end`]), so `amqp://u:ab/c?d@host` hides `ab/c?d`. When in doubt it hides more.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("***@{host}"),
-        },
-        None => authority.to_owned(),
+    let (authority, tail) = match userinfo_end(rest) {
+        Some(at) => {
+            let (userinfo, host_and_tail) = rest.split_at(at);
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@"),
+                None => "***@".to_owned(),
+            };
+            let host_and_tail = &host_and_tail[1..];
+            let end = host_and_tail
+                .find(['/', '?', '#'])
+                .unwrap_or(host_and_tail.len());
+            let (host, tail) = host_and_tail.split_at(end);
+            (format!("{shown}{host}"), tail)
+        }
+        None => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            (authority.to_owned(), tail)
+        }
     };
     let (path, query) = match tail.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -56,6 +71,31 @@ pub fn redact_url(url: &str) -> String {
         .collect();
     let fragment = fragment.map_or(String::new(), |f| format!("#{f}"));
     format!("{scheme}://{authority}{path}?{}{fragment}", pairs.join("&"))
+}
+
+/// Where the userinfo of `rest` (a URL after `scheme://`) ends: the position of its `@`.
+///
+/// - An `@` before the first `/`, `?` or `#`: the plain case, its last such `@`.
+/// - Otherwise, when the text before the first `/`, `?` or `#` has a `:`, the `@` further on is
+///   taken as the end of a password holding `/`, `?` or `#` (`u:pass/word@host`), unless that
+///   text is `host:port` and the `@` sits in a query value (`h:9092?user=me@corp`).
+/// - No `:` there (`host/path@x`): no userinfo.
+fn userinfo_end(rest: &str) -> Option<usize> {
+    let cut = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let head = &rest[..cut];
+    if let Some(at) = head.rfind('@') {
+        return Some(at);
+    }
+    let at = rest.rfind('@')?;
+    let (_, after_colon) = head.split_once(':')?;
+    let host_port = !after_colon.is_empty() && after_colon.bytes().all(|b| b.is_ascii_digit());
+    let in_query = rest[cut..at]
+        .find('?')
+        .is_some_and(|q| rest[cut + q..at].contains('='));
+    if host_port && in_query {
+        return None;
+    }
+    Some(at)
 }
 
 /// `%XX` escapes decoded (lossy); used only to recognise secret parameter names.
@@ -120,6 +160,23 @@ mod tests {
                 "kafka://h?sasl%2Epassword=***",
             ),
             ("http://h/p?a=1#frag", "http://h/p?a=1#frag"),
+            (
+                "amqp://weir:1234/abc@rabbit/vh",
+                "amqp://weir:***@rabbit/vh",
+            ),
+            ("amqp://u:ab?cd@h", "amqp://u:***@h"),
+            (
+                "amqp://u:a#b@h:5672/%2f?prefetch=1",
+                "amqp://u:***@h:5672/%2f?prefetch=1",
+            ),
+            (
+                "kafka://h:9092?sasl.username=me@corp",
+                "kafka://h:9092?sasl.username=me@corp",
+            ),
+            ("redis://:p@ss@h:6379", "redis://:***@h:6379"),
+            ("amqp://u:p@h/vh?x=a@b", "amqp://u:***@h/vh?x=a@b"),
+            ("amqp://u:ab/c==@h", "amqp://u:***@h"),
+            ("redis://h:6379?prefix=a@b", "redis://h:6379?prefix=a@b"),
             ("not a url", "not a url"),
         ];
         for (url, expected) in cases {
