@@ -6,32 +6,52 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::FutureExt;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use tracing::{debug, warn};
+use tracing::debug;
 use weir_core::broker::Acker;
 use weir_core::{Error, Result};
 
 use crate::MAX_NATIVE_DELAY;
-use crate::error::{amqp_error, gone};
+use crate::error::{gone, settle_error};
 use crate::link::Connector;
 use crate::message::{bucket_ceiling, delay_ms, delayed_properties};
 use crate::publish::{Outgoing, Target, publish_confirmed};
+
+/// `basic.nack` with requeue: RabbitMQ delivers the message again at once to a consumer of
+/// the group, counting the redelivery. Fails (retryable) when the channel is gone: RabbitMQ
+/// requeued the message then. The frame is queued on the first poll, so polling this once
+/// (without a runtime, in a `Drop`) is enough to send it.
+pub(crate) async fn requeue(acker: &lapin::Acker) -> Result<()> {
+    let options = BasicNackOptions {
+        multiple: false,
+        requeue: true,
+    };
+    match acker.nack(options).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(gone("nack").with_context(
+            "note",
+            "RabbitMQ redelivers the message when it notices the channel is gone",
+        )),
+        Err(e) => Err(settle_error("nack", e)),
+    }
+}
 
 /// The handle of one delivery.
 pub(crate) struct AmqpAcker {
     connector: Arc<Connector>,
     /// Keeps the delivery's channel open while the delivery lives (an ack must go through the
-    /// channel that received it), even after its subscription is dropped.
-    channel: Option<Channel>,
+    /// channel that received it), even after its subscription is dropped. Dropped after
+    /// [`Drop::drop`] ran, so after its requeue was queued.
+    _channel: Channel,
+    /// Usable until an ack or nack was sent (lapin marks it used then) or its channel closed.
     acker: lapin::Acker,
     /// The group's queue: where a delayed redelivery returns.
     queue: Arc<str>,
     key: String,
     payload: Bytes,
     redeliveries: u32,
-    /// Acked or nacked (or being so): dropping it then does nothing.
-    done: bool,
 }
 
 impl AmqpAcker {
@@ -46,30 +66,12 @@ impl AmqpAcker {
     ) -> Self {
         AmqpAcker {
             connector,
-            channel: Some(channel),
+            _channel: channel,
             acker,
             queue,
             key,
             payload,
             redeliveries,
-            done: false,
-        }
-    }
-
-    /// `basic.nack` with requeue: RabbitMQ delivers it again at once to a consumer of the
-    /// group, counting the redelivery.
-    async fn requeue(&self) -> Result<()> {
-        let options = BasicNackOptions {
-            multiple: false,
-            requeue: true,
-        };
-        match self.acker.nack(options).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(gone("nack").with_context(
-                "note",
-                "RabbitMQ redelivers the message when it notices the channel is gone",
-            )),
-            Err(e) => Err(amqp_error("nack", e)),
         }
     }
 }
@@ -77,15 +79,14 @@ impl AmqpAcker {
 #[async_trait]
 impl Acker for AmqpAcker {
     /// `basic.ack` on the channel the delivery came through. If that channel is gone (the
-    /// connection dropped), the ack fails with a retryable error and RabbitMQ redelivers the
-    /// message (it requeued it when the channel closed).
-    async fn ack(mut self: Box<Self>) -> Result<()> {
-        self.done = true;
+    /// connection dropped, `consumer_timeout` closed it), the ack fails with a retryable error
+    /// and RabbitMQ redelivers the message (it requeued it when the channel closed).
+    async fn ack(self: Box<Self>) -> Result<()> {
         match self.acker.ack(BasicAckOptions::default()).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(gone("ack")
                 .with_context("note", "the message is redelivered (RabbitMQ requeued it)")),
-            Err(e) => Err(amqp_error("ack", e)),
+            Err(e) => Err(settle_error("ack", e)),
         }
     }
 
@@ -93,11 +94,18 @@ impl Acker for AmqpAcker {
     /// confirm) to the delay queue of its bucket with a per-message expiration of the delay,
     /// which dead-letters it back to the group's queue when due; then the original is acked.
     /// If that publish fails, the original is requeued at once instead and the error returned.
-    async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<()> {
-        self.done = true;
+    /// If the delivery's channel is gone already, nothing is published (RabbitMQ requeued the
+    /// original) and the nack fails with a retryable error.
+    async fn nack(self: Box<Self>, delay: Option<Duration>) -> Result<()> {
         let Some(delay) = delay.filter(|d| !d.is_zero()) else {
-            return self.requeue().await;
+            return requeue(&self.acker).await;
         };
+        if !self.acker.usable() {
+            return Err(gone("nack").with_context(
+                "note",
+                "nothing was scheduled; the message is redelivered (RabbitMQ requeued it)",
+            ));
+        }
         let clamped = delay > MAX_NATIVE_DELAY;
         let ms = delay_ms(delay.min(MAX_NATIVE_DELAY));
         let ceiling_ms = bucket_ceiling(ms);
@@ -111,10 +119,11 @@ impl Acker for AmqpAcker {
             ),
             payload: &self.payload,
         };
+        // Cancelled while publishing: the acker is still usable, so Drop requeues the original.
         let published =
             publish_confirmed(&self.connector, Target::Delay { ceiling_ms }, &[message]).await;
         if let Err(e) = published {
-            if let Err(requeue) = self.requeue().await {
+            if let Err(requeue) = requeue(&self.acker).await {
                 debug!(error = %requeue, "amqp broker: requeueing after a failed delayed nack failed");
             }
             return Err(e.with_context("delay_ms", ms));
@@ -134,25 +143,14 @@ impl Acker for AmqpAcker {
 }
 
 impl Drop for AmqpAcker {
+    /// Dropped without ack or nack (or while one was under way but not sent yet, e.g. a
+    /// cancelled delayed nack): requeue it now. The nack is queued on lapin's connection
+    /// synchronously, so this works outside a tokio runtime too; if the channel is gone,
+    /// RabbitMQ requeued the message already.
     fn drop(&mut self) {
-        if self.done {
+        if !self.acker.usable() {
             return;
         }
-        // Dropped without ack or nack: requeue it now (as a nack) when a runtime is there to
-        // send it; otherwise RabbitMQ requeues it when the channel closes.
-        let channel = self.channel.take();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let acker = self.acker.clone();
-            runtime.spawn(async move {
-                let options = BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                };
-                if let Err(e) = acker.nack(options).await {
-                    warn!(error = %e, "amqp broker: requeueing a dropped delivery failed; RabbitMQ requeues it when the channel closes");
-                }
-                drop(channel);
-            });
-        }
+        let _ = requeue(&self.acker).now_or_never();
     }
 }

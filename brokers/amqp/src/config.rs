@@ -15,6 +15,12 @@ pub const AMQP_MAX_MESSAGE_BYTES: usize = 128 << 20;
 /// The default largest payload: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// The longest `timeout` (a larger one is refused: deadlines are computed from it).
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The longest `reconnect_max` (reconnection pauses double from 100 ms up to it).
+pub(crate) const MAX_RECONNECT: Duration = Duration::from_secs(600);
+
 /// The query parameters weir reads from the URL (everything else is an error).
 const PARAMS: &[&str] = &[
     "prefix",
@@ -59,13 +65,15 @@ impl QueueType {
 /// ```
 ///
 /// The vhost is percent-encoded (`/%2f` is the default vhost `/`; an empty path is `/` too).
-/// The fields are public so a program can adjust them after parsing; the credentials are
-/// private, and `Debug` shows the URL with the password replaced by `***`.
+/// So are the user name and password: a `/`, `?`, `#` or `@` in them must be written `%2F`,
+/// `%3F`, `%23`, `%40` (a URL with an `@` after a `/`, `?` or `#` is refused, since where its
+/// password ends cannot be told).
+/// The fields are public so a program can adjust them after parsing (checked again by
+/// [`AmqpBroker::with_config`](crate::AmqpBroker::with_config)); the credentials are private,
+/// and `Debug` shows the address with the password replaced by `***`.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AmqpBrokerConfig {
-    /// The URL as given, weir's parameters included (holds the password; never shown).
-    url: String,
     /// `amqps://` (TLS).
     tls: bool,
     username: String,
@@ -93,10 +101,10 @@ pub struct AmqpBrokerConfig {
     /// most 128 MiB).
     pub max_message_bytes: usize,
     /// Connect timeout, and how long `publish` keeps retrying (reconnecting) before it fails
-    /// with a retryable error (query `timeout`, default `10s`).
+    /// with a retryable error (query `timeout`, default `10s`, 100ms..=1h).
     pub timeout: Duration,
     /// The longest pause between two reconnection attempts; pauses start at 100 ms and
-    /// double (query `reconnect_max`, default `5s`).
+    /// double (query `reconnect_max`, default `5s`, 100ms..=10m).
     pub reconnect_max: Duration,
     /// AMQP heartbeat in seconds (query `heartbeat`; default: the server's proposal, 60 s).
     pub heartbeat: Option<u16>,
@@ -113,17 +121,36 @@ impl AmqpBrokerConfig {
     /// Parses `amqp://…` or `amqps://…` (see the type's documentation for the parameters).
     ///
     /// Fails with [`ErrorKind::Config`] (permanent) on another scheme, a missing host, a bad
-    /// port or percent-encoding, or an unknown or malformed parameter.
+    /// port or percent-encoding, an `@` after the authority, or an unknown or malformed
+    /// parameter. No error message holds a piece of the user name or password.
     pub fn from_url(url: &str) -> Result<Self> {
+        // Errors show the URL redacted, or nothing of it when the redaction could miss the
+        // password (no `scheme://`, or an `@` after the end of the authority).
+        let unshown = |message: &str| Error::new(ErrorKind::Config, message).permanent();
+        let Some((scheme, rest)) = url.split_once("://").filter(|(scheme, _)| {
+            scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }) else {
+            return Err(unshown(
+                "an AMQP broker URL starts with amqp:// or amqps://",
+            ));
+        };
+        // The authority ends at the first `/`, `?` or `#`. An `@` after that comes from an
+        // unencoded `/`, `?` or `#` in the user name or password (or an unencoded `@` in the
+        // vhost or a parameter): where the password ends cannot be told, so the URL is refused
+        // with a message that shows none of its pieces.
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if rest[authority_end..].contains('@') {
+            return Err(unshown(
+                "the AMQP broker URL has an '@' after a '/', '?' or '#': percent-encode '/', '?', '#' and '@' in the user name and password (%2F, %3F, %23, %40), and '@' in the vhost and parameters (%40)",
+            ));
+        }
+        let shown = redact(url);
         let config_error = |message: String| {
             Error::new(ErrorKind::Config, message)
                 .permanent()
-                .with_context("url", redact(url))
-        };
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(config_error(
-                "an AMQP broker URL starts with amqp:// or amqps://".into(),
-            ));
+                .with_context("url", &shown)
         };
         let tls = match scheme {
             "amqp" => false,
@@ -134,12 +161,10 @@ impl AmqpBrokerConfig {
                 )));
             }
         };
-        let rest = rest.split_once('#').map_or(rest, |(rest, _)| rest);
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, ""),
-        };
+        let (authority, tail) = rest.split_at(authority_end);
+        let tail = tail.split_once('#').map_or(tail, |(tail, _)| tail);
+        let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+        let path = path.strip_prefix('/').unwrap_or(path);
         let (userinfo, hostport) = match authority.rfind('@') {
             Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
             None => (None, authority),
@@ -168,7 +193,6 @@ impl AmqpBrokerConfig {
         };
 
         let mut config = AmqpBrokerConfig {
-            url: url.to_owned(),
             tls,
             username,
             password,
@@ -258,21 +282,52 @@ impl AmqpBrokerConfig {
                 self.queue_expires
             ));
         }
-        if self.timeout < Duration::from_millis(100) {
-            return Err(format!("timeout {:?} is below 100ms", self.timeout));
-        }
-        if self.reconnect_max < Duration::from_millis(100) {
+        if !(Duration::from_millis(100)..=MAX_TIMEOUT).contains(&self.timeout) {
             return Err(format!(
-                "reconnect_max {:?} is below 100ms",
+                "timeout {:?} is not within 100ms..=1h",
+                self.timeout
+            ));
+        }
+        if !(Duration::from_millis(100)..=MAX_RECONNECT).contains(&self.reconnect_max) {
+            return Err(format!(
+                "reconnect_max {:?} is not within 100ms..=10m",
                 self.reconnect_max
             ));
         }
         Ok(())
     }
 
-    /// The URL with any password replaced by `***` (for logs and errors).
+    /// Checks every setting (for a configuration whose public fields a program changed):
+    /// a permanent [`ErrorKind::Config`] error naming the offending one.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.validate().map_err(|message| {
+            Error::new(ErrorKind::Config, message)
+                .permanent()
+                .with_context("url", self.redacted_url())
+        })
+    }
+
+    /// The broker's address as a URL, built from the current fields, with the password
+    /// replaced by `***` (for logs and errors): `amqp[s]://user:***@host:port/vhost`, the user
+    /// name hidden too (`***@`) when the password is empty (it may be a password written
+    /// alone). weir's parameters are left out (`Debug` shows them).
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        let scheme = if self.tls { "amqps" } else { "amqp" };
+        let userinfo = if self.password.is_empty() {
+            "***".to_owned()
+        } else {
+            format!("{}:***", percent_encode(&self.username))
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            percent_encode(&self.host)
+        };
+        format!(
+            "{scheme}://{userinfo}@{host}:{}/{}",
+            self.port,
+            percent_encode(&self.vhost)
+        )
     }
 
     /// Whether the URL is `amqps://`.
@@ -391,6 +446,19 @@ fn split_host_port(hostport: &str) -> std::result::Result<(String, Option<u16>),
     Ok((host, port))
 }
 
+/// Encodes every byte but unreserved URL characters (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Decodes `%XX` escapes (UTF-8).
 fn percent_decode(s: &str) -> std::result::Result<String, String> {
     let bytes = s.as_bytes();
@@ -491,6 +559,9 @@ mod tests {
             "amqp://h?timeout=1ms",
             "amqp://h?ca_file=/x.pem",
             "amqp://h/%zz",
+            "amqp://h?timeout=2h",
+            "amqp://h?timeout=100000000d",
+            "amqp://h?reconnect_max=11m",
         ] {
             let err = AmqpBrokerConfig::from_url(url).expect_err(url);
             assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
@@ -508,6 +579,7 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("amqp://user:***@h:1/v"), "{shown}");
+        assert!(shown.contains("prefetch: 2"), "{shown}");
         assert_eq!(redact("amqps://:pw@h"), "amqps://:***@h");
         // A userinfo without `:` may be a password written alone: hidden too (one rule for
         // every weir URL, weir_core::redact).
@@ -522,6 +594,92 @@ mod tests {
             let err = AmqpBrokerConfig::from_url(url).expect_err(url);
             assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
         }
+    }
+
+    /// Passwords with an unencoded `/`, `?`, `#` or `@`: refused or parsed whole, and no error
+    /// or `Debug` output shows a piece of them.
+    #[test]
+    fn unencoded_passwords_never_show() {
+        for (url, secret) in [
+            ("amqp://weir:1234/abc@rabbit", "abc"),
+            ("amqp://weir:Zm9v/YmFy@h", "Zm9v"),
+            ("amqp://weir:Zm9v/YmFy@h", "YmFy"),
+            ("amqp://u:ab?cdXY@h", "cdXY"),
+            ("amqp://u:ab?cdXY@h", "ab?"),
+            ("amqp://u:pq#rsXY@h/v", "rsXY"),
+            ("amqp://u:s3cret/x@h:5672/%2f?prefetch=0", "s3cret"),
+            ("u:s3cret@h", "s3cret"),
+            ("u:s3cret@h://x", "s3cret"),
+        ] {
+            let err = AmqpBrokerConfig::from_url(url).expect_err(url);
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
+            assert!(!err.is_retryable(), "{url}");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(secret), "{url}: {shown}");
+        }
+        let err = AmqpBrokerConfig::from_url("amqp://weir:1234/abc@rabbit").expect_err("@");
+        assert!(err.to_string().contains("percent-encode"), "{err}");
+        // Percent-encoded, the same passwords parse, and `@` may stay unencoded.
+        let c = AmqpBrokerConfig::from_url("amqp://weir:1234%2Fabc@rabbit/%2f").expect("parse");
+        assert_eq!(c.credentials(), ("weir", "1234/abc"));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.vhost.as_str()),
+            ("rabbit", 5672, "/")
+        );
+        let c = AmqpBrokerConfig::from_url("amqp://u:ab%3Fcd%23e@f@h?prefetch=3").expect("parse");
+        assert_eq!(c.credentials(), ("u", "ab?cd#e@f"));
+        assert_eq!((c.host.as_str(), c.prefetch), ("h", 3));
+        let shown = format!("{c:?} {}", c.redacted_url());
+        for piece in ["ab", "cd", "e@f"] {
+            assert!(!shown.contains(piece), "{shown}");
+        }
+        // A bad percent-encoding in the password does not echo it either.
+        let err = AmqpBrokerConfig::from_url("amqp://u:s3cret%zz@h").expect_err("%zz");
+        assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+    }
+
+    /// `redacted_url` describes the fields as they are now, not the URL parsed.
+    #[test]
+    fn redacted_url_follows_the_fields() {
+        let mut c =
+            AmqpBrokerConfig::from_url("amqp://user:s3cret@h:1/v?prefetch=2").expect("parse");
+        assert_eq!(c.redacted_url(), "amqp://user:***@h:1/v");
+        c.host = "rabbit.internal".into();
+        c.port = 5673;
+        c.vhost = "/".into();
+        assert_eq!(c.redacted_url(), "amqp://user:***@rabbit.internal:5673/%2F");
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("amqp://user:***@rabbit.internal:5673/%2F"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let c = AmqpBrokerConfig::from_url("amqps://[::1]/prod").expect("parse");
+        assert_eq!(c.redacted_url(), "amqps://guest:***@[::1]:5671/prod");
+        // A user name without password may be a password written alone: hidden.
+        let c = AmqpBrokerConfig::from_url("amqp://lonely@h").expect("parse");
+        assert_eq!(c.redacted_url(), "amqp://***@h:5672/%2F");
+    }
+
+    /// A program that sets the public fields out of range gets a `Config` error from `check`
+    /// (called by `AmqpBroker::with_config`), not a panic computing a deadline.
+    #[test]
+    fn changed_fields_are_checked_again() {
+        let mut c = AmqpBrokerConfig::from_url("amqp://h").expect("parse");
+        c.check().expect("defaults");
+        c.timeout = Duration::MAX;
+        let err = c.check().expect_err("timeout");
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("timeout"), "{err}");
+        c.timeout = Duration::from_secs(3600);
+        c.check().expect("1h");
+        c.reconnect_max = Duration::from_secs(601);
+        assert!(
+            c.check()
+                .expect_err("reconnect_max")
+                .to_string()
+                .contains("reconnect_max")
+        );
     }
 
     #[test]

@@ -6,11 +6,18 @@ use weir_core::{Error, ErrorKind};
 /// Maps a lapin error of operation `what` to weir's error type.
 ///
 /// I/O errors, missed heartbeats, closed channels or connections, `CONNECTION_FORCED` (an
-/// operator closed the connection), resource alarms and locks, `NOT_FOUND` (an exchange or
-/// queue deleted under the broker, declared again on a retry) are `Unavailable` (retryable);
-/// `ACCESS_REFUSED`, `NOT_ALLOWED` (e.g. a vhost the user may not use), `PRECONDITION_FAILED`
-/// (a queue or exchange declared with other arguments), an untrusted TLS certificate and an
-/// auth provider failure are `Config` (permanent); `CONTENT_TOO_LARGE` is `TooLarge`; anything else is `Internal`.
+/// operator closed the connection), `INTERNAL_ERROR` (541, e.g. a vhost that is down),
+/// `NOT_ALLOWED` saying a vhost is down or a connection limit is reached, resource alarms and
+/// locks, `NOT_FOUND` (an exchange or delay queue deleted under the broker, declared again on
+/// a retry — a topic exchange without the bindings of its group queues, which only their
+/// subscriptions make again: see the README's limits) are `Unavailable` (retryable);
+/// `ACCESS_REFUSED`, any other `NOT_ALLOWED` (e.g. a vhost the user may not use),
+/// `PRECONDITION_FAILED` (a queue or exchange declared with other arguments), an untrusted TLS
+/// certificate and an auth provider failure are `Config` (permanent); `CONTENT_TOO_LARGE` is
+/// `TooLarge`; anything else is `Internal`.
+///
+/// Not for acks and nacks: whatever makes one fail, the channel is gone and RabbitMQ requeues
+/// the message ([`settle_error`]).
 pub(crate) fn amqp_error(what: &'static str, e: lapin::Error) -> Error {
     let kind = classify(&e);
     let mut error = Error::new(kind, format!("amqp broker: {what} failed"));
@@ -23,15 +30,23 @@ pub(crate) fn amqp_error(what: &'static str, e: lapin::Error) -> Error {
 fn classify(e: &lapin::Error) -> ErrorKind {
     match e.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            // Temporary: the vhost's processes are restarting, or too many connections now.
+            AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+                if is_temporary_refusal(amqp.get_message().as_str()) =>
+            {
+                ErrorKind::Unavailable
+            }
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
             | AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
             | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
             | AMQPErrorKind::Hard(AMQPHardError::INVALIDPATH) => ErrorKind::Config,
             AMQPErrorKind::Soft(AMQPSoftError::CONTENTTOOLARGE) => ErrorKind::TooLarge,
-            // An exchange or queue deleted under the broker: declared again on the retry.
+            // An exchange or queue deleted under the broker: declared again on the retry (a
+            // topic exchange comes back without its bindings).
             AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)
             | AMQPErrorKind::Soft(AMQPSoftError::RESOURCELOCKED)
             | AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)
+            | AMQPErrorKind::Hard(AMQPHardError::INTERNALERROR)
             | AMQPErrorKind::Hard(AMQPHardError::RESOURCEERROR) => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         },
@@ -58,11 +73,26 @@ fn classify(e: &lapin::Error) -> ErrorKind {
     }
 }
 
+/// Whether a `NOT_ALLOWED` refusal's text tells of a passing condition: "vhost '…' is down",
+/// "connection limit (…) is reached".
+fn is_temporary_refusal(message: &str) -> bool {
+    message.contains("is down") || message.contains("limit")
+}
+
 /// A retryable error for a channel or connection that went away under an operation.
 pub(crate) fn gone(what: &str) -> Error {
     Error::unavailable(format!(
         "amqp broker: {what}: the channel or connection closed"
     ))
+}
+
+/// The error of a failed `basic.ack` / `basic.nack`: whatever the cause (a dropped
+/// connection, a channel closed by `consumer_timeout` with `PRECONDITION_FAILED`, …), the
+/// channel is gone and RabbitMQ redelivers the message, so it is [`gone`] (retryable).
+pub(crate) fn settle_error(what: &str, e: lapin::Error) -> Error {
+    gone(what)
+        .with_context("note", "the message is redelivered (RabbitMQ requeued it)")
+        .with_source(e)
 }
 
 #[cfg(test)]
@@ -99,5 +129,55 @@ mod tests {
             lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(tls))),
         );
         assert_eq!(e.kind(), ErrorKind::Config);
+    }
+
+    fn protocol(kind: AMQPErrorKind, text: &str) -> lapin::Error {
+        lapin::Error::from(lapin::ErrorKind::ProtocolError(
+            lapin::protocol::AMQPError::new(kind, text.into()),
+        ))
+    }
+
+    #[test]
+    fn temporary_server_refusals_are_retryable() {
+        let hard = |h| AMQPErrorKind::Hard(h);
+        for (kind, text) in [
+            (hard(AMQPHardError::INTERNALERROR), "INTERNAL_ERROR"),
+            (
+                hard(AMQPHardError::NOTALLOWED),
+                "access to vhost '/' refused for user 'weir': vhost '/' is down",
+            ),
+            (
+                hard(AMQPHardError::NOTALLOWED),
+                "access to vhost '/' refused for user 'weir': connection limit (10) is reached",
+            ),
+        ] {
+            let e = amqp_error("connecting", protocol(kind, text));
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{text}");
+            assert!(e.is_retryable(), "{text}");
+        }
+        let e = amqp_error(
+            "connecting",
+            protocol(
+                hard(AMQPHardError::NOTALLOWED),
+                "access to vhost 'prod' refused for user 'weir'",
+            ),
+        );
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn failed_acks_are_retryable_whatever_the_cause() {
+        // The channel closed by consumer_timeout: PRECONDITION_FAILED, yet the message is
+        // redelivered.
+        let timeout = protocol(
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED),
+            "delivery acknowledgement on channel 1 timed out",
+        );
+        assert_eq!(amqp_error("ack", timeout.clone()).kind(), ErrorKind::Config);
+        let e = settle_error("ack", timeout);
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("redelivered"), "{e}");
     }
 }

@@ -49,8 +49,13 @@ use crate::subscription::AmqpSubscription;
 /// `InvalidInput` error saying so.
 pub const MAX_NATIVE_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// The longest topic or group name (queue names are at most 255 bytes).
+/// The longest topic or group name. AMQP names are at most 255 bytes: the queue name
+/// `{prefix}.{topic}.{group}` is checked as a whole by [`check_queue_name`] (a prefix of up to
+/// 100 bytes with two names of 120 would exceed it).
 const MAX_NAME_BYTES: usize = 120;
+
+/// The longest exchange or queue name AMQP allows (a short string).
+const MAX_AMQP_NAME_BYTES: usize = 255;
 
 /// weir's broker on RabbitMQ.
 ///
@@ -74,10 +79,11 @@ impl AmqpBroker {
         Self::with_config(AmqpBrokerConfig::from_url(url)?).await
     }
 
-    /// Connects with `config`. Fails with [`ErrorKind::Unavailable`] (retryable) when
-    /// RabbitMQ cannot be reached within `timeout`, [`ErrorKind::Config`] on bad settings,
-    /// credentials or vhost.
+    /// Connects with `config` (its settings are checked again, in case a program changed
+    /// them). Fails with [`ErrorKind::Unavailable`] (retryable) when RabbitMQ cannot be
+    /// reached within `timeout`, [`ErrorKind::Config`] on bad settings, credentials or vhost.
     pub async fn with_config(config: AmqpBrokerConfig) -> Result<Self> {
+        config.check()?;
         let deadline = tokio::time::Instant::now() + config.timeout;
         let connector = Arc::new(Connector::new(config)?);
         connector.link(Some(deadline)).await?;
@@ -123,6 +129,24 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
         "invalid {what} name {name:?} for the AMQP broker: 1..={MAX_NAME_BYTES} bytes, without '.', ':', whitespace or control characters"
     ))
     .permanent())
+}
+
+/// Checks that the group queue's name, `{prefix}.{topic}.{group}` (also the routing key of its
+/// delayed redeliveries), fits AMQP's 255 bytes. The other names are shorter: the exchange
+/// `{prefix}.{topic}` (at most 221 bytes) and the delay queues `{prefix}:delay:{ms}` (at most
+/// 127).
+fn check_queue_name(config: &AmqpBrokerConfig, topic: &str, group: &str) -> Result<()> {
+    let queue = config.queue(topic, group);
+    if queue.len() <= MAX_AMQP_NAME_BYTES {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "topic and group names too long for the AMQP broker: the queue name {{prefix}}.{{topic}}.{{group}} is {} bytes, at most {MAX_AMQP_NAME_BYTES}",
+        queue.len()
+    ))
+    .permanent()
+    .with_context("topic", topic)
+    .with_context("group", group))
 }
 
 #[async_trait]
@@ -186,6 +210,7 @@ impl Broker for AmqpBroker {
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>> {
         check_name("topic", topic)?;
         check_name("group", group)?;
+        check_queue_name(&self.connector.config, topic, group)?;
         let sub = AmqpSubscription::open(self.connector.clone(), topic, group).await?;
         Ok(Box::new(sub))
     }
@@ -204,5 +229,25 @@ mod tests {
             let err = check_name("topic", bad).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
         }
+    }
+
+    #[test]
+    fn queue_names_fit_255_bytes() {
+        let prefix = "p".repeat(100);
+        let config =
+            AmqpBrokerConfig::from_url(&format!("amqp://h?prefix={prefix}")).expect("parse");
+        let (topic, group) = ("t".repeat(120), "g".repeat(120));
+        check_name("topic", &topic).expect("a 120-byte topic");
+        check_name("group", &group).expect("a 120-byte group");
+        let err = check_queue_name(&config, &topic, &group).expect_err("342 bytes");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("342 bytes"), "{err}");
+        // 100 + 1 + 120 + 1 + 33 = 255: accepted.
+        check_queue_name(&config, &topic, &"g".repeat(33)).expect("255 bytes");
+        check_queue_name(&config, &topic, &"g".repeat(34)).expect_err("256 bytes");
+        // The other names stay below 255 bytes at the limits.
+        assert!(config.exchange(&topic).len() <= MAX_AMQP_NAME_BYTES);
+        assert!(config.delay_queue(u64::MAX).len() <= MAX_AMQP_NAME_BYTES);
     }
 }

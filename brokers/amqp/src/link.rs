@@ -27,17 +27,47 @@ pub(crate) const DELAY_HEADER: &str = "weir-delay";
 /// let a batch's routing use two cores.
 pub(crate) const PUBLISH_CHANNELS: usize = 2;
 
+/// Delay publishing channels per connection, each with one delayed copy in flight at a time
+/// (opened as concurrent delayed nacks need them).
+pub(crate) const DELAY_CHANNELS: usize = 4;
+
 /// The first pause between reconnection attempts.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A publishing channel (in confirm mode) behind its lock; `None` until opened, or after it
+/// was discarded.
+type Slot = tokio::sync::Mutex<Option<Channel>>;
+
+/// A locked publishing channel: the lock is held while publishes are handed to lapin (lapin
+/// numbers a publish for its confirm, then queues its frames, in two steps: publishes of
+/// two tasks at once could be numbered in one order and sent in the other, and each confirm
+/// credited to the other message).
+pub(crate) struct Lane<'a> {
+    slot: tokio::sync::MutexGuard<'a, Option<Channel>>,
+    /// The channel to publish on.
+    pub(crate) channel: Channel,
+}
+
+impl Lane<'_> {
+    /// Puts the channel back for the next publish (the delay channel is only put back once
+    /// its publish was confirmed or returned, see [`Link::delayer`]).
+    pub(crate) fn keep(mut self) {
+        *self.slot = Some(self.channel.clone());
+    }
+}
 
 /// One live connection and what was declared on it.
 pub(crate) struct Link {
     pub(crate) conn: Connection,
     /// Counts connections made by this broker (1 for the first).
     pub(crate) generation: u64,
-    /// The channels (in confirm mode) the publishes of this broker go through; each is
+    /// The channels (in confirm mode) the topic publishes of this broker go through; each is
     /// replaced if it closes while the connection lives on.
-    publishers: [tokio::sync::Mutex<Option<Channel>>; PUBLISH_CHANNELS],
+    publishers: [Slot; PUBLISH_CHANNELS],
+    /// The channels delayed redeliveries are published on, one at a time on each: they are
+    /// `mandatory`, and lapin hands a returned message to whichever confirm of the channel
+    /// completes next, so only one may be in flight per channel.
+    delayers: [Slot; DELAY_CHANNELS],
     /// Exchanges and delay buckets declared on this connection (declared again after a
     /// reconnect, in case the server lost them).
     declared: Mutex<HashSet<String>>,
@@ -48,10 +78,31 @@ impl Link {
         self.conn.status().connected()
     }
 
-    /// Publishing channel `n` (modulo [`PUBLISH_CHANNELS`]), opened (in confirm mode) if
-    /// missing or closed.
-    pub(crate) async fn publisher(&self, n: usize) -> Result<Channel> {
+    /// Locks topic publishing channel `n` (modulo [`PUBLISH_CHANNELS`]), opened (in confirm
+    /// mode) if missing or closed; the channel stays in its slot.
+    pub(crate) async fn publisher(&self, n: usize) -> Result<Lane<'_>> {
         let mut slot = self.publishers[n % PUBLISH_CHANNELS].lock().await;
+        let channel = self.live_or_open(&mut slot).await?;
+        Ok(Lane { slot, channel })
+    }
+
+    /// Locks a delay publishing channel (a free one if any, else channel `n` modulo
+    /// [`DELAY_CHANNELS`]), opened if missing or closed. The channel is taken out of its slot:
+    /// [`Lane::keep`] puts it back once its publish completed, so a publish cancelled or failed
+    /// before its confirm leaves the slot empty and the next one opens a fresh channel (no
+    /// stale confirm or return can be credited to it).
+    pub(crate) async fn delayer(&self, n: usize) -> Result<Lane<'_>> {
+        let free = self.delayers.iter().find_map(|slot| slot.try_lock().ok());
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => self.delayers[n % DELAY_CHANNELS].lock().await,
+        };
+        let channel = self.live_or_open(&mut slot).await?;
+        *slot = None;
+        Ok(Lane { slot, channel })
+    }
+
+    async fn live_or_open(&self, slot: &mut Option<Channel>) -> Result<Channel> {
         if let Some(channel) = slot.as_ref()
             && channel.status().connected()
         {
@@ -303,23 +354,6 @@ impl Connector {
         }
     }
 
-    /// Forgets `link` if it is still the current one (it failed); the next [`link`] call
-    /// reconnects.
-    ///
-    /// [`link`]: Connector::link
-    pub(crate) async fn forget(&self, link: &Arc<Link>) {
-        let mut state = self.state.lock().await;
-        if let Some(current) = &state.link
-            && Arc::ptr_eq(current, link)
-        {
-            if current.healthy() {
-                // The connection still answers: only an operation failed; keep it.
-                return;
-            }
-            state.link = None;
-        }
-    }
-
     async fn connect(&self, generation: u64) -> Result<Link> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("weir-broker-amqp/{}", std::process::id()).into());
@@ -349,14 +383,35 @@ impl Connector {
             conn,
             generation,
             publishers: std::array::from_fn(|_| tokio::sync::Mutex::new(None)),
+            delayers: std::array::from_fn(|_| tokio::sync::Mutex::new(None)),
             declared: Mutex::new(HashSet::new()),
         })
     }
 }
 
-/// The pause after `failures` failed attempts: 100 ms doubling, at most `max`.
+/// The pause after `failures` failed attempts: 100 ms doubling, at most `max` (any
+/// `reconnect_max` up to [`MAX_RECONNECT`](crate::config::MAX_RECONNECT) is reached: 100 ms × 2¹³ > 10 min).
 pub(crate) fn backoff(failures: u32, max: Duration) -> Duration {
     FIRST_BACKOFF
-        .saturating_mul(1u32 << failures.min(10))
+        .saturating_mul(1u32 << failures.min(13))
         .min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MAX_RECONNECT;
+
+    #[test]
+    fn backoff_doubles_up_to_any_allowed_maximum() {
+        assert_eq!(backoff(0, MAX_RECONNECT), Duration::from_millis(100));
+        assert_eq!(backoff(3, MAX_RECONNECT), Duration::from_millis(800));
+        assert_eq!(
+            backoff(3, Duration::from_millis(500)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(backoff(13, MAX_RECONNECT), MAX_RECONNECT);
+        assert_eq!(backoff(u32::MAX, MAX_RECONNECT), MAX_RECONNECT);
+        assert!(backoff(12, MAX_RECONNECT) < MAX_RECONNECT);
+    }
 }

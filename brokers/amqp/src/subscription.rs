@@ -12,8 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Consumer};
@@ -23,7 +22,7 @@ use weir_core::broker::{Delivery, Subscription};
 use weir_core::{Error, Result};
 
 use crate::QueueType;
-use crate::acker::AmqpAcker;
+use crate::acker::{AmqpAcker, requeue};
 use crate::error::amqp_error;
 use crate::link::{Connector, backoff, declare_exchange};
 use crate::message::{key_of, redeliveries_of};
@@ -50,6 +49,7 @@ impl AmqpSubscription {
     /// Declares the topology and starts consuming; fails (retryable) if RabbitMQ cannot be
     /// reached within the configured timeout.
     pub(crate) async fn open(connector: Arc<Connector>, topic: &str, group: &str) -> Result<Self> {
+        let deadline = Instant::now() + connector.config.timeout;
         let mut sub = AmqpSubscription {
             queue: connector.config.queue(topic, group).into(),
             connector,
@@ -58,20 +58,34 @@ impl AmqpSubscription {
             active: None,
             failures: 0,
         };
-        let deadline = Instant::now() + sub.connector.config.timeout;
+        sub.restart(Some(deadline)).await?;
+        Ok(sub)
+    }
+
+    /// Starts the consumer ([`start`](Self::start)), again after a retryable failure, until
+    /// `deadline` (forever without one); fails at once on a permanent error. Connection
+    /// failures are paced by [`Connector::link`]'s own backoff; this one paces failures on a
+    /// live connection (a declaration or `basic.consume` refused for a while). Cancel-safe:
+    /// `active` is set only once the consumer runs.
+    async fn restart(&mut self, deadline: Option<Instant>) -> Result<()> {
         loop {
-            match sub.start(Some(deadline)).await {
+            let error = match self.start(deadline).await {
                 Ok(active) => {
-                    sub.active = Some(active);
-                    return Ok(sub);
+                    self.failures = 0;
+                    self.active = Some(active);
+                    return Ok(());
                 }
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    let pause = backoff(sub.failures, sub.connector.config.reconnect_max);
-                    sub.failures = sub.failures.saturating_add(1);
-                    tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
-                }
-                Err(e) => return Err(e),
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => e,
+            };
+            let pause = backoff(self.failures, self.connector.config.reconnect_max);
+            self.failures = self.failures.saturating_add(1);
+            let at = Instant::now() + pause;
+            if deadline.is_some_and(|d| at >= d) {
+                return Err(error);
             }
+            warn!(error = %error, retry_in = ?pause, queue = %self.queue, "amqp broker: starting the consumer failed");
+            tokio::time::sleep_until(at).await;
         }
     }
 
@@ -80,7 +94,7 @@ impl AmqpSubscription {
     async fn start(&self, deadline: Option<Instant>) -> Result<Active> {
         let config = &self.connector.config;
         let link = self.connector.link(deadline).await?;
-        let result = async {
+        async {
             let channel = link
                 .conn
                 .create_channel()
@@ -147,11 +161,8 @@ impl AmqpSubscription {
                 tag,
             })
         }
-        .await;
-        if result.is_err() {
-            self.connector.forget(&link).await;
-        }
-        result.map_err(|e: Error| e.with_context("group", &self.group))
+        .await
+        .map_err(|e: Error| e.with_context("group", &self.group))
     }
 
     fn deliver(&self, active: &Active, d: lapin::message::Delivery) -> Delivery {
@@ -175,27 +186,20 @@ impl AmqpSubscription {
 impl Subscription for AmqpSubscription {
     /// The next delivery; while the connection is down, waits (reconnecting with backoff)
     /// rather than failing. Fails only on a permanent error (e.g. the group queue exists with
-    /// another queue type, or the credentials stopped working).
+    /// another queue type, or the credentials stopped working). Deliveries whose channel closed
+    /// while they waited in lapin's buffer are skipped: they can no longer be acked, and
+    /// RabbitMQ requeued them (they come again through the restarted consumer).
     async fn next(&mut self) -> Result<Delivery> {
         loop {
             let Some(active) = self.active.as_mut() else {
-                match self.start(None).await {
-                    Ok(active) => {
-                        debug!(queue = %self.queue, "amqp broker: consumer (re)started");
-                        self.failures = 0;
-                        self.active = Some(active);
-                    }
-                    Err(e) if e.is_retryable() => {
-                        let pause = backoff(self.failures, self.connector.config.reconnect_max);
-                        self.failures = self.failures.saturating_add(1);
-                        warn!(error = %e, retry_in = ?pause, queue = %self.queue, "amqp broker: restarting the consumer failed");
-                        tokio::time::sleep(pause).await;
-                    }
-                    Err(e) => return Err(e),
-                }
+                self.restart(None).await?;
+                debug!(queue = %self.queue, "amqp broker: consumer (re)started");
                 continue;
             };
             match active.consumer.next().await {
+                Some(Ok(d)) if !d.acker.usable() => {
+                    debug!(queue = %self.queue, "amqp broker: skipping a delivery of a closed channel (requeued by RabbitMQ)");
+                }
                 Some(Ok(d)) => {
                     let Some(active) = self.active.as_ref() else {
                         continue;
@@ -231,21 +235,18 @@ impl Drop for AmqpSubscription {
                 mut consumer,
                 tag,
             } = active;
-            if let Err(e) = channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await
-            {
-                debug!(error = %e, "amqp broker: cancelling a consumer failed");
+            // Bounded: on a half-open connection without heartbeats no reply would come, and
+            // the task and channel would leak.
+            let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+            match tokio::time::timeout(CLEANUP_TIMEOUT, cancel).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(error = %e, "amqp broker: cancelling a consumer failed"),
+                Err(_) => debug!("amqp broker: no cancel-ok within 5 s"),
             }
             // After cancel-ok nothing more arrives: hand back what is buffered.
-            let requeue = BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            };
-            while let Ok(Some(Ok(d))) =
-                tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+            while let Ok(Some(Ok(d))) = tokio::time::timeout(CLEANUP_TIMEOUT, consumer.next()).await
             {
-                let _ = d.acker.nack(requeue).await;
+                let _ = requeue(&d.acker).await;
             }
             // The channel closes when the last delivery holding it is gone.
             drop(consumer);
@@ -253,6 +254,10 @@ impl Drop for AmqpSubscription {
         });
     }
 }
+
+/// How long a dropped subscription's cleanup waits for each reply (cancel-ok, a buffered
+/// delivery).
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A consumer tag unique per consumer: `weir-{host}-{pid}-{random}` (shown by
 /// `rabbitmqctl list_consumers`).

@@ -1,5 +1,6 @@
 //! Behaviour beyond the conformance suite, on the test RabbitMQ (`WEIR_TEST_AMQP_URL`):
-//! size limits, errors, redelivery counts, delays, dropped subscriptions.
+//! size limits, errors, name limits, redelivery counts, delays, dropped and cancelled
+//! deliveries, dropped subscriptions, returned delayed messages.
 
 mod common;
 
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use common::{
     nothing_within, raw_connection, recv, recv_within, take, unique, url_with, url_with_credentials,
 };
-use weir_broker_amqp::AmqpBroker;
+use weir_broker_amqp::{AmqpBroker, AmqpBrokerConfig};
 use weir_core::ErrorKind;
 use weir_core::broker::Broker;
 
@@ -288,16 +289,19 @@ async fn concurrent_publishers() {
 }
 
 /// The topic exchange deleted under the broker (by an operator): the next publish declares it
-/// again instead of failing.
+/// again instead of failing, but the bindings went with it: until a subscription of the group
+/// binds its queue again, what is published is stored nowhere (README, Limits).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_exchange_is_declared_again() {
+async fn deleted_exchange_is_declared_again_without_its_bindings() {
     let Some(url) = url_with(PARAMS) else { return };
     let broker = AmqpBroker::connect(&url).await.expect("connect");
-    let topic = unique("deleted");
+    let (topic, group) = (unique("deleted"), unique("g"));
+    let mut before = broker.subscribe(&topic, &group).await.expect("subscribe");
     broker
         .publish(&topic, "k", Bytes::from_static(b"first"))
         .await
         .expect("publish");
+    assert_eq!(&take(&mut before).await[..], b"first");
     let raw = raw_connection().await;
     let channel = raw.create_channel().await.expect("channel");
     channel
@@ -317,15 +321,219 @@ async fn deleted_exchange_is_declared_again() {
         "{:?}",
         started.elapsed()
     );
-    // And the group queue gets messages again once a subscription binds it.
-    let mut sub = broker
-        .subscribe(&topic, &unique("g"))
-        .await
-        .expect("subscribe");
+    // The exchange is back, its binding to the group queue is not: "second" went nowhere.
+    nothing_within(&mut before, Duration::from_millis(500)).await;
+    // A subscription of the group binds the queue again.
+    drop(before);
+    let mut again = broker.subscribe(&topic, &group).await.expect("subscribe");
     broker
         .publish(&topic, "k", Bytes::from_static(b"third"))
         .await
         .expect("publish");
-    assert_eq!(&take(&mut sub).await[..], b"third");
+    assert_eq!(&take(&mut again).await[..], b"third");
     let _ = raw.close(200, "OK".into()).await;
+}
+
+/// Names whose queue `{prefix}.{topic}.{group}` would exceed AMQP's 255 bytes are refused with
+/// `InvalidInput` (lapin would panic on them); exactly 255 bytes work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_names_over_255_bytes_are_invalid_input() {
+    let prefix = format!("weir-test-long{}", "x".repeat(86));
+    assert_eq!(prefix.len(), 100);
+    let Some(url) = url_with(&format!("prefix={prefix}&queue_expires=2m")) else {
+        return;
+    };
+    let broker = AmqpBroker::connect(&url).await.expect("connect");
+    let topic = format!("{}{}", unique("t"), "t".repeat(91));
+    assert_eq!(topic.len(), 120);
+    let err = broker
+        .subscribe(&topic, &"g".repeat(120))
+        .await
+        .err()
+        .expect("a 342-byte queue name accepted");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(!err.is_retryable());
+    let err = broker
+        .subscribe(&topic, &"g".repeat(34))
+        .await
+        .err()
+        .expect("a 256-byte queue name accepted");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    // 100 + 1 + 120 + 1 + 33 = 255 bytes: a real queue, and a delayed nack (its routing key is
+    // the queue name) brings the message back.
+    let mut sub = broker
+        .subscribe(&topic, &"g".repeat(33))
+        .await
+        .expect("a 255-byte queue name");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"long"))
+        .await
+        .expect("publish");
+    let d = recv(&mut sub).await;
+    d.nack(Some(Duration::from_millis(50)))
+        .await
+        .expect("delayed nack");
+    assert_eq!(&take(&mut sub).await[..], b"long");
+}
+
+/// A delayed nack cancelled before its delayed copy was published (its future dropped): the
+/// message is requeued at once, instead of staying unacked on the live channel (holding a
+/// prefetch slot) until `consumer_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_delayed_nack_requeues_the_message() {
+    let Some(url) = url_with(PARAMS) else { return };
+    let broker = AmqpBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("cancel"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"cancelled"))
+        .await
+        .expect("publish");
+    let d = recv(&mut sub).await;
+    // Polled once (it starts declaring the delay bucket), then dropped.
+    let nack = tokio::time::timeout(Duration::ZERO, d.nack(Some(Duration::from_secs(3600))));
+    assert!(nack.await.is_err(), "the delayed nack finished in one poll");
+    let again = recv_within(&mut sub, Duration::from_secs(5)).await;
+    assert_eq!(&again.payload[..], b"cancelled");
+    assert!(again.redeliveries >= 1, "{}", again.redeliveries);
+    again.ack().await.expect("ack");
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+}
+
+/// A delivery dropped on a thread without a tokio runtime is requeued too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_dropped_outside_a_runtime_is_requeued() {
+    let Some(url) = url_with(PARAMS) else { return };
+    let broker = AmqpBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("noruntime"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"dropped"))
+        .await
+        .expect("publish");
+    let d = recv(&mut sub).await;
+    std::thread::spawn(move || {
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        drop(d);
+    })
+    .join()
+    .expect("thread");
+    let again = recv_within(&mut sub, Duration::from_secs(5)).await;
+    assert_eq!(&again.payload[..], b"dropped");
+    assert!(again.redeliveries >= 1, "{}", again.redeliveries);
+    again.ack().await.expect("ack");
+}
+
+/// Delayed copies whose delay queue was deleted (so RabbitMQ returns them as unroutable)
+/// while other tasks publish to a topic on the same broker: each returned copy is noticed as
+/// such (the queue is declared again and the copy published again), never mistaken for a
+/// confirmed one, so no message is lost; and no topic publish fails or is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returned_delayed_copies_are_never_taken_for_confirmed() {
+    const ROUNDS: usize = 30;
+    let prefix = format!("weir-test-ret-{:08x}", rand::random::<u32>());
+    let Some(url) = url_with(&format!("prefix={prefix}&queue_expires=2m")) else {
+        return;
+    };
+    let broker = std::sync::Arc::new(AmqpBroker::connect(&url).await.expect("connect"));
+    let (topic, busy) = (unique("ret"), unique("busy"));
+    let mut sub = broker
+        .subscribe(&topic, &unique("g"))
+        .await
+        .expect("subscribe");
+    let mut busy_sub = broker
+        .subscribe(&busy, &unique("g"))
+        .await
+        .expect("subscribe");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = (0..4)
+        .map(|t| {
+            let (broker, busy, stop) = (broker.clone(), busy.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    broker
+                        .publish(&busy, "k", Bytes::from(format!("{t}-{n}")))
+                        .await
+                        .expect("topic publish beside returned delayed copies");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let raw = raw_connection().await;
+    let channel = raw.create_channel().await.expect("channel");
+    // 50 ms goes to the 56 ms bucket.
+    let delay_queue = format!("{prefix}:delay:56");
+    for round in 0..ROUNDS {
+        let payload = format!("m{round}");
+        broker
+            .publish(&topic, "k", Bytes::from(payload.clone()))
+            .await
+            .expect("publish");
+        let d = recv(&mut sub).await;
+        assert_eq!(String::from_utf8_lossy(&d.payload), payload);
+        if round > 0 {
+            // Declared by the broker in an earlier round, deleted behind its back.
+            channel
+                .queue_delete(
+                    delay_queue.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await
+                .expect("queue.delete");
+        }
+        d.nack(Some(Duration::from_millis(50)))
+            .await
+            .expect("delayed nack");
+        let back = recv_within(&mut sub, Duration::from_secs(10)).await;
+        assert_eq!(
+            String::from_utf8_lossy(&back.payload),
+            payload,
+            "round {round}"
+        );
+        assert!(back.redeliveries >= 1);
+        back.ack().await.expect("ack");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut published = 0;
+    for task in publishers {
+        published += task.await.expect("publisher");
+    }
+    let mut got = BTreeSet::new();
+    for _ in 0..published {
+        got.insert(take(&mut busy_sub).await);
+    }
+    assert_eq!(got.len(), published);
+    nothing_within(&mut busy_sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    let _ = channel
+        .queue_delete(
+            delay_queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
+    let _ = raw.close(200, "OK".into()).await;
+}
+
+/// Settings a program set out of range after parsing are refused by `with_config` (a
+/// `Config` error), not a panic computing a deadline. Needs no server.
+#[tokio::test]
+async fn out_of_range_settings_are_refused_by_with_config() {
+    let mut config = AmqpBrokerConfig::from_url("amqp://u:s3cret@127.0.0.1:1/%2f").expect("parse");
+    config.timeout = Duration::MAX;
+    let err = AmqpBroker::with_config(config.clone())
+        .await
+        .expect_err("timeout = Duration::MAX");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("timeout"), "{err}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+    config.timeout = Duration::from_secs(1);
+    config.reconnect_max = Duration::from_secs(24 * 3600);
+    let err = AmqpBroker::with_config(config)
+        .await
+        .expect_err("reconnect_max = 1 day");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }

@@ -4,6 +4,7 @@
 //! come again.
 //!
 //! Needs `rabbitmqctl` of the test RabbitMQ on this machine (scripts/test.sh starts one).
+//! The tests run one at a time ([`SERIAL`]): each drops every connection of this process.
 
 mod common;
 
@@ -21,6 +22,10 @@ use weir_core::ErrorKind;
 use weir_core::broker::Broker;
 
 const PARAMS: &str = "prefix=weir-test-drop&queue_expires=2m&timeout=30s&reconnect_max=1s";
+
+/// Held by each test: a test's drops would otherwise hit the connections of the others
+/// (`cargo test` runs them as threads of one process).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Closes, from the server side, every connection this test process opened (lapin's
 /// connections are named `weir-broker-amqp/{pid}`). Returns how many were closed.
@@ -55,6 +60,7 @@ async fn drop_my_connections() -> usize {
 async fn connection_drop_loses_nothing_confirmed() {
     const N: usize = 3000;
     let Some(url) = url_with(PARAMS) else { return };
+    let _serial = SERIAL.lock().await;
     let broker = Arc::new(AmqpBroker::connect(&url).await.expect("connect"));
     let (topic, group) = (unique("drop"), unique("g"));
     let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
@@ -194,6 +200,7 @@ async fn connection_drop_loses_nothing_confirmed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_delivery_is_redelivered_after_a_drop() {
     let Some(url) = url_with(PARAMS) else { return };
+    let _serial = SERIAL.lock().await;
     let broker = AmqpBroker::connect(&url).await.expect("connect");
     let (topic, group) = (unique("held"), unique("g"));
     let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
@@ -221,6 +228,79 @@ async fn unacked_delivery_is_redelivered_after_a_drop() {
     assert!(broker.connections() >= 2);
 }
 
+/// Deliveries RabbitMQ had sent ahead (in lapin's buffer) when the connection dropped are not
+/// handed out: they could not be acked, and RabbitMQ requeued them. Each comes once, through
+/// the restarted consumer, and every ack succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_deliveries_of_a_dropped_channel_are_skipped() {
+    const N: usize = 20;
+    let Some(url) = url_with(&format!("{PARAMS}&prefetch=50")) else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let broker = AmqpBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("buffered"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = (0..N)
+        .map(|i| (format!("k{i}"), Bytes::from(format!("m{i}"))))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("publish");
+    let held = recv(&mut sub).await;
+    // Let the rest of the prefetch reach lapin's buffer, then drop the connection and let
+    // lapin notice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(drop_my_connections().await >= 1, "no connection to drop");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut got = BTreeSet::new();
+    while got.len() < N {
+        let d = recv_within(&mut sub, Duration::from_secs(30)).await;
+        assert!(
+            d.redeliveries >= 1,
+            "a delivery of the dropped channel was handed out: {d:?}"
+        );
+        let payload = String::from_utf8(d.payload.to_vec()).expect("utf-8");
+        d.ack()
+            .await
+            .expect("ack of a delivery handed out after the drop");
+        assert!(got.insert(payload.clone()), "{payload} came twice");
+    }
+    let err = held.ack().await.expect_err("an ack on the dropped channel");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    common::nothing_within(&mut sub, Duration::from_millis(500)).await;
+}
+
+/// A delayed nack of a delivery whose channel is gone publishes no delayed copy (RabbitMQ
+/// requeued the original already, the copy would be a certain duplicate): it fails with a
+/// retryable error, and the message comes back once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_nack_on_a_dropped_channel_schedules_nothing() {
+    let Some(url) = url_with(PARAMS) else { return };
+    let _serial = SERIAL.lock().await;
+    let broker = AmqpBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("deadnack"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"once"))
+        .await
+        .expect("publish");
+    let held = recv(&mut sub).await;
+    assert!(drop_my_connections().await >= 1, "no connection to drop");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let err = held
+        .nack(Some(Duration::from_millis(200)))
+        .await
+        .expect_err("a delayed nack on the dropped channel");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    let again = recv_within(&mut sub, Duration::from_secs(30)).await;
+    assert_eq!(&again.payload[..], b"once");
+    assert!(again.redeliveries >= 1);
+    again.ack().await.expect("ack");
+    // No delayed copy follows.
+    common::nothing_within(&mut sub, Duration::from_millis(1500)).await;
+}
+
 /// RabbitMQ restarted (`stop_app` / `start_app`): the broker and its subscription carry on,
 /// and what was confirmed before the restart is delivered after it. Ignored by default: it
 /// stops the whole RabbitMQ, which would fail tests running beside it; scripts/test.sh runs it
@@ -230,6 +310,7 @@ async fn unacked_delivery_is_redelivered_after_a_drop() {
 #[ignore = "restarts the shared RabbitMQ"]
 async fn rabbitmq_restart() {
     let Some(url) = url_with(PARAMS) else { return };
+    let _serial = SERIAL.lock().await;
     let broker = AmqpBroker::connect(&url).await.expect("connect");
     let (topic, group) = (unique("restart"), unique("g"));
     let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
