@@ -42,9 +42,32 @@ const RESERVED: &[&str] = &[
     "enable.auto.offset.store",
     "enable.partition.eof",
     "message.max.bytes",
-    "partition.assignment.strategy",
-    "group.protocol",
 ];
+
+/// librdkafka settings a URL may not set although weir leaves them at librdkafka's defaults:
+/// its rebalance handling needs the classic group protocol with an eager assignor (every
+/// partition revoked before a new assignment), not cooperative or KIP-848 assignment.
+const GROUP_PROTOCOL: &[&str] = &["partition.assignment.strategy", "group.protocol"];
+
+/// Why a URL may not set librdkafka setting `key`, if it may not.
+fn refused(key: &str) -> Option<&'static str> {
+    if RESERVED.contains(&key) {
+        Some("set by weir itself")
+    } else if GROUP_PROTOCOL.contains(&key) {
+        Some("left at librdkafka's default: weir's rebalance handling needs eager assignment")
+    } else {
+        None
+    }
+}
+
+/// Whether `name` is non-empty and only `[A-Za-z0-9._-]` (what Kafka topic and group names
+/// allow).
+pub(crate) fn kafka_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
 
 /// How topics come to exist (query `topic_creation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +75,13 @@ const RESERVED: &[&str] = &[
 pub enum TopicCreation {
     /// `admin` (the default): created with the admin API (`CreateTopics`) with `partitions`,
     /// `replication` and a `max.message.bytes` fitting `max_message_bytes`; when the cluster
-    /// does not answer that request (no such API, no permission), the broker falls back to
-    /// `auto` for good.
+    /// does not offer that request (an old or partial Kafka protocol implementation), the
+    /// broker acts as `auto` from then on; when the principal may not create topics
+    /// (`TopicAuthorizationFailed`, `ClusterAuthorizationFailed`), it relies on `auto` for
+    /// that topic. A refusal of the settings (`InvalidReplicationFactor` — e.g. `replication`
+    /// above the broker count —, `InvalidPartitions`, `PolicyViolation`, `InvalidConfig`…)
+    /// is a permanent [`ErrorKind::Config`] error, and a timeout a retryable `Unavailable`
+    /// (tried again by the next publish or subscribe): neither creates the topic otherwise.
     Admin,
     /// `auto`: a metadata request of the producer creates the topic, on clusters that create
     /// topics automatically (`auto.create.topics.enable`; with the cluster's default partition
@@ -141,19 +169,7 @@ impl KafkaBrokerConfig {
                     .into(),
             ));
         }
-        let mut config = KafkaBrokerConfig {
-            bootstrap_servers: hosts.to_owned(),
-            prefix: "weir".into(),
-            partitions: 8,
-            replication: -1,
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            commit_interval: Duration::from_secs(1),
-            prefetch: 256,
-            revoke_grace: Duration::from_secs(5),
-            timeout: Duration::from_secs(10),
-            topic_creation: TopicCreation::Admin,
-            client: Vec::new(),
-        };
+        let mut config = Self::new(hosts);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
             let name = percent_decode(name).map_err(|e| config_error(e.to_string()))?;
@@ -163,6 +179,12 @@ impl KafkaBrokerConfig {
             })?;
             let shown = if is_secret(&name) { "***" } else { &value };
             let bad = |why: String| config_error(format!("parameter {name}={shown:?}: {why}"));
+            if let Some(why) = refused(&name) {
+                return Err(bad(format!(
+                    "{why} (weir's own parameters: {})",
+                    PARAMS.join(", ")
+                )));
+            }
             match name.as_str() {
                 "prefix" => config.prefix = value.clone(),
                 "partitions" => config.partitions = parse_int(&value).map_err(bad)?,
@@ -181,12 +203,6 @@ impl KafkaBrokerConfig {
                         "none" => TopicCreation::None,
                         _ => return Err(bad("expected admin, auto or none".into())),
                     }
-                }
-                other if RESERVED.contains(&other) => {
-                    return Err(bad(format!(
-                        "set by weir itself (weir's own parameters: {})",
-                        PARAMS.join(", ")
-                    )));
                 }
                 other if !other.contains('.') => {
                     return Err(config_error(format!(
@@ -220,12 +236,7 @@ impl KafkaBrokerConfig {
 
     /// Checks the limits of every setting; the message names the offending one.
     pub(crate) fn validate(&self) -> std::result::Result<(), String> {
-        let name_ok = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        };
-        if !name_ok(&self.prefix) || self.prefix.len() > 100 {
+        if !kafka_name(&self.prefix) || self.prefix.len() > 100 {
             return Err(format!(
                 "prefix {:?} must be 1..=100 characters of [A-Za-z0-9._-] (a Kafka topic name)",
                 self.prefix
@@ -272,12 +283,12 @@ impl KafkaBrokerConfig {
         if self.timeout < Duration::from_millis(100) {
             return Err(format!("timeout {:?} is below 100ms", self.timeout));
         }
-        if let Some((key, _)) = self
+        if let Some((key, why)) = self
             .client
             .iter()
-            .find(|(key, _)| RESERVED.contains(&key.as_str()))
+            .find_map(|(key, _)| Some((key, refused(key)?)))
         {
-            return Err(format!("librdkafka setting {key} is set by weir itself"));
+            return Err(format!("librdkafka setting {key}: {why}"));
         }
         Ok(())
     }
@@ -450,6 +461,8 @@ mod tests {
             "kafka://h?nope=1",
             "kafka://h?group.id=mine",
             "kafka://h?enable.auto.commit=true",
+            "kafka://h?partition.assignment.strategy=cooperative-sticky",
+            "kafka://h?group.protocol=consumer",
             "kafka://h?sasl.password=%zz",
         ] {
             let err = KafkaBrokerConfig::from_url(url).expect_err(url);

@@ -28,6 +28,8 @@ mod config;
 mod error;
 mod mock;
 mod subscription;
+#[cfg(test)]
+mod tests;
 mod tracker;
 
 use std::collections::{HashMap, HashSet};
@@ -75,8 +77,9 @@ pub struct KafkaBroker {
     /// The subscriptions of each Kafka group made here (a new one waits for those being
     /// dropped to commit and leave first).
     groups: Mutex<HashMap<String, Vec<Weak<Shared>>>>,
-    /// The admin API timed out creating a topic: `topic_creation=admin` acts as `auto`.
-    admin_refused: AtomicBool,
+    /// The cluster does not offer the admin API's `CreateTopics`: `topic_creation=admin` acts
+    /// as `auto`.
+    admin_unsupported: AtomicBool,
     /// The mock cluster of a `kafka+mock://` broker, stopped with the broker and its consumers.
     mock: Option<Arc<MockKafka>>,
 }
@@ -98,7 +101,10 @@ impl KafkaBroker {
     pub async fn connect(url: &str) -> Result<Self> {
         if let Some(mock) = mock::mock_url(url) {
             let (brokers, kafka_url) = mock?;
-            let cluster = MockKafka::start(brokers)?;
+            // Starting the cluster waits for its thread: not on a runtime worker.
+            let cluster = tokio::task::spawn_blocking(move || MockKafka::start(brokers))
+                .await
+                .map_err(|e| Error::internal(format!("kafka+mock: starting task failed: {e}")))??;
             let config = KafkaBrokerConfig::from_url(&kafka_url(cluster.bootstrap_servers()))?;
             let mut broker = Self::with_config(config).await?;
             broker.mock = Some(Arc::new(cluster));
@@ -140,7 +146,7 @@ impl KafkaBroker {
             admin: Arc::new(admin),
             topics: Mutex::new(HashSet::new()),
             groups: Mutex::new(HashMap::new()),
-            admin_refused: AtomicBool::new(false),
+            admin_unsupported: AtomicBool::new(false),
             mock: None,
         };
         broker.check_connection().await?;
@@ -184,7 +190,7 @@ impl KafkaBroker {
             return Ok(());
         }
         let mode = match self.config.topic_creation {
-            TopicCreation::Admin if self.admin_refused.load(Ordering::SeqCst) => {
+            TopicCreation::Admin if self.admin_unsupported.load(Ordering::SeqCst) => {
                 TopicCreation::Auto
             }
             mode => mode,
@@ -212,9 +218,11 @@ impl KafkaBroker {
         Ok(())
     }
 
-    /// Creates `name` with the admin API; falls back to automatic creation when the
-    /// cluster does not offer the request or refuses it (and, when it timed out, stops trying
-    /// the admin API).
+    /// Creates `name` with the admin API. Falls back to automatic creation only when the
+    /// cluster does not offer the request (from then on) or the principal may not create
+    /// topics; a refusal of the settings (replication, partitions, a policy…) is a permanent
+    /// [`ErrorKind::Config`] error, and anything else (a timeout…) an error as
+    /// [`error::classify`] says (retryable when transient; tried again on the next call).
     async fn create_topic(&self, name: &str) -> Result<()> {
         let record_limit = self.config.record_limit().to_string();
         let topic = NewTopic::new(
@@ -236,32 +244,44 @@ impl KafkaBroker {
             Err(KafkaError::AdminOp(code)) => Err(code),
             Err(e) => Err(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)),
         };
-        match created {
+        let code = match created {
             Ok(true) => {
                 info!(
                     topic = name,
                     partitions = self.config.partitions,
                     "kafka broker: created topic"
                 );
-                Ok(())
+                return Ok(());
             }
-            Ok(false) => Ok(()),
-            Err(code) => {
-                let timed_out = matches!(
-                    code,
-                    RDKafkaErrorCode::OperationTimedOut
-                        | RDKafkaErrorCode::RequestTimedOut
-                        | RDKafkaErrorCode::TimedOutQueue
-                        | RDKafkaErrorCode::UnsupportedFeature
-                        | RDKafkaErrorCode::UnsupportedVersion
-                );
-                if timed_out {
-                    self.admin_refused.store(true, Ordering::SeqCst);
-                }
-                warn!(topic = name, error = %code, "kafka broker: creating the topic with the admin API failed; relying on the cluster's automatic topic creation{}",
-                    if timed_out { " from now on" } else { "" });
+            Ok(false) => return Ok(()),
+            Err(code) => code,
+        };
+        match admin_failure(code) {
+            AdminFailure::Unsupported => {
+                self.admin_unsupported.store(true, Ordering::SeqCst);
+                warn!(topic = name, error = %code, "kafka broker: the cluster does not offer the admin API's CreateTopics; relying on its automatic topic creation from now on");
                 self.topic_by_metadata(name).await
             }
+            AdminFailure::NotAllowed => {
+                warn!(topic = name, error = %code, "kafka broker: not allowed to create the topic with the admin API; relying on the cluster's automatic topic creation");
+                self.topic_by_metadata(name).await
+            }
+            AdminFailure::Refused => Err(Error::new(
+                ErrorKind::Config,
+                "kafka broker: the cluster refused to create the topic with these settings \
+                 (check replication, partitions, max_message_bytes against the cluster)",
+            )
+            .permanent()
+            .with_context("topic", name)
+            .with_context("partitions", self.config.partitions)
+            .with_context("replication", self.config.replication)
+            .with_context("kafka", code)),
+            AdminFailure::Other(kind) => Err(Error::new(
+                kind,
+                "kafka broker: creating the topic with the admin API failed",
+            )
+            .with_context("topic", name)
+            .with_context("kafka", code)),
         }
     }
 
@@ -370,18 +390,50 @@ fn apply_extras(c: &mut ClientConfig, config: &KafkaBrokerConfig) {
 /// Checks a weir topic or group name: part of Kafka topic and group names, so only
 /// `[A-Za-z0-9._-]`, 1..=200 bytes.
 fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if config::kafka_name(name) && name.len() <= 200 {
         return Ok(());
     }
     Err(Error::invalid(format!(
         "kafka broker: {what} name {name:?} must be 1..=200 characters of [A-Za-z0-9._-]"
     )))
 }
+
+/// What a failed `CreateTopics` means for `topic_creation=admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AdminFailure {
+    /// The cluster does not offer the request: rely on automatic creation, for good.
+    Unsupported,
+    /// The principal may not create topics: rely on automatic creation (for this topic).
+    NotAllowed,
+    /// The cluster refuses the topic's settings: a configuration error, not retried.
+    Refused,
+    /// Anything else (timeouts, a controller moving…): an error of this kind.
+    Other(ErrorKind),
+}
+
+fn admin_failure(code: RDKafkaErrorCode) -> AdminFailure {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::UnsupportedFeature | C::UnsupportedVersion => AdminFailure::Unsupported,
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => AdminFailure::NotAllowed,
+        C::InvalidReplicationFactor
+        | C::InvalidPartitions
+        | C::InvalidReplicaAssignment
+        | C::InvalidConfig
+        | C::InvalidTopic
+        | C::InvalidRequest
+        | C::PolicyViolation
+        | C::InvalidArgument => AdminFailure::Refused,
+        code => AdminFailure::Other(match error::classify(code) {
+            ErrorKind::Internal => ErrorKind::Unavailable,
+            kind => kind,
+        }),
+    }
+}
+
+/// How long `publish_batch` waits before trying a record again when librdkafka's queue is
+/// full.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
 
 /// Produces one record and waits until Kafka acknowledged it.
 pub(crate) async fn produce(
@@ -433,9 +485,11 @@ impl Broker for KafkaBroker {
         .await
     }
 
-    /// Every record queued at once (in order; the idempotent producer keeps one partition's
-    /// records in order), then waits for all. Sizes are checked before anything is sent. Not
-    /// atomic: on an error some records may have been written.
+    /// Every record queued in order (when librdkafka's queue is full, the same record is
+    /// tried again until it fits, so a key's records are never reordered; the idempotent
+    /// producer keeps one partition's records in order), then waits for all. Sizes are
+    /// checked before anything is sent. Not atomic: on an error some records may have been
+    /// written.
     async fn publish_batch(&self, topic: &str, messages: Vec<(String, Bytes)>) -> Result<()> {
         check_name("topic", topic)?;
         messages
@@ -446,19 +500,46 @@ impl Broker for KafkaBroker {
         }
         let kafka_topic = self.config.kafka_topic(topic);
         self.ensure_topic(&kafka_topic).await?;
-        let sends = messages.iter().map(|(key, payload)| {
-            produce(
-                &self.producer,
-                &kafka_topic,
-                key,
-                payload,
-                None,
-                self.config.timeout,
-            )
-        });
-        let results = futures::future::join_all(sends).await;
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        match results.into_iter().find_map(|r| r.err()) {
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let mut queued = Vec::with_capacity(messages.len());
+        let mut error = None;
+        'messages: for (key, payload) in &messages {
+            let mut record = FutureRecord::to(&kafka_topic)
+                .key(key)
+                .payload(&payload[..]);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        queued.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        record = back;
+                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                    }
+                    Err((e, _)) => {
+                        error = Some(kafka_error("publish", e).with_context("topic", &kafka_topic));
+                        break 'messages;
+                    }
+                }
+            }
+        }
+        let not_queued = messages.len() - queued.len();
+        let results = futures::future::join_all(queued).await;
+        let mut failed = not_queued;
+        for result in results {
+            let e = match result {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => kafka_error("publish", e).with_context("topic", &kafka_topic),
+                Err(_) => Error::unavailable("kafka broker: publish failed: the producer stopped")
+                    .with_context("topic", &kafka_topic),
+            };
+            failed += 1;
+            error.get_or_insert(e);
+        }
+        match error {
             Some(e) => Err(e
                 .with_context("failed", failed)
                 .with_context("messages", messages.len())),
@@ -470,6 +551,13 @@ impl Broker for KafkaBroker {
     /// (manual commits; a new group starts at the earliest offset, so it gets everything
     /// published after `subscribe` even before its join completes) and starts its thread.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>> {
+        Ok(Box::new(self.open(topic, group).await?))
+    }
+}
+
+impl KafkaBroker {
+    /// [`Broker::subscribe`], with the subscription's type.
+    pub(crate) async fn open(&self, topic: &str, group: &str) -> Result<KafkaSubscription> {
         check_name("topic", topic)?;
         check_name("group", group)?;
         let kafka_topic = self.config.kafka_topic(topic);
@@ -480,10 +568,14 @@ impl Broker for KafkaBroker {
         let shared = Arc::new(Shared {
             tracker: Mutex::default(),
             acked: Condvar::new(),
+            revoked: tokio::sync::Notify::new(),
             in_flight: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             closed: tokio::sync::watch::Sender::new(false),
+            committing: AtomicBool::new(false),
+            commit_failures: Mutex::new((0, None)),
             producer: self.producer.clone(),
             kafka_topic: kafka_topic.clone(),
             kafka_group: kafka_group.clone(),
@@ -536,6 +628,6 @@ impl Broker for KafkaBroker {
                     "kafka broker: cannot start the consumer thread: {e}"
                 ))
             })?;
-        Ok(Box::new(KafkaSubscription::new(shared, rx)))
+        Ok(KafkaSubscription::new(shared, rx))
     }
 }

@@ -1,7 +1,6 @@
 //! One consumer of a group: a librdkafka consumer polled on a thread of its own, its
 //! rebalance handling, its commits, and the [`Subscription`] handing its messages out.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -10,28 +9,33 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use weir_core::broker::{Delivery, Subscription};
 use weir_core::{Error, Result};
 
 use crate::acker::KafkaAcker;
-use crate::tracker::{CommitPoint, Received, Tracker, metadata, parse_metadata};
+use crate::tracker::{Ranges, Received, Tracker, parse_metadata};
 
 /// Header carrying how many times a republished message was delivered before.
 pub(crate) const HEADER_REDELIVERIES: &str = "weir-redeliveries";
 /// Header naming the consumer group a republished message is for (other groups skip it).
 pub(crate) const HEADER_GROUP: &str = "weir-group";
 
-/// Consumer errors (librdkafka retries by itself) are logged at most this often.
+/// Consumer errors (librdkafka retries by itself) and failing commits are logged at most
+/// this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// While `prefetch` messages wait, the consumer thread still polls this often (one message
-/// more each time at most), so librdkafka's callbacks and `max.poll.interval.ms` are served.
+/// Consecutive failed offset commits after which they are logged as a warning (before: at
+/// debug level, as a rebalance in progress refuses commits for a moment).
+pub(crate) const COMMIT_WARN_AFTER: u32 = 5;
+
+/// While `prefetch` messages wait, the consumer thread polls no more for this long; past it,
+/// it pauses the assigned partitions and polls again.
 const THROTTLED_POLL: Duration = Duration::from_secs(1);
 /// How long the consumer thread sleeps between checks while throttled.
 const THROTTLE_SLEEP: Duration = Duration::from_millis(5);
@@ -44,14 +48,25 @@ pub(crate) struct Shared {
     pub(crate) tracker: Mutex<Tracker>,
     /// Signalled on every ack and release (a revocation waits for them).
     pub(crate) acked: Condvar,
-    /// Republishes (nacks, dropped deliveries) not finished yet: the last commit waits for them.
+    /// Woken when partitions start being revoked (rebalance, drop): republishes waiting
+    /// (delayed nacks, dropped deliveries, retries) check whether their partition is still
+    /// theirs.
+    pub(crate) revoked: tokio::sync::Notify,
+    /// Republishes (every nack and dropped delivery, from the nack until the copy is sent or
+    /// given up) not finished yet: the last commit waits for them (up to `revoke_grace`).
     pub(crate) in_flight: AtomicUsize,
     /// Messages sent to `next()` and not taken yet.
     pub(crate) queued: AtomicUsize,
+    /// The assigned partitions are paused (`prefetch` messages wait for `next()`).
+    pub(crate) paused: AtomicBool,
     /// The subscription was dropped: the thread commits and leaves the group.
     pub(crate) stop: AtomicBool,
     /// Becomes true once the consumer thread committed and left the group.
     pub(crate) closed: tokio::sync::watch::Sender<bool>,
+    /// A periodic commit is in flight (on the committer thread).
+    pub(crate) committing: AtomicBool,
+    /// Failed offset commits in a row, and when that was last logged as a warning.
+    pub(crate) commit_failures: Mutex<(u32, Option<Instant>)>,
     pub(crate) producer: FutureProducer,
     pub(crate) kafka_topic: String,
     pub(crate) kafka_group: String,
@@ -88,6 +103,14 @@ impl Shared {
         self.acked.notify_all();
     }
 
+    /// Stops handing out (and republishing) `partitions`; returns how many of their
+    /// messages are held.
+    fn begin_revoke(&self, partitions: &[i32]) -> usize {
+        let held = self.tracker().begin_revoke(partitions);
+        self.revoked.notify_waiters();
+        held
+    }
+
     /// Waits (up to `grace`) until the handler holds nothing of `partitions`.
     fn wait_held(&self, partitions: &[i32], grace: Duration) {
         let deadline = Instant::now() + grace;
@@ -117,45 +140,113 @@ impl Shared {
         }
     }
 
-    /// Commits what `partitions` (all when `None`) need, with the highest offset handed out
-    /// as metadata.
-    fn commit<C: ConsumerContext>(
+    /// The commit `partitions` (all when `None`) need: the partitions and the list with
+    /// offsets and metadata (highest offset handed out, offsets done above the committed
+    /// one), recorded as sent. `force`: even if unchanged since the last one sent.
+    fn prepare_commit(
         &self,
-        consumer: &BaseConsumer<C>,
         partitions: Option<&[i32]>,
-        mode: CommitMode,
-    ) {
-        let points = self.tracker().commit_points(partitions);
+        force: bool,
+    ) -> Option<(Vec<i32>, TopicPartitionList)> {
+        let points = self.tracker().commit_points(partitions, force);
         if points.is_empty() {
-            return;
+            return None;
         }
         let mut tpl = TopicPartitionList::with_capacity(points.len());
         for c in &points {
             let mut elem = tpl.add_partition(&self.kafka_topic, c.partition);
             if let Err(e) = elem.set_offset(Offset::Offset(c.offset)) {
                 warn!(error = %e, "kafka broker: bad commit offset");
-                return;
+                return None;
             }
-            elem.set_metadata(metadata(c.handed, &c.acked));
+            elem.set_metadata(c.metadata.clone());
         }
-        // Recorded before the result is known (an async commit reports later); a failure
-        // clears it again, so the next interval sends it again.
+        // Recorded before the result is known; a failure clears it again, so the next
+        // interval sends it again.
         self.tracker().committed(&points);
-        if let Err(e) = consumer.commit(&tpl, mode) {
-            self.commit_failed(&points, &e.to_string());
+        Some((points.iter().map(|c| c.partition).collect(), tpl))
+    }
+
+    /// Commits what `partitions` (all when `None`) need before they go, even if unchanged
+    /// since the last commit sent (that one may yet fail), and waits for the result; a
+    /// periodic commit in flight is waited for first (up to `timeout`), so this one lands
+    /// last.
+    fn commit_final<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: Option<&[i32]>,
+    ) {
+        let deadline = Instant::now() + self.timeout;
+        while self.committing.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Some((partitions, tpl)) = self.prepare_commit(partitions, true) {
+            let result = consumer.commit(&tpl, CommitMode::Sync);
+            self.commit_result(&partitions, result.as_ref().map(|_| ()));
         }
     }
 
-    fn commit_failed(&self, points: &[CommitPoint], error: &str) {
-        let partitions: Vec<i32> = points.iter().map(|c| c.partition).collect();
-        self.tracker().uncommitted(&partitions);
-        debug!(
-            topic = %self.kafka_topic,
-            group = %self.kafka_group,
-            error,
-            ?partitions,
-            "kafka broker: offset commit failed; retried at the next interval"
-        );
+    /// Books the outcome of a commit of `partitions`: a failure makes the next interval
+    /// send them again and counts; after [`COMMIT_WARN_AFTER`] failures in a row (a cause that
+    /// does not go away: no `Read` permission on the group, metadata too large…) they are
+    /// warned about, at most every [`WARN_EVERY`].
+    fn commit_result(&self, partitions: &[i32], result: std::result::Result<(), &KafkaError>) {
+        let mut failures = self
+            .commit_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Err(error) = result else {
+            if failures.0 >= COMMIT_WARN_AFTER {
+                info!(topic = %self.kafka_topic, group = %self.kafka_group, failed = failures.0, "kafka broker: offset commits succeed again");
+            }
+            *failures = (0, None);
+            return;
+        };
+        self.tracker().uncommitted(partitions);
+        failures.0 = failures.0.saturating_add(1);
+        let (count, last) = *failures;
+        if count >= COMMIT_WARN_AFTER && last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            failures.1 = Some(Instant::now());
+            warn!(
+                topic = %self.kafka_topic,
+                group = %self.kafka_group,
+                error = %error,
+                ?partitions,
+                failures = count,
+                "kafka broker: offset commits keep failing; nothing is committed meanwhile (after a restart or rebalance the acked messages are delivered again)"
+            );
+        } else {
+            debug!(
+                topic = %self.kafka_topic,
+                group = %self.kafka_group,
+                error = %error,
+                ?partitions,
+                failures = count,
+                "kafka broker: offset commit failed; retried at the next interval"
+            );
+        }
+    }
+
+    /// Pauses (`pause`) or resumes the assigned partitions (fetching stops and restarts at
+    /// the next offset not taken).
+    fn set_paused<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, pause: bool) {
+        self.paused.store(pause, Ordering::SeqCst);
+        match consumer.assignment() {
+            Ok(tpl) if tpl.count() > 0 => {
+                let done = if pause {
+                    consumer.pause(&tpl)
+                } else {
+                    consumer.resume(&tpl)
+                };
+                if let Err(e) = done {
+                    debug!(error = %e, pause, topic = %self.kafka_topic, "kafka broker: pausing or resuming the partitions failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(error = %e, topic = %self.kafka_topic, "kafka broker: reading the assignment failed");
+            }
+        }
     }
 }
 
@@ -174,26 +265,26 @@ impl ConsumerContext for Context {
             return;
         };
         let partitions = partitions_of(tpl, &self.shared.kafka_topic);
-        let held = self.shared.tracker().begin_revoke(&partitions);
+        let held = self.shared.begin_revoke(&partitions);
         if held > 0 && !consumer.assignment_lost() {
             self.shared.wait_held(&partitions, self.shared.revoke_grace);
         }
         if !consumer.assignment_lost() {
-            self.shared
-                .commit(consumer, Some(&partitions), CommitMode::Sync);
+            self.shared.commit_final(consumer, Some(&partitions));
         }
         self.shared.tracker().remove(&partitions);
     }
 
     /// After partitions came: read the commit metadata their previous owner left (which
-    /// offsets it had handed out), start tracking them.
+    /// offsets it had handed out, which are done), start tracking them; pause them while
+    /// the subscription is throttled.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let partitions = partitions_of(tpl, &self.shared.kafka_topic);
-                let mut marks: Vec<(i32, (i64, BTreeSet<i64>))> = partitions
+                let mut marks: Vec<(i32, (i64, Ranges))> = partitions
                     .iter()
-                    .map(|&p| (p, (-1, BTreeSet::new())))
+                    .map(|&p| (p, (-1, Ranges::default())))
                     .collect();
                 if !partitions.is_empty() {
                     match consumer.committed_offsets((*tpl).clone(), self.shared.timeout) {
@@ -218,19 +309,24 @@ impl ConsumerContext for Context {
                     tracker.assign(p, mark, skip);
                 }
                 drop(tracker);
+                // Paused while the subscription is throttled; else resumed, in case librdkafka
+                // kept a pause from an earlier assignment of theirs (a no-op otherwise).
+                if tpl.count() > 0 {
+                    let paused = self.shared.paused.load(Ordering::SeqCst);
+                    let done = if paused {
+                        consumer.pause(tpl)
+                    } else {
+                        consumer.resume(tpl)
+                    };
+                    if let Err(e) = done {
+                        debug!(error = %e, paused, "kafka broker: pausing or resuming newly assigned partitions failed");
+                    }
+                }
             }
             Rebalance::Error(e) => {
                 warn!(error = %e, group = %self.shared.kafka_group, "kafka broker: rebalance failed");
             }
             Rebalance::Revoke(_) => {}
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            let partitions = partitions_of(offsets, &self.shared.kafka_topic);
-            self.shared.tracker().uncommitted(&partitions);
-            debug!(error = %e, ?partitions, "kafka broker: offset commit failed; retried at the next interval");
         }
     }
 }
@@ -253,32 +349,50 @@ pub(crate) struct Incoming {
 }
 
 /// The consumer thread: polls, hands messages to `next()` through `tx`, takes no more while
-/// `prefetch` messages wait, commits every `commit_interval`; when the
-/// subscription is dropped, waits for republishes and held messages (up to `revoke_grace`),
-/// commits and leaves the group.
+/// `prefetch` messages wait (and pauses the assigned partitions when that lasts; resumes
+/// below half of `prefetch`), commits every `commit_interval` (on a thread of its own, see
+/// [`Committer`]); when the subscription is dropped, waits for republishes and held messages
+/// (up to `revoke_grace`), commits and leaves the group.
 pub(crate) fn run(
     consumer: BaseConsumer<Context>,
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Incoming>,
 ) {
+    let consumer = Arc::new(consumer);
+    let committer = Committer::start(&consumer, &shared);
     let mut last_commit = Instant::now();
     let mut last_warning: Option<Instant> = None;
-    let mut last_poll = Instant::now();
+    let mut paused = false;
+    let mut throttled_since: Option<Instant> = None;
     while !shared.stop.load(Ordering::SeqCst) {
         if last_commit.elapsed() >= shared.commit_interval {
-            shared.commit(&consumer, None, CommitMode::Async);
+            committer.commit(&consumer, &shared);
             last_commit = Instant::now();
         }
         // Flow control: while `prefetch` messages wait for `next()`, take no more from
-        // librdkafka (which buffers up to `queued.max.messages.kbytes` itself), but still poll
-        // once a second so rebalances and commit results are served.
-        if shared.queued.load(Ordering::SeqCst) >= shared.prefetch
-            && last_poll.elapsed() < THROTTLED_POLL
-        {
-            std::thread::sleep(THROTTLE_SLEEP);
-            continue;
+        // librdkafka; past THROTTLED_POLL of that, pause the assigned partitions (librdkafka
+        // stops fetching them and drops what it buffered of them) and poll again, serving
+        // rebalances, commit results and `max.poll.interval.ms`. Resume below half of
+        // `prefetch` (fetching restarts at the next offset not taken; that costs a round trip
+        // or more, hence no pause for short waits).
+        let queued = shared.queued.load(Ordering::SeqCst);
+        if paused {
+            if queued <= shared.prefetch / 2 {
+                shared.set_paused(&consumer, false);
+                paused = false;
+                throttled_since = None;
+            }
+        } else if queued >= shared.prefetch {
+            let since = *throttled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < THROTTLED_POLL {
+                std::thread::sleep(THROTTLE_SLEEP);
+                continue;
+            }
+            shared.set_paused(&consumer, true);
+            paused = true;
+        } else {
+            throttled_since = None;
         }
-        last_poll = Instant::now();
         match consumer.poll(POLL) {
             Some(Ok(message)) => {
                 if let Some(incoming) = receive(&shared, &message) {
@@ -286,6 +400,12 @@ pub(crate) fn run(
                     if tx.send(incoming).is_err() {
                         break;
                     }
+                }
+                if paused {
+                    // Fetched before the pause took hold, or a partition assigned since:
+                    // pause again (what is paused already stays so).
+                    drop(message);
+                    shared.set_paused(&consumer, true);
                 }
             }
             Some(Err(e)) if last_warning.is_none_or(|at| at.elapsed() > WARN_EVERY) => {
@@ -296,20 +416,90 @@ pub(crate) fn run(
             None => {}
         }
     }
-    // Dropped: nothing more is handed out; let the handler finish what it holds, then commit
-    // and leave (closing the consumer revokes its partitions, which commits nothing new).
+    // Dropped: nothing more is handed out or republished; let the handler finish what it
+    // holds, then commit, forget the partitions (closing the consumer revokes them, which
+    // then waits for and commits nothing) and leave.
     drop(tx);
     let partitions = shared.tracker().partitions();
-    let held = shared.tracker().begin_revoke(&partitions);
+    let held = shared.begin_revoke(&partitions);
     let grace = shared.revoke_grace;
     if held > 0 {
         shared.wait_held(&partitions, grace);
     }
     shared.wait_republishes(grace);
-    shared.commit(&consumer, None, CommitMode::Sync);
+    committer.stop();
+    shared.commit_final(&consumer, None);
+    shared.tracker().remove(&partitions);
     drop(consumer);
     shared.closed.send_replace(true);
     debug!(topic = %shared.kafka_topic, group = %shared.kafka_group, "kafka broker: consumer closed");
+}
+
+/// Sends the periodic commits from a thread of its own, one at a time, each waited for
+/// (synchronous): rust-rdkafka never reports the result of an asynchronous commit
+/// (`ConsumerContext::commit_callback` is not called for `CommitMode::Async`), and a
+/// synchronous one on the consumer thread would stop its polling while the group coordinator
+/// is unreachable.
+struct Committer {
+    requests: Option<std::sync::mpsc::Sender<(Vec<i32>, TopicPartitionList)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start(consumer: &Arc<BaseConsumer<Context>>, shared: &Arc<Shared>) -> Self {
+        let (requests, commits) = std::sync::mpsc::channel::<(Vec<i32>, TopicPartitionList)>();
+        let (consumer, thread_shared) = (consumer.clone(), shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("weir-kafka-commit".into())
+            .spawn(move || {
+                for (partitions, tpl) in commits {
+                    let result = consumer.commit(&tpl, CommitMode::Sync);
+                    thread_shared.commit_result(&partitions, result.as_ref().map(|_| ()));
+                    thread_shared.committing.store(false, Ordering::SeqCst);
+                }
+            });
+        match thread {
+            Ok(thread) => Committer {
+                requests: Some(requests),
+                thread: Some(thread),
+            },
+            Err(e) => {
+                warn!(error = %e, "kafka broker: cannot start the commit thread; committing on the consumer thread");
+                Committer {
+                    requests: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// Sends what changed since the last commit, unless a commit is still in flight.
+    fn commit(&self, consumer: &BaseConsumer<Context>, shared: &Shared) {
+        if shared.committing.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some((partitions, tpl)) = shared.prepare_commit(None, false) else {
+            return;
+        };
+        let Some(requests) = &self.requests else {
+            let result = consumer.commit(&tpl, CommitMode::Sync);
+            shared.commit_result(&partitions, result.as_ref().map(|_| ()));
+            return;
+        };
+        shared.committing.store(true, Ordering::SeqCst);
+        if let Err(back) = requests.send((partitions, tpl)) {
+            shared.committing.store(false, Ordering::SeqCst);
+            shared.tracker().uncommitted(&back.0.0);
+        }
+    }
+
+    /// Lets the commit in flight finish and ends the thread.
+    fn stop(mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Books a message in the tracker; `None` for one meant for another group (counted acked).
@@ -356,6 +546,11 @@ pub(crate) struct KafkaSubscription {
 impl KafkaSubscription {
     pub(crate) fn new(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Incoming>) -> Self {
         KafkaSubscription { shared, rx }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{nothing_within, recv, take, text, unique, url_with};
@@ -131,18 +131,148 @@ async fn nack_republishes_in_key_order_for_its_group_only() {
     nothing_within(&mut b, Duration::from_millis(500)).await;
 }
 
-/// A delivery dropped without ack or nack comes back (republished) to the same consumer.
+/// A delivery dropped without ack or nack comes back (republished) to the same consumer: at
+/// once the first time, then after a backoff growing with its redeliveries (1 s, 2 s…), so a
+/// handler that keeps dropping it does not loop hot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_delivery_comes_back() {
+async fn a_dropped_delivery_comes_back_with_a_backoff() {
     let broker = broker("").await;
     let (topic, group) = (unique("dropped"), unique("g"));
     let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
     publish_all(&broker, &topic, "k", &["lost?"]).await;
-    drop(recv(&mut sub).await);
-    let d = recv(&mut sub).await;
-    assert_eq!(text(&d), "lost?");
-    assert_eq!(d.redeliveries, 1);
+    let first = recv(&mut sub).await;
+    let mut dropped_at = Instant::now();
+    drop(first);
+    for (redeliveries, backoff_ms) in [(1, 0), (2, 1000), (3, 2000)] {
+        let d = recv(&mut sub).await;
+        let waited = dropped_at.elapsed();
+        assert_eq!(text(&d), "lost?");
+        assert_eq!(d.redeliveries, redeliveries);
+        assert!(
+            waited >= Duration::from_millis(backoff_ms).saturating_sub(Duration::from_millis(100)),
+            "redelivery {redeliveries} after {waited:?}"
+        );
+        if redeliveries == 1 {
+            assert!(waited < Duration::from_millis(900), "{waited:?}");
+        }
+        if redeliveries == 3 {
+            d.ack().await.expect("ack");
+        } else {
+            dropped_at = Instant::now();
+            drop(d);
+        }
+    }
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+}
+
+/// A dropped delivery waiting for its republish (dropped a second time) is not held:
+/// closing the subscription does not wait `revoke_grace` for it, and the republish is given
+/// up (the group's next consumer gets the original, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_delivery_does_not_hold_up_a_close() {
+    let broker = broker("revoke_grace=5s").await;
+    let (topic, group) = (unique("dropped-close"), unique("g"));
+    let mut first = broker.subscribe(&topic, &group).await.expect("subscribe");
+    publish_all(&broker, &topic, "k", &["m0"]).await;
+    drop(recv(&mut first).await);
+    let again = recv(&mut first).await;
+    assert_eq!(again.redeliveries, 1);
+    drop(again); // republished after 1 s
+    drop(first);
+    let started = Instant::now();
+    let mut second = broker.subscribe(&topic, &group).await.expect("subscribe");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "the close waited {:?}",
+        started.elapsed()
+    );
+    let d = recv(&mut second).await;
+    assert_eq!((text(&d).as_str(), d.redeliveries), ("m0", 2));
     d.ack().await.expect("ack");
+    nothing_within(&mut second, Duration::from_secs(3)).await;
+}
+
+/// A nack with a delay does not hold its offset: when the partition goes meanwhile (here:
+/// the subscription is dropped), the close does not wait for it, and no copy is made after
+/// the delay: the partition's next owner delivers the original, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_nack_does_not_outlive_its_partition() {
+    let broker = broker("revoke_grace=5s").await;
+    let (topic, group) = (unique("delayed"), unique("g"));
+    let mut first = broker.subscribe(&topic, &group).await.expect("subscribe");
+    publish_all(&broker, &topic, "k", &["m0"]).await;
+    let d = recv(&mut first).await;
+    d.nack(Some(Duration::from_secs(2)))
+        .await
+        .expect("a delayed nack returns at once");
+    drop(first);
+    let started = Instant::now();
+    let mut second = broker.subscribe(&topic, &group).await.expect("subscribe");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "the close waited {:?}",
+        started.elapsed()
+    );
+    let d = recv(&mut second).await;
+    assert_eq!((text(&d).as_str(), d.redeliveries), ("m0", 1));
+    d.ack().await.expect("ack");
+    nothing_within(&mut second, Duration::from_secs(4)).await;
+}
+
+/// Each owner of a partition commits on what its predecessor left: A acks m1..m9 but not
+/// m0 and dies; B gets m0 again and dies holding it; C gets m0 only, not m1..m9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_pass_on_what_their_predecessors_acked() {
+    let broker = broker("revoke_grace=300ms").await;
+    let (topic, group) = (unique("inherit"), unique("g"));
+    let mut a = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let all: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    publish_all(&broker, &topic, "one-key", &refs).await;
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let d = recv(&mut a).await;
+        assert_eq!(text(&d), format!("m{i}"));
+        if i == 0 {
+            held.push(d);
+        } else {
+            d.ack().await.expect("ack");
+        }
+    }
+    drop(a);
+    std::mem::forget(held); // a crash: m0 neither acked nor nacked
+
+    let mut b = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let d = recv(&mut b).await;
+    assert_eq!((text(&d).as_str(), d.redeliveries), ("m0", 1));
+    tokio::time::sleep(Duration::from_millis(500)).await; // B commits meanwhile
+    drop(b);
+    std::mem::forget(d);
+
+    let mut c = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let d = recv(&mut c).await;
+    assert_eq!(text(&d), "m0");
+    assert!(d.redeliveries >= 1, "handed out before");
+    d.ack().await.expect("ack");
+    nothing_within(&mut c, Duration::from_secs(1)).await;
+}
+
+/// `publish_batch` keeps one key's messages in order even when librdkafka's queue is full
+/// (here it holds 5 messages): a record that does not fit is tried again before the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_batch_keeps_key_order_when_the_queue_is_full() {
+    let broker = broker("queue.buffering.max.messages=5").await;
+    let (topic, group) = (unique("batch-order"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = (0..300)
+        .map(|i| ("k".to_string(), Bytes::from(format!("m{i}"))))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("publish");
+    for i in 0..300 {
+        let d = recv(&mut sub).await;
+        assert_eq!(text(&d), format!("m{i}"));
+        d.ack().await.expect("ack");
+    }
     nothing_within(&mut sub, Duration::from_millis(300)).await;
 }
 
@@ -258,23 +388,26 @@ async fn keys_spread_over_partitions_and_groups_get_everything() {
     nothing_within(&mut late, Duration::from_secs(4)).await;
 }
 
-/// `topic_creation=admin` on a cluster without the admin API (the mock): the request times
-/// out, and the broker relies on automatic creation from then on (topics still come to be).
+/// `topic_creation=admin` on a cluster whose `CreateTopics` times out (the mock, which lacks
+/// the request): a retryable `Unavailable`, each time (a timeout says nothing about the
+/// cluster's abilities: no fall back to automatic creation with the cluster's defaults).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_topic_creation_falls_back_to_automatic() {
+async fn admin_topic_creation_timing_out_is_retryable() {
     let url = url_with(
         "prefix=weir-ktest&topic_creation=admin&timeout=1s&session.timeout.ms=2500\
          &heartbeat.interval.ms=250",
     );
     let broker = KafkaBroker::connect(&url).await.expect("connect");
-    let (topic, group) = (unique("admin"), unique("g"));
-    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
-    broker
-        .publish(&unique("admin-other"), "k", Bytes::from_static(b"x"))
-        .await
-        .expect("publish to a second topic");
-    publish_all(&broker, &topic, "k", &["created"]).await;
-    assert_eq!(&take(&mut sub).await[..], b"created");
+    let topic = unique("admin");
+    for _ in 0..2 {
+        let err = broker
+            .publish(&topic, "k", Bytes::from_static(b"x"))
+            .await
+            .expect_err("CreateTopics times out");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("creating the topic"), "{err}");
+    }
 }
 
 /// `topic_creation=none`: a missing topic is an error, not created.
