@@ -2,7 +2,7 @@
 # The one test command: starts what the tests need, runs every test of the workspace, stops
 # what it started. README and .ci/run call it.
 #
-# Services: each driver that needs one (Redis, RabbitMQ, moto, tansu; Docker later) has a
+# Services: each driver that needs one (Redis, RabbitMQ, moto, tansu, Docker) has a
 # `start_<name>` function here that uses a service already answering, else installs and starts
 # one on loopback, exports its URL (WEIR_TEST_<NAME>_URL) and registers its stop in `cleanup`.
 # Under CI=true a test whose service URL is missing fails; it never passes silently.
@@ -104,11 +104,53 @@ start_tansu() {
   echo "tansu (kafka): $WEIR_TEST_KAFKA_URL"
 }
 
+# Docker: use WEIR_TEST_DOCKER_URL if set; else the local engine (DOCKER_HOST or the default
+# socket), installed (docker.io) and started (dockerd) when none answers. No registry is
+# reachable here: the tests build their images FROM scratch with Debian's static busybox.
+start_docker() {
+  command -v busybox >/dev/null && ! ldd "$(command -v busybox)" >/dev/null 2>&1 || apt_install busybox-static
+  if [ -n "${WEIR_TEST_DOCKER_URL:-}" ]; then return; fi
+  command -v dockerd >/dev/null || apt_install docker.io
+  if ! docker info >/dev/null 2>&1; then
+    dockerd >/tmp/weir-test-dockerd.log 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /tmp/weir-test-dockerd.log"; exit 1; }
+    STARTED+=("kill $pid >/dev/null 2>&1")
+  fi
+  export WEIR_TEST_DOCKER_URL="${DOCKER_HOST:-unix:///var/run/docker.sock}"
+  echo "docker: $WEIR_TEST_DOCKER_URL"
+}
+
+# Lambda: the shared moto (its simple backend: echoes, queued answers) is WEIR_TEST_LAMBDA_URL;
+# a second moto in Docker mode on 127.0.0.1:5001 runs real function code (failures with a log
+# tail, a sleeping function) in images built from scratch by drivers/lambda/tests/moto-docker.
+start_lambda() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/weir-test/moto" port=5001
+  export WEIR_TEST_LAMBDA_URL="${WEIR_TEST_LAMBDA_URL:-http://127.0.0.1:5000}"
+  if [ -n "${WEIR_TEST_LAMBDA_DOCKER_URL:-}" ]; then return; fi
+  drivers/lambda/tests/moto-docker/build-images.sh
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    MOTO_DOCKER_LAMBDA_IMAGE=weir-test/moto-lambda "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" \
+      >/tmp/weir-test-moto-docker.log 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "moto (docker mode) did not start: see /tmp/weir-test-moto-docker.log"; exit 1; }
+    STARTED+=("kill $pid >/dev/null 2>&1")
+  fi
+  export WEIR_TEST_LAMBDA_DOCKER_URL="http://127.0.0.1:$port"
+  echo "moto (lambda): $WEIR_TEST_LAMBDA_URL, docker mode: $WEIR_TEST_LAMBDA_DOCKER_URL"
+}
+
 echo "== services"
 start_redis
 start_rabbitmq
 start_moto
 start_tansu
+start_docker
+start_lambda
+# WASM test modules are Rust crates built for WASI.
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
 echo "== build"
 cargo build --workspace --all-targets --all-features --locked

@@ -45,12 +45,41 @@ impl Default for EngineOptions {
 }
 
 /// The runtime drivers compiled into this build.
-pub fn default_drivers(signing_key: Option<String>) -> Result<DriverSet> {
+///
+/// Docker: talks to `DOCKER_HOST` or the default socket, connecting on first use; containers a
+/// dead weir left behind are removed now (in the background: a machine without a Docker engine
+/// starts as fast as ever). Lambda: region, endpoint and credentials from the AWS chain
+/// (`AWS_REGION`, `AWS_ENDPOINT_URL`, …); nothing is sent to AWS until a lambda step loads.
+pub async fn default_drivers(signing_key: Option<String>) -> Result<DriverSet> {
     let http =
         weir_driver_http::HttpDriver::new(weir_driver_http::HttpDriverConfig { signing_key })?;
-    Ok(DriverSet::new()
+    let drivers = DriverSet::new()
         .with(Arc::new(weir_driver_process::ProcessDriver::new()))
-        .with(Arc::new(http)))
+        .with(Arc::new(http));
+    #[cfg(feature = "driver-docker")]
+    let drivers = {
+        let docker = Arc::new(weir_driver_docker::DockerDriver::new(
+            weir_driver_docker::DockerDriverConfig::default(),
+        ));
+        let sweeper = docker.clone();
+        tokio::spawn(async move {
+            match sweeper.remove_orphans().await {
+                Ok(removed) if !removed.is_empty() => tracing::warn!(
+                    containers = removed.len(),
+                    "removed step containers a stopped weir left behind"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "no Docker engine to sweep for orphans"),
+            }
+        });
+        drivers.with(docker)
+    };
+    #[cfg(feature = "driver-lambda")]
+    let drivers = drivers.with(Arc::new(
+        weir_driver_lambda::LambdaDriver::connect(weir_driver_lambda::LambdaDriverConfig::new())
+            .await?,
+    ));
+    Ok(drivers)
 }
 
 /// Opens the drivers named by `options` and builds an engine (not yet started).
@@ -61,7 +90,7 @@ pub async fn build_engine(options: &EngineOptions) -> Result<Engine> {
         state,
         events,
         broker,
-        drivers: default_drivers(options.signing_key.clone())?,
+        drivers: default_drivers(options.signing_key.clone()).await?,
         config: options.config.clone(),
     }))
 }

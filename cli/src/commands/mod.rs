@@ -64,7 +64,7 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Run(a) => run::run(a).await,
         Command::Send(a) => send::send(a).await,
         Command::Serve(a) => serve::serve(a).await,
-        Command::Validate(a) => validate::validate(a),
+        Command::Validate(a) => validate::validate(a).await,
         Command::Init(a) => init::init(a),
         Command::Runs(a) => runs::runs(a).await,
         Command::Bench(a) => bench::bench(a).await,

@@ -181,7 +181,7 @@ async fn build_engine(
         state: Arc::new(state),
         events: Arc::new(events),
         broker: crate::registry::open_broker(broker_url).await?,
-        drivers: crate::embedded::default_drivers(None)?,
+        drivers: crate::embedded::default_drivers(None).await?,
         config: EngineConfig::default(),
     });
     Ok((engine, Some(Box::new(move || conn.round_trips()))))

@@ -1,0 +1,451 @@
+//! A lambda step's `runtime` keys: which function it invokes, or how the driver deploys it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use weir_core::duration::parse_duration;
+
+/// Runtime of functions deployed from a step's `path` unless `runtime.runtime` says otherwise:
+/// Lambda's OS-only runtime, which runs the executable `bootstrap` of the directory.
+pub const DEFAULT_RUNTIME: &str = "provided.al2023";
+/// Handler of deployed functions unless `runtime.handler` says otherwise.
+pub const DEFAULT_HANDLER: &str = "bootstrap";
+/// Execution role of deployed functions unless the step or the driver config names another:
+/// the role `weir-lambda` of the caller's account.
+pub const DEFAULT_ROLE_NAME: &str = "weir-lambda";
+/// Lambda timeout of deployed functions unless `runtime.timeout` says otherwise: weir's default
+/// step timeout (5 minutes).
+pub const DEFAULT_FUNCTION_TIMEOUT: Duration = weir_core::function::DEFAULT_STEP_TIMEOUT;
+
+/// The `runtime` keys a lambda step may set.
+const KEYS: &[&str] = &[
+    "type",
+    "function",
+    "qualifier",
+    "handler",
+    "runtime",
+    "role",
+    "memory",
+    "timeout",
+];
+
+/// The keys that only apply to a function the driver deploys.
+const DEPLOY_KEYS: &[&str] = &["handler", "runtime", "role", "memory", "timeout"];
+
+/// Lambda's longest function name (a name alone, not an ARN).
+const MAX_NAME_LEN: usize = 64;
+
+/// What a lambda step runs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Target {
+    /// An existing function (`runtime.function`).
+    Existing(FunctionRef),
+    /// A function deployed from the step's `path`.
+    Deploy(DeploySettings),
+}
+
+/// An existing function: its name or ARN (without qualifier) and its version or alias.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FunctionRef {
+    /// A name, partial ARN or ARN, as Lambda's `FunctionName` takes it.
+    pub function: String,
+    /// A version or alias (`Qualifier`).
+    pub qualifier: Option<String>,
+}
+
+/// How a function deployed from a step's `path` is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct DeploySettings {
+    /// Lambda runtime identifier.
+    pub runtime: String,
+    /// Handler.
+    pub handler: String,
+    /// Execution role (ARN or name); `None`: the driver's default.
+    pub role: Option<String>,
+    /// Memory in MB; `None`: Lambda's default (128 MB), and left as it is on updates.
+    pub memory: Option<i32>,
+    /// Lambda's own timeout, in seconds.
+    pub timeout_secs: i32,
+}
+
+/// Parses a step's `runtime` object; the message names the key that is wrong.
+pub(crate) fn parse(runtime: &Map<String, Value>) -> Result<Target, String> {
+    if let Some(unknown) = runtime.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown key `runtime.{unknown}` for a lambda step (known: {})",
+            KEYS.join(", ")
+        ));
+    }
+    let qualifier = string(runtime, "qualifier")?;
+    if let Some(function) = string(runtime, "function")? {
+        if let Some(key) = DEPLOY_KEYS.iter().find(|k| runtime.contains_key(**k)) {
+            return Err(format!(
+                "`runtime.{key}` only applies to a lambda step deployed from its `path`; \
+                 a step with `runtime.function` invokes that function as it is (remove one of them)"
+            ));
+        }
+        return parse_function_ref(function, qualifier).map(Target::Existing);
+    }
+    if qualifier.is_some() {
+        return Err(
+            "`runtime.qualifier` needs `runtime.function` (a deployed step is always invoked at $LATEST)"
+                .into(),
+        );
+    }
+    Ok(Target::Deploy(DeploySettings {
+        runtime: string(runtime, "runtime")?
+            .unwrap_or(DEFAULT_RUNTIME)
+            .to_owned(),
+        handler: string(runtime, "handler")?
+            .unwrap_or(DEFAULT_HANDLER)
+            .to_owned(),
+        role: string(runtime, "role")?.map(str::to_owned),
+        memory: memory(runtime)?,
+        timeout_secs: timeout(runtime)?,
+    }))
+}
+
+/// The directory a deployed step is packaged from: `path` (relative to `dir`), which must be a
+/// directory, holding `bootstrap` for a `provided.*` runtime.
+pub(crate) fn deploy_dir(
+    settings: &DeploySettings,
+    path: Option<&Path>,
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    let Some(path) = path else {
+        return Err(
+            "a lambda step needs `runtime.function` (an existing function) or a `path` to a directory to deploy"
+                .into(),
+        );
+    };
+    let full = dir.join(path);
+    match std::fs::metadata(&full) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(format!(
+                "a lambda step deploys a directory, but its path is a file: {} (put it in a directory, or set `runtime.function`)",
+                full.display()
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "the directory of a lambda step is not found: {}",
+                full.display()
+            ));
+        }
+    }
+    if settings.runtime.starts_with("provided") && !full.join("bootstrap").is_file() {
+        return Err(format!(
+            "a {} function runs the executable `bootstrap` at the top of its directory, and {} has none \
+             (add it, or set `runtime.runtime` and `runtime.handler`, e.g. python3.12 and main.handler)",
+            settings.runtime,
+            full.display()
+        ));
+    }
+    Ok(full)
+}
+
+/// The name of the function the driver deploys for a step: `<function-id>-<step-id>` when that
+/// is a valid Lambda name (letters, digits, `-`, `_`, at most 64 characters); otherwise the
+/// other characters become `-` and, when something had to change, the name is cut to 55
+/// characters and gets `-` and 8 hex digits of a hash of the original appended.
+pub fn deployed_function_name(function_id: &str, step_id: &str) -> String {
+    let raw = format!("{function_id}-{step_id}");
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if raw.len() <= MAX_NAME_LEN && raw.chars().all(valid) {
+        return raw;
+    }
+    let clean: String = raw
+        .chars()
+        .map(|c| if valid(c) { c } else { '-' })
+        .take(MAX_NAME_LEN - 9)
+        .collect();
+    let hash = hex::encode(&Sha256::digest(raw.as_bytes())[..4]);
+    format!("{clean}-{hash}")
+}
+
+/// Splits `name[:qualifier]`, `account:function:name[:qualifier]` or
+/// `arn:partition:lambda:region:account:function:name[:qualifier]`.
+fn parse_function_ref(raw: &str, qualifier_key: Option<&str>) -> Result<FunctionRef, String> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let base = if raw.starts_with("arn:") {
+        if !(parts.len() == 7 || parts.len() == 8) || parts[2] != "lambda" || parts[5] != "function"
+        {
+            return Err(format!(
+                "`runtime.function` {raw:?} is not a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER])"
+            ));
+        }
+        7
+    } else if parts.len() >= 3 && parts[1] == "function" {
+        if parts.len() > 4 {
+            return Err(format!(
+                "`runtime.function` {raw:?} is not a partial ARN (ACCOUNT:function:NAME[:QUALIFIER])"
+            ));
+        }
+        3
+    } else {
+        if parts.len() > 2 {
+            return Err(format!(
+                "`runtime.function` {raw:?} is not a function name (NAME[:QUALIFIER]) or an ARN"
+            ));
+        }
+        1
+    };
+    let name = parts[base - 1];
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "`runtime.function` {raw:?}: the function name {name:?} must be 1 to 64 letters, digits, `-` or `_`"
+        ));
+    }
+    let in_name = parts.get(base).copied();
+    let qualifier = match (in_name, qualifier_key) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(format!(
+                "`runtime.function` {raw:?} names qualifier {a:?} but `runtime.qualifier` is {b:?} (keep one)"
+            ));
+        }
+        (a, b) => a.or(b),
+    };
+    if let Some(q) = qualifier
+        && (q.is_empty()
+            || q.len() > 128
+            || !q
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '$'))
+    {
+        return Err(format!(
+            "the qualifier {q:?} of `runtime.function` must be a version ($LATEST, 1, 2, …) or an alias name"
+        ));
+    }
+    Ok(FunctionRef {
+        function: parts[..base].join(":"),
+        qualifier: qualifier.map(str::to_owned),
+    })
+}
+
+/// A string key: `None` when absent or null.
+fn string<'a>(runtime: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
+    match runtime.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.as_str())),
+        Some(Value::String(_)) => Err(format!("`runtime.{key}` is empty")),
+        Some(other) => Err(format!("`runtime.{key}` must be a string, not {other}")),
+    }
+}
+
+/// `runtime.memory`: MB, 128 to 10240.
+fn memory(runtime: &Map<String, Value>) -> Result<Option<i32>, String> {
+    let Some(value) = runtime.get("memory").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    match value.as_u64() {
+        Some(mb @ 128..=10240) => Ok(Some(mb as i32)),
+        _ => Err(format!(
+            "`runtime.memory` must be a whole number of MB from 128 to 10240, not {value}"
+        )),
+    }
+}
+
+/// `runtime.timeout`: seconds (a number, or a duration such as "30s" or "5m"), 1 to 900.
+fn timeout(runtime: &Map<String, Value>) -> Result<i32, String> {
+    let secs = match runtime.get("timeout") {
+        None | Some(Value::Null) => DEFAULT_FUNCTION_TIMEOUT.as_secs(),
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
+            format!("`runtime.timeout` must be a whole number of seconds, not {n}")
+        })?,
+        Some(Value::String(s)) => {
+            let d = parse_duration(s).map_err(|e| format!("`runtime.timeout`: {e}"))?;
+            if d.subsec_nanos() != 0 {
+                return Err(format!("`runtime.timeout` {s:?} must be whole seconds"));
+            }
+            d.as_secs()
+        }
+        Some(other) => {
+            return Err(format!(
+                "`runtime.timeout` must be seconds or a duration like \"30s\", not {other}"
+            ));
+        }
+    };
+    if !(1..=900).contains(&secs) {
+        return Err(format!(
+            "`runtime.timeout` is {secs} s; Lambda allows 1 s to 900 s (15 minutes)"
+        ));
+    }
+    Ok(secs as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn runtime(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    fn existing(function: &str, qualifier: Option<&str>) -> Target {
+        Target::Existing(FunctionRef {
+            function: function.into(),
+            qualifier: qualifier.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn function_names_arns_and_qualifiers() {
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:send-sms";
+        let cases = [
+            (json!({"function": "send-sms"}), existing("send-sms", None)),
+            (
+                json!({"function": "send-sms:prod"}),
+                existing("send-sms", Some("prod")),
+            ),
+            (
+                json!({"function": "send-sms", "qualifier": "7"}),
+                existing("send-sms", Some("7")),
+            ),
+            (
+                json!({"function": "send-sms:$LATEST", "qualifier": "$LATEST"}),
+                existing("send-sms", Some("$LATEST")),
+            ),
+            (json!({"function": arn}), existing(arn, None)),
+            (
+                json!({"function": format!("{arn}:live")}),
+                existing(arn, Some("live")),
+            ),
+            (
+                json!({"function": "123456789012:function:send-sms:3"}),
+                existing("123456789012:function:send-sms", Some("3")),
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse(&runtime(value.clone())), Ok(expected), "{value}");
+        }
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let cases = [
+            (json!({"functon": "x"}), "unknown key `runtime.functon`"),
+            (
+                json!({"function": 3}),
+                "`runtime.function` must be a string",
+            ),
+            (json!({"function": ""}), "`runtime.function` is empty"),
+            (json!({"function": "a:b:c"}), "is not a function name"),
+            (
+                json!({"function": "arn:aws:s3:::bucket"}),
+                "not a Lambda function ARN",
+            ),
+            (json!({"function": "bad name"}), "must be 1 to 64 letters"),
+            (
+                json!({"function": "f:prod", "qualifier": "dev"}),
+                "keep one",
+            ),
+            (json!({"function": "f:pr od"}), "must be a version"),
+            (
+                json!({"function": "f", "handler": "x"}),
+                "`runtime.handler` only applies",
+            ),
+            (json!({"qualifier": "prod"}), "needs `runtime.function`"),
+            (json!({"memory": 64}), "128 to 10240"),
+            (json!({"memory": "1GB"}), "128 to 10240"),
+            (json!({"timeout": 901}), "1 s to 900 s"),
+            (json!({"timeout": "1500ms"}), "whole seconds"),
+            (json!({"timeout": "soon"}), "invalid duration"),
+            (json!({"timeout": true}), "seconds or a duration"),
+        ];
+        for (value, message) in cases {
+            let err = parse(&runtime(value.clone())).unwrap_err();
+            assert!(err.contains(message), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn deploy_defaults_and_settings() {
+        let defaults = parse(&runtime(json!({"type": "lambda"}))).unwrap();
+        assert_eq!(
+            defaults,
+            Target::Deploy(DeploySettings {
+                runtime: DEFAULT_RUNTIME.into(),
+                handler: DEFAULT_HANDLER.into(),
+                role: None,
+                memory: None,
+                timeout_secs: 300,
+            })
+        );
+        let custom = parse(&runtime(json!({"type": "lambda", "runtime": "python3.12",
+            "handler": "main.handler", "role": "arn:aws:iam::123456789012:role/r",
+            "memory": 512, "timeout": "2m"})))
+        .unwrap();
+        assert_eq!(
+            custom,
+            Target::Deploy(DeploySettings {
+                runtime: "python3.12".into(),
+                handler: "main.handler".into(),
+                role: Some("arn:aws:iam::123456789012:role/r".into()),
+                memory: Some(512),
+                timeout_secs: 120,
+            })
+        );
+        let Target::Deploy(seconds) = parse(&runtime(json!({"timeout": 30}))).unwrap() else {
+            panic!("deploy")
+        };
+        assert_eq!(seconds.timeout_secs, 30);
+    }
+
+    #[test]
+    fn deploy_dirs_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let Target::Deploy(provided) = parse(&Map::new()).unwrap() else {
+            panic!("deploy")
+        };
+        let err = deploy_dir(&provided, None, dir.path()).unwrap_err();
+        assert!(err.contains("needs `runtime.function`"), "{err}");
+        let err = deploy_dir(&provided, Some(Path::new("missing")), dir.path()).unwrap_err();
+        assert!(
+            err.contains("not found") && err.contains("missing"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let err = deploy_dir(&provided, Some(Path::new("file")), dir.path()).unwrap_err();
+        assert!(err.contains("is a file"), "{err}");
+        std::fs::create_dir(dir.path().join("step")).unwrap();
+        let err = deploy_dir(&provided, Some(Path::new("step")), dir.path()).unwrap_err();
+        assert!(err.contains("`bootstrap`"), "{err}");
+        let python = DeploySettings {
+            runtime: "python3.12".into(),
+            ..provided.clone()
+        };
+        assert!(deploy_dir(&python, Some(Path::new("step")), dir.path()).is_ok());
+        std::fs::write(dir.path().join("step/bootstrap"), "#!/bin/sh\n").unwrap();
+        let found = deploy_dir(&provided, Some(Path::new("step")), dir.path()).unwrap();
+        assert_eq!(found, dir.path().join("step"));
+    }
+
+    #[test]
+    fn deployed_names_are_valid_lambda_names() {
+        assert_eq!(deployed_function_name("signup", "step-1"), "signup-step-1");
+        let dotted = deployed_function_name("my.fn", "step-1");
+        assert!(dotted.starts_with("my-fn-step-1-"), "{dotted}");
+        assert_ne!(dotted, deployed_function_name("my-fn", "step-1"));
+        let long = deployed_function_name(&"f".repeat(60), "step-1");
+        assert_eq!(long.len(), 64, "{long}");
+        assert_ne!(long, deployed_function_name(&"f".repeat(60), "step-2"));
+        for name in [dotted, long] {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            );
+        }
+    }
+}
