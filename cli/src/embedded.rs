@@ -50,6 +50,8 @@ impl Default for EngineOptions {
 /// dead weir left behind are removed now (in the background: a machine without a Docker engine
 /// starts as fast as ever). Lambda: region, endpoint and credentials from the AWS chain
 /// (`AWS_REGION`, `AWS_ENDPOINT_URL`, …); nothing is sent to AWS until a lambda step loads.
+/// WASM: modules compiled once and cached on disk (`$WEIR_WASM_CACHE_DIR`, else
+/// `~/.cache/weir/wasm`).
 pub async fn default_drivers(signing_key: Option<String>) -> Result<DriverSet> {
     let http =
         weir_driver_http::HttpDriver::new(weir_driver_http::HttpDriverConfig { signing_key })?;
@@ -74,6 +76,10 @@ pub async fn default_drivers(signing_key: Option<String>) -> Result<DriverSet> {
         });
         drivers.with(docker)
     };
+    #[cfg(feature = "driver-wasm")]
+    let drivers = drivers.with(Arc::new(weir_driver_wasm::WasmDriver::new(
+        weir_driver_wasm::WasmDriverConfig::default(),
+    )?));
     #[cfg(feature = "driver-lambda")]
     let drivers = drivers.with(Arc::new(
         weir_driver_lambda::LambdaDriver::connect(weir_driver_lambda::LambdaDriverConfig::new())

@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_endpoint(&url)
         .with_static_credentials("test", "test", None);
     let driver = Arc::new(LambdaDriver::connect(config).await?);
-    let client = driver.client().clone();
+    let client = driver.client().await.clone();
     let name = format!("overhead-{:08x}", rand::random::<u32>());
     create_function(&driver, &name).await?;
 
@@ -151,6 +151,7 @@ async fn create_function(
     let package = package_dir(dir.path())?;
     driver
         .client()
+        .await
         .create_function()
         .function_name(name)
         .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)

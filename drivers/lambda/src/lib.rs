@@ -83,9 +83,9 @@ pub struct LambdaDriver {
 
 struct Inner {
     config: LambdaDriverConfig,
-    lambda: aws_sdk_lambda::Client,
-    sts: aws_sdk_sts::Client,
-    region: Option<String>,
+    /// The SDK clients, built on first use: loading the AWS chain probes the environment (and
+    /// EC2 instance metadata), which a weir without lambda steps should never do.
+    clients: tokio::sync::OnceCell<client::Clients>,
     account: tokio::sync::OnceCell<role::Account>,
     deployments: deploy::Deployments,
 }
@@ -94,40 +94,49 @@ impl fmt::Debug for LambdaDriver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LambdaDriver")
             .field("config", &self.inner.config)
-            .field("region", &self.inner.region)
+            .field(
+                "region",
+                &self.inner.clients.get().map(|c| c.region.as_deref()),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl LambdaDriver {
-    /// Builds the SDK clients from `config` and the AWS chain. No request is sent: a missing
-    /// region or bad credentials show up when a lambda step is prepared or run. Fails with
-    /// [`ErrorKind::Config`] on an invalid setting.
+    /// Checks `config`; the SDK clients are built from it and the AWS chain when a lambda step
+    /// is first prepared or run (nothing is read from the environment or sent before). A
+    /// missing region or bad credentials show up then. Fails with [`ErrorKind::Config`] on an
+    /// invalid setting.
     pub async fn connect(config: LambdaDriverConfig) -> Result<Self> {
         config
             .validate()
             .map_err(|m| Error::new(ErrorKind::Config, m).permanent())?;
-        let clients = client::build(&config).await;
         Ok(LambdaDriver {
             inner: Arc::new(Inner {
                 config,
-                lambda: clients.lambda,
-                sts: clients.sts,
-                region: clients.region,
+                clients: tokio::sync::OnceCell::new(),
                 account: tokio::sync::OnceCell::new(),
                 deployments: deploy::Deployments::default(),
             }),
         })
     }
 
+    /// The SDK clients, built on first use.
+    async fn clients(&self) -> &client::Clients {
+        self.inner
+            .clients
+            .get_or_init(|| client::build(&self.inner.config))
+            .await
+    }
+
     /// The Lambda client in use.
-    pub fn client(&self) -> &aws_sdk_lambda::Client {
-        &self.inner.lambda
+    pub async fn client(&self) -> &aws_sdk_lambda::Client {
+        &self.clients().await.lambda
     }
 
     /// The region in use, if the settings or the AWS chain gave one.
-    pub fn region(&self) -> Option<&str> {
-        self.inner.region.as_deref()
+    pub async fn region(&self) -> Option<&str> {
+        self.clients().await.region.as_deref()
     }
 
     /// Deploys a step without `runtime.function`: packages its directory and creates or
@@ -135,7 +144,7 @@ impl LambdaDriver {
     /// this and drops the [`Deployment`]). Fails with [`ErrorKind::Config`] for a step that
     /// names its function.
     pub async fn deploy(&self, step: &StepSpec) -> Result<Deployment> {
-        self.require_region()?;
+        self.require_region().await?;
         match target::parse(&step.runtime).map_err(|m| step_config_error(m, &step.step_id))? {
             Target::Deploy(settings) => self.ensure_deployed(step, &settings, true).await,
             Target::Existing(r) => Err(Error::new(
@@ -149,8 +158,8 @@ impl LambdaDriver {
         }
     }
 
-    fn require_region(&self) -> Result<()> {
-        if self.inner.region.is_none() {
+    async fn require_region(&self) -> Result<()> {
+        if self.region().await.is_none() {
             return Err(Error::new(
                 ErrorKind::Config,
                 "lambda driver: no AWS region (set AWS_REGION, a profile's region, or the driver's region)",
@@ -202,7 +211,7 @@ impl LambdaDriver {
                 action: DeployAction::Cached,
             });
         }
-        let action = deploy::ensure(&self.inner.lambda, &desired)
+        let action = deploy::ensure(self.client().await, &desired)
             .await
             .map_err(|e| e.with_context("step", &step.step_id))?;
         *deployed = Some((fingerprint, code_sha256.clone()));
@@ -222,10 +231,11 @@ impl LambdaDriver {
         if role::is_arn(role) {
             return Ok(role.to_owned());
         }
+        let sts = &self.clients().await.sts;
         let account = self
             .inner
             .account
-            .get_or_try_init(|| role::caller_account(&self.inner.sts))
+            .get_or_try_init(|| role::caller_account(sts))
             .await?;
         Ok(role::role_arn(role, account))
     }
@@ -233,8 +243,8 @@ impl LambdaDriver {
     /// Checks that an existing function is there (a missing permission to look is no error).
     async fn check_exists(&self, r: &target::FunctionRef, step_id: &str) -> Result<()> {
         let found = self
-            .inner
-            .lambda
+            .client()
+            .await
             .get_function_configuration()
             .function_name(&r.function)
             .set_qualifier(r.qualifier.clone())
@@ -269,7 +279,11 @@ impl LambdaDriver {
                 "lambda function not found: {}{qualifier} in region {} (check `runtime.function` of step {step_id}, \
                  the region and the credentials' account)",
                 r.function,
-                self.region().unwrap_or("?")
+                self.inner
+                    .clients
+                    .get()
+                    .and_then(|c| c.region.as_deref())
+                    .unwrap_or("?")
             ),
         )
         .permanent()
@@ -297,7 +311,7 @@ impl Driver for LambdaDriver {
     }
 
     async fn prepare(&self, step: &StepSpec) -> Result<()> {
-        self.require_region()?;
+        self.require_region().await?;
         match target::parse(&step.runtime).map_err(|m| step_config_error(m, &step.step_id))? {
             Target::Existing(r) => self.check_exists(&r, &step.step_id).await,
             Target::Deploy(settings) => self
@@ -309,7 +323,7 @@ impl Driver for LambdaDriver {
 
     async fn execute(&self, request: StepRequest) -> Result<StepResult> {
         let deadline = Instant::now() + request.timeout;
-        self.require_region()?;
+        self.require_region().await?;
         invoke::check_input(&request.input)?;
         let target =
             target::parse(&request.runtime).map_err(|m| step_config_error(m, &request.step_id))?;
@@ -338,7 +352,7 @@ impl Driver for LambdaDriver {
             timeout: remaining,
             max_log: self.inner.config.max_log_bytes,
         };
-        match invoke::invoke(&self.inner.lambda, call, &request).await {
+        match invoke::invoke(self.client().await, call, &request).await {
             Ok(result) => Ok(result),
             Err(e) if e.kind() == ErrorKind::NotFound && deployed => {
                 // Deleted behind our back: the next attempt deploys it again.

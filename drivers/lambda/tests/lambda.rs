@@ -26,6 +26,7 @@ async fn configuration(
 ) -> aws_sdk_lambda::types::FunctionConfiguration {
     lambda
         .client()
+        .await
         .get_function()
         .function_name(name)
         .send()
@@ -484,6 +485,7 @@ async fn a_deleted_deployed_function_is_deployed_again_on_the_next_attempt() {
     let deployed = lambda.deploy(&spec).await.expect("deploy");
     lambda
         .client()
+        .await
         .delete_function()
         .function_name(&deployed.function_name)
         .send()

@@ -192,6 +192,7 @@ pub async fn create_function(driver: &LambdaDriver, name: &str, bootstrap: &str)
     let package = package_dir(dir.path()).expect("package");
     driver
         .client()
+        .await
         .create_function()
         .function_name(name)
         .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)

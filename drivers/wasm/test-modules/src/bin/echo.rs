@@ -1,0 +1,4 @@
+//! Echo: stdin to stdout, unchanged.
+fn main() {
+    weir_wasm_test_modules::out(&weir_wasm_test_modules::stdin());
+}

@@ -1,0 +1,2 @@
+//! Does nothing: the benchmark's step.
+fn main() {}
