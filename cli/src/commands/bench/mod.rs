@@ -266,6 +266,12 @@ pub struct RuntimesArgs {
     /// Measure the process runtime (a static no-op executable).
     #[arg(long)]
     pub process: bool,
+    /// Measure the wasm runtime with this no-op WASI module (needs the `driver-wasm` feature).
+    #[arg(long)]
+    pub wasm: Option<std::path::PathBuf>,
+    /// Measure the docker runtime with this no-op image (needs the `driver-docker` feature).
+    #[arg(long)]
+    pub docker_image: Option<String>,
 }
 
 /// Arguments of `weir bench baseline-server`.

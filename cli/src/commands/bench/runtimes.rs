@@ -7,6 +7,10 @@
 //! - process: a static no-op executable (`true`, a link to the static busybox when
 //!   `/bin/busybox` exists, else `/bin/true`); bare = spawn it with the input as argument and on
 //!   stdin, read stdout and stderr, wait (tokio::process, as the driver does).
+//! - wasm (`--wasm MODULE`): bare = wasmtime alone, the module pre-linked, instantiated from a
+//!   pooling allocator, `_start` called async with stdin/stdout/stderr in memory.
+//! - docker (`--docker-image IMAGE`): bare = `docker run --rm -i IMAGE INPUT` with the input on
+//!   stdin (the CLI, as a person would time it).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +38,12 @@ pub(super) async fn runtimes(args: RuntimesArgs) -> Result<i32> {
         .map_err(|e| Error::internal("bench: a temporary directory").with_source(e))?;
     if args.process {
         rows.push(process_row(&args, dir.path()).await?);
+    }
+    if let Some(module) = &args.wasm {
+        rows.push(wasm_row(&args, module).await?);
+    }
+    if let Some(image) = &args.docker_image {
+        rows.push(docker_row(&args, image).await?);
     }
     println!(
         "weir bench runtimes: {} attempts each, one at a time (after {} warm-up attempts)",
@@ -196,4 +206,91 @@ async fn bare_spawn(exe: &std::path::Path, input: &Bytes) -> Result<()> {
         return Err(Error::internal("bench: the bare no-op failed"));
     }
     Ok(())
+}
+
+/// The wasm row: bare wasmtime vs the wasm driver, the same module.
+#[cfg(feature = "driver-wasm")]
+async fn wasm_row(args: &RuntimesArgs, module: &std::path::Path) -> Result<Row> {
+    let module = std::path::absolute(module)
+        .map_err(|e| Error::new(ErrorKind::Config, "bench: the --wasm path").with_source(e))?;
+    let bare_wasm = Arc::new(weir_driver_wasm::baseline::BareWasm::new(&module)?);
+    let payload = input();
+    let bare = time(args.warmup, args.attempts, || {
+        let bare_wasm = bare_wasm.clone();
+        let payload = payload.clone();
+        async move { bare_wasm.run(&payload).await.map(|_| ()) }
+    })
+    .await?;
+    let cache = tempfile::tempdir()
+        .map_err(|e| Error::internal("bench: a temporary directory").with_source(e))?;
+    let driver: Arc<dyn Driver> = Arc::new(weir_driver_wasm::WasmDriver::new(
+        weir_driver_wasm::WasmDriverConfig {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..Default::default()
+        },
+    )?);
+    let weir = time_driver(driver, request("wasm", Some(module), Map::new()), args).await?;
+    Ok(Row {
+        runtime: "wasm".into(),
+        bare,
+        driver: weir,
+    })
+}
+
+#[cfg(not(feature = "driver-wasm"))]
+async fn wasm_row(_: &RuntimesArgs, _: &std::path::Path) -> Result<Row> {
+    Err(Error::new(
+        ErrorKind::Config,
+        "--wasm needs a weir built with the `driver-wasm` feature",
+    ))
+}
+
+/// The docker row: `docker run --rm -i` vs the docker driver, the same image.
+#[cfg(feature = "driver-docker")]
+async fn docker_row(args: &RuntimesArgs, image: &str) -> Result<Row> {
+    let payload = input();
+    let bare = time(args.warmup, args.attempts, || {
+        let payload = payload.clone();
+        async move {
+            let io = |e: std::io::Error| Error::internal("bench: docker run").with_source(e);
+            let mut child = tokio::process::Command::new("docker")
+                .args(["run", "--rm", "-i", image])
+                .arg(std::str::from_utf8(&payload).unwrap_or_default())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(io)?;
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(&payload).await;
+            }
+            let out = child.wait_with_output().await.map_err(io)?;
+            if !out.status.success() {
+                return Err(Error::internal(format!(
+                    "bench: docker run {image} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let driver: Arc<dyn Driver> = Arc::new(weir_driver_docker::DockerDriver::new(
+        weir_driver_docker::DockerDriverConfig::default(),
+    ));
+    let settings = Map::from_iter([("image".to_string(), json!(image))]);
+    let weir = time_driver(driver, request("docker", None, settings), args).await?;
+    Ok(Row {
+        runtime: format!("docker ({image})"),
+        bare,
+        driver: weir,
+    })
+}
+
+#[cfg(not(feature = "driver-docker"))]
+async fn docker_row(_: &RuntimesArgs, _: &str) -> Result<Row> {
+    Err(Error::new(
+        ErrorKind::Config,
+        "--docker-image needs a weir built with the `driver-docker` feature",
+    ))
 }
