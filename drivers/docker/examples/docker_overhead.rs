@@ -1,7 +1,7 @@
 //! Per-attempt overhead of the Docker driver: a no-op step through the driver versus a bare
 //! `docker run --rm -i` of the same image (the CLI, timed from here), alternating, N times each.
 //!
-//! `cargo run --release -p weir-driver-docker --example overhead -- [N]` (default 50). The engine
+//! `cargo run --release -p weir-driver-docker --example docker_overhead -- [N]` (default 50). The engine
 //! is `WEIR_TEST_DOCKER_URL`, else `DOCKER_HOST`, else the default socket; the image is built
 //! from scratch with `/bin/busybox` (Debian's `busybox-static`).
 

@@ -3,7 +3,7 @@
 //! the driver's own cost).
 //!
 //! ```text
-//! cargo run --release -p weir-driver-lambda --example overhead -- [invokes]
+//! cargo run --release -p weir-driver-lambda --example lambda_overhead -- [invokes]
 //! ```
 //!
 //! Uses `WEIR_TEST_LAMBDA_URL` (default `http://127.0.0.1:5000`): switches that moto to its

@@ -4,7 +4,7 @@
 //! call on the task (the floor) and as a sync call handed to `spawn_blocking`.
 //!
 //! ```sh
-//! cargo run --release -p weir-driver-wasm --example overhead [ATTEMPTS]
+//! cargo run --release -p weir-driver-wasm --example wasm_overhead [ATTEMPTS]
 //! ```
 //!
 //! Builds the test modules (needs `rustup target add wasm32-wasip1`).
