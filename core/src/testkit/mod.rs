@@ -7,6 +7,7 @@ pub mod broker;
 pub mod driver;
 pub mod events;
 pub mod state;
+pub mod tls;
 
 /// The URL of a test service from the environment variable `var` (e.g.
 /// `WEIR_TEST_REDIS_URL`, which `scripts/test.sh` sets).
