@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
-use tracing::debug;
 use weir_core::broker::Acker;
 use weir_core::{Error, Result};
 
@@ -39,12 +38,11 @@ impl SqsAcker {
         }
     }
 
-    /// FIFO: the message goes back, so the subscription hands back the messages of its key
-    /// received together with it (they must not overtake it).
-    fn returned(&self) {
-        if self.shared.fifo {
-            self.shared.returned_keys.lock().insert(self.key.clone());
-        }
+    /// The message goes back to the queue: no longer renewed, receivable here again, and (FIFO)
+    /// its key's buffered messages go back with it.
+    fn returning(&self) {
+        self.shared.returning(&self.receipt, &self.message_id);
+        self.shared.settle(&self.receipt, &self.key, true);
     }
 }
 
@@ -61,37 +59,44 @@ impl Acker for SqsAcker {
             receipt: self.receipt.clone(),
             done,
         };
-        if self.shared.acks.send(request).is_err() {
-            return Err(Error::internal("sqs broker: ack batcher stopped"));
-        }
-        let outcome = outcome
-            .await
-            .unwrap_or_else(|_| Err(Error::unavailable("sqs broker: ack batcher stopped")));
+        let outcome = if self.shared.acks.send(request).is_err() {
+            Err(Error::internal("sqs broker: ack batcher stopped"))
+        } else {
+            outcome
+                .await
+                .unwrap_or_else(|_| Err(Error::unavailable("sqs broker: ack batcher stopped")))
+        };
         if outcome.is_err() {
-            self.shared.ack_failed(&self.message_id);
+            // It may come back: deliver it then, and keep its key's order.
+            self.returning();
+        } else {
+            self.shared.settle(&self.receipt, &self.key, false);
         }
         outcome
     }
 
     /// `ChangeMessageVisibility` to the delay (rounded up to whole seconds; none: 0, visible
-    /// at once). The message keeps its place (and, on a FIFO queue, blocks its key until it is
-    /// delivered again, so the key's order holds).
+    /// at once), after any renewal in flight and within `visibility / 3` (else a retryable
+    /// `Timeout`, and the message comes back after the visibility timeout at the latest). The
+    /// message keeps its place (and, on a FIFO queue, blocks its key until it is delivered
+    /// again, so the key's order holds).
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<()> {
         self.done = true;
-        self.returned();
-        self.shared.release(&self.receipt, &self.message_id);
+        self.returning();
         let delay = delay.unwrap_or(Duration::ZERO);
         let clamped = delay > MAX_NATIVE_DELAY;
         let delay = delay.min(MAX_NATIVE_DELAY);
         {
-            let _no_renewal_in_flight = self.shared.renew_lock.lock().await;
-            ops::change_visibility(
+            // Shared with other nacks; the heartbeat's renewal (which holds it exclusively)
+            // is bounded too.
+            let _no_renewal_in_flight = self.shared.renew_lock.read().await;
+            let call = ops::change_visibility(
                 &self.shared.client,
                 &self.shared.queue_url,
                 &self.receipt,
                 delay,
-            )
-            .await?;
+            );
+            ops::within(self.shared.call_limit(), "ChangeMessageVisibility", call).await?;
         }
         if clamped {
             return Err(Error::invalid(
@@ -108,21 +113,11 @@ impl Drop for SqsAcker {
         if self.done {
             return;
         }
-        // Dropped without ack or nack: make it visible again at once when a runtime is there
-        // to do it; otherwise it comes back after the visibility timeout.
-        self.returned();
-        self.shared.release(&self.receipt, &self.message_id);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let shared = self.shared.clone();
-            let receipt = std::mem::take(&mut self.receipt);
-            runtime.spawn(async move {
-                if let Err(e) =
-                    ops::change_visibility(&shared.client, &shared.queue_url, &receipt, Duration::ZERO)
-                        .await
-                {
-                    debug!(error = %e, "sqs broker: handing back a dropped delivery failed; it comes back after the visibility timeout");
-                }
-            });
-        }
+        // Dropped without ack or nack: visible again at once (after any renewal in flight)
+        // when a runtime is there to do it; otherwise it comes back after the visibility
+        // timeout.
+        self.returning();
+        self.shared
+            .make_visible(vec![std::mem::take(&mut self.receipt)]);
     }
 }

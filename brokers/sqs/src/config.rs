@@ -102,6 +102,17 @@ impl SqsBrokerConfig {
         };
         let (prefix, query) = rest.split_once('?').unwrap_or((rest, ""));
         let prefix = prefix.trim_end_matches('/');
+        if prefix.contains(['@', ':']) {
+            // Neither the URL nor its host is repeated: `sqs://KEY_ID:SECRET@prefix` would put
+            // a secret in the message (and `sqs://prefix:SECRET` is no userinfo to redact).
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the host part of an sqs:// URL is the queue-name prefix and cannot hold '@' or ':' \
+                 (no credentials or port there: give access_key_id= and secret_access_key= as \
+                 query parameters, or use the AWS chain)",
+            )
+            .permanent());
+        }
         let mut config = SqsBrokerConfig {
             prefix: if prefix.is_empty() { "weir" } else { prefix }.to_owned(),
             region: None,
@@ -116,7 +127,7 @@ impl SqsBrokerConfig {
         let (mut key_id, mut secret, mut token) = (None, None, None);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let shown = if name.contains("secret") || name.contains("token") {
+            let shown = if weir_core::redact::is_secret_name(name) {
                 "***"
             } else {
                 value
@@ -168,6 +179,13 @@ impl SqsBrokerConfig {
 
     /// Checks the limits of every setting; the message names the offending one.
     pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+        if self.prefix.contains(['@', ':']) {
+            // Not repeated: it may hold credentials (`KEY_ID:SECRET@prefix`).
+            return Err(format!(
+                "prefix must be 1..={MAX_PREFIX_LEN} letters, digits or '-' (it holds '@' or ':'; \
+                 credentials go in access_key_id= and secret_access_key=)"
+            ));
+        }
         if self.prefix.is_empty()
             || self.prefix.len() > MAX_PREFIX_LEN
             || !self
@@ -180,9 +198,13 @@ impl SqsBrokerConfig {
                 self.prefix
             ));
         }
-        if self.wait > Duration::from_secs(20) || self.wait.subsec_nanos() != 0 {
+        // 0 s would make every poll of an idle queue return at once: a busy loop.
+        if self.wait < Duration::from_secs(1)
+            || self.wait > Duration::from_secs(20)
+            || self.wait.subsec_nanos() != 0
+        {
             return Err(format!(
-                "wait {:?} must be whole seconds within 0s..=20s",
+                "wait {:?} must be whole seconds within 1s..=20s",
                 self.wait
             ));
         }
@@ -311,6 +333,7 @@ mod tests {
             "sqs://this-prefix-is-much-too-long-for-sqs",
             "sqs://w?wait=21s",
             "sqs://w?wait=500ms",
+            "sqs://w?wait=0s",
             "sqs://w?visibility=0s",
             "sqs://w?visibility=1500ms",
             "sqs://w?fifo=maybe",
@@ -346,5 +369,28 @@ mod tests {
         );
         let err = SqsBrokerConfig::from_url("sqs://w?secret_access_key=%zz").expect_err("escape");
         assert!(!format!("{err:?}").contains("%zz"), "{err:?}");
+        let err = SqsBrokerConfig::from_url("sqs://w?x-password=%zz").expect_err("escape");
+        assert!(!format!("{err:?}").contains("%zz"), "{err:?}");
+    }
+
+    /// Credentials written as URL userinfo (`sqs://KEY_ID:SECRET@prefix`) are refused without
+    /// being repeated, in the message or the context.
+    #[test]
+    fn userinfo_is_refused_without_showing_it() {
+        for url in [
+            "sqs://AKIDEXAMPLE:s3cret@weir?region=us-east-1",
+            "sqs://s3cret@weir",
+            "sqs://weir:s3cret",
+        ] {
+            let err = SqsBrokerConfig::from_url(url).expect_err(url);
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("s3cret"), "{url}: {shown}");
+            assert!(shown.contains("access_key_id="), "{shown}");
+        }
+        let mut c = SqsBrokerConfig::from_url("sqs://w").expect("parse");
+        c.prefix = "AKID:s3cret@w".into();
+        let message = c.validate().expect_err("invalid prefix");
+        assert!(!message.contains("s3cret"), "{message}");
     }
 }

@@ -1,6 +1,7 @@
 //! AWS SDK errors as weir [`Error`]s: throttling, server errors and connection trouble are
 //! [`ErrorKind::Unavailable`] (retryable).
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use weir_core::{Error, ErrorKind};
@@ -18,6 +19,9 @@ const RETRYABLE_CODES: &[&str] = &[
     "InternalFailure",
     "RequestTimeout",
     "RequestTimeoutException",
+    // CreateQueue within 60 s of deleting a queue of the same name.
+    "AWS.SimpleQueueService.QueueDeletedRecently",
+    "QueueDeletedRecently",
 ];
 
 /// Error codes of missing or refused credentials and permissions.
@@ -43,8 +47,9 @@ const NOT_FOUND_CODES: &[&str] = &[
 /// Maps an SDK error of operation `what` to weir's error type.
 ///
 /// Timeouts, dispatch (connection) failures, unreadable responses, HTTP 5xx and throttling are
-/// `Unavailable` (retryable); credential and permission errors and a request the SDK could not
-/// build are `Config`; a missing queue is `NotFound`; anything else is `Internal`.
+/// `Unavailable` (retryable); credential and permission errors (refused by SQS, or none found by
+/// the credential chain) and a request the SDK could not build are `Config`; a missing queue is
+/// `NotFound`; anything else is `Internal`.
 pub(crate) fn sqs_error<E>(what: &'static str, e: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -60,9 +65,12 @@ where
 
 fn classify<E>(e: &SdkError<E, HttpResponse>) -> (ErrorKind, Option<String>)
 where
-    E: ProvideErrorMetadata,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     match e {
+        // Credentials are resolved before the request is sent, so "no credentials" arrives
+        // as a dispatch failure; it is a setting to fix, not a passing outage.
+        SdkError::DispatchFailure(_) if credentials_missing(e) => (ErrorKind::Config, None),
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             (ErrorKind::Unavailable, None)
         }
@@ -74,6 +82,25 @@ where
         }
         _ => (ErrorKind::Internal, e.code().map(str::to_owned)),
     }
+}
+
+/// Whether the source chain of `e` holds a credential provider's verdict that no credentials
+/// can be had: none configured anywhere in the chain (`CredentialsNotLoaded`) or a broken
+/// configuration (`InvalidConfiguration`). A provider that timed out or failed (STS down, a
+/// file it could not read) stays `Unavailable`.
+fn credentials_missing(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(current) = next {
+        if let Some(credentials) = current.downcast_ref::<CredentialsError>() {
+            return matches!(
+                credentials,
+                CredentialsError::CredentialsNotLoaded(_)
+                    | CredentialsError::InvalidConfiguration(_)
+            );
+        }
+        next = current.source();
+    }
+    false
 }
 
 /// The kind of a service error from its code and HTTP status.
@@ -90,6 +117,8 @@ pub(crate) fn classify_code(code: Option<&str>, status: u16) -> ErrorKind {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_sqs::error::ConnectorError;
+
     use super::*;
 
     #[test]
@@ -110,5 +139,40 @@ mod tests {
             classify_code(Some("InvalidParameterValue"), 400),
             ErrorKind::Internal
         );
+        assert_eq!(
+            classify_code(Some("AWS.SimpleQueueService.QueueDeletedRecently"), 400),
+            ErrorKind::Unavailable
+        );
+    }
+
+    fn dispatch_failure(credentials: CredentialsError) -> SdkError<Unhandled, HttpResponse> {
+        SdkError::dispatch_failure(ConnectorError::other(Box::new(credentials), None))
+    }
+
+    type Unhandled = aws_sdk_sqs::operation::list_queues::ListQueuesError;
+
+    /// No credentials anywhere, or a broken credential configuration: `Config`, permanent. A
+    /// provider that timed out or failed: `Unavailable`, like any connection trouble.
+    #[test]
+    fn credential_chain_verdicts() {
+        let kind = |e: CredentialsError| sqs_error("ListQueues", dispatch_failure(e));
+        let e = kind(CredentialsError::not_loaded("no provider had credentials"));
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(!e.is_retryable());
+        let e = kind(CredentialsError::invalid_configuration("bad profile"));
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        let e = kind(CredentialsError::provider_timed_out(
+            std::time::Duration::from_secs(5),
+        ));
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.is_retryable());
+        let e = kind(CredentialsError::provider_error("STS said 503"));
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = sqs_error::<Unhandled>(
+            "ListQueues",
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(io))),
+        );
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     }
 }

@@ -87,10 +87,20 @@ struct TopicState {
     /// Group queues found by the last `ListQueues`, and when.
     listed: BTreeSet<String>,
     listed_at: Option<Instant>,
-    /// Group queues this process subscribed to (`ListQueues` may not show a new queue yet).
-    known: BTreeSet<String>,
+    /// Group queues this process's subscriptions use (`ListQueues` may not show a new queue
+    /// yet), with how many subscriptions use each.
+    known: HashMap<String, usize>,
     /// The holding queue's URL, once created or found.
     holding: Option<String>,
+}
+
+impl TopicState {
+    /// Listed and known group queues.
+    fn targets(&self) -> Vec<String> {
+        let mut all = self.listed.clone();
+        all.extend(self.known.keys().cloned());
+        all.into_iter().collect()
+    }
 }
 
 impl std::fmt::Debug for SqsBroker {
@@ -109,43 +119,14 @@ impl SqsBroker {
 
     /// Builds the SQS client from `config` and the AWS chain, and checks it with one
     /// `ListQueues`. Fails with [`ErrorKind::Unavailable`] (retryable) when SQS cannot be
-    /// reached, [`ErrorKind::Config`] on bad settings, no region, or refused credentials.
+    /// reached, [`ErrorKind::Config`] on bad settings, no region, or missing or refused
+    /// credentials.
     pub async fn with_config(config: SqsBrokerConfig) -> Result<Self> {
-        config.validate().map_err(|message| {
-            Error::new(ErrorKind::Config, message)
-                .permanent()
-                .with_context("prefix", &config.prefix)
-        })?;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    // A long poll takes up to `wait` (at most 20 s).
-                    .operation_attempt_timeout(config.wait + Duration::from_secs(15))
-                    .build(),
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &config.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        if let Some((id, secret, token)) = config.static_credentials() {
-            loader = loader.credentials_provider(Credentials::new(
-                id,
-                secret,
-                token.map(str::to_owned),
-                None,
-                "weir-sqs-url",
-            ));
-        }
-        let sdk = loader.load().await;
+        // The message names the prefix when it is safe to show (never one holding '@' or ':').
+        config
+            .validate()
+            .map_err(|message| Error::new(ErrorKind::Config, message).permanent())?;
+        let sdk = sdk_loader(&config).load().await;
         if sdk.region().is_none() {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -183,6 +164,11 @@ impl SqsBroker {
         self.inner.names(topic).group(group)
     }
 
+    /// The name of `topic`'s holding queue (what is published while it has no group queue).
+    pub fn holding_queue_name(&self, topic: &str) -> String {
+        self.inner.names(topic).holding
+    }
+
     fn check(&self, key: &str, payload: &Bytes) -> Result<()> {
         if payload.len() > MAX_MESSAGE_BYTES {
             return Err(
@@ -203,35 +189,53 @@ impl SqsBroker {
     /// Sends `messages` to every group queue of `topic` (or to its holding queue).
     async fn send(&self, topic: &str, messages: &[Outgoing<'_>]) -> Result<()> {
         let inner = &self.inner;
-        let fifo = inner.config.fifo;
         let targets = inner.targets(topic, false).await?;
-        if targets.is_empty() {
-            let url = inner.holding(topic).await?;
-            return ops::send_all(&inner.client, &url, fifo, messages).await;
-        }
-        let mut delivered = false;
-        for url in &targets {
-            let sent = match messages {
-                [one] => ops::send_one(&inner.client, url, fifo, one).await,
-                _ => ops::send_all(&inner.client, url, fifo, messages).await,
-            };
-            match sent {
-                Ok(()) => delivered = true,
-                // The group's queue was deleted: the group is retired.
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    tracing::info!(queue = %url, "sqs broker: group queue gone; forgetting it");
-                    inner.forget(topic, url);
-                }
-                Err(e) => return Err(e.with_context("topic", topic)),
-            }
-        }
-        if !delivered {
-            // Every group queue was gone: keep the messages for the next group.
-            let url = inner.holding(topic).await?;
-            ops::send_all(&inner.client, &url, fifo, messages).await?;
+        if !inner.fan_out(topic, &targets, messages).await? {
+            // No group queue (or every one was gone): keep them for the next group.
+            inner.send_to_holding(topic, messages).await?;
         }
         Ok(())
     }
+}
+
+/// The SDK's hyper client with rustls on *ring* (no aws-lc build).
+fn http_client() -> aws_sdk_sqs::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+/// The AWS SDK configuration loader for `config`: rustls on *ring*, the timeouts, and what the
+/// URL sets (region, endpoint, static credentials); the rest comes from the AWS chain.
+fn sdk_loader(config: &SqsBrokerConfig) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                // A long poll takes up to `wait` (at most 20 s). Calls that keep a message
+                // (heartbeat, nack, hand-back) have a shorter bound of their own.
+                .operation_attempt_timeout(config.wait + Duration::from_secs(15))
+                .build(),
+        );
+    if let Some(region) = &config.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &config.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some((id, secret, token)) = config.static_credentials() {
+        loader = loader.credentials_provider(Credentials::new(
+            id,
+            secret,
+            token.map(str::to_owned),
+            None,
+            "weir-sqs-url",
+        ));
+    }
+    loader
 }
 
 impl Inner {
@@ -249,7 +253,7 @@ impl Inner {
                     .listed_at
                     .is_some_and(|at| at.elapsed() < self.config.refresh)
             {
-                return Ok(state.listed.union(&state.known).cloned().collect());
+                return Ok(state.targets());
             }
         }
         let names = self.names(topic);
@@ -262,7 +266,54 @@ impl Inner {
         let state = topics.entry(topic.to_owned()).or_default();
         state.listed = listed;
         state.listed_at = Some(Instant::now());
-        Ok(state.listed.union(&state.known).cloned().collect())
+        Ok(state.targets())
+    }
+
+    /// Sends `messages` to each of `targets` (group queues of `topic`): one `SendMessage`
+    /// for a single message, else `SendMessageBatch` calls. A queue that no longer exists is
+    /// forgotten (its group is retired). Returns whether any queue got them. Shared by
+    /// `publish` and the holding-queue mover.
+    pub(crate) async fn fan_out(
+        &self,
+        topic: &str,
+        targets: &[String],
+        messages: &[Outgoing<'_>],
+    ) -> Result<bool> {
+        let fifo = self.config.fifo;
+        let mut delivered = false;
+        for url in targets {
+            let sent = match messages {
+                [one] => ops::send_one(&self.client, url, fifo, one).await,
+                _ => ops::send_all(&self.client, url, fifo, messages).await,
+            };
+            match sent {
+                Ok(()) => delivered = true,
+                // The group's queue was deleted: the group is retired.
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    tracing::info!(queue = %url, "sqs broker: group queue gone; forgetting it");
+                    self.forget(topic, url);
+                }
+                Err(e) => return Err(e.with_context("topic", topic)),
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Sends `messages` to `topic`'s holding queue; when its cached URL no longer exists (the
+    /// queue was deleted), creates the queue again and sends once more.
+    async fn send_to_holding(&self, topic: &str, messages: &[Outgoing<'_>]) -> Result<()> {
+        let fifo = self.config.fifo;
+        let url = self.holding(topic).await?;
+        match ops::send_all(&self.client, &url, fifo, messages).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                tracing::info!(queue = %url, "sqs broker: holding queue gone; creating it again");
+                self.forget_holding(topic);
+                let url = self.holding(topic).await?;
+                ops::send_all(&self.client, &url, fifo, messages).await
+            }
+            sent => sent,
+        }
+        .map_err(|e| e.with_context("topic", topic))
     }
 
     /// The ids of the messages of queue `url` held by this process's subscriptions.
@@ -274,20 +325,48 @@ impl Inner {
             .clone()
     }
 
-    /// Records a group queue this process subscribed to.
+    /// Records a group queue a subscription of this process uses (until [`Inner::unremember`]).
     pub(crate) fn remember(&self, topic: &str, url: &str) {
         let mut topics = self.topics.lock();
-        topics
+        *topics
             .entry(topic.to_owned())
             .or_default()
             .known
-            .insert(url.to_owned());
+            .entry(url.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Records again a group queue a subscription created anew (after it was deleted and
+    /// forgotten), without counting one more subscription.
+    pub(crate) fn rejoin(&self, topic: &str, url: &str) {
+        let mut topics = self.topics.lock();
+        let known = &mut topics.entry(topic.to_owned()).or_default().known;
+        known.entry(url.to_owned()).or_insert(1);
+    }
+
+    /// A subscription of `url` was dropped: when it was the last one of this process, the
+    /// queue is known again only through `ListQueues`.
+    pub(crate) fn unremember(&self, topic: &str, url: &str) {
+        if let Some(state) = self.topics.lock().get_mut(topic)
+            && let Some(count) = state.known.get_mut(url)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                state.known.remove(url);
+            }
+        }
     }
 
     fn forget(&self, topic: &str, url: &str) {
         if let Some(state) = self.topics.lock().get_mut(topic) {
             state.listed.remove(url);
             state.known.remove(url);
+        }
+    }
+
+    fn forget_holding(&self, topic: &str) {
+        if let Some(state) = self.topics.lock().get_mut(topic) {
+            state.holding = None;
         }
     }
 
@@ -312,7 +391,8 @@ impl Inner {
     }
 
     /// Moves up to 100 messages of `topic`'s holding queue (if it exists) into its group
-    /// queues: receive, send a copy to each group queue, delete. Returns how many moved.
+    /// queues: receive, send a copy to each group queue ([`Inner::fan_out`]), delete. Returns
+    /// how many moved.
     pub(crate) async fn drain_holding(&self, topic: &str) -> Result<usize> {
         let names = self.names(topic);
         let cached = self
@@ -330,17 +410,21 @@ impl Inner {
         let mut moved = 0;
         while moved < 100 {
             let batch =
-                ops::receive(&self.client, &url, Duration::ZERO, Duration::from_secs(30)).await?;
+                match ops::receive(&self.client, &url, Duration::ZERO, Duration::from_secs(30))
+                    .await
+                {
+                    Ok(batch) => batch,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        // Deleted: nothing waits there; `publish` creates it again if needed.
+                        self.forget_holding(topic);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
             if batch.is_empty() {
                 break;
             }
             let targets = self.targets(topic, true).await?;
-            if targets.is_empty() {
-                // No group after all: let them come back at once.
-                let receipts: Vec<String> = batch.iter().map(|m| m.receipt.clone()).collect();
-                ops::change_visibility_all(&self.client, &url, &receipts, Duration::ZERO).await?;
-                break;
-            }
             let outgoing: Vec<Outgoing<'_>> = batch
                 .iter()
                 .map(|m| Outgoing {
@@ -350,10 +434,12 @@ impl Inner {
                     dedup: m.message_id.clone(),
                 })
                 .collect();
-            for target in &targets {
-                ops::send_all(&self.client, target, self.config.fifo, &outgoing).await?;
-            }
             let receipts: Vec<String> = batch.iter().map(|m| m.receipt.clone()).collect();
+            if !self.fan_out(topic, &targets, &outgoing).await? {
+                // No group after all (or every one was gone): let them come back at once.
+                ops::change_visibility_all(&self.client, &url, &receipts, Duration::ZERO).await?;
+                break;
+            }
             ops::delete_batch(&self.client, &url, &receipts).await?;
             moved += batch.len();
         }
@@ -424,5 +510,39 @@ impl Broker for SqsBroker {
             name,
             url,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The credential chain finds nothing (here the profile it is told to use does not
+    /// exist): a `Config` error, not a retryable outage, although the SDK reports it as a
+    /// dispatch failure. Nothing listens at the endpoint, so a request that went out would be
+    /// `Unavailable`.
+    #[tokio::test]
+    async fn missing_credentials_are_a_config_error() {
+        let config =
+            SqsBrokerConfig::from_url("sqs://w?region=us-east-1&endpoint=http://127.0.0.1:9")
+                .expect("parse");
+        let provider_config = aws_config::provider_config::ProviderConfig::without_region()
+            .with_http_client(http_client());
+        let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .configure(&provider_config)
+            .profile_name(format!(
+                "weir-no-such-profile-{:08x}",
+                rand::random::<u32>()
+            ))
+            .build();
+        let sdk = sdk_loader(&config)
+            .credentials_provider(provider)
+            .load()
+            .await;
+        let err = ops::list_queues(&Client::new(&sdk), "w_")
+            .await
+            .expect_err("no credentials");
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(!err.is_retryable(), "{err}");
     }
 }

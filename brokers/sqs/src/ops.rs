@@ -135,10 +135,11 @@ async fn send_batch(
         let mut entries = Vec::with_capacity(pending.len());
         for &i in &pending {
             let m = &messages[i];
+            let encoded = wire::encode(m.key, m.payload)?;
             let mut entry = SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
-                .message_body(wire::BODY)
-                .set_message_attributes(Some(wire::attributes(m.key, m.payload)?));
+                .message_body(encoded.body)
+                .set_message_attributes(Some(encoded.attributes));
             if fifo {
                 entry = entry
                     .message_group_id(message_group_id(m.key))
@@ -194,11 +195,12 @@ pub(crate) async fn send_one(
     fifo: bool,
     message: &Outgoing<'_>,
 ) -> Result<()> {
+    let encoded = wire::encode(message.key, message.payload)?;
     let mut send = client
         .send_message()
         .queue_url(url)
-        .message_body(wire::BODY)
-        .set_message_attributes(Some(wire::attributes(message.key, message.payload)?));
+        .message_body(encoded.body)
+        .set_message_attributes(Some(encoded.attributes));
     if fifo {
         send = send
             .message_group_id(message_group_id(message.key))
@@ -234,6 +236,24 @@ pub(crate) async fn receive(
         .into_iter()
         .filter_map(Received::decode)
         .collect())
+}
+
+/// `call` bounded to `limit` (retries of the SDK included): an SQS call that hangs, on a
+/// connection that died silently say, fails with a retryable `Timeout` instead of waiting for
+/// the SDK's attempt timeout (`wait + 15 s`, three attempts).
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &'static str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(
+            Error::new(ErrorKind::Timeout, format!("sqs broker: {what} timed out"))
+                .retryable()
+                .with_context("limit_ms", limit.as_millis()),
+        ),
+    }
 }
 
 /// Whole seconds of `d`, rounded up (SQS counts in seconds).

@@ -1,12 +1,22 @@
 //! One consumer of a group queue: its long poll, its buffer, its ack batcher, its visibility
 //! heartbeat and its holding-queue mover.
 //!
-//! [`Subscription::next`] is cancel-safe: the `ReceiveMessage` future of a `next()` is kept by
-//! the subscription when `next()` is cancelled and resumed on the following call, so a
-//! received message always reaches the buffer. (Dropping the subscription drops the poll; a
-//! message SQS handed to that dropped poll comes back after the visibility timeout.)
+//! What a subscription holds lives in [`Shared`], not in the subscription: the long poll runs
+//! as a task of its own and puts what it received into the shared buffer when it completes,
+//! whether or not a `next()` still waits for it. So [`Subscription::next`] is cancel-safe (the
+//! following call finds the messages in the buffer), buffered messages age and are handed back
+//! like any other, and a dropped subscription hands back what it buffered, including what a
+//! poll still running receives after the drop.
+//!
+//! Leases: a message handed out (a delivery) has its visibility extended by the heartbeat until
+//! it is acked, nacked or dropped. A buffered message is renewed too while the consumer wants
+//! messages (a `next()` is running, or one ran within `visibility / 2`): it is on its way out.
+//! When the consumer asks for nothing (all its workers busy), buffered messages older than
+//! `visibility / 2` are handed back (visibility 0) for any consumer to take, so a busy node does
+//! not sit on received work — but a consumer draining its buffer slowly (a slow endpoint) keeps
+//! it, rather than bouncing messages between consumers.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -14,7 +24,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, warn};
 use weir_core::broker::{Delivery, Subscription};
 use weir_core::{Error, ErrorKind, Result};
@@ -31,64 +42,285 @@ pub(crate) struct AckRequest {
     pub(crate) done: oneshot::Sender<Result<()>>,
 }
 
+/// A message received and not handed out yet.
+struct Buffered {
+    message: Received,
+    /// When its visibility timeout was last set: the poll that received it completed, or the
+    /// heartbeat renewed it.
+    since: Instant,
+}
+
+/// What the poll, `next()`, the heartbeat and the deliveries of one subscription change.
+#[derive(Default)]
+struct State {
+    /// Received, not handed out, oldest first. Renewed while the consumer wants messages,
+    /// else handed back once older than `visibility / 2`.
+    buffer: VecDeque<Buffered>,
+    /// `next()` calls in progress (a cancelled one counts until it is dropped).
+    wanting: usize,
+    /// When a `next()` last started or ended.
+    last_wanted: Option<Instant>,
+    /// Receipt handles handed out and not yet acked, nacked or dropped: the heartbeat extends
+    /// their visibility.
+    out: HashSet<String>,
+    /// FIFO: keys with a delivery handed out and not settled; the key's next buffered message
+    /// waits until it is.
+    busy: HashMap<String, usize>,
+    /// The subscription was dropped: what a poll still running receives is handed back.
+    closed: bool,
+}
+
+impl State {
+    /// Whether the consumer wants messages: a `next()` runs or ran within `recent`.
+    fn wants(&self, recent: Duration) -> bool {
+        self.wanting > 0 || self.last_wanted.is_some_and(|t| t.elapsed() < recent)
+    }
+
+    /// Removes the buffered messages that waited longer than `limit` (on a FIFO queue also
+    /// every buffered message of their keys, which must not overtake them).
+    fn expire(&mut self, limit: Duration, fifo: bool) -> Vec<Received> {
+        let aged = |b: &Buffered| b.since.elapsed() > limit;
+        if !self.buffer.iter().any(aged) {
+            return Vec::new();
+        }
+        let keys: HashSet<String> = if fifo {
+            self.buffer
+                .iter()
+                .filter(|b| aged(b))
+                .map(|b| b.message.key.clone())
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        let (expired, kept): (Vec<Buffered>, Vec<Buffered>) = self
+            .buffer
+            .drain(..)
+            .partition(|b| aged(b) || keys.contains(&b.message.key));
+        self.buffer = kept.into();
+        expired.into_iter().map(|b| b.message).collect()
+    }
+
+    /// Removes the buffered messages of `key`.
+    fn take_key(&mut self, key: &str) -> Vec<Received> {
+        let (taken, kept): (Vec<Buffered>, Vec<Buffered>) =
+            self.buffer.drain(..).partition(|b| b.message.key == key);
+        self.buffer = kept.into();
+        taken.into_iter().map(|b| b.message).collect()
+    }
+}
+
 /// What a subscription and its deliveries share.
 pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) queue_url: String,
     pub(crate) visibility: Duration,
-    /// Receipt handles held (buffered, or handed out and not yet acked or nacked): the
-    /// heartbeat extends their visibility timeout.
-    held: Mutex<HashSet<String>>,
+    /// FIFO queue: one delivery per key at a time; a key whose message goes back takes its
+    /// buffered messages back with it.
+    pub(crate) fifo: bool,
+    state: Mutex<State>,
     /// Ids of the messages of this queue held or just acked by this process.
     in_flight: InFlight,
-    /// Held by the heartbeat while it renews, taken by a nack before it changes the
-    /// visibility, so a renewal in flight cannot undo a nack.
-    pub(crate) renew_lock: tokio::sync::Mutex<()>,
+    /// Taken for reading by every call that returns a message (nack, a dropped delivery,
+    /// hand-backs) and for writing by the heartbeat while it renews, so a renewal in flight
+    /// cannot undo them; returning calls run side by side. Every holder is bounded by
+    /// [`Shared::call_limit`].
+    pub(crate) renew_lock: tokio::sync::RwLock<()>,
     /// To the ack batcher.
     pub(crate) acks: mpsc::UnboundedSender<AckRequest>,
-    /// FIFO queue: a key whose message went back is handed back by the subscription too.
-    pub(crate) fifo: bool,
-    /// FIFO: keys of messages nacked or dropped since the last poll.
-    pub(crate) returned_keys: Mutex<HashSet<String>>,
+    /// FIFO: a key was settled, so a buffered message may be deliverable now.
+    wake: Notify,
     /// `DeleteMessageBatch` calls made by the ack batcher (for tests and debugging).
     pub(crate) delete_calls: Arc<AtomicUsize>,
 }
 
 impl Shared {
-    fn hold(&self, receipt: &str) {
-        self.held.lock().insert(receipt.to_owned());
+    /// The bound of one call that keeps or returns a message: `visibility / 3`, the heartbeat's
+    /// period, so a hung call (a pooled connection that died silently) costs one renewal round,
+    /// not the lease.
+    pub(crate) fn call_limit(&self) -> Duration {
+        self.visibility / 3
     }
 
-    /// Stops extending the visibility of a message that goes back to the queue (nacked or
-    /// handed back) and lets this process receive it again.
-    pub(crate) fn release(&self, receipt: &str, message_id: &str) {
-        self.held.lock().remove(receipt);
-        self.in_flight.lock().release(message_id);
+    /// Buffers what a poll received (or hands it back when the subscription is gone). A
+    /// message another subscription of this process holds is skipped; a copy of one acked here
+    /// is deleted.
+    fn admit(self: &Arc<Self>, messages: Vec<Received>) {
+        let mut fresh = Vec::with_capacity(messages.len());
+        for m in messages {
+            match self.in_flight.lock().receive(&m.message_id) {
+                Seen::New => fresh.push(m),
+                Seen::Held => {
+                    // Handed to two receivers at once: the other one has it.
+                    debug!(id = %m.message_id, "sqs broker: received a message held here already; skipped");
+                }
+                Seen::Done => {
+                    // A stale copy of a message acked here moments ago.
+                    debug!(id = %m.message_id, "sqs broker: received a message acked here already; deleting the copy");
+                    let (done, _) = oneshot::channel();
+                    let _ = self.acks.send(AckRequest {
+                        receipt: m.receipt,
+                        done,
+                    });
+                }
+            }
+        }
+        let back = {
+            let mut state = self.state.lock();
+            if state.closed {
+                fresh
+            } else {
+                let since = Instant::now();
+                state
+                    .buffer
+                    .extend(fresh.into_iter().map(|message| Buffered { message, since }));
+                Vec::new()
+            }
+        };
+        self.hand_back(back);
     }
 
-    /// Stops extending the visibility of a message being acked; copies of it received
+    /// The next deliverable buffered message, now handed out (renewed from now on). A message
+    /// whose lease may lapse before the next renewal (set more than `2/3 visibility` ago) is
+    /// handed back instead; on a FIFO queue a key with a delivery out is skipped.
+    fn take(self: &Arc<Self>) -> Option<Received> {
+        let (found, aged) = {
+            let mut guard = self.state.lock();
+            let state = &mut *guard;
+            let aged = state.expire(self.visibility * 2 / 3, self.fifo);
+            let position = if self.fifo {
+                let busy = &state.busy;
+                state
+                    .buffer
+                    .iter()
+                    .position(|b| !busy.contains_key(&b.message.key))
+            } else if state.buffer.is_empty() {
+                None
+            } else {
+                Some(0)
+            };
+            let found = position
+                .and_then(|i| state.buffer.remove(i))
+                .map(|b| b.message);
+            if let Some(m) = &found {
+                state.out.insert(m.receipt.clone());
+                if self.fifo {
+                    *state.busy.entry(m.key.clone()).or_default() += 1;
+                }
+            }
+            (found, aged)
+        };
+        self.hand_back(aged);
+        found
+    }
+
+    /// Stops extending the visibility of a delivery being acked; copies of it received
     /// meanwhile are stale.
     pub(crate) fn acking(&self, receipt: &str, message_id: &str) {
-        self.held.lock().remove(receipt);
+        self.state.lock().out.remove(receipt);
         self.in_flight.lock().acked(message_id);
     }
 
-    /// The delete of an ack failed: the message may come back and is then delivered.
-    pub(crate) fn ack_failed(&self, message_id: &str) {
+    /// Stops extending the visibility of a delivery that goes back to the queue (nacked,
+    /// dropped, or its ack failed) and lets this process receive it again.
+    pub(crate) fn returning(&self, receipt: &str, message_id: &str) {
+        self.state.lock().out.remove(receipt);
         self.in_flight.lock().release(message_id);
+    }
+
+    /// A delivery of `key` is settled. When it `returned` to the queue (nack, drop, failed
+    /// ack) on a FIFO queue, the key's buffered messages are handed back too, so they cannot
+    /// overtake it; SQS then delivers the key in order again.
+    pub(crate) fn settle(self: &Arc<Self>, receipt: &str, key: &str, returned: bool) {
+        if !self.fifo {
+            self.state.lock().out.remove(receipt);
+            return;
+        }
+        let back = {
+            let mut state = self.state.lock();
+            state.out.remove(receipt);
+            if let Some(count) = state.busy.get_mut(key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    state.busy.remove(key);
+                }
+            }
+            if returned {
+                state.take_key(key)
+            } else {
+                Vec::new()
+            }
+        };
+        self.hand_back(back);
+        self.wake.notify_one();
+    }
+
+    /// Makes received, never-handed-out messages visible again at once (when a tokio runtime
+    /// is there to do it; otherwise they come back after the visibility timeout).
+    fn hand_back(self: &Arc<Self>, messages: Vec<Received>) {
+        if messages.is_empty() {
+            return;
+        }
+        {
+            let mut in_flight = self.in_flight.lock();
+            for m in &messages {
+                in_flight.release(&m.message_id);
+            }
+        }
+        let receipts: Vec<String> = messages.into_iter().map(|m| m.receipt).collect();
+        self.make_visible(receipts);
+    }
+
+    /// Sets the visibility of `receipts` to 0 in a task of its own, after any renewal in
+    /// flight, within [`Shared::call_limit`].
+    pub(crate) fn make_visible(self: &Arc<Self>, receipts: Vec<String>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = self.clone();
+        runtime.spawn(async move {
+            let _no_renewal_in_flight = shared.renew_lock.read().await;
+            let call = ops::change_visibility_all(
+                &shared.client,
+                &shared.queue_url,
+                &receipts,
+                Duration::ZERO,
+            );
+            if let Err(e) = ops::within(shared.call_limit(), "ChangeMessageVisibilityBatch", call).await {
+                debug!(error = %e, "sqs broker: handing messages back failed; they come back after the visibility timeout");
+            }
+        });
     }
 }
 
-/// A long poll running as a task of its own, so it finishes (and releases the queue's poll
-/// lock) even while nobody awaits `next()`.
-type Fetch = tokio::task::JoinHandle<Result<Vec<Received>>>;
+/// A `next()` in progress: counted in [`State::wanting`] until it returns or is dropped.
+struct Wanting<'a>(&'a Shared);
+
+impl<'a> Wanting<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        let mut state = shared.state.lock();
+        state.wanting += 1;
+        state.last_wanted = Some(Instant::now());
+        Wanting(shared)
+    }
+}
+
+impl Drop for Wanting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        state.wanting -= 1;
+        state.last_wanted = Some(Instant::now());
+    }
+}
+
+/// The long poll in progress: a task that puts what it receives into [`Shared`] itself.
+type Fetch = tokio::task::JoinHandle<Result<()>>;
 
 /// A consumer of one group queue ([`Subscription`]).
 pub(crate) struct SqsSubscription {
     shared: Arc<Shared>,
     inner: Arc<Inner>,
+    topic: String,
     queue_name: String,
-    buffer: VecDeque<Received>,
     /// The long poll in progress, kept across cancelled `next()` calls.
     fetch: Option<Fetch>,
     /// Consecutive failed polls.
@@ -99,20 +331,20 @@ pub(crate) struct SqsSubscription {
 
 impl SqsSubscription {
     /// Starts the ack batcher, the heartbeat and the holding-queue mover of a subscription to
-    /// queue `url`.
+    /// queue `url` (which the caller registered with [`Inner::remember`]).
     pub(crate) fn start(inner: Arc<Inner>, topic: &str, queue_name: String, url: String) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             client: inner.client.clone(),
             queue_url: url.clone(),
             visibility: inner.config.visibility,
-            held: Mutex::new(HashSet::new()),
-            in_flight: inner.in_flight(&url),
-            renew_lock: tokio::sync::Mutex::new(()),
-            acks: tx,
-            delete_calls: Arc::new(AtomicUsize::new(0)),
             fifo: inner.config.fifo,
-            returned_keys: Mutex::new(HashSet::new()),
+            state: Mutex::new(State::default()),
+            in_flight: inner.in_flight(&url),
+            renew_lock: tokio::sync::RwLock::new(()),
+            acks: tx,
+            wake: Notify::new(),
+            delete_calls: Arc::new(AtomicUsize::new(0)),
         });
         tokio::spawn(ack_batcher(
             inner.client.clone(),
@@ -131,8 +363,8 @@ impl SqsSubscription {
         SqsSubscription {
             shared,
             inner,
+            topic: topic.to_owned(),
             queue_name,
-            buffer: VecDeque::new(),
             fetch: None,
             failures: 0,
             closed,
@@ -141,24 +373,24 @@ impl SqsSubscription {
 
     /// Starts a long poll.
     fn poll(&self) -> Fetch {
-        let client = self.shared.client.clone();
-        let url = self.shared.queue_url.clone();
-        let (wait, visibility) = (self.inner.config.wait, self.inner.config.visibility);
-        tokio::spawn(async move { ops::receive(&client, &url, wait, visibility).await })
+        let shared = self.shared.clone();
+        let wait = self.inner.config.wait;
+        tokio::spawn(async move {
+            let messages =
+                ops::receive(&shared.client, &shared.queue_url, wait, shared.visibility).await?;
+            shared.admit(messages);
+            Ok(())
+        })
     }
 }
 
 #[async_trait]
 impl Subscription for SqsSubscription {
     async fn next(&mut self) -> Result<Delivery> {
+        let shared = self.shared.clone();
+        let _wanting = Wanting::start(&shared);
         loop {
-            if let Some(m) = self.buffer.pop_front() {
-                if self.shared.fifo && self.shared.returned_keys.lock().contains(&m.key) {
-                    // A message of this key received before it went back (nack or drop):
-                    // hand it back too, so SQS delivers the key in order again.
-                    self.hand_back(vec![m]);
-                    continue;
-                }
+            if let Some(m) = self.shared.take() {
                 let acker =
                     SqsAcker::new(self.shared.clone(), m.receipt, m.message_id, m.key.clone());
                 return Ok(Delivery::new(
@@ -169,54 +401,33 @@ impl Subscription for SqsSubscription {
                 ));
             }
             if self.fetch.is_none() {
-                // A new poll: SQS only returns a key's messages when none is in flight.
-                self.shared.returned_keys.lock().clear();
                 self.fetch = Some(self.poll());
             }
             let Some(fetch) = self.fetch.as_mut() else {
                 continue;
             };
-            let result = match fetch.await {
-                Ok(result) => result,
-                Err(e) => Err(Error::internal("sqs broker: the poll task failed").with_source(e)),
+            let joined = tokio::select! {
+                joined = fetch => joined,
+                // FIFO: a key was settled; its next buffered message may go out now.
+                () = self.shared.wake.notified() => continue,
             };
             self.fetch = None;
+            let result = joined.unwrap_or_else(|e| {
+                Err(Error::internal("sqs broker: the poll task failed").with_source(e))
+            });
             match result {
-                Ok(messages) => {
-                    self.failures = 0;
-                    for m in messages {
-                        match self.shared.in_flight.lock().receive(&m.message_id) {
-                            Seen::New => {}
-                            Seen::Held => {
-                                // Handed to two receivers at once: the other one has it.
-                                debug!(id = %m.message_id, "sqs broker: received a message held here already; skipped");
-                                continue;
-                            }
-                            Seen::Done => {
-                                // A stale copy of a message acked here moments ago.
-                                debug!(id = %m.message_id, "sqs broker: received a message acked here already; deleting the copy");
-                                let (done, _) = oneshot::channel();
-                                let _ = self.shared.acks.send(AckRequest {
-                                    receipt: m.receipt,
-                                    done,
-                                });
-                                continue;
-                            }
-                        }
-                        self.shared.hold(&m.receipt);
-                        self.buffer.push_back(m);
-                    }
-                }
+                Ok(()) => self.failures = 0,
                 Err(e) if e.kind() == ErrorKind::NotFound && self.failures < 3 => {
                     // The queue was deleted under us: create it again.
                     self.failures += 1;
                     warn!(queue = %self.queue_name, "sqs broker: group queue missing; recreating it");
-                    ops::ensure_queue(
+                    let url = ops::ensure_queue(
                         &self.shared.client,
                         &self.queue_name,
                         self.inner.config.fifo,
                     )
                     .await?;
+                    self.inner.rejoin(&self.topic, &url);
                 }
                 Err(e) if e.is_retryable() && self.failures < 5 => {
                     self.failures += 1;
@@ -236,41 +447,17 @@ impl Subscription for SqsSubscription {
 impl Drop for SqsSubscription {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::SeqCst);
-        if let Some(fetch) = self.fetch.take() {
-            // What SQS handed to an unfinished poll comes back after the visibility timeout.
-            fetch.abort();
-        }
-        // Buffered, never handed out: make them visible again at once.
-        let buffered: Vec<Received> = self.buffer.drain(..).collect();
-        self.hand_back(buffered);
-    }
-}
-
-impl SqsSubscription {
-    /// Makes received, never-handed-out messages visible again at once.
-    fn hand_back(&self, buffered: Vec<Received>) {
-        if buffered.is_empty() {
-            return;
-        }
-        for m in &buffered {
-            self.shared.release(&m.receipt, &m.message_id);
-        }
-        let receipts: Vec<String> = buffered.into_iter().map(|m| m.receipt).collect();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let shared = self.shared.clone();
-            runtime.spawn(async move {
-                if let Err(e) = ops::change_visibility_all(
-                    &shared.client,
-                    &shared.queue_url,
-                    &receipts,
-                    Duration::ZERO,
-                )
-                .await
-                {
-                    debug!(error = %e, "sqs broker: handing back buffered messages failed; they come back after the visibility timeout");
-                }
-            });
-        }
+        // Buffered, never handed out: visible again at once. A poll still running does the
+        // same with what it receives (`State::closed`); it is left to finish rather than
+        // aborted, since SQS may already have handed it messages.
+        let buffered: Vec<Received> = {
+            let mut state = self.shared.state.lock();
+            state.closed = true;
+            state.buffer.drain(..).map(|b| b.message).collect()
+        };
+        self.shared.hand_back(buffered);
+        drop(self.fetch.take());
+        self.inner.unremember(&self.topic, &self.shared.queue_url);
     }
 }
 
@@ -315,36 +502,106 @@ async fn ack_batcher(
     }
 }
 
-/// Every `visibility / 3`, extends the visibility timeout of every held message to
-/// `visibility` (`ChangeMessageVisibilityBatch`, 10 per call). Ends when the subscription and
-/// all its deliveries are gone.
+/// Every `visibility / 3`: extends the visibility timeout of every delivery out, and of the
+/// buffered messages while the consumer wants messages, to `visibility`
+/// (`ChangeMessageVisibilityBatch`, 10 per call), within `visibility / 3`; a renewal is
+/// therefore attempted twice more before a lease runs out. While the consumer wants nothing,
+/// buffered messages older than `visibility / 2` are handed back instead. Ends when the
+/// subscription and all its deliveries are gone.
 async fn heartbeat(shared: Weak<Shared>) {
     let every = match shared.upgrade() {
-        Some(s) => (s.visibility / 3).max(Duration::from_millis(300)),
+        Some(s) => s.visibility / 3,
         None => return,
     };
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(every).await;
+        ticks.tick().await;
         let Some(s) = shared.upgrade() else { return };
-        if s.held.lock().is_empty() {
+        let aged = {
+            let mut state = s.state.lock();
+            if state.wants(s.visibility / 2) {
+                Vec::new()
+            } else {
+                state.expire(s.visibility / 2, s.fifo)
+            }
+        };
+        if !aged.is_empty() {
+            debug!(count = aged.len(), queue = %s.queue_url, "sqs broker: handing back buffered messages nobody took");
+            s.hand_back(aged);
+        }
+        {
+            let state = s.state.lock();
+            if state.out.is_empty() && state.buffer.is_empty() {
+                continue;
+            }
+        }
+        let _renewing = s.renew_lock.write().await;
+        let renewed_at = Instant::now();
+        let (receipts, buffered) = {
+            let state = s.state.lock();
+            let mut receipts: Vec<String> = state.out.iter().cloned().collect();
+            let buffered = if state.wants(s.visibility / 2) {
+                state.buffer.len()
+            } else {
+                0
+            };
+            receipts.extend(
+                state
+                    .buffer
+                    .iter()
+                    .take(buffered)
+                    .map(|b| b.message.receipt.clone()),
+            );
+            (receipts, buffered)
+        };
+        if receipts.is_empty() {
             continue;
         }
-        let _renewing = s.renew_lock.lock().await;
-        let receipts: Vec<String> = s.held.lock().iter().cloned().collect();
-        match ops::change_visibility_all(&s.client, &s.queue_url, &receipts, s.visibility).await {
+        let call = ops::change_visibility_all(&s.client, &s.queue_url, &receipts, s.visibility);
+        match ops::within(s.call_limit(), "ChangeMessageVisibilityBatch", call).await {
             Ok(outcomes) => {
-                let failed = outcomes.iter().filter(|o| o.is_err()).count();
-                if failed > 0 {
-                    // Also the harmless race of an ack deleting a message being renewed.
-                    debug!(
-                        failed,
+                let mut failed = Vec::new();
+                {
+                    let mut guard = s.state.lock();
+                    let state = &mut *guard;
+                    let first_buffered = receipts.len() - buffered;
+                    for (i, (receipt, outcome)) in receipts.iter().zip(outcomes).enumerate() {
+                        if i >= first_buffered {
+                            // Still buffered: its lease runs from the renewal now.
+                            if outcome.is_ok()
+                                && let Some(b) = state
+                                    .buffer
+                                    .iter_mut()
+                                    .find(|b| &b.message.receipt == receipt)
+                            {
+                                b.since = renewed_at;
+                            }
+                            continue;
+                        }
+                        // Not out any more: acked or returned meanwhile (a harmless race).
+                        if let Err(e) = outcome
+                            && state.out.contains(receipt)
+                        {
+                            if !e.is_retryable() {
+                                // Refused for good (say SQS's 12-hour limit): warn once.
+                                state.out.remove(receipt);
+                            }
+                            failed.push(e);
+                        }
+                    }
+                }
+                if let Some(first) = failed.first() {
+                    warn!(
+                        failed = failed.len(),
+                        error = %first,
                         queue = %s.queue_url,
-                        "sqs broker: extending the visibility of held messages failed for some; they may be redelivered"
+                        "sqs broker: extending the visibility of deliveries failed for some; they may be delivered again"
                     );
                 }
             }
             Err(e) => {
-                warn!(error = %e, "sqs broker: extending the visibility of held messages failed; retrying")
+                warn!(error = %e, queue = %s.queue_url, "sqs broker: extending the visibility of deliveries failed; retrying at the next beat")
             }
         }
     }

@@ -1,10 +1,12 @@
-//! How a weir message travels in SQS: a fixed body and two binary message attributes.
+//! How a weir message travels in SQS: a fixed body and up to two binary message attributes.
 //!
 //! SQS bodies must be XML-safe text, but weir payloads are arbitrary bytes; base64 would cost a
 //! third of the 256 KiB. So the body is the constant `weir`, the key travels in the binary
 //! attribute `k` and the payload in the binary attribute `p` (SQS counts attributes at their
-//! raw size). A message without `p` (sent by another tool) is delivered with its body as the
-//! payload and an empty key.
+//! raw size). SQS refuses an attribute with an empty value, so an empty key is sent without
+//! `k`, and an empty payload without `p` and with the body `weir0` instead. A message with
+//! neither `p` nor the body `weir0` (sent by another tool) is delivered with its body as the
+//! payload.
 
 use std::collections::HashMap;
 
@@ -13,16 +15,25 @@ use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeN
 use bytes::Bytes;
 use weir_core::{Error, Result};
 
-/// The body of every message the driver sends.
+/// The body of a message with a payload (in attribute `p`).
 pub(crate) const BODY: &str = "weir";
-/// The attribute holding the key.
+/// The body of a message with an empty payload (no attribute `p`).
+pub(crate) const BODY_EMPTY: &str = "weir0";
+/// The attribute holding the key (absent when the key is empty).
 pub(crate) const ATTR_KEY: &str = "k";
-/// The attribute holding the payload.
+/// The attribute holding the payload (absent when the payload is empty).
 pub(crate) const ATTR_PAYLOAD: &str = "p";
 
 /// SQS's size of a message: body plus each attribute's name, type and value.
 pub(crate) fn wire_size(key: &str, payload: &[u8]) -> usize {
-    BODY.len() + 2 * (1 + "Binary".len()) + key.len() + payload.len()
+    let attribute = |value: usize| {
+        if value == 0 {
+            0
+        } else {
+            1 + "Binary".len() + value
+        }
+    };
+    BODY_EMPTY.len() + attribute(key.len()) + attribute(payload.len())
 }
 
 fn binary(bytes: impl Into<Vec<u8>>) -> Result<MessageAttributeValue> {
@@ -33,15 +44,25 @@ fn binary(bytes: impl Into<Vec<u8>>) -> Result<MessageAttributeValue> {
         .map_err(|e| Error::internal("sqs broker: building a message attribute").with_source(e))
 }
 
-/// The attributes of a message with `key` and `payload`.
-pub(crate) fn attributes(
-    key: &str,
-    payload: &[u8],
-) -> Result<HashMap<String, MessageAttributeValue>> {
-    Ok(HashMap::from([
-        (ATTR_KEY.to_owned(), binary(key.as_bytes())?),
-        (ATTR_PAYLOAD.to_owned(), binary(payload)?),
-    ]))
+/// A message ready to send: its body and its attributes.
+pub(crate) struct Encoded {
+    pub(crate) body: &'static str,
+    pub(crate) attributes: HashMap<String, MessageAttributeValue>,
+}
+
+/// The body and attributes of a message with `key` and `payload` (no empty attribute).
+pub(crate) fn encode(key: &str, payload: &[u8]) -> Result<Encoded> {
+    let mut attributes = HashMap::new();
+    if !key.is_empty() {
+        attributes.insert(ATTR_KEY.to_owned(), binary(key.as_bytes())?);
+    }
+    let body = if payload.is_empty() {
+        BODY_EMPTY
+    } else {
+        attributes.insert(ATTR_PAYLOAD.to_owned(), binary(payload)?);
+        BODY
+    };
+    Ok(Encoded { body, attributes })
 }
 
 /// A message as received.
@@ -69,9 +90,11 @@ impl Received {
         let key = attr(ATTR_KEY)
             .map(|k| String::from_utf8_lossy(&k).into_owned())
             .unwrap_or_default();
+        let body = message.body().unwrap_or_default();
         let payload = match attr(ATTR_PAYLOAD) {
             Some(p) => Bytes::from(p),
-            None => Bytes::from(message.body().unwrap_or_default().as_bytes().to_vec()),
+            None if body == BODY_EMPTY => Bytes::new(),
+            None => Bytes::from(body.as_bytes().to_vec()),
         };
         let receives = message
             .attributes()
@@ -85,5 +108,59 @@ impl Received {
             payload,
             redeliveries: receives.saturating_sub(1),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What SQS would hand back for an encoded message.
+    fn as_received(encoded: Encoded) -> Received {
+        let message = Message::builder()
+            .receipt_handle("r")
+            .message_id("m")
+            .body(encoded.body)
+            .set_message_attributes(Some(encoded.attributes))
+            .build();
+        Received::decode(message).expect("decoded")
+    }
+
+    /// SQS refuses empty attribute values (moto does not): an empty key or payload travels
+    /// without its attribute, and every combination decodes to what was sent.
+    #[test]
+    fn empty_key_and_payload_have_no_empty_attribute() {
+        for (key, payload) in [("", ""), ("", "x"), ("k", ""), ("k", "x")] {
+            let encoded = encode(key, payload.as_bytes()).expect("encode");
+            for (name, value) in &encoded.attributes {
+                let bytes = value.binary_value().expect("binary").as_ref();
+                assert!(
+                    !bytes.is_empty(),
+                    "{key:?}/{payload:?}: empty attribute {name}"
+                );
+            }
+            assert_eq!(encoded.attributes.contains_key(ATTR_KEY), !key.is_empty());
+            assert_eq!(
+                encoded.attributes.contains_key(ATTR_PAYLOAD),
+                !payload.is_empty()
+            );
+            assert!(
+                wire_size(key, payload.as_bytes())
+                    >= encoded.body.len() + key.len() + payload.len()
+            );
+            let got = as_received(encoded);
+            assert_eq!(got.key, key);
+            assert_eq!(&got.payload[..], payload.as_bytes());
+        }
+    }
+
+    /// A message sent by another tool (no `p`): its body is the payload.
+    #[test]
+    fn foreign_message_body_is_the_payload() {
+        let message = Message::builder().receipt_handle("r").body("hello").build();
+        let got = Received::decode(message).expect("decoded");
+        assert_eq!(&got.payload[..], b"hello");
+        assert_eq!(got.key, "");
+        assert_eq!(got.redeliveries, 0);
     }
 }

@@ -1,6 +1,7 @@
 //! SQS-specific behaviour on the test endpoint (`WEIR_TEST_SQS_URL`): batches of 10, the
 //! visibility heartbeat, delayed nacks, a process that died holding a delivery, messages
-//! published before any group, size limits, an unreachable endpoint.
+//! published before any group, deleted queues, empty keys and payloads, FIFO key order, size
+//! limits, an unreachable endpoint.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
 use common::{nothing_within, recv, recv_within, take, unique, url_with};
+use tokio::time::timeout;
 use weir_broker_sqs::{MAX_MESSAGE_BYTES, SqsBroker};
 use weir_core::ErrorKind;
 use weir_core::broker::Broker;
@@ -318,4 +320,154 @@ async fn unreachable_endpoint_is_unavailable() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_retryable());
     assert!(!format!("{err:?}").contains("secret_access_key=b"));
+}
+
+/// The URL of queue `name`.
+async fn queue_url(broker: &SqsBroker, name: &str) -> String {
+    broker
+        .client()
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("queue url")
+        .queue_url
+        .expect("url")
+}
+
+async fn delete_queue(broker: &SqsBroker, name: &str) {
+    let url = queue_url(broker, name).await;
+    broker
+        .client()
+        .delete_queue()
+        .queue_url(url)
+        .send()
+        .await
+        .expect("delete");
+}
+
+/// An empty key and an empty payload (each travels without its attribute, which AWS would
+/// refuse empty) arrive as sent, through `publish` and `publish_batch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_key_and_payload() {
+    let Some(broker) = broker().await else { return };
+    let (topic, group) = (unique("empty"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let cases = [("", ""), ("", "p"), ("k", "")];
+    for (key, payload) in cases {
+        broker
+            .publish(&topic, key, Bytes::from(payload))
+            .await
+            .expect("publish");
+    }
+    let batch = cases
+        .iter()
+        .map(|(k, p)| ((*k).to_owned(), Bytes::from(*p)))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("batch");
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let d = recv(&mut sub).await;
+        got.push((d.key.clone(), d.payload.clone()));
+        d.ack().await.expect("ack");
+    }
+    got.sort();
+    let mut expected: Vec<(String, Bytes)> = cases
+        .iter()
+        .chain(cases.iter())
+        .map(|(k, p)| ((*k).to_owned(), Bytes::from(*p)))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+}
+
+/// The holding queue deleted by hand after `publish` cached its URL: the next publish to the
+/// group-less topic creates it again instead of failing until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_holding_queue_is_created_again() {
+    let Some(broker) = broker().await else { return };
+    let topic = unique("hold");
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"lost"))
+        .await
+        .expect("publish");
+    delete_queue(&broker, &broker.holding_queue_name(&topic)).await;
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"kept"))
+        .await
+        .expect("publish after the holding queue was deleted");
+    let mut sub = broker.subscribe(&topic, "g").await.expect("subscribe");
+    assert_eq!(&take(&mut sub).await[..], b"kept");
+}
+
+/// The holding-queue mover meets a group queue that was deleted (one this process still
+/// knows from a subscription): it forgets it and moves the held message into the live group
+/// instead of failing every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mover_forgets_a_deleted_group_queue() {
+    let Some(url) = url_with(PARAMS) else { return };
+    let consumer = SqsBroker::connect(&url).await.expect("connect");
+    let publisher = SqsBroker::connect(&url).await.expect("connect");
+    let topic = unique("move");
+    // Sorted first, so the old mover tried it before the live one.
+    let _gone = consumer
+        .subscribe(&topic, "a-gone")
+        .await
+        .expect("subscribe");
+    delete_queue(&consumer, &consumer.queue_name(&topic, "a-gone")).await;
+    // Another process sees no group queue: the message waits in the holding queue.
+    publisher
+        .publish(&topic, "k", Bytes::from_static(b"moved"))
+        .await
+        .expect("publish");
+    let mut live = consumer
+        .subscribe(&topic, "b-live")
+        .await
+        .expect("subscribe");
+    assert_eq!(&take(&mut live).await[..], b"moved");
+    nothing_within(&mut live, Duration::from_secs(2)).await;
+}
+
+/// FIFO: a key's next buffered message waits until the key's delivery is settled (other keys
+/// pass it); a nack made while a poll is in flight brings the message back once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_key_waits_for_its_delivery() {
+    let Some(url) = url_with("visibility=3s&wait=1s&refresh=500ms&fifo=true") else {
+        return;
+    };
+    let broker = SqsBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("fifo"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = vec![
+        ("K".to_owned(), Bytes::from_static(b"k0")),
+        ("K".to_owned(), Bytes::from_static(b"k1")),
+        ("J".to_owned(), Bytes::from_static(b"j0")),
+    ];
+    broker.publish_batch(&topic, batch).await.expect("batch");
+    let k0 = recv(&mut sub).await;
+    assert_eq!(&k0.payload[..], b"k0");
+    let j0 = recv(&mut sub).await;
+    assert_eq!(&j0.payload[..], b"j0", "another key passes a busy one");
+    j0.ack().await.expect("ack");
+    nothing_within(&mut sub, Duration::from_millis(1500)).await;
+    // Nack k0 while a next() (and its poll) is in flight.
+    let nack = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        k0.nack(None).await
+    });
+    let again = recv(&mut sub).await;
+    nack.await.expect("join").expect("nack");
+    assert_eq!(&again.payload[..], b"k0", "k1 overtook k0");
+    assert_eq!(again.redeliveries, 1, "k0 was received more than twice");
+    assert!(
+        timeout(Duration::from_millis(500), sub.next())
+            .await
+            .is_err(),
+        "k1 handed out while k0 is in process"
+    );
+    again.ack().await.expect("ack");
+    let k1 = recv(&mut sub).await;
+    assert_eq!(&k1.payload[..], b"k1");
+    k1.ack().await.expect("ack");
+    nothing_within(&mut sub, Duration::from_millis(500)).await;
 }

@@ -1,0 +1,108 @@
+//! A TCP proxy in front of the test endpoint that can let one kind of request vanish: the
+//! connection that carries it goes silent (nothing forwarded, nothing answered, not closed),
+//! as a pooled connection that died without a FIN does. Everything else passes through.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A running proxy.
+pub struct Proxy {
+    /// `url` with its endpoint replaced by the proxy's address.
+    pub url: String,
+    armed: Arc<AtomicBool>,
+    swallowed: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    /// Starts a proxy for the `endpoint=http://host:port` of the broker URL `url`, swallowing
+    /// requests that contain `pattern` while armed. `None` when the endpoint is not plain
+    /// HTTP (the proxy cannot read TLS).
+    pub async fn start(url: &str, pattern: &'static [u8]) -> Option<Proxy> {
+        let endpoint = url
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("endpoint="))?;
+        let target = endpoint
+            .strip_prefix("http://")?
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let proxied = format!("http://{}", listener.local_addr().expect("addr"));
+        let armed = Arc::new(AtomicBool::new(false));
+        let swallowed = Arc::new(AtomicUsize::new(0));
+        let (a, s) = (armed.clone(), swallowed.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                tokio::spawn(forward(client, server, pattern, a.clone(), s.clone()));
+            }
+        });
+        Some(Proxy {
+            url: url.replace(
+                &format!("endpoint={endpoint}"),
+                &format!("endpoint={proxied}"),
+            ),
+            armed,
+            swallowed,
+        })
+    }
+
+    /// From now on, a request containing the pattern silences its connection.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// How many requests were swallowed.
+    pub fn swallowed(&self) -> usize {
+        self.swallowed.load(Ordering::SeqCst)
+    }
+}
+
+async fn forward(
+    mut client: TcpStream,
+    server: TcpStream,
+    pattern: &'static [u8],
+    armed: Arc<AtomicBool>,
+    swallowed: Arc<AtomicUsize>,
+) {
+    let silenced = AtomicBool::new(false);
+    let (mut from_server, mut to_server) = server.into_split();
+    let (mut from_client, mut to_client) = client.split();
+    let upstream = async {
+        let mut window: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = match from_client.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // The pattern may straddle two reads: look at the tail of the last one too.
+            let keep = window.len().saturating_sub(pattern.len());
+            window.drain(..keep);
+            window.extend_from_slice(&chunk[..n]);
+            if armed.load(Ordering::SeqCst) && window.windows(pattern.len()).any(|w| w == pattern) {
+                swallowed.fetch_add(1, Ordering::SeqCst);
+                silenced.store(true, Ordering::SeqCst);
+                return;
+            }
+            if to_server.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let downstream = tokio::io::copy(&mut from_server, &mut to_client);
+    tokio::select! {
+        () = upstream => {}
+        _ = downstream => {}
+    }
+    if silenced.load(Ordering::SeqCst) {
+        // Silent from now on, and kept open (even if the server closes its side).
+        drop((from_server, to_server));
+        std::future::pending::<()>().await;
+        drop(client);
+    }
+}

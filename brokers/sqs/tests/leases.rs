@@ -1,0 +1,171 @@
+//! Leases on the test endpoint (`WEIR_TEST_SQS_URL`): a hung nack does not cost the other
+//! deliveries their lease, a busy consumer does not sit on buffered messages, and what a
+//! cancelled `next()` received is neither lost for the visibility timeout nor delivered late.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::proxy::Proxy;
+use common::{nothing_within, recv, recv_within, unique, url_with};
+use tokio::time::timeout;
+use weir_broker_sqs::SqsBroker;
+use weir_core::ErrorKind;
+use weir_core::broker::Broker;
+
+/// A nack whose connection died silently (the proxy swallows it) fails with a retryable
+/// `Timeout` within about `visibility / 3`, and meanwhile the heartbeat keeps renewing the
+/// other delivery the consumer holds: a competing consumer (another process) never gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_nack_costs_no_other_lease() {
+    let Some(url) = url_with("visibility=3s&wait=2s&refresh=500ms") else {
+        return;
+    };
+    let Some(proxy) = Proxy::start(&url, b"AmazonSQS.ChangeMessageVisibility\r\n").await else {
+        eprintln!("skipped: the proxy needs a plain http:// endpoint");
+        return;
+    };
+    let holder = SqsBroker::connect(&proxy.url).await.expect("connect");
+    let other = SqsBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("hung"), unique("g"));
+    let mut a = holder.subscribe(&topic, &group).await.expect("subscribe");
+    let mut b = other.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = vec![
+        ("k1".to_owned(), Bytes::from_static(b"nacked")),
+        ("k2".to_owned(), Bytes::from_static(b"held")),
+    ];
+    other.publish_batch(&topic, batch).await.expect("publish");
+    let (d1, d2) = (recv(&mut a).await, recv(&mut a).await);
+    let (nacked, held) = if &d1.payload[..] == b"nacked" {
+        (d1, d2)
+    } else {
+        (d2, d1)
+    };
+    assert_eq!(&held.payload[..], b"held");
+
+    proxy.arm();
+    let nack = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = nacked.nack(None).await;
+        (result, started.elapsed())
+    });
+    // Three visibility timeouts: "held" must stay with `a`. "nacked" may come (its nack never
+    // arrived, so it comes back after the visibility timeout).
+    let deadline = Instant::now() + Duration::from_secs(9);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if let Ok(next) = timeout(left, b.next()).await {
+            let d = next.expect("next");
+            assert_eq!(
+                &d.payload[..],
+                b"nacked",
+                "a held delivery went to another consumer while a nack hung"
+            );
+            d.ack().await.expect("ack");
+        }
+    }
+    assert!(proxy.swallowed() >= 1, "the nack did not reach the proxy");
+    let (result, took) = timeout(Duration::from_secs(1), nack)
+        .await
+        .expect("the hung nack still had not returned after 9 s")
+        .expect("join");
+    let err = result.expect_err("the nack's request vanished");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.is_retryable());
+    assert!(took < Duration::from_millis(2500), "nack took {took:?}");
+    held.ack()
+        .await
+        .expect("ack after three visibility timeouts");
+}
+
+/// A consumer that holds one delivery and asks for no more does not keep the rest of its
+/// poll: buffered messages older than `visibility / 2` go back, and a competing consumer gets
+/// them well within the visibility timeout's multiple; the held delivery stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_consumer_hands_back_its_buffer() {
+    let Some(url) = url_with("visibility=2s&wait=1s&refresh=500ms") else {
+        return;
+    };
+    let broker = SqsBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("busy"), unique("g"));
+    let mut a = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let mut b = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = (0..5)
+        .map(|i| (format!("k{i}"), Bytes::from(format!("m{i}"))))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("publish");
+    let held = recv(&mut a).await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let d = recv_within(&mut b, Duration::from_secs(8)).await;
+        assert_ne!(
+            d.payload, held.payload,
+            "the held delivery was handed out twice"
+        );
+        assert!(d.redeliveries >= 1, "a handed-back message is a redelivery");
+        got.push(d.payload.clone());
+        d.ack().await.expect("ack");
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 4, "{got:?}");
+    nothing_within(&mut b, Duration::from_secs(3)).await;
+    held.ack().await.expect("ack");
+}
+
+/// A `next()` cancelled while its poll runs, then the subscription dropped: what the poll
+/// received goes back at once, not after the (long) visibility timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_hands_back_what_its_cancelled_poll_got() {
+    let Some(url) = url_with("visibility=30s&wait=3s&refresh=500ms") else {
+        return;
+    };
+    let broker = SqsBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("cancel"), unique("g"));
+    let mut a = broker.subscribe(&topic, &group).await.expect("subscribe");
+    assert!(
+        timeout(Duration::from_millis(300), a.next()).await.is_err(),
+        "nothing was published yet"
+    );
+    broker
+        .publish(&topic, "k", Bytes::from_static(b"caught"))
+        .await
+        .expect("publish");
+    // The poll started by the cancelled next() receives it meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(a);
+    let mut c = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let d = recv_within(&mut c, Duration::from_secs(8)).await;
+    assert_eq!(&d.payload[..], b"caught");
+    assert!(
+        d.redeliveries >= 1,
+        "the cancelled poll had not received it"
+    );
+    d.ack().await.expect("ack");
+}
+
+/// A `next()` cancelled while its poll runs, and called again only after three visibility
+/// timeouts: what the poll received went back meanwhile (another process got it), and the
+/// late `next()` does not deliver it a second time with a stale receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_next_does_not_deliver_a_stale_poll() {
+    let Some(url) = url_with("visibility=2s&wait=3s&refresh=500ms") else {
+        return;
+    };
+    let (one, two) = (
+        SqsBroker::connect(&url).await.expect("connect"),
+        SqsBroker::connect(&url).await.expect("connect"),
+    );
+    let (topic, group) = (unique("late"), unique("g"));
+    let mut a = one.subscribe(&topic, &group).await.expect("subscribe");
+    let mut b = two.subscribe(&topic, &group).await.expect("subscribe");
+    assert!(timeout(Duration::from_millis(300), a.next()).await.is_err());
+    one.publish(&topic, "k", Bytes::from_static(b"once"))
+        .await
+        .expect("publish");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let d = recv(&mut b).await;
+    assert_eq!(&d.payload[..], b"once");
+    nothing_within(&mut a, Duration::from_secs(2)).await;
+    d.ack().await.expect("ack");
+}
