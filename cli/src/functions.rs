@@ -85,6 +85,7 @@ pub async fn prepare(drivers: &DriverSet, loaded: &mut Loaded) {
                 path: step.path.clone(),
                 runtime: step.runtime.clone(),
                 env: function.env.clone(),
+                timeout: step.timeout,
             };
             let driver = driver.clone();
             work.push(async move { (f, spec.step_id.clone(), driver.prepare(&spec).await) });
@@ -130,14 +131,24 @@ pub async fn prepare(drivers: &DriverSet, loaded: &mut Loaded) {
     }
 }
 
-/// A cheap fingerprint of the definition files under `root`: paths, sizes, mtimes.
-fn fingerprint(root: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+/// Files stat-ed per step path at most (a step directory that holds a build tree).
+const MAX_FILES_PER_STEP: usize = 10_000;
+
+/// Size and modification time of a file, as [`fingerprint`] compares them.
+type Stamp = (PathBuf, u64, Option<SystemTime>);
+
+/// A cheap fingerprint of what the functions under `root` are made of: the definition files
+/// (paths, sizes, mtimes) and every file under the `path` of a loaded step (`steps`: a wasm
+/// module, a Docker build context, a Lambda's code), so that editing a step's code prepares it
+/// again (an image rebuilt, a module compiled) as editing `weir.json` does.
+fn fingerprint(root: &Path, steps: &[PathBuf]) -> Vec<Stamp> {
     let dirs = if root.is_file() {
         vec![root.to_path_buf()]
     } else {
         discover(root)
     };
-    dirs.into_iter()
+    let mut stamps: Vec<Stamp> = dirs
+        .into_iter()
         .filter_map(|d| {
             if d.is_file() {
                 Some(d)
@@ -145,24 +156,63 @@ fn fingerprint(root: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
                 definition_file(&d)
             }
         })
-        .map(|f| {
-            let meta = std::fs::metadata(&f).ok();
-            let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-            let mtime = meta.and_then(|m| m.modified().ok());
-            (f, size, mtime)
-        })
-        .collect()
+        .map(|f| stamp(&f))
+        .collect();
+    for path in steps {
+        let mut budget = MAX_FILES_PER_STEP;
+        stamp_tree(path, &mut budget, &mut stamps);
+    }
+    stamps
 }
 
-/// Reloads the functions under `root` whenever a definition file appears, changes or goes.
-/// Runs until the task is dropped. Runs in flight stay pinned to the version they started on.
+fn stamp(file: &Path) -> Stamp {
+    let meta = std::fs::metadata(file).ok();
+    let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+    let mtime = meta.and_then(|m| m.modified().ok());
+    (file.to_path_buf(), size, mtime)
+}
+
+/// Stamps `path` and, when it is a directory, the files under it (sorted, at most `budget`).
+fn stamp_tree(path: &Path, budget: &mut usize, stamps: &mut Vec<Stamp>) {
+    if *budget == 0 {
+        return;
+    }
+    *budget -= 1;
+    stamps.push(stamp(path));
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for child in children {
+        stamp_tree(&child, budget, stamps);
+    }
+}
+
+/// The local paths the steps of the engine's live functions run from.
+fn step_paths(engine: &Engine) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = engine
+        .functions()
+        .list()
+        .iter()
+        .flat_map(|f| f.steps.iter().filter_map(|s| s.path.clone()))
+        .filter(|p| p.exists())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Reloads (and prepares again) the functions under `root` whenever a definition file appears,
+/// changes or goes, or a file under a step's `path` changes. Runs until the task is dropped.
+/// Runs in flight stay pinned to the version they started on.
 pub async fn watch(engine: Engine, root: PathBuf, every: Duration) {
-    let mut last = fingerprint(&root);
+    let mut steps = step_paths(&engine);
+    let mut last = fingerprint(&root, &steps);
     loop {
         tokio::time::sleep(every).await;
-        let now = fingerprint(&root);
+        let now = fingerprint(&root, &steps);
         if now != last {
-            last = now;
             let loaded = load_into(&engine, &root).await;
             eprintln!(
                 "reloaded {}: {} function(s), {} with errors",
@@ -170,6 +220,8 @@ pub async fn watch(engine: Engine, root: PathBuf, every: Duration) {
                 loaded.functions.len(),
                 loaded.errors.len()
             );
+            steps = step_paths(&engine);
+            last = fingerprint(&root, &steps);
         }
     }
 }
@@ -239,5 +291,60 @@ mod tests {
         assert!(error.file.ends_with("broken/weir.json"), "{error}");
         assert_eq!(error.problems[0].path, "steps.s");
         assert!(error.to_string().contains("did not build"), "{error}");
+    }
+
+    /// Editing, adding or removing a file under a step's path changes the fingerprint (so
+    /// `weir dev` prepares the step again); touching nothing does not.
+    #[test]
+    fn the_fingerprint_covers_the_files_a_step_runs_from() {
+        let root = tempfile::tempdir().unwrap();
+        function(root.path(), "f", "none");
+        let step = root.path().join("f/steps/build");
+        std::fs::create_dir_all(step.join("src")).unwrap();
+        std::fs::write(step.join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(step.join("src/main.sh"), "echo one").unwrap();
+        let module = root.path().join("f/step.wasm");
+        std::fs::write(&module, b"\0asm").unwrap();
+        let steps = vec![step.clone(), module.clone()];
+
+        let first = fingerprint(root.path(), &steps);
+        assert_eq!(first, fingerprint(root.path(), &steps), "nothing changed");
+        assert!(
+            first.iter().any(|(p, _, _)| p.ends_with("src/main.sh")),
+            "files under a step directory are stamped: {first:?}"
+        );
+
+        std::fs::write(step.join("src/main.sh"), "echo two, longer").unwrap();
+        let edited = fingerprint(root.path(), &steps);
+        assert_ne!(first, edited, "a file in the build context changed");
+
+        std::fs::write(step.join("src/extra.sh"), "x").unwrap();
+        let added = fingerprint(root.path(), &steps);
+        assert_ne!(edited, added, "a file was added to the build context");
+
+        std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+        assert_ne!(
+            added,
+            fingerprint(root.path(), &steps),
+            "the module changed"
+        );
+
+        // Without the step paths only the definition file counts.
+        let definitions = fingerprint(root.path(), &[]);
+        assert_eq!(definitions.len(), 1, "{definitions:?}");
+    }
+
+    /// A step directory holding a huge tree is stamped up to a bound, not walked whole.
+    #[test]
+    fn a_step_tree_is_stamped_up_to_a_bound() {
+        let root = tempfile::tempdir().unwrap();
+        let mut budget = 5;
+        let mut stamps = Vec::new();
+        for i in 0..20 {
+            std::fs::write(root.path().join(format!("{i:02}")), "x").unwrap();
+        }
+        stamp_tree(root.path(), &mut budget, &mut stamps);
+        assert_eq!(stamps.len(), 5);
+        assert_eq!(budget, 0);
     }
 }

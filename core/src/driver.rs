@@ -63,6 +63,9 @@ pub struct StepSpec {
     pub runtime: Map<String, Value>,
     /// The function's `.env` variables.
     pub env: std::sync::Arc<Vec<(String, String)>>,
+    /// The step's timeout (per attempt), for drivers that configure the work ahead (a Lambda
+    /// deployed with the same timeout stops when weir gives up on it).
+    pub timeout: Duration,
 }
 
 impl StepRequest {
@@ -75,6 +78,7 @@ impl StepRequest {
             path: self.path.clone(),
             runtime: self.runtime.clone(),
             env: self.env.clone(),
+            timeout: self.timeout,
         }
     }
 }

@@ -47,6 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         path: Some(step.clone()),
         runtime: runtime.clone(),
         env: Default::default(),
+        timeout: Duration::from_secs(60),
     };
     let image = driver.image_for(&spec).await?;
     let input = sample_input();

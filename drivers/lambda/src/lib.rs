@@ -145,7 +145,9 @@ impl LambdaDriver {
     /// names its function.
     pub async fn deploy(&self, step: &StepSpec) -> Result<Deployment> {
         self.require_region().await?;
-        match target::parse(&step.runtime).map_err(|m| step_config_error(m, &step.step_id))? {
+        match target::parse(&step.runtime, Some(step.timeout))
+            .map_err(|m| step_config_error(m, &step.step_id))?
+        {
             Target::Deploy(settings) => self.ensure_deployed(step, &settings, true).await,
             Target::Existing(r) => Err(Error::new(
                 ErrorKind::Config,
@@ -302,7 +304,7 @@ impl Driver for LambdaDriver {
         runtime: &Map<String, Value>,
         path: Option<&Path>,
     ) -> std::result::Result<(), String> {
-        match target::parse(runtime)? {
+        match target::parse(runtime, None)? {
             Target::Existing(_) => Ok(()),
             Target::Deploy(settings) => {
                 target::deploy_dir(&settings, path, Path::new("")).map(|_| ())
@@ -312,7 +314,9 @@ impl Driver for LambdaDriver {
 
     async fn prepare(&self, step: &StepSpec) -> Result<()> {
         self.require_region().await?;
-        match target::parse(&step.runtime).map_err(|m| step_config_error(m, &step.step_id))? {
+        match target::parse(&step.runtime, Some(step.timeout))
+            .map_err(|m| step_config_error(m, &step.step_id))?
+        {
             Target::Existing(r) => self.check_exists(&r, &step.step_id).await,
             Target::Deploy(settings) => self
                 .ensure_deployed(step, &settings, true)
@@ -325,8 +329,8 @@ impl Driver for LambdaDriver {
         let deadline = Instant::now() + request.timeout;
         self.require_region().await?;
         invoke::check_input(&request.input)?;
-        let target =
-            target::parse(&request.runtime).map_err(|m| step_config_error(m, &request.step_id))?;
+        let target = target::parse(&request.runtime, Some(request.timeout))
+            .map_err(|m| step_config_error(m, &request.step_id))?;
         let (function, deployed) = match target {
             Target::Existing(r) => (r, false),
             Target::Deploy(settings) => {
@@ -433,6 +437,7 @@ mod tests {
                 ("AWS_LAMBDA_FUNCTION_NAME".into(), "x".into()),
                 ("WEIR_STEP_ID".into(), "spoofed".into()),
             ]),
+            timeout: std::time::Duration::from_secs(30),
         };
         let env = environment(&step);
         assert_eq!(

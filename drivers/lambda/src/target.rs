@@ -15,8 +15,8 @@ pub const DEFAULT_HANDLER: &str = "bootstrap";
 /// Execution role of deployed functions unless the step or the driver config names another:
 /// the role `weir-lambda` of the caller's account.
 pub const DEFAULT_ROLE_NAME: &str = "weir-lambda";
-/// Lambda timeout of deployed functions unless `runtime.timeout` says otherwise: weir's default
-/// step timeout (5 minutes).
+/// Lambda timeout of deployed functions when neither `runtime.timeout` nor the step's timeout is
+/// known: weir's default step timeout (5 minutes).
 pub const DEFAULT_FUNCTION_TIMEOUT: Duration = weir_core::function::DEFAULT_STEP_TIMEOUT;
 
 /// The `runtime` keys a lambda step may set.
@@ -70,8 +70,13 @@ pub(crate) struct DeploySettings {
     pub timeout_secs: i32,
 }
 
-/// Parses a step's `runtime` object; the message names the key that is wrong.
-pub(crate) fn parse(runtime: &Map<String, Value>) -> Result<Target, String> {
+/// Parses a step's `runtime` object; the message names the key that is wrong. A deployed
+/// function's Lambda timeout is `runtime.timeout`, else `step_timeout` (the step's timeout,
+/// rounded up to whole seconds, at most Lambda's 900 s), else 5 minutes.
+pub(crate) fn parse(
+    runtime: &Map<String, Value>,
+    step_timeout: Option<Duration>,
+) -> Result<Target, String> {
     if let Some(unknown) = runtime.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(format!(
             "unknown key `runtime.{unknown}` for a lambda step (known: {})",
@@ -103,7 +108,7 @@ pub(crate) fn parse(runtime: &Map<String, Value>) -> Result<Target, String> {
             .to_owned(),
         role: string(runtime, "role")?.map(str::to_owned),
         memory: memory(runtime)?,
-        timeout_secs: timeout(runtime)?,
+        timeout_secs: timeout(runtime, step_timeout)?,
     }))
 }
 
@@ -253,10 +258,15 @@ fn memory(runtime: &Map<String, Value>) -> Result<Option<i32>, String> {
     }
 }
 
-/// `runtime.timeout`: seconds (a number, or a duration such as "30s" or "5m"), 1 to 900.
-fn timeout(runtime: &Map<String, Value>) -> Result<i32, String> {
+/// `runtime.timeout`: seconds (a number, or a duration such as "30s" or "5m"), 1 to 900; when
+/// absent, the step's timeout in whole seconds (rounded up, clamped to 1..=900).
+fn timeout(runtime: &Map<String, Value>, step_timeout: Option<Duration>) -> Result<i32, String> {
     let secs = match runtime.get("timeout") {
-        None | Some(Value::Null) => DEFAULT_FUNCTION_TIMEOUT.as_secs(),
+        None | Some(Value::Null) => {
+            let step = step_timeout.unwrap_or(DEFAULT_FUNCTION_TIMEOUT);
+            let secs = step.as_secs() + u64::from(step.subsec_nanos() > 0);
+            return Ok(secs.clamp(1, 900) as i32);
+        }
         Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
             format!("`runtime.timeout` must be a whole number of seconds, not {n}")
         })?,
@@ -328,7 +338,11 @@ mod tests {
             ),
         ];
         for (value, expected) in cases {
-            assert_eq!(parse(&runtime(value.clone())), Ok(expected), "{value}");
+            assert_eq!(
+                parse(&runtime(value.clone()), None),
+                Ok(expected),
+                "{value}"
+            );
         }
     }
 
@@ -365,14 +379,14 @@ mod tests {
             (json!({"timeout": true}), "seconds or a duration"),
         ];
         for (value, message) in cases {
-            let err = parse(&runtime(value.clone())).unwrap_err();
+            let err = parse(&runtime(value.clone()), None).unwrap_err();
             assert!(err.contains(message), "{value}: {err}");
         }
     }
 
     #[test]
     fn deploy_defaults_and_settings() {
-        let defaults = parse(&runtime(json!({"type": "lambda"}))).unwrap();
+        let defaults = parse(&runtime(json!({"type": "lambda"})), None).unwrap();
         assert_eq!(
             defaults,
             Target::Deploy(DeploySettings {
@@ -383,9 +397,12 @@ mod tests {
                 timeout_secs: 300,
             })
         );
-        let custom = parse(&runtime(json!({"type": "lambda", "runtime": "python3.12",
+        let custom = parse(
+            &runtime(json!({"type": "lambda", "runtime": "python3.12",
             "handler": "main.handler", "role": "arn:aws:iam::123456789012:role/r",
-            "memory": 512, "timeout": "2m"})))
+            "memory": 512, "timeout": "2m"})),
+            None,
+        )
         .unwrap();
         assert_eq!(
             custom,
@@ -397,16 +414,38 @@ mod tests {
                 timeout_secs: 120,
             })
         );
-        let Target::Deploy(seconds) = parse(&runtime(json!({"timeout": 30}))).unwrap() else {
+        let Target::Deploy(seconds) = parse(&runtime(json!({"timeout": 30})), None).unwrap() else {
             panic!("deploy")
         };
         assert_eq!(seconds.timeout_secs, 30);
     }
 
+    /// Without `runtime.timeout` a deployed function gets the step's timeout, so Lambda stops
+    /// it when weir gives up on the attempt; `runtime.timeout` still wins.
+    #[test]
+    fn the_lambda_timeout_follows_the_step_timeout() {
+        let secs = |runtime_value: Value, step: Option<Duration>| match parse(
+            &runtime(runtime_value),
+            step,
+        ) {
+            Ok(Target::Deploy(s)) => s.timeout_secs,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(secs(json!({}), Some(Duration::from_secs(45))), 45);
+        assert_eq!(secs(json!({}), Some(Duration::from_millis(1500))), 2);
+        assert_eq!(secs(json!({}), Some(Duration::from_millis(10))), 1);
+        assert_eq!(secs(json!({}), Some(Duration::from_secs(3600))), 900);
+        assert_eq!(secs(json!({}), None), 300);
+        assert_eq!(
+            secs(json!({"timeout": 30}), Some(Duration::from_secs(45))),
+            30
+        );
+    }
+
     #[test]
     fn deploy_dirs_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let Target::Deploy(provided) = parse(&Map::new()).unwrap() else {
+        let Target::Deploy(provided) = parse(&Map::new(), None).unwrap() else {
             panic!("deploy")
         };
         let err = deploy_dir(&provided, None, dir.path()).unwrap_err();

@@ -57,6 +57,7 @@ impl Setup {
             path: Some(path.to_path_buf()),
             runtime: runtime(extra),
             env: Arc::default(),
+            timeout: Duration::from_secs(30),
         }
     }
 }
@@ -326,6 +327,7 @@ async fn the_disk_cache_serves_a_new_driver() {
         path: Some(module("echo")),
         runtime: runtime(json!({})),
         env: Arc::default(),
+        timeout: Duration::from_secs(30),
     };
     let first = common::driver(&cache);
     first.prepare(&spec).await.unwrap();

@@ -181,7 +181,7 @@ pub struct LatencyArgs {
 #[command(after_help = "\
 Everything runs in this process: the engine with every role on --state and --broker, one function
 triggered by `bench/runs` whose steps s1 → s2 → … are `http` steps to a local step server answering
-`{}`, and the load. No API: events go straight to the engine's ingest. Redis URLs get
+`{}` (or, with --wasm MODULE, `wasm` steps running that WASI module), and the load. No API: events go straight to the engine's ingest. Redis URLs get
 `prefix=weirbench-<ulid>` appended, so each bench run has its own keys (left in Redis afterwards;
 the prefix is printed).
 
@@ -193,7 +193,13 @@ request arrival at the step server − ingest start).
 
 With a redis:// state store (the `state-redis` feature), the round trips the state and event stores
 made to Redis during the load are counted and printed per step executed and per run. They include
-the event appends (2 per ingest call) and the run creations.")]
+the event appends (2 per ingest call) and the run creations.
+
+With --wasm MODULE (the `driver-wasm` feature), every step runs MODULE on the wasm runtime, in this
+process; steps per second are then runs finished × steps per run (no step server counts them), and
+--rate is not available (the first-step arrival is timed by the step server). A no-op module:
+`cargo build --release --target wasm32-wasip1 --manifest-path drivers/wasm/test-modules/Cargo.toml
+--target-dir target/wasm-test-modules` gives target/wasm-test-modules/wasm32-wasip1/release/noop.wasm.")]
 pub struct RunsArgs {
     /// State store URL (memory://, redis://…).
     #[arg(long, default_value = "memory://")]
@@ -222,6 +228,10 @@ pub struct RunsArgs {
     /// Give up waiting for runs to finish after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     pub timeout_secs: f64,
+    /// Steps are `wasm` steps running this WASI command module instead of `http` steps (needs
+    /// the `driver-wasm` feature).
+    #[arg(long, value_name = "MODULE", conflicts_with = "rate")]
+    pub wasm: Option<std::path::PathBuf>,
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -15,7 +15,9 @@ use weir_core::engine::{Engine, Roles};
 use weir_core::run::RunStatus;
 
 use super::RunsArgs;
-use super::runs_setup::{EVENT_NAME, build, redact, serve_steps, with_prefix, write_function};
+use super::runs_setup::{
+    EVENT_NAME, StepTarget, build, redact, serve_steps, with_prefix, write_function,
+};
 use super::stats::{Percentiles, ms, nanos};
 
 /// Runs that finished in this process, counted from the engine's broadcast.
@@ -138,6 +140,11 @@ async fn send_paced(engine: &Engine, rate: u64, total: u64, origin: Instant) -> 
     sent
 }
 
+/// The runtime of the bench function's steps.
+fn runtime_name(args: &RunsArgs) -> &'static str {
+    if args.wasm.is_some() { "wasm" } else { "http" }
+}
+
 pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     let seconds = args.seconds.unwrap_or(10.0);
     if !seconds.is_finite() || seconds <= 0.0 {
@@ -153,7 +160,21 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
 
     let (arrivals_tx, mut arrivals_rx) = mpsc::unbounded_channel();
     let step_server = serve_steps(origin, args.rate.map(|_| arrivals_tx)).await?;
-    let dir = write_function(args.steps, step_server.addr)?;
+    let module = match &args.wasm {
+        Some(path) => Some(std::fs::canonicalize(path).map_err(|e| {
+            Error::new(
+                weir_core::ErrorKind::Config,
+                format!("bench: --wasm {}", path.display()),
+            )
+            .with_source(e)
+        })?),
+        None => None,
+    };
+    let target = match &module {
+        Some(path) => StepTarget::Wasm(path),
+        None => StepTarget::Http(step_server.addr),
+    };
+    let dir = write_function(args.steps, &target)?;
     let (engine, round_trips) = build(&state_url, &broker_url, &dir.0).await?;
     let handle = engine.start(Roles::ALL).await?;
     let (finished, counter) = Finished::spawn(&engine, origin);
@@ -174,8 +195,9 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
             None => format!("{total} events in batches of {}", args.batch),
         };
         eprintln!(
-            "weir bench runs: {} step(s), {load}; key prefix {prefix}",
-            args.steps
+            "weir bench runs: {} {} step(s), {load}; key prefix {prefix}",
+            args.steps,
+            runtime_name(&args)
         );
     }
     let rt_start = round_trips.as_ref().map(|f| f());
@@ -196,7 +218,7 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
         .map(|f| f())
         .zip(rt_start)
         .map(|(b, a)| b - a);
-    let steps_run = step_server.requests.load(Ordering::Relaxed) - requests_start;
+    let served = step_server.requests.load(Ordering::Relaxed) - requests_start;
     let end_ns = finished.last_ns.load(Ordering::Relaxed).max(start_ns);
     counter.abort();
     handle.shutdown().await;
@@ -222,6 +244,11 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     let secs = (end_ns - start_ns) as f64 / 1e9;
     let ingest_secs = (ingested_ns - start_ns) as f64 / 1e9;
     let runs_done = completed + failed + missed;
+    // wasm steps are not seen by the step server: every finished run counts all its steps.
+    let steps_run = match &module {
+        Some(_) => runs_done * args.steps,
+        None => served,
+    };
     let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     let per = |n: u64, d: u64| (d > 0).then(|| n as f64 / d as f64);
     let rt_per_step = rt.and_then(|rt| per(rt, steps_run));
@@ -236,6 +263,7 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
                 "broker": redact(&args.broker),
                 "key_prefix": prefix,
                 "steps_per_run": args.steps,
+                "step_runtime": runtime_name(&args),
                 "events": total,
                 "batch": args.rate.is_none().then_some(args.batch),
                 "rate": args.rate,
@@ -258,8 +286,9 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
         );
     } else {
         out!(
-            "weir bench runs: {} step(s) per run, state {}, broker {}",
+            "weir bench runs: {} {} step(s) per run, state {}, broker {}",
             args.steps,
+            runtime_name(&args),
             redact(&args.state),
             redact(&args.broker)
         );

@@ -101,19 +101,35 @@ pub(super) async fn serve_steps(
     })
 }
 
-/// Writes the bench function (`s1 → s2 → … → sN`, each an `http` step to the step server) into
-/// a temporary directory.
-pub(super) fn write_function(steps: u64, addr: std::net::SocketAddr) -> weir_core::Result<TempDir> {
+/// What the bench function's steps run.
+pub(super) enum StepTarget<'a> {
+    /// `http` steps to the local step server.
+    Http(std::net::SocketAddr),
+    /// `wasm` steps running this module (an absolute path).
+    Wasm(&'a std::path::Path),
+}
+
+/// Writes the bench function (`s1 → s2 → … → sN`, each an `http` step to the step server or a
+/// `wasm` step) into a temporary directory.
+pub(super) fn write_function(steps: u64, target: &StepTarget<'_>) -> weir_core::Result<TempDir> {
     let dir = TempDir::new()?;
     let mut defs = serde_json::Map::new();
     for i in 1..=steps {
-        let path = if i == 1 { "first" } else { "next" };
         let mut step = json!({
             "id": format!("s{i}"),
             "name": format!("Step {i}"),
-            "runtime": {"type": "http", "url": format!("http://{addr}/{path}")},
             "timeout": "30s"
         });
+        match target {
+            StepTarget::Http(addr) => {
+                let path = if i == 1 { "first" } else { "next" };
+                step["runtime"] = json!({"type": "http", "url": format!("http://{addr}/{path}")});
+            }
+            StepTarget::Wasm(module) => {
+                step["runtime"] = json!({"type": "wasm"});
+                step["path"] = json!(module.display().to_string());
+            }
+        }
         if i > 1 {
             step["after"] = json!([{"step": format!("s{}", i - 1)}]);
         }
@@ -156,7 +172,9 @@ pub(super) async fn build(
     functions: &std::path::Path,
 ) -> weir_core::Result<(Engine, Option<RoundTrips>)> {
     let (engine, round_trips) = build_engine(state_url, broker_url).await?;
-    let loaded = crate::functions::load_all(functions, engine.drivers());
+    let mut loaded = crate::functions::load_all(functions, engine.drivers());
+    // Compiles a wasm module now rather than in the first timed attempt.
+    crate::functions::prepare(engine.drivers(), &mut loaded).await;
     if let Some(e) = loaded.errors.first() {
         return Err(Error::internal(format!(
             "the bench function did not load: {e}"

@@ -162,6 +162,7 @@ impl Functions {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             ),
+            timeout: weir_core::function::DEFAULT_STEP_TIMEOUT,
         }
     }
 }
