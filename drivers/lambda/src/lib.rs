@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod baseline;
 mod client;
 mod config;
 mod deploy;

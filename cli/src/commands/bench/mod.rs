@@ -282,6 +282,10 @@ pub struct RuntimesArgs {
     /// Measure the docker runtime with this no-op image (needs the `driver-docker` feature).
     #[arg(long)]
     pub docker_image: Option<String>,
+    /// Measure the lambda runtime by invoking this existing function (name or ARN; region,
+    /// credentials and `AWS_ENDPOINT_URL` from the AWS chain; needs the `driver-lambda` feature).
+    #[arg(long, value_name = "FUNCTION")]
+    pub lambda_function: Option<String>,
 }
 
 /// Arguments of `weir bench baseline-server`.

@@ -11,6 +11,8 @@
 //!   pooling allocator, `_start` called async with stdin/stdout/stderr in memory.
 //! - docker (`--docker-image IMAGE`): bare = `docker run --rm -i IMAGE INPUT` with the input on
 //!   stdin (the CLI, as a person would time it).
+//! - lambda (`--lambda-function NAME`): bare = one aws-sdk-lambda `Invoke` of that function with
+//!   the driver's own client (moto's simple backend, which echoes, makes this the driver's cost).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +46,9 @@ pub(super) async fn runtimes(args: RuntimesArgs) -> Result<i32> {
     }
     if let Some(image) = &args.docker_image {
         rows.push(docker_row(&args, image).await?);
+    }
+    if let Some(function) = &args.lambda_function {
+        rows.push(lambda_row(&args, function).await?);
     }
     println!(
         "weir bench runtimes: {} attempts each, one at a time (after {} warm-up attempts)",
@@ -292,5 +297,35 @@ async fn docker_row(_: &RuntimesArgs, _: &str) -> Result<Row> {
     Err(Error::new(
         ErrorKind::Config,
         "--docker-image needs a weir built with the `driver-docker` feature",
+    ))
+}
+
+/// The lambda row: a bare SDK `Invoke` vs the lambda driver, the same existing function.
+#[cfg(feature = "driver-lambda")]
+async fn lambda_row(args: &RuntimesArgs, function: &str) -> Result<Row> {
+    use weir_driver_lambda::{LambdaDriver, LambdaDriverConfig, baseline::BareInvoke};
+    let driver = Arc::new(LambdaDriver::connect(LambdaDriverConfig::new()).await?);
+    let bare_invoke = BareInvoke::new(&driver, function).await;
+    let payload = input();
+    let bare = time(args.warmup, args.attempts, || {
+        let bare_invoke = bare_invoke.clone();
+        let payload = payload.clone();
+        async move { bare_invoke.run(&payload).await.map(|_| ()) }
+    })
+    .await?;
+    let settings = Map::from_iter([("function".to_string(), json!(function))]);
+    let weir = time_driver(driver, request("lambda", None, settings), args).await?;
+    Ok(Row {
+        runtime: format!("lambda ({function})"),
+        bare,
+        driver: weir,
+    })
+}
+
+#[cfg(not(feature = "driver-lambda"))]
+async fn lambda_row(_: &RuntimesArgs, _: &str) -> Result<Row> {
+    Err(Error::new(
+        ErrorKind::Config,
+        "--lambda-function needs a weir built with the `driver-lambda` feature",
     ))
 }
