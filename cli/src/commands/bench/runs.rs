@@ -12,11 +12,12 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use weir_core::Error;
 use weir_core::engine::{Engine, Roles};
-use weir_core::run::RunStatus;
+use weir_core::run::{RunFilter, RunStatus};
 
 use super::RunsArgs;
 use super::runs_setup::{
-    EVENT_NAME, StepTarget, build, redact, serve_steps, with_prefix, write_function,
+    BENCH_FUNCTION_ID, EVENT_NAME, StepTarget, build, redact, serve_steps, with_prefix,
+    write_function,
 };
 use super::stats::{Percentiles, ms, nanos};
 
@@ -238,9 +239,26 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
         .collect();
     let e2e = args.rate.map(|_| Percentiles::of(&mut e2e));
 
-    let completed = finished.completed.load(Ordering::Relaxed);
-    let failed = finished.failed.load(Ordering::Relaxed);
-    let missed = finished.missed.load(Ordering::Relaxed);
+    let mut completed = finished.completed.load(Ordering::Relaxed);
+    let mut failed = finished.failed.load(Ordering::Relaxed);
+    let mut missed = finished.missed.load(Ordering::Relaxed);
+    if missed > 0 {
+        // The broadcast receiver lagged (tens of thousands of runs a second): those runs
+        // finished, but their statuses were lost. The state store knows which failed.
+        let filter = RunFilter {
+            function_id: Some(BENCH_FUNCTION_ID.to_string()),
+            status: Some(RunStatus::Failed),
+            user: None,
+            limit: Some(usize::try_from(failed + missed + 1).unwrap_or(usize::MAX)),
+        };
+        if let Ok(runs) = engine.state().list_runs(&filter).await {
+            let failed_in_state = runs.len() as u64;
+            let lost_failures = failed_in_state.saturating_sub(failed).min(missed);
+            failed += lost_failures;
+            completed += missed - lost_failures;
+            missed = 0;
+        }
+    }
     let secs = (end_ns - start_ns) as f64 / 1e9;
     let ingest_secs = (ingested_ns - start_ns) as f64 / 1e9;
     let runs_done = completed + failed + missed;

@@ -24,6 +24,8 @@ use super::stats::nanos;
 
 /// The event name the bench function is triggered by.
 pub(super) const EVENT_NAME: &str = "bench/runs";
+/// The bench function's id.
+pub(super) const BENCH_FUNCTION_ID: &str = "bench-runs";
 
 /// A first-step request seen by the step server.
 pub(super) struct Arrival {
@@ -136,7 +138,7 @@ pub(super) fn write_function(steps: u64, target: &StepTarget<'_>) -> weir_core::
         defs.insert(format!("s{i}"), step);
     }
     let definition = json!({
-        "id": "bench-runs",
+        "id": BENCH_FUNCTION_ID,
         "name": "weir bench runs",
         "triggers": [{"event": EVENT_NAME}],
         "steps": defs,
