@@ -142,10 +142,14 @@ struct Bare {
 impl Bare {
     fn new(path: &std::path::Path) -> Arc<Self> {
         let mut pool = PoolingAllocationConfig::new();
+        // Slots reset as the driver's are (pages kept resident), so both run the same wasmtime.
         pool.total_core_instances(256)
             .total_memories(256)
             .total_tables(256)
-            .total_stacks(256);
+            .total_stacks(256)
+            .linear_memory_keep_resident(weir_driver_wasm::KEEP_RESIDENT)
+            .table_keep_resident(weir_driver_wasm::KEEP_RESIDENT)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).expect("engine");

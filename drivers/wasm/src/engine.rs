@@ -32,7 +32,7 @@ const ASYNC_STACK: usize = MAX_WASM_STACK + 1024 * 1024;
 /// has it, ≥ 6.7) instead of being dropped with `madvise` and faulted in again by the next
 /// instance. Under concurrent runs this cut the kernel time per attempt several-fold (see
 /// docs/performance.md).
-pub(crate) const KEEP_RESIDENT: usize = 1024 * 1024;
+pub const KEEP_RESIDENT: usize = 1024 * 1024;
 
 /// An engine with the WASI preview 1 linker its modules are instantiated with.
 pub(crate) struct Runtime {

@@ -29,6 +29,7 @@ use crate::config::StepConfig;
 use crate::engine::{Engines, Ticker};
 use crate::modules::Modules;
 
+pub use engine::KEEP_RESIDENT;
 pub use weir_core::protocol::MAX_ARG_BYTES;
 
 /// The `runtime.type` served by [`WasmDriver`].
