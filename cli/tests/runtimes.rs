@@ -52,6 +52,17 @@ fn prepare_moto(endpoint: &str) {
     );
 }
 
+/// `weir` with the AWS chain pointed at moto (`endpoint`, region [`REGION`], test credentials).
+fn weir_on_moto(endpoint: &str) -> Command {
+    let mut weir = Command::new(env!("CARGO_BIN_EXE_weir"));
+    weir.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE");
+    weir
+}
+
 fn containers_of(function_id: &str) -> String {
     let out = Command::new("docker")
         .args(["ps", "-a", "-q", "--filter"])
@@ -81,15 +92,10 @@ fn the_2022_example_runs_its_docker_and_lambda_steps() {
     )
     .expect("copy /bin/busybox (scripts/test.sh installs busybox-static)");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let out = weir_on_moto(&lambda)
         .args(["run", "--json", "--event"])
         .arg(function.join("event.json"))
         .arg(&function)
-        .env("AWS_ENDPOINT_URL", &lambda)
-        .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("AWS_PROFILE")
         .output()
         .expect("weir run");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -115,14 +121,9 @@ fn the_2022_example_runs_its_docker_and_lambda_steps() {
     );
 
     // `weir bench runtimes` times the deployed function bare and through the driver.
-    let bench = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let bench = weir_on_moto(&lambda)
         .args(["bench", "runtimes", "--attempts", "5", "--warmup", "1"])
         .args(["--lambda-function", "prompt-deer-ede40d-step-2"])
-        .env("AWS_ENDPOINT_URL", &lambda)
-        .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("AWS_PROFILE")
         .output()
         .expect("weir bench runtimes");
     let table = String::from_utf8_lossy(&bench.stdout);
