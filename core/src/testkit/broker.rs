@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -212,48 +212,91 @@ pub async fn dead_consumer_delivery_redelivered(factory: &dyn BrokerFactory) {
     ack(d, "dead_consumer").await;
 }
 
-/// Two consumers of one group: each message goes to one of them, and all are delivered. This
-/// checks delivery, not speed: the consumers give up after [`WAIT`] without a delivery to
-/// either (or [`REDELIVERY_WAIT`] in all), so a slow service (a loaded CI machine) still passes
-/// as long as it makes progress.
+/// Two consumers of one group: once the group has formed, each message goes to exactly one of
+/// them, and all are delivered.
+///
+/// The group is settled first: with both consumers taking messages, probes are published
+/// until each has received one. A group still forming may move work between its members while
+/// they consume (a Kafka rebalance when the second member joins or the topic appears), and
+/// at-least-once delivery allows a message taken before such a move to come again; after the
+/// settling, any duplicate is a fault. This checks delivery, not speed: the case gives up
+/// after [`WAIT`] without a delivery to either consumer (or [`REDELIVERY_WAIT`] in all), so a
+/// slow service (a loaded CI machine) still passes as long as it makes progress.
 pub async fn competing_consumers(factory: &dyn BrokerFactory) {
     const N: usize = 100;
+    const PROBE: &str = "probe-";
     let broker = factory.broker().await;
     let (topic, group) = (unique("compete"), unique("g"));
     let subs = [
         subscribe(&*broker, &topic, &group).await,
         subscribe(&*broker, &topic, &group).await,
     ];
+
+    let start = Instant::now();
+    let since_start = move || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let received = Arc::new(AtomicUsize::new(0));
+    // Milliseconds since `start` of the last delivery to either consumer.
+    let progress = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let probed: Arc<[AtomicBool; 2]> = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+    let consumers: Vec<_> = subs
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut sub)| {
+            let (received, progress) = (received.clone(), progress.clone());
+            let (stop, probed) = (stop.clone(), probed.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(next) = timeout(Duration::from_millis(100), sub.next()).await else {
+                        continue;
+                    };
+                    let d = next.expect("broker conformance: competing_consumers: next() failed");
+                    let payload = text(&d);
+                    ack(d, "competing_consumers").await;
+                    progress.fetch_max(since_start(), Ordering::SeqCst);
+                    if payload.starts_with(PROBE) {
+                        probed[i].store(true, Ordering::SeqCst);
+                    } else {
+                        got.push(payload);
+                        received.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+
+    let mut probes = 0u64;
+    while !probed.iter().all(|p| p.load(Ordering::SeqCst)) {
+        assert!(
+            start.elapsed() < REDELIVERY_WAIT,
+            "broker conformance: competing_consumers: the group did not form: {probes} probes \
+             published, not each consumer received one within {REDELIVERY_WAIT:?}"
+        );
+        publish(
+            &*broker,
+            &topic,
+            &format!("probe{probes}"),
+            format!("{PROBE}{probes}"),
+        )
+        .await;
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let settled = Instant::now();
+    progress.fetch_max(since_start(), Ordering::SeqCst);
     for i in 0..N {
         publish(&*broker, &topic, &format!("k{}", i % 10), format!("m{i}")).await;
     }
-
-    let received = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    // Milliseconds since `start` of the last delivery to either consumer.
-    let progress = Arc::new(AtomicU64::new(0));
-    let consumers = subs.map(|mut sub| {
-        let (received, progress) = (received.clone(), progress.clone());
-        tokio::spawn(async move {
-            let stalled = || {
-                let last = Duration::from_millis(progress.load(Ordering::SeqCst));
-                start.elapsed() > last + WAIT || start.elapsed() > REDELIVERY_WAIT
-            };
-            let mut got = Vec::new();
-            while received.load(Ordering::SeqCst) < N && !stalled() {
-                let Ok(next) = timeout(Duration::from_millis(100), sub.next()).await else {
-                    continue;
-                };
-                let d = next.expect("broker conformance: competing_consumers: next() failed");
-                got.push(text(&d));
-                received.fetch_add(1, Ordering::SeqCst);
-                let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-                progress.fetch_max(now, Ordering::SeqCst);
-                ack(d, "competing_consumers").await;
-            }
-            got
-        })
-    });
+    while received.load(Ordering::SeqCst) < N {
+        let last = Duration::from_millis(progress.load(Ordering::SeqCst));
+        if start.elapsed() > last + WAIT || settled.elapsed() > REDELIVERY_WAIT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
 
     let mut all = BTreeSet::new();
     for consumer in consumers {
