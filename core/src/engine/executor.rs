@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{Engine, RunFinished, StopSignal, next_delivery};
 use crate::broker::{Subscription, TOPIC_STEPS};
@@ -49,14 +49,18 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
                     // Another node holds the attempt: look again when its lease runs out.
                     engine.redeliver_later(TOPIC_STEPS, delivery, wait).await;
                 }
-                Err(e) if e.is_retryable() => {
-                    warn!(error = %e, run = %msg.run_id, step = %msg.step_id, "executor: will retry the message");
-                    let wait = Duration::from_millis(500);
-                    engine.redeliver_later(TOPIC_STEPS, delivery, wait).await;
-                }
                 Err(e) => {
-                    warn!(error = %e, run = %msg.run_id, step = %msg.step_id, "executor: dropping the message");
-                    let _ = delivery.ack().await;
+                    // Kept either way: dropping it would leave the run `running` for good
+                    // (the attempt's result, or its children, never recorded). Handled again
+                    // later it starts the attempt or, when the attempt ended, moves the run
+                    // on from what the store holds.
+                    let wait = engine.error_delay(&e);
+                    if e.is_retryable() {
+                        warn!(error = %e, run = %msg.run_id, step = %msg.step_id, retry_in = ?wait, "executor: will handle the message again");
+                    } else {
+                        error!(error = %e, run = %msg.run_id, step = %msg.step_id, retry_in = ?wait, "executor: the run cannot move on until this is fixed; the message is kept and handled again");
+                    }
+                    engine.redeliver_later(TOPIC_STEPS, delivery, wait).await;
                 }
             }
         });

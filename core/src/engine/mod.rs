@@ -54,7 +54,17 @@ pub struct EngineConfig {
     /// How long a running attempt is held without renewal before another node may take it
     /// over (renewed every third of it while the attempt runs).
     pub step_lease: Duration,
+    /// How long an `events` or `steps` message waits before it is handled again after the
+    /// engine failed on it with an error that retrying soon will not cure (a publish the
+    /// broker refuses, a record the state store rejects): the message is kept, and an error
+    /// logged each time, until the cause is fixed; the run stays `running` meanwhile.
+    /// Transient errors (a store or broker unreachable) are retried after
+    /// [`TRANSIENT_ERROR_DELAY`].
+    pub stuck_message_delay: Duration,
 }
+
+/// How long a message waits before it is handled again after a transient engine error.
+pub const TRANSIENT_ERROR_DELAY: Duration = Duration::from_millis(500);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -68,6 +78,7 @@ impl Default for EngineConfig {
             retry_max: Duration::from_secs(300),
             max_output_bytes: crate::driver::DEFAULT_MAX_OUTPUT_BYTES,
             step_lease: Duration::from_secs(30),
+            stuck_message_delay: Duration::from_secs(30),
         }
     }
 }
@@ -280,6 +291,15 @@ pub(crate) async fn next_delivery(
 }
 
 impl Engine {
+    /// How long a message the engine failed on with `error` waits before it is handled again.
+    pub(crate) fn error_delay(&self, error: &crate::error::Error) -> Duration {
+        if error.is_retryable() {
+            TRANSIENT_ERROR_DELAY
+        } else {
+            self.inner.config.stuck_message_delay
+        }
+    }
+
     /// Hands `delivery` (from `topic`) back, to be delivered again after `delay`: the broker's
     /// own nack when it redelivers and can wait that long, else a timer in the state store that
     /// publishes the message again, and an ack (Kafka cannot redeliver one message; SQS waits

@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::{Engine, StopSignal, next_delivery};
 use crate::broker::{Delivery, Subscription, TOPIC_EVENTS, TOPIC_STEPS};
@@ -50,7 +49,7 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
     let _ = permits.acquire_many(concurrency as u32).await;
 }
 
-/// Routes one event message, then acks it (or nacks it when a retry may help).
+/// Routes one event message, then acks it (or hands it back to be routed again on an error).
 async fn handle(engine: &Engine, delivery: Delivery) {
     let event: Event = match serde_json::from_slice(&delivery.payload) {
         Ok(e) => e,
@@ -64,14 +63,16 @@ async fn handle(engine: &Engine, delivery: Delivery) {
         Ok(_) => {
             let _ = delivery.ack().await;
         }
-        Err(e) if e.is_retryable() => {
-            warn!(error = %e, event = %event.id, "router: will retry the event");
-            let wait = Duration::from_millis(500);
-            engine.redeliver_later(TOPIC_EVENTS, delivery, wait).await;
-        }
         Err(e) => {
-            warn!(error = %e, event = %event.id, "router: dropping the event");
-            let _ = delivery.ack().await;
+            // Kept either way: dropping it would lose the event's runs, or leave a created
+            // run `running` with its root steps never enqueued. Routing is idempotent.
+            let wait = engine.error_delay(&e);
+            if e.is_retryable() {
+                warn!(error = %e, event = %event.id, retry_in = ?wait, "router: will route the event again");
+            } else {
+                error!(error = %e, event = %event.id, retry_in = ?wait, "router: the event cannot start its runs until this is fixed; it is kept and routed again");
+            }
+            engine.redeliver_later(TOPIC_EVENTS, delivery, wait).await;
         }
     }
 }
