@@ -8,7 +8,7 @@
 /// `password`, `passwd`, `secret` or `token`, or it is a PEM private key or an OAuth bearer
 /// configuration (case-insensitive; percent-encoded names are decoded first).
 pub fn is_secret_name(name: &str) -> bool {
-    let name = percent_decoded(name).to_ascii_lowercase();
+    let name = crate::percent::decode_lossy(name).to_ascii_lowercase();
     [
         "password",
         "passwd",
@@ -96,34 +96,6 @@ fn userinfo_end(rest: &str) -> Option<usize> {
         return None;
     }
     Some(at)
-}
-
-/// `%XX` escapes decoded (lossy); used only to recognise secret parameter names.
-fn percent_decoded(text: &str) -> String {
-    if !text.contains('%') {
-        return text.to_owned();
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied(),
-            bytes.get(i + 2).copied(),
-        ) {
-            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use weir_core::duration::parse_duration;
+use weir_core::percent;
 use weir_core::{Error, ErrorKind, Result};
 
 /// The largest payload the broker can be configured to accept: 128 MiB, RabbitMQ's default
@@ -174,9 +175,9 @@ impl AmqpBrokerConfig {
             Some(info) => {
                 let (user, pass) = info.split_once(':').unwrap_or((info, ""));
                 let user =
-                    percent_decode(user).map_err(|e| config_error(format!("user name: {e}")))?;
+                    percent::decode(user).map_err(|e| config_error(format!("user name: {e}")))?;
                 let pass =
-                    percent_decode(pass).map_err(|e| config_error(format!("password: {e}")))?;
+                    percent::decode(pass).map_err(|e| config_error(format!("password: {e}")))?;
                 (user, pass)
             }
         };
@@ -189,7 +190,7 @@ impl AmqpBrokerConfig {
         let vhost = if path.is_empty() {
             "/".to_owned()
         } else {
-            percent_decode(path).map_err(|e| config_error(format!("vhost: {e}")))?
+            percent::decode(path).map_err(|e| config_error(format!("vhost: {e}")))?
         };
 
         let mut config = AmqpBrokerConfig {
@@ -213,7 +214,7 @@ impl AmqpBrokerConfig {
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value).map_err(|e| config_error(format!("{name}: {e}")))?;
+            let value = percent::decode(value).map_err(|e| config_error(format!("{name}: {e}")))?;
             let bad = |why: String| config_error(format!("parameter {name}={value:?}: {why}"));
             match name {
                 "prefix" => config.prefix = value.clone(),
@@ -316,17 +317,17 @@ impl AmqpBrokerConfig {
         let userinfo = if self.password.is_empty() {
             "***".to_owned()
         } else {
-            format!("{}:***", percent_encode(&self.username))
+            format!("{}:***", percent::encode(&self.username))
         };
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
-            percent_encode(&self.host)
+            percent::encode(&self.host)
         };
         format!(
             "{scheme}://{userinfo}@{host}:{}/{}",
             self.port,
-            percent_encode(&self.vhost)
+            percent::encode(&self.vhost)
         )
     }
 
@@ -442,42 +443,8 @@ fn split_host_port(hostport: &str) -> std::result::Result<(String, Option<u16>),
                 .map_err(|e| format!("bad port {port:?} ({e})"))?,
         ),
     };
-    let host = percent_decode(host).map_err(|e| format!("host: {e}"))?;
+    let host = percent::decode(host).map_err(|e| format!("host: {e}"))?;
     Ok((host, port))
-}
-
-/// Encodes every byte but unreserved URL characters (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Decodes `%XX` escapes (UTF-8).
-fn percent_decode(s: &str) -> std::result::Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "bad percent-encoding".to_owned())?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "percent-encoding is not UTF-8".to_owned())
 }
 
 fn parse_number<T: std::str::FromStr>(value: &str) -> std::result::Result<T, String>

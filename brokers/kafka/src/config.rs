@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use weir_core::duration::parse_duration;
+use weir_core::percent;
 use weir_core::{Error, ErrorKind, Result};
 
 /// The default largest payload: 1 MiB (what Kafka's default `message.max.bytes` of
@@ -172,8 +173,8 @@ impl KafkaBrokerConfig {
         let mut config = Self::new(hosts);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = percent_decode(name).map_err(|e| config_error(e.to_string()))?;
-            let value = percent_decode(raw).map_err(|e| {
+            let name = percent::decode(name).map_err(|e| config_error(e.to_string()))?;
+            let value = percent::decode(raw).map_err(|e| {
                 config_error(format!("parameter {name}: {e}"))
                     .with_context("parameter", name.clone())
             })?;
@@ -364,35 +365,6 @@ where
         .map_err(|e| format!("not an integer ({e})"))
 }
 
-/// Decodes `%XX` escapes (and `+` as a space, as in forms).
-fn percent_decode(text: &str) -> std::result::Result<String, &'static str> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or("a bad %-escape")?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| "not UTF-8 after %-decoding")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +409,18 @@ mod tests {
                 ("client.id", "a b"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_plus_in_a_value_is_a_plus() {
+        // Secrets hold `+` (base64); only `%20` is a space.
+        let c = KafkaBrokerConfig::from_url("kafka://h?sasl.password=a+b%2Bc&client.id=x%20y")
+            .expect("parse");
+        assert_eq!(
+            c.client,
+            [("sasl.password", "a+b+c"), ("client.id", "x y")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
     }
 

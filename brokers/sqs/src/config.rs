@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use weir_core::duration::parse_duration;
+use weir_core::percent;
 use weir_core::{Error, ErrorKind, Result};
 
 /// SQS's largest message (body and attributes together): 256 KiB.
@@ -133,7 +134,7 @@ impl SqsBrokerConfig {
                 value
             };
             let bad = |why: String| config_error(format!("parameter {name}={shown:?}: {why}"));
-            let value = percent_decode(value).map_err(bad)?;
+            let value = percent::decode(value).map_err(|e| bad(e.to_string()))?;
             match name {
                 "region" => config.region = Some(value).filter(|v| !v.is_empty()),
                 "endpoint" => config.endpoint = Some(value).filter(|v| !v.is_empty()),
@@ -265,27 +266,6 @@ impl fmt::Debug for SqsBrokerConfig {
             )
             .finish()
     }
-}
-
-/// Decodes `%XX` escapes (an endpoint URL or a secret may need them).
-fn percent_decode(value: &str) -> std::result::Result<String, String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = value
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "bad %-escape".to_owned())?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "not UTF-8 after %-decoding".to_owned())
 }
 
 /// `url` with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
