@@ -169,12 +169,13 @@ pub(crate) async fn run(
     )
     .await?;
     let code = wait(docker, name).await?;
-    let detail = match code {
-        0 => None,
-        code => Some(failure_detail(docker, name, code, memory).await),
-    };
+    // Asked after every attempt, exit 0 too: a process of the step killed for memory (a
+    // child; the main process carrying on) leaves an exit code of 0 and a result that may be
+    // missing what that process should have done.
+    let oom = oom_killed(docker, name).await;
+    let detail = (code != 0 || oom).then(|| failure_detail(code, oom, memory));
     Ok(StepResult {
-        success: code == 0,
+        success: code == 0 && !oom,
         stdout,
         log,
         detail,
@@ -242,19 +243,30 @@ async fn wait(docker: &Docker, name: &str) -> Result<i64> {
     }
 }
 
-/// `exited with code N`, or the out-of-memory kill that explains it.
-async fn failure_detail(docker: &Docker, name: &str, code: i64, memory: Option<String>) -> String {
-    let oom = match docker.inspect_container(name, None).await {
+/// Whether the kernel killed a process of the container `name` for memory.
+async fn oom_killed(docker: &Docker, name: &str) -> bool {
+    match docker.inspect_container(name, None).await {
         Ok(inspect) => inspect.state.and_then(|s| s.oom_killed).unwrap_or(false),
         Err(e) => {
             tracing::debug!(container = name, error = %e, "could not inspect the step's container");
             false
         }
+    }
+}
+
+/// `exited with code N`, or the out-of-memory kill that explains it (or that failed the
+/// attempt although the step exited 0).
+fn failure_detail(code: i64, oom: bool, memory: Option<String>) -> String {
+    let limit = match &memory {
+        Some(memory) => format!("runtime.memory = {memory}"),
+        None => "no runtime.memory set: the host ran out".to_owned(),
     };
-    match (oom, memory) {
-        (true, Some(memory)) => format!("killed: out of memory (runtime.memory = {memory})"),
-        (true, None) => "killed: out of memory (no runtime.memory set: the host ran out)".into(),
-        (false, _) => format!("exited with code {code}"),
+    match (oom, code) {
+        (true, 0) => format!(
+            "killed: out of memory ({limit}): a process of the step was killed, so its result is not used although the step exited 0"
+        ),
+        (true, _) => format!("killed: out of memory ({limit})"),
+        (false, code) => format!("exited with code {code}"),
     }
 }
 

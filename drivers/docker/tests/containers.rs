@@ -126,6 +126,30 @@ async fn a_container_over_its_memory_limit_fails_clearly_and_is_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_killed_for_memory_fails_the_attempt_although_the_step_exits_0() {
+    let Some(h) = Harness::new().await else {
+        return;
+    };
+    // The pipeline's `tail` is OOM-killed; the shell goes on and exits 0 with an output.
+    h.step(
+        "child-hog",
+        "head -c 200m /dev/zero | tail\necho '{\"complete\": true}'",
+    );
+    let request = h.request_for("child-hog", Bytes::new(), QUICK);
+    let request = with_runtime(request, "memory", json!("32m"));
+    let run_id = request.run_id.clone();
+    let result = h.driver.execute(request).await.expect("execute");
+    assert!(!result.success, "{result:?}");
+    let detail = result.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.starts_with("killed: out of memory (runtime.memory = 32 MiB)")
+            && detail.contains("exited 0"),
+        "{result:?}"
+    );
+    assert!(h.containers_of_run(&run_id).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_kills_and_removes_the_container() {
     let Some(h) = Harness::new().await else {
         return;
