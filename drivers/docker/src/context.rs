@@ -7,13 +7,17 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use weir_core::{Error, ErrorKind, Result};
 
+use crate::ignore::IgnoreRules;
+
 /// The file Docker builds from, in the context directory.
 pub(crate) const DOCKERFILE: &str = "Dockerfile";
+/// The file listing what of the context directory is not sent (see [`crate::ignore`]).
+pub(crate) const IGNORE_FILE: &str = ".dockerignore";
 
 /// Where a step's image is built from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct BuildSource {
-    /// The context directory (sent to the engine whole).
+    /// The context directory (sent to the engine but for what its ignore file excludes).
     pub dir: PathBuf,
     /// The Dockerfile's name inside `dir`.
     pub dockerfile: String,
@@ -82,52 +86,110 @@ enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Fingerprint(Vec<Entry>);
 
-/// Walks `source`'s directory (symlinks are not followed).
+/// Walks `source`'s directory (symlinks are not followed), leaving out what its ignore file
+/// excludes (see [`ignore_file`]).
 pub(crate) fn fingerprint(source: &BuildSource) -> Result<Fingerprint> {
+    let (ignore_name, rules) = match ignore_file(source)? {
+        Some((name, rules)) => (Some(name), rules),
+        None => (None, IgnoreRules::default()),
+    };
+    let walk = Walk {
+        root: &source.dir,
+        rules: &rules,
+        // Sent even when a pattern matches them, as `docker build` sends them.
+        keep: [Some(source.dockerfile.as_str()), ignore_name.as_deref()],
+    };
     let mut entries = Vec::new();
-    walk(&source.dir, &source.dir, &mut entries)?;
+    walk.dir(&source.dir, &mut entries)?;
     entries.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(Fingerprint(entries))
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<Entry>) -> Result<()> {
-    let read = std::fs::read_dir(dir).map_err(|e| io_error("read the directory", dir, e))?;
-    for item in read {
-        let item = item.map_err(|e| io_error("read the directory", dir, e))?;
-        let path = item.path();
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| io_error("stat", &path, e))?;
-        let rel = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/");
-        let kind = if meta.file_type().is_symlink() {
-            let target =
-                std::fs::read_link(&path).map_err(|e| io_error("read the link", &path, e))?;
-            Kind::Symlink(target)
-        } else if meta.is_dir() {
-            Kind::Dir
-        } else if meta.is_file() {
-            Kind::File
-        } else {
-            // Sockets, fifos and devices are not part of a build context.
-            continue;
+/// The ignore file of `source` and its rules: `<Dockerfile name>.dockerignore` beside the
+/// Dockerfile when there is one (as BuildKit reads it), else `.dockerignore`; `None` without
+/// either. A line Docker would refuse is a permanent error naming the file and line.
+fn ignore_file(source: &BuildSource) -> Result<Option<(String, IgnoreRules)>> {
+    for name in [
+        format!("{}.dockerignore", source.dockerfile),
+        IGNORE_FILE.to_owned(),
+    ] {
+        let path = source.dir.join(&name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error("read", &path, e)),
         };
-        let is_dir = kind == Kind::Dir;
-        out.push(Entry {
-            rel,
-            kind,
-            mode: meta.permissions().mode() & 0o7777,
-            size: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        });
-        if is_dir {
-            walk(root, &path, out)?;
-        }
+        let rules = IgnoreRules::parse(&text).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{}: {e} (a .dockerignore pattern Docker would refuse)",
+                    path.display()
+                ),
+            )
+            .permanent()
+        })?;
+        return Ok(Some((name, rules)));
     }
-    Ok(())
+    Ok(None)
+}
+
+/// The walk of one context: its root, its ignore rules, the files always sent.
+struct Walk<'a> {
+    root: &'a Path,
+    rules: &'a IgnoreRules,
+    keep: [Option<&'a str>; 2],
+}
+
+impl Walk<'_> {
+    fn dir(&self, dir: &Path, out: &mut Vec<Entry>) -> Result<()> {
+        let root = self.root;
+        let read = std::fs::read_dir(dir).map_err(|e| io_error("read the directory", dir, e))?;
+        for item in read {
+            let item = item.map_err(|e| io_error("read the directory", dir, e))?;
+            let path = item.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| io_error("stat", &path, e))?;
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            let kind = if meta.file_type().is_symlink() {
+                let target =
+                    std::fs::read_link(&path).map_err(|e| io_error("read the link", &path, e))?;
+                Kind::Symlink(target)
+            } else if meta.is_dir() {
+                Kind::Dir
+            } else if meta.is_file() {
+                Kind::File
+            } else {
+                // Sockets, fifos and devices are not part of a build context.
+                continue;
+            };
+            let is_dir = kind == Kind::Dir;
+            let excluded = !self.keep.contains(&Some(rel.as_str())) && self.rules.excludes(&rel);
+            if excluded && !(is_dir && self.rules.has_exceptions()) {
+                // Nothing under it can come back: not even walked.
+                continue;
+            }
+            if !excluded {
+                out.push(Entry {
+                    rel,
+                    kind,
+                    mode: meta.permissions().mode() & 0o7777,
+                    size: meta.len(),
+                    mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
+                        + i128::from(meta.mtime_nsec()),
+                });
+            }
+            if is_dir {
+                self.dir(&path, out)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The context as sent to the engine, and the hash of what it holds.
@@ -244,6 +306,90 @@ mod tests {
         std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
         let after = pack(&source, &fingerprint(&source).unwrap()).unwrap().hash;
         assert_ne!(before, after);
+    }
+
+    fn tar_names(packed: &Packed) -> Vec<String> {
+        tar::Archive::new(packed.tar.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn dockerignore_leaves_files_out_of_the_tar_and_the_hash() {
+        let (dir, source) = context();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("node_modules/pkg")).unwrap();
+        std::fs::write(root.join("node_modules/pkg/index.js"), "1").unwrap();
+        std::fs::create_dir(root.join("docs")).unwrap();
+        std::fs::write(root.join("docs/drop.md"), "x").unwrap();
+        std::fs::write(root.join("docs/keep.md"), "y").unwrap();
+        std::fs::write(root.join("debug.log"), "z").unwrap();
+        // `*` would take the Dockerfile and the ignore file too: both are sent regardless.
+        std::fs::write(
+            root.join(IGNORE_FILE),
+            "# build output\nnode_modules\n*.log\ndocs\n!docs/keep.md\nDockerfile\n",
+        )
+        .unwrap();
+        let packed = pack(&source, &fingerprint(&source).unwrap()).unwrap();
+        assert_eq!(
+            tar_names(&packed),
+            [
+                ".dockerignore",
+                "Dockerfile",
+                "bin",
+                "bin/app",
+                "bin/link",
+                "docs/keep.md"
+            ]
+        );
+
+        // Changing what is left out changes nothing; changing the rules does.
+        std::fs::write(root.join("node_modules/pkg/index.js"), "2").unwrap();
+        std::fs::write(root.join("debug.log"), "zz").unwrap();
+        let again = pack(&source, &fingerprint(&source).unwrap()).unwrap();
+        assert_eq!(again.hash, packed.hash);
+        std::fs::write(
+            root.join(IGNORE_FILE),
+            "node_modules
+",
+        )
+        .unwrap();
+        let changed = pack(&source, &fingerprint(&source).unwrap()).unwrap();
+        assert_ne!(changed.hash, packed.hash);
+        assert!(tar_names(&changed).contains(&"debug.log".to_owned()));
+    }
+
+    #[test]
+    fn a_dockerfile_of_its_own_name_has_its_own_ignore_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("step.Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(root.join("step.Dockerfile.dockerignore"), "a\n").unwrap();
+        std::fs::write(root.join(IGNORE_FILE), "b\n").unwrap();
+        std::fs::write(root.join("a"), "").unwrap();
+        std::fs::write(root.join("b"), "").unwrap();
+        let source = BuildSource::from_path(&root.join("step.Dockerfile")).unwrap();
+        let names = tar_names(&pack(&source, &fingerprint(&source).unwrap()).unwrap());
+        assert!(
+            names.contains(&"b".to_owned()) && !names.contains(&"a".to_owned()),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_dockerignore_names_its_file_and_line() {
+        let (dir, source) = context();
+        std::fs::write(dir.path().join(IGNORE_FILE), "ok\n[abc\n").unwrap();
+        let err = fingerprint(&source).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(
+            text.contains(".dockerignore: line 2:") && text.contains("`]`"),
+            "{text}"
+        );
     }
 
     #[test]

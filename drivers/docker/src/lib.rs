@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod context;
 mod guard;
+mod ignore;
 mod image;
 pub mod labels;
 mod orphans;

@@ -281,3 +281,35 @@ async fn an_unreachable_engine_is_a_retryable_error_naming_it() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("ftp://nowhere"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dockerignore_keeps_files_out_of_the_image_and_out_of_the_rebuild_decision() {
+    let Some(h) = Harness::new().await else {
+        return;
+    };
+    let dir = h.step("ignoring", "ls /ctx");
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        dockerfile.replace("COPY busybox", "COPY ctx /ctx\nCOPY busybox"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("ctx/cache")).unwrap();
+    std::fs::write(dir.join("ctx/keep.txt"), common::unique_run_id()).unwrap();
+    std::fs::write(dir.join("ctx/secret.env"), "TOKEN=1").unwrap();
+    std::fs::write(dir.join("ctx/cache/blob"), "x").unwrap();
+    std::fs::write(dir.join(".dockerignore"), "ctx/secret.env\nctx/cache\n").unwrap();
+
+    let spec = h.spec("ignoring");
+    let image = h.driver.image_for(&spec).await.expect("build");
+    let request = h.request_for("ignoring", Bytes::new(), QUICK);
+    let result = h.driver.execute(request).await.expect("execute");
+    assert!(result.success, "{result:?}");
+    assert_eq!(result.stdout, Bytes::from("keep.txt\n"), "{result:?}");
+
+    // A change to an ignored file is no change to the step.
+    std::fs::write(dir.join("ctx/secret.env"), "TOKEN=2").unwrap();
+    std::fs::write(dir.join("ctx/cache/blob"), "y").unwrap();
+    assert_eq!(h.driver.image_for(&spec).await.unwrap(), image);
+    remove_image(&h, &image).await;
+}
