@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::function_dir;
+use common::{function_dir, run_event};
 use serde_json::json;
 use weir::core::broker::{Broker, BrokerCapabilities, Subscription, TOPIC_STEPS};
 use weir::core::engine::{Engine, EngineConfig, EngineHandle, EngineParts, Roles};
-use weir::core::run::{Run, RunFilter, RunStatus};
+use weir::core::run::RunStatus;
 use weir::core::{Error, ErrorKind, Result};
 
 /// A broker that refuses its first `single` publishes and first `batches` batch publishes to
@@ -102,34 +102,6 @@ async fn engine_refusing(
     (engine, handle, broker)
 }
 
-/// Sends `event` and waits (up to 20 s) for the one run it starts to finish.
-async fn finished_run(engine: &Engine, function_id: &str, event: serde_json::Value) -> Run {
-    let ids = engine
-        .ingest_body(event.to_string().as_bytes())
-        .await
-        .expect("ingest");
-    let filter = RunFilter {
-        function_id: Some(function_id.to_string()),
-        ..Default::default()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let runs = engine.state().list_runs(&filter).await.expect("list");
-        if let Some(r) = runs.iter().find(|r| r.event_id == ids[0]) {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            return engine
-                .wait_for_run(&r.id, left)
-                .await
-                .expect("run finishes");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the event started no run: it was dropped"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn step(after: Option<&str>) -> serde_json::Value {
     let mut step =
         json!({"path": "file://./steps/ok", "runtime": {"type": "process"}, "timeout": "10s"});
@@ -145,7 +117,7 @@ async fn an_event_whose_root_steps_cannot_be_enqueued_is_routed_again() {
         json!({"id": "roots", "triggers": [{"event": "t/roots"}], "steps": {"a": step(None)}});
     let f = function_dir(&def, &[("ok", r#"echo '{"ok": true}'"#)]);
     let (engine, handle, broker) = engine_refusing(&f.dir, 0, 2).await;
-    let run = finished_run(&engine, "roots", json!({"name": "t/roots"})).await;
+    let run = run_event(&engine, "roots", &json!({"name": "t/roots"})).await;
     handle.shutdown().await;
     assert_eq!(run.status, RunStatus::Completed, "{:#?}", run.history);
     assert_eq!(run.steps["a"].attempts, 1);
@@ -168,7 +140,7 @@ async fn a_step_whose_child_cannot_be_enqueued_moves_the_run_on_later() {
         )],
     );
     let (engine, handle, broker) = engine_refusing(&f.dir, 3, 0).await;
-    let run = finished_run(&engine, "chain", json!({"name": "t/chain"})).await;
+    let run = run_event(&engine, "chain", &json!({"name": "t/chain"})).await;
     handle.shutdown().await;
     assert_eq!(run.status, RunStatus::Completed, "{:#?}", run.history);
     assert_eq!(broker.single.load(Ordering::SeqCst), 0);
