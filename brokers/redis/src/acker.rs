@@ -78,40 +78,18 @@ impl RedisAcker {
 #[async_trait]
 impl Acker for RedisAcker {
     /// `XACK` (plus `XDEL` for an entry of the retry stream, which only this group reads;
-    /// entries of the topic stream are removed by trimming once every group acked them).
+    /// entries of the topic stream are removed by trimming once every group acked them), sent
+    /// with the other acks of the subscription made meanwhile (see [`crate::ack_batch`]).
     async fn ack(mut self: Box<Self>) -> Result<()> {
-        // From here on a drop (a cancelled ack) requeues nothing: if the XACK did not reach
-        // Redis, the entry is reclaimed after the lease (the heartbeat stops renewing it).
+        // From here on a drop (a cancelled ack) requeues nothing: the ack is sent anyway, and
+        // if it does not reach Redis the entry is reclaimed after the lease (the heartbeat
+        // stops renewing it).
         self.done = true;
-        let s = &self.shared;
-        let mut conn = s.conn.clone();
-        let stream = s.stream(self.sel);
-        let result = match self.sel {
-            Sel::Main => {
-                redis::cmd("XACK")
-                    .arg(stream)
-                    .arg(&s.group)
-                    .arg(&self.id)
-                    .query_async::<()>(&mut conn)
-                    .await
-            }
-            Sel::Retry => {
-                redis::pipe()
-                    .atomic()
-                    .cmd("XACK")
-                    .arg(stream)
-                    .arg(&s.group)
-                    .arg(&self.id)
-                    .ignore()
-                    .cmd("XDEL")
-                    .arg(stream)
-                    .arg(&self.id)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await
-            }
-        };
-        result.map_err(|e| redis_error("ack", e).with_context("id", &self.id))
+        self.shared
+            .acks
+            .ack(self.sel, self.id.clone())
+            .await
+            .map_err(|e| e.with_context("id", &self.id))
     }
 
     /// Without a delay: `REQUEUE` (new entry on the group's retry stream, original acked), so

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ack_batch;
 mod acker;
 mod config;
 mod error;

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use weir_core::broker::{Delivery, Subscription};
 use weir_core::{Error, Result};
 
+use crate::ack_batch::{AckBatcher, AckTarget};
 use crate::acker::{RedisAcker, requeue};
 use crate::config::RedisBrokerConfig;
 use crate::error::{has_code, redis_error};
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     held: Mutex<Held>,
     /// The subscription is gone (its deliveries may live on).
     closed: AtomicBool,
+    /// Sends the acks of its deliveries, several per command when they come together.
+    pub(crate) acks: AckBatcher,
 }
 
 #[derive(Default)]
@@ -501,13 +504,19 @@ impl Reader {
 }
 
 impl Shared {
-    /// Shared state of a new subscription.
+    /// Shared state of a new subscription (its ack sender starts on the current runtime).
     pub(crate) fn new(
         conn: ConnectionManager,
         keys: GroupKeys,
         group: &str,
         config: &RedisBrokerConfig,
     ) -> Self {
+        let acks = AckBatcher::start(AckTarget {
+            conn: conn.clone(),
+            stream: keys.stream.clone(),
+            retry: keys.retry.clone(),
+            group: group.to_owned(),
+        });
         Shared {
             conn,
             keys,
@@ -517,6 +526,7 @@ impl Shared {
             count: config.count,
             held: Mutex::new(Held::default()),
             closed: AtomicBool::new(false),
+            acks,
         }
     }
 }

@@ -106,6 +106,86 @@ async fn redeliveries_count_every_nack_and_drop() {
     assert_eq!(xlen(&format!("weir-test:retry:{topic}:{group}")).await, 0);
 }
 
+/// How many `XACK` commands the server has run (all clients).
+async fn xack_calls() -> u64 {
+    let url = raw_url().expect("url");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw(&url).await)
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xack:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Acks made together go out in few `XACK`s, each still answered only once Redis has it: after
+/// every ack returned nothing is pending, and the group's retry stream is empty again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_made_together_share_commands_and_lose_nothing() {
+    const N: usize = 400;
+    let Some(broker) = broker(&format!("{PARAMS}&count={N}")).await else {
+        return;
+    };
+    let (topic, group) = (unique("acks"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = (0..N)
+        .map(|i| ("k".to_owned(), Bytes::from(format!("m{i}"))))
+        .collect();
+    broker.publish_batch(&topic, batch).await.expect("publish");
+    // Half of them come back through the retry stream (nacked once).
+    let mut deliveries = Vec::with_capacity(N);
+    for i in 0..N {
+        let d = recv(&mut sub).await;
+        if i % 2 == 0 {
+            d.nack(None).await.expect("nack");
+        } else {
+            deliveries.push(d);
+        }
+    }
+    while deliveries.len() < N {
+        deliveries.push(recv(&mut sub).await);
+    }
+    assert_eq!(
+        deliveries.iter().filter(|d| d.redeliveries == 1).count(),
+        N / 2
+    );
+
+    let before = xack_calls().await;
+    let acks: Vec<_> = deliveries
+        .into_iter()
+        .map(|d| tokio::spawn(d.ack()))
+        .collect();
+    for ack in acks {
+        ack.await.expect("ack task").expect("ack");
+    }
+    let calls = xack_calls().await - before;
+    // Other tests share the server; without batching this would be at least N.
+    assert!(calls < (N / 4) as u64, "{calls} XACKs for {N} acks");
+
+    let url = raw_url().expect("url");
+    let mut conn = raw(&url).await;
+    for stream in [
+        format!("weir-test:stream:{topic}"),
+        format!("weir-test:retry:{topic}:{group}"),
+    ] {
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(&group)
+            .query_async(&mut conn)
+            .await
+            .expect("xpending");
+        let redis::Value::Array(summary) = pending else {
+            panic!("XPENDING answered {pending:?}");
+        };
+        assert_eq!(summary.first(), Some(&redis::Value::Int(0)), "{stream}");
+    }
+    assert_eq!(xlen(&format!("weir-test:retry:{topic}:{group}")).await, 0);
+    nothing_within(&mut sub, Duration::from_millis(300)).await;
+}
+
 #[tokio::test]
 async fn oversized_payloads_are_rejected_and_batches_are_all_or_nothing() {
     let Some(broker) = broker("prefix=weir-test&lease=2s&max_message_bytes=1024").await else {

@@ -1,7 +1,8 @@
 //! `weir bench brokers`: publish + consume + ack throughput of each broker, as a table.
 //!
 //! For each broker URL: one consumer group with `--consumers` competing subscriptions acking
-//! everything they get, while the publisher sends `--messages` payloads of `--size` bytes in
+//! everything they get (each delivery before the next, or with `--handlers N` up to N at once,
+//! each in a task of its own), while the publisher sends `--messages` payloads of `--size` bytes in
 //! `publish_batch` calls of `--batch`, with up to `--in-flight` batches outstanding. The
 //! figure is messages acked per second from the first publish to the last ack; the publish
 //! phase alone is also printed. Topics and groups are fresh per run.
@@ -35,8 +36,8 @@ pub(super) async fn brokers(args: BrokersArgs) -> Result<i32> {
         rows.push(measure(url, broker, &args).await?);
     }
     println!(
-        "weir bench brokers: {} messages of {} bytes, batches of {}, {} in flight, {} consumer(s)",
-        args.messages, args.size, args.batch, args.in_flight, args.consumers
+        "weir bench brokers: {} messages of {} bytes, batches of {}, {} in flight, {} consumer(s), {} handler(s) each",
+        args.messages, args.size, args.batch, args.in_flight, args.consumers, args.handlers
     );
     println!(
         "{:<40} {:>14} {:>22}",
@@ -106,20 +107,39 @@ async fn measure(url: &str, broker: Arc<dyn Broker>, args: &BrokersArgs) -> Resu
     let acked = Arc::new(AtomicU64::new(0));
     let mut consumers = Vec::new();
     let mut warmed = Vec::new();
+    let handlers_are_tasks = args.handlers > 1;
     for _ in 0..args.consumers.max(1) {
         let mut sub = broker.subscribe(&topic, group).await?;
         let acked = acked.clone();
         let warm = Arc::new(AtomicU64::new(0));
         warmed.push(warm.clone());
+        let handlers = Arc::new(tokio::sync::Semaphore::new(args.handlers.max(1) as usize));
         consumers.push(tokio::spawn(async move {
-            while let Ok(d) = sub.next().await {
-                let is_warm_up = d.payload.starts_with(WARM_UP);
-                if d.ack().await.is_ok() {
-                    if is_warm_up {
-                        warm.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        acked.fetch_add(1, Ordering::Relaxed);
+            let mut tasks = tokio::task::JoinSet::new();
+            loop {
+                let Ok(permit) = handlers.clone().acquire_owned().await else {
+                    break;
+                };
+                let Ok(d) = sub.next().await else {
+                    break;
+                };
+                let (acked, warm) = (acked.clone(), warm.clone());
+                let handle = async move {
+                    let _permit = permit;
+                    let is_warm_up = d.payload.starts_with(WARM_UP);
+                    if d.ack().await.is_ok() {
+                        if is_warm_up {
+                            warm.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
+                };
+                if handlers_are_tasks {
+                    tasks.spawn(handle);
+                    while tasks.try_join_next().is_some() {}
+                } else {
+                    handle.await;
                 }
             }
         }));

@@ -259,6 +259,11 @@ pub struct BrokersArgs {
     /// Competing consumers in the group.
     #[arg(long, default_value_t = 2)]
     pub consumers: usize,
+    /// Deliveries each consumer handles at once: 1 acks each before taking the next; more
+    /// hands each to a task of its own (as the engine's router and executor do), at most this
+    /// many unacked per consumer.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub handlers: u32,
     /// Give up waiting for acks after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     pub timeout_secs: f64,
