@@ -172,7 +172,7 @@ pub(crate) async fn run(
     // Asked after every attempt, exit 0 too: a process of the step killed for memory (a
     // child; the main process carrying on) leaves an exit code of 0 and a result that may be
     // missing what that process should have done.
-    let oom = oom_killed(docker, name).await;
+    let oom = oom_killed(docker, name, code).await;
     let detail = (code != 0 || oom).then(|| failure_detail(code, oom, memory));
     Ok(StepResult {
         success: code == 0 && !oom,
@@ -243,15 +243,35 @@ async fn wait(docker: &Docker, name: &str) -> Result<i64> {
     }
 }
 
-/// Whether the kernel killed a process of the container `name` for memory.
-async fn oom_killed(docker: &Docker, name: &str) -> bool {
-    match docker.inspect_container(name, None).await {
-        Ok(inspect) => inspect.state.and_then(|s| s.oom_killed).unwrap_or(false),
-        Err(e) => {
-            tracing::debug!(container = name, error = %e, "could not inspect the step's container");
-            false
+/// Exit code of a process killed by SIGKILL (what the OOM killer sends).
+const SIGKILL_EXIT: i64 = 128 + 9;
+/// How often, and how far apart, an attempt ended by SIGKILL asks whether it was for memory.
+const OOM_CHECKS: u32 = 10;
+const OOM_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// Whether the kernel killed a process of the container `name` (which exited with `code`)
+/// for memory. Docker records the kill from an event of its own, which can come after the
+/// exit: a SIGKILL exit asks again for up to half a second before it is taken as some other
+/// kill. (An exit 0 asks once: a child killed moments before the step exits can go
+/// unnoticed.)
+async fn oom_killed(docker: &Docker, name: &str, code: i64) -> bool {
+    let checks = if code == SIGKILL_EXIT { OOM_CHECKS } else { 1 };
+    for check in 1..=checks {
+        match docker.inspect_container(name, None).await {
+            Ok(inspect) if inspect.state.as_ref().and_then(|s| s.oom_killed) == Some(true) => {
+                return true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(container = name, error = %e, "could not ask the Docker engine whether the step's container ran out of memory");
+                return false;
+            }
+        }
+        if check < checks {
+            tokio::time::sleep(OOM_CHECK_EVERY).await;
         }
     }
+    false
 }
 
 /// `exited with code N`, or the out-of-memory kill that explains it (or that failed the

@@ -130,10 +130,12 @@ async fn a_child_killed_for_memory_fails_the_attempt_although_the_step_exits_0()
     let Some(h) = Harness::new().await else {
         return;
     };
-    // The pipeline's `tail` is OOM-killed; the shell goes on and exits 0 with an output.
+    // The pipeline's `tail` is OOM-killed (its raised oom_score_adj makes it the kernel's
+    // choice); the shell goes on and, once Docker had time to see the kill, exits 0 with an
+    // output.
     h.step(
         "child-hog",
-        "head -c 200m /dev/zero | tail\necho '{\"complete\": true}'",
+        "head -c 200m /dev/zero | (echo 1000 > /proc/self/oom_score_adj && exec tail)\nsleep 1\necho '{\"complete\": true}'",
     );
     let request = h.request_for("child-hog", Bytes::new(), QUICK);
     let request = with_runtime(request, "memory", json!("32m"));
