@@ -1,6 +1,7 @@
 //! Messages the engine fails on are kept, never dropped: a broker that refuses to publish the
 //! step messages (a permission error, not retryable) for a while leaves runs waiting, and they
-//! complete once it publishes again.
+//! complete once it publishes again. A result the state store refuses for good fails its
+//! attempt instead of running the step again.
 
 mod common;
 
@@ -14,7 +15,12 @@ use common::{function_dir, run_event};
 use serde_json::json;
 use weir::core::broker::{Broker, BrokerCapabilities, Subscription, TOPIC_STEPS};
 use weir::core::engine::{Engine, EngineConfig, EngineHandle, EngineParts, Roles};
-use weir::core::run::RunStatus;
+use weir::core::events::EventStore;
+use weir::core::run::{Run, RunFilter, RunStatus, RunSummary, StepStatus};
+use weir::core::state::{
+    AttemptOutcome, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunState, StartAttempt, StateStore,
+    Timer, Transition,
+};
 use weir::core::{Error, ErrorKind, Result};
 
 /// A broker that refuses its first `single` publishes and first `batches` batch publishes to
@@ -76,6 +82,17 @@ async fn engine_refusing(
     let (state, events) = weir::registry::open_state("memory://")
         .await
         .expect("state");
+    engine_on_parts(dir, state, events, single, batches).await
+}
+
+/// [`engine_refusing`] on the given state store.
+async fn engine_on_parts(
+    dir: &std::path::Path,
+    state: Arc<dyn StateStore>,
+    events: Arc<dyn EventStore>,
+    single: usize,
+    batches: usize,
+) -> (Engine, EngineHandle, Arc<RefusingBroker>) {
     let broker = Arc::new(RefusingBroker {
         inner: weir::registry::open_broker("memory://")
             .await
@@ -153,4 +170,183 @@ async fn a_step_whose_child_cannot_be_enqueued_moves_the_run_on_later() {
             "{id} ran once: its result was kept"
         );
     }
+}
+
+/// A memory state store that refuses, for good (not retryable), to record a completed attempt
+/// whose output holds `"huge"`; every other call goes to the memory store.
+struct RefusingStore(Arc<dyn StateStore>);
+
+#[async_trait]
+impl StateStore for RefusingStore {
+    async fn finish_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+    ) -> Result<Transition> {
+        if let AttemptOutcome::Completed { output, .. } = outcome
+            && output.get("huge").is_some()
+        {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                "test store: this output cannot be kept",
+            ));
+        }
+        self.0
+            .finish_attempt(run_id, step_id, attempt, outcome)
+            .await
+    }
+
+    async fn create_run(&self, run: &Run) -> Result<CreateRun> {
+        self.0.create_run(run).await
+    }
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
+        self.0.get_run(run_id).await
+    }
+    async fn get_run_state(&self, run_id: &str) -> Result<Option<RunState>> {
+        self.0.get_run_state(run_id).await
+    }
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
+        self.0.list_runs(filter).await
+    }
+    async fn start_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<StartAttempt> {
+        self.0
+            .start_attempt(run_id, step_id, attempt, now_ms, lease_ms)
+            .await
+    }
+    async fn start_attempt_with_state(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<(StartAttempt, Option<RunState>)> {
+        self.0
+            .start_attempt_with_state(run_id, step_id, attempt, now_ms, lease_ms)
+            .await
+    }
+    async fn renew_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        until_ms: i64,
+    ) -> Result<bool> {
+        self.0
+            .renew_attempt(run_id, step_id, attempt, until_ms)
+            .await
+    }
+    async fn retry_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        error: &str,
+        log: Option<&str>,
+        timer: &Timer,
+    ) -> Result<bool> {
+        self.0
+            .retry_attempt(run_id, step_id, attempt, error, log, timer)
+            .await
+    }
+    async fn transition_step(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        from: StepStatus,
+        to: StepStatus,
+        detail: Option<&str>,
+    ) -> Result<Transition> {
+        self.0
+            .transition_step(run_id, step_id, from, to, detail)
+            .await
+    }
+    async fn resolve_edge(
+        &self,
+        run_id: &str,
+        child: &str,
+        parent: &str,
+        taken: bool,
+    ) -> Result<EdgeTally> {
+        self.0.resolve_edge(run_id, child, parent, taken).await
+    }
+    async fn resolve_edge_and_join(
+        &self,
+        run_id: &str,
+        child: &str,
+        parent: &str,
+        taken: bool,
+        rule: JoinRule,
+        skip_reason: &str,
+    ) -> Result<EdgeJoin> {
+        self.0
+            .resolve_edge_and_join(run_id, child, parent, taken, rule, skip_reason)
+            .await
+    }
+    async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool> {
+        self.0.finish_run(run_id, status).await
+    }
+    async fn schedule_timer(&self, timer: &Timer) -> Result<()> {
+        self.0.schedule_timer(timer).await
+    }
+    async fn claim_due_timers(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<Timer>> {
+        self.0.claim_due_timers(now_ms, limit, lease_ms).await
+    }
+    async fn complete_timer(&self, timer_id: &str) -> Result<()> {
+        self.0.complete_timer(timer_id).await
+    }
+    async fn put_blob(&self, id: &str, data: Bytes, ttl: Duration) -> Result<()> {
+        self.0.put_blob(id, data, ttl).await
+    }
+    async fn get_blob(&self, id: &str) -> Result<Option<Bytes>> {
+        self.0.get_blob(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_store_refuses_fails_the_attempt_and_the_step_runs_once() {
+    let def = json!({"id": "refused", "triggers": [{"event": "t/refused"}],
+                     "steps": {"a": step(None), "b": step(Some("a"))}});
+    let f = function_dir(
+        &def,
+        &[(
+            "ok",
+            r#"echo x >> "$(dirname "$0")/../$WEIR_STEP_ID.count"; echo '{"huge": true}'"#,
+        )],
+    );
+    let (state, events) = weir::registry::open_state("memory://")
+        .await
+        .expect("state");
+    let state: Arc<dyn StateStore> = Arc::new(RefusingStore(state));
+    let (engine, handle, _) = engine_on_parts(&f.dir, state, events, 0, 0).await;
+    let run = run_event(&engine, "refused", &json!({"name": "t/refused"})).await;
+    // Time for a redelivery (100 ms here) to run the step again, were it going to.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    handle.shutdown().await;
+    assert_eq!(run.status, RunStatus::Failed, "{:#?}", run.history);
+    let a = &run.steps["a"];
+    assert_eq!(a.status, StepStatus::Failed);
+    let error = a.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("weir could not record its output")
+            && error.contains("this output cannot be kept"),
+        "{error}"
+    );
+    assert_eq!(run.steps["b"].status, StepStatus::Skipped);
+    let count = std::fs::read_to_string(f.dir.join("a.count")).expect("a ran");
+    assert_eq!(count.lines().count(), 1, "a ran once");
 }

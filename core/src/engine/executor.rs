@@ -149,29 +149,29 @@ impl Engine {
         let (outcome, log) = self
             .attempt(&function, index, &run, msg.attempt, input)
             .await;
-        match outcome {
+        // The step has run: from here on its result is kept or the attempt is failed, never
+        // left for a redelivery to run the step again (see `record_or_fail`).
+        let recorded = match outcome {
             Outcome::Completed(output) => {
                 let record = AttemptOutcome::Completed {
                     output: output.clone(),
                     log,
                 };
-                let t = state
+                let result = state
                     .finish_attempt(&run.id, &step.id, msg.attempt, &record)
-                    .await?;
-                if t.applied {
-                    self.advance(
-                        &function,
-                        run,
-                        Done {
-                            step: index,
-                            status: StepStatus::Completed,
-                            output: Some(output),
-                        },
-                        t,
-                        None,
+                    .await;
+                let (t, status) = self
+                    .record_or_fail(
+                        &run.id,
+                        &step.id,
+                        msg.attempt,
+                        result,
+                        StepStatus::Completed,
+                        "its output",
                     )
                     .await?;
-                }
+                let output = (status == StepStatus::Completed).then_some(output);
+                Some((t, status, output))
             }
             Outcome::Failed {
                 error, retryable, ..
@@ -191,7 +191,7 @@ impl Engine {
                         attempt: next,
                     }),
                 };
-                state
+                let scheduled = state
                     .retry_attempt(
                         &run.id,
                         &step.id,
@@ -200,7 +200,23 @@ impl Engine {
                         log.as_deref(),
                         &timer,
                     )
-                    .await?;
+                    .await;
+                match scheduled {
+                    Ok(_) => None,
+                    Err(e) => {
+                        let (t, status) = self
+                            .record_or_fail(
+                                &run.id,
+                                &step.id,
+                                msg.attempt,
+                                Err(e),
+                                StepStatus::Failed,
+                                "its retry",
+                            )
+                            .await?;
+                        Some((t, status, None))
+                    }
+                }
             }
             Outcome::Failed {
                 error,
@@ -213,26 +229,73 @@ impl Engine {
                     format!("{error} (not retried)")
                 };
                 let record = AttemptOutcome::Failed { error, output, log };
-                let t = state
+                let result = state
                     .finish_attempt(&run.id, &step.id, msg.attempt, &record)
-                    .await?;
-                if t.applied {
-                    self.advance(
-                        &function,
-                        run,
-                        Done {
-                            step: index,
-                            status: StepStatus::Failed,
-                            output: None,
-                        },
-                        t,
-                        None,
+                    .await;
+                let (t, status) = self
+                    .record_or_fail(
+                        &run.id,
+                        &step.id,
+                        msg.attempt,
+                        result,
+                        StepStatus::Failed,
+                        "its failure",
                     )
                     .await?;
-                }
+                Some((t, status, None))
             }
+        };
+        if let Some((t, status, output)) = recorded
+            && t.applied
+        {
+            self.advance(
+                &function,
+                run,
+                Done {
+                    step: index,
+                    status,
+                    output,
+                },
+                t,
+                None,
+            )
+            .await?;
         }
         Ok(Executed::Done)
+    }
+
+    /// The outcome of recording an attempt's result (`result`, a `finish_attempt` of a
+    /// `recorded` result): the transition and the step's new status. When the store refused the result with an error
+    /// retrying will not cure (a record it rejects), the attempt is recorded as failed with that
+    /// error instead, so the run moves on and the step is not run again for a result that cannot
+    /// be kept; only if that fails too does the error go back to the caller (and the message is
+    /// handled again later). `what` names what could not be recorded.
+    async fn record_or_fail(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        result: Result<Transition>,
+        recorded: StepStatus,
+        what: &str,
+    ) -> Result<(Transition, StepStatus)> {
+        let error = match result {
+            Ok(t) => return Ok((t, recorded)),
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => e,
+        };
+        warn!(error = %error, run = %run_id, step = %step_id, attempt, "executor: the state store refused the attempt's result; failing the attempt");
+        let record = AttemptOutcome::Failed {
+            error: format!("weir could not record {what}: {error} (not retried)"),
+            output: None,
+            log: None,
+        };
+        let t = self
+            .inner
+            .state
+            .finish_attempt(run_id, step_id, attempt, &record)
+            .await?;
+        Ok((t, StepStatus::Failed))
     }
 
     /// Runs one attempt on its driver, bounding it by the step timeout.
