@@ -170,7 +170,7 @@ impl Walk<'_> {
             };
             let is_dir = kind == Kind::Dir;
             let excluded = !self.keep.contains(&Some(rel.as_str())) && self.rules.excludes(&rel);
-            if excluded && !(is_dir && self.rules.has_exceptions()) {
+            if excluded && !(is_dir && self.rules.walk_excluded_dir(&rel)) {
                 // Nothing under it can come back: not even walked.
                 continue;
             }
@@ -359,6 +359,32 @@ mod tests {
         let changed = pack(&source, &fingerprint(&source).unwrap()).unwrap();
         assert_ne!(changed.hash, packed.hash);
         assert!(tar_names(&changed).contains(&"debug.log".to_owned()));
+    }
+
+    #[test]
+    fn an_exception_opens_an_excluded_directory_only_when_it_names_it() {
+        let (dir, source) = context();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("secrets")).unwrap();
+        std::fs::write(root.join("secrets/creds.json"), "{}").unwrap();
+        std::fs::write(root.join("secrets/public.json"), "{}").unwrap();
+        std::fs::write(root.join("app.json"), "{}").unwrap();
+        // As `docker build`: `!**/*.json` does not reach into `secrets`.
+        std::fs::write(root.join(IGNORE_FILE), "secrets\n*.json\n!**/*.json\n").unwrap();
+        let names = tar_names(&pack(&source, &fingerprint(&source).unwrap()).unwrap());
+        assert!(names.contains(&"app.json".to_owned()), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("secrets")), "{names:?}");
+        // An exception naming a path under it does.
+        std::fs::write(root.join(IGNORE_FILE), "secrets\n!secrets/public.json\n").unwrap();
+        let names = tar_names(&pack(&source, &fingerprint(&source).unwrap()).unwrap());
+        assert!(
+            names.contains(&"secrets/public.json".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            !names.contains(&"secrets/creds.json".to_owned()),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub(crate) struct IgnoreRules {
 struct Rule {
     /// `!pattern`: re-includes what earlier lines left out.
     exception: bool,
+    /// The pattern as cleaned (what moby compares directory names with).
+    text: String,
     glob: Vec<Token>,
 }
 
@@ -63,8 +65,12 @@ impl IgnoreRules {
         let mut rules = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let line_no = index + 1;
+            // A comment is a line starting with `#` before any trimming (`  #x` is a pattern).
+            if line.starts_with('#') {
+                continue;
+            }
             let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.is_empty() {
                 continue;
             }
             let (exception, pattern) = match line.strip_prefix('!') {
@@ -83,7 +89,11 @@ impl IgnoreRules {
                 _ => cleaned.as_str(),
             };
             let glob = compile(anchored).map_err(|why| PatternError { line: line_no, why })?;
-            rules.push(Rule { exception, glob });
+            rules.push(Rule {
+                exception,
+                text: anchored.to_owned(),
+                glob,
+            });
         }
         Ok(IgnoreRules { rules })
     }
@@ -103,9 +113,14 @@ impl IgnoreRules {
         excluded
     }
 
-    /// Whether some rule re-includes (`!`): an excluded directory must then still be walked.
-    pub fn has_exceptions(&self) -> bool {
-        self.rules.iter().any(|r| r.exception)
+    /// Whether the excluded directory `dir` must still be walked: some exception's pattern
+    /// starts with `dir/` (moby's rule when it builds a context: `secrets` with `!**/*.json`
+    /// sends nothing under `secrets`, `secrets` with `!secrets/ok.json` walks it).
+    pub fn walk_excluded_dir(&self, dir: &str) -> bool {
+        let prefix = format!("{dir}/");
+        self.rules
+            .iter()
+            .any(|r| r.exception && format!("{}/", r.text).starts_with(&prefix))
     }
 }
 
@@ -180,16 +195,14 @@ fn class(chars: &[char], start: usize) -> Result<(Token, usize), &'static str> {
     if negated {
         i += 1;
     }
-    let mut ranges = Vec::new();
-    let mut first = true;
+    let mut ranges: Vec<(char, char)> = Vec::new();
     loop {
         let c = *chars.get(i).ok_or("a `[` without its `]`")?;
-        if c == ']' && !first {
+        if c == ']' && !ranges.is_empty() {
             return Ok((Token::Class { negated, ranges }, i + 1));
         }
-        first = false;
         let low = member(chars, &mut i)?;
-        let high = if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|c| *c != ']') {
+        let high = if chars.get(i) == Some(&'-') {
             i += 1;
             member(chars, &mut i)?
         } else {
@@ -202,10 +215,15 @@ fn class(chars: &[char], start: usize) -> Result<(Token, usize), &'static str> {
     }
 }
 
-/// One (possibly escaped) character of a class at `*i`, moving past it.
+/// One (possibly escaped) character of a class at `*i`, moving past it. As in Go's
+/// `filepath.Match`, an unescaped `-` or `]` is not a member (`[]a]`, `[-a]`, `[a-]` and `[]`
+/// are refused).
 fn member(chars: &[char], i: &mut usize) -> Result<char, &'static str> {
     let c = *chars.get(*i).ok_or("a `[` without its `]`")?;
     *i += 1;
+    if c == '-' || c == ']' {
+        return Err("a character class with a bare `-` or `]` (escape it with `\\`)");
+    }
     if c != '\\' {
         return Ok(c);
     }
@@ -291,7 +309,11 @@ mod tests {
         let r = rules("docs\n!docs/keep.txt\n");
         assert!(r.excludes("docs/drop.txt"));
         assert!(!r.excludes("docs/keep.txt"));
-        assert!(r.has_exceptions());
+        assert!(r.walk_excluded_dir("docs"));
+        // An exception not naming the directory does not open it (as `docker build`).
+        let r = rules("secrets\n!**/*.json\n");
+        assert!(r.excludes("secrets"));
+        assert!(!r.walk_excluded_dir("secrets"));
     }
 
     #[test]
@@ -322,9 +344,10 @@ mod tests {
 
     #[test]
     fn comments_blanks_and_a_byte_order_mark_are_skipped() {
-        let r = rules("\u{feff}# comment\n\n   \n  spaced  \n");
+        let r = rules("\u{feff}# comment\n\n   \n  spaced  \n  #kept\n");
         assert!(r.excludes("spaced"));
         assert!(!r.excludes("# comment"));
+        assert!(r.excludes("#kept"), "a `#` after spaces starts a pattern");
     }
 
     #[test]
@@ -334,6 +357,10 @@ mod tests {
             ("[abc\n", 1, "without its `]`"),
             ("a\nb\n[z-a]\n", 3, "backwards"),
             ("x\\", 1, "escapes nothing"),
+            ("[]a]\n", 1, "bare `-` or `]`"),
+            ("[-a]\n", 1, "bare `-` or `]`"),
+            ("[a-]\n", 1, "bare `-` or `]`"),
+            ("[]\n", 1, "bare `-` or `]`"),
         ] {
             let err = IgnoreRules::parse(text).expect_err(text);
             assert_eq!(err.line, line, "{text:?}");
