@@ -3,6 +3,10 @@
 //! consumer costs Redis one command per batch rather than one per message. An ack still
 //! returns only once Redis has it; alone, it is sent at once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redis::RedisError;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use weir_core::{Error, Result};
@@ -31,6 +35,8 @@ pub(crate) struct AckTarget {
     pub stream: String,
     pub retry: String,
     pub group: String,
+    /// Counts the ack commands sent (the broker's [`crate::RedisBroker::ack_commands`]).
+    pub sent: Arc<AtomicU64>,
 }
 
 impl AckBatcher {
@@ -59,60 +65,64 @@ fn stopped() -> Error {
 async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, mut target: AckTarget) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = send(&mut target, &batch).await;
+        let main = send(&mut target, &batch, Sel::Main).await;
+        let retry = send(&mut target, &batch, Sel::Retry).await;
         for pending in batch.drain(..) {
-            let answer = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(copy(e)),
+            let result = match pending.sel {
+                Sel::Main => &main,
+                Sel::Retry => &retry,
             };
+            let answer = result
+                .as_ref()
+                .map_err(|e| redis_error("ack", e.clone()).with_context("id", &pending.id))
+                .copied();
             // The acker may have stopped waiting (its ack cancelled): the ack stands.
             let _ = pending.done.send(answer);
         }
     }
 }
 
-/// One command for acks of the topic stream; acks of the retry stream go with the `XDEL` of
-/// their entries in one transaction (an acked retry entry nobody deletes would stay forever).
-async fn send(target: &mut AckTarget, batch: &[Pending]) -> Result<()> {
-    let ids = |sel: Sel| batch.iter().filter(move |p| p.sel == sel).map(|p| &p.id);
-    let (main, retry) = (ids(Sel::Main).count(), ids(Sel::Retry).count());
-    let mut pipe = redis::pipe();
-    if retry > 0 {
-        pipe.atomic();
-    }
-    if main > 0 {
-        pipe.cmd("XACK")
-            .arg(&target.stream)
-            .arg(&target.group)
-            .arg(ids(Sel::Main).collect::<Vec<_>>())
-            .ignore();
-    }
-    if retry > 0 {
-        let retry_ids: Vec<_> = ids(Sel::Retry).collect();
-        pipe.cmd("XACK")
-            .arg(&target.retry)
-            .arg(&target.group)
-            .arg(&retry_ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&target.retry)
-            .arg(&retry_ids)
-            .ignore();
-    }
-    pipe.query_async::<()>(&mut target.conn)
-        .await
-        .map_err(|e| redis_error("ack", e).with_context("messages", batch.len()))
-}
-
-/// The same error for every ack of a failed batch.
-fn copy(e: &Error) -> Error {
-    let copy = Error::new(e.kind(), e.message().to_owned());
-    let copy = if e.is_retryable() {
-        copy.retryable()
-    } else {
-        copy.permanent()
-    };
-    e.context()
+/// Sends the acks of `batch` for stream `sel`, if any: one `XACK` for the topic stream; for the
+/// retry stream, which only this group reads, the `XACK` and the `XDEL` of the entries in one
+/// transaction (an acked retry entry nobody deletes would stay for good). The two streams go
+/// in separate commands, so a failure of one does not fail the other's acks.
+async fn send(
+    target: &mut AckTarget,
+    batch: &[Pending],
+    sel: Sel,
+) -> std::result::Result<(), RedisError> {
+    let ids: Vec<&str> = batch
         .iter()
-        .fold(copy, |c, (k, v)| c.with_context(k, v))
+        .filter(|p| p.sel == sel)
+        .map(|p| p.id.as_str())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    target.sent.fetch_add(1, Ordering::Relaxed);
+    match sel {
+        Sel::Main => {
+            redis::cmd("XACK")
+                .arg(&target.stream)
+                .arg(&target.group)
+                .arg(&ids)
+                .query_async::<()>(&mut target.conn)
+                .await
+        }
+        Sel::Retry => {
+            redis::pipe()
+                .atomic()
+                .cmd("XACK")
+                .arg(&target.retry)
+                .arg(&target.group)
+                .arg(&ids)
+                .ignore()
+                .cmd("XDEL")
+                .arg(&target.retry)
+                .arg(&ids)
+                .ignore()
+                .query_async::<()>(&mut target.conn)
+                .await
+        }
+    }
 }

@@ -85,11 +85,7 @@ impl Acker for RedisAcker {
         // if it does not reach Redis the entry is reclaimed after the lease (the heartbeat
         // stops renewing it).
         self.done = true;
-        self.shared
-            .acks
-            .ack(self.sel, self.id.clone())
-            .await
-            .map_err(|e| e.with_context("id", &self.id))
+        self.shared.acks.ack(self.sel, self.id.clone()).await
     }
 
     /// Without a delay: `REQUEUE` (new entry on the group's retry stream, original acked), so

@@ -30,6 +30,7 @@ mod stream;
 mod subscription;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,6 +62,8 @@ pub struct RedisBroker {
     config: RedisBrokerConfig,
     client: redis::Client,
     conn: ConnectionManager,
+    /// Ack commands its subscriptions have sent.
+    ack_commands: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -86,12 +89,19 @@ impl RedisBroker {
             config,
             client,
             conn,
+            ack_commands: Arc::default(),
         })
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &RedisBrokerConfig {
         &self.config
+    }
+
+    /// How many ack commands (`XACK`, or `XACK` + `XDEL` for the retry stream) this broker's
+    /// subscriptions have sent: acks made together share one (see the crate's README).
+    pub fn ack_commands(&self) -> u64 {
+        self.ack_commands.load(Ordering::Relaxed)
     }
 
     fn check_size(&self, payload: &Bytes) -> Result<()> {
@@ -204,7 +214,13 @@ impl Broker for RedisBroker {
             self.config.block + self.config.timeout,
         )
         .await?;
-        let shared = Arc::new(Shared::new(conn, keys, group, &self.config));
+        let shared = Arc::new(Shared::new(
+            conn,
+            keys,
+            group,
+            &self.config,
+            self.ack_commands.clone(),
+        ));
         tokio::spawn(heartbeat(shared.clone()));
         Ok(Box::new(RedisSubscription::new(shared, read, &self.config)))
     }

@@ -9,7 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -510,12 +510,14 @@ impl Shared {
         keys: GroupKeys,
         group: &str,
         config: &RedisBrokerConfig,
+        ack_commands: Arc<AtomicU64>,
     ) -> Self {
         let acks = AckBatcher::start(AckTarget {
             conn: conn.clone(),
             stream: keys.stream.clone(),
             retry: keys.retry.clone(),
             group: group.to_owned(),
+            sent: ack_commands,
         });
         Shared {
             conn,
