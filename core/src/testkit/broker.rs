@@ -9,6 +9,9 @@
 //!
 //! Waiting for "nothing more" cancels a pending [`Subscription::next`]; a driver should make
 //! `next` cancel-safe (a message it has not returned is not lost).
+//!
+//! [`competing_consumers`] needs a broker that spreads a group's messages over its consumers
+//! (both of its two must get some): a Kafka topic needs two partitions or more for it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
