@@ -13,6 +13,7 @@
 //! executor_concurrency = 256
 //! shutdown_grace = "30s"
 //! step_lease = "30s"
+//! stuck_message_delay = "30s"
 //! ```
 
 use std::net::SocketAddr;
@@ -47,6 +48,9 @@ pub struct ServeConfig {
     /// How long a running step is held without renewal before another node takes it over
     /// (default `30s`; renewed every third of it while the step runs).
     pub step_lease: Option<String>,
+    /// How long a message the engine failed on with an error retrying soon will not cure waits
+    /// before it is handled again (default `30s`; see docs/architecture.md).
+    pub stuck_message_delay: Option<String>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -68,6 +72,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("executor_concurrency", &self.executor_concurrency)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("step_lease", &self.step_lease)
+            .field("stuck_message_delay", &self.stuck_message_delay)
             .finish()
     }
 }
@@ -106,6 +111,7 @@ impl ServeConfig {
             executor_concurrency,
             shutdown_grace,
             step_lease,
+            stuck_message_delay,
         } = other;
         ServeConfig {
             functions: functions.or(self.functions),
@@ -122,6 +128,7 @@ impl ServeConfig {
             executor_concurrency: executor_concurrency.or(self.executor_concurrency),
             shutdown_grace: shutdown_grace.or(self.shutdown_grace),
             step_lease: step_lease.or(self.step_lease),
+            stuck_message_delay: stuck_message_delay.or(self.stuck_message_delay),
         }
     }
 }
@@ -162,6 +169,7 @@ mod tests {
             executor_concurrency: Some(32),
             shutdown_grace: Some("5s".into()),
             step_lease: Some("2s".into()),
+            stuck_message_delay: Some("1s".into()),
         };
         let file = ServeConfig {
             functions: Some("other".into()),
@@ -174,6 +182,7 @@ mod tests {
             executor_concurrency: Some(256),
             shutdown_grace: Some("30s".into()),
             step_lease: Some("30s".into()),
+            stuck_message_delay: Some("30s".into()),
         };
         assert_eq!(file.clone().overlay(flags.clone()), flags);
         assert_eq!(ServeConfig::default().overlay(flags.clone()), flags);

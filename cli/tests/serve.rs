@@ -254,6 +254,21 @@ fn serve_rejects_unknown_roles_schemes_and_config_keys() {
         err.contains("bad.toml") && err.contains("evnt_keys"),
         "{err}"
     );
+    let out = weir()
+        .args([
+            "serve",
+            "--event-key",
+            "k",
+            "--stuck-message-delay",
+            "soon",
+            "--functions",
+        ])
+        .arg(&functions)
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stuck_message_delay"), "{err}");
 }
 
 /// The signup example (examples/signup) through `weir serve` on `broker`: its event is POSTed

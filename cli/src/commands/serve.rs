@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// [default: 30s].
     #[arg(long, env = "WEIR_STEP_LEASE")]
     pub step_lease: Option<String>,
+    /// How long a message the engine failed on with an error retrying soon will not cure (a
+    /// refused publish) waits before it is handled again [default: 30s].
+    #[arg(long, env = "WEIR_STUCK_MESSAGE_DELAY")]
+    pub stuck_message_delay: Option<String>,
 }
 
 impl ServeArgs {
@@ -75,6 +79,7 @@ impl ServeArgs {
             executor_concurrency: self.executor_concurrency,
             shutdown_grace: self.shutdown_grace.clone(),
             step_lease: self.step_lease.clone(),
+            stuck_message_delay: self.stuck_message_delay.clone(),
         }
     }
 }
@@ -126,6 +131,9 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
     let step_lease = config.step_lease.as_deref().unwrap_or("30s");
     let step_lease = weir_core::duration::parse_duration(step_lease)
         .map_err(|m| Error::new(ErrorKind::Config, format!("step_lease: {m}")))?;
+    let stuck_message_delay = config.stuck_message_delay.as_deref().unwrap_or("30s");
+    let stuck_message_delay = weir_core::duration::parse_duration(stuck_message_delay)
+        .map_err(|m| Error::new(ErrorKind::Config, format!("stuck_message_delay: {m}")))?;
     let options = EngineOptions {
         state_url: config.state.clone().unwrap_or_else(|| "memory://".into()),
         broker_url: config.broker.clone().unwrap_or_else(|| "memory://".into()),
@@ -133,6 +141,7 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
         config: EngineConfig {
             executor_concurrency: config.executor_concurrency.unwrap_or(256),
             step_lease,
+            stuck_message_delay,
             ..EngineConfig::default()
         },
     };
