@@ -150,25 +150,15 @@ impl Engine {
             .attempt(&function, index, &run, msg.attempt, input)
             .await;
         // The step has run: from here on its result is kept or the attempt is failed, never
-        // left for a redelivery to run the step again (see `record_or_fail`).
+        // left for a redelivery to run the step again (see `fail_unrecorded`).
         let recorded = match outcome {
             Outcome::Completed(output) => {
                 let record = AttemptOutcome::Completed {
                     output: output.clone(),
                     log,
                 };
-                let result = state
-                    .finish_attempt(&run.id, &step.id, msg.attempt, &record)
-                    .await;
                 let (t, status) = self
-                    .record_or_fail(
-                        &run.id,
-                        &step.id,
-                        msg.attempt,
-                        result,
-                        StepStatus::Completed,
-                        "its output",
-                    )
+                    .finish_or_fail(&run.id, &step.id, msg.attempt, &record, "its output")
                     .await?;
                 let output = (status == StepStatus::Completed).then_some(output);
                 Some((t, status, output))
@@ -203,18 +193,12 @@ impl Engine {
                     .await;
                 match scheduled {
                     Ok(_) => None,
+                    Err(e) if e.is_retryable() => return Err(e),
                     Err(e) => {
-                        let (t, status) = self
-                            .record_or_fail(
-                                &run.id,
-                                &step.id,
-                                msg.attempt,
-                                Err(e),
-                                StepStatus::Failed,
-                                "its retry",
-                            )
+                        let t = self
+                            .fail_unrecorded(&run.id, &step.id, msg.attempt, &e, "its retry")
                             .await?;
-                        Some((t, status, None))
+                        Some((t, StepStatus::Failed, None))
                     }
                 }
             }
@@ -229,18 +213,8 @@ impl Engine {
                     format!("{error} (not retried)")
                 };
                 let record = AttemptOutcome::Failed { error, output, log };
-                let result = state
-                    .finish_attempt(&run.id, &step.id, msg.attempt, &record)
-                    .await;
                 let (t, status) = self
-                    .record_or_fail(
-                        &run.id,
-                        &step.id,
-                        msg.attempt,
-                        result,
-                        StepStatus::Failed,
-                        "its failure",
-                    )
+                    .finish_or_fail(&run.id, &step.id, msg.attempt, &record, "its failure")
                     .await?;
                 Some((t, status, None))
             }
@@ -264,38 +238,60 @@ impl Engine {
         Ok(Executed::Done)
     }
 
-    /// The outcome of recording an attempt's result (`result`, a `finish_attempt` of a
-    /// `recorded` result): the transition and the step's new status. When the store refused the result with an error
-    /// retrying will not cure (a record it rejects), the attempt is recorded as failed with that
-    /// error instead, so the run moves on and the step is not run again for a result that cannot
-    /// be kept; only if that fails too does the error go back to the caller (and the message is
-    /// handled again later). `what` names what could not be recorded.
-    async fn record_or_fail(
+    /// Ends the attempt with `outcome`: the transition and the step's new status. When the store
+    /// refuses it for good, the attempt fails instead (see [`Engine::fail_unrecorded`]); `what`
+    /// names what could not be recorded.
+    async fn finish_or_fail(
         &self,
         run_id: &str,
         step_id: &str,
         attempt: u32,
-        result: Result<Transition>,
-        recorded: StepStatus,
+        outcome: &AttemptOutcome,
         what: &str,
     ) -> Result<(Transition, StepStatus)> {
-        let error = match result {
-            Ok(t) => return Ok((t, recorded)),
-            Err(e) if e.is_retryable() => return Err(e),
-            Err(e) => e,
+        let status = match outcome {
+            AttemptOutcome::Completed { .. } => StepStatus::Completed,
+            AttemptOutcome::Failed { .. } => StepStatus::Failed,
         };
+        match self
+            .inner
+            .state
+            .finish_attempt(run_id, step_id, attempt, outcome)
+            .await
+        {
+            Ok(t) => Ok((t, status)),
+            Err(e) if e.is_retryable() => Err(e),
+            Err(e) => {
+                let t = self
+                    .fail_unrecorded(run_id, step_id, attempt, &e, what)
+                    .await?;
+                Ok((t, StepStatus::Failed))
+            }
+        }
+    }
+
+    /// Records the attempt as failed with `error`, the store's refusal, for good (not retryable)
+    /// to keep `what` of it: the run moves on and the step is not run again for a result that
+    /// cannot be kept. Only if this fails too does the error go back to the caller (and the
+    /// message is handled again later).
+    async fn fail_unrecorded(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        error: &Error,
+        what: &str,
+    ) -> Result<Transition> {
         warn!(error = %error, run = %run_id, step = %step_id, attempt, "executor: the state store refused the attempt's result; failing the attempt");
         let record = AttemptOutcome::Failed {
             error: format!("weir could not record {what}: {error} (not retried)"),
             output: None,
             log: None,
         };
-        let t = self
-            .inner
+        self.inner
             .state
             .finish_attempt(run_id, step_id, attempt, &record)
-            .await?;
-        Ok((t, StepStatus::Failed))
+            .await
     }
 
     /// Runs one attempt on its driver, bounding it by the step timeout.

@@ -100,13 +100,17 @@ impl IgnoreRules {
 
     /// Whether `path` (relative to the context root, `/`-separated) is left out.
     pub fn excludes(&self, path: &str) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
+        let path: Vec<char> = path.chars().collect();
         let mut excluded = false;
         for rule in &self.rules {
             // Only a rule that could change the answer is evaluated.
             if rule.exception != excluded {
                 continue;
             }
-            if matches_or_parent_matches(&rule.glob, path) {
+            if matches_or_parent_matches(&rule.glob, &path) {
                 excluded = !rule.exception;
             }
         }
@@ -233,16 +237,13 @@ fn member(chars: &[char], i: &mut usize) -> Result<char, &'static str> {
 }
 
 /// Whether `glob` matches `path` or one of its parent directories.
-fn matches_or_parent_matches(glob: &[Token], path: &str) -> bool {
-    let chars: Vec<char> = path.chars().collect();
-    if matches(glob, &chars) {
-        return true;
-    }
-    chars
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c == '/')
-        .any(|(at, _)| matches(glob, &chars[..at]))
+fn matches_or_parent_matches(glob: &[Token], path: &[char]) -> bool {
+    matches(glob, path)
+        || path
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c == '/')
+            .any(|(at, _)| matches(glob, &path[..at]))
 }
 
 /// Whether `glob` matches all of `text`: `can[i][j]` = `glob[i..]` matches `text[j..]`,
