@@ -14,6 +14,7 @@
 //! shutdown_grace = "30s"
 //! step_lease = "30s"
 //! stuck_message_delay = "30s"
+//! run_retention = "7d"
 //! ```
 
 use std::net::SocketAddr;
@@ -51,6 +52,9 @@ pub struct ServeConfig {
     /// How long a message the engine failed on with an error retrying soon will not cure waits
     /// before it is handled again (default `30s`; see docs/architecture.md).
     pub stuck_message_delay: Option<String>,
+    /// How long finished runs are kept before they are deleted (default `7d`; `forever` keeps
+    /// them for good).
+    pub run_retention: Option<String>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -73,6 +77,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("step_lease", &self.step_lease)
             .field("stuck_message_delay", &self.stuck_message_delay)
+            .field("run_retention", &self.run_retention)
             .finish()
     }
 }
@@ -112,6 +117,7 @@ impl ServeConfig {
             shutdown_grace,
             step_lease,
             stuck_message_delay,
+            run_retention,
         } = other;
         ServeConfig {
             functions: functions.or(self.functions),
@@ -129,7 +135,26 @@ impl ServeConfig {
             shutdown_grace: shutdown_grace.or(self.shutdown_grace),
             step_lease: step_lease.or(self.step_lease),
             stuck_message_delay: stuck_message_delay.or(self.stuck_message_delay),
+            run_retention: run_retention.or(self.run_retention),
         }
+    }
+}
+
+/// Reads a run retention: a duration (`7d`, `12h`), or `forever` to keep runs for good.
+pub fn parse_run_retention(value: &str) -> Result<Option<std::time::Duration>> {
+    if value.trim() == "forever" {
+        return Ok(None);
+    }
+    match weir_core::duration::parse_duration(value) {
+        Ok(d) if d.is_zero() => Err(Error::new(
+            ErrorKind::Config,
+            "run_retention: 0 would delete every run as it ends; give a duration or `forever`",
+        )),
+        Ok(d) => Ok(Some(d)),
+        Err(m) => Err(Error::new(
+            ErrorKind::Config,
+            format!("run_retention: {m} (or `forever`)"),
+        )),
     }
 }
 
@@ -170,6 +195,7 @@ mod tests {
             shutdown_grace: Some("5s".into()),
             step_lease: Some("2s".into()),
             stuck_message_delay: Some("1s".into()),
+            run_retention: Some("1d".into()),
         };
         let file = ServeConfig {
             functions: Some("other".into()),
@@ -183,10 +209,29 @@ mod tests {
             shutdown_grace: Some("30s".into()),
             step_lease: Some("30s".into()),
             stuck_message_delay: Some("30s".into()),
+            run_retention: Some("7d".into()),
         };
         assert_eq!(file.clone().overlay(flags.clone()), flags);
         assert_eq!(ServeConfig::default().overlay(flags.clone()), flags);
         assert_eq!(file.clone().overlay(ServeConfig::default()), file);
+    }
+
+    #[test]
+    fn run_retention_is_a_duration_or_forever() {
+        use std::time::Duration;
+        assert_eq!(
+            parse_run_retention("7d").unwrap(),
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(
+            parse_run_retention("90m").unwrap(),
+            Some(Duration::from_secs(5_400))
+        );
+        assert_eq!(parse_run_retention("forever").unwrap(), None);
+        for bad in ["0s", "soon", ""] {
+            let err = parse_run_retention(bad).unwrap_err().to_string();
+            assert!(err.contains("run_retention"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -295,6 +295,9 @@ impl StateStore for RefusingStore {
     async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool> {
         self.0.finish_run(run_id, status).await
     }
+    async fn delete_finished_runs(&self, ended_before_ms: i64, limit: usize) -> Result<usize> {
+        self.0.delete_finished_runs(ended_before_ms, limit).await
+    }
     async fn schedule_timer(&self, timer: &Timer) -> Result<()> {
         self.0.schedule_timer(timer).await
     }

@@ -17,6 +17,7 @@ fn weir() -> Command {
         "WEIR_ROLE",
         "WEIR_LISTEN",
         "WEIR_FUNCTIONS",
+        "WEIR_RUN_RETENTION",
     ] {
         c.env_remove(var);
     }
@@ -79,6 +80,14 @@ fn post(url: &str, body: &str) -> (u16, Value) {
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     })
+}
+
+fn get_status(url: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async { reqwest::get(url).await.expect("get").status().as_u16() })
 }
 
 fn get(url: &str) -> Value {
@@ -193,6 +202,59 @@ fn serve_on_redis_state_runs_functions() {
     };
     let sep = if url.contains('?') { '&' } else { '?' };
     serve_round_trip(&format!("{url}{sep}prefix=weirserve-{}", ulid::Ulid::new()));
+}
+
+/// With `WEIR_RUN_RETENTION=3s` a finished run is listed and readable, then deleted about
+/// three seconds after it ended: `GET /v1/runs/ID` answers 404 and the listing no longer holds it.
+#[test]
+fn finished_runs_are_deleted_after_the_run_retention() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = functions_dir(tmp.path());
+    let port = free_port();
+    let _server = Server(
+        weir()
+            .arg("serve")
+            .arg("--functions")
+            .arg(&functions)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--event-key", "k"])
+            .env("WEIR_RUN_RETENTION", "3s")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weir serve"),
+    );
+    wait_listening(port);
+    let base = format!("http://127.0.0.1:{port}");
+    let (status, body) = post(
+        &format!("{base}/e/k"),
+        r#"{"name": "app/greet.requested", "user": {"id": "kept-a-second"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut runs = Value::Null;
+    for _ in 0..400 {
+        runs = get(&format!("{base}/v1/runs?user=kept-a-second"));
+        if runs[0]["status"] == "completed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(runs[0]["status"], "completed", "{runs}");
+    let run_url = format!("{base}/v1/runs/{}", runs[0]["id"].as_str().expect("id"));
+    assert_eq!(get_status(&run_url), 200, "kept until the retention passes");
+    let mut status = 200;
+    for _ in 0..200 {
+        status = get_status(&run_url);
+        if status == 404 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        status, 404,
+        "the run is deleted within 10 s of a 3 s retention"
+    );
+    let runs = get(&format!("{base}/v1/runs?user=kept-a-second"));
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
 }
 
 #[test]

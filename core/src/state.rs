@@ -371,6 +371,13 @@ pub trait StateStore: Send + Sync + 'static {
     /// it again on a finished run changes nothing but may repair derived data (indexes).
     async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool>;
 
+    /// Deletes up to `limit` runs that ended before `ended_before_ms` (epoch ms) — the run, its
+    /// outputs, timeline and listing-index entries — oldest end first; answers how many it
+    /// deleted (fewer than `limit`: none was left to delete). Running runs are never deleted.
+    /// The engine calls it to keep finished runs for the run retention only (see
+    /// `EngineConfig::run_retention`); calling it twice, or from two nodes at once, is safe.
+    async fn delete_finished_runs(&self, ended_before_ms: i64, limit: usize) -> Result<usize>;
+
     /// Schedules a timer; a timer with the same id is kept as it was.
     async fn schedule_timer(&self, timer: &Timer) -> Result<()>;
 

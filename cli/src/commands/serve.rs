@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// refused publish) waits before it is handled again [default: 30s].
     #[arg(long, env = "WEIR_STUCK_MESSAGE_DELAY")]
     pub stuck_message_delay: Option<String>,
+    /// How long finished runs are kept before they are deleted, or `forever` [default: 7d].
+    #[arg(long, env = "WEIR_RUN_RETENTION")]
+    pub run_retention: Option<String>,
 }
 
 impl ServeArgs {
@@ -80,6 +83,7 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace.clone(),
             step_lease: self.step_lease.clone(),
             stuck_message_delay: self.stuck_message_delay.clone(),
+            run_retention: self.run_retention.clone(),
         }
     }
 }
@@ -134,6 +138,8 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
     let stuck_message_delay = config.stuck_message_delay.as_deref().unwrap_or("30s");
     let stuck_message_delay = weir_core::duration::parse_duration(stuck_message_delay)
         .map_err(|m| Error::new(ErrorKind::Config, format!("stuck_message_delay: {m}")))?;
+    let run_retention =
+        crate::config::parse_run_retention(config.run_retention.as_deref().unwrap_or("7d"))?;
     let options = EngineOptions {
         state_url: config.state.clone().unwrap_or_else(|| "memory://".into()),
         broker_url: config.broker.clone().unwrap_or_else(|| "memory://".into()),
@@ -142,6 +148,7 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
             executor_concurrency: config.executor_concurrency.unwrap_or(256),
             step_lease,
             stuck_message_delay,
+            run_retention,
             ..EngineConfig::default()
         },
     };

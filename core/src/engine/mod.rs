@@ -11,6 +11,7 @@ mod backoff;
 mod executor;
 mod ingest;
 mod registry;
+mod retention;
 mod router;
 mod scheduler;
 
@@ -31,6 +32,7 @@ pub use backoff::retry_delay;
 pub use executor::Executed;
 pub use ingest::{parse_body, parse_events};
 pub use registry::FunctionRegistry;
+pub use retention::sweep_interval;
 
 /// Tunables of an engine.
 #[derive(Debug, Clone)]
@@ -61,7 +63,14 @@ pub struct EngineConfig {
     /// Transient errors (a store or broker unreachable) are retried after
     /// [`TRANSIENT_ERROR_DELAY`].
     pub stuck_message_delay: Duration,
+    /// How long a finished run (its steps' outputs, logs and timeline) is kept before the
+    /// scheduler role deletes it; `None` keeps runs for good. Default 7 days, as the Redis
+    /// event store keeps events.
+    pub run_retention: Option<Duration>,
 }
+
+/// How long a finished run is kept by default: 7 days.
+pub const DEFAULT_RUN_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 /// How long a message waits before it is handled again after a transient engine error.
 pub const TRANSIENT_ERROR_DELAY: Duration = Duration::from_millis(500);
@@ -79,6 +88,7 @@ impl Default for EngineConfig {
             max_output_bytes: crate::driver::DEFAULT_MAX_OUTPUT_BYTES,
             step_lease: Duration::from_secs(30),
             stuck_message_delay: Duration::from_secs(30),
+            run_retention: Some(DEFAULT_RUN_RETENTION),
         }
     }
 }
@@ -90,7 +100,7 @@ pub struct Roles {
     pub router: bool,
     /// Consume `steps`.
     pub executor: bool,
-    /// Fire due timers.
+    /// Fire due timers, and delete finished runs past the run retention.
     pub scheduler: bool,
 }
 
@@ -246,6 +256,7 @@ impl Engine {
         }
         if roles.scheduler {
             tasks.spawn(scheduler::run_loop(self.clone(), stopped.clone()));
+            tasks.spawn(retention::run_loop(self.clone(), stopped.clone()));
         }
         Ok(EngineHandle { tasks, stop })
     }

@@ -41,6 +41,7 @@ pub async fn run_all(factory: &StoreFactory) {
     expired_leases_are_taken_over(factory().await).await;
     joins_are_decided_once(factory().await).await;
     start_with_state_returns_the_run_state(factory().await).await;
+    finished_runs_are_deleted_after_the_retention(factory().await).await;
 }
 
 /// A lease long enough never to expire during a test.
@@ -866,4 +867,138 @@ pub async fn start_with_state_returns_the_run_state(store: Arc<dyn StateStore>) 
         .await
         .expect("start");
     assert_eq!((missing, none), (StartAttempt::Stale, None));
+}
+
+/// `delete_finished_runs` deletes runs that ended before the horizon — oldest end first, at
+/// most `limit` per call — with their listing entries, whichever way they finished (the last
+/// step closing, or `finish_run`); a running run stays, however old, and so does a run that
+/// ended after the horizon.
+pub async fn finished_runs_are_deleted_after_the_retention(store: Arc<dyn StateStore>) {
+    let function = unique("fn");
+    let by_step = sample_run(&function, "alice");
+    let by_call = sample_run(&function, "alice");
+    let mut running = sample_run(&function, "alice");
+    running.created_at -= 86_400_000; // older than both: age alone deletes nothing
+    for run in [&by_step, &by_call, &running] {
+        store.create_run(run).await.expect("create");
+    }
+    assert!(started(&*store, &by_step.id, "a", 1).await);
+    let done = AttemptOutcome::Completed {
+        output: json!({"ok": true}),
+        log: None,
+    };
+    store
+        .finish_attempt(&by_step.id, "a", 1, &done)
+        .await
+        .expect("finish a");
+    let t = store
+        .transition_step(
+            &by_step.id,
+            "b",
+            StepStatus::Pending,
+            StepStatus::Skipped,
+            None,
+        )
+        .await
+        .expect("skip b");
+    assert_eq!(t.finished, Some(RunStatus::Completed));
+    tokio::time::sleep(Duration::from_millis(5)).await; // by_step ends first
+    assert!(
+        store
+            .finish_run(&by_call.id, RunStatus::Failed)
+            .await
+            .expect("finish")
+    );
+    let ended = |id: &str| {
+        let store = store.clone();
+        let id = id.to_string();
+        async move {
+            store
+                .get_run(&id)
+                .await
+                .expect("get")
+                .and_then(|r| r.ended_at)
+                .expect("ended")
+        }
+    };
+    let (first_end, last_end) = (ended(&by_step.id).await, ended(&by_call.id).await);
+    assert!(first_end < last_end, "{first_end} < {last_end}");
+
+    assert_eq!(
+        store
+            .delete_finished_runs(first_end - 1_000, 10)
+            .await
+            .expect("delete"),
+        0,
+        "nothing ended a second before the first end"
+    );
+    let later = now_ms() + 60_000;
+    assert_eq!(
+        store.delete_finished_runs(later, 1).await.expect("delete"),
+        1,
+        "one run per call at limit 1"
+    );
+    assert!(
+        store.get_run(&by_step.id).await.expect("get").is_none(),
+        "the run that ended first is deleted first"
+    );
+    assert!(store.get_run(&by_call.id).await.expect("get").is_some());
+    assert_eq!(
+        store.delete_finished_runs(later, 10).await.expect("delete"),
+        1,
+        "the other finished run; fewer than the limit: none left"
+    );
+    assert_eq!(
+        store.delete_finished_runs(later, 10).await.expect("delete"),
+        0,
+        "deleting again finds nothing"
+    );
+    for id in [&by_step.id, &by_call.id] {
+        assert!(store.get_run(id).await.expect("get").is_none(), "{id}");
+        assert!(
+            store.get_run_state(id).await.expect("get").is_none(),
+            "{id}"
+        );
+    }
+    let got = store
+        .get_run(&running.id)
+        .await
+        .expect("get")
+        .expect("the running run stays");
+    assert_eq!(got.status, RunStatus::Running);
+    for filter in [
+        RunFilter {
+            function_id: Some(function.clone()),
+            ..RunFilter::default()
+        },
+        RunFilter {
+            user: Some("alice".into()),
+            ..RunFilter::default()
+        },
+        RunFilter::default(),
+    ] {
+        let listed = store.list_runs(&filter).await.expect("list");
+        let ids: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
+        assert!(ids.contains(&running.id.as_str()), "{filter:?}: {ids:?}");
+        assert!(
+            !ids.contains(&by_step.id.as_str()) && !ids.contains(&by_call.id.as_str()),
+            "deleted runs are not listed ({filter:?}): {ids:?}"
+        );
+    }
+    for status in [RunStatus::Completed, RunStatus::Failed] {
+        let listed = store
+            .list_runs(&RunFilter {
+                function_id: Some(function.clone()),
+                status: Some(status),
+                ..RunFilter::default()
+            })
+            .await
+            .expect("list");
+        assert!(listed.is_empty(), "{status:?}: {listed:?}");
+    }
+    // The run can be created again under its key (a replay after the retention).
+    assert_eq!(
+        store.create_run(&by_call).await.expect("create again"),
+        CreateRun::Created
+    );
 }

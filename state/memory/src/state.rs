@@ -1,7 +1,7 @@
 //! The in-memory state store: runs, step transitions and a timer heap.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -21,8 +21,13 @@ pub struct MemoryStateStore {
 struct Inner {
     runs: HashMap<String, Run>,
     by_key: HashMap<String, String>,
-    /// Run ids in creation order (listing walks it backwards: newest first).
+    /// Run ids in creation order (listing walks it backwards: newest first). Ids of deleted
+    /// runs stay until they are half of it (listing skips them), then are dropped at once.
     order: Vec<String>,
+    /// Ids in `order` whose run was deleted.
+    stale_in_order: usize,
+    /// Finished runs by end time (epoch ms), oldest first: what the retention deletes.
+    ended: BTreeSet<(i64, String)>,
     /// Timers by id, with the time they are due (or leased until, once claimed).
     timers: HashMap<String, (Timer, i64)>,
     due: BinaryHeap<Reverse<(i64, String)>>,
@@ -31,6 +36,13 @@ struct Inner {
 }
 
 impl Inner {
+    /// Files a run that has just finished under its end time, for the retention.
+    fn file_ended(&mut self, run_id: &str) {
+        if let Some(ended_at) = self.runs.get(run_id).and_then(|r| r.ended_at) {
+            self.ended.insert((ended_at, run_id.to_string()));
+        }
+    }
+
     /// Schedules a timer unless one with its id exists.
     fn add_timer(&mut self, timer: &Timer) {
         if !self.timers.contains_key(&timer.id) {
@@ -268,12 +280,15 @@ impl StateStore for MemoryStateStore {
             }
         };
         run.history.push(entry);
-        let finished = finish_if_done(run);
-        Ok(Transition {
+        let transition = Transition {
+            finished: finish_if_done(run),
             applied: true,
             open_steps: open_steps(run),
-            finished,
-        })
+        };
+        if transition.finished.is_some() {
+            inner.file_ended(run_id);
+        }
+        Ok(transition)
     }
 
     async fn retry_attempt(
@@ -346,12 +361,15 @@ impl StateStore for MemoryStateStore {
             entry = entry.detail(d);
         }
         run.history.push(entry);
-        let finished = finish_if_done(run);
-        Ok(Transition {
+        let transition = Transition {
+            finished: finish_if_done(run),
             applied: true,
             open_steps: open_steps(run),
-            finished,
-        })
+        };
+        if transition.finished.is_some() {
+            inner.file_ended(run_id);
+        }
+        Ok(transition)
     }
 
     async fn resolve_edge(
@@ -391,7 +409,33 @@ impl StateStore for MemoryStateStore {
             return Ok(false);
         }
         finish(run, status);
+        inner.file_ended(run_id);
         Ok(true)
+    }
+
+    async fn delete_finished_runs(&self, ended_before_ms: i64, limit: usize) -> Result<usize> {
+        let mut inner = self.inner.lock();
+        let mut deleted = 0;
+        while deleted < limit {
+            let Some((ended_at, id)) = inner.ended.first().cloned() else {
+                break;
+            };
+            if ended_at >= ended_before_ms {
+                break;
+            }
+            inner.ended.pop_first();
+            if let Some(run) = inner.runs.remove(&id) {
+                inner.by_key.remove(&run.key);
+            }
+            deleted += 1;
+        }
+        inner.stale_in_order += deleted;
+        if inner.stale_in_order * 2 > inner.order.len() {
+            let Inner { order, runs, .. } = &mut *inner;
+            order.retain(|id| runs.contains_key(id));
+            inner.stale_in_order = 0;
+        }
+        Ok(deleted)
     }
 
     async fn schedule_timer(&self, timer: &Timer) -> Result<()> {

@@ -8,6 +8,7 @@
 //! | `P:{r:ID}:hist` | list | the timeline, JSON entries |
 //! | `P:runs` | zset | every run id by creation time |
 //! | `P:runs:fn:F` / `P:runs:user:U` / `P:runs:status:S` | zset | run ids by creation time |
+//! | `P:runs:ended` | zset | finished run ids by end time (what the run retention deletes) |
 //! | `P:{timers}:due` | zset | timer id by due (or lease expiry) time |
 //! | `P:{timers}:data` | hash | timer JSON by id |
 //! | `P:ev:ID` | string | event JSON (expires after the retention) |
@@ -41,6 +42,10 @@ impl Keys {
 
     pub(crate) fn runs(&self) -> String {
         format!("{}:runs", self.prefix)
+    }
+
+    pub(crate) fn runs_ended(&self) -> String {
+        format!("{}:runs:ended", self.prefix)
     }
 
     pub(crate) fn runs_by(&self, what: &str, value: &str) -> String {

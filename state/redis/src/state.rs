@@ -146,11 +146,18 @@ impl RedisStateStore {
         }
     }
 
-    /// Moves a finished run from the `running` status index to its final status's. Called
+    /// Moves a finished run from the `running` status index to its final status's, and files
+    /// it under its end time for the retention (the first filing's time is kept). Called
     /// after the script that finished it, and again on every later finish (idempotent), so a
     /// node dying in between leaves no run misfiled for long.
     async fn file_finished(&self, run_id: &str, status: &str, created_at: i64) -> Result<()> {
         let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
+            .arg(self.keys.runs_ended())
+            .arg("NX")
+            .arg(weir_core::event::now_ms())
+            .arg(run_id)
+            .ignore();
         pipe.zrem(
             self.keys.runs_by("status", RunStatus::Running.as_str()),
             run_id,
@@ -728,6 +735,66 @@ impl StateStore for RedisStateStore {
         self.file_finished(run_id, &final_status, created_at)
             .await?;
         Ok(applied == 1)
+    }
+
+    async fn delete_finished_runs(&self, ended_before_ms: i64, limit: usize) -> Result<usize> {
+        let ended = self.keys.runs_ended();
+        let ids: Vec<String> = self
+            .conn
+            .cmd(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&ended)
+                    .arg("-inf")
+                    .arg(format!("({ended_before_ms}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET")
+                .arg(self.keys.run(id))
+                .arg(&["meta", "event", "status"][..]);
+        }
+        let rows: Vec<Vec<Option<String>>> = self.conn.pipe(&pipe).await?;
+        // Index entries first, the run's keys next, its `ended` entry last: a node dying
+        // half-way leaves the run filed as ended, and the next sweep finishes the work.
+        let mut delete = redis::pipe();
+        for (id, row) in ids.iter().zip(rows) {
+            let [meta, event, status] =
+                <[Option<String>; 3]>::try_from(row).map_err(|_| corrupt("row"))?;
+            if status.as_deref() == Some(RunStatus::Running.as_str()) {
+                continue; // not finished: only its stray `ended` entry goes
+            }
+            if let Some(meta) = meta {
+                let meta: Meta = serde_json::from_str(&meta)?;
+                delete
+                    .zrem(self.keys.runs_by("fn", &meta.function_id), id)
+                    .ignore();
+            }
+            if let Some(user) = event
+                .and_then(|e| serde_json::from_str::<Event>(&e).ok())
+                .and_then(|e| e.user_key())
+            {
+                delete.zrem(self.keys.runs_by("user", &user), id).ignore();
+            }
+            for status in [RunStatus::Completed, RunStatus::Failed, RunStatus::Running] {
+                delete
+                    .zrem(self.keys.runs_by("status", status.as_str()), id)
+                    .ignore();
+            }
+            delete.zrem(self.keys.runs(), id).ignore();
+            delete
+                .del(&[self.keys.run(id), self.keys.out(id), self.keys.hist(id)])
+                .ignore();
+        }
+        delete.zrem(&ended, &ids).ignore();
+        self.conn.pipe::<()>(&delete).await?;
+        Ok(ids.len())
     }
 
     async fn schedule_timer(&self, timer: &Timer) -> Result<()> {
