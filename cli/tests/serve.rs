@@ -204,8 +204,8 @@ fn serve_on_redis_state_runs_functions() {
     serve_round_trip(&format!("{url}{sep}prefix=weirserve-{}", ulid::Ulid::new()));
 }
 
-/// With `WEIR_RUN_RETENTION=3s` a finished run is listed and readable, then deleted about
-/// three seconds after it ended: `GET /v1/runs/ID` answers 404 and the listing no longer holds it.
+/// With `WEIR_RUN_RETENTION=5s` a finished run is listed and readable, then deleted about
+/// five seconds after it ended: `GET /v1/runs/ID` answers 404 and the listing no longer holds it.
 #[test]
 fn finished_runs_are_deleted_after_the_run_retention() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -218,7 +218,7 @@ fn finished_runs_are_deleted_after_the_run_retention() {
             .arg(&functions)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--event-key", "k"])
-            .env("WEIR_RUN_RETENTION", "3s")
+            .env("WEIR_RUN_RETENTION", "5s")
             .stderr(Stdio::null())
             .spawn()
             .expect("weir serve"),
@@ -251,7 +251,7 @@ fn finished_runs_are_deleted_after_the_run_retention() {
     }
     assert_eq!(
         status, 404,
-        "the run is deleted within 10 s of a 3 s retention"
+        "the run is deleted within 10 s of a 5 s retention"
     );
     let runs = get(&format!("{base}/v1/runs?user=kept-a-second"));
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");

@@ -140,6 +140,11 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
         .map_err(|m| Error::new(ErrorKind::Config, format!("stuck_message_delay: {m}")))?;
     let run_retention =
         crate::config::parse_run_retention(config.run_retention.as_deref().unwrap_or("7d"))?;
+    if run_retention.is_some_and(|r| r < std::time::Duration::from_secs(3600)) {
+        eprintln!(
+            "weir serve: warning: run_retention under an hour: an event redelivered, or a cron tick fired again, after its run was deleted starts a new run"
+        );
+    }
     let options = EngineOptions {
         state_url: config.state.clone().unwrap_or_else(|| "memory://".into()),
         broker_url: config.broker.clone().unwrap_or_else(|| "memory://".into()),

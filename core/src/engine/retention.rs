@@ -27,7 +27,12 @@ pub(super) async fn run_loop(engine: Engine, mut stop: StopSignal) {
         if *stop.borrow() {
             return;
         }
-        match engine.delete_expired_runs(retention).await {
+        let swept = tokio::select! {
+            // Stopping mid-sweep is safe: each store call is idempotent.
+            _ = stopped(&mut stop) => return,
+            swept = engine.delete_expired_runs(retention) => swept,
+        };
+        match swept {
             Ok(0) => {}
             Ok(n) => info!(
                 deleted = n,

@@ -870,30 +870,55 @@ pub async fn start_with_state_returns_the_run_state(store: Arc<dyn StateStore>) 
 }
 
 /// `delete_finished_runs` deletes runs that ended before the horizon — oldest end first, at
-/// most `limit` per call — with their listing entries, whichever way they finished (the last
-/// step closing, or `finish_run`); a running run stays, however old, and so does a run that
-/// ended after the horizon.
+/// most `limit` per call — with their listing entries, whichever way they finished (an edge
+/// skipping the last open step, an attempt closing it, or `finish_run`); a running run stays,
+/// however old, and so does a run that ended after the horizon. A run created again under a
+/// deleted id is listed once.
 pub async fn finished_runs_are_deleted_after_the_retention(store: Arc<dyn StateStore>) {
     let function = unique("fn");
-    let by_step = sample_run(&function, "alice");
+    let by_join = sample_run(&function, "alice");
+    let by_attempt = sample_run(&function, "alice");
     let by_call = sample_run(&function, "alice");
     let mut running = sample_run(&function, "alice");
-    running.created_at -= 86_400_000; // older than both: age alone deletes nothing
-    for run in [&by_step, &by_call, &running] {
+    running.created_at -= 86_400_000; // older than the others: age alone deletes nothing
+    for run in [&by_join, &by_attempt, &by_call, &running] {
         store.create_run(run).await.expect("create");
     }
-    assert!(started(&*store, &by_step.id, "a", 1).await);
+    for _ in 0..4 {
+        // Other live runs, so deleted ids are a minority of the store (memory: kept in its
+        // creation order until they are half of it).
+        let other = sample_run(&unique("fn"), "bob");
+        store.create_run(&other).await.expect("create");
+    }
     let done = AttemptOutcome::Completed {
         output: json!({"ok": true}),
         log: None,
     };
+    // by_join: `a` completes, then its edge to `b` is not taken, which skips `b`, the last step.
+    assert!(started(&*store, &by_join.id, "a", 1).await);
     store
-        .finish_attempt(&by_step.id, "a", 1, &done)
+        .finish_attempt(&by_join.id, "a", 1, &done)
         .await
         .expect("finish a");
+    let one_parent = JoinRule {
+        parents: 1,
+        any: false,
+        recovering: false,
+    };
+    let join = store
+        .resolve_edge_and_join(&by_join.id, "b", "a", false, one_parent, "not taken")
+        .await
+        .expect("join");
+    assert_eq!(
+        join.transition.and_then(|t| t.finished),
+        Some(RunStatus::Completed),
+        "{join:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // by_attempt: `b` is skipped first, then `a`'s attempt closes the run.
     let t = store
         .transition_step(
-            &by_step.id,
+            &by_attempt.id,
             "b",
             StepStatus::Pending,
             StepStatus::Skipped,
@@ -901,8 +926,14 @@ pub async fn finished_runs_are_deleted_after_the_retention(store: Arc<dyn StateS
         )
         .await
         .expect("skip b");
+    assert_eq!(t.finished, None);
+    assert!(started(&*store, &by_attempt.id, "a", 1).await);
+    let t = store
+        .finish_attempt(&by_attempt.id, "a", 1, &done)
+        .await
+        .expect("finish a");
     assert_eq!(t.finished, Some(RunStatus::Completed));
-    tokio::time::sleep(Duration::from_millis(5)).await; // by_step ends first
+    tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(
         store
             .finish_run(&by_call.id, RunStatus::Failed)
@@ -921,8 +952,8 @@ pub async fn finished_runs_are_deleted_after_the_retention(store: Arc<dyn StateS
                 .expect("ended")
         }
     };
-    let (first_end, last_end) = (ended(&by_step.id).await, ended(&by_call.id).await);
-    assert!(first_end < last_end, "{first_end} < {last_end}");
+    let first_end = ended(&by_join.id).await;
+    assert!(first_end < ended(&by_call.id).await);
 
     assert_eq!(
         store
@@ -939,21 +970,21 @@ pub async fn finished_runs_are_deleted_after_the_retention(store: Arc<dyn StateS
         "one run per call at limit 1"
     );
     assert!(
-        store.get_run(&by_step.id).await.expect("get").is_none(),
+        store.get_run(&by_join.id).await.expect("get").is_none(),
         "the run that ended first is deleted first"
     );
-    assert!(store.get_run(&by_call.id).await.expect("get").is_some());
+    assert!(store.get_run(&by_attempt.id).await.expect("get").is_some());
     assert_eq!(
         store.delete_finished_runs(later, 10).await.expect("delete"),
-        1,
-        "the other finished run; fewer than the limit: none left"
+        2,
+        "the other finished runs; fewer than the limit: none left"
     );
     assert_eq!(
         store.delete_finished_runs(later, 10).await.expect("delete"),
         0,
         "deleting again finds nothing"
     );
-    for id in [&by_step.id, &by_call.id] {
+    for id in [&by_join.id, &by_attempt.id, &by_call.id] {
         assert!(store.get_run(id).await.expect("get").is_none(), "{id}");
         assert!(
             store.get_run_state(id).await.expect("get").is_none(),
@@ -966,11 +997,12 @@ pub async fn finished_runs_are_deleted_after_the_retention(store: Arc<dyn StateS
         .expect("get")
         .expect("the running run stays");
     assert_eq!(got.status, RunStatus::Running);
+    let of_function = RunFilter {
+        function_id: Some(function.clone()),
+        ..RunFilter::default()
+    };
     for filter in [
-        RunFilter {
-            function_id: Some(function.clone()),
-            ..RunFilter::default()
-        },
+        of_function.clone(),
         RunFilter {
             user: Some("alice".into()),
             ..RunFilter::default()
@@ -980,10 +1012,12 @@ pub async fn finished_runs_are_deleted_after_the_retention(store: Arc<dyn StateS
         let listed = store.list_runs(&filter).await.expect("list");
         let ids: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
         assert!(ids.contains(&running.id.as_str()), "{filter:?}: {ids:?}");
-        assert!(
-            !ids.contains(&by_step.id.as_str()) && !ids.contains(&by_call.id.as_str()),
-            "deleted runs are not listed ({filter:?}): {ids:?}"
-        );
+        for gone in [&by_join.id, &by_attempt.id, &by_call.id] {
+            assert!(
+                !ids.contains(&gone.as_str()),
+                "deleted runs are not listed ({filter:?}): {ids:?}"
+            );
+        }
     }
     for status in [RunStatus::Completed, RunStatus::Failed] {
         let listed = store
@@ -996,9 +1030,13 @@ pub async fn finished_runs_are_deleted_after_the_retention(store: Arc<dyn StateS
             .expect("list");
         assert!(listed.is_empty(), "{status:?}: {listed:?}");
     }
-    // The run can be created again under its key (a replay after the retention).
+    // The run can be created again under its key (its event replayed or redelivered after
+    // the retention): it is a new run, listed once.
     assert_eq!(
         store.create_run(&by_call).await.expect("create again"),
         CreateRun::Created
     );
+    let listed = store.list_runs(&of_function).await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, vec![by_call.id.as_str(), running.id.as_str()]);
 }

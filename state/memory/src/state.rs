@@ -1,7 +1,7 @@
 //! The in-memory state store: runs, step transitions and a timer heap.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -25,7 +25,7 @@ struct Inner {
     /// runs stay until they are half of it (listing skips them), then are dropped at once.
     order: Vec<String>,
     /// Ids in `order` whose run was deleted.
-    stale_in_order: usize,
+    stale_in_order: HashSet<String>,
     /// Finished runs by end time (epoch ms), oldest first: what the retention deletes.
     ended: BTreeSet<(i64, String)>,
     /// Timers by id, with the time they are due (or leased until, once claimed).
@@ -36,6 +36,12 @@ struct Inner {
 }
 
 impl Inner {
+    /// Drops the ids of deleted runs from `order`.
+    fn drop_stale_ids(&mut self) {
+        let stale = std::mem::take(&mut self.stale_in_order);
+        self.order.retain(|id| !stale.contains(id));
+    }
+
     /// Files a run that has just finished under its end time, for the retention.
     fn file_ended(&mut self, run_id: &str) {
         if let Some(ended_at) = self.runs.get(run_id).and_then(|r| r.ended_at) {
@@ -148,6 +154,11 @@ impl StateStore for MemoryStateStore {
             }
         }
         inner.by_key.insert(run.key.clone(), run.id.clone());
+        if inner.stale_in_order.contains(&run.id) {
+            // Created again after its deletion: its old place in `order` must go, or the run
+            // would be listed twice.
+            inner.drop_stale_ids();
+        }
         inner.order.push(run.id.clone());
         inner.runs.insert(run.id.clone(), run);
         Ok(CreateRun::Created)
@@ -426,14 +437,12 @@ impl StateStore for MemoryStateStore {
             inner.ended.pop_first();
             if let Some(run) = inner.runs.remove(&id) {
                 inner.by_key.remove(&run.key);
+                inner.stale_in_order.insert(id);
             }
             deleted += 1;
         }
-        inner.stale_in_order += deleted;
-        if inner.stale_in_order * 2 > inner.order.len() {
-            let Inner { order, runs, .. } = &mut *inner;
-            order.retain(|id| runs.contains_key(id));
-            inner.stale_in_order = 0;
+        if inner.stale_in_order.len() * 2 > inner.order.len() {
+            inner.drop_stale_ids();
         }
         Ok(deleted)
     }

@@ -224,6 +224,20 @@ return {1, created, ARGV[1]}
     )
 });
 
+/// Deletes a finished run's keys (hash, timeline, outputs) unless it is running. Answers
+/// `{1, meta, event}` when it deleted them (for the caller to drop the index entries),
+/// `{0, nil, nil}` for a running or missing run.
+pub(crate) static DELETE_FINISHED_RUN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local run = redis.call('HMGET', KEYS[1], 'status', 'meta', 'event')
+if not run[1] or run[1] == 'running' then return {0, false, false} end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return {1, run[2], run[3]}
+"#,
+    )
+});
+
 /// Schedules a timer unless its id exists. KEYS: due zset, data hash. ARGV: id, due, JSON.
 pub(crate) static SCHEDULE_TIMER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -751,49 +751,55 @@ impl StateStore for RedisStateStore {
                     .arg(limit),
             )
             .await?;
-        if ids.is_empty() {
+        let Some(first) = ids.first() else {
             return Ok(0);
-        }
+        };
+        // Each run's keys go in a script that checks, in the run's slot, that it is not
+        // running: a run created again under a deleted id (its event redelivered) is kept.
         let mut pipe = redis::pipe();
+        let mut first_inv = scripts::DELETE_FINISHED_RUN.prepare_invoke();
+        self.run_keys(&mut first_inv, first);
         for id in &ids {
-            pipe.cmd("HMGET")
-                .arg(self.keys.run(id))
-                .arg(&["meta", "event", "status"][..]);
+            let mut inv = scripts::DELETE_FINISHED_RUN.prepare_invoke();
+            self.run_keys(&mut inv, id);
+            pipe.invoke_script(&inv);
         }
-        let rows: Vec<Vec<Option<String>>> = self.conn.pipe(&pipe).await?;
-        // Index entries first, the run's keys next, its `ended` entry last: a node dying
-        // half-way leaves the run filed as ended, and the next sweep finishes the work.
-        let mut delete = redis::pipe();
-        for (id, row) in ids.iter().zip(rows) {
-            let [meta, event, status] =
-                <[Option<String>; 3]>::try_from(row).map_err(|_| corrupt("row"))?;
-            if status.as_deref() == Some(RunStatus::Running.as_str()) {
-                continue; // not finished: only its stray `ended` entry goes
+        let answers: Vec<(i64, Option<String>, Option<String>)> =
+            self.conn.pipe_with_script(&pipe, &first_inv).await?;
+        // Then the deleted runs' index entries, and every id's `ended` entry last. A node dying
+        // in between leaves the deleted runs' index entries behind for good (listings skip
+        // runs that are gone; ids only), never a run that escapes deletion.
+        let mut unfile = redis::pipe();
+        for (id, (deleted, meta, event)) in ids.iter().zip(answers) {
+            if deleted != 1 {
+                continue;
             }
-            if let Some(meta) = meta {
-                let meta: Meta = serde_json::from_str(&meta)?;
-                delete
-                    .zrem(self.keys.runs_by("fn", &meta.function_id), id)
-                    .ignore();
-            }
-            if let Some(user) = event
-                .and_then(|e| serde_json::from_str::<Event>(&e).ok())
-                .and_then(|e| e.user_key())
-            {
-                delete.zrem(self.keys.runs_by("user", &user), id).ignore();
-            }
+            unfile.zrem(self.keys.runs(), id).ignore();
             for status in [RunStatus::Completed, RunStatus::Failed, RunStatus::Running] {
-                delete
+                unfile
                     .zrem(self.keys.runs_by("status", status.as_str()), id)
                     .ignore();
             }
-            delete.zrem(self.keys.runs(), id).ignore();
-            delete
-                .del(&[self.keys.run(id), self.keys.out(id), self.keys.hist(id)])
-                .ignore();
+            match meta.as_deref().map(serde_json::from_str::<Meta>) {
+                Some(Ok(meta)) => {
+                    unfile
+                        .zrem(self.keys.runs_by("fn", &meta.function_id), id)
+                        .ignore();
+                }
+                _ => {
+                    tracing::warn!(run = %id, "deleted a run without readable meta; its function index entry stays")
+                }
+            }
+            if let Some(user) = event
+                .as_deref()
+                .and_then(|e| serde_json::from_str::<Event>(e).ok())
+                .and_then(|e| e.user_key())
+            {
+                unfile.zrem(self.keys.runs_by("user", &user), id).ignore();
+            }
         }
-        delete.zrem(&ended, &ids).ignore();
-        self.conn.pipe::<()>(&delete).await?;
+        unfile.zrem(&ended, &ids).ignore();
+        self.conn.pipe::<()>(&unfile).await?;
         Ok(ids.len())
     }
 

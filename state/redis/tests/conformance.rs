@@ -50,9 +50,14 @@ async fn event_store_conformance() {
 }
 
 /// Deleting a finished run leaves none of its keys behind: the run's hash, outputs and
-/// timeline, and its entries in every listing index (Redis drops a sorted set it empties).
+/// timeline, and its entries in every listing index (Redis drops a sorted set it empties). A
+/// running run filed as ended by mistake (a stray entry) keeps every key; only the stray
+/// entry goes.
 #[tokio::test]
 async fn deleted_runs_leave_no_keys() {
+    use weir_core::run::{RunStatus, StepStatus};
+    use weir_core::state::AttemptOutcome;
+
     let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
         return;
     };
@@ -61,17 +66,14 @@ async fn deleted_runs_leave_no_keys() {
     let store = weir_state_redis::RedisStateStore::connect(&url)
         .await
         .expect("connect");
-    let run = weir_core::testkit::state::sample_run("fn-keys", "alice");
-    store.create_run(&run).await.expect("create");
     let mut con = redis::Client::open(base.as_str())
         .expect("client")
         .get_multiplexed_async_connection()
         .await
         .expect("connect");
-    let pattern = format!("{prefix}:*");
-    let keys = |con: &mut redis::aio::MultiplexedConnection| {
+    let keys = |con: &redis::aio::MultiplexedConnection| {
         let mut con = con.clone();
-        let pattern = pattern.clone();
+        let pattern = format!("{prefix}:*");
         async move {
             let mut keys: Vec<String> = redis::cmd("KEYS")
                 .arg(&pattern)
@@ -82,19 +84,60 @@ async fn deleted_runs_leave_no_keys() {
             keys
         }
     };
-    assert!(
-        keys(&mut con).await.len() >= 6,
-        "the run, its timeline and four indexes: {:?}",
-        keys(&mut con).await
-    );
+
+    let running = weir_core::testkit::state::sample_run("fn-running", "bob");
+    store.create_run(&running).await.expect("create");
+    let running_keys = keys(&con).await;
+
+    let run = weir_core::testkit::state::sample_run("fn-keys", "alice");
+    store.create_run(&run).await.expect("create");
+    let now = weir_core::event::now_ms();
     store
-        .finish_run(&run.id, weir_core::run::RunStatus::Completed)
+        .start_attempt(&run.id, "a", 1, now, 60_000)
         .await
-        .expect("finish");
+        .expect("start");
+    let output = AttemptOutcome::Completed {
+        output: serde_json::json!({"ok": true}),
+        log: Some("log".into()),
+    };
+    store
+        .finish_attempt(&run.id, "a", 1, &output)
+        .await
+        .expect("finish a");
+    let t = store
+        .transition_step(&run.id, "b", StepStatus::Pending, StepStatus::Skipped, None)
+        .await
+        .expect("skip b");
+    assert_eq!(t.finished, Some(RunStatus::Completed));
+    let out_key = format!("{prefix}:{{r:{}}}:out", run.id);
+    assert!(
+        keys(&con).await.contains(&out_key),
+        "the outputs hash exists: {:?}",
+        keys(&con).await
+    );
+
+    // A stray `ended` entry for the running run.
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{prefix}:runs:ended"))
+        .arg(1)
+        .arg(&running.id)
+        .query_async(&mut con)
+        .await
+        .expect("ZADD");
     let later = weir_core::event::now_ms() + 1_000;
     assert_eq!(
         store.delete_finished_runs(later, 10).await.expect("delete"),
-        1
+        2
     );
-    assert_eq!(keys(&mut con).await, Vec::<String>::new());
+    assert_eq!(
+        keys(&con).await,
+        running_keys,
+        "only the running run's keys are left"
+    );
+    let kept = store
+        .get_run(&running.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(kept.status, RunStatus::Running);
 }
