@@ -353,3 +353,54 @@ async fn a_result_the_store_refuses_fails_the_attempt_and_the_step_runs_once() {
     let count = std::fs::read_to_string(f.dir.join("a.count")).expect("a ran");
     assert_eq!(count.lines().count(), 1, "a ran once");
 }
+
+/// A step message for a run pinned to a function version no node has loaded (its `weir.json`
+/// changed and every node restarted) is not a transient error: it waits `stuck_message_delay`
+/// between tries, not 500 ms (which made every such run a hot loop), and says what is missing.
+/// The attempt's lease is handed back, so a node that has the version takes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_pinned_to_a_version_no_node_has_waits_with_a_clear_error() {
+    let def =
+        json!({"id": "pinned", "triggers": [{"event": "t/pinned"}], "steps": {"a": step(None)}});
+    let f = function_dir(&def, &[("ok", r#"echo '{"ok": true}'"#)]);
+    let (engine, handle, _) = engine_refusing(&f.dir, 0, 0).await;
+    let event = weir::core::Event::from_json(json!({"name": "t/pinned"}), "").expect("event");
+    let key = format!("pinned:0123456789abcdef:{}", event.id);
+    let mut a = weir::core::run::StepState::pending();
+    a.status = StepStatus::Queued;
+    let run = Run {
+        id: Run::id_for_key(&key, &event.id),
+        key,
+        function_id: "pinned".into(),
+        function_version: "0123456789abcdef".into(),
+        event,
+        status: RunStatus::Running,
+        steps: [("a".to_string(), a)].into_iter().collect(),
+        created_at: weir::core::event::now_ms(),
+        ended_at: None,
+        history: Vec::new(),
+    };
+    engine.state().create_run(&run).await.expect("create");
+    let msg = weir::core::state::StepMessage {
+        run_id: run.id.clone(),
+        step_id: "a".into(),
+        attempt: 1,
+    };
+    let err = engine
+        .execute(&msg)
+        .await
+        .expect_err("no node has the version");
+    handle.shutdown().await;
+    assert!(!err.is_retryable(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("pinned") && text.contains("0123456789abcdef") && text.contains("weir.json"),
+        "{text}"
+    );
+    let again = engine
+        .state()
+        .start_attempt(&run.id, "a", 1, weir::core::event::now_ms(), 30_000)
+        .await
+        .expect("start");
+    assert_eq!(again, StartAttempt::Started, "the lease was handed back");
+}

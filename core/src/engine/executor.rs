@@ -111,10 +111,16 @@ impl Engine {
                     .renew_attempt(&run.id, &msg.step_id, msg.attempt, now_ms() - 1)
                     .await?;
             }
-            return Err(Error::unavailable(format!(
-                "function {} version {} is not loaded on this node",
-                run.function_id, run.function_version
-            )));
+            // Not transient: on a node started after the function's `weir.json` changed, the
+            // version the run is pinned to never appears. The message waits the stuck delay
+            // between tries (another node that has the version takes it meanwhile).
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "function {} version {} is not loaded on this node (its weir.json changed since the run started); the run waits for a node that has that version",
+                    run.function_id, run.function_version
+                ),
+            ));
         };
         let Some(&index) = function.index.get(&msg.step_id) else {
             warn!(run = %msg.run_id, step = %msg.step_id, "executor: step not in the function; dropping");
