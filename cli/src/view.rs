@@ -94,11 +94,12 @@ pub fn render_run(run: &Value, step_order: &[String]) -> String {
     }
     if let Some(tl) = run["timeline"].as_array() {
         let _ = writeln!(out, "timeline:");
+        let start = tl.first().and_then(|h| h["at"].as_i64());
         for h in tl {
             let _ = writeln!(
                 out,
                 "  {} {}{}{}{}",
-                h["at"],
+                timeline_time(h["at"].as_i64(), start),
                 h["kind"].as_str().unwrap_or(""),
                 h["step"]
                     .as_str()
@@ -116,6 +117,20 @@ pub fn render_run(run: &Value, step_order: &[String]) -> String {
         }
     }
     out
+}
+
+/// A timeline entry's time: UTC with milliseconds, then how long after the run's first entry
+/// (`2026-12-02T09:53:05.981Z +8ms`).
+fn timeline_time(at_ms: Option<i64>, start_ms: Option<i64>) -> String {
+    let Some(at) = at_ms.filter(|at| *at >= 0) else {
+        return "?".into();
+    };
+    let clock = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at as u64),
+    );
+    let since = at.saturating_sub(start_ms.unwrap_or(at)).max(0) as u64;
+    let since = humantime::format_duration(std::time::Duration::from_millis(since));
+    format!("{clock} {:>8}", format!("+{since}"))
 }
 
 /// One line per run for `weir runs`.
@@ -145,4 +160,27 @@ pub fn completed(run: &Run) -> bool {
     run.steps
         .values()
         .all(|s| matches!(s.status, StepStatus::Completed | StepStatus::Skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timeline_time;
+
+    #[test]
+    fn timeline_times_are_readable_and_relative_to_the_first_entry() {
+        let start = 1_796_205_185_973;
+        assert_eq!(
+            timeline_time(Some(start), Some(start)),
+            "2026-12-02T09:53:05.973Z      +0s"
+        );
+        assert_eq!(
+            timeline_time(Some(start + 8), Some(start)),
+            "2026-12-02T09:53:05.981Z     +8ms"
+        );
+        assert_eq!(
+            timeline_time(Some(start + 61_250), Some(start)),
+            "2026-12-02T09:54:07.223Z +1m 1s 250ms"
+        );
+        assert_eq!(timeline_time(None, Some(start)), "?");
+    }
 }
