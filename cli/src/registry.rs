@@ -89,7 +89,7 @@ pub async fn open_state(url: &str) -> Result<StateStores> {
     match scheme(url)? {
         "memory" => Ok((
             Arc::new(weir_state_memory::MemoryStateStore::new()),
-            Arc::new(weir_state_memory::MemoryEventStore::new()),
+            Arc::new(memory_events(url)?),
         )),
         #[cfg(feature = "state-redis")]
         "redis" | "rediss" => {
@@ -98,6 +98,31 @@ pub async fn open_state(url: &str) -> Result<StateStores> {
         }
         other => Err(unknown("state", other, KNOWN_STATE, &state_schemes())),
     }
+}
+
+/// The event store of `memory://`, or `memory://?retention=7d` (how long accepted events are
+/// kept, as the Redis URL's `retention`).
+fn memory_events(url: &str) -> Result<weir_state_memory::MemoryEventStore> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let mut retention = weir_state_memory::DEFAULT_EVENT_RETENTION;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("retention", value)) => {
+                retention = weir_core::duration::parse_duration(value).map_err(|m| {
+                    Error::new(ErrorKind::Config, format!("memory state: retention: {m}"))
+                })?;
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("memory state: unknown parameter {pair:?} (known: retention)"),
+                ));
+            }
+        }
+    }
+    Ok(weir_state_memory::MemoryEventStore::with_retention(
+        retention,
+    ))
 }
 
 /// `memory://`, or `memory://?max_message_bytes=N` to try a small broker limit locally (larger
@@ -187,5 +212,20 @@ mod tests {
         }
         assert!(open_state("nonsense").await.is_err());
         assert!(open_state("memory://").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn memory_state_takes_a_retention_and_refuses_other_parameters() {
+        assert!(open_state("memory://?retention=1d").await.is_ok());
+        for (url, says) in [
+            ("memory://?retention=soon", "retention"),
+            (
+                "memory://?retension=1d",
+                "unknown parameter \"retension=1d\"",
+            ),
+        ] {
+            let err = open_state(url).await.err().expect(url).to_string();
+            assert!(err.contains(says), "{url}: {err}");
+        }
     }
 }

@@ -1,32 +1,55 @@
 //! The in-memory event store.
 //!
 //! Both indexes are B-trees: unlike a hash map, a B-tree grows a node at a time, so a store of
-//! millions of events never stalls ingest while it rehashes under the lock.
+//! millions of events never stalls ingest while it rehashes under the lock. Events are kept
+//! for the retention (default 7 days, as the Redis store), counted from when they were
+//! accepted; older ones are dropped as new ones arrive.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use weir_core::events::{EventFilter, EventStore};
 use weir_core::{Event, Result};
 
+/// How long events are kept by default: 7 days.
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
 /// Accepted events kept in memory, indexed by id and by time; events are shared, not copied.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryEventStore {
     inner: RwLock<Inner>,
+    retention_ms: i64,
+}
+
+impl Default for MemoryEventStore {
+    fn default() -> Self {
+        Self::with_retention(DEFAULT_EVENT_RETENTION)
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     by_id: BTreeMap<Arc<str>, Arc<Event>>,
     by_time: BTreeMap<(i64, Arc<str>), ()>,
+    /// Ids by the time they were accepted (epoch ms), oldest first: what the retention drops.
+    accepted: VecDeque<(i64, Arc<str>)>,
 }
 
 impl MemoryEventStore {
-    /// An empty store.
+    /// An empty store keeping events 7 days.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store keeping events for `retention` after they were accepted.
+    pub fn with_retention(retention: Duration) -> Self {
+        MemoryEventStore {
+            inner: RwLock::default(),
+            retention_ms: retention.as_millis().min(i64::MAX as u128) as i64,
+        }
     }
 
     /// How many events are stored.
@@ -43,6 +66,7 @@ impl MemoryEventStore {
 #[async_trait]
 impl EventStore for MemoryEventStore {
     async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>> {
+        let now = weir_core::event::now_ms();
         let mut inner = self.inner.write();
         let mut fresh = Vec::with_capacity(events.len());
         for e in events {
@@ -52,8 +76,20 @@ impl EventStore for MemoryEventStore {
             }
             let id: Arc<str> = Arc::from(e.id.as_str());
             inner.by_time.insert((e.ts, id.clone()), ());
+            inner.accepted.push_back((now, id.clone()));
             inner.by_id.insert(id, e.clone());
             fresh.push(true);
+        }
+        let horizon = now.saturating_sub(self.retention_ms);
+        while let Some((at, _)) = inner.accepted.front()
+            && *at < horizon
+        {
+            let Some((_, id)) = inner.accepted.pop_front() else {
+                break;
+            };
+            if let Some(e) = inner.by_id.remove(&id) {
+                inner.by_time.remove(&(e.ts, id));
+            }
         }
         Ok(fresh)
     }
@@ -75,5 +111,55 @@ impl EventStore for MemoryEventStore {
             .take(limit)
             .map(|e| Event::clone(e))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str) -> Arc<Event> {
+        Arc::new(Event::from_json(serde_json::json!({"name": name}), "").expect("event"))
+    }
+
+    #[tokio::test]
+    async fn events_are_dropped_after_the_retention() {
+        let store = MemoryEventStore::with_retention(Duration::from_millis(50));
+        let old = event("t/old");
+        store
+            .append(std::slice::from_ref(&old))
+            .await
+            .expect("append");
+        assert!(store.get(&old.id).await.expect("get").is_some());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let new = event("t/new");
+        store
+            .append(std::slice::from_ref(&new))
+            .await
+            .expect("append");
+        assert!(
+            store.get(&old.id).await.expect("get").is_none(),
+            "dropped once past the retention"
+        );
+        assert!(store.get(&new.id).await.expect("get").is_some());
+        let all = store.scan(&EventFilter::default()).await.expect("scan");
+        assert_eq!(
+            all.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["t/new"]
+        );
+        assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_default_keeps_events_a_week() {
+        let store = MemoryEventStore::new();
+        assert_eq!(store.retention_ms, 7 * 86_400_000);
+        let e = event("t/kept");
+        store
+            .append(std::slice::from_ref(&e))
+            .await
+            .expect("append");
+        store.append(&[event("t/other")]).await.expect("append");
+        assert!(store.get(&e.id).await.expect("get").is_some());
     }
 }

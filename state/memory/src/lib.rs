@@ -6,5 +6,5 @@
 mod events;
 mod state;
 
-pub use events::MemoryEventStore;
+pub use events::{DEFAULT_EVENT_RETENTION, MemoryEventStore};
 pub use state::MemoryStateStore;
