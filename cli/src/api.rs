@@ -5,13 +5,16 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_core::engine::Engine;
@@ -54,6 +57,8 @@ pub fn router(engine: Engine, keys: EventKeys) -> Router {
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/functions", get(list_functions))
         .route("/v1/events", get(list_events))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .with_state(AppState { engine, keys })
 }
@@ -79,18 +84,101 @@ fn from_error(e: &Error) -> Response {
     error(status, e.to_string())
 }
 
-async fn send_events(State(app): State<AppState>, Path(key): Path<String>, body: Body) -> Response {
+/// How long a request body may take to arrive; a slower one is answered 408 and dropped, so a
+/// client that stalls mid-body cannot hold a connection for good.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// 404 for a path no route serves, as JSON like every other error.
+async fn no_route(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {method} {}", uri.path()),
+    )
+}
+
+/// 405 for a method a route does not take, as JSON.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A rejected path or query string (bad UTF-8, `limit=abc`), as a JSON error.
+fn rejected(status: StatusCode, text: String) -> Response {
+    error(status, text)
+}
+
+/// Reads a request body of at most `limit` bytes within `timeout` ([`BODY_READ_TIMEOUT`]): 413
+/// once it passes the limit, 400 when it breaks off, 408 when it stalls. (A declared length
+/// over the limit is still read up to the limit: answering before the client has sent its body
+/// makes many clients report a broken pipe instead of the 413.)
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Response> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is over the limit of {limit} bytes"),
+        )
+    };
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut first: Option<Bytes> = None;
+        let mut rest: Vec<u8> = Vec::new();
+        let mut len = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the request body broke off after {len} bytes: {e}"),
+                )
+            })?;
+            len += chunk.len();
+            if len > limit {
+                return Err(too_large());
+            }
+            // One chunk (the usual case) is kept as it came; more are joined.
+            match first.take() {
+                None if rest.is_empty() => first = Some(chunk),
+                None => rest.extend_from_slice(&chunk),
+                Some(head) => {
+                    rest.reserve(len);
+                    rest.extend_from_slice(&head);
+                    rest.extend_from_slice(&chunk);
+                }
+            }
+        }
+        Ok(first.unwrap_or_else(|| Bytes::from(rest)))
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(read) => read,
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
+}
+
+async fn send_events(
+    State(app): State<AppState>,
+    key: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let key = match key {
+        Ok(Path(key)) => key,
+        Err(r) => return rejected(r.status(), r.body_text()),
+    };
     if let EventKeys::Only(keys) = &app.keys
         && !keys.contains(&key)
     {
         return error(StatusCode::UNAUTHORIZED, "unknown event key");
     }
     let limit = app.engine.config().max_request_bytes;
-    let Ok(bytes) = to_bytes(body, limit).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is over the limit of {limit} bytes"),
-        );
+    let bytes = match read_body(body, limit, BODY_READ_TIMEOUT).await {
+        Ok(bytes) => bytes,
+        Err(answer) => return answer,
     };
     match app.engine.ingest_body(&bytes).await {
         Ok(ids) => Json(json!({"ids": ids, "status": 200})).into_response(),
@@ -115,7 +203,14 @@ struct RunsQuery {
     limit: Option<usize>,
 }
 
-async fn list_runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> Response {
+async fn list_runs(
+    State(app): State<AppState>,
+    q: Result<Query<RunsQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(r) => return rejected(r.status(), r.body_text()),
+    };
     let status = match q.status.as_deref().map(|s| (s, RunStatus::parse(s))) {
         None => None,
         Some((_, Some(s))) => Some(s),
@@ -138,7 +233,14 @@ async fn list_runs(State(app): State<AppState>, Query(q): Query<RunsQuery>) -> R
     }
 }
 
-async fn show_run(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+async fn show_run(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(r) => return rejected(r.status(), r.body_text()),
+    };
     match app.engine.state().get_run(&id).await {
         Ok(Some(run)) => Json(crate::view::run_json(&run, true)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id:?}")),
@@ -177,7 +279,14 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-async fn list_events(State(app): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
+async fn list_events(
+    State(app): State<AppState>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(r) => return rejected(r.status(), r.body_text()),
+    };
     let filter = EventFilter {
         name: q.name,
         from_ms: q.from,
@@ -188,5 +297,75 @@ async fn list_events(State(app): State<AppState>, Query(q): Query<EventsQuery>) 
     match app.engine.events().scan(&filter).await {
         Ok(events) => Json(json!(events)).into_response(),
         Err(e) => from_error(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(r: Result<Bytes, Response>) -> (u16, String) {
+        match r {
+            Ok(bytes) => (200, String::from_utf8_lossy(&bytes).into_owned()),
+            Err(response) => {
+                let status = response.status().as_u16();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .expect("error body");
+                let json: Value = serde_json::from_slice(&body).expect("errors are JSON");
+                (
+                    status,
+                    json["error"].as_str().unwrap_or_default().to_string(),
+                )
+            }
+        }
+    }
+
+    fn chunks(parts: Vec<std::result::Result<&'static str, std::io::Error>>) -> Body {
+        Body::from_stream(
+            futures::stream::iter(parts).map(|p| p.map(|s| Bytes::from_static(s.as_bytes()))),
+        )
+    }
+
+    #[tokio::test]
+    async fn bodies_in_chunks_are_joined_and_limited() {
+        let body = chunks(vec![Ok("{\"na"), Ok("me\":"), Ok("\"a\"}")]);
+        assert_eq!(
+            answer(read_body(body, 100, BODY_READ_TIMEOUT).await).await,
+            (200, r#"{"name":"a"}"#.into())
+        );
+        let body = chunks(vec![Ok("12345"), Ok("67890"), Ok("x")]);
+        let (status, text) = answer(read_body(body, 10, BODY_READ_TIMEOUT).await).await;
+        assert_eq!(
+            (status, text.contains("over the limit of 10 bytes")),
+            (413, true)
+        );
+        // One chunk over the limit.
+        let (status, _) =
+            answer(read_body(Body::from("x".repeat(11)), 10, BODY_READ_TIMEOUT).await).await;
+        assert_eq!(status, 413);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_a_bad_request_not_too_large() {
+        let body = chunks(vec![
+            Ok("{\"name\""),
+            Err(std::io::Error::other("connection reset")),
+        ]);
+        let (status, text) = answer(read_body(body, 1000, BODY_READ_TIMEOUT).await).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("broke off after 7 bytes"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_dropped_after_the_read_timeout() {
+        let stalled =
+            futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"{")) })
+                .chain(futures::stream::pending());
+        let (status, text) =
+            answer(read_body(Body::from_stream(stalled), 1000, Duration::from_millis(50)).await)
+                .await;
+        assert_eq!(status, 408, "{text}");
+        assert!(text.contains("did not arrive within 50ms"), "{text}");
     }
 }

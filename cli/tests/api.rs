@@ -224,3 +224,52 @@ async fn configured_event_keys_reject_unknown_keys_with_401() {
     assert_eq!(status, 200);
     assert_eq!(stored(&engine).await, 1);
 }
+
+/// Every error is JSON, including those of routing and of the path and query string, and a
+/// body that breaks off before its declared length is a 400, not a 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_and_request_errors_are_json() {
+    let f = signup_fn();
+    let (engine, _handle) = engine_with(&f.dir).await;
+    let base = serve(engine.clone(), EventKeys::Any).await;
+    let client = reqwest::Client::new();
+    for (method, path, status, says) in [
+        ("GET", "/v1/runs?limit=abc", 400, "limit"),
+        ("GET", "/v1/runs?limit=-1", 400, "limit"),
+        ("GET", "/v1/events?from=yesterday", 400, "from"),
+        ("GET", "/v1/runs/%ff", 400, "UTF-8"),
+        ("POST", "/e/%ff", 400, "UTF-8"),
+        ("GET", "/nope", 404, "no such endpoint: GET /nope"),
+        ("GET", "/e/k", 405, "GET is not allowed on /e/k"),
+        ("DELETE", "/v1/runs", 405, "DELETE is not allowed"),
+    ] {
+        let r = client
+            .request(method.parse().expect("method"), format!("{base}{path}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{method} {path}: {body}");
+        assert_eq!(body["status"], status, "{method} {path}: {body}");
+    }
+
+    // Content-Length 100, 8 bytes sent, then the client stops sending.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket
+        .write_all(b"POST /e/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"name\":")
+        .await
+        .expect("write");
+    socket.shutdown().await.expect("shutdown");
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_string(&mut reply))
+        .await
+        .expect("answered at once")
+        .expect("read");
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("broke off"), "{reply}");
+    assert_eq!(stored(&engine).await, 0);
+}

@@ -34,8 +34,8 @@ pub fn parse_body(
                 "empty body: send one event object or an array of events",
             ));
         }
-        Some(b'[') => serde_json::from_slice(body).map_err(json_error)?,
-        Some(_) => vec![serde_json::from_slice::<&RawValue>(body).map_err(json_error)?],
+        Some(b'[') => serde_json::from_slice(body).map_err(|e| json_error(e, ""))?,
+        Some(_) => vec![serde_json::from_slice::<&RawValue>(body).map_err(|e| json_error(e, ""))?],
     };
     if raws.is_empty() {
         return Err(Error::invalid("empty array: send at least one event"));
@@ -68,17 +68,38 @@ pub fn parse_events(raws: &[&RawValue], batch: bool, max_event_bytes: usize) -> 
                 ),
             ));
         }
-        let value: serde_json::Value = serde_json::from_str(text).map_err(json_error)?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            // Only a batch's element can fail here (the body parsed): say which one.
+            json_error(
+                e,
+                &if batch {
+                    format!("{at}: ")
+                } else {
+                    String::new()
+                },
+            )
+        })?;
         events.push(Event::from_json(value, &at)?);
     }
     Ok(events)
 }
 
-fn json_error(e: serde_json::Error) -> Error {
+/// serde_json's nesting limit: deeper JSON is refused.
+const MAX_JSON_DEPTH: usize = 128;
+
+/// A JSON error with where it is; `at` (`"[2]: "`) names a batch's element, whose line and
+/// column count from the start of that element.
+fn json_error(e: serde_json::Error, at: &str) -> Error {
+    let (line, column) = (e.line(), e.column());
+    let within = if at.is_empty() { "" } else { " of the event" };
+    let what = e.to_string();
+    if what.starts_with("recursion limit exceeded") {
+        return Error::invalid(format!(
+            "{at}JSON nested deeper than {MAX_JSON_DEPTH} levels (at line {line}, column {column}{within})"
+        ));
+    }
     Error::invalid(format!(
-        "malformed JSON at line {}, column {}: {e}",
-        e.line(),
-        e.column()
+        "{at}malformed JSON at line {line}, column {column}{within}: {e}"
     ))
 }
 
@@ -137,6 +158,30 @@ mod tests {
         );
         let e = parse_body(br#"[{"name":"a"},{"data":{}}]"#, 1000, 10_000).unwrap_err();
         assert_eq!(e.to_string(), "[1]: missing event \"name\"");
+        // An element nested too deeply is named, and the limit said as such.
+        let deep = format!(
+            "[{{\"name\":\"a\"}},\n {{\"name\":\"b\",\"data\":{}1{}}}]",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let e = parse_body(deep.as_bytes(), 10_000, 10_000).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("[1]: JSON nested deeper than 128 levels (at line 1, column"),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("of the event)"), "{e}");
+        let deep_single = format!(
+            "{{\"name\":\"a\",\"data\":{}1{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let e = parse_body(deep_single.as_bytes(), 10_000, 10_000).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("JSON nested deeper than 128 levels"),
+            "{e}"
+        );
         assert!(parse_body(b"[]", 1000, 10_000).is_err());
         assert!(parse_body(b"  ", 1000, 10_000).is_err());
     }
