@@ -1,5 +1,9 @@
 //! The HTTP API: `POST /e/{key}`, `GET /health`, and `/v1/…` for the CLI and dashboards.
 //!
+//! `/e/{key}` takes the event keys; `/v1/…` (runs, events with their users' data) takes an
+//! API key as `Authorization: Bearer KEY` when [`ApiKeys::Only`] is set, as `weir serve`
+//! does when `api_keys` are configured.
+//!
 //! Errors are JSON: `{"error": "…", "status": 400}`. Bad input never leaves anything behind:
 //! a body is validated completely before any event of it is stored.
 
@@ -41,26 +45,83 @@ impl std::fmt::Debug for EventKeys {
     }
 }
 
+/// Who may read the `/v1` API.
+#[derive(Clone, Default)]
+pub enum ApiKeys {
+    /// Anyone who reaches the port (`weir dev`; `weir serve` without `api_keys`).
+    #[default]
+    Open,
+    /// Requests must carry `Authorization: Bearer KEY` with one of these keys; others get 401.
+    Only(Arc<HashSet<String>>),
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiKeys::Open => write!(f, "Open"),
+            ApiKeys::Only(keys) => write!(f, "Only(<{} redacted keys>)", keys.len()),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     engine: Engine,
     keys: EventKeys,
 }
 
-/// The API router over `engine`.
+/// The API router over `engine`, its `/v1` API open to anyone (see [`secured_router`]).
 pub fn router(engine: Engine, keys: EventKeys) -> Router {
-    Router::new()
-        .route("/e/{key}", post(send_events))
-        .route("/", get(dashboard))
-        .route("/health", get(health))
+    secured_router(engine, keys, ApiKeys::Open)
+}
+
+/// The API router over `engine`, its `/v1` API behind `api_keys`.
+pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Router {
+    let v1 = Router::new()
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/functions", get(list_functions))
         .route("/v1/events", get(list_events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api_keys,
+            require_api_key,
+        ));
+    Router::new()
+        .route("/e/{key}", post(send_events))
+        .route("/", get(dashboard))
+        .route("/health", get(health))
+        .merge(v1)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .with_state(AppState { engine, keys })
+}
+
+/// Lets a `/v1` request through when the API is open or it carries a configured key.
+async fn require_api_key(
+    State(api_keys): State<ApiKeys>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let ApiKeys::Only(keys) = &api_keys {
+        let presented = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            Some(key) if keys.contains(key) => {}
+            Some(_) => return error(StatusCode::UNAUTHORIZED, "unknown API key"),
+            None => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "this API needs an API key: send `Authorization: Bearer KEY` (weir runs: --api-key or WEIR_API_KEY)",
+                );
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// An error answer.

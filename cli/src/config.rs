@@ -15,6 +15,7 @@
 //! step_lease = "30s"
 //! stuck_message_delay = "30s"
 //! run_retention = "7d"
+//! api_keys = ["a-key-for-the-v1-api"]
 //! ```
 
 use std::net::SocketAddr;
@@ -55,6 +56,10 @@ pub struct ServeConfig {
     /// How long finished runs are kept before they are deleted (default `7d`; `forever` keeps
     /// them for good).
     pub run_retention: Option<String>,
+    /// Keys the `/v1` API (runs, events) requires as `Authorization: Bearer KEY`; none: the API
+    /// is open to whoever reaches `listen`.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -78,6 +83,10 @@ impl std::fmt::Debug for ServeConfig {
             .field("step_lease", &self.step_lease)
             .field("stuck_message_delay", &self.stuck_message_delay)
             .field("run_retention", &self.run_retention)
+            .field(
+                "api_keys",
+                &format_args!("<{} redacted>", self.api_keys.len()),
+            )
             .finish()
     }
 }
@@ -118,6 +127,7 @@ impl ServeConfig {
             step_lease,
             stuck_message_delay,
             run_retention,
+            api_keys,
         } = other;
         ServeConfig {
             functions: functions.or(self.functions),
@@ -136,6 +146,11 @@ impl ServeConfig {
             step_lease: step_lease.or(self.step_lease),
             stuck_message_delay: stuck_message_delay.or(self.stuck_message_delay),
             run_retention: run_retention.or(self.run_retention),
+            api_keys: if api_keys.is_empty() {
+                self.api_keys
+            } else {
+                api_keys
+            },
         }
     }
 }
@@ -177,6 +192,12 @@ mod tests {
         assert_eq!(merged.state.as_deref(), Some("redis://:pw@h:6379/0"));
         let debug = format!("{merged:?}");
         assert!(!debug.contains("pw") && !debug.contains("k1"), "{debug}");
+        let with_api_key = ServeConfig {
+            api_keys: vec!["api-secret".into()],
+            ..Default::default()
+        };
+        let debug = format!("{with_api_key:?}");
+        assert!(!debug.contains("api-secret"), "{debug}");
     }
 
     #[test]
@@ -196,6 +217,7 @@ mod tests {
             step_lease: Some("2s".into()),
             stuck_message_delay: Some("1s".into()),
             run_retention: Some("1d".into()),
+            api_keys: vec!["a2".into()],
         };
         let file = ServeConfig {
             functions: Some("other".into()),
@@ -210,6 +232,7 @@ mod tests {
             step_lease: Some("30s".into()),
             stuck_message_delay: Some("30s".into()),
             run_retention: Some("7d".into()),
+            api_keys: vec!["a1".into()],
         };
         assert_eq!(file.clone().overlay(flags.clone()), flags);
         assert_eq!(ServeConfig::default().overlay(flags.clone()), flags);

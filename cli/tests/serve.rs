@@ -18,6 +18,8 @@ fn weir() -> Command {
         "WEIR_LISTEN",
         "WEIR_FUNCTIONS",
         "WEIR_RUN_RETENTION",
+        "WEIR_API_KEYS",
+        "WEIR_API_KEY",
     ] {
         c.env_remove(var);
     }
@@ -255,6 +257,134 @@ fn finished_runs_are_deleted_after_the_run_retention() {
     );
     let runs = get(&format!("{base}/v1/runs?user=kept-a-second"));
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+}
+
+fn get_with(url: &str, bearer: Option<&str>) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(key) = bearer {
+            request = request.bearer_auth(key);
+        }
+        let r = request.send().await.expect("get");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// With `api_keys` the /v1 API answers 401 (JSON) without a key or with a wrong one and serves
+/// a request carrying one; events still go in with an event key; `weir runs` sends the key
+/// from `WEIR_API_KEY`.
+#[test]
+fn api_keys_guard_the_v1_api() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = functions_dir(tmp.path());
+    let port = free_port();
+    let _server = Server(
+        weir()
+            .arg("serve")
+            .arg("--functions")
+            .arg(&functions)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--event-key", "ek"])
+            .env("WEIR_API_KEYS", "api-1,api-2")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weir serve"),
+    );
+    wait_listening(port);
+    let base = format!("http://127.0.0.1:{port}");
+    let (status, body) = post(
+        &format!("{base}/e/ek"),
+        r#"{"name": "app/greet.requested", "user": {"id": "keyed"}}"#,
+    );
+    assert_eq!(status, 200, "events take the event key: {body}");
+    for (path, bearer) in [
+        ("/v1/runs", None),
+        ("/v1/runs", Some("ek")),
+        ("/v1/events", Some("nope")),
+        ("/v1/functions", None),
+        ("/v1/runs/anything", None),
+    ] {
+        let (status, body) = get_with(&format!("{base}{path}"), bearer);
+        assert_eq!(status, 401, "{path} with {bearer:?}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("API key")),
+            "{body}"
+        );
+    }
+    let mut runs = Value::Null;
+    for _ in 0..400 {
+        runs = get_with(&format!("{base}/v1/runs?user=keyed"), Some("api-2")).1;
+        if runs[0]["status"] == "completed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(runs[0]["status"], "completed", "{runs}");
+    let (status, _) = get_with(&format!("{base}/health"), None);
+    assert_eq!(status, 200, "health needs no key");
+
+    let listed = weir()
+        .args(["runs", "--url", &base])
+        .env("WEIR_API_KEY", "api-1")
+        .output()
+        .expect("weir runs");
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("completed"));
+    let refused = weir()
+        .args(["runs", "--url", &base])
+        .output()
+        .expect("weir runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("error 401"),
+        "{refused:?}"
+    );
+}
+
+/// Listening beyond loopback without `api_keys` is allowed, with a warning that the API is open.
+#[test]
+fn an_open_api_on_a_public_address_is_warned_about() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = functions_dir(tmp.path());
+    let port = free_port();
+    let mut server = Server(
+        weir()
+            .arg("serve")
+            .arg("--functions")
+            .arg(&functions)
+            .args(["--listen", &format!("0.0.0.0:{port}")])
+            .args(["--event-key", "ek"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("weir serve"),
+    );
+    let stderr = server.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        let warned = line.contains("warning: the /v1 API") && line.contains("set api_keys");
+        seen.push(line);
+        if warned {
+            return;
+        }
+    }
+    panic!("no warning about the open API: {seen:#?}");
 }
 
 #[test]

@@ -26,6 +26,9 @@ pub struct RunsArgs {
     /// The server.
     #[arg(long, default_value = super::DEFAULT_URL, env = "WEIR_URL", global = true)]
     pub url: String,
+    /// The API key, when the server requires one (`weir serve` with `api_keys`).
+    #[arg(long, env = "WEIR_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
     /// Print JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -41,9 +44,15 @@ pub enum RunsCommand {
     },
 }
 
-/// GETs JSON from the server; prints the server's error and gives `None` on a non-200 answer.
-async fn get_ok(url: &str) -> weir_core::Result<Option<Value>> {
-    let answer = reqwest::get(url)
+/// GETs JSON from the server (with the API key, if any); prints the server's error and gives
+/// `None` on a non-200 answer.
+async fn get_ok(url: &str, api_key: Option<&str>) -> weir_core::Result<Option<Value>> {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
+    }
+    let answer = request
+        .send()
         .await
         .map_err(|e| Error::unavailable(format!("cannot reach {url}")).with_source(e))?;
     let status = answer.status().as_u16();
@@ -62,7 +71,9 @@ async fn get_ok(url: &str) -> weir_core::Result<Option<Value>> {
 pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     let base = args.url.trim_end_matches('/');
     if let Some(RunsCommand::Show { run_id }) = &args.show {
-        let Some(body) = get_ok(&format!("{base}/v1/runs/{run_id}")).await? else {
+        let Some(body) =
+            get_ok(&format!("{base}/v1/runs/{run_id}"), args.api_key.as_deref()).await?
+        else {
             return Ok(1);
         };
         if args.json {
@@ -91,7 +102,7 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
         }
         q.append_pair("limit", &args.limit.to_string());
     }
-    let Some(body) = get_ok(url.as_str()).await? else {
+    let Some(body) = get_ok(url.as_str(), args.api_key.as_deref()).await? else {
         return Ok(1);
     };
     if args.json {

@@ -9,7 +9,7 @@ use clap::Args;
 use weir_core::engine::{EngineConfig, Roles};
 use weir_core::{Error, ErrorKind};
 
-use crate::api::EventKeys;
+use crate::api::{ApiKeys, EventKeys};
 use crate::config::{ServeConfig, redact_url};
 use crate::embedded::{EngineOptions, build_engine};
 
@@ -62,6 +62,15 @@ pub struct ServeArgs {
     /// How long finished runs are kept before they are deleted, or `forever` [default: 7d].
     #[arg(long, env = "WEIR_RUN_RETENTION")]
     pub run_retention: Option<String>,
+    /// A key the /v1 API (runs, events) requires as `Authorization: Bearer KEY` (repeatable;
+    /// WEIR_API_KEYS is comma-separated). Without one the API is open to whoever reaches it.
+    #[arg(
+        long = "api-key",
+        env = "WEIR_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
 }
 
 impl ServeArgs {
@@ -84,6 +93,12 @@ impl ServeArgs {
             step_lease: self.step_lease.clone(),
             stuck_message_delay: self.stuck_message_delay.clone(),
             run_retention: self.run_retention.clone(),
+            api_keys: self
+                .api_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -207,10 +222,23 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
         let keys = EventKeys::Only(Arc::new(
             config.event_keys.iter().cloned().collect::<HashSet<_>>(),
         ));
-        axum::serve(listener, crate::api::router(engine.clone(), keys))
-            .with_graceful_shutdown(super::dev::shutdown_signal())
-            .await
-            .map_err(|e| Error::internal("server failed").with_source(e))?;
+        let api_keys = if config.api_keys.is_empty() {
+            if !addr.ip().is_loopback() {
+                eprintln!(
+                    "weir serve: warning: the /v1 API (runs, events and their users' data) is open to anyone reaching {addr}; set api_keys (--api-key, WEIR_API_KEYS)"
+                );
+            }
+            ApiKeys::Open
+        } else {
+            ApiKeys::Only(Arc::new(config.api_keys.iter().cloned().collect()))
+        };
+        axum::serve(
+            listener,
+            crate::api::secured_router(engine.clone(), keys, api_keys),
+        )
+        .with_graceful_shutdown(super::dev::shutdown_signal())
+        .await
+        .map_err(|e| Error::internal("server failed").with_source(e))?;
     } else {
         super::dev::shutdown_signal().await;
     }
