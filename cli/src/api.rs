@@ -108,8 +108,9 @@ async fn require_api_key(
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim());
         match presented {
             Some(key) if keys.contains(key) => {}
             Some(_) => return error(StatusCode::UNAUTHORIZED, "unknown API key"),
@@ -145,8 +146,8 @@ fn from_error(e: &Error) -> Response {
     error(status, e.to_string())
 }
 
-/// How long a request body may take to arrive; a slower one is answered 408 and dropped, so a
-/// client that stalls mid-body cannot hold a connection for good.
+/// How long a request body may go without sending a byte; a body that stalls longer is answered
+/// 408 and dropped, so a client cannot hold a connection for good.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// 404 for a path no route serves, as JSON like every other error.
@@ -170,8 +171,9 @@ fn rejected(status: StatusCode, text: String) -> Response {
     error(status, text)
 }
 
-/// Reads a request body of at most `limit` bytes within `timeout` ([`BODY_READ_TIMEOUT`]): 413
-/// once it passes the limit, 400 when it breaks off, 408 when it stalls. (A declared length
+/// Reads a request body of at most `limit` bytes, each part arriving within `timeout` of the
+/// previous one ([`BODY_READ_TIMEOUT`]): 413 once it passes the limit, 400 when it breaks off,
+/// 408 when it stalls. (A declared length
 /// over the limit is still read up to the limit: answering before the client has sent its body
 /// makes many clients report a broken pipe instead of the 413.)
 async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Response> {
@@ -181,45 +183,48 @@ async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes,
             format!("request body is over the limit of {limit} bytes"),
         )
     };
-    let read = async {
-        let mut stream = body.into_data_stream();
-        let mut first: Option<Bytes> = None;
-        let mut rest: Vec<u8> = Vec::new();
-        let mut len = 0usize;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the request body broke off after {len} bytes: {e}"),
-                )
-            })?;
-            len += chunk.len();
-            if len > limit {
-                return Err(too_large());
-            }
-            // One chunk (the usual case) is kept as it came; more are joined.
-            match first.take() {
-                None if rest.is_empty() => first = Some(chunk),
-                None => rest.extend_from_slice(&chunk),
-                Some(head) => {
-                    rest.reserve(len);
-                    rest.extend_from_slice(&head);
-                    rest.extend_from_slice(&chunk);
-                }
-            }
-        }
-        Ok(first.unwrap_or_else(|| Bytes::from(rest)))
-    };
-    match tokio::time::timeout(timeout, read).await {
-        Ok(read) => read,
-        Err(_) => Err(error(
+    let stalled = || {
+        error(
             StatusCode::REQUEST_TIMEOUT,
             format!(
-                "the request body did not arrive within {}",
+                "the request body sent nothing for {}",
                 humantime::format_duration(timeout)
             ),
-        )),
+        )
+    };
+    let mut stream = body.into_data_stream();
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let next = tokio::time::timeout(timeout, stream.next())
+            .await
+            .map_err(|_| stalled())?;
+        let Some(chunk) = next else {
+            break;
+        };
+        let chunk = chunk.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("the request body broke off after {len} bytes: {e}"),
+            )
+        })?;
+        len += chunk.len();
+        if len > limit {
+            return Err(too_large());
+        }
+        // One chunk (the usual case) is kept as it came; more are joined.
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            None => rest.extend_from_slice(&chunk),
+            Some(head) => {
+                rest.reserve(len);
+                rest.extend_from_slice(&head);
+                rest.extend_from_slice(&chunk);
+            }
+        }
     }
+    Ok(first.unwrap_or_else(|| Bytes::from(rest)))
 }
 
 async fn send_events(
@@ -427,6 +432,6 @@ mod tests {
             answer(read_body(Body::from_stream(stalled), 1000, Duration::from_millis(50)).await)
                 .await;
         assert_eq!(status, 408, "{text}");
-        assert!(text.contains("did not arrive within 50ms"), "{text}");
+        assert!(text.contains("sent nothing for 50ms"), "{text}");
     }
 }

@@ -273,3 +273,53 @@ async fn routing_and_request_errors_are_json() {
     assert!(reply.contains("broke off"), "{reply}");
     assert_eq!(stored(&engine).await, 0);
 }
+
+/// The `/v1` API behind API keys: the scheme name is read in any case, a missing or other
+/// scheme and a wrong key are 401s that say which, and events keep their own keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_read_from_bearer_authorization_in_any_case() {
+    let f = signup_fn();
+    let (engine, _handle) = engine_with(&f.dir).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let api_keys = weir::api::ApiKeys::Only(Arc::new(HashSet::from(["k-api".to_string()])));
+    let app = weir::api::secured_router(engine.clone(), EventKeys::Any, api_keys);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    for (authorization, status, says) in [
+        (None, 401, "needs an API key"),
+        (Some("Basic azphcGk="), 401, "needs an API key"),
+        (Some("Bearer wrong"), 401, "unknown API key"),
+        (Some("Bearer k-api"), 200, ""),
+        (Some("bearer k-api"), 200, ""),
+        (Some("BEARER  k-api "), 200, ""),
+    ] {
+        let mut request = client.get(format!("http://{addr}/v1/runs"));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let r = request.send().await.expect("send");
+        assert_eq!(r.status().as_u16(), status, "{authorization:?}");
+        let body: Value = r.json().await.expect("json");
+        if status == 401 {
+            let error = body["error"].as_str().unwrap_or_default();
+            assert!(error.contains(says), "{authorization:?}: {body}");
+        } else {
+            assert!(body.is_array(), "{body}");
+        }
+    }
+    let head = client
+        .head(format!("http://{addr}/v1/runs"))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status().as_u16(), 401, "HEAD is guarded too");
+    let (status, _) = post(
+        &format!("http://{addr}/e/any"),
+        r#"{"name":"user/signed.up"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "events need no API key");
+}

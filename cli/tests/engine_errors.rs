@@ -354,10 +354,11 @@ async fn a_result_the_store_refuses_fails_the_attempt_and_the_step_runs_once() {
     assert_eq!(count.lines().count(), 1, "a ran once");
 }
 
-/// A step message for a run pinned to a function version no node has loaded (its `weir.json`
-/// changed and every node restarted) is not a transient error: it waits `stuck_message_delay`
-/// between tries, not 500 ms (which made every such run a hot loop), and says what is missing.
-/// The attempt's lease is handed back, so a node that has the version takes it at once.
+/// A step message for a run pinned to a function version this node has not loaded (its
+/// `weir.json` changed and the node restarted) is not a transient error: the executor hands it
+/// back with a delay growing to `stuck_message_delay` (it used to retry every 500 ms for good),
+/// and the error says what is missing. The attempt's lease is handed back, so a node that has
+/// the version takes it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_pinned_to_a_version_no_node_has_waits_with_a_clear_error() {
     let def =

@@ -319,12 +319,12 @@ fn api_keys_guard_the_v1_api() {
         );
     }
     let mut runs = Value::Null;
-    for _ in 0..400 {
+    for _ in 0..200 {
         runs = get_with(&format!("{base}/v1/runs?user=keyed"), Some("api-2")).1;
         if runs[0]["status"] == "completed" {
             break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(runs[0]["status"], "completed", "{runs}");
     let (status, _) = get_with(&format!("{base}/health"), None);

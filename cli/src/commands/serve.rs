@@ -222,7 +222,14 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
         let keys = EventKeys::Only(Arc::new(
             config.event_keys.iter().cloned().collect::<HashSet<_>>(),
         ));
-        let api_keys = if config.api_keys.is_empty() {
+        let api_keys: Vec<&str> = config.api_keys.iter().map(|k| k.trim()).collect();
+        if api_keys.iter().any(|k| k.is_empty()) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "api_keys: an API key is empty",
+            ));
+        }
+        let api_keys = if api_keys.is_empty() {
             if !addr.ip().is_loopback() {
                 eprintln!(
                     "weir serve: warning: the /v1 API (runs, events and their users' data) is open to anyone reaching {addr}; set api_keys (--api-key, WEIR_API_KEYS)"
@@ -230,7 +237,7 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
             }
             ApiKeys::Open
         } else {
-            ApiKeys::Only(Arc::new(config.api_keys.iter().cloned().collect()))
+            ApiKeys::Only(Arc::new(api_keys.iter().map(|k| k.to_string()).collect()))
         };
         axum::serve(
             listener,

@@ -11,9 +11,29 @@ pub fn retry_delay(base: Duration, max: Duration, next_attempt: u32) -> Duration
     raw.mul_f64(factor)
 }
 
+/// How long a message this node cannot handle (its function version is not loaded here) waits
+/// before it is handled again, by how often it has been delivered: 500 ms, doubling, up to
+/// `cap` (the stuck-message delay). Soon at first, for a node that has the version to take it
+/// during a rolling change; rarely once no node seems to have it.
+pub fn handback_delay(redeliveries: u32, cap: Duration) -> Duration {
+    super::TRANSIENT_ERROR_DELAY
+        .saturating_mul(1u32 << redeliveries.min(20))
+        .min(cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handbacks_start_soon_and_back_off_to_the_cap() {
+        let cap = Duration::from_secs(30);
+        assert_eq!(handback_delay(0, cap), Duration::from_millis(500));
+        assert_eq!(handback_delay(1, cap), Duration::from_secs(1));
+        assert_eq!(handback_delay(5, cap), Duration::from_secs(16));
+        assert_eq!(handback_delay(6, cap), cap);
+        assert_eq!(handback_delay(u32::MAX, cap), cap);
+    }
 
     #[test]
     fn grows_exponentially_with_jitter_and_is_capped() {

@@ -54,8 +54,18 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
                     // (the attempt's result, or its children, never recorded). Handled again
                     // later it starts the attempt or, when the attempt ended, moves the run
                     // on from what the store holds.
-                    let wait = engine.error_delay(&e);
-                    if e.is_retryable() {
+                    let wait = if e.kind() == ErrorKind::NotFound {
+                        // Its function version is not loaded here: in a rolling change another
+                        // node has it (hand it back soon); if none has, back off to the stuck
+                        // delay rather than spin.
+                        super::backoff::handback_delay(
+                            delivery.redeliveries,
+                            engine.inner.config.stuck_message_delay,
+                        )
+                    } else {
+                        engine.error_delay(&e)
+                    };
+                    if e.is_retryable() || wait < engine.inner.config.stuck_message_delay {
                         warn!(error = %e, run = %msg.run_id, step = %msg.step_id, retry_in = ?wait, "executor: will handle the message again");
                     } else {
                         error!(error = %e, run = %msg.run_id, step = %msg.step_id, retry_in = ?wait, "executor: the run cannot move on until this is fixed; the message is kept and handled again");
@@ -112,8 +122,8 @@ impl Engine {
                     .await?;
             }
             // Not transient: on a node started after the function's `weir.json` changed, the
-            // version the run is pinned to never appears. The message waits the stuck delay
-            // between tries (another node that has the version takes it meanwhile).
+            // version the run is pinned to never appears. The message is handed back with a
+            // growing delay (`handback_delay`), for a node that has the version to take.
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!(

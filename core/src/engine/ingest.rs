@@ -1,8 +1,11 @@
 //! Ingest: size, JSON and name checks, then store, then publish.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::Deserializer as _;
+use serde::de::{SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::Engine;
@@ -12,7 +15,8 @@ use crate::event::Event;
 
 /// Parses a request body holding one event object or an array of them, enforcing
 /// `max_event_bytes` per event and `max_request_bytes` per body. All-or-nothing: the first
-/// problem rejects the whole body.
+/// problem rejects the whole body. Errors give the line and column in the body, and in a batch
+/// start with the index of the event they are in (`[3]: …`).
 pub fn parse_body(
     body: &[u8],
     max_event_bytes: usize,
@@ -34,18 +38,71 @@ pub fn parse_body(
                 "empty body: send one event object or an array of events",
             ));
         }
-        Some(b'[') => serde_json::from_slice(body).map_err(|e| json_error(e, ""))?,
-        Some(_) => vec![serde_json::from_slice::<&RawValue>(body).map_err(|e| json_error(e, ""))?],
+        Some(b'[') => batch_elements(body)?,
+        Some(_) => vec![
+            serde_json::from_slice::<&RawValue>(body)
+                .map_err(|e| json_error(&e, "", e.line(), e.column()))?,
+        ],
     };
     if raws.is_empty() {
         return Err(Error::invalid("empty array: send at least one event"));
     }
     let batch = first == Some(&b'[');
-    parse_events(&raws, batch, max_event_bytes)
+    parse_events(body, &raws, batch, max_event_bytes)
 }
 
-/// Parses raw JSON events (see [`parse_body`]).
-pub fn parse_events(raws: &[&RawValue], batch: bool, max_event_bytes: usize) -> Result<Vec<Event>> {
+/// Collects the raw elements of a JSON array, counting them as they come, so that a syntax
+/// error can name the element it is in.
+struct Elements<'c> {
+    parsed: &'c Cell<usize>,
+}
+
+impl<'de> Visitor<'de> for Elements<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            out.push(raw);
+            self.parsed.set(out.len());
+        }
+        Ok(out)
+    }
+}
+
+/// The elements of a body that is a JSON array.
+fn batch_elements(body: &[u8]) -> Result<Vec<&RawValue>> {
+    let parsed = Cell::new(0);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match de.deserialize_seq(Elements { parsed: &parsed }) {
+        Ok(raws) => {
+            de.end()
+                .map_err(|e| json_error(&e, "", e.line(), e.column()))?;
+            Ok(raws)
+        }
+        Err(e) => Err(json_error(
+            &e,
+            &format!("[{}]: ", parsed.get()),
+            e.line(),
+            e.column(),
+        )),
+    }
+}
+
+/// Parses the raw events of `body` (see [`parse_body`]).
+fn parse_events(
+    body: &[u8],
+    raws: &[&RawValue],
+    batch: bool,
+    max_event_bytes: usize,
+) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(raws.len());
     for (i, raw) in raws.iter().enumerate() {
         let at = if batch {
@@ -53,53 +110,70 @@ pub fn parse_events(raws: &[&RawValue], batch: bool, max_event_bytes: usize) -> 
         } else {
             String::new()
         };
+        let prefix = if batch {
+            format!("{at}: ")
+        } else {
+            String::new()
+        };
         let text = raw.get();
         if text.len() > max_event_bytes {
-            let at = if batch {
-                format!("{at}: ")
-            } else {
-                String::new()
-            };
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 format!(
-                    "{at}event is {} bytes; the limit is {max_event_bytes}",
+                    "{prefix}event is {} bytes; the limit is {max_event_bytes}",
                     text.len()
                 ),
             ));
         }
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            // Only a batch's element can fail here (the body parsed): say which one.
-            json_error(
-                e,
-                &if batch {
-                    format!("{at}: ")
-                } else {
-                    String::new()
-                },
-            )
+            // What the array's parse let through (nesting depth, number range): positions
+            // count from the event's start, so move them to the body's.
+            let (line, column) = position_in_body(body, text, e.line(), e.column());
+            json_error(&e, &prefix, line, column)
         })?;
         events.push(Event::from_json(value, &at)?);
     }
     Ok(events)
 }
 
+/// Where `(line, column)` of `part` (a slice of `body`) is in `body`.
+fn position_in_body(body: &[u8], part: &str, line: usize, column: usize) -> (usize, usize) {
+    let Some(offset) = (part.as_ptr() as usize)
+        .checked_sub(body.as_ptr() as usize)
+        .filter(|o| *o <= body.len())
+    else {
+        return (line, column);
+    };
+    let before = &body[..offset];
+    let part_line = 1 + before.iter().filter(|b| **b == b'\n').count();
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    let part_column = offset - line_start + 1;
+    if line <= 1 {
+        (part_line, part_column + column.saturating_sub(1))
+    } else {
+        (part_line + line - 1, column)
+    }
+}
+
 /// serde_json's nesting limit: deeper JSON is refused.
 const MAX_JSON_DEPTH: usize = 128;
 
-/// A JSON error with where it is; `at` (`"[2]: "`) names a batch's element, whose line and
-/// column count from the start of that element.
-fn json_error(e: serde_json::Error, at: &str) -> Error {
-    let (line, column) = (e.line(), e.column());
-    let within = if at.is_empty() { "" } else { " of the event" };
+/// A JSON error at `line`, `column` of the body; `at` (`"[2]: "`) names a batch's element.
+fn json_error(e: &serde_json::Error, at: &str, line: usize, column: usize) -> Error {
     let what = e.to_string();
+    let what = what
+        .rsplit_once(" at line ")
+        .map_or(what.as_str(), |(message, _)| message);
     if what.starts_with("recursion limit exceeded") {
         return Error::invalid(format!(
-            "{at}JSON nested deeper than {MAX_JSON_DEPTH} levels (at line {line}, column {column}{within})"
+            "{at}JSON nested deeper than {MAX_JSON_DEPTH} levels (line {line}, column {column})"
         ));
     }
     Error::invalid(format!(
-        "{at}malformed JSON at line {line}, column {column}{within}: {e}"
+        "{at}malformed JSON at line {line}, column {column}: {what}"
     ))
 }
 
@@ -158,29 +232,45 @@ mod tests {
         );
         let e = parse_body(br#"[{"name":"a"},{"data":{}}]"#, 1000, 10_000).unwrap_err();
         assert_eq!(e.to_string(), "[1]: missing event \"name\"");
-        // An element nested too deeply is named, and the limit said as such.
-        let deep = format!(
-            "[{{\"name\":\"a\"}},\n {{\"name\":\"b\",\"data\":{}1{}}}]",
-            "[".repeat(200),
-            "]".repeat(200)
+        // In a batch, the element holding the error is named; positions count in the body.
+        let e = parse_body(b"[{\"name\":\"a\"},\n {\"name\": }]", 1000, 10_000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "[1]: malformed JSON at line 2, column 11: expected value"
         );
-        let e = parse_body(deep.as_bytes(), 10_000, 10_000).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("[1]: JSON nested deeper than 128 levels (at line 1, column"),
-            "{e}"
+        let e = parse_body(b"[{\"name\":\"a\"}] x", 1000, 10_000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed JSON at line 1, column 16: trailing characters"
         );
-        assert!(e.to_string().ends_with("of the event)"), "{e}");
-        let deep_single = format!(
-            "{{\"name\":\"a\",\"data\":{}1{}}}",
-            "[".repeat(200),
-            "]".repeat(200)
+        // Too deep: said as such, in the element's place in the body.
+        let deep = |prefix: &str| {
+            format!(
+                "{prefix}{{\"name\":\"b\",\"data\":{}1{}}}",
+                "[".repeat(200),
+                "]".repeat(200)
+            )
+        };
+        // The column serde_json gives within the element alone, moved to where the element is.
+        let alone = serde_json::from_str::<serde_json::Value>(&deep("")).unwrap_err();
+        assert_eq!(alone.line(), 1);
+        let batch = format!("[{{\"name\":\"a\"}},\n {}]", deep(""));
+        let e = parse_body(batch.as_bytes(), 10_000, 10_000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "[1]: JSON nested deeper than 128 levels (line 2, column {})",
+                alone.column() + 1
+            )
         );
-        let e = parse_body(deep_single.as_bytes(), 10_000, 10_000).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("JSON nested deeper than 128 levels"),
-            "{e}"
+        let single = deep("\n\n  ");
+        let e = parse_body(single.as_bytes(), 10_000, 10_000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "JSON nested deeper than 128 levels (line 3, column {})",
+                alone.column() + 2
+            )
         );
         assert!(parse_body(b"[]", 1000, 10_000).is_err());
         assert!(parse_body(b"  ", 1000, 10_000).is_err());

@@ -30,7 +30,7 @@ use crate::state::StateStore;
 
 pub use backoff::retry_delay;
 pub use executor::Executed;
-pub use ingest::{parse_body, parse_events};
+pub use ingest::parse_body;
 pub use registry::FunctionRegistry;
 pub use retention::sweep_interval;
 

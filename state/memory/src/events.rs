@@ -32,7 +32,8 @@ impl Default for MemoryEventStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_id: BTreeMap<Arc<str>, Arc<Event>>,
+    /// Events by id, with the time each was accepted (epoch ms).
+    by_id: BTreeMap<Arc<str>, (i64, Arc<Event>)>,
     by_time: BTreeMap<(i64, Arc<str>), ()>,
     /// Ids by the time they were accepted (epoch ms), oldest first: what the retention drops.
     accepted: VecDeque<(i64, Arc<str>)>,
@@ -52,6 +53,12 @@ impl MemoryEventStore {
         }
     }
 
+    /// Events accepted before this time (epoch ms) are past the retention: not served, and
+    /// dropped by the next append.
+    fn kept_since(&self) -> i64 {
+        weir_core::event::now_ms().saturating_sub(self.retention_ms)
+    }
+
     /// How many events are stored.
     pub fn len(&self) -> usize {
         self.inner.read().by_id.len()
@@ -66,8 +73,8 @@ impl MemoryEventStore {
 #[async_trait]
 impl EventStore for MemoryEventStore {
     async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>> {
-        let now = weir_core::event::now_ms();
         let mut inner = self.inner.write();
+        let now = weir_core::event::now_ms();
         let mut fresh = Vec::with_capacity(events.len());
         for e in events {
             if inner.by_id.contains_key(e.id.as_str()) {
@@ -77,7 +84,7 @@ impl EventStore for MemoryEventStore {
             let id: Arc<str> = Arc::from(e.id.as_str());
             inner.by_time.insert((e.ts, id.clone()), ());
             inner.accepted.push_back((now, id.clone()));
-            inner.by_id.insert(id, e.clone());
+            inner.by_id.insert(id, (now, e.clone()));
             fresh.push(true);
         }
         let horizon = now.saturating_sub(self.retention_ms);
@@ -87,7 +94,7 @@ impl EventStore for MemoryEventStore {
             let Some((_, id)) = inner.accepted.pop_front() else {
                 break;
             };
-            if let Some(e) = inner.by_id.remove(&id) {
+            if let Some((_, e)) = inner.by_id.remove(&id) {
                 inner.by_time.remove(&(e.ts, id));
             }
         }
@@ -95,10 +102,18 @@ impl EventStore for MemoryEventStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Event>> {
-        Ok(self.inner.read().by_id.get(id).map(|e| Event::clone(e)))
+        let kept_since = self.kept_since();
+        Ok(self
+            .inner
+            .read()
+            .by_id
+            .get(id)
+            .filter(|(at, _)| *at >= kept_since)
+            .map(|(_, e)| Event::clone(e)))
     }
 
     async fn scan(&self, filter: &EventFilter) -> Result<Vec<Event>> {
+        let kept_since = self.kept_since();
         let inner = self.inner.read();
         let from = (filter.from_ms.unwrap_or(i64::MIN), Arc::<str>::from(""));
         let limit = filter.limit();
@@ -107,6 +122,8 @@ impl EventStore for MemoryEventStore {
             .range(from..)
             .take_while(|((ts, _), _)| filter.to_ms.is_none_or(|t| *ts < t))
             .filter_map(|((_, id), _)| inner.by_id.get(id))
+            .filter(|(at, _)| *at >= kept_since)
+            .map(|(_, e)| e)
             .filter(|e| filter.matches(e))
             .take(limit)
             .map(|e| Event::clone(e))
@@ -132,6 +149,17 @@ mod tests {
             .expect("append");
         assert!(store.get(&old.id).await.expect("get").is_some());
         tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(
+            store.get(&old.id).await.expect("get").is_none(),
+            "past the retention it is not served, even before an append drops it"
+        );
+        assert!(
+            store
+                .scan(&EventFilter::default())
+                .await
+                .expect("scan")
+                .is_empty()
+        );
         let new = event("t/new");
         store
             .append(std::slice::from_ref(&new))
