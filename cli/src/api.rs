@@ -1,7 +1,7 @@
 //! The HTTP API: `POST /e/{key}`, `GET /health`, and `/v1/…` for the CLI and dashboards.
 //!
 //! `/e/{key}` takes the event keys; `/v1/…` (runs, events with their users' data) takes an
-//! API key as `Authorization: Bearer KEY` when [`ApiKeys::Only`] is set, as `weir serve`
+//! API key as `Authorization: Bearer KEY` when its [`Keys`] are `Only` some, as `weir serve`
 //! does when `api_keys` are configured.
 //!
 //! Errors are JSON: `{"error": "…", "status": 400}`. Bad input never leaves anything behind:
@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,43 +26,40 @@ use weir_core::events::EventFilter;
 use weir_core::run::{RunFilter, RunStatus};
 use weir_core::{Error, ErrorKind};
 
-/// Who may send events.
+/// The keys a part of the API takes: event keys for `/e/{key}`, API keys for `/v1`.
 #[derive(Clone, Default)]
-pub enum EventKeys {
-    /// Any key is accepted (`weir dev`).
+pub enum Keys {
+    /// Any key, or none, is accepted (`weir dev`; `/v1` of `weir serve` without `api_keys`).
     #[default]
     Any,
     /// Only these keys are accepted; others get 401.
     Only(Arc<HashSet<String>>),
 }
 
-impl std::fmt::Debug for EventKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Keys {
+    /// Whether `key` may pass.
+    pub fn allows(&self, key: &str) -> bool {
         match self {
-            EventKeys::Any => write!(f, "Any"),
-            EventKeys::Only(keys) => write!(f, "Only(<{} redacted keys>)", keys.len()),
+            Keys::Any => true,
+            Keys::Only(keys) => keys.contains(key),
         }
     }
 }
 
-/// Who may read the `/v1` API.
-#[derive(Clone, Default)]
-pub enum ApiKeys {
-    /// Anyone who reaches the port (`weir dev`; `weir serve` without `api_keys`).
-    #[default]
-    Open,
-    /// Requests must carry `Authorization: Bearer KEY` with one of these keys; others get 401.
-    Only(Arc<HashSet<String>>),
-}
-
-impl std::fmt::Debug for ApiKeys {
+impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApiKeys::Open => write!(f, "Open"),
-            ApiKeys::Only(keys) => write!(f, "Only(<{} redacted keys>)", keys.len()),
+            Keys::Any => write!(f, "Any"),
+            Keys::Only(keys) => write!(f, "Only(<{} redacted keys>)", keys.len()),
         }
     }
 }
+
+/// Who may send events (`POST /e/{key}`).
+pub type EventKeys = Keys;
+
+/// Who may read the `/v1` API (`Authorization: Bearer KEY`).
+pub type ApiKeys = Keys;
 
 #[derive(Clone)]
 struct AppState {
@@ -72,7 +69,7 @@ struct AppState {
 
 /// The API router over `engine`, its `/v1` API open to anyone (see [`secured_router`]).
 pub fn router(engine: Engine, keys: EventKeys) -> Router {
-    secured_router(engine, keys, ApiKeys::Open)
+    secured_router(engine, keys, Keys::Any)
 }
 
 /// The API router over `engine`, its `/v1` API behind `api_keys`.
@@ -103,7 +100,7 @@ async fn require_api_key(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let ApiKeys::Only(keys) = &api_keys {
+    if let Keys::Only(_) = &api_keys {
         let presented = request
             .headers()
             .get(axum::http::header::AUTHORIZATION)
@@ -112,7 +109,7 @@ async fn require_api_key(
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, key)| key.trim());
         match presented {
-            Some(key) if keys.contains(key) => {}
+            Some(key) if api_keys.allows(key) => {}
             Some(_) => return error(StatusCode::UNAUTHORIZED, "unknown API key"),
             None => {
                 return error(
@@ -166,9 +163,32 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     )
 }
 
-/// A rejected path or query string (bad UTF-8, `limit=abc`), as a JSON error.
-fn rejected(status: StatusCode, text: String) -> Response {
-    error(status, text)
+/// A query string read as `T`; one that cannot be (`limit=abc`) is a JSON error.
+struct QueryOf<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for QueryOf<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(q)) => Ok(QueryOf(q)),
+            Err(r) => Err(error(r.status(), r.body_text())),
+        }
+    }
+}
+
+/// A path parameter; one that cannot be read (bad UTF-8) is a JSON error.
+struct PathOf<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathOf<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(p)) => Ok(PathOf(p)),
+            Err(r) => Err(error(r.status(), r.body_text())),
+        }
+    }
 }
 
 /// Reads a request body of at most `limit` bytes, each part arriving within `timeout` of the
@@ -229,16 +249,10 @@ async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes,
 
 async fn send_events(
     State(app): State<AppState>,
-    key: Result<Path<String>, PathRejection>,
+    PathOf(key): PathOf<String>,
     body: Body,
 ) -> Response {
-    let key = match key {
-        Ok(Path(key)) => key,
-        Err(r) => return rejected(r.status(), r.body_text()),
-    };
-    if let EventKeys::Only(keys) = &app.keys
-        && !keys.contains(&key)
-    {
+    if !app.keys.allows(&key) {
         return error(StatusCode::UNAUTHORIZED, "unknown event key");
     }
     let limit = app.engine.config().max_request_bytes;
@@ -269,14 +283,7 @@ struct RunsQuery {
     limit: Option<usize>,
 }
 
-async fn list_runs(
-    State(app): State<AppState>,
-    q: Result<Query<RunsQuery>, QueryRejection>,
-) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(r) => return rejected(r.status(), r.body_text()),
-    };
+async fn list_runs(State(app): State<AppState>, QueryOf(q): QueryOf<RunsQuery>) -> Response {
     let status = match q.status.as_deref().map(|s| (s, RunStatus::parse(s))) {
         None => None,
         Some((_, Some(s))) => Some(s),
@@ -299,14 +306,7 @@ async fn list_runs(
     }
 }
 
-async fn show_run(
-    State(app): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let id = match id {
-        Ok(Path(id)) => id,
-        Err(r) => return rejected(r.status(), r.body_text()),
-    };
+async fn show_run(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Response {
     match app.engine.state().get_run(&id).await {
         Ok(Some(run)) => Json(crate::view::run_json(&run, true)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id:?}")),
@@ -345,14 +345,7 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-async fn list_events(
-    State(app): State<AppState>,
-    q: Result<Query<EventsQuery>, QueryRejection>,
-) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(r) => return rejected(r.status(), r.body_text()),
-    };
+async fn list_events(State(app): State<AppState>, QueryOf(q): QueryOf<EventsQuery>) -> Response {
     let filter = EventFilter {
         name: q.name,
         from_ms: q.from,

@@ -206,6 +206,18 @@ fn serve_on_redis_state_runs_functions() {
     serve_round_trip(&format!("{url}{sep}prefix=weirserve-{}", ulid::Ulid::new()));
 }
 
+/// `weir serve` of `functions` listening on `listen` with the event key `event_key`;
+/// the caller adds settings and spawns it.
+fn serve_command(functions: &Path, listen: &str, event_key: &str) -> Command {
+    let mut c = weir();
+    c.arg("serve")
+        .arg("--functions")
+        .arg(functions)
+        .args(["--listen", listen])
+        .args(["--event-key", event_key]);
+    c
+}
+
 /// With `WEIR_RUN_RETENTION=5s` a finished run is listed and readable, then deleted about
 /// five seconds after it ended: `GET /v1/runs/ID` answers 404 and the listing no longer holds it.
 #[test]
@@ -214,12 +226,7 @@ fn finished_runs_are_deleted_after_the_run_retention() {
     let functions = functions_dir(tmp.path());
     let port = free_port();
     let _server = Server(
-        weir()
-            .arg("serve")
-            .arg("--functions")
-            .arg(&functions)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--event-key", "k"])
+        serve_command(&functions, &format!("127.0.0.1:{port}"), "k")
             .env("WEIR_RUN_RETENTION", "5s")
             .stderr(Stdio::null())
             .spawn()
@@ -284,12 +291,7 @@ fn api_keys_guard_the_v1_api() {
     let functions = functions_dir(tmp.path());
     let port = free_port();
     let _server = Server(
-        weir()
-            .arg("serve")
-            .arg("--functions")
-            .arg(&functions)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--event-key", "ek"])
+        serve_command(&functions, &format!("127.0.0.1:{port}"), "ek")
             .env("WEIR_API_KEYS", "api-1,api-2")
             .stderr(Stdio::null())
             .spawn()
@@ -356,12 +358,7 @@ fn an_open_api_on_a_public_address_is_warned_about() {
     let functions = functions_dir(tmp.path());
     let port = free_port();
     let mut server = Server(
-        weir()
-            .arg("serve")
-            .arg("--functions")
-            .arg(&functions)
-            .args(["--listen", &format!("0.0.0.0:{port}")])
-            .args(["--event-key", "ek"])
+        serve_command(&functions, &format!("0.0.0.0:{port}"), "ek")
             .stderr(Stdio::piped())
             .spawn()
             .expect("weir serve"),

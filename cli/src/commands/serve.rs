@@ -235,7 +235,7 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
                     "weir serve: warning: the /v1 API (runs, events and their users' data) is open to anyone reaching {addr}; set api_keys (--api-key, WEIR_API_KEYS)"
                 );
             }
-            ApiKeys::Open
+            ApiKeys::Any
         } else {
             ApiKeys::Only(Arc::new(api_keys.iter().map(|k| k.to_string()).collect()))
         };
