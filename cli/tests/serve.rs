@@ -283,8 +283,8 @@ fn get_with(url: &str, bearer: Option<&str>) -> (u16, Value) {
 }
 
 /// With `api_keys` the /v1 API answers 401 (JSON) without a key or with a wrong one and serves
-/// a request carrying one; events still go in with an event key; `weir runs` sends the key
-/// from `WEIR_API_KEY`.
+/// a request carrying one (`WEIR_API_KEYS="api-1, api-2"`: spaces around keys are not part of
+/// them); events still go in with an event key; `weir runs` sends the key from `WEIR_API_KEY`.
 #[test]
 fn api_keys_guard_the_v1_api() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -292,7 +292,7 @@ fn api_keys_guard_the_v1_api() {
     let port = free_port();
     let _server = Server(
         serve_command(&functions, &format!("127.0.0.1:{port}"), "ek")
-            .env("WEIR_API_KEYS", "api-1,api-2")
+            .env("WEIR_API_KEYS", "api-1, api-2")
             .stderr(Stdio::null())
             .spawn()
             .expect("weir serve"),
@@ -350,20 +350,12 @@ fn api_keys_guard_the_v1_api() {
     );
 }
 
-/// Listening beyond loopback without `api_keys` is allowed, with a warning that the API is open.
-#[test]
-fn an_open_api_on_a_public_address_is_warned_about() {
+/// Waits for a line of `command`'s stderr holding every one of `needles` (30 s at most);
+/// panics with what it printed otherwise.
+fn expect_stderr_line(mut command: Command, needles: &[&str]) {
     use std::io::BufRead;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let functions = functions_dir(tmp.path());
-    let port = free_port();
-    let mut server = Server(
-        serve_command(&functions, &format!("0.0.0.0:{port}"), "ek")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("weir serve"),
-    );
-    let stderr = server.0.stderr.take().expect("stderr");
+    let mut child = Server(command.stderr(Stdio::piped()).spawn().expect("spawn"));
+    let stderr = child.0.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
@@ -375,13 +367,28 @@ fn an_open_api_on_a_public_address_is_warned_about() {
     });
     let mut seen = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
-        let warned = line.contains("warning: the /v1 API") && line.contains("set api_keys");
+        let found = needles.iter().all(|n| line.contains(n));
         seen.push(line);
-        if warned {
+        if found {
             return;
         }
     }
-    panic!("no warning about the open API: {seen:#?}");
+    panic!("no line with {needles:?}: {seen:#?}");
+}
+
+/// Listening beyond loopback with an open API is allowed, with a warning: `weir serve` without
+/// `api_keys`, and `weir dev` (any event key, open API) whatever it is given.
+#[test]
+fn an_open_api_on_a_public_address_is_warned_about() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = functions_dir(tmp.path());
+    let serve = serve_command(&functions, &format!("0.0.0.0:{}", free_port()), "ek");
+    expect_stderr_line(serve, &["warning: the /v1 API", "set api_keys"]);
+    let mut dev = weir();
+    dev.arg("dev")
+        .arg(&functions)
+        .args(["--listen", &format!("0.0.0.0:{}", free_port())]);
+    expect_stderr_line(dev, &["weir dev: warning:", "use weir serve"]);
 }
 
 #[test]
@@ -458,6 +465,21 @@ fn serve_rejects_unknown_roles_schemes_and_config_keys() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stuck_message_delay"), "{err}");
+    let blank = tmp.path().join("blank.toml");
+    std::fs::write(&blank, "event_keys = [\"k\"]\napi_keys = [\"  \"]\n").expect("write");
+    let out = weir()
+        .args(["serve", "--config"])
+        .arg(&blank)
+        .arg("--functions")
+        .arg(&functions)
+        .output()
+        .expect("serve");
+    assert!(
+        !out.status.success(),
+        "a blank API key would let a bare `Bearer` in"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api_keys: a key is empty"), "{err}");
 }
 
 /// The signup example (examples/signup) through `weir serve` on `broker`: its event is POSTed

@@ -53,6 +53,11 @@ pub(super) async fn dev(args: DevArgs) -> weir_core::Result<i32> {
         .local_addr()
         .map_err(|e| Error::internal("no local address").with_source(e))?;
     eprintln!("weir dev listening on http://{addr} (send events to http://{addr}/e/<any-key>)");
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "weir dev: warning: {addr} is reachable beyond this machine, and weir dev takes any event key and shows every run and event to anyone; use weir serve (event_keys, api_keys) for that"
+        );
+    }
     let app = crate::api::router(engine.clone(), EventKeys::Any);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

@@ -103,6 +103,20 @@ impl ServeArgs {
     }
 }
 
+/// Keys as configured, without surrounding spaces (`WEIR_API_KEYS="a, b"` means `a` and `b`);
+/// an empty one is a configuration error naming `setting`.
+fn key_set(keys: &[String], setting: &str) -> weir_core::Result<HashSet<String>> {
+    keys.iter()
+        .map(|k| match k.trim() {
+            "" => Err(Error::new(
+                ErrorKind::Config,
+                format!("{setting}: a key is empty"),
+            )),
+            k => Ok(k.to_string()),
+        })
+        .collect()
+}
+
 /// The roles a process runs: the engine's loops, and whether it serves the API.
 fn parse_roles(roles: Option<&[String]>) -> weir_core::Result<(Roles, bool)> {
     let Some(roles) = roles else {
@@ -138,7 +152,9 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
     };
     let config = file.overlay(args.as_config());
     let (roles, api) = parse_roles(config.roles.as_deref())?;
-    if api && config.event_keys.is_empty() {
+    let event_keys = key_set(&config.event_keys, "event_keys")?;
+    let api_keys = key_set(&config.api_keys, "api_keys")?;
+    if api && event_keys.is_empty() {
         return Err(Error::new(
             ErrorKind::Config,
             "weir serve needs at least one event key: --event-key KEY, WEIR_EVENT_KEYS or event_keys in the config file",
@@ -219,16 +235,7 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
             .local_addr()
             .map_err(|e| Error::internal("no local address").with_source(e))?;
         eprintln!("weir serve listening on http://{addr}");
-        let keys = EventKeys::Only(Arc::new(
-            config.event_keys.iter().cloned().collect::<HashSet<_>>(),
-        ));
-        let api_keys: Vec<&str> = config.api_keys.iter().map(|k| k.trim()).collect();
-        if api_keys.iter().any(|k| k.is_empty()) {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "api_keys: an API key is empty",
-            ));
-        }
+        let keys = EventKeys::Only(Arc::new(event_keys));
         let api_keys = if api_keys.is_empty() {
             if !addr.ip().is_loopback() {
                 eprintln!(
@@ -237,7 +244,7 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
             }
             ApiKeys::Any
         } else {
-            ApiKeys::Only(Arc::new(api_keys.iter().map(|k| k.to_string()).collect()))
+            ApiKeys::Only(Arc::new(api_keys))
         };
         axum::serve(
             listener,
