@@ -134,11 +134,7 @@ impl ServeConfig {
             state: state.or(self.state),
             broker: broker.or(self.broker),
             listen: listen.or(self.listen),
-            event_keys: if event_keys.is_empty() {
-                self.event_keys
-            } else {
-                event_keys
-            },
+            event_keys: unless_empty(event_keys, self.event_keys),
             roles: roles.or(self.roles),
             signing_key: signing_key.or(self.signing_key),
             executor_concurrency: executor_concurrency.or(self.executor_concurrency),
@@ -146,13 +142,14 @@ impl ServeConfig {
             step_lease: step_lease.or(self.step_lease),
             stuck_message_delay: stuck_message_delay.or(self.stuck_message_delay),
             run_retention: run_retention.or(self.run_retention),
-            api_keys: if api_keys.is_empty() {
-                self.api_keys
-            } else {
-                api_keys
-            },
+            api_keys: unless_empty(api_keys, self.api_keys),
         }
     }
+}
+
+/// `keys` when some are given, else `fallback` (a list setting overrides only when set).
+fn unless_empty(keys: Vec<String>, fallback: Vec<String>) -> Vec<String> {
+    if keys.is_empty() { fallback } else { keys }
 }
 
 /// Reads a run retention: a duration (`7d`, `12h`), or `forever` to keep runs for good.

@@ -84,27 +84,44 @@ fn post(url: &str, body: &str) -> (u16, Value) {
     })
 }
 
-fn get_status(url: &str) -> u16 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async { reqwest::get(url).await.expect("get").status().as_u16() })
-}
-
-fn get(url: &str) -> Value {
+/// GETs `url` (with `bearer` as the API key, if any): the status and the JSON body (`null`
+/// when the body is not JSON).
+fn get_with(url: &str, bearer: Option<&str>) -> (u16, Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        reqwest::get(url)
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json")
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(key) = bearer {
+            request = request.bearer_auth(key);
+        }
+        let r = request.send().await.expect("get");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
     })
+}
+
+fn get_status(url: &str) -> u16 {
+    get_with(url, None).0
+}
+
+fn get(url: &str) -> Value {
+    get_with(url, None).1
+}
+
+/// The newest run of `user` once it has completed (10 s at most), read with `bearer`.
+fn completed_run_of(base: &str, user: &str, bearer: Option<&str>) -> Value {
+    let mut runs = Value::Null;
+    for _ in 0..200 {
+        runs = get_with(&format!("{base}/v1/runs?user={user}"), bearer).1;
+        if runs[0]["status"] == "completed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(runs[0]["status"], "completed", "{runs}");
+    runs[0].clone()
 }
 
 fn terminate(server: &mut Server) -> std::process::ExitStatus {
@@ -168,19 +185,11 @@ fn serve_round_trip(state: &str) {
     let (status, body) = post(&format!("{base}/e/env-key-2"), event);
     assert_eq!(status, 200, "{body}");
     let event_id = body["ids"][0].as_str().expect("id").to_string();
-    let mut runs = Value::Null;
-    for _ in 0..200 {
-        runs = get(&format!("{base}/v1/runs?user=serve-user"));
-        if runs[0]["status"] == "completed" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    assert_eq!(runs[0]["event_id"], event_id.as_str(), "{runs}");
-    assert_eq!(runs[0]["status"], "completed", "{runs}");
+    let newest = completed_run_of(&base, "serve-user", None);
+    assert_eq!(newest["event_id"], event_id.as_str(), "{newest}");
     let run = get(&format!(
         "{base}/v1/runs/{}",
-        runs[0]["id"].as_str().expect("id")
+        newest["id"].as_str().expect("id")
     ));
     assert_eq!(
         run["steps"]["goodbye"]["output"]["greeting"], "hello from goodbye",
@@ -239,16 +248,8 @@ fn finished_runs_are_deleted_after_the_run_retention() {
         r#"{"name": "app/greet.requested", "user": {"id": "kept-a-second"}}"#,
     );
     assert_eq!(status, 200, "{body}");
-    let mut runs = Value::Null;
-    for _ in 0..400 {
-        runs = get(&format!("{base}/v1/runs?user=kept-a-second"));
-        if runs[0]["status"] == "completed" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(runs[0]["status"], "completed", "{runs}");
-    let run_url = format!("{base}/v1/runs/{}", runs[0]["id"].as_str().expect("id"));
+    let newest = completed_run_of(&base, "kept-a-second", None);
+    let run_url = format!("{base}/v1/runs/{}", newest["id"].as_str().expect("id"));
     assert_eq!(get_status(&run_url), 200, "kept until the retention passes");
     let mut status = 200;
     for _ in 0..200 {
@@ -264,22 +265,6 @@ fn finished_runs_are_deleted_after_the_run_retention() {
     );
     let runs = get(&format!("{base}/v1/runs?user=kept-a-second"));
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
-}
-
-fn get_with(url: &str, bearer: Option<&str>) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut request = reqwest::Client::new().get(url);
-        if let Some(key) = bearer {
-            request = request.bearer_auth(key);
-        }
-        let r = request.send().await.expect("get");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    })
 }
 
 /// With `api_keys` the /v1 API answers 401 (JSON) without a key or with a wrong one and serves
@@ -320,15 +305,7 @@ fn api_keys_guard_the_v1_api() {
             "{body}"
         );
     }
-    let mut runs = Value::Null;
-    for _ in 0..200 {
-        runs = get_with(&format!("{base}/v1/runs?user=keyed"), Some("api-2")).1;
-        if runs[0]["status"] == "completed" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(runs[0]["status"], "completed", "{runs}");
+    completed_run_of(&base, "keyed", Some("api-2"));
     let (status, _) = get_with(&format!("{base}/health"), None);
     assert_eq!(status, 200, "health needs no key");
 

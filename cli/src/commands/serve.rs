@@ -80,12 +80,7 @@ impl ServeArgs {
             state: self.state.clone(),
             broker: self.broker.clone(),
             listen: self.listen,
-            event_keys: self
-                .event_keys
-                .iter()
-                .filter(|k| !k.is_empty())
-                .cloned()
-                .collect(),
+            event_keys: given(&self.event_keys),
             roles: (!self.roles.is_empty()).then(|| self.roles.clone()),
             signing_key: self.signing_key.clone(),
             executor_concurrency: self.executor_concurrency,
@@ -93,14 +88,14 @@ impl ServeArgs {
             step_lease: self.step_lease.clone(),
             stuck_message_delay: self.stuck_message_delay.clone(),
             run_retention: self.run_retention.clone(),
-            api_keys: self
-                .api_keys
-                .iter()
-                .filter(|k| !k.is_empty())
-                .cloned()
-                .collect(),
+            api_keys: given(&self.api_keys),
         }
     }
+}
+
+/// The keys a flag or variable gave, without the empty one an empty variable gives.
+fn given(keys: &[String]) -> Vec<String> {
+    keys.iter().filter(|k| !k.is_empty()).cloned().collect()
 }
 
 /// Keys as configured, without surrounding spaces (`WEIR_API_KEYS="a, b"` means `a` and `b`);

@@ -54,18 +54,8 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
                     // (the attempt's result, or its children, never recorded). Handled again
                     // later it starts the attempt or, when the attempt ended, moves the run
                     // on from what the store holds.
-                    let wait = if e.kind() == ErrorKind::NotFound {
-                        // Its function version is not loaded here: in a rolling change another
-                        // node has it (hand it back soon); if none has, back off to the stuck
-                        // delay rather than spin.
-                        super::backoff::handback_delay(
-                            delivery.redeliveries,
-                            engine.inner.config.stuck_message_delay,
-                        )
-                    } else {
-                        engine.error_delay(&e)
-                    };
-                    if e.is_retryable() || wait < engine.inner.config.stuck_message_delay {
+                    let wait = engine.error_delay(&e, delivery.redeliveries);
+                    if engine.retried_soon(&e, wait) {
                         warn!(error = %e, run = %msg.run_id, step = %msg.step_id, retry_in = ?wait, "executor: will handle the message again");
                     } else {
                         error!(error = %e, run = %msg.run_id, step = %msg.step_id, retry_in = ?wait, "executor: the run cannot move on until this is fixed; the message is kept and handled again");

@@ -302,13 +302,25 @@ pub(crate) async fn next_delivery(
 }
 
 impl Engine {
-    /// How long a message the engine failed on with `error` waits before it is handled again.
-    pub(crate) fn error_delay(&self, error: &crate::error::Error) -> Duration {
+    /// How long a message the engine failed on with `error`, delivered `redeliveries` times
+    /// before, waits before it is handled again: [`TRANSIENT_ERROR_DELAY`] for a retryable
+    /// error; for `NotFound` (a function version this node has not loaded: in a rolling change
+    /// another node has it) 500 ms doubling up to the stuck delay; else the stuck delay.
+    pub(crate) fn error_delay(&self, error: &crate::error::Error, redeliveries: u32) -> Duration {
+        let stuck = self.inner.config.stuck_message_delay;
         if error.is_retryable() {
             TRANSIENT_ERROR_DELAY
+        } else if error.kind() == crate::error::ErrorKind::NotFound {
+            backoff::handback_delay(redeliveries, stuck)
         } else {
-            self.inner.config.stuck_message_delay
+            stuck
         }
+    }
+
+    /// Whether a message waiting `wait` after `error` is still expected to go through soon
+    /// (logged as a warning), rather than stuck until someone fixes the cause (an error).
+    pub(crate) fn retried_soon(&self, error: &crate::error::Error, wait: Duration) -> bool {
+        error.is_retryable() || wait < self.inner.config.stuck_message_delay
     }
 
     /// Hands `delivery` (from `topic`) back, to be delivered again after `delay`: the broker's

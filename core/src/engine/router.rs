@@ -66,8 +66,8 @@ async fn handle(engine: &Engine, delivery: Delivery) {
         Err(e) => {
             // Kept either way: dropping it would lose the event's runs, or leave a created
             // run `running` with its root steps never enqueued. Routing is idempotent.
-            let wait = engine.error_delay(&e);
-            if e.is_retryable() {
+            let wait = engine.error_delay(&e, delivery.redeliveries);
+            if engine.retried_soon(&e, wait) {
                 warn!(error = %e, event = %event.id, retry_in = ?wait, "router: will route the event again");
             } else {
                 error!(error = %e, event = %event.id, retry_in = ?wait, "router: the event cannot start its runs until this is fixed; it is kept and routed again");
