@@ -227,22 +227,29 @@ fn serve_command(functions: &Path, listen: &str, event_key: &str) -> Command {
     c
 }
 
-/// With `WEIR_RUN_RETENTION=5s` a finished run is listed and readable, then deleted about
-/// five seconds after it ended: `GET /v1/runs/ID` answers 404 and the listing no longer holds it.
-#[test]
-fn finished_runs_are_deleted_after_the_run_retention() {
+/// `weir serve` of a fresh `greet` function on a free loopback port, with the event key
+/// `event_key` and the environment setting `env`, once it listens: its tempdir (keep it alive),
+/// the server and its base URL.
+fn serve_greet(event_key: &str, env: (&str, &str)) -> (tempfile::TempDir, Server, String) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let functions = functions_dir(tmp.path());
     let port = free_port();
-    let _server = Server(
-        serve_command(&functions, &format!("127.0.0.1:{port}"), "k")
-            .env("WEIR_RUN_RETENTION", "5s")
+    let server = Server(
+        serve_command(&functions, &format!("127.0.0.1:{port}"), event_key)
+            .env(env.0, env.1)
             .stderr(Stdio::null())
             .spawn()
             .expect("weir serve"),
     );
     wait_listening(port);
-    let base = format!("http://127.0.0.1:{port}");
+    (tmp, server, format!("http://127.0.0.1:{port}"))
+}
+
+/// With `WEIR_RUN_RETENTION=5s` a finished run is listed and readable, then deleted about
+/// five seconds after it ended: `GET /v1/runs/ID` answers 404 and the listing no longer holds it.
+#[test]
+fn finished_runs_are_deleted_after_the_run_retention() {
+    let (_tmp, _server, base) = serve_greet("k", ("WEIR_RUN_RETENTION", "5s"));
     let (status, body) = post(
         &format!("{base}/e/k"),
         r#"{"name": "app/greet.requested", "user": {"id": "kept-a-second"}}"#,
@@ -272,18 +279,7 @@ fn finished_runs_are_deleted_after_the_run_retention() {
 /// them); events still go in with an event key; `weir runs` sends the key from `WEIR_API_KEY`.
 #[test]
 fn api_keys_guard_the_v1_api() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let functions = functions_dir(tmp.path());
-    let port = free_port();
-    let _server = Server(
-        serve_command(&functions, &format!("127.0.0.1:{port}"), "ek")
-            .env("WEIR_API_KEYS", "api-1, api-2")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("weir serve"),
-    );
-    wait_listening(port);
-    let base = format!("http://127.0.0.1:{port}");
+    let (_tmp, _server, base) = serve_greet("ek", ("WEIR_API_KEYS", "api-1, api-2"));
     let (status, body) = post(
         &format!("{base}/e/ek"),
         r#"{"name": "app/greet.requested", "user": {"id": "keyed"}}"#,
