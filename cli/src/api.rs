@@ -1,8 +1,9 @@
-//! The HTTP API: `POST /e/{key}`, `GET /health`, and `/v1/…` for the CLI and dashboards.
+//! The HTTP API: `POST /e/{key}`, `GET /health`, `GET /metrics` (Prometheus), and `/v1/…` for
+//! the CLI and dashboards.
 //!
-//! `/e/{key}` takes the event keys; `/v1/…` (runs, events with their users' data) takes an
-//! API key as `Authorization: Bearer KEY` when its [`Keys`] are `Only` some, as `weir serve`
-//! does when `api_keys` are configured.
+//! `/e/{key}` takes the event keys; `/v1/…` (runs, events with their users' data) and
+//! `/metrics` take an API key as `Authorization: Bearer KEY` when its [`Keys`] are `Only`
+//! some, as `weir serve` does when `api_keys` are configured.
 //!
 //! Errors are JSON: `{"error": "…", "status": 400}`. Bad input never leaves anything behind:
 //! a body is validated completely before any event of it is stored.
@@ -79,6 +80,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/functions", get(list_functions))
         .route("/v1/events", get(list_events))
+        .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             api_keys,
             require_api_key,
@@ -252,13 +254,22 @@ async fn send_events(
     PathOf(key): PathOf<String>,
     body: Body,
 ) -> Response {
+    let metrics = app.engine.metrics();
     if !app.keys.allows(&key) {
+        metrics.events_refused("unknown_key");
         return error(StatusCode::UNAUTHORIZED, "unknown event key");
     }
     let limit = app.engine.config().max_request_bytes;
     let bytes = match read_body(body, limit, BODY_READ_TIMEOUT).await {
         Ok(bytes) => bytes,
-        Err(answer) => return answer,
+        Err(answer) => {
+            metrics.events_rejected(match answer.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::TooLarge,
+                StatusCode::REQUEST_TIMEOUT => ErrorKind::Timeout,
+                _ => ErrorKind::InvalidInput,
+            });
+            return answer;
+        }
     };
     match app.engine.ingest_body(&bytes).await {
         Ok(ids) => Json(json!({"ids": ids, "status": 200})).into_response(),
@@ -273,6 +284,18 @@ async fn dashboard() -> axum::response::Html<&'static str> {
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// What this process counted, for Prometheus to scrape.
+async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            weir_core::metrics::CONTENT_TYPE,
+        )],
+        app.engine.metrics().encode(),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,7 @@ pub mod driver;
 pub mod engine;
 pub mod events;
 pub mod function;
+pub mod metrics;
 pub mod percent;
 pub mod protocol;
 pub mod redact;

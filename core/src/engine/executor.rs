@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::now_ms;
 use crate::expr::Vars;
 use crate::function::{Function, Join};
+use crate::metrics::{AttemptOutcome as AttemptCount, Role};
 use crate::protocol::{Outcome, StepContext, StepInput, classify};
 use crate::run::{Run, RunStatus, StepStatus};
 use crate::state::{
@@ -50,6 +51,7 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
                     engine.redeliver_later(TOPIC_STEPS, delivery, wait).await;
                 }
                 Err(e) => {
+                    engine.inner.metrics.engine_error(Role::Executor);
                     // Kept either way: dropping it would leave the run `running` for good
                     // (the attempt's result, or its children, never recorded). Handled again
                     // later it starts the attempt or, when the attempt ended, moves the run
@@ -152,9 +154,23 @@ impl Engine {
             },
         }
         .encode();
-        let (outcome, log) = self
-            .attempt(&function, index, &run, msg.attempt, input)
-            .await;
+        let metrics = self.inner.metrics.function(&function.id);
+        let began = std::time::Instant::now();
+        let (outcome, log) = {
+            let _running = self.inner.metrics.attempt_running();
+            self.attempt(&function, index, &run, msg.attempt, input)
+                .await
+        };
+        if let Some(m) = &metrics {
+            let counted = match &outcome {
+                Outcome::Completed(_) => AttemptCount::Completed,
+                Outcome::Failed { retryable, .. } if *retryable && msg.attempt < step.attempts => {
+                    AttemptCount::Retried
+                }
+                Outcome::Failed { .. } => AttemptCount::Failed,
+            };
+            m.attempt(&step.id, counted, began.elapsed());
+        }
         // The step has run: from here on its result is kept or the attempt is failed, never
         // left for a redelivery to run the step again (see `fail_unrecorded`).
         let recorded = match outcome {
@@ -527,6 +543,9 @@ impl Engine {
         }
         if let Some(status) = finished {
             // The store finished the run with the transition that closed its last step.
+            if let Some(m) = self.inner.metrics.function(&function.id) {
+                m.run_finished(status);
+            }
             let _ = self.inner.finished.send(RunFinished { run_id, status });
         } else if open == 0 || recovering.is_some() {
             self.finish(&run_id).await?;
@@ -583,6 +602,9 @@ impl Engine {
             RunStatus::Completed
         };
         if self.inner.state.finish_run(run_id, status).await? {
+            if let Some(m) = self.inner.metrics.function(&run.function_id) {
+                m.run_finished(status);
+            }
             let _ = self.inner.finished.send(RunFinished {
                 run_id: run_id.to_string(),
                 status,

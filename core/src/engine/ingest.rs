@@ -182,7 +182,8 @@ impl Engine {
     /// Nothing is stored when any event of the body is invalid.
     pub async fn ingest_body(&self, body: &[u8]) -> Result<Vec<String>> {
         let cfg = &self.inner.config;
-        let events = parse_body(body, cfg.max_event_bytes, cfg.max_request_bytes)?;
+        let events = parse_body(body, cfg.max_event_bytes, cfg.max_request_bytes)
+            .inspect_err(|e| self.inner.metrics.events_rejected(e.kind()))?;
         self.ingest(events).await
     }
 
@@ -204,8 +205,11 @@ impl Engine {
             self.inner.events.append(&events),
             self.inner.broker.publish_batch(TOPIC_EVENTS, messages)
         );
-        stored?;
-        published?;
+        if let Err(e) = stored.and(published) {
+            self.inner.metrics.events_rejected(e.kind());
+            return Err(e);
+        }
+        self.inner.metrics.events_accepted(ids.len());
         Ok(ids)
     }
 }

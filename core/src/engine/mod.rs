@@ -25,6 +25,7 @@ use crate::broker::Broker;
 use crate::driver::DriverSet;
 use crate::error::Result;
 use crate::events::EventStore;
+use crate::metrics::Metrics;
 use crate::run::{Run, RunStatus};
 use crate::state::StateStore;
 
@@ -150,6 +151,7 @@ struct Inner {
     functions: FunctionRegistry,
     config: EngineConfig,
     finished: broadcast::Sender<RunFinished>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -165,6 +167,7 @@ impl Engine {
     /// Builds an engine; call [`Engine::start`] to run its loops.
     pub fn new(parts: EngineParts) -> Engine {
         let (finished, _) = broadcast::channel(4096);
+        let metrics = Arc::new(Metrics::new());
         Engine {
             inner: Arc::new(Inner {
                 // Payloads too large for the broker go through the state store.
@@ -175,9 +178,10 @@ impl Engine {
                 state: parts.state,
                 events: parts.events,
                 drivers: parts.drivers,
-                functions: FunctionRegistry::new(),
+                functions: FunctionRegistry::with_metrics(metrics.clone()),
                 config: parts.config,
                 finished,
+                metrics,
             }),
         }
     }
@@ -205,6 +209,11 @@ impl Engine {
     /// The tunables.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// What this engine counts (`GET /metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Listens for runs finishing in this process.

@@ -11,11 +11,13 @@ use tracing::debug;
 use crate::event::Event;
 use crate::expr::Vars;
 use crate::function::{Function, name_matches};
+use crate::metrics::Metrics;
 
 /// Loaded functions, replaced atomically on (re)load; readers never block writers for long.
 #[derive(Default)]
 pub struct FunctionRegistry {
     snapshot: RwLock<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -63,8 +65,17 @@ impl FunctionRegistry {
         Self::default()
     }
 
+    /// An empty registry that creates the series of the functions it loads in `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        FunctionRegistry {
+            snapshot: RwLock::default(),
+            metrics,
+        }
+    }
+
     /// Makes `functions` the live set; versions loaded before stay reachable for their runs.
     pub fn replace(&self, functions: Vec<Function>) {
+        self.metrics.load(&functions);
         let old = self.snapshot.read().clone();
         let mut versions = old.versions.clone();
         let mut live = HashMap::new();

@@ -60,6 +60,7 @@ impl Engine {
                 .delete_finished_runs(horizon, SWEEP_BATCH)
                 .await?;
             total += deleted;
+            self.inner.metrics.runs_deleted(deleted);
             if deleted < SWEEP_BATCH {
                 return Ok(total);
             }

@@ -13,6 +13,7 @@ use crate::broker::{Delivery, Subscription, TOPIC_EVENTS, TOPIC_STEPS};
 use crate::error::Result;
 use crate::event::{Event, now_ms};
 use crate::function::Function;
+use crate::metrics::Role;
 use crate::run::{Run, RunStatus, StepState, StepStatus};
 use crate::state::{CreateRun, StepMessage};
 
@@ -36,6 +37,7 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
         if let Ok(peek) = serde_json::from_slice::<NameOnly>(&delivery.payload)
             && !engine.inner.functions.may_trigger(&peek.name)
         {
+            engine.inner.metrics.event_unmatched();
             let _ = delivery.ack().await;
             continue;
         }
@@ -66,6 +68,7 @@ async fn handle(engine: &Engine, delivery: Delivery) {
         Err(e) => {
             // Kept either way: dropping it would lose the event's runs, or leave a created
             // run `running` with its root steps never enqueued. Routing is idempotent.
+            engine.inner.metrics.engine_error(Role::Router);
             let wait = engine.error_delay(&e, delivery.redeliveries);
             if engine.retried_soon(&e, wait) {
                 warn!(error = %e, event = %event.id, retry_in = ?wait, "router: will route the event again");
@@ -87,6 +90,9 @@ impl Engine {
     /// enqueues their root steps; returns the run ids.
     pub async fn route(&self, event: &Event) -> Result<Vec<String>> {
         let matching = self.inner.functions.matching(event);
+        if matching.is_empty() {
+            self.inner.metrics.event_unmatched();
+        }
         let mut runs = Vec::with_capacity(matching.len());
         for function in matching {
             runs.push(self.start_run(&function, event).await?);
@@ -121,6 +127,9 @@ impl Engine {
         let (run_id, to_enqueue): (String, Vec<String>) =
             match self.inner.state.create_run(&run).await? {
                 CreateRun::Created => {
+                    if let Some(m) = self.inner.metrics.function(&function.id) {
+                        m.run_started();
+                    }
                     let roots = function
                         .roots
                         .iter()

@@ -108,7 +108,10 @@ impl Engine {
                 }
             };
             match outcome {
-                Ok(()) => state.complete_timer(&timer.id).await?,
+                Ok(()) => {
+                    state.complete_timer(&timer.id).await?;
+                    self.inner.metrics.timer_fired();
+                }
                 Err(e) => {
                     warn!(error = %e, timer = %timer.id, "scheduler: timer action failed; it fires again after its lease");
                 }
