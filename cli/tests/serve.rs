@@ -274,9 +274,10 @@ fn finished_runs_are_deleted_after_the_run_retention() {
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
 }
 
-/// With `api_keys` the /v1 API answers 401 (JSON) without a key or with a wrong one and serves
-/// a request carrying one (`WEIR_API_KEYS="api-1, api-2"`: spaces around keys are not part of
-/// them); events still go in with an event key; `weir runs` sends the key from `WEIR_API_KEY`.
+/// With `api_keys` the /v1 API and `/metrics` answer 401 (JSON) without a key or with a wrong
+/// one and serve a request carrying one (`WEIR_API_KEYS="api-1, api-2"`: spaces around keys
+/// are not part of them); events still go in with an event key; `weir runs` sends the key from
+/// `WEIR_API_KEY`.
 #[test]
 fn api_keys_guard_the_v1_api() {
     let (_tmp, _server, base) = serve_greet("ek", ("WEIR_API_KEYS", "api-1, api-2"));
@@ -291,6 +292,7 @@ fn api_keys_guard_the_v1_api() {
         ("/v1/events", Some("nope")),
         ("/v1/functions", None),
         ("/v1/runs/anything", None),
+        ("/metrics", None),
     ] {
         let (status, body) = get_with(&format!("{base}{path}"), bearer);
         assert_eq!(status, 401, "{path} with {bearer:?}: {body}");
@@ -304,6 +306,8 @@ fn api_keys_guard_the_v1_api() {
     completed_run_of(&base, "keyed", Some("api-2"));
     let (status, _) = get_with(&format!("{base}/health"), None);
     assert_eq!(status, 200, "health needs no key");
+    let (status, _) = get_with(&format!("{base}/metrics"), Some("api-1"));
+    assert_eq!(status, 200, "metrics take an API key");
 
     let listed = weir()
         .args(["runs", "--url", &base])
