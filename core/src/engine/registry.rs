@@ -22,8 +22,9 @@ pub struct FunctionRegistry {
 
 #[derive(Default)]
 struct Snapshot {
-    /// Every version ever loaded into this process, by (id, version).
-    versions: HashMap<(String, String), Arc<Function>>,
+    /// Every version ever loaded into this process, by id, then version (nested so that a
+    /// lookup by `&str`s builds no key).
+    versions: HashMap<String, HashMap<String, Arc<Function>>>,
     /// The live functions, by id.
     live: HashMap<String, Arc<Function>>,
     /// Live functions by exact trigger name.
@@ -83,7 +84,10 @@ impl FunctionRegistry {
         let mut wildcard: HashMap<String, Vec<(String, Arc<Function>)>> = HashMap::new();
         for f in functions {
             let f = Arc::new(f);
-            versions.insert((f.id.clone(), f.version.clone()), f.clone());
+            versions
+                .entry(f.id.clone())
+                .or_default()
+                .insert(f.version.clone(), f.clone());
             let mut names: Vec<&str> = f.trigger_names().collect();
             names.sort_unstable();
             names.dedup();
@@ -158,7 +162,8 @@ impl FunctionRegistry {
         self.snapshot
             .read()
             .versions
-            .get(&(id.to_string(), version.to_string()))
+            .get(id)
+            .and_then(|by_version| by_version.get(version))
             .cloned()
     }
 
