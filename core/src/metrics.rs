@@ -428,19 +428,10 @@ impl Drop for RunningGuard<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::function::{RuntimeCatalog, parse_function};
-
-    struct AnyRuntime;
-    impl RuntimeCatalog for AnyRuntime {
-        fn check(&self, _: &str, _: &Map<String, Value>, _: Option<&Path>) -> Result<(), String> {
-            Ok(())
-        }
-    }
+    use crate::function::test_support::function_from;
 
     fn function(id: &str, version: &str, steps: &[&str]) -> Function {
         let steps: Map<String, Value> = steps
@@ -453,7 +444,7 @@ mod tests {
             })
             .collect();
         let doc = json!({"id": id, "triggers": [{"event": "a/b"}], "steps": steps});
-        parse_function(&doc, Path::new("."), version.into(), &AnyRuntime).expect("valid")
+        function_from(&doc, version)
     }
 
     fn value(text: &str, series: &str) -> Option<f64> {

@@ -179,3 +179,52 @@ impl FunctionRegistry {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::function::test_support::function_from;
+
+    fn function(id: &str, version: &str, event: &str) -> Function {
+        let doc = json!({"id": id, "triggers": [{"event": event}],
+                         "steps": {"s": {"path": "http://x/", "runtime": {"type": "http"}}}});
+        function_from(&doc, version)
+    }
+
+    #[test]
+    fn a_reload_keeps_earlier_versions_for_their_runs() {
+        let registry = FunctionRegistry::new();
+        registry.replace(vec![
+            function("f", "v1", "a/one"),
+            function("g", "v1", "a/*"),
+        ]);
+        registry.replace(vec![function("f", "v2", "a/two")]);
+        assert_eq!(
+            registry.get("f", "v1").map(|f| f.version.clone()),
+            Some("v1".into())
+        );
+        assert_eq!(
+            registry.get("f", "v2").map(|f| f.version.clone()),
+            Some("v2".into())
+        );
+        assert_eq!(
+            registry.get("g", "v1").map(|f| f.id.clone()),
+            Some("g".into())
+        );
+        assert!(registry.get("f", "v3").is_none());
+        assert!(registry.get("h", "v1").is_none());
+        assert_eq!(
+            registry.live("f").map(|f| f.version.clone()),
+            Some("v2".into())
+        );
+        assert!(
+            registry.live("g").is_none(),
+            "g was dropped from the live set"
+        );
+        assert!(registry.may_trigger("a/two"));
+        assert!(!registry.may_trigger("a/one"), "only live triggers route");
+        assert_eq!(registry.list().len(), 1);
+    }
+}

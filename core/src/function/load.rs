@@ -135,18 +135,7 @@ pub fn content_version(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct AnyRuntime;
-    impl RuntimeCatalog for AnyRuntime {
-        fn check(
-            &self,
-            _: &str,
-            _: &serde_json::Map<String, Value>,
-            _: Option<&Path>,
-        ) -> Result<(), String> {
-            Ok(())
-        }
-    }
+    use crate::function::test_support::AnyRuntime;
 
     const DEF: &str = r#"{"id": "f", "triggers": [{"event": "a/b"}],
         "steps": {"s": {"id": "s", "path": "x", "runtime": {"type": "process"}}}}"#;

@@ -7,6 +7,8 @@ mod load;
 mod model;
 mod parse;
 mod problems;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use cron::{CronTrigger, SCHEDULED_EVENT};
 pub use dotenv::{DOTENV_FILE, parse_dotenv};
