@@ -155,6 +155,21 @@ pub fn render_summaries(runs: &[RunSummary]) -> String {
     out
 }
 
+/// One line per event for `weir events`: when it happened (UTC), id, name and the user it is
+/// about (`user.id`, else `external_id`, else `email`; `-` for none).
+pub fn render_events(events: &[weir_core::Event]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<24}  {:<26}  {:<32}  USER", "TIME", "ID", "NAME");
+    for e in events {
+        let user = e.user_key().unwrap_or_else(|| "-".into());
+        let time = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.ts.max(0) as u64),
+        );
+        let _ = writeln!(out, "{time:<24}  {:<26}  {:<32}  {user}", e.id, e.name);
+    }
+    out
+}
+
 /// Whether every step of the run is terminal and none failed.
 pub fn completed(run: &Run) -> bool {
     run.steps

@@ -317,6 +317,56 @@ fn dev_server_send_runs_and_reload() {
     assert_eq!(doc["steps"]["hello"]["attempts"], 1);
     assert!(doc["timeline"].as_array().is_some_and(|t| !t.is_empty()));
 
+    // `weir events` lists what the server stored: as a table, and as JSON filtered by name,
+    // user and time (an event that happened an hour ago is not in the last 10 minutes).
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        - 3_600_000;
+    let old = format!(r#"{{"name": "app/old", "id": "old-one", "ts": {hour_ago}}}"#);
+    assert_eq!(reqwest::blocking_post(&format!("{url}/e/dev"), &old), 200);
+    let events = weir()
+        .args(["events", "--since", "10m", "--url", &url])
+        .output()
+        .expect("events");
+    assert!(events.status.success(), "{events:?}");
+    let table = String::from_utf8_lossy(&events.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&event_id))
+        .unwrap_or_else(|| panic!("the event is listed: {table}"));
+    assert!(
+        row.contains("app/first.requested") && row.ends_with("ann"),
+        "{row}"
+    );
+    let json_of = |args: &[&str]| -> Value {
+        let out = weir()
+            .args(["events", "--json", "--url", &url])
+            .args(args)
+            .output()
+            .expect("events");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let mine = json_of(&["--name", "app/first.requested", "--user", "ann"]);
+    assert_eq!(mine[0]["id"], event_id.as_str(), "{mine}");
+    assert_eq!(mine[0]["data"]["a"], 1);
+    assert_eq!(json_of(&["--user", "bob"]), serde_json::json!([]));
+    assert_eq!(json_of(&["--name", "app/other"]), serde_json::json!([]));
+    assert_eq!(json_of(&["--name", "app/old"])[0]["id"], "old-one");
+    assert_eq!(
+        json_of(&["--name", "app/old", "--since", "10m"]),
+        serde_json::json!([])
+    );
+    assert!(!table.contains("old-one"), "{table}");
+    let bad = weir()
+        .args(["events", "--since", "soon", "--url", &url])
+        .output()
+        .expect("events");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
+
     // A function added while the server runs is picked up.
     let init = weir()
         .args(["init", "second", "--dir"])
@@ -377,6 +427,24 @@ mod reqwest {
                 .json()
                 .await
                 .expect("json")
+        })
+    }
+
+    /// A tiny blocking POST of a JSON body; the status.
+    pub fn blocking_post(url: &str, body: &str) -> u16 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            ::reqwest::Client::new()
+                .post(url)
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("post")
+                .status()
+                .as_u16()
         })
     }
 }

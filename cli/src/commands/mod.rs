@@ -18,7 +18,9 @@ macro_rules! outp {
 
 mod bench;
 mod dev;
+mod events;
 mod init;
+mod remote;
 mod run;
 mod runs;
 mod send;
@@ -53,6 +55,8 @@ pub enum Command {
     Init(init::InitArgs),
     /// List runs of a running server, or show one (`weir runs show RUN_ID`).
     Runs(runs::RunsArgs),
+    /// List the events a running server stored, newest first.
+    Events(events::EventsArgs),
     /// Load generator: measure ingest throughput and event→step latency; prints the figures.
     Bench(bench::BenchArgs),
 }
@@ -67,6 +71,7 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Validate(a) => validate::validate(a).await,
         Command::Init(a) => init::init(a),
         Command::Runs(a) => runs::runs(a).await,
+        Command::Events(a) => events::events(a).await,
         Command::Bench(a) => bench::bench(a).await,
     };
     match result {

@@ -1,0 +1,55 @@
+//! `weir events [--name N] [--user U] [--since D] [--limit N]`: the events a server stored.
+
+use std::time::Duration;
+
+use clap::Args;
+use weir_core::Event;
+
+use super::remote::Remote;
+
+/// Arguments of `weir events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only events about this user (user.id, external_id or email).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only events from this long ago on (`15m`, `2h`, `7d`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// The server and the output.
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+pub(super) async fn events(args: EventsArgs) -> weir_core::Result<i32> {
+    let remote = &args.remote;
+    let from = args.since.map(|since| {
+        let since = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+        weir_core::event::now_ms().saturating_sub(since).to_string()
+    });
+    let url = remote.url(
+        "/v1/events",
+        &[
+            ("name", args.name.clone()),
+            ("user", args.user.clone()),
+            ("from", from),
+            ("limit", Some(args.limit.to_string())),
+        ],
+    )?;
+    let Some(body) = remote.get_ok(&url).await? else {
+        return Ok(1);
+    };
+    if remote.json {
+        remote.print_json(&body);
+    } else {
+        let events: Vec<Event> = serde_json::from_value(body)?;
+        outp!("{}", crate::view::render_events(&events));
+    }
+    Ok(0)
+}

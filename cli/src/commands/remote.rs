@@ -1,0 +1,66 @@
+//! Talking to a running server's `/v1` API: its address, the API key, JSON or text output.
+
+use clap::Args;
+use serde_json::Value;
+use weir_core::Error;
+
+/// Where the server is and how to answer, shared by the commands that read its API.
+#[derive(Debug, Args)]
+pub struct Remote {
+    /// The server.
+    #[arg(long, default_value = super::DEFAULT_URL, env = "WEIR_URL", global = true)]
+    pub url: String,
+    /// The API key, when the server requires one (`weir serve` with `api_keys`).
+    #[arg(long, env = "WEIR_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Remote {
+    /// The URL of `path` on the server with the query `pairs` that have a value.
+    pub fn url(&self, path: &str, pairs: &[(&str, Option<String>)]) -> weir_core::Result<String> {
+        let base = self.url.trim_end_matches('/');
+        let mut url = reqwest::Url::parse(&format!("{base}{path}"))
+            .map_err(|e| Error::invalid(format!("bad --url {base:?}: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            for (key, value) in pairs {
+                if let Some(v) = value {
+                    q.append_pair(key, v);
+                }
+            }
+        }
+        Ok(url.into())
+    }
+
+    /// GETs JSON from `url` (with the API key, if any); prints the server's error and gives
+    /// `None` on a non-200 answer.
+    pub async fn get_ok(&self, url: &str) -> weir_core::Result<Option<Value>> {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot reach {url}")).with_source(e))?;
+        let status = answer.status().as_u16();
+        let body: Value = answer
+            .json()
+            .await
+            .map_err(|e| Error::unavailable("unreadable answer").with_source(e))?;
+        if status != 200 {
+            let message = body["error"].as_str().unwrap_or("(no message)");
+            eprintln!("error {status}: {message}");
+            return Ok(None);
+        }
+        Ok(Some(body))
+    }
+
+    /// Prints `body` as indented JSON.
+    pub fn print_json(&self, body: &Value) {
+        out!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+    }
+}
