@@ -143,6 +143,16 @@ async fn an_event_whose_root_steps_cannot_be_enqueued_is_routed_again() {
         0,
         "both refusals were met"
     );
+    // Each refusal is an engine error of the router; the run is counted once.
+    let metrics = engine.metrics().encode();
+    assert!(
+        metrics.contains("weir_engine_errors_total{role=\"router\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_runs_started_total{function=\"roots\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,6 +362,14 @@ async fn a_result_the_store_refuses_fails_the_attempt_and_the_step_runs_once() {
     assert_eq!(run.steps["b"].status, StepStatus::Skipped);
     let count = std::fs::read_to_string(f.dir.join("a.count")).expect("a ran");
     assert_eq!(count.lines().count(), 1, "a ran once");
+    // Counted as recorded: the step answered, but its attempt failed.
+    let metrics = engine.metrics().encode();
+    for (outcome, n) in [("completed", 0), ("failed", 1)] {
+        let series = format!(
+            "weir_step_attempts_total{{function=\"refused\",step=\"a\",outcome=\"{outcome}\"}} {n}\n"
+        );
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
 }
 
 /// A step message for a run pinned to a function version this node has not loaded (its

@@ -12,12 +12,12 @@ use weir::api::{Keys, secured_router};
 use weir::core::engine::Engine;
 use weir::core::run::RunStatus;
 
-async fn serve(engine: Engine, api_keys: Keys) -> String {
+async fn serve(engine: Engine, event_keys: Keys, api_keys: Keys) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = secured_router(engine, Keys::Any, api_keys);
+    let app = secured_router(engine, event_keys, api_keys);
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
 }
@@ -57,7 +57,7 @@ async fn runs_attempts_and_events_are_counted() {
         ],
     );
     let (engine, _handle) = engine_with(&f.dir).await;
-    let base = serve(engine.clone(), Keys::Any).await;
+    let base = serve(engine.clone(), Keys::Any, Keys::Any).await;
     let before = reqwest::get(format!("{base}/metrics")).await.expect("get");
     assert_eq!(before.status(), 200);
     assert_eq!(
@@ -165,9 +165,24 @@ async fn metrics_take_an_api_key_when_keys_are_configured() {
                      "steps": {"s": {"path": "file://./steps/s", "runtime": {"type": "process"}}}});
     let f = function_dir(&def, &[("s", "echo '{}'")]);
     let (engine, _handle) = engine_with(&f.dir).await;
-    let keys = Keys::Only(Arc::new(HashSet::from(["sesame".to_string()])));
-    let base = serve(engine, keys).await;
+    let only = |key: &str| Keys::Only(Arc::new(HashSet::from([key.to_string()])));
+    let base = serve(engine, only("ek"), only("sesame")).await;
     let client = reqwest::Client::new();
+    // Refused at the door, each under its reason.
+    let refused = client
+        .post(format!("{base}/e/wrong"))
+        .body(r#"{"name": "a/b"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 401);
+    let too_big = client
+        .post(format!("{base}/e/ek"))
+        .body(vec![b' '; 4 << 20])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(too_big.status(), 413);
     let without = client
         .get(format!("{base}/metrics"))
         .send()
@@ -187,4 +202,9 @@ async fn metrics_take_an_api_key_when_keys_are_configured() {
         Some(0.0),
         "{text}"
     );
+    for (reason, n) in [("unknown_key", 1.0), ("too_large", 1.0), ("timeout", 0.0)] {
+        let series = format!(r#"weir_events_rejected_total{{reason="{reason}"}}"#);
+        assert_eq!(sample(&text, &series), Some(n), "{series} in {text}");
+    }
+    assert_eq!(sample(&text, "weir_events_accepted_total"), Some(0.0));
 }

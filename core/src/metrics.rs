@@ -33,6 +33,15 @@ const ATTEMPT_SECONDS: [f64; 17] = [
     300.0, 900.0,
 ];
 
+/// The reasons ingest refuses events for, whose series exist at 0 from the start.
+const REJECT_REASONS: [&str; 5] = [
+    "invalid_input",
+    "too_large",
+    "timeout",
+    "unknown_key",
+    "unavailable",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FunctionLabel {
     function: String,
@@ -67,14 +76,15 @@ struct RoleLabel {
     role: &'static str,
 }
 
-/// How a step attempt ended, as counted.
+/// How a step attempt ended, as the state store recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
     /// The step completed.
     Completed,
-    /// The attempt failed and the step will be tried again.
+    /// The attempt failed and another one is scheduled.
     Retried,
-    /// The attempt failed and so did the step (no attempt left, or not retryable).
+    /// The attempt failed and so did the step (no attempt left, not retryable, or its result
+    /// could not be kept).
     Failed,
 }
 
@@ -143,8 +153,15 @@ impl FunctionMetrics {
         counter.inc();
     }
 
-    /// Counts an attempt of `step` that took `took` and ended as `outcome`.
-    pub fn attempt(&self, step: &str, outcome: AttemptOutcome, took: Duration) {
+    /// Records that an attempt of `step` spent `took` on its runtime.
+    pub fn attempt_took(&self, step: &str, took: Duration) {
+        if let Some(s) = self.steps.get(step) {
+            s.seconds.observe(took.as_secs_f64());
+        }
+    }
+
+    /// Counts an attempt of `step` whose end was recorded as `outcome`.
+    pub fn attempt_ended(&self, step: &str, outcome: AttemptOutcome) {
         let Some(s) = self.steps.get(step) else {
             return;
         };
@@ -154,7 +171,6 @@ impl FunctionMetrics {
             AttemptOutcome::Failed => &s.failed,
         };
         counter.inc();
-        s.seconds.observe(took.as_secs_f64());
     }
 }
 
@@ -280,6 +296,11 @@ impl Metrics {
             "Live functions loaded in this process",
             m.functions_loaded.clone(),
         );
+        for reason in REJECT_REASONS {
+            let _ = m
+                .events_rejected
+                .get_or_create_owned(&ReasonLabel { reason });
+        }
         for role in [Role::Router, Role::Executor, Role::Scheduler] {
             // Created at zero, so that an alert on their rate sees them before the first error.
             let _ = m.engine_errors.get_or_create_owned(&RoleLabel {
@@ -470,8 +491,10 @@ mod tests {
         );
         let f = m.function("f").expect("loaded");
         f.run_started();
-        f.attempt("a", AttemptOutcome::Retried, Duration::from_millis(3));
-        f.attempt("a", AttemptOutcome::Completed, Duration::from_millis(30));
+        f.attempt_took("a", Duration::from_millis(3));
+        f.attempt_ended("a", AttemptOutcome::Retried);
+        f.attempt_took("a", Duration::from_millis(30));
+        f.attempt_ended("a", AttemptOutcome::Completed);
         f.run_finished(RunStatus::Completed);
 
         // v2 drops step `a` and adds `c`: a run pinned to v1 may still run `a`.
@@ -481,8 +504,10 @@ mod tests {
         ]);
         let f2 = m.function("f").expect("loaded");
         f2.run_started();
-        f2.attempt("a", AttemptOutcome::Failed, Duration::from_secs(2));
-        f2.attempt("c", AttemptOutcome::Completed, Duration::from_millis(1));
+        f2.attempt_took("a", Duration::from_secs(2));
+        f2.attempt_ended("a", AttemptOutcome::Failed);
+        f2.attempt_took("c", Duration::from_millis(1));
+        f2.attempt_ended("c", AttemptOutcome::Completed);
         let text = m.encode();
         assert_eq!(
             value(&text, r#"weir_runs_started_total{function="f"}"#),

@@ -162,15 +162,9 @@ impl Engine {
                 .await
         };
         if let Some(m) = &metrics {
-            let counted = match &outcome {
-                Outcome::Completed(_) => AttemptCount::Completed,
-                Outcome::Failed { retryable, .. } if *retryable && msg.attempt < step.attempts => {
-                    AttemptCount::Retried
-                }
-                Outcome::Failed { .. } => AttemptCount::Failed,
-            };
-            m.attempt(&step.id, counted, began.elapsed());
+            m.attempt_took(&step.id, began.elapsed());
         }
+        let mut retry_scheduled = false;
         // The step has run: from here on its result is kept or the attempt is failed, never
         // left for a redelivery to run the step again (see `fail_unrecorded`).
         let recorded = match outcome {
@@ -214,7 +208,10 @@ impl Engine {
                     )
                     .await;
                 match scheduled {
-                    Ok(_) => None,
+                    Ok(applied) => {
+                        retry_scheduled = applied;
+                        None
+                    }
                     Err(e) if e.is_retryable() => return Err(e),
                     Err(e) => {
                         let t = self
@@ -241,6 +238,17 @@ impl Engine {
                 Some((t, status, None))
             }
         };
+        // Counted as recorded (another node's result may have won, the store may have
+        // refused this one), not as the driver answered.
+        let counted = match &recorded {
+            Some((t, StepStatus::Completed, _)) if t.applied => Some(AttemptCount::Completed),
+            Some((t, _, _)) if t.applied => Some(AttemptCount::Failed),
+            None if retry_scheduled => Some(AttemptCount::Retried),
+            _ => None,
+        };
+        if let (Some(m), Some(counted)) = (&metrics, counted) {
+            m.attempt_ended(&step.id, counted);
+        }
         if let Some((t, status, output)) = recorded
             && t.applied
         {

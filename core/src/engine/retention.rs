@@ -2,6 +2,7 @@
 //! [`EngineConfig::run_retention`](super::EngineConfig::run_retention) ago, so a store holds
 //! the runs of the retention window and not every run ever made.
 
+use crate::metrics::Role;
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -38,7 +39,10 @@ pub(super) async fn run_loop(engine: Engine, mut stop: StopSignal) {
                 deleted = n,
                 "retention: deleted runs that ended over {retention:?} ago"
             ),
-            Err(e) => warn!(error = %e, "retention: deleting finished runs failed; retrying"),
+            Err(e) => {
+                engine.inner.metrics.engine_error(Role::Scheduler);
+                warn!(error = %e, "retention: deleting finished runs failed; retrying");
+            }
         }
         tokio::select! {
             _ = stopped(&mut stop) => return,

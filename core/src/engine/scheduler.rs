@@ -1,6 +1,7 @@
 //! Scheduler: fires due timers from the state store — retries go onto the `steps` topic, cron
 //! ticks start their function's run — and keeps a timer on each cron trigger's next tick.
 
+use crate::metrics::Role;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub(super) async fn run_loop(engine: Engine, mut stop: StopSignal) {
         }
         if tokio::time::Instant::now() >= next_cron_sync {
             if let Err(e) = engine.schedule_cron_ticks().await {
+                engine.inner.metrics.engine_error(Role::Scheduler);
                 warn!(error = %e, "scheduler: scheduling cron ticks failed; retrying");
             }
             next_cron_sync = tokio::time::Instant::now() + CRON_SYNC_EVERY;
@@ -38,7 +40,10 @@ pub(super) async fn run_loop(engine: Engine, mut stop: StopSignal) {
         match engine.fire_due_timers().await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
-            Err(e) => warn!(error = %e, "scheduler: firing timers failed; retrying"),
+            Err(e) => {
+                engine.inner.metrics.engine_error(Role::Scheduler);
+                warn!(error = %e, "scheduler: firing timers failed; retrying");
+            }
         }
         tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -113,6 +118,7 @@ impl Engine {
                     self.inner.metrics.timer_fired();
                 }
                 Err(e) => {
+                    self.inner.metrics.engine_error(Role::Scheduler);
                     warn!(error = %e, timer = %timer.id, "scheduler: timer action failed; it fires again after its lease");
                 }
             }
