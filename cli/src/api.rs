@@ -1,5 +1,5 @@
-//! The HTTP API: `POST /e/{key}`, `GET /health`, `GET /metrics` (Prometheus), and `/v1/…` for
-//! the CLI and dashboards.
+//! The HTTP API: `POST /e/{key}`, `GET /health`, `GET /metrics` (Prometheus), `GET
+//! /openapi.json` (this API, described), and `/v1/…` for the CLI and dashboards.
 //!
 //! `/e/{key}` takes the event keys; `/v1/…` (runs, events with their users' data) and
 //! `/metrics` take an API key as `Authorization: Bearer KEY` when its [`Keys`] are `Only`
@@ -89,6 +89,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/e/{key}", post(send_events))
         .route("/", get(dashboard))
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
         .merge(v1)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -284,6 +285,18 @@ async fn dashboard() -> axum::response::Html<&'static str> {
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// The OpenAPI document of this API (`cli/src/openapi.json`; a test checks it against the
+/// routes and their answers).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 /// What this process counted, for Prometheus to scrape.

@@ -1,0 +1,191 @@
+//! The OpenAPI document (`GET /openapi.json`, `cli/src/openapi.json`) against the server: every
+//! route the API serves is documented, every documented operation is served, and real answers
+//! (successes and errors) have a documented status and match their documented JSON Schema.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{engine_with, function_dir, run_event};
+use serde_json::{Value, json};
+use weir::api::{EventKeys, OPENAPI, router};
+use weir::core::engine::Engine;
+
+async fn serve(engine: Engine) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router(engine, EventKeys::Any)).await });
+    format!("http://{addr}")
+}
+
+/// Checks one answer of `method path` (`path` as documented, e.g. `/v1/runs/{id}`) against the
+/// document: its status is documented for the operation, and a JSON body matches the schema of
+/// that status. Answers the body.
+fn check(doc: &Value, method: &str, path: &str, status: u16, body: &str) -> Value {
+    let operation = &doc["paths"][path][method];
+    assert!(operation.is_object(), "{method} {path} is not documented");
+    let mut response = &operation["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path} answered {status}, which is not documented: {body}"
+    );
+    if let Some(reference) = response["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/responses/");
+        response = &doc["components"]["responses"][name];
+    }
+    let Some(schema) = response["content"]["application/json"]
+        .get("schema")
+        .cloned()
+    else {
+        return Value::Null;
+    };
+    let instance: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{method} {path} {status} is not JSON ({e}): {body}"));
+    // The schema's `$ref`s point into the document's components: validate inside a root that
+    // carries them at the same place.
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": doc["components"],
+        "allOf": [schema],
+    });
+    let validator = jsonschema::validator_for(&root).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status} does not match its schema: {errors:?}\n{instance:#}"
+    );
+    instance
+}
+
+async fn get(base: &str, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("{base}{path}")).await.expect("get");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+async fn post(base: &str, path: &str, body: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("post");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+#[test]
+fn every_route_the_api_serves_is_documented() {
+    let doc: Value = serde_json::from_str(OPENAPI).expect("the document is JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented: BTreeSet<&str> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let source = include_str!("../src/api.rs");
+    let served: BTreeSet<&str> = source
+        .split(".route(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|path| *path != "/")
+        .collect();
+    assert!(served.len() >= 8, "routes found in api.rs: {served:?}");
+    assert_eq!(served, documented, "routes served vs documented");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_answers_match_the_document() {
+    let doc: Value = serde_json::from_str(OPENAPI).expect("the document is JSON");
+    let def = json!({"id": "greet", "name": "Greet",
+        "triggers": [{"event": "user/signed.up", "expression": "event.data.plan == 'pro'"},
+                     {"cron": "0 0 1 1 *"}],
+        "steps": {"hello": {"path": "file://./steps/hello", "runtime": {"type": "process"}},
+                  "after": {"path": "file://./steps/fail", "runtime": {"type": "process"},
+                            "after": [{"step": "hello"}], "retries": {"attempts": 1}}}});
+    let f = function_dir(
+        &def,
+        &[
+            ("hello", r#"echo 'hi there' >&2; echo '{"hi": true}'"#),
+            ("fail", "echo 'no luck' >&2; exit 1"),
+        ],
+    );
+    let (engine, _handle) = engine_with(&f.dir).await;
+    let base = serve(engine.clone()).await;
+
+    // Events in: one, a batch, and bad ones.
+    let event = r#"{"name": "user/signed.up", "data": {"plan": "pro"}, "user": {"id": "u1"}}"#;
+    let (status, body) = post(&base, "/e/k", event).await;
+    let accepted = check(&doc, "post", "/e/{key}", status, &body);
+    assert_eq!(status, 200);
+    let (status, body) = post(&base, "/e/k", &format!("[{event}, {event}]")).await;
+    check(&doc, "post", "/e/{key}", status, &body);
+    for bad in ["{nope", "[]", r#"{"data": {}}"#] {
+        let (status, body) = post(&base, "/e/k", bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        check(&doc, "post", "/e/{key}", status, &body);
+    }
+    let (status, body) = post(&base, "/e/k", &" ".repeat(4 << 20)).await;
+    assert_eq!(status, 413);
+    check(&doc, "post", "/e/{key}", status, &body);
+
+    // A run with a completed and a failed step, read back.
+    let run = run_event(
+        &engine,
+        "greet",
+        &json!({"name": "user/signed.up", "data": {"plan": "pro"}, "user": {"id": "u2"}}),
+    )
+    .await;
+    let (status, body) = get(&base, &format!("/v1/runs/{}", run.id)).await;
+    assert_eq!(status, 200);
+    let shown = check(&doc, "get", "/v1/runs/{id}", status, &body);
+    assert_eq!(shown["steps"]["hello"]["log"], "hi there\n");
+    assert_eq!(shown["status"], "failed");
+    let (status, body) = get(&base, "/v1/runs/no-such-run").await;
+    assert_eq!(status, 404);
+    check(&doc, "get", "/v1/runs/{id}", status, &body);
+    let (status, body) = get(&base, "/v1/runs?limit=50").await;
+    let runs = check(&doc, "get", "/v1/runs", status, &body);
+    assert!(runs.as_array().is_some_and(|r| r.len() >= 2), "{runs}");
+    let (status, body) = get(&base, "/v1/runs?status=bogus").await;
+    assert_eq!(status, 400);
+    check(&doc, "get", "/v1/runs", status, &body);
+    let (status, body) = get(&base, "/v1/functions").await;
+    let functions = check(&doc, "get", "/v1/functions", status, &body);
+    assert_eq!(functions[0]["triggers"][1]["cron"], "0 0 1 1 *");
+    let (status, body) = get(&base, "/v1/events?user=u1").await;
+    let events = check(&doc, "get", "/v1/events", status, &body);
+    assert!(
+        events
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["id"] == accepted["ids"][0])),
+        "{events}"
+    );
+    let (status, body) = get(&base, "/v1/events?from=soon").await;
+    assert_eq!(status, 400);
+    check(&doc, "get", "/v1/events", status, &body);
+    let (status, body) = get(&base, "/health").await;
+    check(&doc, "get", "/health", status, &body);
+    let (status, body) = get(&base, "/metrics").await;
+    check(&doc, "get", "/metrics", status, &body);
+    assert!(body.contains("weir_runs_started_total"));
+    let (status, body) = get(&base, "/openapi.json").await;
+    check(&doc, "get", "/openapi.json", status, &body);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON"),
+        doc,
+        "served as written"
+    );
+
+    // The schemas are not vacuous: a run summary without its id does not match.
+    let mut broken = runs[0].clone();
+    broken.as_object_mut().expect("object").remove("id");
+    let root = json!({"components": doc["components"], "$ref": "#/components/schemas/RunSummary"});
+    let validator = jsonschema::validator_for(&root).expect("compiles");
+    assert!(!validator.is_valid(&broken));
+    assert!(validator.is_valid(&runs[0]));
+}
