@@ -22,6 +22,16 @@ async fn serve(engine: Engine, event_keys: Keys, api_keys: Keys) -> String {
     format!("http://{addr}")
 }
 
+/// What `GET /metrics` answers.
+async fn scrape(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// The value of the sample `name` (with its labels, as printed) in an exposition.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -97,12 +107,7 @@ async fn runs_attempts_and_events_are_counted() {
         .await
         .expect("ingest");
 
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let text = scrape(&base).await;
     let count = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name} in {text}"));
     assert_eq!(count(r#"weir_runs_started_total{function="counted"}"#), 2.0);
     assert_eq!(
@@ -139,12 +144,7 @@ async fn runs_attempts_and_events_are_counted() {
     // The unmatched event is routed after ingest answered: wait for the router.
     let mut unmatched = 0.0;
     for _ in 0..200 {
-        let text = reqwest::get(format!("{base}/metrics"))
-            .await
-            .expect("get")
-            .text()
-            .await
-            .expect("text");
+        let text = scrape(&base).await;
         unmatched = sample(&text, "weir_events_unmatched_total").unwrap_or_default();
         if unmatched > 0.0 {
             break;
@@ -176,7 +176,9 @@ async fn metrics_take_an_api_key_when_keys_are_configured() {
         .await
         .expect("post");
     assert_eq!(refused.status(), 401);
-    let too_big = client
+    // Its own client: the server closes a connection whose body it refused, and a pooled
+    // connection closed under the client fails the next request on it.
+    let too_big = reqwest::Client::new()
         .post(format!("{base}/e/ek"))
         .body(vec![b' '; 4 << 20])
         .send()

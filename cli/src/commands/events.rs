@@ -42,14 +42,9 @@ pub(super) async fn events(args: EventsArgs) -> weir_core::Result<i32> {
             ("limit", Some(args.limit.to_string())),
         ],
     )?;
-    let Some(body) = remote.get_ok(&url).await? else {
-        return Ok(1);
-    };
-    if remote.json {
-        remote.print_json(&body);
-    } else {
-        let events: Vec<Event> = serde_json::from_value(body)?;
-        outp!("{}", crate::view::render_events(&events));
-    }
-    Ok(0)
+    remote
+        .print(&url, |events: &Vec<Event>| {
+            crate::view::render_events(events)
+        })
+        .await
 }

@@ -37,7 +37,7 @@ impl Remote {
 
     /// GETs JSON from `url` (with the API key, if any); prints the server's error and gives
     /// `None` on a non-200 answer.
-    pub async fn get_ok(&self, url: &str) -> weir_core::Result<Option<Value>> {
+    async fn get_ok(&self, url: &str) -> weir_core::Result<Option<Value>> {
         let mut request = reqwest::Client::new().get(url);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
@@ -59,8 +59,24 @@ impl Remote {
         Ok(Some(body))
     }
 
-    /// Prints `body` as indented JSON.
-    pub fn print_json(&self, body: &Value) {
-        out!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+    /// GETs `url` and prints the answer: indented JSON with `--json`, else what `render`
+    /// makes of it. The exit code: 1 when the server answered an error (printed).
+    pub async fn print<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        render: impl FnOnce(&T) -> String,
+    ) -> weir_core::Result<i32> {
+        let Some(body) = self.get_ok(url).await? else {
+            return Ok(1);
+        };
+        if self.json {
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+        } else {
+            outp!("{}", render(&serde_json::from_value(body)?));
+        }
+        Ok(0)
     }
 }

@@ -1,6 +1,7 @@
 //! `weir runs [--function ID] [--status S] [--user U]` and `weir runs show RUN_ID`.
 
 use clap::{Args, Subcommand};
+use serde_json::Value;
 use weir_core::run::RunSummary;
 
 use super::remote::Remote;
@@ -42,15 +43,9 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     let remote = &args.remote;
     if let Some(RunsCommand::Show { run_id }) = &args.show {
         let url = remote.url(&format!("/v1/runs/{run_id}"), &[])?;
-        let Some(body) = remote.get_ok(&url).await? else {
-            return Ok(1);
-        };
-        if remote.json {
-            remote.print_json(&body);
-        } else {
-            outp!("{}", crate::view::render_run(&body, &[]));
-        }
-        return Ok(0);
+        return remote
+            .print(&url, |run: &Value| crate::view::render_run(run, &[]))
+            .await;
     }
     let url = remote.url(
         "/v1/runs",
@@ -61,14 +56,9 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
             ("limit", Some(args.limit.to_string())),
         ],
     )?;
-    let Some(body) = remote.get_ok(&url).await? else {
-        return Ok(1);
-    };
-    if remote.json {
-        remote.print_json(&body);
-    } else {
-        let runs: Vec<RunSummary> = serde_json::from_value(body)?;
-        outp!("{}", crate::view::render_summaries(&runs));
-    }
-    Ok(0)
+    remote
+        .print(&url, |runs: &Vec<RunSummary>| {
+            crate::view::render_summaries(runs)
+        })
+        .await
 }
