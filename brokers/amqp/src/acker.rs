@@ -55,6 +55,20 @@ pub(crate) struct AmqpAcker {
 }
 
 impl AmqpAcker {
+    /// `settle` within the broker's `timeout`: lapin can leave an ack pending for good when
+    /// the server closes the connection under it (amqp-rs/lapin#409); RabbitMQ redelivers the
+    /// message once it sees the channel gone, so a timeout is the channel being [`gone`].
+    async fn bounded<T>(&self, what: &str, settle: impl Future<Output = T>) -> Result<T> {
+        tokio::time::timeout(self.connector.config.timeout, settle)
+            .await
+            .map_err(|_| {
+                gone(what).with_context(
+                    "note",
+                    "no answer within the timeout; the message is redelivered",
+                )
+            })
+    }
+
     pub(crate) fn new(
         connector: Arc<Connector>,
         channel: Channel,
@@ -82,7 +96,8 @@ impl Acker for AmqpAcker {
     /// connection dropped, `consumer_timeout` closed it), the ack fails with a retryable error
     /// and RabbitMQ redelivers the message (it requeued it when the channel closed).
     async fn ack(self: Box<Self>) -> Result<()> {
-        match self.acker.ack(BasicAckOptions::default()).await {
+        let acked = self.bounded("ack", self.acker.ack(BasicAckOptions::default()));
+        match acked.await? {
             Ok(true) => Ok(()),
             Ok(false) => Err(gone("ack")
                 .with_context("note", "the message is redelivered (RabbitMQ requeued it)")),
@@ -98,7 +113,7 @@ impl Acker for AmqpAcker {
     /// original) and the nack fails with a retryable error.
     async fn nack(self: Box<Self>, delay: Option<Duration>) -> Result<()> {
         let Some(delay) = delay.filter(|d| !d.is_zero()) else {
-            return requeue(&self.acker).await;
+            return self.bounded("nack", requeue(&self.acker)).await?;
         };
         if !self.acker.usable() {
             return Err(gone("nack").with_context(
@@ -123,12 +138,22 @@ impl Acker for AmqpAcker {
         let published =
             publish_confirmed(&self.connector, Target::Delay { ceiling_ms }, &[message]).await;
         if let Err(e) = published {
-            if let Err(requeue) = requeue(&self.acker).await {
+            if let Err(requeue) = self
+                .bounded("nack", requeue(&self.acker))
+                .await
+                .and_then(|requeued| requeued)
+            {
                 debug!(error = %requeue, "amqp broker: requeueing after a failed delayed nack failed");
             }
             return Err(e.with_context("delay_ms", ms));
         }
-        if let Err(e) = self.acker.ack(BasicAckOptions::default()).await {
+        let acked = self.bounded("ack", self.acker.ack(BasicAckOptions::default()));
+        let failed = match acked.await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(settle_error("ack", e)),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
             // The delayed copy is stored; the original comes back too (a duplicate).
             debug!(error = %e, "amqp broker: acking a message nacked with delay failed");
         }

@@ -55,7 +55,15 @@ pub(crate) async fn publish_confirmed(
     let mut failures = 0u32;
     loop {
         let link = connector.link(Some(deadline)).await?;
-        let (left, error) = attempt(connector, &link, target, messages, &pending, deadline).await;
+        // Bounded as a whole: besides the publishes and confirms, a try opens channels and
+        // declares exchanges, and lapin can leave such a call pending for good when the
+        // server closes the connection under it (amqp-rs/lapin#409).
+        let tried = timeout_at(
+            deadline,
+            attempt(connector, &link, target, messages, &pending, deadline),
+        )
+        .await;
+        let (left, error) = tried.unwrap_or_else(|_| (pending.clone(), Some(try_timed_out())));
         pending = left;
         let Some(error) = error else {
             debug_assert!(pending.is_empty());
@@ -238,4 +246,10 @@ fn check_confirm(
 
 fn timed_out() -> Error {
     Error::unavailable("amqp broker: no publisher confirm within the timeout")
+}
+
+fn try_timed_out() -> Error {
+    Error::unavailable(
+        "amqp broker: publishing did not complete within the timeout (opening a channel, declaring, publishing or awaiting confirms)",
+    )
 }
