@@ -117,7 +117,7 @@ async fn require_api_key(
             None => {
                 return error(
                     StatusCode::UNAUTHORIZED,
-                    "this API needs an API key: send `Authorization: Bearer KEY` (weir runs: --api-key or WEIR_API_KEY)",
+                    "this API needs an API key: send `Authorization: Bearer KEY` (weir runs / weir events: --api-key or WEIR_API_KEY)",
                 );
             }
         }
@@ -379,15 +379,27 @@ struct EventsQuery {
     from: Option<i64>,
     to: Option<i64>,
     limit: Option<usize>,
+    order: Option<String>,
 }
 
 async fn list_events(State(app): State<AppState>, QueryOf(q): QueryOf<EventsQuery>) -> Response {
+    let newest_first = match q.order.as_deref() {
+        None | Some("newest") => true,
+        Some("oldest") => false,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown order {other:?} (newest, oldest)"),
+            );
+        }
+    };
     let filter = EventFilter {
         name: q.name,
         from_ms: q.from,
         to_ms: q.to,
         user: q.user,
         limit: q.limit,
+        newest_first,
     };
     match app.engine.events().scan(&filter).await {
         Ok(events) => Json(json!(events)).into_response(),

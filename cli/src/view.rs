@@ -162,12 +162,28 @@ pub fn render_events(events: &[weir_core::Event]) -> String {
     let _ = writeln!(out, "{:<24}  {:<26}  {:<32}  USER", "TIME", "ID", "NAME");
     for e in events {
         let user = e.user_key().unwrap_or_else(|| "-".into());
-        let time = humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.ts.max(0) as u64),
+        let _ = writeln!(
+            out,
+            "{:<24}  {:<26}  {:<32}  {user}",
+            event_time(e.ts),
+            e.id,
+            e.name
         );
-        let _ = writeln!(out, "{time:<24}  {:<26}  {:<32}  {user}", e.id, e.name);
     }
     out
+}
+
+/// An event's `ts` as UTC with milliseconds, or the raw number when it is before 1970 or after
+/// 9999 (the sender sets it).
+fn event_time(ts: i64) -> String {
+    const YEAR_10000_MS: i64 = 253_402_300_800_000;
+    if !(0..YEAR_10000_MS).contains(&ts) {
+        return format!("{ts} ms");
+    }
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts as u64),
+    )
+    .to_string()
 }
 
 /// Whether every step of the run is terminal and none failed.
@@ -180,6 +196,17 @@ pub fn completed(run: &Run) -> bool {
 #[cfg(test)]
 mod tests {
     use super::timeline_time;
+
+    #[test]
+    fn event_times_outside_what_rfc3339_says_are_numbers() {
+        assert_eq!(super::event_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::event_time(253_402_300_799_999),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(super::event_time(253_402_300_800_000), "253402300800000 ms");
+        assert_eq!(super::event_time(-5), "-5 ms");
+    }
 
     #[test]
     fn timeline_times_are_readable_and_relative_to_the_first_entry() {

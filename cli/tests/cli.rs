@@ -355,6 +355,9 @@ fn dev_server_send_runs_and_reload() {
     assert_eq!(json_of(&["--user", "bob"]), serde_json::json!([]));
     assert_eq!(json_of(&["--name", "app/other"]), serde_json::json!([]));
     assert_eq!(json_of(&["--name", "app/old"])[0]["id"], "old-one");
+    // Newest first by `ts` (the old one was stored last): the limit keeps the latest.
+    assert_eq!(json_of(&["--limit", "1"])[0]["id"], event_id.as_str());
+    assert_eq!(json_of(&["--limit", "1", "--oldest"])[0]["id"], "old-one");
     assert_eq!(
         json_of(&["--name", "app/old", "--since", "10m"]),
         serde_json::json!([])

@@ -4,20 +4,43 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use common::{engine_with, function_dir, run_event};
 use serde_json::{Value, json};
-use weir::api::{EventKeys, OPENAPI, router};
+use weir::api::{Keys, OPENAPI, secured_router};
 use weir::core::engine::Engine;
 
-async fn serve(engine: Engine) -> String {
+async fn serve(engine: Engine, event_keys: Keys, api_keys: Keys) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router(engine, EventKeys::Any)).await });
+    let app = secured_router(engine, event_keys, api_keys);
+    tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
+}
+
+/// The document's components with every object schema closed (`additionalProperties:
+/// false`): the document leaves response objects open for clients, the test holds the server
+/// to exactly the documented fields, so a renamed optional field is caught.
+fn closed_components(doc: &Value) -> Value {
+    fn close(schema: &mut Value) {
+        match schema {
+            Value::Object(map) => {
+                if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                    map.insert("additionalProperties".into(), Value::Bool(false));
+                }
+                map.values_mut().for_each(close);
+            }
+            Value::Array(items) => items.iter_mut().for_each(close),
+            _ => {}
+        }
+    }
+    let mut components = doc["components"].clone();
+    close(&mut components["schemas"]);
+    components
 }
 
 /// Checks one answer of `method path` (`path` as documented, e.g. `/v1/runs/{id}`) against the
@@ -32,22 +55,33 @@ fn check(doc: &Value, method: &str, path: &str, status: u16, body: &str) -> Valu
         "{method} {path} answered {status}, which is not documented: {body}"
     );
     if let Some(reference) = response["$ref"].as_str() {
-        let name = reference.trim_start_matches("#/components/responses/");
+        let name = reference
+            .strip_prefix("#/components/responses/")
+            .unwrap_or_else(|| panic!("{method} {path} {status}: odd $ref {reference}"));
         response = &doc["components"]["responses"][name];
+        assert!(
+            response.is_object(),
+            "{method} {path} {status}: no response {reference}"
+        );
     }
-    let Some(schema) = response["content"]["application/json"]
-        .get("schema")
-        .cloned()
-    else {
+    let content = response["content"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} {status}: no content documented"));
+    let Some(json_content) = content.get("application/json") else {
+        // A documented non-JSON answer (the metrics text).
         return Value::Null;
     };
+    let schema = json_content
+        .get("schema")
+        .cloned()
+        .unwrap_or_else(|| panic!("{method} {path} {status}: no JSON schema documented"));
     let instance: Value = serde_json::from_str(body)
         .unwrap_or_else(|e| panic!("{method} {path} {status} is not JSON ({e}): {body}"));
     // The schema's `$ref`s point into the document's components: validate inside a root that
     // carries them at the same place.
     let root = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "components": doc["components"],
+        "components": closed_components(doc),
         "allOf": [schema],
     });
     let validator = jsonschema::validator_for(&root).expect("the schema compiles");
@@ -88,12 +122,17 @@ fn every_route_the_api_serves_is_documented() {
         .map(String::as_str)
         .collect();
     let source = include_str!("../src/api.rs");
+    // `.route(` then the path literal, wherever rustfmt put the line break.
     let served: BTreeSet<&str> = source
-        .split(".route(\"")
+        .split(".route(")
         .skip(1)
-        .filter_map(|rest| rest.split('"').next())
+        .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
         .filter(|path| *path != "/")
         .collect();
+    assert!(
+        !source.contains(".nest(") && !source.contains(".route_service("),
+        "routes added another way than .route( are not seen by this test"
+    );
     assert!(served.len() >= 8, "routes found in api.rs: {served:?}");
     assert_eq!(served, documented, "routes served vs documented");
 }
@@ -115,7 +154,7 @@ async fn real_answers_match_the_document() {
         ],
     );
     let (engine, _handle) = engine_with(&f.dir).await;
-    let base = serve(engine.clone()).await;
+    let base = serve(engine.clone(), Keys::Any, Keys::Any).await;
 
     // Events in: one, a batch, and bad ones.
     let event = r#"{"name": "user/signed.up", "data": {"plan": "pro"}, "user": {"id": "u1"}}"#;
@@ -180,6 +219,55 @@ async fn real_answers_match_the_document() {
         doc,
         "served as written"
     );
+
+    // Every method of every documented path: 405 exactly when the method is not documented.
+    let client = reqwest::Client::new();
+    for (path, operations) in doc["paths"].as_object().expect("paths") {
+        let url = format!(
+            "{base}{}",
+            path.replace("{key}", "k").replace("{id}", &run.id)
+        );
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let request = client.request(method.to_uppercase().parse().expect("method"), &url);
+            let answer = request.body("{}").send().await.expect("request");
+            let status = answer.status().as_u16();
+            let body = answer.text().await.expect("body");
+            if operations.get(method).is_some() {
+                assert_ne!(status, 405, "{method} {path} is documented: {body}");
+                check(&doc, method, path, status, &body);
+            } else {
+                assert_eq!(status, 405, "{method} {path} is not documented: {body}");
+            }
+        }
+    }
+
+    // Behind keys: 401 answers are documented and shaped as documented.
+    let only = |key: &str| Keys::Only(Arc::new(HashSet::from([key.to_string()])));
+    let locked = serve(engine.clone(), only("ek"), only("ak")).await;
+    for (method, path, url) in [
+        ("post", "/e/{key}", format!("{locked}/e/wrong")),
+        ("get", "/v1/runs", format!("{locked}/v1/runs")),
+        (
+            "get",
+            "/v1/runs/{id}",
+            format!("{locked}/v1/runs/{}", run.id),
+        ),
+        ("get", "/v1/functions", format!("{locked}/v1/functions")),
+        ("get", "/v1/events", format!("{locked}/v1/events")),
+        ("get", "/metrics", format!("{locked}/metrics")),
+    ] {
+        let request = client.request(method.to_uppercase().parse().expect("method"), &url);
+        let answer = request.body(event).send().await.expect("request");
+        let status = answer.status().as_u16();
+        assert_eq!(status, 401, "{method} {path}");
+        check(
+            &doc,
+            method,
+            path,
+            status,
+            &answer.text().await.expect("body"),
+        );
+    }
 
     // The schemas are not vacuous: a run summary without its id does not match.
     let mut broken = runs[0].clone();

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::event::Event;
 
-/// Which stored events to scan; every set field must match. Oldest first.
+/// Which stored events to scan; every set field must match. Oldest first, unless
+/// `newest_first`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventFilter {
     /// Only events with this exact name.
@@ -21,6 +22,9 @@ pub struct EventFilter {
     pub user: Option<String>,
     /// At most this many (default 100).
     pub limit: Option<usize>,
+    /// Newest first (by `ts`): the limit then keeps the latest events of the range.
+    #[serde(default)]
+    pub newest_first: bool,
 }
 
 impl EventFilter {

@@ -16,12 +16,16 @@ pub struct EventsArgs {
     /// Only events about this user (user.id, external_id or email).
     #[arg(long)]
     pub user: Option<String>,
-    /// Only events from this long ago on (`15m`, `2h`, `7d`).
+    /// Only events from this long ago on (`15m`, `2h`, `7d`), by the event's `ts` (when it
+    /// happened, as its sender said).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub since: Option<Duration>,
-    /// At most this many events.
-    #[arg(long, default_value_t = 50)]
+    /// At most this many events (the latest; with --oldest the earliest).
+    #[arg(long, default_value_t = 100)]
     pub limit: usize,
+    /// Oldest first (from --since on), instead of newest first.
+    #[arg(long)]
+    pub oldest: bool,
     /// The server and the output.
     #[command(flatten)]
     pub remote: Remote,
@@ -40,6 +44,10 @@ pub(super) async fn events(args: EventsArgs) -> weir_core::Result<i32> {
             ("user", args.user.clone()),
             ("from", from),
             ("limit", Some(args.limit.to_string())),
+            (
+                "order",
+                Some(if args.oldest { "oldest" } else { "newest" }.into()),
+            ),
         ],
     )?;
     remote

@@ -43,7 +43,7 @@ pub async fn append_is_idempotent_by_id(store: Arc<dyn EventStore>) {
     assert_eq!(store.get("no-such-id").await.expect("get"), None);
 }
 
-/// Scans by name, time range and user, oldest first, with a limit.
+/// Scans by name, time range and user, oldest or newest first, with a limit.
 pub async fn scan_filters_and_orders(store: Arc<dyn EventStore>) {
     let name = format!("t/{}", ulid::Ulid::new());
     let events: Vec<Event> = (0..10)
@@ -93,5 +93,34 @@ pub async fn scan_filters_and_orders(store: Arc<dyn EventStore>) {
     assert_eq!(
         odd.iter().map(|e| e.ts).collect::<Vec<_>>(),
         vec![10_010, 10_030]
+    );
+    // Newest first: the limit keeps the latest of the range.
+    let latest = store
+        .scan(&EventFilter {
+            name: Some(name.clone()),
+            limit: Some(3),
+            newest_first: true,
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    assert_eq!(
+        latest.iter().map(|e| e.ts).collect::<Vec<_>>(),
+        vec![10_090, 10_080, 10_070]
+    );
+    let latest_in_range = store
+        .scan(&EventFilter {
+            name: Some(name.clone()),
+            from_ms: Some(10_020),
+            to_ms: Some(10_050),
+            user: Some("even".into()),
+            newest_first: true,
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    assert_eq!(
+        latest_in_range.iter().map(|e| e.ts).collect::<Vec<_>>(),
+        vec![10_040, 10_020]
     );
 }

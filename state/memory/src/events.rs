@@ -115,12 +115,21 @@ impl EventStore for MemoryEventStore {
     async fn scan(&self, filter: &EventFilter) -> Result<Vec<Event>> {
         let kept_since = self.kept_since();
         let inner = self.inner.read();
-        let from = (filter.from_ms.unwrap_or(i64::MIN), Arc::<str>::from(""));
+        use std::ops::Bound;
+        // Ids sort after "": (from, "") starts at the first event at `from`, and (to, "") ends
+        // before the first at `to`.
+        let from = Bound::Included((filter.from_ms.unwrap_or(i64::MIN), Arc::<str>::from("")));
+        let to = filter.to_ms.map_or(Bound::Unbounded, |t| {
+            Bound::Excluded((t, Arc::<str>::from("")))
+        });
+        let range = inner.by_time.range((from, to));
+        let in_order: Box<dyn Iterator<Item = _>> = if filter.newest_first {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
         let limit = filter.limit();
-        Ok(inner
-            .by_time
-            .range(from..)
-            .take_while(|((ts, _), _)| filter.to_ms.is_none_or(|t| *ts < t))
+        Ok(in_order
             .filter_map(|((_, id), _)| inner.by_id.get(id))
             .filter(|(at, _)| *at >= kept_since)
             .map(|(_, e)| e)

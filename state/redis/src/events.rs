@@ -96,13 +96,19 @@ impl EventStore for RedisEventStore {
         let mut out = Vec::new();
         let mut offset = 0usize;
         while out.len() < limit {
+            // ZREVRANGEBYSCORE takes the bounds the other way round.
+            let (command, first, second) = if filter.newest_first {
+                ("ZREVRANGEBYSCORE", &max, &min)
+            } else {
+                ("ZRANGEBYSCORE", &min, &max)
+            };
             let ids: Vec<String> = self
                 .conn
                 .cmd(
-                    redis::cmd("ZRANGEBYSCORE")
+                    redis::cmd(command)
                         .arg(&index)
-                        .arg(&min)
-                        .arg(&max)
+                        .arg(first)
+                        .arg(second)
                         .arg("LIMIT")
                         .arg(offset)
                         .arg(page),
