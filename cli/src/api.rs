@@ -361,7 +361,7 @@ async fn list_functions(State(app): State<AppState>) -> Json<Value> {
                 "id": f.id,
                 "name": f.name,
                 "version": f.version,
-                "dir": f.dir,
+                "dir": f.dir.to_string_lossy(),
                 "triggers": f.triggers.iter().map(|t| json!({"event": t.event, "expression": t.expression.as_ref().map(|e| e.source())}))
                     .chain(f.crons.iter().map(|c| json!({"cron": c.source()})))
                     .collect::<Vec<_>>(),

@@ -316,6 +316,16 @@ fn dev_server_send_runs_and_reload() {
     assert_eq!(doc["run_id"], run_id.as_str());
     assert_eq!(doc["steps"]["hello"]["attempts"], 1);
     assert!(doc["timeline"].as_array().is_some_and(|t| !t.is_empty()));
+    // A run id is one path segment: `../events` is no run, not another route.
+    let escaped = weir()
+        .args(["runs", "show", "../events", "--url", &url])
+        .output()
+        .expect("show");
+    assert_eq!(escaped.status.code(), Some(1), "{escaped:?}");
+    assert!(
+        String::from_utf8_lossy(&escaped.stderr).contains("error 404"),
+        "{escaped:?}"
+    );
 
     // `weir events` lists what the server stored: as a table, and as JSON filtered by name,
     // user and time (an event that happened an hour ago is not in the last 10 minutes).

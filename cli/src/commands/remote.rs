@@ -19,11 +19,22 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// The URL of `path` on the server with the query `pairs` that have a value.
-    pub fn url(&self, path: &str, pairs: &[(&str, Option<String>)]) -> weir_core::Result<String> {
+    /// The URL of `path` on the server, then `segment` (escaped: a run id cannot reach
+    /// another path), with the query `pairs` that have a value.
+    pub fn url(
+        &self,
+        path: &str,
+        segment: Option<&str>,
+        pairs: &[(&str, Option<String>)],
+    ) -> weir_core::Result<String> {
         let base = self.url.trim_end_matches('/');
         let mut url = reqwest::Url::parse(&format!("{base}{path}"))
             .map_err(|e| Error::invalid(format!("bad --url {base:?}: {e}")))?;
+        if let Some(segment) = segment {
+            url.path_segments_mut()
+                .map_err(|()| Error::invalid(format!("bad --url {base:?}")))?
+                .push(segment);
+        }
         {
             let mut q = url.query_pairs_mut();
             for (key, value) in pairs {
@@ -47,16 +58,22 @@ impl Remote {
             .await
             .map_err(|e| Error::unavailable(format!("cannot reach {url}")).with_source(e))?;
         let status = answer.status().as_u16();
-        let body: Value = answer
-            .json()
+        let text = answer
+            .text()
             .await
             .map_err(|e| Error::unavailable("unreadable answer").with_source(e))?;
+        let body: Option<Value> = serde_json::from_str(&text).ok();
         if status != 200 {
-            let message = body["error"].as_str().unwrap_or("(no message)");
+            // Not every server in the way answers weir's JSON errors (a proxy's HTML page).
+            let message = body
+                .as_ref()
+                .and_then(|b| b["error"].as_str())
+                .unwrap_or_else(|| text.trim());
             eprintln!("error {status}: {message}");
             return Ok(None);
         }
-        Ok(Some(body))
+        body.map(Some)
+            .ok_or_else(|| Error::unavailable(format!("the answer of {url} is not JSON")))
     }
 
     /// GETs `url` and prints the answer: indented JSON with `--json`, else what `render`

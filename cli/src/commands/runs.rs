@@ -42,13 +42,14 @@ pub enum RunsCommand {
 pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     let remote = &args.remote;
     if let Some(RunsCommand::Show { run_id }) = &args.show {
-        let url = remote.url(&format!("/v1/runs/{run_id}"), &[])?;
+        let url = remote.url("/v1/runs", Some(run_id), &[])?;
         return remote
             .print(&url, |run: &Value| crate::view::render_run(run, &[]))
             .await;
     }
     let url = remote.url(
         "/v1/runs",
+        None,
         &[
             ("function", args.function.clone()),
             ("status", args.status.clone()),
