@@ -319,7 +319,24 @@ struct RunsQuery {
     limit: Option<usize>,
 }
 
+/// The largest `limit` a listing takes: a larger one would make the store read (and the
+/// server hold) that many records for one request.
+pub const MAX_LIST_LIMIT: usize = 10_000;
+
+/// A 400 when `limit` is over [`MAX_LIST_LIMIT`].
+fn check_limit(limit: Option<usize>) -> Option<Response> {
+    limit.filter(|l| *l > MAX_LIST_LIMIT).map(|l| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("limit {l} is over the maximum of {MAX_LIST_LIMIT}; narrow the range instead"),
+        )
+    })
+}
+
 async fn list_runs(State(app): State<AppState>, QueryOf(q): QueryOf<RunsQuery>) -> Response {
+    if let Some(refused) = check_limit(q.limit) {
+        return refused;
+    }
     let status = match q.status.as_deref().map(|s| (s, RunStatus::parse(s))) {
         None => None,
         Some((_, Some(s))) => Some(s),
@@ -383,6 +400,9 @@ struct EventsQuery {
 }
 
 async fn list_events(State(app): State<AppState>, QueryOf(q): QueryOf<EventsQuery>) -> Response {
+    if let Some(refused) = check_limit(q.limit) {
+        return refused;
+    }
     let newest_first = match q.order.as_deref() {
         None | Some("newest") => true,
         Some("oldest") => false,

@@ -190,6 +190,18 @@ async fn real_answers_match_the_document() {
     let (status, body) = get(&base, "/v1/runs?limit=50").await;
     let runs = check(&doc, "get", "/v1/runs", status, &body);
     assert!(runs.as_array().is_some_and(|r| r.len() >= 2), "{runs}");
+    for over in ["/v1/runs?limit=10001", "/v1/events?limit=10001"] {
+        let (status, body) = get(&base, over).await;
+        assert_eq!(status, 400, "{over}: {body}");
+        assert!(body.contains("maximum of 10000"), "{body}");
+        check(
+            &doc,
+            "get",
+            over.split('?').next().expect("path"),
+            status,
+            &body,
+        );
+    }
     let (status, body) = get(&base, "/v1/runs?status=bogus").await;
     assert_eq!(status, 400);
     check(&doc, "get", "/v1/runs", status, &body);
