@@ -12,6 +12,9 @@ use crate::config::RedisStateConfig;
 use crate::conn::RedisConn;
 use crate::keys::Keys;
 
+/// Index entries of expired events dropped per append, at least.
+const TRIM_BATCH: usize = 500;
+
 /// Accepted events in Redis.
 #[derive(Debug, Clone)]
 pub struct RedisEventStore {
@@ -56,23 +59,30 @@ impl EventStore for RedisEventStore {
         let set: Vec<Option<String>> = self.conn.pipe(&pipe).await?;
         let fresh: Vec<bool> = set.iter().map(Option::is_some).collect();
         let mut index = redis::pipe();
-        let horizon = weir_core::event::now_ms() - ttl_ms as i64;
+        let now = weir_core::event::now_ms();
         for (e, new) in events.iter().zip(&fresh) {
             if *new {
                 index.zadd(self.keys.events(), &e.id, e.ts).ignore();
                 index
                     .zadd(self.keys.events_by_name(&e.name), &e.id, e.ts)
                     .ignore();
+                let accepted = format!("{}:{}{}", e.id.len(), e.id, e.name);
+                index
+                    .zadd(self.keys.events_accepted(), accepted, now)
+                    .ignore();
             }
         }
-        // Forget index entries of events past the retention (their keys have expired).
-        index
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(self.keys.events())
-            .arg("-inf")
-            .arg(format!("({horizon}"))
-            .ignore();
-        self.conn.pipe::<()>(&index).await?;
+        // Forget the index entries of events accepted longer than the retention ago (their
+        // keys have expired), by acceptance time: an event sent with an old `ts` stays listed
+        // as long as it is stored. At least as many as were appended, so the indexes keep up.
+        let mut trim = crate::scripts::TRIM_EVENTS.prepare_invoke();
+        trim.key(self.keys.events_accepted())
+            .key(self.keys.events())
+            .arg(now - ttl_ms as i64)
+            .arg(self.keys.events_by_name_prefix())
+            .arg(TRIM_BATCH.max(2 * events.len()));
+        index.invoke_script(&trim).ignore();
+        self.conn.pipe_with_script::<()>(&index, &trim).await?;
         Ok(fresh)
     }
 

@@ -14,6 +14,7 @@
 //! | `P:ev:ID` | string | event JSON (expires after the retention) |
 //! | `P:blob:ID` | string | a claim-checked message payload (expires after its TTL) |
 //! | `P:events` / `P:events:name:N` | zset | event ids by `ts` |
+//! | `P:events:accepted` | zset | `LEN:IDNAME` (id length, id, name) by acceptance time: what the retention trims from the two above |
 
 /// Key builder under one prefix.
 #[derive(Debug, Clone)]
@@ -73,6 +74,15 @@ impl Keys {
     }
 
     pub(crate) fn events_by_name(&self, name: &str) -> String {
-        format!("{}:events:name:{name}", self.prefix)
+        format!("{}{name}", self.events_by_name_prefix())
+    }
+
+    /// What [`Keys::events_by_name`] puts before the name.
+    pub(crate) fn events_by_name_prefix(&self) -> String {
+        format!("{}:events:name:", self.prefix)
+    }
+
+    pub(crate) fn events_accepted(&self) -> String {
+        format!("{}:events:accepted", self.prefix)
     }
 }

@@ -336,3 +336,25 @@ return {recorded, t, n, decision, applied, open, finished, created_at()}
 "#
     ))
 });
+
+/// Drops the index entries of events accepted before the retention's horizon (their keys have
+/// expired): from the by-`ts` index, the by-name index and the acceptance index. KEYS: the
+/// acceptance zset, the by-`ts` zset. ARGV: horizon (ms, exclusive), the by-name key prefix,
+/// the most entries to drop. Acceptance members are `LEN:IDNAME`, so the name's index key is
+/// built here (the event indexes are not in one Cluster slot anyway). Answers how many.
+pub(crate) static TRIM_EVENTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, m in ipairs(expired) do
+  local colon = string.find(m, ':', 1, true)
+  local n = tonumber(string.sub(m, 1, colon - 1))
+  local id = string.sub(m, colon + 1, colon + n)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', ARGV[2] .. string.sub(m, colon + n + 1), id)
+end
+if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
+return #expired
+"#,
+    )
+});

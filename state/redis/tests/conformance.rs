@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use weir_core::Event;
 use weir_core::events::EventStore;
 use weir_core::state::StateStore;
 use weir_core::testkit::service_url;
@@ -140,4 +141,69 @@ async fn deleted_runs_leave_no_keys() {
         .expect("get")
         .expect("kept");
     assert_eq!(kept.status, RunStatus::Running);
+}
+
+/// Event indexes follow the retention by acceptance time: an event sent with an old `ts` (a
+/// backfill) is listed while it is stored, and once the retention has passed, the next append
+/// drops every index entry of the expired events — by `ts`, by name and by acceptance — so no
+/// index grows for good.
+#[tokio::test]
+async fn event_indexes_are_trimmed_by_acceptance_time() {
+    use weir_core::events::EventFilter;
+
+    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let url = url_with_fresh_prefix(&base);
+    let prefix = url.rsplit_once("prefix=").expect("prefix").1.to_string();
+    let store = weir_state_redis::RedisEventStore::connect(&format!("{url}&retention=400ms"))
+        .await
+        .expect("connect");
+    let con = redis::Client::open(base.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let event = |name: &str, ts: i64| {
+        Arc::new(
+            weir_core::Event::from_json(serde_json::json!({"name": name, "ts": ts}), "")
+                .expect("event"),
+        )
+    };
+    let backfilled = event("t/old", 1_000);
+    let recent = event("t/new", weir_core::event::now_ms());
+    store
+        .append(&[backfilled.clone(), recent.clone()])
+        .await
+        .expect("append");
+    let all = store.scan(&EventFilter::default()).await.expect("scan");
+    assert_eq!(
+        all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec![backfilled.id.as_str(), recent.id.as_str()],
+        "an event with an old ts is listed while stored"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let later = event("t/new", weir_core::event::now_ms());
+    store
+        .append(std::slice::from_ref(&later))
+        .await
+        .expect("append");
+    let card = |key: String| {
+        let mut con = con.clone();
+        async move {
+            let n: usize = redis::cmd("ZCARD")
+                .arg(&key)
+                .query_async(&mut con)
+                .await
+                .expect("ZCARD");
+            n
+        }
+    };
+    assert_eq!(card(format!("{prefix}:events")).await, 1);
+    assert_eq!(card(format!("{prefix}:events:name:t/new")).await, 1);
+    assert_eq!(card(format!("{prefix}:events:name:t/old")).await, 0);
+    assert_eq!(card(format!("{prefix}:events:accepted")).await, 1);
+    let all = store.scan(&EventFilter::default()).await.expect("scan");
+    assert_eq!(all, vec![Event::clone(&later)]);
 }
