@@ -12,8 +12,11 @@ use crate::config::RedisStateConfig;
 use crate::conn::RedisConn;
 use crate::keys::Keys;
 
-/// Index entries of expired events dropped per append, at least.
+/// Index entries of expired events dropped per append, at least (and twice the events
+/// appended, so the indexes keep up with big batches)...
 const TRIM_BATCH: usize = 500;
+/// ...and at most: the script blocks Redis while it runs (three calls per entry).
+const TRIM_MAX: usize = 5_000;
 
 /// Accepted events in Redis.
 #[derive(Debug, Clone)]
@@ -80,7 +83,7 @@ impl EventStore for RedisEventStore {
             .key(self.keys.events())
             .arg(now - ttl_ms as i64)
             .arg(self.keys.events_by_name_prefix())
-            .arg(TRIM_BATCH.max(2 * events.len()));
+            .arg(TRIM_BATCH.max(2 * events.len()).min(TRIM_MAX));
         index.invoke_script(&trim).ignore();
         self.conn.pipe_with_script::<()>(&index, &trim).await?;
         Ok(fresh)

@@ -353,7 +353,10 @@ for _, m in ipairs(expired) do
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', ARGV[2] .. string.sub(m, colon + n + 1), id)
 end
-if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
+-- In chunks: Lua's unpack takes a few thousand values at most.
+for i = 1, #expired, 1000 do
+  redis.call('ZREM', KEYS[1], unpack(expired, i, math.min(i + 999, #expired)))
+end
 return #expired
 "#,
     )

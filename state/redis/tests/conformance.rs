@@ -207,3 +207,46 @@ async fn event_indexes_are_trimmed_by_acceptance_time() {
     let all = store.scan(&EventFilter::default()).await.expect("scan");
     assert_eq!(all, vec![Event::clone(&later)]);
 }
+
+/// A big batch's expired entries are dropped by the next big batch in one go: an append trims
+/// up to twice the events it adds (at most 5,000), so the indexes keep up with big batches.
+#[tokio::test]
+async fn a_big_batch_of_expired_events_is_trimmed_in_one_append() {
+    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let url = url_with_fresh_prefix(&base);
+    let prefix = url.rsplit_once("prefix=").expect("prefix").1.to_string();
+    let store = weir_state_redis::RedisEventStore::connect(&format!("{url}&retention=500ms"))
+        .await
+        .expect("connect");
+    let con = redis::Client::open(base.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let batch = |name: &str| -> Vec<Arc<Event>> {
+        (0..3000)
+            .map(|_| {
+                Arc::new(Event::from_json(serde_json::json!({"name": name}), "").expect("event"))
+            })
+            .collect()
+    };
+    store.append(&batch("t/first")).await.expect("append");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    store.append(&batch("t/second")).await.expect("append");
+    let card = |key: String| {
+        let mut con = con.clone();
+        async move {
+            let n: usize = redis::cmd("ZCARD")
+                .arg(&key)
+                .query_async(&mut con)
+                .await
+                .expect("ZCARD");
+            n
+        }
+    };
+    assert_eq!(card(format!("{prefix}:events:name:t/first")).await, 0);
+    assert_eq!(card(format!("{prefix}:events:accepted")).await, 3000);
+    assert_eq!(card(format!("{prefix}:events")).await, 3000);
+}
