@@ -55,6 +55,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// Gets one event by id.
     async fn get(&self, id: &str) -> Result<Option<Event>>;
 
-    /// Scans events matching `filter`, ordered by `ts` then id.
+    /// Scans events matching `filter`, ordered by `ts` then id (both descending with
+    /// `newest_first`). An empty or reversed `from`..`to` range gives no events.
     async fn scan(&self, filter: &EventFilter) -> Result<Vec<Event>>;
 }

@@ -123,4 +123,19 @@ pub async fn scan_filters_and_orders(store: Arc<dyn EventStore>) {
         latest_in_range.iter().map(|e| e.ts).collect::<Vec<_>>(),
         vec![10_040, 10_020]
     );
+    // An empty or reversed range is no events (not an error).
+    for (from, to) in [(10_030, 10_030), (10_050, 10_020)] {
+        for newest_first in [false, true] {
+            let none = store
+                .scan(&EventFilter {
+                    from_ms: Some(from),
+                    to_ms: Some(to),
+                    newest_first,
+                    ..Default::default()
+                })
+                .await
+                .expect("scan");
+            assert!(none.is_empty(), "{from}..{to}: {none:?}");
+        }
+    }
 }

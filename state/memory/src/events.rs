@@ -75,6 +75,18 @@ impl EventStore for MemoryEventStore {
     async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>> {
         let mut inner = self.inner.write();
         let now = weir_core::event::now_ms();
+        // Expired events go first: an id sent again after its event expired is new again.
+        let horizon = now.saturating_sub(self.retention_ms);
+        while let Some((at, _)) = inner.accepted.front()
+            && *at < horizon
+        {
+            let Some((_, id)) = inner.accepted.pop_front() else {
+                break;
+            };
+            if let Some((_, e)) = inner.by_id.remove(&id) {
+                inner.by_time.remove(&(e.ts, id));
+            }
+        }
         let mut fresh = Vec::with_capacity(events.len());
         for e in events {
             if inner.by_id.contains_key(e.id.as_str()) {
@@ -86,17 +98,6 @@ impl EventStore for MemoryEventStore {
             inner.accepted.push_back((now, id.clone()));
             inner.by_id.insert(id, (now, e.clone()));
             fresh.push(true);
-        }
-        let horizon = now.saturating_sub(self.retention_ms);
-        while let Some((at, _)) = inner.accepted.front()
-            && *at < horizon
-        {
-            let Some((_, id)) = inner.accepted.pop_front() else {
-                break;
-            };
-            if let Some((_, e)) = inner.by_id.remove(&id) {
-                inner.by_time.remove(&(e.ts, id));
-            }
         }
         Ok(fresh)
     }
@@ -113,6 +114,12 @@ impl EventStore for MemoryEventStore {
     }
 
     async fn scan(&self, filter: &EventFilter) -> Result<Vec<Event>> {
+        if let (Some(from), Some(to)) = (filter.from_ms, filter.to_ms)
+            && from >= to
+        {
+            // An empty range (BTreeMap::range panics on a reversed one).
+            return Ok(Vec::new());
+        }
         let kept_since = self.kept_since();
         let inner = self.inner.read();
         use std::ops::Bound;
@@ -146,6 +153,27 @@ mod tests {
 
     fn event(name: &str) -> Arc<Event> {
         Arc::new(Event::from_json(serde_json::json!({"name": name}), "").expect("event"))
+    }
+
+    #[tokio::test]
+    async fn an_id_sent_again_after_its_event_expired_is_new() {
+        let store = MemoryEventStore::with_retention(Duration::from_millis(50));
+        let first = event("t/first");
+        store
+            .append(std::slice::from_ref(&first))
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let mut again = Event::clone(&first);
+        again.name = "t/again".into();
+        let fresh = store.append(&[Arc::new(again)]).await.expect("append");
+        assert_eq!(
+            fresh,
+            vec![true],
+            "the expired copy does not make it a duplicate"
+        );
+        let stored = store.get(&first.id).await.expect("get").expect("stored");
+        assert_eq!(stored.name, "t/again");
     }
 
     #[tokio::test]

@@ -15,7 +15,8 @@ use crate::keys::Keys;
 /// Index entries of expired events dropped per append, at least (and twice the events
 /// appended, so the indexes keep up with big batches)...
 const TRIM_BATCH: usize = 500;
-/// ...and at most: the script blocks Redis while it runs (three calls per entry).
+/// ...by runs of the script that drop this many at most: a run blocks Redis while it runs
+/// (three or four calls per entry).
 const TRIM_MAX: usize = 5_000;
 
 /// Accepted events in Redis.
@@ -78,13 +79,19 @@ impl EventStore for RedisEventStore {
         // Forget the index entries of events accepted longer than the retention ago (their
         // keys have expired), by acceptance time: an event sent with an old `ts` stays listed
         // as long as it is stored. At least as many as were appended, so the indexes keep up.
+        // Several runs of the script for a big batch, each bounded (it blocks Redis while it
+        // runs), so that trimming keeps up with appending.
+        let want = TRIM_BATCH.max(2 * events.len());
         let mut trim = crate::scripts::TRIM_EVENTS.prepare_invoke();
         trim.key(self.keys.events_accepted())
             .key(self.keys.events())
             .arg(now - ttl_ms as i64)
             .arg(self.keys.events_by_name_prefix())
-            .arg(TRIM_BATCH.max(2 * events.len()).min(TRIM_MAX));
-        index.invoke_script(&trim).ignore();
+            .arg(want.min(TRIM_MAX))
+            .arg(self.keys.event(""));
+        for _ in 0..want.div_ceil(TRIM_MAX) {
+            index.invoke_script(&trim).ignore();
+        }
         self.conn.pipe_with_script::<()>(&index, &trim).await?;
         Ok(fresh)
     }
@@ -107,6 +114,9 @@ impl EventStore for RedisEventStore {
         let limit = filter.limit();
         let page = 500usize;
         let mut out = Vec::new();
+        // Pages go by offset while events are appended and trimmed: an event moved across a
+        // page boundary would come twice. (One can also be skipped: see the README's limits.)
+        let mut seen = std::collections::HashSet::new();
         let mut offset = 0usize;
         while out.len() < limit {
             // ZREVRANGEBYSCORE takes the bounds the other way round.
@@ -134,7 +144,7 @@ impl EventStore for RedisEventStore {
             let raws: Vec<Option<String>> = self.conn.cmd(redis::cmd("MGET").arg(&keys)).await?;
             for raw in raws.into_iter().flatten() {
                 let event: Event = serde_json::from_str(&raw)?;
-                if filter.matches(&event) && out.len() < limit {
+                if filter.matches(&event) && out.len() < limit && seen.insert(event.id.clone()) {
                     out.push(event);
                 }
             }

@@ -340,8 +340,10 @@ return {recorded, t, n, decision, applied, open, finished, created_at()}
 /// Drops the index entries of events accepted before the retention's horizon (their keys have
 /// expired): from the by-`ts` index, the by-name index and the acceptance index. KEYS: the
 /// acceptance zset, the by-`ts` zset. ARGV: horizon (ms, exclusive), the by-name key prefix,
-/// the most entries to drop. Acceptance members are `LEN:IDNAME`, so the name's index key is
-/// built here (the event indexes are not in one Cluster slot anyway). Answers how many.
+/// the most entries to drop, the event key prefix. Acceptance members are `LEN:IDNAME`, so
+/// the name's index and event keys are built here (the event indexes are not in one Cluster
+/// slot anyway). An id whose event key exists again (sent again after it expired, under
+/// another name) keeps its index entries. Answers how many acceptance entries it dropped.
 pub(crate) static TRIM_EVENTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -350,13 +352,13 @@ for _, m in ipairs(expired) do
   local colon = string.find(m, ':', 1, true)
   local n = tonumber(string.sub(m, 1, colon - 1))
   local id = string.sub(m, colon + 1, colon + n)
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', ARGV[2] .. string.sub(m, colon + n + 1), id)
+  if redis.call('EXISTS', ARGV[4] .. id) == 0 then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', ARGV[2] .. string.sub(m, colon + n + 1), id)
+  end
 end
--- In chunks: Lua's unpack takes a few thousand values at most.
-for i = 1, #expired, 1000 do
-  redis.call('ZREM', KEYS[1], unpack(expired, i, math.min(i + 999, #expired)))
-end
+-- The entries read are the lowest ranks.
+if #expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #expired - 1) end
 return #expired
 "#,
     )

@@ -185,10 +185,18 @@ async fn event_indexes_are_trimmed_by_acceptance_time() {
 
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let later = event("t/new", weir_core::event::now_ms());
-    store
-        .append(std::slice::from_ref(&later))
-        .await
-        .expect("append");
+    // The backfilled id sent again, under another name, once its first copy expired: a new
+    // event, which the trim of its first copy's entries must leave listed.
+    let mut again = Event::clone(&backfilled);
+    again.name = "t/again".into();
+    let again = Arc::new(again);
+    assert_eq!(
+        store
+            .append(&[later.clone(), again.clone()])
+            .await
+            .expect("append"),
+        vec![true, true]
+    );
     let card = |key: String| {
         let mut con = con.clone();
         async move {
@@ -200,12 +208,23 @@ async fn event_indexes_are_trimmed_by_acceptance_time() {
             n
         }
     };
-    assert_eq!(card(format!("{prefix}:events")).await, 1);
+    assert_eq!(card(format!("{prefix}:events")).await, 2);
     assert_eq!(card(format!("{prefix}:events:name:t/new")).await, 1);
-    assert_eq!(card(format!("{prefix}:events:name:t/old")).await, 0);
-    assert_eq!(card(format!("{prefix}:events:accepted")).await, 1);
+    assert_eq!(card(format!("{prefix}:events:name:t/again")).await, 1);
+    // The first copy's name entry is kept too (its id is stored again); listings by that
+    // name skip it, as the stored event has another name.
+    assert_eq!(card(format!("{prefix}:events:name:t/old")).await, 1);
+    assert_eq!(card(format!("{prefix}:events:accepted")).await, 2);
     let all = store.scan(&EventFilter::default()).await.expect("scan");
-    assert_eq!(all, vec![Event::clone(&later)]);
+    assert_eq!(all, vec![Event::clone(&again), Event::clone(&later)]);
+    let old_name = store
+        .scan(&EventFilter {
+            name: Some("t/old".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    assert!(old_name.is_empty(), "{old_name:?}");
 }
 
 /// A big batch's expired entries are dropped by the next big batch in one go: an append trims
