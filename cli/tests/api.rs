@@ -9,17 +9,12 @@ use std::time::Duration;
 
 use common::{engine_with, function_dir};
 use serde_json::{Value, json};
-use weir::api::{EventKeys, router};
+use weir::api::EventKeys;
 use weir::core::engine::Engine;
 use weir::core::events::EventFilter;
 
 async fn serve(engine: Engine, keys: EventKeys) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router(engine, keys)).await });
-    format!("http://{addr}")
+    common::serve_api(engine, keys, EventKeys::Any).await
 }
 
 async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {

@@ -6,21 +6,11 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use common::serve_api as serve;
 use common::{engine_with, function_dir, run_event};
 use serde_json::json;
-use weir::api::{Keys, secured_router};
-use weir::core::engine::Engine;
+use weir::api::Keys;
 use weir::core::run::RunStatus;
-
-async fn serve(engine: Engine, event_keys: Keys, api_keys: Keys) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = secured_router(engine, event_keys, api_keys);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
 
 /// What `GET /metrics` answers.
 async fn scrape(base: &str) -> String {

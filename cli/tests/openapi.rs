@@ -7,20 +7,10 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
+use common::serve_api as serve;
 use common::{engine_with, function_dir, run_event};
 use serde_json::{Value, json};
-use weir::api::{Keys, OPENAPI, secured_router};
-use weir::core::engine::Engine;
-
-async fn serve(engine: Engine, event_keys: Keys, api_keys: Keys) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = secured_router(engine, event_keys, api_keys);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
+use weir::api::{Keys, OPENAPI};
 
 /// The document's components with every object schema closed (`additionalProperties:
 /// false`): the document leaves response objects open for clients, the test holds the server

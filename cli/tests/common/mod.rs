@@ -80,6 +80,22 @@ pub async fn engine_on_broker(
     (engine, handle)
 }
 
+/// Serves the HTTP API over `engine` on a free loopback port (event keys and API keys as
+/// given); the base URL.
+pub async fn serve_api(
+    engine: Engine,
+    event_keys: weir::api::Keys,
+    api_keys: weir::api::Keys,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = weir::api::secured_router(engine, event_keys, api_keys);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
 /// Sends `event` through ingest and waits for the one run it triggers.
 pub async fn run_event(engine: &Engine, function_id: &str, event: &Value) -> Run {
     let ids = engine

@@ -143,6 +143,41 @@ async fn deleted_runs_leave_no_keys() {
     assert_eq!(kept.status, RunStatus::Running);
 }
 
+/// An event store with a short `retention` under a fresh prefix, and a connection to count
+/// its index entries.
+struct ShortRetention {
+    store: weir_state_redis::RedisEventStore,
+    con: redis::aio::MultiplexedConnection,
+    prefix: String,
+}
+
+impl ShortRetention {
+    async fn new(retention: &str) -> Option<Self> {
+        let base = service_url("WEIR_TEST_REDIS_URL")?;
+        let url = url_with_fresh_prefix(&base);
+        let prefix = url.rsplit_once("prefix=").expect("prefix").1.to_string();
+        let store =
+            weir_state_redis::RedisEventStore::connect(&format!("{url}&retention={retention}"))
+                .await
+                .expect("connect");
+        let con = redis::Client::open(base.as_str())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        Some(ShortRetention { store, con, prefix })
+    }
+
+    /// How many entries the index `P:{index}` holds.
+    async fn entries(&self, index: &str) -> usize {
+        redis::cmd("ZCARD")
+            .arg(format!("{}:{index}", self.prefix))
+            .query_async(&mut self.con.clone())
+            .await
+            .expect("ZCARD")
+    }
+}
+
 /// Event indexes follow the retention by acceptance time: an event sent with an old `ts` (a
 /// backfill) is listed while it is stored, and once the retention has passed, the next append
 /// drops every index entry of the expired events — by `ts`, by name and by acceptance — so no
@@ -151,32 +186,19 @@ async fn deleted_runs_leave_no_keys() {
 async fn event_indexes_are_trimmed_by_acceptance_time() {
     use weir_core::events::EventFilter;
 
-    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+    let Some(t) = ShortRetention::new("400ms").await else {
         return;
     };
-    let url = url_with_fresh_prefix(&base);
-    let prefix = url.rsplit_once("prefix=").expect("prefix").1.to_string();
-    let store = weir_state_redis::RedisEventStore::connect(&format!("{url}&retention=400ms"))
-        .await
-        .expect("connect");
-    let con = redis::Client::open(base.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
     let event = |name: &str, ts: i64| {
-        Arc::new(
-            weir_core::Event::from_json(serde_json::json!({"name": name, "ts": ts}), "")
-                .expect("event"),
-        )
+        Arc::new(Event::from_json(serde_json::json!({"name": name, "ts": ts}), "").expect("event"))
     };
     let backfilled = event("t/old", 1_000);
     let recent = event("t/new", weir_core::event::now_ms());
-    store
+    t.store
         .append(&[backfilled.clone(), recent.clone()])
         .await
         .expect("append");
-    let all = store.scan(&EventFilter::default()).await.expect("scan");
+    let all = t.store.scan(&EventFilter::default()).await.expect("scan");
     assert_eq!(
         all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
         vec![backfilled.id.as_str(), recent.id.as_str()],
@@ -191,33 +213,23 @@ async fn event_indexes_are_trimmed_by_acceptance_time() {
     again.name = "t/again".into();
     let again = Arc::new(again);
     assert_eq!(
-        store
+        t.store
             .append(&[later.clone(), again.clone()])
             .await
             .expect("append"),
         vec![true, true]
     );
-    let card = |key: String| {
-        let mut con = con.clone();
-        async move {
-            let n: usize = redis::cmd("ZCARD")
-                .arg(&key)
-                .query_async(&mut con)
-                .await
-                .expect("ZCARD");
-            n
-        }
-    };
-    assert_eq!(card(format!("{prefix}:events")).await, 2);
-    assert_eq!(card(format!("{prefix}:events:name:t/new")).await, 1);
-    assert_eq!(card(format!("{prefix}:events:name:t/again")).await, 1);
+    assert_eq!(t.entries("events").await, 2);
+    assert_eq!(t.entries("events:name:t/new").await, 1);
+    assert_eq!(t.entries("events:name:t/again").await, 1);
     // The first copy's name entry is kept too (its id is stored again); listings by that
     // name skip it, as the stored event has another name.
-    assert_eq!(card(format!("{prefix}:events:name:t/old")).await, 1);
-    assert_eq!(card(format!("{prefix}:events:accepted")).await, 2);
-    let all = store.scan(&EventFilter::default()).await.expect("scan");
+    assert_eq!(t.entries("events:name:t/old").await, 1);
+    assert_eq!(t.entries("events:accepted").await, 2);
+    let all = t.store.scan(&EventFilter::default()).await.expect("scan");
     assert_eq!(all, vec![Event::clone(&again), Event::clone(&later)]);
-    let old_name = store
+    let old_name = t
+        .store
         .scan(&EventFilter {
             name: Some("t/old".into()),
             ..Default::default()
@@ -231,19 +243,9 @@ async fn event_indexes_are_trimmed_by_acceptance_time() {
 /// up to twice the events it adds (at most 5,000), so the indexes keep up with big batches.
 #[tokio::test]
 async fn a_big_batch_of_expired_events_is_trimmed_in_one_append() {
-    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+    let Some(t) = ShortRetention::new("500ms").await else {
         return;
     };
-    let url = url_with_fresh_prefix(&base);
-    let prefix = url.rsplit_once("prefix=").expect("prefix").1.to_string();
-    let store = weir_state_redis::RedisEventStore::connect(&format!("{url}&retention=500ms"))
-        .await
-        .expect("connect");
-    let con = redis::Client::open(base.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
     let batch = |name: &str| -> Vec<Arc<Event>> {
         (0..3000)
             .map(|_| {
@@ -251,21 +253,10 @@ async fn a_big_batch_of_expired_events_is_trimmed_in_one_append() {
             })
             .collect()
     };
-    store.append(&batch("t/first")).await.expect("append");
+    t.store.append(&batch("t/first")).await.expect("append");
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    store.append(&batch("t/second")).await.expect("append");
-    let card = |key: String| {
-        let mut con = con.clone();
-        async move {
-            let n: usize = redis::cmd("ZCARD")
-                .arg(&key)
-                .query_async(&mut con)
-                .await
-                .expect("ZCARD");
-            n
-        }
-    };
-    assert_eq!(card(format!("{prefix}:events:name:t/first")).await, 0);
-    assert_eq!(card(format!("{prefix}:events:accepted")).await, 3000);
-    assert_eq!(card(format!("{prefix}:events")).await, 3000);
+    t.store.append(&batch("t/second")).await.expect("append");
+    assert_eq!(t.entries("events:name:t/first").await, 0);
+    assert_eq!(t.entries("events:accepted").await, 3000);
+    assert_eq!(t.entries("events").await, 3000);
 }
