@@ -148,8 +148,8 @@ pub fn render_summaries(runs: &[RunSummary]) -> String {
             r.id,
             r.function_id,
             r.status.as_str(),
-            r.event_id,
-            r.event_name
+            printable(&r.event_id),
+            printable(&r.event_name)
         );
     }
     out
@@ -164,13 +164,32 @@ pub fn render_events(events: &[weir_core::Event]) -> String {
         let user = e.user_key().unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<24}  {:<26}  {:<32}  {user}",
+            "{:<24}  {:<26}  {:<32}  {}",
             event_time(e.ts),
-            e.id,
-            e.name
+            printable(&e.id),
+            printable(&e.name),
+            printable(&user)
         );
     }
     out
+}
+
+/// `text` with its control characters escaped (`\u{1b}`, `\n`): event ids, names and users
+/// come from whoever sends events, and printed raw they could move the cursor, recolour or
+/// retitle the terminal of the operator listing them.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// An event's `ts` as UTC with milliseconds, or the raw number when it is before 1970 or after
@@ -196,6 +215,28 @@ pub fn completed(run: &Run) -> bool {
 #[cfg(test)]
 mod tests {
     use super::timeline_time;
+
+    #[test]
+    fn control_characters_from_events_are_escaped_in_tables() {
+        let event = weir_core::Event::from_json(
+            serde_json::json!({"name": "a/\u{1b}]0;owned\u{7}b", "id": "x\ny",
+                               "user": {"id": "\u{1b}[2J"}, "ts": 0}),
+            "",
+        )
+        .expect("event");
+        let table = super::render_events(&[event]);
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert_eq!(table.lines().count(), 2, "one line per event: {table}");
+        assert!(table.contains(r"a/\u{1b}]0;owned\u{7}b"), "{table}");
+        assert!(
+            table.contains(r"x\ny") && table.contains(r"\u{1b}[2J"),
+            "{table}"
+        );
+        assert_eq!(super::printable("plain/name"), "plain/name");
+    }
 
     #[test]
     fn event_times_outside_what_rfc3339_says_are_numbers() {
