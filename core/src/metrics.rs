@@ -78,7 +78,7 @@ struct RoleLabel {
 
 /// How a step attempt ended, as the state store recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
+pub enum AttemptEnd {
     /// The step completed.
     Completed,
     /// The attempt failed and another one is scheduled.
@@ -88,12 +88,12 @@ pub enum AttemptOutcome {
     Failed,
 }
 
-impl AttemptOutcome {
+impl AttemptEnd {
     fn as_str(self) -> &'static str {
         match self {
-            AttemptOutcome::Completed => "completed",
-            AttemptOutcome::Retried => "retried",
-            AttemptOutcome::Failed => "failed",
+            AttemptEnd::Completed => "completed",
+            AttemptEnd::Retried => "retried",
+            AttemptEnd::Failed => "failed",
         }
     }
 }
@@ -161,14 +161,14 @@ impl FunctionMetrics {
     }
 
     /// Counts an attempt of `step` whose end was recorded as `outcome`.
-    pub fn attempt_ended(&self, step: &str, outcome: AttemptOutcome) {
+    pub fn attempt_ended(&self, step: &str, outcome: AttemptEnd) {
         let Some(s) = self.steps.get(step) else {
             return;
         };
         let counter = match outcome {
-            AttemptOutcome::Completed => &s.completed,
-            AttemptOutcome::Retried => &s.retried,
-            AttemptOutcome::Failed => &s.failed,
+            AttemptEnd::Completed => &s.completed,
+            AttemptEnd::Retried => &s.retried,
+            AttemptEnd::Failed => &s.failed,
         };
         counter.inc();
     }
@@ -353,7 +353,7 @@ impl Metrics {
     }
 
     fn step_metrics(&self, function: &str, step: &str) -> StepMetrics {
-        let attempts = |outcome: AttemptOutcome| {
+        let attempts = |outcome: AttemptEnd| {
             self.attempts.get_or_create_owned(&AttemptLabels {
                 function: function.to_owned(),
                 step: step.to_owned(),
@@ -361,9 +361,9 @@ impl Metrics {
             })
         };
         StepMetrics {
-            completed: attempts(AttemptOutcome::Completed),
-            retried: attempts(AttemptOutcome::Retried),
-            failed: attempts(AttemptOutcome::Failed),
+            completed: attempts(AttemptEnd::Completed),
+            retried: attempts(AttemptEnd::Retried),
+            failed: attempts(AttemptEnd::Failed),
             seconds: self.attempt_seconds.get_or_create_owned(&StepLabels {
                 function: function.to_owned(),
                 step: step.to_owned(),
@@ -492,9 +492,9 @@ mod tests {
         let f = m.function("f").expect("loaded");
         f.run_started();
         f.attempt_took("a", Duration::from_millis(3));
-        f.attempt_ended("a", AttemptOutcome::Retried);
+        f.attempt_ended("a", AttemptEnd::Retried);
         f.attempt_took("a", Duration::from_millis(30));
-        f.attempt_ended("a", AttemptOutcome::Completed);
+        f.attempt_ended("a", AttemptEnd::Completed);
         f.run_finished(RunStatus::Completed);
 
         // v2 drops step `a` and adds `c`: a run pinned to v1 may still run `a`.
@@ -505,9 +505,9 @@ mod tests {
         let f2 = m.function("f").expect("loaded");
         f2.run_started();
         f2.attempt_took("a", Duration::from_secs(2));
-        f2.attempt_ended("a", AttemptOutcome::Failed);
+        f2.attempt_ended("a", AttemptEnd::Failed);
         f2.attempt_took("c", Duration::from_millis(1));
-        f2.attempt_ended("c", AttemptOutcome::Completed);
+        f2.attempt_ended("c", AttemptEnd::Completed);
         let text = m.encode();
         assert_eq!(
             value(&text, r#"weir_runs_started_total{function="f"}"#),

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::now_ms;
 use crate::expr::Vars;
 use crate::function::{Function, Join};
-use crate::metrics::{AttemptOutcome as AttemptCount, Role};
+use crate::metrics::{AttemptEnd, Role};
 use crate::protocol::{Outcome, StepContext, StepInput, classify};
 use crate::run::{Run, RunStatus, StepStatus};
 use crate::state::{
@@ -241,9 +241,9 @@ impl Engine {
         // Counted as recorded (another node's result may have won, the store may have
         // refused this one), not as the driver answered.
         let counted = match &recorded {
-            Some((t, StepStatus::Completed, _)) if t.applied => Some(AttemptCount::Completed),
-            Some((t, _, _)) if t.applied => Some(AttemptCount::Failed),
-            None if retry_scheduled => Some(AttemptCount::Retried),
+            Some((t, StepStatus::Completed, _)) if t.applied => Some(AttemptEnd::Completed),
+            Some((t, _, _)) if t.applied => Some(AttemptEnd::Failed),
+            None if retry_scheduled => Some(AttemptEnd::Retried),
             _ => None,
         };
         if let (Some(m), Some(counted)) = (&metrics, counted) {
