@@ -1,4 +1,5 @@
-//! The step protocol shared by every runtime driver (DESIGN §3).
+//! The step protocol shared by every runtime driver (see docs/functions.md, *Step input and
+//! output*).
 //!
 //! Input: `{"event", "steps", "async", "ctx": {"fn_id", "fn_version", "run_id", "step_id",
 //! "attempt"}}`. Output: stdout parsed as JSON; non-JSON stdout becomes `{"body": "<text>"}`;

@@ -1,11 +1,13 @@
-//! The engine (DESIGN §5): ingest → router → executor → scheduler, over the driver traits.
+//! The engine: ingest → router → executor → scheduler, over the driver traits (see
+//! docs/architecture.md, *Engine*).
 //!
 //! - [`Engine::ingest_body`] validates and stores events, then publishes them on `events`.
 //! - The router consumes `events`, matches triggers, creates runs idempotently and enqueues
 //!   the root steps on `steps`.
 //! - The executor consumes `steps`, runs an attempt on its runtime driver, records the result,
 //!   resolves the outgoing edges (join / skip semantics) and finishes the run.
-//! - The scheduler moves due timers (retry backoffs) onto `steps` and fires cron ticks.
+//! - The scheduler fires due timers (retry backoffs onto `steps`, delayed redeliveries, cron
+//!   ticks) and deletes finished runs past the run retention.
 
 mod backoff;
 mod executor;

@@ -1,4 +1,5 @@
-//! Functions: the JSON definition format (DESIGN §2), its validation and compiled form.
+//! Functions: the JSON definition format (see docs/functions.md), its validation and compiled
+//! form.
 
 mod cron;
 mod dag;
