@@ -23,5 +23,6 @@ pub mod protocol;
 pub mod redact;
 pub mod run;
 pub mod state;
+pub mod url_query;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
-use weir_core::duration::parse_duration;
 use weir_core::percent;
+use weir_core::redact::redact_url;
+use weir_core::url_query::QueryParams;
 use weir_core::{Error, ErrorKind, Result};
 
 /// The largest payload the broker can be configured to accept: 128 MiB, RabbitMQ's default
@@ -147,7 +148,7 @@ impl AmqpBrokerConfig {
                 "the AMQP broker URL has an '@' after a '/', '?' or '#': percent-encode '/', '?', '#' and '@' in the user name and password (%2F, %3F, %23, %40), and '@' in the vhost and parameters (%40)",
             ));
         }
-        let shown = redact(url);
+        let shown = redact_url(url);
         let config_error = |message: String| {
             Error::new(ErrorKind::Config, message)
                 .permanent()
@@ -212,39 +213,27 @@ impl AmqpBrokerConfig {
             channel_max: None,
             ca_file: None,
         };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent::decode(value).map_err(|e| config_error(format!("{name}: {e}")))?;
-            let bad = |why: String| config_error(format!("parameter {name}={value:?}: {why}"));
-            match name {
-                "prefix" => config.prefix = value.clone(),
-                "prefetch" => config.prefetch = parse_number(&value).map_err(bad)?,
+        let params = QueryParams::new("AMQP broker", query, PARAMS).with_url(url);
+        for param in &params {
+            match param.name() {
+                "prefix" => config.prefix = param.value()?,
+                "prefetch" => config.prefetch = param.number()?,
                 "queue_type" => {
-                    config.queue_type = match value.as_str() {
-                        "quorum" => QueueType::Quorum,
-                        "classic" => QueueType::Classic,
-                        _ => return Err(bad("expected quorum or classic".into())),
-                    }
+                    config.queue_type = param.one_of(&[
+                        ("quorum", QueueType::Quorum),
+                        ("classic", QueueType::Classic),
+                    ])?
                 }
-                "queue_expires" => {
-                    config.queue_expires = Some(parse_duration(&value).map_err(bad)?)
-                }
-                "max_message_bytes" => {
-                    config.max_message_bytes = parse_number(&value).map_err(bad)?
-                }
-                "timeout" => config.timeout = parse_duration(&value).map_err(bad)?,
-                "reconnect_max" => config.reconnect_max = parse_duration(&value).map_err(bad)?,
-                "heartbeat" => config.heartbeat = Some(parse_number(&value).map_err(bad)?),
-                "frame_max" => config.frame_max = Some(parse_number(&value).map_err(bad)?),
-                "channel_max" => config.channel_max = Some(parse_number(&value).map_err(bad)?),
-                "ca_file" if tls => config.ca_file = Some(value.clone().into()),
-                "ca_file" => return Err(bad("needs an amqps:// (TLS) URL".into())),
-                _ => {
-                    return Err(config_error(format!(
-                        "unknown parameter {name:?} (known: {})",
-                        PARAMS.join(", ")
-                    )));
-                }
+                "queue_expires" => config.queue_expires = Some(param.duration()?),
+                "max_message_bytes" => config.max_message_bytes = param.usize()?,
+                "timeout" => config.timeout = param.duration()?,
+                "reconnect_max" => config.reconnect_max = param.duration()?,
+                "heartbeat" => config.heartbeat = Some(param.number()?),
+                "frame_max" => config.frame_max = Some(param.number()?),
+                "channel_max" => config.channel_max = Some(param.number()?),
+                "ca_file" if tls => config.ca_file = Some(param.value()?.into()),
+                "ca_file" => return Err(param.invalid("needs an amqps:// (TLS) URL")),
+                _ => return Err(param.unknown()),
             }
         }
         config.validate().map_err(config_error)?;
@@ -447,20 +436,6 @@ fn split_host_port(hostport: &str) -> std::result::Result<(String, Option<u16>),
     Ok((host, port))
 }
 
-fn parse_number<T: std::str::FromStr>(value: &str) -> std::result::Result<T, String>
-where
-    T::Err: fmt::Display,
-{
-    value
-        .parse::<T>()
-        .map_err(|e| format!("not a valid number ({e})"))
-}
-
-/// `url` with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
-pub(crate) fn redact(url: &str) -> String {
-    weir_core::redact::redact_url(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,11 +522,11 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("amqp://user:***@h:1/v"), "{shown}");
         assert!(shown.contains("prefetch: 2"), "{shown}");
-        assert_eq!(redact("amqps://:pw@h"), "amqps://:***@h");
+        assert_eq!(redact_url("amqps://:pw@h"), "amqps://:***@h");
         // A userinfo without `:` may be a password written alone: hidden too (one rule for
         // every weir URL, weir_core::redact).
-        assert_eq!(redact("amqp://user@h/1"), "amqp://***@h/1");
-        assert_eq!(redact("amqp://h:1"), "amqp://h:1");
+        assert_eq!(redact_url("amqp://user@h/1"), "amqp://***@h/1");
+        assert_eq!(redact_url("amqp://h:1"), "amqp://h:1");
         // Errors carry the redacted URL only.
         for url in [
             "amqp://u:s3cret@h?nope=1",

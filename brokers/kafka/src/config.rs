@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use weir_core::duration::parse_duration;
-use weir_core::percent;
+use weir_core::redact::redact_url;
+use weir_core::url_query::QueryParams;
 use weir_core::{Error, ErrorKind, Result};
 
 /// The default largest payload: 1 MiB (what Kafka's default `message.max.bytes` of
@@ -171,47 +171,38 @@ impl KafkaBrokerConfig {
             ));
         }
         let mut config = Self::new(hosts);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = percent::decode(name).map_err(|e| config_error(e.to_string()))?;
-            let value = percent::decode(raw).map_err(|e| {
-                config_error(format!("parameter {name}: {e}"))
-                    .with_context("parameter", name.clone())
-            })?;
-            let shown = if is_secret(&name) { "***" } else { &value };
-            let bad = |why: String| config_error(format!("parameter {name}={shown:?}: {why}"));
+        let params = QueryParams::new("Kafka broker", query, PARAMS).with_url(url);
+        for param in &params {
+            let name = param.decoded_name()?;
             if let Some(why) = refused(&name) {
-                return Err(bad(format!(
+                return Err(param.invalid(format!(
                     "{why} (weir's own parameters: {})",
                     PARAMS.join(", ")
                 )));
             }
             match name.as_str() {
-                "prefix" => config.prefix = value.clone(),
-                "partitions" => config.partitions = parse_int(&value).map_err(bad)?,
-                "replication" => config.replication = parse_int(&value).map_err(bad)?,
-                "max_message_bytes" => config.max_message_bytes = parse_int(&value).map_err(bad)?,
-                "prefetch" => config.prefetch = parse_int(&value).map_err(bad)?,
-                "commit_interval" => {
-                    config.commit_interval = parse_duration(&value).map_err(bad)?
-                }
-                "revoke_grace" => config.revoke_grace = parse_duration(&value).map_err(bad)?,
-                "timeout" => config.timeout = parse_duration(&value).map_err(bad)?,
+                "prefix" => config.prefix = param.value()?,
+                "partitions" => config.partitions = param.number()?,
+                "replication" => config.replication = param.number()?,
+                "max_message_bytes" => config.max_message_bytes = param.usize()?,
+                "prefetch" => config.prefetch = param.usize()?,
+                "commit_interval" => config.commit_interval = param.duration()?,
+                "revoke_grace" => config.revoke_grace = param.duration()?,
+                "timeout" => config.timeout = param.duration()?,
                 "topic_creation" => {
-                    config.topic_creation = match value.as_str() {
-                        "admin" => TopicCreation::Admin,
-                        "auto" => TopicCreation::Auto,
-                        "none" => TopicCreation::None,
-                        _ => return Err(bad("expected admin, auto or none".into())),
-                    }
+                    config.topic_creation = param.one_of(&[
+                        ("admin", TopicCreation::Admin),
+                        ("auto", TopicCreation::Auto),
+                        ("none", TopicCreation::None),
+                    ])?
                 }
                 other if !other.contains('.') => {
-                    return Err(config_error(format!(
+                    return Err(params.error(format!(
                         "unknown parameter {other:?} (weir's: {}; librdkafka settings contain a dot)",
                         PARAMS.join(", ")
                     )));
                 }
-                _ => config.client.push((name.clone(), value.clone())),
+                _ => config.client.push((name, param.value()?)),
             }
         }
         config.validate().map_err(config_error)?;
@@ -349,20 +340,6 @@ impl fmt::Debug for KafkaBrokerConfig {
 /// Whether a librdkafka setting holds a secret ([`weir_core::redact::is_secret_name`]).
 pub(crate) fn is_secret(key: &str) -> bool {
     weir_core::redact::is_secret_name(key)
-}
-
-/// `url` with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
-pub(crate) fn redact_url(url: &str) -> String {
-    weir_core::redact::redact_url(url)
-}
-
-fn parse_int<T: std::str::FromStr>(value: &str) -> std::result::Result<T, String>
-where
-    T::Err: fmt::Display,
-{
-    value
-        .parse::<T>()
-        .map_err(|e| format!("not an integer ({e})"))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use weir_core::duration::parse_duration;
+use weir_core::redact::redact_url;
+use weir_core::url_query::QueryParams;
 use weir_core::{Error, ErrorKind, Result};
 
 /// Redis refuses bulk strings above 512 MiB (`proto-max-bulk-len`), so no payload can be larger.
@@ -73,7 +74,7 @@ impl RedisBrokerConfig {
     /// a URL the `redis` crate rejects, or `rediss://` when this build has no TLS support.
     pub fn from_url(url: &str) -> Result<Self> {
         let config_error = |message: String| {
-            Error::new(ErrorKind::Config, message).with_context("url", redact(url))
+            Error::new(ErrorKind::Config, message).with_context("url", redact_url(url))
         };
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(config_error(
@@ -108,32 +109,26 @@ impl RedisBrokerConfig {
             timeout: Duration::from_secs(5),
             ca_file: None,
         };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let bad = |why: String| config_error(format!("parameter {name}={value:?}: {why}"));
-            match name {
-                "prefix" => config.prefix = value.to_owned(),
-                "lease" => config.lease = parse_duration(value).map_err(bad)?,
-                "block" => config.block = parse_duration(value).map_err(bad)?,
-                "timeout" => config.timeout = parse_duration(value).map_err(bad)?,
-                "count" => config.count = parse_number(value).map_err(bad)?,
-                "maxlen" => config.maxlen = Some(parse_number(value).map_err(bad)?),
-                "max_message_bytes" => {
-                    config.max_message_bytes = parse_number(value).map_err(bad)?
-                }
-                "ca_file" if scheme == "rediss" => config.ca_file = Some(value.into()),
-                "ca_file" => return Err(bad("needs a rediss:// (TLS) URL".into())),
-                _ => {
-                    return Err(config_error(format!(
-                        "unknown parameter {name:?} (known: {})",
-                        PARAMS.join(", ")
-                    )));
-                }
+        let params = QueryParams::new("redis broker", query, PARAMS).with_url(url);
+        for param in &params {
+            match param.name() {
+                // Taken as written, not percent-decoded (as `ca_file`).
+                "prefix" => config.prefix = param.raw_value().to_owned(),
+                "lease" => config.lease = param.duration()?,
+                "block" => config.block = param.duration()?,
+                "timeout" => config.timeout = param.duration()?,
+                "count" => config.count = param.usize()?,
+                "maxlen" => config.maxlen = Some(param.usize()?),
+                "max_message_bytes" => config.max_message_bytes = param.usize()?,
+                "ca_file" if scheme == "rediss" => config.ca_file = Some(param.raw_value().into()),
+                "ca_file" => return Err(param.invalid("needs a rediss:// (TLS) URL")),
+                _ => return Err(param.unknown()),
             }
         }
         config.validate().map_err(config_error)?;
-        // The `redis` crate checks host, port, db and credentials (it does not connect here).
-        redis::Client::open(config.url.as_str()).map_err(|e| connect_config_error(&config, e))?;
+        // The `redis` crate checks host, port, db and credentials (it does not connect here;
+        // `ca_file` is read by `client()`, on connect).
+        weir_support_redis::client(&config.url, None)?;
         Ok(config)
     }
 
@@ -171,7 +166,7 @@ impl RedisBrokerConfig {
 
     /// The connection URL with any password replaced by `***` (for logs and errors).
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        redact_url(&self.url)
     }
 
     /// The URL handed to the `redis` crate (holds the password, if any).
@@ -185,26 +180,7 @@ impl RedisBrokerConfig {
         self.validate().map_err(|message| {
             Error::new(ErrorKind::Config, message).with_context("url", self.redacted_url())
         })?;
-        // TCP_NODELAY: the client pipelines many small commands on one connection, and Nagle's
-        // algorithm would hold each behind the acknowledgement of the previous one.
-        let info = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
-            .map_err(|e| connect_config_error(self, e))?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let Some(path) = &self.ca_file else {
-            return redis::Client::open(info).map_err(|e| connect_config_error(self, e));
-        };
-        let root_cert = std::fs::read(path).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("cannot read ca_file {}: {e}", path.display()),
-            )
-            .with_context("url", self.redacted_url())
-        })?;
-        let certs = redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(root_cert),
-        };
-        redis::Client::build_with_tls(info, certs).map_err(|e| connect_config_error(self, e))
+        weir_support_redis::client(&self.url, self.ca_file.as_deref())
     }
 }
 
@@ -222,35 +198,6 @@ impl fmt::Debug for RedisBrokerConfig {
             .field("ca_file", &self.ca_file)
             .finish()
     }
-}
-
-fn parse_number(value: &str) -> std::result::Result<usize, String> {
-    value
-        .parse::<usize>()
-        .map_err(|e| format!("not a non-negative integer ({e})"))
-}
-
-/// A `redis::Client::open` failure as a configuration error; says plainly when TLS is missing.
-fn connect_config_error(config: &RedisBrokerConfig, e: redis::RedisError) -> Error {
-    let tls_missing = config.url.starts_with("rediss://")
-        && e.kind() == redis::ErrorKind::InvalidClientConfig
-        && e.to_string().contains("TLS");
-    let message = if tls_missing {
-        "rediss:// (TLS) is not supported by this build of weir-broker-redis: the `redis` crate \
-         was compiled without a TLS feature (enable e.g. `tokio-rustls-comp` on the workspace's \
-         `redis` dependency), or use redis://"
-    } else {
-        "invalid Redis URL"
-    };
-    Error::new(ErrorKind::Config, message)
-        .permanent()
-        .with_context("url", config.redacted_url())
-        .with_source(e)
-}
-
-/// `url` with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
-pub(crate) fn redact(url: &str) -> String {
-    weir_core::redact::redact_url(url)
 }
 
 #[cfg(test)]
@@ -310,9 +257,9 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("redis://user:***@h:1/0"), "{shown}");
-        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
-        assert_eq!(redact("redis://pw@h/1"), "redis://***@h/1");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(redact_url("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://pw@h/1"), "redis://***@h/1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
         // Errors carry the redacted URL only.
         let err = RedisBrokerConfig::from_url("redis://u:s3cret@h?nope=1").expect_err("unknown");
         assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");

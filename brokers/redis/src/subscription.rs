@@ -20,11 +20,12 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use weir_core::broker::{Delivery, Subscription};
 use weir_core::{Error, Result};
+use weir_support_redis::has_code;
 
 use crate::ack_batch::{AckBatcher, AckTarget};
 use crate::acker::{RedisAcker, requeue};
 use crate::config::RedisBrokerConfig;
-use crate::error::{has_code, redis_error};
+use crate::error::redis_error;
 use crate::keys::GroupKeys;
 use crate::scripts::{ENSURE_GROUPS, FORGET_CONSUMER, PROMOTE, RENEW, TRIM};
 use crate::stream::{Entry, Sel, array_of, entries_of, int_of, read_reply, text_of};

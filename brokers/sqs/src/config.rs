@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use weir_core::duration::parse_duration;
-use weir_core::percent;
+use weir_core::redact::redact_url;
+use weir_core::url_query::QueryParams;
 use weir_core::{Error, ErrorKind, Result};
 
 /// SQS's largest message (body and attributes together): 256 KiB.
@@ -94,7 +94,7 @@ impl SqsBrokerConfig {
         let config_error = |message: String| {
             Error::new(ErrorKind::Config, message)
                 .permanent()
-                .with_context("url", redact(url))
+                .with_context("url", redact_url(url))
         };
         let Some(rest) = url.strip_prefix("sqs://") else {
             return Err(config_error(
@@ -126,38 +126,20 @@ impl SqsBrokerConfig {
             credentials: None,
         };
         let (mut key_id, mut secret, mut token) = (None, None, None);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let shown = if weir_core::redact::is_secret_name(name) {
-                "***"
-            } else {
-                value
-            };
-            let bad = |why: String| config_error(format!("parameter {name}={shown:?}: {why}"));
-            let value = percent::decode(value).map_err(|e| bad(e.to_string()))?;
-            match name {
-                "region" => config.region = Some(value).filter(|v| !v.is_empty()),
-                "endpoint" => config.endpoint = Some(value).filter(|v| !v.is_empty()),
-                "fifo" => {
-                    config.fifo = match value.as_str() {
-                        "true" | "1" | "yes" => true,
-                        "false" | "0" | "no" => false,
-                        _ => return Err(bad("expected true or false".into())),
-                    }
-                }
-                "wait" => config.wait = parse_duration(&value).map_err(bad)?,
-                "visibility" => config.visibility = parse_duration(&value).map_err(bad)?,
-                "refresh" => config.refresh = parse_duration(&value).map_err(bad)?,
-                "ack_linger" => config.ack_linger = parse_duration(&value).map_err(bad)?,
-                "access_key_id" => key_id = Some(value),
-                "secret_access_key" => secret = Some(value),
-                "session_token" => token = Some(value),
-                _ => {
-                    return Err(config_error(format!(
-                        "unknown parameter {name:?} (known: {})",
-                        PARAMS.join(", ")
-                    )));
-                }
+        let params = QueryParams::new("SQS broker", query, PARAMS).with_url(url);
+        for param in &params {
+            match param.name() {
+                "region" => config.region = Some(param.value()?).filter(|v| !v.is_empty()),
+                "endpoint" => config.endpoint = Some(param.value()?).filter(|v| !v.is_empty()),
+                "fifo" => config.fifo = param.bool()?,
+                "wait" => config.wait = param.duration()?,
+                "visibility" => config.visibility = param.duration()?,
+                "refresh" => config.refresh = param.duration()?,
+                "ack_linger" => config.ack_linger = param.duration()?,
+                "access_key_id" => key_id = Some(param.value()?),
+                "secret_access_key" => secret = Some(param.value()?),
+                "session_token" => token = Some(param.value()?),
+                _ => return Err(param.unknown()),
             }
         }
         config.credentials = match (key_id, secret) {
@@ -266,11 +248,6 @@ impl fmt::Debug for SqsBrokerConfig {
             )
             .finish()
     }
-}
-
-/// `url` with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
-pub(crate) fn redact(url: &str) -> String {
-    weir_core::redact::redact_url(url)
 }
 
 #[cfg(test)]

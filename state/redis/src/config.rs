@@ -3,7 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use weir_core::redact::redact_url;
+use weir_core::url_query::QueryParams;
 use weir_core::{Error, ErrorKind, Result};
+
+/// The query parameters weir reads from the URL (the others go to the Redis client).
+const PARAMS: &[&str] = &["prefix", "retention", "ca_file"];
 
 /// Where the state lives and how it is laid out.
 #[derive(Clone)]
@@ -22,7 +27,7 @@ pub struct RedisStateConfig {
 impl fmt::Debug for RedisStateConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStateConfig")
-            .field("redis_url", &redact(&self.redis_url))
+            .field("redis_url", &redact_url(&self.redis_url))
             .field("prefix", &self.prefix)
             .field("event_retention", &self.event_retention)
             .field("ca_file", &self.ca_file)
@@ -30,19 +35,15 @@ impl fmt::Debug for RedisStateConfig {
     }
 }
 
-/// The URL with its secrets replaced by `***` ([`weir_core::redact::redact_url`]).
-pub fn redact(url: &str) -> String {
-    weir_core::redact::redact_url(url)
-}
-
 impl RedisStateConfig {
     /// Parses `redis://…` or `rediss://…` (TLS), taking weir's query parameters `prefix`,
-    /// `retention` and `ca_file` out and leaving the rest to the Redis client.
+    /// `retention` and `ca_file` out and leaving the rest to the Redis client. The values of
+    /// `prefix` and `ca_file` are taken as written (not percent-decoded).
     pub fn from_url(url: &str) -> Result<Self> {
         let config_err = |m: String| Error::new(ErrorKind::Config, m);
         let (scheme, _) = url
             .split_once("://")
-            .ok_or_else(|| config_err(format!("{:?} is not a redis:// URL", redact(url))))?;
+            .ok_or_else(|| config_err(format!("{:?} is not a redis:// URL", redact_url(url))))?;
         if scheme != "redis" && scheme != "rediss" {
             return Err(config_err(format!(
                 "expected redis:// or rediss://, got {scheme}://"
@@ -53,26 +54,22 @@ impl RedisStateConfig {
         let mut retention = Duration::from_secs(7 * 86_400);
         let mut ca_file = None;
         let mut passed = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
+        let params = QueryParams::new("redis state", query, PARAMS).with_url(url);
+        for param in &params {
+            match param.name() {
                 "prefix" => {
+                    let v = param.raw_value();
                     if v.is_empty() || v.contains(['{', '}', ' ']) {
-                        return Err(config_err(format!("invalid prefix {v:?}")));
+                        return Err(param.invalid("must be non-empty, without '{', '}' or ' '"));
                     }
                     prefix = v.to_string();
                 }
-                "retention" => {
-                    retention = weir_core::duration::parse_duration(v)
-                        .map_err(|m| config_err(format!("retention: {m}")))?;
+                "retention" => retention = param.duration()?,
+                "ca_file" if scheme == "rediss" => {
+                    ca_file = Some(std::path::PathBuf::from(param.raw_value()));
                 }
-                "ca_file" => {
-                    if scheme != "rediss" {
-                        return Err(config_err("ca_file needs a rediss:// (TLS) URL".into()));
-                    }
-                    ca_file = Some(std::path::PathBuf::from(v));
-                }
-                _ => passed.push(pair),
+                "ca_file" => return Err(param.invalid("needs a rediss:// (TLS) URL")),
+                _ => passed.push(param.raw()),
             }
         }
         let redis_url = if passed.is_empty() {
@@ -120,7 +117,13 @@ mod tests {
             Some(std::path::Path::new("/etc/ca.pem"))
         );
         assert_eq!(tls.redis_url, "rediss://h:6380");
-        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        let err = RedisStateConfig::from_url("redis://:pw@h?retention=soon").expect_err("bad");
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.message()
+                .starts_with("redis state: parameter retention="),
+            "{err}"
+        );
+        assert!(!format!("{err:?}").contains("pw"), "{err:?}");
     }
 }

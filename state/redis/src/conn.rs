@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Pipeline, ScriptInvocation};
+use weir_core::redact::redact_url;
 use weir_core::{Error, ErrorKind, Result};
+use weir_support_redis::{classify, is_noscript};
 
-use crate::config::{RedisStateConfig, redact};
+use crate::config::RedisStateConfig;
 
 /// A shared connection to Redis that reconnects by itself and counts round trips.
 #[derive(Clone)]
@@ -25,85 +27,29 @@ impl std::fmt::Debug for RedisConn {
     }
 }
 
-/// Maps a Redis error: connection trouble, a server loading its data or out of memory, and a
-/// script missing after a restart are retryable ([`ErrorKind::Unavailable`]); bad credentials
-/// are [`ErrorKind::Config`]; anything else is [`ErrorKind::Internal`].
+/// Maps a Redis error by [`weir_support_redis::classify`]: connection trouble, a server
+/// loading its data or out of memory, and a script missing after a restart are retryable
+/// ([`ErrorKind::Unavailable`]); refused credentials or invalid client settings are
+/// [`ErrorKind::Config`]; anything else is [`ErrorKind::Internal`].
 pub(crate) fn map_err(e: redis::RedisError) -> Error {
-    use redis::ServerErrorKind as S;
-    let transient = e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || is_noscript(&e)
-        || matches!(
-            e.kind(),
-            redis::ErrorKind::Server(S::BusyLoading | S::TryAgain | S::MasterDown | S::ReadOnly)
-        )
-        || ["OOM", "BUSY", "LOADING"].iter().any(|c| has_code(&e, c));
-    if transient {
-        return Error::new(ErrorKind::Unavailable, "redis is unavailable").with_source(e);
-    }
-    let config = matches!(
-        e.kind(),
-        redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::Server(S::NoPerm)
-    ) || ["NOAUTH", "WRONGPASS"].iter().any(|c| has_code(&e, c));
-    if config {
-        return Error::new(ErrorKind::Config, "redis refused the credentials").with_source(e);
-    }
-    Error::new(ErrorKind::Internal, "redis command failed").with_source(e)
-}
-
-/// Whether the server answered with error code `code` (also inside a pipeline's errors).
-fn has_code(e: &redis::RedisError, code: &str) -> bool {
-    e.code() == Some(code)
-        || e.clone()
-            .into_server_errors()
-            .is_some_and(|errors| errors.iter().any(|(_, err)| err.code() == code))
-}
-
-/// `NOSCRIPT`: the server does not have the script (it restarted, or its cache was flushed).
-fn is_noscript(e: &redis::RedisError) -> bool {
-    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-        || has_code(e, "NOSCRIPT")
+    let kind = classify(&e);
+    let message = match kind {
+        ErrorKind::Unavailable => "redis is unavailable",
+        ErrorKind::Config => "redis refused the credentials or the client settings",
+        _ => "redis command failed",
+    };
+    Error::new(kind, message).with_source(e)
 }
 
 impl RedisConn {
-    /// Connects (the password never appears in errors or logs).
+    /// Connects (the password never appears in errors or logs). Fails with
+    /// [`ErrorKind::Config`] on a bad URL, `ca_file` or credentials, with
+    /// [`ErrorKind::Unavailable`] (retryable) when Redis cannot be reached.
     pub async fn connect(config: &RedisStateConfig) -> Result<Self> {
-        let invalid = |e: redis::RedisError| {
-            Error::new(
-                ErrorKind::Config,
-                format!("invalid redis URL {}", redact(&config.redis_url)),
-            )
-            .with_source(e)
-        };
-        // TCP_NODELAY: many tasks pipeline small commands on this one connection, and Nagle's
-        // algorithm would hold each behind the acknowledgement of the previous one.
-        let info = redis::IntoConnectionInfo::into_connection_info(config.redis_url.as_str())
-            .map_err(invalid)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = match &config.ca_file {
-            None => redis::Client::open(info).map_err(invalid)?,
-            Some(path) => {
-                let root_cert = std::fs::read(path).map_err(|e| {
-                    Error::new(
-                        ErrorKind::Config,
-                        format!("cannot read ca_file {}: {e}", path.display()),
-                    )
-                })?;
-                let certs = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                };
-                redis::Client::build_with_tls(info, certs).map_err(invalid)?
-            }
-        };
+        let client = weir_support_redis::client(&config.redis_url, config.ca_file.as_deref())?;
         let manager = ConnectionManager::new(client).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!("cannot connect to {}", redact(&config.redis_url)),
-            )
-            .with_source(e)
+            let message = format!("cannot connect to {}", redact_url(&config.redis_url));
+            Error::new(classify(&e), message).with_source(e)
         })?;
         Ok(RedisConn {
             manager,
@@ -175,13 +121,13 @@ mod tests {
     use super::map_err;
     use weir_core::ErrorKind;
 
+    /// The kinds are `weir_support_redis::classify`'s (tested there); the messages are ours.
     #[test]
     fn errors_a_retry_can_cure_are_retryable() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert_eq!(
-            map_err(redis::RedisError::from(io)).kind(),
-            ErrorKind::Unavailable
-        );
+        let e = map_err(redis::RedisError::from(io));
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert_eq!(e.message(), "redis is unavailable");
         let noscript = redis::RedisError::from((
             redis::ErrorKind::Server(redis::ServerErrorKind::NoScript),
             "NOSCRIPT No matching script",
@@ -189,5 +135,7 @@ mod tests {
         let e = map_err(noscript);
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e:?}");
         assert!(e.is_retryable());
+        let auth = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "bad"));
+        assert_eq!(map_err(auth).kind(), ErrorKind::Config);
     }
 }
