@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use weir::core::broker::Broker;
 use weir::core::events::EventStore;
 use weir::core::state::StateStore;
-use weir::core::testkit::broker::BrokerFactory;
+use weir::core::testkit::Factory;
 
 /// A redis-server listening only on TLS, with a certificate signed by a CA of the test's own.
 struct TlsRedis {
@@ -125,8 +125,8 @@ async fn state_and_event_stores_pass_conformance_over_tls() {
 struct TlsBrokers(Arc<TlsRedis>);
 
 #[async_trait]
-impl BrokerFactory for TlsBrokers {
-    async fn broker(&self) -> Arc<dyn Broker> {
+impl Factory<dyn Broker> for TlsBrokers {
+    async fn make(&self) -> Arc<dyn Broker> {
         let url = self.0.url("&lease=2s&block=250ms");
         Arc::new(
             weir_broker_redis::RedisBroker::connect(&url)

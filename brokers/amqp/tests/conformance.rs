@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use common::url_with;
 use weir_broker_amqp::AmqpBroker;
 use weir_core::broker::Broker;
-use weir_core::testkit::broker::{BrokerFactory, run_all};
+use weir_core::testkit::Factory;
+use weir_core::testkit::broker::run_all;
 
 const PARAMS: &str = "prefix=weir-test&queue_expires=2m";
 
@@ -18,19 +19,9 @@ const PARAMS: &str = "prefix=weir-test&queue_expires=2m";
 struct Fresh(String);
 
 #[async_trait]
-impl BrokerFactory for Fresh {
-    async fn broker(&self) -> Arc<dyn Broker> {
+impl Factory<dyn Broker> for Fresh {
+    async fn make(&self) -> Arc<dyn Broker> {
         Arc::new(AmqpBroker::connect(&self.0).await.expect("connect"))
-    }
-}
-
-/// One broker for every test.
-struct Shared(Arc<AmqpBroker>);
-
-#[async_trait]
-impl BrokerFactory for Shared {
-    async fn broker(&self) -> Arc<dyn Broker> {
-        self.0.clone()
     }
 }
 
@@ -40,11 +31,12 @@ async fn conformance_fresh_broker_per_test() {
     run_all(&Fresh(url)).await;
 }
 
+/// One broker for every test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_shared_broker() {
     let Some(url) = url_with(PARAMS) else { return };
-    let broker = AmqpBroker::connect(&url).await.expect("connect");
-    run_all(&Shared(Arc::new(broker))).await;
+    let broker: Arc<dyn Broker> = Arc::new(AmqpBroker::connect(&url).await.expect("connect"));
+    run_all(&move || std::future::ready(broker.clone())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

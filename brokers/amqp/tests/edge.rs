@@ -8,12 +8,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{
-    nothing_within, raw_connection, recv, recv_within, take, unique, url_with, url_with_credentials,
-};
+use common::{raw_connection, url_with, url_with_credentials};
 use weir_broker_amqp::{AmqpBroker, AmqpBrokerConfig};
 use weir_core::ErrorKind;
 use weir_core::broker::Broker;
+use weir_core::testkit::broker::{nothing_within, recv, recv_within, take};
+use weir_core::testkit::unique;
 
 const PARAMS: &str = "prefix=weir-test-edge&queue_expires=2m";
 
@@ -43,13 +43,23 @@ async fn oversized_messages_are_too_large() {
         .await
         .expect_err("batch");
     assert_eq!(err.kind(), ErrorKind::TooLarge);
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(
+        &mut sub,
+        Duration::from_millis(300),
+        "the rejected messages",
+    )
+    .await;
     // Exactly the limit is fine.
     broker
         .publish(&topic, "k", Bytes::from(vec![1u8; 1024]))
         .await
         .expect("1024 bytes");
-    assert_eq!(take(&mut sub).await.len(), 1024);
+    assert_eq!(
+        take(&mut sub, "the message of exactly the limit")
+            .await
+            .len(),
+        1024
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,18 +156,18 @@ async fn redeliveries_count_every_nack() {
         .expect("publish");
     let mut seen = Vec::new();
     for round in 0..4 {
-        let d = recv(&mut sub).await;
+        let d = recv(&mut sub, "a delivery to nack").await;
         assert_eq!(d.key, "key-x");
         seen.push(d.redeliveries);
         // Alternate plain and delayed nacks.
         let delay = (round % 2 == 1).then(|| Duration::from_millis(50));
         d.nack(delay).await.expect("nack");
     }
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the delivery after four nacks").await;
     seen.push(d.redeliveries);
     d.ack().await.expect("ack");
     assert_eq!(seen, vec![0, 1, 2, 3, 4], "redelivery counts");
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after the ack").await;
 }
 
 /// Delays of different lengths: each comes back no earlier than asked, and not much later.
@@ -176,13 +186,13 @@ async fn delayed_nacks_come_back_on_time() {
     }
     let mut nacked_at = std::collections::HashMap::new();
     for _ in delays {
-        let d = recv(&mut sub).await;
+        let d = recv(&mut sub, "a delivery to nack with a delay").await;
         let ms: u64 = String::from_utf8_lossy(&d.payload).parse().expect("ms");
         nacked_at.insert(ms, Instant::now());
         d.nack(Some(Duration::from_millis(ms))).await.expect("nack");
     }
     for _ in delays {
-        let d = recv_within(&mut sub, Duration::from_secs(10)).await;
+        let d = recv_within(&mut sub, Duration::from_secs(10), "a delayed redelivery").await;
         let ms: u64 = String::from_utf8_lossy(&d.payload).parse().expect("ms");
         let waited = nacked_at[&ms].elapsed();
         assert!(
@@ -214,13 +224,18 @@ async fn delay_above_the_ceiling_is_reported() {
         .publish(&topic, "k", Bytes::from_static(b"far"))
         .await
         .expect("publish");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the delivery to nack").await;
     let err = d
         .nack(Some(max + Duration::from_secs(1)))
         .await
         .expect_err("beyond the ceiling");
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(
+        &mut sub,
+        Duration::from_millis(300),
+        "the message nacked with a delay above the ceiling",
+    )
+    .await;
 }
 
 /// A dropped subscription hands back what RabbitMQ sent ahead to it; a delivery it handed out
@@ -239,13 +254,13 @@ async fn dropped_subscription_hands_back_its_prefetch() {
         .collect();
     broker.publish_batch(&topic, batch).await.expect("publish");
     // The first subscription takes one (and holds the rest in its prefetch), then goes away.
-    let kept = recv(&mut first).await;
+    let kept = recv(&mut first, "the first subscription's delivery").await;
     let kept_payload = String::from_utf8_lossy(&kept.payload).into_owned();
     drop(first);
     let mut second = broker.subscribe(&topic, &group).await.expect("subscribe");
     let mut got = BTreeSet::new();
     for _ in 0..N - 1 {
-        let d = recv(&mut second).await;
+        let d = recv(&mut second, "a handed-back message").await;
         got.insert(String::from_utf8_lossy(&d.payload).into_owned());
         d.ack().await.expect("ack");
     }
@@ -255,7 +270,12 @@ async fn dropped_subscription_hands_back_its_prefetch() {
     got.insert(kept_payload);
     let expected: BTreeSet<String> = (0..N).map(|i| format!("m{i}")).collect();
     assert_eq!(got, expected);
-    nothing_within(&mut second, Duration::from_millis(500)).await;
+    nothing_within(
+        &mut second,
+        Duration::from_millis(500),
+        "after the handed-back messages",
+    )
+    .await;
 }
 
 /// Concurrent publishes on one broker share its channel: all are confirmed and delivered.
@@ -283,7 +303,7 @@ async fn concurrent_publishers() {
     }
     let mut got = BTreeSet::new();
     for _ in 0..400 {
-        got.insert(take(&mut sub).await);
+        got.insert(take(&mut sub, "a published message").await);
     }
     assert_eq!(got.len(), 400);
 }
@@ -301,7 +321,7 @@ async fn deleted_exchange_is_declared_again_without_its_bindings() {
         .publish(&topic, "k", Bytes::from_static(b"first"))
         .await
         .expect("publish");
-    assert_eq!(&take(&mut before).await[..], b"first");
+    assert_eq!(&take(&mut before, "the first message").await[..], b"first");
     let raw = raw_connection().await;
     let channel = raw.create_channel().await.expect("channel");
     channel
@@ -322,7 +342,12 @@ async fn deleted_exchange_is_declared_again_without_its_bindings() {
         started.elapsed()
     );
     // The exchange is back, its binding to the group queue is not: "second" went nowhere.
-    nothing_within(&mut before, Duration::from_millis(500)).await;
+    nothing_within(
+        &mut before,
+        Duration::from_millis(500),
+        "the message published while the binding is gone",
+    )
+    .await;
     // A subscription of the group binds the queue again.
     drop(before);
     let mut again = broker.subscribe(&topic, &group).await.expect("subscribe");
@@ -330,7 +355,10 @@ async fn deleted_exchange_is_declared_again_without_its_bindings() {
         .publish(&topic, "k", Bytes::from_static(b"third"))
         .await
         .expect("publish");
-    assert_eq!(&take(&mut again).await[..], b"third");
+    assert_eq!(
+        &take(&mut again, "the message after the queue was bound again").await[..],
+        b"third"
+    );
     let _ = raw.close(200, "OK".into()).await;
 }
 
@@ -344,7 +372,8 @@ async fn queue_names_over_255_bytes_are_invalid_input() {
         return;
     };
     let broker = AmqpBroker::connect(&url).await.expect("connect");
-    let topic = format!("{}{}", unique("t"), "t".repeat(91));
+    let mut topic = unique("t");
+    topic.push_str(&"t".repeat(120 - topic.len()));
     assert_eq!(topic.len(), 120);
     let err = broker
         .subscribe(&topic, &"g".repeat(120))
@@ -369,11 +398,11 @@ async fn queue_names_over_255_bytes_are_invalid_input() {
         .publish(&topic, "k", Bytes::from_static(b"long"))
         .await
         .expect("publish");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the delivery to nack").await;
     d.nack(Some(Duration::from_millis(50)))
         .await
         .expect("delayed nack");
-    assert_eq!(&take(&mut sub).await[..], b"long");
+    assert_eq!(&take(&mut sub, "the delayed redelivery").await[..], b"long");
 }
 
 /// A delayed nack cancelled before its delayed copy was published (its future dropped): the
@@ -389,15 +418,20 @@ async fn cancelled_delayed_nack_requeues_the_message() {
         .publish(&topic, "k", Bytes::from_static(b"cancelled"))
         .await
         .expect("publish");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the delivery to nack").await;
     // Polled once (it starts declaring the delay bucket), then dropped.
     let nack = tokio::time::timeout(Duration::ZERO, d.nack(Some(Duration::from_secs(3600))));
     assert!(nack.await.is_err(), "the delayed nack finished in one poll");
-    let again = recv_within(&mut sub, Duration::from_secs(5)).await;
+    let again = recv_within(
+        &mut sub,
+        Duration::from_secs(5),
+        "the message requeued by the cancelled nack",
+    )
+    .await;
     assert_eq!(&again.payload[..], b"cancelled");
     assert!(again.redeliveries >= 1, "{}", again.redeliveries);
     again.ack().await.expect("ack");
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after the ack").await;
 }
 
 /// A delivery dropped on a thread without a tokio runtime is requeued too.
@@ -411,14 +445,19 @@ async fn delivery_dropped_outside_a_runtime_is_requeued() {
         .publish(&topic, "k", Bytes::from_static(b"dropped"))
         .await
         .expect("publish");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the delivery to drop").await;
     std::thread::spawn(move || {
         assert!(tokio::runtime::Handle::try_current().is_err());
         drop(d);
     })
     .join()
     .expect("thread");
-    let again = recv_within(&mut sub, Duration::from_secs(5)).await;
+    let again = recv_within(
+        &mut sub,
+        Duration::from_secs(5),
+        "the message requeued by the drop",
+    )
+    .await;
     assert_eq!(&again.payload[..], b"dropped");
     assert!(again.redeliveries >= 1, "{}", again.redeliveries);
     again.ack().await.expect("ack");
@@ -472,7 +511,7 @@ async fn returned_delayed_copies_are_never_taken_for_confirmed() {
             .publish(&topic, "k", Bytes::from(payload.clone()))
             .await
             .expect("publish");
-        let d = recv(&mut sub).await;
+        let d = recv(&mut sub, "the delivery to nack").await;
         assert_eq!(String::from_utf8_lossy(&d.payload), payload);
         if round > 0 {
             // Declared by the broker in an earlier round, deleted behind its back.
@@ -487,7 +526,12 @@ async fn returned_delayed_copies_are_never_taken_for_confirmed() {
         d.nack(Some(Duration::from_millis(50)))
             .await
             .expect("delayed nack");
-        let back = recv_within(&mut sub, Duration::from_secs(10)).await;
+        let back = recv_within(
+            &mut sub,
+            Duration::from_secs(10),
+            "the returned delayed copy",
+        )
+        .await;
         assert_eq!(
             String::from_utf8_lossy(&back.payload),
             payload,
@@ -503,11 +547,16 @@ async fn returned_delayed_copies_are_never_taken_for_confirmed() {
     }
     let mut got = BTreeSet::new();
     for _ in 0..published {
-        got.insert(take(&mut busy_sub).await);
+        got.insert(take(&mut busy_sub, "a message of the busy topic").await);
     }
     assert_eq!(got.len(), published);
-    nothing_within(&mut busy_sub, Duration::from_millis(300)).await;
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(
+        &mut busy_sub,
+        Duration::from_millis(300),
+        "the busy topic, after every message",
+    )
+    .await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after every round").await;
     let _ = channel
         .queue_delete(
             delay_queue.as_str().into(),

@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{rabbitmqctl, recv, recv_within, unique, url_with};
+use common::{rabbitmqctl, url_with};
 use parking_lot::Mutex;
 use tokio::time::timeout;
 use weir_broker_amqp::AmqpBroker;
 use weir_core::ErrorKind;
 use weir_core::broker::Broker;
+use weir_core::testkit::broker::{nothing_within, recv, recv_within};
+use weir_core::testkit::unique;
 
 const PARAMS: &str = "prefix=weir-test-drop&queue_expires=2m&timeout=30s&reconnect_max=1s";
 
@@ -186,7 +188,12 @@ async fn connection_drop_loses_nothing_confirmed() {
         .expect("publish after the drops");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let d = recv_within(&mut sub, deadline.saturating_duration_since(Instant::now())).await;
+        let d = recv_within(
+            &mut sub,
+            deadline.saturating_duration_since(Instant::now()),
+            "the message published after the drops",
+        )
+        .await;
         let is_after = &d.payload[..] == b"after";
         d.ack().await.expect("ack after the drops");
         if is_after {
@@ -208,11 +215,16 @@ async fn unacked_delivery_is_redelivered_after_a_drop() {
         .publish(&topic, "k", Bytes::from_static(b"held"))
         .await
         .expect("publish");
-    let held = recv(&mut sub).await;
+    let held = recv(&mut sub, "the delivery held over the drop").await;
     assert_eq!(held.redeliveries, 0);
 
     assert!(drop_my_connections().await >= 1, "no connection to drop");
-    let again = recv_within(&mut sub, Duration::from_secs(30)).await;
+    let again = recv_within(
+        &mut sub,
+        Duration::from_secs(30),
+        "the redelivery after the drop",
+    )
+    .await;
     assert_eq!(&again.payload[..], b"held");
     assert_eq!(again.key, "k");
     assert!(
@@ -224,7 +236,7 @@ async fn unacked_delivery_is_redelivered_after_a_drop() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_retryable());
     again.ack().await.expect("ack of the redelivery");
-    common::nothing_within(&mut sub, Duration::from_millis(500)).await;
+    nothing_within(&mut sub, Duration::from_millis(500), "after the ack").await;
     assert!(broker.connections() >= 2);
 }
 
@@ -245,7 +257,7 @@ async fn buffered_deliveries_of_a_dropped_channel_are_skipped() {
         .map(|i| (format!("k{i}"), Bytes::from(format!("m{i}"))))
         .collect();
     broker.publish_batch(&topic, batch).await.expect("publish");
-    let held = recv(&mut sub).await;
+    let held = recv(&mut sub, "the delivery held over the drop").await;
     // Let the rest of the prefetch reach lapin's buffer, then drop the connection and let
     // lapin notice.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -254,7 +266,12 @@ async fn buffered_deliveries_of_a_dropped_channel_are_skipped() {
 
     let mut got = BTreeSet::new();
     while got.len() < N {
-        let d = recv_within(&mut sub, Duration::from_secs(30)).await;
+        let d = recv_within(
+            &mut sub,
+            Duration::from_secs(30),
+            "a delivery after the drop",
+        )
+        .await;
         assert!(
             d.redeliveries >= 1,
             "a delivery of the dropped channel was handed out: {d:?}"
@@ -267,7 +284,7 @@ async fn buffered_deliveries_of_a_dropped_channel_are_skipped() {
     }
     let err = held.ack().await.expect_err("an ack on the dropped channel");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    common::nothing_within(&mut sub, Duration::from_millis(500)).await;
+    nothing_within(&mut sub, Duration::from_millis(500), "after every message").await;
 }
 
 /// A delayed nack of a delivery whose channel is gone publishes no delayed copy (RabbitMQ
@@ -284,7 +301,7 @@ async fn delayed_nack_on_a_dropped_channel_schedules_nothing() {
         .publish(&topic, "k", Bytes::from_static(b"once"))
         .await
         .expect("publish");
-    let held = recv(&mut sub).await;
+    let held = recv(&mut sub, "the delivery held over the drop").await;
     assert!(drop_my_connections().await >= 1, "no connection to drop");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let err = held
@@ -293,12 +310,17 @@ async fn delayed_nack_on_a_dropped_channel_schedules_nothing() {
         .expect_err("a delayed nack on the dropped channel");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_retryable());
-    let again = recv_within(&mut sub, Duration::from_secs(30)).await;
+    let again = recv_within(
+        &mut sub,
+        Duration::from_secs(30),
+        "the redelivery after the drop",
+    )
+    .await;
     assert_eq!(&again.payload[..], b"once");
     assert!(again.redeliveries >= 1);
     again.ack().await.expect("ack");
     // No delayed copy follows.
-    common::nothing_within(&mut sub, Duration::from_millis(1500)).await;
+    nothing_within(&mut sub, Duration::from_millis(1500), "a delayed copy").await;
 }
 
 /// RabbitMQ restarted (`stop_app` / `start_app`): the broker and its subscription carry on,
@@ -333,7 +355,12 @@ async fn rabbitmq_restart() {
         .expect("publish after the restart");
     let mut got = BTreeSet::new();
     while got.len() < 101 {
-        let d = recv_within(&mut sub, Duration::from_secs(60)).await;
+        let d = recv_within(
+            &mut sub,
+            Duration::from_secs(60),
+            "a message after the restart",
+        )
+        .await;
         got.insert(String::from_utf8(d.payload.to_vec()).expect("utf-8"));
         let _ = d.ack().await;
     }

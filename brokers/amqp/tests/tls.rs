@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use weir_broker_amqp::AmqpBroker;
 use weir_core::ErrorKind;
 use weir_core::broker::Broker;
-use weir_core::testkit::broker::{BrokerFactory, run_all};
+use weir_core::testkit::broker::run_all;
+use weir_core::testkit::{Factory, unique};
 
 /// The RabbitMQ start script that runs the node in the foreground as the calling user.
 const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
@@ -122,12 +123,12 @@ impl Drop for TlsRabbit {
 struct TlsBrokers(Arc<TlsRabbit>);
 
 #[async_trait]
-impl BrokerFactory for TlsBrokers {
-    async fn broker(&self) -> Arc<dyn Broker> {
+impl Factory<dyn Broker> for TlsBrokers {
+    async fn make(&self) -> Arc<dyn Broker> {
         let url = self.0.url(&format!(
             "ca_file={}&prefix={}",
             self.0.ca().display(),
-            common::unique("tls")
+            unique("tls")
         ));
         Arc::new(AmqpBroker::connect(&url).await.expect("connect over TLS"))
     }

@@ -10,39 +10,33 @@ use async_trait::async_trait;
 use common::url_with;
 use weir_broker_kafka::KafkaBroker;
 use weir_core::broker::Broker;
-use weir_core::testkit::broker::{BrokerFactory, run_all};
+use weir_core::testkit::Factory;
+use weir_core::testkit::broker::run_all;
 
 /// Short session timeout: the mock cluster waits `session.timeout.ms - 1s` for members to
 /// rejoin a rebalance (44 s with the default). The mock has no `CreateTopics`: topics are
 /// created automatically (4 partitions).
 const PARAMS: &str = "prefix=weir-test&topic_creation=auto&commit_interval=100ms&session.timeout.ms=2500&heartbeat.interval.ms=250";
 
-/// One broker for every test.
-struct Shared(Arc<KafkaBroker>);
-
-#[async_trait]
-impl BrokerFactory for Shared {
-    async fn broker(&self) -> Arc<dyn Broker> {
-        self.0.clone()
-    }
-}
-
 /// A new broker (own producer, own admin client) for every test.
 struct Fresh(String);
 
 #[async_trait]
-impl BrokerFactory for Fresh {
-    async fn broker(&self) -> Arc<dyn Broker> {
+impl Factory<dyn Broker> for Fresh {
+    async fn make(&self) -> Arc<dyn Broker> {
         Arc::new(KafkaBroker::connect(&self.0).await.expect("connect"))
     }
 }
 
+/// One broker for every test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_shared_broker() {
-    let broker = KafkaBroker::connect(&url_with(PARAMS))
-        .await
-        .expect("connect");
-    run_all(&Shared(Arc::new(broker))).await;
+    let broker: Arc<dyn Broker> = Arc::new(
+        KafkaBroker::connect(&url_with(PARAMS))
+            .await
+            .expect("connect"),
+    );
+    run_all(&move || std::future::ready(broker.clone())).await;
 }
 
 #[tokio::test]

@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{nothing_within, recv, take, text, unique, url_with};
+use common::{WAIT, url_with};
 use weir_broker_kafka::KafkaBroker;
 use weir_core::ErrorKind;
 use weir_core::broker::{Broker, Delivery};
+use weir_core::testkit::broker::{nothing_within, recv_within, take_within, text};
+use weir_core::testkit::unique;
 
 const PARAMS: &str = "prefix=weir-ktest&topic_creation=auto&commit_interval=100ms\
                       &session.timeout.ms=2500&heartbeat.interval.ms=250";
@@ -44,7 +46,7 @@ async fn out_of_order_acks_redeliver_exactly_the_unacked() {
 
     let mut held: Vec<Option<Delivery>> = Vec::new();
     for i in 0..10 {
-        let d = recv(&mut first).await;
+        let d = recv_within(&mut first, WAIT, "a first delivery").await;
         assert_eq!(text(&d), format!("m{i}"), "one key, publish order");
         assert_eq!(d.redeliveries, 0);
         held.push(Some(d));
@@ -63,7 +65,12 @@ async fn out_of_order_acks_redeliver_exactly_the_unacked() {
     let mut second = broker.subscribe(&topic, &group).await.expect("subscribe");
     let mut got = Vec::new();
     for _ in 0..5 {
-        let d = recv(&mut second).await;
+        let d = recv_within(
+            &mut second,
+            WAIT,
+            "an unacked message, at the second consumer",
+        )
+        .await;
         assert!(
             d.redeliveries >= 1,
             "{} was handed out before: redeliveries = {}",
@@ -78,12 +85,17 @@ async fn out_of_order_acks_redeliver_exactly_the_unacked() {
         ["m2", "m5", "m7", "m8", "m9"],
         "exactly the unacked, in order"
     );
-    nothing_within(&mut second, Duration::from_millis(500)).await;
+    nothing_within(
+        &mut second,
+        Duration::from_millis(500),
+        "the second consumer, after the unacked messages",
+    )
+    .await;
 
     // Everything is acked and committed now: a third consumer gets nothing.
     drop(second);
     let mut third = broker.subscribe(&topic, &group).await.expect("subscribe");
-    nothing_within(&mut third, Duration::from_secs(4)).await;
+    nothing_within(&mut third, Duration::from_secs(4), "the third consumer").await;
 }
 
 /// A nack republishes the message at the end of its partition for the nacking group only:
@@ -103,32 +115,40 @@ async fn nack_republishes_in_key_order_for_its_group_only() {
         .expect("subscribe");
     publish_all(&broker, &topic, "run-1", &["m0", "m1", "m2", "m3"]).await;
 
-    let d = recv(&mut a).await;
+    let d = recv_within(&mut a, WAIT, "m0, to nack").await;
     assert_eq!(text(&d), "m0");
     d.nack(None).await.expect("nack");
     for expected in ["m1", "m2", "m3"] {
-        assert_eq!(&take(&mut a).await[..], expected.as_bytes());
+        assert_eq!(
+            &take_within(&mut a, WAIT, "a message after the nacked one").await[..],
+            expected.as_bytes()
+        );
     }
-    let again = recv(&mut a).await;
+    let again = recv_within(&mut a, WAIT, "m0 after its nack").await;
     assert_eq!(text(&again), "m0", "the nacked message comes back after m3");
     assert_eq!(again.key, "run-1");
     assert_eq!(again.redeliveries, 1);
     // Nacked twice: counted twice.
     again.nack(None).await.expect("nack");
-    let third = recv(&mut a).await;
+    let third = recv_within(&mut a, WAIT, "m0 after its second nack").await;
     assert_eq!((text(&third).as_str(), third.redeliveries), ("m0", 2));
     third.ack().await.expect("ack");
     publish_all(&broker, &topic, "run-1", &["m4"]).await;
-    assert_eq!(&take(&mut a).await[..], b"m4");
-    nothing_within(&mut a, Duration::from_millis(300)).await;
+    assert_eq!(&take_within(&mut a, WAIT, "m4").await[..], b"m4");
+    nothing_within(&mut a, Duration::from_millis(300), "group a, after m4").await;
 
     for expected in ["m0", "m1", "m2", "m3", "m4"] {
-        let d = recv(&mut b).await;
+        let d = recv_within(&mut b, WAIT, "a message of the other group").await;
         assert_eq!(text(&d), expected, "the other group: each once, in order");
         assert_eq!(d.redeliveries, 0);
         d.ack().await.expect("ack");
     }
-    nothing_within(&mut b, Duration::from_millis(500)).await;
+    nothing_within(
+        &mut b,
+        Duration::from_millis(500),
+        "the other group, after every message",
+    )
+    .await;
 }
 
 /// A delivery dropped without ack or nack comes back (republished) to the same consumer: at
@@ -140,11 +160,11 @@ async fn a_dropped_delivery_comes_back_with_a_backoff() {
     let (topic, group) = (unique("dropped"), unique("g"));
     let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
     publish_all(&broker, &topic, "k", &["lost?"]).await;
-    let first = recv(&mut sub).await;
+    let first = recv_within(&mut sub, WAIT, "the delivery to drop").await;
     let mut dropped_at = Instant::now();
     drop(first);
     for (redeliveries, backoff_ms) in [(1, 0), (2, 1000), (3, 2000)] {
-        let d = recv(&mut sub).await;
+        let d = recv_within(&mut sub, WAIT, "a redelivery after a drop").await;
         let waited = dropped_at.elapsed();
         assert_eq!(text(&d), "lost?");
         assert_eq!(d.redeliveries, redeliveries);
@@ -162,7 +182,7 @@ async fn a_dropped_delivery_comes_back_with_a_backoff() {
             drop(d);
         }
     }
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after the ack").await;
 }
 
 /// A dropped delivery waiting for its republish (dropped a second time) is not held:
@@ -174,8 +194,8 @@ async fn a_dropped_delivery_does_not_hold_up_a_close() {
     let (topic, group) = (unique("dropped-close"), unique("g"));
     let mut first = broker.subscribe(&topic, &group).await.expect("subscribe");
     publish_all(&broker, &topic, "k", &["m0"]).await;
-    drop(recv(&mut first).await);
-    let again = recv(&mut first).await;
+    drop(recv_within(&mut first, WAIT, "the delivery to drop").await);
+    let again = recv_within(&mut first, WAIT, "the redelivery after the drop").await;
     assert_eq!(again.redeliveries, 1);
     drop(again); // republished after 1 s
     drop(first);
@@ -186,10 +206,20 @@ async fn a_dropped_delivery_does_not_hold_up_a_close() {
         "the close waited {:?}",
         started.elapsed()
     );
-    let d = recv(&mut second).await;
+    let d = recv_within(
+        &mut second,
+        WAIT,
+        "the message, at the group's next consumer",
+    )
+    .await;
     assert_eq!((text(&d).as_str(), d.redeliveries), ("m0", 2));
     d.ack().await.expect("ack");
-    nothing_within(&mut second, Duration::from_secs(3)).await;
+    nothing_within(
+        &mut second,
+        Duration::from_secs(3),
+        "the next consumer, after the ack",
+    )
+    .await;
 }
 
 /// A nack with a delay does not hold its offset: when the partition goes meanwhile (here:
@@ -201,7 +231,7 @@ async fn a_delayed_nack_does_not_outlive_its_partition() {
     let (topic, group) = (unique("delayed"), unique("g"));
     let mut first = broker.subscribe(&topic, &group).await.expect("subscribe");
     publish_all(&broker, &topic, "k", &["m0"]).await;
-    let d = recv(&mut first).await;
+    let d = recv_within(&mut first, WAIT, "the delivery to nack").await;
     d.nack(Some(Duration::from_secs(2)))
         .await
         .expect("a delayed nack returns at once");
@@ -213,10 +243,20 @@ async fn a_delayed_nack_does_not_outlive_its_partition() {
         "the close waited {:?}",
         started.elapsed()
     );
-    let d = recv(&mut second).await;
+    let d = recv_within(
+        &mut second,
+        WAIT,
+        "the message, at the partition's next owner",
+    )
+    .await;
     assert_eq!((text(&d).as_str(), d.redeliveries), ("m0", 1));
     d.ack().await.expect("ack");
-    nothing_within(&mut second, Duration::from_secs(4)).await;
+    nothing_within(
+        &mut second,
+        Duration::from_secs(4),
+        "the next owner, after the ack",
+    )
+    .await;
 }
 
 /// Each owner of a partition commits on what its predecessor left: A acks m1..m9 but not
@@ -231,7 +271,7 @@ async fn owners_pass_on_what_their_predecessors_acked() {
     publish_all(&broker, &topic, "one-key", &refs).await;
     let mut held = Vec::new();
     for i in 0..10 {
-        let d = recv(&mut a).await;
+        let d = recv_within(&mut a, WAIT, "a message, at consumer a").await;
         assert_eq!(text(&d), format!("m{i}"));
         if i == 0 {
             held.push(d);
@@ -243,18 +283,18 @@ async fn owners_pass_on_what_their_predecessors_acked() {
     std::mem::forget(held); // a crash: m0 neither acked nor nacked
 
     let mut b = broker.subscribe(&topic, &group).await.expect("subscribe");
-    let d = recv(&mut b).await;
+    let d = recv_within(&mut b, WAIT, "m0, at consumer b").await;
     assert_eq!((text(&d).as_str(), d.redeliveries), ("m0", 1));
     tokio::time::sleep(Duration::from_millis(500)).await; // B commits meanwhile
     drop(b);
     std::mem::forget(d);
 
     let mut c = broker.subscribe(&topic, &group).await.expect("subscribe");
-    let d = recv(&mut c).await;
+    let d = recv_within(&mut c, WAIT, "m0, at consumer c").await;
     assert_eq!(text(&d), "m0");
     assert!(d.redeliveries >= 1, "handed out before");
     d.ack().await.expect("ack");
-    nothing_within(&mut c, Duration::from_secs(1)).await;
+    nothing_within(&mut c, Duration::from_secs(1), "consumer c, after m0").await;
 }
 
 /// `publish_batch` keeps one key's messages in order even when librdkafka's queue is full
@@ -269,11 +309,11 @@ async fn publish_batch_keeps_key_order_when_the_queue_is_full() {
         .collect();
     broker.publish_batch(&topic, batch).await.expect("publish");
     for i in 0..300 {
-        let d = recv(&mut sub).await;
+        let d = recv_within(&mut sub, WAIT, "a message of the batch").await;
         assert_eq!(text(&d), format!("m{i}"));
         d.ack().await.expect("ack");
     }
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after the batch").await;
 }
 
 /// Messages a subscription took from Kafka but never handed out go to the group's next
@@ -284,14 +324,14 @@ async fn a_dropped_subscription_hands_back_what_it_did_not_hand_out() {
     let (topic, group) = (unique("handback"), unique("g"));
     let mut first = broker.subscribe(&topic, &group).await.expect("subscribe");
     publish_all(&broker, &topic, "k", &["m0", "m1", "m2", "m3", "m4"]).await;
-    assert_eq!(&take(&mut first).await[..], b"m0");
+    assert_eq!(&take_within(&mut first, WAIT, "m0").await[..], b"m0");
     // Let the consumer thread take the rest from Kafka before the drop.
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(first);
 
     let mut second = broker.subscribe(&topic, &group).await.expect("subscribe");
     for expected in ["m1", "m2", "m3", "m4"] {
-        let d = recv(&mut second).await;
+        let d = recv_within(&mut second, WAIT, "a handed-back message").await;
         assert_eq!(text(&d), expected);
         assert_eq!(
             d.redeliveries, 0,
@@ -299,7 +339,12 @@ async fn a_dropped_subscription_hands_back_what_it_did_not_hand_out() {
         );
         d.ack().await.expect("ack");
     }
-    nothing_within(&mut second, Duration::from_millis(500)).await;
+    nothing_within(
+        &mut second,
+        Duration::from_millis(500),
+        "after the handed-back messages",
+    )
+    .await;
 }
 
 /// With `prefetch=4` the consumer thread stops taking messages from librdkafka while 4 wait
@@ -318,11 +363,11 @@ async fn flow_control_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         assert_eq!(
-            String::from_utf8_lossy(&take(&mut sub).await),
+            String::from_utf8_lossy(&take_within(&mut sub, WAIT, "a message of the key").await),
             format!("m{i}")
         );
     }
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after every message").await;
 }
 
 /// A payload over `max_message_bytes` fails with `TooLarge` before anything is sent; a batch
@@ -351,14 +396,19 @@ async fn too_large_fails_before_sending() {
         .publish(&topic, "k", Bytes::from(vec![7u8; 1024]))
         .await
         .expect("exactly the limit");
-    let d = recv(&mut sub).await;
+    let d = recv_within(&mut sub, WAIT, "the message of exactly the limit").await;
     assert_eq!(
         d.payload.len(),
         1024,
         "the small message of the batch was not sent"
     );
     d.ack().await.expect("ack");
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(
+        &mut sub,
+        Duration::from_millis(300),
+        "the rejected messages",
+    )
+    .await;
 }
 
 /// Two groups and a consumer joining a group later: every group gets every message, and the
@@ -375,7 +425,7 @@ async fn keys_spread_over_partitions_and_groups_get_everything() {
     let mut got = BTreeSet::new();
     let mut last_per_key = std::collections::HashMap::new();
     for _ in 0..40 {
-        let d = recv(&mut sub).await;
+        let d = recv_within(&mut sub, WAIT, "a message of the batch").await;
         let n: usize = text(&d)[1..].parse().expect("number");
         if let Some(prev) = last_per_key.insert(d.key.clone(), n) {
             assert!(prev < n, "key {} out of order: m{prev} then m{n}", d.key);
@@ -385,7 +435,7 @@ async fn keys_spread_over_partitions_and_groups_get_everything() {
     }
     drop(sub);
     let mut late = broker.subscribe(&topic, &group).await.expect("subscribe");
-    nothing_within(&mut late, Duration::from_secs(4)).await;
+    nothing_within(&mut late, Duration::from_secs(4), "the late consumer").await;
 }
 
 /// `topic_creation=admin` on a cluster whose `CreateTopics` times out (the mock, which lacks

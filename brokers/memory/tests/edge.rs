@@ -6,31 +6,11 @@ use bytes::Bytes;
 use tokio::time::timeout;
 use weir_broker_memory::{MAX_MESSAGE_BYTES, MemoryBroker};
 use weir_core::ErrorKind;
-use weir_core::broker::{Broker, Delivery, Subscription};
+use weir_core::broker::Broker;
+use weir_core::testkit::broker::{nothing_within, recv, take};
 
-async fn recv(sub: &mut Box<dyn Subscription>) -> Delivery {
-    timeout(Duration::from_secs(5), sub.next())
-        .await
-        .expect("no delivery within 5 s")
-        .expect("next failed")
-}
-
-/// Receives and acks; returns the payload.
-async fn take(sub: &mut Box<dyn Subscription>) -> Bytes {
-    let d = recv(sub).await;
-    let payload = d.payload.clone();
-    d.ack().await.expect("ack");
-    payload
-}
-
-async fn nothing(sub: &mut Box<dyn Subscription>) {
-    assert!(
-        timeout(Duration::from_millis(100), sub.next())
-            .await
-            .is_err(),
-        "unexpected delivery"
-    );
-}
+/// How long to watch for a delivery that should not come.
+const QUIET: Duration = Duration::from_millis(100);
 
 #[tokio::test]
 async fn messages_before_any_group_go_to_the_first_group_only() {
@@ -41,9 +21,9 @@ async fn messages_before_any_group_go_to_the_first_group_only() {
         .expect("publish");
     let mut first = broker.subscribe("t", "a").await.expect("subscribe");
     let mut second = broker.subscribe("t", "b").await.expect("subscribe");
-    assert_eq!(&take(&mut first).await[..], b"early");
-    nothing(&mut second).await;
-    nothing(&mut first).await;
+    assert_eq!(&take(&mut first, "the early message").await[..], b"early");
+    nothing_within(&mut second, QUIET, "the second group").await;
+    nothing_within(&mut first, QUIET, "the first group after its ack").await;
 }
 
 #[tokio::test]
@@ -67,7 +47,7 @@ async fn oversized_payloads_are_rejected_and_batches_are_all_or_nothing() {
         .await
         .expect_err("accepted > max");
     assert_eq!(err.kind(), ErrorKind::TooLarge);
-    nothing(&mut sub).await;
+    nothing_within(&mut sub, QUIET, "a rejected batch").await;
 }
 
 #[tokio::test]
@@ -78,17 +58,18 @@ async fn redeliveries_count_every_nack_and_drop() {
         .publish("t", "k", Bytes::from_static(b"x"))
         .await
         .expect("publish");
-    recv(&mut sub).await.nack(None).await.expect("nack");
-    drop(recv(&mut sub).await);
-    recv(&mut sub)
+    let d = recv(&mut sub, "the first delivery").await;
+    d.nack(None).await.expect("nack");
+    drop(recv(&mut sub, "the delivery after a nack").await);
+    recv(&mut sub, "the delivery after a drop")
         .await
         .nack(Some(Duration::from_millis(10)))
         .await
         .expect("nack");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the delivery after a delayed nack").await;
     assert_eq!(d.redeliveries, 3);
     d.ack().await.expect("ack");
-    nothing(&mut sub).await;
+    nothing_within(&mut sub, QUIET, "after the ack").await;
 }
 
 #[tokio::test]
@@ -101,9 +82,9 @@ async fn a_dropped_delivery_keeps_its_place_at_the_front() {
             .await
             .expect("publish");
     }
-    drop(recv(&mut sub).await);
-    assert_eq!(&take(&mut sub).await[..], b"1");
-    assert_eq!(&take(&mut sub).await[..], b"2");
+    drop(recv(&mut sub, "the first message").await);
+    assert_eq!(&take(&mut sub, "the dropped message").await[..], b"1");
+    assert_eq!(&take(&mut sub, "the second message").await[..], b"2");
 }
 
 #[tokio::test]
@@ -112,13 +93,16 @@ async fn next_is_cancel_safe() {
     let mut sub = broker.subscribe("t", "g").await.expect("subscribe");
     // Cancel waits many times; a message published afterwards still arrives.
     for _ in 0..5 {
-        nothing(&mut sub).await;
+        nothing_within(&mut sub, QUIET, "before any publish").await;
     }
     broker
         .publish("t", "k", Bytes::from_static(b"after"))
         .await
         .expect("publish");
-    assert_eq!(&take(&mut sub).await[..], b"after");
+    assert_eq!(
+        &take(&mut sub, "the message after the cancelled waits").await[..],
+        b"after"
+    );
 }
 
 #[tokio::test]
@@ -129,9 +113,10 @@ async fn a_delivery_dropped_outside_the_runtime_is_requeued() {
         .publish("t", "k", Bytes::from_static(b"x"))
         .await
         .expect("publish");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the first delivery").await;
     std::thread::spawn(move || drop(d)).join().expect("thread");
-    assert_eq!(recv(&mut sub).await.redeliveries, 1);
+    let d = recv(&mut sub, "the delivery dropped on another thread").await;
+    assert_eq!(d.redeliveries, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

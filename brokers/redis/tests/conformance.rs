@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{nothing_within, raw, raw_url, recv, recv_within, take, unique, url_with};
+use common::{raw, raw_url, url_with};
 use weir_broker_redis::RedisBroker;
 use weir_core::broker::Broker;
-use weir_core::testkit::broker::{BrokerFactory, run_all};
+use weir_core::testkit::broker::{nothing_within, recv, recv_within, run_all, take};
+use weir_core::testkit::{Factory, unique};
 
 const PARAMS: &str = "prefix=weir-test&lease=2s&block=250ms";
 
@@ -22,19 +23,9 @@ const PARAMS: &str = "prefix=weir-test&lease=2s&block=250ms";
 struct Fresh(String);
 
 #[async_trait]
-impl BrokerFactory for Fresh {
-    async fn broker(&self) -> Arc<dyn Broker> {
+impl Factory<dyn Broker> for Fresh {
+    async fn make(&self) -> Arc<dyn Broker> {
         Arc::new(RedisBroker::connect(&self.0).await.expect("connect"))
-    }
-}
-
-/// One broker for every test.
-struct Shared(Arc<RedisBroker>);
-
-#[async_trait]
-impl BrokerFactory for Shared {
-    async fn broker(&self) -> Arc<dyn Broker> {
-        self.0.clone()
     }
 }
 
@@ -44,11 +35,12 @@ async fn conformance_fresh_broker_per_test() {
     run_all(&Fresh(url)).await;
 }
 
+/// One broker for every test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_shared_broker() {
     let Some(url) = url_with(PARAMS) else { return };
-    let broker = RedisBroker::connect(&url).await.expect("connect");
-    run_all(&Shared(Arc::new(broker))).await;
+    let broker: Arc<dyn Broker> = Arc::new(RedisBroker::connect(&url).await.expect("connect"));
+    run_all(&move || std::future::ready(broker.clone())).await;
 }
 
 #[tokio::test]
@@ -94,8 +86,13 @@ async fn a_dead_consumers_entry_is_reclaimed_after_the_lease() {
     let started = Instant::now();
 
     let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
-    nothing_within(&mut sub, Duration::from_millis(1200)).await;
-    let d = recv_within(&mut sub, Duration::from_secs(10)).await;
+    nothing_within(
+        &mut sub,
+        Duration::from_millis(1200),
+        "the entry before the lease ends",
+    )
+    .await;
+    let d = recv_within(&mut sub, Duration::from_secs(10), "the reclaimed entry").await;
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(1900),
@@ -105,7 +102,7 @@ async fn a_dead_consumers_entry_is_reclaimed_after_the_lease() {
     assert_eq!(d.key, "k");
     assert!(d.redeliveries >= 1, "redeliveries = {}", d.redeliveries);
     d.ack().await.expect("ack");
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after the ack").await;
     let pending: (i64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
         .arg(&stream)
         .arg(&group)
@@ -134,7 +131,10 @@ fn a_delivery_of_a_process_that_died_is_redelivered_after_the_lease() {
             .publish(&topic, "k", Bytes::from_static(b"in flight"))
             .await
             .expect("publish");
-        (recv(&mut sub).await, sub)
+        (
+            recv(&mut sub, "the delivery the dying process holds").await,
+            sub,
+        )
     });
     drop(dying); // the process is gone; what it held is dropped outside any runtime
     drop(delivery);
@@ -148,7 +148,12 @@ fn a_delivery_of_a_process_that_died_is_redelivered_after_the_lease() {
     rt.block_on(async {
         let broker = RedisBroker::connect(&url).await.expect("connect");
         let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
-        let d = recv_within(&mut sub, Duration::from_secs(15)).await;
+        let d = recv_within(
+            &mut sub,
+            Duration::from_secs(15),
+            "the redelivery to another process",
+        )
+        .await;
         let waited = died.elapsed();
         assert!(
             waited >= Duration::from_millis(1500),
@@ -157,7 +162,7 @@ fn a_delivery_of_a_process_that_died_is_redelivered_after_the_lease() {
         assert_eq!(&d.payload[..], b"in flight");
         assert!(d.redeliveries >= 1);
         d.ack().await.expect("ack");
-        nothing_within(&mut sub, Duration::from_millis(300)).await;
+        nothing_within(&mut sub, Duration::from_millis(300), "after the ack").await;
     });
 }
 
@@ -173,12 +178,22 @@ async fn a_slow_live_consumer_keeps_its_delivery() {
         .publish(&topic, "k", Bytes::from_static(b"long step"))
         .await
         .expect("publish");
-    let d = recv(&mut slow).await;
+    let d = recv(&mut slow, "the slow consumer's delivery").await;
     let mut other = broker.subscribe(&topic, &group).await.expect("subscribe");
     // Three leases.
-    nothing_within(&mut other, Duration::from_secs(6)).await;
+    nothing_within(
+        &mut other,
+        Duration::from_secs(6),
+        "the other consumer, while the slow one holds the delivery",
+    )
+    .await;
     d.ack().await.expect("ack");
-    nothing_within(&mut other, Duration::from_millis(300)).await;
+    nothing_within(
+        &mut other,
+        Duration::from_millis(300),
+        "the other consumer, after the ack",
+    )
+    .await;
 }
 
 /// A delayed nack survives the process that made it: the sorted set is in Redis, and any
@@ -198,7 +213,7 @@ fn a_delayed_nack_survives_the_nacking_process() {
             .publish(&topic, "k", Bytes::from_static(b"later"))
             .await
             .expect("publish");
-        let d = recv(&mut sub).await;
+        let d = recv(&mut sub, "the delivery to nack").await;
         d.nack(Some(Duration::from_millis(500)))
             .await
             .expect("nack");
@@ -213,7 +228,7 @@ fn a_delayed_nack_survives_the_nacking_process() {
     rt.block_on(async {
         let broker = RedisBroker::connect(&url).await.expect("connect");
         let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
-        let d = recv_within(&mut sub, Duration::from_secs(5)).await;
+        let d = recv_within(&mut sub, Duration::from_secs(5), "the delayed redelivery").await;
         let waited = nacked.elapsed();
         assert!(
             waited >= Duration::from_millis(450),
@@ -240,13 +255,16 @@ async fn a_dropped_subscription_hands_back_its_buffer() {
         .collect();
     broker.publish_batch(&topic, batch).await.expect("publish");
     // One read takes the whole batch into `first`'s buffer; it hands out one.
-    assert_eq!(&take(&mut first).await[..], b"m0");
+    assert_eq!(
+        &take(&mut first, "the first subscription's message").await[..],
+        b"m0"
+    );
     drop(first);
 
     let mut second = broker.subscribe(&topic, &group).await.expect("subscribe");
     let mut got = Vec::new();
     for _ in 0..4 {
-        let d = recv_within(&mut second, Duration::from_secs(3)).await;
+        let d = recv_within(&mut second, Duration::from_secs(3), "a handed-back message").await;
         assert_eq!(
             d.redeliveries, 0,
             "a message never handed out counts no redelivery"
@@ -256,5 +274,10 @@ async fn a_dropped_subscription_hands_back_its_buffer() {
     }
     got.sort();
     assert_eq!(got, ["m1", "m2", "m3", "m4"]);
-    nothing_within(&mut second, Duration::from_millis(300)).await;
+    nothing_within(
+        &mut second,
+        Duration::from_millis(300),
+        "after the handed-back messages",
+    )
+    .await;
 }

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{nothing_within, raw, raw_url, recv, take, unique, url_with};
+use common::{raw, raw_url, url_with};
 use tokio::time::timeout;
 use weir_broker_redis::{MAX_NATIVE_DELAY, RedisBroker};
 use weir_core::ErrorKind;
 use weir_core::broker::Broker;
+use weir_core::testkit::broker::{nothing_within, recv, take};
+use weir_core::testkit::unique;
 
 const PARAMS: &str = "prefix=weir-test&lease=2s&block=250ms";
 
@@ -76,7 +78,7 @@ async fn next_is_cancel_safe_under_load() {
         "lost messages ({cancelled} cancelled next() calls)"
     );
     assert!(cancelled > 0, "the test never cancelled next()");
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after every message").await;
 }
 
 #[tokio::test]
@@ -90,18 +92,22 @@ async fn redeliveries_count_every_nack_and_drop() {
         .publish(&topic, "k", Bytes::from_static(b"x"))
         .await
         .expect("publish");
-    recv(&mut sub).await.nack(None).await.expect("nack");
-    drop(recv(&mut sub).await);
-    recv(&mut sub)
+    recv(&mut sub, "the first delivery")
+        .await
+        .nack(None)
+        .await
+        .expect("nack");
+    drop(recv(&mut sub, "the delivery after a nack").await);
+    recv(&mut sub, "the delivery after a drop")
         .await
         .nack(Some(Duration::from_millis(10)))
         .await
         .expect("nack");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the delivery after a delayed nack").await;
     assert_eq!(d.redeliveries, 3);
     assert_eq!(d.key, "k");
     d.ack().await.expect("ack");
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after the ack").await;
     // Acked redeliveries are deleted from the group's retry stream.
     assert_eq!(xlen(&format!("weir-test:retry:{topic}:{group}")).await, 0);
 }
@@ -123,7 +129,7 @@ async fn acks_made_together_share_commands_and_lose_nothing() {
     // Half of them come back through the retry stream (nacked once).
     let mut deliveries = Vec::with_capacity(N);
     for i in 0..N {
-        let d = recv(&mut sub).await;
+        let d = recv(&mut sub, "a first delivery").await;
         if i % 2 == 0 {
             d.nack(None).await.expect("nack");
         } else {
@@ -131,7 +137,7 @@ async fn acks_made_together_share_commands_and_lose_nothing() {
         }
     }
     while deliveries.len() < N {
-        deliveries.push(recv(&mut sub).await);
+        deliveries.push(recv(&mut sub, "a redelivery after a nack").await);
     }
     assert_eq!(
         deliveries.iter().filter(|d| d.redeliveries == 1).count(),
@@ -171,7 +177,7 @@ async fn acks_made_together_share_commands_and_lose_nothing() {
         assert_eq!(summary.first(), Some(&redis::Value::Int(0)), "{stream}");
     }
     assert_eq!(xlen(&format!("weir-test:retry:{topic}:{group}")).await, 0);
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(&mut sub, Duration::from_millis(300), "after every ack").await;
 }
 
 #[tokio::test]
@@ -198,7 +204,12 @@ async fn oversized_payloads_are_rejected_and_batches_are_all_or_nothing() {
         .await
         .expect_err("accepted > max");
     assert_eq!(err.kind(), ErrorKind::TooLarge);
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(
+        &mut sub,
+        Duration::from_millis(300),
+        "the rejected messages",
+    )
+    .await;
     broker
         .publish_batch(&topic, Vec::new())
         .await
@@ -219,8 +230,13 @@ async fn messages_before_any_group_go_to_the_first_group() {
         .subscribe(&topic, &unique("g"))
         .await
         .expect("subscribe");
-    assert_eq!(&take(&mut first).await[..], b"early");
-    nothing_within(&mut first, Duration::from_millis(300)).await;
+    assert_eq!(&take(&mut first, "the early message").await[..], b"early");
+    nothing_within(
+        &mut first,
+        Duration::from_millis(300),
+        "after the early message",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,10 +259,15 @@ async fn acked_entries_are_trimmed_once_every_group_has_them() {
             .expect("publish");
     }
     for _ in 0..20 {
-        take(&mut a).await;
+        take(&mut a, "group a's messages").await;
     }
     // `a` trims every lease (2 s); group b has read nothing, so nothing goes.
-    nothing_within(&mut a, Duration::from_millis(2500)).await;
+    nothing_within(
+        &mut a,
+        Duration::from_millis(2500),
+        "group a, while group b has read nothing",
+    )
+    .await;
     assert_eq!(
         xlen(&stream).await,
         20,
@@ -255,18 +276,28 @@ async fn acked_entries_are_trimmed_once_every_group_has_them() {
 
     let mut b = broker.subscribe(&topic, &b_group).await.expect("subscribe");
     for _ in 0..10 {
-        take(&mut b).await;
+        take(&mut b, "group b's first ten messages").await;
     }
-    nothing_within(&mut a, Duration::from_millis(2500)).await;
+    nothing_within(
+        &mut a,
+        Duration::from_millis(2500),
+        "group a, after group b read ten",
+    )
+    .await;
     assert_eq!(
         xlen(&stream).await,
         10,
         "not trimmed to what group b still needs"
     );
     for _ in 0..10 {
-        take(&mut b).await;
+        take(&mut b, "group b's last ten messages").await;
     }
-    nothing_within(&mut a, Duration::from_millis(2500)).await;
+    nothing_within(
+        &mut a,
+        Duration::from_millis(2500),
+        "group a, after group b read all",
+    )
+    .await;
     assert_eq!(xlen(&stream).await, 0, "acked entries kept");
 }
 
@@ -300,7 +331,7 @@ async fn a_delay_beyond_the_ceiling_is_scheduled_at_it_and_reported() {
         .publish(&topic, "k", Bytes::from_static(b"x"))
         .await
         .expect("publish");
-    let err = recv(&mut sub)
+    let err = recv(&mut sub, "the delivery to nack")
         .await
         .nack(Some(MAX_NATIVE_DELAY * 2))
         .await
@@ -313,7 +344,12 @@ async fn a_delay_beyond_the_ceiling_is_scheduled_at_it_and_reported() {
         .await
         .expect("zcard");
     assert_eq!(delayed, 1, "the message was not kept");
-    nothing_within(&mut sub, Duration::from_millis(300)).await;
+    nothing_within(
+        &mut sub,
+        Duration::from_millis(300),
+        "the message nacked with a delay beyond the ceiling",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -327,7 +363,7 @@ async fn a_dropped_subscription_deletes_its_consumer() {
         .publish(&topic, "k", Bytes::from_static(b"x"))
         .await
         .expect("publish");
-    take(&mut sub).await;
+    take(&mut sub, "the message").await;
     drop(sub);
     let url = raw_url().expect("url");
     let mut con = raw(&url).await;

@@ -5,17 +5,15 @@
 //! kill it with SIGKILL and start it again on the same port and data directory. They run when
 //! `WEIR_TEST_REDIS_URL` is set (Redis is expected) and `redis-server` is on the `PATH`.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::unique;
 use tokio::time::{Instant, timeout};
 use weir_broker_redis::RedisBroker;
 use weir_core::broker::{Broker, Subscription};
+use weir_core::testkit::unique;
 
 /// A `redis-server` child process on `port`, data in `dir`; killed on drop.
 struct Server {

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use common::url_with;
 use weir_broker_sqs::SqsBroker;
 use weir_core::broker::Broker;
-use weir_core::testkit::broker::{BrokerFactory, run_all};
+use weir_core::testkit::Factory;
+use weir_core::testkit::broker::run_all;
 
 const PARAMS: &str = "visibility=3s&wait=5s&refresh=1s";
 
@@ -18,19 +19,9 @@ const PARAMS: &str = "visibility=3s&wait=5s&refresh=1s";
 struct Fresh(String);
 
 #[async_trait]
-impl BrokerFactory for Fresh {
-    async fn broker(&self) -> Arc<dyn Broker> {
+impl Factory<dyn Broker> for Fresh {
+    async fn make(&self) -> Arc<dyn Broker> {
         Arc::new(SqsBroker::connect(&self.0).await.expect("connect"))
-    }
-}
-
-/// One broker for every test.
-struct Shared(Arc<SqsBroker>);
-
-#[async_trait]
-impl BrokerFactory for Shared {
-    async fn broker(&self) -> Arc<dyn Broker> {
-        self.0.clone()
     }
 }
 
@@ -53,9 +44,10 @@ async fn conformance_fifo_queues() {
     run_all(&Fresh(url)).await;
 }
 
+/// One broker for every test.
 #[tokio::test]
 async fn conformance_shared_broker_current_thread() {
     let Some(url) = url_with(PARAMS) else { return };
-    let broker = SqsBroker::connect(&url).await.expect("connect");
-    run_all(&Shared(Arc::new(broker))).await;
+    let broker: Arc<dyn Broker> = Arc::new(SqsBroker::connect(&url).await.expect("connect"));
+    run_all(&move || std::future::ready(broker.clone())).await;
 }

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::proxy::Proxy;
-use common::{nothing_within, recv, recv_within, unique, url_with};
+use common::url_with;
 use tokio::time::timeout;
 use weir_broker_sqs::SqsBroker;
 use weir_core::ErrorKind;
 use weir_core::broker::Broker;
+use weir_core::testkit::broker::{nothing_within, recv, recv_within};
+use weir_core::testkit::unique;
 
 /// A nack whose connection died silently (the proxy swallows it) fails with a retryable
 /// `Timeout` within about `visibility / 3`, and meanwhile the heartbeat keeps renewing the
@@ -36,7 +38,10 @@ async fn a_hung_nack_costs_no_other_lease() {
         ("k2".to_owned(), Bytes::from_static(b"held")),
     ];
     other.publish_batch(&topic, batch).await.expect("publish");
-    let (d1, d2) = (recv(&mut a).await, recv(&mut a).await);
+    let (d1, d2) = (
+        recv(&mut a, "the first message").await,
+        recv(&mut a, "the second message").await,
+    );
     let (nacked, held) = if &d1.payload[..] == b"nacked" {
         (d1, d2)
     } else {
@@ -94,10 +99,10 @@ async fn a_busy_consumer_hands_back_its_buffer() {
         .map(|i| (format!("k{i}"), Bytes::from(format!("m{i}"))))
         .collect();
     broker.publish_batch(&topic, batch).await.expect("publish");
-    let held = recv(&mut a).await;
+    let held = recv(&mut a, "the held delivery").await;
     let mut got = Vec::new();
     for _ in 0..4 {
-        let d = recv_within(&mut b, Duration::from_secs(8)).await;
+        let d = recv_within(&mut b, Duration::from_secs(8), "a handed-back message").await;
         assert_ne!(
             d.payload, held.payload,
             "the held delivery was handed out twice"
@@ -109,7 +114,12 @@ async fn a_busy_consumer_hands_back_its_buffer() {
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 4, "{got:?}");
-    nothing_within(&mut b, Duration::from_secs(3)).await;
+    nothing_within(
+        &mut b,
+        Duration::from_secs(3),
+        "after the handed-back messages",
+    )
+    .await;
     held.ack().await.expect("ack");
 }
 
@@ -135,7 +145,12 @@ async fn a_dropped_subscription_hands_back_what_its_cancelled_poll_got() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     drop(a);
     let mut c = broker.subscribe(&topic, &group).await.expect("subscribe");
-    let d = recv_within(&mut c, Duration::from_secs(8)).await;
+    let d = recv_within(
+        &mut c,
+        Duration::from_secs(8),
+        "the message the cancelled poll got",
+    )
+    .await;
     assert_eq!(&d.payload[..], b"caught");
     assert!(
         d.redeliveries >= 1,
@@ -164,8 +179,8 @@ async fn a_late_next_does_not_deliver_a_stale_poll() {
         .await
         .expect("publish");
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let d = recv(&mut b).await;
+    let d = recv(&mut b, "the message, at the other process").await;
     assert_eq!(&d.payload[..], b"once");
-    nothing_within(&mut a, Duration::from_secs(2)).await;
+    nothing_within(&mut a, Duration::from_secs(2), "the late next()").await;
     d.ack().await.expect("ack");
 }

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
-use common::{nothing_within, recv, recv_within, take, unique, url_with};
+use common::url_with;
 use tokio::time::timeout;
 use weir_broker_sqs::{MAX_MESSAGE_BYTES, SqsBroker};
 use weir_core::ErrorKind;
 use weir_core::broker::Broker;
+use weir_core::testkit::broker::{nothing_within, recv, recv_within, take};
+use weir_core::testkit::unique;
 
 const PARAMS: &str = "visibility=2s&wait=5s&refresh=500ms";
 
@@ -71,7 +73,7 @@ async fn batches_of_ten() {
     broker.publish_batch(&topic, batch).await.expect("batch");
     let mut deliveries = Vec::new();
     for _ in 0..25 {
-        deliveries.push(recv(&mut sub).await);
+        deliveries.push(recv(&mut sub, "a message of the batch").await);
     }
     let mut got: Vec<String> = deliveries
         .iter()
@@ -88,7 +90,7 @@ async fn batches_of_ten() {
     for ack in acks {
         ack.await.expect("join").expect("ack");
     }
-    nothing_within(&mut sub, Duration::from_millis(500)).await;
+    nothing_within(&mut sub, Duration::from_millis(500), "after the acks").await;
     assert_eq!(messages_in(&broker, &topic, &group).await, 0);
 }
 
@@ -104,10 +106,20 @@ async fn held_delivery_stays_invisible() {
         .publish(&topic, "k", Bytes::from_static(b"slow"))
         .await
         .expect("publish");
-    let d = recv(&mut a).await;
-    nothing_within(&mut b, Duration::from_secs(6)).await;
+    let d = recv(&mut a, "the held delivery").await;
+    nothing_within(
+        &mut b,
+        Duration::from_secs(6),
+        "the other consumer, while the delivery is held",
+    )
+    .await;
     d.ack().await.expect("ack");
-    nothing_within(&mut b, Duration::from_secs(3)).await;
+    nothing_within(
+        &mut b,
+        Duration::from_secs(3),
+        "the other consumer, after the ack",
+    )
+    .await;
 }
 
 /// A nack with a 1.5 s delay comes back after it (whole seconds: 2 s), counted.
@@ -120,13 +132,13 @@ async fn delayed_nack() {
         .publish(&topic, "k", Bytes::from_static(b"later"))
         .await
         .expect("publish");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the delivery to nack").await;
     assert_eq!(d.redeliveries, 0);
     let nacked = Instant::now();
     d.nack(Some(Duration::from_millis(1500)))
         .await
         .expect("nack");
-    let d = recv_within(&mut sub, Duration::from_secs(10)).await;
+    let d = recv_within(&mut sub, Duration::from_secs(10), "the delayed redelivery").await;
     assert!(
         nacked.elapsed() >= Duration::from_millis(1500),
         "{:?}",
@@ -145,7 +157,7 @@ async fn recv_nack_too_long(broker: &SqsBroker, topic: &str, group: &str) -> Err
         .publish(topic, "k", Bytes::from_static(b"much later"))
         .await
         .expect("publish");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the delivery to nack").await;
     d.nack(Some(Duration::from_secs(3600)))
         .await
         .expect_err("a delay over 15 minutes")
@@ -166,7 +178,7 @@ fn a_dead_process_delivery_comes_back() {
             .publish(&topic, "k", Bytes::from_static(b"orphan"))
             .await
             .expect("publish");
-        let d = recv(&mut sub).await;
+        let d = recv(&mut sub, "the delivery the dying process holds").await;
         std::mem::forget(d);
         std::mem::forget(sub);
     });
@@ -176,7 +188,12 @@ fn a_dead_process_delivery_comes_back() {
         let broker = SqsBroker::connect(&url).await.expect("connect");
         let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
         let started = Instant::now();
-        let d = recv_within(&mut sub, Duration::from_secs(20)).await;
+        let d = recv_within(
+            &mut sub,
+            Duration::from_secs(20),
+            "the redelivery to another process",
+        )
+        .await;
         assert_eq!(&d.payload[..], b"orphan");
         assert!(d.redeliveries >= 1);
         assert!(started.elapsed() < Duration::from_secs(15));
@@ -199,7 +216,10 @@ async fn published_before_any_group_is_kept() {
         .await
         .expect("publish");
     let mut sub = broker.subscribe(&topic, "late").await.expect("subscribe");
-    let mut got = vec![take(&mut sub).await, take(&mut sub).await];
+    let mut got = vec![
+        take(&mut sub, "a held message").await,
+        take(&mut sub, "the other held message").await,
+    ];
     got.sort();
     assert_eq!(
         got,
@@ -213,7 +233,10 @@ async fn published_before_any_group_is_kept() {
         .publish(&topic, "k3", Bytes::from_static(b"direct"))
         .await
         .expect("publish");
-    assert_eq!(&take(&mut sub).await[..], b"direct");
+    assert_eq!(
+        &take(&mut sub, "the message published to the group queue").await[..],
+        b"direct"
+    );
 }
 
 /// A group queue deleted by hand: publish forgets it and, with no group left, keeps the
@@ -246,7 +269,10 @@ async fn deleted_group_queue_is_forgotten() {
         .await
         .expect("publish after the group queue was deleted");
     let mut sub = broker.subscribe(&topic, "new").await.expect("subscribe");
-    assert_eq!(&take(&mut sub).await[..], b"kept");
+    assert_eq!(
+        &take(&mut sub, "the message kept for the next group").await[..],
+        b"kept"
+    );
 }
 
 /// The largest payload round-trips intact; one byte more is `TooLarge`.
@@ -263,7 +289,7 @@ async fn size_limits() {
         .publish(&topic, "big", payload.clone())
         .await
         .expect("publish the largest payload");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "the largest payload").await;
     assert!(d.payload == payload, "payload changed");
     d.ack().await.expect("ack");
     let too_big = Bytes::from(vec![0u8; MAX_MESSAGE_BYTES + 1]);
@@ -289,18 +315,18 @@ async fn fifo_key_order_survives_nack_and_drop() {
         .map(|i| ("the-key".to_owned(), Bytes::from(format!("m{i}"))))
         .collect();
     broker.publish_batch(&topic, batch).await.expect("batch");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "m0").await;
     assert_eq!(&d.payload[..], b"m0");
     d.nack(None).await.expect("nack");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "m0 after its nack").await;
     assert_eq!(&d.payload[..], b"m0", "m0 was overtaken after its nack");
     assert!(d.redeliveries >= 1);
     d.ack().await.expect("ack");
-    let d = recv(&mut sub).await;
+    let d = recv(&mut sub, "m1").await;
     assert_eq!(&d.payload[..], b"m1");
     drop(d);
     for i in 1..5 {
-        let d = recv(&mut sub).await;
+        let d = recv(&mut sub, "a message after the drop").await;
         assert_eq!(
             d.payload,
             Bytes::from(format!("m{i}")),
@@ -308,7 +334,7 @@ async fn fifo_key_order_survives_nack_and_drop() {
         );
         d.ack().await.expect("ack");
     }
-    nothing_within(&mut sub, Duration::from_millis(500)).await;
+    nothing_within(&mut sub, Duration::from_millis(500), "after every message").await;
 }
 
 /// An endpoint where nothing listens: `Unavailable`, retryable.
@@ -367,7 +393,7 @@ async fn empty_key_and_payload() {
     broker.publish_batch(&topic, batch).await.expect("batch");
     let mut got = Vec::new();
     for _ in 0..6 {
-        let d = recv(&mut sub).await;
+        let d = recv(&mut sub, "an empty key or payload").await;
         got.push((d.key.clone(), d.payload.clone()));
         d.ack().await.expect("ack");
     }
@@ -397,7 +423,14 @@ async fn deleted_holding_queue_is_created_again() {
         .await
         .expect("publish after the holding queue was deleted");
     let mut sub = broker.subscribe(&topic, "g").await.expect("subscribe");
-    assert_eq!(&take(&mut sub).await[..], b"kept");
+    assert_eq!(
+        &take(
+            &mut sub,
+            "the message published after the holding queue was deleted"
+        )
+        .await[..],
+        b"kept"
+    );
 }
 
 /// The holding-queue mover meets a group queue that was deleted (one this process still
@@ -424,8 +457,8 @@ async fn mover_forgets_a_deleted_group_queue() {
         .subscribe(&topic, "b-live")
         .await
         .expect("subscribe");
-    assert_eq!(&take(&mut live).await[..], b"moved");
-    nothing_within(&mut live, Duration::from_secs(2)).await;
+    assert_eq!(&take(&mut live, "the moved message").await[..], b"moved");
+    nothing_within(&mut live, Duration::from_secs(2), "after the moved message").await;
 }
 
 /// FIFO: a key's next buffered message waits until the key's delivery is settled (other keys
@@ -444,18 +477,23 @@ async fn fifo_key_waits_for_its_delivery() {
         ("J".to_owned(), Bytes::from_static(b"j0")),
     ];
     broker.publish_batch(&topic, batch).await.expect("batch");
-    let k0 = recv(&mut sub).await;
+    let k0 = recv(&mut sub, "k0").await;
     assert_eq!(&k0.payload[..], b"k0");
-    let j0 = recv(&mut sub).await;
+    let j0 = recv(&mut sub, "j0").await;
     assert_eq!(&j0.payload[..], b"j0", "another key passes a busy one");
     j0.ack().await.expect("ack");
-    nothing_within(&mut sub, Duration::from_millis(1500)).await;
+    nothing_within(
+        &mut sub,
+        Duration::from_millis(1500),
+        "k1, while k0 is held",
+    )
+    .await;
     // Nack k0 while a next() (and its poll) is in flight.
     let nack = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         k0.nack(None).await
     });
-    let again = recv(&mut sub).await;
+    let again = recv(&mut sub, "k0 after its nack").await;
     nack.await.expect("join").expect("nack");
     assert_eq!(&again.payload[..], b"k0", "k1 overtook k0");
     assert_eq!(again.redeliveries, 1, "k0 was received more than twice");
@@ -466,8 +504,8 @@ async fn fifo_key_waits_for_its_delivery() {
         "k1 handed out while k0 is in process"
     );
     again.ack().await.expect("ack");
-    let k1 = recv(&mut sub).await;
+    let k1 = recv(&mut sub, "k1").await;
     assert_eq!(&k1.payload[..], b"k1");
     k1.ack().await.expect("ack");
-    nothing_within(&mut sub, Duration::from_millis(500)).await;
+    nothing_within(&mut sub, Duration::from_millis(500), "after every message").await;
 }

@@ -1,4 +1,7 @@
-//! Broker conformance suite: every [`Broker`] driver runs [`run_all`] with a [`BrokerFactory`].
+//! Broker conformance suite: every [`Broker`] driver runs [`run_all`] with a
+//! [`Factory<dyn Broker>`](Factory); and helpers for a broker's own tests ([`recv`],
+//! [`recv_within`], [`take`], [`take_within`], [`nothing_within`], [`text`]; names from
+//! [`unique`]).
 //!
 //! Each test uses topic and group names of its own (with a random suffix), so one external
 //! broker can serve the whole suite. Every test subscribes before it publishes (a broker need
@@ -12,34 +15,44 @@
 //!
 //! [`competing_consumers`] needs a broker that spreads a group's messages over its consumers
 //! (both of its two must get some): a Kafka topic needs two partitions or more for it.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use weir_broker_memory::MemoryBroker;
+//! use weir_core::broker::Broker;
+//! use weir_core::testkit::broker::run_all;
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     // A fresh broker for every test…
+//!     run_all(&|| async { Arc::new(MemoryBroker::new()) as Arc<dyn Broker> }).await;
+//!     // …or one shared by every test, as an external broker would be.
+//!     let shared: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+//!     run_all(&move || std::future::ready(shared.clone())).await;
+//! }
+//! ```
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::timeout;
 
+use super::{Factory, unique};
 use crate::broker::{Broker, BrokerCapabilities, Delivery, Subscription};
 
-/// How long a delivery that should come may take.
-const WAIT: Duration = Duration::from_secs(10);
+/// How long a delivery that should come may take ([`recv`], [`take`]).
+pub const WAIT: Duration = Duration::from_secs(10);
 /// How long a redelivery after a consumer died may take (brokers with visibility timeouts).
-const REDELIVERY_WAIT: Duration = Duration::from_secs(60);
+pub const REDELIVERY_WAIT: Duration = Duration::from_secs(60);
 /// How long to watch for a delivery that should not come.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// Gives each test a broker to run against.
-#[async_trait]
-pub trait BrokerFactory: Send + Sync {
-    /// A broker for one test (fresh, or shared: tests use names of their own).
-    async fn broker(&self) -> Arc<dyn Broker>;
-}
-
 /// Runs every test of the suite, one after the other.
-pub async fn run_all(factory: &dyn BrokerFactory) {
+pub async fn run_all(factory: &dyn Factory<dyn Broker>) {
     publish_consume_ack(factory).await;
     nack_redelivers(factory).await;
     nack_with_delay(factory).await;
@@ -51,34 +64,52 @@ pub async fn run_all(factory: &dyn BrokerFactory) {
     publish_batch(factory).await;
 }
 
-/// A name unique to this test run: `weir-conf-{what}-{random hex}` (safe for any broker).
-fn unique(what: &str) -> String {
-    format!("weir-conf-{what}-{:016x}", rand::random::<u64>())
-}
-
 /// Waits up to `within` for the next delivery; panics naming `what` on timeout or error.
-async fn recv_within(sub: &mut Box<dyn Subscription>, within: Duration, what: &str) -> Delivery {
+pub async fn recv_within(
+    sub: &mut Box<dyn Subscription>,
+    within: Duration,
+    what: &str,
+) -> Delivery {
     match timeout(within, sub.next()).await {
         Ok(Ok(delivery)) => delivery,
-        Ok(Err(e)) => panic!("broker conformance: {what}: next() failed: {e}"),
-        Err(_) => panic!("broker conformance: {what}: no delivery within {within:?}"),
+        Ok(Err(e)) => panic!("{what}: next() failed: {e}"),
+        Err(_) => panic!("{what}: no delivery within {within:?}"),
     }
 }
 
-async fn recv(sub: &mut Box<dyn Subscription>, what: &str) -> Delivery {
+/// Waits up to [`WAIT`] for the next delivery; panics naming `what` on timeout or error.
+pub async fn recv(sub: &mut Box<dyn Subscription>, what: &str) -> Delivery {
     recv_within(sub, WAIT, what).await
 }
 
-/// Panics if a delivery arrives within [`QUIET`].
-async fn expect_nothing(sub: &mut Box<dyn Subscription>, what: &str) {
-    if let Ok(result) = timeout(QUIET, sub.next()).await {
-        panic!("broker conformance: {what}: unexpected delivery {result:?}");
+/// Receives (waiting up to `within`) and acks; returns the payload. Panics naming `what`.
+pub async fn take_within(sub: &mut Box<dyn Subscription>, within: Duration, what: &str) -> Bytes {
+    let delivery = recv_within(sub, within, what).await;
+    let payload = delivery.payload.clone();
+    ack(delivery, what).await;
+    payload
+}
+
+/// Receives (waiting up to [`WAIT`]) and acks; returns the payload. Panics naming `what`.
+pub async fn take(sub: &mut Box<dyn Subscription>, what: &str) -> Bytes {
+    take_within(sub, WAIT, what).await
+}
+
+/// Panics naming `what` if a delivery (or an error) arrives within `within`.
+pub async fn nothing_within(sub: &mut Box<dyn Subscription>, within: Duration, what: &str) {
+    if let Ok(result) = timeout(within, sub.next()).await {
+        panic!("{what}: unexpected delivery within {within:?}: {result:?}");
     }
+}
+
+/// The payload of `delivery` as text (invalid UTF-8 replaced).
+pub fn text(delivery: &Delivery) -> String {
+    String::from_utf8_lossy(&delivery.payload).into_owned()
 }
 
 async fn ack(delivery: Delivery, what: &str) {
     if let Err(e) = delivery.ack().await {
-        panic!("broker conformance: {what}: ack failed: {e}");
+        panic!("{what}: ack failed: {e}");
     }
 }
 
@@ -95,17 +126,13 @@ async fn publish(broker: &dyn Broker, topic: &str, key: &str, payload: impl Into
     }
 }
 
-fn text(delivery: &Delivery) -> String {
-    String::from_utf8_lossy(&delivery.payload).into_owned()
-}
-
 fn skip(test: &str, caps: BrokerCapabilities, why: &str) {
     eprintln!("broker conformance: skipping {test}: {why} ({caps:?})");
 }
 
 /// Publish, consume, ack: payload and key arrive intact, and nothing comes again after the ack.
-pub async fn publish_consume_ack(factory: &dyn BrokerFactory) {
-    let broker = factory.broker().await;
+pub async fn publish_consume_ack(factory: &dyn Factory<dyn Broker>) {
+    let broker = factory.make().await;
     let (topic, group) = (unique("ack"), unique("g"));
     let mut sub = subscribe(&*broker, &topic, &group).await;
     publish(&*broker, &topic, "key-1", &b"hello \x00\xff world"[..]).await;
@@ -122,12 +149,17 @@ pub async fn publish_consume_ack(factory: &dyn BrokerFactory) {
         "broker conformance: first delivery counts redeliveries"
     );
     ack(d, "publish_consume_ack").await;
-    expect_nothing(&mut sub, "publish_consume_ack: redelivered after ack").await;
+    nothing_within(
+        &mut sub,
+        QUIET,
+        "publish_consume_ack: redelivered after ack",
+    )
+    .await;
 }
 
 /// A nacked message is delivered again, with `redeliveries` ≥ 1.
-pub async fn nack_redelivers(factory: &dyn BrokerFactory) {
-    let broker = factory.broker().await;
+pub async fn nack_redelivers(factory: &dyn Factory<dyn Broker>) {
+    let broker = factory.make().await;
     let caps = broker.capabilities();
     if !caps.redelivers_on_nack {
         return skip("nack_redelivers", caps, "no redelivery on nack");
@@ -153,8 +185,8 @@ pub async fn nack_redelivers(factory: &dyn BrokerFactory) {
 }
 
 /// A nack with a 200 ms delay is redelivered after the delay, not before.
-pub async fn nack_with_delay(factory: &dyn BrokerFactory) {
-    let broker = factory.broker().await;
+pub async fn nack_with_delay(factory: &dyn Factory<dyn Broker>) {
+    let broker = factory.make().await;
     let caps = broker.capabilities();
     let delay = Duration::from_millis(200);
     if !caps.redelivers_on_nack || caps.max_native_delay.is_none_or(|max| max < delay) {
@@ -189,8 +221,8 @@ pub async fn nack_with_delay(factory: &dyn BrokerFactory) {
 }
 
 /// A consumer that dies holding an unacked delivery: a new consumer of the group gets it.
-pub async fn dead_consumer_delivery_redelivered(factory: &dyn BrokerFactory) {
-    let broker = factory.broker().await;
+pub async fn dead_consumer_delivery_redelivered(factory: &dyn Factory<dyn Broker>) {
+    let broker = factory.make().await;
     let (topic, group) = (unique("dead"), unique("g"));
     let mut sub = subscribe(&*broker, &topic, &group).await;
     publish(&*broker, &topic, "k", "orphaned").await;
@@ -225,10 +257,10 @@ pub async fn dead_consumer_delivery_redelivered(factory: &dyn BrokerFactory) {
 /// settling, any duplicate is a fault. This checks delivery, not speed: the case gives up
 /// after [`WAIT`] without a delivery to either consumer (or [`REDELIVERY_WAIT`] in all), so a
 /// slow service (a loaded CI machine) still passes as long as it makes progress.
-pub async fn competing_consumers(factory: &dyn BrokerFactory) {
+pub async fn competing_consumers(factory: &dyn Factory<dyn Broker>) {
     const N: usize = 100;
     const PROBE: &str = "probe-";
-    let broker = factory.broker().await;
+    let broker = factory.make().await;
     let (topic, group) = (unique("compete"), unique("g"));
     let subs = [
         subscribe(&*broker, &topic, &group).await,
@@ -321,9 +353,9 @@ pub async fn competing_consumers(factory: &dyn BrokerFactory) {
 }
 
 /// Two groups of one topic: each gets every message.
-pub async fn groups_each_get_everything(factory: &dyn BrokerFactory) {
+pub async fn groups_each_get_everything(factory: &dyn Factory<dyn Broker>) {
     const N: usize = 20;
-    let broker = factory.broker().await;
+    let broker = factory.make().await;
     let topic = unique("fanout");
     let mut a = subscribe(&*broker, &topic, &unique("ga")).await;
     let mut b = subscribe(&*broker, &topic, &unique("gb")).await;
@@ -346,9 +378,9 @@ pub async fn groups_each_get_everything(factory: &dyn BrokerFactory) {
 }
 
 /// With `ordered_by_key`, one consumer gets 50 messages of one key in publish order.
-pub async fn ordered_by_key(factory: &dyn BrokerFactory) {
+pub async fn ordered_by_key(factory: &dyn Factory<dyn Broker>) {
     const N: usize = 50;
-    let broker = factory.broker().await;
+    let broker = factory.make().await;
     let caps = broker.capabilities();
     if !caps.ordered_by_key {
         return skip("ordered_by_key", caps, "not ordered by key");
@@ -370,9 +402,9 @@ pub async fn ordered_by_key(factory: &dyn BrokerFactory) {
 }
 
 /// A 1 MiB payload round-trips intact when `max_message_bytes` allows it.
-pub async fn large_payload(factory: &dyn BrokerFactory) {
+pub async fn large_payload(factory: &dyn Factory<dyn Broker>) {
     const SIZE: usize = 1 << 20;
-    let broker = factory.broker().await;
+    let broker = factory.make().await;
     let caps = broker.capabilities();
     if caps.max_message_bytes < SIZE {
         return skip("large_payload", caps, "max_message_bytes below 1 MiB");
@@ -399,9 +431,9 @@ pub async fn large_payload(factory: &dyn BrokerFactory) {
 }
 
 /// `publish_batch` delivers every message of the batch.
-pub async fn publish_batch(factory: &dyn BrokerFactory) {
+pub async fn publish_batch(factory: &dyn Factory<dyn Broker>) {
     const N: usize = 50;
-    let broker = factory.broker().await;
+    let broker = factory.make().await;
     let (topic, group) = (unique("batch"), unique("g"));
     let mut sub = subscribe(&*broker, &topic, &group).await;
     let batch = (0..N)

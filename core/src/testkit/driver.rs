@@ -1,24 +1,70 @@
 //! Conformance suite for runtime drivers ([`Driver`]).
 //!
-//! A driver crate's test implements [`DriverHarness`]: it hands out the driver and builds a
-//! [`StepRequest`] that runs each [`Fixture`] (a tiny step program with a known behaviour) on it.
-//! Then it calls [`run_all`], or the individual test functions. Each test panics with a message
-//! naming what the driver did wrong.
+//! A driver crate's test implements [`DriverHarness`]: a [`Factory<dyn Driver>`](Factory)
+//! that hands out the driver (the same instance every time, or a new one), and builds a
+//! [`StepRequest`] that runs each [`Fixture`] (a tiny step program with a known behaviour) on
+//! it. Then it calls [`run_all`], or the individual test functions. Each test panics with a
+//! message naming what the driver did wrong.
 //!
-//! ```ignore
-//! #[tokio::test]
-//! async fn conformance() {
-//!     weir_core::testkit::driver::run_all(&MyHarness::new()).await;
+//! A harness for a driver that runs executables, every fixture a script of its own:
+//!
+//! ```no_run
+//! use std::path::PathBuf;
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use weir_core::driver::{DEFAULT_MAX_OUTPUT_BYTES, Driver, StepRequest};
+//! use weir_core::testkit::Factory;
+//! use weir_core::testkit::driver::{DriverHarness, Fixture, run_all};
+//!
+//! struct Harness {
+//!     driver: Arc<dyn Driver>,
+//!     /// Holds a script per fixture: `Echo` is `exec cat`, `Text` is `echo hello weir`, …
+//!     dir: PathBuf,
+//! }
+//!
+//! #[async_trait::async_trait]
+//! impl Factory<dyn Driver> for Harness {
+//!     async fn make(&self) -> Arc<dyn Driver> {
+//!         self.driver.clone()
+//!     }
+//! }
+//!
+//! impl DriverHarness for Harness {
+//!     fn request(&self, fixture: Fixture, input: Bytes, timeout: Duration) -> StepRequest {
+//!         StepRequest {
+//!             input,
+//!             function_id: "conformance".into(),
+//!             function_dir: self.dir.clone(),
+//!             run_id: "run-1".into(),
+//!             step_id: format!("{fixture:?}"),
+//!             attempt: 1,
+//!             path: Some(self.dir.join(format!("{fixture:?}"))),
+//!             runtime: serde_json::Map::new(),
+//!             timeout,
+//!             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+//!             env: Default::default(),
+//!         }
+//!     }
+//!
+//!     fn supports_argv(&self) -> bool {
+//!         true
+//!     }
+//! }
+//!
+//! async fn conformance(driver: Arc<dyn Driver>, dir: PathBuf) {
+//!     run_all(&Harness { driver, dir }).await;
 //! }
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use super::Factory;
 use crate::driver::{Driver, StepRequest, StepResult};
 use crate::error::{ErrorKind, Result};
 use crate::event::{Event, now_ms};
@@ -67,11 +113,9 @@ impl Fixture {
     ];
 }
 
-/// What a driver's test provides to run the suite.
-pub trait DriverHarness: Send + Sync {
-    /// The driver under test (the same instance may be returned every time).
-    fn driver(&self) -> Arc<dyn Driver>;
-
+/// What a driver's test provides to run the suite: the driver under test ([`Factory::make`];
+/// the same instance may be returned every time) and the request for each fixture.
+pub trait DriverHarness: Factory<dyn Driver> {
     /// A request that runs `fixture` with `input` as the step input document and `timeout`.
     fn request(&self, fixture: Fixture, input: Bytes, timeout: Duration) -> StepRequest;
 
@@ -325,7 +369,8 @@ async fn run(
 /// Executes with a guard, so a driver that ignores its timeout fails instead of hanging.
 async fn execute(h: &dyn DriverHarness, request: StepRequest) -> Result<StepResult> {
     let limit = request.timeout + TIMEOUT_SLACK;
-    match tokio::time::timeout(limit, h.driver().execute(request)).await {
+    let driver = h.make().await;
+    match tokio::time::timeout(limit, driver.execute(request)).await {
         Ok(result) => result,
         Err(_) => {
             panic!("the driver did not return within its timeout + {TIMEOUT_SLACK:?} ({limit:?})")

@@ -1,22 +1,33 @@
-//! EventStore conformance suite: every event store passes it.
+//! EventStore conformance suite: every event store runs [`run_all`] with a
+//! [`Factory<dyn EventStore>`](Factory) that gives a fresh, empty store for each test.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use weir_core::events::EventStore;
+//! use weir_state_memory::MemoryEventStore;
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     weir_core::testkit::events::run_all(&|| async {
+//!         Arc::new(MemoryEventStore::new()) as Arc<dyn EventStore>
+//!     })
+//!     .await;
+//! }
+//! ```
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::json;
 
+use super::Factory;
 use crate::event::Event;
 use crate::events::{EventFilter, EventStore};
 
-/// Gives a fresh, empty store for each test.
-pub type EventStoreFactory =
-    dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn EventStore>> + Send>> + Sync;
-
 /// Runs every EventStore conformance test.
-pub async fn run_all(factory: &EventStoreFactory) {
-    append_is_idempotent_by_id(factory().await).await;
-    scan_filters_and_orders(factory().await).await;
+pub async fn run_all(factory: &dyn Factory<dyn EventStore>) {
+    append_is_idempotent_by_id(factory).await;
+    scan_filters_and_orders(factory).await;
 }
 
 fn event(name: &str, ts: i64, user: &str) -> Event {
@@ -28,7 +39,8 @@ fn event(name: &str, ts: i64, user: &str) -> Event {
 }
 
 /// The first version of an id is kept; `append` says which events were new.
-pub async fn append_is_idempotent_by_id(store: Arc<dyn EventStore>) {
+pub async fn append_is_idempotent_by_id(factory: &dyn Factory<dyn EventStore>) {
+    let store = factory.make().await;
     let first = event("t/a", 1000, "u");
     let appended = store
         .append(&[Arc::new(first.clone())])
@@ -44,7 +56,8 @@ pub async fn append_is_idempotent_by_id(store: Arc<dyn EventStore>) {
 }
 
 /// Scans by name, time range and user, oldest or newest first, with a limit.
-pub async fn scan_filters_and_orders(store: Arc<dyn EventStore>) {
+pub async fn scan_filters_and_orders(factory: &dyn Factory<dyn EventStore>) {
+    let store = factory.make().await;
     let name = format!("t/{}", ulid::Ulid::new());
     let events: Vec<Event> = (0..10)
         .map(|i| {

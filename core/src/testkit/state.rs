@@ -1,47 +1,50 @@
-//! StateStore conformance suite: every state driver passes it.
+//! StateStore conformance suite: every state driver runs [`run_all`] with a
+//! [`Factory<dyn StateStore>`](Factory) that gives a fresh, empty store for each test.
 //!
-//! ```ignore
-//! #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-//! async fn conformance() {
-//!     weir_core::testkit::state::run_all(&|| async { Arc::new(MyStore::new()) as Arc<dyn StateStore> }).await;
+//! ```
+//! use std::sync::Arc;
+//!
+//! use weir_core::state::StateStore;
+//! use weir_state_memory::MemoryStateStore;
+//!
+//! #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+//! async fn main() {
+//!     weir_core::testkit::state::run_all(&|| async {
+//!         Arc::new(MemoryStateStore::new()) as Arc<dyn StateStore>
+//!     })
+//!     .await;
 //! }
 //! ```
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
+use super::Factory;
 use crate::event::{Event, now_ms};
 use crate::run::{Run, RunFilter, RunStatus, StepState, StepStatus};
 use crate::state::{
     AttemptOutcome, CreateRun, JoinRule, StartAttempt, StateStore, StepMessage, Timer, TimerAction,
 };
 
-/// Gives a fresh, empty store for each test.
-pub type StoreFactory =
-    dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn StateStore>> + Send>> + Sync;
-
 /// Runs every StateStore conformance test.
-pub async fn run_all(factory: &StoreFactory) {
-    create_run_is_idempotent_by_key(factory().await).await;
-    attempt_lifecycle(factory().await).await;
-    concurrent_finish_has_one_winner(factory().await).await;
-    concurrent_start_has_one_winner(factory().await).await;
-    edges_are_recorded_once(factory().await).await;
-    transitions_are_compare_and_set(factory().await).await;
-    retry_moves_to_waiting_and_schedules_the_timer(factory().await).await;
-    timers_fire_once_in_due_order(factory().await).await;
-    finish_run_once_and_list_runs(factory().await).await;
-    last_open_step_finishes_the_run(factory().await).await;
-    blobs_round_trip_and_expire(factory().await).await;
-    expired_leases_are_taken_over(factory().await).await;
-    joins_are_decided_once(factory().await).await;
-    start_with_state_returns_the_run_state(factory().await).await;
-    finished_runs_are_deleted_after_the_retention(factory().await).await;
+pub async fn run_all(factory: &dyn Factory<dyn StateStore>) {
+    create_run_is_idempotent_by_key(factory).await;
+    attempt_lifecycle(factory).await;
+    concurrent_finish_has_one_winner(factory).await;
+    concurrent_start_has_one_winner(factory).await;
+    edges_are_recorded_once(factory).await;
+    transitions_are_compare_and_set(factory).await;
+    retry_moves_to_waiting_and_schedules_the_timer(factory).await;
+    timers_fire_once_in_due_order(factory).await;
+    finish_run_once_and_list_runs(factory).await;
+    last_open_step_finishes_the_run(factory).await;
+    blobs_round_trip_and_expire(factory).await;
+    expired_leases_are_taken_over(factory).await;
+    joins_are_decided_once(factory).await;
+    start_with_state_returns_the_run_state(factory).await;
+    finished_runs_are_deleted_after_the_retention(factory).await;
 }
 
 /// A lease long enough never to expire during a test.
@@ -86,7 +89,8 @@ pub fn sample_run(function_id: &str, user: &str) -> Run {
 
 /// Creating a run twice with the same key (and so the same id, see [`Run::id_for_key`]) keeps
 /// the first and returns it, even when the second copy differs (a later routing of the event).
-pub async fn create_run_is_idempotent_by_key(store: Arc<dyn StateStore>) {
+pub async fn create_run_is_idempotent_by_key(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     assert_eq!(
         store.create_run(&run).await.expect("create"),
@@ -128,7 +132,8 @@ pub async fn create_run_is_idempotent_by_key(store: Arc<dyn StateStore>) {
 
 /// A blob comes back byte for byte (1 MiB, every byte value), is replaced by a second put
 /// under its id, and is gone once its TTL passed; an unknown id is `None`.
-pub async fn blobs_round_trip_and_expire(store: Arc<dyn StateStore>) {
+pub async fn blobs_round_trip_and_expire(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let id = unique("blob");
     let data: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
     store
@@ -174,7 +179,8 @@ pub async fn blobs_round_trip_and_expire(store: Arc<dyn StateStore>) {
 
 /// The transition that closes a run's last open step finishes the run in the same call:
 /// completed when no step failed, failed when one did; the run is finished once.
-pub async fn last_open_step_finishes_the_run(store: Arc<dyn StateStore>) {
+pub async fn last_open_step_finishes_the_run(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     for fail in [false, true] {
         let run = sample_run(&unique("fn"), "u1");
         store.create_run(&run).await.expect("create");
@@ -250,7 +256,8 @@ pub async fn last_open_step_finishes_the_run(store: Arc<dyn StateStore>) {
 }
 
 /// start → finish records the output once; a second finish or a stale attempt changes nothing.
-pub async fn attempt_lifecycle(store: Arc<dyn StateStore>) {
+pub async fn attempt_lifecycle(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     assert!(
@@ -299,7 +306,8 @@ pub async fn attempt_lifecycle(store: Arc<dyn StateStore>) {
 }
 
 /// Eight tasks saving the same step's output at once: exactly one wins, its output is kept.
-pub async fn concurrent_finish_has_one_winner(store: Arc<dyn StateStore>) {
+pub async fn concurrent_finish_has_one_winner(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     assert!(started(&*store, &run.id, "a", 1).await);
@@ -343,7 +351,8 @@ pub async fn concurrent_finish_has_one_winner(store: Arc<dyn StateStore>) {
 }
 
 /// Eight tasks starting the same attempt: exactly one starts it.
-pub async fn concurrent_start_has_one_winner(store: Arc<dyn StateStore>) {
+pub async fn concurrent_start_has_one_winner(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     let mut tasks = Vec::new();
@@ -362,7 +371,8 @@ pub async fn concurrent_start_has_one_winner(store: Arc<dyn StateStore>) {
 }
 
 /// An edge is counted once however often it is resolved.
-pub async fn edges_are_recorded_once(store: Arc<dyn StateStore>) {
+pub async fn edges_are_recorded_once(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     let t1 = store
@@ -392,7 +402,8 @@ pub async fn edges_are_recorded_once(store: Arc<dyn StateStore>) {
 }
 
 /// `transition_step` applies only from the expected state and reports open steps.
-pub async fn transitions_are_compare_and_set(store: Arc<dyn StateStore>) {
+pub async fn transitions_are_compare_and_set(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     let t = store
@@ -422,7 +433,8 @@ pub async fn transitions_are_compare_and_set(store: Arc<dyn StateStore>) {
 }
 
 /// A retry moves the step to waiting and schedules its timer atomically.
-pub async fn retry_moves_to_waiting_and_schedules_the_timer(store: Arc<dyn StateStore>) {
+pub async fn retry_moves_to_waiting_and_schedules_the_timer(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     assert!(started(&*store, &run.id, "a", 1).await);
@@ -464,7 +476,8 @@ pub async fn retry_moves_to_waiting_and_schedules_the_timer(store: Arc<dyn State
 
 /// Timers are claimed when due, earliest first; a claimed timer is leased (not handed out
 /// again) until it is completed or its lease runs out; the same id is scheduled once.
-pub async fn timers_fire_once_in_due_order(store: Arc<dyn StateStore>) {
+pub async fn timers_fire_once_in_due_order(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let now = now_ms();
     let mk = |id: &str, due_ms: i64| Timer {
         id: id.to_string(),
@@ -586,7 +599,8 @@ pub async fn timers_fire_once_in_due_order(store: Arc<dyn StateStore>) {
 }
 
 /// A run finishes once; listing filters by function, status and user, newest first.
-pub async fn finish_run_once_and_list_runs(store: Arc<dyn StateStore>) {
+pub async fn finish_run_once_and_list_runs(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let function = unique("fn");
     let r1 = sample_run(&function, "alice");
     let mut r2 = sample_run(&function, "bob");
@@ -644,7 +658,8 @@ pub async fn finish_run_once_and_list_runs(store: Arc<dyn StateStore>) {
 
 /// A running attempt is busy for others while its lease lives (renewals extend it), and is
 /// taken over once the lease expired; the first result of the attempt wins.
-pub async fn expired_leases_are_taken_over(store: Arc<dyn StateStore>) {
+pub async fn expired_leases_are_taken_over(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     let t0 = now_ms();
@@ -734,7 +749,8 @@ pub async fn expired_leases_are_taken_over(store: Arc<dyn StateStore>) {
 
 /// `resolve_edge_and_join`: a join waits for its edges, queues (or skips) the child exactly
 /// once, and a recovering caller re-derives the same decision.
-pub async fn joins_are_decided_once(store: Arc<dyn StateStore>) {
+pub async fn joins_are_decided_once(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     let all = JoinRule {
@@ -813,7 +829,8 @@ pub async fn joins_are_decided_once(store: Arc<dyn StateStore>) {
 
 /// `start_attempt_with_state` starts the attempt and returns the run's state; a missing run is
 /// `(Stale, None)`.
-pub async fn start_with_state_returns_the_run_state(store: Arc<dyn StateStore>) {
+pub async fn start_with_state_returns_the_run_state(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let run = sample_run(&unique("fn"), "u1");
     store.create_run(&run).await.expect("create");
     let now = now_ms();
@@ -874,7 +891,8 @@ pub async fn start_with_state_returns_the_run_state(store: Arc<dyn StateStore>) 
 /// skipping the last open step, an attempt closing it, or `finish_run`); a running run stays,
 /// however old, and so does a run that ended after the horizon. A run created again under a
 /// deleted id is listed once.
-pub async fn finished_runs_are_deleted_after_the_retention(store: Arc<dyn StateStore>) {
+pub async fn finished_runs_are_deleted_after_the_retention(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
     let function = unique("fn");
     let by_join = sample_run(&function, "alice");
     let by_attempt = sample_run(&function, "alice");

@@ -102,7 +102,7 @@ async fn a_weir_killed_mid_step_leaves_an_orphan_that_the_next_start_removes() {
         .await;
     // The harness's own driver is still usable.
     let result = h
-        .driver()
+        .driver
         .execute(h.request(Fixture::Text, Bytes::new(), Duration::from_secs(20)))
         .await
         .expect("execute");

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -13,6 +14,7 @@ use serde_json::{Map, Value, json};
 use weir_core::ErrorKind;
 use weir_core::driver::{DEFAULT_MAX_OUTPUT_BYTES, Driver, StepRequest};
 use weir_core::protocol::{Outcome, classify};
+use weir_core::testkit::Factory;
 use weir_core::testkit::driver::{self as suite, DriverHarness, Fixture};
 use weir_driver_http::{DEFAULT_TOLERANCE, HttpDriver, HttpDriverConfig, SIGNATURE_HEADER, verify};
 
@@ -97,11 +99,14 @@ async fn record(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> im
     body
 }
 
-impl DriverHarness for Harness {
-    fn driver(&self) -> Arc<dyn Driver> {
+#[async_trait]
+impl Factory<dyn Driver> for Harness {
+    async fn make(&self) -> Arc<dyn Driver> {
         self.driver.clone()
     }
+}
 
+impl DriverHarness for Harness {
     fn request(&self, fixture: Fixture, input: Bytes, timeout: Duration) -> StepRequest {
         let fixture = if fixture == Fixture::EchoArg {
             Fixture::Echo

@@ -10,13 +10,13 @@ use weir_core::ErrorKind;
 use weir_core::driver::Driver;
 use weir_core::protocol::{Outcome, classify, parse_output};
 use weir_core::testkit::driver as suite;
+use weir_core::testkit::unique;
 use weir_driver_lambda::{
     DeployAction, LambdaDriver, LambdaDriverConfig, deployed_function_name, package_dir,
 };
 
 use common::{
     ACCOUNT, Functions, create_function, docker_moto, driver, queue_answers, request, simple_moto,
-    unique,
 };
 
 /// The function's configuration at moto.

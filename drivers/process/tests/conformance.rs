@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use weir_core::ErrorKind;
 use weir_core::driver::{DEFAULT_MAX_OUTPUT_BYTES, Driver, StepRequest};
 use weir_core::protocol::parse_output;
+use weir_core::testkit::Factory;
 use weir_core::testkit::driver::{self as suite, DriverHarness, Fixture};
 use weir_driver_process::{MAX_ARG_BYTES, ProcessDriver};
 
@@ -79,11 +81,14 @@ impl Harness {
     }
 }
 
-impl DriverHarness for Harness {
-    fn driver(&self) -> Arc<dyn Driver> {
+#[async_trait]
+impl Factory<dyn Driver> for Harness {
+    async fn make(&self) -> Arc<dyn Driver> {
         self.driver.clone()
     }
+}
 
+impl DriverHarness for Harness {
     fn request(&self, fixture: Fixture, input: Bytes, timeout: Duration) -> StepRequest {
         self.request_for(self.dir.path().join(format!("{fixture:?}")), input, timeout)
     }

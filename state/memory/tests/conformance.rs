@@ -8,16 +8,16 @@ use weir_state_memory::{MemoryEventStore, MemoryStateStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn state_store_conformance() {
-    weir_core::testkit::state::run_all(&|| {
-        Box::pin(async { Arc::new(MemoryStateStore::new()) as Arc<dyn StateStore> })
+    weir_core::testkit::state::run_all(&|| async {
+        Arc::new(MemoryStateStore::new()) as Arc<dyn StateStore>
     })
     .await;
 }
 
 #[tokio::test]
 async fn event_store_conformance() {
-    weir_core::testkit::events::run_all(&|| {
-        Box::pin(async { Arc::new(MemoryEventStore::new()) as Arc<dyn EventStore> })
+    weir_core::testkit::events::run_all(&|| async {
+        Arc::new(MemoryEventStore::new()) as Arc<dyn EventStore>
     })
     .await;
 }

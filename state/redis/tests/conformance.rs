@@ -7,11 +7,11 @@ use std::sync::Arc;
 use weir_core::Event;
 use weir_core::events::EventStore;
 use weir_core::state::StateStore;
-use weir_core::testkit::service_url;
+use weir_core::testkit::{service_url, url_with};
 
+/// `base` with a key prefix of its own.
 fn url_with_fresh_prefix(base: &str) -> String {
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}prefix=weirtest-{}", ulid::Ulid::new())
+    url_with(base, &format!("prefix=weirtest-{}", ulid::Ulid::new()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -21,13 +21,10 @@ async fn state_store_conformance() {
     };
     weir_core::testkit::state::run_all(&move || {
         let url = url_with_fresh_prefix(&base);
-        Box::pin(async move {
-            Arc::new(
-                weir_state_redis::RedisStateStore::connect(&url)
-                    .await
-                    .expect("connect"),
-            ) as Arc<dyn StateStore>
-        })
+        async move {
+            let store = weir_state_redis::RedisStateStore::connect(&url).await;
+            Arc::new(store.expect("connect")) as Arc<dyn StateStore>
+        }
     })
     .await;
 }
@@ -39,13 +36,10 @@ async fn event_store_conformance() {
     };
     weir_core::testkit::events::run_all(&move || {
         let url = url_with_fresh_prefix(&base);
-        Box::pin(async move {
-            Arc::new(
-                weir_state_redis::RedisEventStore::connect(&url)
-                    .await
-                    .expect("connect"),
-            ) as Arc<dyn EventStore>
-        })
+        async move {
+            let store = weir_state_redis::RedisEventStore::connect(&url).await;
+            Arc::new(store.expect("connect")) as Arc<dyn EventStore>
+        }
     })
     .await;
 }

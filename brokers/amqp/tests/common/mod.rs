@@ -1,48 +1,10 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (the broker helpers are weir-core's
+//! `testkit::broker`).
 #![allow(dead_code)]
-
-use std::time::Duration;
-
-use bytes::Bytes;
-use tokio::time::timeout;
-use weir_core::broker::{Delivery, Subscription};
 
 /// `WEIR_TEST_AMQP_URL` with `params` appended (`None`: skip; panics under `CI=true`).
 pub fn url_with(params: &str) -> Option<String> {
-    let base = weir_core::testkit::service_url("WEIR_TEST_AMQP_URL")?;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}{params}"))
-}
-
-/// A name unique to this test run.
-pub fn unique(what: &str) -> String {
-    format!("weir-atest-{what}-{:016x}", rand::random::<u64>())
-}
-
-pub async fn recv_within(sub: &mut Box<dyn Subscription>, within: Duration) -> Delivery {
-    timeout(within, sub.next())
-        .await
-        .expect("no delivery in time")
-        .expect("next failed")
-}
-
-pub async fn recv(sub: &mut Box<dyn Subscription>) -> Delivery {
-    recv_within(sub, Duration::from_secs(10)).await
-}
-
-/// Receives and acks; returns the payload.
-pub async fn take(sub: &mut Box<dyn Subscription>) -> Bytes {
-    let d = recv(sub).await;
-    let payload = d.payload.clone();
-    d.ack().await.expect("ack");
-    payload
-}
-
-/// Panics if a delivery arrives within `within`.
-pub async fn nothing_within(sub: &mut Box<dyn Subscription>, within: Duration) {
-    if let Ok(result) = timeout(within, sub.next()).await {
-        panic!("unexpected delivery {result:?}");
-    }
+    weir_core::testkit::service_url_with("WEIR_TEST_AMQP_URL", params)
 }
 
 /// Runs `rabbitmqctl` with `args` (the test RabbitMQ runs on this machine); panics on failure.

@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use weir_core::driver::{DEFAULT_MAX_OUTPUT_BYTES, Driver, StepRequest, StepSpec};
+use weir_core::testkit::Factory;
 use weir_core::testkit::driver::{DriverHarness, Fixture};
 use weir_core::testkit::service_url;
 use weir_driver_docker::{DockerDriver, DockerDriverConfig};
@@ -161,11 +163,14 @@ pub fn unique_run_id() -> String {
     )
 }
 
-impl DriverHarness for Harness {
-    fn driver(&self) -> Arc<dyn Driver> {
+#[async_trait]
+impl Factory<dyn Driver> for Harness {
+    async fn make(&self) -> Arc<dyn Driver> {
         self.driver.clone()
     }
+}
 
+impl DriverHarness for Harness {
     fn request(&self, fixture: Fixture, input: Bytes, timeout: Duration) -> StepRequest {
         self.request_for(&format!("{fixture:?}"), input, timeout)
     }

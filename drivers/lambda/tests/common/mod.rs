@@ -8,6 +8,8 @@
 //! moto's queue of answers is per account and region.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,11 +104,6 @@ pub async fn driver(url: &str, region: &str) -> Arc<LambdaDriver> {
         .with_endpoint(url)
         .with_static_credentials("test", "test", None);
     Arc::new(LambdaDriver::connect(config).await.expect("connect"))
-}
-
-/// A name unique to this test run.
-pub fn unique(what: &str) -> String {
-    format!("{what}-{:08x}", rand::random::<u32>())
 }
 
 /// A function directory holding step directories: `steps/<name>/<file>`.

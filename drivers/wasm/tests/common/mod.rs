@@ -1,6 +1,7 @@
 //! Shared by the driver's integration tests: the test modules, a driver, requests.
 #![allow(dead_code)] // Each test binary uses a part of it.
 
+pub mod harness;
 pub mod modules;
 
 use std::path::Path;
