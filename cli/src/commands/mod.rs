@@ -16,7 +16,6 @@ macro_rules! outp {
     }};
 }
 
-mod bench;
 mod dev;
 mod events;
 mod init;
@@ -57,8 +56,6 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// List the events a running server stored, newest first.
     Events(events::EventsArgs),
-    /// Load generator: measure ingest throughput and event→step latency; prints the figures.
-    Bench(bench::BenchArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -72,7 +69,6 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Init(a) => init::init(a),
         Command::Runs(a) => runs::runs(a).await,
         Command::Events(a) => events::events(a).await,
-        Command::Bench(a) => bench::bench(a).await,
     };
     match result {
         Ok(code) => code,

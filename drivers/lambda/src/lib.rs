@@ -21,7 +21,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod baseline;
 mod client;
 mod config;
 mod deploy;

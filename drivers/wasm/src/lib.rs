@@ -9,7 +9,6 @@
 //! `runtime.memory`, `runtime.fuel`, the step timeout (epoch interruption). The guest has no
 //! filesystem, network or `.env` variables unless `runtime.dirs` / `runtime.env` grant them.
 
-pub mod baseline;
 mod config;
 mod engine;
 mod instance;

@@ -1,4 +1,4 @@
-//! `weir bench runtimes`: the per-attempt cost of each runtime driver for a no-op step, beside
+//! `weir-bench runtimes`: the per-attempt cost of each runtime driver for a no-op step, beside
 //! the bare cost of the same work without weir.
 //!
 //! Attempts run one after the other (this is overhead per attempt, not throughput). Each row
@@ -51,7 +51,7 @@ pub(super) async fn runtimes(args: RuntimesArgs) -> Result<i32> {
         rows.push(lambda_row(&args, function).await?);
     }
     println!(
-        "weir bench runtimes: {} attempts each, one at a time (after {} warm-up attempts)",
+        "weir-bench runtimes: {} attempts each, one at a time (after {} warm-up attempts)",
         args.attempts, args.warmup
     );
     println!(
@@ -218,7 +218,7 @@ async fn bare_spawn(exe: &std::path::Path, input: &Bytes) -> Result<()> {
 async fn wasm_row(args: &RuntimesArgs, module: &std::path::Path) -> Result<Row> {
     let module = std::path::absolute(module)
         .map_err(|e| Error::new(ErrorKind::Config, "bench: the --wasm path").with_source(e))?;
-    let bare_wasm = Arc::new(weir_driver_wasm::baseline::BareWasm::new(&module)?);
+    let bare_wasm = Arc::new(crate::bare_wasm::BareWasm::new(&module)?);
     let payload = input();
     let bare = time(args.warmup, args.attempts, || {
         let bare_wasm = bare_wasm.clone();
@@ -246,7 +246,7 @@ async fn wasm_row(args: &RuntimesArgs, module: &std::path::Path) -> Result<Row> 
 async fn wasm_row(_: &RuntimesArgs, _: &std::path::Path) -> Result<Row> {
     Err(Error::new(
         ErrorKind::Config,
-        "--wasm needs a weir built with the `driver-wasm` feature",
+        "--wasm needs weir-bench built with the `driver-wasm` feature",
     ))
 }
 
@@ -296,14 +296,15 @@ async fn docker_row(args: &RuntimesArgs, image: &str) -> Result<Row> {
 async fn docker_row(_: &RuntimesArgs, _: &str) -> Result<Row> {
     Err(Error::new(
         ErrorKind::Config,
-        "--docker-image needs a weir built with the `driver-docker` feature",
+        "--docker-image needs weir-bench built with the `driver-docker` feature",
     ))
 }
 
 /// The lambda row: a bare SDK `Invoke` vs the lambda driver, the same existing function.
 #[cfg(feature = "driver-lambda")]
 async fn lambda_row(args: &RuntimesArgs, function: &str) -> Result<Row> {
-    use weir_driver_lambda::{LambdaDriver, LambdaDriverConfig, baseline::BareInvoke};
+    use crate::bare_lambda::BareInvoke;
+    use weir_driver_lambda::{LambdaDriver, LambdaDriverConfig};
     let driver = Arc::new(LambdaDriver::connect(LambdaDriverConfig::new()).await?);
     let bare_invoke = BareInvoke::new(&driver, function).await;
     let payload = input();
@@ -326,6 +327,6 @@ async fn lambda_row(args: &RuntimesArgs, function: &str) -> Result<Row> {
 async fn lambda_row(_: &RuntimesArgs, _: &str) -> Result<Row> {
     Err(Error::new(
         ErrorKind::Config,
-        "--lambda-function needs a weir built with the `driver-lambda` feature",
+        "--lambda-function needs weir-bench built with the `driver-lambda` feature",
     ))
 }

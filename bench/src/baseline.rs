@@ -1,5 +1,5 @@
 //! The bare baseline: an axum server that only parses the JSON body and answers like weir does,
-//! storing nothing; in-process or as `weir bench baseline-server`.
+//! storing nothing; in-process or as `weir-bench baseline-server`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -33,7 +33,7 @@ async fn baseline_events(body: Bytes) -> Response {
 
 pub(super) async fn baseline_server(args: BaselineServerArgs) -> weir_core::Result<i32> {
     let (listener, addr) = bind(args.listen).await?;
-    eprintln!("weir bench baseline-server listening on http://{addr} (POST /e/<any-key>)");
+    eprintln!("weir-bench baseline-server listening on http://{addr} (POST /e/<any-key>)");
     axum::serve(listener, baseline_router())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

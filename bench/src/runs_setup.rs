@@ -1,4 +1,4 @@
-//! What `weir bench runs` sets up: a local HTTP step server that counts step requests (and
+//! What `weir-bench runs` sets up: a local HTTP step server that counts step requests (and
 //! records first-step arrivals at a fixed rate), a chained bench function in a temporary
 //! directory, and the engine, with a counter of round trips to a Redis state store.
 
@@ -139,7 +139,7 @@ pub(super) fn write_function(steps: u64, target: &StepTarget<'_>) -> weir_core::
     }
     let definition = json!({
         "id": BENCH_FUNCTION_ID,
-        "name": "weir bench runs",
+        "name": "weir-bench runs",
         "triggers": [{"event": EVENT_NAME}],
         "steps": defs,
     });
@@ -160,7 +160,7 @@ pub(super) fn with_prefix(url: &str, prefix: &str) -> String {
 
 /// `url` with its secrets replaced by `***`.
 pub(super) fn redact(url: &str) -> String {
-    crate::config::redact_url(url)
+    weir::core::redact::redact_url(url)
 }
 
 /// Round trips made to the state store so far (a Redis state store only).
@@ -174,9 +174,9 @@ pub(super) async fn build(
     functions: &std::path::Path,
 ) -> weir_core::Result<(Engine, Option<RoundTrips>)> {
     let (engine, round_trips) = build_engine(state_url, broker_url).await?;
-    let mut loaded = crate::functions::load_all(functions, engine.drivers());
+    let mut loaded = weir::functions::load_all(functions, engine.drivers());
     // Compiles a wasm module now rather than in the first timed attempt.
-    crate::functions::prepare(engine.drivers(), &mut loaded).await;
+    weir::functions::prepare(engine.drivers(), &mut loaded).await;
     if let Some(e) = loaded.errors.first() {
         return Err(Error::internal(format!(
             "the bench function did not load: {e}"
@@ -200,8 +200,8 @@ async fn build_engine(
     let engine = Engine::new(EngineParts {
         state: Arc::new(state),
         events: Arc::new(events),
-        broker: crate::registry::open_broker(broker_url).await?,
-        drivers: crate::embedded::default_drivers(None).await?,
+        broker: weir::registry::open_broker(broker_url).await?,
+        drivers: weir::embedded::default_drivers(None).await?,
         config: EngineConfig::default(),
     });
     Ok((engine, Some(Box::new(move || conn.round_trips()))))
@@ -220,12 +220,12 @@ async fn plain_engine(
     state_url: &str,
     broker_url: &str,
 ) -> weir_core::Result<(Engine, Option<RoundTrips>)> {
-    let options = crate::embedded::EngineOptions {
+    let options = weir::embedded::EngineOptions {
         state_url: state_url.to_string(),
         broker_url: broker_url.to_string(),
         ..Default::default()
     };
-    Ok((crate::embedded::build_engine(&options).await?, None))
+    Ok((weir::embedded::build_engine(&options).await?, None))
 }
 
 #[cfg(test)]

@@ -1,15 +1,15 @@
-//! `weir bench brokers`: every message published is acked, with deliveries handled one at a
+//! `weir-bench brokers`: every message published is acked, with deliveries handled one at a
 //! time or concurrently (`--handlers`). The figures are not checked here (timing belongs to the
 //! benchmark); that the bench completes and says how it ran is.
 
 use std::process::Command;
 
 fn bench_brokers(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["bench", "brokers", "--broker", "memory://"])
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-bench"))
+        .args(["brokers", "--broker", "memory://"])
         .args(args)
         .output()
-        .expect("weir bench brokers");
+        .expect("weir-bench brokers");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

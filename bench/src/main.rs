@@ -1,21 +1,34 @@
-//! `weir bench`: a load generator that prints its figures.
+//! `weir-bench`: weir's load generator, which prints its figures.
 //!
-//! - `weir bench ingest` POSTs events to `/e/bench-key` with a fixed number of concurrent
+//! - `weir-bench ingest` POSTs events to `/e/bench-key` with a fixed number of concurrent
 //!   keep-alive HTTP/1.1 connections and prints throughput and request latency; `--baseline`
 //!   runs the same load against a bare axum server that only parses the JSON body.
-//! - `weir bench latency` measures event POSTed → first step started, in one process, with a
+//! - `weir-bench latency` measures event POSTed → first step started, in one process, with a
 //!   local HTTP step server.
-//! - `weir bench runs` measures runs completed per second through the whole engine, in one
+//! - `weir-bench runs` measures runs completed per second through the whole engine, in one
 //!   process, on any state store and broker (and, on Redis, the state round trips per step).
-//! - `weir bench brokers` measures publish + consume + ack throughput of each broker given,
+//! - `weir-bench brokers` measures publish + consume + ack throughput of each broker given,
 //!   as a table.
-//! - `weir bench runtimes` measures the per-attempt overhead of each runtime driver beside the
+//! - `weir-bench runtimes` measures the per-attempt overhead of each runtime driver beside the
 //!   bare cost of the same work.
-//! - `weir bench baseline-server` (hidden) serves the bare baseline as its own process.
+//! - `weir-bench baseline-server` (hidden) serves the bare baseline as its own process.
 //!
 //! This is how the project measures performance: figures come from release builds of this
-//! command, never from timed tests.
+//! binary, never from timed tests. The engine is the `weir` library's, with the drivers of the
+//! Cargo features this crate is built with (the same names as `weir`'s, forwarded to it).
 
+/// `println!` that ignores a closed stdout (`weir-bench … | head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+#[cfg(feature = "driver-lambda")]
+mod bare_lambda;
+#[cfg(feature = "driver-wasm")]
+mod bare_wasm;
 mod baseline;
 mod brokers;
 mod ingest;
@@ -31,13 +44,19 @@ mod stats;
 
 use std::net::SocketAddr;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// The event key every bench request is sent with.
 const BENCH_KEY: &str = "bench-key";
 
-/// Arguments of `weir bench`.
-#[derive(Debug, Args)]
+/// mimalloc, as in the `weir` binary: the engine's hot path allocates small JSON values per
+/// event, and the in-process figures must be those of the allocator `weir` runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// weir's load generator: ingest throughput, event → step latency, runs, brokers, runtimes.
+#[derive(Debug, Parser)]
+#[command(name = "weir-bench", version, about, long_about = None)]
 pub struct BenchArgs {
     /// Which benchmark to run.
     #[command(subcommand)]
@@ -64,12 +83,12 @@ pub enum BenchCommand {
     /// the bare cost of the same work without weir.
     Runtimes(RuntimesArgs),
     /// Serve the bare baseline (parse the JSON body, answer `{"ids":[],"status":200}`) as its own
-    /// process, for `weir bench ingest --baseline-url`.
+    /// process, for `weir-bench ingest --baseline-url`.
     #[command(hide = true)]
     BaselineServer(BaselineServerArgs),
 }
 
-/// Arguments of `weir bench ingest`.
+/// Arguments of `weir-bench ingest`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Targets:
@@ -81,7 +100,7 @@ Targets:
                       generator.
   --baseline          also an in-process bare axum server that only parses the JSON body; the same
                       load is run against it and the ratio weir/baseline is printed.
-  --baseline-url URL  a bare baseline served separately (`weir bench baseline-server --listen ADDR`).
+  --baseline-url URL  a bare baseline served separately (`weir-bench baseline-server --listen ADDR`).
 
 CPU columns (Linux): `bench cores` is the CPU this process used during the measurement divided by
 its duration (the load generator, plus the server when it is in-process); `srv cores` and
@@ -111,7 +130,7 @@ pub struct IngestArgs {
     /// Also run the same load against an in-process bare axum baseline and print the ratio.
     #[arg(long)]
     pub baseline: bool,
-    /// Run the same load against a separately served baseline (`weir bench baseline-server`).
+    /// Run the same load against a separately served baseline (`weir-bench baseline-server`).
     #[arg(long)]
     pub baseline_url: Option<String>,
     /// Warm-up per target, in seconds (same load, figures discarded).
@@ -132,7 +151,7 @@ pub struct IngestArgs {
     pub json: bool,
 }
 
-/// The HTTP client `weir bench ingest` sends with.
+/// The HTTP client `weir-bench ingest` sends with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClientKind {
     /// One shared `reqwest` client (HTTP/1.1, keep-alive, a pool of `--concurrency` connections).
@@ -143,7 +162,7 @@ pub enum ClientKind {
     Raw,
 }
 
-/// Arguments of `weir bench latency`.
+/// Arguments of `weir-bench latency`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Everything runs in this process: the embedded engine (memory state and broker) with one function
@@ -176,7 +195,7 @@ pub struct LatencyArgs {
     pub json: bool,
 }
 
-/// Arguments of `weir bench runs`.
+/// Arguments of `weir-bench runs`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Everything runs in this process: the engine with every role on --state and --broker, one function
@@ -237,7 +256,7 @@ pub struct RunsArgs {
     pub json: bool,
 }
 
-/// Arguments of `weir bench brokers`.
+/// Arguments of `weir-bench brokers`.
 #[derive(Debug, Args)]
 pub struct BrokersArgs {
     /// A broker URL (memory://, redis://…, amqp://…, kafka://…, kafka+mock:// for an in-process
@@ -269,7 +288,7 @@ pub struct BrokersArgs {
     pub timeout_secs: f64,
 }
 
-/// Arguments of `weir bench runtimes`.
+/// Arguments of `weir-bench runtimes`.
 #[derive(Debug, Args)]
 pub struct RuntimesArgs {
     /// Timed attempts per runtime.
@@ -293,7 +312,7 @@ pub struct RuntimesArgs {
     pub lambda_function: Option<String>,
 }
 
-/// Arguments of `weir bench baseline-server`.
+/// Arguments of `weir-bench baseline-server`.
 #[derive(Debug, Args)]
 pub struct BaselineServerArgs {
     /// Address to listen on.
@@ -301,13 +320,31 @@ pub struct BaselineServerArgs {
     pub listen: SocketAddr,
 }
 
-pub(super) async fn bench(args: BenchArgs) -> weir_core::Result<i32> {
-    match args.command {
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = BenchArgs::parse();
+    let result = match args.command {
         BenchCommand::Ingest(a) => ingest::ingest(a).await,
         BenchCommand::Latency(a) => latency::latency(a).await,
         BenchCommand::Runs(a) => runs::runs(a).await,
         BenchCommand::Brokers(a) => brokers::brokers(a).await,
         BenchCommand::Runtimes(a) => runtimes::runtimes(a).await,
         BenchCommand::BaselineServer(a) => baseline::baseline_server(a).await,
-    }
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    };
+    // As `weir` did: exit now, without waiting for tasks still running (servers, consumers).
+    std::process::exit(code);
 }

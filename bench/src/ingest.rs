@@ -1,4 +1,4 @@
-//! `weir bench ingest`: warm up and measure each target (weir, then the baselines) and print one
+//! `weir-bench ingest`: warm up and measure each target (weir, then the baselines) and print one
 //! row of throughput, latency and CPU per target.
 
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use super::load::{Load, LoadResult, Until, client, run_load};
 use super::local::{LocalWeir, serve_local};
 use super::stats::{Cpu, cpu_secs, ms};
 
-/// One printed row of `weir bench ingest`.
+/// One printed row of `weir-bench ingest`.
 struct Row {
     target: String,
     url: String,
@@ -190,7 +190,7 @@ pub(super) async fn ingest(args: IngestArgs) -> weir_core::Result<i32> {
         );
     } else {
         out!(
-            "weir bench ingest: {} events, batch {}, concurrency {}, client {:?}, warm-up {} s per target",
+            "weir-bench ingest: {} events, batch {}, concurrency {}, client {:?}, warm-up {} s per target",
             args.events,
             args.batch,
             args.concurrency,

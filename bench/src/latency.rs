@@ -1,4 +1,4 @@
-//! `weir bench latency`: event POSTed → first step started, all in this process (the engine, the
+//! `weir-bench latency`: event POSTed → first step started, all in this process (the engine, the
 //! API, a local HTTP step server that records arrivals, and the paced load).
 
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ async fn step_arrived(State(s): State<StepServer>, body: Body) -> Response {
     axum::Json(json!({})).into_response()
 }
 
-/// A temporary function directory, removed on drop (also used by `weir bench runs`).
+/// A temporary function directory, removed on drop (also used by `weir-bench runs`).
 pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
@@ -102,7 +102,7 @@ pub(super) async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
     let dir = TempDir::new()?;
     let definition = json!({
         "id": "bench-latency",
-        "name": "weir bench latency",
+        "name": "weir-bench latency",
         "triggers": [{"event": "bench/latency"}],
         "steps": {
             "step": {
@@ -151,7 +151,7 @@ pub(super) async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
     let total = warm + measured;
     if !quiet {
         eprintln!(
-            "weir bench latency: {} events/s, {warm} warm-up + {measured} measured events",
+            "weir-bench latency: {} events/s, {warm} warm-up + {measured} measured events",
             args.rate
         );
     }
@@ -240,7 +240,7 @@ pub(super) async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
         );
     } else {
         out!(
-            "weir bench latency: {} events/s target ({achieved:.1}/s achieved; tokio interval, \
+            "weir-bench latency: {} events/s target ({achieved:.1}/s achieved; tokio interval, \
              MissedTickBehavior::Delay) for {} s after {warm} warm-up events",
             args.rate,
             args.seconds

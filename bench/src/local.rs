@@ -8,8 +8,8 @@ use tokio::task::JoinHandle;
 use weir_core::Error;
 use weir_core::engine::{EngineHandle, Roles};
 
-use crate::api::EventKeys;
-use crate::embedded::{EngineOptions, build_engine};
+use weir::api::EventKeys;
+use weir::embedded::{EngineOptions, build_engine};
 
 /// Binds `addr`; returns the listener and the address it got.
 pub(super) async fn bind(
@@ -48,7 +48,7 @@ impl LocalWeir {
     pub(super) async fn start(functions: Option<&std::path::Path>) -> weir_core::Result<LocalWeir> {
         let engine = build_engine(&EngineOptions::default()).await?;
         if let Some(dir) = functions {
-            let loaded = crate::functions::load_all(dir, engine.drivers());
+            let loaded = weir::functions::load_all(dir, engine.drivers());
             if let Some(e) = loaded.errors.first() {
                 return Err(Error::internal(format!(
                     "the bench function did not load: {e}"
@@ -57,7 +57,7 @@ impl LocalWeir {
             engine.functions().replace(loaded.functions);
         }
         let handle = engine.start(Roles::ALL).await?;
-        let app = crate::api::router(engine.clone(), EventKeys::Any);
+        let app = weir::api::router(engine.clone(), EventKeys::Any);
         let (addr, server) = serve_local(app).await?;
         Ok(LocalWeir {
             url: format!("http://{addr}"),

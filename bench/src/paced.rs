@@ -1,4 +1,4 @@
-//! Paced POSTs for `weir bench latency`: events sent at a fixed rate, each in its own task, with
+//! Paced POSTs for `weir-bench latency`: events sent at a fixed rate, each in its own task, with
 //! their round trips measured.
 
 use std::sync::Arc;

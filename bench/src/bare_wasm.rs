@@ -1,6 +1,6 @@
-//! The bare cost of a WASI attempt without weir, for `weir bench runtimes`: wasmtime alone
+//! The bare cost of a WASI attempt without weir, for `weir-bench runtimes`: wasmtime alone
 //! instantiates a pre-linked module from a pooling allocator, runs `_start` with the input on
-//! stdin and as argv[1], and captures stdout and stderr in memory (async call, as the driver).
+//! stdin and as `argv[1]`, and captures stdout and stderr in memory (async call, as the driver).
 //! Its pool resets freed slots as the driver's does (pages kept resident), so the two compare
 //! the same wasmtime work.
 
@@ -42,8 +42,8 @@ impl BareWasm {
             .total_memories(16)
             .total_tables(16)
             .total_stacks(16)
-            .linear_memory_keep_resident(crate::engine::KEEP_RESIDENT)
-            .table_keep_resident(crate::engine::KEEP_RESIDENT)
+            .linear_memory_keep_resident(weir_driver_wasm::KEEP_RESIDENT)
+            .table_keep_resident(weir_driver_wasm::KEEP_RESIDENT)
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -1,4 +1,4 @@
-//! The bare cost of a Lambda attempt without weir, for `weir bench runtimes`: one
+//! The bare cost of a Lambda attempt without weir, for `weir-bench runtimes`: one
 //! aws-sdk-lambda `Invoke` (request/response, log tail) of the same function through the same
 //! client the driver uses, so the two differ only by the driver's own work.
 
@@ -7,7 +7,7 @@ use aws_sdk_lambda::types::{InvocationType, LogType};
 use bytes::Bytes;
 use weir_core::{Error, ErrorKind, Result};
 
-use crate::LambdaDriver;
+use weir_driver_lambda::LambdaDriver;
 
 /// Invokes one function bare.
 #[derive(Debug, Clone)]

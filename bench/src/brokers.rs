@@ -1,4 +1,4 @@
-//! `weir bench brokers`: publish + consume + ack throughput of each broker, as a table.
+//! `weir-bench brokers`: publish + consume + ack throughput of each broker, as a table.
 //!
 //! For each broker URL: one consumer group with `--consumers` competing subscriptions acking
 //! everything they get (each delivery before the next, or with `--handlers N` up to N at once,
@@ -19,7 +19,6 @@ use weir_core::broker::Broker;
 use weir_core::{Error, ErrorKind, Result};
 
 use super::BrokersArgs;
-use crate::registry::open_broker;
 
 /// One row of the table.
 struct Row {
@@ -32,11 +31,11 @@ struct Row {
 pub(super) async fn brokers(args: BrokersArgs) -> Result<i32> {
     let mut rows = Vec::new();
     for url in &args.broker {
-        let broker = open_broker(url).await?;
+        let broker = weir::registry::open_broker(url).await?;
         rows.push(measure(url, broker, &args).await?);
     }
     println!(
-        "weir bench brokers: {} messages of {} bytes, batches of {}, {} in flight, {} consumer(s), {} handler(s) each",
+        "weir-bench brokers: {} messages of {} bytes, batches of {}, {} in flight, {} consumer(s), {} handler(s) each",
         args.messages, args.size, args.batch, args.in_flight, args.consumers, args.handlers
     );
     println!(
@@ -65,7 +64,7 @@ pub(super) async fn brokers(args: BrokersArgs) -> Result<i32> {
 
 /// The URL without its query (and so without secrets), for the table.
 fn shown(url: &str) -> String {
-    crate::config::redact_url(url.split('?').next().unwrap_or(url))
+    weir::core::redact::redact_url(url.split('?').next().unwrap_or(url))
 }
 
 /// The payload of warm-up messages (bench messages are all `x`).

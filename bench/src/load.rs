@@ -1,6 +1,6 @@
-//! The load runner of `weir bench ingest`: a fixed number of workers, each with one request in
+//! The load runner of `weir-bench ingest`: a fixed number of workers, each with one request in
 //! flight, sending numbered events with reqwest or the raw client; and the checks every answer
-//! must pass (shared with `weir bench latency`).
+//! must pass (shared with `weir-bench latency`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

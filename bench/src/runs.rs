@@ -1,4 +1,4 @@
-//! `weir bench runs`: runs completed per second through the whole engine, in this process (the
+//! `weir-bench runs`: runs completed per second through the whole engine, in this process (the
 //! engine on the given state store and broker, a local HTTP step server, and the load), with the
 //! round trips a Redis state store makes per step; at a fixed rate, event → first step started.
 
@@ -196,7 +196,7 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
             None => format!("{total} events in batches of {}", args.batch),
         };
         eprintln!(
-            "weir bench runs: {} {} step(s), {load}; key prefix {prefix}",
+            "weir-bench runs: {} {} step(s), {load}; key prefix {prefix}",
             args.steps,
             runtime_name(&args)
         );
@@ -304,7 +304,7 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
         );
     } else {
         out!(
-            "weir bench runs: {} {} step(s) per run, state {}, broker {}",
+            "weir-bench runs: {} {} step(s) per run, state {}, broker {}",
             args.steps,
             runtime_name(&args),
             redact(&args.state),

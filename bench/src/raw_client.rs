@@ -157,10 +157,10 @@ async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::bench::BENCH_KEY;
-    use crate::commands::bench::baseline::baseline_router;
-    use crate::commands::bench::load::{check_answer, ingest_body};
-    use crate::commands::bench::local::serve_local;
+    use crate::BENCH_KEY;
+    use crate::baseline::baseline_router;
+    use crate::load::{check_answer, ingest_body};
+    use crate::local::serve_local;
 
     #[tokio::test]
     async fn raw_client_keeps_the_connection_and_checks_answers() {

@@ -1,4 +1,4 @@
-//! `weir bench runs --wasm MODULE`: single- and multi-step runs whose steps run a WASI module
+//! `weir-bench runs --wasm MODULE`: single- and multi-step runs whose steps run a WASI module
 //! through the engine, in one process. The figures are not checked here (timing belongs to the
 //! benchmark); that every run completes through the wasm runtime is.
 #![cfg(feature = "driver-wasm")]
@@ -31,13 +31,13 @@ fn noop_module() -> PathBuf {
 
 fn bench_runs(args: &[&str], module: &Path) -> (i32, Value, String) {
     let cache = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["bench", "runs", "--json", "--wasm"])
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-bench"))
+        .args(["runs", "--json", "--wasm"])
         .arg(module)
         .args(args)
         .env("WEIR_WASM_CACHE_DIR", cache.path())
         .output()
-        .expect("weir bench runs");
+        .expect("weir-bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let figures = serde_json::from_str(&stdout).unwrap_or(Value::Null);
