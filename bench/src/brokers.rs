@@ -30,8 +30,9 @@ struct Row {
 
 pub(super) async fn brokers(args: BrokersArgs) -> Result<i32> {
     let mut rows = Vec::new();
+    let app = weir::App::default();
     for url in &args.broker {
-        let broker = weir::registry::open_broker(url).await?;
+        let broker = app.registry().open_broker(url).await?;
         rows.push(measure(url, broker, &args).await?);
     }
     println!(

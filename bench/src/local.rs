@@ -9,7 +9,7 @@ use weir_core::Error;
 use weir_core::engine::{EngineHandle, Roles};
 
 use weir::api::EventKeys;
-use weir::embedded::{EngineOptions, build_engine};
+use weir::embedded::EngineOptions;
 
 /// Binds `addr`; returns the listener and the address it got.
 pub(super) async fn bind(
@@ -46,7 +46,9 @@ pub(super) struct LocalWeir {
 impl LocalWeir {
     /// Starts the engine (with `functions` loaded, if any) and serves the API on 127.0.0.1:0.
     pub(super) async fn start(functions: Option<&std::path::Path>) -> weir_core::Result<LocalWeir> {
-        let engine = build_engine(&EngineOptions::default()).await?;
+        let engine = weir::App::default()
+            .build_engine(&EngineOptions::default())
+            .await?;
         if let Some(dir) = functions {
             let loaded = weir::functions::load_all(dir, engine.drivers());
             if let Some(e) = loaded.errors.first() {

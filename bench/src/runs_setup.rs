@@ -192,16 +192,18 @@ async fn build_engine(
     broker_url: &str,
 ) -> weir_core::Result<(Engine, Option<RoundTrips>)> {
     use weir_core::engine::{EngineConfig, EngineParts};
+    use weir_core::registry::RuntimeSettings;
     if !(state_url.starts_with("redis://") || state_url.starts_with("rediss://")) {
         return plain_engine(state_url, broker_url).await;
     }
     let (state, events) = weir_state_redis::open(state_url).await?;
     let conn = state.conn().clone();
+    let app = weir::App::default();
     let engine = Engine::new(EngineParts {
         state: Arc::new(state),
         events: Arc::new(events),
-        broker: weir::registry::open_broker(broker_url).await?,
-        drivers: weir::embedded::default_drivers(None).await?,
+        broker: app.registry().open_broker(broker_url).await?,
+        drivers: app.drivers(&RuntimeSettings::default()).await?,
         config: EngineConfig::default(),
     });
     Ok((engine, Some(Box::new(move || conn.round_trips()))))
@@ -225,7 +227,7 @@ async fn plain_engine(
         broker_url: broker_url.to_string(),
         ..Default::default()
     };
-    Ok((weir::embedded::build_engine(&options).await?, None))
+    Ok((weir::App::default().build_engine(&options).await?, None))
 }
 
 #[cfg(test)]

@@ -16,12 +16,14 @@
 //! stuck_message_delay = "30s"
 //! run_retention = "7d"
 //! api_keys = ["a-key-for-the-v1-api"]
+//! adapters = []
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use weir_core::redact::redact_url;
 use weir_core::{Error, ErrorKind, Result};
 
 /// Every setting of `weir serve`; absent ones take the defaults noted.
@@ -60,6 +62,10 @@ pub struct ServeConfig {
     /// is open to whoever reaches `listen`.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// Adapters to run, by URL (another queue's jobs become events); `weir --help` lists the
+    /// adapters of the build.
+    #[serde(default)]
+    pub adapters: Vec<String>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -87,14 +93,16 @@ impl std::fmt::Debug for ServeConfig {
                 "api_keys",
                 &format_args!("<{} redacted>", self.api_keys.len()),
             )
+            .field(
+                "adapters",
+                &self
+                    .adapters
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
-}
-
-/// A URL with its password, and the values of secret-looking query parameters, replaced by
-/// `***` ([`weir_core::redact::redact_url`]).
-pub fn redact_url(url: &str) -> String {
-    weir_core::redact::redact_url(url)
 }
 
 impl ServeConfig {
@@ -128,6 +136,7 @@ impl ServeConfig {
             stuck_message_delay,
             run_retention,
             api_keys,
+            adapters,
         } = other;
         ServeConfig {
             functions: functions.or(self.functions),
@@ -143,6 +152,7 @@ impl ServeConfig {
             stuck_message_delay: stuck_message_delay.or(self.stuck_message_delay),
             run_retention: run_retention.or(self.run_retention),
             api_keys: unless_empty(api_keys, self.api_keys),
+            adapters: unless_empty(adapters, self.adapters),
         }
     }
 }
@@ -215,6 +225,7 @@ mod tests {
             stuck_message_delay: Some("1s".into()),
             run_retention: Some("1d".into()),
             api_keys: vec!["a2".into()],
+            adapters: vec!["celery+amqp://h/2".into()],
         };
         let file = ServeConfig {
             functions: Some("other".into()),
@@ -230,6 +241,7 @@ mod tests {
             stuck_message_delay: Some("30s".into()),
             run_retention: Some("7d".into()),
             api_keys: vec!["a1".into()],
+            adapters: vec!["celery+amqp://h/1".into()],
         };
         assert_eq!(file.clone().overlay(flags.clone()), flags);
         assert_eq!(ServeConfig::default().overlay(flags.clone()), flags);

@@ -1,10 +1,13 @@
 //! weir: the event-driven queue and durable workflow engine.
 //!
-//! This crate is the `weir` binary and the facade library: it picks drivers by URL scheme
-//! ([`registry`]), builds an [`Engine`](weir_core::engine::Engine), serves the HTTP API
-//! ([`api`]) and implements the commands ([`commands`]).
+//! This crate is the `weir` binary and the facade library: [`App`] holds the drivers (weir's
+//! built-in ones, [`registry`], and a custom build's own), builds an
+//! [`Engine`](weir_core::engine::Engine), serves the HTTP API ([`api`]) and runs the commands
+//! ([`commands`]). A custom weir with drivers of its own is `weir::App::builder()…run_cli()`.
 
+pub mod adapters;
 pub mod api;
+mod app;
 pub mod commands;
 pub mod config;
 pub mod embedded;
@@ -12,4 +15,5 @@ pub mod functions;
 pub mod registry;
 pub mod view;
 
+pub use app::{App, AppBuilder};
 pub use weir_core as core;

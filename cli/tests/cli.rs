@@ -163,7 +163,7 @@ fn validate_explains_unsupported_fields_and_missing_runtimes() {
     );
     // Where the runtimes are compiled in (--all-features), they are known and load.
     if !cfg!(feature = "driver-docker") {
-        assert!(text.contains("steps.s.runtime: runtime \"docker\" is not compiled into this weir: build weir with the `driver-docker` Cargo feature"), "{text}");
+        assert!(text.contains("steps.s.runtime: runtime \"docker\" is not in this build of weir: it needs the `driver-docker` Cargo feature of weir"), "{text}");
     }
     if !cfg!(feature = "driver-lambda") {
         assert!(text.contains("`driver-lambda` Cargo feature"), "{text}");
@@ -460,4 +460,38 @@ mod reqwest {
                 .as_u16()
         })
     }
+}
+
+#[test]
+fn help_lists_the_drivers_of_this_build_and_what_brings_in_the_others() {
+    let out = weir().arg("--help").output().expect("weir --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Drivers in this build:"), "{help}");
+    let runtimes = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("runtimes"))
+        .unwrap_or_default();
+    assert!(
+        runtimes.contains("process") && runtimes.contains("http"),
+        "{help}"
+    );
+    if cfg!(feature = "driver-docker") {
+        assert!(runtimes.contains("docker"), "{help}");
+    } else {
+        assert!(
+            help.contains("docker: the `driver-docker` Cargo feature of weir"),
+            "{help}"
+        );
+    }
+    let brokers = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("brokers"))
+        .unwrap_or_default();
+    assert!(brokers.contains("memory://"), "{help}");
+    assert_eq!(
+        brokers.contains("kafka://"),
+        cfg!(feature = "broker-kafka"),
+        "{help}"
+    );
 }

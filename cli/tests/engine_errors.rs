@@ -79,9 +79,12 @@ async fn engine_refusing(
     single: usize,
     batches: usize,
 ) -> (Engine, EngineHandle, Arc<RefusingBroker>) {
-    let (state, events) = weir::registry::open_state("memory://")
+    let stores = weir::App::default()
+        .registry()
+        .open_state("memory://")
         .await
         .expect("state");
+    let (state, events) = (stores.state, stores.events);
     engine_on_parts(dir, state, events, single, batches).await
 }
 
@@ -94,7 +97,9 @@ async fn engine_on_parts(
     batches: usize,
 ) -> (Engine, EngineHandle, Arc<RefusingBroker>) {
     let broker = Arc::new(RefusingBroker {
-        inner: weir::registry::open_broker("memory://")
+        inner: weir::App::default()
+            .registry()
+            .open_broker("memory://")
             .await
             .expect("broker"),
         single: AtomicUsize::new(single),
@@ -104,7 +109,8 @@ async fn engine_on_parts(
         state,
         events,
         broker: broker.clone(),
-        drivers: weir::embedded::default_drivers(None)
+        drivers: weir::App::default()
+            .drivers(&Default::default())
             .await
             .expect("drivers"),
         config: EngineConfig {
@@ -341,9 +347,12 @@ async fn a_result_the_store_refuses_fails_the_attempt_and_the_step_runs_once() {
             r#"echo x >> "$(dirname "$0")/../$WEIR_STEP_ID.count"; echo '{"huge": true}'"#,
         )],
     );
-    let (state, events) = weir::registry::open_state("memory://")
+    let stores = weir::App::default()
+        .registry()
+        .open_state("memory://")
         .await
         .expect("state");
+    let (state, events) = (stores.state, stores.events);
     let state: Arc<dyn StateStore> = Arc::new(RefusingStore(state));
     let (engine, handle, _) = engine_on_parts(&f.dir, state, events, 0, 0).await;
     let run = run_event(&engine, "refused", &json!({"name": "t/refused"})).await;

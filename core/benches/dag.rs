@@ -42,12 +42,7 @@ impl Driver for Noop {
 struct Catalog;
 
 impl RuntimeCatalog for Catalog {
-    fn check(
-        &self,
-        _: &str,
-        _: &Map<String, Value>,
-        _: Option<&Path>,
-    ) -> std::result::Result<(), String> {
+    fn check(&self, _: &str, _: &Map<String, Value>, _: Option<&Path>) -> weir_core::Result<()> {
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ impl RuntimeCatalog for AnyRuntime {
         _: &str,
         _: &serde_json::Map<String, Value>,
         _: Option<&Path>,
-    ) -> Result<(), String> {
+    ) -> weir_core::Result<()> {
         Ok(())
     }
 }

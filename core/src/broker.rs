@@ -96,8 +96,15 @@ impl Delivery {
     }
 }
 
-/// A driver's acknowledgement handle for one delivery. Dropping it without calling either
-/// method must lead to redelivery.
+/// A driver's acknowledgement handle for one delivery.
+///
+/// Contract: dropping it without calling either method must lead to redelivery (after the
+/// broker's lease or visibility timeout, or when the consumer's connection closes). An `Err`
+/// from `ack` means the message may come again (the engine's handling is idempotent); an
+/// error the driver can recover from by reconnecting is [`ErrorKind::Unavailable`]
+/// (retryable).
+///
+/// [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
 #[async_trait]
 pub trait Acker: Send + Sync {
     /// Acknowledge.
@@ -107,13 +114,44 @@ pub trait Acker: Send + Sync {
 }
 
 /// A consumer's stream of deliveries.
+///
+/// Contract: [`next`](Subscription::next) must be **cancel-safe**. The engine drops a pending
+/// `next()` when it stops, and the conformance suite does whenever it waits for "nothing
+/// more"; a message the driver had taken from the broker but not yet returned must then stay
+/// available (returned by the next call, or redelivered), never lost. A driver that prefetches
+/// keeps what it fetched in the subscription, not in the future. An `Err` is logged by the
+/// engine and `next` called again after a pause: return [`ErrorKind::Unavailable`] while the
+/// broker is unreachable and reconnect inside the subscription.
+///
+/// [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
 #[async_trait]
 pub trait Subscription: Send {
-    /// Waits for the next delivery.
+    /// Waits for the next delivery. Cancel-safe.
     async fn next(&mut self) -> Result<Delivery>;
 }
 
 /// At-least-once transport with consumer groups.
+///
+/// Contract (checked by the conformance suite, `testkit::broker`):
+/// - every consumer group of a topic gets every message published after the group was
+///   subscribed; the consumers of one group compete (each message goes to one of them);
+/// - a message is delivered until it is acked: a nack redelivers it (after the delay, if the
+///   broker honours delays natively: [`BrokerCapabilities::max_native_delay`]), and so does
+///   a consumer that dies or drops the delivery;
+/// - `publish` returns once the message is durable as the broker defines it; the engine never
+///   publishes a payload over [`BrokerCapabilities::max_message_bytes`] (it sends those
+///   through the state store: `claim_check`), and a broker refusing one anyway answers
+///   [`ErrorKind::TooLarge`];
+/// - errors are weir [`Error`]s: connection trouble is [`ErrorKind::Unavailable`] (the engine
+///   retries soon), a refusal that retrying cannot cure is permanent (the engine holds the
+///   message and logs an error until someone fixes the cause).
+///
+/// What a broker cannot do is said by its [`BrokerCapabilities`], not by failing: the engine
+/// adapts (a broker that cannot redeliver on nack gets a timer in the state store).
+///
+/// [`Error`]: crate::Error
+/// [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
+/// [`ErrorKind::TooLarge`]: crate::ErrorKind::TooLarge
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// What this broker can do.

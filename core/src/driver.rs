@@ -99,17 +99,32 @@ pub struct StepResult {
 }
 
 /// A runtime driver: `process`, `docker`, `lambda`, `wasm`, `http`, or a third party's.
+///
+/// Contract (checked by the conformance suite, `testkit::driver`):
+/// - `execute` runs one attempt and reports what the step did: a step that ran and failed
+///   (non-zero exit, HTTP 5xx) is `Ok` with `success: false`, a `detail` saying why and its
+///   log; it is retried by the engine unless the output or `retryable` says otherwise.
+/// - An attempt that outlives `request.timeout` is stopped by the driver (nothing of it keeps
+///   running) and reported as an [`ErrorKind::Timeout`] error (retryable).
+/// - Output over `request.max_output_bytes` is an [`ErrorKind::TooLarge`] error (permanent);
+///   the driver stops reading at the limit instead of buffering what the step prints. The log
+///   keeps its tail ([`output`] has both helpers).
+/// - Other errors are weir errors: retryable when trying again may work (the step's endpoint
+///   unreachable, a container engine busy), permanent when it cannot (a missing executable).
+/// - `execute` is called concurrently for many attempts, and may be cancelled (dropped) when
+///   the engine stops: whatever it started must end with it.
+///
+/// [`ErrorKind::Timeout`]: crate::ErrorKind::Timeout
+/// [`ErrorKind::TooLarge`]: crate::ErrorKind::TooLarge
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
     /// The `runtime.type` this driver serves.
     fn kind(&self) -> &str;
 
-    /// Checks a step's configuration at load time; the message says what is wrong.
-    fn check(
-        &self,
-        _runtime: &Map<String, Value>,
-        _path: Option<&std::path::Path>,
-    ) -> std::result::Result<(), String> {
+    /// Checks a step's `runtime` object (and its resolved `path`) when functions load; an
+    /// error's message says what is wrong (shown with the file and JSON path, e.g.
+    /// [`Error::config`](crate::Error::config)). The default accepts everything.
+    fn check(&self, _runtime: &Map<String, Value>, _path: Option<&std::path::Path>) -> Result<()> {
         Ok(())
     }
 
@@ -126,19 +141,12 @@ pub trait Driver: Send + Sync + 'static {
     async fn execute(&self, request: StepRequest) -> Result<StepResult>;
 }
 
-/// Runtime types weir knows, with the Cargo feature of the `weir` crate that compiles each in.
-pub const KNOWN_RUNTIMES: &[(&str, &str)] = &[
-    ("process", "default"),
-    ("http", "default"),
-    ("docker", "driver-docker"),
-    ("lambda", "driver-lambda"),
-    ("wasm", "driver-wasm"),
-];
-
 /// The runtime drivers available to an engine, by `runtime.type`.
 #[derive(Clone, Default)]
 pub struct DriverSet {
     drivers: std::collections::BTreeMap<String, std::sync::Arc<dyn Driver>>,
+    /// Runtime types weir knows that this build lacks, with what brings each in.
+    absent: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for DriverSet {
@@ -155,7 +163,17 @@ impl DriverSet {
 
     /// Adds (or replaces) the driver serving `driver.kind()`.
     pub fn with(mut self, driver: std::sync::Arc<dyn Driver>) -> Self {
+        self.absent.remove(driver.kind());
         self.drivers.insert(driver.kind().to_string(), driver);
+        self
+    }
+
+    /// Records a runtime type this build lacks and what brings it in (`the driver-docker Cargo
+    /// feature of weir`): a function using it is told so when it loads.
+    pub fn with_absent(mut self, kind: &str, how: &str) -> Self {
+        if !self.drivers.contains_key(kind) {
+            self.absent.insert(kind.to_string(), how.to_string());
+        }
         self
     }
 
@@ -176,18 +194,18 @@ impl crate::function::RuntimeCatalog for DriverSet {
         runtime_type: &str,
         runtime: &Map<String, Value>,
         path: Option<&std::path::Path>,
-    ) -> std::result::Result<(), String> {
+    ) -> Result<()> {
         if let Some(driver) = self.drivers.get(runtime_type) {
             return driver.check(runtime, path);
         }
-        match KNOWN_RUNTIMES.iter().find(|(k, _)| *k == runtime_type) {
-            Some((_, feature)) => Err(format!(
-                "runtime {runtime_type:?} is not compiled into this weir: build weir with the `{feature}` Cargo feature (e.g. `cargo install weir --features {feature}`)"
-            )),
-            None => Err(format!(
+        Err(crate::Error::config(match self.absent.get(runtime_type) {
+            Some(how) => {
+                format!("runtime {runtime_type:?} is not in this build of weir: it needs {how}")
+            }
+            None => format!(
                 "unknown runtime type {runtime_type:?} (available: {})",
                 self.kinds().join(", ")
-            )),
-        }
+            ),
+        }))
     }
 }

@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
+use crate::error::{Error, Result};
+
 /// Parses a duration such as `30s`, `5m`, `1h30m`, `2d` or `250ms`.
 ///
-/// Returns a message suitable for a validation error on failure.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// An [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) error whose message suits a
+/// validation error on failure.
+pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration".into());
+        return Err(Error::invalid("empty duration"));
     }
     humantime::parse_duration(text).map_err(|e| {
-        format!("invalid duration {text:?} ({e}); write e.g. \"250ms\", \"30s\", \"5m\", \"1h30m\", \"2d\"")
+        Error::invalid(format!("invalid duration {text:?} ({e}); write e.g. \"250ms\", \"30s\", \"5m\", \"1h30m\", \"2d\""))
     })
 }
 
@@ -21,16 +24,24 @@ mod tests {
 
     #[test]
     fn parses_common_forms() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86400)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for (text, expected) in [
+            ("30s", Duration::from_secs(30)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("2d", Duration::from_secs(2 * 86400)),
+            ("250ms", Duration::from_millis(250)),
+        ] {
+            assert_eq!(parse_duration(text).expect(text), expected);
+        }
     }
 
     #[test]
     fn rejects_garbage_with_a_hint() {
         let err = parse_duration("soon").unwrap_err();
-        assert!(err.contains("invalid duration \"soon\""), "{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains("invalid duration \"soon\""),
+            "{err}"
+        );
         assert!(parse_duration("").is_err());
     }
 }

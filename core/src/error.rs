@@ -85,6 +85,11 @@ impl Error {
         Self::new(ErrorKind::InvalidInput, message)
     }
 
+    /// Shorthand for an [`ErrorKind::Config`] error: a setting or a definition is wrong.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
     /// Shorthand for an [`ErrorKind::Unavailable`] error (retryable).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)

@@ -46,6 +46,14 @@ impl EventFilter {
 }
 
 /// Durable storage of accepted events.
+///
+/// Contract (checked by the conformance suite, `testkit::events`): `append` is idempotent by
+/// event id (the first version wins, so a producer's retry changes nothing); events are kept
+/// for the store's retention and found by id and by scan. Ingest answers a producer only after
+/// `append` returned `Ok`: an `Err` (retryable [`ErrorKind::Unavailable`] when the store is
+/// unreachable) makes the producer send again.
+///
+/// [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends events; an id stored before keeps its first version. Returns, per event,

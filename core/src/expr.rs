@@ -32,14 +32,18 @@ impl std::fmt::Debug for Expr {
 }
 
 impl Expr {
-    /// Compiles `source`; the error message says what is wrong with it.
-    pub fn compile(source: &str) -> std::result::Result<Expr, String> {
+    /// Compiles `source`; an [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)
+    /// error's message says what is wrong with it.
+    pub fn compile(source: &str) -> Result<Expr> {
         if source.trim().is_empty() {
-            return Err("empty expression".into());
+            return Err(Error::invalid("empty expression"));
         }
         let program = Program::compile(source).map_err(|e| {
             let text = e.to_string();
-            format!("invalid CEL expression {source:?}: {}", text.trim())
+            Error::invalid(format!(
+                "invalid CEL expression {source:?}: {}",
+                text.trim()
+            ))
         })?;
         Ok(Expr {
             source: source.into(),
@@ -327,7 +331,11 @@ mod tests {
     #[test]
     fn compile_errors_name_the_expression() {
         let err = Expr::compile("a ==").unwrap_err();
-        assert!(err.contains("invalid CEL expression \"a ==\""), "{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains("invalid CEL expression \"a ==\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod expr;
 
 pub use error::{Error, ErrorKind, Result};
 pub use event::Event;
+pub mod adapter;
 pub mod broker;
 pub mod claim_check;
 pub mod driver;
@@ -21,8 +22,9 @@ pub mod metrics;
 pub mod percent;
 pub mod protocol;
 pub mod redact;
+pub mod registry;
 pub mod run;
 pub mod state;
-pub mod url_query;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod url_query;

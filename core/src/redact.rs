@@ -26,8 +26,8 @@ pub fn is_secret_name(name: &str) -> bool {
 /// ([`is_secret_name`]) replaced by `***`. Text that is not a URL comes back unchanged.
 ///
 /// Passwords are often written without percent-encoding, and may hold `/`, `?` or `#`: the
-/// userinfo is taken to run to the *last* `@` that is not inside the query (see
-/// [`userinfo_end`]), so `amqp://u:ab/c?d@host` hides `ab/c?d`. When in doubt it hides more.
+/// userinfo is taken to run to the *last* `@` that is not inside the query, so
+/// `amqp://u:ab/c?d@host` hides `ab/c?d`. When in doubt it hides more.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();

@@ -215,6 +215,15 @@ pub struct Timer {
 }
 
 /// Durable state of runs and timers.
+///
+/// Contract (checked by the conformance suite, `testkit::state`): several engine processes
+/// share one store and race on the same run, so every transition is a compare-and-set that
+/// says whether *this* call applied it (two callers never both win); a transition appends to
+/// the run's history itself; timers fire once across all processes. Errors are weir errors:
+/// an unreachable store is [`ErrorKind::Unavailable`] (retryable: the engine handles the
+/// message again soon), anything retrying cannot cure is permanent.
+///
+/// [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// Stores a new run unless a run with the same `key` exists (then returns it). The engine

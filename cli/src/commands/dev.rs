@@ -9,7 +9,7 @@ use weir_core::Error;
 use weir_core::engine::Roles;
 
 use crate::api::EventKeys;
-use crate::embedded::{EngineOptions, build_engine};
+use crate::embedded::EngineOptions;
 
 /// Arguments of `weir dev`.
 #[derive(Debug, Args)]
@@ -23,10 +23,14 @@ pub struct DevArgs {
     /// Do not reload functions when their files change.
     #[arg(long)]
     pub no_reload: bool,
+    /// An adapter to run, by URL (repeatable; WEIR_ADAPTERS is comma-separated): another
+    /// queue's jobs become events. `weir --help` lists the adapters of this build.
+    #[arg(long = "adapter", env = "WEIR_ADAPTERS", value_delimiter = ',')]
+    pub adapters: Vec<String>,
 }
 
-pub(super) async fn dev(args: DevArgs) -> weir_core::Result<i32> {
-    let engine = build_engine(&EngineOptions::default()).await?;
+pub(super) async fn dev(app: &crate::App, args: DevArgs) -> weir_core::Result<i32> {
+    let engine = app.build_engine(&EngineOptions::default()).await?;
     let loaded = crate::functions::load_into(&engine, &args.dir).await;
     for f in &loaded.functions {
         eprintln!(
@@ -37,6 +41,12 @@ pub(super) async fn dev(args: DevArgs) -> weir_core::Result<i32> {
         );
     }
     let handle = engine.start(Roles::ALL).await?;
+    let adapters = crate::adapters::RunningAdapters::start(
+        app.registry(),
+        &engine,
+        &super::serve::given(&args.adapters),
+    )
+    .await?;
     let watcher = (!args.no_reload).then(|| {
         tokio::spawn(crate::functions::watch(
             engine.clone(),
@@ -60,14 +70,29 @@ pub(super) async fn dev(args: DevArgs) -> weir_core::Result<i32> {
     }
     let app = crate::api::router(engine.clone(), EventKeys::Any);
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown_or_failure(adapters.failure()))
         .await;
     if let Some(w) = watcher {
         w.abort();
     }
+    let failed = adapters.failed();
+    adapters.stop(Duration::from_secs(5)).await;
     handle.shutdown().await;
     served.map_err(|e| Error::internal("server failed").with_source(e))?;
-    Ok(0)
+    Ok(exit_code_after(failed))
+}
+
+/// Resolves on SIGINT or SIGTERM, or when `failure` does (an adapter stopped: printed).
+pub(super) async fn shutdown_or_failure(failure: impl std::future::Future<Output = String>) {
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        why = failure => eprintln!("error: {why}; stopping"),
+    }
+}
+
+/// The exit code of a server that stopped: 1 when an adapter failed, else 0.
+pub(super) fn exit_code_after(adapter_failure: Option<String>) -> i32 {
+    if adapter_failure.is_some() { 1 } else { 0 }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -23,7 +23,7 @@ mod remote;
 mod run;
 mod runs;
 mod send;
-mod serve;
+pub(crate) mod serve;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -59,13 +59,13 @@ pub enum Command {
 }
 
 /// Runs the command; returns the process exit code.
-pub async fn main(cli: Cli) -> i32 {
+pub async fn main(app: &crate::App, cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Dev(a) => dev::dev(a).await,
-        Command::Run(a) => run::run(a).await,
+        Command::Dev(a) => dev::dev(app, a).await,
+        Command::Run(a) => run::run(app, a).await,
         Command::Send(a) => send::send(a).await,
-        Command::Serve(a) => serve::serve(a).await,
-        Command::Validate(a) => validate::validate(a).await,
+        Command::Serve(a) => serve::serve(app, a).await,
+        Command::Validate(a) => validate::validate(app, a).await,
         Command::Init(a) => init::init(a),
         Command::Runs(a) => runs::runs(a).await,
         Command::Events(a) => events::events(a).await,

@@ -9,7 +9,7 @@ use weir_core::engine::Roles;
 use weir_core::function::load_function;
 use weir_core::{Error, Event};
 
-use crate::embedded::{EngineOptions, build_engine};
+use crate::embedded::EngineOptions;
 
 /// Arguments of `weir run`.
 #[derive(Debug, Args)]
@@ -27,7 +27,7 @@ pub struct RunArgs {
     pub timeout: String,
 }
 
-pub(super) async fn run(args: RunArgs) -> weir_core::Result<i32> {
+pub(super) async fn run(app: &crate::App, args: RunArgs) -> weir_core::Result<i32> {
     let text = if args.event == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -38,8 +38,9 @@ pub(super) async fn run(args: RunArgs) -> weir_core::Result<i32> {
         std::fs::read_to_string(&args.event)
             .map_err(|e| Error::invalid(format!("cannot read {}", args.event)).with_source(e))?
     };
-    let timeout = weir_core::duration::parse_duration(&args.timeout).map_err(Error::invalid)?;
-    let engine = build_engine(&EngineOptions::default()).await?;
+    let timeout = weir_core::duration::parse_duration(&args.timeout)
+        .map_err(|e| Error::invalid(format!("--timeout: {e}")))?;
+    let engine = app.build_engine(&EngineOptions::default()).await?;
     let function = match load_function(&args.dir, engine.drivers()) {
         Ok(f) => f,
         Err(e) => {

@@ -10,8 +10,9 @@ use weir_core::engine::{EngineConfig, Roles};
 use weir_core::{Error, ErrorKind};
 
 use crate::api::{ApiKeys, EventKeys};
-use crate::config::{ServeConfig, redact_url};
-use crate::embedded::{EngineOptions, build_engine};
+use crate::config::ServeConfig;
+use crate::embedded::EngineOptions;
+use weir_core::redact::redact_url;
 
 /// Arguments of `weir serve`; each also reads a `WEIR_*` variable, and overrides the file.
 #[derive(Debug, Args)]
@@ -71,6 +72,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+    /// An adapter to run, by URL (repeatable; WEIR_ADAPTERS is comma-separated): another
+    /// queue's jobs become events. `weir --help` lists the adapters of this build.
+    #[arg(long = "adapter", env = "WEIR_ADAPTERS", value_delimiter = ',')]
+    pub adapters: Vec<String>,
 }
 
 impl ServeArgs {
@@ -89,12 +94,13 @@ impl ServeArgs {
             stuck_message_delay: self.stuck_message_delay.clone(),
             run_retention: self.run_retention.clone(),
             api_keys: given(&self.api_keys),
+            adapters: given(&self.adapters),
         }
     }
 }
 
-/// The keys a flag or variable gave, without the empty one an empty variable gives.
-fn given(keys: &[String]) -> Vec<String> {
+/// The values a list flag or variable gave, without the empty one an empty variable gives.
+pub(super) fn given(keys: &[String]) -> Vec<String> {
     keys.iter().filter(|k| !k.is_empty()).cloned().collect()
 }
 
@@ -140,12 +146,16 @@ fn parse_roles(roles: Option<&[String]>) -> weir_core::Result<(Roles, bool)> {
     Ok((engine, api))
 }
 
-pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
+pub(super) async fn serve(app: &crate::App, args: ServeArgs) -> weir_core::Result<i32> {
     let file = match &args.config {
         Some(path) => ServeConfig::from_file(path)?,
         None => ServeConfig::default(),
     };
-    let config = file.overlay(args.as_config());
+    serve_config(app, file.overlay(args.as_config())).await
+}
+
+/// `weir serve` with a configuration (file, variables and flags merged).
+pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_core::Result<i32> {
     let (roles, api) = parse_roles(config.roles.as_deref())?;
     let event_keys = key_set(&config.event_keys, "event_keys")?;
     let api_keys = key_set(&config.api_keys, "api_keys")?;
@@ -183,7 +193,7 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
             ..EngineConfig::default()
         },
     };
-    let engine = build_engine(&options).await?;
+    let engine = app.build_engine(&options).await?;
     let functions = config
         .functions
         .clone()
@@ -210,6 +220,8 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
     }
     engine.functions().replace(loaded.functions);
     let handle = engine.start(roles).await?;
+    let adapters =
+        crate::adapters::RunningAdapters::start(app.registry(), &engine, &config.adapters).await?;
     eprintln!(
         "weir serve: state {}, broker {}, roles {}{}{}{}",
         redact_url(&options.state_url),
@@ -245,16 +257,20 @@ pub(super) async fn serve(args: ServeArgs) -> weir_core::Result<i32> {
             listener,
             crate::api::secured_router(engine.clone(), keys, api_keys),
         )
-        .with_graceful_shutdown(super::dev::shutdown_signal())
+        .with_graceful_shutdown(super::dev::shutdown_or_failure(adapters.failure()))
         .await
         .map_err(|e| Error::internal("server failed").with_source(e))?;
     } else {
-        super::dev::shutdown_signal().await;
+        super::dev::shutdown_or_failure(adapters.failure()).await;
+    }
+    let failed = adapters.failed();
+    if !adapters.stop(grace).await {
+        eprintln!("weir serve: adapters still running after {grace:?} were stopped");
     }
     eprintln!("weir serve: stopping; waiting up to {grace:?} for steps in flight");
     let drained = handle.shutdown_gracefully(grace).await;
     if !drained {
         eprintln!("weir serve: steps still in flight were handed back to the broker");
     }
-    Ok(0)
+    Ok(super::dev::exit_code_after(failed))
 }

@@ -16,8 +16,8 @@ pub struct ValidateArgs {
     pub json: bool,
 }
 
-pub(super) async fn validate(args: ValidateArgs) -> weir_core::Result<i32> {
-    let drivers = crate::embedded::default_drivers(None).await?;
+pub(super) async fn validate(app: &crate::App, args: ValidateArgs) -> weir_core::Result<i32> {
+    let drivers = app.drivers(&Default::default()).await?;
     let loaded = crate::functions::load_all(&args.dir, &drivers);
     if loaded.functions.is_empty() && loaded.errors.is_empty() {
         eprintln!("no function (weir.json) found under {}", args.dir.display());

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use weir::core::engine::{Engine, EngineConfig, Roles};
 use weir::core::run::{Run, RunFilter};
-use weir::embedded::{EngineOptions, build_engine};
+use weir::embedded::EngineOptions;
 
 /// A function directory under a tempdir.
 pub struct FnDir {
@@ -61,14 +61,15 @@ pub async fn engine_on_broker(
         scheduler_tick: Duration::from_millis(5),
         ..EngineConfig::default()
     };
-    let engine = build_engine(&EngineOptions {
-        config,
-        state_url: state_url.to_string(),
-        broker_url: broker_url.to_string(),
-        ..EngineOptions::default()
-    })
-    .await
-    .expect("engine");
+    let engine = weir::App::default()
+        .build_engine(&EngineOptions {
+            config,
+            state_url: state_url.to_string(),
+            broker_url: broker_url.to_string(),
+            ..EngineOptions::default()
+        })
+        .await
+        .expect("engine");
     let loaded = weir::functions::load_all(dir, engine.drivers());
     assert!(
         loaded.errors.is_empty(),

@@ -16,13 +16,14 @@ use crate::expr::Expr;
 
 /// Checks runtimes while loading: is `runtime.type` available, and is its config right?
 pub trait RuntimeCatalog {
-    /// `Err(message)` when the runtime is unknown, not compiled in, or misconfigured.
+    /// An error whose message says what is wrong when the runtime is unknown, not in this
+    /// build, or misconfigured.
     fn check(
         &self,
         runtime_type: &str,
         runtime: &Map<String, Value>,
         path: Option<&Path>,
-    ) -> Result<(), String>;
+    ) -> crate::Result<()>;
 }
 
 /// Function-level fields that are part of the model but not implemented yet.
@@ -277,8 +278,8 @@ fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> (Vec<Trigger>, Vec<Cro
             None | Some(Value::Null) => None,
             Some(Value::String(src)) => match Expr::compile(src) {
                 Ok(e) => Some(e),
-                Err(msg) => {
-                    p.push(format!("{path}.expression"), msg);
+                Err(e) => {
+                    p.push(format!("{path}.expression"), e.to_string());
                     None
                 }
             },
@@ -421,14 +422,14 @@ fn parse_step(
         }
     };
     if !runtime_type.is_empty()
-        && let Err(msg) = runtimes.check(&runtime_type, &runtime, path.as_deref())
+        && let Err(e) = runtimes.check(&runtime_type, &runtime, path.as_deref())
     {
-        p.push(format!("{base}.runtime"), msg);
+        p.push(format!("{base}.runtime"), e.to_string());
     }
     let timeout = match s.get("timeout") {
         None => DEFAULT_STEP_TIMEOUT,
-        Some(Value::String(t)) => parse_duration(t).unwrap_or_else(|msg| {
-            p.push(format!("{base}.timeout"), msg);
+        Some(Value::String(t)) => parse_duration(t).unwrap_or_else(|e| {
+            p.push(format!("{base}.timeout"), e.to_string());
             DEFAULT_STEP_TIMEOUT
         }),
         Some(v) => {
@@ -492,8 +493,8 @@ fn parse_step(
                     None | Some(Value::Null) => None,
                     Some(Value::String(src)) => match Expr::compile(src) {
                         Ok(x) => Some(x),
-                        Err(msg) => {
-                            p.push(format!("{epath}.if"), msg);
+                        Err(e) => {
+                            p.push(format!("{epath}.if"), e.to_string());
                             None
                         }
                     },

@@ -10,7 +10,7 @@ use super::{Function, RuntimeCatalog, parse_function};
 pub(crate) struct AnyRuntime;
 
 impl RuntimeCatalog for AnyRuntime {
-    fn check(&self, _: &str, _: &Map<String, Value>, _: Option<&Path>) -> Result<(), String> {
+    fn check(&self, _: &str, _: &Map<String, Value>, _: Option<&Path>) -> crate::Result<()> {
         Ok(())
     }
 }

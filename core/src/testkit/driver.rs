@@ -58,6 +58,7 @@
 //! }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -124,6 +125,74 @@ pub trait DriverHarness: Factory<dyn Driver> {
     fn supports_argv(&self) -> bool;
 }
 
+/// A [`DriverHarness`] made of a driver and a function building each fixture's request: what
+/// most driver crates need.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use weir_core::testkit::driver::{Fixture, Harness, run_all, sample_request};
+/// # async fn conformance(driver: Arc<dyn weir_core::driver::Driver>) {
+/// let harness = Harness::new(driver, |fixture, input, timeout| {
+///     let program = match fixture {
+///         Fixture::Echo => "cat",
+///         // … one program per fixture
+///         _ => "false",
+///     };
+///     sample_request(serde_json::json!({"type": "mine", "program": program}), input, timeout)
+/// });
+/// run_all(&harness.with_argv(true)).await;
+/// # }
+/// ```
+pub struct Harness<F> {
+    driver: Arc<dyn Driver>,
+    request: F,
+    argv: bool,
+}
+
+impl<F> Harness<F>
+where
+    F: Fn(Fixture, Bytes, Duration) -> StepRequest + Send + Sync,
+{
+    /// `driver`, with `request` building the request of each fixture; the input is not passed
+    /// as an argument unless [`with_argv`](Harness::with_argv) says so.
+    pub fn new(driver: Arc<dyn Driver>, request: F) -> Self {
+        Harness {
+            driver,
+            request,
+            argv: false,
+        }
+    }
+
+    /// Whether the driver passes the input as the first argument too.
+    pub fn with_argv(mut self, argv: bool) -> Self {
+        self.argv = argv;
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl<F> Factory<dyn Driver> for Harness<F>
+where
+    F: Fn(Fixture, Bytes, Duration) -> StepRequest + Send + Sync,
+{
+    async fn make(&self) -> Arc<dyn Driver> {
+        self.driver.clone()
+    }
+}
+
+impl<F> DriverHarness for Harness<F>
+where
+    F: Fn(Fixture, Bytes, Duration) -> StepRequest + Send + Sync,
+{
+    fn request(&self, fixture: Fixture, input: Bytes, timeout: Duration) -> StepRequest {
+        (self.request)(fixture, input, timeout)
+    }
+
+    fn supports_argv(&self) -> bool {
+        self.argv
+    }
+}
+
 /// Runs every test of the suite, one after the other.
 pub async fn run_all(h: &dyn DriverHarness) {
     echo_returns_input(h).await;
@@ -171,6 +240,29 @@ pub fn step_input(event: &Event, attempt: u32) -> Bytes {
         },
     }
     .encode()
+}
+
+/// A request for one attempt of a step whose `runtime` object is `runtime`: function
+/// `conformance` in the system's temporary directory, run `run-1`, step `step-1`, attempt 1,
+/// no `path`, the default `max_output_bytes`, no `.env`. A harness changes what its driver
+/// needs (`StepRequest { path: Some(…), ..sample_request(…) }`).
+pub fn sample_request(runtime: Value, input: Bytes, timeout: Duration) -> StepRequest {
+    StepRequest {
+        input,
+        function_id: "conformance".into(),
+        function_dir: std::env::temp_dir(),
+        run_id: "run-1".into(),
+        step_id: "step-1".into(),
+        attempt: 1,
+        path: None,
+        runtime: match runtime {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+        timeout,
+        max_output_bytes: crate::driver::DEFAULT_MAX_OUTPUT_BYTES,
+        env: Default::default(),
+    }
 }
 
 /// A small step input document.

@@ -118,17 +118,15 @@ impl Driver for DockerDriver {
         KIND
     }
 
-    fn check(
-        &self,
-        runtime: &Map<String, Value>,
-        path: Option<&Path>,
-    ) -> std::result::Result<(), String> {
-        let settings = Settings::parse(runtime)?;
+    fn check(&self, runtime: &Map<String, Value>, path: Option<&Path>) -> Result<()> {
+        let settings = Settings::parse(runtime).map_err(Error::config)?;
         match (&settings.image, path) {
-            (Some(_), Some(_)) => Err(both_error()),
+            (Some(_), Some(_)) => Err(Error::config(both_error())),
             (Some(_), None) => Ok(()),
-            (None, Some(path)) => BuildSource::from_path(path).map(|_| ()),
-            (None, None) => Err(neither_error()),
+            (None, Some(path)) => BuildSource::from_path(path)
+                .map(|_| ())
+                .map_err(Error::config),
+            (None, None) => Err(Error::config(neither_error())),
         }
     }
 

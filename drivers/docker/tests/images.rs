@@ -204,20 +204,20 @@ async fn check_validates_keys_and_the_image_source() {
     let image = rt(
         json!({"type": "docker", "image": "app:1", "memory": "128m", "cpus": 1, "network": "none"}),
     );
-    assert_eq!(driver.check(&image, None), Ok(()));
-    assert_eq!(
-        driver.check(&rt(json!({"type": "docker"})), Some(dir.path())),
-        Ok(())
-    );
-    assert_eq!(
-        driver.check(
+    driver.check(&image, None).expect("an image");
+    driver
+        .check(&rt(json!({"type": "docker"})), Some(dir.path()))
+        .expect("a build context");
+    driver
+        .check(
             &rt(json!({"type": "docker"})),
-            Some(&dir.path().join("Dockerfile"))
-        ),
-        Ok(())
-    );
+            Some(&dir.path().join("Dockerfile")),
+        )
+        .expect("a Dockerfile");
     let err = |runtime: Value, path: Option<&std::path::Path>| {
-        driver.check(&rt(runtime), path).unwrap_err()
+        let e = driver.check(&rt(runtime), path).unwrap_err();
+        assert_eq!(e.kind(), weir_core::ErrorKind::Config, "{e}");
+        e.to_string()
     };
     let e = err(
         json!({"type": "docker", "image": "a", "memroy": "1g"}),

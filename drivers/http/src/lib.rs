@@ -70,12 +70,8 @@ impl Driver for HttpDriver {
         KIND
     }
 
-    fn check(
-        &self,
-        runtime: &Map<String, Value>,
-        _path: Option<&Path>,
-    ) -> std::result::Result<(), String> {
-        step_url(runtime).map(|_| ())
+    fn check(&self, runtime: &Map<String, Value>, _path: Option<&Path>) -> Result<()> {
+        step_url(runtime).map(|_| ()).map_err(Error::config)
     }
 
     async fn execute(&self, request: StepRequest) -> Result<StepResult> {

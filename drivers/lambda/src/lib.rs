@@ -299,16 +299,12 @@ impl Driver for LambdaDriver {
         KIND
     }
 
-    fn check(
-        &self,
-        runtime: &Map<String, Value>,
-        path: Option<&Path>,
-    ) -> std::result::Result<(), String> {
-        match target::parse(runtime, None)? {
+    fn check(&self, runtime: &Map<String, Value>, path: Option<&Path>) -> Result<()> {
+        match target::parse(runtime, None).map_err(Error::config)? {
             Target::Existing(_) => Ok(()),
-            Target::Deploy(settings) => {
-                target::deploy_dir(&settings, path, Path::new("")).map(|_| ())
-            }
+            Target::Deploy(settings) => target::deploy_dir(&settings, path, Path::new(""))
+                .map(|_| ())
+                .map_err(Error::config),
         }
     }
 

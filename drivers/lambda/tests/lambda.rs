@@ -307,7 +307,8 @@ async fn check_names_what_is_wrong() {
     for (value, path, message) in cases {
         let err = lambda
             .check(&runtime(value.clone()), path.as_deref())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(message), "{value}: {err}");
     }
     assert!(

@@ -52,17 +52,13 @@ impl Driver for ProcessDriver {
         KIND
     }
 
-    fn check(
-        &self,
-        _runtime: &Map<String, Value>,
-        path: Option<&Path>,
-    ) -> std::result::Result<(), String> {
-        let exe = resolve(path, Path::new("")).map_err(|e| e.to_string())?;
+    fn check(&self, _runtime: &Map<String, Value>, path: Option<&Path>) -> Result<()> {
+        let exe = resolve(path, Path::new(""))?;
         if !exec::is_executable(&exe) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "step executable is not executable (chmod +x it): {}",
                 exe.display()
-            ));
+            )));
         }
         Ok(())
     }

@@ -286,11 +286,13 @@ async fn check_validates_the_path() {
     assert!(
         d.check(&Map::new(), None)
             .unwrap_err()
+            .to_string()
             .contains("needs a `path`")
     );
     assert!(
         d.check(&Map::new(), Some(&h.dir.path().join("missing")))
             .unwrap_err()
+            .to_string()
             .contains("not found")
     );
     let plain = h.dir.path().join("plain");
@@ -298,6 +300,7 @@ async fn check_validates_the_path() {
     assert!(
         d.check(&Map::new(), Some(&plain))
             .unwrap_err()
+            .to_string()
             .contains("not executable")
     );
     assert!(

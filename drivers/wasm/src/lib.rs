@@ -174,37 +174,36 @@ impl Driver for WasmDriver {
         KIND
     }
 
-    fn check(
-        &self,
-        runtime: &Map<String, Value>,
-        path: Option<&Path>,
-    ) -> std::result::Result<(), String> {
-        let step = self.step_config(runtime)?;
-        let path = module_path(path, Path::new("")).map_err(|e| e.to_string())?;
-        let mut header = [0u8; 8];
-        let read = std::fs::File::open(&path).and_then(|mut f| {
-            use std::io::Read;
-            f.read(&mut header)
-        });
-        match read {
-            Ok(n) => modules::check_header(&header[..n])
-                .map_err(|m| format!("{m}: {}", path.display()))?,
-            Err(e) => {
-                return Err(format!(
-                    "cannot read the wasm module {}: {e}",
-                    path.display()
-                ));
+    fn check(&self, runtime: &Map<String, Value>, path: Option<&Path>) -> Result<()> {
+        let problem = || -> std::result::Result<(), String> {
+            let step = self.step_config(runtime)?;
+            let path = module_path(path, Path::new("")).map_err(|e| e.to_string())?;
+            let mut header = [0u8; 8];
+            let read = std::fs::File::open(&path).and_then(|mut f| {
+                use std::io::Read;
+                f.read(&mut header)
+            });
+            match read {
+                Ok(n) => modules::check_header(&header[..n])
+                    .map_err(|m| format!("{m}: {}", path.display()))?,
+                Err(e) => {
+                    return Err(format!(
+                        "cannot read the wasm module {}: {e}",
+                        path.display()
+                    ));
+                }
             }
-        }
-        for dir in step.dirs.iter().filter(|d| d.host.is_absolute()) {
-            if !dir.host.is_dir() {
-                return Err(format!(
-                    "`runtime.dirs.{}`: not a directory",
-                    dir.host.display()
-                ));
+            for dir in step.dirs.iter().filter(|d| d.host.is_absolute()) {
+                if !dir.host.is_dir() {
+                    return Err(format!(
+                        "`runtime.dirs.{}`: not a directory",
+                        dir.host.display()
+                    ));
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        };
+        problem().map_err(Error::config)
     }
 
     async fn prepare(&self, spec: &StepSpec) -> Result<()> {

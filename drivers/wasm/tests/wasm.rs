@@ -222,7 +222,8 @@ async fn a_missing_granted_directory_is_a_config_error() {
     let msg = s
         .driver
         .check(&runtime(absolute), Some(&module("echo")))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("not a directory"), "{msg}");
 }
 
@@ -376,16 +377,21 @@ async fn bad_modules_are_reported_at_check_and_prepare() {
     let s = Setup::new();
     let d = &s.driver;
     let rt = runtime(json!({}));
-    assert!(d.check(&rt, None).unwrap_err().contains("needs a `path`"));
+    assert!(
+        d.check(&rt, None)
+            .unwrap_err()
+            .to_string()
+            .contains("needs a `path`")
+    );
     let missing = s.dir.path().join("missing.wasm");
-    let msg = d.check(&rt, Some(&missing)).unwrap_err();
+    let msg = d.check(&rt, Some(&missing)).unwrap_err().to_string();
     assert!(
         msg.contains("cannot read the wasm module") && msg.contains("missing.wasm"),
         "{msg}"
     );
     let script = s.dir.path().join("step.sh");
     std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
-    let msg = d.check(&rt, Some(&script)).unwrap_err();
+    let msg = d.check(&rt, Some(&script)).unwrap_err().to_string();
     assert!(
         msg.contains("not a WebAssembly module") && msg.contains("step.sh"),
         "{msg}"
@@ -395,16 +401,19 @@ async fn bad_modules_are_reported_at_check_and_prepare() {
     assert!(
         d.check(&rt, Some(&component))
             .unwrap_err()
+            .to_string()
             .contains("component")
     );
     assert!(d.check(&rt, Some(&module("echo"))).is_ok());
     let msg = d
         .check(&runtime(json!({"memroy": "1MiB"})), Some(&module("echo")))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("unknown key `runtime.memroy`"), "{msg}");
     let msg = d
         .check(&runtime(json!({"memory": "5GiB"})), Some(&module("echo")))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("over this driver's limit"), "{msg}");
 
     // prepare compiles: what only compiling finds shows up there.
