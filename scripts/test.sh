@@ -167,6 +167,19 @@ else
   cargo test -p weir-broker-amqp --locked --test reconnect -- --ignored rabbitmq_restart
 fi
 
+echo "== examples/custom-driver (a third-party driver built against the workspace crates)"
+# Not a workspace member: pointed at the workspace's target/, it reuses the dependencies built
+# above instead of compiling them all again.
+custom() { CARGO_TARGET_DIR="$PWD/target" cargo "$@"; }
+custom test --manifest-path examples/custom-driver/Cargo.toml --locked
+custom_help=$(custom run -q --manifest-path examples/custom-driver/Cargo.toml --locked -- --help)
+grep -q 'runtimes .*shell (a line of sh -c' <<<"$custom_help" || { echo "weir-custom --help lists no shell runtime"; exit 1; }
+custom_run=$(custom run -q --manifest-path examples/custom-driver/Cargo.toml --locked -- \
+  run examples/signup --event examples/signup/event.json --json)
+grep -q '"status": "completed"' <<<"$custom_run" || { echo "weir-custom run: $custom_run"; exit 1; }
+custom run -q --manifest-path examples/custom-driver/Cargo.toml --locked -- \
+  run examples/custom-driver/functions/hello-shell --event examples/custom-driver/functions/hello-shell/event.json
+
 echo "== README command 1 (the signup example on the embedded default)"
 cargo run -q -p weir --locked -- run examples/signup --event examples/signup/event.json
 
