@@ -1,13 +1,30 @@
-//! The adapters a server runs (`--adapter URL`): opened at start, run beside the engine,
-//! stopped at shutdown.
+//! The adapters a server runs (`--adapter URL`): opened before the server starts, run beside
+//! the engine, stopped at shutdown.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::task::JoinSet;
-use weir_core::adapter::{Shutdown, ShutdownTrigger};
+use weir_core::Result;
+use weir_core::adapter::{Adapter, Shutdown, ShutdownTrigger};
 use weir_core::engine::Engine;
+use weir_core::redact::redact_url;
 use weir_core::registry::Registry;
-use weir_core::{Error, Result};
+
+/// Adapters opened from their URLs, not yet running.
+pub struct OpenAdapters {
+    adapters: Vec<Arc<dyn Adapter>>,
+}
+
+impl std::fmt::Debug for OpenAdapters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.adapters.iter().map(|a| a.name()))
+            .finish()
+    }
+}
 
 /// Adapters running beside an engine.
 #[derive(Debug)]
@@ -17,48 +34,68 @@ pub struct RunningAdapters {
     failed: tokio::sync::watch::Receiver<Option<String>>,
 }
 
-impl RunningAdapters {
-    /// Opens the adapter of every URL (all before any runs: a bad URL, a port in use or an
-    /// unreachable service fails here), then runs each with `engine`.
-    pub async fn start(registry: &Registry, engine: &Engine, urls: &[String]) -> Result<Self> {
-        let mut opened = Vec::with_capacity(urls.len());
+impl OpenAdapters {
+    /// Opens the adapter of every URL: a bad URL, a port in use or an unreachable source fails
+    /// here, before anything runs. The error names the adapter's URL, redacted.
+    pub async fn open(registry: &Registry, urls: &[String]) -> Result<Self> {
+        let mut adapters = Vec::with_capacity(urls.len());
         for url in urls {
-            let adapter = registry.open_adapter(url).await.map_err(|e| {
-                Error::new(
-                    e.kind(),
-                    format!("adapter {}: {e}", weir_core::redact::redact_url(url)),
-                )
-            })?;
-            opened.push(adapter);
+            let shown = if url.contains("://") {
+                redact_url(url)
+            } else {
+                "(not a URL)".to_string()
+            };
+            let adapter = registry
+                .open_adapter(url)
+                .await
+                .map_err(|e| e.with_context("adapter", shown))?;
+            adapters.push(adapter);
         }
+        Ok(OpenAdapters { adapters })
+    }
+
+    /// Runs each adapter with `engine` until [`RunningAdapters::stop`].
+    pub fn run(self, engine: &Engine) -> RunningAdapters {
         let (trigger, shutdown) = Shutdown::new();
         let (report, failed) = tokio::sync::watch::channel(None);
         let mut tasks = JoinSet::new();
-        for adapter in opened {
+        for adapter in self.adapters {
             let (engine, shutdown, report) = (engine.clone(), shutdown.clone(), report.clone());
             tasks.spawn(async move {
-                let result = adapter.run(engine, shutdown.clone()).await;
+                let name = adapter.name().to_string();
+                let result = AssertUnwindSafe(adapter.run(engine, shutdown.clone()))
+                    .catch_unwind()
+                    .await;
                 if shutdown.is_raised() {
-                    if let Err(e) = result {
-                        tracing::warn!(adapter = adapter.name(), error = %e, "adapter stopped with an error");
+                    if let Ok(Err(e)) = result {
+                        tracing::warn!(adapter = name, error = %e, "adapter stopped with an error");
                     }
                     return;
                 }
                 let why = match result {
-                    Ok(()) => format!("adapter {} stopped before shutdown", adapter.name()),
-                    Err(e) => format!("adapter {} failed: {e}", adapter.name()),
+                    Ok(Ok(())) => format!("adapter {name} stopped before shutdown"),
+                    Ok(Err(e)) => format!("adapter {name} failed: {e}"),
+                    Err(_) => format!("adapter {name} panicked"),
                 };
                 tracing::error!("{why}");
-                report.send_replace(Some(why));
+                // The first failure is the one reported.
+                report.send_if_modified(|first| {
+                    first.is_none() && {
+                        *first = Some(why);
+                        true
+                    }
+                });
             });
         }
-        Ok(RunningAdapters {
+        RunningAdapters {
             trigger,
             tasks,
             failed,
-        })
+        }
     }
+}
 
+impl RunningAdapters {
     /// Resolves with what happened when an adapter stops before shutdown (a failure of the
     /// server); never resolves while they all run. Independent of `self`.
     pub fn failure(&self) -> impl std::future::Future<Output = String> + Send + 'static {

@@ -45,10 +45,22 @@ use crate::commands::Cli;
 use crate::config::ServeConfig;
 use crate::embedded::EngineOptions;
 
+/// Changes made to the `weir` command line of a custom build (its name, version, about).
+type CommandHook = Arc<dyn Fn(clap::Command) -> clap::Command + Send + Sync>;
+
 /// weir with a set of drivers: what every command runs on. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct App {
     registry: Arc<Registry>,
+    command: Option<CommandHook>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for App {
@@ -58,11 +70,21 @@ impl Default for App {
     }
 }
 
-/// Builds an [`App`]: weir's built-in drivers, then a custom build's own (a driver registered
-/// under a name a built-in one serves replaces it).
-#[derive(Debug, Clone)]
+/// Builds an [`App`]: weir's built-in drivers, then a custom build's own. A driver registered
+/// under a name an earlier entry serves replaces that entry whole (replacing `redis` drops
+/// the built-in `rediss` too).
+#[derive(Clone)]
 pub struct AppBuilder {
     registry: Registry,
+    command: Option<CommandHook>,
+}
+
+impl std::fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
 }
 
 impl App {
@@ -70,6 +92,7 @@ impl App {
     pub fn builder() -> AppBuilder {
         AppBuilder {
             registry: crate::registry::builtins(),
+            command: None,
         }
     }
 
@@ -99,7 +122,11 @@ impl App {
 
     /// The `weir` command line, its `--help` listing this app's drivers.
     pub fn command(&self) -> clap::Command {
-        Cli::command().after_help(self.registry.describe())
+        let command = Cli::command().after_help(self.registry.describe());
+        match &self.command {
+            Some(hook) => hook(command),
+            None => command,
+        }
     }
 
     /// Runs one command line; returns the process exit code.
@@ -122,7 +149,9 @@ impl App {
                     .unwrap_or_else(|_| "warn".into()),
             )
             .with_writer(std::io::stderr)
-            .init();
+            .try_init()
+            // A program embedding weir may have set its own subscriber: keep it.
+            .ok();
         let cli = match Cli::from_arg_matches(&self.command().get_matches()) {
             Ok(cli) => cli,
             Err(e) => e.exit(),
@@ -138,8 +167,9 @@ impl App {
             }
         };
         let code = runtime.block_on(self.run(cli));
-        // Steps left running (a timed-out `weir run`) must not hold the exit.
-        runtime.shutdown_background();
+        // Tasks still running (the steps of a `weir run` that timed out) are dropped, which
+        // kills what they started; blocking work gets a second to end, then the process exits.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
         std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
     }
 }
@@ -169,10 +199,21 @@ impl AppBuilder {
         self
     }
 
+    /// Changes the command line (`weir-custom` instead of `weir`, its own version and about):
+    /// `.command(|c| c.name("weir-custom").version(env!("CARGO_PKG_VERSION")))`.
+    pub fn command(
+        mut self,
+        hook: impl Fn(clap::Command) -> clap::Command + Send + Sync + 'static,
+    ) -> Self {
+        self.command = Some(Arc::new(hook));
+        self
+    }
+
     /// The app.
     pub fn build(self) -> App {
         App {
             registry: Arc::new(self.registry),
+            command: self.command,
         }
     }
 

@@ -18,8 +18,11 @@ pub struct EngineOptions {
 impl std::fmt::Debug for EngineOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineOptions")
-            .field("state_url", &self.state_url)
-            .field("broker_url", &self.broker_url)
+            .field("state_url", &weir_core::redact::redact_url(&self.state_url))
+            .field(
+                "broker_url",
+                &weir_core::redact::redact_url(&self.broker_url),
+            )
             .field(
                 "signing_key",
                 &self.signing_key.as_ref().map(|_| "<redacted>"),

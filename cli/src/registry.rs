@@ -10,24 +10,25 @@ use weir_core::Result;
 use weir_core::registry::{BrokerScheme, Registry, RuntimeType, StateScheme};
 use weir_core::url_query::QueryParams;
 
-/// Registers a driver that the Cargo feature `$feature` of weir compiles in:
-/// `builtin!(registry, "feature", Kind::new(&["scheme", …], constructor))`, or
-/// `builtin!(registry, "feature", RuntimeType::new("type", constructor))`.
+/// Registers a driver that the Cargo feature `$feature` of weir compiles in, with a one-line
+/// description: `builtin!(registry, "feature", "about", Kind::new(&["scheme", …], open))`, or
+/// `builtin!(registry, "feature", "about", RuntimeType::new("type", open))` (`shared` too).
+/// Without the feature, the names are registered as absent, with the feature that brings them.
 macro_rules! builtin {
-    (@gate $registry:ident, $feature:literal, $kind:ident, [$($name:literal),+], $entry:expr) => {{
+    (@gate $registry:ident, $feature:literal, $about:literal, $kind:ident, [$($name:literal),+], $entry:expr) => {{
         #[cfg(feature = $feature)]
-        $registry.add($entry);
+        $registry.add($entry.about($about));
         #[cfg(not(feature = $feature))]
-        $registry.add($kind::absent(
-            &[$($name),+],
-            concat!("the `", $feature, "` Cargo feature of weir"),
-        ));
+        $registry.add(
+            $kind::absent(&[$($name),+], concat!("the `", $feature, "` Cargo feature of weir"))
+                .about($about),
+        );
     }};
-    ($registry:ident, $feature:literal, RuntimeType::new($name:literal, $open:expr $(,)?)) => {
-        builtin!(@gate $registry, $feature, RuntimeType, [$name], RuntimeType::new($name, $open))
+    ($registry:ident, $feature:literal, $about:literal, RuntimeType::$new:ident($name:literal, $open:expr $(,)?)) => {
+        builtin!(@gate $registry, $feature, $about, RuntimeType, [$name], RuntimeType::$new($name, $open))
     };
-    ($registry:ident, $feature:literal, $kind:ident::new(&[$($name:literal),+ $(,)?], $open:expr $(,)?)) => {
-        builtin!(@gate $registry, $feature, $kind, [$($name),+], $kind::new(&[$($name),+], $open))
+    ($registry:ident, $feature:literal, $about:literal, $kind:ident::$new:ident(&[$($name:literal),+ $(,)?], $open:expr $(,)?)) => {
+        builtin!(@gate $registry, $feature, $about, $kind, [$($name),+], $kind::$new(&[$($name),+], $open))
     };
 }
 
@@ -70,6 +71,7 @@ pub fn builtins() -> Registry {
     builtin!(
         registry,
         "state-redis",
+        "Redis 6.2+ or Valkey; shared by many nodes",
         StateScheme::new(&["redis", "rediss"], |url| async move {
             weir_state_redis::open(&url).await
         })
@@ -82,6 +84,7 @@ pub fn builtins() -> Registry {
     builtin!(
         registry,
         "broker-redis",
+        "Redis streams",
         BrokerScheme::new(&["redis", "rediss"], |url| async move {
             weir_broker_redis::RedisBroker::connect(&url).await
         })
@@ -89,6 +92,7 @@ pub fn builtins() -> Registry {
     builtin!(
         registry,
         "broker-amqp",
+        "RabbitMQ (AMQP 0-9-1)",
         BrokerScheme::new(&["amqp", "amqps"], |url| async move {
             weir_broker_amqp::AmqpBroker::connect(&url).await
         })
@@ -96,6 +100,7 @@ pub fn builtins() -> Registry {
     builtin!(
         registry,
         "broker-sqs",
+        "Amazon SQS",
         BrokerScheme::new(&["sqs"], |url| async move {
             weir_broker_sqs::SqsBroker::connect(&url).await
         })
@@ -103,35 +108,41 @@ pub fn builtins() -> Registry {
     builtin!(
         registry,
         "broker-kafka",
+        "Kafka protocol (librdkafka)",
         BrokerScheme::new(&["kafka", "kafka+mock"], |url| async move {
             weir_broker_kafka::KafkaBroker::connect(&url).await
         })
     );
 
-    registry.runtime(RuntimeType::new(weir_driver_process::KIND, |_| async {
-        Ok(weir_driver_process::ProcessDriver::new())
-    }));
-    registry.runtime(RuntimeType::new(
-        weir_driver_http::KIND,
-        |settings| async move {
+    registry.runtime(
+        RuntimeType::new(weir_driver_process::KIND, |_| async {
+            Ok(weir_driver_process::ProcessDriver::new())
+        })
+        .about("a local executable"),
+    );
+    registry.runtime(
+        RuntimeType::new(weir_driver_http::KIND, |settings| async move {
             weir_driver_http::HttpDriver::new(weir_driver_http::HttpDriverConfig {
                 signing_key: settings.signing_key,
             })
-        },
-    ));
+        })
+        .about("an HTTP endpoint"),
+    );
     // Docker: talks to `DOCKER_HOST` or the default socket, connecting on first use;
     // containers a dead weir left behind are removed now, in the background (a machine
     // without a Docker engine starts as fast as ever).
     builtin!(
         registry,
         "driver-docker",
-        RuntimeType::new("docker", |_| async { Ok(docker_driver()) })
+        "a Docker container",
+        RuntimeType::shared("docker", |_| async { Ok(docker_driver()) })
     );
     // WASM: modules compiled once and cached on disk (`$WEIR_WASM_CACHE_DIR`, else
     // `~/.cache/weir/wasm`).
     builtin!(
         registry,
         "driver-wasm",
+        "a WebAssembly (WASI) module",
         RuntimeType::new("wasm", |_| async {
             weir_driver_wasm::WasmDriver::new(weir_driver_wasm::WasmDriverConfig::default())
         })
@@ -141,6 +152,7 @@ pub fn builtins() -> Registry {
     builtin!(
         registry,
         "driver-lambda",
+        "an AWS Lambda function",
         RuntimeType::new("lambda", |_| async {
             weir_driver_lambda::LambdaDriver::connect(weir_driver_lambda::LambdaDriverConfig::new())
                 .await
@@ -149,11 +161,14 @@ pub fn builtins() -> Registry {
     registry
 }
 
-/// The Docker driver, with a background sweep of the step containers a stopped weir left.
+/// The Docker driver, sweeping in the background the step containers a stopped weir left (the
+/// sweep also connects the driver, so its first step does not wait for it).
 #[cfg(feature = "driver-docker")]
-fn docker_driver() -> weir_driver_docker::DockerDriver {
-    let config = weir_driver_docker::DockerDriverConfig::default();
-    let sweeper = weir_driver_docker::DockerDriver::new(config.clone());
+fn docker_driver() -> std::sync::Arc<weir_driver_docker::DockerDriver> {
+    let driver = std::sync::Arc::new(weir_driver_docker::DockerDriver::new(
+        weir_driver_docker::DockerDriverConfig::default(),
+    ));
+    let sweeper = driver.clone();
     tokio::spawn(async move {
         match sweeper.remove_orphans().await {
             Ok(removed) if !removed.is_empty() => tracing::warn!(
@@ -164,7 +179,7 @@ fn docker_driver() -> weir_driver_docker::DockerDriver {
             Err(e) => tracing::debug!(error = %e, "no Docker engine to sweep for orphans"),
         }
     });
-    weir_driver_docker::DockerDriver::new(config)
+    driver
 }
 
 /// The event store of `memory://`, or `memory://?retention=7d` (how long accepted events are
@@ -244,23 +259,52 @@ mod tests {
     }
 
     #[test]
-    fn every_builtin_is_listed_with_its_feature_when_absent() {
-        let text = builtins().describe();
+    fn every_builtin_is_listed_present_or_with_its_feature() {
+        let registry = builtins();
+        let text = registry.describe();
         for name in ["memory://", "process", "http"] {
             assert!(text.contains(name), "{name}: {text}");
         }
-        for (name, feature) in [
-            ("redis://", "state-redis"),
-            ("amqp://", "broker-amqp"),
-            ("kafka://", "broker-kafka"),
-            ("sqs://", "broker-sqs"),
-            ("docker", "driver-docker"),
-            ("wasm", "driver-wasm"),
-            ("lambda", "driver-lambda"),
+        let absent: Vec<(Vec<String>, String)> =
+            registry
+                .states()
+                .filter_map(|e| Some((e.names().to_vec(), e.availability().err()?.to_string())))
+                .chain(registry.brokers().filter_map(|e| {
+                    Some((e.names().to_vec(), e.availability().err()?.to_string()))
+                }))
+                .chain(registry.runtimes().filter_map(|e| {
+                    Some((e.names().to_vec(), e.availability().err()?.to_string()))
+                }))
+                .collect();
+        for (feature, name) in [
+            ("state-redis", "redis"),
+            ("broker-amqp", "amqp"),
+            ("broker-kafka", "kafka"),
+            ("broker-sqs", "sqs"),
+            ("driver-docker", "docker"),
+            ("driver-wasm", "wasm"),
+            ("driver-lambda", "lambda"),
         ] {
             assert!(text.contains(name), "{name}: {text}");
-            if !cfg!(feature = "full") {
-                assert!(text.contains(&format!("`{feature}`")), "{feature}: {text}");
+            let how = absent
+                .iter()
+                .find(|(names, _)| names.iter().any(|n| n == name))
+                .map(|(_, how)| how.as_str());
+            let compiled_in = match feature {
+                "state-redis" => cfg!(feature = "state-redis"),
+                "broker-amqp" => cfg!(feature = "broker-amqp"),
+                "broker-kafka" => cfg!(feature = "broker-kafka"),
+                "broker-sqs" => cfg!(feature = "broker-sqs"),
+                "driver-docker" => cfg!(feature = "driver-docker"),
+                "driver-wasm" => cfg!(feature = "driver-wasm"),
+                _ => cfg!(feature = "driver-lambda"),
+            };
+            if compiled_in {
+                assert_eq!(how, None, "{name} is in this build");
+            } else {
+                let how = how.unwrap_or_else(|| panic!("{name} is listed as absent"));
+                assert!(how.contains(&format!("`{feature}`")), "{name}: {how}");
+                assert!(text.contains(how), "{text}");
             }
         }
     }

@@ -13,7 +13,7 @@ use common::function_dir;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use weir::adapters::RunningAdapters;
+use weir::adapters::OpenAdapters;
 use weir::config::ServeConfig;
 use weir::core::adapter::{Adapter, Shutdown};
 use weir::core::engine::{Engine, Roles};
@@ -51,6 +51,8 @@ impl Adapter for Lines {
             .map_err(|_| Error::internal("poisoned"))?
             .take()
             .ok_or_else(|| Error::internal("run twice"))?;
+        // The connections it serves end with it.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let (conn, _) = tokio::select! {
                 _ = shutdown.raised() => return Ok(()),
@@ -58,7 +60,7 @@ impl Adapter for Lines {
                     .map_err(|e| Error::unavailable("accept failed").with_source(e))?,
             };
             let engine = engine.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let (read, mut write) = conn.into_split();
                 let mut lines = BufReader::new(read).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
@@ -75,8 +77,10 @@ impl Adapter for Lines {
     }
 }
 
-/// An adapter whose run fails at once.
-struct Broken;
+/// An adapter whose run fails at once (`broken://`) or panics (`broken+panic://`).
+struct Broken {
+    panics: bool,
+}
 
 #[async_trait]
 impl Adapter for Broken {
@@ -85,6 +89,9 @@ impl Adapter for Broken {
     }
 
     async fn run(&self, _engine: Engine, _shutdown: Shutdown) -> Result<()> {
+        if self.panics {
+            panic!("the adapter's bug");
+        }
         Err(Error::new(ErrorKind::Unavailable, "lost its source"))
     }
 }
@@ -92,7 +99,14 @@ impl Adapter for Broken {
 fn app() -> weir::App {
     weir::App::builder()
         .adapter_scheme(lines())
-        .adapter_scheme(AdapterScheme::new(&["broken"], |_| async { Ok(Broken) }))
+        .adapter_scheme(AdapterScheme::new(
+            &["broken", "broken+panic"],
+            |url| async move {
+                Ok(Broken {
+                    panics: url.starts_with("broken+panic:"),
+                })
+            },
+        ))
         .build()
 }
 
@@ -113,9 +127,10 @@ async fn an_adapter_feeds_events_into_runs_and_stops_at_shutdown() {
     engine.functions().replace(loaded.functions);
     let handle = engine.start(Roles::ALL).await.expect("start");
     let addr = free_address().await;
-    let adapters = RunningAdapters::start(app.registry(), &engine, &[format!("lines://{addr}")])
+    let adapters = OpenAdapters::open(app.registry(), &[format!("lines://{addr}")])
         .await
-        .expect("the adapter opens");
+        .expect("the adapter opens")
+        .run(&engine);
 
     let conn = TcpStream::connect(&addr)
         .await
@@ -173,16 +188,36 @@ fn serve_config(adapters: &[&str], functions: &std::path::Path) -> ServeConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_adapter_stops_the_server_with_exit_1() {
+async fn a_failing_or_panicking_adapter_stops_the_server_with_exit_1() {
     let empty = tempfile::tempdir().expect("tempdir");
     let app = app();
-    let served = tokio::time::timeout(
-        Duration::from_secs(20),
-        app.serve(serve_config(&["broken://anything"], empty.path())),
-    )
-    .await
-    .expect("the server stops by itself");
-    assert_eq!(served.expect("no start error"), 1);
+    for url in ["broken://anything", "broken+panic://anything"] {
+        let served = tokio::time::timeout(
+            Duration::from_secs(20),
+            app.serve(serve_config(&[url], empty.path())),
+        )
+        .await
+        .expect("the server stops by itself");
+        assert_eq!(served.expect("no start error"), 1, "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_adapter_is_reported_as_a_failure() {
+    let app = app();
+    let engine = app.build_engine(&Default::default()).await.expect("engine");
+    let adapters = OpenAdapters::open(app.registry(), &["broken+panic://x".to_string()])
+        .await
+        .expect("opens")
+        .run(&engine);
+    let why = tokio::time::timeout(Duration::from_secs(10), adapters.failure())
+        .await
+        .expect("the panic is reported");
+    assert_eq!(why, "adapter broken panicked");
+    assert_eq!(
+        adapters.failed().as_deref(),
+        Some("adapter broken panicked")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,8 +234,31 @@ async fn an_adapter_scheme_this_build_lacks_fails_the_start() {
     let text = err.to_string();
     assert!(
         text.contains("unknown adapter scheme \"celery+amqp\"")
-            && text.contains("available in this build: lines://, broken://"),
+            && text.contains("available in this build: lines://, broken://, broken+panic://"),
         "{text}"
     );
     assert!(!text.contains("secret"), "the URL is redacted: {text}");
+    let err = app()
+        .serve(serve_config(&["guest:secret@h"], empty.path()))
+        .await
+        .expect_err("not a URL");
+    assert!(
+        err.to_string().contains("not a URL") && !err.to_string().contains("secret"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_fails_the_start_before_any_adapter_runs() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let adapter_addr = free_address().await;
+    let mut config = serve_config(&[&format!("lines://{adapter_addr}")], empty.path());
+    config.listen = Some(taken.local_addr().expect("addr"));
+    let err = app().serve(config).await.expect_err("the port is taken");
+    assert!(err.to_string().contains("cannot listen on"), "{err}");
+    assert!(
+        TcpStream::connect(&adapter_addr).await.is_err(),
+        "the adapter's listener is gone with the failed start"
+    );
 }

@@ -480,7 +480,7 @@ fn help_lists_the_drivers_of_this_build_and_what_brings_in_the_others() {
         assert!(runtimes.contains("docker"), "{help}");
     } else {
         assert!(
-            help.contains("docker: the `driver-docker` Cargo feature of weir"),
+            help.contains("docker (needs the `driver-docker` Cargo feature of weir)"),
             "{help}"
         );
     }

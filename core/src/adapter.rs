@@ -1,9 +1,10 @@
 //! The `Adapter` trait: a shim that turns another queue's jobs into weir events.
 //!
-//! An adapter (the Celery and Faktory shims, or a third party's) is chosen by the URL scheme of
-//! `--adapter URL` (see [`crate::registry`]), opened when the server starts (so a port it cannot
-//! bind or a broker it cannot reach fails the start), then [run](Adapter::run) with a handle to
-//! the engine until the server shuts down.
+//! An adapter (a shim for another queue's protocol, such as Celery's or Faktory's, built in or a
+//! third party's) is chosen by the URL scheme of `--adapter URL` (see [`crate::registry`]),
+//! opened when the server starts (so a port it cannot bind or a broker it cannot reach fails
+//! the start), then [run](Adapter::run) with a handle to the engine until the server shuts
+//! down.
 
 use async_trait::async_trait;
 
@@ -13,14 +14,16 @@ use crate::error::Result;
 /// A shim that feeds another system's jobs into the engine as events.
 ///
 /// Contract:
-/// - [`run`](Adapter::run) ingests through [`Engine::ingest`] (which validates nothing more:
-///   build events with [`crate::Event::from_json`] so they are checked like HTTP ones), and
-///   acknowledges a job to its source only after `ingest` returned `Ok` (the event is then
-///   stored and published). A job ingested twice (a redelivery) must carry the same event id,
-///   so that it starts no second run.
+/// - [`run`](Adapter::run) ingests through [`Engine::ingest_body`] (JSON, checked and limited
+///   exactly as an HTTP body is) or [`Engine::ingest`] (events already checked: parse them with
+///   [`crate::engine::parse_body`] and the engine's limits), and acknowledges a job to its
+///   source only after that returned `Ok` (the event is then stored and published). A job
+///   ingested twice (a redelivery) must carry the same event id, so that it starts no second
+///   run.
 /// - It returns when `shutdown` fires, after handing back to its source whatever it took and
-///   did not ingest. Returning `Err` before that is a failure of the server: `weir serve`
-///   logs it and stops.
+///   did not ingest, and ends the work it started (connections it serves, tasks it spawned).
+///   Returning (or panicking) before that is a failure of the server: `weir serve` logs it and
+///   stops with exit code 1.
 #[async_trait]
 pub trait Adapter: Send + Sync + 'static {
     /// A short name for logs (`celery`, `faktory`).

@@ -123,6 +123,7 @@ pub type AdapterScheme = Entry<String, Arc<dyn Adapter>>;
 
 impl<A, T> Entry<A, T> {
     fn with(names: &[&str], open: Open<A, T>) -> Self {
+        assert!(!names.is_empty(), "a registry entry needs a name");
         Entry {
             names: names.iter().map(|n| n.to_string()).collect(),
             about: String::new(),
@@ -134,6 +135,7 @@ impl<A, T> Entry<A, T> {
     /// (`the broker-kafka Cargo feature of weir`). Opening it is a configuration error that
     /// says so.
     pub fn absent(names: &[&str], how: impl Into<String>) -> Self {
+        assert!(!names.is_empty(), "a registry entry needs a name");
         Entry {
             names: names.iter().map(|n| n.to_string()).collect(),
             about: String::new(),
@@ -230,6 +232,25 @@ impl RuntimeType {
     }
 }
 
+impl RuntimeType {
+    /// [`RuntimeType::new`] for a constructor that keeps a handle on the driver it returns
+    /// (to start background work on it, such as a sweep of what a dead process left).
+    pub fn shared<D, F, Fut>(name: &str, open: F) -> Self
+    where
+        D: Driver,
+        F: Fn(RuntimeSettings) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Arc<D>>> + Send + 'static,
+    {
+        Entry::with(
+            &[name],
+            Arc::new(move |settings| {
+                let opened = open(settings);
+                Box::pin(async move { Ok(opened.await? as Arc<dyn Driver>) })
+            }),
+        )
+    }
+}
+
 impl AdapterScheme {
     /// An adapter: `open` gets the whole URL, and should bind or connect what it needs (so a
     /// bad URL or an unreachable service fails the server's start), not start consuming.
@@ -249,7 +270,7 @@ impl AdapterScheme {
     }
 }
 
-/// Every driver a build knows, by kind. Cheap to clone.
+/// Every driver a build knows, by kind.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     states: Vec<StateScheme>,
@@ -258,13 +279,12 @@ pub struct Registry {
     adapters: Vec<AdapterScheme>,
 }
 
-/// Adds `entry`, replacing what an earlier entry served under its names (a later registration
-/// wins: a custom build may replace a built-in driver).
+/// Adds `entry`, removing every earlier entry that serves one of its names (a later
+/// registration wins: a custom build may replace a built-in driver). An earlier entry goes
+/// whole: replacing `redis` drops the built-in `rediss` too, rather than leave one scheme on
+/// each implementation.
 fn add<A, T>(entries: &mut Vec<Entry<A, T>>, entry: Entry<A, T>) {
-    for earlier in entries.iter_mut() {
-        earlier.names.retain(|n| !entry.serves(n));
-    }
-    entries.retain(|e| !e.names.is_empty());
+    entries.retain(|earlier| !earlier.names.iter().any(|n| entry.serves(n)));
     entries.push(entry);
 }
 
@@ -353,7 +373,10 @@ impl Registry {
                     }
                     drivers.with(driver)
                 }
-                Err(how) => drivers.with_absent(name, how),
+                Err(how) => entry
+                    .names
+                    .iter()
+                    .fold(drivers, |drivers, name| drivers.with_absent(name, how)),
             };
         }
         Ok(drivers)
@@ -399,7 +422,7 @@ fn describe_kind<A, T>(
         match &entry.open {
             Ok(_) if entry.about.is_empty() => present.push(spell(entry)),
             Ok(_) => present.push(format!("{} ({})", spell(entry), entry.about)),
-            Err(how) => absent.push(format!("{kind:<9} {}: {how}", spell(entry))),
+            Err(how) => absent.push(format!("{kind:<9} {} (needs {how})", spell(entry))),
         }
     }
     let listed = if present.is_empty() {
@@ -410,15 +433,18 @@ fn describe_kind<A, T>(
     text.push_str(&format!("  {kind:<9} {listed}\n"));
 }
 
-/// The scheme of `url` (before `://`).
-pub fn scheme(url: &str) -> Result<&str> {
+/// The scheme of a `what` URL (before `://`). The error does not show the text, which may
+/// hold a password.
+fn scheme<'u>(what: &str, url: &'u str) -> Result<&'u str> {
     url.split_once("://")
         .map(|(s, _)| s)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,
-                format!("{url:?} is not a URL (expected e.g. memory://)"),
+                format!(
+                    "the {what} setting is not a URL: it has no `scheme://` (e.g. memory://); not shown, as it may hold a password"
+                ),
             )
         })
 }
@@ -430,7 +456,7 @@ fn open_url<'a, T>(
     entries: &'a [Entry<String, T>],
     url: &str,
 ) -> Result<&'a Open<String, T>> {
-    let scheme = scheme(url)?;
+    let scheme = scheme(what, url)?;
     let available = || {
         let names: Vec<String> = entries
             .iter()
@@ -505,6 +531,27 @@ mod tests {
             registry.runtimes().last().map(|r| r.availability()),
             Some(Err("elsewhere"))
         );
+    }
+
+    #[tokio::test]
+    async fn replacing_one_name_of_an_entry_drops_the_whole_entry() {
+        let mut registry = Registry::new();
+        registry
+            .broker(BrokerScheme::absent(&["redis", "rediss"], "built in"))
+            .broker(BrokerScheme::absent(&["redis"], "mine"));
+        let names: Vec<_> = registry.brokers().map(|b| b.names().to_vec()).collect();
+        assert_eq!(names, [vec!["redis".to_string()]]);
+        let err = error_of(registry.open_broker("rediss://h").await);
+        assert!(
+            err.to_string().contains("unknown broker scheme \"rediss\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "needs a name")]
+    fn an_entry_without_a_name_is_refused() {
+        let _ = RuntimeType::absent(&[], "nowhere");
     }
 
     #[tokio::test]
@@ -590,7 +637,12 @@ mod tests {
             "{err}"
         );
         let err = error_of(registry.open_broker("spool").await);
-        assert!(err.to_string().contains("is not a URL"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the broker setting is not a URL: it has no `scheme://`")
+                && !err.to_string().contains("spool"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -610,7 +662,7 @@ mod tests {
         assert!(text.contains("  runtimes  shell (sh -c)\n"), "{text}");
         assert!(text.contains("  brokers   none\n"), "{text}");
         assert!(
-            text.contains("Known to weir, not in this build:\n  brokers   kafka:// kafka+mock://: the `broker-kafka` feature\n  runtimes  docker: the `driver-docker` feature\n"),
+            text.contains("Known to weir, not in this build:\n  brokers   kafka:// kafka+mock:// (needs the `broker-kafka` feature)\n  runtimes  docker (needs the `driver-docker` feature)\n"),
             "{text}"
         );
     }

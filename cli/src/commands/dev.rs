@@ -23,9 +23,15 @@ pub struct DevArgs {
     /// Do not reload functions when their files change.
     #[arg(long)]
     pub no_reload: bool,
-    /// An adapter to run, by URL (repeatable; WEIR_ADAPTERS is comma-separated): another
-    /// queue's jobs become events. `weir --help` lists the adapters of this build.
-    #[arg(long = "adapter", env = "WEIR_ADAPTERS", value_delimiter = ',')]
+    /// An adapter to run, by URL (repeatable; WEIR_ADAPTERS is space-separated, as URLs may
+    /// hold commas): another queue's jobs become events. `weir --help` lists the adapters of
+    /// this build.
+    #[arg(
+        long = "adapter",
+        env = "WEIR_ADAPTERS",
+        value_delimiter = ' ',
+        hide_env_values = true
+    )]
     pub adapters: Vec<String>,
 }
 
@@ -40,13 +46,18 @@ pub(super) async fn dev(app: &crate::App, args: DevArgs) -> weir_core::Result<i3
             f.dir.display()
         );
     }
+    // What can fail at start (an adapter's URL or source, the address) fails before anything
+    // runs.
+    let opened =
+        crate::adapters::OpenAdapters::open(app.registry(), &super::serve::given(&args.adapters))
+            .await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            Error::unavailable(format!("cannot listen on {}", args.listen)).with_source(e)
+        })?;
     let handle = engine.start(Roles::ALL).await?;
-    let adapters = crate::adapters::RunningAdapters::start(
-        app.registry(),
-        &engine,
-        &super::serve::given(&args.adapters),
-    )
-    .await?;
+    let adapters = opened.run(&engine);
     let watcher = (!args.no_reload).then(|| {
         tokio::spawn(crate::functions::watch(
             engine.clone(),
@@ -54,11 +65,6 @@ pub(super) async fn dev(app: &crate::App, args: DevArgs) -> weir_core::Result<i3
             Duration::from_millis(500),
         ))
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            Error::unavailable(format!("cannot listen on {}", args.listen)).with_source(e)
-        })?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::internal("no local address").with_source(e))?;
@@ -76,7 +82,9 @@ pub(super) async fn dev(app: &crate::App, args: DevArgs) -> weir_core::Result<i3
         w.abort();
     }
     let failed = adapters.failed();
-    adapters.stop(Duration::from_secs(5)).await;
+    if !adapters.stop(Duration::from_secs(5)).await {
+        eprintln!("weir dev: adapters still running after 5s were stopped");
+    }
     handle.shutdown().await;
     served.map_err(|e| Error::internal("server failed").with_source(e))?;
     Ok(exit_code_after(failed))

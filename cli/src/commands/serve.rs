@@ -9,6 +9,7 @@ use clap::Args;
 use weir_core::engine::{EngineConfig, Roles};
 use weir_core::{Error, ErrorKind};
 
+use crate::adapters::OpenAdapters;
 use crate::api::{ApiKeys, EventKeys};
 use crate::config::ServeConfig;
 use crate::embedded::EngineOptions;
@@ -24,10 +25,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_FUNCTIONS")]
     pub functions: Option<PathBuf>,
     /// State store URL: memory:// or redis://… [default: memory://].
-    #[arg(long, env = "WEIR_STATE")]
+    #[arg(long, env = "WEIR_STATE", hide_env_values = true)]
     pub state: Option<String>,
     /// Broker URL: memory:// or redis://… [default: memory://].
-    #[arg(long, env = "WEIR_BROKER")]
+    #[arg(long, env = "WEIR_BROKER", hide_env_values = true)]
     pub broker: Option<String>,
     /// An accepted event key (repeat the flag; WEIR_EVENT_KEYS takes a comma-separated list).
     #[arg(
@@ -72,9 +73,15 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
-    /// An adapter to run, by URL (repeatable; WEIR_ADAPTERS is comma-separated): another
-    /// queue's jobs become events. `weir --help` lists the adapters of this build.
-    #[arg(long = "adapter", env = "WEIR_ADAPTERS", value_delimiter = ',')]
+    /// An adapter to run, by URL (repeatable; WEIR_ADAPTERS is space-separated, as URLs may
+    /// hold commas): another queue's jobs become events. `weir --help` lists the adapters of
+    /// this build.
+    #[arg(
+        long = "adapter",
+        env = "WEIR_ADAPTERS",
+        value_delimiter = ' ',
+        hide_env_values = true
+    )]
     pub adapters: Vec<String>,
 }
 
@@ -219,9 +226,22 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
         );
     }
     engine.functions().replace(loaded.functions);
+    // Everything that can fail at start (an adapter's URL or source, the listening address)
+    // fails before the engine and the adapters run.
+    let opened = OpenAdapters::open(app.registry(), &config.adapters).await?;
+    let listener = match api {
+        true => {
+            let listen = config
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8288)));
+            Some(tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                Error::unavailable(format!("cannot listen on {listen}")).with_source(e)
+            })?)
+        }
+        false => None,
+    };
     let handle = engine.start(roles).await?;
-    let adapters =
-        crate::adapters::RunningAdapters::start(app.registry(), &engine, &config.adapters).await?;
+    let adapters = opened.run(&engine);
     eprintln!(
         "weir serve: state {}, broker {}, roles {}{}{}{}",
         redact_url(&options.state_url),
@@ -231,13 +251,7 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
         if roles.executor { "executor " } else { "" },
         if roles.scheduler { "scheduler" } else { "" },
     );
-    if api {
-        let listen = config
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8288)));
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| Error::unavailable(format!("cannot listen on {listen}")).with_source(e))?;
+    if let Some(listener) = listener {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::internal("no local address").with_source(e))?;
@@ -264,12 +278,14 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
         super::dev::shutdown_or_failure(adapters.failure()).await;
     }
     let failed = adapters.failed();
-    if !adapters.stop(grace).await {
+    eprintln!("weir serve: stopping; waiting up to {grace:?} for adapters and steps in flight");
+    // One grace for both: the engine stops taking work while the adapters stop feeding it.
+    let (adapters_drained, steps_drained) =
+        tokio::join!(adapters.stop(grace), handle.shutdown_gracefully(grace));
+    if !adapters_drained {
         eprintln!("weir serve: adapters still running after {grace:?} were stopped");
     }
-    eprintln!("weir serve: stopping; waiting up to {grace:?} for steps in flight");
-    let drained = handle.shutdown_gracefully(grace).await;
-    if !drained {
+    if !steps_drained {
         eprintln!("weir serve: steps still in flight were handed back to the broker");
     }
     Ok(super::dev::exit_code_after(failed))

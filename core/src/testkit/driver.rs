@@ -257,7 +257,7 @@ pub fn sample_request(runtime: Value, input: Bytes, timeout: Duration) -> StepRe
         path: None,
         runtime: match runtime {
             Value::Object(map) => map,
-            _ => Map::new(),
+            other => panic!("sample_request: a runtime object is a JSON object, got {other}"),
         },
         timeout,
         max_output_bytes: crate::driver::DEFAULT_MAX_OUTPUT_BYTES,

@@ -9,5 +9,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     weir::App::builder()
         .runtime(weir_custom::shell::runtime())
+        .command(|c| c.name("weir-custom").version(env!("CARGO_PKG_VERSION")))
         .run_cli()
 }

@@ -4,11 +4,12 @@
 //! "greet": { "id": "greet", "runtime": { "type": "shell", "command": "echo \"{\\\"hi\\\": 1}\"" } }
 //! ```
 //!
-//! The step input document arrives on stdin (and as `$1` when it fits in one argument), the
-//! function's `.env` and `WEIR_RUN_ID`, `WEIR_STEP_ID`, `WEIR_ATTEMPT`, `WEIR_FUNCTION_ID` in
-//! the environment; stdout is the output, stderr the log. The command runs in a process group
-//! of its own, killed as a whole at the timeout, when the output outgrows its limit, and when
-//! the command exits (nothing it started in the background outlives the attempt).
+//! The step input document (compact JSON) arrives on stdin (and as `$1` when it fits in one
+//! argument), the function's `.env` and `WEIR_RUN_ID`, `WEIR_STEP_ID`, `WEIR_ATTEMPT`,
+//! `WEIR_FUNCTION_ID` in the environment; stdout is the output, stderr the log. The command
+//! runs in a process group of its own, killed as a whole at the timeout, when the output
+//! outgrows its limit, and when the command exits: nothing it started in the background
+//! outlives the attempt, unless it leaves the group (`setsid`), which a shell line should not.
 //!
 //! It is built on weir-core alone: [`Driver`] for the trait, `weir_core::driver::output` to
 //! bound what is read, `weir_core::protocol` for the argument rule.
@@ -77,9 +78,13 @@ impl Driver for ShellDriver {
         if let Some(argument) = weir_core::protocol::input_argument(&request.input) {
             cmd.arg(argument);
         }
-        if request.function_dir.is_dir() {
-            cmd.current_dir(&request.function_dir);
+        if !request.function_dir.is_dir() {
+            return Err(Error::config(format!(
+                "the function directory {} does not exist",
+                request.function_dir.display()
+            )));
         }
+        cmd.current_dir(&request.function_dir);
         cmd.envs(request.env.iter().map(|(k, v)| (k, v)))
             .env("WEIR_RUN_ID", &request.run_id)
             .env("WEIR_STEP_ID", &request.step_id)
@@ -91,7 +96,14 @@ impl Driver for ShellDriver {
             .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| {
-            Error::new(ErrorKind::Unavailable, "cannot start /bin/sh").with_source(e)
+            // No /bin/sh will not fix itself; running out of processes or memory may.
+            let kind = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    ErrorKind::Config
+                }
+                _ => ErrorKind::Unavailable,
+            };
+            Error::new(kind, "cannot start /bin/sh").with_source(e)
         })?;
         // Dropped on every way out (timeout, too much output, exit): kills the whole group.
         let mut group = ProcessGroup(child.id().and_then(|p| i32::try_from(p).ok()));
