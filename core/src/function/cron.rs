@@ -17,24 +17,26 @@ pub struct CronTrigger {
 }
 
 impl CronTrigger {
-    /// Compiles a schedule; the error says what is wrong with it.
-    pub fn parse(source: &str) -> Result<CronTrigger, String> {
+    /// Compiles a schedule; an [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)
+    /// error says what is wrong with it.
+    pub fn parse(source: &str) -> crate::Result<CronTrigger> {
         let trimmed = source.trim();
         if trimmed.starts_with("TZ=") || trimmed.starts_with("CRON_TZ=") {
-            return Err(
-                "time zones are not supported yet: cron schedules run in UTC; remove the TZ= prefix"
-                    .into(),
-            );
+            return Err(crate::Error::invalid(
+                "time zones are not supported yet: cron schedules run in UTC; remove the TZ= prefix",
+            ));
         }
         let schedule = croner::Cron::from_str(trimmed)
-            .map_err(|e| format!("invalid cron schedule {source:?}: {e}"))?;
+            .map_err(|e| crate::Error::invalid(format!("invalid cron schedule {source:?}: {e}")))?;
         // A schedule that never fires (30 February) is a mistake worth reporting at load.
         let trigger = CronTrigger {
             source: trimmed.to_string(),
             schedule,
         };
         if trigger.next_after(0).is_none() {
-            return Err(format!("cron schedule {source:?} never fires"));
+            return Err(crate::Error::invalid(format!(
+                "cron schedule {source:?} never fires"
+            )));
         }
         Ok(trigger)
     }
@@ -82,8 +84,8 @@ mod tests {
         assert!(CronTrigger::parse("61 * * * *").is_err());
         assert!(CronTrigger::parse("not a cron").is_err());
         let tz = CronTrigger::parse("TZ=Europe/Paris 0 12 * * *").expect_err("no time zones");
-        assert!(tz.contains("UTC"), "{tz}");
+        assert!(tz.to_string().contains("UTC"), "{tz}");
         let never = CronTrigger::parse("0 0 30 2 *").expect_err("never fires");
-        assert!(never.contains("never fires"), "{never}");
+        assert!(never.to_string().contains("never fires"), "{never}");
     }
 }

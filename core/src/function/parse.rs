@@ -248,7 +248,7 @@ fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> (Vec<Trigger>, Vec<Cro
             match cron {
                 Value::String(src) => match CronTrigger::parse(src) {
                     Ok(c) => crons.push(c),
-                    Err(msg) => p.push(format!("{path}.cron"), msg),
+                    Err(e) => p.push(format!("{path}.cron"), e.to_string()),
                 },
                 v => p.push(
                     format!("{path}.cron"),
