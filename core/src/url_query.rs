@@ -57,8 +57,11 @@ impl<'a> QueryParams<'a> {
     /// driver in errors and `known` lists the parameters it reads (for [`Param::unknown`]).
     /// Errors carry the URL, redacted, as context `url`.
     pub fn parse(driver: &'a str, url: &'a str, known: &'a [&'a str]) -> Self {
-        let query = url.split_once('?').map_or("", |(_, query)| query);
-        let query = query.split_once('#').map_or(query, |(query, _)| query);
+        // A `?` inside the fragment starts no query.
+        let before_fragment = url.split_once('#').map_or(url, |(before, _)| before);
+        let query = before_fragment
+            .split_once('?')
+            .map_or("", |(_, query)| query);
         QueryParams::new(driver, query, known).with_url(url)
     }
 
@@ -198,6 +201,8 @@ impl<'a> Param<'a> {
 
     /// The value as a boolean: `true`, `1` or `yes`; `false`, `0` or `no`.
     pub fn bool(&self) -> Result<bool> {
+        // A bad escape is reported as such (without the value), not as "expected true…".
+        self.value()?;
         self.one_of(&[
             ("true", true),
             ("1", true),
@@ -286,6 +291,8 @@ mod tests {
         );
         assert_eq!(params("x://h").iter().count(), 0);
         assert_eq!(params("x://h?").iter().count(), 0);
+        // A `?` inside the fragment starts no query.
+        assert_eq!(params("x://h#frag?lease=soon").iter().count(), 0);
         // `new` takes the query alone and keeps a `#` (a driver may not cut fragments).
         let q = QueryParams::new("test driver", "prefix=a#b", KNOWN);
         let values: Vec<String> = q.iter().map(|p| p.value().expect("decodes")).collect();
@@ -376,6 +383,11 @@ mod tests {
             "{err}"
         );
         assert!(!err.message().contains("%zz"), "{err}");
+        let err = all[1].bool().expect_err("bad escape");
+        assert!(
+            err.message().contains("bad percent") && !err.message().contains("%zz"),
+            "{err}"
+        );
         assert!(all[2].value().is_err());
 
         // A name with an invalid escape matches as written; strictly decoded it is an error.

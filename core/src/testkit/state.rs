@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Factory;
+use super::unique;
 use crate::event::{Event, now_ms};
 use crate::run::{Run, RunFilter, RunStatus, StepState, StepStatus};
 use crate::state::{
@@ -57,10 +58,6 @@ async fn started(store: &dyn StateStore, run_id: &str, step: &str, attempt: u32)
         .await
         .expect("start");
     answer == StartAttempt::Started
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", ulid::Ulid::new())
 }
 
 /// A run with steps `a` (queued) and `b` (pending), for a unique function and event.

@@ -49,7 +49,15 @@ impl RedisStateConfig {
                 "expected redis:// or rediss://, got {scheme}://"
             )));
         }
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        // A `#fragment` (`#insecure`: the client skips certificate checks) is the client's;
+        // it comes after the query and goes back on the URL the client gets.
+        let (url_without_fragment, fragment) = match url.split_once('#') {
+            Some((rest, fragment)) => (rest, Some(fragment)),
+            None => (url, None),
+        };
+        let (base, query) = url_without_fragment
+            .split_once('?')
+            .unwrap_or((url_without_fragment, ""));
         let mut prefix = "weir".to_string();
         let mut retention = Duration::from_secs(7 * 86_400);
         let mut ca_file = None;
@@ -72,11 +80,14 @@ impl RedisStateConfig {
                 _ => passed.push(param.raw()),
             }
         }
-        let redis_url = if passed.is_empty() {
+        let mut redis_url = if passed.is_empty() {
             base.to_string()
         } else {
             format!("{base}?{}", passed.join("&"))
         };
+        if let Some(fragment) = fragment {
+            redis_url = format!("{redis_url}#{fragment}");
+        }
         Ok(RedisStateConfig {
             redis_url,
             prefix,
@@ -102,6 +113,16 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains("secret"), "{debug}");
         assert!(debug.contains("u:***@h:6379"), "{debug}");
+    }
+
+    #[test]
+    fn a_fragment_stays_the_clients_and_out_of_the_parameters() {
+        let c = RedisStateConfig::from_url("rediss://h:6380?prefix=p#insecure").unwrap();
+        assert_eq!(c.prefix, "p");
+        assert_eq!(c.redis_url, "rediss://h:6380#insecure");
+        let c = RedisStateConfig::from_url("rediss://h:6380/1?prefix=p&protocol=resp3#insecure")
+            .unwrap();
+        assert_eq!(c.redis_url, "rediss://h:6380/1?protocol=resp3#insecure");
     }
 
     #[test]

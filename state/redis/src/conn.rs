@@ -49,7 +49,13 @@ impl RedisConn {
         let client = weir_support_redis::client(&config.redis_url, config.ca_file.as_deref())?;
         let manager = ConnectionManager::new(client).await.map_err(|e| {
             let message = format!("cannot connect to {}", redact_url(&config.redis_url));
-            Error::new(classify(&e), message).with_source(e)
+            // A connection set up and refused for a reason retrying will not cure (a database
+            // number the server lacks) is the URL's fault, not a bug of weir.
+            let kind = match classify(&e) {
+                ErrorKind::Internal => ErrorKind::Config,
+                kind => kind,
+            };
+            Error::new(kind, message).with_source(e)
         })?;
         Ok(RedisConn {
             manager,

@@ -5,7 +5,8 @@ use weir_core::ErrorKind;
 
 /// Server answers that a retry can cure: still loading the data set, a script running
 /// (`BUSY`), out of memory, a cluster or replica in transition, a script missing after a
-/// restart.
+/// restart, writes refused while a snapshot fails (`MISCONF`) or too few replicas
+/// (`NOREPLICAS`), a blocking read cut off by a failover (`UNBLOCKED`).
 const RETRYABLE_CODES: &[&str] = &[
     "LOADING",
     "BUSY",
@@ -15,6 +16,9 @@ const RETRYABLE_CODES: &[&str] = &[
     "CLUSTERDOWN",
     "READONLY",
     "NOSCRIPT",
+    "MISCONF",
+    "NOREPLICAS",
+    "UNBLOCKED",
 ];
 
 /// Server answers that refuse the credentials or the permissions.
@@ -26,10 +30,11 @@ const CONFIG_CODES: &[&str] = &["NOAUTH", "WRONGPASS", "NOPERM"];
 ///   timed out (I/O errors); or the server answered, to the command or to any command of a
 ///   pipeline or transaction, `LOADING` (loading its data set), `BUSY` (a script running),
 ///   `OOM`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`, `READONLY` (a replica, e.g. during a
-///   failover) or `NOSCRIPT` (a script missing after a restart or `SCRIPT FLUSH`: the next
-///   call loads it again).
+///   failover), `NOSCRIPT` (a script missing after a restart or `SCRIPT FLUSH`: the next
+///   call loads it again), `MISCONF`, `NOREPLICAS` or `UNBLOCKED`.
 /// - [`ErrorKind::Config`] (permanent): invalid client settings (`InvalidClientConfig`, e.g.
-///   `rediss://` without TLS support), failed authentication, or a `NOAUTH`, `WRONGPASS` or
+///   `rediss://` without TLS support; a server without RESP3 for a `protocol=resp3` URL),
+///   failed authentication, or a `NOAUTH`, `WRONGPASS` or
 ///   `NOPERM` (ACL) answer to any command. Checked before the retryable answers: a pipeline
 ///   with a command refused for its credentials stays refused however often it is retried.
 /// - [`ErrorKind::Internal`] (permanent): anything else, e.g. `WRONGTYPE`, a script error or a
@@ -40,7 +45,9 @@ pub fn classify(e: &RedisError) -> ErrorKind {
     }
     let config = matches!(
         e.kind(),
-        redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig
+        redis::ErrorKind::AuthenticationFailed
+            | redis::ErrorKind::InvalidClientConfig
+            | redis::ErrorKind::RESP3NotSupported
     );
     if config || has_any_code(e, CONFIG_CODES) {
         return ErrorKind::Config;
@@ -126,6 +133,13 @@ mod tests {
             classify(&reply("-NOSCRIPT No matching script.\r\n")),
             ErrorKind::Unavailable
         );
+        for wire in [
+            "-MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.\r\n",
+            "-NOREPLICAS Not enough good replicas to write.\r\n",
+            "-UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)\r\n",
+        ] {
+            assert_eq!(classify(&reply(wire)), ErrorKind::Unavailable, "{wire}");
+        }
         assert_eq!(
             classify(&reply("-OOM command not allowed\r\n")),
             ErrorKind::Unavailable
@@ -149,6 +163,13 @@ mod tests {
             ErrorKind::Config
         );
         assert_eq!(classify(&server(S::NoPerm, "x")), ErrorKind::Config);
+        assert_eq!(
+            classify(&RedisError::from((
+                redis::ErrorKind::RESP3NotSupported,
+                "old server"
+            ))),
+            ErrorKind::Config
+        );
         for wire in [
             "-NOAUTH Authentication required.\r\n",
             "-WRONGPASS invalid username-password pair\r\n",
