@@ -96,7 +96,9 @@ pub fn service_url_with(var: &str, params: &str) -> Option<String> {
 
 /// `base` with `params` (`a=1&b=2`; a leading `?` or `&` is dropped) appended as query
 /// parameters: after `?` when `base` has no query yet, after `&` when it has one, before a
-/// `#fragment`. Empty `params` leave `base` as it is.
+/// `#fragment`. Empty `params` leave `base` as it is. A password holding `?` or `#` must be
+/// percent-encoded in `base` (`%3F`, `%23`), or those characters are taken for the query or
+/// the fragment.
 ///
 /// ```
 /// use weir_core::testkit::url_with;
