@@ -6,11 +6,9 @@ mod common;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use common::url_with;
 use weir_broker_kafka::KafkaBroker;
 use weir_core::broker::Broker;
-use weir_core::testkit::Factory;
 use weir_core::testkit::broker::run_all;
 
 /// Short session timeout: the mock cluster waits `session.timeout.ms - 1s` for members to
@@ -18,28 +16,20 @@ use weir_core::testkit::broker::run_all;
 /// created automatically (4 partitions).
 const PARAMS: &str = "prefix=weir-test&topic_creation=auto&commit_interval=100ms&session.timeout.ms=2500&heartbeat.interval.ms=250";
 
-/// A new broker (own producer, own admin client) for every test.
-struct Fresh(String);
-
-#[async_trait]
-impl Factory<dyn Broker> for Fresh {
-    async fn make(&self) -> Arc<dyn Broker> {
-        Arc::new(KafkaBroker::connect(&self.0).await.expect("connect"))
-    }
+/// A new broker (own producer, own admin client).
+async fn connect() -> Arc<dyn Broker> {
+    let broker = KafkaBroker::connect(&url_with(PARAMS)).await;
+    Arc::new(broker.expect("connect"))
 }
 
 /// One broker for every test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_shared_broker() {
-    let broker: Arc<dyn Broker> = Arc::new(
-        KafkaBroker::connect(&url_with(PARAMS))
-            .await
-            .expect("connect"),
-    );
+    let broker = connect().await;
     run_all(&move || std::future::ready(broker.clone())).await;
 }
 
 #[tokio::test]
 async fn conformance_fresh_broker_per_test_current_thread() {
-    run_all(&Fresh(url_with(PARAMS))).await;
+    run_all(&connect).await;
 }

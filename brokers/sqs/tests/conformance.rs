@@ -6,29 +6,22 @@ mod common;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use common::url_with;
 use weir_broker_sqs::SqsBroker;
 use weir_core::broker::Broker;
-use weir_core::testkit::Factory;
 use weir_core::testkit::broker::run_all;
 
 const PARAMS: &str = "visibility=3s&wait=5s&refresh=1s";
 
-/// A new broker (own client and caches) for every test.
-struct Fresh(String);
-
-#[async_trait]
-impl Factory<dyn Broker> for Fresh {
-    async fn make(&self) -> Arc<dyn Broker> {
-        Arc::new(SqsBroker::connect(&self.0).await.expect("connect"))
-    }
+/// A new broker (own client and caches).
+async fn connect(url: &str) -> Arc<dyn Broker> {
+    Arc::new(SqsBroker::connect(url).await.expect("connect"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_standard_queues() {
     let Some(url) = url_with(PARAMS) else { return };
-    run_all(&Fresh(url)).await;
+    run_all(&|| connect(&url)).await;
 }
 
 /// FIFO queues with 1 s long polls: moto's FIFO receive decides which keys are busy when a
@@ -41,13 +34,13 @@ async fn conformance_fifo_queues() {
     };
     let broker = SqsBroker::connect(&url).await.expect("connect");
     assert!(broker.capabilities().ordered_by_key);
-    run_all(&Fresh(url)).await;
+    run_all(&|| connect(&url)).await;
 }
 
 /// One broker for every test.
 #[tokio::test]
 async fn conformance_shared_broker_current_thread() {
     let Some(url) = url_with(PARAMS) else { return };
-    let broker: Arc<dyn Broker> = Arc::new(SqsBroker::connect(&url).await.expect("connect"));
+    let broker = connect(&url).await;
     run_all(&move || std::future::ready(broker.clone())).await;
 }

@@ -1,19 +1,32 @@
 //! Shared by the driver's integration tests: the test modules, a driver, requests.
 #![allow(dead_code)] // Each test binary uses a part of it.
 
-pub mod harness;
 pub mod modules;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use weir_core::driver::{DEFAULT_MAX_OUTPUT_BYTES, StepRequest};
+use weir_core::testkit::driver::Fixture;
 use weir_driver_wasm::{WasmDriver, WasmDriverConfig};
 
 pub use modules::module;
+
+/// The test module of a conformance fixture.
+pub fn fixture(fixture: Fixture) -> PathBuf {
+    module(match fixture {
+        Fixture::Echo => "echo",
+        Fixture::EchoArg => "echo_arg",
+        Fixture::Text => "text",
+        Fixture::FailWithLog => "fail_with_log",
+        Fixture::Sleep => "sleep",
+        Fixture::ClientError => "client_error",
+        Fixture::Flood => "flood",
+    })
+}
 
 /// A driver caching compiled modules in `cache_dir` (never the user's cache).
 pub fn driver(cache_dir: &Path) -> WasmDriver {
