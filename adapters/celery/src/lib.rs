@@ -1,0 +1,14 @@
+//! weir-adapter-celery: Celery tasks become weir events, so a Celery shop can move tasks to
+//! weir one at a time with its producers unchanged.
+//!
+//! This crate is being built in steps. What is here: the codec of Celery's task protocol v2
+//! ([`TaskMessage::decode`]) for messages as RabbitMQ delivers them and as kombu's Redis
+//! transport stores them ([`redis_envelope`]), the refusals of what weir does not take (protocol
+//! v1, pickle/yaml/msgpack bodies, compressed bodies) with a reason, and the mapping of a task
+//! to its event ([`TaskMessage::to_event`]). What is not here yet: consuming the queues, results
+//! back to Celery clients, chains; the crate registers no adapter until it does.
+
+mod message;
+pub mod redis_envelope;
+
+pub use message::{Refused, TaskMessage};
