@@ -142,6 +142,19 @@ start_lambda() {
   echo "moto (lambda): $WEIR_TEST_LAMBDA_URL, docker mode: $WEIR_TEST_LAMBDA_DOCKER_URL"
 }
 
+# Celery (the real client library, for the Celery adapter's tests): use WEIR_TEST_CELERY_PYTHON if
+# set; else a venv under ~/.cache/weir-test/celery with celery[redis] 5.7 from PyPI.
+start_celery() {
+  if [ -n "${WEIR_TEST_CELERY_PYTHON:-}" ]; then return; fi
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/weir-test/celery"
+  if ! "$venv/bin/python" -c 'import celery, redis' >/dev/null 2>&1; then
+    python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q 'celery[redis]==5.7.*'
+  fi
+  export WEIR_TEST_CELERY_PYTHON="$venv/bin/python"
+  echo "celery: $("$WEIR_TEST_CELERY_PYTHON" -c 'import celery; print(celery.__version__)') at $WEIR_TEST_CELERY_PYTHON"
+}
+
 echo "== services"
 start_redis
 start_rabbitmq
@@ -149,6 +162,7 @@ start_moto
 start_tansu
 start_docker
 start_lambda
+start_celery
 # WASM test modules are Rust crates built for WASI.
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
