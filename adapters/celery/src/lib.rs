@@ -5,12 +5,15 @@
 //! ([`TaskMessage::decode`]) for messages as RabbitMQ delivers them and as kombu's Redis
 //! transport stores them ([`redis_envelope`]), the refusals of what weir does not take (protocol
 //! v1, pickle/yaml/msgpack bodies, compressed bodies) with a reason, and the mapping of a task
-//! to its event ([`TaskMessage::to_event`]), and results written as a Celery worker writes them
-//! to the Redis result backend ([`results`]). What is not here yet: consuming the queues,
-//! `rpc://` results, chains; the crate registers no adapter until it does.
+//! to its event ([`TaskMessage::to_event`]), results written as a Celery worker writes them to
+//! the Redis result backend ([`results`]), and taking messages from kombu's Redis lists
+//! without losing one to a crash ([`redis_queue`]). What is not here yet: the adapter that
+//! runs them (and RabbitMQ), `rpc://` results, chains; the crate registers no adapter until
+//! it does.
 
 mod message;
 pub mod redis_envelope;
+pub mod redis_queue;
 pub mod results;
 
 pub use message::{Refused, TaskMessage};

@@ -52,9 +52,10 @@ pub struct TaskMessage {
     pub args: Vec<Value>,
     /// Keyword arguments.
     pub kwargs: Map<String, Value>,
-    /// When to run it (ISO 8601), from `eta` or `countdown`.
+    /// When to run it (ISO 8601), from `eta` or `countdown`. Celery writes it with an offset;
+    /// one without (a naive `eta=datetime(…)`) is in the producer's `timezone`, UTC by default.
     pub eta: Option<String>,
-    /// When it expires (ISO 8601): an expired task does not run.
+    /// When it expires (ISO 8601, the same rule): an expired task does not run.
     pub expires: Option<String>,
     /// How often it was retried.
     pub retries: u64,
@@ -68,7 +69,8 @@ pub struct TaskMessage {
     pub custom_headers: Map<String, Value>,
     /// `callbacks`, `errbacks`, `chain`, `chord`: what runs after it.
     pub embed: Map<String, Value>,
-    /// Where an `rpc://` result goes (the message's `reply_to` property).
+    /// The message's `reply_to` property: the producer's own id, which Celery sets on every
+    /// message; only when results go by `rpc://` is a reply sent there.
     pub reply_to: Option<String>,
 }
 
@@ -95,17 +97,21 @@ impl TaskMessage {
         }
         let task = match text(headers, "task") {
             Some(task) => task,
-            None if headers.is_empty() => {
-                // Protocol v1 carried everything in the body; its id can still be read there.
-                let v1_id = serde_json::from_slice::<Value>(body)
+            None => {
+                // As a worker decides: no `task` header and a body that names the task is
+                // protocol 1, whatever other headers the producer or the broker added; its id
+                // is in the body.
+                let v1 = serde_json::from_slice::<Value>(body)
                     .ok()
-                    .and_then(|b| b.get("id")?.as_str().map(str::to_string));
-                return Err(Refused {
-                    task_id: v1_id,
-                    reason: "Celery task protocol 1 is not supported: use protocol 2 (the default since Celery 4; task_protocol = 2)".into(),
+                    .filter(|b| b.get("task").is_some_and(Value::is_string));
+                return Err(match v1 {
+                    Some(v1) => Refused {
+                        task_id: v1["id"].as_str().map(str::to_string).or(task_id.clone()),
+                        reason: "Celery task protocol 1 is not supported: use protocol 2 (the default since Celery 4; task_protocol = 2)".into(),
+                    },
+                    None => refuse("the message has no `task` header".into()),
                 });
             }
-            None => return Err(refuse("the message has no `task` header".into())),
         };
         let Some(id) = task_id.clone() else {
             return Err(refuse("the message has no `id` header".into()));
@@ -115,13 +121,17 @@ impl TaskMessage {
                 "application/x-python-serialize" => "pickle",
                 "application/x-yaml" => "yaml",
                 "application/x-msgpack" => "msgpack",
+                "" => "unnamed (no content type)",
                 other => other,
             };
             return Err(refuse(format!(
                 "task {task}: the {serializer} serializer is not supported: weir takes JSON task bodies (task_serializer = \"json\")"
             )));
         }
-        if !matches!(content_encoding, "utf-8" | "utf8" | "") {
+        if !(content_encoding.is_empty()
+            || content_encoding.eq_ignore_ascii_case("utf-8")
+            || content_encoding.eq_ignore_ascii_case("utf8"))
+        {
             return Err(refuse(format!(
                 "task {task}: content encoding {content_encoding:?} is not supported (utf-8 only)"
             )));
@@ -149,15 +159,36 @@ impl TaskMessage {
                 "task {task}: args must be a list, kwargs and embed objects"
             )));
         };
+        // The producer's own headers: not the protocol's, not the broker's (`x-death`,
+        // `x-delivery-count`, …).
         let custom_headers = headers
             .iter()
-            .filter(|(k, _)| !PROTOCOL_HEADERS.contains(&k.as_str()))
+            .filter(|(k, _)| !PROTOCOL_HEADERS.contains(&k.as_str()) && !k.starts_with("x-"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // A worker refuses these when a producer's headers overrode them with other types;
+        // running the task at once, or never letting it expire, would be worse.
+        let time = |key: &str| match headers.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(refuse(format!(
+                "task {task}: header {key} must be an ISO 8601 time, got {other}"
+            ))),
+        };
+        let (eta, expires) = (time("eta")?, time("expires")?);
+        let retries = match headers.get("retries") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v.as_u64().ok_or_else(|| {
+                refuse(format!(
+                    "task {task}: header retries must be a count, got {v}"
+                ))
+            })?,
+        };
         Ok(TaskMessage {
-            eta: text(headers, "eta"),
-            expires: text(headers, "expires"),
-            retries: headers.get("retries").and_then(Value::as_u64).unwrap_or(0),
+            eta,
+            expires,
+            retries,
             root_id: text(headers, "root_id"),
             parent_id: text(headers, "parent_id"),
             group: text(headers, "group"),

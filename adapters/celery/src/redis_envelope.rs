@@ -40,6 +40,14 @@ pub fn decode(entry: &[u8]) -> Result<TaskMessage, Refused> {
     };
     let envelope: Value = serde_json::from_slice(entry)
         .map_err(|e| refused(format!("the Redis list entry is not a kombu message: {e}")))?;
+    if !envelope.get("body").is_some_and(Value::is_string)
+        || !envelope.get("headers").is_none_or(Value::is_object)
+        || !envelope.get("properties").is_none_or(Value::is_object)
+    {
+        return Err(refused(
+            "the Redis list entry is not a kombu message (no string body, or headers and properties not objects)".into(),
+        ));
+    }
     let empty = Map::new();
     let headers = envelope
         .get("headers")

@@ -189,6 +189,73 @@ fn malformed_messages_are_refused_not_panicked_on() {
 }
 
 #[test]
+fn protocol_1_is_told_by_its_body_whatever_the_headers() {
+    let h: Map<String, Value> = json!({"tenant": "acme", "x-delivery-count": 1})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let body = br#"{"task": "tasks.add", "id": "v1-id", "args": [1, 2], "kwargs": {}}"#;
+    let refused =
+        TaskMessage::decode(&h, "application/json", "utf-8", None, body).expect_err("protocol 1");
+    assert!(refused.reason.contains("protocol 1"), "{}", refused.reason);
+    assert_eq!(refused.task_id.as_deref(), Some("v1-id"));
+}
+
+#[test]
+fn headers_of_the_wrong_type_are_refused_not_ignored() {
+    for (headers, says) in [
+        (
+            json!({"task": "t", "id": "i", "eta": 5}),
+            "eta must be an ISO 8601 time",
+        ),
+        (
+            json!({"task": "t", "id": "i", "expires": true}),
+            "expires must be",
+        ),
+        (
+            json!({"task": "t", "id": "i", "retries": "x"}),
+            "retries must be a count",
+        ),
+    ] {
+        let h = headers.as_object().cloned().unwrap_or_default();
+        let refused = TaskMessage::decode(&h, "application/json", "UTF-8", None, b"[[], {}, {}]")
+            .expect_err(says);
+        assert!(refused.reason.contains(says), "{says}: {}", refused.reason);
+    }
+    let h = json!({"task": "t", "id": "i", "x-death": [], "tenant": "a"});
+    let m = TaskMessage::decode(
+        h.as_object().expect("object"),
+        "application/json",
+        "UTF-8",
+        None,
+        b"[[], {}, {}]",
+    )
+    .expect("an upper-case encoding name is utf-8 too");
+    assert_eq!(
+        Value::Object(m.custom_headers),
+        json!({"tenant": "a"}),
+        "the broker's x- headers are not the producer's"
+    );
+}
+
+#[test]
+fn json_that_is_not_a_kombu_envelope_is_refused_as_such() {
+    for entry in [
+        &b"[]"[..],
+        b"null",
+        br#"{"headers": []}"#,
+        br#"{"body": 3}"#,
+    ] {
+        let refused = redis_envelope::decode(entry).expect_err("not an envelope");
+        assert!(
+            refused.reason.contains("not a kombu message"),
+            "{}",
+            refused.reason
+        );
+    }
+}
+
+#[test]
 fn a_task_name_too_long_for_an_event_is_refused() {
     let long = "t".repeat(300);
     let h: Map<String, Value> = json!({"task": long, "id": "i-3"})

@@ -1,0 +1,232 @@
+//! Taking Celery messages from kombu's Redis lists without losing one when a node dies.
+//!
+//! kombu keeps a queue's messages in Redis lists ([`crate::redis_envelope::lists_in_order`]),
+//! pushed on the left and served from the right, priority 0 first. A consumer here moves each
+//! message it takes, atomically, into a processing list of its own
+//! (`weir-celery:processing:<queue>:<consumer>`) and removes it from there once its event is
+//! stored ([`RedisQueue::ack`]). While it runs it keeps a heartbeat key alive
+//! (`weir-celery:consumer:<consumer>`); [`RedisQueue::recover`] hands the messages of the
+//! queue's consumers whose heartbeat lapsed back to the right end of the list of their
+//! priority, to be taken next. A message is
+//! thus taken again after a crash (at least once); its event id is the task id, so a second
+//! take starts no second run.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use weir_core::{Error, ErrorKind, Result};
+
+use crate::redis_envelope::lists_in_order;
+
+/// Moves the first message of the first non-empty list (KEYS[1..4], in priority order) to the
+/// processing list (KEYS[5]); returns it, or nil.
+const TAKE: &str = r#"
+for i = 1, 4 do
+  local entry = redis.call('LMOVE', KEYS[i], KEYS[5], 'RIGHT', 'LEFT')
+  if entry then return entry end
+end
+return false
+"#;
+
+/// Hands the oldest message of a processing list (KEYS[1]) back to the right end of the list of
+/// its priority in queue ARGV[1], kombu's steps 0, 3, 6, 9; returns it, or nil when the list is
+/// empty. One script, so two consumers recovering the same list never move a message twice.
+const HAND_BACK: &str = r#"
+local entry = redis.call('RPOP', KEYS[1])
+if not entry then return false end
+local priority = 0
+local ok, message = pcall(cjson.decode, entry)
+if ok and type(message) == 'table' and type(message['properties']) == 'table' then
+  priority = tonumber(message['properties']['priority']) or 0
+end
+local list = ARGV[1]
+if priority >= 9 then list = list .. '' .. '9'
+elseif priority >= 6 then list = list .. '' .. '6'
+elseif priority >= 3 then list = list .. '' .. '3' end
+redis.call('RPUSH', list, entry)
+return entry
+"#;
+
+/// A consumer of one Celery queue on Redis.
+#[derive(Clone)]
+pub struct RedisQueue {
+    conn: MultiplexedConnection,
+    queue: String,
+    lists: [String; 4],
+    consumer: String,
+    take: redis::Script,
+    hand_back: redis::Script,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("queue", &self.queue)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message taken from the queue, held in the consumer's processing list until acked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// The list entry, as kombu wrote it.
+    pub entry: Vec<u8>,
+}
+
+fn unavailable(what: &str, e: redis::RedisError) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("celery redis queue: {what} failed"),
+    )
+    .with_source(e)
+}
+
+/// The processing list of `consumer` of `queue`.
+fn processing_list(queue: &str, consumer: &str) -> String {
+    format!("weir-celery:processing:{queue}:{consumer}")
+}
+
+/// `text` with the characters a Redis MATCH pattern treats specially escaped.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// The heartbeat key of `consumer`.
+fn heartbeat_key(consumer: &str) -> String {
+    format!("weir-celery:consumer:{consumer}")
+}
+
+impl RedisQueue {
+    /// A consumer named `consumer` (unique per process) of `queue` on the Redis at `url`.
+    pub async fn connect(url: &str, queue: &str, consumer: &str) -> Result<Self> {
+        let shown = weir_core::redact::redact_url(url);
+        let client = redis::Client::open(url).map_err(|e| {
+            Error::config(format!("celery redis queue: invalid URL {shown}")).with_source(e)
+        })?;
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| unavailable("connecting", e))?;
+        Ok(RedisQueue {
+            conn,
+            queue: queue.to_string(),
+            lists: lists_in_order(queue),
+            consumer: consumer.to_string(),
+            take: redis::Script::new(TAKE),
+            hand_back: redis::Script::new(HAND_BACK),
+        })
+    }
+
+    /// Says this consumer is alive for `lease` (call it every third of the lease).
+    pub async fn heartbeat(&self, lease: Duration) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(heartbeat_key(&self.consumer))
+            .arg(1)
+            .arg("PX")
+            .arg(lease.as_millis().max(1) as u64)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| unavailable("heartbeat", e))
+    }
+
+    /// Takes the next message (priority 0 first), moving it to this consumer's processing
+    /// list; `None` when the queue stays empty for `wait`. The lists are looked at every
+    /// 100 ms while empty.
+    pub async fn take(&self, wait: Duration) -> Result<Option<Taken>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut conn = self.conn.clone();
+        loop {
+            let mut call = self.take.prepare_invoke();
+            for list in &self.lists {
+                call.key(list);
+            }
+            call.key(processing_list(&self.queue, &self.consumer));
+            let entry: Option<Vec<u8>> = call
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("taking a message", e))?;
+            if let Some(entry) = entry {
+                return Ok(Some(Taken { entry }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The message is done with (its event stored, or its refusal reported): it leaves the
+    /// processing list.
+    pub async fn ack(&self, taken: &Taken) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("LREM")
+            .arg(processing_list(&self.queue, &self.consumer))
+            .arg(1)
+            .arg(&taken.entry)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable("acking a message", e))
+    }
+
+    /// Hands the messages of this queue's consumers whose heartbeat lapsed back to the lists
+    /// of their priority, to be taken next; returns how many.
+    pub async fn recover(&self) -> Result<usize> {
+        let mut conn = self.conn.clone();
+        let prefix = processing_list(&self.queue, "");
+        let pattern = format!("{}*", glob_escape(&prefix));
+        let mut lists: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("listing processing lists", e))?;
+            lists.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut moved = 0;
+        for list in lists {
+            let consumer = &list[prefix.len()..];
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(heartbeat_key(consumer))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("reading a heartbeat", e))?;
+            if alive {
+                continue;
+            }
+            loop {
+                let entry: Option<Vec<u8>> = self
+                    .hand_back
+                    .key(&list)
+                    .arg(&self.queue)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| unavailable("handing a message back", e))?;
+                if entry.is_none() {
+                    break;
+                }
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+}
