@@ -4,10 +4,12 @@
 //! pushed on the left and served from the right, priority 0 first. A consumer here moves each
 //! message it takes, atomically, into a processing list of its own
 //! (`weir-celery:processing:<queue>:<consumer>`) and removes it from there once its event is
-//! stored ([`RedisQueue::ack`]). While it runs it keeps a heartbeat key alive
-//! (`weir-celery:consumer:<consumer>`); [`RedisQueue::recover`] hands the messages of the
-//! queue's consumers whose heartbeat lapsed back to the right end of the list of their
-//! priority, to be taken next. A message is
+//! stored ([`RedisQueue::ack`]). Each consumer is listed in its queue's set
+//! (`weir-celery:consumers:<queue>`) and keeps a heartbeat key alive
+//! (`weir-celery:consumer:<consumer>`) while it runs ([`RedisQueue::heartbeat`], before its
+//! first take); [`RedisQueue::recover`] hands the messages of the queue's consumers whose
+//! heartbeat lapsed back to the serving end of the list of their priority, to be taken next.
+//! Needs Redis 6.2 or later (`LMOVE`); not Redis Cluster (the scripts span a queue's lists). A message is
 //! thus taken again after a crash (at least once); its event id is the task id, so a second
 //! take starts no second run.
 
@@ -28,21 +30,24 @@ end
 return false
 "#;
 
-/// Hands the oldest message of a processing list (KEYS[1]) back to the right end of the list of
-/// its priority in queue ARGV[1], kombu's steps 0, 3, 6, 9; returns it, or nil when the list is
-/// empty. One script, so two consumers recovering the same list never move a message twice.
+/// Hands the newest message of a dead consumer's processing list (KEYS[1]) back to the right
+/// (serving) end of the list of its priority (KEYS[3..6]: kombu's steps 0, 3, 6, 9), unless the
+/// consumer's heartbeat (KEYS[2]) is alive again; returns it, or nil when there is nothing to
+/// move. Newest first, so that the oldest ends up served first. One script per message, so two
+/// consumers recovering the same list never move a message twice.
 const HAND_BACK: &str = r#"
-local entry = redis.call('RPOP', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local entry = redis.call('LPOP', KEYS[1])
 if not entry then return false end
 local priority = 0
 local ok, message = pcall(cjson.decode, entry)
 if ok and type(message) == 'table' and type(message['properties']) == 'table' then
   priority = tonumber(message['properties']['priority']) or 0
 end
-local list = ARGV[1]
-if priority >= 9 then list = list .. '' .. '9'
-elseif priority >= 6 then list = list .. '' .. '6'
-elseif priority >= 3 then list = list .. '' .. '3' end
+local list = KEYS[3]
+if priority >= 9 then list = KEYS[6]
+elseif priority >= 6 then list = KEYS[5]
+elseif priority >= 3 then list = KEYS[4] end
 redis.call('RPUSH', list, entry)
 return entry
 "#;
@@ -87,16 +92,9 @@ fn processing_list(queue: &str, consumer: &str) -> String {
     format!("weir-celery:processing:{queue}:{consumer}")
 }
 
-/// `text` with the characters a Redis MATCH pattern treats specially escaped.
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
+/// The set of the consumers of `queue`.
+fn consumers_set(queue: &str) -> String {
+    format!("weir-celery:consumers:{queue}")
 }
 
 /// The heartbeat key of `consumer`.
@@ -111,10 +109,18 @@ impl RedisQueue {
         let client = redis::Client::open(url).map_err(|e| {
             Error::config(format!("celery redis queue: invalid URL {shown}")).with_source(e)
         })?;
-        let conn = client
+        let mut conn = client
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| unavailable("connecting", e))?;
+        // Listed from the start: should it die before its first heartbeat, what it took is
+        // still found.
+        let _: i64 = redis::cmd("SADD")
+            .arg(consumers_set(queue))
+            .arg(consumer)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("registering the consumer", e))?;
         Ok(RedisQueue {
             conn,
             queue: queue.to_string(),
@@ -125,14 +131,21 @@ impl RedisQueue {
         })
     }
 
-    /// Says this consumer is alive for `lease` (call it every third of the lease).
+    /// Says this consumer is alive for `lease` (call it before the first take, then every
+    /// third of the lease), and lists it among the queue's consumers.
     pub async fn heartbeat(&self, lease: Duration) -> Result<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("SET")
+        redis::pipe()
+            .cmd("SET")
             .arg(heartbeat_key(&self.consumer))
             .arg(1)
             .arg("PX")
             .arg(lease.as_millis().max(1) as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg(consumers_set(&self.queue))
+            .arg(&self.consumer)
+            .ignore()
             .query_async::<()>(&mut conn)
             .await
             .map_err(|e| unavailable("heartbeat", e))
@@ -165,8 +178,10 @@ impl RedisQueue {
     }
 
     /// The message is done with (its event stored, or its refusal reported): it leaves the
-    /// processing list.
-    pub async fn ack(&self, taken: &Taken) -> Result<()> {
+    /// processing list. False when it was not there any more: this consumer's heartbeat had
+    /// lapsed and another one handed the message back (it will be taken again; its event id
+    /// keeps it from starting a second run).
+    pub async fn ack(&self, taken: &Taken) -> Result<bool> {
         let mut conn = self.conn.clone();
         redis::cmd("LREM")
             .arg(processing_list(&self.queue, &self.consumer))
@@ -174,50 +189,31 @@ impl RedisQueue {
             .arg(&taken.entry)
             .query_async::<i64>(&mut conn)
             .await
-            .map(|_| ())
+            .map(|removed| removed > 0)
             .map_err(|e| unavailable("acking a message", e))
     }
 
     /// Hands the messages of this queue's consumers whose heartbeat lapsed back to the lists
-    /// of their priority, to be taken next; returns how many.
+    /// of their priority, to be taken next; returns how many. A consumer with nothing left is
+    /// struck off the queue's set.
     pub async fn recover(&self) -> Result<usize> {
         let mut conn = self.conn.clone();
-        let prefix = processing_list(&self.queue, "");
-        let pattern = format!("{}*", glob_escape(&prefix));
-        let mut lists: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| unavailable("listing processing lists", e))?;
-            lists.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let consumers: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(consumers_set(&self.queue))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("listing consumers", e))?;
         let mut moved = 0;
-        for list in lists {
-            let consumer = &list[prefix.len()..];
-            let alive: bool = redis::cmd("EXISTS")
-                .arg(heartbeat_key(consumer))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| unavailable("reading a heartbeat", e))?;
-            if alive {
-                continue;
-            }
+        for consumer in consumers {
+            let list = processing_list(&self.queue, &consumer);
+            let heartbeat = heartbeat_key(&consumer);
             loop {
-                let entry: Option<Vec<u8>> = self
-                    .hand_back
-                    .key(&list)
-                    .arg(&self.queue)
+                let mut call = self.hand_back.key(&list);
+                call.key(&heartbeat);
+                for priority_list in &self.lists {
+                    call.key(priority_list);
+                }
+                let entry: Option<Vec<u8>> = call
                     .invoke_async(&mut conn)
                     .await
                     .map_err(|e| unavailable("handing a message back", e))?;
@@ -225,6 +221,22 @@ impl RedisQueue {
                     break;
                 }
                 moved += 1;
+            }
+            let (alive, left): (bool, i64) = redis::pipe()
+                .cmd("EXISTS")
+                .arg(&heartbeat)
+                .cmd("LLEN")
+                .arg(&list)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("reading a consumer", e))?;
+            if !alive && left == 0 {
+                let _: i64 = redis::cmd("SREM")
+                    .arg(consumers_set(&self.queue))
+                    .arg(&consumer)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| unavailable("striking a consumer off", e))?;
             }
         }
         Ok(moved)

@@ -118,7 +118,11 @@ if current then
     return 0
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 "#;
@@ -141,7 +145,8 @@ impl std::fmt::Debug for RedisResults {
 
 impl RedisResults {
     /// Connects to the result backend at `url` (`redis://…/1`); results expire after
-    /// `expires`.
+    /// `expires` (zero: never), failures too (Celery's `result_failure_expires` is not
+    /// separate here yet).
     pub async fn connect(url: &str, expires: Duration) -> Result<Self> {
         let shown = weir_core::redact::redact_url(url);
         let client = redis::Client::open(url).map_err(|e| {
@@ -173,11 +178,17 @@ impl RedisResults {
             .script
             .key(result_key(task_id))
             .arg(meta)
-            .arg(self.expires.as_secs().max(1))
+            // Zero keeps results for good, as Celery's `result_expires = None` or 0 does; a
+            // part of a second counts as a whole one.
+            .arg(self.expires.as_secs() + u64::from(self.expires.subsec_nanos() > 0))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| {
-                Error::new(ErrorKind::Unavailable, "celery results: storing failed").with_source(e)
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("celery results: storing the result of {task_id} failed"),
+                )
+                .with_source(e)
             })?;
         Ok(stored == 1)
     }

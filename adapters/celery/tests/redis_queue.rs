@@ -82,7 +82,7 @@ async fn priority_0_first_and_nothing_lost_to_a_dead_consumer() {
     let mut seen = Vec::new();
     for _ in 0..3 {
         let (id, taken) = take_id(&live).await;
-        live.ack(&taken).await.expect("ack");
+        assert!(live.ack(&taken).await.expect("ack"), "it was held");
         seen.push(id);
     }
     assert_eq!(seen, [ids[0].clone(), ids[2].clone(), ids[1].clone()]);
@@ -99,10 +99,36 @@ async fn priority_0_first_and_nothing_lost_to_a_dead_consumer() {
     let (id, held) = take_id(&live).await;
     assert_eq!(id, more[0]);
     assert_eq!(live.recover().await.expect("recover"), 0);
-    live.ack(&held).await.expect("ack");
+    assert!(live.ack(&held).await.expect("ack"));
+    assert!(!live.ack(&held).await.expect("ack"), "acked once only");
     assert_eq!(
         live.recover().await.expect("recover"),
         0,
         "acked: nothing to hand back"
     );
+
+    // A dead consumer of another queue whose name starts with this one's is not this queue's.
+    let other = format!("{queue}:b");
+    let more = produce(&python, &redis, &other, &["0"]);
+    let dead_other = RedisQueue::connect(&redis, &other, &unique("dead"))
+        .await
+        .expect("connect");
+    let (id, _lost) = take_id(&dead_other).await;
+    assert_eq!(id, more[0]);
+    assert_eq!(
+        live.recover().await.expect("recover"),
+        0,
+        "not this queue's consumer"
+    );
+    let other_live = RedisQueue::connect(&redis, &other, &unique("live"))
+        .await
+        .expect("connect");
+    other_live
+        .heartbeat(Duration::from_secs(30))
+        .await
+        .expect("heartbeat");
+    assert_eq!(other_live.recover().await.expect("recover"), 1);
+    let (id, taken) = take_id(&other_live).await;
+    assert_eq!(id, more[0]);
+    assert!(other_live.ack(&taken).await.expect("ack"));
 }
