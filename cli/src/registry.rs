@@ -7,7 +7,7 @@
 //! `weir --help` lists it. Adding a built-in driver is one more `builtin!` line here.
 
 use weir_core::Result;
-use weir_core::registry::{BrokerScheme, Registry, RuntimeType, StateScheme};
+use weir_core::registry::{AdapterScheme, BrokerScheme, Registry, RuntimeType, StateScheme};
 use weir_core::url_query::QueryParams;
 
 /// Registers a driver that the Cargo feature `$feature` of weir compiles in, with a one-line
@@ -52,6 +52,12 @@ impl Add<BrokerScheme> for Registry {
 impl Add<RuntimeType> for Registry {
     fn add(&mut self, entry: RuntimeType) {
         self.runtime(entry);
+    }
+}
+
+impl Add<AdapterScheme> for Registry {
+    fn add(&mut self, entry: AdapterScheme) {
+        self.adapter(entry);
     }
 }
 
@@ -156,6 +162,16 @@ pub fn builtins() -> Registry {
         RuntimeType::new("lambda", |_| async {
             weir_driver_lambda::LambdaDriver::connect(weir_driver_lambda::LambdaDriverConfig::new())
                 .await
+        })
+    );
+    // Celery on kombu's Redis transport (in progress: no chains, eta, expires or rpc:// yet;
+    // adapters/celery/README.md).
+    builtin!(
+        registry,
+        "adapter-celery",
+        "Celery tasks from a Redis queue (in progress)",
+        AdapterScheme::new(&["celery+redis"], |url| async move {
+            weir_adapter_celery::CeleryRedisAdapter::open(&url).await
         })
     );
     registry

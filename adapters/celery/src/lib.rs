@@ -12,8 +12,10 @@
 //! it does.
 
 mod message;
+pub mod redis_adapter;
 pub mod redis_envelope;
 pub mod redis_queue;
 pub mod results;
 
 pub use message::{Refused, TaskMessage};
+pub use redis_adapter::CeleryRedisAdapter;
