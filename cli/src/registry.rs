@@ -170,7 +170,7 @@ pub fn builtins() -> Registry {
         registry,
         "adapter-celery",
         "Celery tasks from a Redis queue (in progress)",
-        AdapterScheme::new(&["celery+redis"], |url| async move {
+        AdapterScheme::new(&["celery+redis", "celery+rediss"], |url| async move {
             weir_adapter_celery::CeleryRedisAdapter::open(&url).await
         })
     );

@@ -65,12 +65,23 @@ pub fn redact_url(url: &str) -> String {
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if is_secret_name(name) => format!("{name}=***"),
+            Some((name, value)) if is_secret_name(name) || holds_credentials(value) => {
+                format!("{name}=***")
+            }
             _ => pair.to_owned(),
         })
         .collect();
     let fragment = fragment.map_or(String::new(), |f| format!("#{f}"));
     format!("{scheme}://{authority}{path}?{}{fragment}", pairs.join("&"))
+}
+
+/// Whether a query value is itself a URL with a userinfo (`results=redis://:pw@h/1`, also
+/// percent-encoded): it is hidden whole.
+fn holds_credentials(value: &str) -> bool {
+    let decoded = crate::percent::decode_lossy(value);
+    decoded
+        .split_once("://")
+        .is_some_and(|(_, rest)| userinfo_end(rest).is_some())
 }
 
 /// Where the userinfo of `rest` (a URL after `scheme://`) ends: the position of its `@`.
@@ -149,6 +160,14 @@ mod tests {
             ("amqp://u:p@h/vh?x=a@b", "amqp://u:***@h/vh?x=a@b"),
             ("amqp://u:ab/c==@h", "amqp://u:***@h"),
             ("redis://h:6379?prefix=a@b", "redis://h:6379?prefix=a@b"),
+            (
+                "celery+redis://h/0?queue=q&results=redis%3A%2F%2F%3Apw%40h%2F1",
+                "celery+redis://h/0?queue=q&results=***",
+            ),
+            (
+                "celery+redis://h/0?results=redis://h/1&queue=q",
+                "celery+redis://h/0?results=redis://h/1&queue=q",
+            ),
             ("not a url", "not a url"),
         ];
         for (url, expected) in cases {

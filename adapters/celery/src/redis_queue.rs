@@ -52,6 +52,23 @@ redis.call('RPUSH', list, entry)
 return entry
 "#;
 
+/// Hands one taken message (ARGV[1]) of a processing list (KEYS[1]) back to the serving end of
+/// its priority's list (KEYS[2..5]); returns 1, or 0 when it was not held any more.
+const RELEASE: &str = r#"
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+local priority = 0
+local ok, message = pcall(cjson.decode, ARGV[1])
+if ok and type(message) == 'table' and type(message['properties']) == 'table' then
+  priority = tonumber(message['properties']['priority']) or 0
+end
+local list = KEYS[2]
+if priority >= 9 then list = KEYS[5]
+elseif priority >= 6 then list = KEYS[4]
+elseif priority >= 3 then list = KEYS[3] end
+redis.call('RPUSH', list, ARGV[1])
+return 1
+"#;
+
 /// A consumer of one Celery queue on Redis.
 #[derive(Clone)]
 pub struct RedisQueue {
@@ -61,6 +78,7 @@ pub struct RedisQueue {
     consumer: String,
     take: redis::Script,
     hand_back: redis::Script,
+    release: redis::Script,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -128,6 +146,7 @@ impl RedisQueue {
             consumer: consumer.to_string(),
             take: redis::Script::new(TAKE),
             hand_back: redis::Script::new(HAND_BACK),
+            release: redis::Script::new(RELEASE),
         })
     }
 
@@ -191,6 +210,60 @@ impl RedisQueue {
             .await
             .map(|removed| removed > 0)
             .map_err(|e| unavailable("acking a message", e))
+    }
+
+    /// Hands a taken message back to the queue, to be taken again (by any consumer) now; false
+    /// when it was not held any more.
+    pub async fn release(&self, taken: &Taken) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let mut call = self
+            .release
+            .key(processing_list(&self.queue, &self.consumer));
+        for list in &self.lists {
+            call.key(list);
+        }
+        let released: i64 = call
+            .arg(&taken.entry)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("handing a message back", e))?;
+        Ok(released == 1)
+    }
+
+    /// Leaves the queue: the heartbeat ends, everything still held goes back to the queue, and
+    /// the consumer is struck off. Returns how many messages went back.
+    pub async fn release_all(&self) -> Result<usize> {
+        let mut conn = self.conn.clone();
+        let heartbeat = heartbeat_key(&self.consumer);
+        let _: i64 = redis::cmd("DEL")
+            .arg(&heartbeat)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("ending the heartbeat", e))?;
+        let list = processing_list(&self.queue, &self.consumer);
+        let mut moved = 0;
+        loop {
+            let mut call = self.hand_back.key(&list);
+            call.key(&heartbeat);
+            for priority_list in &self.lists {
+                call.key(priority_list);
+            }
+            let entry: Option<Vec<u8>> = call
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("handing a message back", e))?;
+            if entry.is_none() {
+                break;
+            }
+            moved += 1;
+        }
+        let _: i64 = redis::cmd("SREM")
+            .arg(consumers_set(&self.queue))
+            .arg(&self.consumer)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("striking the consumer off", e))?;
+        Ok(moved)
     }
 
     /// Hands the messages of this queue's consumers whose heartbeat lapsed back to the lists

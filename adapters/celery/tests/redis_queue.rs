@@ -107,6 +107,25 @@ async fn priority_0_first_and_nothing_lost_to_a_dead_consumer() {
         "acked: nothing to hand back"
     );
 
+    // A released task is back at once; leaving hands back what is still held.
+    let more = produce(&python, &redis, &queue, &["0"]);
+    let (id, held) = take_id(&live).await;
+    assert_eq!(id, more[0]);
+    assert!(live.release(&held).await.expect("release"));
+    assert!(
+        !live.release(&held).await.expect("release"),
+        "not held any more"
+    );
+    let (again, _held) = take_id(&live).await;
+    assert_eq!(again, id, "taken again");
+    assert_eq!(live.release_all().await.expect("leave"), 1);
+    let next = RedisQueue::connect(&redis, &queue, &unique("next"))
+        .await
+        .expect("connect");
+    let (again, taken) = take_id(&next).await;
+    assert_eq!(again, id, "what the leaver held is the next to take");
+    assert!(next.ack(&taken).await.expect("ack"));
+
     // A dead consumer of another queue whose name starts with this one's is not this queue's.
     let other = format!("{queue}:b");
     let more = produce(&python, &redis, &other, &["0"]);
