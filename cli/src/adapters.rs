@@ -13,6 +13,32 @@ use weir_core::engine::Engine;
 use weir_core::redact::redact_url;
 use weir_core::registry::Registry;
 
+/// The `--adapter` flag of `weir serve` and `weir dev`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AdapterArgs {
+    /// An adapter to run, by URL (repeatable; WEIR_ADAPTERS is space-separated, as URLs may
+    /// hold commas): another queue's jobs become events. `weir --help` lists the adapters of
+    /// this build.
+    #[arg(
+        long = "adapter",
+        env = "WEIR_ADAPTERS",
+        value_delimiter = ' ',
+        hide_env_values = true
+    )]
+    pub adapter: Vec<String>,
+}
+
+impl AdapterArgs {
+    /// The URLs given, without the empty one an empty variable gives.
+    pub fn urls(&self) -> Vec<String> {
+        self.adapter
+            .iter()
+            .filter(|u| !u.is_empty())
+            .cloned()
+            .collect()
+    }
+}
+
 /// Adapters opened from their URLs, not yet running.
 pub struct OpenAdapters {
     adapters: Vec<Arc<dyn Adapter>>,

@@ -295,6 +295,20 @@ pub fn run_result(engine: &Engine, run: &Run) -> TaskState {
     }
 }
 
+/// Whether a run of `function_id` may have been triggered by a `celery/…` event: a trigger of
+/// the function's live version can match one (a function no longer loaded: maybe).
+fn may_be_celery(engine: &Engine, function_id: &str) -> bool {
+    let Some(function) = engine.functions().live(function_id) else {
+        return true;
+    };
+    function
+        .trigger_names()
+        .any(|pattern| match pattern.split_once('*') {
+            Some((prefix, _)) => "celery/".starts_with(prefix) || prefix.starts_with("celery/"),
+            None => pattern.starts_with("celery/"),
+        })
+}
+
 /// Writes the result of every `celery/…` run that finishes in this process.
 async fn write_results(engine: Engine, results: RedisResults, mut shutdown: Shutdown) {
     let mut finished = engine.subscribe_finished();
@@ -304,7 +318,9 @@ async fn write_results(engine: Engine, results: RedisResults, mut shutdown: Shut
             next = finished.recv() => next,
         };
         let run_id = match next {
-            Ok(f) => f.run_id,
+            // Only runs a Celery task can have started are loaded (a round trip each).
+            Ok(f) if may_be_celery(&engine, &f.function_id) => f.run_id,
+            Ok(_) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(
                     missed = n,

@@ -9,9 +9,9 @@
 //! (`weir-celery:consumer:<consumer>`) while it runs ([`RedisQueue::heartbeat`], before its
 //! first take); [`RedisQueue::recover`] hands the messages of the queue's consumers whose
 //! heartbeat lapsed back to the serving end of the list of their priority, to be taken next.
-//! Needs Redis 6.2 or later (`LMOVE`); not Redis Cluster (the scripts span a queue's lists). A message is
-//! thus taken again after a crash (at least once); its event id is the task id, so a second
-//! take starts no second run.
+//! A message is thus taken again after a crash (at least once); its event id is the task id,
+//! so a second take starts no second run. Needs Redis 6.2 or later (`LMOVE`); not Redis
+//! Cluster (the scripts span a queue's lists).
 
 use std::time::Duration;
 
@@ -30,42 +30,42 @@ end
 return false
 "#;
 
-/// Hands the newest message of a dead consumer's processing list (KEYS[1]) back to the right
-/// (serving) end of the list of its priority (KEYS[3..6]: kombu's steps 0, 3, 6, 9), unless the
-/// consumer's heartbeat (KEYS[2]) is alive again; returns it, or nil when there is nothing to
-/// move. Newest first, so that the oldest ends up served first. One script per message, so two
+/// The keys of the hand-back scripts: KEYS[1] a processing list, KEYS[2] its consumer's
+/// heartbeat, KEYS[3..6] the queue's lists by kombu's priority steps 0, 3, 6, 9; and
+/// `push_back(entry)`, which puts a message back at the right (serving) end of the list of its
+/// priority. Shared by [`HAND_BACK`] and [`RELEASE`].
+const PUSH_BACK: &str = r#"
+local function push_back(entry)
+  local priority = 0
+  local ok, message = pcall(cjson.decode, entry)
+  if ok and type(message) == 'table' and type(message['properties']) == 'table' then
+    priority = tonumber(message['properties']['priority']) or 0
+  end
+  local list = KEYS[3]
+  if priority >= 9 then list = KEYS[6]
+  elseif priority >= 6 then list = KEYS[5]
+  elseif priority >= 3 then list = KEYS[4] end
+  redis.call('RPUSH', list, entry)
+end
+"#;
+
+/// Hands the newest message of a dead consumer's processing list back ([`PUSH_BACK`]), unless
+/// the consumer's heartbeat is alive again; returns it, or nil when there is nothing to move.
+/// Newest first, so that the oldest ends up served first. One script per message, so two
 /// consumers recovering the same list never move a message twice.
 const HAND_BACK: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local entry = redis.call('LPOP', KEYS[1])
 if not entry then return false end
-local priority = 0
-local ok, message = pcall(cjson.decode, entry)
-if ok and type(message) == 'table' and type(message['properties']) == 'table' then
-  priority = tonumber(message['properties']['priority']) or 0
-end
-local list = KEYS[3]
-if priority >= 9 then list = KEYS[6]
-elseif priority >= 6 then list = KEYS[5]
-elseif priority >= 3 then list = KEYS[4] end
-redis.call('RPUSH', list, entry)
+push_back(entry)
 return entry
 "#;
 
-/// Hands one taken message (ARGV[1]) of a processing list (KEYS[1]) back to the serving end of
-/// its priority's list (KEYS[2..5]); returns 1, or 0 when it was not held any more.
+/// Hands one taken message (ARGV[1]) of a processing list back ([`PUSH_BACK`]); returns 1, or
+/// 0 when it was not held any more.
 const RELEASE: &str = r#"
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-local priority = 0
-local ok, message = pcall(cjson.decode, ARGV[1])
-if ok and type(message) == 'table' and type(message['properties']) == 'table' then
-  priority = tonumber(message['properties']['priority']) or 0
-end
-local list = KEYS[2]
-if priority >= 9 then list = KEYS[5]
-elseif priority >= 6 then list = KEYS[4]
-elseif priority >= 3 then list = KEYS[3] end
-redis.call('RPUSH', list, ARGV[1])
+push_back(ARGV[1])
 return 1
 "#;
 
@@ -145,8 +145,8 @@ impl RedisQueue {
             lists: lists_in_order(queue),
             consumer: consumer.to_string(),
             take: redis::Script::new(TAKE),
-            hand_back: redis::Script::new(HAND_BACK),
-            release: redis::Script::new(RELEASE),
+            hand_back: redis::Script::new(&format!("{PUSH_BACK}{HAND_BACK}")),
+            release: redis::Script::new(&format!("{PUSH_BACK}{RELEASE}")),
         })
     }
 
@@ -216,18 +216,48 @@ impl RedisQueue {
     /// when it was not held any more.
     pub async fn release(&self, taken: &Taken) -> Result<bool> {
         let mut conn = self.conn.clone();
-        let mut call = self
-            .release
-            .key(processing_list(&self.queue, &self.consumer));
-        for list in &self.lists {
-            call.key(list);
-        }
-        let released: i64 = call
+        let released: i64 = self
+            .back_keys(&self.release, &self.consumer)
             .arg(&taken.entry)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable("handing a message back", e))?;
         Ok(released == 1)
+    }
+
+    /// `script` with the keys of the hand-back scripts for `consumer` ([`PUSH_BACK`]).
+    fn back_keys<'s>(
+        &self,
+        script: &'s redis::Script,
+        consumer: &str,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut call = script.key(processing_list(&self.queue, consumer));
+        call.key(heartbeat_key(consumer));
+        for list in &self.lists {
+            call.key(list);
+        }
+        call
+    }
+
+    /// Hands every message `consumer` holds back, as long as its heartbeat is not alive;
+    /// returns how many.
+    async fn hand_back_all(
+        &self,
+        conn: &mut MultiplexedConnection,
+        consumer: &str,
+    ) -> Result<usize> {
+        let mut moved = 0;
+        loop {
+            let entry: Option<Vec<u8>> = self
+                .back_keys(&self.hand_back, consumer)
+                .invoke_async(conn)
+                .await
+                .map_err(|e| unavailable("handing a message back", e))?;
+            if entry.is_none() {
+                return Ok(moved);
+            }
+            moved += 1;
+        }
     }
 
     /// Leaves the queue: the heartbeat ends, everything still held goes back to the queue, and
@@ -240,23 +270,7 @@ impl RedisQueue {
             .query_async(&mut conn)
             .await
             .map_err(|e| unavailable("ending the heartbeat", e))?;
-        let list = processing_list(&self.queue, &self.consumer);
-        let mut moved = 0;
-        loop {
-            let mut call = self.hand_back.key(&list);
-            call.key(&heartbeat);
-            for priority_list in &self.lists {
-                call.key(priority_list);
-            }
-            let entry: Option<Vec<u8>> = call
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| unavailable("handing a message back", e))?;
-            if entry.is_none() {
-                break;
-            }
-            moved += 1;
-        }
+        let moved = self.hand_back_all(&mut conn, &self.consumer).await?;
         let _: i64 = redis::cmd("SREM")
             .arg(consumers_set(&self.queue))
             .arg(&self.consumer)
@@ -278,23 +292,11 @@ impl RedisQueue {
             .map_err(|e| unavailable("listing consumers", e))?;
         let mut moved = 0;
         for consumer in consumers {
-            let list = processing_list(&self.queue, &consumer);
-            let heartbeat = heartbeat_key(&consumer);
-            loop {
-                let mut call = self.hand_back.key(&list);
-                call.key(&heartbeat);
-                for priority_list in &self.lists {
-                    call.key(priority_list);
-                }
-                let entry: Option<Vec<u8>> = call
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| unavailable("handing a message back", e))?;
-                if entry.is_none() {
-                    break;
-                }
-                moved += 1;
-            }
+            moved += self.hand_back_all(&mut conn, &consumer).await?;
+            let (list, heartbeat) = (
+                processing_list(&self.queue, &consumer),
+                heartbeat_key(&consumer),
+            );
             let (alive, left): (bool, i64) = redis::pipe()
                 .cmd("EXISTS")
                 .arg(&heartbeat)

@@ -8,6 +8,7 @@ use clap::Args;
 use weir_core::Error;
 use weir_core::engine::Roles;
 
+use crate::adapters::AdapterArgs;
 use crate::api::EventKeys;
 use crate::embedded::EngineOptions;
 
@@ -23,16 +24,9 @@ pub struct DevArgs {
     /// Do not reload functions when their files change.
     #[arg(long)]
     pub no_reload: bool,
-    /// An adapter to run, by URL (repeatable; WEIR_ADAPTERS is space-separated, as URLs may
-    /// hold commas): another queue's jobs become events. `weir --help` lists the adapters of
-    /// this build.
-    #[arg(
-        long = "adapter",
-        env = "WEIR_ADAPTERS",
-        value_delimiter = ' ',
-        hide_env_values = true
-    )]
-    pub adapters: Vec<String>,
+    /// Adapters to run.
+    #[command(flatten)]
+    pub adapters: AdapterArgs,
 }
 
 pub(super) async fn dev(app: &crate::App, args: DevArgs) -> weir_core::Result<i32> {
@@ -48,9 +42,7 @@ pub(super) async fn dev(app: &crate::App, args: DevArgs) -> weir_core::Result<i3
     }
     // What can fail at start (an adapter's URL or source, the address) fails before anything
     // runs.
-    let opened =
-        crate::adapters::OpenAdapters::open(app.registry(), &super::serve::given(&args.adapters))
-            .await?;
+    let opened = crate::adapters::OpenAdapters::open(app.registry(), &args.adapters.urls()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {

@@ -9,7 +9,7 @@ use clap::Args;
 use weir_core::engine::{EngineConfig, Roles};
 use weir_core::{Error, ErrorKind};
 
-use crate::adapters::OpenAdapters;
+use crate::adapters::{AdapterArgs, OpenAdapters};
 use crate::api::{ApiKeys, EventKeys};
 use crate::config::ServeConfig;
 use crate::embedded::EngineOptions;
@@ -73,16 +73,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
-    /// An adapter to run, by URL (repeatable; WEIR_ADAPTERS is space-separated, as URLs may
-    /// hold commas): another queue's jobs become events. `weir --help` lists the adapters of
-    /// this build.
-    #[arg(
-        long = "adapter",
-        env = "WEIR_ADAPTERS",
-        value_delimiter = ' ',
-        hide_env_values = true
-    )]
-    pub adapters: Vec<String>,
+    /// Adapters to run.
+    #[command(flatten)]
+    pub adapters: AdapterArgs,
 }
 
 impl ServeArgs {
@@ -101,13 +94,13 @@ impl ServeArgs {
             stuck_message_delay: self.stuck_message_delay.clone(),
             run_retention: self.run_retention.clone(),
             api_keys: given(&self.api_keys),
-            adapters: given(&self.adapters),
+            adapters: self.adapters.urls(),
         }
     }
 }
 
 /// The values a list flag or variable gave, without the empty one an empty variable gives.
-pub(super) fn given(keys: &[String]) -> Vec<String> {
+fn given(keys: &[String]) -> Vec<String> {
     keys.iter().filter(|k| !k.is_empty()).cloned().collect()
 }
 

@@ -554,7 +554,11 @@ impl Engine {
             if let Some(m) = self.inner.metrics.function(&function.id) {
                 m.run_finished(status);
             }
-            let _ = self.inner.finished.send(RunFinished { run_id, status });
+            let _ = self.inner.finished.send(RunFinished {
+                run_id,
+                function_id: function.id.clone(),
+                status,
+            });
         } else if open == 0 || recovering.is_some() {
             self.finish(&run_id).await?;
         }
@@ -615,6 +619,7 @@ impl Engine {
             }
             let _ = self.inner.finished.send(RunFinished {
                 run_id: run_id.to_string(),
+                function_id: run.function_id.clone(),
                 status,
             });
         }

@@ -121,6 +121,8 @@ impl Roles {
 pub struct RunFinished {
     /// The run.
     pub run_id: String,
+    /// Its function (listeners that care about some functions only need not load the run).
+    pub function_id: String,
     /// Its final status.
     pub status: RunStatus,
 }
