@@ -164,14 +164,21 @@ pub fn builtins() -> Registry {
                 .await
         })
     );
-    // Celery on kombu's Redis transport (in progress: no chains, eta, expires or rpc:// yet;
-    // adapters/celery/README.md).
+    // Celery tasks from a queue on Redis (kombu's transport) or RabbitMQ (adapters/celery).
     builtin!(
         registry,
         "adapter-celery",
-        "Celery tasks from a Redis queue (in progress)",
+        "Celery tasks from a Redis queue",
         AdapterScheme::new(&["celery+redis", "celery+rediss"], |url| async move {
             weir_adapter_celery::CeleryRedisAdapter::open(&url).await
+        })
+    );
+    builtin!(
+        registry,
+        "adapter-celery",
+        "Celery tasks from a RabbitMQ queue",
+        AdapterScheme::new(&["celery+amqp", "celery+amqps"], |url| async move {
+            weir_adapter_celery::CeleryAmqpAdapter::open(&url).await
         })
     );
     registry

@@ -459,7 +459,67 @@ async fn a_message_too_large_for_the_broker_goes_through_the_state_store(state: 
     );
 }
 
+/// An event ingested with a due time starts its run then, not before; on a durable state
+/// store the delay survives the node that accepted the event (another node starts the run).
+async fn a_delayed_event_starts_its_run_when_due(state: &str) {
+    use weir::core::Event;
+    let def = json!({"id": "later", "triggers": [{"event": "t/later"}], "steps": {"a": step("a")}});
+    let f = function_dir(&def, &[("a", "echo '{\"ran\": true}'")]);
+    let (engine, handle) = engine_on(&f.dir, state).await;
+    let event = Event::from_json(json!({"name": "t/later", "id": "late-1"}), "").unwrap();
+    let accepted = weir::core::event::now_ms();
+    let due = accepted + 1_500;
+    let ids = engine
+        .ingest_at(vec![event.clone()], due)
+        .await
+        .expect("ingest_at");
+    assert_eq!(ids, ["late-1"]);
+    // Sending it again (a redelivered message) keeps one timer and, later, one run.
+    engine.ingest_at(vec![event], due).await.expect("again");
+    assert!(
+        engine.events().get("late-1").await.unwrap().is_some(),
+        "the event is stored at once"
+    );
+    let durable = !state.starts_with("memory");
+    let engine = if durable {
+        // The accepting node goes away; the run starts on the next one.
+        handle.shutdown().await;
+        engine_on(&f.dir, state).await
+    } else {
+        (engine, handle)
+    };
+    let (engine, handle) = engine;
+    let filter = RunFilter::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let run_id = loop {
+        let runs = engine.state().list_runs(&filter).await.expect("list");
+        if let Some(r) = runs.first() {
+            assert!(
+                r.created_at >= due,
+                "the run started {} ms before its due time",
+                due - r.created_at
+            );
+            break r.id.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run after the due time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let run = engine
+        .wait_for_run(&run_id, Duration::from_secs(10))
+        .await
+        .expect("finishes");
+    assert_eq!(run.status, RunStatus::Completed, "{:?}", run.history);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let runs = engine.state().list_runs(&filter).await.expect("list");
+    assert_eq!(runs.len(), 1, "one run for the event sent twice");
+    handle.shutdown().await;
+}
+
 on_every_state!(
+    a_delayed_event_starts_its_run_when_due,
     a_message_too_large_for_the_broker_goes_through_the_state_store,
     cron_ticks_start_one_run_each,
     a_redelivered_message_recovers_a_run_its_node_left_behind,

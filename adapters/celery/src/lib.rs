@@ -11,11 +11,18 @@
 //! runs them (and RabbitMQ), `rpc://` results, chains; the crate registers no adapter until
 //! it does.
 
+pub mod amqp_adapter;
+pub mod amqp_link;
+pub mod amqp_message;
+pub mod finished;
+pub mod intake;
 mod message;
 pub mod redis_adapter;
 pub mod redis_envelope;
 pub mod redis_queue;
 pub mod results;
+pub mod rpc_results;
 
+pub use amqp_adapter::CeleryAmqpAdapter;
 pub use message::{Refused, TaskMessage};
 pub use redis_adapter::CeleryRedisAdapter;

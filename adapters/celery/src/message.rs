@@ -59,6 +59,8 @@ pub struct TaskMessage {
     pub expires: Option<String>,
     /// How often it was retried.
     pub retries: u64,
+    /// How many times it replaced a task (`Task.replace`; the replacement keeps the task id).
+    pub replaced_task_nesting: u64,
     /// The first task of its workflow.
     pub root_id: Option<String>,
     /// The task that sent it.
@@ -177,18 +179,21 @@ impl TaskMessage {
             ))),
         };
         let (eta, expires) = (time("eta")?, time("expires")?);
-        let retries = match headers.get("retries") {
-            None | Some(Value::Null) => 0,
+        let count = |key: &str| match headers.get(key) {
+            None | Some(Value::Null) => Ok(0),
             Some(v) => v.as_u64().ok_or_else(|| {
                 refuse(format!(
-                    "task {task}: header retries must be a count, got {v}"
+                    "task {task}: header {key} must be a count, got {v}"
                 ))
-            })?,
+            }),
         };
+        let retries = count("retries")?;
+        let replaced_task_nesting = count("replaced_task_nesting")?;
         Ok(TaskMessage {
             eta,
             expires,
             retries,
+            replaced_task_nesting,
             root_id: text(headers, "root_id"),
             parent_id: text(headers, "parent_id"),
             group: text(headers, "group"),
@@ -202,13 +207,29 @@ impl TaskMessage {
         })
     }
 
-    /// The event the task becomes: `celery/<task name>` with the task id as its id (a
-    /// redelivered message starts no second run), and the call in its data. Built and checked
-    /// as an event sent over HTTP is (a task name too long for an event name is refused).
+    /// The id of the task's event: the task id, so that a redelivered message starts no second
+    /// run. A task sent again under the same id on purpose is a new event: `task.retry()` (its
+    /// `retries` header counts up) gets `<id>/r<retries>`, a `Task.replace()` replacement (its
+    /// `replaced_task_nesting` counts up) `<id>/n<nesting>`, both when both.
+    pub fn event_id(&self) -> String {
+        let mut id = self.id.clone();
+        if self.retries > 0 {
+            id.push_str(&format!("/r{}", self.retries));
+        }
+        if self.replaced_task_nesting > 0 {
+            id.push_str(&format!("/n{}", self.replaced_task_nesting));
+        }
+        id
+    }
+
+    /// The event the task becomes: `celery/<task name>` with [`TaskMessage::event_id`] as its
+    /// id, and the call in its data (`task_id` is the task id the client waits on). Built and
+    /// checked as an event sent over HTTP is (a task name too long for an event name is
+    /// refused).
     pub fn to_event(&self) -> Result<Event, Refused> {
         let event = json!({
             "name": format!("celery/{}", self.task),
-            "id": self.id,
+            "id": self.event_id(),
             "data": {
                 "args": self.args,
                 "kwargs": self.kwargs,
@@ -220,6 +241,7 @@ impl TaskMessage {
                 "parent_id": self.parent_id,
                 "group": self.group,
                 "headers": self.custom_headers,
+                "reply_to": self.reply_to,
             },
         });
         Event::from_json(event, "").map_err(|e| Refused {

@@ -9,17 +9,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
 use weir_core::adapter::{Adapter, Shutdown};
 use weir_core::engine::Engine;
-use weir_core::run::{Run, RunStatus, StepStatus};
+use weir_core::event::now_ms;
 use weir_core::url_query::QueryParams;
-use weir_core::{Error, Result};
+use weir_core::{Error, Event, Result};
 
+use crate::finished::{self, Results, task_id_of};
+use crate::intake::{self, Intake, Unhandled};
 use crate::message::Refused;
 use crate::redis_envelope;
 use crate::redis_queue::{RedisQueue, Taken};
-use crate::results::{DEFAULT_RESULT_EXPIRES, RedisResults, TaskState};
+use crate::results::{DEFAULT_RESULT_EXPIRES, RedisResults};
 
 /// How long a consumer's heartbeat lasts: a node that died holding messages has them handed
 /// back this long after its last beat.
@@ -28,14 +29,15 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The shortest lease accepted: a heartbeat every second.
 pub const MIN_LEASE: Duration = Duration::from_secs(3);
 
-/// How often a failed Redis write (an ack, a result) is tried before it is left.
+/// How often a failed ack is tried before it is left.
 const WRITE_TRIES: u32 = 3;
 
 /// The adapter of `celery+redis://` (and `celery+rediss://`) URLs.
 #[derive(Debug)]
 pub struct CeleryRedisAdapter {
     queue: RedisQueue,
-    results: Option<RedisResults>,
+    results: Option<Results>,
+    unhandled: Unhandled,
     lease: Duration,
 }
 
@@ -62,11 +64,20 @@ impl CeleryRedisAdapter {
         }
         let broker = format!("{scheme}://{base}");
         let (mut queue, mut results, mut lease) = (None, None, DEFAULT_LEASE);
-        let params = QueryParams::parse("celery adapter", url, &["queue", "results", "lease"]);
+        let mut unhandled = Unhandled::default();
+        let params = QueryParams::parse(
+            "celery adapter",
+            url,
+            &["queue", "results", "unhandled", "lease"],
+        );
         for param in &params {
             match param.name() {
                 "queue" => queue = Some(param.value()?),
                 "results" => results = Some(param.value()?),
+                "unhandled" => {
+                    unhandled = Unhandled::parse(&param.value()?)
+                        .map_err(|e| param.invalid(format_args!("{e}")))?;
+                }
                 "lease" => {
                     lease = param.duration()?;
                     if lease < MIN_LEASE {
@@ -88,89 +99,116 @@ impl CeleryRedisAdapter {
                 ));
             }
             Some("none") => None,
-            Some(results) => Some(RedisResults::connect(results, DEFAULT_RESULT_EXPIRES).await?),
+            Some(results) => Some(Results::Redis(
+                RedisResults::connect(results, DEFAULT_RESULT_EXPIRES).await?,
+            )),
         };
         let consumer = format!("weir-{}", ulid::Ulid::new());
         Ok(CeleryRedisAdapter {
             queue: RedisQueue::connect(&broker, &queue, &consumer).await?,
             results,
+            unhandled,
             lease,
         })
     }
 
-    /// Ingests the task of `taken` and acks it; a task weir cannot take gets a FAILURE result
-    /// and is acked; one whose ingest keeps failing (the state store or the broker down) goes
-    /// back to the queue. Never leaves a message held.
+    /// Does what [`intake::decide`] says with the task of `taken`, then acks it: its event is
+    /// ingested (to run now or at its eta), or the message goes to the Celery workers' queue,
+    /// or the task gets its FAILURE/REVOKED result. A task whose ingest keeps failing (the
+    /// state store or the broker down) goes back to the queue. Never leaves a message held.
     async fn handle(&self, engine: &Engine, taken: &Taken, shutdown: &Shutdown) {
-        let decoded = redis_envelope::decode(&taken.entry)
-            .and_then(|m| m.to_event())
-            .and_then(|event| {
-                let bytes = serde_json::to_vec(&event).map_or(0, |b| b.len());
-                let max = engine.config().max_event_bytes;
-                if bytes > max {
-                    return Err(Refused {
-                        task_id: Some(event.id.clone()),
-                        reason: format!(
-                            "the task's event is {bytes} bytes, over the {max} bytes weir takes"
-                        ),
-                    });
-                }
-                Ok(event)
-            });
-        let event = match decoded {
-            Ok(event) => event,
-            Err(refused) => {
-                self.refuse(&refused).await;
-                self.ack(taken, refused.task_id.as_deref()).await;
-                return;
+        let decoded = redis_envelope::decode(&taken.entry);
+        let max = engine.config().max_event_bytes;
+        let intake = intake::decide(engine, decoded, &self.unhandled, max, now_ms());
+        match intake {
+            Intake::Run { event, due_ms } => {
+                self.ingest(engine, taken, event, due_ms, shutdown).await;
             }
-        };
-        // Stored and published before the ack: a crash in between takes the task again, and
-        // its event id (the task id) starts no second run.
+            Intake::Requeue { task_id, queue } => match self.queue.requeue(taken, &queue).await {
+                Ok(true) => {
+                    tracing::debug!(
+                        task_id,
+                        queue,
+                        "celery adapter: no weir function handles the task; moved to the Celery workers' queue"
+                    );
+                }
+                Ok(false) => {
+                    tracing::warn!(
+                        task_id,
+                        "celery adapter: the task was handed back before it was moved (this node's lease had lapsed); it will be taken again"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, task_id, "celery adapter: cannot move the task to the Celery workers' queue; it returns when this node's lease lapses");
+                }
+            },
+            Intake::Answer {
+                task_id,
+                state,
+                reason,
+            } => {
+                tracing::warn!(task_id, reason, "celery task not run");
+                if let (Some(results), Some(task_id)) = (&self.results, &task_id) {
+                    finished::store(results, task_id, None, &state).await;
+                }
+                self.ack(taken, task_id.as_deref()).await;
+            }
+        }
+    }
+
+    /// Ingests `event` (at `due_ms` when given), then acks `taken`; retried with a backoff
+    /// while the error is retryable, handed back to the queue when it keeps failing or the
+    /// adapter stops, refused (FAILURE) when retrying cannot help.
+    async fn ingest(
+        &self,
+        engine: &Engine,
+        taken: &Taken,
+        event: Event,
+        due_ms: Option<i64>,
+        shutdown: &Shutdown,
+    ) {
+        // Stored (and published, or its timer set) before the ack: a crash in between takes
+        // the task again, and its event id starts no second run.
+        let task_id = task_id_of(&event);
         let mut delay = Duration::from_millis(100);
         let mut tries = 0;
         loop {
             tries += 1;
-            let error = match engine.ingest(vec![event.clone()]).await {
+            let ingested = match due_ms {
+                Some(due) => engine.ingest_at(vec![event.clone()], due).await,
+                None => engine.ingest(vec![event.clone()]).await,
+            };
+            let error = match ingested {
                 Ok(_) => {
-                    self.ack(taken, Some(&event.id)).await;
+                    self.ack(taken, Some(&task_id)).await;
                     return;
                 }
                 Err(e) => e,
             };
             if !error.is_retryable() {
-                let refused = Refused {
-                    task_id: Some(event.id.clone()),
+                let refused = Intake::refused(Refused {
+                    task_id: Some(task_id.clone()),
                     reason: format!("weir did not accept the task's event: {error}"),
-                };
-                self.refuse(&refused).await;
-                self.ack(taken, Some(&event.id)).await;
+                });
+                if let (Intake::Answer { state, reason, .. }, Some(results)) =
+                    (refused, &self.results)
+                {
+                    tracing::warn!(task_id, reason, "celery task not run");
+                    finished::store(results, &task_id, None, &state).await;
+                }
+                self.ack(taken, Some(&task_id)).await;
                 return;
             }
             if tries >= 8 || shutdown.is_raised() {
-                tracing::warn!(error = %error, task_id = event.id, "celery adapter: ingest still failing; the task goes back to the queue");
+                tracing::warn!(error = %error, task_id, "celery adapter: ingest still failing; the task goes back to the queue");
                 if let Err(e) = self.queue.release(taken).await {
-                    tracing::warn!(error = %e, task_id = event.id, "celery adapter: cannot hand the task back; it returns when this node's lease lapses");
+                    tracing::warn!(error = %e, task_id, "celery adapter: cannot hand the task back; it returns when this node's lease lapses");
                 }
                 return;
             }
-            tracing::warn!(error = %error, task_id = event.id, "celery adapter: ingest failed; retrying");
+            tracing::warn!(error = %error, task_id, "celery adapter: ingest failed; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    }
-
-    /// Reports a task weir does not run: a FAILURE result when the task id is known and
-    /// results are written, a warning in any case.
-    async fn refuse(&self, refused: &Refused) {
-        tracing::warn!(task_id = ?refused.task_id, reason = %refused.reason, "celery task refused");
-        if let (Some(results), Some(task_id)) = (&self.results, &refused.task_id) {
-            let state = TaskState::Failure {
-                exc_type: "RefusedByWeir".into(),
-                exc_module: None,
-                message: refused.reason.clone(),
-            };
-            store(results, task_id, &state).await;
         }
     }
 
@@ -199,22 +237,6 @@ impl CeleryRedisAdapter {
     }
 }
 
-/// Stores a result, trying again on errors.
-async fn store(results: &RedisResults, task_id: &str, state: &TaskState) {
-    for tries in 1..=WRITE_TRIES {
-        match results.store(task_id, state).await {
-            Ok(_) => return,
-            Err(e) if tries < WRITE_TRIES => {
-                tracing::debug!(error = %e, task_id, "celery adapter: storing a result failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, task_id, "celery adapter: cannot store the task's result");
-            }
-        }
-    }
-}
-
 /// Beats every third of the lease and hands back dead consumers' tasks once per lease, until
 /// shutdown; a failure is logged and tried again at the next beat.
 async fn keep_alive(queue: RedisQueue, lease: Duration, mut shutdown: Shutdown) {
@@ -238,111 +260,6 @@ async fn keep_alive(queue: RedisQueue, lease: Duration, mut shutdown: Shutdown) 
     }
 }
 
-/// The result of a finished run of a Celery task: the output of its last step (an object of
-/// the outputs by step id when it has several last steps), or a failure naming the step.
-pub fn run_result(engine: &Engine, run: &Run) -> TaskState {
-    let failed = match run.status {
-        RunStatus::Completed => false,
-        RunStatus::Failed | RunStatus::Running => true,
-    };
-    if failed {
-        let failed = run
-            .steps
-            .iter()
-            .find(|(_, s)| s.status == StepStatus::Failed);
-        let message = match failed {
-            Some((id, step)) => format!(
-                "step {id} failed: {}",
-                step.error.as_deref().unwrap_or("no error recorded")
-            ),
-            None => format!("the run ended {:?}", run.status),
-        };
-        return TaskState::Failure {
-            exc_type: "StepFailed".into(),
-            exc_module: None,
-            message,
-        };
-    }
-    let leaves: Vec<String> = match engine
-        .functions()
-        .get(&run.function_id, &run.function_version)
-    {
-        Some(function) => function
-            .steps
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !function.edges.iter().any(|e| e.parent == *i))
-            .map(|(_, s)| s.id.clone())
-            .collect(),
-        None => run.steps.keys().cloned().collect(),
-    };
-    // A leaf skipped by a condition is null, so the shape depends on the function alone.
-    let output_of = |id: &String| {
-        run.steps
-            .get(id)
-            .filter(|s| s.status == StepStatus::Completed)
-            .and_then(|s| s.output.clone())
-            .unwrap_or(Value::Null)
-    };
-    match leaves.as_slice() {
-        [only] => TaskState::Success(output_of(only)),
-        _ => TaskState::Success(Value::Object(
-            leaves
-                .iter()
-                .map(|id| (id.clone(), output_of(id)))
-                .collect::<Map<String, Value>>(),
-        )),
-    }
-}
-
-/// Whether a run of `function_id` may have been triggered by a `celery/…` event: a trigger of
-/// the function's live version can match one (a function no longer loaded: maybe).
-fn may_be_celery(engine: &Engine, function_id: &str) -> bool {
-    let Some(function) = engine.functions().live(function_id) else {
-        return true;
-    };
-    function
-        .trigger_names()
-        .any(|pattern| match pattern.split_once('*') {
-            Some((prefix, _)) => "celery/".starts_with(prefix) || prefix.starts_with("celery/"),
-            None => pattern.starts_with("celery/"),
-        })
-}
-
-/// Writes the result of every `celery/…` run that finishes in this process.
-async fn write_results(engine: Engine, results: RedisResults, mut shutdown: Shutdown) {
-    let mut finished = engine.subscribe_finished();
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.raised() => return,
-            next = finished.recv() => next,
-        };
-        let run_id = match next {
-            // Only runs a Celery task can have started are loaded (a round trip each).
-            Ok(f) if may_be_celery(&engine, &f.function_id) => f.run_id,
-            Ok(_) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "celery adapter: results of finished runs missed"
-                );
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        let run = match engine.state().get_run(&run_id).await {
-            Ok(Some(run)) if run.event.name.starts_with("celery/") => run,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, run_id, "celery adapter: cannot read a finished run");
-                continue;
-            }
-        };
-        let state = run_result(&engine, &run);
-        store(&results, &run.event.id, &state).await;
-    }
-}
-
 #[async_trait]
 impl Adapter for CeleryRedisAdapter {
     fn name(&self) -> &str {
@@ -355,10 +272,13 @@ impl Adapter for CeleryRedisAdapter {
             tracing::warn!(error = %e, "celery adapter: handing back dead consumers' tasks failed");
         }
         let keeper = tokio::spawn(keep_alive(self.queue.clone(), self.lease, shutdown.clone()));
-        let writer = self
-            .results
-            .clone()
-            .map(|results| tokio::spawn(write_results(engine.clone(), results, shutdown.clone())));
+        let writer = self.results.clone().map(|results| {
+            tokio::spawn(finished::write_results(
+                engine.clone(),
+                results,
+                shutdown.clone(),
+            ))
+        });
         // A take is never cut short (what it moved would be held by nobody): shutdown is
         // looked at between takes, which wait at most a second.
         while !shutdown.is_raised() {

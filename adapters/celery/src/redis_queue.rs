@@ -69,6 +69,15 @@ push_back(ARGV[1])
 return 1
 "#;
 
+/// Moves a taken message (ARGV[1]) out of the processing list (KEYS[1]) onto another queue's
+/// list (KEYS[2]) as ARGV[2], as a producer pushes it; returns 1, or 0 when it was not held any
+/// more.
+const REQUEUE: &str = r#"
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
+"#;
+
 /// A consumer of one Celery queue on Redis.
 #[derive(Clone)]
 pub struct RedisQueue {
@@ -79,6 +88,7 @@ pub struct RedisQueue {
     take: redis::Script,
     hand_back: redis::Script,
     release: redis::Script,
+    requeue: redis::Script,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -147,6 +157,7 @@ impl RedisQueue {
             take: redis::Script::new(TAKE),
             hand_back: redis::Script::new(&format!("{PUSH_BACK}{HAND_BACK}")),
             release: redis::Script::new(&format!("{PUSH_BACK}{RELEASE}")),
+            requeue: redis::Script::new(REQUEUE),
         })
     }
 
@@ -223,6 +234,41 @@ impl RedisQueue {
             .await
             .map_err(|e| unavailable("handing a message back", e))?;
         Ok(released == 1)
+    }
+
+    /// Moves a taken message to `queue` (consumed by Celery workers), atomically: the entry as
+    /// kombu wrote it, with its `delivery_info.routing_key` set to `queue` (a worker's
+    /// `task.retry()` then sends it back there, not here), on the list of its priority. False
+    /// when it was not held any more.
+    pub async fn requeue(&self, taken: &Taken, queue: &str) -> Result<bool> {
+        let (entry, priority) = match serde_json::from_slice::<serde_json::Value>(&taken.entry) {
+            Ok(mut envelope) => {
+                let priority = envelope
+                    .pointer("/properties/priority")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+                    .min(255) as u8;
+                if let Some(info) = envelope
+                    .pointer_mut("/properties/delivery_info")
+                    .and_then(serde_json::Value::as_object_mut)
+                {
+                    info.insert("routing_key".into(), queue.into());
+                }
+                (envelope.to_string().into_bytes(), priority)
+            }
+            Err(_) => (taken.entry.clone(), 0),
+        };
+        let mut conn = self.conn.clone();
+        let moved: i64 = self
+            .requeue
+            .key(processing_list(&self.queue, &self.consumer))
+            .key(crate::redis_envelope::priority_list(queue, priority))
+            .arg(&taken.entry)
+            .arg(entry)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("moving a message to another queue", e))?;
+        Ok(moved == 1)
     }
 
     /// `script` with the keys of the hand-back scripts for `consumer` ([`PUSH_BACK`]).

@@ -5,49 +5,53 @@
 //!
 //! Needs a Redis (`WEIR_TEST_REDIS_URL`) and a Python with Celery (`WEIR_TEST_CELERY_PYTHON`).
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use weir_adapter_celery::CeleryRedisAdapter;
 use weir_core::adapter::{Adapter, Shutdown};
-use weir_core::driver::DriverSet;
-use weir_core::engine::{Engine, EngineConfig, EngineParts, Roles};
 use weir_core::testkit::{service_url, unique};
 
-/// Sends each task of argv[3] (a JSON list of [name, args, serializer]) to queue argv[2] on
-/// Redis argv[1] (broker and result backend) and prints, per task, what `.get()` gave.
+/// Sends each task of argv[3] (a JSON list of [name, args, options for `send_task`]) to queue
+/// argv[2] on Redis argv[1] (broker and result backend) and prints, per task, what `.get()`
+/// gave and how many seconds after sending.
 const CLIENT: &str = r#"
-import json, sys
+import json, sys, time
 from celery import Celery
 app = Celery("tasks", broker=sys.argv[1], backend=sys.argv[1])
 app.conf.update(task_routes={"*": {"queue": sys.argv[2]}}, accept_content=["json", "pickle"])
-for name, args, serializer in json.loads(sys.argv[3]):
-    result = app.send_task(name, args, serializer=serializer)
+for name, args, options in json.loads(sys.argv[3]):
+    sent = time.time()
+    result = app.send_task(name, args, **options)
     try:
-        print(json.dumps({"value": result.get(timeout=20)}))
+        answer = {"value": result.get(timeout=20)}
     except Exception as e:
-        print(json.dumps({"raised": type(e).__name__, "message": str(e)}))
+        answer = {"raised": type(e).__name__, "message": str(e)}
+    answer["after"] = time.time() - sent
+    print(json.dumps(answer))
 "#;
 
-/// The function `adder`: `celery/tasks.add` → its step prints the sum of the task's args;
-/// `celery/tasks.fail` → its step fails for good.
+/// The functions `adder` (`celery/tasks.add` → the sum of the task's args), `echo`
+/// (`celery/tasks.echo` → the event's data) and `failer` (`celery/tasks.fail` → its step fails
+/// for good).
 fn functions() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let write = |name: &str, definition: Value, script: &str| {
-        let fn_dir = dir.path().join(name);
-        std::fs::create_dir_all(&fn_dir).expect("mkdir");
-        std::fs::write(fn_dir.join("weir.json"), definition.to_string()).expect("weir.json");
-        let step = fn_dir.join("step");
-        std::fs::write(&step, format!("#!/bin/sh\n{script}\n")).expect("step");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&step, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        common::write_function(dir.path(), name, &definition, script);
     };
     write(
         "adder",
         json!({"id": "adder", "triggers": [{"event": "celery/tasks.add"}],
                "steps": {"add": {"path": "file://./step", "runtime": {"type": "process"}}}}),
         r#"exec python3 -c 'import json, sys; a = json.load(sys.stdin)["event"]["data"]["args"]; print(json.dumps(a[0] + a[1]))'"#,
+    );
+    write(
+        "echo",
+        json!({"id": "echo", "triggers": [{"event": "celery/tasks.echo"}],
+               "steps": {"echo": {"path": "file://./step", "runtime": {"type": "process"}}}}),
+        r#"exec python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["event"]["data"]))'"#,
     );
     write(
         "failer",
@@ -59,27 +63,6 @@ fn functions() -> tempfile::TempDir {
     dir
 }
 
-async fn engine(functions: &std::path::Path) -> (Engine, weir_core::engine::EngineHandle) {
-    let drivers = DriverSet::new().with(Arc::new(weir_driver_process::ProcessDriver::new()));
-    let engine = Engine::new(EngineParts {
-        state: Arc::new(weir_state_memory::MemoryStateStore::new()),
-        events: Arc::new(weir_state_memory::MemoryEventStore::new()),
-        broker: Arc::new(weir_broker_memory::MemoryBroker::new()),
-        drivers,
-        config: EngineConfig::default(),
-    });
-    let mut loaded = Vec::new();
-    for name in ["adder", "failer"] {
-        loaded.push(
-            weir_core::function::load_function(&functions.join(name), engine.drivers())
-                .unwrap_or_else(|e| panic!("{name}: {e}")),
-        );
-    }
-    engine.functions().replace(loaded);
-    let handle = engine.start(Roles::ALL).await.expect("start");
-    (engine, handle)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_celery_client_gets_the_result_of_the_weir_run() {
     let (Some(redis), Some(python)) = (
@@ -89,10 +72,10 @@ async fn a_celery_client_gets_the_result_of_the_weir_run() {
         return;
     };
     let dir = functions();
-    let (engine, handle) = engine(dir.path()).await;
+    let (engine, handle) = common::engine(dir.path(), &["adder", "echo", "failer"]).await;
     let queue = unique("celery-e2e");
     let broker = redis.trim_start_matches("redis://");
-    let results = redis.replace(':', "%3A").replace('/', "%2F");
+    let results = common::encoded(&redis);
     let adapter = CeleryRedisAdapter::open(&format!(
         "celery+redis://{broker}?queue={queue}&results={results}&lease=3s"
     ))
@@ -105,9 +88,14 @@ async fn a_celery_client_gets_the_result_of_the_weir_run() {
     });
 
     let tasks = json!([
-        ["tasks.add", [2, 3], "json"],
-        ["tasks.add", [2, 3], "pickle"],
-        ["tasks.fail", [], "json"],
+        ["tasks.add", [2, 3], {}],
+        ["tasks.add", [2, 3], {"serializer": "pickle"}],
+        ["tasks.fail", [], {}],
+        ["tasks.add", [4, 5], {"countdown": 2}],
+        ["tasks.add", [1, 1], {"expires": -60}],
+        ["tasks.add", [1, 1], {"countdown": 30, "expires": 5}],
+        ["tasks.nobody", [], {}],
+        ["tasks.echo", ["a"], {"headers": {"tenant": "acme"}, "priority": 6}],
     ]);
     let out = tokio::process::Command::new(&python)
         .args(["-c", CLIENT, &redis, &queue, &tasks.to_string()])
@@ -123,23 +111,41 @@ async fn a_celery_client_gets_the_result_of_the_weir_run() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
-    assert_eq!(answers[0], json!({"value": 5}), "{answers:?}");
-    assert_eq!(answers[1]["raised"], "RefusedByWeir", "{answers:?}");
-    assert!(
-        answers[1]["message"]
+    let message = |i: usize| {
+        answers[i]["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("pickle serializer is not supported"),
+            .to_string()
+    };
+    assert_eq!(answers[0]["value"], 5, "{answers:?}");
+    assert_eq!(answers[1]["raised"], "RefusedByWeir", "{answers:?}");
+    assert!(
+        message(1).contains("pickle serializer is not supported"),
         "{answers:?}"
     );
     assert_eq!(answers[2]["raised"], "StepFailed", "{answers:?}");
+    assert!(message(2).contains("step boom failed"), "{answers:?}");
+    // countdown: the run starts after it, not before.
+    assert_eq!(answers[3]["value"], 9, "{answers:?}");
+    let after = answers[3]["after"].as_f64().unwrap_or_default();
+    assert!(after >= 1.9, "a countdown of 2 s answered after {after} s");
+    // expires passed, or before the eta: revoked, as a worker does.
+    for i in [4, 5] {
+        assert_eq!(answers[i]["raised"], "TaskRevokedError", "{answers:?}");
+    }
+    assert!(message(4).contains("expired"), "{answers:?}");
+    // No weir function: NotRegistered, as a worker that does not know the task.
+    assert_eq!(answers[6]["raised"], "NotRegistered", "{answers:?}");
+    assert!(message(6).contains("tasks.nobody"), "{answers:?}");
+    // The task's call, ids and custom headers reach the function.
+    let data = &answers[7]["value"];
+    assert_eq!(data["args"], json!(["a"]), "{answers:?}");
+    assert_eq!(data["headers"]["tenant"], "acme", "{answers:?}");
     assert!(
-        answers[2]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("step boom failed"),
-        "{answers:?}"
+        data["task_id"].is_string() && data["root_id"] == data["task_id"],
+        "{data}"
     );
+    assert_eq!(data["retries"], 0, "{data}");
 
     trigger.raise();
     tokio::time::timeout(Duration::from_secs(10), running)

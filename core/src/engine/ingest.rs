@@ -12,6 +12,7 @@ use super::Engine;
 use crate::broker::TOPIC_EVENTS;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
+use crate::state::{Republish, Timer, TimerAction};
 
 /// Parses a request body holding one event object or an array of them, enforcing
 /// `max_event_bytes` per event and `max_request_bytes` per body. All-or-nothing: the first
@@ -212,6 +213,54 @@ impl Engine {
         self.inner.metrics.events_accepted(ids.len());
         Ok(ids)
     }
+
+    /// Stores already-validated events now and starts their runs at `due_ms` (epoch
+    /// milliseconds) instead of at once: the delay is a timer in the state store, so it
+    /// survives restarts and fires on whichever node's scheduler is up (a Celery `countdown`,
+    /// a Faktory `at`). A due time already past ingests at once. Idempotent like [`ingest`]:
+    /// the timer's id names the event, so sending the same event again keeps one timer, and a
+    /// re-routed event id starts no second run.
+    ///
+    /// [`ingest`]: Engine::ingest
+    pub async fn ingest_at(&self, events: Vec<Event>, due_ms: i64) -> Result<Vec<String>> {
+        if due_ms <= crate::event::now_ms() {
+            return self.ingest(events).await;
+        }
+        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+        let mut timers = Vec::with_capacity(events.len());
+        for e in &events {
+            timers.push(Timer {
+                id: delayed_route_timer_id(&e.id),
+                due_ms,
+                action: TimerAction::Republish(Republish {
+                    topic: TOPIC_EVENTS.to_string(),
+                    key: e.id.clone(),
+                    payload: serde_json::to_string(&**e)?,
+                }),
+            });
+        }
+        let stored = self.inner.events.append(&events).await;
+        let scheduled = match stored {
+            Ok(_) => {
+                futures::future::try_join_all(
+                    timers.iter().map(|t| self.inner.state.schedule_timer(t)),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = scheduled {
+            self.inner.metrics.events_rejected(e.kind());
+            return Err(e);
+        }
+        self.inner.metrics.events_accepted(events.len());
+        Ok(events.iter().map(|e| e.id.clone()).collect())
+    }
+}
+
+/// The id of the timer that routes a delayed event: one per event id.
+fn delayed_route_timer_id(event_id: &str) -> String {
+    format!("route:{event_id}")
 }
 
 #[cfg(test)]

@@ -1,0 +1,450 @@
+//! The Celery adapter on RabbitMQ:
+//! `celery+amqp://USER:PASS@HOST:PORT/VHOST?queue=weir&results=…`.
+//!
+//! It consumes one Celery queue (an existing one as it is — quorum, `x-max-priority`, … — or,
+//! when there is none yet, declared as Celery declares it: durable, bound to a direct exchange
+//! of the same name), with a prefetch. Each message is decided on ([`intake::decide`]): its
+//! event is ingested (to run now, or at its `eta`), or it is published unchanged to the Celery
+//! workers' queue (`unhandled=requeue:Q`), or the task gets its FAILURE/REVOKED result. A
+//! message is acked only after that is done: after its event is stored, after RabbitMQ
+//! confirmed the hand-on, after its result is written. Messages that arrive together are
+//! ingested in one batch. When the connection drops, the unacked messages go back to the
+//! queue (RabbitMQ's doing) and the adapter connects again; a message taken twice starts one
+//! run (its event id is the task id).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::Semaphore;
+use weir_core::adapter::{Adapter, Shutdown};
+use weir_core::engine::Engine;
+use weir_core::event::now_ms;
+use weir_core::url_query::QueryParams;
+use weir_core::{Error, Event, Result};
+
+use crate::amqp_link::{AmqpLink, Publisher, amqp_error};
+use crate::amqp_message;
+use crate::finished::{self, Results, task_id_of};
+use crate::intake::{self, Intake, Unhandled};
+use crate::message::Refused;
+use crate::results::{DEFAULT_RESULT_EXPIRES, RedisResults};
+use crate::rpc_results::RpcResults;
+
+/// Messages RabbitMQ sends ahead of their acks, by default.
+pub const DEFAULT_PREFETCH: u16 = 256;
+
+/// Batches handled at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// How often an ingest that fails with a retryable error is tried before its messages go back
+/// to the queue.
+const INGEST_TRIES: u32 = 8;
+
+/// The adapter of `celery+amqp://` (and `celery+amqps://`) URLs.
+#[derive(Debug, Clone)]
+pub struct CeleryAmqpAdapter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    link: AmqpLink,
+    publisher: Publisher,
+    queue: String,
+    prefetch: u16,
+    results: Option<Results>,
+    unhandled: Unhandled,
+}
+
+impl CeleryAmqpAdapter {
+    /// Opens the adapter of `url`: `celery+amqp://[USER:PASS@]HOST[:PORT][/VHOST]?queue=Q` with
+    /// `results=redis://…` (percent-encoded), `results=rpc` (replies to each task's
+    /// `reply_to`) or `results=none`; `unhandled=fail|requeue:<queue>`; `prefetch=256`.
+    /// Connects once, so that a wrong host or password fails the start.
+    pub async fn open(url: &str) -> Result<Self> {
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("celery+amqp://") {
+            ("amqp", rest)
+        } else if let Some(rest) = url.strip_prefix("celery+amqps://") {
+            ("amqps", rest)
+        } else {
+            return Err(Error::config(
+                "the Celery AMQP adapter takes celery+amqp:// and celery+amqps:// URLs",
+            ));
+        };
+        let rest = rest.split_once('#').map_or(rest, |(rest, _)| rest);
+        let (base, _) = rest.split_once('?').unwrap_or((rest, ""));
+        if base.is_empty() || base.starts_with('/') {
+            return Err(Error::config(
+                "the Celery adapter URL has no host (celery+amqp://USER:PASS@HOST[:PORT][/VHOST]?queue=…)",
+            ));
+        }
+        let (mut queue, mut results, mut prefetch) = (None, None, DEFAULT_PREFETCH);
+        let mut unhandled = Unhandled::default();
+        let params = QueryParams::parse(
+            "celery adapter",
+            url,
+            &["queue", "results", "unhandled", "prefetch"],
+        );
+        for param in &params {
+            match param.name() {
+                "queue" => queue = Some(param.value()?),
+                "results" => results = Some(param.value()?),
+                "unhandled" => {
+                    unhandled = Unhandled::parse(&param.value()?)
+                        .map_err(|e| param.invalid(format_args!("{e}")))?;
+                }
+                "prefetch" => {
+                    prefetch = param.number::<u16>()?;
+                    if prefetch == 0 {
+                        return Err(param.invalid("must be at least 1"));
+                    }
+                }
+                _ => return Err(param.unknown()),
+            }
+        }
+        let queue = queue.ok_or_else(|| {
+            params.error("queue is required: the Celery queue weir consumes (?queue=weir)")
+        })?;
+        let link = AmqpLink::open(&format!("{scheme}://{base}")).await?;
+        let publisher = Publisher::new(link.clone());
+        let results = match results.as_deref() {
+            None => {
+                return Err(params.error(
+                    "results is required: results=redis://… (the result backend the clients read), results=rpc or results=none",
+                ));
+            }
+            Some("none") => None,
+            Some("rpc" | "rpc://") => Some(Results::Rpc(RpcResults::new(publisher.clone()))),
+            Some(results) => Some(Results::Redis(
+                RedisResults::connect(results, DEFAULT_RESULT_EXPIRES).await?,
+            )),
+        };
+        Ok(CeleryAmqpAdapter {
+            inner: Arc::new(Inner {
+                link,
+                publisher,
+                queue,
+                prefetch,
+                results,
+                unhandled,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    /// A channel consuming the queue: the queue as it exists, or declared as Celery declares
+    /// it when it does not.
+    async fn open_queue(&self) -> Result<Channel> {
+        let queue = self.queue.as_str();
+        let channel = self.link.channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let channel = match channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(_) => channel,
+            // Not there (RabbitMQ closed the channel): declare it on another.
+            Err(_) => {
+                let channel = self.link.channel().await?;
+                let durable = ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                };
+                channel
+                    .exchange_declare(
+                        queue.into(),
+                        lapin::ExchangeKind::Direct,
+                        durable,
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| amqp_error("declaring the queue's exchange", e))?;
+                let durable = QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                };
+                channel
+                    .queue_declare(queue.into(), durable, FieldTable::default())
+                    .await
+                    .map_err(|e| amqp_error("declaring the queue", e))?;
+                channel
+                    .queue_bind(
+                        queue.into(),
+                        queue.into(),
+                        queue.into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| amqp_error("binding the queue", e))?;
+                channel
+            }
+        };
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| amqp_error("setting the prefetch (basic.qos)", e))?;
+        Ok(channel)
+    }
+
+    /// Consumes until shutdown (`Ok`) or until the channel or connection fails (`Err`). The
+    /// batches still being handled are finished either way.
+    async fn consume(self: &Arc<Self>, engine: &Engine, shutdown: &mut Shutdown) -> Result<()> {
+        let channel = self.open_queue().await?;
+        let tag = format!("weir-{}", ulid::Ulid::new());
+        let mut consumer = channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| amqp_error("starting the consumer", e))?;
+        tracing::info!(queue = %self.queue, broker = %self.link.shown(), "celery adapter: consuming");
+        let batches = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+        let outcome = loop {
+            let first = tokio::select! {
+                _ = shutdown.raised() => break Ok(()),
+                next = consumer.next() => next,
+            };
+            let first = match first {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => break Err(amqp_error("consuming", e)),
+                None => {
+                    break Err(Error::unavailable(
+                        "celery amqp: the consumer was cancelled (the queue deleted, or the channel closed)",
+                    ));
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < usize::from(self.prefetch) {
+                match consumer.next().now_or_never() {
+                    Some(Some(Ok(delivery))) => batch.push(delivery),
+                    _ => break,
+                }
+            }
+            let Ok(permit) = batches.clone().acquire_owned().await else {
+                break Ok(());
+            };
+            let (inner, engine, shutdown) = (self.clone(), engine.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                inner.handle_batch(&engine, batch, &shutdown).await;
+            });
+        };
+        // Let the batches in hand finish (their messages acked or handed back), then leave:
+        // what lapin buffered unacked goes back to the queue when the channel closes.
+        let _ = batches.acquire_many(BATCHES_IN_FLIGHT as u32).await;
+        let _ = channel
+            .close(200, "weir celery adapter stopping".into())
+            .await;
+        outcome
+    }
+
+    /// Decides on each message of a batch and does it; the events to run at once are ingested
+    /// together.
+    async fn handle_batch(&self, engine: &Engine, batch: Vec<Delivery>, shutdown: &Shutdown) {
+        let max = engine.config().max_event_bytes;
+        let now = now_ms();
+        let mut at_once: Vec<(Delivery, Event)> = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let decoded = amqp_message::decode(&delivery.properties, &delivery.data);
+            match intake::decide(engine, decoded, &self.unhandled, max, now) {
+                Intake::Run {
+                    event,
+                    due_ms: None,
+                } => at_once.push((delivery, event)),
+                Intake::Run {
+                    event,
+                    due_ms: Some(due),
+                } => {
+                    self.ingest(engine, vec![(delivery, event)], Some(due), shutdown)
+                        .await;
+                }
+                Intake::Requeue { task_id, queue } => {
+                    self.requeue(&delivery, &task_id, &queue).await;
+                }
+                Intake::Answer {
+                    task_id,
+                    state,
+                    reason,
+                } => {
+                    tracing::warn!(task_id, reason, "celery task not run");
+                    if let (Some(results), Some(task_id)) = (&self.results, &task_id) {
+                        let reply_to = delivery.properties.reply_to().as_ref();
+                        let reply_to = reply_to.map(|r| r.as_str());
+                        finished::store(results, task_id, reply_to, &state).await;
+                    }
+                    ack(&delivery).await;
+                }
+            }
+        }
+        if !at_once.is_empty() {
+            self.ingest(engine, at_once, None, shutdown).await;
+        }
+    }
+
+    /// Ingests the events of `deliveries` (at `due_ms` when given) and acks their messages;
+    /// retried with a backoff while the error is retryable, handed back to the queue when it
+    /// keeps failing or the adapter stops. When the batch fails for good, each event is tried
+    /// alone, and one refused for good gets a FAILURE.
+    async fn ingest(
+        &self,
+        engine: &Engine,
+        deliveries: Vec<(Delivery, Event)>,
+        due_ms: Option<i64>,
+        shutdown: &Shutdown,
+    ) {
+        let events: Vec<Event> = deliveries.iter().map(|(_, e)| e.clone()).collect();
+        let mut delay = Duration::from_millis(100);
+        let mut tries = 0;
+        let error = loop {
+            tries += 1;
+            let ingested = match due_ms {
+                Some(due) => engine.ingest_at(events.clone(), due).await,
+                None => engine.ingest(events.clone()).await,
+            };
+            match ingested {
+                Ok(_) => {
+                    for (delivery, _) in &deliveries {
+                        ack(delivery).await;
+                    }
+                    return;
+                }
+                Err(e) if !e.is_retryable() => break e,
+                Err(e) if tries >= INGEST_TRIES || shutdown.is_raised() => {
+                    tracing::warn!(error = %e, tasks = deliveries.len(), "celery adapter: ingest still failing; the tasks go back to the queue");
+                    for (delivery, _) in &deliveries {
+                        requeue_on_nack(delivery).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, tasks = deliveries.len(), "celery adapter: ingest failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        if deliveries.len() > 1 {
+            // One event may be the cause: each goes alone.
+            for one in deliveries {
+                Box::pin(self.ingest(engine, vec![one], due_ms, shutdown)).await;
+            }
+            return;
+        }
+        for (delivery, event) in deliveries {
+            let task_id = task_id_of(&event);
+            let refused = Intake::refused(Refused {
+                task_id: Some(task_id.clone()),
+                reason: format!("weir did not accept the task's event: {error}"),
+            });
+            if let (Intake::Answer { state, reason, .. }, Some(results)) = (refused, &self.results)
+            {
+                tracing::warn!(task_id, reason, "celery task not run");
+                let reply_to = event.data["reply_to"].as_str();
+                finished::store(results, &task_id, reply_to, &state).await;
+            }
+            ack(&delivery).await;
+        }
+    }
+
+    /// Publishes the message unchanged to `queue` through the default exchange (RabbitMQ
+    /// confirms it), then acks it; when the publish fails, the message goes back to weir's
+    /// queue, to be tried again.
+    async fn requeue(&self, delivery: &Delivery, task_id: &str, queue: &str) {
+        match self
+            .publisher
+            .publish("", queue, &delivery.data, delivery.properties.clone())
+            .await
+        {
+            Ok(()) => {
+                tracing::debug!(
+                    task_id,
+                    queue,
+                    "celery adapter: no weir function handles the task; moved to the Celery workers' queue"
+                );
+                ack(delivery).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, task_id, queue, "celery adapter: cannot move the task to the Celery workers' queue; it goes back to weir's");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                requeue_on_nack(delivery).await;
+            }
+        }
+    }
+}
+
+/// Acks a message; when the channel is gone, RabbitMQ has put it back already (its event id
+/// keeps it from starting a second run when it comes again).
+async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %e, "celery adapter: cannot ack a message; RabbitMQ delivers it again");
+    }
+}
+
+/// Hands a message back to its queue.
+async fn requeue_on_nack(delivery: &Delivery) {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(e) = delivery.acker.nack(requeue).await {
+        tracing::warn!(error = %e, "celery adapter: cannot hand a message back; RabbitMQ does when the channel closes");
+    }
+}
+
+#[async_trait]
+impl Adapter for CeleryAmqpAdapter {
+    fn name(&self) -> &str {
+        "celery"
+    }
+
+    async fn run(&self, engine: Engine, mut shutdown: Shutdown) -> Result<()> {
+        let writer = self.inner.results.clone().map(|results| {
+            tokio::spawn(finished::write_results(
+                engine.clone(),
+                results,
+                shutdown.clone(),
+            ))
+        });
+        let mut failures: u32 = 0;
+        while !shutdown.is_raised() {
+            let started = tokio::time::Instant::now();
+            match self.inner.consume(&engine, &mut shutdown).await {
+                Ok(()) => break,
+                Err(e) => {
+                    // A consumer that ran a while starts over from a short wait.
+                    if started.elapsed() > Duration::from_secs(30) {
+                        failures = 0;
+                    }
+                    failures = failures.saturating_add(1);
+                    let wait = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    tracing::warn!(error = %e, retry_in = ?wait, "celery adapter: RabbitMQ consumer stopped; starting it again");
+                    tokio::select! {
+                        _ = shutdown.raised() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! The Celery adapter's connection to RabbitMQ, opened again when it drops, and a publisher
+//! on it that waits for RabbitMQ's confirm (for `rpc://` replies and for tasks handed on to
+//! the Celery workers' queue).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use weir_core::{Error, ErrorKind, Result};
+
+/// How long a publish waits for RabbitMQ's confirm before it is taken as failed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An error of RabbitMQ (or of reaching it): retryable, with what was being done.
+pub fn amqp_error(what: &str, e: lapin::Error) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("celery amqp: {what} failed: {e}"),
+    )
+}
+
+/// A connection to RabbitMQ at one URI; [`AmqpLink::channel`] opens a channel on it,
+/// connecting again first when the connection dropped.
+#[derive(Clone)]
+pub struct AmqpLink {
+    uri: Arc<str>,
+    shown: Arc<str>,
+    connection: Arc<tokio::sync::Mutex<Option<Connection>>>,
+}
+
+impl std::fmt::Debug for AmqpLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpLink")
+            .field("uri", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpLink {
+    /// Connects to `uri` (`amqp://USER:PASS@HOST:PORT/VHOST`, or `amqps://`); fails when
+    /// RabbitMQ cannot be reached or refuses the credentials, so that a wrong URL fails the
+    /// start.
+    pub async fn open(uri: &str) -> Result<Self> {
+        let link = AmqpLink {
+            uri: uri.into(),
+            shown: weir_core::redact::redact_url(uri).into(),
+            connection: Arc::new(tokio::sync::Mutex::new(None)),
+        };
+        link.channel().await?;
+        Ok(link)
+    }
+
+    /// The URI with its password hidden, for logs.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// A new channel on the live connection (connecting first when there is none).
+    pub async fn channel(&self) -> Result<Channel> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref()
+            && connection.status().connected()
+        {
+            match connection.create_channel().await {
+                Ok(channel) => return Ok(channel),
+                Err(e) => {
+                    tracing::debug!(error = %e, "celery amqp: opening a channel failed; connecting again");
+                }
+            }
+        }
+        *slot = None;
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("weir-adapter-celery/{}", std::process::id()).into());
+        let connection = Connection::connect(&self.uri, properties)
+            .await
+            .map_err(|e| amqp_error(&format!("connecting to {}", self.shown), e))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_error("opening a channel", e))?;
+        *slot = Some(connection);
+        Ok(channel)
+    }
+}
+
+/// Publishes messages one confirmed publish at a time on a channel of its own (opened again
+/// after an error).
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    link: AmqpLink,
+    channel: Arc<tokio::sync::Mutex<Option<Channel>>>,
+}
+
+impl Publisher {
+    /// A publisher on `link`; its channel is opened at the first publish.
+    pub fn new(link: AmqpLink) -> Self {
+        Publisher {
+            link,
+            channel: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    /// Publishes `body` to `exchange` (`""`: the default exchange, which routes to the queue
+    /// named `routing_key`) and waits for RabbitMQ's confirm; a message no queue takes (the
+    /// client's reply queue is gone) is confirmed too and is dropped by RabbitMQ, as it is for
+    /// a Celery worker.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<()> {
+        let mut slot = self.channel.lock().await;
+        let channel = match slot.as_ref().filter(|c| c.status().connected()) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = self.link.channel().await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|e| amqp_error("enabling publisher confirms", e))?;
+                *slot = Some(channel.clone());
+                channel
+            }
+        };
+        let outcome = async {
+            let confirm = channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
+                .await
+                .map_err(|e| amqp_error("publishing", e))?;
+            match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                Ok(Ok(Confirmation::Nack(_))) => Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "celery amqp: RabbitMQ refused the message (publisher nack)",
+                )),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(amqp_error("waiting for the publish confirm", e)),
+                Err(_) => Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("celery amqp: no publish confirm within {CONFIRM_TIMEOUT:?}"),
+                )),
+            }
+        }
+        .await;
+        if outcome.is_err() {
+            // The channel may be closed or stuck: the next publish opens another.
+            *slot = None;
+        }
+        outcome
+    }
+}

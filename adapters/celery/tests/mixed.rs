@@ -1,0 +1,170 @@
+//! A mixed deployment, as a team moving to weir runs it: a real Celery worker consumes one
+//! queue while weir consumes another, on the same Redis. Tasks routed to weir's queue run as
+//! weir runs; tasks routed to the worker's queue run there; a task routed to weir that no weir
+//! function handles is moved to the worker's queue (`unhandled=requeue:…`) and runs there.
+//! Every task completes exactly once, on its side, and every client gets its result.
+//!
+//! Needs a Redis (`WEIR_TEST_REDIS_URL`) and a Python with Celery (`WEIR_TEST_CELERY_PYTHON`).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use weir_adapter_celery::CeleryRedisAdapter;
+use weir_core::adapter::{Adapter, Shutdown};
+use weir_core::run::{RunFilter, RunStatus};
+use weir_core::testkit::{service_url, unique};
+
+/// The Celery worker's tasks: `tasks.mul` and `tasks.sub`, each writing its task id to `$LOG`.
+const WORKER_TASKS: &str = r#"
+import os
+from celery import Celery
+app = Celery("tasks", broker=os.environ["BROKER"], backend=os.environ["BROKER"])
+
+def record(request):
+    with open(os.environ["LOG"], "a") as log:
+        log.write(request.id + "\n")
+
+@app.task(name="tasks.mul", bind=True)
+def mul(self, x, y):
+    record(self.request)
+    return x * y
+
+@app.task(name="tasks.sub", bind=True)
+def sub(self, x, y):
+    record(self.request)
+    return x - y
+"#;
+
+/// Sends argv[4] tasks of each kind: `tasks.add` and `tasks.sub` routed to weir's queue
+/// (argv[2]), `tasks.mul` to the worker's (argv[3]); then reads every result and prints
+/// `{"sent": n, "wrong": [...]}`.
+const CLIENT: &str = r#"
+import json, sys
+from celery import Celery
+redis, weir_queue, celery_queue, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+app = Celery("tasks", broker=redis, backend=redis)
+app.conf.task_routes = {"tasks.add": {"queue": weir_queue}, "tasks.sub": {"queue": weir_queue},
+                        "tasks.mul": {"queue": celery_queue}}
+sent = []
+for i in range(n):
+    sent.append((app.send_task("tasks.add", (i, 1)), i + 1))
+    sent.append((app.send_task("tasks.mul", (i, 2)), i * 2))
+    sent.append((app.send_task("tasks.sub", (i, 1)), i - 1))
+wrong = []
+for result, expected in sent:
+    try:
+        value = result.get(timeout=60)
+    except Exception as e:
+        value = f"{type(e).__name__}: {e}"
+    if value != expected:
+        wrong.append([result.id, expected, value])
+print(json.dumps({"sent": len(sent), "wrong": wrong[:10]}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_celery_worker_and_weir_share_the_work_each_task_once() {
+    let (Some(redis), Some(python)) = (
+        service_url("WEIR_TEST_REDIS_URL"),
+        service_url("WEIR_TEST_CELERY_PYTHON"),
+    ) else {
+        return;
+    };
+    const EACH: usize = 334; // 1,002 tasks in all
+    let dir = tempfile::tempdir().expect("tempdir");
+    // weir's adder, in shell: the sum of the task's two args.
+    common::write_function(
+        dir.path(),
+        "adder",
+        &json!({"id": "adder", "triggers": [{"event": "celery/tasks.add"}],
+                "steps": {"add": {"path": "file://./step", "runtime": {"type": "process"}}}}),
+        r#"args=$(sed -n 's/.*"args":\[\(-\{0,1\}[0-9]*\),\(-\{0,1\}[0-9]*\)\].*/\1 \2/p'); set -- $args; echo $(($1 + $2))"#,
+    );
+    let (engine, handle) = common::engine(dir.path(), &["adder"]).await;
+    let weir_queue = unique("weir-side");
+    let celery_queue = unique("celery-side");
+
+    std::fs::write(dir.path().join("tasks.py"), WORKER_TASKS).expect("tasks.py");
+    let log = dir.path().join("worker.log");
+    let mut worker = tokio::process::Command::new(&python)
+        .args(["-m", "celery", "-A", "tasks", "worker", "-Q", &celery_queue])
+        .args(["--pool", "solo", "--without-heartbeat", "--without-mingle"])
+        .args(["--without-gossip", "--loglevel", "warning"])
+        .current_dir(dir.path())
+        .env("BROKER", &redis)
+        .env("LOG", &log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the Celery worker starts");
+
+    let broker = redis.trim_start_matches("redis://");
+    let adapter = CeleryRedisAdapter::open(&format!(
+        "celery+redis://{broker}?queue={weir_queue}&results={}&unhandled=requeue:{celery_queue}",
+        common::encoded(&redis)
+    ))
+    .await
+    .expect("the adapter opens");
+    let (trigger, shutdown) = Shutdown::new();
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        async move { adapter.run(engine, shutdown).await }
+    });
+
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", CLIENT, &redis, &weir_queue, &celery_queue])
+        .arg(EACH.to_string())
+        .output()
+        .await
+        .expect("the client runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(answer["sent"], 3 * EACH, "{answer}");
+    assert_eq!(answer["wrong"], json!([]), "every client got its result");
+
+    // weir ran each add once, and nothing else.
+    let runs = engine
+        .state()
+        .list_runs(&RunFilter {
+            limit: Some(10 * EACH),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), EACH, "one weir run per tasks.add");
+    assert!(
+        runs.iter()
+            .all(|r| r.function_id == "adder" && r.status == RunStatus::Completed)
+    );
+    let events: HashSet<&str> = runs.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(events.len(), EACH, "no task ran twice");
+
+    // The worker ran each mul and each sub once.
+    let ran = std::fs::read_to_string(&log).expect("the worker's log");
+    let ids: Vec<&str> = ran.lines().collect();
+    let unique_ids: HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(
+        ids.len(),
+        2 * EACH,
+        "tasks.mul and tasks.sub ran on the worker"
+    );
+    assert_eq!(
+        unique_ids.len(),
+        ids.len(),
+        "no task ran twice on the worker"
+    );
+
+    trigger.raise();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the adapter stops")
+        .expect("joins")
+        .expect("no error");
+    let _ = worker.kill().await;
+    handle.shutdown().await;
+}
