@@ -6,63 +6,17 @@
 
 #![cfg(all(feature = "state-redis", feature = "broker-redis"))]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 const EVENTS: usize = 2_000;
 const KEY: &str = "crash-key";
-
-/// Kills the process when dropped.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn start_node(functions: &Path, state: &str, broker: &str, port: u16, log: &Path) -> Node {
-    let log = std::fs::File::create(log).expect("log file");
-    let node = Node(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", "--functions"])
-            .arg(functions)
-            .args(["--state", state, "--broker", broker, "--event-key", KEY])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--step-lease",
-                "2s",
-                "--executor-concurrency",
-                "32",
-            ])
-            .env("WEIR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("weir serve"),
-    );
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return node;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("node on {port} did not start");
-}
 
 /// A 3-step chain whose steps append `run step attempt pid` to the ledger.
 fn function(dir: &Path, ledger: &Path) -> PathBuf {
@@ -151,15 +105,15 @@ async fn two_nodes_survive_a_kill_9_and_lose_nothing() {
     let prefix = format!("weircrash-{}", ulid::Ulid::new());
     let state = format!("{redis}{sep}prefix={prefix}");
     let broker = format!("{redis}{sep}prefix={prefix}&lease=2s");
-    let (port_a, port_b) = (free_port(), free_port());
-    let node_a = start_node(
+    let (port_a, port_b) = (common::free_port(), common::free_port());
+    let node_a = common::start_node(
         &functions,
         &state,
         &broker,
         port_a,
         &tmp.path().join("a.log"),
     );
-    let mut node_b = start_node(
+    let mut node_b = common::start_node(
         &functions,
         &state,
         &broker,
@@ -190,7 +144,7 @@ async fn two_nodes_survive_a_kill_9_and_lose_nothing() {
     );
     let _ = node_b.0.wait();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let node_b = start_node(
+    let node_b = common::start_node(
         &functions,
         &state,
         &broker,
@@ -284,7 +238,7 @@ struct PrivateRedis {
 impl PrivateRedis {
     fn start() -> PrivateRedis {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let port = common::free_port();
         let r = PrivateRedis { port, dir };
         r.launch();
         r
@@ -388,8 +342,8 @@ async fn runs_waiting_on_retries_resume_after_a_full_restart() {
     let prefix = format!("weirrestart-{}", ulid::Ulid::new());
     let state = format!("{redis}{sep}prefix={prefix}");
     let broker = format!("{redis}{sep}prefix={prefix}&lease=2s");
-    let port = free_port();
-    let node = start_node(
+    let port = common::free_port();
+    let node = common::start_node(
         &functions,
         &state,
         &broker,
@@ -419,7 +373,7 @@ async fn runs_waiting_on_retries_resume_after_a_full_restart() {
     );
     drop(node);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let node = start_node(
+    let node = common::start_node(
         &functions,
         &state,
         &broker,
@@ -447,8 +401,8 @@ async fn a_redis_restart_mid_run_loses_no_run() {
     let functions = function(tmp.path(), &ledger);
     let state = format!("{}?prefix=weir", redis.url());
     let broker = format!("{}?prefix=weir&lease=2s", redis.url());
-    let port = free_port();
-    let _node = start_node(&functions, &state, &broker, port, &tmp.path().join("n.log"));
+    let port = common::free_port();
+    let _node = common::start_node(&functions, &state, &broker, port, &tmp.path().join("n.log"));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut sent = 0;

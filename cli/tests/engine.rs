@@ -466,7 +466,7 @@ async fn a_delayed_event_starts_its_run_when_due(state: &str) {
     let def = json!({"id": "later", "triggers": [{"event": "t/later"}], "steps": {"a": step("a")}});
     let f = function_dir(&def, &[("a", "echo '{\"ran\": true}'")]);
     let (engine, handle) = engine_on(&f.dir, state).await;
-    let event = Event::from_json(json!({"name": "t/later", "id": "late-1"}), "").unwrap();
+    let event = Event::from_json(json!({"name": "t/later", "id": "late-1"}), "").expect("event");
     let accepted = weir::core::event::now_ms();
     let due = accepted + 1_500;
     let ids = engine
@@ -477,7 +477,7 @@ async fn a_delayed_event_starts_its_run_when_due(state: &str) {
     // Sending it again (a redelivered message) keeps one timer and, later, one run.
     engine.ingest_at(vec![event], due).await.expect("again");
     assert!(
-        engine.events().get("late-1").await.unwrap().is_some(),
+        engine.events().get("late-1").await.expect("get").is_some(),
         "the event is stored at once"
     );
     let durable = !state.starts_with("memory");

@@ -19,10 +19,7 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use weir_core::adapter::{Adapter, Shutdown};
@@ -31,7 +28,7 @@ use weir_core::event::now_ms;
 use weir_core::url_query::QueryParams;
 use weir_core::{Error, Event, Result};
 
-use crate::amqp_link::{AmqpLink, Publisher, amqp_error};
+use crate::amqp_link::{AmqpLink, Publisher, amqp_error, ensure_queue};
 use crate::amqp_message;
 use crate::finished::{self, Results, task_id_of};
 use crate::intake::{self, Intake, Unhandled};
@@ -44,10 +41,6 @@ pub const DEFAULT_PREFETCH: u16 = 256;
 
 /// Batches handled at once.
 const BATCHES_IN_FLIGHT: usize = 4;
-
-/// How often an ingest that fails with a retryable error is tried before its messages go back
-/// to the queue.
-const INGEST_TRIES: u32 = 8;
 
 /// The adapter of `celery+amqp://` (and `celery+amqps://`) URLs.
 #[derive(Debug, Clone)]
@@ -114,7 +107,16 @@ impl CeleryAmqpAdapter {
         let queue = queue.ok_or_else(|| {
             params.error("queue is required: the Celery queue weir consumes (?queue=weir)")
         })?;
+        // `…:5672/` names the vhost `/` for kombu; for lapin it would be the vhost "".
+        let base = match base.split_once('/') {
+            Some((authority, "")) => format!("{authority}/%2f"),
+            _ => base.to_string(),
+        };
         let link = AmqpLink::open(&format!("{scheme}://{base}")).await?;
+        if let Unhandled::Requeue(queue) = &unhandled {
+            // Tasks handed on wait there for the Celery workers, even before they start.
+            ensure_queue(&link, queue).await?;
+        }
         let publisher = Publisher::new(link.clone());
         let results = match results.as_deref() {
             None => {
@@ -142,57 +144,9 @@ impl CeleryAmqpAdapter {
 }
 
 impl Inner {
-    /// A channel consuming the queue: the queue as it exists, or declared as Celery declares
-    /// it when it does not.
+    /// A channel with the prefetch set, on which the queue exists (see [`ensure_queue`]).
     async fn open_queue(&self) -> Result<Channel> {
-        let queue = self.queue.as_str();
-        let channel = self.link.channel().await?;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let channel = match channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-        {
-            Ok(_) => channel,
-            // Not there (RabbitMQ closed the channel): declare it on another.
-            Err(_) => {
-                let channel = self.link.channel().await?;
-                let durable = ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                };
-                channel
-                    .exchange_declare(
-                        queue.into(),
-                        lapin::ExchangeKind::Direct,
-                        durable,
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(|e| amqp_error("declaring the queue's exchange", e))?;
-                let durable = QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                };
-                channel
-                    .queue_declare(queue.into(), durable, FieldTable::default())
-                    .await
-                    .map_err(|e| amqp_error("declaring the queue", e))?;
-                channel
-                    .queue_bind(
-                        queue.into(),
-                        queue.into(),
-                        queue.into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(|e| amqp_error("binding the queue", e))?;
-                channel
-            }
-        };
+        let channel = ensure_queue(&self.link, &self.queue).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
@@ -222,6 +176,9 @@ impl Inner {
                 next = consumer.next() => next,
             };
             let first = match first {
+                // Its channel closed while it waited in lapin's buffer: RabbitMQ has put it
+                // back, and it comes again through the next consumer.
+                Some(Ok(delivery)) if !delivery.acker.usable() => continue,
                 Some(Ok(delivery)) => delivery,
                 Some(Err(e)) => break Err(amqp_error("consuming", e)),
                 None => {
@@ -233,7 +190,12 @@ impl Inner {
             let mut batch = vec![first];
             while batch.len() < usize::from(self.prefetch) {
                 match consumer.next().now_or_never() {
-                    Some(Some(Ok(delivery))) => batch.push(delivery),
+                    Some(Some(Ok(delivery))) if delivery.acker.usable() => batch.push(delivery),
+                    Some(Some(Ok(_))) => {}
+                    Some(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "celery adapter: the consumer failed; its next turn says why");
+                        break;
+                    }
                     _ => break,
                 }
             }
@@ -278,18 +240,10 @@ impl Inner {
                 Intake::Requeue { task_id, queue } => {
                     self.requeue(&delivery, &task_id, &queue).await;
                 }
-                Intake::Answer {
-                    task_id,
-                    state,
-                    reason,
-                } => {
-                    tracing::warn!(task_id, reason, "celery task not run");
-                    if let (Some(results), Some(task_id)) = (&self.results, &task_id) {
-                        let reply_to = delivery.properties.reply_to().as_ref();
-                        let reply_to = reply_to.map(|r| r.as_str());
-                        finished::store(results, task_id, reply_to, &state).await;
-                    }
-                    ack(&delivery).await;
+                answer @ Intake::Answer { .. } => {
+                    let reply_to = delivery.properties.reply_to().as_ref();
+                    let reply_to = reply_to.map(|r| r.as_str().to_string());
+                    self.answer(&delivery, answer, reply_to.as_deref()).await;
                 }
             }
         }
@@ -298,10 +252,12 @@ impl Inner {
         }
     }
 
-    /// Ingests the events of `deliveries` (at `due_ms` when given) and acks their messages;
-    /// retried with a backoff while the error is retryable, handed back to the queue when it
-    /// keeps failing or the adapter stops. When the batch fails for good, each event is tried
-    /// alone, and one refused for good gets a FAILURE.
+    /// Ingests the events of `deliveries` (at `due_ms` when given) and acks their messages.
+    /// An error that is the engine's (a store or broker down or misconfigured) is retried with
+    /// a backoff for as long as it lasts (the messages stay unacked: nacking them would count
+    /// against a quorum queue's delivery limit); at shutdown they go back to the queue. When
+    /// the batch is refused for an event's own fault, each event is tried alone, and one
+    /// refused for good gets a FAILURE.
     async fn ingest(
         &self,
         engine: &Engine,
@@ -311,9 +267,7 @@ impl Inner {
     ) {
         let events: Vec<Event> = deliveries.iter().map(|(_, e)| e.clone()).collect();
         let mut delay = Duration::from_millis(100);
-        let mut tries = 0;
         let error = loop {
-            tries += 1;
             let ingested = match due_ms {
                 Some(due) => engine.ingest_at(events.clone(), due).await,
                 None => engine.ingest(events.clone()).await,
@@ -325,18 +279,18 @@ impl Inner {
                     }
                     return;
                 }
-                Err(e) if !e.is_retryable() => break e,
-                Err(e) if tries >= INGEST_TRIES || shutdown.is_raised() => {
-                    tracing::warn!(error = %e, tasks = deliveries.len(), "celery adapter: ingest still failing; the tasks go back to the queue");
+                Err(e) if finished::is_the_events_fault(&e) => break e,
+                Err(e) if shutdown.is_raised() => {
+                    tracing::warn!(error = %e, tasks = deliveries.len(), "celery adapter: ingest failing at shutdown; the tasks go back to the queue");
                     for (delivery, _) in &deliveries {
-                        requeue_on_nack(delivery).await;
+                        hand_back(delivery).await;
                     }
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, tasks = deliveries.len(), "celery adapter: ingest failed; retrying");
+                    tracing::warn!(error = %e, tasks = deliveries.len(), retry_in = ?delay, "celery adapter: ingest failed; the tasks are kept and tried again");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
         };
@@ -349,27 +303,51 @@ impl Inner {
         }
         for (delivery, event) in deliveries {
             let task_id = task_id_of(&event);
-            let refused = Intake::refused(Refused {
+            let reason = format!("weir did not accept the task's event: {error}");
+            let reply_to = event.data["reply_to"].as_str().map(str::to_string);
+            let answer = Intake::refused(Refused {
                 task_id: Some(task_id.clone()),
-                reason: format!("weir did not accept the task's event: {error}"),
+                task: None,
+                reason,
             });
-            if let (Intake::Answer { state, reason, .. }, Some(results)) = (refused, &self.results)
-            {
-                tracing::warn!(task_id, reason, "celery task not run");
-                let reply_to = event.data["reply_to"].as_str();
-                finished::store(results, &task_id, reply_to, &state).await;
-            }
-            ack(&delivery).await;
+            self.answer(&delivery, answer, reply_to.as_deref()).await;
         }
+    }
+
+    /// Writes the result of a task weir does not run (when results are written), then acks
+    /// its message; a result that cannot be written leaves the message to be taken again.
+    async fn answer(&self, delivery: &Delivery, answer: Intake, reply_to: Option<&str>) {
+        let Intake::Answer {
+            task_id,
+            state,
+            reason,
+        } = answer
+        else {
+            return;
+        };
+        tracing::warn!(task_id, reason, "celery task not run");
+        if let (Some(results), Some(task_id)) = (&self.results, &task_id)
+            && !finished::store(results, task_id, reply_to, &state).await
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            hand_back(delivery).await;
+            return;
+        }
+        ack(delivery).await;
     }
 
     /// Publishes the message unchanged to `queue` through the default exchange (RabbitMQ
     /// confirms it), then acks it; when the publish fails, the message goes back to weir's
     /// queue, to be tried again.
     async fn requeue(&self, delivery: &Delivery, task_id: &str, queue: &str) {
+        // A delivery of a closed channel is back on weir's queue already: handing it on too
+        // would make the task run twice.
+        if !delivery.acker.usable() {
+            return;
+        }
         match self
             .publisher
-            .publish("", queue, &delivery.data, delivery.properties.clone())
+            .publish("", queue, &delivery.data, delivery.properties.clone(), true)
             .await
         {
             Ok(()) => {
@@ -383,7 +361,7 @@ impl Inner {
             Err(e) => {
                 tracing::warn!(error = %e, task_id, queue, "celery adapter: cannot move the task to the Celery workers' queue; it goes back to weir's");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                requeue_on_nack(delivery).await;
+                hand_back(delivery).await;
             }
         }
     }
@@ -392,13 +370,21 @@ impl Inner {
 /// Acks a message; when the channel is gone, RabbitMQ has put it back already (its event id
 /// keeps it from starting a second run when it comes again).
 async fn ack(delivery: &Delivery) {
-    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-        tracing::warn!(error = %e, "celery adapter: cannot ack a message; RabbitMQ delivers it again");
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(
+                "celery adapter: a message's channel closed before its ack; RabbitMQ delivers it again"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "celery adapter: cannot ack a message; RabbitMQ delivers it again");
+        }
     }
 }
 
 /// Hands a message back to its queue.
-async fn requeue_on_nack(delivery: &Delivery) {
+async fn hand_back(delivery: &Delivery) {
     let requeue = BasicNackOptions {
         requeue: true,
         ..BasicNackOptions::default()

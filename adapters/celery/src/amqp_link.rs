@@ -6,19 +6,84 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::Confirmation;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use weir_core::{Error, ErrorKind, Result};
 
 /// How long a publish waits for RabbitMQ's confirm before it is taken as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An error of RabbitMQ (or of reaching it): retryable, with what was being done.
+/// How long connecting may take before it is given up (and tried again later).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An error of RabbitMQ (or of reaching it), with what was being done: connection trouble is
+/// retryable, a refusal that retrying cannot cure (access refused, a queue declared with other
+/// arguments, an unknown vhost) is not.
 pub fn amqp_error(what: &str, e: lapin::Error) -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        format!("celery amqp: {what} failed: {e}"),
-    )
+    let kind = weir_support_amqp::classify(&e);
+    let error = Error::new(kind, format!("celery amqp: {what} failed: {e}"));
+    if kind == ErrorKind::Unavailable {
+        error
+    } else {
+        error.permanent()
+    }
+}
+
+/// A channel on which `queue` exists: as it is (quorum, `x-max-priority`, … whatever its
+/// arguments), or, when there is none, declared as Celery declares a queue of its
+/// `task_routes`: durable, bound with its own name to a durable direct exchange of its name.
+pub async fn ensure_queue(link: &AmqpLink, queue: &str) -> Result<Channel> {
+    let channel = link.channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(_) => return Ok(channel),
+        Err(e) if weir_support_amqp::is_not_found(&e) => {}
+        Err(e) => return Err(amqp_error(&format!("looking for queue {queue}"), e)),
+    }
+    // RabbitMQ closed that channel: declare on another.
+    let channel = link.channel().await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            queue.into(),
+            lapin::ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_error(&format!("declaring exchange {queue}"), e))?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), durable, FieldTable::default())
+        .await
+        .map_err(|e| amqp_error(&format!("declaring queue {queue}"), e))?;
+    channel
+        .queue_bind(
+            queue.into(),
+            queue.into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_error(&format!("binding queue {queue}"), e))?;
+    Ok(channel)
 }
 
 /// A connection to RabbitMQ at one URI; [`AmqpLink::channel`] opens a channel on it,
@@ -73,9 +138,16 @@ impl AmqpLink {
         *slot = None;
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("weir-adapter-celery/{}", std::process::id()).into());
-        let connection = Connection::connect(&self.uri, properties)
-            .await
-            .map_err(|e| amqp_error(&format!("connecting to {}", self.shown), e))?;
+        let connection =
+            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.uri, properties))
+                .await
+                .map_err(|_| {
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        format!("celery amqp: connecting to {} timed out", self.shown),
+                    )
+                })?
+                .map_err(|e| amqp_error(&format!("connecting to {}", self.shown), e))?;
         let channel = connection
             .create_channel()
             .await
@@ -103,15 +175,16 @@ impl Publisher {
     }
 
     /// Publishes `body` to `exchange` (`""`: the default exchange, which routes to the queue
-    /// named `routing_key`) and waits for RabbitMQ's confirm; a message no queue takes (the
-    /// client's reply queue is gone) is confirmed too and is dropped by RabbitMQ, as it is for
-    /// a Celery worker.
+    /// named `routing_key`) and waits for RabbitMQ's confirm. A message no queue takes is an
+    /// error when `mandatory` (a task handed on must reach its queue); otherwise RabbitMQ
+    /// drops it (a reply whose client is gone, as it does for a Celery worker).
     pub async fn publish(
         &self,
         exchange: &str,
         routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
+        mandatory: bool,
     ) -> Result<()> {
         let mut slot = self.channel.lock().await;
         let channel = match slot.as_ref().filter(|c| c.status().connected()) {
@@ -131,7 +204,10 @@ impl Publisher {
                 .basic_publish(
                     exchange.into(),
                     routing_key.into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..BasicPublishOptions::default()
+                    },
                     body,
                     properties,
                 )
@@ -141,6 +217,12 @@ impl Publisher {
                 Ok(Ok(Confirmation::Nack(_))) => Err(Error::new(
                     ErrorKind::Unavailable,
                     "celery amqp: RabbitMQ refused the message (publisher nack)",
+                )),
+                Ok(Ok(Confirmation::Ack(Some(_)))) => Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "celery amqp: no queue took the message (is there a queue {routing_key}?)"
+                    ),
                 )),
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(amqp_error("waiting for the publish confirm", e)),

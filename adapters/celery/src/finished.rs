@@ -53,12 +53,17 @@ pub fn task_id_of(event: &Event) -> String {
         .to_string()
 }
 
-/// Stores `state` as the result of the task of `event` (or of `task_id` when there is no
-/// event), trying again on errors; a result that cannot be stored is logged.
-pub async fn store(results: &Results, task_id: &str, reply_to: Option<&str>, state: &TaskState) {
+/// Stores `state` as the result of `task_id`, trying again on errors; false (and logged) when
+/// it could not be stored.
+pub async fn store(
+    results: &Results,
+    task_id: &str,
+    reply_to: Option<&str>,
+    state: &TaskState,
+) -> bool {
     for tries in 1..=WRITE_TRIES {
         match results.store(task_id, reply_to, state).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) if tries < WRITE_TRIES => {
                 tracing::debug!(error = %e, task_id, "celery adapter: storing a result failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
@@ -68,6 +73,17 @@ pub async fn store(results: &Results, task_id: &str, reply_to: Option<&str>, sta
             }
         }
     }
+    false
+}
+
+/// Whether an error weir gave for a task's event is the event's own fault (it can never be
+/// accepted: the task gets a FAILURE), rather than the engine's or a store's (the task is kept
+/// and tried again until that is fixed).
+pub fn is_the_events_fault(error: &weir_core::Error) -> bool {
+    matches!(
+        error.kind(),
+        weir_core::ErrorKind::InvalidInput | weir_core::ErrorKind::TooLarge
+    )
 }
 
 /// The result of a finished run of a Celery task: the output of its last step (an object of
@@ -141,12 +157,37 @@ fn may_be_celery(engine: &Engine, function_id: &str) -> bool {
         })
 }
 
-/// Writes the result of every `celery/…` run that finishes in this process.
+/// Results written at once, by the writer of finished runs.
+const WRITERS: usize = 32;
+
+/// How often the Redis result backend is swept for results still owed.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// How far back a sweep looks: runs that finished longer ago are left alone (their result was
+/// written, or has expired since).
+pub const SWEEP_WINDOW: Duration = Duration::from_secs(600);
+
+/// Runs a sweep looks at per function and status.
+const SWEEP_RUNS: usize = 500;
+
+/// Writes the result of every `celery/…` run that finishes in this process, several at once;
+/// with the Redis result backend, also sweeps the runs finished lately (on any node, or in a
+/// node that died before writing) for results still missing, every [`SWEEP_EVERY`].
 pub async fn write_results(engine: Engine, results: Results, mut shutdown: Shutdown) {
+    let sweeper = match &results {
+        Results::Redis(redis) => Some(tokio::spawn(sweep(
+            engine.clone(),
+            results.clone(),
+            redis.clone(),
+            shutdown.clone(),
+        ))),
+        Results::Rpc(_) => None,
+    };
+    let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITERS));
     let mut finished = engine.subscribe_finished();
     loop {
         let next = tokio::select! {
-            _ = shutdown.raised() => return,
+            _ = shutdown.raised() => break,
             next = finished.recv() => next,
         };
         let run_id = match next {
@@ -154,24 +195,162 @@ pub async fn write_results(engine: Engine, results: Results, mut shutdown: Shutd
             Ok(f) if may_be_celery(&engine, &f.function_id) => f.run_id,
             Ok(_) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
+                tracing::debug!(
                     missed = n,
-                    "celery adapter: results of finished runs missed"
+                    "celery adapter: finished runs missed by the writer; the sweep writes their results"
                 );
                 continue;
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         };
-        let run = match engine.state().get_run(&run_id).await {
-            Ok(Some(run)) if run.event.name.starts_with("celery/") => run,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, run_id, "celery adapter: cannot read a finished run");
-                continue;
+        let Ok(permit) = writers.clone().acquire_owned().await else {
+            break;
+        };
+        let (engine, results) = (engine.clone(), results.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = write_run(&engine, &results, &run_id).await;
+        });
+    }
+    // Let the writes under way finish.
+    let _ = writers.acquire_many(WRITERS as u32).await;
+    if let Some(sweeper) = sweeper {
+        let _ = sweeper.await;
+    }
+}
+
+/// Loads the finished run `run_id` and writes its result, when a Celery task that wants one
+/// started it; false when no result is owed (not a Celery task, `ignore_result`).
+async fn write_run(engine: &Engine, results: &Results, run_id: &str) -> bool {
+    let run = match engine.state().get_run(run_id).await {
+        Ok(Some(run)) if run.event.name.starts_with("celery/") => run,
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::warn!(error = %e, run_id, "celery adapter: cannot read a finished run");
+            return true;
+        }
+    };
+    if run.event.data["ignore_result"] == true {
+        return false;
+    }
+    let state = run_result(engine, &run);
+    let reply_to = run.event.data["reply_to"].as_str();
+    let _ = store(results, &task_id_of(&run.event), reply_to, &state).await;
+    true
+}
+
+/// Runs a sweep found owing no result (`ignore_result`), so that it does not load them again;
+/// forgotten wholesale past this many.
+const NOT_OWED_KEPT: usize = 100_000;
+
+/// Every [`SWEEP_EVERY`] until shutdown: the runs of the functions a Celery task may start
+/// that finished in the last [`SWEEP_WINDOW`] (and over a second ago, so the writer had its
+/// chance) whose result is missing from the backend get it written. Covers a node that died
+/// between finishing a run and writing its result, runs finished on nodes without the
+/// adapter, and a writer that fell behind.
+async fn sweep(engine: Engine, results: Results, redis: RedisResults, mut shutdown: Shutdown) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut not_owed = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.raised() => return,
+            _ = every.tick() => {}
+        }
+        if not_owed.len() > NOT_OWED_KEPT {
+            not_owed.clear();
+        }
+        if let Err(e) = sweep_once(&engine, &results, &redis, &mut not_owed).await {
+            tracing::warn!(error = %e, "celery adapter: sweeping for missing results failed");
+        }
+    }
+}
+
+/// One sweep (see [`sweep`]); returns how many results it wrote. `not_owed` holds the runs
+/// known to owe none; those found are added.
+pub async fn sweep_once(
+    engine: &Engine,
+    results: &Results,
+    redis: &RedisResults,
+    not_owed: &mut std::collections::HashSet<String>,
+) -> Result<usize> {
+    let now = weir_core::event::now_ms();
+    let oldest = now - SWEEP_WINDOW.as_millis() as i64;
+    let newest = now - 1_000;
+    let mut owed = Vec::new();
+    for function in engine.functions().list() {
+        if !may_be_celery(engine, &function.id) {
+            continue;
+        }
+        for status in [RunStatus::Completed, RunStatus::Failed] {
+            let filter = weir_core::run::RunFilter {
+                function_id: Some(function.id.clone()),
+                status: Some(status),
+                limit: Some(SWEEP_RUNS),
+                ..Default::default()
+            };
+            let runs = engine.state().list_runs(&filter).await?;
+            owed.extend(runs.into_iter().filter(|r| {
+                r.event_name.starts_with("celery/")
+                    && r.ended_at.is_some_and(|t| (oldest..=newest).contains(&t))
+                    && !not_owed.contains(&r.id)
+            }));
+        }
+    }
+    if owed.is_empty() {
+        return Ok(0);
+    }
+    let task_ids: Vec<&str> = owed
+        .iter()
+        .map(|r| task_id_of_event_id(&r.event_id))
+        .collect();
+    let present = redis.exist(&task_ids).await?;
+    let mut written = 0;
+    for (run, present) in owed.iter().zip(present) {
+        if !present {
+            if write_run(engine, results, &run.id).await {
+                written += 1;
+            } else {
+                not_owed.insert(run.id.clone());
             }
-        };
-        let state = run_result(&engine, &run);
-        let reply_to = run.event.data["reply_to"].as_str();
-        store(&results, &task_id_of(&run.event), reply_to, &state).await;
+        }
+    }
+    if written > 0 {
+        tracing::info!(
+            results = written,
+            "celery adapter: results written by the sweep"
+        );
+    }
+    Ok(written)
+}
+
+/// The task id of a `celery/…` event id: the event id without the `/r<retries>` and
+/// `/n<nesting>` suffixes [`crate::TaskMessage::event_id`] adds.
+pub fn task_id_of_event_id(event_id: &str) -> &str {
+    let mut id = event_id;
+    for mark in ["/n", "/r"] {
+        if let Some((head, tail)) = id.rsplit_once(mark)
+            && !tail.is_empty()
+            && tail.bytes().all(|b| b.is_ascii_digit())
+        {
+            id = head;
+        }
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_task_id_of_an_event_id_drops_the_retry_and_replace_marks() {
+        assert_eq!(task_id_of_event_id("abc"), "abc");
+        assert_eq!(task_id_of_event_id("abc/r2"), "abc");
+        assert_eq!(task_id_of_event_id("abc/n1"), "abc");
+        assert_eq!(task_id_of_event_id("abc/r2/n1"), "abc");
+        // A task id of its own with a slash is kept whole.
+        assert_eq!(task_id_of_event_id("a/rb"), "a/rb");
+        assert_eq!(task_id_of_event_id("a/r"), "a/r");
     }
 }

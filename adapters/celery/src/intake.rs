@@ -97,11 +97,24 @@ pub fn decide(
 ) -> Intake {
     let message = match decoded {
         Ok(message) => message,
-        Err(refused) => return Intake::refused(refused),
+        Err(refused) => {
+            // Not weir's to run anyway: hand it to the Celery workers, who may read it.
+            if let (Unhandled::Requeue(queue), Some(task), Some(task_id)) =
+                (unhandled, &refused.task, &refused.task_id)
+                && !engine.functions().may_trigger(&format!("celery/{task}"))
+            {
+                return Intake::Requeue {
+                    task_id: task_id.clone(),
+                    queue: queue.clone(),
+                };
+            }
+            return Intake::refused(refused);
+        }
     };
     let refuse = |reason: String| {
         Intake::refused(Refused {
             task_id: Some(message.id.clone()),
+            task: Some(message.task.clone()),
             reason,
         })
     };

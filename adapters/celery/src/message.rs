@@ -37,6 +37,9 @@ const PROTOCOL_HEADERS: &[&str] = &[
 pub struct Refused {
     /// The task's id, when the message carries one.
     pub task_id: Option<String>,
+    /// The task's name, when the message carries one (a task no weir function handles goes
+    /// to the Celery workers under `unhandled=requeue:…`, however it is encoded).
+    pub task: Option<String>,
     /// What is wrong, for the FAILURE result and the log.
     pub reason: String,
 }
@@ -67,6 +70,9 @@ pub struct TaskMessage {
     pub parent_id: Option<String>,
     /// The group it belongs to.
     pub group: Option<String>,
+    /// The client wants no result (`ignore_result=True`): none is written, as a worker writes
+    /// none.
+    pub ignore_result: bool,
     /// The producer's own headers (`apply_async(headers=…)`).
     pub custom_headers: Map<String, Value>,
     /// `callbacks`, `errbacks`, `chain`, `chord`: what runs after it.
@@ -90,6 +96,7 @@ impl TaskMessage {
         let task_id = text(headers, "id");
         let refuse = |reason: String| Refused {
             task_id: task_id.clone(),
+            task: text(headers, "task"),
             reason,
         };
         if let Some(compression) = text(headers, "compression") {
@@ -109,6 +116,7 @@ impl TaskMessage {
                 return Err(match v1 {
                     Some(v1) => Refused {
                         task_id: v1["id"].as_str().map(str::to_string).or(task_id.clone()),
+                        task: v1["task"].as_str().map(str::to_string),
                         reason: "Celery task protocol 1 is not supported: use protocol 2 (the default since Celery 4; task_protocol = 2)".into(),
                     },
                     None => refuse("the message has no `task` header".into()),
@@ -194,6 +202,10 @@ impl TaskMessage {
             expires,
             retries,
             replaced_task_nesting,
+            ignore_result: headers
+                .get("ignore_result")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             root_id: text(headers, "root_id"),
             parent_id: text(headers, "parent_id"),
             group: text(headers, "group"),
@@ -242,10 +254,12 @@ impl TaskMessage {
                 "group": self.group,
                 "headers": self.custom_headers,
                 "reply_to": self.reply_to,
+                "ignore_result": self.ignore_result,
             },
         });
         Event::from_json(event, "").map_err(|e| Refused {
             task_id: Some(self.id.clone()),
+            task: Some(self.task.clone()),
             reason: format!("task {}: {e}", self.task),
         })
     }

@@ -139,26 +139,47 @@ impl CeleryRedisAdapter {
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, task_id, "celery adapter: cannot move the task to the Celery workers' queue; it returns when this node's lease lapses");
+                    tracing::warn!(error = %e, task_id, "celery adapter: cannot move the task to the Celery workers' queue; it goes back to weir's");
+                    self.release(taken, &task_id).await;
                 }
             },
-            Intake::Answer {
-                task_id,
-                state,
-                reason,
-            } => {
-                tracing::warn!(task_id, reason, "celery task not run");
-                if let (Some(results), Some(task_id)) = (&self.results, &task_id) {
-                    finished::store(results, task_id, None, &state).await;
-                }
-                self.ack(taken, task_id.as_deref()).await;
-            }
+            answer @ Intake::Answer { .. } => self.answer(taken, answer).await,
         }
     }
 
-    /// Ingests `event` (at `due_ms` when given), then acks `taken`; retried with a backoff
-    /// while the error is retryable, handed back to the queue when it keeps failing or the
-    /// adapter stops, refused (FAILURE) when retrying cannot help.
+    /// Writes the result of a task weir does not run (when results are written), then acks
+    /// it; a result that cannot be written leaves the task to be taken again.
+    async fn answer(&self, taken: &Taken, answer: Intake) {
+        let Intake::Answer {
+            task_id,
+            state,
+            reason,
+        } = answer
+        else {
+            return;
+        };
+        tracing::warn!(task_id, reason, "celery task not run");
+        if let (Some(results), Some(task_id)) = (&self.results, &task_id)
+            && !finished::store(results, task_id, None, &state).await
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.release(taken, task_id).await;
+            return;
+        }
+        self.ack(taken, task_id.as_deref()).await;
+    }
+
+    /// Hands `taken` back to the queue, to be taken again.
+    async fn release(&self, taken: &Taken, task_id: &str) {
+        if let Err(e) = self.queue.release(taken).await {
+            tracing::warn!(error = %e, task_id, "celery adapter: cannot hand the task back; it returns when this node's lease lapses");
+        }
+    }
+
+    /// Ingests `event` (at `due_ms` when given), then acks `taken`. An error that is the
+    /// engine's (a store or broker down or misconfigured) is retried with a backoff for as
+    /// long as it lasts; at shutdown the task goes back to the queue. An event refused for its
+    /// own fault gets a FAILURE.
     async fn ingest(
         &self,
         engine: &Engine,
@@ -171,9 +192,7 @@ impl CeleryRedisAdapter {
         // the task again, and its event id starts no second run.
         let task_id = task_id_of(&event);
         let mut delay = Duration::from_millis(100);
-        let mut tries = 0;
         loop {
-            tries += 1;
             let ingested = match due_ms {
                 Some(due) => engine.ingest_at(vec![event.clone()], due).await,
                 None => engine.ingest(vec![event.clone()]).await,
@@ -185,30 +204,23 @@ impl CeleryRedisAdapter {
                 }
                 Err(e) => e,
             };
-            if !error.is_retryable() {
-                let refused = Intake::refused(Refused {
+            if finished::is_the_events_fault(&error) {
+                let answer = Intake::refused(Refused {
                     task_id: Some(task_id.clone()),
+                    task: None,
                     reason: format!("weir did not accept the task's event: {error}"),
                 });
-                if let (Intake::Answer { state, reason, .. }, Some(results)) =
-                    (refused, &self.results)
-                {
-                    tracing::warn!(task_id, reason, "celery task not run");
-                    finished::store(results, &task_id, None, &state).await;
-                }
-                self.ack(taken, Some(&task_id)).await;
+                self.answer(taken, answer).await;
                 return;
             }
-            if tries >= 8 || shutdown.is_raised() {
-                tracing::warn!(error = %error, task_id, "celery adapter: ingest still failing; the task goes back to the queue");
-                if let Err(e) = self.queue.release(taken).await {
-                    tracing::warn!(error = %e, task_id, "celery adapter: cannot hand the task back; it returns when this node's lease lapses");
-                }
+            if shutdown.is_raised() {
+                tracing::warn!(error = %error, task_id, "celery adapter: ingest failing at shutdown; the task goes back to the queue");
+                self.release(taken, &task_id).await;
                 return;
             }
-            tracing::warn!(error = %error, task_id, "celery adapter: ingest failed; retrying");
+            tracing::warn!(error = %error, task_id, retry_in = ?delay, "celery adapter: ingest failed; the task is kept and tried again");
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 

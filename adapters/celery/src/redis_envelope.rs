@@ -36,6 +36,7 @@ pub fn lists_in_order(queue: &str) -> [String; 4] {
 pub fn decode(entry: &[u8]) -> Result<TaskMessage, Refused> {
     let refused = |reason: String| Refused {
         task_id: None,
+        task: None,
         reason,
     };
     let envelope: Value = serde_json::from_slice(entry)
@@ -65,6 +66,10 @@ pub fn decode(entry: &[u8]) -> Result<TaskMessage, Refused> {
             .map_err(|e| Refused {
                 task_id: headers
                     .get("id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                task: headers
+                    .get("task")
                     .and_then(Value::as_str)
                     .map(str::to_string),
                 reason: format!("the message body is not valid base64: {e}"),

@@ -237,8 +237,9 @@ impl RedisQueue {
     }
 
     /// Moves a taken message to `queue` (consumed by Celery workers), atomically: the entry as
-    /// kombu wrote it, with its `delivery_info.routing_key` set to `queue` (a worker's
-    /// `task.retry()` then sends it back there, not here), on the list of its priority. False
+    /// kombu wrote it, with its `delivery_info` pointing at `queue` through the default
+    /// exchange (a worker's `task.retry()` then sends it back there, not here), on the list
+    /// of its priority. False
     /// when it was not held any more.
     pub async fn requeue(&self, taken: &Taken, queue: &str) -> Result<bool> {
         let (entry, priority) = match serde_json::from_slice::<serde_json::Value>(&taken.entry) {
@@ -252,6 +253,10 @@ impl RedisQueue {
                     .pointer_mut("/properties/delivery_info")
                     .and_then(serde_json::Value::as_object_mut)
                 {
+                    // The default exchange with the queue as routing key: a worker's
+                    // `task.retry()` sends the task there (weir's exchange has no binding to
+                    // the workers' queue).
+                    info.insert("exchange".into(), "".into());
                     info.insert("routing_key".into(), queue.into());
                 }
                 (envelope.to_string().into_bytes(), priority)

@@ -194,6 +194,24 @@ impl RedisResults {
     }
 }
 
+impl RedisResults {
+    /// Whether a result is stored for each of `task_ids`, in one round trip.
+    pub async fn exist(&self, task_ids: &[&str]) -> Result<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for id in task_ids {
+            pipe.cmd("EXISTS").arg(result_key(id));
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                "celery results: looking for stored results failed",
+            )
+            .with_source(e)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

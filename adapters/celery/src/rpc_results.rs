@@ -33,7 +33,7 @@ impl RpcResults {
             // Celery's `result_persistent` is off by default: replies are transient.
             .with_delivery_mode(1);
         self.publisher
-            .publish("", reply_to, body.as_bytes(), properties)
+            .publish("", reply_to, body.as_bytes(), properties, false)
             .await
     }
 }

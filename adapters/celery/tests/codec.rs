@@ -267,3 +267,23 @@ fn a_task_name_too_long_for_an_event_is_refused() {
     let refused = m.to_event().expect_err("name too long");
     assert_eq!(refused.task_id.as_deref(), Some("i-3"));
 }
+
+#[test]
+fn a_retried_or_replaced_task_is_a_new_event_of_the_same_task() {
+    let mut message = redis("delay");
+    message.retries = 2;
+    let retried = message.to_event().expect("an event");
+    assert_eq!(retried.id, format!("{}/r2", message.id));
+    assert_eq!(
+        retried.data["task_id"],
+        json!(message.id),
+        "its result goes to the task the client waits on"
+    );
+    message.replaced_task_nesting = 1;
+    assert_eq!(
+        message.to_event().expect("an event").id,
+        format!("{}/r2/n1", message.id)
+    );
+    message.retries = 0;
+    assert_eq!(message.event_id(), format!("{}/n1", message.id));
+}

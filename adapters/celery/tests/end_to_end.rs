@@ -1,26 +1,28 @@
-//! A real Celery client's `send_task("tasks.add", (2, 3)).get()` returns what a weir function
-//! made of it: the task taken from kombu's Redis list by the adapter, run as a weir run, its
-//! result written back to the Redis result backend. A task weir refuses (pickle) raises in the
-//! client with the reason; a failing function raises with the step's error.
+//! A real Celery client's `send_task(…).get()` gets what a Celery worker would have given,
+//! while weir runs the tasks: on kombu's Redis transport and on RabbitMQ, with the Redis result
+//! backend and with `rpc://`. Covered: a result, a refused pickle task, a failing function
+//! (raises with the step's error), a countdown (runs after it), an expired task (REVOKED), a
+//! task no function handles (NotRegistered), custom headers and the task's ids in the event.
 //!
-//! Needs a Redis (`WEIR_TEST_REDIS_URL`) and a Python with Celery (`WEIR_TEST_CELERY_PYTHON`).
+//! Needs a Redis (`WEIR_TEST_REDIS_URL`), a RabbitMQ (`WEIR_TEST_AMQP_URL`) and a Python with
+//! Celery (`WEIR_TEST_CELERY_PYTHON`).
 
 mod common;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use weir_adapter_celery::CeleryRedisAdapter;
+use weir_adapter_celery::{CeleryAmqpAdapter, CeleryRedisAdapter};
 use weir_core::adapter::{Adapter, Shutdown};
 use weir_core::testkit::{service_url, unique};
 
 /// Sends each task of argv[3] (a JSON list of [name, args, options for `send_task`]) to queue
-/// argv[2] on Redis argv[1] (broker and result backend) and prints, per task, what `.get()`
+/// argv[2] on broker argv[1] with result backend argv[4], and prints, per task, what `.get()`
 /// gave and how many seconds after sending.
 const CLIENT: &str = r#"
 import json, sys, time
 from celery import Celery
-app = Celery("tasks", broker=sys.argv[1], backend=sys.argv[1])
+app = Celery("tasks", broker=sys.argv[1], backend=sys.argv[4])
 app.conf.update(task_routes={"*": {"queue": sys.argv[2]}}, accept_content=["json", "pickle"])
 for name, args, options in json.loads(sys.argv[3]):
     sent = time.time()
@@ -63,24 +65,18 @@ fn functions() -> tempfile::TempDir {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_celery_client_gets_the_result_of_the_weir_run() {
-    let (Some(redis), Some(python)) = (
-        service_url("WEIR_TEST_REDIS_URL"),
-        service_url("WEIR_TEST_CELERY_PYTHON"),
-    ) else {
-        return;
-    };
+/// A real Celery client sends tasks of every kind to `queue` on `broker` and reads their
+/// results from `backend`, while `adapter` consumes the queue for an engine with the
+/// functions above; each answer is what a Celery worker would have given.
+async fn a_celery_client_gets_what_a_worker_would_give(
+    adapter: Box<dyn Adapter>,
+    python: &str,
+    broker: &str,
+    backend: &str,
+    queue: &str,
+) {
     let dir = functions();
     let (engine, handle) = common::engine(dir.path(), &["adder", "echo", "failer"]).await;
-    let queue = unique("celery-e2e");
-    let broker = redis.trim_start_matches("redis://");
-    let results = common::encoded(&redis);
-    let adapter = CeleryRedisAdapter::open(&format!(
-        "celery+redis://{broker}?queue={queue}&results={results}&lease=3s"
-    ))
-    .await
-    .expect("the adapter opens");
     let (trigger, shutdown) = Shutdown::new();
     let running = tokio::spawn({
         let engine = engine.clone();
@@ -97,8 +93,8 @@ async fn a_celery_client_gets_the_result_of_the_weir_run() {
         ["tasks.nobody", [], {}],
         ["tasks.echo", ["a"], {"headers": {"tenant": "acme"}, "priority": 6}],
     ]);
-    let out = tokio::process::Command::new(&python)
-        .args(["-c", CLIENT, &redis, &queue, &tasks.to_string()])
+    let out = tokio::process::Command::new(python)
+        .args(["-c", CLIENT, broker, queue, &tasks.to_string(), backend])
         .output()
         .await
         .expect("python runs");
@@ -154,4 +150,78 @@ async fn a_celery_client_gets_the_result_of_the_weir_run() {
         .expect("joins")
         .expect("no error");
     handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_with_the_redis_result_backend() {
+    let (Some(redis), Some(python)) = (
+        service_url("WEIR_TEST_REDIS_URL"),
+        service_url("WEIR_TEST_CELERY_PYTHON"),
+    ) else {
+        return;
+    };
+    let queue = unique("celery-e2e");
+    let broker = redis.trim_start_matches("redis://");
+    let adapter = CeleryRedisAdapter::open(&format!(
+        "celery+redis://{broker}?queue={queue}&results={}&lease=3s",
+        common::encoded(&redis)
+    ))
+    .await
+    .expect("the adapter opens");
+    a_celery_client_gets_what_a_worker_would_give(
+        Box::new(adapter),
+        &python,
+        &redis,
+        &redis,
+        &queue,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_with_the_redis_result_backend() {
+    let (Some(amqp), Some(redis), Some(python)) = (
+        service_url("WEIR_TEST_AMQP_URL"),
+        service_url("WEIR_TEST_REDIS_URL"),
+        service_url("WEIR_TEST_CELERY_PYTHON"),
+    ) else {
+        return;
+    };
+    let queue = unique("celery-e2e");
+    let adapter = CeleryAmqpAdapter::open(&format!(
+        "celery+{amqp}?queue={queue}&results={}",
+        common::encoded(&redis)
+    ))
+    .await
+    .expect("the adapter opens");
+    a_celery_client_gets_what_a_worker_would_give(
+        Box::new(adapter),
+        &python,
+        &amqp,
+        &redis,
+        &queue,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_with_rpc_results() {
+    let (Some(amqp), Some(python)) = (
+        service_url("WEIR_TEST_AMQP_URL"),
+        service_url("WEIR_TEST_CELERY_PYTHON"),
+    ) else {
+        return;
+    };
+    let queue = unique("celery-e2e");
+    let adapter = CeleryAmqpAdapter::open(&format!("celery+{amqp}?queue={queue}&results=rpc"))
+        .await
+        .expect("the adapter opens");
+    a_celery_client_gets_what_a_worker_would_give(
+        Box::new(adapter),
+        &python,
+        &amqp,
+        "rpc://",
+        &queue,
+    )
+    .await;
 }

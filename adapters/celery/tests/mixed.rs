@@ -1,10 +1,11 @@
 //! A mixed deployment, as a team moving to weir runs it: a real Celery worker consumes one
-//! queue while weir consumes another, on the same Redis. Tasks routed to weir's queue run as
+//! queue while weir consumes another, on the same broker. Tasks routed to weir's queue run as
 //! weir runs; tasks routed to the worker's queue run there; a task routed to weir that no weir
 //! function handles is moved to the worker's queue (`unhandled=requeue:…`) and runs there.
 //! Every task completes exactly once, on its side, and every client gets its result.
 //!
-//! Needs a Redis (`WEIR_TEST_REDIS_URL`) and a Python with Celery (`WEIR_TEST_CELERY_PYTHON`).
+//! On both brokers. Needs a Redis (`WEIR_TEST_REDIS_URL`), a RabbitMQ (`WEIR_TEST_AMQP_URL`)
+//! and a Python with Celery (`WEIR_TEST_CELERY_PYTHON`).
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use weir_adapter_celery::CeleryRedisAdapter;
+use weir_adapter_celery::{CeleryAmqpAdapter, CeleryRedisAdapter};
 use weir_core::adapter::{Adapter, Shutdown};
 use weir_core::run::{RunFilter, RunStatus};
 use weir_core::testkit::{service_url, unique};
@@ -21,7 +22,7 @@ use weir_core::testkit::{service_url, unique};
 const WORKER_TASKS: &str = r#"
 import os
 from celery import Celery
-app = Celery("tasks", broker=os.environ["BROKER"], backend=os.environ["BROKER"])
+app = Celery("tasks", broker=os.environ["BROKER"], backend=os.environ["BACKEND"])
 
 def record(request):
     with open(os.environ["LOG"], "a") as log:
@@ -38,14 +39,15 @@ def sub(self, x, y):
     return x - y
 "#;
 
-/// Sends argv[4] tasks of each kind: `tasks.add` and `tasks.sub` routed to weir's queue
-/// (argv[2]), `tasks.mul` to the worker's (argv[3]); then reads every result and prints
-/// `{"sent": n, "wrong": [...]}`.
+/// Sends argv[4] tasks of each kind on broker argv[1]: `tasks.add` and `tasks.sub` routed to
+/// weir's queue (argv[2]), `tasks.mul` to the worker's (argv[3]); then reads every result from
+/// backend argv[5] and prints `{"sent": n, "wrong": [...]}`.
 const CLIENT: &str = r#"
 import json, sys
 from celery import Celery
-redis, weir_queue, celery_queue, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-app = Celery("tasks", broker=redis, backend=redis)
+broker, weir_queue, celery_queue, n, backend = sys.argv[1:6]
+n = int(n)
+app = Celery("tasks", broker=broker, backend=backend)
 app.conf.task_routes = {"tasks.add": {"queue": weir_queue}, "tasks.sub": {"queue": weir_queue},
                         "tasks.mul": {"queue": celery_queue}}
 sent = []
@@ -64,14 +66,14 @@ for result, expected in sent:
 print(json.dumps({"sent": len(sent), "wrong": wrong[:10]}))
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_celery_worker_and_weir_share_the_work_each_task_once() {
-    let (Some(redis), Some(python)) = (
-        service_url("WEIR_TEST_REDIS_URL"),
-        service_url("WEIR_TEST_CELERY_PYTHON"),
-    ) else {
-        return;
-    };
+/// The mixed deployment on `broker` with results in the Redis `backend`; `adapter_url` is
+/// weir's adapter for `(weir's queue, the worker's queue)`.
+async fn a_celery_worker_and_weir_share_the_work_each_task_once(
+    python: &str,
+    broker: &str,
+    backend: &str,
+    adapter_url: impl Fn(&str, &str) -> String,
+) {
     const EACH: usize = 334; // 1,002 tasks in all
     let dir = tempfile::tempdir().expect("tempdir");
     // weir's adder, in shell: the sum of the task's two args.
@@ -88,33 +90,28 @@ async fn a_celery_worker_and_weir_share_the_work_each_task_once() {
 
     std::fs::write(dir.path().join("tasks.py"), WORKER_TASKS).expect("tasks.py");
     let log = dir.path().join("worker.log");
-    let mut worker = tokio::process::Command::new(&python)
+    let mut worker = tokio::process::Command::new(python)
         .args(["-m", "celery", "-A", "tasks", "worker", "-Q", &celery_queue])
         .args(["--pool", "solo", "--without-heartbeat", "--without-mingle"])
         .args(["--without-gossip", "--loglevel", "warning"])
         .current_dir(dir.path())
-        .env("BROKER", &redis)
+        .env("BROKER", broker)
+        .env("BACKEND", backend)
         .env("LOG", &log)
         .kill_on_drop(true)
         .spawn()
         .expect("the Celery worker starts");
 
-    let broker = redis.trim_start_matches("redis://");
-    let adapter = CeleryRedisAdapter::open(&format!(
-        "celery+redis://{broker}?queue={weir_queue}&results={}&unhandled=requeue:{celery_queue}",
-        common::encoded(&redis)
-    ))
-    .await
-    .expect("the adapter opens");
+    let adapter = weir_adapter_celery_open(&adapter_url(&weir_queue, &celery_queue)).await;
     let (trigger, shutdown) = Shutdown::new();
     let running = tokio::spawn({
         let engine = engine.clone();
         async move { adapter.run(engine, shutdown).await }
     });
 
-    let out = tokio::process::Command::new(&python)
-        .args(["-c", CLIENT, &redis, &weir_queue, &celery_queue])
-        .arg(EACH.to_string())
+    let out = tokio::process::Command::new(python)
+        .args(["-c", CLIENT, broker, &weir_queue, &celery_queue])
+        .args([&EACH.to_string(), backend])
         .output()
         .await
         .expect("the client runs");
@@ -167,4 +164,66 @@ async fn a_celery_worker_and_weir_share_the_work_each_task_once() {
         .expect("no error");
     let _ = worker.kill().await;
     handle.shutdown().await;
+}
+
+/// The adapter of `url`, either transport.
+async fn weir_adapter_celery_open(url: &str) -> Box<dyn Adapter> {
+    let adapter: Box<dyn Adapter> = if url.starts_with("celery+redis") {
+        Box::new(
+            CeleryRedisAdapter::open(url)
+                .await
+                .expect("the adapter opens"),
+        )
+    } else {
+        Box::new(
+            CeleryAmqpAdapter::open(url)
+                .await
+                .expect("the adapter opens"),
+        )
+    };
+    adapter
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis() {
+    let (Some(redis), Some(python)) = (
+        service_url("WEIR_TEST_REDIS_URL"),
+        service_url("WEIR_TEST_CELERY_PYTHON"),
+    ) else {
+        return;
+    };
+    let host = redis.trim_start_matches("redis://").to_string();
+    let results = common::encoded(&redis);
+    a_celery_worker_and_weir_share_the_work_each_task_once(
+        &python,
+        &redis,
+        &redis,
+        |weir, celery| {
+            format!(
+                "celery+redis://{host}?queue={weir}&results={results}&unhandled=requeue:{celery}"
+            )
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq() {
+    let (Some(amqp), Some(redis), Some(python)) = (
+        service_url("WEIR_TEST_AMQP_URL"),
+        service_url("WEIR_TEST_REDIS_URL"),
+        service_url("WEIR_TEST_CELERY_PYTHON"),
+    ) else {
+        return;
+    };
+    let results = common::encoded(&redis);
+    a_celery_worker_and_weir_share_the_work_each_task_once(
+        &python,
+        &amqp,
+        &redis,
+        |weir, celery| {
+            format!("celery+{amqp}?queue={weir}&results={results}&unhandled=requeue:{celery}")
+        },
+    )
+    .await;
 }

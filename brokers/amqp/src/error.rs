@@ -1,6 +1,5 @@
 //! lapin errors as weir [`Error`]s: connection trouble is [`ErrorKind::Unavailable`] (retryable).
 
-use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use weir_core::{Error, ErrorKind};
 
 /// Maps a lapin error of operation `what` to weir's error type.
@@ -19,64 +18,12 @@ use weir_core::{Error, ErrorKind};
 /// Not for acks and nacks: whatever makes one fail, the channel is gone and RabbitMQ requeues
 /// the message ([`settle_error`]).
 pub(crate) fn amqp_error(what: &'static str, e: lapin::Error) -> Error {
-    let kind = classify(&e);
+    let kind = weir_support_amqp::classify(&e);
     let mut error = Error::new(kind, format!("amqp broker: {what} failed"));
     if kind != ErrorKind::Unavailable {
         error = error.permanent();
     }
     error.with_source(e)
-}
-
-fn classify(e: &lapin::Error) -> ErrorKind {
-    match e.kind() {
-        lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
-            // Temporary: the vhost's processes are restarting, or too many connections now.
-            AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
-                if is_temporary_refusal(amqp.get_message().as_str()) =>
-            {
-                ErrorKind::Unavailable
-            }
-            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
-            | AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
-            | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
-            | AMQPErrorKind::Hard(AMQPHardError::INVALIDPATH) => ErrorKind::Config,
-            AMQPErrorKind::Soft(AMQPSoftError::CONTENTTOOLARGE) => ErrorKind::TooLarge,
-            // An exchange or queue deleted under the broker: declared again on the retry (a
-            // topic exchange comes back without its bindings).
-            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)
-            | AMQPErrorKind::Soft(AMQPSoftError::RESOURCELOCKED)
-            | AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)
-            | AMQPErrorKind::Hard(AMQPHardError::INTERNALERROR)
-            | AMQPErrorKind::Hard(AMQPHardError::RESOURCEERROR) => ErrorKind::Unavailable,
-            _ => ErrorKind::Internal,
-        },
-        lapin::ErrorKind::AuthProviderError(_) | lapin::ErrorKind::InvalidProtocolVersion(_) => {
-            ErrorKind::Config
-        }
-        // TLS: the server's certificate is not trusted (unknown CA, wrong name, expired).
-        lapin::ErrorKind::IOError(io)
-            if io.kind() == std::io::ErrorKind::InvalidData
-                && io.to_string().contains("certificate") =>
-        {
-            ErrorKind::Config
-        }
-        lapin::ErrorKind::ChannelsLimitReached
-        | lapin::ErrorKind::InvalidChannel(_)
-        | lapin::ErrorKind::InvalidChannelState(..)
-        | lapin::ErrorKind::InvalidConnectionState(_)
-        | lapin::ErrorKind::IOError(_)
-        | lapin::ErrorKind::RuntimeShutdownError(_)
-        | lapin::ErrorKind::ParsingError(_)
-        | lapin::ErrorKind::SerialisationError(_)
-        | lapin::ErrorKind::MissingHeartbeatError => ErrorKind::Unavailable,
-        _ => ErrorKind::Internal,
-    }
-}
-
-/// Whether a `NOT_ALLOWED` refusal's text tells of a passing condition: "vhost '…' is down",
-/// "connection limit (…) is reached".
-fn is_temporary_refusal(message: &str) -> bool {
-    message.contains("is down") || message.contains("limit")
 }
 
 /// A retryable error for a channel or connection that went away under an operation.
@@ -100,6 +47,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 
     #[test]
     fn io_errors_are_retryable() {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -156,4 +157,85 @@ macro_rules! on_every_state {
             }
         )*
     };
+}
+
+/// Kills the process when dropped.
+pub struct Node(pub Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Starts `weir serve` on `state` and `broker` listening on `port` (event key `crash-key`,
+/// 2 s step lease), its log in `log`, with `extra` arguments; waits until it listens.
+pub fn start_node_with(
+    functions: &Path,
+    state: &str,
+    broker: &str,
+    port: u16,
+    log: &Path,
+    extra: &[&str],
+) -> Node {
+    let log = std::fs::File::create(log).expect("log file");
+    let node = Node(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--functions"])
+            .arg(functions)
+            .args([
+                "--state",
+                state,
+                "--broker",
+                broker,
+                "--event-key",
+                "crash-key",
+            ])
+            .args(extra)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--step-lease",
+                "2s",
+                "--executor-concurrency",
+                "32",
+            ])
+            .env("WEIR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("weir serve"),
+    );
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return node;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("node on {port} did not start");
+}
+
+/// [`start_node_with`] without extra arguments.
+pub fn start_node(functions: &Path, state: &str, broker: &str, port: u16, log: &Path) -> Node {
+    start_node_with(functions, state, broker, port, log, &[])
+}
+
+/// `url` percent-encoded as the value of a query parameter (`results=redis%3A%2F%2F…`).
+pub fn url_encoded(url: &str) -> String {
+    url.replace('%', "%25")
+        .replace(':', "%3A")
+        .replace('/', "%2F")
+        .replace('?', "%3F")
+        .replace('&', "%26")
+        .replace('@', "%40")
 }
