@@ -1,15 +1,13 @@
-//! weir-adapter-celery: Celery tasks become weir events, so a Celery shop can move tasks to
-//! weir one at a time with its producers unchanged.
+//! weir-adapter-celery: Celery tasks become weir runs, so a Celery shop can move tasks to weir
+//! one at a time with its producers and `AsyncResult.get()` unchanged.
 //!
-//! This crate is being built in steps. What is here: the codec of Celery's task protocol v2
-//! ([`TaskMessage::decode`]) for messages as RabbitMQ delivers them and as kombu's Redis
-//! transport stores them ([`redis_envelope`]), the refusals of what weir does not take (protocol
-//! v1, pickle/yaml/msgpack bodies, compressed bodies) with a reason, and the mapping of a task
-//! to its event ([`TaskMessage::to_event`]), results written as a Celery worker writes them to
-//! the Redis result backend ([`results`]), and taking messages from kombu's Redis lists
-//! without losing one to a crash ([`redis_queue`]). What is not here yet: the adapter that
-//! runs them (and RabbitMQ), `rpc://` results, chains; the crate registers no adapter until
-//! it does.
+//! Two adapters, one per broker Celery uses: [`CeleryAmqpAdapter`] (`celery+amqp://`,
+//! RabbitMQ) and [`CeleryRedisAdapter`] (`celery+redis://`, kombu's Redis transport). Each takes
+//! the tasks of one queue, decodes them ([`TaskMessage::decode`]), decides what to do with
+//! each ([`intake::decide`]: run now or at its eta, revoke, hand on to the Celery workers, or
+//! refuse with a reason), acks a message only once that is done, and writes each finished
+//! run's result where the client reads it ([`finished`]: the Redis result backend or an
+//! `rpc://` reply). docs/migrating-from-celery.md tells users how to move a task over.
 
 pub mod amqp_adapter;
 pub mod amqp_link;
