@@ -31,6 +31,8 @@ mod bare_lambda;
 mod bare_wasm;
 mod baseline;
 mod brokers;
+#[cfg(feature = "adapter-celery")]
+mod celery;
 mod ingest;
 mod latency;
 mod load;
@@ -82,6 +84,11 @@ pub enum BenchCommand {
     /// Runtime overhead: sequential attempts of a no-op step through each runtime driver, beside
     /// the bare cost of the same work without weir.
     Runtimes(RuntimesArgs),
+    /// Celery tasks through weir's Celery adapter beside a Celery worker on the same broker:
+    /// N no-op tasks per side published by the real Celery producer, tasks completed per
+    /// second (results written to the Redis backend).
+    #[cfg(feature = "adapter-celery")]
+    Celery(CeleryArgs),
     /// Serve the bare baseline (parse the JSON body, answer `{"ids":[],"status":200}`) as its own
     /// process, for `weir-bench ingest --baseline-url`.
     #[command(hide = true)]
@@ -256,6 +263,35 @@ pub struct RunsArgs {
     pub json: bool,
 }
 
+/// Arguments of `weir-bench celery`.
+#[cfg(feature = "adapter-celery")]
+#[derive(Debug, Args)]
+pub struct CeleryArgs {
+    /// The Celery broker both sides use: `amqp://USER:PASS@HOST:PORT/VHOST` or
+    /// `redis://HOST:PORT/DB`.
+    #[arg(long)]
+    pub broker: String,
+    /// The Redis result backend both sides write to: a database of its own, empty (results are
+    /// counted with DBSIZE, and deleted after each side).
+    #[arg(long)]
+    pub results: String,
+    /// A Python with Celery (the producer and the worker).
+    #[arg(long, env = "WEIR_TEST_CELERY_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// Tasks per side.
+    #[arg(long, default_value_t = 20_000)]
+    pub tasks: u64,
+    /// weir's state store (memory:// or redis://…).
+    #[arg(long, default_value = "memory://")]
+    pub state: String,
+    /// The Celery worker's processes (`-c`).
+    #[arg(long, default_value_t = 2)]
+    pub worker_concurrency: u32,
+    /// Measure weir alone.
+    #[arg(long)]
+    pub no_worker: bool,
+}
+
 /// Arguments of `weir-bench brokers`.
 #[derive(Debug, Args)]
 pub struct BrokersArgs {
@@ -336,6 +372,8 @@ async fn main() {
         BenchCommand::Runs(a) => runs::runs(a).await,
         BenchCommand::Brokers(a) => brokers::brokers(a).await,
         BenchCommand::Runtimes(a) => runtimes::runtimes(a).await,
+        #[cfg(feature = "adapter-celery")]
+        BenchCommand::Celery(a) => celery::celery(a).await,
         BenchCommand::BaselineServer(a) => baseline::baseline_server(a).await,
     };
     let code = match result {

@@ -266,7 +266,7 @@ async fn sweep(engine: Engine, results: Results, redis: RedisResults, mut shutdo
     }
 }
 
-/// One sweep (see [`sweep`]); returns how many results it wrote. `not_owed` holds the runs
+/// One sweep for results still owed (see [`write_results`]); returns how many results it wrote. `not_owed` holds the runs
 /// known to owe none; those found are added.
 pub async fn sweep_once(
     engine: &Engine,
