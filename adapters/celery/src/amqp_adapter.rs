@@ -30,7 +30,8 @@ use weir_core::{Error, Event, Result};
 
 use crate::amqp_link::{AmqpLink, Publisher, amqp_error, ensure_queue};
 use crate::amqp_message;
-use crate::finished::{self, Results, task_id_of};
+use crate::chain::Routes;
+use crate::finished::{self, FollowUps, Results, Sender, task_id_of};
 use crate::intake::{self, Intake, Unhandled};
 use crate::message::Refused;
 use crate::results::{DEFAULT_RESULT_EXPIRES, RedisResults};
@@ -56,6 +57,7 @@ struct Inner {
     prefetch: u16,
     results: Option<Results>,
     unhandled: Unhandled,
+    routes: Routes,
 }
 
 impl CeleryAmqpAdapter {
@@ -82,10 +84,11 @@ impl CeleryAmqpAdapter {
         }
         let (mut queue, mut results, mut prefetch) = (None, None, DEFAULT_PREFETCH);
         let mut unhandled = Unhandled::default();
+        let mut routes = Routes::default();
         let params = QueryParams::parse(
             "celery adapter",
             url,
-            &["queue", "results", "unhandled", "prefetch"],
+            &["queue", "results", "unhandled", "routes", "prefetch"],
         );
         for param in &params {
             match param.name() {
@@ -93,6 +96,10 @@ impl CeleryAmqpAdapter {
                 "results" => results = Some(param.value()?),
                 "unhandled" => {
                     unhandled = Unhandled::parse(&param.value()?)
+                        .map_err(|e| param.invalid(format_args!("{e}")))?;
+                }
+                "routes" => {
+                    routes = Routes::parse(&param.value()?)
                         .map_err(|e| param.invalid(format_args!("{e}")))?;
                 }
                 "prefetch" => {
@@ -138,6 +145,7 @@ impl CeleryAmqpAdapter {
                 prefetch,
                 results,
                 unhandled,
+                routes,
             }),
         })
     }
@@ -401,13 +409,16 @@ impl Adapter for CeleryAmqpAdapter {
     }
 
     async fn run(&self, engine: Engine, mut shutdown: Shutdown) -> Result<()> {
-        let writer = self.inner.results.clone().map(|results| {
-            tokio::spawn(finished::write_results(
-                engine.clone(),
-                results,
-                shutdown.clone(),
-            ))
-        });
+        let follow_ups = FollowUps {
+            sender: Sender::Amqp(self.inner.publisher.clone()),
+            routes: self.inner.routes.clone(),
+        };
+        let writer = Some(tokio::spawn(finished::write_results(
+            engine.clone(),
+            self.inner.results.clone(),
+            follow_ups,
+            shutdown.clone(),
+        )));
         let mut failures: u32 = 0;
         while !shutdown.is_raised() {
             let started = tokio::time::Instant::now();

@@ -40,6 +40,49 @@ pub fn headers_of(properties: &BasicProperties) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// The properties of a task message to publish: its headers, JSON content, its id as
+/// `correlation_id`, persistent.
+pub fn properties_of(outgoing: &crate::chain::Outgoing) -> BasicProperties {
+    let mut headers = lapin::types::FieldTable::default();
+    for (k, v) in &outgoing.headers {
+        headers.insert(k.as_str().into(), from_json(v));
+    }
+    let properties = BasicProperties::default()
+        .with_headers(headers)
+        .with_content_type("application/json".into())
+        .with_content_encoding("utf-8".into())
+        .with_correlation_id(outgoing.id.as_str().into())
+        .with_delivery_mode(2)
+        .with_priority(0);
+    match &outgoing.reply_to {
+        Some(reply_to) => properties.with_reply_to(reply_to.as_str().into()),
+        None => properties,
+    }
+}
+
+/// JSON as an AMQP field value, as py-amqp writes Python values.
+pub fn from_json(value: &Value) -> AMQPValue {
+    match value {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => AMQPValue::LongLongInt(i),
+            None => AMQPValue::Double(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => AMQPValue::LongString(s.as_str().into()),
+        Value::Array(items) => {
+            AMQPValue::FieldArray(items.iter().map(from_json).collect::<Vec<_>>().into())
+        }
+        Value::Object(map) => {
+            let mut table = lapin::types::FieldTable::default();
+            for (k, v) in map {
+                table.insert(k.as_str().into(), from_json(v));
+            }
+            AMQPValue::FieldTable(table)
+        }
+    }
+}
+
 /// One AMQP field value as JSON (bytes as text when they are UTF-8, else as an array of
 /// numbers; a decimal as a number).
 pub fn to_json(value: &AMQPValue) -> Value {

@@ -10,6 +10,9 @@ use weir_core::engine::Engine;
 use weir_core::run::{Run, RunStatus, StepStatus};
 use weir_core::{Event, Result};
 
+use crate::amqp_link::Publisher;
+use crate::chain::{self, Outgoing, Routes};
+use crate::redis_queue::RedisQueue;
 use crate::results::{RedisResults, TaskState};
 use crate::rpc_results::RpcResults;
 
@@ -51,6 +54,52 @@ pub fn task_id_of(event: &Event) -> String {
         .as_str()
         .unwrap_or(&event.id)
         .to_string()
+}
+
+/// How the tasks that follow a finished one (chains, callbacks) are sent: on the adapter's
+/// broker, to the queue its `routes` name.
+#[derive(Debug, Clone)]
+pub struct FollowUps {
+    /// The broker.
+    pub sender: Sender,
+    /// Task name → queue.
+    pub routes: Routes,
+}
+
+/// The broker a follow-up task is published on.
+#[derive(Debug, Clone)]
+pub enum Sender {
+    /// RabbitMQ: the default exchange, routing key = the queue, confirmed.
+    Amqp(Publisher),
+    /// Redis: LPUSH onto the queue's list, as kombu does.
+    Redis(Box<RedisQueue>),
+}
+
+impl Sender {
+    /// Publishes one task message, trying again on errors.
+    async fn send(&self, outgoing: &Outgoing) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let sent = match self {
+                Sender::Amqp(publisher) => {
+                    let properties = crate::amqp_message::properties_of(outgoing);
+                    publisher
+                        .publish("", &outgoing.queue, &outgoing.body, properties, true)
+                        .await
+                }
+                Sender::Redis(queue) => queue.publish(outgoing).await,
+            };
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < WRITE_TRIES => {
+                    tracing::debug!(error = %e, task = outgoing.task, "celery adapter: sending a follow-up task failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Stores `state` as the result of `task_id`, trying again on errors; false (and logged) when
@@ -173,15 +222,21 @@ const SWEEP_RUNS: usize = 500;
 /// Writes the result of every `celery/…` run that finishes in this process, several at once;
 /// with the Redis result backend, also sweeps the runs finished lately (on any node, or in a
 /// node that died before writing) for results still missing, every [`SWEEP_EVERY`].
-pub async fn write_results(engine: Engine, results: Results, mut shutdown: Shutdown) {
+pub async fn write_results(
+    engine: Engine,
+    results: Option<Results>,
+    follow_ups: FollowUps,
+    mut shutdown: Shutdown,
+) {
     let sweeper = match &results {
-        Results::Redis(redis) => Some(tokio::spawn(sweep(
+        Some(Results::Redis(redis)) => Some(tokio::spawn(sweep(
             engine.clone(),
             results.clone(),
+            follow_ups.clone(),
             redis.clone(),
             shutdown.clone(),
         ))),
-        Results::Rpc(_) => None,
+        _ => None,
     };
     let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITERS));
     let mut finished = engine.subscribe_finished();
@@ -206,10 +261,10 @@ pub async fn write_results(engine: Engine, results: Results, mut shutdown: Shutd
         let Ok(permit) = writers.clone().acquire_owned().await else {
             break;
         };
-        let (engine, results) = (engine.clone(), results.clone());
+        let (engine, results, follow_ups) = (engine.clone(), results.clone(), follow_ups.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = write_run(&engine, &results, &run_id).await;
+            let _ = write_run(&engine, results.as_ref(), &follow_ups, &run_id, false).await;
         });
     }
     // Let the writes under way finish.
@@ -219,9 +274,18 @@ pub async fn write_results(engine: Engine, results: Results, mut shutdown: Shutd
     }
 }
 
-/// Loads the finished run `run_id` and writes its result, when a Celery task that wants one
-/// started it; false when no result is owed (not a Celery task, `ignore_result`).
-async fn write_run(engine: &Engine, results: &Results, run_id: &str) -> bool {
+/// Loads the finished run `run_id` of a Celery task, sends the tasks that follow it (chain,
+/// callbacks, errbacks) and then writes its result (so that a crash in between leaves the
+/// result missing, and the sweep sends them again: at least once). False when no result is
+/// owed (not a Celery task, `ignore_result`; the sweep, `from_sweep`, sends nothing for such a
+/// task, which it cannot tell apart from one already handled).
+async fn write_run(
+    engine: &Engine,
+    results: Option<&Results>,
+    follow_ups: &FollowUps,
+    run_id: &str,
+    from_sweep: bool,
+) -> bool {
     let run = match engine.state().get_run(run_id).await {
         Ok(Some(run)) if run.event.name.starts_with("celery/") => run,
         Ok(_) => return false,
@@ -230,12 +294,29 @@ async fn write_run(engine: &Engine, results: &Results, run_id: &str) -> bool {
             return true;
         }
     };
-    if run.event.data["ignore_result"] == true {
+    let ignore_result = run.event.data["ignore_result"] == true;
+    if ignore_result && from_sweep {
         return false;
     }
     let state = run_result(engine, &run);
+    let task_id = task_id_of(&run.event);
+    if chain::has_chord(&run.event.data) {
+        tracing::warn!(
+            task_id,
+            "celery adapter: the task is part of a chord, which weir does not follow: the chord's callback is not sent"
+        );
+    }
+    for outgoing in chain::follow_ups(&run.event.data, &state, &follow_ups.routes) {
+        if let Err(e) = follow_ups.sender.send(&outgoing).await {
+            tracing::warn!(error = %e, task_id, next = outgoing.task, queue = outgoing.queue, "celery adapter: cannot send the task that follows; its result is left unwritten, for the sweep to try again");
+            return true;
+        }
+    }
+    let Some(results) = results.filter(|_| !ignore_result) else {
+        return !ignore_result;
+    };
     let reply_to = run.event.data["reply_to"].as_str();
-    let _ = store(results, &task_id_of(&run.event), reply_to, &state).await;
+    let _ = store(results, &task_id, reply_to, &state).await;
     true
 }
 
@@ -248,7 +329,13 @@ const NOT_OWED_KEPT: usize = 100_000;
 /// chance) whose result is missing from the backend get it written. Covers a node that died
 /// between finishing a run and writing its result, runs finished on nodes without the
 /// adapter, and a writer that fell behind.
-async fn sweep(engine: Engine, results: Results, redis: RedisResults, mut shutdown: Shutdown) {
+async fn sweep(
+    engine: Engine,
+    results: Option<Results>,
+    follow_ups: FollowUps,
+    redis: RedisResults,
+    mut shutdown: Shutdown,
+) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut not_owed = std::collections::HashSet::new();
@@ -260,7 +347,15 @@ async fn sweep(engine: Engine, results: Results, redis: RedisResults, mut shutdo
         if not_owed.len() > NOT_OWED_KEPT {
             not_owed.clear();
         }
-        if let Err(e) = sweep_once(&engine, &results, &redis, &mut not_owed).await {
+        if let Err(e) = sweep_once(
+            &engine,
+            results.as_ref(),
+            &follow_ups,
+            &redis,
+            &mut not_owed,
+        )
+        .await
+        {
             tracing::warn!(error = %e, "celery adapter: sweeping for missing results failed");
         }
     }
@@ -270,7 +365,8 @@ async fn sweep(engine: Engine, results: Results, redis: RedisResults, mut shutdo
 /// known to owe none; those found are added.
 pub async fn sweep_once(
     engine: &Engine,
-    results: &Results,
+    results: Option<&Results>,
+    follow_ups: &FollowUps,
     redis: &RedisResults,
     not_owed: &mut std::collections::HashSet<String>,
 ) -> Result<usize> {
@@ -308,7 +404,7 @@ pub async fn sweep_once(
     let mut written = 0;
     for (run, present) in owed.iter().zip(present) {
         if !present {
-            if write_run(engine, results, &run.id).await {
+            if write_run(engine, results, follow_ups, &run.id, true).await {
                 written += 1;
             } else {
                 not_owed.insert(run.id.clone());

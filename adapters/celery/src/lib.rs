@@ -12,6 +12,7 @@
 pub mod amqp_adapter;
 pub mod amqp_link;
 pub mod amqp_message;
+pub mod chain;
 pub mod finished;
 pub mod intake;
 mod message;

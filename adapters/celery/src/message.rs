@@ -255,6 +255,7 @@ impl TaskMessage {
                 "headers": self.custom_headers,
                 "reply_to": self.reply_to,
                 "ignore_result": self.ignore_result,
+                "embed": self.embed,
             },
         });
         Event::from_json(event, "").map_err(|e| Refused {

@@ -15,7 +15,8 @@ use weir_core::event::now_ms;
 use weir_core::url_query::QueryParams;
 use weir_core::{Error, Event, Result};
 
-use crate::finished::{self, Results, task_id_of};
+use crate::chain::Routes;
+use crate::finished::{self, FollowUps, Results, Sender, task_id_of};
 use crate::intake::{self, Intake, Unhandled};
 use crate::message::Refused;
 use crate::redis_envelope;
@@ -38,6 +39,7 @@ pub struct CeleryRedisAdapter {
     queue: RedisQueue,
     results: Option<Results>,
     unhandled: Unhandled,
+    routes: Routes,
     lease: Duration,
 }
 
@@ -65,10 +67,11 @@ impl CeleryRedisAdapter {
         let broker = format!("{scheme}://{base}");
         let (mut queue, mut results, mut lease) = (None, None, DEFAULT_LEASE);
         let mut unhandled = Unhandled::default();
+        let mut routes = Routes::default();
         let params = QueryParams::parse(
             "celery adapter",
             url,
-            &["queue", "results", "unhandled", "lease"],
+            &["queue", "results", "unhandled", "routes", "lease"],
         );
         for param in &params {
             match param.name() {
@@ -76,6 +79,10 @@ impl CeleryRedisAdapter {
                 "results" => results = Some(param.value()?),
                 "unhandled" => {
                     unhandled = Unhandled::parse(&param.value()?)
+                        .map_err(|e| param.invalid(format_args!("{e}")))?;
+                }
+                "routes" => {
+                    routes = Routes::parse(&param.value()?)
                         .map_err(|e| param.invalid(format_args!("{e}")))?;
                 }
                 "lease" => {
@@ -108,6 +115,7 @@ impl CeleryRedisAdapter {
             queue: RedisQueue::connect(&broker, &queue, &consumer).await?,
             results,
             unhandled,
+            routes,
             lease,
         })
     }
@@ -284,13 +292,16 @@ impl Adapter for CeleryRedisAdapter {
             tracing::warn!(error = %e, "celery adapter: handing back dead consumers' tasks failed");
         }
         let keeper = tokio::spawn(keep_alive(self.queue.clone(), self.lease, shutdown.clone()));
-        let writer = self.results.clone().map(|results| {
-            tokio::spawn(finished::write_results(
-                engine.clone(),
-                results,
-                shutdown.clone(),
-            ))
-        });
+        let follow_ups = FollowUps {
+            sender: Sender::Redis(Box::new(self.queue.clone())),
+            routes: self.routes.clone(),
+        };
+        let writer = Some(tokio::spawn(finished::write_results(
+            engine.clone(),
+            self.results.clone(),
+            follow_ups,
+            shutdown.clone(),
+        )));
         // A take is never cut short (what it moved would be held by nobody): shutdown is
         // looked at between takes, which wait at most a second.
         while !shutdown.is_raised() {

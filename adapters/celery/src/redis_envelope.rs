@@ -31,6 +31,26 @@ pub fn lists_in_order(queue: &str) -> [String; 4] {
     [0, 3, 6, 9].map(|p| priority_list(queue, p))
 }
 
+/// The list entry kombu would write for `outgoing`, with `priority` (0–9).
+pub fn encode(outgoing: &crate::chain::Outgoing, priority: u8) -> String {
+    serde_json::json!({
+        "body": base64::engine::general_purpose::STANDARD.encode(&outgoing.body),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": outgoing.headers,
+        "properties": {
+            "correlation_id": outgoing.id,
+            "reply_to": outgoing.reply_to,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": outgoing.queue},
+            "priority": priority,
+            "body_encoding": "base64",
+            "delivery_tag": ulid::Ulid::new().to_string(),
+        },
+    })
+    .to_string()
+}
+
 /// Decodes one list entry. An entry that is not a kombu envelope at all is refused without a
 /// task id (nothing to report it to: it is logged and dropped by the caller).
 pub fn decode(entry: &[u8]) -> Result<TaskMessage, Refused> {

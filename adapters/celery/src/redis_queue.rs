@@ -276,6 +276,20 @@ impl RedisQueue {
         Ok(moved == 1)
     }
 
+    /// Publishes a task message to `outgoing.queue` as a kombu producer does (LPUSH of its
+    /// envelope onto the queue's list).
+    pub async fn publish(&self, outgoing: &crate::chain::Outgoing) -> Result<()> {
+        let entry = crate::redis_envelope::encode(outgoing, 0);
+        let mut conn = self.conn.clone();
+        redis::cmd("LPUSH")
+            .arg(crate::redis_envelope::priority_list(&outgoing.queue, 0))
+            .arg(entry)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable("publishing a task", e))
+    }
+
     /// `script` with the keys of the hand-back scripts for `consumer` ([`PUSH_BACK`]).
     fn back_keys<'s>(
         &self,
