@@ -28,7 +28,7 @@ use weir_core::event::now_ms;
 use weir_core::url_query::QueryParams;
 use weir_core::{Error, Event, Result};
 
-use crate::amqp_link::{AmqpLink, Publisher, amqp_error, ensure_queue};
+use crate::amqp_link::{AmqpLink, Publisher, QueueShape, amqp_error, ensure_queue};
 use crate::amqp_message;
 use crate::chain::Routes;
 use crate::finished::{self, FollowUps, Results, Sender, task_id_of};
@@ -54,6 +54,7 @@ struct Inner {
     link: AmqpLink,
     publisher: Publisher,
     queue: String,
+    shape: QueueShape,
     prefetch: u16,
     results: Option<Results>,
     unhandled: Unhandled,
@@ -63,7 +64,9 @@ struct Inner {
 impl CeleryAmqpAdapter {
     /// Opens the adapter of `url`: `celery+amqp://[USER:PASS@]HOST[:PORT][/VHOST]?queue=Q` with
     /// `results=redis://…` (percent-encoded), `results=rpc` (replies to each task's
-    /// `reply_to`) or `results=none`; `unhandled=fail|requeue:<queue>`; `prefetch=256`.
+    /// `reply_to`) or `results=none`; `unhandled=fail|requeue:<queue>`; `routes=task:queue,…`;
+    /// `prefetch=256`; `delayed_delivery=true` with `exchange=` and `routing_key=` (Celery
+    /// 5.5's native delayed delivery, for quorum queues bound to a topic exchange).
     /// Connects once, so that a wrong host or password fails the start.
     pub async fn open(url: &str) -> Result<Self> {
         let (scheme, rest) = if let Some(rest) = url.strip_prefix("celery+amqp://") {
@@ -85,10 +88,20 @@ impl CeleryAmqpAdapter {
         let (mut queue, mut results, mut prefetch) = (None, None, DEFAULT_PREFETCH);
         let mut unhandled = Unhandled::default();
         let mut routes = Routes::default();
+        let (mut exchange, mut routing_key, mut delayed_delivery) = (None, None, false);
         let params = QueryParams::parse(
             "celery adapter",
             url,
-            &["queue", "results", "unhandled", "routes", "prefetch"],
+            &[
+                "queue",
+                "results",
+                "unhandled",
+                "routes",
+                "prefetch",
+                "exchange",
+                "routing_key",
+                "delayed_delivery",
+            ],
         );
         for param in &params {
             match param.name() {
@@ -102,6 +115,9 @@ impl CeleryAmqpAdapter {
                     routes = Routes::parse(&param.value()?)
                         .map_err(|e| param.invalid(format_args!("{e}")))?;
                 }
+                "exchange" => exchange = Some(param.value()?),
+                "routing_key" => routing_key = Some(param.value()?),
+                "delayed_delivery" => delayed_delivery = param.bool()?,
                 "prefetch" => {
                     prefetch = param.number::<u16>()?;
                     if prefetch == 0 {
@@ -122,7 +138,20 @@ impl CeleryAmqpAdapter {
         let link = AmqpLink::open(&format!("{scheme}://{base}")).await?;
         if let Unhandled::Requeue(queue) = &unhandled {
             // Tasks handed on wait there for the Celery workers, even before they start.
-            ensure_queue(&link, queue).await?;
+            ensure_queue(&link, queue, &QueueShape::celery_default(queue)).await?;
+        }
+        // With native delayed delivery, the queue Celery declares is a quorum queue bound to a
+        // topic exchange; weir declares the same when it is missing, and the delay levels.
+        let shape = QueueShape {
+            exchange: exchange.unwrap_or_else(|| queue.clone()),
+            topic: delayed_delivery,
+            routing_key: routing_key.unwrap_or_else(|| queue.clone()),
+            quorum: delayed_delivery,
+        };
+        if delayed_delivery {
+            ensure_queue(&link, &queue, &shape).await?;
+            crate::delayed_delivery::set_up(&link, &queue, &shape.exchange, &shape.routing_key)
+                .await?;
         }
         let publisher = Publisher::new(link.clone());
         let results = match results.as_deref() {
@@ -142,6 +171,7 @@ impl CeleryAmqpAdapter {
                 link,
                 publisher,
                 queue,
+                shape,
                 prefetch,
                 results,
                 unhandled,
@@ -154,7 +184,7 @@ impl CeleryAmqpAdapter {
 impl Inner {
     /// A channel with the prefetch set, on which the queue exists (see [`ensure_queue`]).
     async fn open_queue(&self) -> Result<Channel> {
-        let channel = ensure_queue(&self.link, &self.queue).await?;
+        let channel = ensure_queue(&self.link, &self.queue, &self.shape).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await

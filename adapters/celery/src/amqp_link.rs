@@ -33,10 +33,35 @@ pub fn amqp_error(what: &str, e: lapin::Error) -> Error {
     }
 }
 
+/// How a queue weir declares (when it does not exist yet) is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueShape {
+    /// The exchange it is bound to.
+    pub exchange: String,
+    /// A topic exchange (else direct).
+    pub topic: bool,
+    /// The binding's routing key.
+    pub routing_key: String,
+    /// A quorum queue (else classic).
+    pub quorum: bool,
+}
+
+impl QueueShape {
+    /// What Celery declares for a queue of its `task_routes`: a classic queue bound with its
+    /// own name to a direct exchange of its name.
+    pub fn celery_default(queue: &str) -> Self {
+        QueueShape {
+            exchange: queue.to_string(),
+            topic: false,
+            routing_key: queue.to_string(),
+            quorum: false,
+        }
+    }
+}
+
 /// A channel on which `queue` exists: as it is (quorum, `x-max-priority`, … whatever its
-/// arguments), or, when there is none, declared as Celery declares a queue of its
-/// `task_routes`: durable, bound with its own name to a durable direct exchange of its name.
-pub async fn ensure_queue(link: &AmqpLink, queue: &str) -> Result<Channel> {
+/// arguments), or, when there is none, declared durable as `shape` says.
+pub async fn ensure_queue(link: &AmqpLink, queue: &str, shape: &QueueShape) -> Result<Channel> {
     let channel = link.channel().await?;
     let passive = QueueDeclareOptions {
         passive: true,
@@ -56,28 +81,36 @@ pub async fn ensure_queue(link: &AmqpLink, queue: &str) -> Result<Channel> {
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
+    let kind = if shape.topic {
+        lapin::ExchangeKind::Topic
+    } else {
+        lapin::ExchangeKind::Direct
+    };
+    let exchange = shape.exchange.as_str();
     channel
-        .exchange_declare(
-            queue.into(),
-            lapin::ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
+        .exchange_declare(exchange.into(), kind, durable, FieldTable::default())
         .await
-        .map_err(|e| amqp_error(&format!("declaring exchange {queue}"), e))?;
+        .map_err(|e| amqp_error(&format!("declaring exchange {exchange}"), e))?;
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    let mut args = FieldTable::default();
+    if shape.quorum {
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+    }
     channel
-        .queue_declare(queue.into(), durable, FieldTable::default())
+        .queue_declare(queue.into(), durable, args)
         .await
         .map_err(|e| amqp_error(&format!("declaring queue {queue}"), e))?;
     channel
         .queue_bind(
             queue.into(),
-            queue.into(),
-            queue.into(),
+            exchange.into(),
+            shape.routing_key.as_str().into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )

@@ -13,6 +13,7 @@ pub mod amqp_adapter;
 pub mod amqp_link;
 pub mod amqp_message;
 pub mod chain;
+pub mod delayed_delivery;
 pub mod finished;
 pub mod intake;
 mod message;
