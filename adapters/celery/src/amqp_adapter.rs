@@ -59,6 +59,7 @@ struct Inner {
     results: Option<Results>,
     unhandled: Unhandled,
     routes: Routes,
+    track_started: bool,
 }
 
 impl CeleryAmqpAdapter {
@@ -88,6 +89,7 @@ impl CeleryAmqpAdapter {
         let (mut queue, mut results, mut prefetch) = (None, None, DEFAULT_PREFETCH);
         let mut unhandled = Unhandled::default();
         let mut routes = Routes::default();
+        let mut track_started = false;
         let (mut exchange, mut routing_key, mut delayed_delivery) = (None, None, false);
         let params = QueryParams::parse(
             "celery adapter",
@@ -97,6 +99,7 @@ impl CeleryAmqpAdapter {
                 "results",
                 "unhandled",
                 "routes",
+                "track_started",
                 "prefetch",
                 "exchange",
                 "routing_key",
@@ -115,6 +118,7 @@ impl CeleryAmqpAdapter {
                     routes = Routes::parse(&param.value()?)
                         .map_err(|e| param.invalid(format_args!("{e}")))?;
                 }
+                "track_started" => track_started = param.bool()?,
                 "exchange" => exchange = Some(param.value()?),
                 "routing_key" => routing_key = Some(param.value()?),
                 "delayed_delivery" => delayed_delivery = param.bool()?,
@@ -176,6 +180,7 @@ impl CeleryAmqpAdapter {
                 results,
                 unhandled,
                 routes,
+                track_started,
             }),
         })
     }
@@ -443,6 +448,14 @@ impl Adapter for CeleryAmqpAdapter {
             sender: Sender::Amqp(self.inner.publisher.clone()),
             routes: self.inner.routes.clone(),
         };
+        let progress = self.inner.results.clone().map(|results| {
+            tokio::spawn(finished::write_progress(
+                engine.clone(),
+                results,
+                self.inner.track_started,
+                shutdown.clone(),
+            ))
+        });
         let writer = Some(tokio::spawn(finished::write_results(
             engine.clone(),
             self.inner.results.clone(),
@@ -469,8 +482,8 @@ impl Adapter for CeleryAmqpAdapter {
                 }
             }
         }
-        if let Some(writer) = writer {
-            let _ = writer.await;
+        for task in [writer, progress].into_iter().flatten() {
+            let _ = task.await;
         }
         Ok(())
     }

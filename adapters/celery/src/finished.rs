@@ -274,6 +274,55 @@ pub async fn write_results(
     }
 }
 
+/// Writes the STARTED (with `track_started`, as Celery's `task_track_started`) and RETRY
+/// states of the `celery/…` runs whose steps start or wait for a retry in this process, until
+/// shutdown. STARTED when a first step's first attempt starts, or an attempt after a retry;
+/// RETRY when a step failed and waits for its backoff. A final state stored already is never
+/// replaced by these.
+pub async fn write_progress(
+    engine: Engine,
+    results: Results,
+    track_started: bool,
+    mut shutdown: Shutdown,
+) {
+    let mut progress = engine.subscribe_progress();
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.raised() => return,
+            next = progress.recv() => next,
+        };
+        let p = match next {
+            Ok(p) => p,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if !p.event.name.starts_with("celery/") || p.event.data["ignore_result"] == true {
+            continue;
+        }
+        let state = match &p.kind {
+            weir_core::engine::StepProgressKind::Started if track_started => {
+                let first_step = engine
+                    .functions()
+                    .live(&p.function_id)
+                    .is_some_and(|f| f.index.get(&p.step_id).is_some_and(|i| f.roots.contains(i)));
+                // The task starts with its first steps; an attempt after a retry starts it
+                // again.
+                let after_retry = p.attempt > 1;
+                if !(first_step || after_retry) {
+                    continue;
+                }
+                TaskState::Started
+            }
+            weir_core::engine::StepProgressKind::WaitingRetry { error } => TaskState::Retry {
+                why: format!("step {} failed: {error}", p.step_id),
+            },
+            _ => continue,
+        };
+        let reply_to = p.event.data["reply_to"].as_str();
+        let _ = store(&results, &task_id_of(&p.event), reply_to, &state).await;
+    }
+}
+
 /// Loads the finished run `run_id` of a Celery task, sends the tasks that follow it (chain,
 /// callbacks, errbacks) and then writes its result (so that a crash in between leaves the
 /// result missing, and the sweep sends them again: at least once). False when no result is

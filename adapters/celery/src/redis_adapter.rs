@@ -40,6 +40,7 @@ pub struct CeleryRedisAdapter {
     results: Option<Results>,
     unhandled: Unhandled,
     routes: Routes,
+    track_started: bool,
     lease: Duration,
 }
 
@@ -68,10 +69,18 @@ impl CeleryRedisAdapter {
         let (mut queue, mut results, mut lease) = (None, None, DEFAULT_LEASE);
         let mut unhandled = Unhandled::default();
         let mut routes = Routes::default();
+        let mut track_started = false;
         let params = QueryParams::parse(
             "celery adapter",
             url,
-            &["queue", "results", "unhandled", "routes", "lease"],
+            &[
+                "queue",
+                "results",
+                "unhandled",
+                "routes",
+                "track_started",
+                "lease",
+            ],
         );
         for param in &params {
             match param.name() {
@@ -85,6 +94,7 @@ impl CeleryRedisAdapter {
                     routes = Routes::parse(&param.value()?)
                         .map_err(|e| param.invalid(format_args!("{e}")))?;
                 }
+                "track_started" => track_started = param.bool()?,
                 "lease" => {
                     lease = param.duration()?;
                     if lease < MIN_LEASE {
@@ -116,6 +126,7 @@ impl CeleryRedisAdapter {
             results,
             unhandled,
             routes,
+            track_started,
             lease,
         })
     }
@@ -296,6 +307,14 @@ impl Adapter for CeleryRedisAdapter {
             sender: Sender::Redis(Box::new(self.queue.clone())),
             routes: self.routes.clone(),
         };
+        let progress = self.results.clone().map(|results| {
+            tokio::spawn(finished::write_progress(
+                engine.clone(),
+                results,
+                self.track_started,
+                shutdown.clone(),
+            ))
+        });
         let writer = Some(tokio::spawn(finished::write_results(
             engine.clone(),
             self.results.clone(),
@@ -322,8 +341,8 @@ impl Adapter for CeleryRedisAdapter {
                 tracing::warn!(error = %e, "celery adapter: cannot hand back at shutdown; the tasks return when the lease lapses")
             }
         }
-        if let Some(writer) = writer {
-            let _ = writer.await;
+        for task in [writer, progress].into_iter().flatten() {
+            let _ = task.await;
         }
         Ok(())
     }

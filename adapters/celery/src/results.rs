@@ -109,13 +109,17 @@ pub fn result_key(task_id: &str) -> String {
     format!("celery-task-meta-{task_id}")
 }
 
-/// Stores the meta and publishes it, unless a SUCCESS is stored already (returns false then).
+/// Stores the meta and publishes it, unless a SUCCESS is stored already, or the new state is
+/// not a final one (ARGV[3] = 0: STARTED, RETRY) and a final one is stored (returns false
+/// then: a late progress report never hides a result).
 const STORE: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, decoded = pcall(cjson.decode, current)
-  if ok and type(decoded) == 'table' and decoded['status'] == 'SUCCESS' then
-    return 0
+  if ok and type(decoded) == 'table' then
+    local status = decoded['status']
+    if status == 'SUCCESS' then return 0 end
+    if ARGV[3] == '0' and (status == 'FAILURE' or status == 'REVOKED') then return 0 end
   end
 end
 if tonumber(ARGV[2]) > 0 then
@@ -181,6 +185,7 @@ impl RedisResults {
             // Zero keeps results for good, as Celery's `result_expires = None` or 0 does; a
             // part of a second counts as a whole one.
             .arg(self.expires.as_secs() + u64::from(self.expires.subsec_nanos() > 0))
+            .arg(u8::from(state.is_ready()))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| {

@@ -159,6 +159,12 @@ async fn a_failure_raises_in_the_client_with_its_message() {
     ] {
         let id = task_id();
         results.store(&id, &state).await.expect("store");
+        // A late progress report (a STARTED or RETRY written after the end) changes nothing.
+        let late = results
+            .store(&id, &TaskState::Started)
+            .await
+            .expect("store");
+        assert!(!late, "a final state is never replaced by a progress state");
         let got = answer(client(&env, &id, Duration::from_secs(10))).await;
         assert_eq!(got["state"], state.status(), "{got}");
         assert_eq!(got["raised"], raised, "{got}");

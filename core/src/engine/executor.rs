@@ -141,6 +141,12 @@ impl Engine {
             }
         }
         let step = &function.steps[index];
+        self.report_progress(
+            &run,
+            &step.id,
+            msg.attempt,
+            super::StepProgressKind::Started,
+        );
         let input = StepInput {
             event: &run.event,
             steps: &run.outputs,
@@ -210,6 +216,12 @@ impl Engine {
                 match scheduled {
                     Ok(applied) => {
                         retry_scheduled = applied;
+                        if applied {
+                            let kind = super::StepProgressKind::WaitingRetry {
+                                error: error.clone(),
+                            };
+                            self.report_progress(&run, &step.id, msg.attempt, kind);
+                        }
                         None
                     }
                     Err(e) if e.is_retryable() => return Err(e),

@@ -127,6 +127,38 @@ pub struct RunFinished {
     pub status: RunStatus,
 }
 
+/// A step attempt started, or a step failed an attempt and waits for its retry (broadcast to
+/// local listeners, only when there are some: adapters that report progress, such as a Celery
+/// task's STARTED and RETRY states).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepProgress {
+    /// The run.
+    pub run_id: String,
+    /// Its function.
+    pub function_id: String,
+    /// The step.
+    pub step_id: String,
+    /// The attempt that started, or that failed.
+    pub attempt: u32,
+    /// The run's triggering event.
+    pub event: crate::event::Event,
+    /// What happened.
+    pub kind: StepProgressKind,
+}
+
+/// What a [`StepProgress`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepProgressKind {
+    /// The attempt started.
+    Started,
+    /// The attempt failed with `error`; the step is retried after its backoff.
+    WaitingRetry {
+        /// The attempt's error.
+        error: String,
+    },
+}
+
 /// The pieces an engine is built from.
 pub struct EngineParts {
     /// Runs and timers.
@@ -155,6 +187,7 @@ struct Inner {
     functions: FunctionRegistry,
     config: EngineConfig,
     finished: broadcast::Sender<RunFinished>,
+    progress: broadcast::Sender<StepProgress>,
     metrics: Arc<Metrics>,
 }
 
@@ -171,6 +204,7 @@ impl Engine {
     /// Builds an engine; call [`Engine::start`] to run its loops.
     pub fn new(parts: EngineParts) -> Engine {
         let (finished, _) = broadcast::channel(4096);
+        let (progress, _) = broadcast::channel(4096);
         let metrics = Arc::new(Metrics::new());
         Engine {
             inner: Arc::new(Inner {
@@ -185,6 +219,7 @@ impl Engine {
                 functions: FunctionRegistry::with_metrics(metrics.clone()),
                 config: parts.config,
                 finished,
+                progress,
                 metrics,
             }),
         }
@@ -223,6 +258,32 @@ impl Engine {
     /// Listens for runs finishing in this process.
     pub fn subscribe_finished(&self) -> broadcast::Receiver<RunFinished> {
         self.inner.finished.subscribe()
+    }
+
+    /// Listens for step attempts starting and steps waiting for a retry in this process.
+    pub fn subscribe_progress(&self) -> broadcast::Receiver<StepProgress> {
+        self.inner.progress.subscribe()
+    }
+
+    /// Tells the progress listeners, if any (the event is cloned only then).
+    pub(crate) fn report_progress(
+        &self,
+        run: &crate::state::RunState,
+        step_id: &str,
+        attempt: u32,
+        kind: StepProgressKind,
+    ) {
+        if self.inner.progress.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.inner.progress.send(StepProgress {
+            run_id: run.id.clone(),
+            function_id: run.function_id.clone(),
+            step_id: step_id.to_string(),
+            attempt,
+            event: run.event.clone(),
+            kind,
+        });
     }
 
     /// Waits until `run_id` has finished (or `timeout` passes) and returns it.
