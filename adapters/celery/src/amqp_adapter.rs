@@ -139,6 +139,11 @@ impl CeleryAmqpAdapter {
             Some((authority, "")) => format!("{authority}/%2f"),
             _ => base.to_string(),
         };
+        if results.is_none() {
+            return Err(params.error(
+                "results is required: results=redis://… (the result backend the clients read), results=rpc or results=none",
+            ));
+        }
         let link = AmqpLink::open(&format!("{scheme}://{base}")).await?;
         if let Unhandled::Requeue(queue) = &unhandled {
             // Tasks handed on wait there for the Celery workers, even before they start.

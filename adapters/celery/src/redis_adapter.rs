@@ -116,6 +116,11 @@ impl CeleryRedisAdapter {
                 ));
             }
             Some("none") => None,
+            Some("rpc" | "rpc://") => {
+                return Err(params.error(
+                    "results=rpc needs RabbitMQ (celery+amqp://): on Redis, use results=redis://… or none",
+                ));
+            }
             Some(results) => Some(Results::Redis(
                 RedisResults::connect(results, DEFAULT_RESULT_EXPIRES).await?,
             )),
