@@ -273,7 +273,7 @@ impl Inner {
         let mut at_once: Vec<(Delivery, Event)> = Vec::with_capacity(batch.len());
         for delivery in batch {
             let decoded = amqp_message::decode(&delivery.properties, &delivery.data);
-            match intake::decide(engine, decoded, &self.unhandled, max, now) {
+            match intake::decide(engine, decoded, &self.queue, &self.unhandled, max, now) {
                 Intake::Run {
                     event,
                     due_ms: None,
@@ -450,13 +450,18 @@ impl Adapter for CeleryAmqpAdapter {
 
     async fn run(&self, engine: Engine, mut shutdown: Shutdown) -> Result<()> {
         let follow_ups = FollowUps {
-            sender: Sender::Amqp(self.inner.publisher.clone()),
+            queue: self.inner.queue.clone(),
+            sender: Sender::Amqp(finished::AmqpSender::new(
+                self.inner.link.clone(),
+                self.inner.publisher.clone(),
+            )),
             routes: self.inner.routes.clone(),
         };
         let progress = self.inner.results.clone().map(|results| {
             tokio::spawn(finished::write_progress(
                 engine.clone(),
                 results,
+                self.inner.queue.clone(),
                 self.inner.track_started,
                 shutdown.clone(),
             ))

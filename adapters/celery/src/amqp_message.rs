@@ -53,7 +53,7 @@ pub fn properties_of(outgoing: &crate::chain::Outgoing) -> BasicProperties {
         .with_content_encoding("utf-8".into())
         .with_correlation_id(outgoing.id.as_str().into())
         .with_delivery_mode(2)
-        .with_priority(0);
+        .with_priority(outgoing.priority);
     match &outgoing.reply_to {
         Some(reply_to) => properties.with_reply_to(reply_to.as_str().into()),
         None => properties,

@@ -83,18 +83,47 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     /// The `reply_to` of the task that sent it (an `rpc://` client's queue), if any.
     pub reply_to: Option<String>,
+    /// Its priority (0–9 on Redis, up to the queue's `x-max-priority` on RabbitMQ).
+    pub priority: u8,
+}
+
+/// What a finished task sends on, and what it cannot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FollowUpPlan {
+    /// The messages to send.
+    pub send: Vec<Outgoing>,
+    /// Why some follow-up cannot be sent (a group or a chord as the next task of a chain);
+    /// the tasks the client may wait on then get a FAILURE saying so ([`rest_of_chain_ids`]).
+    pub unsupported: Option<String>,
+}
+
+/// The task ids frozen into the rest of a task's chain: what a client of the chain may wait
+/// on (each gets a failure when the chain cannot go on).
+pub fn rest_of_chain_ids(data: &Value) -> Vec<String> {
+    list(&data["embed"]["chain"])
+        .iter()
+        .filter_map(frozen_id)
+        .collect()
 }
 
 /// The messages a task whose event data is `data` sends on once it ended in `state`.
-pub fn follow_ups(data: &Value, state: &TaskState, routes: &Routes) -> Vec<Outgoing> {
+pub fn follow_ups(data: &Value, state: &TaskState, routes: &Routes) -> FollowUpPlan {
     let embed = &data["embed"];
     let task_id = data["task_id"].as_str().unwrap_or_default();
     let root_id = data["root_id"].as_str().unwrap_or(task_id);
     let reply_to = data["reply_to"].as_str();
     let mut out = Vec::new();
+    let mut unsupported = None;
     match state {
         TaskState::Success(value) => {
             if let Some(chain) = embed["chain"].as_array()
+                && let Some((next, _)) = chain.split_last()
+                && let Some(kind) = next["subtask_type"].as_str()
+            {
+                unsupported = Some(format!(
+                    "the next task of the chain is a {kind}, which weir does not send on yet"
+                ));
+            } else if let Some(chain) = embed["chain"].as_array()
                 && let Some((next, rest)) = chain.split_last()
             {
                 let rest = (!rest.is_empty()).then(|| Value::Array(rest.to_vec()));
@@ -142,7 +171,10 @@ pub fn follow_ups(data: &Value, state: &TaskState, routes: &Routes) -> Vec<Outgo
         }
         _ => {}
     }
-    out
+    FollowUpPlan {
+        send: out,
+        unsupported,
+    }
 }
 
 /// Whether the task is part of a chord (not followed: its header group and body are left to
@@ -209,30 +241,54 @@ fn message(
     let queue = options["queue"]
         .as_str()
         .map_or_else(|| routes.queue_of(&task).to_string(), str::to_string);
-    let headers = json!({
+    // The signature's options, as `apply_async` turns them into headers.
+    let now = chrono::Utc::now();
+    let at = |seconds: f64| {
+        (now + chrono::Duration::milliseconds((seconds * 1000.0) as i64))
+            .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+            .to_string()
+    };
+    let eta = match (&options["countdown"], &options["eta"]) {
+        (Value::Number(n), _) => n.as_f64().map(|s| json!(at(s))).unwrap_or(Value::Null),
+        (_, Value::String(eta)) => json!(eta),
+        _ => Value::Null,
+    };
+    let expires = match &options["expires"] {
+        Value::Number(n) => n.as_f64().map(|s| json!(at(s))).unwrap_or(Value::Null),
+        Value::String(expires) => json!(expires),
+        _ => Value::Null,
+    };
+    let mut headers = json!({
         "lang": "py",
         "task": task,
         "id": id,
-        "shadow": null,
-        "eta": null,
-        "expires": null,
-        "group": null,
-        "group_index": null,
+        "shadow": options["shadow"],
+        "eta": eta,
+        "expires": expires,
+        "group": options["group_id"],
+        "group_index": options["group_index"],
         "retries": 0,
-        "timelimit": [null, null],
+        "timelimit": [options["time_limit"], options["soft_time_limit"]],
         "root_id": root_id,
         "parent_id": parent_id,
-        "argsrepr": Value::String(format!("{}", Value::Array(args.clone()))),
-        "kwargsrepr": Value::String(Value::Object(kwargs.clone()).to_string()),
+        "argsrepr": Value::String(saferepr(&Value::Array(args.clone()))),
+        "kwargsrepr": Value::String(saferepr(&Value::Object(kwargs.clone()))),
         "origin": format!("weir@{}", std::process::id()),
-        "ignore_result": false,
+        "ignore_result": options["ignore_result"].as_bool().unwrap_or(false),
         "replaced_task_nesting": 0,
         "stamped_headers": null,
         "stamps": {},
     });
+    // The producer's own headers (`.set(headers=…)`) ride beside the protocol's.
+    if let (Some(custom), Some(all)) = (options["headers"].as_object(), headers.as_object_mut()) {
+        for (k, v) in custom {
+            all.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     let Value::Object(headers) = headers else {
         return None;
     };
+    let priority = options["priority"].as_u64().unwrap_or(0).min(255) as u8;
     let reply_to = options["reply_to"]
         .as_str()
         .or(reply_to)
@@ -244,7 +300,18 @@ fn message(
         headers,
         body,
         reply_to,
+        priority,
     })
+}
+
+/// A value's JSON, cut to 1,024 characters as Celery's `saferepr` cuts `argsrepr` (a header
+/// that must fit in one AMQP frame).
+fn saferepr(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(1024) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
 }
 
 /// A `link` option may be one signature or a list of them.
@@ -272,7 +339,7 @@ mod tests {
                 sig("tasks.add", json!([1, 1]), json!({"task_id": "t3"}), true),
                 sig("tasks.add", json!([4]), json!({"task_id": "t2"}), false)]}});
         let routes = Routes::parse("tasks.add:math").expect("routes");
-        let out = follow_ups(&data, &TaskState::Success(json!(4)), &routes);
+        let out = follow_ups(&data, &TaskState::Success(json!(4)), &routes).send;
         assert_eq!(out.len(), 1);
         let next = &out[0];
         assert_eq!((next.task.as_str(), next.id.as_str()), ("tasks.add", "t2"));
@@ -286,7 +353,7 @@ mod tests {
         // The last of the chain: immutable, so no result prepended, and no chain after it.
         let data = json!({"task_id": "t2", "root_id": "t1",
             "embed": {"chain": [sig("tasks.add", json!([1, 1]), json!({"task_id": "t3"}), true)]}});
-        let out = follow_ups(&data, &TaskState::Success(json!(8)), &Routes::default());
+        let out = follow_ups(&data, &TaskState::Success(json!(8)), &Routes::default()).send;
         let body: Value = serde_json::from_slice(&out[0].body).expect("json");
         assert_eq!(body[0], json!([1, 1]));
         assert_eq!(body[2]["chain"], Value::Null);
@@ -298,13 +365,13 @@ mod tests {
         let data = json!({"task_id": "t1", "embed": {
             "callbacks": [sig("tasks.add", json!([10]), json!({}), false)],
             "errbacks": [sig("tasks.report", json!([]), json!({}), false)]}});
-        let ok = follow_ups(&data, &TaskState::Success(json!(5)), &Routes::default());
+        let ok = follow_ups(&data, &TaskState::Success(json!(5)), &Routes::default()).send;
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].task, "tasks.add");
         let body: Value = serde_json::from_slice(&ok[0].body).expect("json");
         assert_eq!(body[0], json!([5, 10]));
         // A new id, the same when sent again.
-        let again = follow_ups(&data, &TaskState::Success(json!(5)), &Routes::default());
+        let again = follow_ups(&data, &TaskState::Success(json!(5)), &Routes::default()).send;
         assert_eq!(ok[0].id, again[0].id);
         assert_ne!(ok[0].id, "t1");
         assert_eq!(ok[0].id.len(), 36);
@@ -313,7 +380,7 @@ mod tests {
             exc_module: None,
             message: "boom".into(),
         };
-        let out = follow_ups(&data, &failed, &Routes::default());
+        let out = follow_ups(&data, &failed, &Routes::default()).send;
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].task, "tasks.report");
         let body: Value = serde_json::from_slice(&out[0].body).expect("json");
@@ -321,6 +388,48 @@ mod tests {
             body[0],
             json!(["t1"]),
             "an errback gets the failed task's id"
+        );
+    }
+
+    #[test]
+    fn options_become_headers_and_groups_are_not_sent_as_tasks() {
+        let next = sig(
+            "tasks.mul",
+            json!([2]),
+            json!({"task_id": "t2", "countdown": 30, "group_id": "g", "group_index": 1,
+                   "priority": 6, "headers": {"tenant": "acme"}}),
+            false,
+        );
+        let data = json!({"task_id": "t1", "embed": {"chain": [next]}});
+        let plan = follow_ups(&data, &TaskState::Success(json!(1)), &Routes::default());
+        let h = &plan.send[0].headers;
+        assert!(
+            h["eta"].as_str().is_some_and(|e| e.ends_with("+00:00")),
+            "{h:?}"
+        );
+        assert_eq!(
+            (h["group"].clone(), h["group_index"].clone()),
+            (json!("g"), json!(1))
+        );
+        assert_eq!(h["tenant"], "acme");
+        assert_eq!(plan.send[0].priority, 6);
+        // A group as the next task: not sent as a task; said why.
+        let mut group = sig("celery.group", json!([]), json!({"task_id": "g1"}), false);
+        group["subtask_type"] = json!("group");
+        let data = json!({"task_id": "t1", "embed": {"chain": [
+            sig("tasks.add", json!([1]), json!({"task_id": "t3"}), false), group]}});
+        let plan = follow_ups(&data, &TaskState::Success(json!(1)), &Routes::default());
+        assert!(plan.send.is_empty());
+        assert!(plan.unsupported.is_some_and(|why| why.contains("group")));
+        assert_eq!(rest_of_chain_ids(&data), ["t3", "g1"]);
+        // argsrepr is cut as Celery cuts it.
+        let big = sig("tasks.add", json!(["x".repeat(5000)]), json!({}), true);
+        let data = json!({"task_id": "t1", "embed": {"callbacks": [big]}});
+        let plan = follow_ups(&data, &TaskState::Success(json!(1)), &Routes::default());
+        assert!(
+            plan.send[0].headers["argsrepr"]
+                .as_str()
+                .is_some_and(|r| r.len() < 1100)
         );
     }
 

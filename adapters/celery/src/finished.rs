@@ -60,6 +60,8 @@ pub fn task_id_of(event: &Event) -> String {
 /// broker, to the queue its `routes` name.
 #[derive(Debug, Clone)]
 pub struct FollowUps {
+    /// The queue the adapter consumes: it answers the runs of the tasks taken from there.
+    pub queue: String,
     /// The broker.
     pub sender: Sender,
     /// Task name → queue.
@@ -69,8 +71,9 @@ pub struct FollowUps {
 /// The broker a follow-up task is published on.
 #[derive(Debug, Clone)]
 pub enum Sender {
-    /// RabbitMQ: the default exchange, routing key = the queue, confirmed.
-    Amqp(Publisher),
+    /// RabbitMQ: the default exchange, routing key = the queue (declared first as Celery
+    /// declares it, once per queue), confirmed.
+    Amqp(AmqpSender),
     /// Redis: LPUSH onto the queue's list, as kombu does.
     Redis(Box<RedisQueue>),
 }
@@ -82,12 +85,7 @@ impl Sender {
         loop {
             tries += 1;
             let sent = match self {
-                Sender::Amqp(publisher) => {
-                    let properties = crate::amqp_message::properties_of(outgoing);
-                    publisher
-                        .publish("", &outgoing.queue, &outgoing.body, properties, true)
-                        .await
-                }
+                Sender::Amqp(amqp) => amqp.send(outgoing).await,
                 Sender::Redis(queue) => queue.publish(outgoing).await,
             };
             match sent {
@@ -99,6 +97,47 @@ impl Sender {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Publishes follow-up tasks on RabbitMQ, declaring each queue as Celery does before its
+/// first message (a Celery producer declares the queue it publishes to).
+#[derive(Debug, Clone)]
+pub struct AmqpSender {
+    link: crate::amqp_link::AmqpLink,
+    publisher: Publisher,
+    declared: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl AmqpSender {
+    /// A sender on `link`, publishing through `publisher`.
+    pub fn new(link: crate::amqp_link::AmqpLink, publisher: Publisher) -> Self {
+        AmqpSender {
+            link,
+            publisher,
+            declared: Default::default(),
+        }
+    }
+
+    async fn send(&self, outgoing: &Outgoing) -> Result<()> {
+        let queue = outgoing.queue.as_str();
+        let known = self
+            .declared
+            .lock()
+            .map(|d| d.contains(queue))
+            .unwrap_or(false);
+        if !known {
+            let shape = crate::amqp_link::QueueShape::celery_default(queue);
+            let channel = crate::amqp_link::ensure_queue(&self.link, queue, &shape).await?;
+            let _ = channel.close(200, "declared".into()).await;
+            if let Ok(mut declared) = self.declared.lock() {
+                declared.insert(queue.to_string());
+            }
+        }
+        let properties = crate::amqp_message::properties_of(outgoing);
+        self.publisher
+            .publish("", queue, &outgoing.body, properties, true)
+            .await
     }
 }
 
@@ -216,6 +255,11 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// written, or has expired since).
 pub const SWEEP_WINDOW: Duration = Duration::from_secs(600);
 
+/// How long after a run finished the sweep first looks at it: the writer of the node that
+/// finished it has had its chance (a result written twice is harmless; a follow-up task sent
+/// twice is not, see [`write_results`]).
+const SWEEP_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs a sweep looks at per function and status.
 const SWEEP_RUNS: usize = 500;
 
@@ -250,9 +294,9 @@ pub async fn write_results(
             Ok(f) if may_be_celery(&engine, &f.function_id) => f.run_id,
             Ok(_) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::debug!(
+                tracing::warn!(
                     missed = n,
-                    "celery adapter: finished runs missed by the writer; the sweep writes their results"
+                    "celery adapter: finished runs missed by the writer (with the Redis result backend, the sweep writes their results)"
                 );
                 continue;
             }
@@ -282,6 +326,7 @@ pub async fn write_results(
 pub async fn write_progress(
     engine: Engine,
     results: Results,
+    queue: String,
     track_started: bool,
     mut shutdown: Shutdown,
 ) {
@@ -296,7 +341,7 @@ pub async fn write_progress(
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
-        if !p.event.name.starts_with("celery/") || p.event.data["ignore_result"] == true {
+        if !p.event_name.starts_with("celery/") {
             continue;
         }
         let state = match &p.kind {
@@ -318,9 +363,27 @@ pub async fn write_progress(
             },
             _ => continue,
         };
-        let reply_to = p.event.data["reply_to"].as_str();
-        let _ = store(&results, &task_id_of(&p.event), reply_to, &state).await;
+        // Loaded only now: most step starts are not reported.
+        let event = match engine.events().get(&p.event_id).await {
+            Ok(Some(event)) if is_ours(&event, &queue) => event,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "celery adapter: cannot load a task's event to report its progress");
+                continue;
+            }
+        };
+        if event.data["ignore_result"] == true {
+            continue;
+        }
+        let reply_to = event.data["reply_to"].as_str();
+        let _ = store(&results, &task_id_of(&event), reply_to, &state).await;
     }
+}
+
+/// Whether the task of `event` was taken from `queue` (events from before the queue was
+/// recorded count as anyone's).
+fn is_ours(event: &Event, queue: &str) -> bool {
+    event.data.get("queue").is_none_or(|q| q == queue)
 }
 
 /// Loads the finished run `run_id` of a Celery task, sends the tasks that follow it (chain,
@@ -343,6 +406,9 @@ async fn write_run(
             return true;
         }
     };
+    if !is_ours(&run.event, &follow_ups.queue) {
+        return false;
+    }
     let ignore_result = run.event.data["ignore_result"] == true;
     if ignore_result && from_sweep {
         return false;
@@ -355,16 +421,44 @@ async fn write_run(
             "celery adapter: the task is part of a chord, which weir does not follow: the chord's callback is not sent"
         );
     }
-    for outgoing in chain::follow_ups(&run.event.data, &state, &follow_ups.routes) {
-        if let Err(e) = follow_ups.sender.send(&outgoing).await {
-            tracing::warn!(error = %e, task_id, next = outgoing.task, queue = outgoing.queue, "celery adapter: cannot send the task that follows; its result is left unwritten, for the sweep to try again");
-            return true;
+    let plan = chain::follow_ups(&run.event.data, &state, &follow_ups.routes);
+    let mut broken = plan.unsupported;
+    for outgoing in &plan.send {
+        if let Err(e) = follow_ups.sender.send(outgoing).await {
+            broken = Some(format!(
+                "weir could not send the next task ({}) to queue {}: {e}",
+                outgoing.task, outgoing.queue
+            ));
+            break;
         }
+    }
+    if let Some(why) = &broken {
+        tracing::error!(
+            task_id,
+            why,
+            "celery adapter: the chain stops here; its remaining tasks get a FAILURE"
+        );
     }
     let Some(results) = results.filter(|_| !ignore_result) else {
         return !ignore_result;
     };
     let reply_to = run.event.data["reply_to"].as_str();
+    // A failed task fails the rest of its chain, as a worker marks it: each task of it that
+    // the client may wait on gets the same FAILURE; so does a chain weir cannot go on with.
+    let rest_fails = match (&state, broken) {
+        (TaskState::Failure { .. }, _) => Some(state.clone()),
+        (_, Some(why)) => Some(TaskState::Failure {
+            exc_type: "ChainNotContinued".into(),
+            exc_module: None,
+            message: why,
+        }),
+        _ => None,
+    };
+    if let Some(failure) = rest_fails {
+        for id in chain::rest_of_chain_ids(&run.event.data) {
+            let _ = store(results, &id, reply_to, &failure).await;
+        }
+    }
     let _ = store(results, &task_id, reply_to, &state).await;
     true
 }
@@ -421,7 +515,7 @@ pub async fn sweep_once(
 ) -> Result<usize> {
     let now = weir_core::event::now_ms();
     let oldest = now - SWEEP_WINDOW.as_millis() as i64;
-    let newest = now - 1_000;
+    let newest = now - SWEEP_GRACE.as_millis() as i64;
     let mut owed = Vec::new();
     for function in engine.functions().list() {
         if !may_be_celery(engine, &function.id) {
@@ -449,7 +543,7 @@ pub async fn sweep_once(
         .iter()
         .map(|r| task_id_of_event_id(&r.event_id))
         .collect();
-    let present = redis.exist(&task_ids).await?;
+    let present = redis.finished(&task_ids).await?;
     let mut written = 0;
     for (run, present) in owed.iter().zip(present) {
         if !present {

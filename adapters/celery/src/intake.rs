@@ -84,13 +84,14 @@ impl Intake {
     }
 }
 
-/// Decides what to do with `decoded` at `now_ms`: an undecodable message is refused; an
+/// Decides what to do with `decoded`, taken from `queue`, at `now_ms`: an undecodable message is refused; an
 /// expired one revoked (as a worker does; also when it would expire before its `eta`); a task
 /// exactly one live weir function handles runs; one no function handles follows `unhandled`;
 /// one several functions handle is refused (which one would be a guess).
 pub fn decide(
     engine: &Engine,
     decoded: Result<TaskMessage, Refused>,
+    queue: &str,
     unhandled: &Unhandled,
     max_event_bytes: usize,
     now_ms: i64,
@@ -142,10 +143,15 @@ pub fn decide(
             reason: format!("task {} {reason}: revoked", message.task),
         };
     }
-    let event = match message.to_event() {
+    let mut event = match message.to_event() {
         Ok(event) => event,
         Err(refused) => return Intake::refused(refused),
     };
+    // The queue it came from: the adapter of that queue answers it (several adapters may run
+    // in one process).
+    if let Some(data) = event.data.as_object_mut() {
+        data.insert("queue".into(), queue.into());
+    }
     let bytes = serde_json::to_vec(&event).map_or(0, |b| b.len());
     if bytes > max_event_bytes {
         return refuse(format!(

@@ -143,7 +143,14 @@ impl CeleryRedisAdapter {
     async fn handle(&self, engine: &Engine, taken: &Taken, shutdown: &Shutdown) {
         let decoded = redis_envelope::decode(&taken.entry);
         let max = engine.config().max_event_bytes;
-        let intake = intake::decide(engine, decoded, &self.unhandled, max, now_ms());
+        let intake = intake::decide(
+            engine,
+            decoded,
+            self.queue.name(),
+            &self.unhandled,
+            max,
+            now_ms(),
+        );
         match intake {
             Intake::Run { event, due_ms } => {
                 self.ingest(engine, taken, event, due_ms, shutdown).await;
@@ -309,6 +316,7 @@ impl Adapter for CeleryRedisAdapter {
         }
         let keeper = tokio::spawn(keep_alive(self.queue.clone(), self.lease, shutdown.clone()));
         let follow_ups = FollowUps {
+            queue: self.queue.name().to_string(),
             sender: Sender::Redis(Box::new(self.queue.clone())),
             routes: self.routes.clone(),
         };
@@ -316,6 +324,7 @@ impl Adapter for CeleryRedisAdapter {
             tokio::spawn(finished::write_progress(
                 engine.clone(),
                 results,
+                self.queue.name().to_string(),
                 self.track_started,
                 shutdown.clone(),
             ))

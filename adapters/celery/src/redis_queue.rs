@@ -161,6 +161,11 @@ impl RedisQueue {
         })
     }
 
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.queue
+    }
+
     /// Says this consumer is alive for `lease` (call it before the first take, then every
     /// third of the lease), and lists it among the queue's consumers.
     pub async fn heartbeat(&self, lease: Duration) -> Result<()> {
@@ -279,10 +284,13 @@ impl RedisQueue {
     /// Publishes a task message to `outgoing.queue` as a kombu producer does (LPUSH of its
     /// envelope onto the queue's list).
     pub async fn publish(&self, outgoing: &crate::chain::Outgoing) -> Result<()> {
-        let entry = crate::redis_envelope::encode(outgoing, 0);
+        let entry = crate::redis_envelope::encode(outgoing, outgoing.priority);
         let mut conn = self.conn.clone();
         redis::cmd("LPUSH")
-            .arg(crate::redis_envelope::priority_list(&outgoing.queue, 0))
+            .arg(crate::redis_envelope::priority_list(
+                &outgoing.queue,
+                outgoing.priority,
+            ))
             .arg(entry)
             .query_async::<i64>(&mut conn)
             .await

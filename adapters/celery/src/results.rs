@@ -200,20 +200,37 @@ impl RedisResults {
 }
 
 impl RedisResults {
-    /// Whether a result is stored for each of `task_ids`, in one round trip.
-    pub async fn exist(&self, task_ids: &[&str]) -> Result<Vec<bool>> {
-        let mut pipe = redis::pipe();
-        for id in task_ids {
-            pipe.cmd("EXISTS").arg(result_key(id));
+    /// Whether a final state (SUCCESS, FAILURE, REVOKED) is stored for each of `task_ids`, in
+    /// one round trip (a STARTED or RETRY is not one).
+    pub async fn finished(&self, task_ids: &[&str]) -> Result<Vec<bool>> {
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
         }
+        let keys: Vec<String> = task_ids.iter().map(|id| result_key(id)).collect();
         let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Unavailable,
-                "celery results: looking for stored results failed",
-            )
-            .with_source(e)
-        })
+        let metas: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    "celery results: looking for stored results failed",
+                )
+                .with_source(e)
+            })?;
+        Ok(metas
+            .into_iter()
+            .map(|meta| {
+                meta.and_then(|m| serde_json::from_slice::<Value>(&m).ok())
+                    .is_some_and(|m| {
+                        matches!(
+                            m["status"].as_str(),
+                            Some("SUCCESS" | "FAILURE" | "REVOKED")
+                        )
+                    })
+            })
+            .collect())
     }
 }
 

@@ -140,8 +140,10 @@ pub struct StepProgress {
     pub step_id: String,
     /// The attempt that started, or that failed.
     pub attempt: u32,
-    /// The run's triggering event.
-    pub event: crate::event::Event,
+    /// The id of the run's triggering event.
+    pub event_id: String,
+    /// Its name (a listener that cares about some events only loads those).
+    pub event_name: String,
     /// What happened.
     pub kind: StepProgressKind,
 }
@@ -265,7 +267,7 @@ impl Engine {
         self.inner.progress.subscribe()
     }
 
-    /// Tells the progress listeners, if any (the event is cloned only then).
+    /// Tells the progress listeners, if any (a few ids are copied, only then).
     pub(crate) fn report_progress(
         &self,
         run: &crate::state::RunState,
@@ -281,7 +283,8 @@ impl Engine {
             function_id: run.function_id.clone(),
             step_id: step_id.to_string(),
             attempt,
-            event: run.event.clone(),
+            event_id: run.event.id.clone(),
+            event_name: run.event.name.clone(),
             kind,
         });
     }
