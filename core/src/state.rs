@@ -380,6 +380,26 @@ pub trait StateStore: Send + Sync + 'static {
     /// it again on a finished run changes nothing but may repair derived data (indexes).
     async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool>;
 
+    /// Lists up to `limit` runs that ended in `from_ms..=to_ms` (epoch ms), earliest end first
+    /// (for adapters that answer finished runs, e.g. a sweep for results a node did not
+    /// write). The default filters [`StateStore::list_runs`] (at most the newest 10,000 runs);
+    /// a store that indexes runs by end time answers from that index.
+    async fn list_ended(&self, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<RunSummary>> {
+        let filter = crate::run::RunFilter {
+            limit: Some(10_000),
+            ..Default::default()
+        };
+        let mut runs: Vec<RunSummary> = self
+            .list_runs(&filter)
+            .await?
+            .into_iter()
+            .filter(|r| r.ended_at.is_some_and(|t| (from_ms..=to_ms).contains(&t)))
+            .collect();
+        runs.sort_by(|a, b| (a.ended_at, &a.id).cmp(&(b.ended_at, &b.id)));
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
     /// Deletes up to `limit` runs that ended before `ended_before_ms` (epoch ms) — the run, its
     /// outputs, timeline and listing-index entries — oldest end first; answers how many it
     /// deleted (fewer than `limit`: none was left to delete). Running runs are never deleted.

@@ -260,8 +260,8 @@ pub const SWEEP_WINDOW: Duration = Duration::from_secs(600);
 /// twice is not, see [`write_results`]).
 const SWEEP_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs a sweep looks at per function and status.
-const SWEEP_RUNS: usize = 500;
+/// Runs a sweep looks at, at most.
+const SWEEP_RUNS: usize = 2_000;
 
 /// Writes the result of every `celery/…` run that finishes in this process, several at once;
 /// with the Redis result backend, also sweeps the runs finished lately (on any node, or in a
@@ -481,61 +481,69 @@ async fn sweep(
 ) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut not_owed = std::collections::HashSet::new();
+    let mut cursor = SweepCursor::default();
+    let mut sweeps: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.raised() => return,
             _ = every.tick() => {}
         }
-        if not_owed.len() > NOT_OWED_KEPT {
-            not_owed.clear();
+        if cursor.not_owed.len() > NOT_OWED_KEPT {
+            cursor.not_owed.clear();
         }
-        if let Err(e) = sweep_once(
-            &engine,
-            results.as_ref(),
-            &follow_ups,
-            &redis,
-            &mut not_owed,
-        )
-        .await
+        // From time to time the whole window again: a result whose write failed then is
+        // tried once more.
+        if sweeps.is_multiple_of(FULL_PASS_EVERY) {
+            cursor.from_ms = None;
+        }
+        sweeps += 1;
+        if let Err(e) =
+            sweep_once(&engine, results.as_ref(), &follow_ups, &redis, &mut cursor).await
         {
             tracing::warn!(error = %e, "celery adapter: sweeping for missing results failed");
         }
     }
 }
 
-/// One sweep for results still owed (see [`write_results`]); returns how many results it wrote. `not_owed` holds the runs
-/// known to owe none; those found are added.
+/// Where the sweep goes on from, and the runs it found owing no result.
+#[derive(Debug, Default)]
+pub struct SweepCursor {
+    /// The end time the next sweep starts at (`None`: the start of the window).
+    pub from_ms: Option<i64>,
+    /// Runs known to owe no result (`ignore_result`, another queue's).
+    pub not_owed: std::collections::HashSet<String>,
+}
+
+/// Every this many sweeps, the sweep goes over the whole window again.
+const FULL_PASS_EVERY: u64 = 30;
+
+/// One sweep for results still owed (see [`write_results`]): the runs that ended between
+/// the cursor (or the start of the window) and [`SWEEP_GRACE`] ago, at most [`SWEEP_RUNS`],
+/// earliest end first (`StateStore::list_ended`); the cursor moves past them. Returns how
+/// many results it wrote.
 pub async fn sweep_once(
     engine: &Engine,
     results: Option<&Results>,
     follow_ups: &FollowUps,
     redis: &RedisResults,
-    not_owed: &mut std::collections::HashSet<String>,
+    cursor: &mut SweepCursor,
 ) -> Result<usize> {
     let now = weir_core::event::now_ms();
     let oldest = now - SWEEP_WINDOW.as_millis() as i64;
     let newest = now - SWEEP_GRACE.as_millis() as i64;
-    let mut owed = Vec::new();
-    for function in engine.functions().list() {
-        if !may_be_celery(engine, &function.id) {
-            continue;
-        }
-        for status in [RunStatus::Completed, RunStatus::Failed] {
-            let filter = weir_core::run::RunFilter {
-                function_id: Some(function.id.clone()),
-                status: Some(status),
-                limit: Some(SWEEP_RUNS),
-                ..Default::default()
-            };
-            let runs = engine.state().list_runs(&filter).await?;
-            owed.extend(runs.into_iter().filter(|r| {
-                r.event_name.starts_with("celery/")
-                    && r.ended_at.is_some_and(|t| (oldest..=newest).contains(&t))
-                    && !not_owed.contains(&r.id)
-            }));
-        }
-    }
+    let from = cursor.from_ms.unwrap_or(oldest).max(oldest);
+    let ended = engine.state().list_ended(from, newest, SWEEP_RUNS).await?;
+    cursor.from_ms = Some(match ended.last() {
+        // A full page: go on from its last end (runs ending in the same millisecond are
+        // looked at again, harmlessly).
+        Some(last) if ended.len() >= SWEEP_RUNS => last.ended_at.unwrap_or(newest),
+        _ => newest,
+    });
+    let not_owed = &mut cursor.not_owed;
+    let owed: Vec<_> = ended
+        .into_iter()
+        .filter(|r| r.event_name.starts_with("celery/") && !not_owed.contains(&r.id))
+        .collect();
     if owed.is_empty() {
         return Ok(0);
     }

@@ -46,6 +46,7 @@ pub async fn run_all(factory: &dyn Factory<dyn StateStore>) {
     joins_are_decided_once(factory).await;
     start_with_state_returns_the_run_state(factory).await;
     finished_runs_are_deleted_after_the_retention(factory).await;
+    ended_runs_are_listed_by_end_time(factory).await;
 }
 
 /// A lease long enough never to expire during a test.
@@ -1054,4 +1055,60 @@ pub async fn finished_runs_are_deleted_after_the_retention(factory: &dyn Factory
     let listed = store.list_runs(&of_function).await.expect("list");
     let ids: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, vec![by_call.id.as_str(), running.id.as_str()]);
+}
+
+/// `list_ended` lists the runs that ended in a time range, earliest end first, up to a limit;
+/// running runs are not listed.
+pub async fn ended_runs_are_listed_by_end_time(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
+    let function = unique("fn");
+    let runs: Vec<Run> = (0..3).map(|_| sample_run(&function, "alice")).collect();
+    let running = sample_run(&function, "alice");
+    for run in runs.iter().chain([&running]) {
+        store.create_run(run).await.expect("create");
+    }
+    let before = crate::event::now_ms();
+    let mut ended_at = Vec::new();
+    // Finished in the reverse order of creation: the listing follows the end.
+    for run in runs.iter().rev() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            store
+                .finish_run(&run.id, RunStatus::Completed)
+                .await
+                .expect("finish")
+        );
+        ended_at.push(run.id.clone());
+    }
+    let after = crate::event::now_ms() + 1;
+    let mine = |listed: Vec<crate::run::RunSummary>| -> Vec<String> {
+        listed
+            .into_iter()
+            .filter(|r| r.function_id == function)
+            .map(|r| r.id)
+            .collect()
+    };
+    let all = mine(store.list_ended(before, after, 1000).await.expect("list"));
+    assert_eq!(
+        all, ended_at,
+        "earliest end first; the running run is not listed"
+    );
+    let listed = store.list_ended(before, after, 1000).await.expect("list");
+    assert!(
+        listed
+            .iter()
+            .filter(|r| r.function_id == function)
+            .all(|r| r.ended_at.is_some_and(|t| (before..=after).contains(&t))),
+        "{listed:?}"
+    );
+    assert!(
+        mine(
+            store
+                .list_ended(after + 1, after + 10_000, 1000)
+                .await
+                .expect("list")
+        )
+        .is_empty(),
+        "nothing ended after"
+    );
 }

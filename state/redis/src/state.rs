@@ -150,6 +150,41 @@ impl RedisStateStore {
     /// it under its end time for the retention (the first filing's time is kept). Called
     /// after the script that finished it, and again on every later finish (idempotent), so a
     /// node dying in between leaves no run misfiled for long.
+    /// The summaries of the runs `ids`, in that order, in one pipelined round trip (a run
+    /// deleted meanwhile is left out).
+    async fn summaries(&self, ids: &[String]) -> Result<Vec<RunSummary>> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.keys.run(id))
+                .arg(&["meta", "event", "status", "ended_at"][..]);
+        }
+        let rows: Vec<Vec<Option<String>>> = self.conn.pipe(&pipe).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let [Some(meta), Some(event), Some(status), ended] =
+                <[Option<String>; 4]>::try_from(row).map_err(|_| corrupt("row"))?
+            else {
+                continue;
+            };
+            let meta: Meta = serde_json::from_str(&meta)?;
+            let event: Event = serde_json::from_str(&event)?;
+            let user = event.user_key();
+            out.push(RunSummary {
+                id: meta.id,
+                function_id: meta.function_id,
+                function_version: meta.function_version,
+                status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+                event_id: event.id,
+                event_name: event.name,
+                user,
+                created_at: meta.created_at,
+                ended_at: ended.and_then(|e| e.parse().ok()),
+            });
+        }
+        Ok(out)
+    }
+
     async fn file_finished(&self, run_id: &str, status: &str, created_at: i64) -> Result<()> {
         let mut pipe = redis::pipe();
         pipe.cmd("ZADD")
@@ -428,32 +463,7 @@ impl StateStore for RedisStateStore {
             if ids.is_empty() {
                 break;
             }
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.cmd("HMGET")
-                    .arg(self.keys.run(id))
-                    .arg(&["meta", "event", "status", "ended_at"][..]);
-            }
-            let rows: Vec<Vec<Option<String>>> = self.conn.pipe(&pipe).await?;
-            for row in rows {
-                let [Some(meta), Some(event), Some(status), ended] =
-                    <[Option<String>; 4]>::try_from(row).map_err(|_| corrupt("row"))?
-                else {
-                    continue;
-                };
-                let meta: Meta = serde_json::from_str(&meta)?;
-                let event: Event = serde_json::from_str(&event)?;
-                let summary = RunSummary {
-                    id: meta.id,
-                    function_id: meta.function_id,
-                    function_version: meta.function_version,
-                    status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-                    event_id: event.id.clone(),
-                    event_name: event.name.clone(),
-                    user: event.user_key(),
-                    created_at: meta.created_at,
-                    ended_at: ended.and_then(|e| e.parse().ok()),
-                };
+            for summary in self.summaries(&ids).await? {
                 if filter.matches(&summary) && out.len() < limit {
                     out.push(summary);
                 }
@@ -461,6 +471,25 @@ impl StateStore for RedisStateStore {
             start += page;
         }
         Ok(out)
+    }
+
+    async fn list_ended(&self, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<RunSummary>> {
+        let ids: Vec<String> = self
+            .conn
+            .cmd(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.keys.runs_ended())
+                    .arg(from_ms)
+                    .arg(to_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.summaries(&ids).await
     }
 
     async fn start_attempt(
