@@ -84,7 +84,7 @@ pub(super) async fn celery(args: CeleryArgs) -> weir_core::Result<i32> {
         figures.push(worker_side(&args, &mut conn).await?);
     }
     out!(
-        "{:<28} {:>8} {:>10} {:>10}",
+        "{:<36} {:>8} {:>10} {:>10}",
         "side",
         "tasks",
         "seconds",
@@ -92,7 +92,7 @@ pub(super) async fn celery(args: CeleryArgs) -> weir_core::Result<i32> {
     );
     for f in &figures {
         out!(
-            "{:<28} {:>8} {:>10.2} {:>10.0}",
+            "{:<36} {:>8} {:>10.2} {:>10.0}",
             f.side,
             f.tasks,
             f.seconds,
