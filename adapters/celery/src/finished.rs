@@ -245,6 +245,9 @@ fn may_be_celery(engine: &Engine, function_id: &str) -> bool {
         })
 }
 
+/// At shutdown, the writer stops once no run has finished for this long.
+const DRAIN_QUIET: Duration = Duration::from_secs(2);
+
 /// Results written at once, by the writer of finished runs.
 const WRITERS: usize = 32;
 
@@ -284,10 +287,23 @@ pub async fn write_results(
     };
     let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITERS));
     let mut finished = engine.subscribe_finished();
+    let mut stopping = false;
     loop {
-        let next = tokio::select! {
-            _ = shutdown.raised() => break,
-            next = finished.recv() => next,
+        // At shutdown the engine still finishes the steps in flight: their results are
+        // written until no run has finished for a while.
+        let next = if stopping {
+            match tokio::time::timeout(DRAIN_QUIET, finished.recv()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.raised() => {
+                    stopping = true;
+                    continue;
+                }
+                next = finished.recv() => next,
+            }
         };
         let run_id = match next {
             // Only runs a Celery task can have started are loaded (a round trip each).
