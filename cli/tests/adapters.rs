@@ -225,7 +225,7 @@ async fn an_adapter_scheme_this_build_lacks_fails_the_start() {
     let empty = tempfile::tempdir().expect("tempdir");
     let err = app()
         .serve(serve_config(
-            &["celery+amqp://guest:secret@h/"],
+            &["nosuch+amqp://guest:secret@h/"],
             empty.path(),
         ))
         .await
@@ -233,7 +233,7 @@ async fn an_adapter_scheme_this_build_lacks_fails_the_start() {
     assert_eq!(err.kind(), ErrorKind::Config);
     let text = err.to_string();
     assert!(
-        text.contains("unknown adapter scheme \"celery+amqp\"")
+        text.contains("unknown adapter scheme \"nosuch+amqp\"")
             && text.contains("lines://, broken://, broken+panic://"),
         "{text}"
     );
