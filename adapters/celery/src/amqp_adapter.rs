@@ -21,7 +21,7 @@ use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use weir_core::adapter::{Adapter, Shutdown};
 use weir_core::engine::Engine;
 use weir_core::event::now_ms;
@@ -218,6 +218,8 @@ impl Inner {
             .map_err(|e| amqp_error("starting the consumer", e))?;
         tracing::info!(queue = %self.queue, broker = %self.link.shown(), "celery adapter: consuming");
         let batches = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+        // Each batch acks after the one before it (see `Acks`).
+        let mut previous: Option<oneshot::Receiver<()>> = None;
         let outcome = loop {
             let first = tokio::select! {
                 _ = shutdown.raised() => break Ok(()),
@@ -251,9 +253,12 @@ impl Inner {
                 break Ok(());
             };
             let (inner, engine, shutdown) = (self.clone(), engine.clone(), shutdown.clone());
+            let (acked, next) = oneshot::channel();
+            let earlier = previous.replace(next);
             tokio::spawn(async move {
                 let _permit = permit;
-                inner.handle_batch(&engine, batch, &shutdown).await;
+                inner.handle_batch(&engine, batch, &shutdown, earlier).await;
+                let _ = acked.send(());
             });
         };
         // Let the batches in hand finish (their messages acked or handed back), then leave:
@@ -267,7 +272,14 @@ impl Inner {
 
     /// Decides on each message of a batch and does it; the events to run at once are ingested
     /// together.
-    async fn handle_batch(&self, engine: &Engine, batch: Vec<Delivery>, shutdown: &Shutdown) {
+    async fn handle_batch(
+        &self,
+        engine: &Engine,
+        batch: Vec<Delivery>,
+        shutdown: &Shutdown,
+        earlier: Option<oneshot::Receiver<()>>,
+    ) {
+        let acks = Acks::default();
         let max = engine.config().max_event_bytes;
         let now = now_ms();
         let mut at_once: Vec<(Delivery, Event)> = Vec::with_capacity(batch.len());
@@ -282,22 +294,28 @@ impl Inner {
                     event,
                     due_ms: Some(due),
                 } => {
-                    self.ingest(engine, vec![(delivery, event)], Some(due), shutdown)
+                    self.ingest(engine, vec![(delivery, event)], Some(due), shutdown, &acks)
                         .await;
                 }
                 Intake::Requeue { task_id, queue } => {
-                    self.requeue(&delivery, &task_id, &queue).await;
+                    self.requeue(&delivery, &task_id, &queue, &acks).await;
                 }
                 answer @ Intake::Answer { .. } => {
                     let reply_to = delivery.properties.reply_to().as_ref();
                     let reply_to = reply_to.map(|r| r.as_str().to_string());
-                    self.answer(&delivery, answer, reply_to.as_deref()).await;
+                    self.answer(&delivery, answer, reply_to.as_deref(), &acks)
+                        .await;
                 }
             }
         }
         if !at_once.is_empty() {
-            self.ingest(engine, at_once, None, shutdown).await;
+            self.ingest(engine, at_once, None, shutdown, &acks).await;
         }
+        // One ack for the batch, once the batches before it acked theirs.
+        if let Some(earlier) = earlier {
+            let _ = earlier.await;
+        }
+        acks.flush().await;
     }
 
     /// Ingests the events of `deliveries` (at `due_ms` when given) and acks their messages.
@@ -312,6 +330,7 @@ impl Inner {
         deliveries: Vec<(Delivery, Event)>,
         due_ms: Option<i64>,
         shutdown: &Shutdown,
+        acks: &Acks,
     ) {
         let events: Vec<Event> = deliveries.iter().map(|(_, e)| e.clone()).collect();
         let mut delay = Duration::from_millis(100);
@@ -323,7 +342,7 @@ impl Inner {
             match ingested {
                 Ok(_) => {
                     for (delivery, _) in &deliveries {
-                        ack(delivery).await;
+                        acks.add(delivery);
                     }
                     return;
                 }
@@ -345,7 +364,7 @@ impl Inner {
         if deliveries.len() > 1 {
             // One event may be the cause: each goes alone.
             for one in deliveries {
-                Box::pin(self.ingest(engine, vec![one], due_ms, shutdown)).await;
+                Box::pin(self.ingest(engine, vec![one], due_ms, shutdown, acks)).await;
             }
             return;
         }
@@ -358,13 +377,20 @@ impl Inner {
                 task: None,
                 reason,
             });
-            self.answer(&delivery, answer, reply_to.as_deref()).await;
+            self.answer(&delivery, answer, reply_to.as_deref(), acks)
+                .await;
         }
     }
 
     /// Writes the result of a task weir does not run (when results are written), then acks
     /// its message; a result that cannot be written leaves the message to be taken again.
-    async fn answer(&self, delivery: &Delivery, answer: Intake, reply_to: Option<&str>) {
+    async fn answer(
+        &self,
+        delivery: &Delivery,
+        answer: Intake,
+        reply_to: Option<&str>,
+        acks: &Acks,
+    ) {
         let Intake::Answer {
             task_id,
             state,
@@ -381,13 +407,13 @@ impl Inner {
             hand_back(delivery).await;
             return;
         }
-        ack(delivery).await;
+        acks.add(delivery);
     }
 
     /// Publishes the message unchanged to `queue` through the default exchange (RabbitMQ
     /// confirms it), then acks it; when the publish fails, the message goes back to weir's
     /// queue, to be tried again.
-    async fn requeue(&self, delivery: &Delivery, task_id: &str, queue: &str) {
+    async fn requeue(&self, delivery: &Delivery, task_id: &str, queue: &str, acks: &Acks) {
         // A delivery of a closed channel is back on weir's queue already: handing it on too
         // would make the task run twice.
         if !delivery.acker.usable() {
@@ -404,7 +430,7 @@ impl Inner {
                     queue,
                     "celery adapter: no weir function handles the task; moved to the Celery workers' queue"
                 );
-                ack(delivery).await;
+                acks.add(delivery);
             }
             Err(e) => {
                 tracing::warn!(error = %e, task_id, queue, "celery adapter: cannot move the task to the Celery workers' queue; it goes back to weir's");
@@ -415,18 +441,45 @@ impl Inner {
     }
 }
 
-/// Acks a message; when the channel is gone, RabbitMQ has put it back already (its event id
-/// keeps it from starting a second run when it comes again).
-async fn ack(delivery: &Delivery) {
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::debug!(
-                "celery adapter: a message's channel closed before its ack; RabbitMQ delivers it again"
-            );
+/// The messages of one batch to ack, acked together at the batch's end with one `basic.ack`
+/// of the highest delivery tag (`multiple`), after every earlier batch acked its own: delivery
+/// tags grow along a channel, so that ack covers this batch's messages and nothing later (the
+/// ones handed back were settled by their nack). When the channel is gone, RabbitMQ has put
+/// the messages back already (their event ids keep them from starting second runs).
+#[derive(Default)]
+struct Acks {
+    highest: std::sync::Mutex<Option<(u64, lapin::Acker)>>,
+}
+
+impl Acks {
+    /// `delivery` is done with: it is acked with the batch.
+    fn add(&self, delivery: &Delivery) {
+        if let Ok(mut highest) = self.highest.lock()
+            && highest
+                .as_ref()
+                .is_none_or(|(tag, _)| delivery.delivery_tag > *tag)
+        {
+            *highest = Some((delivery.delivery_tag, delivery.acker.clone()));
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "celery adapter: cannot ack a message; RabbitMQ delivers it again");
+    }
+
+    /// Acks every message added.
+    async fn flush(&self) {
+        let highest = self.highest.lock().ok().and_then(|mut h| h.take());
+        let Some((_, acker)) = highest else {
+            return;
+        };
+        let multiple = BasicAckOptions { multiple: true };
+        match acker.ack(multiple).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(
+                    "celery adapter: a batch's channel closed before its ack; RabbitMQ delivers its messages again"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "celery adapter: cannot ack a batch; RabbitMQ delivers its messages again");
+            }
         }
     }
 }

@@ -286,6 +286,7 @@ pub async fn write_results(
         _ => None,
     };
     let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITERS));
+    let mut writes = tokio::task::JoinSet::new();
     let mut finished = engine.subscribe_finished();
     let mut stopping = false;
     loop {
@@ -318,17 +319,20 @@ pub async fn write_results(
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         };
-        let Ok(permit) = writers.clone().acquire_owned().await else {
-            break;
-        };
+        // The receiving never waits for a writer (a full broadcast would drop finished runs):
+        // each write is a task that waits for its turn.
         let (engine, results, follow_ups) = (engine.clone(), results.clone(), follow_ups.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
+        let writers = writers.clone();
+        writes.spawn(async move {
+            let Ok(_permit) = writers.acquire_owned().await else {
+                return;
+            };
             let _ = write_run(&engine, results.as_ref(), &follow_ups, &run_id, false).await;
         });
+        while writes.try_join_next().is_some() {}
     }
     // Let the writes under way finish.
-    let _ = writers.acquire_many(WRITERS as u32).await;
+    while writes.join_next().await.is_some() {}
     if let Some(sweeper) = sweeper {
         let _ = sweeper.await;
     }
