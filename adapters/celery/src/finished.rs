@@ -261,10 +261,10 @@ pub const SWEEP_WINDOW: Duration = Duration::from_secs(600);
 /// How long after a run finished the sweep first looks at it: the writer of the node that
 /// finished it has had its chance (a result written twice is harmless; a follow-up task sent
 /// twice is not, see [`write_results`]).
-const SWEEP_GRACE: Duration = Duration::from_secs(5);
+pub const SWEEP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs a sweep looks at, at most.
-const SWEEP_RUNS: usize = 2_000;
+pub const SWEEP_RUNS: usize = 2_000;
 
 /// Writes the result of every `celery/…` run that finishes in this process, several at once;
 /// with the Redis result backend, also sweeps the runs finished lately (on any node, or in a
