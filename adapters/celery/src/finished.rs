@@ -443,13 +443,36 @@ async fn write_run(
     }
     let plan = chain::follow_ups(&run.event.data, &state, &follow_ups.routes);
     let mut broken = plan.unsupported;
-    for outgoing in &plan.send {
-        if let Err(e) = follow_ups.sender.send(outgoing).await {
-            broken = Some(format!(
-                "weir could not send the next task ({}) to queue {}: {e}",
-                outgoing.task, outgoing.queue
-            ));
-            break;
+    // With the Redis backend, one node sends a task's follow-ups, once (see
+    // `RedisResults::claim_follow_ups`); the others only write its result.
+    let redis = match results {
+        Some(Results::Redis(redis)) if !plan.send.is_empty() => Some(redis),
+        _ => None,
+    };
+    let send = match redis {
+        Some(redis) => match redis.claim_follow_ups(&task_id, FOLLOW_UPS_CLAIM).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, task_id, "celery adapter: cannot claim the task's follow-ups; the sweep tries again");
+                return true;
+            }
+        },
+        None => true,
+    };
+    if send {
+        for outgoing in &plan.send {
+            if let Err(e) = follow_ups.sender.send(outgoing).await {
+                broken = Some(format!(
+                    "weir could not send the next task ({}) to queue {}: {e}",
+                    outgoing.task, outgoing.queue
+                ));
+                break;
+            }
+        }
+        if let (Some(redis), None) = (redis, &broken)
+            && let Err(e) = redis.follow_ups_sent(&task_id).await
+        {
+            tracing::warn!(error = %e, task_id, "celery adapter: cannot record that the task's follow-ups were sent");
         }
     }
     if let Some(why) = &broken {
@@ -482,6 +505,9 @@ async fn write_run(
     let _ = store(results, &task_id, reply_to, &state).await;
     true
 }
+
+/// How long a node's claim on sending a task's follow-ups holds (it lapses if the node dies).
+const FOLLOW_UPS_CLAIM: Duration = Duration::from_secs(60);
 
 /// Runs a sweep found owing no result (`ignore_result`), so that it does not load them again;
 /// forgotten wholesale past this many.

@@ -104,6 +104,11 @@ pub fn now_iso() -> String {
         .to_string()
 }
 
+/// The key recording that a task's follow-ups were sent.
+fn follow_ups_sent_key(task_id: &str) -> String {
+    format!("weir-celery:follow-ups-sent:{task_id}")
+}
+
 /// The key (and channel) of a task's result.
 pub fn result_key(task_id: &str) -> String {
     format!("celery-task-meta-{task_id}")
@@ -199,7 +204,55 @@ impl RedisResults {
     }
 }
 
+/// Claims the sending of a task's follow-ups (KEYS[1] the claim, KEYS[2] the record that they
+/// were sent; ARGV[1] how long the claim holds, ms): 1 when this caller sends them, 0 when they
+/// were sent already or another caller is sending them.
+const CLAIM_FOLLOW_UPS: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"#;
+
 impl RedisResults {
+    /// Claims the sending of `task_id`'s follow-up tasks (a chain's next task, callbacks) for
+    /// `hold`: false when they were sent already (a result deleted since, by `forget()` or
+    /// eviction, does not make them go again) or another node is sending them (two nodes
+    /// answering the same finished run do not both send). A claim whose holder died lapses.
+    pub async fn claim_follow_ups(&self, task_id: &str, hold: Duration) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let claimed: i64 = redis::Script::new(CLAIM_FOLLOW_UPS)
+            .key(format!("weir-celery:follow-ups-claim:{task_id}"))
+            .key(follow_ups_sent_key(task_id))
+            .arg(hold.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("celery results: claiming the follow-ups of {task_id} failed"),
+                )
+                .with_source(e)
+            })?;
+        Ok(claimed == 1)
+    }
+
+    /// Records that `task_id`'s follow-ups were sent (kept as long as results are).
+    pub async fn follow_ups_sent(&self, task_id: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let mut set = redis::cmd("SET");
+        set.arg(follow_ups_sent_key(task_id)).arg(1);
+        if !self.expires.is_zero() {
+            set.arg("EX").arg(self.expires.as_secs().max(1));
+        }
+        set.query_async::<()>(&mut conn).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("celery results: recording the follow-ups of {task_id} failed"),
+            )
+            .with_source(e)
+        })
+    }
+
     /// Whether a final state (SUCCESS, FAILURE, REVOKED) is stored for each of `task_ids`, in
     /// one round trip (a STARTED or RETRY is not one).
     pub async fn finished(&self, task_ids: &[&str]) -> Result<Vec<bool>> {

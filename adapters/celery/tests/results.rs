@@ -210,3 +210,27 @@ async fn a_client_already_waiting_returns_on_the_publish_not_its_timeout() {
         stored_at.elapsed()
     );
 }
+
+#[tokio::test]
+async fn follow_ups_are_claimed_by_one_sender_and_sent_once() {
+    let Some(env) = env() else { return };
+    let results = RedisResults::connect(&env.redis, DEFAULT_RESULT_EXPIRES)
+        .await
+        .expect("connect");
+    let id = task_id();
+    let hold = Duration::from_millis(300);
+    assert!(results.claim_follow_ups(&id, hold).await.expect("claim"));
+    assert!(
+        !results.claim_follow_ups(&id, hold).await.expect("claim"),
+        "a second node does not send while the first holds the claim"
+    );
+    // The holder died: its claim lapses and another node sends.
+    tokio::time::sleep(hold + Duration::from_millis(100)).await;
+    assert!(results.claim_follow_ups(&id, hold).await.expect("claim"));
+    results.follow_ups_sent(&id).await.expect("sent");
+    tokio::time::sleep(hold + Duration::from_millis(100)).await;
+    assert!(
+        !results.claim_follow_ups(&id, hold).await.expect("claim"),
+        "once sent, never again"
+    );
+}
