@@ -149,15 +149,23 @@ async fn an_adapter_feeds_events_into_runs_and_stops_at_shutdown() {
         "{refused}"
     );
 
-    let runs = engine
-        .state()
-        .list_runs(&Default::default())
-        .await
-        .expect("list");
-    let run = runs
-        .iter()
-        .find(|r| r.event_id == "job-1")
-        .expect("job-1 started a run");
+    // "ok" means the event is stored; its run is created by the router a moment later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let run = loop {
+        let runs = engine
+            .state()
+            .list_runs(&Default::default())
+            .await
+            .expect("list");
+        if let Some(run) = runs.into_iter().find(|r| r.event_id == "job-1") {
+            break run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job-1 started no run"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let run = engine
         .wait_for_run(&run.id, Duration::from_secs(20))
         .await
