@@ -16,7 +16,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use weir_adapter_celery::{CeleryAmqpAdapter, CeleryRedisAdapter};
-use weir_core::adapter::{Adapter, Shutdown};
+use weir_core::adapter::Adapter;
 use weir_core::testkit::{service_url, unique};
 
 /// One test message: its headers, content type and body.
@@ -146,11 +146,7 @@ async fn every_bad_message_is_answered_and_the_good_one_runs(
 ) {
     let dir = adder();
     let (engine, handle) = common::engine(dir.path(), &["adder"]).await;
-    let (trigger, shutdown) = Shutdown::new();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { adapter.run(engine, shutdown).await }
-    });
+    let running = common::run_adapter(adapter, &engine);
     let bad = bad_messages(prefix);
     let (good_id, good) = good(prefix);
     let expected: Vec<(String, &str)> = bad.iter().map(|(id, why, _)| (id.clone(), *why)).collect();
@@ -174,12 +170,7 @@ async fn every_bad_message_is_answered_and_the_good_one_runs(
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
     assert_eq!(meta["result"], 5);
 
-    trigger.raise();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("the adapter stops")
-        .expect("joins")
-        .expect("no error");
+    running.stop().await;
     handle.shutdown().await;
 }
 

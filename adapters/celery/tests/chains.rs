@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use weir_adapter_celery::{CeleryAmqpAdapter, CeleryRedisAdapter};
-use weir_core::adapter::{Adapter, Shutdown};
+use weir_core::adapter::Adapter;
 use weir_core::testkit::{service_url, unique};
 
 /// The worker's tasks; each writes `name args` to `$LOG`. Its routes send `tasks.add` to
@@ -111,11 +111,7 @@ async fn chains_and_callbacks_cross_sides(
     } else {
         Box::new(CeleryAmqpAdapter::open(&url).await.expect("opens"))
     };
-    let (trigger, shutdown) = Shutdown::new();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { adapter.run(engine, shutdown).await }
-    });
+    let running = common::run_adapter(adapter, &engine);
 
     let out = tokio::process::Command::new(python)
         .args(["-c", CLIENT, broker, backend, &weir_queue, &celery_queue])
@@ -161,12 +157,7 @@ async fn chains_and_callbacks_cross_sides(
         "{ran}"
     );
 
-    trigger.raise();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("the adapter stops")
-        .expect("joins")
-        .expect("no error");
+    running.stop().await;
     let _ = worker.kill().await;
     handle.shutdown().await;
 }

@@ -9,11 +9,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use weir_adapter_celery::{CeleryAmqpAdapter, CeleryRedisAdapter};
-use weir_core::adapter::{Adapter, Shutdown};
+use weir_core::adapter::Adapter;
 use weir_core::testkit::{service_url, unique};
 
 /// Sends each task of argv[3] (a JSON list of [name, args, options for `send_task`]) to queue
@@ -77,11 +75,7 @@ async fn a_celery_client_gets_what_a_worker_would_give(
 ) {
     let dir = functions();
     let (engine, handle) = common::engine(dir.path(), &["adder", "echo", "failer"]).await;
-    let (trigger, shutdown) = Shutdown::new();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { adapter.run(engine, shutdown).await }
-    });
+    let running = common::run_adapter(adapter, &engine);
 
     let tasks = json!([
         ["tasks.add", [2, 3], {}],
@@ -143,12 +137,7 @@ async fn a_celery_client_gets_what_a_worker_would_give(
     );
     assert_eq!(data["retries"], 0, "{data}");
 
-    trigger.raise();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("the adapter stops at shutdown")
-        .expect("joins")
-        .expect("no error");
+    running.stop().await;
     handle.shutdown().await;
 }
 

@@ -10,11 +10,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use weir_adapter_celery::{CeleryAmqpAdapter, CeleryRedisAdapter};
-use weir_core::adapter::{Adapter, Shutdown};
+use weir_core::adapter::Adapter;
 use weir_core::run::{RunFilter, RunStatus};
 use weir_core::testkit::{service_url, unique};
 
@@ -103,11 +102,7 @@ async fn a_celery_worker_and_weir_share_the_work_each_task_once(
         .expect("the Celery worker starts");
 
     let adapter = weir_adapter_celery_open(&adapter_url(&weir_queue, &celery_queue)).await;
-    let (trigger, shutdown) = Shutdown::new();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { adapter.run(engine, shutdown).await }
-    });
+    let running = common::run_adapter(adapter, &engine);
 
     let out = tokio::process::Command::new(python)
         .args(["-c", CLIENT, broker, &weir_queue, &celery_queue])
@@ -156,12 +151,7 @@ async fn a_celery_worker_and_weir_share_the_work_each_task_once(
         "no task ran twice on the worker"
     );
 
-    trigger.raise();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("the adapter stops")
-        .expect("joins")
-        .expect("no error");
+    running.stop().await;
     let _ = worker.kill().await;
     handle.shutdown().await;
 }

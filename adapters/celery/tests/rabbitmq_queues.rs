@@ -9,11 +9,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use weir_adapter_celery::CeleryAmqpAdapter;
-use weir_core::adapter::{Adapter, Shutdown};
 use weir_core::testkit::{service_url, unique};
 
 /// Sends argv[5] (JSON: [[args, options], …]) as `tasks.add` to queue argv[3] on broker
@@ -76,18 +73,9 @@ async fn with_adapter(url: &str, client: impl AsyncFnOnce() -> Vec<Value>) -> Ve
     let adapter = CeleryAmqpAdapter::open(url)
         .await
         .expect("the adapter opens");
-    let (trigger, shutdown) = Shutdown::new();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { adapter.run(engine, shutdown).await }
-    });
+    let running = common::run_adapter(Box::new(adapter), &engine);
     let answers = client().await;
-    trigger.raise();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("the adapter stops")
-        .expect("joins")
-        .expect("no error");
+    running.stop().await;
     handle.shutdown().await;
     answers
 }

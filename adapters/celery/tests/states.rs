@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use weir_adapter_celery::CeleryRedisAdapter;
-use weir_core::adapter::{Adapter, Shutdown};
 use weir_core::testkit::{service_url, unique};
 
 /// Sends `tasks.slow` and `tasks.flaky` to queue argv[2] on Redis argv[1], polls each one's
@@ -70,11 +67,7 @@ async fn a_client_sees_started_then_retry_then_success() {
     ))
     .await
     .expect("the adapter opens");
-    let (trigger, shutdown) = Shutdown::new();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { adapter.run(engine, shutdown).await }
-    });
+    let running = common::run_adapter(Box::new(adapter), &engine);
 
     let out = tokio::process::Command::new(&python)
         .args(["-c", CLIENT, &redis, &queue])
@@ -106,11 +99,6 @@ async fn a_client_sees_started_then_retry_then_success() {
     );
     assert_eq!(answers["tasks.flaky"]["value"], 7);
 
-    trigger.raise();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("the adapter stops")
-        .expect("joins")
-        .expect("no error");
+    running.stop().await;
     handle.shutdown().await;
 }

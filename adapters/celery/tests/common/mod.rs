@@ -51,3 +51,29 @@ pub fn encoded(url: &str) -> String {
         .replace('&', "%26")
         .replace('@', "%40")
 }
+
+/// An adapter running beside an engine, for a test.
+pub struct Running {
+    trigger: weir_core::adapter::ShutdownTrigger,
+    task: tokio::task::JoinHandle<weir_core::Result<()>>,
+}
+
+/// Runs `adapter` for `engine` until [`Running::stop`].
+pub fn run_adapter(adapter: Box<dyn weir_core::adapter::Adapter>, engine: &Engine) -> Running {
+    let (trigger, shutdown) = weir_core::adapter::Shutdown::new();
+    let engine = engine.clone();
+    let task = tokio::spawn(async move { adapter.run(engine, shutdown).await });
+    Running { trigger, task }
+}
+
+impl Running {
+    /// Raises shutdown and checks that the adapter returns without an error within 10 s.
+    pub async fn stop(self) {
+        self.trigger.raise();
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.task)
+            .await
+            .expect("the adapter stops at shutdown")
+            .expect("joins")
+            .expect("no error");
+    }
+}
