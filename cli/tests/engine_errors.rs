@@ -334,6 +334,9 @@ impl StateStore for RefusingStore {
     async fn get_blob(&self, id: &str) -> Result<Option<Bytes>> {
         self.0.get_blob(id).await
     }
+    async fn claim_blob(&self, id: &str, data: Bytes, ttl: Duration) -> Result<bool> {
+        self.0.claim_blob(id, data, ttl).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

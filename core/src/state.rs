@@ -430,4 +430,11 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// The blob stored under `id`, unless it expired.
     async fn get_blob(&self, id: &str) -> Result<Option<bytes::Bytes>>;
+
+    /// Keeps `data` under `id` for `ttl` unless a blob that has not expired has that id; true
+    /// when this call stored it. Atomic: of several calls at once (from any node), one gets
+    /// true. A claim that lapses with its `ttl` can be taken again, so a claimer that dies
+    /// frees its work (adapters use it so that one node sends what a finished task owes).
+    async fn claim_blob(&self, id: &str, data: bytes::Bytes, ttl: std::time::Duration)
+    -> Result<bool>;
 }

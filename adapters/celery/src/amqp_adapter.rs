@@ -510,12 +510,14 @@ impl Adapter for CeleryAmqpAdapter {
             )),
             routes: self.inner.routes.clone(),
         };
+        let gate = finished::ProgressGate::default();
         let progress = self.inner.results.clone().map(|results| {
             tokio::spawn(finished::write_progress(
                 engine.clone(),
                 results,
                 self.inner.queue.clone(),
                 self.inner.track_started,
+                gate.clone(),
                 shutdown.clone(),
             ))
         });
@@ -523,6 +525,7 @@ impl Adapter for CeleryAmqpAdapter {
             engine.clone(),
             self.inner.results.clone(),
             follow_ups,
+            gate,
             shutdown.clone(),
         )));
         let mut failures: u32 = 0;

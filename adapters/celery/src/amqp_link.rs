@@ -190,8 +190,8 @@ impl AmqpLink {
     }
 }
 
-/// Publishes messages one confirmed publish at a time on a channel of its own (opened again
-/// after an error).
+/// Publishes confirmed messages on a channel of its own, many at once (opened again after an
+/// error).
 #[derive(Clone, Debug)]
 pub struct Publisher {
     link: AmqpLink,
@@ -219,19 +219,9 @@ impl Publisher {
         properties: BasicProperties,
         mandatory: bool,
     ) -> Result<()> {
-        let mut slot = self.channel.lock().await;
-        let channel = match slot.as_ref().filter(|c| c.status().connected()) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = self.link.channel().await?;
-                channel
-                    .confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .map_err(|e| amqp_error("enabling publisher confirms", e))?;
-                *slot = Some(channel.clone());
-                channel
-            }
-        };
+        let channel = self.channel().await?;
+        // The lock is only held to pick the channel: publishes share it and wait for their
+        // confirms side by side (RabbitMQ confirms each by its delivery tag).
         let outcome = async {
             let confirm = channel
                 .basic_publish(
@@ -244,32 +234,70 @@ impl Publisher {
                     body,
                     properties,
                 )
-                .await
-                .map_err(|e| amqp_error("publishing", e))?;
+                .await;
+            let confirm = match confirm {
+                Ok(confirm) => confirm,
+                Err(e) => return (Err(amqp_error("publishing", e)), false),
+            };
             match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-                Ok(Ok(Confirmation::Nack(_))) => Err(Error::new(
-                    ErrorKind::Unavailable,
-                    "celery amqp: RabbitMQ refused the message (publisher nack)",
-                )),
-                Ok(Ok(Confirmation::Ack(Some(_)))) => Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "celery amqp: no queue took the message (is there a queue {routing_key}?)"
-                    ),
-                )),
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(amqp_error("waiting for the publish confirm", e)),
-                Err(_) => Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!("celery amqp: no publish confirm within {CONFIRM_TIMEOUT:?}"),
-                )),
+                Ok(Ok(Confirmation::Nack(_))) => (
+                    Err(Error::new(
+                        ErrorKind::Unavailable,
+                        "celery amqp: RabbitMQ refused the message (publisher nack)",
+                    )),
+                    true,
+                ),
+                Ok(Ok(Confirmation::Ack(Some(_)))) => (
+                    Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "celery amqp: no queue took the message (is there a queue {routing_key}?)"
+                        ),
+                    )),
+                    true,
+                ),
+                Ok(Ok(_)) => (Ok(()), true),
+                Ok(Err(e)) => (Err(amqp_error("waiting for the publish confirm", e)), false),
+                Err(_) => (
+                    Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!("celery amqp: no publish confirm within {CONFIRM_TIMEOUT:?}"),
+                    )),
+                    false,
+                ),
             }
         }
         .await;
-        if outcome.is_err() {
-            // The channel may be closed or stuck: the next publish opens another.
-            *slot = None;
+        // A refused or unroutable message leaves the channel as it was; a closed channel or a
+        // confirm that never came does not.
+        let (outcome, channel_ok) = outcome;
+        if !channel_ok || !channel.status().connected() {
+            self.forget(&channel).await;
         }
         outcome
+    }
+
+    /// The open confirm channel, opened (again) when there is none or it closed.
+    async fn channel(&self) -> Result<Channel> {
+        let mut slot = self.channel.lock().await;
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = self.link.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| amqp_error("enabling publisher confirms", e))?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Drops `channel` if it is still the one in use, so that the next publish opens another
+    /// (a publish that failed may have left it closed or stuck).
+    async fn forget(&self, channel: &Channel) {
+        let mut slot = self.channel.lock().await;
+        if slot.as_ref() == Some(channel) {
+            *slot = None;
+        }
     }
 }

@@ -12,6 +12,8 @@ use weir_core::{Event, Result};
 
 use crate::amqp_link::Publisher;
 use crate::chain::{self, Outgoing, Routes};
+use crate::ledger::Ledger;
+pub use crate::progress_gate::ProgressGate;
 use crate::redis_queue::RedisQueue;
 use crate::results::{RedisResults, TaskState};
 use crate::rpc_results::RpcResults;
@@ -251,40 +253,66 @@ const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// Results written at once, by the writer of finished runs.
 const WRITERS: usize = 32;
 
-/// How often the Redis result backend is swept for results still owed.
+/// How often the runs finished lately are swept for tasks still owed an answer.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
-/// How far back a sweep looks: runs that finished longer ago are left alone (their result was
-/// written, or has expired since).
+/// How far back a sweep looks: runs that finished longer ago are left alone (they were
+/// answered, or their result has expired since).
 pub const SWEEP_WINDOW: Duration = Duration::from_secs(600);
 
 /// How long after a run finished the sweep first looks at it: the writer of the node that
-/// finished it has had its chance (a result written twice is harmless; a follow-up task sent
-/// twice is not, see [`write_results`]).
+/// finished it has had its chance (see [`crate::ledger`] for how the two never both send a
+/// task's follow-ups).
 pub const SWEEP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs a sweep looks at, at most.
 pub const SWEEP_RUNS: usize = 2_000;
 
-/// Writes the result of every `celery/…` run that finishes in this process, several at once;
-/// with the Redis result backend, also sweeps the runs finished lately (on any node, or in a
-/// node that died before writing) for results still missing, every [`SWEEP_EVERY`].
+/// What the writer of finished runs and the sweep need to answer a task.
+#[derive(Debug, Clone)]
+struct Answering {
+    engine: Engine,
+    results: Option<Results>,
+    follow_ups: FollowUps,
+    ledger: Ledger,
+    gate: ProgressGate,
+}
+
+/// What became of a finished run handed to [`write_run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Its task was answered here (result, follow-ups, record).
+    Written,
+    /// Nothing is owed for it (not a Celery task of this queue; with the Redis backend, an
+    /// `ignore_result` task whose follow-ups were sent).
+    NotOwed,
+    /// Another node answers it, or it could not be answered now (the sweep tries again).
+    NotHere,
+}
+
+/// Answers every `celery/…` run that finishes in this process (its result, its follow-up
+/// tasks), several at once, and sweeps the runs finished lately (on any node, or in a node
+/// that died before answering them) for tasks still owed, every [`SWEEP_EVERY`]. `gate` is
+/// shared with [`write_progress`], so that no progress report follows a final state.
 pub async fn write_results(
     engine: Engine,
     results: Option<Results>,
     follow_ups: FollowUps,
+    gate: ProgressGate,
     mut shutdown: Shutdown,
 ) {
-    let sweeper = match &results {
-        Some(Results::Redis(redis)) => Some(tokio::spawn(sweep(
-            engine.clone(),
-            results.clone(),
-            follow_ups.clone(),
-            redis.clone(),
-            shutdown.clone(),
-        ))),
-        _ => None,
+    let ledger = match &results {
+        Some(Results::Redis(redis)) => Ledger::Redis(redis.clone()),
+        _ => Ledger::State(engine.state().clone()),
     };
+    let answering = Answering {
+        engine: engine.clone(),
+        results,
+        follow_ups,
+        ledger,
+        gate,
+    };
+    let sweeper = tokio::spawn(sweep(answering.clone(), shutdown.clone()));
     let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITERS));
     let mut writes = tokio::task::JoinSet::new();
     let mut finished = engine.subscribe_finished();
@@ -313,7 +341,7 @@ pub async fn write_results(
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(
                     missed = n,
-                    "celery adapter: finished runs missed by the writer (with the Redis result backend, the sweep writes their results)"
+                    "celery adapter: finished runs missed by the writer (the sweep answers their tasks)"
                 );
                 continue;
             }
@@ -321,33 +349,33 @@ pub async fn write_results(
         };
         // The receiving never waits for a writer (a full broadcast would drop finished runs):
         // each write is a task that waits for its turn.
-        let (engine, results, follow_ups) = (engine.clone(), results.clone(), follow_ups.clone());
+        let answering = answering.clone();
         let writers = writers.clone();
         writes.spawn(async move {
             let Ok(_permit) = writers.acquire_owned().await else {
                 return;
             };
-            let _ = write_run(&engine, results.as_ref(), &follow_ups, &run_id, false).await;
+            let _ = write_run(&answering, &run_id, false).await;
         });
         while writes.try_join_next().is_some() {}
     }
     // Let the writes under way finish.
     while writes.join_next().await.is_some() {}
-    if let Some(sweeper) = sweeper {
-        let _ = sweeper.await;
-    }
+    let _ = sweeper.await;
 }
 
 /// Writes the STARTED (with `track_started`, as Celery's `task_track_started`) and RETRY
 /// states of the `celery/…` runs whose steps start or wait for a retry in this process, until
 /// shutdown. STARTED when a first step's first attempt starts, or an attempt after a retry;
 /// RETRY when a step failed and waits for its backoff. A final state stored already is never
-/// replaced by these.
+/// replaced by these (the Redis backend refuses them; `gate`, shared with [`write_results`],
+/// keeps this process from sending one after the final state).
 pub async fn write_progress(
     engine: Engine,
     results: Results,
     queue: String,
     track_started: bool,
+    gate: ProgressGate,
     mut shutdown: Shutdown,
 ) {
     let mut progress = engine.subscribe_progress();
@@ -395,8 +423,12 @@ pub async fn write_progress(
         if event.data["ignore_result"] == true {
             continue;
         }
+        let task_id = task_id_of(&event);
+        let Some(_pass) = gate.report(&task_id).await else {
+            continue;
+        };
         let reply_to = event.data["reply_to"].as_str();
-        let _ = store(&results, &task_id_of(&event), reply_to, &state).await;
+        let _ = store(&results, &task_id, reply_to, &state).await;
     }
 }
 
@@ -406,71 +438,80 @@ fn is_ours(event: &Event, queue: &str) -> bool {
     event.data.get("queue").is_none_or(|q| q == queue)
 }
 
-/// Loads the finished run `run_id` of a Celery task, sends the tasks that follow it (chain,
-/// callbacks, errbacks) and then writes its result (so that a crash in between leaves the
-/// result missing, and the sweep sends them again: at least once). False when no result is
-/// owed (not a Celery task, `ignore_result`; the sweep, `from_sweep`, sends nothing for such a
-/// task, which it cannot tell apart from one already handled).
-async fn write_run(
-    engine: &Engine,
-    results: Option<&Results>,
-    follow_ups: &FollowUps,
-    run_id: &str,
-    from_sweep: bool,
-) -> bool {
-    let run = match engine.state().get_run(run_id).await {
+/// Answers the task of the finished run `run_id`: sends the tasks that follow it (chain,
+/// callbacks, errbacks), then writes its result, then records that it was answered (so that
+/// a crash in between leaves the task owed, and the sweep answers it again: at least once).
+/// Where the task has follow-ups (or the sweep answers it without the Redis backend), the
+/// node first claims it in the [`Ledger`], so that of a writer and sweeps at once, one sends
+/// them.
+async fn write_run(a: &Answering, run_id: &str, from_sweep: bool) -> Answer {
+    let run = match a.engine.state().get_run(run_id).await {
         Ok(Some(run)) if run.event.name.starts_with("celery/") => run,
-        Ok(_) => return false,
+        Ok(_) => return Answer::NotOwed,
         Err(e) => {
             tracing::warn!(error = %e, run_id, "celery adapter: cannot read a finished run");
-            return true;
+            return Answer::NotHere;
         }
     };
-    if !is_ours(&run.event, &follow_ups.queue) {
-        return false;
+    if !is_ours(&run.event, &a.follow_ups.queue) {
+        return Answer::NotOwed;
     }
     let ignore_result = run.event.data["ignore_result"] == true;
-    if ignore_result && from_sweep {
-        return false;
-    }
-    let state = run_result(engine, &run);
+    let replies = a.results.as_ref().filter(|_| !ignore_result);
+    let state = run_result(&a.engine, &run);
     let task_id = task_id_of(&run.event);
-    if chain::has_chord(&run.event.data) {
+    let plan = chain::follow_ups(&run.event.data, &state, &a.follow_ups.routes);
+    let has_follow_ups = !plan.send.is_empty();
+    // With the Redis backend an `ignore_result` task's answer is its follow-ups alone.
+    if matches!(a.ledger, Ledger::Redis(_)) && replies.is_none() && !has_follow_ups {
+        return Answer::NotOwed;
+    }
+    let claimed = if a.ledger.must_claim(has_follow_ups, from_sweep) {
+        match a.ledger.claim(&task_id).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, task_id, "celery adapter: cannot claim the task's answer; the sweep tries again");
+                return Answer::NotHere;
+            }
+        }
+    } else {
+        true
+    };
+    if !claimed {
+        match (&a.ledger, replies) {
+            // The Redis backend: the follow-ups were sent, or are being sent, elsewhere; the
+            // result is written again, harmlessly.
+            (Ledger::Redis(_), Some(_)) => {}
+            (Ledger::Redis(_), None) => return Answer::NotOwed,
+            // Another node answers the task (or has).
+            (Ledger::State(_), _) => return Answer::NotHere,
+        }
+    }
+    if chain::has_chord(&run.event.data) && claimed {
         tracing::warn!(
             task_id,
             "celery adapter: the task is part of a chord, which weir does not follow: the chord's callback is not sent"
         );
     }
-    let plan = chain::follow_ups(&run.event.data, &state, &follow_ups.routes);
     let mut broken = plan.unsupported;
-    // With the Redis backend, one node sends a task's follow-ups, once (see
-    // `RedisResults::claim_follow_ups`); the others only write its result.
-    let redis = match results {
-        Some(Results::Redis(redis)) if !plan.send.is_empty() => Some(redis),
-        _ => None,
-    };
-    let send = match redis {
-        Some(redis) => match redis.claim_follow_ups(&task_id, FOLLOW_UPS_CLAIM).await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::warn!(error = %e, task_id, "celery adapter: cannot claim the task's follow-ups; the sweep tries again");
-                return true;
-            }
-        },
-        None => true,
-    };
-    if send {
+    let mut sent = false;
+    if claimed && has_follow_ups {
+        sent = true;
         for outgoing in &plan.send {
-            if let Err(e) = follow_ups.sender.send(outgoing).await {
+            if let Err(e) = a.follow_ups.sender.send(outgoing).await {
                 broken = Some(format!(
                     "weir could not send the next task ({}) to queue {}: {e}",
                     outgoing.task, outgoing.queue
                 ));
+                sent = false;
                 break;
             }
         }
-        if let (Some(redis), None) = (redis, &broken)
-            && let Err(e) = redis.follow_ups_sent(&task_id).await
+        // With the Redis backend the record of the follow-ups comes before the result, which
+        // is what the sweep looks for.
+        if sent
+            && matches!(a.ledger, Ledger::Redis(_))
+            && let Err(e) = a.ledger.answered(&task_id, true).await
         {
             tracing::warn!(error = %e, task_id, "celery adapter: cannot record that the task's follow-ups were sent");
         }
@@ -482,49 +523,46 @@ async fn write_run(
             "celery adapter: the chain stops here; its remaining tasks get a FAILURE"
         );
     }
-    let Some(results) = results.filter(|_| !ignore_result) else {
-        return !ignore_result;
-    };
-    let reply_to = run.event.data["reply_to"].as_str();
-    // A failed task fails the rest of its chain, as a worker marks it: each task of it that
-    // the client may wait on gets the same FAILURE; so does a chain weir cannot go on with.
-    let rest_fails = match (&state, broken) {
-        (TaskState::Failure { .. }, _) => Some(state.clone()),
-        (_, Some(why)) => Some(TaskState::Failure {
-            exc_type: "ChainNotContinued".into(),
-            exc_module: None,
-            message: why,
-        }),
-        _ => None,
-    };
-    if let Some(failure) = rest_fails {
-        for id in chain::rest_of_chain_ids(&run.event.data) {
-            let _ = store(results, &id, reply_to, &failure).await;
+    if let Some(results) = replies {
+        let reply_to = run.event.data["reply_to"].as_str();
+        // A failed task fails the rest of its chain, as a worker marks it: each task of it
+        // that the client may wait on gets the same FAILURE; so does a chain weir cannot go
+        // on with.
+        let rest_fails = match (&state, broken) {
+            (TaskState::Failure { .. }, _) => Some(state.clone()),
+            (_, Some(why)) => Some(TaskState::Failure {
+                exc_type: "ChainNotContinued".into(),
+                exc_module: None,
+                message: why,
+            }),
+            _ => None,
+        };
+        if let Some(failure) = rest_fails {
+            for id in chain::rest_of_chain_ids(&run.event.data) {
+                let _ = store(results, &id, reply_to, &failure).await;
+            }
         }
+        a.gate.close(&task_id).await;
+        let _ = store(results, &task_id, reply_to, &state).await;
     }
-    let _ = store(results, &task_id, reply_to, &state).await;
-    true
+    if matches!(a.ledger, Ledger::State(_))
+        && let Err(e) = a.ledger.answered(&task_id, sent).await
+    {
+        tracing::warn!(error = %e, task_id, "celery adapter: cannot record that the task was answered");
+    }
+    Answer::Written
 }
 
-/// How long a node's claim on sending a task's follow-ups holds (it lapses if the node dies).
-const FOLLOW_UPS_CLAIM: Duration = Duration::from_secs(60);
-
-/// Runs a sweep found owing no result (`ignore_result`), so that it does not load them again;
-/// forgotten wholesale past this many.
+/// Runs a sweep found owing nothing, so that it does not load them again; forgotten
+/// wholesale past this many.
 const NOT_OWED_KEPT: usize = 100_000;
 
-/// Every [`SWEEP_EVERY`] until shutdown: the runs of the functions a Celery task may start
-/// that finished in the last [`SWEEP_WINDOW`] (and over a second ago, so the writer had its
-/// chance) whose result is missing from the backend get it written. Covers a node that died
-/// between finishing a run and writing its result, runs finished on nodes without the
-/// adapter, and a writer that fell behind.
-async fn sweep(
-    engine: Engine,
-    results: Option<Results>,
-    follow_ups: FollowUps,
-    redis: RedisResults,
-    mut shutdown: Shutdown,
-) {
+/// Every [`SWEEP_EVERY`] until shutdown: the runs of Celery tasks that finished in the last
+/// [`SWEEP_WINDOW`] (and over [`SWEEP_GRACE`] ago, so the writer had its chance) whose task
+/// the [`Ledger`] does not show answered are answered. Covers a node that died between
+/// finishing a run and answering its task, runs finished on nodes without the adapter, and a
+/// writer that fell behind.
+async fn sweep(a: Answering, mut shutdown: Shutdown) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cursor = SweepCursor::default();
@@ -537,48 +575,40 @@ async fn sweep(
         if cursor.not_owed.len() > NOT_OWED_KEPT {
             cursor.not_owed.clear();
         }
-        // From time to time the whole window again: a result whose write failed then is
-        // tried once more.
+        // From time to time the whole window again: a task whose answer failed then (or
+        // whose claimer died) is tried once more.
         if sweeps.is_multiple_of(FULL_PASS_EVERY) {
             cursor.from_ms = None;
         }
         sweeps += 1;
-        if let Err(e) =
-            sweep_once(&engine, results.as_ref(), &follow_ups, &redis, &mut cursor).await
-        {
-            tracing::warn!(error = %e, "celery adapter: sweeping for missing results failed");
+        if let Err(e) = sweep_once(&a, &mut cursor).await {
+            tracing::warn!(error = %e, "celery adapter: sweeping for tasks still owed failed");
         }
     }
 }
 
-/// Where the sweep goes on from, and the runs it found owing no result.
+/// Where the sweep goes on from, and the runs it found owing nothing.
 #[derive(Debug, Default)]
-pub struct SweepCursor {
+struct SweepCursor {
     /// The end time the next sweep starts at (`None`: the start of the window).
-    pub from_ms: Option<i64>,
-    /// Runs known to owe no result (`ignore_result`, another queue's).
-    pub not_owed: std::collections::HashSet<String>,
+    from_ms: Option<i64>,
+    /// Runs known to owe nothing (`ignore_result`, another queue's).
+    not_owed: std::collections::HashSet<String>,
 }
 
 /// Every this many sweeps, the sweep goes over the whole window again.
 const FULL_PASS_EVERY: u64 = 30;
 
-/// One sweep for results still owed (see [`write_results`]): the runs that ended between
-/// the cursor (or the start of the window) and [`SWEEP_GRACE`] ago, at most [`SWEEP_RUNS`],
-/// earliest end first (`StateStore::list_ended`); the cursor moves past them. Returns how
-/// many results it wrote.
-pub async fn sweep_once(
-    engine: &Engine,
-    results: Option<&Results>,
-    follow_ups: &FollowUps,
-    redis: &RedisResults,
-    cursor: &mut SweepCursor,
-) -> Result<usize> {
+/// One sweep (see [`sweep`]): the runs that ended between the cursor (or the start of the
+/// window) and [`SWEEP_GRACE`] ago, at most [`SWEEP_RUNS`], earliest end first
+/// (`StateStore::list_ended`); the cursor moves past them. Returns how many tasks it
+/// answered.
+async fn sweep_once(a: &Answering, cursor: &mut SweepCursor) -> Result<usize> {
     let now = weir_core::event::now_ms();
     let oldest = now - SWEEP_WINDOW.as_millis() as i64;
     let newest = now - SWEEP_GRACE.as_millis() as i64;
     let from = cursor.from_ms.unwrap_or(oldest).max(oldest);
-    let ended = engine.state().list_ended(from, newest, SWEEP_RUNS).await?;
+    let ended = a.engine.state().list_ended(from, newest, SWEEP_RUNS).await?;
     cursor.from_ms = Some(match ended.last() {
         // A full page: go on from its last end (runs ending in the same millisecond are
         // looked at again, harmlessly).
@@ -597,21 +627,24 @@ pub async fn sweep_once(
         .iter()
         .map(|r| task_id_of_event_id(&r.event_id))
         .collect();
-    let present = redis.finished(&task_ids).await?;
+    let settled = a.ledger.settled(&task_ids).await?;
     let mut written = 0;
-    for (run, present) in owed.iter().zip(present) {
-        if !present {
-            if write_run(engine, results, follow_ups, &run.id, true).await {
-                written += 1;
-            } else {
+    for (run, settled) in owed.iter().zip(settled) {
+        if settled {
+            continue;
+        }
+        match write_run(a, &run.id, true).await {
+            Answer::Written => written += 1,
+            Answer::NotOwed => {
                 not_owed.insert(run.id.clone());
             }
+            Answer::NotHere => {}
         }
     }
     if written > 0 {
         tracing::info!(
-            results = written,
-            "celery adapter: results written by the sweep"
+            tasks = written,
+            "celery adapter: tasks answered by the sweep"
         );
     }
     Ok(written)

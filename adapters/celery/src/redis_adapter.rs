@@ -320,12 +320,14 @@ impl Adapter for CeleryRedisAdapter {
             sender: Sender::Redis(Box::new(self.queue.clone())),
             routes: self.routes.clone(),
         };
+        let gate = finished::ProgressGate::default();
         let progress = self.results.clone().map(|results| {
             tokio::spawn(finished::write_progress(
                 engine.clone(),
                 results,
                 self.queue.name().to_string(),
                 self.track_started,
+                gate.clone(),
                 shutdown.clone(),
             ))
         });
@@ -333,6 +335,7 @@ impl Adapter for CeleryRedisAdapter {
             engine.clone(),
             self.results.clone(),
             follow_ups,
+            gate,
             shutdown.clone(),
         )));
         // A take is never cut short (what it moved would be held by nobody): shutdown is

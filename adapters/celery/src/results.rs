@@ -142,6 +142,7 @@ pub struct RedisResults {
     conn: redis::aio::MultiplexedConnection,
     expires: Duration,
     script: redis::Script,
+    claim_script: redis::Script,
 }
 
 impl std::fmt::Debug for RedisResults {
@@ -175,6 +176,7 @@ impl RedisResults {
             conn,
             expires,
             script: redis::Script::new(STORE),
+            claim_script: redis::Script::new(CLAIM_FOLLOW_UPS),
         })
     }
 
@@ -220,7 +222,8 @@ impl RedisResults {
     /// answering the same finished run do not both send). A claim whose holder died lapses.
     pub async fn claim_follow_ups(&self, task_id: &str, hold: Duration) -> Result<bool> {
         let mut conn = self.conn.clone();
-        let claimed: i64 = redis::Script::new(CLAIM_FOLLOW_UPS)
+        let claimed: i64 = self
+            .claim_script
             .key(format!("weir-celery:follow-ups-claim:{task_id}"))
             .key(follow_ups_sent_key(task_id))
             .arg(hold.as_millis().max(1) as u64)

@@ -42,6 +42,7 @@ pub async fn run_all(factory: &dyn Factory<dyn StateStore>) {
     finish_run_once_and_list_runs(factory).await;
     last_open_step_finishes_the_run(factory).await;
     blobs_round_trip_and_expire(factory).await;
+    blob_claims_have_one_winner_and_lapse(factory).await;
     expired_leases_are_taken_over(factory).await;
     joins_are_decided_once(factory).await;
     start_with_state_returns_the_run_state(factory).await;
@@ -173,6 +174,56 @@ pub async fn blobs_round_trip_and_expire(factory: &dyn Factory<dyn StateStore>) 
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.get_blob(&short).await.expect("get"), None, "expired");
     assert_eq!(store.get_blob(&unique("nope")).await.expect("get"), None);
+}
+
+/// Of 16 claims of one blob id at once, exactly one wins and its data is kept; a claim of a
+/// live blob (also one stored by `put_blob`) fails; once the winner's TTL passed, the id can
+/// be claimed again.
+pub async fn blob_claims_have_one_winner_and_lapse(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
+    let id = unique("claim");
+    let claims = (0..16u8).map(|i| {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            let won = store
+                .claim_blob(&id, bytes::Bytes::from(vec![i]), Duration::from_millis(400))
+                .await
+                .expect("claim");
+            (i, won)
+        }
+    });
+    let outcomes = futures::future::join_all(claims).await;
+    let winners: Vec<u8> = outcomes.iter().filter(|(_, won)| *won).map(|(i, _)| *i).collect();
+    assert_eq!(winners.len(), 1, "one claim wins: {outcomes:?}");
+    assert_eq!(
+        store.get_blob(&id).await.expect("get").as_deref(),
+        Some(&[winners[0]][..]),
+        "the winner's data is kept"
+    );
+    let stored = unique("claim");
+    store
+        .put_blob(&stored, bytes::Bytes::from_static(b"put"), Duration::from_secs(60))
+        .await
+        .expect("put");
+    assert!(
+        !store
+            .claim_blob(&stored, bytes::Bytes::from_static(b"claim"), Duration::from_secs(60))
+            .await
+            .expect("claim a stored blob"),
+        "a blob stored by put_blob is not claimed"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        store
+            .claim_blob(&id, bytes::Bytes::from_static(b"again"), Duration::from_secs(60))
+            .await
+            .expect("claim again"),
+        "a lapsed claim can be taken again"
+    );
+    assert_eq!(
+        store.get_blob(&id).await.expect("get").as_deref(),
+        Some(&b"again"[..])
+    );
 }
 
 /// The transition that closes a run's last open step finishes the run in the same call:

@@ -500,6 +500,22 @@ impl StateStore for MemoryStateStore {
         Ok(())
     }
 
+    async fn claim_blob(
+        &self,
+        id: &str,
+        data: bytes::Bytes,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let now = weir_core::event::now_ms();
+        let mut inner = self.inner.lock();
+        if inner.blobs.get(id).is_some_and(|(_, expires)| *expires > now) {
+            return Ok(false);
+        }
+        let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        inner.blobs.insert(id.to_string(), (data, expires));
+        Ok(true)
+    }
+
     async fn get_blob(&self, id: &str) -> Result<Option<bytes::Bytes>> {
         let now = weir_core::event::now_ms();
         let inner = self.inner.lock();

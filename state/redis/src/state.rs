@@ -868,6 +868,23 @@ impl StateStore for RedisStateStore {
         self.conn.cmd::<()>(&cmd).await
     }
 
+    async fn claim_blob(
+        &self,
+        id: &str,
+        data: bytes::Bytes,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.blob(id))
+            .arg(&data[..])
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        // `SET … NX` answers OK when it stored the value, nil when the key exists.
+        let stored: Option<String> = self.conn.cmd(&cmd).await?;
+        Ok(stored.is_some())
+    }
+
     async fn get_blob(&self, id: &str) -> Result<Option<bytes::Bytes>> {
         let data: Option<Vec<u8>> = self
             .conn

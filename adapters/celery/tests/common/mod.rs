@@ -1,6 +1,9 @@
 //! What the adapter's service tests share: functions written to a directory, and an engine on
 //! the embedded drivers that loads them.
 
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::sync::Arc;
 

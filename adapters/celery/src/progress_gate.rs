@@ -1,0 +1,126 @@
+//! Keeps a task's progress reports (STARTED, RETRY) from overtaking its final state in this
+//! process. The Redis result backend refuses a late progress report itself (see
+//! [`crate::RedisResults::store`]); `rpc://` replies are messages, and a client that reads
+//! `.state` takes the last one it got, so a STARTED sent after the SUCCESS would undo it.
+//!
+//! A report holds the task's gate open (shared) while it is sent; the final state closes it
+//! for good: it waits for the reports under way and refuses later ones.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+
+/// How long a task's gate is kept after it was opened: reports come within moments of the
+/// step that makes them, so a gate this old is of no use.
+const KEPT: Duration = Duration::from_secs(600);
+
+/// Gates kept at most (the oldest go first past this).
+const MOST: usize = 200_000;
+
+/// The gates of the tasks answered in this process, by task id.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressGate {
+    inner: Arc<Mutex<Gates>>,
+}
+
+#[derive(Debug, Default)]
+struct Gates {
+    by_task: HashMap<String, Arc<Gate>>,
+    /// Task ids in the order their gates were made, for pruning.
+    order: VecDeque<(Instant, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    /// Set once the final state is about to be sent.
+    closed: std::sync::atomic::AtomicBool,
+    /// Reports hold it shared; the final state takes it alone.
+    sending: Arc<RwLock<()>>,
+}
+
+/// Held while a progress report is sent: the task's final state waits for it.
+#[derive(Debug)]
+pub struct ReportPass {
+    _held: OwnedRwLockReadGuard<()>,
+}
+
+impl ProgressGate {
+    /// A pass to send a progress report of `task_id`, or `None` when its final state is sent
+    /// or being sent (the report would come after it).
+    pub async fn report(&self, task_id: &str) -> Option<ReportPass> {
+        let gate = self.gate(task_id);
+        if gate.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let held = gate.sending.clone().read_owned().await;
+        // Closed while this report waited: the final state went first.
+        if gate.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        Some(ReportPass { _held: held })
+    }
+
+    /// Closes `task_id`'s gate and waits for the reports being sent: once this returns, the
+    /// final state can be sent and no report of this process follows it.
+    pub async fn close(&self, task_id: &str) {
+        let gate = self.gate(task_id);
+        gate.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        // The exclusive lock is had once every pass taken before the close is dropped.
+        drop(gate.sending.write().await);
+    }
+
+    /// The gate of `task_id`, made if it has none; prunes gates older than [`KEPT`].
+    fn gate(&self, task_id: &str) -> Arc<Gate> {
+        let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gate) = gates.by_task.get(task_id) {
+            return gate.clone();
+        }
+        let now = Instant::now();
+        while let Some((made, _)) = gates.order.front() {
+            if now.duration_since(*made) < KEPT && gates.order.len() < MOST {
+                break;
+            }
+            if let Some((_, id)) = gates.order.pop_front() {
+                gates.by_task.remove(&id);
+            }
+        }
+        let gate = Arc::new(Gate::default());
+        gates.by_task.insert(task_id.to_string(), gate.clone());
+        gates.order.push_back((now, task_id.to_string()));
+        gate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_report_after_the_final_state_is_refused() {
+        let gate = ProgressGate::default();
+        assert!(gate.report("t").await.is_some(), "open before the end");
+        gate.close("t").await;
+        assert!(gate.report("t").await.is_none(), "closed after the end");
+        assert!(gate.report("other").await.is_some(), "gates are per task");
+    }
+
+    #[tokio::test]
+    async fn the_final_state_waits_for_the_report_being_sent() {
+        let gate = ProgressGate::default();
+        let pass = gate.report("t").await.expect("open");
+        let closing = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.close("t").await }
+        });
+        // The close cannot finish while the pass is held.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!closing.is_finished(), "close waited for the report");
+        drop(pass);
+        closing.await.expect("close finishes once the report is sent");
+        assert!(gate.report("t").await.is_none());
+    }
+}
