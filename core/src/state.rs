@@ -435,6 +435,10 @@ pub trait StateStore: Send + Sync + 'static {
     /// when this call stored it. Atomic: of several calls at once (from any node), one gets
     /// true. A claim that lapses with its `ttl` can be taken again, so a claimer that dies
     /// frees its work (adapters use it so that one node sends what a finished task owes).
-    async fn claim_blob(&self, id: &str, data: bytes::Bytes, ttl: std::time::Duration)
-    -> Result<bool>;
+    async fn claim_blob(
+        &self,
+        id: &str,
+        data: bytes::Bytes,
+        ttl: std::time::Duration,
+    ) -> Result<bool>;
 }

@@ -25,17 +25,17 @@ use tokio::sync::{Semaphore, oneshot};
 use weir_core::adapter::{Adapter, Shutdown};
 use weir_core::engine::Engine;
 use weir_core::event::now_ms;
-use weir_core::url_query::QueryParams;
 use weir_core::{Error, Event, Result};
 
 use crate::amqp_link::{AmqpLink, Publisher, QueueShape, amqp_error, ensure_queue};
 use crate::amqp_message;
 use crate::chain::Routes;
-use crate::finished::{self, FollowUps, Results, Sender, task_id_of};
-use crate::intake::{self, Intake, Unhandled};
+use crate::finished::{self, Answerers, FollowUps, Results, Sender, task_id_of};
+use crate::intake::{self, Ingested, Intake, Unhandled};
 use crate::message::Refused;
 use crate::results::{DEFAULT_RESULT_EXPIRES, RedisResults};
 use crate::rpc_results::RpcResults;
+use crate::settings::{ResultsSetting, Settings};
 
 /// Messages RabbitMQ sends ahead of their acks, by default.
 pub const DEFAULT_PREFETCH: u16 = 256;
@@ -70,81 +70,42 @@ impl CeleryAmqpAdapter {
     /// 5.5's native delayed delivery, for quorum queues bound to a topic exchange).
     /// Connects once, so that a wrong host or password fails the start.
     pub async fn open(url: &str) -> Result<Self> {
-        let (scheme, rest) = if let Some(rest) = url.strip_prefix("celery+amqp://") {
-            ("amqp", rest)
-        } else if let Some(rest) = url.strip_prefix("celery+amqps://") {
-            ("amqps", rest)
-        } else {
-            return Err(Error::config(
-                "the Celery AMQP adapter takes celery+amqp:// and celery+amqps:// URLs",
-            ));
-        };
-        let rest = rest.split_once('#').map_or(rest, |(rest, _)| rest);
-        let (base, _) = rest.split_once('?').unwrap_or((rest, ""));
-        if base.is_empty() || base.starts_with('/') {
-            return Err(Error::config(
-                "the Celery adapter URL has no host (celery+amqp://USER:PASS@HOST[:PORT][/VHOST]?queue=…)",
-            ));
-        }
-        let (mut queue, mut results, mut prefetch) = (None, None, DEFAULT_PREFETCH);
-        let mut unhandled = Unhandled::default();
-        let mut routes = Routes::default();
-        let mut track_started = false;
+        let mut prefetch = DEFAULT_PREFETCH;
         let (mut exchange, mut routing_key, mut delayed_delivery) = (None, None, false);
-        let params = QueryParams::parse(
-            "celery adapter",
+        let settings = Settings::parse(
             url,
-            &[
-                "queue",
-                "results",
-                "unhandled",
-                "routes",
-                "track_started",
-                "prefetch",
-                "exchange",
-                "routing_key",
-                "delayed_delivery",
-            ],
-        );
-        for param in &params {
-            match param.name() {
-                "queue" => queue = Some(param.value()?),
-                "results" => results = Some(param.value()?),
-                "unhandled" => {
-                    unhandled = Unhandled::parse(&param.value()?)
-                        .map_err(|e| param.invalid(format_args!("{e}")))?;
-                }
-                "routes" => {
-                    routes = Routes::parse(&param.value()?)
-                        .map_err(|e| param.invalid(format_args!("{e}")))?;
-                }
-                "track_started" => track_started = param.bool()?,
-                "exchange" => exchange = Some(param.value()?),
-                "routing_key" => routing_key = Some(param.value()?),
-                "delayed_delivery" => delayed_delivery = param.bool()?,
-                "prefetch" => {
-                    prefetch = param.number::<u16>()?;
-                    if prefetch == 0 {
-                        return Err(param.invalid("must be at least 1"));
+            &["amqp", "amqps"],
+            "celery+amqp://USER:PASS@HOST[:PORT][/VHOST]?queue=…",
+            &["prefetch", "exchange", "routing_key", "delayed_delivery"],
+            |param| {
+                match param.name() {
+                    "exchange" => exchange = Some(param.value()?),
+                    "routing_key" => routing_key = Some(param.value()?),
+                    "delayed_delivery" => delayed_delivery = param.bool()?,
+                    _ => {
+                        prefetch = param.number::<u16>()?;
+                        if prefetch == 0 {
+                            return Err(param.invalid("must be at least 1"));
+                        }
                     }
                 }
-                _ => return Err(param.unknown()),
-            }
-        }
-        let queue = queue.ok_or_else(|| {
-            params.error("queue is required: the Celery queue weir consumes (?queue=weir)")
-        })?;
+                Ok(())
+            },
+        )?;
+        let Settings {
+            broker,
+            queue,
+            results,
+            unhandled,
+            routes,
+            track_started,
+        } = settings;
         // `…:5672/` names the vhost `/` for kombu; for lapin it would be the vhost "".
-        let base = match base.split_once('/') {
-            Some((authority, "")) => format!("{authority}/%2f"),
-            _ => base.to_string(),
+        let broker = match broker.strip_suffix('/') {
+            Some(authority) if !authority.ends_with('/') => format!("{authority}/%2f"),
+            _ => broker,
         };
-        if results.is_none() {
-            return Err(params.error(
-                "results is required: results=redis://… (the result backend the clients read), results=rpc or results=none",
-            ));
-        }
-        let link = AmqpLink::open(&format!("{scheme}://{base}")).await?;
+        let link = AmqpLink::open(&broker).await?;
         if let Unhandled::Requeue(queue) = &unhandled {
             // Tasks handed on wait there for the Celery workers, even before they start.
             ensure_queue(&link, queue, &QueueShape::celery_default(queue)).await?;
@@ -163,16 +124,11 @@ impl CeleryAmqpAdapter {
                 .await?;
         }
         let publisher = Publisher::new(link.clone());
-        let results = match results.as_deref() {
-            None => {
-                return Err(params.error(
-                    "results is required: results=redis://… (the result backend the clients read), results=rpc or results=none",
-                ));
-            }
-            Some("none") => None,
-            Some("rpc" | "rpc://") => Some(Results::Rpc(RpcResults::new(publisher.clone()))),
-            Some(results) => Some(Results::Redis(
-                RedisResults::connect(results, DEFAULT_RESULT_EXPIRES).await?,
+        let results = match results {
+            ResultsSetting::None => None,
+            ResultsSetting::Rpc => Some(Results::Rpc(RpcResults::new(publisher.clone()))),
+            ResultsSetting::Redis(url) => Some(Results::Redis(
+                RedisResults::connect(&url, DEFAULT_RESULT_EXPIRES).await?,
             )),
         };
         Ok(CeleryAmqpAdapter {
@@ -318,12 +274,10 @@ impl Inner {
         acks.flush().await;
     }
 
-    /// Ingests the events of `deliveries` (at `due_ms` when given) and acks their messages.
-    /// An error that is the engine's (a store or broker down or misconfigured) is retried with
-    /// a backoff for as long as it lasts (the messages stay unacked: nacking them would count
-    /// against a quorum queue's delivery limit); at shutdown they go back to the queue. When
-    /// the batch is refused for an event's own fault, each event is tried alone, and one
-    /// refused for good gets a FAILURE.
+    /// Ingests the events of `deliveries` (at `due_ms` when given; see [`intake::ingest`])
+    /// and acks their messages; at shutdown, with the engine still failing, they go back to
+    /// the queue. When the batch is refused for an event's own fault, each event is tried
+    /// alone, and one refused for good gets a FAILURE.
     async fn ingest(
         &self,
         engine: &Engine,
@@ -333,32 +287,19 @@ impl Inner {
         acks: &Acks,
     ) {
         let events: Vec<Event> = deliveries.iter().map(|(_, e)| e.clone()).collect();
-        let mut delay = Duration::from_millis(100);
-        let error = loop {
-            let ingested = match due_ms {
-                Some(due) => engine.ingest_at(events.clone(), due).await,
-                None => engine.ingest(events.clone()).await,
-            };
-            match ingested {
-                Ok(_) => {
-                    for (delivery, _) in &deliveries {
-                        acks.add(delivery);
-                    }
-                    return;
+        let error = match intake::ingest(engine, &events, due_ms, shutdown).await {
+            Ingested::Stored => {
+                for (delivery, _) in &deliveries {
+                    acks.add(delivery);
                 }
-                Err(e) if finished::is_the_events_fault(&e) => break e,
-                Err(e) if shutdown.is_raised() => {
-                    tracing::warn!(error = %e, tasks = deliveries.len(), "celery adapter: ingest failing at shutdown; the tasks go back to the queue");
-                    for (delivery, _) in &deliveries {
-                        hand_back(delivery).await;
-                    }
-                    return;
+                return;
+            }
+            Ingested::Refused(error) => error,
+            Ingested::Stopping => {
+                for (delivery, _) in &deliveries {
+                    hand_back(delivery).await;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, tasks = deliveries.len(), retry_in = ?delay, "celery adapter: ingest failed; the tasks are kept and tried again");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
+                return;
             }
         };
         if deliveries.len() > 1 {
@@ -510,24 +451,13 @@ impl Adapter for CeleryAmqpAdapter {
             )),
             routes: self.inner.routes.clone(),
         };
-        let gate = finished::ProgressGate::default();
-        let progress = self.inner.results.clone().map(|results| {
-            tokio::spawn(finished::write_progress(
-                engine.clone(),
-                results,
-                self.inner.queue.clone(),
-                self.inner.track_started,
-                gate.clone(),
-                shutdown.clone(),
-            ))
-        });
-        let writer = Some(tokio::spawn(finished::write_results(
-            engine.clone(),
+        let answerers = Answerers::start(
+            &engine,
             self.inner.results.clone(),
             follow_ups,
-            gate,
-            shutdown.clone(),
-        )));
+            self.inner.track_started,
+            &shutdown,
+        );
         let mut failures: u32 = 0;
         while !shutdown.is_raised() {
             let started = tokio::time::Instant::now();
@@ -548,9 +478,7 @@ impl Adapter for CeleryAmqpAdapter {
                 }
             }
         }
-        for task in [writer, progress].into_iter().flatten() {
-            let _ = task.await;
-        }
+        answerers.join().await;
         Ok(())
     }
 }

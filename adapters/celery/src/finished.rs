@@ -290,6 +290,52 @@ enum Answer {
     NotHere,
 }
 
+/// The tasks that answer finished runs ([`write_results`]) and report progress
+/// ([`write_progress`], when results are written), sharing one [`ProgressGate`].
+#[derive(Debug)]
+pub struct Answerers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Answerers {
+    /// Starts them; they stop at `shutdown` (see [`Answerers::join`]).
+    pub fn start(
+        engine: &Engine,
+        results: Option<Results>,
+        follow_ups: FollowUps,
+        track_started: bool,
+        shutdown: &Shutdown,
+    ) -> Self {
+        let gate = ProgressGate::default();
+        let mut tasks = Vec::with_capacity(2);
+        if let Some(results) = results.clone() {
+            tasks.push(tokio::spawn(write_progress(
+                engine.clone(),
+                results,
+                follow_ups.queue.clone(),
+                track_started,
+                gate.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(write_results(
+            engine.clone(),
+            results,
+            follow_ups,
+            gate,
+            shutdown.clone(),
+        )));
+        Answerers { tasks }
+    }
+
+    /// Waits until they stopped, after shutdown: the runs finishing meanwhile are answered.
+    pub async fn join(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
 /// Answers every `celery/…` run that finishes in this process (its result, its follow-up
 /// tasks), several at once, and sweeps the runs finished lately (on any node, or in a node
 /// that died before answering them) for tasks still owed, every [`SWEEP_EVERY`]. `gate` is
@@ -608,7 +654,11 @@ async fn sweep_once(a: &Answering, cursor: &mut SweepCursor) -> Result<usize> {
     let oldest = now - SWEEP_WINDOW.as_millis() as i64;
     let newest = now - SWEEP_GRACE.as_millis() as i64;
     let from = cursor.from_ms.unwrap_or(oldest).max(oldest);
-    let ended = a.engine.state().list_ended(from, newest, SWEEP_RUNS).await?;
+    let ended = a
+        .engine
+        .state()
+        .list_ended(from, newest, SWEEP_RUNS)
+        .await?;
     cursor.from_ms = Some(match ended.last() {
         // A full page: go on from its last end (runs ending in the same millisecond are
         // looked at again, harmlessly).

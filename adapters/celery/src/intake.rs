@@ -5,8 +5,11 @@
 //!
 //! Decided in one place so that every transport (Redis, AMQP) treats a task alike.
 
+use std::time::Duration;
+
 use chrono::{DateTime, NaiveDateTime};
 use weir_core::Event;
+use weir_core::adapter::Shutdown;
 use weir_core::engine::Engine;
 
 use crate::message::{Refused, TaskMessage};
@@ -211,6 +214,49 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
         return Ok(t.timestamp_millis());
     }
     Err(format!("{text:?} is not an ISO 8601 time"))
+}
+
+/// What became of tasks' events handed to [`ingest`].
+#[derive(Debug)]
+pub enum Ingested {
+    /// Stored (and published, or their timer set): the messages can be acked.
+    Stored,
+    /// Refused for the events' own fault (invalid, too large): retrying cannot help.
+    Refused(weir_core::Error),
+    /// The engine kept failing until shutdown: the messages go back to the queue.
+    Stopping,
+}
+
+/// Ingests `events` (at `due_ms` when given). An error that is the engine's (a store or
+/// broker down or misconfigured) is retried with a backoff for as long as it lasts, or until
+/// shutdown: the messages stay with the adapter meanwhile (nacking them would count against a
+/// quorum queue's delivery limit).
+pub async fn ingest(
+    engine: &Engine,
+    events: &[Event],
+    due_ms: Option<i64>,
+    shutdown: &Shutdown,
+) -> Ingested {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let ingested = match due_ms {
+            Some(due) => engine.ingest_at(events.to_vec(), due).await,
+            None => engine.ingest(events.to_vec()).await,
+        };
+        match ingested {
+            Ok(_) => return Ingested::Stored,
+            Err(e) if crate::finished::is_the_events_fault(&e) => return Ingested::Refused(e),
+            Err(e) if shutdown.is_raised() => {
+                tracing::warn!(error = %e, tasks = events.len(), "celery adapter: ingest failing at shutdown; the tasks go back to the queue");
+                return Ingested::Stopping;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, tasks = events.len(), retry_in = ?delay, "celery adapter: ingest failed; the tasks are kept and tried again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

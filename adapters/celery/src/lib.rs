@@ -24,6 +24,7 @@ pub mod redis_envelope;
 pub mod redis_queue;
 pub mod results;
 pub mod rpc_results;
+pub mod settings;
 
 pub use amqp_adapter::CeleryAmqpAdapter;
 pub use message::{Refused, TaskMessage};

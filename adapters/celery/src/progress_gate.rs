@@ -120,7 +120,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!closing.is_finished(), "close waited for the report");
         drop(pass);
-        closing.await.expect("close finishes once the report is sent");
+        closing
+            .await
+            .expect("close finishes once the report is sent");
         assert!(gate.report("t").await.is_none());
     }
 }

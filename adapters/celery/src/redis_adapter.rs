@@ -12,16 +12,16 @@ use async_trait::async_trait;
 use weir_core::adapter::{Adapter, Shutdown};
 use weir_core::engine::Engine;
 use weir_core::event::now_ms;
-use weir_core::url_query::QueryParams;
 use weir_core::{Error, Event, Result};
 
 use crate::chain::Routes;
-use crate::finished::{self, FollowUps, Results, Sender, task_id_of};
-use crate::intake::{self, Intake, Unhandled};
+use crate::finished::{self, Answerers, FollowUps, Results, Sender, task_id_of};
+use crate::intake::{self, Ingested, Intake, Unhandled};
 use crate::message::Refused;
 use crate::redis_envelope;
 use crate::redis_queue::{RedisQueue, Taken};
 use crate::results::{DEFAULT_RESULT_EXPIRES, RedisResults};
+use crate::settings::{ResultsSetting, Settings};
 
 /// How long a consumer's heartbeat lasts: a node that died holding messages has them handed
 /// back this long after its last beat.
@@ -49,80 +49,39 @@ impl CeleryRedisAdapter {
     /// `results=redis://…` (percent-encoded; the Redis result backend the clients read) or
     /// `results=none`, and `lease=30s`.
     pub async fn open(url: &str) -> Result<Self> {
-        let (scheme, rest) = if let Some(rest) = url.strip_prefix("celery+redis://") {
-            ("redis", rest)
-        } else if let Some(rest) = url.strip_prefix("celery+rediss://") {
-            ("rediss", rest)
-        } else {
-            return Err(Error::config(
-                "the Celery adapter takes celery+redis:// and celery+rediss:// URLs",
-            ));
-        };
-        let rest = rest.split_once('#').map_or(rest, |(rest, _)| rest);
-        let (base, _) = rest.split_once('?').unwrap_or((rest, ""));
-        if base.is_empty() || base.starts_with('/') {
-            return Err(Error::config(
-                "the Celery adapter URL has no host (celery+redis://HOST[:PORT][/DB]?queue=…)",
-            ));
-        }
-        let broker = format!("{scheme}://{base}");
-        let (mut queue, mut results, mut lease) = (None, None, DEFAULT_LEASE);
-        let mut unhandled = Unhandled::default();
-        let mut routes = Routes::default();
-        let mut track_started = false;
-        let params = QueryParams::parse(
-            "celery adapter",
+        let mut lease = DEFAULT_LEASE;
+        let settings = Settings::parse(
             url,
-            &[
-                "queue",
-                "results",
-                "unhandled",
-                "routes",
-                "track_started",
-                "lease",
-            ],
-        );
-        for param in &params {
-            match param.name() {
-                "queue" => queue = Some(param.value()?),
-                "results" => results = Some(param.value()?),
-                "unhandled" => {
-                    unhandled = Unhandled::parse(&param.value()?)
-                        .map_err(|e| param.invalid(format_args!("{e}")))?;
+            &["redis", "rediss"],
+            "celery+redis://HOST[:PORT][/DB]?queue=…",
+            &["lease"],
+            |param| {
+                lease = param.duration()?;
+                if lease < MIN_LEASE {
+                    return Err(param.invalid(format_args!(
+                        "must be at least {MIN_LEASE:?}: a node beats every third of it"
+                    )));
                 }
-                "routes" => {
-                    routes = Routes::parse(&param.value()?)
-                        .map_err(|e| param.invalid(format_args!("{e}")))?;
-                }
-                "track_started" => track_started = param.bool()?,
-                "lease" => {
-                    lease = param.duration()?;
-                    if lease < MIN_LEASE {
-                        return Err(param.invalid(format_args!(
-                            "must be at least {MIN_LEASE:?}: a node beats every third of it"
-                        )));
-                    }
-                }
-                _ => return Err(param.unknown()),
-            }
-        }
-        let queue = queue.ok_or_else(|| {
-            params.error("queue is required: the Celery queue weir consumes (?queue=weir)")
-        })?;
-        let results = match results.as_deref() {
-            None => {
-                return Err(params.error(
-                    "results is required: results=redis://… (the result backend the clients read) or results=none",
+                Ok(())
+            },
+        )?;
+        let Settings {
+            broker,
+            queue,
+            results,
+            unhandled,
+            routes,
+            track_started,
+        } = settings;
+        let results = match results {
+            ResultsSetting::None => None,
+            ResultsSetting::Rpc => {
+                return Err(Error::config(
+                    "celery adapter: results=rpc needs RabbitMQ (celery+amqp://): on Redis, use results=redis://… or none",
                 ));
             }
-            Some("none") => None,
-            Some("rpc" | "rpc://") => {
-                return Err(params.error(
-                    "results=rpc needs RabbitMQ (celery+amqp://): on Redis, use results=redis://… or none",
-                ));
-            }
-            Some(results) => Some(Results::Redis(
-                RedisResults::connect(results, DEFAULT_RESULT_EXPIRES).await?,
+            ResultsSetting::Redis(url) => Some(Results::Redis(
+                RedisResults::connect(&url, DEFAULT_RESULT_EXPIRES).await?,
             )),
         };
         let consumer = format!("weir-{}", ulid::Ulid::new());
@@ -207,10 +166,9 @@ impl CeleryRedisAdapter {
         }
     }
 
-    /// Ingests `event` (at `due_ms` when given), then acks `taken`. An error that is the
-    /// engine's (a store or broker down or misconfigured) is retried with a backoff for as
-    /// long as it lasts; at shutdown the task goes back to the queue. An event refused for its
-    /// own fault gets a FAILURE.
+    /// Ingests `event` (at `due_ms` when given; see [`intake::ingest`]), then acks `taken`;
+    /// at shutdown, with the engine still failing, the task goes back to the queue. An event
+    /// refused for its own fault gets a FAILURE.
     async fn ingest(
         &self,
         engine: &Engine,
@@ -222,36 +180,17 @@ impl CeleryRedisAdapter {
         // Stored (and published, or its timer set) before the ack: a crash in between takes
         // the task again, and its event id starts no second run.
         let task_id = task_id_of(&event);
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let ingested = match due_ms {
-                Some(due) => engine.ingest_at(vec![event.clone()], due).await,
-                None => engine.ingest(vec![event.clone()]).await,
-            };
-            let error = match ingested {
-                Ok(_) => {
-                    self.ack(taken, Some(&task_id)).await;
-                    return;
-                }
-                Err(e) => e,
-            };
-            if finished::is_the_events_fault(&error) {
+        match intake::ingest(engine, std::slice::from_ref(&event), due_ms, shutdown).await {
+            Ingested::Stored => self.ack(taken, Some(&task_id)).await,
+            Ingested::Refused(error) => {
                 let answer = Intake::refused(Refused {
                     task_id: Some(task_id.clone()),
                     task: None,
                     reason: format!("weir did not accept the task's event: {error}"),
                 });
                 self.answer(taken, answer).await;
-                return;
             }
-            if shutdown.is_raised() {
-                tracing::warn!(error = %error, task_id, "celery adapter: ingest failing at shutdown; the task goes back to the queue");
-                self.release(taken, &task_id).await;
-                return;
-            }
-            tracing::warn!(error = %error, task_id, retry_in = ?delay, "celery adapter: ingest failed; the task is kept and tried again");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
+            Ingested::Stopping => self.release(taken, &task_id).await,
         }
     }
 
@@ -320,24 +259,13 @@ impl Adapter for CeleryRedisAdapter {
             sender: Sender::Redis(Box::new(self.queue.clone())),
             routes: self.routes.clone(),
         };
-        let gate = finished::ProgressGate::default();
-        let progress = self.results.clone().map(|results| {
-            tokio::spawn(finished::write_progress(
-                engine.clone(),
-                results,
-                self.queue.name().to_string(),
-                self.track_started,
-                gate.clone(),
-                shutdown.clone(),
-            ))
-        });
-        let writer = Some(tokio::spawn(finished::write_results(
-            engine.clone(),
+        let answerers = Answerers::start(
+            &engine,
             self.results.clone(),
             follow_ups,
-            gate,
-            shutdown.clone(),
-        )));
+            self.track_started,
+            &shutdown,
+        );
         // A take is never cut short (what it moved would be held by nobody): shutdown is
         // looked at between takes, which wait at most a second.
         while !shutdown.is_raised() {
@@ -358,9 +286,7 @@ impl Adapter for CeleryRedisAdapter {
                 tracing::warn!(error = %e, "celery adapter: cannot hand back at shutdown; the tasks return when the lease lapses")
             }
         }
-        for task in [writer, progress].into_iter().flatten() {
-            let _ = task.await;
-        }
+        answerers.join().await;
         Ok(())
     }
 }

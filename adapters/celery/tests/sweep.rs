@@ -96,12 +96,19 @@ async fn a_task_finished_with_no_adapter_running_is_answered_once_by_the_sweep()
         Box::new(CeleryAmqpAdapter::open(&url).await.expect("opens")),
         &engine,
     );
-    let task_id = lines.next_line().await.expect("reads").expect("the task id");
+    let task_id = lines
+        .next_line()
+        .await
+        .expect("reads")
+        .expect("the task id");
 
     // The step has started: the adapter goes, and only then does the run finish.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !started.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "the step never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the step never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.stop().await;
@@ -115,7 +122,10 @@ async fn a_task_finished_with_no_adapter_running_is_answered_once_by_the_sweep()
         if runs.iter().any(|r| r.event_id == task_id) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the run never completed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never completed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -128,14 +138,11 @@ async fn a_task_finished_with_no_adapter_running_is_answered_once_by_the_sweep()
         Box::new(CeleryAmqpAdapter::open(&url).await.expect("opens")),
         &engine,
     );
-    let answer = tokio::time::timeout(
-        SWEEP_GRACE + SWEEP_EVERY * 10,
-        lines.next_line(),
-    )
-    .await
-    .expect("the sweep answers within its grace and a few rounds")
-    .expect("reads")
-    .expect("an answer");
+    let answer = tokio::time::timeout(SWEEP_GRACE + SWEEP_EVERY * 10, lines.next_line())
+        .await
+        .expect("the sweep answers within its grace and a few rounds")
+        .expect("reads")
+        .expect("an answer");
     assert_eq!(answer, "5", "what .get() gave");
     // The callback went before the reply; both sweeps have had another round since.
     tokio::time::sleep(SWEEP_EVERY * 2).await;

@@ -193,7 +193,11 @@ pub async fn blob_claims_have_one_winner_and_lapse(factory: &dyn Factory<dyn Sta
         }
     });
     let outcomes = futures::future::join_all(claims).await;
-    let winners: Vec<u8> = outcomes.iter().filter(|(_, won)| *won).map(|(i, _)| *i).collect();
+    let winners: Vec<u8> = outcomes
+        .iter()
+        .filter(|(_, won)| *won)
+        .map(|(i, _)| *i)
+        .collect();
     assert_eq!(winners.len(), 1, "one claim wins: {outcomes:?}");
     assert_eq!(
         store.get_blob(&id).await.expect("get").as_deref(),
@@ -202,12 +206,20 @@ pub async fn blob_claims_have_one_winner_and_lapse(factory: &dyn Factory<dyn Sta
     );
     let stored = unique("claim");
     store
-        .put_blob(&stored, bytes::Bytes::from_static(b"put"), Duration::from_secs(60))
+        .put_blob(
+            &stored,
+            bytes::Bytes::from_static(b"put"),
+            Duration::from_secs(60),
+        )
         .await
         .expect("put");
     assert!(
         !store
-            .claim_blob(&stored, bytes::Bytes::from_static(b"claim"), Duration::from_secs(60))
+            .claim_blob(
+                &stored,
+                bytes::Bytes::from_static(b"claim"),
+                Duration::from_secs(60)
+            )
             .await
             .expect("claim a stored blob"),
         "a blob stored by put_blob is not claimed"
@@ -215,7 +227,11 @@ pub async fn blob_claims_have_one_winner_and_lapse(factory: &dyn Factory<dyn Sta
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
         store
-            .claim_blob(&id, bytes::Bytes::from_static(b"again"), Duration::from_secs(60))
+            .claim_blob(
+                &id,
+                bytes::Bytes::from_static(b"again"),
+                Duration::from_secs(60)
+            )
             .await
             .expect("claim again"),
         "a lapsed claim can be taken again"

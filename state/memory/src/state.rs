@@ -508,7 +508,11 @@ impl StateStore for MemoryStateStore {
     ) -> Result<bool> {
         let now = weir_core::event::now_ms();
         let mut inner = self.inner.lock();
-        if inner.blobs.get(id).is_some_and(|(_, expires)| *expires > now) {
+        if inner
+            .blobs
+            .get(id)
+            .is_some_and(|(_, expires)| *expires > now)
+        {
             return Ok(false);
         }
         let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
