@@ -306,7 +306,11 @@ impl Answerers {
         track_started: bool,
         shutdown: &Shutdown,
     ) -> Self {
-        let gate = ProgressGate::default();
+        // Only `rpc://` replies need the gates: the Redis backend refuses a late report.
+        let gate = match &results {
+            Some(Results::Rpc(_)) => ProgressGate::on(),
+            _ => ProgressGate::off(),
+        };
         let mut tasks = Vec::with_capacity(2);
         if let Some(results) = results.clone() {
             tasks.push(tokio::spawn(write_progress(

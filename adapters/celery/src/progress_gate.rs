@@ -14,15 +14,16 @@ use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
 /// How long a task's gate is kept after it was opened: reports come within moments of the
 /// step that makes them, so a gate this old is of no use.
-const KEPT: Duration = Duration::from_secs(600);
+const KEPT: Duration = Duration::from_secs(120);
 
 /// Gates kept at most (the oldest go first past this).
-const MOST: usize = 200_000;
+const MOST: usize = 100_000;
 
-/// The gates of the tasks answered in this process, by task id.
-#[derive(Debug, Clone, Default)]
+/// The gates of the tasks answered in this process, by task id; or no gates at all
+/// ([`ProgressGate::off`]) where the results themselves keep the order.
+#[derive(Debug, Clone)]
 pub struct ProgressGate {
-    inner: Arc<Mutex<Gates>>,
+    inner: Option<Arc<Mutex<Gates>>>,
 }
 
 #[derive(Debug, Default)]
@@ -43,14 +44,29 @@ struct Gate {
 /// Held while a progress report is sent: the task's final state waits for it.
 #[derive(Debug)]
 pub struct ReportPass {
-    _held: OwnedRwLockReadGuard<()>,
+    _held: Option<OwnedRwLockReadGuard<()>>,
 }
 
 impl ProgressGate {
+    /// Gates that keep the order (for `rpc://` replies).
+    pub fn on() -> Self {
+        ProgressGate {
+            inner: Some(Arc::default()),
+        }
+    }
+
+    /// No gates: every report passes, closing waits for nothing (the Redis result backend
+    /// refuses a late report by itself).
+    pub fn off() -> Self {
+        ProgressGate { inner: None }
+    }
+
     /// A pass to send a progress report of `task_id`, or `None` when its final state is sent
     /// or being sent (the report would come after it).
     pub async fn report(&self, task_id: &str) -> Option<ReportPass> {
-        let gate = self.gate(task_id);
+        let Some(gate) = self.gate(task_id) else {
+            return Some(ReportPass { _held: None });
+        };
         if gate.closed.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
@@ -59,24 +75,31 @@ impl ProgressGate {
         if gate.closed.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
-        Some(ReportPass { _held: held })
+        Some(ReportPass { _held: Some(held) })
     }
 
     /// Closes `task_id`'s gate and waits for the reports being sent: once this returns, the
     /// final state can be sent and no report of this process follows it.
     pub async fn close(&self, task_id: &str) {
-        let gate = self.gate(task_id);
+        let Some(gate) = self.gate(task_id) else {
+            return;
+        };
         gate.closed
             .store(true, std::sync::atomic::Ordering::Release);
         // The exclusive lock is had once every pass taken before the close is dropped.
         drop(gate.sending.write().await);
     }
 
-    /// The gate of `task_id`, made if it has none; prunes gates older than [`KEPT`].
-    fn gate(&self, task_id: &str) -> Arc<Gate> {
-        let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    /// The gate of `task_id`, made if it has none (`None` when gates are off); prunes gates
+    /// older than [`KEPT`].
+    fn gate(&self, task_id: &str) -> Option<Arc<Gate>> {
+        let mut gates = self
+            .inner
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(gate) = gates.by_task.get(task_id) {
-            return gate.clone();
+            return Some(gate.clone());
         }
         let now = Instant::now();
         while let Some((made, _)) = gates.order.front() {
@@ -90,7 +113,7 @@ impl ProgressGate {
         let gate = Arc::new(Gate::default());
         gates.by_task.insert(task_id.to_string(), gate.clone());
         gates.order.push_back((now, task_id.to_string()));
-        gate
+        Some(gate)
     }
 }
 
@@ -100,7 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_report_after_the_final_state_is_refused() {
-        let gate = ProgressGate::default();
+        let gate = ProgressGate::on();
         assert!(gate.report("t").await.is_some(), "open before the end");
         gate.close("t").await;
         assert!(gate.report("t").await.is_none(), "closed after the end");
@@ -109,7 +132,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_final_state_waits_for_the_report_being_sent() {
-        let gate = ProgressGate::default();
+        let gate = ProgressGate::on();
         let pass = gate.report("t").await.expect("open");
         let closing = tokio::spawn({
             let gate = gate.clone();
@@ -124,5 +147,13 @@ mod tests {
             .await
             .expect("close finishes once the report is sent");
         assert!(gate.report("t").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn gates_that_are_off_pass_everything() {
+        let gate = ProgressGate::off();
+        let _pass = gate.report("t").await.expect("passes");
+        gate.close("t").await;
+        assert!(gate.report("t").await.is_some());
     }
 }
