@@ -35,7 +35,7 @@ use crate::intake::{self, Ingested, Intake, Unhandled};
 use crate::message::Refused;
 use crate::results::{DEFAULT_RESULT_EXPIRES, RedisResults};
 use crate::rpc_results::RpcResults;
-use crate::settings::{ResultsSetting, Settings};
+use crate::settings::{ResultsSetting, Settings, Transport};
 
 /// Messages RabbitMQ sends ahead of their acks, by default.
 pub const DEFAULT_PREFETCH: u16 = 256;
@@ -72,26 +72,26 @@ impl CeleryAmqpAdapter {
     pub async fn open(url: &str) -> Result<Self> {
         let mut prefetch = DEFAULT_PREFETCH;
         let (mut exchange, mut routing_key, mut delayed_delivery) = (None, None, false);
-        let settings = Settings::parse(
-            url,
-            &["amqp", "amqps"],
-            "celery+amqp://USER:PASS@HOST[:PORT][/VHOST]?queue=…",
-            &["prefetch", "exchange", "routing_key", "delayed_delivery"],
-            |param| {
-                match param.name() {
-                    "exchange" => exchange = Some(param.value()?),
-                    "routing_key" => routing_key = Some(param.value()?),
-                    "delayed_delivery" => delayed_delivery = param.bool()?,
-                    _ => {
-                        prefetch = param.number::<u16>()?;
-                        if prefetch == 0 {
-                            return Err(param.invalid("must be at least 1"));
-                        }
+        let transport = Transport {
+            schemes: &["amqp", "amqps"],
+            example: "celery+amqp://USER:PASS@HOST[:PORT][/VHOST]?queue=…",
+            params: &["prefetch", "exchange", "routing_key", "delayed_delivery"],
+            rpc: true,
+        };
+        let settings = Settings::parse(url, &transport, |param| {
+            match param.name() {
+                "exchange" => exchange = Some(param.value()?),
+                "routing_key" => routing_key = Some(param.value()?),
+                "delayed_delivery" => delayed_delivery = param.bool()?,
+                _ => {
+                    prefetch = param.number::<u16>()?;
+                    if prefetch == 0 {
+                        return Err(param.invalid("must be at least 1"));
                     }
                 }
-                Ok(())
-            },
-        )?;
+            }
+            Ok(())
+        })?;
         let Settings {
             broker,
             queue,
@@ -101,9 +101,12 @@ impl CeleryAmqpAdapter {
             track_started,
         } = settings;
         // `…:5672/` names the vhost `/` for kombu; for lapin it would be the vhost "".
-        let broker = match broker.strip_suffix('/') {
-            Some(authority) if !authority.ends_with('/') => format!("{authority}/%2f"),
-            _ => broker,
+        let broker = match broker.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('/') {
+                Some((authority, "")) => format!("{scheme}://{authority}/%2f"),
+                _ => broker,
+            },
+            None => broker,
         };
         let link = AmqpLink::open(&broker).await?;
         if let Unhandled::Requeue(queue) = &unhandled {

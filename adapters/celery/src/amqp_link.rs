@@ -190,20 +190,61 @@ impl AmqpLink {
     }
 }
 
-/// Publishes confirmed messages on a channel of its own, many at once (opened again after an
-/// error).
+/// Publishes confirmed messages (channels opened again after an error). `mandatory` messages
+/// go one at a time on a channel of their own: lapin hands a message RabbitMQ returned to the
+/// next confirm of its channel, so with several in flight a bounced hand-on could be taken for
+/// another's. The others (`rpc://` replies, never returned) wait for their confirms side by
+/// side on a second channel.
 #[derive(Clone, Debug)]
 pub struct Publisher {
     link: AmqpLink,
-    channel: Arc<tokio::sync::Mutex<Option<Channel>>>,
+    /// Held across each mandatory publish and its confirm.
+    mandatory: Arc<tokio::sync::Mutex<Slot>>,
+    /// Held only to pick the channel.
+    free: Arc<tokio::sync::Mutex<Slot>>,
+}
+
+/// A publishing channel, and how many were opened in its place before (so that a failure on
+/// an old channel does not drop its successor, which may reuse its channel id).
+#[derive(Debug, Default)]
+struct Slot {
+    channel: Option<Channel>,
+    generation: u64,
+}
+
+impl Slot {
+    /// The open confirm channel and its generation, opened (again) when there is none or it
+    /// closed.
+    async fn channel(&mut self, link: &AmqpLink) -> Result<(Channel, u64)> {
+        if let Some(channel) = self.channel.as_ref().filter(|c| c.status().connected()) {
+            return Ok((channel.clone(), self.generation));
+        }
+        let channel = link.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| amqp_error("enabling publisher confirms", e))?;
+        self.generation += 1;
+        self.channel = Some(channel.clone());
+        Ok((channel, self.generation))
+    }
+
+    /// Drops the channel of `generation` if it is still the one in use, so that the next
+    /// publish opens another.
+    fn forget(&mut self, generation: u64) {
+        if self.generation == generation {
+            self.channel = None;
+        }
+    }
 }
 
 impl Publisher {
-    /// A publisher on `link`; its channel is opened at the first publish.
+    /// A publisher on `link`; its channels are opened at the first publish.
     pub fn new(link: AmqpLink) -> Self {
         Publisher {
             link,
-            channel: Arc::new(tokio::sync::Mutex::new(None)),
+            mandatory: Arc::default(),
+            free: Arc::default(),
         }
     }
 
@@ -219,85 +260,76 @@ impl Publisher {
         properties: BasicProperties,
         mandatory: bool,
     ) -> Result<()> {
-        let channel = self.channel().await?;
-        // The lock is only held to pick the channel: publishes share it and wait for their
-        // confirms side by side (RabbitMQ confirms each by its delivery tag).
-        let outcome = async {
-            let confirm = channel
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory,
-                        ..BasicPublishOptions::default()
-                    },
-                    body,
-                    properties,
-                )
-                .await;
-            let confirm = match confirm {
-                Ok(confirm) => confirm,
-                Err(e) => return (Err(amqp_error("publishing", e)), false),
-            };
-            match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-                Ok(Ok(Confirmation::Nack(_))) => (
-                    Err(Error::new(
-                        ErrorKind::Unavailable,
-                        "celery amqp: RabbitMQ refused the message (publisher nack)",
-                    )),
-                    true,
-                ),
-                Ok(Ok(Confirmation::Ack(Some(_)))) => (
-                    Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!(
-                            "celery amqp: no queue took the message (is there a queue {routing_key}?)"
-                        ),
-                    )),
-                    true,
-                ),
-                Ok(Ok(_)) => (Ok(()), true),
-                Ok(Err(e)) => (Err(amqp_error("waiting for the publish confirm", e)), false),
-                Err(_) => (
-                    Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!("celery amqp: no publish confirm within {CONFIRM_TIMEOUT:?}"),
-                    )),
-                    false,
-                ),
+        if mandatory {
+            let mut slot = self.mandatory.lock().await;
+            let (channel, generation) = slot.channel(&self.link).await?;
+            let (outcome, channel_ok) =
+                publish_on(&channel, exchange, routing_key, body, properties, true).await;
+            if !channel_ok || !channel.status().connected() {
+                slot.forget(generation);
             }
+            return outcome;
         }
-        .await;
-        // A refused or unroutable message leaves the channel as it was; a closed channel or a
-        // confirm that never came does not.
-        let (outcome, channel_ok) = outcome;
+        let (channel, generation) = self.free.lock().await.channel(&self.link).await?;
+        let (outcome, channel_ok) =
+            publish_on(&channel, exchange, routing_key, body, properties, false).await;
         if !channel_ok || !channel.status().connected() {
-            self.forget(&channel).await;
+            self.free.lock().await.forget(generation);
         }
         outcome
     }
+}
 
-    /// The open confirm channel, opened (again) when there is none or it closed.
-    async fn channel(&self) -> Result<Channel> {
-        let mut slot = self.channel.lock().await;
-        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
-            return Ok(channel.clone());
-        }
-        let channel = self.link.channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| amqp_error("enabling publisher confirms", e))?;
-        *slot = Some(channel.clone());
-        Ok(channel)
-    }
-
-    /// Drops `channel` if it is still the one in use, so that the next publish opens another
-    /// (a publish that failed may have left it closed or stuck).
-    async fn forget(&self, channel: &Channel) {
-        let mut slot = self.channel.lock().await;
-        if slot.as_ref() == Some(channel) {
-            *slot = None;
-        }
+/// Publishes on `channel` and waits for the confirm; the second value says whether the
+/// channel is still of use (a refused or unroutable message leaves it as it was; a closed
+/// channel or a confirm that never came does not).
+async fn publish_on(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> (Result<()>, bool) {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await;
+    let confirm = match confirm {
+        Ok(confirm) => confirm,
+        Err(e) => return (Err(amqp_error("publishing", e)), false),
+    };
+    match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+        Ok(Ok(Confirmation::Nack(_))) => (
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                "celery amqp: RabbitMQ refused the message (publisher nack)",
+            )),
+            true,
+        ),
+        Ok(Ok(Confirmation::Ack(Some(_)))) => (
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("celery amqp: no queue took the message (is there a queue {routing_key}?)"),
+            )),
+            true,
+        ),
+        Ok(Ok(_)) => (Ok(()), true),
+        Ok(Err(e)) => (Err(amqp_error("waiting for the publish confirm", e)), false),
+        Err(_) => (
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("celery amqp: no publish confirm within {CONFIRM_TIMEOUT:?}"),
+            )),
+            false,
+        ),
     }
 }

@@ -15,7 +15,7 @@ use crate::chain::{self, Outgoing, Routes};
 use crate::ledger::Ledger;
 pub use crate::progress_gate::ProgressGate;
 use crate::redis_queue::RedisQueue;
-use crate::results::{RedisResults, TaskState};
+use crate::results::{Claim, RedisResults, TaskState};
 use crate::rpc_results::RpcResults;
 
 /// How often a failed result write is tried before it is left.
@@ -283,8 +283,8 @@ struct Answering {
 enum Answer {
     /// Its task was answered here (result, follow-ups, record).
     Written,
-    /// Nothing is owed for it (not a Celery task of this queue; with the Redis backend, an
-    /// `ignore_result` task whose follow-ups were sent).
+    /// Nothing is owed for it (not a Celery task of this queue, answered already; with the
+    /// Redis backend, an `ignore_result` task once its follow-ups were sent).
     NotOwed,
     /// Another node answers it, or it could not be answered now (the sweep tries again).
     NotHere,
@@ -489,11 +489,12 @@ fn is_ours(event: &Event, queue: &str) -> bool {
 }
 
 /// Answers the task of the finished run `run_id`: sends the tasks that follow it (chain,
-/// callbacks, errbacks), then writes its result, then records that it was answered (so that
-/// a crash in between leaves the task owed, and the sweep answers it again: at least once).
-/// Where the task has follow-ups (or the sweep answers it without the Redis backend), the
-/// node first claims it in the [`Ledger`], so that of a writer and sweeps at once, one sends
-/// them.
+/// callbacks, errbacks) and records that they were sent, then writes its result, then records
+/// that it was answered (so that a crash in between leaves the task owed, and the sweep
+/// answers it again: the follow-ups at least once, usually once). Where the task has
+/// follow-ups (or the sweep answers it without the Redis backend), the node first claims it
+/// in the [`Ledger`], so that of a writer and sweeps at once, one answers it; a task another
+/// node holds is left to it (or, if it dies, to a sweep once its claim lapses).
 async fn write_run(a: &Answering, run_id: &str, from_sweep: bool) -> Answer {
     let run = match a.engine.state().get_run(run_id).await {
         Ok(Some(run)) if run.event.name.starts_with("celery/") => run,
@@ -516,37 +517,34 @@ async fn write_run(a: &Answering, run_id: &str, from_sweep: bool) -> Answer {
     if matches!(a.ledger, Ledger::Redis(_)) && replies.is_none() && !has_follow_ups {
         return Answer::NotOwed;
     }
-    let claimed = if a.ledger.must_claim(has_follow_ups, from_sweep) {
-        match a.ledger.claim(&task_id).await {
-            Ok(claimed) => claimed,
+    let claim = if a.ledger.must_claim(has_follow_ups, from_sweep) {
+        match a.ledger.claim(&task_id, has_follow_ups).await {
+            Ok(claim) => claim,
             Err(e) => {
                 tracing::warn!(error = %e, task_id, "celery adapter: cannot claim the task's answer; the sweep tries again");
                 return Answer::NotHere;
             }
         }
     } else {
-        true
-    };
-    if !claimed {
-        match (&a.ledger, replies) {
-            // The Redis backend: the follow-ups were sent, or are being sent, elsewhere; the
-            // result is written again, harmlessly.
-            (Ledger::Redis(_), Some(_)) => {}
-            (Ledger::Redis(_), None) => return Answer::NotOwed,
-            // Another node answers the task (or has).
-            (Ledger::State(_), _) => return Answer::NotHere,
+        Claim::Won {
+            follow_ups_sent: false,
         }
-    }
-    if chain::has_chord(&run.event.data) && claimed {
-        tracing::warn!(
-            task_id,
-            "celery adapter: the task is part of a chord, which weir does not follow: the chord's callback is not sent"
-        );
-    }
+    };
+    let follow_ups_sent = match claim {
+        Claim::Won { follow_ups_sent } => follow_ups_sent,
+        // Another node answers it; if it dies, its claim lapses and a sweep answers it.
+        Claim::Held => return Answer::NotHere,
+        Claim::Answered => return Answer::NotOwed,
+    };
     let mut broken = plan.unsupported;
-    let mut sent = false;
-    if claimed && has_follow_ups {
-        sent = true;
+    if has_follow_ups && !follow_ups_sent {
+        if chain::has_chord(&run.event.data) {
+            tracing::warn!(
+                task_id,
+                "celery adapter: the task is part of a chord, which weir does not follow: the chord's callback is not sent"
+            );
+        }
+        let mut sent = true;
         for outgoing in &plan.send {
             if let Err(e) = a.follow_ups.sender.send(outgoing).await {
                 broken = Some(format!(
@@ -557,12 +555,9 @@ async fn write_run(a: &Answering, run_id: &str, from_sweep: bool) -> Answer {
                 break;
             }
         }
-        // With the Redis backend the record of the follow-ups comes before the result, which
-        // is what the sweep looks for.
-        if sent
-            && matches!(a.ledger, Ledger::Redis(_))
-            && let Err(e) = a.ledger.answered(&task_id, true).await
-        {
+        // Recorded before the result, which the sweep looks for: a node dying in between
+        // leaves the result owed, not the follow-ups.
+        if sent && let Err(e) = a.ledger.follow_ups_sent(&task_id).await {
             tracing::warn!(error = %e, task_id, "celery adapter: cannot record that the task's follow-ups were sent");
         }
     }
@@ -573,6 +568,7 @@ async fn write_run(a: &Answering, run_id: &str, from_sweep: bool) -> Answer {
             "celery adapter: the chain stops here; its remaining tasks get a FAILURE"
         );
     }
+    let mut stored = true;
     if let Some(results) = replies {
         let reply_to = run.event.data["reply_to"].as_str();
         // A failed task fails the rest of its chain, as a worker marks it: each task of it
@@ -593,11 +589,19 @@ async fn write_run(a: &Answering, run_id: &str, from_sweep: bool) -> Answer {
             }
         }
         a.gate.close(&task_id).await;
-        let _ = store(results, &task_id, reply_to, &state).await;
+        stored = store(results, &task_id, reply_to, &state).await;
     }
-    if matches!(a.ledger, Ledger::State(_))
-        && let Err(e) = a.ledger.answered(&task_id, sent).await
-    {
+    // A reply that could not be sent leaves the task owed: the sweep tries again once the
+    // claim (if any) lapses.
+    if !stored {
+        return Answer::NotHere;
+    }
+    // With the Redis backend an `ignore_result` task leaves no result to find: the sweep must
+    // not load it again.
+    if replies.is_none() && matches!(a.ledger, Ledger::Redis(_)) {
+        return Answer::NotOwed;
+    }
+    if let Err(e) = a.ledger.answered(&task_id).await {
         tracing::warn!(error = %e, task_id, "celery adapter: cannot record that the task was answered");
     }
     Answer::Written
@@ -631,7 +635,7 @@ async fn sweep(a: Answering, mut shutdown: Shutdown) {
             cursor.from_ms = None;
         }
         sweeps += 1;
-        if let Err(e) = sweep_once(&a, &mut cursor).await {
+        if let Err(e) = sweep_once(&a, &mut cursor, &shutdown).await {
             tracing::warn!(error = %e, "celery adapter: sweeping for tasks still owed failed");
         }
     }
@@ -651,9 +655,9 @@ const FULL_PASS_EVERY: u64 = 30;
 
 /// One sweep (see [`sweep`]): the runs that ended between the cursor (or the start of the
 /// window) and [`SWEEP_GRACE`] ago, at most [`SWEEP_RUNS`], earliest end first
-/// (`StateStore::list_ended`); the cursor moves past them. Returns how many tasks it
-/// answered.
-async fn sweep_once(a: &Answering, cursor: &mut SweepCursor) -> Result<usize> {
+/// (`StateStore::list_ended`); the cursor moves past them. Stops early at shutdown. Returns
+/// how many tasks it answered.
+async fn sweep_once(a: &Answering, cursor: &mut SweepCursor, shutdown: &Shutdown) -> Result<usize> {
     let now = weir_core::event::now_ms();
     let oldest = now - SWEEP_WINDOW.as_millis() as i64;
     let newest = now - SWEEP_GRACE.as_millis() as i64;
@@ -684,6 +688,10 @@ async fn sweep_once(a: &Answering, cursor: &mut SweepCursor) -> Result<usize> {
     let settled = a.ledger.settled(&task_ids).await?;
     let mut written = 0;
     for (run, settled) in owed.iter().zip(settled) {
+        // What is left is swept by a node still up (or this one, after a restart).
+        if shutdown.is_raised() {
+            break;
+        }
         if settled {
             continue;
         }

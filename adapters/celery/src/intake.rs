@@ -247,16 +247,21 @@ pub async fn ingest(
             Ok(_) => return Ingested::Stored,
             Err(e) if crate::finished::is_the_events_fault(&e) => return Ingested::Refused(e),
             Err(e) if shutdown.is_raised() => {
-                tracing::warn!(error = %e, tasks = events.len(), "celery adapter: ingest failing at shutdown; the tasks go back to the queue");
+                tracing::warn!(error = %e, tasks = events.len(), first_task = first_task(events), "celery adapter: ingest failing at shutdown; the tasks go back to the queue");
                 return Ingested::Stopping;
             }
             Err(e) => {
-                tracing::warn!(error = %e, tasks = events.len(), retry_in = ?delay, "celery adapter: ingest failed; the tasks are kept and tried again");
+                tracing::warn!(error = %e, tasks = events.len(), first_task = first_task(events), retry_in = ?delay, "celery adapter: ingest failed; the tasks are kept and tried again");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
+}
+
+/// The event id of the first of `events`, for logs.
+fn first_task(events: &[Event]) -> &str {
+    events.first().map_or("", |e| e.id.as_str())
 }
 
 #[cfg(test)]

@@ -5,9 +5,11 @@
 //!
 //! - With the Redis result backend the result itself says a task was answered, and the
 //!   follow-ups' claim and sent record live beside it (see [`RedisResults::claim_follow_ups`]).
-//! - Otherwise (`results=rpc`, `results=none`) a blob in weir's state store does both: claimed
-//!   while a node answers the task (it lapses if that node dies), then kept as the record that
-//!   it was answered, for as long as the sweep looks back.
+//! - Otherwise (`results=rpc`, `results=none`) two blobs in weir's state store: the task's
+//!   answer blob, claimed while a node answers it (the claim lapses if that node dies) and
+//!   then kept as the record that it was answered, for as long as the sweep looks back; and a
+//!   record that its follow-ups were sent, so that a node that dies after sending them but
+//!   before the reply has them sent once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,17 +19,22 @@ use weir_core::Result;
 use weir_core::state::StateStore;
 
 use crate::finished::SWEEP_WINDOW;
-use crate::results::RedisResults;
+use crate::results::{Claim, RedisResults};
 
-/// How long a node's claim on answering a task holds (it lapses if the node dies).
-pub const CLAIM_HOLDS: Duration = Duration::from_secs(60);
+/// How long a node's claim on answering a task holds: it lapses if the node dies, and the
+/// sweep then answers the task. Answering takes far less, unless RabbitMQ stalls the
+/// follow-ups' publishes for minutes; then a second node may send them again.
+pub const CLAIM_HOLDS: Duration = Duration::from_secs(120);
 
-/// How long the record that a task was answered is kept in the state store: longer than the
-/// sweep looks back.
-const ANSWERED_KEPT: Duration = Duration::from_secs(SWEEP_WINDOW.as_secs() * 2);
+/// How long the records of a task's answer are kept in the state store: as long as the sweep
+/// looks back, and a minute more.
+const ANSWERED_KEPT: Duration = Duration::from_secs(SWEEP_WINDOW.as_secs() + 60);
 
 /// State-store lookups a sweep makes at once.
 const LOOKUPS: usize = 32;
+
+/// What the answer blob holds once the task was answered (a claim holds `claimed`).
+const ANSWERED: &[u8] = b"answered";
 
 /// The record of answered tasks.
 #[derive(Clone)]
@@ -38,10 +45,20 @@ pub enum Ledger {
     State(Arc<dyn StateStore>),
 }
 
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ledger::Redis(redis) => f.debug_tuple("Redis").field(redis).finish(),
+            Ledger::State(_) => f.write_str("State"),
+        }
+    }
+}
+
 impl Ledger {
-    /// Whether a node must claim `task_id` before answering it: with the Redis backend only
-    /// when it has follow-ups (a result written twice is harmless); otherwise when it has
-    /// follow-ups or the sweep answers it (the record is made by the claim).
+    /// Whether a node must claim a task before answering it: when it has follow-ups (they go
+    /// once), and, without the Redis backend, when the sweep answers it (nodes sweeping at
+    /// once reply once). A writer answering a task without follow-ups does not claim it: a
+    /// result written twice, in the rare case a sweep also answers it, is harmless.
     pub fn must_claim(&self, has_follow_ups: bool, from_sweep: bool) -> bool {
         match self {
             Ledger::Redis(_) => has_follow_ups,
@@ -49,34 +66,58 @@ impl Ledger {
         }
     }
 
-    /// Claims the answering of `task_id` for [`CLAIM_HOLDS`]: false when it was answered
-    /// already or another node is answering it.
-    pub async fn claim(&self, task_id: &str) -> Result<bool> {
+    /// Claims the answering of `task_id` for [`CLAIM_HOLDS`].
+    pub async fn claim(&self, task_id: &str, has_follow_ups: bool) -> Result<Claim> {
         match self {
             Ledger::Redis(redis) => redis.claim_follow_ups(task_id, CLAIM_HOLDS).await,
             Ledger::State(state) => {
-                state
+                let won = state
                     .claim_blob(
                         &answer_blob_id(task_id),
                         bytes::Bytes::from_static(b"claimed"),
                         CLAIM_HOLDS,
+                    )
+                    .await?;
+                if !won {
+                    let blob = state.get_blob(&answer_blob_id(task_id)).await?;
+                    return Ok(match blob.as_deref() {
+                        Some(ANSWERED) => Claim::Answered,
+                        _ => Claim::Held,
+                    });
+                }
+                let follow_ups_sent =
+                    has_follow_ups && state.get_blob(&sent_blob_id(task_id)).await?.is_some();
+                Ok(Claim::Won { follow_ups_sent })
+            }
+        }
+    }
+
+    /// Records that `task_id`'s follow-ups were sent (kept as long as the answer's record).
+    pub async fn follow_ups_sent(&self, task_id: &str) -> Result<()> {
+        match self {
+            Ledger::Redis(redis) => redis.follow_ups_sent(task_id).await,
+            Ledger::State(state) => {
+                state
+                    .put_blob(
+                        &sent_blob_id(task_id),
+                        bytes::Bytes::from_static(b"sent"),
+                        ANSWERED_KEPT,
                     )
                     .await
             }
         }
     }
 
-    /// Records that `task_id` was answered: with the Redis backend, that its follow-ups were
-    /// sent (the result is written apart); otherwise, that it needs nothing more.
-    pub async fn answered(&self, task_id: &str, follow_ups_sent: bool) -> Result<()> {
+    /// Records that `task_id` was answered, with the state-store ledger (with the Redis
+    /// backend, the result is the record).
+    pub async fn answered(&self, task_id: &str) -> Result<()> {
         match self {
-            Ledger::Redis(redis) if follow_ups_sent => redis.follow_ups_sent(task_id).await,
             Ledger::Redis(_) => Ok(()),
             Ledger::State(state) => {
                 state
                     .put_blob(
                         &answer_blob_id(task_id),
-                        bytes::Bytes::from_static(b"answered"),
+                        bytes::Bytes::from_static(ANSWERED),
                         ANSWERED_KEPT,
                     )
                     .await
@@ -86,7 +127,7 @@ impl Ledger {
 
     /// For each of `task_ids`, whether it was answered or a node is answering it: with the
     /// Redis backend, whether its final result is stored (one round trip); otherwise whether
-    /// its state-store record exists.
+    /// its answer blob exists.
     pub async fn settled(&self, task_ids: &[&str]) -> Result<Vec<bool>> {
         match self {
             Ledger::Redis(redis) => redis.finished(task_ids).await,
@@ -107,16 +148,12 @@ impl Ledger {
     }
 }
 
-impl std::fmt::Debug for Ledger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Ledger::Redis(redis) => f.debug_tuple("Redis").field(redis).finish(),
-            Ledger::State(_) => f.write_str("State"),
-        }
-    }
-}
-
-/// The state-store blob that records a task's answer.
+/// The state-store blob that claims, then records, a task's answer.
 fn answer_blob_id(task_id: &str) -> String {
     format!("celery-answer:{task_id}")
+}
+
+/// The state-store blob that records that a task's follow-ups were sent.
+fn sent_blob_id(task_id: &str) -> String {
+    format!("celery-sent:{task_id}")
 }

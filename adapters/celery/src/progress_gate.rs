@@ -106,9 +106,19 @@ impl ProgressGate {
             if now.duration_since(*made) < KEPT && gates.order.len() < MOST {
                 break;
             }
-            if let Some((_, id)) = gates.order.pop_front() {
-                gates.by_task.remove(&id);
+            let Some((_, id)) = gates.order.pop_front() else {
+                break;
+            };
+            // A gate in use (a report being sent, a close waiting) stays, as if made now.
+            let in_use = gates
+                .by_task
+                .get(&id)
+                .is_some_and(|g| Arc::strong_count(g) > 1 || Arc::strong_count(&g.sending) > 1);
+            if in_use {
+                gates.order.push_back((now, id));
+                break;
             }
+            gates.by_task.remove(&id);
         }
         let gate = Arc::new(Gate::default());
         gates.by_task.insert(task_id.to_string(), gate.clone());

@@ -21,7 +21,7 @@ use crate::message::Refused;
 use crate::redis_envelope;
 use crate::redis_queue::{RedisQueue, Taken};
 use crate::results::{DEFAULT_RESULT_EXPIRES, RedisResults};
-use crate::settings::{ResultsSetting, Settings};
+use crate::settings::{ResultsSetting, Settings, Transport};
 
 /// How long a consumer's heartbeat lasts: a node that died holding messages has them handed
 /// back this long after its last beat.
@@ -50,21 +50,21 @@ impl CeleryRedisAdapter {
     /// `results=none`, and `lease=30s`.
     pub async fn open(url: &str) -> Result<Self> {
         let mut lease = DEFAULT_LEASE;
-        let settings = Settings::parse(
-            url,
-            &["redis", "rediss"],
-            "celery+redis://HOST[:PORT][/DB]?queue=…",
-            &["lease"],
-            |param| {
-                lease = param.duration()?;
-                if lease < MIN_LEASE {
-                    return Err(param.invalid(format_args!(
-                        "must be at least {MIN_LEASE:?}: a node beats every third of it"
-                    )));
-                }
-                Ok(())
-            },
-        )?;
+        let transport = Transport {
+            schemes: &["redis", "rediss"],
+            example: "celery+redis://HOST[:PORT][/DB]?queue=…",
+            params: &["lease"],
+            rpc: false,
+        };
+        let settings = Settings::parse(url, &transport, |param| {
+            lease = param.duration()?;
+            if lease < MIN_LEASE {
+                return Err(param.invalid(format_args!(
+                    "must be at least {MIN_LEASE:?}: a node beats every third of it"
+                )));
+            }
+            Ok(())
+        })?;
         let Settings {
             broker,
             queue,
@@ -75,9 +75,10 @@ impl CeleryRedisAdapter {
         } = settings;
         let results = match results {
             ResultsSetting::None => None,
+            // Refused by `Settings::parse` for this transport already.
             ResultsSetting::Rpc => {
                 return Err(Error::config(
-                    "celery adapter: results=rpc needs RabbitMQ (celery+amqp://): on Redis, use results=redis://… or none",
+                    "celery adapter: results=rpc needs RabbitMQ (celery+amqp://)",
                 ));
             }
             ResultsSetting::Redis(url) => Some(Results::Redis(

@@ -207,20 +207,38 @@ impl RedisResults {
 }
 
 /// Claims the sending of a task's follow-ups (KEYS[1] the claim, KEYS[2] the record that they
-/// were sent; ARGV[1] how long the claim holds, ms): 1 when this caller sends them, 0 when they
-/// were sent already or another caller is sending them.
+/// were sent; ARGV[1] how long the claim holds, ms): 1 when this caller sends them, 2 when they
+/// were sent already, 0 when another caller holds the claim.
 const CLAIM_FOLLOW_UPS: &str = r#"
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end
 return 0
 "#;
 
+/// What a claim on answering a finished task gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller answers the task. `follow_ups_sent`: its follow-ups went already (their
+    /// sender died before writing the result, or the result was deleted since): only the
+    /// result is owed.
+    Won {
+        /// Whether the follow-ups were sent already.
+        follow_ups_sent: bool,
+    },
+    /// Another caller is answering it; its claim lapses if it dies, and the sweep then tries
+    /// again.
+    Held,
+    /// It was answered.
+    Answered,
+}
+
 impl RedisResults {
     /// Claims the sending of `task_id`'s follow-up tasks (a chain's next task, callbacks) for
-    /// `hold`: false when they were sent already (a result deleted since, by `forget()` or
-    /// eviction, does not make them go again) or another node is sending them (two nodes
-    /// answering the same finished run do not both send). A claim whose holder died lapses.
-    pub async fn claim_follow_ups(&self, task_id: &str, hold: Duration) -> Result<bool> {
+    /// `hold`. [`Claim::Won`] with `follow_ups_sent` when they were sent already (a result
+    /// deleted since, by `forget()` or eviction, does not make them go again), [`Claim::Held`]
+    /// when another node is sending them (two nodes answering the same finished run do not
+    /// both send; a claim whose holder died lapses).
+    pub async fn claim_follow_ups(&self, task_id: &str, hold: Duration) -> Result<Claim> {
         let mut conn = self.conn.clone();
         let claimed: i64 = self
             .claim_script
@@ -236,7 +254,15 @@ impl RedisResults {
                 )
                 .with_source(e)
             })?;
-        Ok(claimed == 1)
+        Ok(match claimed {
+            1 => Claim::Won {
+                follow_ups_sent: false,
+            },
+            2 => Claim::Won {
+                follow_ups_sent: true,
+            },
+            _ => Claim::Held,
+        })
     }
 
     /// Records that `task_id`'s follow-ups were sent (kept as long as results are).

@@ -12,6 +12,19 @@ use crate::intake::Unhandled;
 /// The parameters both transports read.
 const COMMON: [&str; 5] = ["queue", "results", "unhandled", "routes", "track_started"];
 
+/// What a transport's adapter URL looks like.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport<'a> {
+    /// The broker schemes it takes (`amqp`, `amqps`): the URL's scheme is `celery+<one>`.
+    pub schemes: &'a [&'a str],
+    /// The URL's shape, shown in errors.
+    pub example: &'a str,
+    /// The parameters it reads itself (besides the common ones).
+    pub params: &'a [&'a str],
+    /// Whether it can send `rpc://` replies (RabbitMQ can; Redis cannot).
+    pub rpc: bool,
+}
+
 /// Where the clients read results (`results=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResultsSetting {
@@ -41,16 +54,21 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads `url`, whose scheme must be `celery+<s>://` for one of `schemes` (the broker URL
-    /// then has the scheme `s`); `example` shows the URL's shape in errors. Parameters in
-    /// `own` are handed to `read_own`; any other unknown one is an error.
+    /// Reads `url`, whose scheme must be `celery+<s>://` for one of the transport's schemes
+    /// (the broker URL then has the scheme `s`). The transport's own parameters are handed to
+    /// `read_own`; any other unknown one is an error. Errors name the URL with its secrets
+    /// hidden.
     pub fn parse(
         url: &str,
-        schemes: &[&str],
-        example: &str,
-        own: &[&str],
+        transport: &Transport<'_>,
         mut read_own: impl FnMut(&Param<'_>) -> Result<()>,
     ) -> Result<Settings> {
+        let Transport {
+            schemes,
+            example,
+            params: own,
+            rpc,
+        } = *transport;
         let Some((scheme, rest)) = schemes.iter().find_map(|s| {
             url.strip_prefix("celery+")
                 .and_then(|u| u.strip_prefix(*s))
@@ -97,13 +115,23 @@ impl Settings {
             params.error("queue is required: the Celery queue weir consumes (?queue=weir)")
         })?;
         let results = match results.as_deref() {
+            None if rpc => {
+                return Err(params.error(
+                    "results is required: results=redis://… (the result backend the clients read), results=rpc or results=none",
+                ));
+            }
             None => {
                 return Err(params.error(
-                    "results is required: results=redis://… (the result backend the clients read), results=rpc (RabbitMQ) or results=none",
+                    "results is required: results=redis://… (the result backend the clients read) or results=none",
                 ));
             }
             Some("none") => ResultsSetting::None,
-            Some("rpc" | "rpc://") => ResultsSetting::Rpc,
+            Some("rpc" | "rpc://") if rpc => ResultsSetting::Rpc,
+            Some("rpc" | "rpc://") => {
+                return Err(params.error(
+                    "results=rpc needs RabbitMQ (celery+amqp://): on Redis, use results=redis://… or none",
+                ));
+            }
             Some(url) => ResultsSetting::Redis(url.to_string()),
         };
         Ok(Settings {
@@ -121,9 +149,16 @@ impl Settings {
 mod tests {
     use super::*;
 
+    const AMQP: Transport<'static> = Transport {
+        schemes: &["amqp", "amqps"],
+        example: "example",
+        params: &["prefetch"],
+        rpc: true,
+    };
+
     fn parse(url: &str) -> Result<(Settings, Vec<String>)> {
         let mut own = Vec::new();
-        let settings = Settings::parse(url, &["amqp", "amqps"], "example", &["prefetch"], |p| {
+        let settings = Settings::parse(url, &AMQP, |p| {
             own.push(format!("{}={}", p.name(), p.value()?));
             Ok(())
         })?;
@@ -153,5 +188,15 @@ mod tests {
         assert!(err("celery+amqp://h?results=none").contains("queue is required"));
         assert!(err("celery+amqp://h?queue=q").contains("results is required"));
         assert!(err("celery+amqp://h?queue=q&results=none&lease=3s").contains("lease"));
+        let no_rpc = Transport { rpc: false, ..AMQP };
+        let e = Settings::parse(
+            "celery+amqp://u:s3cret@h?queue=q&results=rpc",
+            &no_rpc,
+            |_| Ok(()),
+        )
+        .expect_err("no rpc");
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("results=rpc needs RabbitMQ"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

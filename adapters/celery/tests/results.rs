@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
-use weir_adapter_celery::results::{DEFAULT_RESULT_EXPIRES, RedisResults, TaskState};
+use weir_adapter_celery::results::{Claim, DEFAULT_RESULT_EXPIRES, RedisResults, TaskState};
 use weir_core::testkit::service_url;
 
 /// Reads the result of `task_id` with Celery's own client: prints `{"state", "value"}` or
@@ -219,18 +219,30 @@ async fn follow_ups_are_claimed_by_one_sender_and_sent_once() {
         .expect("connect");
     let id = task_id();
     let hold = Duration::from_millis(300);
-    assert!(results.claim_follow_ups(&id, hold).await.expect("claim"));
-    assert!(
-        !results.claim_follow_ups(&id, hold).await.expect("claim"),
+    let won = Claim::Won {
+        follow_ups_sent: false,
+    };
+    assert_eq!(
+        results.claim_follow_ups(&id, hold).await.expect("claim"),
+        won
+    );
+    assert_eq!(
+        results.claim_follow_ups(&id, hold).await.expect("claim"),
+        Claim::Held,
         "a second node does not send while the first holds the claim"
     );
     // The holder died: its claim lapses and another node sends.
     tokio::time::sleep(hold + Duration::from_millis(100)).await;
-    assert!(results.claim_follow_ups(&id, hold).await.expect("claim"));
+    assert_eq!(
+        results.claim_follow_ups(&id, hold).await.expect("claim"),
+        won
+    );
     results.follow_ups_sent(&id).await.expect("sent");
-    tokio::time::sleep(hold + Duration::from_millis(100)).await;
-    assert!(
-        !results.claim_follow_ups(&id, hold).await.expect("claim"),
-        "once sent, never again"
+    assert_eq!(
+        results.claim_follow_ups(&id, hold).await.expect("claim"),
+        Claim::Won {
+            follow_ups_sent: true
+        },
+        "once sent, never again: only the result is owed"
     );
 }

@@ -186,7 +186,11 @@ pub async fn blob_claims_have_one_winner_and_lapse(factory: &dyn Factory<dyn Sta
         let (store, id) = (store.clone(), id.clone());
         async move {
             let won = store
-                .claim_blob(&id, bytes::Bytes::from(vec![i]), Duration::from_millis(400))
+                .claim_blob(
+                    &id,
+                    bytes::Bytes::from(vec![i]),
+                    Duration::from_millis(1500),
+                )
                 .await
                 .expect("claim");
             (i, won)
@@ -224,7 +228,8 @@ pub async fn blob_claims_have_one_winner_and_lapse(factory: &dyn Factory<dyn Sta
             .expect("claim a stored blob"),
         "a blob stored by put_blob is not claimed"
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The winner's claim lapses 1.5 s after it was made.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
     assert!(
         store
             .claim_blob(

@@ -515,6 +515,10 @@ impl StateStore for MemoryStateStore {
         {
             return Ok(false);
         }
+        // As in `put_blob`: expired blobs go when the map doubles.
+        if inner.blobs.len() >= 64 && inner.blobs.len().is_power_of_two() {
+            inner.blobs.retain(|_, (_, expires)| *expires > now);
+        }
         let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
         inner.blobs.insert(id.to_string(), (data, expires));
         Ok(true)
