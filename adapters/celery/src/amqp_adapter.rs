@@ -101,13 +101,7 @@ impl CeleryAmqpAdapter {
             track_started,
         } = settings;
         // `…:5672/` names the vhost `/` for kombu; for lapin it would be the vhost "".
-        let broker = match broker.split_once("://") {
-            Some((scheme, rest)) => match rest.split_once('/') {
-                Some((authority, "")) => format!("{scheme}://{authority}/%2f"),
-                _ => broker,
-            },
-            None => broker,
-        };
+        let broker = vhost_slash_as_root(broker);
         let link = AmqpLink::open(&broker).await?;
         if let Unhandled::Requeue(queue) = &unhandled {
             // Tasks handed on wait there for the Celery workers, even before they start.
@@ -147,6 +141,19 @@ impl CeleryAmqpAdapter {
                 track_started,
             }),
         })
+    }
+}
+
+/// `amqp://u:p@h:5672/` names the vhost `/` for kombu, and the vhost "" for lapin: the bare
+/// `/` becomes `/%2f`. The path starts after the credentials, which may hold a `/`.
+fn vhost_slash_as_root(broker: String) -> String {
+    let Some((scheme, rest)) = broker.split_once("://") else {
+        return broker;
+    };
+    let host_at = rest.rfind('@').map_or(0, |at| at + 1);
+    match rest[host_at..].split_once('/') {
+        Some((host, "")) => format!("{scheme}://{}{host}/%2f", &rest[..host_at]),
+        _ => broker,
     }
 }
 
@@ -483,5 +490,22 @@ impl Adapter for CeleryAmqpAdapter {
         }
         answerers.join().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vhost_slash_as_root;
+
+    #[test]
+    fn a_bare_slash_is_the_root_vhost_and_other_paths_stay() {
+        let root = |url: &str| vhost_slash_as_root(url.to_string());
+        assert_eq!(root("amqp://h/"), "amqp://h/%2f");
+        assert_eq!(root("amqp://u:p@h:5672/"), "amqp://u:p@h:5672/%2f");
+        assert_eq!(root("amqp://u:a/b@h/"), "amqp://u:a/b@h/%2f");
+        assert_eq!(root("amqp://u:a/b@h"), "amqp://u:a/b@h");
+        assert_eq!(root("amqp://h/vh/"), "amqp://h/vh/");
+        assert_eq!(root("amqp://h/%2f"), "amqp://h/%2f");
+        assert_eq!(root("amqp://h"), "amqp://h");
     }
 }

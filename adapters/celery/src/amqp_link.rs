@@ -17,6 +17,11 @@ use weir_core::{Error, ErrorKind, Result};
 /// How long a publish waits for RabbitMQ's confirm before it is taken as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a publish may take in all (waiting for its turn, opening a channel, sending,
+/// the confirm) before it is taken as failed: a RabbitMQ that blocks publishers (a memory or
+/// disk alarm) fails publishes instead of holding them.
+pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(20);
+
 /// How long connecting may take before it is given up (and tried again later).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -252,7 +257,40 @@ impl Publisher {
     /// named `routing_key`) and waits for RabbitMQ's confirm. A message no queue takes is an
     /// error when `mandatory` (a task handed on must reach its queue); otherwise RabbitMQ
     /// drops it (a reply whose client is gone, as it does for a Celery worker).
+    /// Fails after [`PUBLISH_DEADLINE`] in all.
     pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<()> {
+        let publish = self.publish_now(exchange, routing_key, body, properties, mandatory);
+        match tokio::time::timeout(PUBLISH_DEADLINE, publish).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // The channel may be stuck: the next publish opens another.
+                let slot = if mandatory {
+                    &self.mandatory
+                } else {
+                    &self.free
+                };
+                if let Ok(mut slot) = slot.try_lock() {
+                    slot.channel = None;
+                }
+                Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "celery amqp: the publish to {routing_key} took over {PUBLISH_DEADLINE:?}"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// [`Publisher::publish`] without the deadline.
+    async fn publish_now(
         &self,
         exchange: &str,
         routing_key: &str,

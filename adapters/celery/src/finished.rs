@@ -12,7 +12,7 @@ use weir_core::{Event, Result};
 
 use crate::amqp_link::Publisher;
 use crate::chain::{self, Outgoing, Routes};
-use crate::ledger::Ledger;
+use crate::ledger::{CLAIM_HOLDS, Ledger};
 pub use crate::progress_gate::ProgressGate;
 use crate::redis_queue::RedisQueue;
 use crate::results::{Claim, RedisResults, TaskState};
@@ -260,6 +260,12 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// answered, or their result has expired since).
 pub const SWEEP_WINDOW: Duration = Duration::from_secs(600);
 
+/// How long after its run finished a task's follow-ups are tried again when the broker
+/// fails them (then the rest of its chain gets a FAILURE): the sweep's window, less the
+/// claims that must lapse between tries.
+const KEEP_TRYING_FOLLOW_UPS: Duration =
+    Duration::from_secs(SWEEP_WINDOW.as_secs() - 3 * CLAIM_HOLDS.as_secs());
+
 /// How long after a run finished the sweep first looks at it: the writer of the node that
 /// finished it has had its chance (see [`crate::ledger`] for how the two never both send a
 /// task's follow-ups).
@@ -405,7 +411,7 @@ pub async fn write_results(
             let Ok(_permit) = writers.acquire_owned().await else {
                 return;
             };
-            let _ = write_run(&answering, &run_id, false).await;
+            let _ = write_run(&answering, &run_id).await;
         });
         while writes.try_join_next().is_some() {}
     }
@@ -491,11 +497,12 @@ fn is_ours(event: &Event, queue: &str) -> bool {
 /// Answers the task of the finished run `run_id`: sends the tasks that follow it (chain,
 /// callbacks, errbacks) and records that they were sent, then writes its result, then records
 /// that it was answered (so that a crash in between leaves the task owed, and the sweep
-/// answers it again: the follow-ups at least once, usually once). Where the task has
-/// follow-ups (or the sweep answers it without the Redis backend), the node first claims it
-/// in the [`Ledger`], so that of a writer and sweeps at once, one answers it; a task another
-/// node holds is left to it (or, if it dies, to a sweep once its claim lapses).
-async fn write_run(a: &Answering, run_id: &str, from_sweep: bool) -> Answer {
+/// answers it again: the follow-ups at least once, usually once). Where the [`Ledger`] says
+/// so (see [`Ledger::must_claim`]), the node first claims the task, so that of a writer and
+/// sweeps at once, one answers it; a task another node holds is left to it (or, if it dies, to
+/// a sweep once its claim lapses). Follow-ups the broker refuses for a while are left to a
+/// sweep too, until [`KEEP_TRYING_FOLLOW_UPS`] after the run ended.
+async fn write_run(a: &Answering, run_id: &str) -> Answer {
     let run = match a.engine.state().get_run(run_id).await {
         Ok(Some(run)) if run.event.name.starts_with("celery/") => run,
         Ok(_) => return Answer::NotOwed,
@@ -517,7 +524,8 @@ async fn write_run(a: &Answering, run_id: &str, from_sweep: bool) -> Answer {
     if matches!(a.ledger, Ledger::Redis(_)) && replies.is_none() && !has_follow_ups {
         return Answer::NotOwed;
     }
-    let claim = if a.ledger.must_claim(has_follow_ups, from_sweep) {
+    let claimed_at = std::time::Instant::now();
+    let claim = if a.ledger.must_claim(has_follow_ups) {
         match a.ledger.claim(&task_id, has_follow_ups).await {
             Ok(claim) => claim,
             Err(e) => {
@@ -546,7 +554,24 @@ async fn write_run(a: &Answering, run_id: &str, from_sweep: bool) -> Answer {
         }
         let mut sent = true;
         for outgoing in &plan.send {
+            // Past half its claim, this node leaves the task to a sweep once the claim lapses
+            // (sending on might overlap a second node's sends).
+            if claimed_at.elapsed() > CLAIM_HOLDS / 2 {
+                tracing::warn!(
+                    task_id,
+                    "celery adapter: sending the task's follow-ups is taking too long; a sweep sends them once this node's claim lapses"
+                );
+                return Answer::NotHere;
+            }
             if let Err(e) = a.follow_ups.sender.send(outgoing).await {
+                // A broker that is away for a while: a sweep tries again once the claim
+                // lapses, until the sweep's window nearly ends.
+                let ended_ms = run.ended_at.unwrap_or_else(weir_core::event::now_ms);
+                let ended_ago = weir_core::event::now_ms().saturating_sub(ended_ms);
+                if e.is_retryable() && ended_ago < KEEP_TRYING_FOLLOW_UPS.as_millis() as i64 {
+                    tracing::warn!(error = %e, task_id, "celery adapter: cannot send the task's follow-ups now; a sweep tries again once this node's claim lapses");
+                    return Answer::NotHere;
+                }
                 broken = Some(format!(
                     "weir could not send the next task ({}) to queue {}: {e}",
                     outgoing.task, outgoing.queue
@@ -631,8 +656,13 @@ async fn sweep(a: Answering, mut shutdown: Shutdown) {
         }
         // From time to time the whole window again: a task whose answer failed then (or
         // whose claimer died) is tried once more.
+        // Not while the cursor is behind: the runs that ended lately come first.
         if sweeps.is_multiple_of(FULL_PASS_EVERY) {
+            cursor.full_pass_due = true;
+        }
+        if cursor.full_pass_due && !cursor.behind {
             cursor.from_ms = None;
+            cursor.full_pass_due = false;
         }
         sweeps += 1;
         if let Err(e) = sweep_once(&a, &mut cursor, &shutdown).await {
@@ -646,6 +676,10 @@ async fn sweep(a: Answering, mut shutdown: Shutdown) {
 struct SweepCursor {
     /// The end time the next sweep starts at (`None`: the start of the window).
     from_ms: Option<i64>,
+    /// The last sweep read a full page: more runs ended since than it looked at.
+    behind: bool,
+    /// A pass over the whole window is due once the cursor caught up.
+    full_pass_due: bool,
     /// Runs known to owe nothing (`ignore_result`, another queue's).
     not_owed: std::collections::HashSet<String>,
 }
@@ -667,6 +701,7 @@ async fn sweep_once(a: &Answering, cursor: &mut SweepCursor, shutdown: &Shutdown
         .state()
         .list_ended(from, newest, SWEEP_RUNS)
         .await?;
+    cursor.behind = ended.len() >= SWEEP_RUNS;
     cursor.from_ms = Some(match ended.last() {
         // A full page: go on from its last end (runs ending in the same millisecond are
         // looked at again, harmlessly).
@@ -695,8 +730,11 @@ async fn sweep_once(a: &Answering, cursor: &mut SweepCursor, shutdown: &Shutdown
         if settled {
             continue;
         }
-        match write_run(a, &run.id, true).await {
-            Answer::Written => written += 1,
+        match write_run(a, &run.id).await {
+            Answer::Written => {
+                written += 1;
+                not_owed.insert(run.id.clone());
+            }
             Answer::NotOwed => {
                 not_owed.insert(run.id.clone());
             }

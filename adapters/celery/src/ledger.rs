@@ -55,14 +55,14 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Whether a node must claim a task before answering it: when it has follow-ups (they go
-    /// once), and, without the Redis backend, when the sweep answers it (nodes sweeping at
-    /// once reply once). A writer answering a task without follow-ups does not claim it: a
-    /// result written twice, in the rare case a sweep also answers it, is harmless.
-    pub fn must_claim(&self, has_follow_ups: bool, from_sweep: bool) -> bool {
+    /// Whether a node must claim a task before answering it: with the Redis backend when it
+    /// has follow-ups (they go once; a result written twice is harmless); with the
+    /// state-store ledger always (the claim is the record the sweep looks for, so a writer
+    /// that fell behind and a sweep do not both reply).
+    pub fn must_claim(&self, has_follow_ups: bool) -> bool {
         match self {
             Ledger::Redis(_) => has_follow_ups,
-            Ledger::State(_) => has_follow_ups || from_sweep,
+            Ledger::State(_) => true,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Keeps a task's progress reports (STARTED, RETRY) from overtaking its final state in this
 //! process. The Redis result backend refuses a late progress report itself (see
-//! [`crate::RedisResults::store`]); `rpc://` replies are messages, and a client that reads
+//! [`crate::results::RedisResults::store`]); `rpc://` replies are messages, and a client that reads
 //! `.state` takes the last one it got, so a STARTED sent after the SUCCESS would undo it.
 //!
 //! A report holds the task's gate open (shared) while it is sent; the final state closes it
