@@ -29,3 +29,12 @@ pub mod settings;
 pub use amqp_adapter::CeleryAmqpAdapter;
 pub use message::{Refused, TaskMessage};
 pub use redis_adapter::CeleryRedisAdapter;
+
+/// How the adapter's Redis connections (the queue, the result backend) wait: a reply may take
+/// up to 10 s (a 10 MiB message, a loaded server) before it counts as failed; the redis
+/// crate's default, 500 ms, fails big messages on a busy machine.
+pub(crate) fn redis_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
+}

@@ -138,7 +138,7 @@ impl RedisQueue {
             Error::config(format!("celery redis queue: invalid URL {shown}")).with_source(e)
         })?;
         let mut conn = client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&crate::redis_config())
             .await
             .map_err(|e| unavailable("connecting", e))?;
         // Listed from the start: should it die before its first heartbeat, what it took is

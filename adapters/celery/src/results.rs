@@ -163,7 +163,7 @@ impl RedisResults {
             Error::config(format!("celery results: invalid Redis URL {shown}")).with_source(e)
         })?;
         let conn = client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&crate::redis_config())
             .await
             .map_err(|e| {
                 Error::new(

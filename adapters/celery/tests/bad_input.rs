@@ -116,7 +116,7 @@ fn adder() -> tempfile::TempDir {
 /// The result meta of `task_id`, waiting up to 20 s for it.
 async fn result_of(redis: &redis::Client, task_id: &str) -> Value {
     let mut conn = redis
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&slow_replies())
         .await
         .expect("redis");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -258,7 +258,7 @@ async fn on_redis() {
     .expect("the adapter opens");
     let client = redis::Client::open(redis.as_str()).expect("redis url");
     let mut conn = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&slow_replies())
         .await
         .expect("redis");
     let prefix = unique("redis");
@@ -292,7 +292,7 @@ async fn on_redis() {
         .await;
     // Nothing left: the queue's list is empty and no consumer holds a message.
     let mut conn = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&slow_replies())
         .await
         .expect("redis");
     let queued: i64 = redis::cmd("LLEN")
@@ -307,4 +307,10 @@ async fn on_redis() {
         .await
         .expect("KEYS");
     assert!(held.is_empty(), "messages still held: {held:?}");
+}
+
+/// A Redis connection config that waits for a 10 MiB LPUSH on a loaded machine (the redis
+/// crate's default gives up after 500 ms).
+fn slow_replies() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)))
 }
