@@ -155,6 +155,21 @@ start_celery() {
   echo "celery: $("$WEIR_TEST_CELERY_PYTHON" -c 'import celery; print(celery.__version__)') at $WEIR_TEST_CELERY_PYTHON"
 }
 
+# The Faktory clients (the reference for the Faktory adapter's tests; no Faktory server can be
+# installed here): the Python client (PyPI `faktory`) in a venv under ~/.cache/weir-test/faktory,
+# unless WEIR_TEST_FAKTORY_PYTHON is set.
+start_faktory_clients() {
+  if [ -z "${WEIR_TEST_FAKTORY_PYTHON:-}" ]; then
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/weir-test/faktory"
+    if ! "$venv/bin/python" -c 'import faktory' >/dev/null 2>&1; then
+      python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
+      "$venv/bin/pip" install -q 'faktory==1.0.*'
+    fi
+    export WEIR_TEST_FAKTORY_PYTHON="$venv/bin/python"
+  fi
+  echo "faktory (python client): $("$WEIR_TEST_FAKTORY_PYTHON" -c 'import faktory; print(faktory.__version__)') at $WEIR_TEST_FAKTORY_PYTHON"
+}
+
 echo "== services"
 start_redis
 start_rabbitmq
@@ -163,6 +178,7 @@ start_tansu
 start_docker
 start_lambda
 start_celery
+start_faktory_clients
 # WASM test modules are Rust crates built for WASI.
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 

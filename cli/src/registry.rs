@@ -181,6 +181,15 @@ pub fn builtins() -> Registry {
             weir_adapter_celery::CeleryAmqpAdapter::open(&url).await
         })
     );
+    // A Faktory server: Faktory clients push jobs to weir (adapters/faktory).
+    builtin!(
+        registry,
+        "adapter-faktory",
+        "a Faktory server for Faktory clients",
+        AdapterScheme::new(&["faktory"], |url| async move {
+            weir_adapter_faktory::FaktoryAdapter::open(&url).await
+        })
+    );
     registry
 }
 

@@ -1,0 +1,102 @@
+//! The adapter: a listener for Faktory clients inside `weir serve` / `weir dev`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use weir_core::adapter::{Adapter, Shutdown};
+use weir_core::engine::Engine;
+use weir_core::{Error, ErrorKind, Result};
+
+use crate::connection;
+use crate::server::Server;
+use crate::settings::Settings;
+
+/// The adapter of `faktory://` URLs.
+#[derive(Debug)]
+pub struct FaktoryAdapter {
+    settings: Settings,
+    listener: std::sync::Mutex<Option<TcpListener>>,
+}
+
+impl FaktoryAdapter {
+    /// Opens the adapter of `url` (see [`Settings::parse`]) and binds its address at once, so
+    /// that a port in use fails the start.
+    pub async fn open(url: &str) -> Result<Self> {
+        let settings = Settings::parse(url)?;
+        let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("faktory adapter: cannot listen on {}", settings.listen),
+            )
+            .with_source(e)
+        })?;
+        Ok(FaktoryAdapter {
+            settings,
+            listener: std::sync::Mutex::new(Some(listener)),
+        })
+    }
+
+    /// The address it listens on (the port the system chose for `:0`).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener
+            .lock()
+            .ok()?
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+}
+
+#[async_trait]
+impl Adapter for FaktoryAdapter {
+    fn name(&self) -> &str {
+        "faktory"
+    }
+
+    async fn run(&self, engine: Engine, mut shutdown: Shutdown) -> Result<()> {
+        let listener = self
+            .listener
+            .lock()
+            .ok()
+            .and_then(|mut l| l.take())
+            .ok_or_else(|| Error::internal("faktory adapter: run twice"))?;
+        let server = Arc::new(Server::new(engine, self.settings.clone()));
+        let slots = Arc::new(Semaphore::new(self.settings.max_connections));
+        let mut connections = tokio::task::JoinSet::new();
+        tracing::info!(listen = %self.settings.listen, "faktory adapter: listening");
+        loop {
+            // Past the connection limit, clients wait in the listen backlog.
+            let slot = tokio::select! {
+                _ = shutdown.raised() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.raised() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little, go on.
+                        tracing::warn!(error = %e, "faktory adapter: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let (server, shutdown) = (server.clone(), shutdown.clone());
+            connections.spawn(async move {
+                let _slot = slot;
+                tracing::debug!(%peer, "faktory adapter: connection");
+                connection::serve(stream, server, shutdown).await;
+            });
+            while connections.try_join_next().is_some() {}
+        }
+        // Connections end at shutdown (a FETCH under way answers at once).
+        while connections.join_next().await.is_some() {}
+        Ok(())
+    }
+}

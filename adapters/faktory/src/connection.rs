@@ -1,0 +1,148 @@
+//! One client connection: the greeting, the HELLO (within [`HANDSHAKE_WAIT`], with the
+//! password check), then one reply per command until the client leaves, sends something weir
+//! cannot read on from, or weir shuts down.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use weir_core::adapter::Shutdown;
+
+use crate::auth::{Challenge, Hello};
+use crate::command::{self, Command};
+use crate::resp::{ReadLine, Reply, read_line};
+use crate::server::Server;
+
+/// How long a client has to say HELLO once greeted (as Faktory).
+pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
+
+/// Serves one connection until it ends.
+pub async fn serve<S>(stream: S, server: Arc<Server>, mut shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut reader = BufReader::new(reader);
+    let max_line = server.settings().max_line;
+    let challenge = Challenge::new(server.settings().password.is_some());
+    if send(&mut writer, &Reply::Simple(challenge.greeting()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // The HELLO: anything else first, or nothing in time, closes the connection.
+    let hello = tokio::select! {
+        _ = shutdown.raised() => return,
+        hello = tokio::time::timeout(HANDSHAKE_WAIT, read_line(&mut reader, max_line)) => hello,
+    };
+    let hello = match hello {
+        Ok(Ok(ReadLine::Line(line))) => line,
+        Ok(Ok(ReadLine::TooLong)) => {
+            let _ = send(&mut writer, &Reply::error("HELLO line too long")).await;
+            return;
+        }
+        _ => return,
+    };
+    let hello = match command::parse(&hello) {
+        Command::Hello(payload) => match serde_json::from_slice::<Hello>(payload) {
+            Ok(hello) => hello,
+            Err(e) => {
+                let _ = send(&mut writer, &Reply::error(format!("invalid HELLO: {e}"))).await;
+                return;
+            }
+        },
+        _ => {
+            let _ = send(
+                &mut writer,
+                &Reply::error("the first command must be HELLO (see the greeting)"),
+            )
+            .await;
+            return;
+        }
+    };
+    if !challenge.accepts(server.settings().password.as_deref(), &hello) {
+        let _ = send(&mut writer, &Reply::error("Invalid password")).await;
+        return;
+    }
+    if let Some(wid) = hello.wid.as_deref().filter(|w| !w.is_empty()) {
+        server.worker_joined(wid);
+    }
+    if send(&mut writer, &Reply::Ok).await.is_err() {
+        return;
+    }
+    server.stats.connections.fetch_add(1, Ordering::Relaxed);
+    commands(&mut reader, &mut writer, &server, &mut shutdown).await;
+    server.stats.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The command loop after the handshake.
+async fn commands<R, W>(reader: &mut R, writer: &mut W, server: &Server, shutdown: &mut Shutdown)
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let max_line = server.settings().max_line;
+    loop {
+        // Between commands a client may idle (a producer keeps its connection); once a line
+        // starts it must end within the settings' `line_timeout`.
+        let started = tokio::select! {
+            _ = shutdown.raised() => return,
+            started = tokio::io::AsyncBufReadExt::fill_buf(reader) => started,
+        };
+        match started {
+            Ok([]) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line_timeout = server.settings().line_timeout;
+        let line = match tokio::time::timeout(line_timeout, read_line(reader, max_line)).await {
+            Ok(Ok(ReadLine::Line(line))) => line,
+            Ok(Ok(ReadLine::TooLong)) => {
+                let _ = send(
+                    writer,
+                    &Reply::error(format!(
+                        "command line longer than {max_line} bytes; closing the connection"
+                    )),
+                )
+                .await;
+                return;
+            }
+            Ok(Ok(ReadLine::Closed)) | Ok(Err(_)) => return,
+            Err(_) => {
+                let _ = send(writer, &Reply::error("command line too slow to arrive")).await;
+                return;
+            }
+        };
+        server.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let reply = match command::parse(&line) {
+            Command::End => return,
+            Command::Hello(_) => Reply::error("HELLO was said already"),
+            Command::Push(payload) => server.push(payload).await,
+            Command::PushBulk(payload) => server.push_bulk(payload).await,
+            Command::Fetch(queues) => server.fetch(&queues, shutdown).await,
+            Command::Ack(payload) => server.ack(payload),
+            Command::Fail(payload) => server.fail(payload),
+            Command::Beat(payload) => server.beat(payload),
+            Command::Info => server.info(),
+            Command::Flush => Reply::Ok,
+            Command::Queue { op, names } => server.queue(op, &names),
+            Command::Mutate(payload) => server.mutate(payload),
+            Command::Enterprise(what) => Reply::error(format!(
+                "{what} subsystem is only available in Faktory Enterprise"
+            )),
+            Command::Unknown(verb) => Reply::error(format!("unknown command {verb}")),
+        };
+        if send(writer, &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes one reply and flushes it.
+async fn send<W: AsyncWrite + Unpin>(writer: &mut W, reply: &Reply) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    reply.encode(&mut out);
+    writer.write_all(&out).await?;
+    writer.flush().await
+}

@@ -1,0 +1,128 @@
+//! What the adapter's tests share: an engine on the embedded drivers with functions written to
+//! a directory, and the adapter running beside it on a port the system picks.
+
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use weir_adapter_faktory::FaktoryAdapter;
+use weir_core::adapter::{Adapter, Shutdown, ShutdownTrigger};
+use weir_core::driver::DriverSet;
+use weir_core::engine::{Engine, EngineConfig, EngineHandle, EngineParts, Roles};
+use weir_core::run::{Run, RunFilter};
+
+/// Writes the function `name` into `dir`: its `weir.json` and one executable `step` script.
+pub fn write_function(dir: &Path, name: &str, definition: &Value, script: &str) {
+    let fn_dir = dir.join(name);
+    std::fs::create_dir_all(&fn_dir).expect("mkdir");
+    std::fs::write(fn_dir.join("weir.json"), definition.to_string()).expect("weir.json");
+    let step = fn_dir.join("step");
+    std::fs::write(&step, format!("#!/bin/sh\n{script}\n")).expect("step");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&step, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// An engine on memory state and broker with the process runtime, running every role, with
+/// the functions `names` of `dir` loaded.
+pub async fn engine(dir: &Path, names: &[&str]) -> (Engine, EngineHandle) {
+    let drivers = DriverSet::new().with(Arc::new(weir_driver_process::ProcessDriver::new()));
+    let engine = Engine::new(EngineParts {
+        state: Arc::new(weir_state_memory::MemoryStateStore::new()),
+        events: Arc::new(weir_state_memory::MemoryEventStore::new()),
+        broker: Arc::new(weir_broker_memory::MemoryBroker::new()),
+        drivers,
+        config: EngineConfig::default(),
+    });
+    let mut loaded = Vec::new();
+    for name in names {
+        loaded.push(
+            weir_core::function::load_function(&dir.join(name), engine.drivers())
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
+        );
+    }
+    engine.functions().replace(loaded);
+    let handle = engine.start(Roles::ALL).await.expect("start");
+    (engine, handle)
+}
+
+/// The adapter, running beside an engine, for a test.
+pub struct Running {
+    /// Where Faktory clients connect: `tcp://[:PASSWORD@]127.0.0.1:PORT`.
+    pub url: String,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<weir_core::Result<()>>,
+}
+
+/// Opens the adapter on a free loopback port (`password` when given) and runs it for
+/// `engine` until [`Running::stop`].
+pub async fn run_adapter(engine: &Engine, password: Option<&str>, query: &str) -> Running {
+    let credentials = password.map(|p| format!(":{p}@")).unwrap_or_default();
+    let adapter = FaktoryAdapter::open(&format!("faktory://{credentials}127.0.0.1:0{query}"))
+        .await
+        .expect("opens");
+    let port = adapter.local_addr().expect("bound").port();
+    let (trigger, shutdown) = Shutdown::new();
+    let engine = engine.clone();
+    let task = tokio::spawn(async move { adapter.run(engine, shutdown).await });
+    Running {
+        url: format!("tcp://{credentials}127.0.0.1:{port}"),
+        trigger,
+        task,
+    }
+}
+
+impl Running {
+    /// The `host:port` it listens on.
+    pub fn address(&self) -> &str {
+        self.url.rsplit_once('@').map_or(&self.url[6..], |(_, a)| a)
+    }
+
+    /// Raises shutdown and checks that the adapter returns without an error within 10 s.
+    pub async fn stop(self) {
+        self.trigger.raise();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the adapter stops at shutdown")
+            .expect("joins")
+            .expect("no error");
+    }
+}
+
+/// The runs of the event `event_id`, once at least one has ended (waits up to 30 s).
+pub async fn ended_runs_of(engine: &Engine, event_id: &str) -> Vec<Run> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let summaries = engine
+            .state()
+            .list_runs(&RunFilter::default())
+            .await
+            .expect("list");
+        let mine: Vec<_> = summaries
+            .into_iter()
+            .filter(|r| r.event_id == event_id)
+            .collect();
+        if !mine.is_empty() && mine.iter().all(|r| r.ended_at.is_some()) {
+            let mut runs = Vec::new();
+            for summary in mine {
+                runs.push(
+                    engine
+                        .state()
+                        .get_run(&summary.id)
+                        .await
+                        .expect("get")
+                        .expect("run"),
+                );
+            }
+            return runs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ended run of event {event_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
