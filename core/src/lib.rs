@@ -18,6 +18,7 @@ pub mod driver;
 pub mod engine;
 pub mod events;
 pub mod function;
+pub mod jobs;
 pub mod metrics;
 pub mod percent;
 pub mod protocol;

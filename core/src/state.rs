@@ -441,4 +441,10 @@ pub trait StateStore: Send + Sync + 'static {
         data: bytes::Bytes,
         ttl: std::time::Duration,
     ) -> Result<bool>;
+
+    /// The store's [`JobStore`](crate::jobs::JobStore), when it keeps jobs for outside
+    /// workers (a capability: `None` by default; an adapter that needs one says so).
+    fn jobs(&self) -> Option<std::sync::Arc<dyn crate::jobs::JobStore>> {
+        None
+    }
 }

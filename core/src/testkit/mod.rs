@@ -37,6 +37,7 @@ use async_trait::async_trait;
 pub mod broker;
 pub mod driver;
 pub mod events;
+pub mod jobs;
 pub mod state;
 pub mod tls;
 

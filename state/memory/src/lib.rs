@@ -4,7 +4,9 @@
 //! every transition is atomic. Nothing survives a restart; use `weir-state-redis` for that.
 
 mod events;
+mod jobs;
 mod state;
 
 pub use events::{DEFAULT_EVENT_RETENTION, MemoryEventStore};
+pub use jobs::MemoryJobStore;
 pub use state::MemoryStateStore;

@@ -15,6 +15,7 @@ use weir_core::{Error, Result};
 #[derive(Debug, Default)]
 pub struct MemoryStateStore {
     inner: Mutex<Inner>,
+    jobs: std::sync::Arc<crate::jobs::MemoryJobStore>,
 }
 
 #[derive(Debug, Default)]
@@ -498,6 +499,10 @@ impl StateStore for MemoryStateStore {
         let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
         inner.blobs.insert(id.to_string(), (data, expires));
         Ok(())
+    }
+
+    fn jobs(&self) -> Option<std::sync::Arc<dyn weir_core::jobs::JobStore>> {
+        Some(self.jobs.clone())
     }
 
     async fn claim_blob(
