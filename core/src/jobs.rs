@@ -16,14 +16,16 @@ use bytes::Bytes;
 
 use crate::error::Result;
 
-/// A job: an id (unique among the jobs kept; no `\n`), its queue and its payload (opaque to
-/// the store).
+/// A job: an id (unique among the jobs kept; no `\n`), its queue, how long a worker may hold
+/// it, and its payload (opaque to the store).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedJob {
     /// The job's id (Faktory's `jid`).
     pub id: String,
     /// The queue it is served from.
     pub queue: String,
+    /// How long a reservation of it lasts, in milliseconds.
+    pub reserve_ms: u64,
     /// What the worker gets.
     pub payload: Bytes,
 }
@@ -111,8 +113,9 @@ pub trait JobStore: Send + Sync {
     async fn add_to_set(&self, set: JobSet, job: &QueuedJob, at_ms: i64) -> Result<()>;
 
     /// Takes the first job of the first queue of `queues` that has one and is not paused, and
-    /// reserves it until `expires_ms`; `None` when they are all empty (or paused).
-    async fn reserve(&self, queues: &[String], expires_ms: i64) -> Result<Option<QueuedJob>>;
+    /// reserves it until `now_ms` plus its `reserve_ms`; `None` when they are all empty (or
+    /// paused).
+    async fn reserve(&self, queues: &[String], now_ms: i64) -> Result<Option<QueuedJob>>;
 
     /// The reservation of the job `id`, if it is reserved.
     async fn reservation(&self, id: &str) -> Result<Option<Reservation>>;

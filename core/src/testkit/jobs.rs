@@ -22,16 +22,15 @@ pub async fn run_all(factory: &dyn Factory<dyn JobStore>) {
     counts_totals_and_removal(factory).await;
 }
 
-/// A job `id` on `queue` whose payload is its id.
+/// A job `id` on `queue`, reserved for a minute at a time, whose payload names it.
 fn job(queue: &str, id: &str) -> QueuedJob {
     QueuedJob {
         id: id.to_string(),
         queue: queue.to_string(),
+        reserve_ms: 60_000,
         payload: Bytes::from(format!("{{\"jid\":\"{id}\"}}")),
     }
 }
-
-const LATER: i64 = i64::MAX / 2;
 
 /// The first queue listed that has a job serves it; within a queue, the oldest first; a job
 /// comes back with its payload byte for byte.
@@ -50,7 +49,7 @@ pub async fn queues_are_served_in_the_order_listed_and_first_in_first_out(
     store.enqueue(&unicode).await.expect("enqueue");
     let order = [high.clone(), low.clone()];
     let mut got = Vec::new();
-    while let Some(job) = store.reserve(&order, LATER).await.expect("reserve") {
+    while let Some(job) = store.reserve(&order, now_ms()).await.expect("reserve") {
         got.push(job);
     }
     let ids: Vec<&str> = got.iter().map(|j| j.id.as_str()).collect();
@@ -58,7 +57,10 @@ pub async fn queues_are_served_in_the_order_listed_and_first_in_first_out(
     assert_eq!(got[0], unicode, "the job comes back as it went in");
     assert_eq!(got[1].queue, low);
     let unknown = [unique("none")];
-    assert_eq!(store.reserve(&unknown, LATER).await.expect("reserve"), None);
+    assert_eq!(
+        store.reserve(&unknown, now_ms()).await.expect("reserve"),
+        None
+    );
 }
 
 /// A paused queue serves nothing and keeps its jobs; resumed, it serves them.
@@ -69,18 +71,18 @@ pub async fn paused_queues_keep_their_jobs_and_serve_none(factory: &dyn Factory<
     store.enqueue(&job(&open, "o1")).await.expect("enqueue");
     store.pause(&paused, true).await.expect("pause");
     let both = [paused.clone(), open.clone()];
-    let first = store.reserve(&both, LATER).await.expect("reserve");
+    let first = store.reserve(&both, now_ms()).await.expect("reserve");
     assert_eq!(
         first.map(|j| j.id),
         Some("o1".into()),
         "the paused queue is skipped"
     );
-    assert_eq!(store.reserve(&both, LATER).await.expect("reserve"), None);
+    assert_eq!(store.reserve(&both, now_ms()).await.expect("reserve"), None);
     let counts = store.counts().await.expect("counts");
     assert!(counts.paused.contains(&paused), "{counts:?}");
     assert_eq!(counts.queues.get(&paused), Some(&1), "{counts:?}");
     store.pause(&paused, false).await.expect("resume");
-    let resumed = store.reserve(&both, LATER).await.expect("reserve");
+    let resumed = store.reserve(&both, now_ms()).await.expect("reserve");
     assert_eq!(resumed.map(|j| j.id), Some("p1".into()));
 }
 
@@ -93,9 +95,10 @@ pub async fn settling_ends_a_reservation_once(factory: &dyn Factory<dyn JobStore
     store.enqueue(&job(&queue, &acked)).await.expect("enqueue");
     store.enqueue(&job(&queue, &failed)).await.expect("enqueue");
     let queues = [queue.clone()];
-    let expires = now_ms() + 60_000;
+    let now = now_ms();
+    let expires = now + 60_000;
     for _ in 0..2 {
-        store.reserve(&queues, expires).await.expect("reserve");
+        store.reserve(&queues, now).await.expect("reserve");
     }
     let reservation = store
         .reservation(&acked)
@@ -154,7 +157,7 @@ pub async fn concurrent_reserves_hand_each_job_out_once(factory: &dyn Factory<dy
         let (store, queues) = (store.clone(), queues.clone());
         async move {
             let mut got = Vec::new();
-            while let Some(job) = store.reserve(&queues, LATER).await.expect("reserve") {
+            while let Some(job) = store.reserve(&queues, now_ms()).await.expect("reserve") {
                 got.push(job.id);
             }
             got
@@ -178,17 +181,19 @@ pub async fn expired_reservations_are_found_until_settled(factory: &dyn Factory<
     let store = factory.make().await;
     let queue = unique("expiry");
     let (late, later, live) = (unique("late"), unique("later"), unique("live"));
-    for id in [&late, &later, &live] {
-        store.enqueue(&job(&queue, id)).await.expect("enqueue");
+    // Reserved for no time, from 2 s and 1 s ago; and for ten minutes from now.
+    for (id, reserve_ms) in [(&late, 0), (&later, 0), (&live, 600_000)] {
+        let job = QueuedJob {
+            reserve_ms,
+            ..job(&queue, id)
+        };
+        store.enqueue(&job).await.expect("enqueue");
     }
     let queues = [queue.clone()];
     let now = now_ms();
     store.reserve(&queues, now - 2_000).await.expect("reserve");
     store.reserve(&queues, now - 1_000).await.expect("reserve");
-    store
-        .reserve(&queues, now + 600_000)
-        .await
-        .expect("reserve");
+    store.reserve(&queues, now).await.expect("reserve");
     let expired = store.expired(now, 10_000).await.expect("expired");
     let mine: Vec<&str> = expired
         .iter()
@@ -209,7 +214,7 @@ pub async fn expired_reservations_are_found_until_settled(factory: &dyn Factory<
     let expired = store.expired(now, 10_000).await.expect("expired");
     assert!(!expired.iter().any(|r| r.job.id == late), "settled");
     let back = store
-        .reserve(&queues, LATER)
+        .reserve(&queues, now_ms())
         .await
         .expect("reserve")
         .expect("requeued");
@@ -274,7 +279,7 @@ pub async fn set_jobs_wait_for_their_time(factory: &dyn Factory<dyn JobStore>) {
     );
     let queues = [queue.clone()];
     let mut got = Vec::new();
-    while let Some(job) = store.reserve(&queues, LATER).await.expect("reserve") {
+    while let Some(job) = store.reserve(&queues, now_ms()).await.expect("reserve") {
         got.push(job.id);
     }
     assert_eq!(
@@ -344,7 +349,7 @@ pub async fn jobs_move_between_sets_by_id(factory: &dyn Factory<dyn JobStore>) {
     assert!(dead.iter().any(|(j, at)| j.id == ids[1] && *at == base));
     let queues = [queue.clone()];
     let back = store
-        .reserve(&queues, LATER)
+        .reserve(&queues, now_ms())
         .await
         .expect("reserve")
         .expect("requeued");
@@ -374,7 +379,7 @@ pub async fn counts_totals_and_removal(factory: &dyn Factory<dyn JobStore>) {
             .expect("enqueue");
     }
     let reserved = store
-        .reserve(std::slice::from_ref(&queue), LATER)
+        .reserve(std::slice::from_ref(&queue), now_ms())
         .await
         .expect("reserve")
         .expect("a job");

@@ -79,7 +79,7 @@ impl JobStore for MemoryJobStore {
         Ok(())
     }
 
-    async fn reserve(&self, queues: &[String], expires_ms: i64) -> Result<Option<QueuedJob>> {
+    async fn reserve(&self, queues: &[String], now_ms: i64) -> Result<Option<QueuedJob>> {
         let mut jobs = self.inner.lock();
         for name in queues {
             if jobs.paused.contains(name) {
@@ -88,6 +88,7 @@ impl JobStore for MemoryJobStore {
             let Some(job) = jobs.queues.get_mut(name).and_then(|q| q.pop_front()) else {
                 continue;
             };
+            let expires_ms = now_ms.saturating_add(job.reserve_ms.min(i64::MAX as u64) as i64);
             jobs.expiring.insert((expires_ms, job.id.clone()));
             let replaced = jobs.reserved.insert(
                 job.id.clone(),

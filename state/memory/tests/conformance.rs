@@ -39,6 +39,7 @@ async fn flush_empties_the_job_store() {
     let job = QueuedJob {
         id: "j1".into(),
         queue: "q".into(),
+        reserve_ms: 1_000,
         payload: bytes::Bytes::from_static(b"{}"),
     };
     jobs.enqueue(&job).await.expect("enqueue");
