@@ -62,6 +62,10 @@ impl Adapter for FaktoryAdapter {
             .and_then(|mut l| l.take())
             .ok_or_else(|| Error::internal("faktory adapter: run twice"))?;
         let server = Arc::new(Server::new(engine, self.settings.clone()));
+        let keeper = server
+            .jobs()
+            .cloned()
+            .map(|jobs| tokio::spawn(keep_jobs_moving(jobs, shutdown.clone())));
         let slots = Arc::new(Semaphore::new(self.settings.max_connections));
         let mut connections = tokio::task::JoinSet::new();
         tracing::info!(listen = %self.settings.listen, "faktory adapter: listening");
@@ -97,6 +101,30 @@ impl Adapter for FaktoryAdapter {
         }
         // Connections end at shutdown (a FETCH under way answers at once).
         while connections.join_next().await.is_some() {}
+        if let Some(keeper) = keeper {
+            let _ = keeper.await;
+        }
         Ok(())
+    }
+}
+
+/// How often due jobs are moved and expired reservations failed (Faktory: every 5 and 15 s).
+pub const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Every [`MAINTAIN_EVERY`] until shutdown: scheduled and retried jobs that came due go to
+/// their queues, dead jobs past their time go, and reservations that ran out are failed (see
+/// [`crate::legacy::maintain`]). Every node does it; each move is atomic in the store.
+async fn keep_jobs_moving(jobs: Arc<dyn weir_core::jobs::JobStore>, mut shutdown: Shutdown) {
+    let mut every = tokio::time::interval(MAINTAIN_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.raised() => return,
+            _ = every.tick() => {}
+        }
+        let now = weir_core::event::now_ms();
+        if let Err(e) = crate::legacy::maintain(jobs.as_ref(), now).await {
+            tracing::warn!(error = %e, "faktory adapter: moving due jobs failed");
+        }
     }
 }

@@ -13,6 +13,8 @@ pub mod auth;
 pub mod command;
 pub mod connection;
 pub mod job;
+pub mod legacy;
+pub mod mutate;
 pub mod resp;
 pub mod server;
 pub mod settings;

@@ -2,13 +2,12 @@
 //! every connection of the adapter.
 //!
 //! A job whose type a weir function handles (it is triggered by `faktory/<jobtype>`) becomes
-//! that event and runs as a weir run. Keeping the other jobs for Faktory workers (queues,
-//! reservations, retries, the dead set) is not built yet: such a PUSH is refused with a
-//! message that says so, FETCH finds no job, and FAIL knows no reservation.
+//! that event and runs as a weir run. The other jobs are kept for Faktory workers in the state
+//! store's job store ([`crate::legacy`]); a state store that keeps no jobs refuses them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -17,13 +16,20 @@ use weir_core::adapter::Shutdown;
 use weir_core::engine::Engine;
 use weir_core::event::now_ms;
 
+use weir_core::jobs::{JobSet, JobStore};
+
 use crate::job::{Job, rfc3339, valid_queue_name};
+use crate::legacy::{self, FailReport, Failed};
 use crate::resp::Reply;
 use crate::settings::Settings;
 
 /// How long FETCH waits for a job before it answers that there is none (as Faktory: a
 /// worker fetches again at once, so answering sooner would make it spin).
 pub const FETCH_WAIT: Duration = Duration::from_secs(2);
+
+/// How often a FETCH with nothing to take looks again (jobs pushed on this node wake it at
+/// once; this is for jobs pushed on other nodes and jobs that came due).
+const FETCH_POLL: Duration = Duration::from_millis(100);
 
 /// The server's version in INFO (the Rust client wants a semantic version).
 const FAKTORY_VERSION: &str = "1.9.1";
@@ -57,6 +63,10 @@ enum WorkerState {
 pub struct Server {
     engine: Engine,
     settings: Settings,
+    /// Where jobs for Faktory workers are kept (`None`: the state store keeps none).
+    jobs: Option<Arc<dyn JobStore>>,
+    /// Woken when a job is kept on this node.
+    kept: tokio::sync::Notify,
     /// Counters for INFO.
     pub stats: Stats,
     workers: Mutex<HashMap<String, WorkerState>>,
@@ -67,12 +77,19 @@ impl Server {
     /// A server for `engine`.
     pub fn new(engine: Engine, settings: Settings) -> Server {
         Server {
+            jobs: engine.state().jobs(),
+            kept: tokio::sync::Notify::new(),
             engine,
             settings,
             stats: Stats::default(),
             workers: Mutex::default(),
             started: Instant::now(),
         }
+    }
+
+    /// The job store for Faktory workers, if the state store keeps jobs.
+    pub fn jobs(&self) -> Option<&Arc<dyn JobStore>> {
+        self.jobs.as_ref()
     }
 
     /// The adapter's settings.
@@ -123,7 +140,7 @@ impl Server {
     }
 
     /// Checks `job` and takes it: a job a weir function handles is ingested as its event (at
-    /// its `at`, durably, when that is later).
+    /// its `at`, durably, when that is later); any other is kept for the Faktory workers.
     async fn accept(&self, job: &mut Job) -> Result<(), String> {
         let now = now_ms();
         let due = job.validate(now)?;
@@ -132,10 +149,18 @@ impl Server {
             .to_event()
             .map_err(|e| format!("weir cannot take the job: {e}"))?;
         if self.engine.functions().matching(&event).is_empty() {
-            return Err(format!(
-                "no weir function handles job type {} (trigger faktory/{}), and this weir does not keep jobs for Faktory workers yet",
-                job.jobtype, job.jobtype
-            ));
+            let Some(jobs) = &self.jobs else {
+                return Err(format!(
+                    "no weir function handles job type {} (trigger faktory/{}), and this weir's state store keeps no jobs for Faktory workers",
+                    job.jobtype, job.jobtype
+                ));
+            };
+            legacy::keep(jobs.as_ref(), job, due)
+                .await
+                .map_err(|e| format!("weir could not store the job: {e}"))?;
+            self.kept.notify_waiters();
+            self.stats.pushed.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
         let ingested = match due {
             Some(due) => self.engine.ingest_at(vec![event], due).await,
@@ -147,8 +172,8 @@ impl Server {
         Ok(())
     }
 
-    /// `FETCH q1 q2 …`: no job is kept for workers yet, so after [`FETCH_WAIT`] (or at
-    /// shutdown) the answer is that there is none.
+    /// `FETCH q1 q2 …`: the first job of the first of those queues that has one, reserved
+    /// for the worker; after [`FETCH_WAIT`] with none (or at shutdown), the null reply.
     pub async fn fetch(&self, queues: &[&str], shutdown: &mut Shutdown) -> Reply {
         if queues.is_empty() {
             return Reply::error("must call fetch with at least one queue");
@@ -158,33 +183,81 @@ impl Server {
                 "cannot get {bad:?} queue: queue names must match \\A[a-zA-Z0-9._-]+\\z"
             ));
         }
-        tokio::select! {
-            _ = tokio::time::sleep(FETCH_WAIT) => {}
-            _ = shutdown.raised() => {}
+        let deadline = tokio::time::Instant::now() + FETCH_WAIT;
+        let Some(jobs) = &self.jobs else {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.raised() => {}
+            }
+            return Reply::Null;
+        };
+        let queues: Vec<String> = queues.iter().map(|q| q.to_string()).collect();
+        loop {
+            // Registered before looking, so that a job kept meanwhile wakes this fetch.
+            let kept = self.kept.notified();
+            match jobs.reserve(&queues, now_ms()).await {
+                Ok(Some(job)) => {
+                    self.stats.fetched.fetch_add(1, Ordering::Relaxed);
+                    return Reply::Bulk(job.payload.to_vec());
+                }
+                Ok(None) => {}
+                Err(e) => return Reply::error(format!("weir could not fetch: {e}")),
+            }
+            let next = (tokio::time::Instant::now() + FETCH_POLL).min(deadline);
+            tokio::select! {
+                _ = kept => {}
+                _ = tokio::time::sleep_until(next) => {}
+                _ = shutdown.raised() => return Reply::Null,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Reply::Null;
+            }
         }
-        Reply::Null
     }
 
-    /// `ACK {"jid": …}`: an unknown jid is fine (as Faktory: the Rust worker stops on an error
-    /// here).
-    pub fn ack(&self, payload: &[u8]) -> Reply {
-        match jid_of(payload) {
-            Some(_) => Reply::Ok,
-            None => Reply::error(format!("invalid ACK {}", shown(payload))),
+    /// `ACK {"jid": …}`: the job is done. An unknown jid is fine (as Faktory: the Rust worker
+    /// stops on an error here).
+    pub async fn ack(&self, payload: &[u8]) -> Reply {
+        let Some(jid) = jid_of(payload) else {
+            return Reply::error(format!("invalid ACK {}", shown(payload)));
+        };
+        let Some(jobs) = &self.jobs else {
+            return Reply::Ok;
+        };
+        match jobs.settle(&jid, weir_core::jobs::Place::Gone).await {
+            Ok(true) => {
+                self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = jobs.record(1, 0).await {
+                    tracing::debug!(error = %e, "faktory adapter: cannot count an ACK");
+                }
+                Reply::Ok
+            }
+            Ok(false) => Reply::Ok,
+            Err(e) => Reply::error(format!("weir could not acknowledge {jid}: {e}")),
         }
     }
 
-    /// `FAIL {"jid": …}`: no job is reserved by a worker yet.
-    pub fn fail(&self, payload: &[u8]) -> Reply {
-        #[derive(Deserialize)]
-        struct Failure {
-            #[serde(default)]
-            jid: String,
+    /// `FAIL {"jid", "errtype", "message", "backtrace"}`: retried after Faktory's backoff,
+    /// dead, or dropped (see [`legacy::fail`]).
+    pub async fn fail(&self, payload: &[u8]) -> Reply {
+        let report = match serde_json::from_slice::<FailReport>(payload) {
+            Ok(report) => report,
+            Err(_) => return Reply::error(format!("invalid FAIL {}", shown(payload))),
+        };
+        if report.jid.is_empty() {
+            return Reply::error("missing JID");
         }
-        match serde_json::from_slice::<Failure>(payload) {
-            Err(_) => Reply::error(format!("invalid FAIL {}", shown(payload))),
-            Ok(f) if f.jid.is_empty() => Reply::error("missing JID"),
-            Ok(f) => Reply::error(format!("Job not found {}", f.jid)),
+        let jid = report.jid.clone();
+        let Some(jobs) = &self.jobs else {
+            return Reply::error(format!("Job not found {jid}"));
+        };
+        match legacy::fail(jobs.as_ref(), report, now_ms()).await {
+            Ok(Failed::NotFound) => Reply::error(format!("Job not found {jid}")),
+            Ok(_) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                Reply::Ok
+            }
+            Err(e) => Reply::error(format!("weir could not fail {jid}: {e}")),
         }
     }
 
@@ -209,11 +282,19 @@ impl Server {
         }
     }
 
-    /// `INFO`: the server's state, in Faktory's shape.
-    pub fn info(&self) -> Reply {
+    /// `INFO`: the server's state, in Faktory's shape, with the job store's counts.
+    pub async fn info(&self) -> Reply {
         let now = now_ms();
+        let counts = match &self.jobs {
+            Some(jobs) => match jobs.counts().await {
+                Ok(counts) => counts,
+                Err(e) => return Reply::error(format!("weir could not count the jobs: {e}")),
+            },
+            None => Default::default(),
+        };
         let stats = &self.stats;
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let set_size = |set: JobSet| counts.sets.get(&set).copied().unwrap_or(0);
         let info = json!({
             "now": rfc3339(now),
             "server_utc_time": chrono::DateTime::from_timestamp_millis(now)
@@ -221,12 +302,17 @@ impl Server {
                 .format("%H:%M:%S UTC")
                 .to_string(),
             "faktory": {
-                "total_failures": load(&stats.failed),
-                "total_processed": load(&stats.acked) + load(&stats.failed),
-                "total_enqueued": 0,
-                "total_queues": 0,
-                "queues": {},
-                "tasks": {},
+                "total_failures": counts.failures,
+                "total_processed": counts.processed,
+                "total_enqueued": counts.queues.values().sum::<u64>(),
+                "total_queues": counts.queues.len(),
+                "queues": counts.queues,
+                "tasks": {
+                    "Scheduled": {"size": set_size(JobSet::Scheduled)},
+                    "Retries": {"size": set_size(JobSet::Retries)},
+                    "Dead": {"size": set_size(JobSet::Dead)},
+                    "Busy": {"size": counts.reserved},
+                },
             },
             "server": {
                 "description": "weir (Faktory protocol)",
@@ -241,39 +327,74 @@ impl Server {
                 "to_weir_runs": load(&stats.to_weir),
                 "fetched": load(&stats.fetched),
                 "acked": load(&stats.acked),
+                "failed": load(&stats.failed),
+                "paused": counts.paused,
             },
         });
         Reply::Bulk(info.to_string().into_bytes())
     }
 
-    /// `QUEUE PAUSE|RESUME|REMOVE q…`: no queue is kept yet, so there is nothing to change.
-    pub fn queue(&self, op: &str, names: &[&str]) -> Reply {
+    /// `QUEUE PAUSE|RESUME|REMOVE q… | *` (`*`: every queue known).
+    pub async fn queue(&self, op: &str, names: &[&str]) -> Reply {
         if !matches!(op, "PAUSE" | "RESUME" | "REMOVE") {
             return Reply::error(format!("QUEUE takes PAUSE, RESUME or REMOVE, not {op:?}"));
         }
         if names.is_empty() {
             return Reply::error(format!("QUEUE {op} needs queue names, or *"));
         }
+        let Some(jobs) = &self.jobs else {
+            return Reply::Ok;
+        };
+        let names: Vec<String> = if names == ["*"] {
+            match jobs.counts().await {
+                Ok(counts) => counts.queues.into_keys().collect(),
+                Err(e) => return Reply::error(format!("weir could not list the queues: {e}")),
+            }
+        } else {
+            names.iter().map(|n| n.to_string()).collect()
+        };
+        for name in &names {
+            let done = match op {
+                "PAUSE" => jobs.pause(name, true).await,
+                "RESUME" => jobs.pause(name, false).await,
+                _ => jobs.remove_queue(name).await,
+            };
+            if let Err(e) = done {
+                return Reply::error(format!("weir could not change queue {name}: {e}"));
+            }
+        }
         Reply::Ok
     }
 
-    /// `MUTATE {…}`: checked as Faktory checks it; no retry, scheduled or dead job is kept
-    /// yet, so there is nothing to change.
-    pub fn mutate(&self, payload: &[u8]) -> Reply {
-        #[derive(Deserialize)]
-        struct Mutation {
-            cmd: String,
-            target: String,
-        }
-        match serde_json::from_slice::<Mutation>(payload) {
-            Err(e) => Reply::error(e),
-            Ok(m) if !matches!(m.cmd.as_str(), "kill" | "requeue" | "discard" | "clear") => {
-                Reply::error("unknown mutate operation")
-            }
-            Ok(m) if !matches!(m.target.as_str(), "retries" | "scheduled" | "dead") => {
-                Reply::error("invalid target for mutation command")
-            }
+    /// `MUTATE {"cmd", "target", "filter"}`: `clear`, `discard`, `kill` or `requeue` the jobs
+    /// of the retries, scheduled or dead set that the filter (`jobtype`, `jids`, `regexp`: a
+    /// glob over the job's JSON) picks.
+    pub async fn mutate(&self, payload: &[u8]) -> Reply {
+        let mutation = match serde_json::from_slice::<crate::mutate::Mutation>(payload) {
+            Ok(m) => m,
+            Err(e) => return Reply::error(e),
+        };
+        let (set, action) = match mutation.parse() {
+            Ok(parsed) => parsed,
+            Err(e) => return Reply::error(e),
+        };
+        let Some(jobs) = &self.jobs else {
+            return Reply::Ok;
+        };
+        match crate::mutate::apply(jobs.as_ref(), set, action, &mutation.filter, now_ms()).await {
             Ok(_) => Reply::Ok,
+            Err(e) => Reply::error(format!("weir could not mutate: {e}")),
+        }
+    }
+
+    /// `FLUSH`: every job kept for workers, and the totals, deleted.
+    pub async fn flush(&self) -> Reply {
+        match &self.jobs {
+            Some(jobs) => match jobs.flush().await {
+                Ok(()) => Reply::Ok,
+                Err(e) => Reply::error(format!("weir could not flush: {e}")),
+            },
+            None => Reply::Ok,
         }
     }
 }

@@ -91,10 +91,6 @@ async fn bad_commands_get_an_error_and_the_connection_goes_on() {
             br#"PUSH {"jid": "12345678", "jobtype": "x"}"#,
             "-ERR jobs must have an args parameter",
         ),
-        (
-            br#"PUSH {"jid": "12345678", "jobtype": "nobody_handles_it", "args": []}"#,
-            "-ERR no weir function handles job type nobody_handles_it",
-        ),
         (b"FETCH", "-ERR must call fetch with at least one queue"),
         (b"FETCH bad/queue", "-ERR cannot get \"bad/queue\" queue"),
         (b"ACK nope", "-ERR invalid ACK nope"),
