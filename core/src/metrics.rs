@@ -76,6 +76,12 @@ struct RoleLabel {
     role: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdapterJobLabels {
+    adapter: &'static str,
+    outcome: &'static str,
+}
+
 /// How a step attempt ended, as the state store recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptEnd {
@@ -189,6 +195,7 @@ pub struct Metrics {
     timers_fired: Counter,
     runs_deleted: Counter,
     functions_loaded: Gauge<i64, AtomicI64>,
+    adapter_jobs: Family<AdapterJobLabels, Counter>,
     by_function: RwLock<HashMap<String, Arc<FunctionMetrics>>>,
 }
 
@@ -227,6 +234,7 @@ impl Metrics {
             timers_fired: Counter::default(),
             runs_deleted: Counter::default(),
             functions_loaded: Gauge::default(),
+            adapter_jobs: Family::default(),
             by_function: RwLock::default(),
         };
         let r = &mut m.registry;
@@ -295,6 +303,11 @@ impl Metrics {
             "functions_loaded",
             "Live functions loaded in this process",
             m.functions_loaded.clone(),
+        );
+        r.register(
+            "adapter_jobs",
+            "Jobs an adapter handled, by adapter and outcome (faktory: pushed, to_weir, fetched, acked, failed, dead)",
+            m.adapter_jobs.clone(),
         );
         for reason in REJECT_REASONS {
             let _ = m
@@ -406,6 +419,14 @@ impl Metrics {
                 role: role.as_str(),
             })
             .inc();
+    }
+
+    /// Counts `n` jobs of `adapter` that ended in `outcome` (an adapter's own words:
+    /// `pushed`, `acked`, …).
+    pub fn adapter_jobs(&self, adapter: &'static str, outcome: &'static str, n: u64) {
+        self.adapter_jobs
+            .get_or_create(&AdapterJobLabels { adapter, outcome })
+            .inc_by(n);
     }
 
     /// Counts a timer fired (its action done).

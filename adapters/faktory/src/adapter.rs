@@ -64,8 +64,8 @@ impl Adapter for FaktoryAdapter {
         let server = Arc::new(Server::new(engine, self.settings.clone()));
         let keeper = server
             .jobs()
-            .cloned()
-            .map(|jobs| tokio::spawn(keep_jobs_moving(jobs, shutdown.clone())));
+            .is_some()
+            .then(|| tokio::spawn(keep_jobs_moving(server.clone(), shutdown.clone())));
         let slots = Arc::new(Semaphore::new(self.settings.max_connections));
         let mut connections = tokio::task::JoinSet::new();
         tracing::info!(listen = %self.settings.listen, "faktory adapter: listening");
@@ -114,7 +114,10 @@ pub const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1
 /// Every [`MAINTAIN_EVERY`] until shutdown: scheduled and retried jobs that came due go to
 /// their queues, dead jobs past their time go, and reservations that ran out are failed (see
 /// [`crate::legacy::maintain`]). Every node does it; each move is atomic in the store.
-async fn keep_jobs_moving(jobs: Arc<dyn weir_core::jobs::JobStore>, mut shutdown: Shutdown) {
+async fn keep_jobs_moving(server: Arc<Server>, mut shutdown: Shutdown) {
+    let Some(jobs) = server.jobs().cloned() else {
+        return;
+    };
     let mut every = tokio::time::interval(MAINTAIN_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -123,8 +126,11 @@ async fn keep_jobs_moving(jobs: Arc<dyn weir_core::jobs::JobStore>, mut shutdown
             _ = every.tick() => {}
         }
         let now = weir_core::event::now_ms();
-        if let Err(e) = crate::legacy::maintain(jobs.as_ref(), now).await {
-            tracing::warn!(error = %e, "faktory adapter: moving due jobs failed");
+        match crate::legacy::maintain(jobs.as_ref(), now).await {
+            Ok(failed) => failed
+                .into_iter()
+                .for_each(|outcome| server.failed(outcome)),
+            Err(e) => tracing::warn!(error = %e, "faktory adapter: moving due jobs failed"),
         }
     }
 }

@@ -66,15 +66,18 @@ where
         let _ = send(&mut writer, &Reply::error("Invalid password")).await;
         return;
     }
-    if let Some(wid) = hello.wid.as_deref().filter(|w| !w.is_empty()) {
+    let wid = hello.wid.filter(|w| !w.is_empty());
+    if let Some(wid) = &wid {
         server.worker_joined(wid);
     }
-    if send(&mut writer, &Reply::Ok).await.is_err() {
-        return;
-    }
     server.stats.connections.fetch_add(1, Ordering::Relaxed);
-    commands(&mut reader, &mut writer, &server, &mut shutdown).await;
+    if send(&mut writer, &Reply::Ok).await.is_ok() {
+        commands(&mut reader, &mut writer, &server, &mut shutdown).await;
+    }
     server.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    if let Some(wid) = &wid {
+        server.worker_left(wid);
+    }
 }
 
 /// The command loop after the handshake.

@@ -194,32 +194,27 @@ fn cut(text: &str, max: usize, empty: &str) -> String {
 }
 
 /// Moves what is due (scheduled and retried jobs to their queues; dead jobs past their 180
-/// days out), and fails the reservations that ran out, as Faktory's reaper does.
-pub async fn maintain(store: &dyn JobStore, now_ms: i64) -> Result<usize> {
+/// days out), and fails the reservations that ran out, as Faktory's reaper does. Returns the
+/// outcomes of those failures.
+pub async fn maintain(store: &dyn JobStore, now_ms: i64) -> Result<Vec<Failed>> {
     const BATCH: usize = 100;
-    let mut moved = 0;
     for set in [JobSet::Scheduled, JobSet::Retries, JobSet::Dead] {
-        loop {
-            let n = store.promote_due(set, now_ms, BATCH).await?;
-            moved += n;
-            if n < BATCH {
-                break;
-            }
-        }
+        while store.promote_due(set, now_ms, BATCH).await? >= BATCH {}
     }
+    let mut failed = Vec::new();
     loop {
         let expired = store.expired(now_ms, BATCH).await?;
         for reservation in &expired {
             let report = FailReport::reservation_expired(&reservation.job.id);
-            if fail(store, report, now_ms).await? != Failed::NotFound {
-                moved += 1;
+            match fail(store, report, now_ms).await? {
+                Failed::NotFound => {}
+                outcome => failed.push(outcome),
             }
         }
         if expired.len() < BATCH {
-            break;
+            return Ok(failed);
         }
     }
-    Ok(moved)
 }
 
 #[cfg(test)]

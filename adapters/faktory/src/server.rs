@@ -47,16 +47,19 @@ pub struct Stats {
     pub acked: AtomicU64,
     /// Jobs failed (FAIL, or a reservation that ran out).
     pub failed: AtomicU64,
+    /// Of those, jobs that went to the dead set.
+    pub dead: AtomicU64,
     /// Commands served.
     pub commands: AtomicU64,
     /// Connections open (after HELLO).
     pub connections: AtomicU64,
 }
 
-/// A worker process, known by the `wid` of its HELLO.
+/// A worker process, known by the `wid` of its HELLO, while it has connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkerState {
-    Running,
+    /// Running, with this many connections open.
+    Running(usize),
 }
 
 /// The state every connection of one adapter shares.
@@ -92,6 +95,21 @@ impl Server {
         self.jobs.as_ref()
     }
 
+    /// Counts one job ending in `outcome`, here (INFO) and in the engine's metrics
+    /// (`weir_adapter_jobs_total{adapter="faktory"}`).
+    fn count(&self, outcome: &'static str, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.engine.metrics().adapter_jobs("faktory", outcome, 1);
+    }
+
+    /// Counts a job that failed (and died, when it did).
+    pub fn failed(&self, outcome: Failed) {
+        self.count("failed", &self.stats.failed);
+        if outcome == Failed::Dead {
+            self.count("dead", &self.stats.dead);
+        }
+    }
+
     /// The adapter's settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -100,9 +118,22 @@ impl Server {
     /// Registers the worker `wid` (a HELLO with a `wid`); several connections may share one.
     pub fn worker_joined(&self, wid: &str) {
         if let Ok(mut workers) = self.workers.lock() {
-            workers
+            let WorkerState::Running(connections) = workers
                 .entry(wid.to_string())
-                .or_insert(WorkerState::Running);
+                .or_insert(WorkerState::Running(0));
+            *connections += 1;
+        }
+    }
+
+    /// A connection of the worker `wid` closed; the worker is forgotten with its last one.
+    pub fn worker_left(&self, wid: &str) {
+        if let Ok(mut workers) = self.workers.lock()
+            && let Some(WorkerState::Running(connections)) = workers.get_mut(wid)
+        {
+            *connections = connections.saturating_sub(1);
+            if *connections == 0 {
+                workers.remove(wid);
+            }
         }
     }
 
@@ -159,7 +190,7 @@ impl Server {
                 .await
                 .map_err(|e| format!("weir could not store the job: {e}"))?;
             self.kept.notify_waiters();
-            self.stats.pushed.fetch_add(1, Ordering::Relaxed);
+            self.count("pushed", &self.stats.pushed);
             return Ok(());
         }
         let ingested = match due {
@@ -167,8 +198,8 @@ impl Server {
             None => self.engine.ingest(vec![event]).await,
         };
         ingested.map_err(|e| format!("weir could not store the job: {e}"))?;
-        self.stats.pushed.fetch_add(1, Ordering::Relaxed);
-        self.stats.to_weir.fetch_add(1, Ordering::Relaxed);
+        self.count("pushed", &self.stats.pushed);
+        self.count("to_weir", &self.stats.to_weir);
         Ok(())
     }
 
@@ -197,7 +228,7 @@ impl Server {
             let kept = self.kept.notified();
             match jobs.reserve(&queues, now_ms()).await {
                 Ok(Some(job)) => {
-                    self.stats.fetched.fetch_add(1, Ordering::Relaxed);
+                    self.count("fetched", &self.stats.fetched);
                     return Reply::Bulk(job.payload.to_vec());
                 }
                 Ok(None) => {}
@@ -226,7 +257,7 @@ impl Server {
         };
         match jobs.settle(&jid, weir_core::jobs::Place::Gone).await {
             Ok(true) => {
-                self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                self.count("acked", &self.stats.acked);
                 if let Err(e) = jobs.record(1, 0).await {
                     tracing::debug!(error = %e, "faktory adapter: cannot count an ACK");
                 }
@@ -253,8 +284,8 @@ impl Server {
         };
         match legacy::fail(jobs.as_ref(), report, now_ms()).await {
             Ok(Failed::NotFound) => Reply::error(format!("Job not found {jid}")),
-            Ok(_) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            Ok(outcome) => {
+                self.failed(outcome);
                 Reply::Ok
             }
             Err(e) => Reply::error(format!("weir could not fail {jid}: {e}")),
@@ -277,7 +308,7 @@ impl Server {
             .map(|w| w.get(&beat.wid).copied())
             .unwrap_or(None);
         match known {
-            Some(WorkerState::Running) => Reply::Ok,
+            Some(WorkerState::Running(_)) => Reply::Ok,
             None => Reply::error(format!("unknown worker {}", beat.wid)),
         }
     }
@@ -328,6 +359,7 @@ impl Server {
                 "fetched": load(&stats.fetched),
                 "acked": load(&stats.acked),
                 "failed": load(&stats.failed),
+                "dead": load(&stats.dead),
                 "paused": counts.paused,
             },
         });

@@ -275,6 +275,19 @@ async fn jobs_no_function_handles_go_to_the_clients_own_worker() {
         .count();
     assert_eq!(flaky_runs, 2, "ran twice, then dead");
 
+    let metrics = engine.metrics().encode();
+    for (outcome, n) in [
+        ("pushed", 21),
+        ("fetched", 22),
+        ("acked", 20),
+        ("failed", 2),
+        ("dead", 1),
+    ] {
+        let series =
+            format!("weir_adapter_jobs_total{{adapter=\"faktory\",outcome=\"{outcome}\"}} {n}");
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
+
     let _ = worker.kill().await;
     running.stop().await;
     handle.shutdown().await;
