@@ -168,6 +168,17 @@ start_faktory_clients() {
     export WEIR_TEST_FAKTORY_PYTHON="$venv/bin/python"
   fi
   echo "faktory (python client): $("$WEIR_TEST_FAKTORY_PYTHON" -c 'import faktory; print(faktory.__version__)') at $WEIR_TEST_FAKTORY_PYTHON"
+  # The Node client (npm `faktory-worker` 4), with Node from Debian when there is none.
+  if [ -z "${WEIR_TEST_FAKTORY_NODE_PATH:-}" ]; then
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/weir-test/faktory-node"
+    if [ ! -f "$dir/node_modules/faktory-worker/package.json" ]; then
+      mkdir -p "$dir"
+      (cd "$dir" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --silent 'faktory-worker@4')
+    fi
+    export WEIR_TEST_FAKTORY_NODE_PATH="$dir/node_modules"
+  fi
+  echo "faktory (node client): $(NODE_PATH="$WEIR_TEST_FAKTORY_NODE_PATH" node -e 'console.log(require("faktory-worker/package.json").version)') in $WEIR_TEST_FAKTORY_NODE_PATH"
 }
 
 echo "== services"

@@ -1,5 +1,6 @@
 //! The key layout. One run's keys share the hash tag `{r:<run id>}`; the timer keys share
-//! `{timers}`; so every script touches one slot and works on Redis Cluster.
+//! `{timers}`; the job keys share `{jobs}`; so every script touches one slot and works on Redis
+//! Cluster.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -15,6 +16,16 @@
 //! | `P:blob:ID` | string | a claim-checked message payload (expires after its TTL) |
 //! | `P:events` / `P:events:name:N` | zset | event ids by `ts` |
 //! | `P:events:accepted` | zset | `LEN:IDNAME` (id length, id, name) by acceptance time: what the retention trims from the two above |
+//! | `P:{jobs}:q:NAME` | list | the jobs waiting in queue `NAME`, oldest first (see `jobs` for a job's encoding) |
+//! | `P:{jobs}:queues` | set | the names of the known queues (a queue is known once a job was put on it) |
+//! | `P:{jobs}:paused` | set | the names of the paused queues |
+//! | `P:{jobs}:reserved` | hash | reserved jobs by id: `RESERVED_AT:` (ms) then the job |
+//! | `P:{jobs}:expiring` | zset | reserved job ids by reservation expiry (`RESERVED_AT` + the job's `reserve_ms`) |
+//! | `P:{jobs}:set:S` | zset | the job ids of set `S` (`scheduled`, `retries`, `dead`) by time |
+//! | `P:{jobs}:set:S:data` | hash | the jobs of set `S` by id: `TIME:` then the job |
+//! | `P:{jobs}:totals` | hash | `processed`, `failures` |
+
+use weir_core::jobs::JobSet;
 
 /// Key builder under one prefix.
 #[derive(Debug, Clone)]
@@ -84,5 +95,67 @@ impl Keys {
 
     pub(crate) fn events_accepted(&self) -> String {
         format!("{}:events:accepted", self.prefix)
+    }
+
+    /// The list of queue `name`'s waiting jobs.
+    pub(crate) fn jobs_queue(&self, name: &str) -> String {
+        format!("{}{name}", self.jobs_queue_prefix())
+    }
+
+    /// What [`Keys::jobs_queue`] puts before the name (the job scripts build queue keys from
+    /// it and a job's queue).
+    pub(crate) fn jobs_queue_prefix(&self) -> String {
+        format!("{}:{{jobs}}:q:", self.prefix)
+    }
+
+    /// The set of known queue names.
+    pub(crate) fn jobs_known_queues(&self) -> String {
+        format!("{}:{{jobs}}:queues", self.prefix)
+    }
+
+    /// The set of paused queue names.
+    pub(crate) fn jobs_paused(&self) -> String {
+        format!("{}:{{jobs}}:paused", self.prefix)
+    }
+
+    /// The hash of reservations by job id.
+    pub(crate) fn jobs_reserved(&self) -> String {
+        format!("{}:{{jobs}}:reserved", self.prefix)
+    }
+
+    /// The zset of reserved job ids by expiry.
+    pub(crate) fn jobs_expiring(&self) -> String {
+        format!("{}:{{jobs}}:expiring", self.prefix)
+    }
+
+    /// The zset of `set`'s job ids by time.
+    pub(crate) fn jobs_set(&self, set: JobSet) -> String {
+        format!("{}:{{jobs}}:set:{}", self.prefix, set.name())
+    }
+
+    /// The hash of `set`'s jobs by id.
+    pub(crate) fn jobs_set_data(&self, set: JobSet) -> String {
+        format!("{}:{{jobs}}:set:{}:data", self.prefix, set.name())
+    }
+
+    /// The hash of the running totals.
+    pub(crate) fn jobs_totals(&self) -> String {
+        format!("{}:{{jobs}}:totals", self.prefix)
+    }
+
+    /// Every job key but the queues' lists (which [`Keys::jobs_queue`] names).
+    pub(crate) fn jobs_fixed(&self) -> Vec<String> {
+        let mut keys = vec![
+            self.jobs_known_queues(),
+            self.jobs_paused(),
+            self.jobs_reserved(),
+            self.jobs_expiring(),
+            self.jobs_totals(),
+        ];
+        for set in JobSet::ALL {
+            keys.push(self.jobs_set(set));
+            keys.push(self.jobs_set_data(set));
+        }
+        keys
     }
 }

@@ -3,11 +3,14 @@
 //!
 //! Every transition that must happen once is one Lua script on the run's hash, so two nodes
 //! racing on it cannot both win. One run's keys share a hash tag (`{r:<run id>}`), so the
-//! scripts also work on Redis Cluster. See the README for the key layout.
+//! scripts also work on Redis Cluster. Jobs for outside workers ([`RedisJobStore`], the
+//! state store's `jobs()` capability) keep every key under the hash tag `{jobs}`, and each move
+//! of a job is one script. See the README for the key layout.
 
 mod config;
 mod conn;
 mod events;
+mod jobs;
 mod keys;
 mod scripts;
 mod state;
@@ -15,6 +18,7 @@ mod state;
 pub use config::RedisStateConfig;
 pub use conn::RedisConn;
 pub use events::RedisEventStore;
+pub use jobs::RedisJobStore;
 pub use state::RedisStateStore;
 
 /// Opens both stores on one connection.

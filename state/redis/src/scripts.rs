@@ -1,4 +1,5 @@
-//! The Lua scripts: each state transition that must happen once, atomically on one run's hash.
+//! The Lua scripts: each state transition that must happen once, atomically on one run's hash;
+//! and each move of a job (see `crate::jobs`), atomically on the `{jobs}` keys.
 //!
 //! Run keys: `KEYS[1]` the run hash, `KEYS[2]` the timeline list, `KEYS[3]` the outputs hash.
 //! Scripts answer `{applied, open}` where `open` counts the run's steps not yet final.
@@ -360,6 +361,221 @@ end
 -- The entries read are the lowest ranks.
 if #expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #expired - 1) end
 return #expired
+"#,
+    )
+});
+
+/// Lua shared by the job scripts. A job is `LEN:ID` `LEN:QUEUE` `RESERVE_MS:` then the
+/// payload (lengths in bytes, so any bytes survive); a timed job (a reservation, an entry of a
+/// set) is `MS:` then a job. Names and ids are only compared and concatenated, never used as
+/// Lua patterns. A queue's key is built here from the queue key prefix and the job's queue (it
+/// shares the `{jobs}` hash tag, so the slot is the declared keys').
+macro_rules! jobs_lua {
+    () => {
+        r#"
+local function field(s, from)
+  local colon = string.find(s, ':', from, true)
+  local n = tonumber(string.sub(s, from, colon - 1))
+  return string.sub(s, colon + 1, colon + n), colon + n + 1
+end
+local function parse(job)
+  local id, at = field(job, 1)
+  local queue, rest = field(job, at)
+  local colon = string.find(job, ':', rest, true)
+  return id, queue, string.sub(job, rest, colon - 1), colon + 1
+end
+local function with_payload(job, payload)
+  local _, _, _, at = parse(job)
+  return string.sub(job, 1, at - 1) .. payload
+end
+local function untimed(rec)
+  return string.sub(rec, string.find(rec, ':', 1, true) + 1)
+end
+local function to_queue(prefix, known, job)
+  local _, queue = parse(job)
+  redis.call('RPUSH', prefix .. queue, job)
+  redis.call('SADD', known, queue)
+end
+local function to_set(zset, data, id, at, job)
+  redis.call('ZADD', zset, at, id)
+  redis.call('HSET', data, id, at .. ':' .. job)
+end
+local function mget(key, ids)
+  local out = {}
+  for i = 1, #ids, 1000 do
+    local vals = redis.call('HMGET', key, unpack(ids, i, math.min(i + 999, #ids)))
+    for j = 1, #vals do out[#out + 1] = vals[j] end
+  end
+  return out
+end
+"#
+    };
+}
+
+/// Takes the first job of the first listed queue that has one and is not paused, and reserves
+/// it: the reservation is `NOW:` then the job (the client adds the job's `reserve_ms` to
+/// `NOW` exactly; a Lua number is a double), its expiry score `NOW + reserve_ms`. KEYS: paused
+/// set, reserved hash, expiring zset, then the queues' lists. ARGV: now, then the queues' names
+/// (in the order of their keys). Answers the job, or nil.
+pub(crate) static JOBS_RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        jobs_lua!(),
+        r#"
+for i = 4, #KEYS do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i - 2]) == 0 then
+    local job = redis.call('LPOP', KEYS[i])
+    if job then
+      local id, _, reserve_ms = parse(job)
+      redis.call('HSET', KEYS[2], id, ARGV[1] .. ':' .. job)
+      redis.call('ZADD', KEYS[3], string.format('%.17g', tonumber(ARGV[1]) + tonumber(reserve_ms)), id)
+      return job
+    end
+  end
+end
+return false
+"#
+    ))
+});
+
+/// Ends a reservation and places its job. KEYS: reserved hash, expiring zset, known queues set,
+/// then (mode `set`) the set's zset and data hash. ARGV: id, mode (`queue`, `set`, `gone`),
+/// payload, time (mode `set`), queue key prefix. Answers 1, or 0 when `id` is not reserved.
+pub(crate) static JOBS_SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        jobs_lua!(),
+        r#"
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+if not rec then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[2] == 'gone' then return 1 end
+local job = with_payload(untimed(rec), ARGV[3])
+if ARGV[2] == 'queue' then
+  to_queue(ARGV[5], KEYS[3], job)
+else
+  to_set(KEYS[4], KEYS[5], ARGV[1], ARGV[4], job)
+end
+return 1
+"#
+    ))
+});
+
+/// The reservations that ran out, earliest first. KEYS: expiring zset, reserved hash. ARGV:
+/// now, the most to answer. Answers the reservations (`RESERVED_AT:` then the job).
+pub(crate) static JOBS_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        jobs_lua!(),
+        r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local recs = mget(KEYS[2], ids)
+local out = {}
+for i = 1, #recs do
+  if recs[i] then out[#out + 1] = recs[i] end
+end
+return out
+"#
+    ))
+});
+
+/// Moves the due jobs of a set: to the end of their queues (mode `queue`) or nowhere (mode
+/// `delete`). KEYS: the set's zset and data hash, known queues set. ARGV: now, the most to
+/// move, mode, queue key prefix. Answers how many moved. The due ids are the lowest ranks, so
+/// they leave the zset in one `ZREMRANGEBYRANK`.
+pub(crate) static JOBS_PROMOTE_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        jobs_lua!(),
+        r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #ids == 0 then return 0 end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #ids - 1)
+local recs = mget(KEYS[2], ids)
+for i = 1, #ids, 1000 do
+  redis.call('HDEL', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
+end
+local moved = 0
+for i = 1, #recs do
+  if recs[i] then
+    moved = moved + 1
+    if ARGV[3] == 'queue' then to_queue(ARGV[4], KEYS[3], untimed(recs[i])) end
+  end
+end
+return moved
+"#
+    ))
+});
+
+/// The jobs of a set, earliest first. KEYS: the set's zset and data hash. ARGV: first and last
+/// rank. Answers the entries (`TIME:` then the job).
+pub(crate) static JOBS_SET_JOBS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        jobs_lua!(),
+        r#"
+local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2])
+local recs = mget(KEYS[2], ids)
+local out = {}
+for i = 1, #recs do
+  if recs[i] then out[#out + 1] = recs[i] end
+end
+return out
+"#
+    ))
+});
+
+/// Moves jobs of a set by id; ids not in the set are skipped. KEYS: the set's zset and data
+/// hash, known queues set, then (mode `set`) the target set's zset and data hash. ARGV: mode
+/// (`queue`, `set`, `delete`), time (mode `set`), queue key prefix, then the ids. Answers how
+/// many moved.
+pub(crate) static JOBS_MOVE_FROM_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        jobs_lua!(),
+        r#"
+local moved = 0
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local rec = redis.call('HGET', KEYS[2], id)
+  if rec then
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('ZREM', KEYS[1], id)
+    moved = moved + 1
+    if ARGV[1] == 'queue' then
+      to_queue(ARGV[3], KEYS[3], untimed(rec))
+    elseif ARGV[1] == 'set' then
+      to_set(KEYS[4], KEYS[5], id, ARGV[2], untimed(rec))
+    end
+  end
+end
+return moved
+"#
+    ))
+});
+
+/// Counts jobs by place, in one snapshot. KEYS: known queues set, paused set, reserved hash,
+/// totals hash, then the sets' zsets. ARGV: queue key prefix. Answers `{known queue names,
+/// their lengths, paused names, reserved, {set sizes}, processed, failures}`.
+pub(crate) static JOBS_COUNTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local names = redis.call('SMEMBERS', KEYS[1])
+local lens = {}
+for i = 1, #names do lens[i] = redis.call('LLEN', ARGV[1] .. names[i]) end
+local sizes = {}
+for i = 5, #KEYS do sizes[#sizes + 1] = redis.call('ZCARD', KEYS[i]) end
+local totals = redis.call('HMGET', KEYS[4], 'processed', 'failures')
+return {names, lens, redis.call('SMEMBERS', KEYS[2]), redis.call('HLEN', KEYS[3]), sizes,
+  totals[1] or '0', totals[2] or '0'}
+"#,
+    )
+});
+
+/// Deletes every job key of the store, and nothing else. KEYS: known queues set first, then
+/// the store's other job keys. ARGV: queue key prefix. Answers how many queues it deleted.
+pub(crate) static JOBS_FLUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local names = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #names do redis.call('UNLINK', ARGV[1] .. names[i]) end
+redis.call('UNLINK', unpack(KEYS))
+return #names
 "#,
     )
 });

@@ -1,6 +1,8 @@
-//! `StateStore` on Redis: run hashes changed by Lua scripts, timers in a sorted set.
+//! `StateStore` on Redis: run hashes changed by Lua scripts, timers in a sorted set; its jobs
+//! capability is `crate::jobs`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -14,14 +16,16 @@ use weir_core::{Error, ErrorKind, Event, Result};
 
 use crate::config::RedisStateConfig;
 use crate::conn::RedisConn;
+use crate::jobs::RedisJobStore;
 use crate::keys::Keys;
 use crate::scripts;
 
-/// Runs and timers in Redis.
+/// Runs and timers in Redis, and jobs for outside workers ([`StateStore::jobs`]).
 #[derive(Debug, Clone)]
 pub struct RedisStateStore {
     conn: RedisConn,
     keys: Keys,
+    jobs: Arc<RedisJobStore>,
 }
 
 /// The immutable header of a run, stored as the `meta` field.
@@ -50,6 +54,7 @@ impl RedisStateStore {
     /// A store on `conn` with the layout of `config`.
     pub fn new(conn: RedisConn, config: &RedisStateConfig) -> Self {
         RedisStateStore {
+            jobs: Arc::new(RedisJobStore::new(conn.clone(), config)),
             conn,
             keys: Keys::new(&config.prefix),
         }
@@ -891,6 +896,10 @@ impl StateStore for RedisStateStore {
             .cmd(redis::cmd("GET").arg(self.keys.blob(id)))
             .await?;
         Ok(data.map(bytes::Bytes::from))
+    }
+
+    fn jobs(&self) -> Option<Arc<dyn weir_core::jobs::JobStore>> {
+        Some(self.jobs.clone())
     }
 
     async fn complete_timer(&self, timer_id: &str) -> Result<()> {

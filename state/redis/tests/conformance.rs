@@ -1,12 +1,13 @@
-//! The Redis state and event stores pass weir-core's conformance suites against a real
+//! The Redis state, event and job stores pass weir-core's conformance suites against a real
 //! redis-server (`WEIR_TEST_REDIS_URL`, set by scripts/test.sh). Each store gets a key prefix
 //! of its own, so runs never see each other's data.
 
 use std::sync::Arc;
 
 use weir_core::events::EventStore;
+use weir_core::jobs::JobStore;
 use weir_core::state::StateStore;
-use weir_core::testkit::{events, service_url, state, url_with};
+use weir_core::testkit::{events, jobs, service_url, state, url_with};
 use weir_state_redis::{RedisEventStore, RedisStateStore};
 
 /// `WEIR_TEST_REDIS_URL` with a new key prefix at each call (`None`: skip; panics under CI).
@@ -17,6 +18,13 @@ fn fresh_url() -> Option<impl Fn() -> String + Send + Sync> {
 
 async fn state_store(url: String) -> Arc<dyn StateStore> {
     Arc::new(RedisStateStore::connect(&url).await.expect("connect"))
+}
+
+async fn job_store(url: String) -> Arc<dyn JobStore> {
+    state_store(url)
+        .await
+        .jobs()
+        .expect("the redis store keeps jobs")
 }
 
 async fn event_store(url: String) -> Arc<dyn EventStore> {
@@ -33,4 +41,10 @@ async fn state_store_conformance() {
 async fn event_store_conformance() {
     let Some(url) = fresh_url() else { return };
     events::run_all(&|| event_store(url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_store_conformance() {
+    let Some(url) = fresh_url() else { return };
+    jobs::run_all(&|| job_store(url())).await;
 }

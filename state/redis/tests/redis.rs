@@ -1,6 +1,7 @@
-//! Redis specifics of the state and event stores beyond the conformance suites, against a real
-//! redis-server (`WEIR_TEST_REDIS_URL`, set by scripts/test.sh): the keys a deleted run leaves,
-//! the trimming of event indexes. Each test uses its own key prefix.
+//! Redis specifics of the state, event and job stores beyond the conformance suites, against a
+//! real redis-server (`WEIR_TEST_REDIS_URL`, set by scripts/test.sh): the keys a deleted run
+//! leaves, the trimming of event indexes, the keys a job flush deletes. Each test uses its own
+//! key prefix.
 
 use std::sync::Arc;
 
@@ -223,4 +224,317 @@ async fn a_big_batch_of_expired_events_is_trimmed_in_one_append() {
     assert_eq!(t.entries("events:name:t/first").await, 0);
     assert_eq!(t.entries("events:accepted").await, 3000);
     assert_eq!(t.entries("events").await, 3000);
+}
+
+/// All keys under `prefix`, sorted.
+async fn keys_under(con: &redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut con.clone())
+        .await
+        .expect("KEYS");
+    keys.sort();
+    keys
+}
+
+/// `flush` deletes every job key of its store — queues (paused or not, with names that look
+/// like key patterns), reservations, the sets, pauses and totals — and nothing else: the
+/// store's runs keep their keys, and another prefix's jobs are untouched.
+#[tokio::test]
+async fn flush_deletes_the_job_keys_and_nothing_else() {
+    use weir_core::jobs::{JobSet, Place, QueuedJob};
+
+    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let url = url_with_fresh_prefix(&base);
+    let prefix = url.rsplit_once("prefix=").expect("prefix").1.to_string();
+    let store = weir_state_redis::RedisStateStore::connect(&url)
+        .await
+        .expect("connect");
+    let other_url = url_with_fresh_prefix(&base);
+    let other_prefix = other_url
+        .rsplit_once("prefix=")
+        .expect("prefix")
+        .1
+        .to_string();
+    let other = weir_state_redis::RedisStateStore::connect(&other_url)
+        .await
+        .expect("connect");
+    let con = redis::Client::open(base.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+
+    let run = weir_core::testkit::state::sample_run("fn-flush", "alice");
+    store.create_run(&run).await.expect("create");
+    let run_keys = keys_under(&con, &prefix).await;
+    assert!(!run_keys.is_empty());
+
+    let job = |queue: &str, id: &str| QueuedJob {
+        id: id.into(),
+        queue: queue.into(),
+        reserve_ms: 60_000,
+        payload: bytes::Bytes::from_static(b"{\"x\":1}"),
+    };
+    let jobs = store.jobs().expect("jobs");
+    let now = weir_core::event::now_ms();
+    for (queue, id) in [("default", "j1"), ("default", "j2"), ("q*[x]{y}", "j3")] {
+        jobs.enqueue(&job(queue, id)).await.expect("enqueue");
+    }
+    jobs.pause("q*[x]{y}", true).await.expect("pause");
+    jobs.pause("never-used", true).await.expect("pause");
+    let reserved = jobs
+        .reserve(&["default".to_string()], now)
+        .await
+        .expect("reserve")
+        .expect("a job");
+    for set in JobSet::ALL {
+        jobs.add_to_set(
+            set,
+            &job("default", &format!("s-{}", set.name())),
+            now + 60_000,
+        )
+        .await
+        .expect("add");
+    }
+    jobs.record(3, 1).await.expect("record");
+    let other_jobs = other.jobs().expect("jobs");
+    other_jobs
+        .enqueue(&job("default", "o1"))
+        .await
+        .expect("enqueue");
+    let other_keys = keys_under(&con, &other_prefix).await;
+    let with_jobs = keys_under(&con, &prefix).await;
+    assert!(
+        with_jobs.len() >= run_keys.len() + 11,
+        "queues, known queues, paused, reserved, expiring, 3 sets and their data, totals: {with_jobs:?}"
+    );
+
+    jobs.flush().await.expect("flush");
+    assert_eq!(
+        keys_under(&con, &prefix).await,
+        run_keys,
+        "only the run's keys are left"
+    );
+    assert_eq!(keys_under(&con, &other_prefix).await, other_keys);
+    assert!(store.get_run(&run.id).await.expect("get").is_some());
+    let counts = jobs.counts().await.expect("counts");
+    assert_eq!(
+        counts,
+        weir_core::jobs::JobCounts {
+            sets: JobSet::ALL.into_iter().map(|s| (s, 0)).collect(),
+            ..Default::default()
+        }
+    );
+    assert!(
+        !jobs
+            .settle(&reserved.id, Place::Gone)
+            .await
+            .expect("settle"),
+        "the reservation went with the flush"
+    );
+    let left = other_jobs
+        .reserve(&["default".to_string()], now)
+        .await
+        .expect("reserve");
+    assert_eq!(
+        left.map(|j| j.id),
+        Some("o1".into()),
+        "another prefix keeps its jobs"
+    );
+    other_jobs.flush().await.expect("flush");
+}
+
+/// What Lua's and the sorted sets' doubles could spoil comes back exactly: a payload of every
+/// byte value (also replaced on settle), a reservation length of `u64::MAX` (its expiry
+/// saturates and never runs out), set times at the ends of `i64`; a job moved keeps its
+/// `reserve_ms`.
+#[tokio::test]
+async fn jobs_keep_any_bytes_and_extreme_times() {
+    use weir_core::jobs::{JobSet, Move, Place, QueuedJob};
+
+    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let store = weir_state_redis::RedisStateStore::connect(&url_with_fresh_prefix(&base))
+        .await
+        .expect("connect");
+    let jobs = store.jobs().expect("jobs");
+    let every_byte: bytes::Bytes = (0..=255u8).collect::<Vec<u8>>().into();
+    let job = QueuedJob {
+        id: "j:1 é".into(),
+        queue: "q:{1}\n3:x".into(),
+        reserve_ms: u64::MAX,
+        payload: every_byte.clone(),
+    };
+    jobs.enqueue(&job).await.expect("enqueue");
+    let queues = [job.queue.clone()];
+    let now = weir_core::event::now_ms();
+    let got = jobs.reserve(&queues, now).await.expect("reserve");
+    assert_eq!(got.as_ref(), Some(&job));
+    let reservation = jobs
+        .reservation(&job.id)
+        .await
+        .expect("reservation")
+        .expect("reserved");
+    assert_eq!(reservation.expires_ms, i64::MAX);
+    assert!(
+        jobs.expired(i64::MAX - 1, 10)
+            .await
+            .expect("expired")
+            .is_empty()
+    );
+
+    let reversed: bytes::Bytes = every_byte.iter().rev().copied().collect::<Vec<u8>>().into();
+    let settled = Place::Set(JobSet::Retries, i64::MAX, reversed.clone());
+    assert!(jobs.settle(&job.id, settled).await.expect("settle"));
+    let retries = jobs.set_jobs(JobSet::Retries, 0, 10).await.expect("jobs");
+    let moved = QueuedJob {
+        payload: reversed,
+        ..job.clone()
+    };
+    assert_eq!(retries, vec![(moved.clone(), i64::MAX)]);
+
+    let to = Move::ToSet(JobSet::Scheduled, i64::MIN);
+    let ids = [job.id.clone()];
+    assert_eq!(
+        jobs.move_from_set(JobSet::Retries, &ids, to)
+            .await
+            .expect("move"),
+        1
+    );
+    let scheduled = jobs.set_jobs(JobSet::Scheduled, 0, 10).await.expect("jobs");
+    assert_eq!(scheduled, vec![(moved.clone(), i64::MIN)]);
+    assert_eq!(
+        jobs.promote_due(JobSet::Scheduled, now, 10)
+            .await
+            .expect("promote"),
+        1
+    );
+    let back = jobs.reserve(&queues, now).await.expect("reserve");
+    assert_eq!(back, Some(moved));
+    jobs.flush().await.expect("flush");
+}
+
+/// The scripts read and delete many entries in chunks (Lua's `unpack` takes a few thousand
+/// values at most): 2,500 due jobs are listed, promoted, reserved and found expired whole.
+#[tokio::test]
+async fn thousands_of_jobs_move_in_one_call() {
+    use weir_core::jobs::{JobSet, QueuedJob};
+
+    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let store = weir_state_redis::RedisStateStore::connect(&url_with_fresh_prefix(&base))
+        .await
+        .expect("connect");
+    let jobs = store.jobs().expect("jobs");
+    let now = weir_core::event::now_ms();
+    let n = 2_500;
+    for i in 0..n {
+        let job = QueuedJob {
+            id: format!("j{i:05}"),
+            queue: "bulk".into(),
+            reserve_ms: 0,
+            payload: bytes::Bytes::from(format!("{i}")),
+        };
+        jobs.add_to_set(JobSet::Scheduled, &job, now - n + i)
+            .await
+            .expect("add");
+    }
+    let listed = jobs
+        .set_jobs(JobSet::Scheduled, 0, 10_000)
+        .await
+        .expect("jobs");
+    assert_eq!(listed.len(), n as usize);
+    assert_eq!(listed[1_234].0.id, "j01234", "earliest first");
+    assert_eq!(
+        jobs.promote_due(JobSet::Scheduled, now, 10_000)
+            .await
+            .expect("promote"),
+        n as usize
+    );
+    let queues = ["bulk".to_string()];
+    for i in 0..n {
+        let job = jobs
+            .reserve(&queues, now)
+            .await
+            .expect("reserve")
+            .expect("a job");
+        assert_eq!(job.id, format!("j{i:05}"), "in due order");
+    }
+    let expired = jobs.expired(now, 10_000).await.expect("expired");
+    assert_eq!(expired.len(), n as usize);
+    let counts = jobs.counts().await.expect("counts");
+    assert_eq!(counts.reserved, n as u64);
+    assert_eq!(counts.sets[&JobSet::Scheduled], 0);
+    jobs.flush().await.expect("flush");
+}
+
+/// Every job operation is one round trip (one script, one `MULTI` or one command).
+#[tokio::test]
+async fn each_job_operation_is_one_round_trip() {
+    use weir_core::jobs::{JobSet, JobStore, Move, Place, QueuedJob};
+
+    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let jobs = weir_state_redis::RedisJobStore::connect(&url_with_fresh_prefix(&base))
+        .await
+        .expect("connect");
+    let job = QueuedJob {
+        id: "j1".into(),
+        queue: "q".into(),
+        reserve_ms: 0,
+        payload: bytes::Bytes::from_static(b"{}"),
+    };
+    let queues = ["other".to_string(), "q".to_string()];
+    let ids = ["j1".to_string()];
+    let now = weir_core::event::now_ms();
+    let mut last = jobs.conn().round_trips();
+    let mut one = |what: &str| {
+        let now = jobs.conn().round_trips();
+        assert_eq!(now - last, 1, "{what}");
+        last = now;
+    };
+    jobs.enqueue(&job).await.expect("enqueue");
+    one("enqueue");
+    jobs.reserve(&queues, now).await.expect("reserve");
+    one("reserve");
+    jobs.reservation("j1").await.expect("reservation");
+    one("reservation");
+    jobs.expired(now, 10).await.expect("expired");
+    one("expired");
+    let place = Place::Set(JobSet::Retries, now, job.payload.clone());
+    jobs.settle("j1", place).await.expect("settle");
+    one("settle");
+    jobs.set_jobs(JobSet::Retries, 0, 10)
+        .await
+        .expect("set jobs");
+    one("set_jobs");
+    let to = Move::ToSet(JobSet::Scheduled, now);
+    jobs.move_from_set(JobSet::Retries, &ids, to)
+        .await
+        .expect("move");
+    one("move_from_set");
+    jobs.promote_due(JobSet::Scheduled, now, 10)
+        .await
+        .expect("promote");
+    one("promote_due");
+    jobs.add_to_set(JobSet::Dead, &job, now).await.expect("add");
+    one("add_to_set");
+    jobs.clear_set(JobSet::Dead).await.expect("clear");
+    one("clear_set");
+    jobs.pause("q", true).await.expect("pause");
+    one("pause");
+    jobs.record(1, 1).await.expect("record");
+    one("record");
+    jobs.counts().await.expect("counts");
+    one("counts");
+    jobs.remove_queue("q").await.expect("remove");
+    one("remove_queue");
+    jobs.flush().await.expect("flush");
+    one("flush");
 }
