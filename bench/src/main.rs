@@ -33,6 +33,8 @@ mod baseline;
 mod brokers;
 #[cfg(feature = "adapter-celery")]
 mod celery;
+#[cfg(feature = "adapter-faktory")]
+mod faktory;
 mod ingest;
 mod latency;
 mod load;
@@ -89,6 +91,10 @@ pub enum BenchCommand {
     /// second (results written to the Redis backend).
     #[cfg(feature = "adapter-celery")]
     Celery(CeleryArgs),
+    /// Faktory's protocol against weir's Faktory adapter: PUSH, PUSHB of 100 and FETCH + ACK
+    /// of jobs kept for workers, and jobs a weir function handles until their runs finished.
+    #[cfg(feature = "adapter-faktory")]
+    Faktory(FaktoryArgs),
     /// Serve the bare baseline (parse the JSON body, answer `{"ids":[],"status":200}`) as its own
     /// process, for `weir-bench ingest --baseline-url`.
     #[command(hide = true)]
@@ -292,6 +298,21 @@ pub struct CeleryArgs {
     pub no_worker: bool,
 }
 
+/// Arguments of `weir-bench faktory`.
+#[cfg(feature = "adapter-faktory")]
+#[derive(Debug, Args)]
+pub struct FaktoryArgs {
+    /// Jobs per phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: u64,
+    /// Client connections, each one command at a time.
+    #[arg(long, default_value_t = 8)]
+    pub connections: u64,
+    /// weir's state store, which keeps the jobs (memory:// or redis://…).
+    #[arg(long, default_value = "memory://")]
+    pub state: String,
+}
+
 /// Arguments of `weir-bench brokers`.
 #[derive(Debug, Args)]
 pub struct BrokersArgs {
@@ -374,6 +395,8 @@ async fn main() {
         BenchCommand::Runtimes(a) => runtimes::runtimes(a).await,
         #[cfg(feature = "adapter-celery")]
         BenchCommand::Celery(a) => celery::celery(a).await,
+        #[cfg(feature = "adapter-faktory")]
+        BenchCommand::Faktory(a) => faktory::faktory(a).await,
         BenchCommand::BaselineServer(a) => baseline::baseline_server(a).await,
     };
     let code = match result {
