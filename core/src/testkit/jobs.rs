@@ -20,6 +20,7 @@ pub async fn run_all(factory: &dyn Factory<dyn JobStore>) {
     set_jobs_wait_for_their_time(factory).await;
     jobs_move_between_sets_by_id(factory).await;
     counts_totals_and_removal(factory).await;
+    limits_and_offsets_are_kept(factory).await;
 }
 
 /// A job `id` on `queue`, reserved for a minute at a time, whose payload names it.
@@ -393,4 +394,79 @@ pub async fn counts_totals_and_removal(factory: &dyn Factory<dyn JobStore>) {
     let counts = store.counts().await.expect("counts");
     assert_eq!(counts.queues.get(&queue), None, "removed");
     store.settle(&reserved.id, Place::Gone).await.expect("ack");
+}
+
+/// `promote_due` and `expired` take at most their limit, earliest first, and leave the rest;
+/// `set_jobs` pages by offset. (The times are in 1970, before any other case's.)
+pub async fn limits_and_offsets_are_kept(factory: &dyn Factory<dyn JobStore>) {
+    let store = factory.make().await;
+    let queue = unique("limits");
+    let ids: Vec<String> = (0..5).map(|i| format!("{queue}-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .add_to_set(JobSet::Scheduled, &job(&queue, id), 1 + i as i64)
+            .await
+            .expect("add");
+    }
+    let page: Vec<String> = store
+        .set_jobs(JobSet::Scheduled, 1, 2)
+        .await
+        .expect("jobs")
+        .into_iter()
+        .map(|(j, _)| j.id)
+        .collect();
+    assert_eq!(page, ids[1..3], "offset 1, limit 2");
+    let promoted = store
+        .promote_due(JobSet::Scheduled, now_ms(), 2)
+        .await
+        .expect("promote");
+    assert_eq!(promoted, 2, "at most the limit");
+    let left: Vec<String> = store
+        .set_jobs(JobSet::Scheduled, 0, 3)
+        .await
+        .expect("jobs")
+        .into_iter()
+        .map(|(j, _)| j.id)
+        .collect();
+    assert_eq!(left, ids[2..5], "the rest stay, in order");
+    let queues = [queue.clone()];
+    let mut reserved = Vec::new();
+    // Reserved for no time, in 1970: the earliest expiries of all.
+    for at in [1_000, 2_000] {
+        let job = store
+            .reserve(&queues, at)
+            .await
+            .expect("reserve")
+            .expect("a job");
+        reserved.push(job.id);
+    }
+    assert_eq!(reserved, ids[0..2], "the two promoted, in order");
+    assert_eq!(
+        store.reserve(&queues, now_ms()).await.expect("reserve"),
+        None
+    );
+    store
+        .move_from_set(JobSet::Scheduled, &ids[2..5], Move::ToQueue)
+        .await
+        .expect("requeue");
+    store
+        .reserve(&queues, 3_000)
+        .await
+        .expect("reserve")
+        .expect("a job");
+    let expired: Vec<String> = store
+        .expired(now_ms(), 2)
+        .await
+        .expect("expired")
+        .into_iter()
+        .map(|r| r.job.id)
+        .collect();
+    assert_eq!(
+        expired,
+        ids[0..3].iter().take(2).cloned().collect::<Vec<_>>(),
+        "the two earliest"
+    );
+    for id in &ids {
+        let _ = store.settle(id, Place::Gone).await;
+    }
 }

@@ -20,6 +20,9 @@ use crate::conn::RedisConn;
 use crate::keys::Keys;
 use crate::scripts;
 
+/// Ids moved by one script call of `move_from_set`.
+const MOVE_CHUNK: usize = 1_000;
+
 /// Jobs for outside workers in Redis: what [`crate::RedisStateStore`] hands out as its
 /// [`JobStore`] (`StateStore::jobs`).
 #[derive(Debug, Clone)]
@@ -132,6 +135,29 @@ impl RedisJobStore {
     ) -> &'a mut redis::ScriptInvocation<'s> {
         inv.key(self.keys.jobs_set(set))
             .key(self.keys.jobs_set_data(set))
+    }
+
+    /// Moves the jobs `ids` (at most [`MOVE_CHUNK`]) of `set` to `to`, in one script.
+    async fn move_chunk(&self, set: JobSet, ids: &[String], to: Move) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = scripts::JOBS_MOVE_FROM_SET.prepare_invoke();
+        self.set_keys(&mut inv, set)
+            .key(self.keys.jobs_known_queues());
+        match to {
+            Move::ToQueue => {
+                inv.arg("queue").arg(0);
+            }
+            Move::ToSet(target, at_ms) => {
+                self.set_keys(&mut inv, target).arg("set").arg(at_ms);
+            }
+            Move::Delete => {
+                inv.arg("delete").arg(0);
+            }
+        }
+        inv.arg(self.keys.jobs_queue_prefix()).arg(ids);
+        self.conn.script(&inv).await
     }
 }
 
@@ -257,25 +283,12 @@ impl JobStore for RedisJobStore {
     }
 
     async fn move_from_set(&self, set: JobSet, ids: &[String], to: Move) -> Result<usize> {
-        if ids.is_empty() {
-            return Ok(0);
+        // A script call per 1,000 ids: one call for a million would hold Redis for seconds.
+        let mut moved = 0;
+        for chunk in ids.chunks(MOVE_CHUNK) {
+            moved += self.move_chunk(set, chunk, to).await?;
         }
-        let mut inv = scripts::JOBS_MOVE_FROM_SET.prepare_invoke();
-        self.set_keys(&mut inv, set)
-            .key(self.keys.jobs_known_queues());
-        match to {
-            Move::ToQueue => {
-                inv.arg("queue").arg(0);
-            }
-            Move::ToSet(target, at_ms) => {
-                self.set_keys(&mut inv, target).arg("set").arg(at_ms);
-            }
-            Move::Delete => {
-                inv.arg("delete").arg(0);
-            }
-        }
-        inv.arg(self.keys.jobs_queue_prefix()).arg(ids);
-        self.conn.script(&inv).await
+        Ok(moved)
     }
 
     async fn clear_set(&self, set: JobSet) -> Result<()> {

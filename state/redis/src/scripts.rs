@@ -423,11 +423,15 @@ pub(crate) static JOBS_RESERVE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 for i = 4, #KEYS do
   if redis.call('SISMEMBER', KEYS[1], ARGV[i - 2]) == 0 then
-    local job = redis.call('LPOP', KEYS[i])
+    -- Read and parsed before any write: a record that does not parse stops the script
+    -- with nothing changed (Redis does not roll a script back).
+    local job = redis.call('LINDEX', KEYS[i], 0)
     if job then
       local id, _, reserve_ms = parse(job)
+      local score = string.format('%.17g', tonumber(ARGV[1]) + tonumber(reserve_ms))
+      redis.call('LPOP', KEYS[i])
       redis.call('HSET', KEYS[2], id, ARGV[1] .. ':' .. job)
-      redis.call('ZADD', KEYS[3], string.format('%.17g', tonumber(ARGV[1]) + tonumber(reserve_ms)), id)
+      redis.call('ZADD', KEYS[3], score, id)
       return job
     end
   end
@@ -446,10 +450,12 @@ pub(crate) static JOBS_SETTLE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
+-- Parsed before any write (see JOBS_RESERVE).
+local job = nil
+if ARGV[2] ~= 'gone' then job = with_payload(untimed(rec), ARGV[3]) end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[2] == 'gone' then return 1 end
-local job = with_payload(untimed(rec), ARGV[3])
 if ARGV[2] == 'queue' then
   to_queue(ARGV[5], KEYS[3], job)
 else
@@ -469,8 +475,13 @@ pub(crate) static JOBS_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local recs = mget(KEYS[2], ids)
 local out = {}
-for i = 1, #recs do
-  if recs[i] then out[#out + 1] = recs[i] end
+for i = 1, #ids do
+  if recs[i] then
+    out[#out + 1] = recs[i]
+  else
+    -- An expiry whose reservation is gone would hide the ones behind it.
+    redis.call('ZREM', KEYS[1], ids[i])
+  end
 end
 return out
 "#
@@ -479,24 +490,31 @@ return out
 
 /// Moves the due jobs of a set: to the end of their queues (mode `queue`) or nowhere (mode
 /// `delete`). KEYS: the set's zset and data hash, known queues set. ARGV: now, the most to
-/// move, mode, queue key prefix. Answers how many moved. The due ids are the lowest ranks, so
-/// they leave the zset in one `ZREMRANGEBYRANK`.
+/// move, mode, queue key prefix. Answers how many moved.
 pub(crate) static JOBS_PROMOTE_DUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         jobs_lua!(),
         r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 if #ids == 0 then return 0 end
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #ids - 1)
 local recs = mget(KEYS[2], ids)
-for i = 1, #ids, 1000 do
-  redis.call('HDEL', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
-end
+-- Each job is parsed before it is moved: one that does not parse stays where it is, and
+-- the others move (Redis does not roll a script back).
 local moved = 0
-for i = 1, #recs do
-  if recs[i] then
-    moved = moved + 1
-    if ARGV[3] == 'queue' then to_queue(ARGV[4], KEYS[3], untimed(recs[i])) end
+for i = 1, #ids do
+  local rec = recs[i]
+  local ok, job = true, nil
+  if rec then
+    job = untimed(rec)
+    if ARGV[3] == 'queue' then ok = pcall(parse, job) end
+  end
+  if ok then
+    redis.call('ZREM', KEYS[1], ids[i])
+    if rec then
+      redis.call('HDEL', KEYS[2], ids[i])
+      moved = moved + 1
+      if ARGV[3] == 'queue' then to_queue(ARGV[4], KEYS[3], job) end
+    end
   end
 end
 return moved
@@ -533,7 +551,8 @@ local moved = 0
 for i = 4, #ARGV do
   local id = ARGV[i]
   local rec = redis.call('HGET', KEYS[2], id)
-  if rec then
+  -- A job going to its queue is parsed first: one that does not parse stays in the set.
+  if rec and (ARGV[1] ~= 'queue' or pcall(parse, untimed(rec))) then
     redis.call('HDEL', KEYS[2], id)
     redis.call('ZREM', KEYS[1], id)
     moved = moved + 1
