@@ -186,7 +186,7 @@ pub fn builtins() -> Registry {
         registry,
         "adapter-faktory",
         "a Faktory server for Faktory clients",
-        AdapterScheme::new(&["faktory"], |url| async move {
+        AdapterScheme::new(&["faktory", "faktory+tls"], |url| async move {
             weir_adapter_faktory::FaktoryAdapter::open(&url).await
         })
     );

@@ -13,18 +13,31 @@ use crate::connection;
 use crate::server::Server;
 use crate::settings::Settings;
 
-/// The adapter of `faktory://` URLs.
-#[derive(Debug)]
+/// The adapter of `faktory://` and `faktory+tls://` URLs.
 pub struct FaktoryAdapter {
     settings: Settings,
     listener: std::sync::Mutex<Option<TcpListener>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for FaktoryAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaktoryAdapter")
+            .field("settings", &self.settings)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl FaktoryAdapter {
     /// Opens the adapter of `url` (see [`Settings::parse`]) and binds its address at once, so
-    /// that a port in use fails the start.
+    /// that a port in use (or a TLS file that cannot be read) fails the start.
     pub async fn open(url: &str) -> Result<Self> {
         let settings = Settings::parse(url)?;
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
             Error::new(
                 ErrorKind::Config,
@@ -35,6 +48,7 @@ impl FaktoryAdapter {
         Ok(FaktoryAdapter {
             settings,
             listener: std::sync::Mutex::new(Some(listener)),
+            tls,
         })
     }
 
@@ -92,10 +106,28 @@ impl Adapter for FaktoryAdapter {
             };
             let _ = stream.set_nodelay(true);
             let (server, shutdown) = (server.clone(), shutdown.clone());
+            let tls = self.tls.clone();
             connections.spawn(async move {
                 let _slot = slot;
                 tracing::debug!(%peer, "faktory adapter: connection");
-                connection::serve(stream, server, shutdown).await;
+                match tls {
+                    None => connection::serve(stream, server, shutdown).await,
+                    // The TLS handshake has the HELLO's time limit.
+                    Some(tls) => match tokio::time::timeout(
+                        connection::HANDSHAKE_WAIT,
+                        tls.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => connection::serve(stream, server, shutdown).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "faktory adapter: TLS handshake failed");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "faktory adapter: TLS handshake too slow");
+                        }
+                    },
+                }
             });
             while connections.try_join_next().is_some() {}
         }

@@ -18,5 +18,6 @@ pub mod mutate;
 pub mod resp;
 pub mod server;
 pub mod settings;
+pub mod tls;
 
 pub use adapter::FaktoryAdapter;

@@ -1,6 +1,7 @@
 //! The adapter URL:
 //! `faktory://[:PASSWORD@]HOST:PORT[?insecure=true&max_connections=N&max_line=BYTES&line_timeout=30s]`,
-//! where `HOST:PORT` is the address weir listens on for Faktory clients.
+//! where `HOST:PORT` is the address weir listens on for Faktory clients; `faktory+tls://…`
+//! with `cert=PATH&key=PATH` (PEM files) for TLS.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct Settings {
     pub max_line: usize,
     /// How long a command line may take to arrive once it started.
     pub line_timeout: Duration,
+    /// TLS: the certificate chain's and the private key's PEM files.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Settings {
             .field("max_connections", &self.max_connections)
             .field("max_line", &self.max_line)
             .field("line_timeout", &self.line_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -53,9 +57,13 @@ impl Settings {
     /// Reads `url`. Without a password, weir only listens on a loopback address unless
     /// `insecure=true`: anyone who can reach the port could push and fetch jobs.
     pub fn parse(url: &str) -> Result<Settings> {
-        let Some(rest) = url.strip_prefix("faktory://") else {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("faktory://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("faktory+tls://") {
+            (true, rest)
+        } else {
             return Err(Error::config(
-                "the Faktory adapter takes faktory://[:PASSWORD@]HOST:PORT URLs",
+                "the Faktory adapter takes faktory://[:PASSWORD@]HOST:PORT and faktory+tls://… URLs",
             ));
         };
         let rest = rest.split_once('#').map_or(rest, |(rest, _)| rest);
@@ -80,11 +88,19 @@ impl Settings {
         let params = QueryParams::parse(
             "faktory adapter",
             url,
-            &["insecure", "max_connections", "max_line", "line_timeout"],
+            &[
+                "insecure",
+                "max_connections",
+                "max_line",
+                "line_timeout",
+                "cert",
+                "key",
+            ],
         );
         let (mut insecure, mut max_connections, mut max_line) =
             (false, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE);
         let mut line_timeout = DEFAULT_LINE_TIMEOUT;
+        let (mut cert, mut key) = (None, None);
         for param in &params {
             match param.name() {
                 "insecure" => insecure = param.bool()?,
@@ -106,9 +122,23 @@ impl Settings {
                         return Err(param.invalid("must be more than zero"));
                     }
                 }
+                "cert" if tls => cert = Some(std::path::PathBuf::from(param.value()?)),
+                "key" if tls => key = Some(std::path::PathBuf::from(param.value()?)),
+                "cert" | "key" => {
+                    return Err(param.invalid("is for faktory+tls:// URLs"));
+                }
                 _ => return Err(param.unknown()),
             }
         }
+        let tls = match (tls, cert, key) {
+            (false, _, _) => None,
+            (true, Some(cert), Some(key)) => Some((cert, key)),
+            (true, _, _) => {
+                return Err(params.error(
+                    "faktory+tls:// needs cert=PATH and key=PATH (the certificate chain and its private key, PEM)",
+                ));
+            }
+        };
         let listen = listen_address(address).map_err(|e| params.error(e))?;
         if password.is_none() && !insecure && !listen.ip().is_loopback() {
             return Err(params.error(format!(
@@ -121,6 +151,7 @@ impl Settings {
             max_connections,
             max_line,
             line_timeout,
+            tls,
         })
     }
 }
@@ -200,5 +231,14 @@ mod tests {
         assert!(shown.contains("at least 1"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(err("faktory://:%zz@127.0.0.1").contains("escape"));
+        assert!(err("faktory+tls://127.0.0.1?cert=a.pem").contains("key=PATH"));
+        assert!(err("faktory://127.0.0.1?cert=a.pem").contains("faktory+tls"));
+    }
+
+    #[test]
+    fn tls_urls_name_their_files() {
+        let s = Settings::parse("faktory+tls://:pw@0.0.0.0:7419?cert=/c.pem&key=/k.pem")
+            .expect("parses");
+        assert_eq!(s.tls, Some(("/c.pem".into(), "/k.pem".into())), "{s:?}");
     }
 }

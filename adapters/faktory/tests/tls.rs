@@ -1,0 +1,111 @@
+//! `faktory+tls://`: the real Node client (npm `faktory-worker`, Node's `tls` with the test
+//! CA) pushes a handled job over TLS with a password; a plain-text client gets no greeting.
+//!
+//! Needs Node with the package (`WEIR_TEST_FAKTORY_NODE_PATH`) and the openssl CLI.
+
+mod common;
+
+use serde_json::json;
+use weir_core::testkit::{service_url, tls::make_test_certificates, unique};
+
+/// argv: port, CA file, password, jid. Pushes one job over TLS and prints the server's INFO
+/// description.
+const SCRIPT: &str = r#"
+const faktory = require("faktory-worker");
+const fs = require("fs");
+const [port, ca, password, jid] = process.argv.slice(1);
+(async () => {
+  const client = new faktory.Client({
+    url: `tcp://localhost:${port}`, password,
+    tlsOptions: { ca: fs.readFileSync(ca), servername: "localhost" },
+  });
+  await client.push({ jobtype: "send_email", args: [7], jid });
+  const info = await client.info();
+  await client.close();
+  console.log(info.server.description);
+})().catch((e) => { console.log(`error: ${e}`); process.exit(1); });
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_client_pushes_over_tls() {
+    let Some(node_path) = service_url("WEIR_TEST_FAKTORY_NODE_PATH") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_test_certificates(dir.path());
+    let functions = dir.path().join("functions");
+    common::write_function(
+        &functions,
+        "mailer",
+        &json!({"id": "mailer", "triggers": [{"event": "faktory/send_email"}],
+                "steps": {"send": {"path": "file://./step", "runtime": {"type": "process"}}}}),
+        r#"exec python3 -c 'import json, sys; d = json.load(sys.stdin)["event"]["data"]; print(json.dumps({"to": d["args"][0]}))'"#,
+    );
+    let (engine, handle) = common::engine(&functions, &["mailer"]).await;
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let adapter = weir_adapter_faktory::FaktoryAdapter::open(&format!(
+        "faktory+tls://:tls-pw@127.0.0.1:0?cert={}&key={}",
+        cert.display(),
+        key.display()
+    ))
+    .await
+    .expect("opens");
+    let port = adapter.local_addr().expect("bound").port();
+    let (trigger, shutdown) = weir_core::adapter::Shutdown::new();
+    let task = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            use weir_core::adapter::Adapter;
+            adapter.run(engine, shutdown).await
+        }
+    });
+
+    let jid = unique("tls-jid");
+    let ca = dir.path().join("ca.pem").to_string_lossy().to_string();
+    let out = tokio::process::Command::new("node")
+        .arg("-e")
+        .arg(SCRIPT)
+        .args([&port.to_string(), &ca, "tls-pw", &jid])
+        .env("NODE_PATH", &node_path)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "weir (Faktory protocol)");
+    let runs = common::ended_runs_of(&engine, &jid).await;
+    assert_eq!(runs[0].steps["send"].output, Some(json!({"to": 7})));
+
+    // Plain text on the TLS port: the handshake fails, and no greeting comes.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    plain.write_all(b"HELLO {}\r\n").await.expect("writes");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        plain.read_to_end(&mut got),
+    )
+    .await;
+    assert!(!got.starts_with(b"+HI"), "no plain-text greeting: {got:?}");
+
+    // A certificate file that is not there fails the start, naming it.
+    let missing = weir_adapter_faktory::FaktoryAdapter::open(
+        "faktory+tls://127.0.0.1:0?cert=/nonexistent/c.pem&key=/nonexistent/k.pem",
+    )
+    .await
+    .expect_err("no such file");
+    assert!(
+        missing.to_string().contains("/nonexistent/c.pem"),
+        "{missing}"
+    );
+
+    trigger.raise();
+    let _ = task.await;
+    handle.shutdown().await;
+}
