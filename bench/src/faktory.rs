@@ -244,7 +244,13 @@ pub(super) async fn faktory(args: FaktoryArgs) -> Result<i32> {
         .map_err(|e| Error::internal(format!("the run counter failed: {e}")))?;
     rows.push(("jobs -> completed runs", n, (done - started).as_secs_f64()));
 
-    out!("{:<28} {:>8} {:>10} {:>10}", "phase", "jobs", "seconds", "jobs/s");
+    out!(
+        "{:<28} {:>8} {:>10} {:>10}",
+        "phase",
+        "jobs",
+        "seconds",
+        "jobs/s"
+    );
     for (phase, jobs, seconds) in rows {
         out!(
             "{:<28} {:>8} {:>10.2} {:>10.0}",

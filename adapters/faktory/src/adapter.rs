@@ -105,6 +105,12 @@ impl Adapter for FaktoryAdapter {
                 },
             };
             let _ = stream.set_nodelay(true);
+            // A client that vanished (a dropped NAT entry, a killed host) is found by TCP
+            // keepalive and frees its slot.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(std::time::Duration::from_secs(60))
+                .with_interval(std::time::Duration::from_secs(15));
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
             let (server, shutdown) = (server.clone(), shutdown.clone());
             let tls = self.tls.clone();
             connections.spawn(async move {
@@ -112,7 +118,7 @@ impl Adapter for FaktoryAdapter {
                 tracing::debug!(%peer, "faktory adapter: connection");
                 match tls {
                     None => connection::serve(stream, server, shutdown).await,
-                    // The TLS handshake has the HELLO's time limit.
+                    // The TLS handshake gets the same time as a HELLO, before it.
                     Some(tls) => match tokio::time::timeout(
                         connection::HANDSHAKE_WAIT,
                         tls.accept(stream),
@@ -131,7 +137,9 @@ impl Adapter for FaktoryAdapter {
             });
             while connections.try_join_next().is_some() {}
         }
-        // Connections end at shutdown (a FETCH under way answers at once).
+        // New clients are refused now (they go to another node); the connections end at
+        // shutdown, a worker's after its drain (see `connection::DRAIN`).
+        drop(listener);
         while connections.join_next().await.is_some() {}
         if let Some(keeper) = keeper {
             let _ = keeper.await;

@@ -17,6 +17,9 @@ use crate::server::Server;
 /// How long a client has to say HELLO once greeted (as Faktory).
 pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
 
+/// The longest HELLO line taken (a client that has not proven the password gets no more).
+const MAX_HELLO: usize = 4_096;
+
 /// Serves one connection until it ends.
 pub async fn serve<S>(stream: S, server: Arc<Server>, mut shutdown: Shutdown)
 where
@@ -24,7 +27,6 @@ where
 {
     let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(reader);
-    let max_line = server.settings().max_line;
     let challenge = Challenge::new(server.settings().password.is_some());
     if send(&mut writer, &Reply::Simple(challenge.greeting()))
         .await
@@ -35,7 +37,7 @@ where
     // The HELLO: anything else first, or nothing in time, closes the connection.
     let hello = tokio::select! {
         _ = shutdown.raised() => return,
-        hello = tokio::time::timeout(HANDSHAKE_WAIT, read_line(&mut reader, max_line)) => hello,
+        hello = tokio::time::timeout(HANDSHAKE_WAIT, read_line(&mut reader, MAX_HELLO)) => hello,
     };
     let hello = match hello {
         Ok(Ok(ReadLine::Line(line))) => line,
@@ -62,17 +64,36 @@ where
             return;
         }
     };
-    if !challenge.accepts(server.settings().password.as_deref(), &hello) {
-        let _ = send(&mut writer, &Reply::error("Invalid password")).await;
-        return;
-    }
+    // Up to 8,095 rounds of SHA-256: off the async threads.
+    let password = server.settings().password.clone();
+    let hello = match tokio::task::spawn_blocking(move || {
+        challenge
+            .accepts(password.as_deref(), &hello)
+            .then_some(hello)
+    })
+    .await
+    {
+        Ok(Some(hello)) => hello,
+        _ => {
+            tracing::warn!("faktory adapter: a client's password was wrong or missing");
+            let _ = send(&mut writer, &Reply::error("Invalid password")).await;
+            return;
+        }
+    };
     let wid = hello.wid.filter(|w| !w.is_empty());
     if let Some(wid) = &wid {
         server.worker_joined(wid);
     }
     server.stats.connections.fetch_add(1, Ordering::Relaxed);
     if send(&mut writer, &Reply::Ok).await.is_ok() {
-        commands(&mut reader, &mut writer, &server, &mut shutdown).await;
+        commands(
+            &mut reader,
+            &mut writer,
+            &server,
+            &mut shutdown,
+            wid.is_some(),
+        )
+        .await;
     }
     server.stats.connections.fetch_sub(1, Ordering::Relaxed);
     if let Some(wid) = &wid {
@@ -80,18 +101,40 @@ where
     }
 }
 
-/// The command loop after the handshake.
-async fn commands<R, W>(reader: &mut R, writer: &mut W, server: &Server, shutdown: &mut Shutdown)
-where
+/// How long a worker's connection is still served after shutdown (ACK and FAIL of the jobs
+/// it holds; FETCH finds nothing): a worker stopping with the node loses no answer.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// How long a reply may take to be written before the client counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The command loop after the handshake. At shutdown a producer's connection ends at once; a
+/// worker's (`is_worker`) is served for [`DRAIN`] more, without handing out jobs.
+async fn commands<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    server: &Server,
+    shutdown: &mut Shutdown,
+    is_worker: bool,
+) where
     R: tokio::io::AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let max_line = server.settings().max_line;
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         // Between commands a client may idle (a producer keeps its connection); once a line
         // starts it must end within the settings' `line_timeout`.
         let started = tokio::select! {
-            _ = shutdown.raised() => return,
+            biased;
+            _ = shutdown.raised(), if drain_until.is_none() => {
+                if !is_worker {
+                    return;
+                }
+                drain_until = Some(tokio::time::Instant::now() + DRAIN);
+                continue;
+            }
+            _ = sleep_until_some(drain_until) => return,
             started = tokio::io::AsyncBufReadExt::fill_buf(reader) => started,
         };
         match started {
@@ -118,12 +161,23 @@ where
             }
         };
         server.stats.commands.fetch_add(1, Ordering::Relaxed);
-        let reply = match command::parse(&line) {
+        let command = command::parse(&line);
+        let fetched = matches!(command, Command::Fetch(_));
+        let reply = match command {
             Command::End => return,
             Command::Hello(_) => Reply::error("HELLO was said already"),
             Command::Push(payload) => server.push(payload).await,
             Command::PushBulk(payload) => server.push_bulk(payload).await,
-            Command::Fetch(queues) => server.fetch(&queues, shutdown).await,
+            Command::Fetch(queues) => {
+                // A client that leaves while its FETCH waits is handed no job.
+                let gone = async {
+                    match tokio::io::AsyncBufReadExt::fill_buf(reader).await {
+                        Ok([]) | Err(_) => {}
+                        Ok(_) => std::future::pending().await,
+                    }
+                };
+                server.fetch(&queues, shutdown, gone).await
+            }
             Command::Ack(payload) => server.ack(payload).await,
             Command::Fail(payload) => server.fail(payload).await,
             Command::Beat(payload) => server.beat(payload),
@@ -137,15 +191,33 @@ where
             Command::Unknown(verb) => Reply::error(format!("unknown command {verb}")),
         };
         if send(writer, &reply).await.is_err() {
+            // A job reserved for a client that is gone goes back to its queue.
+            if let (true, Reply::Bulk(job)) = (fetched, &reply) {
+                server.unfetch(job).await;
+            }
             return;
         }
     }
 }
 
-/// Writes one reply and flushes it.
+/// Waits until `at`, or forever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one reply and flushes it, within [`WRITE_TIMEOUT`] (a client that reads nothing is
+/// let go).
 async fn send<W: AsyncWrite + Unpin>(writer: &mut W, reply: &Reply) -> std::io::Result<()> {
     let mut out = Vec::new();
     reply.encode(&mut out);
-    writer.write_all(&out).await?;
-    writer.flush().await
+    let write = async {
+        writer.write_all(&out).await?;
+        writer.flush().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }

@@ -15,34 +15,54 @@ pub const MAX_RESERVE_FOR: u64 = 86_400;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     /// The job id, chosen by the client (at least 8 characters).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub jid: String,
     /// The queue (default `default`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub queue: String,
     /// The job type: what a worker (or weir function) does.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub jobtype: String,
     /// The arguments (present, possibly empty).
     #[serde(default)]
     pub args: Option<Vec<Value>>,
     /// When the client made it (RFC 3339; filled in when absent).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub created_at: String,
     /// When it was last put on its queue.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub enqueued_at: String,
     /// When it is to run (RFC 3339), if later than now.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub at: String,
-    /// How long a worker may hold it, in seconds (0: Faktory's default).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub reserve_for: u64,
+    /// How long a worker may hold it, in seconds (0: Faktory's default; under 60: 60).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero_i64"
+    )]
+    pub reserve_for: i64,
     /// How many retries it gets (0: none, dropped on failure; -1: dead on failure).
     #[serde(default)]
     pub retry: Option<i64>,
     /// Backtrace lines a worker keeps (not used by the server).
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero_i64"
+    )]
     pub backtrace: i64,
     /// The last failure, once it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,8 +72,14 @@ pub struct Job {
     pub custom: Option<Map<String, Value>>,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+/// A `null` read as the type's default, as Go's JSON decoding leaves a zero value (clients
+/// send `"at": null`).
+pub fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn is_zero_i64(n: &i64) -> bool {
@@ -79,7 +105,7 @@ impl Job {
         if self.args.is_none() {
             return Err("jobs must have an args parameter".into());
         }
-        if self.reserve_for > MAX_RESERVE_FOR {
+        if self.reserve_for > MAX_RESERVE_FOR as i64 {
             return Err("jobs cannot be reserved for more than one day".into());
         }
         if self.queue.is_empty() {
@@ -206,6 +232,14 @@ mod tests {
                 .starts_with("invalid timestamp for 'at'")
         );
         assert!(err("{not json").starts_with("invalid JSON: "));
+        let (job, _) = checked(
+            r#"{"jid":"12345678","jobtype":"x","args":[],"at":null,"reserve_for":null,"queue":null,"created_at":null,"retry":null}"#,
+        )
+        .expect("nulls are zero values, as in Go");
+        assert_eq!(
+            (job.queue.as_str(), job.retry, job.reserve_for),
+            ("default", Some(25), 0)
+        );
         assert!(
             err(r#"{"jid":"12345678","jobtype":"x","args":"1"}"#).starts_with("invalid JSON: ")
         );

@@ -31,7 +31,7 @@ const MAX_BACKTRACE: usize = 50;
 pub fn queued(job: &Job) -> QueuedJob {
     let reserve_for = match job.reserve_for {
         0 => DEFAULT_RESERVE_FOR,
-        n => n.clamp(MIN_RESERVE_FOR, crate::job::MAX_RESERVE_FOR),
+        n => n.clamp(MIN_RESERVE_FOR as i64, crate::job::MAX_RESERVE_FOR as i64) as u64,
     };
     QueuedJob {
         id: job.jid.clone(),
@@ -54,13 +54,13 @@ pub async fn keep(store: &dyn JobStore, job: &Job, due_ms: Option<i64>) -> Resul
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct FailReport {
     /// The job.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::job::null_as_default")]
     pub jid: String,
     /// The error's type.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::job::null_as_default")]
     pub errtype: String,
     /// The error's message.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::job::null_as_default")]
     pub message: String,
     /// The backtrace, a line each.
     #[serde(default)]
@@ -137,7 +137,10 @@ pub async fn fail(store: &dyn JobStore, report: FailReport, now_ms: i64) -> Resu
     if !store.settle(&report.jid, place).await? {
         return Ok(Failed::NotFound);
     }
-    store.record(1, 1).await?;
+    // The job has moved: a total that cannot be counted is not the worker's error.
+    if let Err(e) = store.record(1, 1).await {
+        tracing::debug!(error = %e, "faktory adapter: cannot count a failure");
+    }
     Ok(outcome)
 }
 
@@ -151,7 +154,7 @@ fn next_failure(previous: Option<&Value>, report: &FailReport, retry: i64, now_m
                 .get("retry_count")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
-            failure["retry_count"] = json!(count + 1);
+            failure["retry_count"] = json!(count.saturating_add(1));
             let remaining = previous
                 .get("remaining")
                 .and_then(Value::as_i64)
@@ -204,14 +207,26 @@ pub async fn maintain(store: &dyn JobStore, now_ms: i64) -> Result<Vec<Failed>> 
     let mut failed = Vec::new();
     loop {
         let expired = store.expired(now_ms, BATCH).await?;
+        let mut moved = 0;
         for reservation in &expired {
             let report = FailReport::reservation_expired(&reservation.job.id);
-            match fail(store, report, now_ms).await? {
-                Failed::NotFound => {}
-                outcome => failed.push(outcome),
+            // One job that cannot be failed does not stop the others.
+            match fail(store, report, now_ms).await {
+                Ok(Failed::NotFound) => {}
+                Ok(outcome) => {
+                    moved += 1;
+                    failed.push(outcome);
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    jid = reservation.job.id,
+                    "faktory adapter: cannot fail an expired reservation"
+                ),
             }
         }
-        if expired.len() < BATCH {
+        // A full page where nothing moved would come back the same: leave it for the next
+        // pass.
+        if expired.len() < BATCH || moved == 0 {
             return Ok(failed);
         }
     }
@@ -269,5 +284,7 @@ mod tests {
         assert_eq!(queued(&job).reserve_ms, 60_000);
         job.reserve_for = 600;
         assert_eq!(queued(&job).reserve_ms, 600_000);
+        job.reserve_for = -1;
+        assert_eq!(queued(&job).reserve_ms, 60_000, "Faktory raises it to 60 s");
     }
 }

@@ -19,7 +19,7 @@ pub struct Mutation {
     /// `retries`, `scheduled` or `dead`.
     pub target: String,
     /// Which jobs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::job::null_as_default")]
     pub filter: Filter,
 }
 
@@ -50,9 +50,20 @@ pub enum Action {
     Requeue,
 }
 
+/// The longest `regexp` taken (its matching costs its length times the job's).
+pub const MAX_PATTERN: usize = 1_024;
+
 impl Mutation {
     /// The set and the action, or Faktory's error.
     pub fn parse(&self) -> std::result::Result<(JobSet, Action), &'static str> {
+        if self
+            .filter
+            .regexp
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_PATTERN)
+        {
+            return Err("the filter's regexp is over 1024 bytes");
+        }
         let action = match self.cmd.as_str() {
             "clear" => Action::Clear,
             "discard" => Action::Discard,

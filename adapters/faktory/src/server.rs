@@ -31,6 +31,9 @@ pub const FETCH_WAIT: Duration = Duration::from_secs(2);
 /// once; this is for jobs pushed on other nodes and jobs that came due).
 const FETCH_POLL: Duration = Duration::from_millis(100);
 
+/// The most queues one FETCH may name.
+const MAX_FETCH_QUEUES: usize = 100;
+
 /// The server's version in INFO (the Rust client wants a semantic version).
 const FAKTORY_VERSION: &str = "1.9.1";
 
@@ -204,10 +207,20 @@ impl Server {
     }
 
     /// `FETCH q1 q2 …`: the first job of the first of those queues that has one, reserved
-    /// for the worker; after [`FETCH_WAIT`] with none (or at shutdown), the null reply.
-    pub async fn fetch(&self, queues: &[&str], shutdown: &mut Shutdown) -> Reply {
+    /// for the worker; after [`FETCH_WAIT`] with none, the null reply. Nothing is handed out
+    /// once shutdown is raised (the wait still holds, so that a worker does not spin), nor
+    /// once `gone` says the client left.
+    pub async fn fetch(
+        &self,
+        queues: &[&str],
+        shutdown: &mut Shutdown,
+        gone: impl std::future::Future<Output = ()>,
+    ) -> Reply {
         if queues.is_empty() {
             return Reply::error("must call fetch with at least one queue");
+        }
+        if queues.len() > MAX_FETCH_QUEUES {
+            return Reply::error(format!("FETCH takes at most {MAX_FETCH_QUEUES} queues"));
         }
         if let Some(bad) = queues.iter().find(|q| !valid_queue_name(q)) {
             return Reply::error(format!(
@@ -215,33 +228,73 @@ impl Server {
             ));
         }
         let deadline = tokio::time::Instant::now() + FETCH_WAIT;
-        let Some(jobs) = &self.jobs else {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = shutdown.raised() => {}
+        tokio::pin!(gone);
+        let jobs = match &self.jobs {
+            Some(jobs) if !shutdown.is_raised() => jobs,
+            _ => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = &mut gone => {}
+                }
+                return Reply::Null;
             }
-            return Reply::Null;
         };
-        let queues: Vec<String> = queues.iter().map(|q| q.to_string()).collect();
+        let mut names: Vec<String> = Vec::with_capacity(queues.len());
+        for q in queues {
+            if !names.iter().any(|n| n == q) {
+                names.push(q.to_string());
+            }
+        }
         loop {
             // Registered before looking, so that a job kept meanwhile wakes this fetch.
             let kept = self.kept.notified();
-            match jobs.reserve(&queues, now_ms()).await {
+            // A client that left is handed nothing, even when a job woke this fetch.
+            tokio::select! {
+                biased;
+                _ = &mut gone => return Reply::Null,
+                _ = std::future::ready(()) => {}
+            }
+            match jobs.reserve(&names, now_ms()).await {
                 Ok(Some(job)) => {
                     self.count("fetched", &self.stats.fetched);
                     return Reply::Bulk(job.payload.to_vec());
                 }
                 Ok(None) => {}
-                Err(e) => return Reply::error(format!("weir could not fetch: {e}")),
+                Err(e) => {
+                    // Answered at the end of the wait, so that workers do not spin on a
+                    // store that is down.
+                    tokio::time::sleep_until(deadline).await;
+                    return Reply::error(format!("weir could not fetch: {e}"));
+                }
             }
             let next = (tokio::time::Instant::now() + FETCH_POLL).min(deadline);
             tokio::select! {
+                biased;
+                _ = &mut gone => return Reply::Null,
+                _ = shutdown.raised() => return Reply::Null,
                 _ = kept => {}
                 _ = tokio::time::sleep_until(next) => {}
-                _ = shutdown.raised() => return Reply::Null,
             }
             if tokio::time::Instant::now() >= deadline {
                 return Reply::Null;
+            }
+        }
+    }
+
+    /// Puts back a job FETCH reserved but could not hand to its client (the connection
+    /// failed): it goes to the end of its queue.
+    pub async fn unfetch(&self, job: &[u8]) {
+        let (Some(jobs), Some(jid)) = (&self.jobs, jid_of_job(job)) else {
+            return;
+        };
+        let payload = bytes::Bytes::copy_from_slice(job);
+        match jobs
+            .settle(&jid, weir_core::jobs::Place::Queue(payload))
+            .await
+        {
+            Ok(_) => tracing::debug!(jid, "faktory adapter: a fetched job went back to its queue"),
+            Err(e) => {
+                tracing::warn!(error = %e, jid, "faktory adapter: cannot put back a job whose worker left; it comes back when its reservation runs out")
             }
         }
     }
@@ -296,7 +349,7 @@ impl Server {
     pub fn beat(&self, payload: &[u8]) -> Reply {
         #[derive(Deserialize)]
         struct Beat {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "crate::job::null_as_default")]
             wid: String,
         }
         let Ok(beat) = serde_json::from_slice::<Beat>(payload) else {
@@ -435,6 +488,15 @@ impl Server {
 fn jid_of(payload: &[u8]) -> Option<String> {
     let value: HashMap<String, Value> = serde_json::from_slice(payload).ok()?;
     value.get("jid")?.as_str().map(str::to_string)
+}
+
+/// The `jid` of a job's JSON.
+fn jid_of_job(job: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Jid {
+        jid: String,
+    }
+    serde_json::from_slice::<Jid>(job).ok().map(|j| j.jid)
 }
 
 /// A payload as shown in an error: at most 200 characters of it.

@@ -15,6 +15,9 @@ pub const DEFAULT_PORT: u16 = 7419;
 /// Connections served at once, by default (Faktory warns past 1,000).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000;
 
+/// The most connections the setting takes.
+pub const MAX_CONNECTIONS: usize = 100_000;
+
 /// The longest command line taken, by default: a PUSHB of 100 jobs of 10 KiB fits (Faktory
 /// advises jobs under 64 KiB).
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
@@ -76,7 +79,11 @@ impl Settings {
         let password = match credentials {
             // Faktory URLs carry the password alone (`:pw@`); a user name is ignored.
             Some(credentials) => {
-                let password = credentials.split_once(':').map_or("", |(_, p)| p);
+                let Some((_, password)) = credentials.split_once(':') else {
+                    return Err(Error::config(
+                        "faktory adapter: the URL's credentials are `:PASSWORD@` (a colon before the password)",
+                    ));
+                };
                 Some(
                     percent_decode(password)
                         .map_err(|e| Error::config(format!("faktory adapter: the password {e}")))?,
@@ -106,8 +113,8 @@ impl Settings {
                 "insecure" => insecure = param.bool()?,
                 "max_connections" => {
                     max_connections = param.usize()?;
-                    if max_connections == 0 {
-                        return Err(param.invalid("must be at least 1"));
+                    if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
+                        return Err(param.invalid(format_args!("must be 1 to {MAX_CONNECTIONS}")));
                     }
                 }
                 "max_line" => {
@@ -228,9 +235,10 @@ mod tests {
         assert!(err("faktory://127.0.0.1?bogus=1").contains("bogus"));
         assert!(err("faktory://127.0.0.1?max_line=10").contains("1024"));
         let shown = err("faktory://:s3cret@127.0.0.1?max_connections=0");
-        assert!(shown.contains("at least 1"), "{shown}");
+        assert!(shown.contains("must be 1 to"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(err("faktory://:%zz@127.0.0.1").contains("escape"));
+        assert!(err("faktory://s3cret@127.0.0.1").contains(":PASSWORD@"));
         assert!(err("faktory+tls://127.0.0.1?cert=a.pem").contains("key=PATH"));
         assert!(err("faktory://127.0.0.1?cert=a.pem").contains("faktory+tls"));
     }

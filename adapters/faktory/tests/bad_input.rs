@@ -5,70 +5,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::Raw;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use weir_core::testkit::unique;
-
-/// A raw Faktory connection.
-struct Raw {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl Raw {
-    /// Connects and reads the greeting.
-    async fn connect(address: &str) -> (Raw, String) {
-        let stream = TcpStream::connect(address).await.expect("connects");
-        let (reader, writer) = stream.into_split();
-        let mut raw = Raw {
-            reader: BufReader::new(reader),
-            writer,
-        };
-        let hi = raw.reply().await.expect("a greeting");
-        (raw, hi)
-    }
-
-    /// Connects and says HELLO.
-    async fn hello(address: &str) -> Raw {
-        let (mut raw, hi) = Raw::connect(address).await;
-        assert_eq!(hi, r#"+HI {"v":2}"#);
-        assert_eq!(raw.send(br#"HELLO {"v":2}"#).await.as_deref(), Some("+OK"));
-        raw
-    }
-
-    /// Sends one line and reads the reply.
-    async fn send(&mut self, line: &[u8]) -> Option<String> {
-        self.writer.write_all(line).await.ok()?;
-        self.writer.write_all(b"\r\n").await.ok()?;
-        self.reply().await
-    }
-
-    /// One reply (a bulk string's line and body joined by a space); `None` once closed.
-    async fn reply(&mut self) -> Option<String> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end_matches("\r\n").to_string();
-        if let Some(len) = line.strip_prefix('$').and_then(|l| l.parse::<usize>().ok()) {
-            let mut body = vec![0; len + 2];
-            self.reader.read_exact(&mut body).await.ok()?;
-            body.truncate(len);
-            return Some(format!("{line} {}", String::from_utf8_lossy(&body)));
-        }
-        Some(line)
-    }
-
-    /// Whether the server closed the connection (reads EOF within 5 s).
-    async fn closed(&mut self) -> bool {
-        let mut rest = Vec::new();
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), self.reader.read_to_end(&mut rest)).await,
-            Ok(Ok(_))
-        )
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_commands_get_an_error_and_the_connection_goes_on() {

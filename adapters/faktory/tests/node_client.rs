@@ -35,8 +35,12 @@ const [url, password, jid, log] = process.argv.slice(1);
     if (Date.now() > deadline) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  await new Promise((r) => setTimeout(r, 300));
-  const info = await client.info();
+  // The worker's FAIL is sent on its own: wait for it to land in the retries.
+  let info = await client.info();
+  while (info.faktory.tasks.Retries.size < 1 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    info = await client.info();
+  }
   await worker.stop();
   await client.close();
   console.log(JSON.stringify({ pushed, rejected, seen: seen.sort(), info }));

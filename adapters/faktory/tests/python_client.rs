@@ -89,6 +89,15 @@ async fn a_pushed_job_runs_as_the_weir_function_of_its_type_once_per_jid() {
         "every job is taken (the same jid twice too)"
     );
 
+    let runs = common::ended_runs_of(&engine, &later).await;
+    assert!(
+        pushed.elapsed() >= std::time::Duration::from_millis(1500),
+        "the job with `at` 2 s ahead ran after {:?}",
+        pushed.elapsed()
+    );
+    assert_eq!(runs[0].steps["send"].output.as_ref().unwrap()["to"], 8);
+
+    // By now a second run of the jid pushed twice would have shown up.
     let runs = common::ended_runs_of(&engine, &jid).await;
     assert_eq!(runs.len(), 1, "one run for a jid pushed twice");
     assert_eq!(runs[0].status, RunStatus::Completed);
@@ -99,14 +108,6 @@ async fn a_pushed_job_runs_as_the_weir_function_of_its_type_once_per_jid() {
         step.output,
         Some(json!({"to": 7, "tenant": "t1", "queue": "default"}))
     );
-
-    let runs = common::ended_runs_of(&engine, &later).await;
-    assert!(
-        pushed.elapsed() >= std::time::Duration::from_millis(1500),
-        "the job with `at` 2 s ahead ran after {:?}",
-        pushed.elapsed()
-    );
-    assert_eq!(runs[0].steps["send"].output.as_ref().unwrap()["to"], 8);
 
     running.stop().await;
     handle.shutdown().await;

@@ -106,6 +106,8 @@ async fn the_node_client_pushes_over_tls() {
     );
 
     trigger.raise();
-    let _ = task.await;
+    task.await
+        .expect("joins")
+        .expect("the adapter stops without an error");
     handle.shutdown().await;
 }

@@ -89,18 +89,19 @@ impl JobStore for MemoryJobStore {
                 continue;
             };
             let expires_ms = now_ms.saturating_add(job.reserve_ms.min(i64::MAX as u64) as i64);
+            // The same id reserved twice (pushed twice): the older reservation (and its
+            // expiry) goes first, so that the new expiry stays even when both are the same.
+            if let Some(old) = jobs.reserved.remove(&job.id) {
+                jobs.expiring.remove(&(old.expires_ms, old.job.id));
+            }
             jobs.expiring.insert((expires_ms, job.id.clone()));
-            let replaced = jobs.reserved.insert(
+            jobs.reserved.insert(
                 job.id.clone(),
                 Reservation {
                     job: job.clone(),
                     expires_ms,
                 },
             );
-            // The same id reserved twice (pushed twice): the older reservation's expiry goes.
-            if let Some(old) = replaced {
-                jobs.expiring.remove(&(old.expires_ms, old.job.id));
-            }
             return Ok(Some(job));
         }
         Ok(None)

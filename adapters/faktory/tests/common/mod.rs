@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use weir_adapter_faktory::FaktoryAdapter;
 use weir_core::adapter::{Adapter, Shutdown, ShutdownTrigger};
 use weir_core::driver::DriverSet;
@@ -81,6 +83,11 @@ impl Running {
         self.url.rsplit_once('@').map_or(&self.url[6..], |(_, a)| a)
     }
 
+    /// Raises shutdown (the adapter keeps serving workers' connections for its drain).
+    pub fn raise(&self) {
+        self.trigger.raise();
+    }
+
     /// Raises shutdown and checks that the adapter returns without an error within 10 s.
     pub async fn stop(self) {
         self.trigger.raise();
@@ -124,5 +131,67 @@ pub async fn ended_runs_of(engine: &Engine, event_id: &str) -> Vec<Run> {
             "no ended run of event {event_id}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A raw Faktory connection.
+pub struct Raw {
+    /// The reading half.
+    pub reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    /// The writing half.
+    pub writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Raw {
+    /// Connects and reads the greeting.
+    pub async fn connect(address: &str) -> (Raw, String) {
+        let stream = TcpStream::connect(address).await.expect("connects");
+        let (reader, writer) = stream.into_split();
+        let mut raw = Raw {
+            reader: BufReader::new(reader),
+            writer,
+        };
+        let hi = raw.reply().await.expect("a greeting");
+        (raw, hi)
+    }
+
+    /// Connects and says HELLO.
+    pub async fn hello(address: &str) -> Raw {
+        let (mut raw, hi) = Raw::connect(address).await;
+        assert_eq!(hi, r#"+HI {"v":2}"#);
+        assert_eq!(raw.send(br#"HELLO {"v":2}"#).await.as_deref(), Some("+OK"));
+        raw
+    }
+
+    /// Sends one line and reads the reply.
+    pub async fn send(&mut self, line: &[u8]) -> Option<String> {
+        self.writer.write_all(line).await.ok()?;
+        self.writer.write_all(b"\r\n").await.ok()?;
+        self.reply().await
+    }
+
+    /// One reply (a bulk string's line and body joined by a space); `None` once closed.
+    pub async fn reply(&mut self) -> Option<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches("\r\n").to_string();
+        if let Some(len) = line.strip_prefix('$').and_then(|l| l.parse::<usize>().ok()) {
+            let mut body = vec![0; len + 2];
+            self.reader.read_exact(&mut body).await.ok()?;
+            body.truncate(len);
+            return Some(format!("{line} {}", String::from_utf8_lossy(&body)));
+        }
+        Some(line)
+    }
+
+    /// Whether the server closed the connection (reads EOF within 5 s).
+    pub async fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.reader.read_to_end(&mut rest)).await,
+            Ok(Ok(_))
+        )
     }
 }
