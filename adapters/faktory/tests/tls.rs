@@ -1,5 +1,7 @@
 //! `faktory+tls://`: the real Node client (npm `faktory-worker`, Node's `tls` with the test
 //! CA) pushes a handled job over TLS with a password; a plain-text client gets no greeting.
+//! The real Rust client and worker (crates.io `faktory`, over a tokio-rustls stream trusting
+//! the test CA) push, work and acknowledge a job over TLS.
 //!
 //! Needs Node with the package (`WEIR_TEST_FAKTORY_NODE_PATH`) and the openssl CLI.
 
@@ -109,5 +111,158 @@ async fn the_node_client_pushes_over_tls() {
     task.await
         .expect("joins")
         .expect("the adapter stops without an error");
+    handle.shutdown().await;
+}
+
+/// A TLS connection (tokio-rustls, trusting the test CA) for the Rust client, which takes any
+/// stream that can reconnect.
+struct TlsConn {
+    stream: tokio::io::BufStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    port: u16,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl TlsConn {
+    async fn open(port: u16, connector: tokio_rustls::TlsConnector) -> std::io::Result<TlsConn> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = connector.connect(name, tcp).await?;
+        Ok(TlsConn {
+            stream: tokio::io::BufStream::new(tls),
+            port,
+            connector,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl faktory::Reconnect for TlsConn {
+    async fn reconnect(&mut self) -> std::io::Result<Box<dyn faktory::Connection>> {
+        Ok(Box::new(
+            TlsConn::open(self.port, self.connector.clone()).await?,
+        ))
+    }
+}
+
+impl tokio::io::AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncBufRead for TlsConn {
+    fn poll_fill_buf(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<&[u8]>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_fill_buf(cx)
+    }
+
+    fn consume(mut self: std::pin::Pin<&mut Self>, amt: usize) {
+        std::pin::Pin::new(&mut self.stream).consume(amt)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_and_worker_speak_tls() {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_test_certificates(dir.path());
+    let (engine, handle) = common::engine(dir.path(), &[]).await;
+    let adapter = weir_adapter_faktory::FaktoryAdapter::open(&format!(
+        "faktory+tls://:rust-tls@127.0.0.1:0?cert={}&key={}",
+        dir.path().join("server.pem").display(),
+        dir.path().join("server.key").display()
+    ))
+    .await
+    .expect("opens");
+    let port = adapter.local_addr().expect("bound").port();
+    let (trigger, shutdown) = weir_core::adapter::Shutdown::new();
+    let task = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            use weir_core::adapter::Adapter;
+            adapter.run(engine, shutdown).await
+        }
+    });
+
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("ca.pem"))
+        .expect("ca.pem")
+    {
+        roots.add(cert.expect("a certificate")).expect("added");
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+
+    let stream = TlsConn::open(port, connector.clone()).await.expect("TLS");
+    let mut client = faktory::Client::connect_with(stream, Some("rust-tls".into()))
+        .await
+        .expect("HELLO over TLS");
+    client
+        .enqueue(faktory::Job::new("record", vec![1]))
+        .await
+        .expect("PUSH");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut worker = faktory::Worker::builder()
+        .register_fn("record", {
+            let done = done.clone();
+            move |_job| {
+                let done = done.clone();
+                async move {
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<(), std::io::Error>(())
+                }
+            }
+        })
+        .connect_with(
+            TlsConn::open(port, connector).await.expect("TLS"),
+            Some("rust-tls".into()),
+        )
+        .await
+        .expect("the worker connects over TLS");
+    assert!(worker.run_one(0, &["default"]).await.expect("runs the job"));
+    assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    let info = client.current_info().await.expect("INFO");
+    assert_eq!(info.data.total_processed, 1);
+    drop(worker);
+    drop(client);
+    trigger.raise();
+    task.await.expect("joins").expect("the adapter stops without an error");
     handle.shutdown().await;
 }
