@@ -125,6 +125,14 @@ pub trait JobStore: Send + Sync {
     /// wins).
     async fn settle(&self, id: &str, then: Place) -> Result<bool>;
 
+    /// The jobs waiting in `queue`, oldest first, skipping `offset`, at most `limit` (for
+    /// listings; a job may be taken meanwhile).
+    async fn queue_jobs(&self, queue: &str, offset: usize, limit: usize) -> Result<Vec<QueuedJob>>;
+
+    /// The reservations, earliest expiry first, skipping `offset`, at most `limit` (for
+    /// listings).
+    async fn reservations(&self, offset: usize, limit: usize) -> Result<Vec<Reservation>>;
+
     /// Reservations that ran out by `now_ms`, earliest first, at most `limit` (they stay
     /// reserved until [`JobStore::settle`] moves them).
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Reservation>>;

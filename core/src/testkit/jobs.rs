@@ -21,6 +21,7 @@ pub async fn run_all(factory: &dyn Factory<dyn JobStore>) {
     jobs_move_between_sets_by_id(factory).await;
     counts_totals_and_removal(factory).await;
     limits_and_offsets_are_kept(factory).await;
+    queues_and_reservations_are_listed(factory).await;
 }
 
 /// A job `id` on `queue`, reserved for a minute at a time, whose payload names it.
@@ -469,4 +470,52 @@ pub async fn limits_and_offsets_are_kept(factory: &dyn Factory<dyn JobStore>) {
     for id in &ids {
         let _ = store.settle(id, Place::Gone).await;
     }
+}
+
+/// A queue's waiting jobs are listed oldest first from an offset; reservations earliest
+/// expiry first (the times are in 1970, before any other case's).
+pub async fn queues_and_reservations_are_listed(factory: &dyn Factory<dyn JobStore>) {
+    let store = factory.make().await;
+    let queue = unique("listed");
+    let ids: Vec<String> = (0..4).map(|i| format!("{queue}-{i}")).collect();
+    for id in &ids {
+        store.enqueue(&job(&queue, id)).await.expect("enqueue");
+    }
+    let listed: Vec<String> = store
+        .queue_jobs(&queue, 1, 2)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed, ids[1..3]);
+    assert!(
+        store
+            .queue_jobs(&unique("none"), 0, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let queues = [queue.clone()];
+    // Reserved at 2 s and 1 s after the epoch: the second expires first.
+    store.reserve(&queues, 2_000).await.expect("reserve");
+    store.reserve(&queues, 1_000).await.expect("reserve");
+    let first: Vec<(String, i64)> = store
+        .reservations(0, 2)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| (r.job.id, r.expires_ms))
+        .collect();
+    assert_eq!(
+        first,
+        [(ids[1].clone(), 61_000), (ids[0].clone(), 62_000)],
+        "earliest expiry first"
+    );
+    let rest = store.queue_jobs(&queue, 0, 10).await.expect("list");
+    assert_eq!(rest.len(), 2, "two left waiting");
+    for id in &ids {
+        let _ = store.settle(id, Place::Gone).await;
+    }
+    store.remove_queue(&queue).await.expect("remove");
 }

@@ -129,6 +129,26 @@ impl JobStore for MemoryJobStore {
         Ok(true)
     }
 
+    async fn queue_jobs(&self, queue: &str, offset: usize, limit: usize) -> Result<Vec<QueuedJob>> {
+        let jobs = self.inner.lock();
+        Ok(jobs
+            .queues
+            .get(queue)
+            .map(|q| q.iter().skip(offset).take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn reservations(&self, offset: usize, limit: usize) -> Result<Vec<Reservation>> {
+        let jobs = self.inner.lock();
+        Ok(jobs
+            .expiring
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|(_, id)| jobs.reserved.get(id).cloned())
+            .collect())
+    }
+
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Reservation>> {
         let jobs = self.inner.lock();
         Ok(jobs

@@ -209,6 +209,39 @@ impl JobStore for RedisJobStore {
         raw.as_deref().map(decode_reservation).transpose()
     }
 
+    async fn queue_jobs(&self, queue: &str, offset: usize, limit: usize) -> Result<Vec<QueuedJob>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let last = offset.saturating_add(limit - 1);
+        let raw: Vec<Vec<u8>> = self
+            .conn
+            .cmd(
+                redis::cmd("LRANGE")
+                    .arg(self.keys.jobs_queue(queue))
+                    .arg(redis_count(offset))
+                    .arg(redis_count(last)),
+            )
+            .await?;
+        raw.iter().map(|r| decode_job(r)).collect()
+    }
+
+    async fn reservations(&self, offset: usize, limit: usize) -> Result<Vec<Reservation>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let last = offset.saturating_add(limit - 1);
+        // The set-listing script over the expiry zset and the reservations' hash: the same
+        // shape (`TIME:` then the job).
+        let mut inv = scripts::JOBS_SET_JOBS.prepare_invoke();
+        inv.key(self.keys.jobs_expiring())
+            .key(self.keys.jobs_reserved())
+            .arg(redis_count(offset))
+            .arg(redis_count(last));
+        let raw: Vec<Vec<u8>> = self.conn.script(&inv).await?;
+        raw.iter().map(|r| decode_reservation(r)).collect()
+    }
+
     async fn settle(&self, id: &str, then: Place) -> Result<bool> {
         let mut inv = scripts::JOBS_SETTLE.prepare_invoke();
         inv.key(self.keys.jobs_reserved())
