@@ -80,6 +80,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/functions", get(list_functions))
         .route("/v1/events", get(list_events))
+        .route("/v1/jobs", get(list_jobs))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             api_keys,
@@ -397,6 +398,49 @@ struct EventsQuery {
     to: Option<i64>,
     limit: Option<usize>,
     order: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    state: Option<String>,
+    queue: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/jobs`: the jobs the state store keeps for outside workers (see [`crate::jobs`]).
+async fn list_jobs(State(app): State<AppState>, QueryOf(q): QueryOf<JobsQuery>) -> Response {
+    if let Some(refused) = check_limit(q.limit) {
+        return refused;
+    }
+    if let Some(state) = q.state.as_deref()
+        && !crate::jobs::STATES.contains(&state)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown state {state:?} ({})",
+                crate::jobs::STATES.join(", ")
+            ),
+        );
+    }
+    let Some(store) = app.engine.state().jobs() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "this state store keeps no jobs for outside workers",
+        );
+    };
+    let limit = q.limit.unwrap_or(100);
+    match crate::jobs::list(
+        store.as_ref(),
+        q.state.as_deref(),
+        q.queue.as_deref(),
+        limit,
+    )
+    .await
+    {
+        Ok(jobs) => Json(json!(jobs)).into_response(),
+        Err(e) => from_error(&e),
+    }
 }
 
 async fn list_events(State(app): State<AppState>, QueryOf(q): QueryOf<EventsQuery>) -> Response {

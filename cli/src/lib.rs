@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod embedded;
 pub mod functions;
+pub mod jobs;
 pub mod registry;
 pub mod view;
 

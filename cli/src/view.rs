@@ -177,7 +177,7 @@ pub fn render_events(events: &[weir_core::Event]) -> String {
 /// `text` with its control characters escaped (`\u{1b}`, `\n`): event ids, names and users
 /// come from whoever sends events, and printed raw they could move the cursor, recolour or
 /// retitle the terminal of the operator listing them.
-fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(text);
     }

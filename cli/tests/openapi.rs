@@ -180,7 +180,11 @@ async fn real_answers_match_the_document() {
     let (status, body) = get(&base, "/v1/runs?limit=50").await;
     let runs = check(&doc, "get", "/v1/runs", status, &body);
     assert!(runs.as_array().is_some_and(|r| r.len() >= 2), "{runs}");
-    for over in ["/v1/runs?limit=10001", "/v1/events?limit=10001"] {
+    for over in [
+        "/v1/runs?limit=10001",
+        "/v1/events?limit=10001",
+        "/v1/jobs?limit=10001",
+    ] {
         let (status, body) = get(&base, over).await;
         assert_eq!(status, 400, "{over}: {body}");
         assert!(body.contains("maximum of 10000"), "{body}");
@@ -209,6 +213,30 @@ async fn real_answers_match_the_document() {
     let (status, body) = get(&base, "/v1/events?from=soon").await;
     assert_eq!(status, 400);
     check(&doc, "get", "/v1/events", status, &body);
+    // Jobs kept for outside workers (the memory store keeps them).
+    let jobs = engine.state().jobs().expect("the memory store keeps jobs");
+    let failed = json!({"jid": "job-00000001", "jobtype": "email", "args": [],
+                        "failure": {"retry_count": 0, "errtype": "E", "message": "boom"}});
+    jobs.add_to_set(
+        weir::core::jobs::JobSet::Retries,
+        &weir::core::jobs::QueuedJob {
+            id: "job-00000001".into(),
+            queue: "default".into(),
+            reserve_ms: 60_000,
+            payload: failed.to_string().into(),
+        },
+        1_000,
+    )
+    .await
+    .expect("add");
+    let (status, body) = get(&base, "/v1/jobs?state=retries").await;
+    let listed = check(&doc, "get", "/v1/jobs", status, &body);
+    assert_eq!(listed[0]["id"], "job-00000001", "{listed}");
+    assert_eq!(listed[0]["last_error"], "E: boom");
+    assert_eq!(listed[0]["failures"], 1);
+    let (status, body) = get(&base, "/v1/jobs?state=bogus").await;
+    assert_eq!(status, 400, "{body}");
+    check(&doc, "get", "/v1/jobs", status, &body);
     let (status, body) = get(&base, "/health").await;
     check(&doc, "get", "/health", status, &body);
     let (status, body) = get(&base, "/metrics").await;
@@ -256,6 +284,7 @@ async fn real_answers_match_the_document() {
         ),
         ("get", "/v1/functions", format!("{locked}/v1/functions")),
         ("get", "/v1/events", format!("{locked}/v1/events")),
+        ("get", "/v1/jobs", format!("{locked}/v1/jobs")),
         ("get", "/metrics", format!("{locked}/metrics")),
     ] {
         let request = client.request(method.to_uppercase().parse().expect("method"), &url);

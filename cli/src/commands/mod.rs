@@ -19,6 +19,7 @@ macro_rules! outp {
 mod dev;
 mod events;
 mod init;
+mod jobs;
 mod remote;
 mod run;
 mod runs;
@@ -56,6 +57,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// List the events a running server stored, newest first.
     Events(events::EventsArgs),
+    /// List the jobs a running server keeps for outside workers (Faktory's), like runs.
+    Jobs(jobs::JobsArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -69,6 +72,7 @@ pub async fn main(app: &crate::App, cli: Cli) -> i32 {
         Command::Init(a) => init::init(a),
         Command::Runs(a) => runs::runs(a).await,
         Command::Events(a) => events::events(a).await,
+        Command::Jobs(a) => jobs::jobs(a).await,
     };
     match result {
         Ok(code) => code,
