@@ -81,6 +81,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/functions", get(list_functions))
         .route("/v1/events", get(list_events))
         .route("/v1/jobs", get(list_jobs))
+        .route("/v1/workers/{wid}", post(order_worker))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             api_keys,
@@ -439,6 +440,38 @@ async fn list_jobs(State(app): State<AppState>, QueryOf(q): QueryOf<JobsQuery>) 
     .await
     {
         Ok(jobs) => Json(json!(jobs)).into_response(),
+        Err(e) => from_error(&e),
+    }
+}
+
+/// `POST /v1/workers/{wid}` `{"state": "quiet" | "terminate"}`: an order to an outside worker
+/// (a Faktory worker hears it at its next BEAT, from any node).
+async fn order_worker(
+    State(app): State<AppState>,
+    PathOf(wid): PathOf<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(Deserialize)]
+    struct Order {
+        state: String,
+    }
+    let order = match serde_json::from_slice::<Order>(&body) {
+        Ok(o) => o,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is {{\"state\": \"quiet\" | \"terminate\"}}: {e}"),
+            );
+        }
+    };
+    let Some(order) = weir_core::jobs::WorkerOrder::parse(&order.state) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown state {:?} (quiet, terminate)", order.state),
+        );
+    };
+    match weir_core::jobs::order_worker(app.engine.state().as_ref(), &wid, order).await {
+        Ok(()) => Json(json!({"wid": wid, "state": order.as_str()})).into_response(),
         Err(e) => from_error(&e),
     }
 }

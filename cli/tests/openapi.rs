@@ -237,6 +237,18 @@ async fn real_answers_match_the_document() {
     let (status, body) = get(&base, "/v1/jobs?state=bogus").await;
     assert_eq!(status, 400, "{body}");
     check(&doc, "get", "/v1/jobs", status, &body);
+    let (status, body) = post(&base, "/v1/workers/w-1", r#"{"state": "quiet"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    check(&doc, "post", "/v1/workers/{wid}", status, &body);
+    assert_eq!(
+        weir::core::jobs::worker_order(engine.state().as_ref(), "w-1")
+            .await
+            .expect("read"),
+        Some(weir::core::jobs::WorkerOrder::Quiet)
+    );
+    let (status, body) = post(&base, "/v1/workers/w-1", r#"{"state": "asleep"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    check(&doc, "post", "/v1/workers/{wid}", status, &body);
     let (status, body) = get(&base, "/health").await;
     check(&doc, "get", "/health", status, &body);
     let (status, body) = get(&base, "/metrics").await;
@@ -255,7 +267,9 @@ async fn real_answers_match_the_document() {
     for (path, operations) in doc["paths"].as_object().expect("paths") {
         let url = format!(
             "{base}{}",
-            path.replace("{key}", "k").replace("{id}", &run.id)
+            path.replace("{key}", "k")
+                .replace("{id}", &run.id)
+                .replace("{wid}", "w-2")
         );
         for method in ["get", "post", "put", "delete", "patch"] {
             let request = client.request(method.to_uppercase().parse().expect("method"), &url);
@@ -285,6 +299,11 @@ async fn real_answers_match_the_document() {
         ("get", "/v1/functions", format!("{locked}/v1/functions")),
         ("get", "/v1/events", format!("{locked}/v1/events")),
         ("get", "/v1/jobs", format!("{locked}/v1/jobs")),
+        (
+            "post",
+            "/v1/workers/{wid}",
+            format!("{locked}/v1/workers/w-1"),
+        ),
         ("get", "/metrics", format!("{locked}/metrics")),
     ] {
         let request = client.request(method.to_uppercase().parse().expect("method"), &url);

@@ -172,3 +172,73 @@ pub trait JobStore: Send + Sync {
     /// Deletes every job, queue, pause and total.
     async fn flush(&self) -> Result<()>;
 }
+
+/// What an operator told an outside worker (Faktory's "quiet" and "stop" buttons): the
+/// worker hears it at its next heartbeat, from whichever node it is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerOrder {
+    /// Finish the jobs held, take no more.
+    Quiet,
+    /// Stop.
+    Terminate,
+}
+
+impl WorkerOrder {
+    /// `quiet` or `terminate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerOrder::Quiet => "quiet",
+            WorkerOrder::Terminate => "terminate",
+        }
+    }
+
+    /// The order named `name`.
+    pub fn parse(name: &str) -> Option<WorkerOrder> {
+        match name {
+            "quiet" => Some(WorkerOrder::Quiet),
+            "terminate" => Some(WorkerOrder::Terminate),
+            _ => None,
+        }
+    }
+}
+
+/// How long an order to a worker is kept (a worker that never beats again has gone).
+pub const WORKER_ORDER_KEPT: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// The blob that holds the order to the worker `wid`.
+fn worker_order_blob(wid: &str) -> String {
+    format!("worker-order:{wid}")
+}
+
+/// Gives the worker `wid` an order, for [`WORKER_ORDER_KEPT`]. An order only moves forward
+/// (a terminated worker is not made quiet again), as Faktory's states do.
+pub async fn order_worker(
+    state: &dyn crate::state::StateStore,
+    wid: &str,
+    order: WorkerOrder,
+) -> Result<()> {
+    if order == WorkerOrder::Quiet
+        && worker_order(state, wid).await? == Some(WorkerOrder::Terminate)
+    {
+        return Ok(());
+    }
+    state
+        .put_blob(
+            &worker_order_blob(wid),
+            Bytes::from_static(order.as_str().as_bytes()),
+            WORKER_ORDER_KEPT,
+        )
+        .await
+}
+
+/// The order given to the worker `wid`, if any.
+pub async fn worker_order(
+    state: &dyn crate::state::StateStore,
+    wid: &str,
+) -> Result<Option<WorkerOrder>> {
+    let blob = state.get_blob(&worker_order_blob(wid)).await?;
+    Ok(blob
+        .as_deref()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(WorkerOrder::parse))
+}

@@ -91,7 +91,7 @@ where
             &mut writer,
             &server,
             &mut shutdown,
-            wid.is_some(),
+            wid.as_deref(),
         )
         .await;
     }
@@ -109,13 +109,13 @@ pub const DRAIN: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The command loop after the handshake. At shutdown a producer's connection ends at once; a
-/// worker's (`is_worker`) is served for [`DRAIN`] more, without handing out jobs.
+/// worker's (`wid`) is served for [`DRAIN`] more, without handing out jobs.
 async fn commands<R, W>(
     reader: &mut R,
     writer: &mut W,
     server: &Server,
     shutdown: &mut Shutdown,
-    is_worker: bool,
+    wid: Option<&str>,
 ) where
     R: tokio::io::AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -128,7 +128,7 @@ async fn commands<R, W>(
         let started = tokio::select! {
             biased;
             _ = shutdown.raised(), if drain_until.is_none() => {
-                if !is_worker {
+                if wid.is_none() {
                     return;
                 }
                 drain_until = Some(tokio::time::Instant::now() + DRAIN);
@@ -176,11 +176,11 @@ async fn commands<R, W>(
                         Ok(_) => std::future::pending().await,
                     }
                 };
-                server.fetch(&queues, shutdown, gone).await
+                server.fetch(&queues, wid, shutdown, gone).await
             }
             Command::Ack(payload) => server.ack(payload).await,
             Command::Fail(payload) => server.fail(payload).await,
-            Command::Beat(payload) => server.beat(payload),
+            Command::Beat(payload) => server.beat(payload).await,
             Command::Info => server.info().await,
             Command::Flush => server.flush().await,
             Command::Queue { op, names } => server.queue(op, &names).await,

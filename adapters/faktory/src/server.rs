@@ -16,7 +16,7 @@ use weir_core::adapter::Shutdown;
 use weir_core::engine::Engine;
 use weir_core::event::now_ms;
 
-use weir_core::jobs::{JobSet, JobStore};
+use weir_core::jobs::{JobSet, JobStore, WorkerOrder, worker_order};
 
 use crate::job::{Job, rfc3339, valid_queue_name};
 use crate::legacy::{self, FailReport, Failed};
@@ -60,9 +60,11 @@ pub struct Stats {
 
 /// A worker process, known by the `wid` of its HELLO, while it has connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkerState {
-    /// Running, with this many connections open.
-    Running(usize),
+struct WorkerState {
+    /// Its connections open.
+    connections: usize,
+    /// What an operator told it, as its last heartbeat heard.
+    order: Option<WorkerOrder>,
 }
 
 /// The state every connection of one adapter shares.
@@ -121,23 +123,38 @@ impl Server {
     /// Registers the worker `wid` (a HELLO with a `wid`); several connections may share one.
     pub fn worker_joined(&self, wid: &str) {
         if let Ok(mut workers) = self.workers.lock() {
-            let WorkerState::Running(connections) = workers
+            workers
                 .entry(wid.to_string())
-                .or_insert(WorkerState::Running(0));
-            *connections += 1;
+                .or_insert(WorkerState {
+                    connections: 0,
+                    order: None,
+                })
+                .connections += 1;
         }
     }
 
     /// A connection of the worker `wid` closed; the worker is forgotten with its last one.
     pub fn worker_left(&self, wid: &str) {
         if let Ok(mut workers) = self.workers.lock()
-            && let Some(WorkerState::Running(connections)) = workers.get_mut(wid)
+            && let Some(worker) = workers.get_mut(wid)
         {
-            *connections = connections.saturating_sub(1);
-            if *connections == 0 {
+            worker.connections = worker.connections.saturating_sub(1);
+            if worker.connections == 0 {
                 workers.remove(wid);
             }
         }
+    }
+
+    /// Whether the worker `wid` was told to stop taking jobs (quiet or terminate).
+    fn told_to_stop(&self, wid: Option<&str>) -> bool {
+        let Some(wid) = wid else {
+            return false;
+        };
+        self.workers
+            .lock()
+            .ok()
+            .and_then(|w| w.get(wid).and_then(|w| w.order))
+            .is_some()
     }
 
     /// `PUSH {job}`.
@@ -208,11 +225,12 @@ impl Server {
 
     /// `FETCH q1 q2 …`: the first job of the first of those queues that has one, reserved
     /// for the worker; after [`FETCH_WAIT`] with none, the null reply. Nothing is handed out
-    /// once shutdown is raised (the wait still holds, so that a worker does not spin), nor
-    /// once `gone` says the client left.
+    /// once shutdown is raised (the wait still holds, so that a worker does not spin), to a
+    /// worker `wid` told to be quiet, nor once `gone` says the client left.
     pub async fn fetch(
         &self,
         queues: &[&str],
+        wid: Option<&str>,
         shutdown: &mut Shutdown,
         gone: impl std::future::Future<Output = ()>,
     ) -> Reply {
@@ -230,7 +248,8 @@ impl Server {
         let deadline = tokio::time::Instant::now() + FETCH_WAIT;
         tokio::pin!(gone);
         let jobs = match &self.jobs {
-            Some(jobs) if !shutdown.is_raised() => jobs,
+            // A worker told to be quiet (or to stop) takes no more jobs.
+            Some(jobs) if !shutdown.is_raised() && !self.told_to_stop(wid) => jobs,
             _ => {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {}
@@ -345,8 +364,10 @@ impl Server {
         }
     }
 
-    /// `BEAT {"wid": …}`: `+OK` while the worker may go on.
-    pub fn beat(&self, payload: &[u8]) -> Reply {
+    /// `BEAT {"wid": …}`: `+OK` while the worker may go on, else the order an operator gave it
+    /// (`{"state":"quiet"}` or `{"state":"terminate"}`, see [`weir_core::jobs::order_worker`]),
+    /// read from the state store so that any node passes it on.
+    pub async fn beat(&self, payload: &[u8]) -> Reply {
         #[derive(Deserialize)]
         struct Beat {
             #[serde(default, deserialize_with = "crate::job::null_as_default")]
@@ -358,11 +379,26 @@ impl Server {
         let known = self
             .workers
             .lock()
-            .map(|w| w.get(&beat.wid).copied())
-            .unwrap_or(None);
-        match known {
-            Some(WorkerState::Running(_)) => Reply::Ok,
-            None => Reply::error(format!("unknown worker {}", beat.wid)),
+            .map(|w| w.contains_key(&beat.wid))
+            .unwrap_or(false);
+        if !known {
+            return Reply::error(format!("unknown worker {}", beat.wid));
+        }
+        let order = match worker_order(self.engine.state().as_ref(), &beat.wid).await {
+            Ok(order) => order,
+            Err(e) => {
+                tracing::debug!(error = %e, "faktory adapter: cannot read a worker's orders");
+                None
+            }
+        };
+        if let Ok(mut workers) = self.workers.lock()
+            && let Some(worker) = workers.get_mut(&beat.wid)
+        {
+            worker.order = order;
+        }
+        match order {
+            None => Reply::Ok,
+            Some(order) => Reply::Bulk(format!(r#"{{"state":"{}"}}"#, order.as_str()).into_bytes()),
         }
     }
 

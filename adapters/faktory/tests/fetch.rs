@@ -149,3 +149,57 @@ async fn at_shutdown_a_worker_can_still_ack_and_fetches_nothing() {
     running.stop().await;
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_to_be_quiet_hears_it_at_its_beat_and_takes_no_job() {
+    use weir_core::jobs::{WorkerOrder, order_worker};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, handle) = common::engine(dir.path(), &[]).await;
+    let running = common::run_adapter(&engine, None, "").await;
+    let mut producer = Raw::hello(running.address()).await;
+    assert_eq!(
+        producer
+            .send(push("jid-00000005").as_bytes())
+            .await
+            .as_deref(),
+        Some("+OK")
+    );
+    let mut w = worker(running.address(), "w-quiet").await;
+    assert_eq!(
+        w.send(br#"BEAT {"wid":"w-quiet"}"#).await.as_deref(),
+        Some("+OK")
+    );
+    order_worker(engine.state().as_ref(), "w-quiet", WorkerOrder::Quiet)
+        .await
+        .expect("order");
+    assert_eq!(
+        w.send(br#"BEAT {"wid":"w-quiet"}"#).await.as_deref(),
+        Some(r#"$17 {"state":"quiet"}"#)
+    );
+    assert_eq!(
+        w.send(b"FETCH q").await.as_deref(),
+        Some("$-1"),
+        "a quiet worker takes no job"
+    );
+    // Another worker still gets it; the order only moves forward.
+    let mut other = worker(running.address(), "w-other").await;
+    assert!(
+        other
+            .send(b"FETCH q")
+            .await
+            .expect("a job")
+            .contains("jid-00000005")
+    );
+    order_worker(engine.state().as_ref(), "w-quiet", WorkerOrder::Terminate)
+        .await
+        .expect("order");
+    order_worker(engine.state().as_ref(), "w-quiet", WorkerOrder::Quiet)
+        .await
+        .expect("order");
+    assert_eq!(
+        w.send(br#"BEAT {"wid":"w-quiet"}"#).await.as_deref(),
+        Some(r#"$21 {"state":"terminate"}"#)
+    );
+    running.stop().await;
+    handle.shutdown().await;
+}

@@ -77,3 +77,34 @@ async fn the_rust_client_and_worker_work_against_weir() {
     running.stop().await;
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_worker_stops_when_told_to_terminate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, handle) = common::engine(dir.path(), &[]).await;
+    let running = common::run_adapter(&engine, None, "").await;
+    let wid = "rust-worker-to-stop";
+    let mut worker = Worker::builder()
+        .wid(faktory::WorkerId::new(wid))
+        .register_fn("record", |_job| async move { Ok::<(), std::io::Error>(()) })
+        .connect_to(&running.url)
+        .await
+        .expect("the worker connects");
+    let run = tokio::spawn(async move { worker.run(&["default"]).await });
+    weir_core::jobs::order_worker(
+        engine.state().as_ref(),
+        wid,
+        weir_core::jobs::WorkerOrder::Terminate,
+    )
+    .await
+    .expect("order");
+    // It BEATs every 5 s; on the order it stops.
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+        .await
+        .expect("the worker stops within a few beats")
+        .expect("joins")
+        .expect("runs");
+    assert_eq!(stopped.reason, faktory::StopReason::ServerInstruction);
+    running.stop().await;
+    handle.shutdown().await;
+}

@@ -217,8 +217,8 @@ async fn the_rust_client_and_worker_speak_tls() {
     });
 
     let mut roots = RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("ca.pem"))
-        .expect("ca.pem")
+    for cert in
+        rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("ca.pem")).expect("ca.pem")
     {
         roots.add(cert.expect("a certificate")).expect("added");
     }
@@ -263,6 +263,8 @@ async fn the_rust_client_and_worker_speak_tls() {
     drop(worker);
     drop(client);
     trigger.raise();
-    task.await.expect("joins").expect("the adapter stops without an error");
+    task.await
+        .expect("joins")
+        .expect("the adapter stops without an error");
     handle.shutdown().await;
 }
