@@ -444,34 +444,62 @@ async fn list_jobs(State(app): State<AppState>, QueryOf(q): QueryOf<JobsQuery>) 
     }
 }
 
-/// `POST /v1/workers/{wid}` `{"state": "quiet" | "terminate"}`: an order to an outside worker
-/// (a Faktory worker hears it at its next BEAT, from any node).
+/// The longest worker id `POST /v1/workers/{wid}` takes.
+const MAX_WID: usize = 256;
+
+/// `POST /v1/workers/{wid}` `{"state": "quiet" | "terminate" | "running"}`: an order to an
+/// outside worker (a Faktory worker hears it at its next BEAT, from any node); `running`
+/// takes an order back. Answers the order in force.
 async fn order_worker(
     State(app): State<AppState>,
     PathOf(wid): PathOf<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Response {
     #[derive(Deserialize)]
     struct Order {
         state: String,
     }
-    let order = match serde_json::from_slice::<Order>(&body) {
+    if wid.is_empty() || wid.len() > MAX_WID {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("a worker id is 1 to {MAX_WID} bytes"),
+        );
+    }
+    let bytes = match read_body(body, 4_096, BODY_READ_TIMEOUT).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    let order = match serde_json::from_slice::<Order>(&bytes) {
         Ok(o) => o,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("the body is {{\"state\": \"quiet\" | \"terminate\"}}: {e}"),
+                format!("the body is {{\"state\": \"quiet\" | \"terminate\" | \"running\"}}: {e}"),
             );
         }
     };
-    let Some(order) = weir_core::jobs::WorkerOrder::parse(&order.state) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown state {:?} (quiet, terminate)", order.state),
-        );
+    let state = app.engine.state();
+    let done = match order.state.as_str() {
+        "running" => weir_core::jobs::clear_worker_order(state.as_ref(), &wid).await,
+        other => match weir_core::jobs::WorkerOrder::parse(other) {
+            Some(order) => weir_core::jobs::order_worker(state.as_ref(), &wid, order).await,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown state {other:?} (quiet, terminate, running)"),
+                );
+            }
+        },
     };
-    match weir_core::jobs::order_worker(app.engine.state().as_ref(), &wid, order).await {
-        Ok(()) => Json(json!({"wid": wid, "state": order.as_str()})).into_response(),
+    if let Err(e) = done {
+        return from_error(&e);
+    }
+    match weir_core::jobs::worker_order(state.as_ref(), &wid).await {
+        Ok(order) => {
+            let state = order.map_or("running", |o| o.as_str());
+            tracing::info!(wid, state, "an outside worker was given an order");
+            Json(json!({"wid": wid, "state": state})).into_response()
+        }
         Err(e) => from_error(&e),
     }
 }

@@ -5,7 +5,8 @@
 //! `state` is `queued`, `reserved`, `scheduled`, `retries` or `dead`; `at` is when a scheduled
 //! or retried job is due, when a dead one goes, or when a reservation runs out (epoch ms);
 //! `jobtype`, `failures` and `last_error` are read from the job's JSON (Faktory's `jobtype` and
-//! `failure`) when it has them; `job` is the job itself.
+//! `failure`) when it has them; `job` is the job itself. A listing filtered by queue looks at
+//! no more than 10,000 entries of each state.
 
 use std::fmt::Write as _;
 
@@ -37,29 +38,41 @@ pub async fn list(
             "queued" => {
                 let queues: Vec<String> = match queue {
                     Some(q) => vec![q.to_string()],
-                    None => store.counts().await?.queues.into_keys().collect(),
+                    None => store
+                        .counts()
+                        .await?
+                        .queues
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(q, _)| q)
+                        .collect(),
                 };
                 for q in queues {
                     let left = limit.saturating_sub(out.len());
+                    if left == 0 {
+                        break;
+                    }
                     for job in store.queue_jobs(&q, 0, left).await? {
                         out.push(view(&job, s, None));
                     }
                 }
             }
             "reserved" => {
-                // Read in pages, filtered by queue here.
+                // Read in pages, filtered by queue here, up to SCAN entries.
                 let mut offset = 0;
-                while out.len() < limit {
-                    let page = store.reservations(offset, PAGE).await?;
+                while out.len() < limit && offset < SCAN {
+                    let page = store
+                        .reservations(offset, page_size(queue, limit - out.len()))
+                        .await?;
                     for r in page.iter().filter(|r| keep(&r.job)) {
                         if out.len() < limit {
                             out.push(view(&r.job, s, Some(r.expires_ms)));
                         }
                     }
-                    if page.len() < PAGE {
+                    if page.is_empty() {
                         break;
                     }
-                    offset += PAGE;
+                    offset += page.len();
                 }
             }
             _ => {
@@ -69,17 +82,21 @@ pub async fn list(
                     _ => JobSet::Dead,
                 };
                 let mut offset = 0;
-                while out.len() < limit {
-                    let page = store.set_jobs(set, offset, PAGE).await?;
+                while out.len() < limit && offset < SCAN {
+                    let page = store
+                        .set_jobs(set, offset, page_size(queue, limit - out.len()))
+                        .await?;
                     for (job, at) in page.iter().filter(|(j, _)| keep(j)) {
                         if out.len() < limit {
                             out.push(view(job, s, Some(*at)));
                         }
                     }
-                    if page.len() < PAGE {
+                    // A page shorter than asked may have skipped a record that went meanwhile:
+                    // only an empty one ends the set.
+                    if page.is_empty() {
                         break;
                     }
-                    offset += PAGE;
+                    offset += page.len();
                 }
             }
         }
@@ -89,6 +106,18 @@ pub async fn list(
 
 /// Jobs read from the store at a time, when filtering by queue.
 const PAGE: usize = 1_000;
+
+/// Entries of one state a listing looks at, at most: filtering a large dead set by queue stops
+/// there.
+const SCAN: usize = 10_000;
+
+/// How many to read next: what is still wanted, or a page when a queue filter may drop some.
+fn page_size(queue: Option<&str>, wanted: usize) -> usize {
+    match queue {
+        Some(_) => PAGE,
+        None => wanted.min(PAGE),
+    }
+}
 
 /// One job as the listing shows it.
 fn view(job: &QueuedJob, state: &str, at: Option<i64>) -> Value {
@@ -105,7 +134,7 @@ fn view(job: &QueuedJob, state: &str, at: Option<i64>) -> Value {
         "id": job.id,
         "queue": job.queue,
         "state": state,
-        "jobtype": body["jobtype"],
+        "jobtype": body["jobtype"].as_str(),
         "failures": failures,
         "last_error": last_error,
         "at": at,

@@ -246,6 +246,20 @@ async fn real_answers_match_the_document() {
             .expect("read"),
         Some(weir::core::jobs::WorkerOrder::Quiet)
     );
+    let (status, body) = post(&base, "/v1/workers/w-1", r#"{"state": "terminate"}"#).await;
+    check(&doc, "post", "/v1/workers/{wid}", status, &body);
+    let (status, body) = post(&base, "/v1/workers/w-1", r#"{"state": "quiet"}"#).await;
+    let answered = check(&doc, "post", "/v1/workers/{wid}", status, &body);
+    assert_eq!(
+        answered["state"], "terminate",
+        "an order only moves forward"
+    );
+    let (status, body) = post(&base, "/v1/workers/w-1", r#"{"state": "running"}"#).await;
+    let answered = check(&doc, "post", "/v1/workers/{wid}", status, &body);
+    assert_eq!(answered["state"], "running", "taken back");
+    let (status, body) = post(&base, "/v1/workers/w-1", &"x".repeat(10_000)).await;
+    assert_eq!(status, 413, "{body}");
+    check(&doc, "post", "/v1/workers/{wid}", status, &body);
     let (status, body) = post(&base, "/v1/workers/w-1", r#"{"state": "asleep"}"#).await;
     assert_eq!(status, 400, "{body}");
     check(&doc, "post", "/v1/workers/{wid}", status, &body);

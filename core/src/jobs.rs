@@ -202,8 +202,12 @@ impl WorkerOrder {
     }
 }
 
-/// How long an order to a worker is kept (a worker that never beats again has gone).
+/// How long an order to a worker is kept after it was given or last heard (each BEAT that
+/// hears it keeps it this long again).
 pub const WORKER_ORDER_KEPT: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// What the blob holds once an order was taken back.
+const NO_ORDER: &[u8] = b"running";
 
 /// The blob that holds the order to the worker `wid`.
 fn worker_order_blob(wid: &str) -> String {
@@ -222,6 +226,32 @@ pub async fn order_worker(
     {
         return Ok(());
     }
+    state
+        .put_blob(
+            &worker_order_blob(wid),
+            Bytes::from_static(order.as_str().as_bytes()),
+            WORKER_ORDER_KEPT,
+        )
+        .await
+}
+
+/// Takes back the order given to the worker `wid` (it runs again from its next BEAT).
+pub async fn clear_worker_order(state: &dyn crate::state::StateStore, wid: &str) -> Result<()> {
+    state
+        .put_blob(
+            &worker_order_blob(wid),
+            Bytes::from_static(NO_ORDER),
+            WORKER_ORDER_KEPT,
+        )
+        .await
+}
+
+/// Keeps the order of the worker `wid` for [`WORKER_ORDER_KEPT`] more (a BEAT heard it).
+pub async fn keep_worker_order(
+    state: &dyn crate::state::StateStore,
+    wid: &str,
+    order: WorkerOrder,
+) -> Result<()> {
     state
         .put_blob(
             &worker_order_blob(wid),

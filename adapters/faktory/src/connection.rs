@@ -83,6 +83,8 @@ where
     let wid = hello.wid.filter(|w| !w.is_empty());
     if let Some(wid) = &wid {
         server.worker_joined(wid);
+        // An order given before it connected holds from its first FETCH.
+        server.read_order(wid).await;
     }
     server.stats.connections.fetch_add(1, Ordering::Relaxed);
     if send(&mut writer, &Reply::Ok).await.is_ok() {

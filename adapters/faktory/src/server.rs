@@ -145,6 +145,27 @@ impl Server {
         }
     }
 
+    /// Reads the order of the worker `wid` from the state store (within a second) into this
+    /// node's view of it, and answers it. An order taken back (`running`) clears it; a store
+    /// that does not answer leaves the order as last heard.
+    pub async fn read_order(&self, wid: &str) -> Option<WorkerOrder> {
+        let state = self.engine.state();
+        let read =
+            tokio::time::timeout(Duration::from_secs(1), worker_order(state.as_ref(), wid)).await;
+        let Ok(mut workers) = self.workers.lock() else {
+            return None;
+        };
+        let worker = workers.get_mut(wid)?;
+        match read {
+            Ok(Ok(order)) => worker.order = order,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, wid, "faktory adapter: cannot read a worker's order");
+            }
+            Err(_) => tracing::debug!(wid, "faktory adapter: reading a worker's order timed out"),
+        }
+        worker.order
+    }
+
     /// Whether the worker `wid` was told to stop taking jobs (quiet or terminate).
     fn told_to_stop(&self, wid: Option<&str>) -> bool {
         let Some(wid) = wid else {
@@ -384,17 +405,15 @@ impl Server {
         if !known {
             return Reply::error(format!("unknown worker {}", beat.wid));
         }
-        let order = match worker_order(self.engine.state().as_ref(), &beat.wid).await {
-            Ok(order) => order,
-            Err(e) => {
-                tracing::debug!(error = %e, "faktory adapter: cannot read a worker's orders");
-                None
+        let order = self.read_order(&beat.wid).await;
+        if let Some(order) = order {
+            // Heard: kept a day more, so that a quiet worker alive for days stays quiet.
+            let state = self.engine.state();
+            if let Err(e) =
+                weir_core::jobs::keep_worker_order(state.as_ref(), &beat.wid, order).await
+            {
+                tracing::debug!(error = %e, "faktory adapter: cannot keep a worker's order");
             }
-        };
-        if let Ok(mut workers) = self.workers.lock()
-            && let Some(worker) = workers.get_mut(&beat.wid)
-        {
-            worker.order = order;
         }
         match order {
             None => Reply::Ok,

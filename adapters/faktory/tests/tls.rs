@@ -3,7 +3,8 @@
 //! The real Rust client and worker (crates.io `faktory`, over a tokio-rustls stream trusting
 //! the test CA) push, work and acknowledge a job over TLS.
 //!
-//! Needs Node with the package (`WEIR_TEST_FAKTORY_NODE_PATH`) and the openssl CLI.
+//! Needs the openssl CLI; the Node test also Node with the package
+//! (`WEIR_TEST_FAKTORY_NODE_PATH`).
 
 mod common;
 
