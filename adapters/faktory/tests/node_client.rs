@@ -53,32 +53,18 @@ async fn the_node_client_pushes_and_its_worker_works_the_jobs() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    common::write_function(
-        dir.path(),
-        "mailer",
-        &json!({"id": "mailer", "triggers": [{"event": "faktory/send_email"}],
-                "steps": {"send": {"path": "file://./step", "runtime": {"type": "process"}}}}),
-        r#"exec python3 -c 'import json, sys; d = json.load(sys.stdin)["event"]["data"]; print(json.dumps({"to": d["args"][0]}))'"#,
-    );
+    common::mailer(dir.path());
     let (engine, handle) = common::engine(dir.path(), &["mailer"]).await;
     let running = common::run_adapter(&engine, Some("n0de pass"), "").await;
     let url = format!("tcp://{}", running.address());
     let jid = unique("node-jid");
     let log = dir.path().join("node.log");
-    let out = tokio::process::Command::new("node")
-        .arg("-e")
-        .arg(SCRIPT)
-        .args([url.as_str(), "n0de pass", &jid, &log.to_string_lossy()])
-        .env("NODE_PATH", &node_path)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::node(
+        &node_path,
+        SCRIPT,
+        &[url.as_str(), "n0de pass", &jid, &log.to_string_lossy()],
+    )
+    .await;
     let seen: Value = serde_json::from_str(stdout.trim()).expect("json");
     assert_eq!(seen["pushed"], jid.as_str());
     assert_eq!(

@@ -15,13 +15,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_client_and_worker_work_against_weir() {
     let dir = tempfile::tempdir().expect("tempdir");
-    common::write_function(
-        dir.path(),
-        "mailer",
-        &json!({"id": "mailer", "triggers": [{"event": "faktory/send_email"}],
-                "steps": {"send": {"path": "file://./step", "runtime": {"type": "process"}}}}),
-        r#"exec python3 -c 'import json, sys; d = json.load(sys.stdin)["event"]["data"]; print(json.dumps({"to": d["args"][0]}))'"#,
-    );
+    common::mailer(dir.path());
     let (engine, handle) = common::engine(dir.path(), &["mailer"]).await;
     let running = common::run_adapter(&engine, Some("rust-pw"), "").await;
 

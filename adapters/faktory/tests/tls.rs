@@ -37,13 +37,7 @@ async fn the_node_client_pushes_over_tls() {
     let dir = tempfile::tempdir().expect("tempdir");
     make_test_certificates(dir.path());
     let functions = dir.path().join("functions");
-    common::write_function(
-        &functions,
-        "mailer",
-        &json!({"id": "mailer", "triggers": [{"event": "faktory/send_email"}],
-                "steps": {"send": {"path": "file://./step", "runtime": {"type": "process"}}}}),
-        r#"exec python3 -c 'import json, sys; d = json.load(sys.stdin)["event"]["data"]; print(json.dumps({"to": d["args"][0]}))'"#,
-    );
+    common::mailer(&functions);
     let (engine, handle) = common::engine(&functions, &["mailer"]).await;
     let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
     let adapter = weir_adapter_faktory::FaktoryAdapter::open(&format!(
@@ -65,20 +59,12 @@ async fn the_node_client_pushes_over_tls() {
 
     let jid = unique("tls-jid");
     let ca = dir.path().join("ca.pem").to_string_lossy().to_string();
-    let out = tokio::process::Command::new("node")
-        .arg("-e")
-        .arg(SCRIPT)
-        .args([&port.to_string(), &ca, "tls-pw", &jid])
-        .env("NODE_PATH", &node_path)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::node(
+        &node_path,
+        SCRIPT,
+        &[&port.to_string(), &ca, "tls-pw", &jid],
+    )
+    .await;
     assert_eq!(stdout.trim(), "weir (Faktory protocol)");
     let runs = common::ended_runs_of(&engine, &jid).await;
     assert_eq!(runs[0].steps["send"].output, Some(json!({"to": 7})));

@@ -28,6 +28,38 @@ pub fn write_function(dir: &Path, name: &str, definition: &Value, script: &str) 
     std::fs::set_permissions(&step, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
+/// Writes the function `mailer` into `dir`: triggered by `faktory/send_email`, its step
+/// `send` prints `{"to": <the job's first arg>}`.
+pub fn mailer(dir: &Path) {
+    write_function(
+        dir,
+        "mailer",
+        &serde_json::json!({"id": "mailer", "triggers": [{"event": "faktory/send_email"}],
+                "steps": {"send": {"path": "file://./step", "runtime": {"type": "process"}}}}),
+        r#"exec python3 -c 'import json, sys; d = json.load(sys.stdin)["event"]["data"]; print(json.dumps({"to": d["args"][0]}))'"#,
+    );
+}
+
+/// Runs the Node `script` with `args` (the `faktory-worker` package found in `node_path`) and
+/// returns what it printed; panics with its output when it fails.
+pub async fn node(node_path: &str, script: &str, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .args(args)
+        .env("NODE_PATH", node_path)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// An engine on memory state and broker with the process runtime, running every role, with
 /// the functions `names` of `dir` loaded.
 pub async fn engine(dir: &Path, names: &[&str]) -> (Engine, EngineHandle) {
