@@ -139,7 +139,7 @@ fn validate_explains_unsupported_fields_and_missing_runtimes() {
       "concurrency": [{"limit": 10}],
       "steps": {"s": {"path": "file://./x", "runtime": {"type": "docker"},
                       "after": []},
-                "t": {"runtime": {"type": "lambda"}, "after": [{"step": "s", "wait": "1h"}]}}}"#;
+                "t": {"runtime": {"type": "lambda"}, "after": [{"step": "s", "wait": "'tomorrow'"}]}}}"#;
     std::fs::write(dir.join("weir.json"), def).expect("write");
     let out = weir()
         .args(["validate"])
@@ -158,7 +158,9 @@ fn validate_explains_unsupported_fields_and_missing_runtimes() {
         "{text}"
     );
     assert!(
-        text.contains("steps.t.after[0].wait: not supported yet"),
+        text.contains(
+            "steps.t.after[0].wait: \"'tomorrow'\": \"tomorrow\" is not an RFC 3339 time"
+        ),
         "{text}"
     );
     // Where the runtimes are compiled in (--all-features), they are known and load.
@@ -168,6 +170,51 @@ fn validate_explains_unsupported_fields_and_missing_runtimes() {
     if !cfg!(feature = "driver-lambda") {
         assert!(text.contains("`driver-lambda` Cargo feature"), "{text}");
     }
+}
+
+#[test]
+fn validate_points_into_async_and_wait_edges() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("waits");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let def = r#"{"id": "waits", "triggers": [{"event": "user/signed.up"}],
+      "steps": {
+        "a": {"path": "/bin/true"},
+        "b": {"path": "/bin/true", "after": [{"step": "a", "async": {"event": "user/activated", "match": "async.user.id ==", "ttl": "2d"}}]},
+        "c": {"path": "/bin/true", "after": [{"step": "a", "async": {"event": "user/activated", "match": "async.usr.id == event.user.id", "ttl": "forever"}}]},
+        "d": {"path": "/bin/true", "after": [{"step": "a", "async": {"any": [], "ttl": "1h"}}]},
+        "e": {"path": "/bin/true", "after": [{"step": "a", "async": {"all": [{"event": "x/y", "match": "steps.a.ok"}], "ttl": "1h", "onTimeout": "yes"}}]},
+        "f": {"path": "/bin/true", "after": [{"step": "a", "wait": "event.data.remind_at"}, {"step": "b", "wait": "soon"}]}
+      }}"#;
+    std::fs::write(dir.join("weir.json"), def).expect("write");
+    let out = weir()
+        .args(["validate"])
+        .arg(&dir)
+        .output()
+        .expect("weir validate");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let file = dir.join("weir.json");
+    let file = file.display();
+    for expected in [
+        format!("{file}: steps.b.after[0].async.match: invalid CEL expression"),
+        format!(
+            "{file}: steps.c.after[0].async.match: \"async.usr.id == event.user.id\": unknown event field async.usr"
+        ),
+        format!("{file}: steps.c.after[0].async.ttl: invalid duration \"forever\""),
+        format!("{file}: steps.d.after[0].async.any: must list at least one"),
+        format!(
+            "{file}: steps.e.after[0].async.all[0].match: \"steps.a.ok\": unknown variable \"steps\""
+        ),
+        format!("{file}: steps.e.after[0].async.onTimeout: must be true or false"),
+        format!("{file}: steps.f.after[1].wait: \"soon\": unknown variable \"soon\""),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("steps.f.after[0]"),
+        "an expression reading the event is fine: {text}"
+    );
 }
 
 #[test]

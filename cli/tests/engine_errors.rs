@@ -410,6 +410,7 @@ async fn a_run_pinned_to_a_version_no_node_has_waits_with_a_clear_error() {
         created_at: weir::core::event::now_ms(),
         ended_at: None,
         history: Vec::new(),
+        pauses: Default::default(),
     };
     engine.state().create_run(&run).await.expect("create");
     let msg = weir::core::state::StepMessage {

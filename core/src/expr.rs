@@ -56,6 +56,16 @@ impl Expr {
         &self.source
     }
 
+    /// Whether the expression reads no variable (a constant).
+    pub(crate) fn ast_reads_nothing(&self) -> bool {
+        self.program.references().variables().is_empty()
+    }
+
+    /// The parsed expression (its syntax tree), for load-time checks of what it reads.
+    pub(crate) fn ast(&self) -> &cel::IdedExpr {
+        self.program.expression()
+    }
+
     /// Evaluates the expression with the variables of `vars`, giving a CEL value.
     pub fn eval_cel(&self, vars: &Vars) -> Result<CelValue> {
         let root: &Context<'_, '_> = &ROOT;

@@ -20,6 +20,7 @@ pub mod events;
 pub mod function;
 pub mod jobs;
 pub mod metrics;
+pub mod pause;
 pub mod percent;
 pub mod protocol;
 pub mod redact;

@@ -27,6 +27,9 @@ pub struct StepContext<'a> {
     pub step_id: &'a str,
     /// Attempt number, from 1.
     pub attempt: u32,
+    /// With an `async` edge of `any` specs: which spec the matched event (`async`) matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub async_index: Option<usize>,
 }
 
 /// The document a step receives.

@@ -224,6 +224,9 @@ pub struct Run {
     /// The timeline.
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// The run's waits (for events or for time) that began so far, by key (`step/ordinal`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pauses: BTreeMap<String, crate::pause::Pause>,
 }
 
 impl Run {

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Result;
+use crate::event::Event;
+use crate::pause::{Pause, PauseAnswer, PauseHit};
 use crate::run::{Run, RunFilter, RunStatus, RunSummary, StepStatus};
 
 /// The answer of [`StateStore::create_run`].
@@ -137,6 +139,9 @@ pub enum TimerAction {
     /// Publish a message again: a delivery the broker could not redeliver itself after the
     /// delay asked (it cannot redeliver one message, or not that late).
     Republish(Republish),
+    /// End a pause that is still waiting (its `ttl` ran out, or its sleep is over), and take
+    /// the edges that follow.
+    PauseExpires(crate::pause::PauseRef),
 }
 
 /// A message to publish again, held by a timer.
@@ -442,9 +447,91 @@ pub trait StateStore: Send + Sync + 'static {
         ttl: std::time::Duration,
     ) -> Result<bool>;
 
+    /// [`StateStore::finish_attempt`], and in the same atomic step, when it applies, records
+    /// `pauses` (waiting) in the run, each with its `pause.registered` timeline entry: the
+    /// waits that begin with the step's completion (see [`crate::pause`]). The default
+    /// handles no pauses (a store that keeps none answers `Unsupported` for functions with
+    /// `async` or `wait` edges).
+    async fn finish_attempt_with_pauses(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+        pauses: &[Pause],
+    ) -> Result<Transition> {
+        if !pauses.is_empty() {
+            return Err(no_pauses());
+        }
+        self.finish_attempt(run_id, step_id, attempt, outcome).await
+    }
+
+    /// Files `pauses` (recorded in their runs by [`StateStore::finish_attempt_with_pauses`]) so
+    /// that [`StateStore::find_pauses`] finds those still waiting, and schedules each one's
+    /// [`Pause::expiry_timer`]. Idempotent: the engine calls it again when it repeats the
+    /// work of a node that died.
+    async fn watch_pauses(&self, pauses: &[Pause]) -> Result<()> {
+        let _ = pauses;
+        Err(no_pauses())
+    }
+
+    /// The waiting pauses filed under event name `name` and any of `keys` (`""` for the
+    /// pauses filed without a key), each with the spec the name and key belong to. A pause
+    /// whose run resolved it may still be answered (filing is cleaned after the fact):
+    /// [`StateStore::resume_pause`] then says so.
+    async fn find_pauses(&self, name: &str, keys: &[String]) -> Result<Vec<PauseHit>> {
+        let _ = (name, keys);
+        Err(no_pauses())
+    }
+
+    /// Records `event` as the match of spec `spec` of the pause `key` of run `run_id` (see
+    /// [`Pause::record_match`]), with a `pause.matched` timeline entry when it resolves it,
+    /// atomically: of several calls at once (from any node) for one pause, one resolves it.
+    /// A resolved pause is unfiled and its expiry timer dropped.
+    async fn resume_pause(
+        &self,
+        run_id: &str,
+        key: &str,
+        spec: usize,
+        event: &Event,
+        now_ms: i64,
+    ) -> Result<PauseAnswer> {
+        let _ = (run_id, key, spec, event, now_ms);
+        Err(no_pauses())
+    }
+
+    /// Ends the pause `key` of run `run_id` with `TimedOut` if it is still waiting, with its
+    /// timeline entry, atomically (a match and a timeout cannot both win), and unfiles it.
+    async fn expire_pause(&self, run_id: &str, key: &str, now_ms: i64) -> Result<PauseAnswer> {
+        let _ = (run_id, key, now_ms);
+        Err(no_pauses())
+    }
+
+    /// Unfiles `pause` (so that [`StateStore::find_pauses`] no longer answers it) and
+    /// deletes its expiry timer: the engine calls it once it has followed the pause's end.
+    /// Idempotent.
+    async fn unwatch_pause(&self, pause: &Pause) -> Result<()> {
+        let _ = pause;
+        Err(no_pauses())
+    }
+
+    /// The pause `key` of run `run_id`.
+    async fn get_pause(&self, run_id: &str, key: &str) -> Result<Option<Pause>> {
+        let _ = (run_id, key);
+        Err(no_pauses())
+    }
+
     /// The store's [`JobStore`](crate::jobs::JobStore), when it keeps jobs for outside
     /// workers (a capability: `None` by default; an adapter that needs one says so).
     fn jobs(&self) -> Option<std::sync::Arc<dyn crate::jobs::JobStore>> {
         None
     }
+}
+
+/// The error of a store that keeps no pauses.
+fn no_pauses() -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Unsupported,
+        "this state store keeps no pauses: functions with async or wait edges need one that does (memory, redis)",
+    )
 }

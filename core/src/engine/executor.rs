@@ -82,10 +82,51 @@ pub enum Executed {
 }
 
 /// A step that reached a final state and whose outgoing edges must be resolved.
-struct Done {
-    step: usize,
-    status: StepStatus,
-    output: Option<Value>,
+pub(super) struct Done {
+    pub(super) step: usize,
+    pub(super) status: StepStatus,
+    pub(super) output: Option<Value>,
+}
+
+/// What [`Engine::advance`] works through.
+pub(super) enum Work {
+    /// A step reached a final state: resolve its outgoing edges.
+    Done(Done),
+    /// Resolve one edge (of a wait that ended).
+    Edge {
+        /// The edge (index into `Function::edges`).
+        edge: usize,
+        /// Whether it is taken.
+        taken: bool,
+        /// Why not, when not.
+        reason: String,
+    },
+}
+
+/// Whether `edge` (out of the completed step `parent`) is taken by its `if`, and why not when
+/// it is not. An `if` that fails to evaluate is not taken.
+pub(super) fn edge_condition(
+    edge: &crate::function::Edge,
+    parent: &str,
+    event: &crate::event::Event,
+    outputs: &serde_json::Map<String, Value>,
+    response: Option<&Value>,
+) -> (bool, String) {
+    let Some(cond) = &edge.condition else {
+        return (true, String::new());
+    };
+    let mut vars = Vars::new();
+    vars.set_event("event", event);
+    vars.set_json_map("steps", outputs);
+    vars.set_json("response", response.unwrap_or(&Value::Null));
+    match cond.eval_bool(&vars) {
+        Ok(true) => (true, String::new()),
+        Ok(false) => (
+            false,
+            format!("condition {:?} after {parent:?} is false", cond.source()),
+        ),
+        Err(err) => (false, format!("condition after {parent:?} failed: {err}")),
+    }
 }
 
 impl Engine {
@@ -147,16 +188,21 @@ impl Engine {
             msg.attempt,
             super::StepProgressKind::Started,
         );
+        let (async_event, async_index) = match step.async_wait {
+            Some(w) => self.async_input(&function, w, &run.id).await?,
+            None => (None, None),
+        };
         let input = StepInput {
             event: &run.event,
             steps: &run.outputs,
-            async_event: None,
+            async_event: async_event.as_ref(),
             ctx: StepContext {
                 fn_id: &function.id,
                 fn_version: &function.version,
                 run_id: &run.id,
                 step_id: &step.id,
                 attempt: msg.attempt,
+                async_index,
             },
         }
         .encode();
@@ -171,6 +217,23 @@ impl Engine {
             m.attempt_took(&step.id, began.elapsed());
         }
         let mut retry_scheduled = false;
+        // The waits the step's completion begins (its `async` and `wait` edges); a `wait`
+        // expression that fails fails the step instead.
+        let mut pauses = Vec::new();
+        let outcome = match outcome {
+            Outcome::Completed(output) => match self.arm_waits(&function, index, &run, &output) {
+                Ok(armed) => {
+                    pauses = armed;
+                    Outcome::Completed(output)
+                }
+                Err(error) => Outcome::Failed {
+                    error,
+                    retryable: false,
+                    output: Some(output),
+                },
+            },
+            other => other,
+        };
         // The step has run: from here on its result is kept or the attempt is failed, never
         // left for a redelivery to run the step again (see `fail_unrecorded`).
         let recorded = match outcome {
@@ -180,7 +243,14 @@ impl Engine {
                     log,
                 };
                 let (t, status) = self
-                    .finish_or_fail(&run.id, &step.id, msg.attempt, &record, "its output")
+                    .finish_or_fail(
+                        &run.id,
+                        &step.id,
+                        msg.attempt,
+                        &record,
+                        &pauses,
+                        "its output",
+                    )
                     .await?;
                 let output = (status == StepStatus::Completed).then_some(output);
                 Some((t, status, output))
@@ -245,7 +315,7 @@ impl Engine {
                 };
                 let record = AttemptOutcome::Failed { error, output, log };
                 let (t, status) = self
-                    .finish_or_fail(&run.id, &step.id, msg.attempt, &record, "its failure")
+                    .finish_or_fail(&run.id, &step.id, msg.attempt, &record, &[], "its failure")
                     .await?;
                 Some((t, status, None))
             }
@@ -264,18 +334,18 @@ impl Engine {
         if let Some((t, status, output)) = recorded
             && t.applied
         {
-            self.advance(
-                &function,
-                run,
-                Done {
-                    step: index,
-                    status,
-                    output,
-                },
-                t,
-                None,
-            )
-            .await?;
+            let completed = status == StepStatus::Completed;
+            let trigger = (completed && !pauses.is_empty()).then(|| run.event.clone());
+            let done = Done {
+                step: index,
+                status,
+                output,
+            };
+            self.advance(&function, run, vec![Work::Done(done)], t, None)
+                .await?;
+            if let Some(trigger) = trigger {
+                self.open_pauses(&function, &trigger, pauses).await?;
+            }
         }
         Ok(Executed::Done)
     }
@@ -289,6 +359,7 @@ impl Engine {
         step_id: &str,
         attempt: u32,
         outcome: &AttemptOutcome,
+        pauses: &[crate::pause::Pause],
         what: &str,
     ) -> Result<(Transition, StepStatus)> {
         let status = match outcome {
@@ -298,7 +369,7 @@ impl Engine {
         match self
             .inner
             .state
-            .finish_attempt(run_id, step_id, attempt, outcome)
+            .finish_attempt_with_pauses(run_id, step_id, attempt, outcome, pauses)
             .await
         {
             Ok(t) => Ok((t, status)),
@@ -447,21 +518,24 @@ impl Engine {
 
     /// Resolves the outgoing edges of finished steps: enqueues children that became ready,
     /// skips children that will not run (and their descendants), and finishes the run when no
-    /// step is left open.
+    /// step is left open. `work` starts with the finished step, or with the edges of a wait
+    /// that ended (see `waits.rs`).
+    ///
+    /// The edges of a completed step's waits (`async` and `wait` edges whose `if` holds) are
+    /// left to the wait; the others are resolved here.
     ///
     /// `recovering` holds a snapshot of the whole run when this repeats the work of a node that
     /// recorded the step's end and then died: every decision is then re-derived from the stored
     /// tallies, and children already queued (or skipped) are enqueued (or followed) again —
     /// duplicates are harmless, since an attempt starts once.
-    async fn advance(
+    pub(super) async fn advance(
         &self,
         function: &Function,
         run: RunState,
-        done: Done,
+        mut work: Vec<Work>,
         transition: Transition,
         recovering: Option<&Run>,
     ) -> Result<()> {
-        let state = &self.inner.state;
         let RunState {
             id: run_id,
             event,
@@ -470,46 +544,45 @@ impl Engine {
         } = run;
         let mut open = transition.open_steps;
         let mut finished = transition.finished;
-        let mut work = vec![done];
-        while let Some(done) = work.pop() {
-            let parent = &function.steps[done.step];
-            if let Some(out) = &done.output {
-                outputs.insert(parent.id.clone(), out.clone());
-            }
-            for &e in &function.children[done.step] {
-                let edge = &function.edges[e];
-                let child = &function.steps[edge.child];
-                let (taken, why_not) = if done.status != StepStatus::Completed {
-                    (
-                        false,
-                        format!("parent {:?} {}", parent.id, done.status.as_str()),
-                    )
-                } else {
-                    match &edge.condition {
-                        None => (true, String::new()),
-                        Some(cond) => {
-                            let mut vars = Vars::new();
-                            vars.set_event("event", &event);
-                            vars.set_json_map("steps", &outputs);
-                            vars.set_json("response", done.output.as_ref().unwrap_or(&Value::Null));
-                            match cond.eval_bool(&vars) {
-                                Ok(true) => (true, String::new()),
-                                Ok(false) => (
-                                    false,
-                                    format!(
-                                        "condition {:?} after {:?} is false",
-                                        cond.source(),
-                                        parent.id
-                                    ),
-                                ),
-                                Err(err) => (
-                                    false,
-                                    format!("condition after {:?} failed: {err}", parent.id),
-                                ),
-                            }
-                        }
+        while let Some(item) = work.pop() {
+            let resolutions: Vec<(usize, bool, String)> = match item {
+                Work::Edge {
+                    edge,
+                    taken,
+                    reason,
+                } => vec![(edge, taken, reason)],
+                Work::Done(done) => {
+                    let parent = &function.steps[done.step];
+                    if let Some(out) = &done.output {
+                        outputs.insert(parent.id.clone(), out.clone());
                     }
-                };
+                    let mut out = Vec::new();
+                    for &e in &function.children[done.step] {
+                        let edge = &function.edges[e];
+                        if done.status != StepStatus::Completed {
+                            let why = format!("parent {:?} {}", parent.id, done.status.as_str());
+                            out.push((e, false, why));
+                            continue;
+                        }
+                        let (taken, why_not) = edge_condition(
+                            edge,
+                            &parent.id,
+                            &event,
+                            &outputs,
+                            done.output.as_ref(),
+                        );
+                        if edge.wait.is_some() && taken {
+                            continue; // resolved when its wait ends
+                        }
+                        out.push((e, taken, why_not));
+                    }
+                    out
+                }
+            };
+            for (e, taken, why_not) in resolutions {
+                let edge = &function.edges[e];
+                let parent = &function.steps[edge.parent];
+                let child = &function.steps[edge.child];
                 let rule = JoinRule {
                     parents: child.parents.len(),
                     any: child.join == Join::Any,
@@ -520,7 +593,9 @@ impl Engine {
                 } else {
                     why_not
                 };
-                let joined = state
+                let joined = self
+                    .inner
+                    .state
                     .resolve_edge_and_join(&run_id, &child.id, &parent.id, taken, rule, &reason)
                     .await?;
                 let applied = joined.transition.is_some_and(|t| t.applied);
@@ -550,11 +625,11 @@ impl Engine {
                         let skipped_before =
                             snapshot.is_some_and(|s| s.status == StepStatus::Skipped);
                         if applied || skipped_before {
-                            work.push(Done {
+                            work.push(Work::Done(Done {
                                 step: edge.child,
                                 status: StepStatus::Skipped,
                                 output: None,
-                            });
+                            }));
                         }
                     }
                     None => {}
@@ -608,8 +683,16 @@ impl Engine {
             open_steps: usize::MAX,
             finished: None,
         };
-        self.advance(function, run, done, unknown, Some(&full))
-            .await
+        let completed = done.status == StepStatus::Completed;
+        let (event, outputs) = (run.event.clone(), run.outputs.clone());
+        self.advance(function, run, vec![Work::Done(done)], unknown, Some(&full))
+            .await?;
+        if completed {
+            // The waits the step began: watched again, followed if they ended.
+            self.recover_waits(function, &full, index, &event, &outputs)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn finish(&self, run_id: &str) -> Result<()> {

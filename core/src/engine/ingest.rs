@@ -202,10 +202,28 @@ impl Engine {
             messages.push((e.id.clone(), payload));
             ids.push(e.id.clone());
         }
-        let (stored, published) = futures::join!(
-            self.inner.events.append(&events),
-            self.inner.broker.publish_batch(TOPIC_EVENTS, messages)
-        );
+        // An event some function waits for is stored before it is published: a pause
+        // registered after the router missed it then finds it in the store (see `waits.rs`).
+        let awaited = events
+            .iter()
+            .any(|e| self.inner.functions.awaited(&e.name).is_some());
+        let (stored, published) = if awaited {
+            match self.inner.events.append(&events).await {
+                Ok(fresh) => (
+                    Ok(fresh),
+                    self.inner
+                        .broker
+                        .publish_batch(TOPIC_EVENTS, messages)
+                        .await,
+                ),
+                Err(e) => (Err(e), Ok(())),
+            }
+        } else {
+            futures::join!(
+                self.inner.events.append(&events),
+                self.inner.broker.publish_batch(TOPIC_EVENTS, messages)
+            )
+        };
         if let Err(e) = stored.and(published) {
             self.inner.metrics.events_rejected(e.kind());
             return Err(e);

@@ -16,6 +16,7 @@ mod registry;
 mod retention;
 mod router;
 mod scheduler;
+mod waits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub use executor::Executed;
 pub use ingest::parse_body;
 pub use registry::FunctionRegistry;
 pub use retention::sweep_interval;
+pub use waits::LOOKBACK_LIMIT;
 
 /// Tunables of an engine.
 #[derive(Debug, Clone)]

@@ -32,6 +32,9 @@ struct Snapshot {
     /// Live functions with a wildcard trigger, with the pattern, by the pattern's first
     /// segment (`""` when the first segment is itself `*`).
     wildcard: HashMap<String, Vec<(String, Arc<Function>)>>,
+    /// The names of the events some loaded version waits for (`async` edges), each with the
+    /// paths its matches file pauses by (`async.X == event.Y`: the `X`s).
+    awaited: HashMap<String, Arc<Vec<Vec<String>>>>,
 }
 
 impl Snapshot {
@@ -104,11 +107,30 @@ impl FunctionRegistry {
             }
             live.insert(f.id.clone(), f);
         }
+        // Every loaded version, live or not: runs pinned to an older one still wait.
+        let mut awaited: HashMap<String, Vec<Vec<String>>> = HashMap::new();
+        for f in versions.values().flat_map(|v| v.values()) {
+            for wait in &f.waits {
+                let crate::function::WaitKind::Event(w) = &wait.kind else {
+                    continue;
+                };
+                for spec in &w.specs {
+                    let paths = awaited.entry(spec.event.clone()).or_default();
+                    if let Some(key) = &spec.key
+                        && !paths.contains(&key.incoming)
+                    {
+                        paths.push(key.incoming.clone());
+                    }
+                }
+            }
+        }
+        let awaited = awaited.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         *self.snapshot.write() = Arc::new(Snapshot {
             versions,
             live,
             exact,
             wildcard,
+            awaited,
         });
     }
 
@@ -131,6 +153,12 @@ impl FunctionRegistry {
             return true;
         }
         snap.wildcard_matches(event_name).next().is_some()
+    }
+
+    /// When some loaded function version waits for events named `event_name`: the paths
+    /// (`async.X`) its matches file pauses by.
+    pub fn awaited(&self, event_name: &str) -> Option<Arc<Vec<Vec<String>>>> {
+        self.snapshot.read().awaited.get(event_name).cloned()
     }
 
     /// Live functions that `event` triggers: a trigger's name pattern matches and its

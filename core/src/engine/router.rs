@@ -36,6 +36,7 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
         // skip the full decode, and the task, when no function listens to it.
         if let Ok(peek) = serde_json::from_slice::<NameOnly>(&delivery.payload)
             && !engine.inner.functions.may_trigger(&peek.name)
+            && engine.inner.functions.awaited(&peek.name).is_none()
         {
             engine.inner.metrics.event_unmatched();
             let _ = delivery.ack().await;
@@ -87,15 +88,17 @@ pub fn run_key(function: &Function, event: &Event) -> String {
 
 impl Engine {
     /// Starts the runs `event` triggers (idempotent per function version and event id) and
-    /// enqueues their root steps; returns the run ids.
+    /// enqueues their root steps, then resumes the pauses it matches; returns the run ids
+    /// started.
     pub async fn route(&self, event: &Event) -> Result<Vec<String>> {
         let matching = self.inner.functions.matching(event);
-        if matching.is_empty() {
-            self.inner.metrics.event_unmatched();
-        }
         let mut runs = Vec::with_capacity(matching.len());
         for function in matching {
             runs.push(self.start_run(&function, event).await?);
+        }
+        let resumed = self.resume_pauses(event).await?;
+        if runs.is_empty() && resumed == 0 {
+            self.inner.metrics.event_unmatched();
         }
         Ok(runs)
     }
@@ -123,6 +126,7 @@ impl Engine {
             created_at: now_ms(),
             ended_at: None,
             history: Vec::new(),
+            pauses: Default::default(),
         };
         let (run_id, to_enqueue): (String, Vec<String>) =
             match self.inner.state.create_run(&run).await? {

@@ -57,6 +57,8 @@ mod tests {
             parent,
             child,
             condition: None,
+            wait: None,
+            on_timeout: false,
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Function {
     pub definition: Value,
     /// Environment variables for the steps, from the directory's `.env` file (empty without one).
     pub env: std::sync::Arc<Vec<(String, String)>>,
+    /// The waits (`async` and `wait` edges) that begin when their parent step completes.
+    pub waits: Vec<crate::function::Wait>,
 }
 
 /// An event trigger: exact name or one `*` wildcard segment, plus an optional expression.
@@ -83,6 +85,9 @@ pub struct Step {
     pub parents: Vec<usize>,
     /// Join semantics.
     pub join: Join,
+    /// The wait (index into [`Function::waits`]) of the step's incoming `async` edge, if it
+    /// has one: its matched event is the step's `async` input.
+    pub async_wait: Option<usize>,
 }
 
 /// An edge `parent → child`, taken when `condition` (if any) is true.
@@ -94,6 +99,12 @@ pub struct Edge {
     pub child: usize,
     /// Compiled `if` expression; sees `event`, `steps` and `response`.
     pub condition: Option<Expr>,
+    /// The wait (index into [`Function::waits`]) this edge belongs to: an `async` or `wait`
+    /// edge is resolved when its wait ends, not when the parent completes.
+    pub wait: Option<usize>,
+    /// Taken when the wait ends without a match (`"onTimeout": true`, and every `wait` edge)
+    /// rather than on a match.
+    pub on_timeout: bool,
 }
 
 impl Function {

@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 use super::cron::CronTrigger;
 use super::dag;
 use super::model::{DEFAULT_ATTEMPTS, DEFAULT_STEP_TIMEOUT, Edge, Function, Join, Step, Trigger};
+use super::parse_wait::{EdgeWait, parse_async, parse_sleep};
 use super::problems::Problems;
+use super::wait::{Wait, WaitKind};
 use crate::duration::parse_duration;
 use crate::event::type_name;
 use crate::expr::Expr;
@@ -89,23 +91,64 @@ pub fn parse_function(
     let mut children = vec![Vec::new(); steps.len()];
     let mut steps = steps;
     let mut resolved = Vec::new();
-    for (child, after_idx, parent_id, cond) in edges {
-        match index.get(&parent_id) {
-            Some(&parent) => {
-                let e = resolved.len();
-                resolved.push(Edge {
-                    parent,
-                    child,
-                    condition: cond,
-                });
-                children[parent].push(e);
-                steps[child].parents.push(e);
-            }
-            None => p.push(
+    let mut waits: Vec<Wait> = Vec::new();
+    let mut groups: HashMap<(usize, String), usize> = HashMap::new();
+    for pending in edges {
+        let PendingEdge {
+            child,
+            after: after_idx,
+            parent: parent_id,
+            condition,
+            wait,
+        } = pending;
+        let Some(&parent) = index.get(&parent_id) else {
+            p.push(
                 format!("steps.{}.after[{after_idx}].step", steps[child].id),
                 format!("no step {parent_id:?}"),
-            ),
+            );
+            continue;
+        };
+        let e = resolved.len();
+        let mut edge = Edge {
+            parent,
+            child,
+            condition,
+            wait: None,
+            on_timeout: false,
+        };
+        if let Some(EdgeWait {
+            group,
+            on_timeout,
+            kind,
+        }) = wait
+        {
+            let is_event = matches!(kind, WaitKind::Event(_));
+            let w = *groups.entry((parent, group)).or_insert_with(|| {
+                let ordinal = waits.iter().filter(|w| w.parent == parent).count() as u32;
+                waits.push(Wait {
+                    parent,
+                    ordinal,
+                    edges: Vec::new(),
+                    kind,
+                });
+                waits.len() - 1
+            });
+            waits[w].edges.push(e);
+            edge.wait = Some(w);
+            edge.on_timeout = on_timeout;
+            if is_event {
+                if steps[child].async_wait.is_some() {
+                    p.push(
+                        format!("steps.{}.after[{after_idx}].async", steps[child].id),
+                        "a step has at most one incoming async edge (its input's `async` is that edge's event)",
+                    );
+                }
+                steps[child].async_wait = Some(w);
+            }
         }
+        resolved.push(edge);
+        children[parent].push(e);
+        steps[child].parents.push(e);
     }
     if let Some(cycle) = dag::find_cycle(steps.len(), &resolved) {
         let names: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
@@ -134,6 +177,7 @@ pub fn parse_function(
         roots,
         definition: doc.clone(),
         env: Default::default(),
+        waits,
     })
 }
 
@@ -296,7 +340,19 @@ fn parse_triggers(v: Option<&Value>, p: &mut Problems) -> (Vec<Trigger>, Vec<Cro
     (out, crons)
 }
 
-type PendingEdge = (usize, usize, String, Option<Expr>);
+/// An edge as written, before its parent is looked up.
+struct PendingEdge {
+    /// The child step's index.
+    child: usize,
+    /// The edge's position in the child's `after`.
+    after: usize,
+    /// The parent step's id.
+    parent: String,
+    /// The `if`.
+    condition: Option<Expr>,
+    /// The `async` or `wait`, if any.
+    wait: Option<EdgeWait>,
+}
 
 fn parse_steps(
     v: Option<&Value>,
@@ -470,15 +526,22 @@ fn parse_step(
                     continue;
                 };
                 for k in e.keys() {
-                    match k.as_str() {
-                        "step" | "if" => {}
-                        "wait" | "async" => p.push(
-                            format!("{epath}.{k}"),
-                            "not supported yet: this weir version does not implement it",
-                        ),
-                        _ => p.push(format!("{epath}.{k}"), "unknown field"),
+                    if !matches!(k.as_str(), "step" | "if" | "wait" | "async") {
+                        p.push(format!("{epath}.{k}"), "unknown field");
                     }
                 }
+                let wait = match (e.get("async"), e.get("wait")) {
+                    (Some(_), Some(_)) => {
+                        p.push(
+                            epath.clone(),
+                            "an edge has either \"async\" (wait for an event) or \"wait\" (sleep), not both",
+                        );
+                        None
+                    }
+                    (Some(a), None) => parse_async(a, &format!("{epath}.async"), p),
+                    (None, Some(w)) => parse_sleep(w, &format!("{epath}.wait"), p),
+                    (None, None) => None,
+                };
                 let parent = match e.get("step") {
                     Some(Value::String(s)) => s.clone(),
                     _ => {
@@ -506,7 +569,13 @@ fn parse_step(
                         None
                     }
                 };
-                edges.push((index, i, parent, cond));
+                edges.push(PendingEdge {
+                    child: index,
+                    after: i,
+                    parent,
+                    condition: cond,
+                    wait,
+                });
             }
         }
         Some(v) => p.push(
@@ -524,6 +593,7 @@ fn parse_step(
         attempts,
         parents: Vec::new(),
         join,
+        async_wait: None,
     })
 }
 

@@ -237,6 +237,7 @@ pub fn step_input(event: &Event, attempt: u32) -> Bytes {
             run_id: "01J0000000000000000000RUN1",
             step_id: "step-2",
             attempt,
+            async_index: None,
         },
     }
     .encode()

@@ -38,6 +38,7 @@ pub mod broker;
 pub mod driver;
 pub mod events;
 pub mod jobs;
+pub mod pauses;
 pub mod state;
 pub mod tls;
 

@@ -48,6 +48,7 @@ pub async fn run_all(factory: &dyn Factory<dyn StateStore>) {
     start_with_state_returns_the_run_state(factory).await;
     finished_runs_are_deleted_after_the_retention(factory).await;
     ended_runs_are_listed_by_end_time(factory).await;
+    super::pauses::run_all(factory).await;
 }
 
 /// A lease long enough never to expire during a test.
@@ -83,6 +84,7 @@ pub fn sample_run(function_id: &str, user: &str) -> Run {
         created_at: now_ms(),
         ended_at: None,
         history: Vec::new(),
+        pauses: Default::default(),
     }
 }
 

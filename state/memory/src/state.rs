@@ -1,15 +1,16 @@
 //! The in-memory state store: runs, step transitions and a timer heap.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use weir_core::pause::{Pause, PauseAnswer, PauseHit, PauseStatus};
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
     AttemptOutcome, CreateRun, EdgeTally, RunState, StartAttempt, StateStore, Timer, Transition,
 };
-use weir_core::{Error, Result};
+use weir_core::{Error, Event, Result};
 
 /// Runs and timers kept in memory.
 #[derive(Debug, Default)]
@@ -34,7 +35,12 @@ struct Inner {
     due: BinaryHeap<Reverse<(i64, String)>>,
     /// Claim-checked payloads with the time they expire (epoch ms).
     blobs: HashMap<String, (bytes::Bytes, i64)>,
+    /// Waiting pauses filed by (event name, match key).
+    pauses: HashMap<(String, String), BTreeMap<String, Filed>>,
 }
+
+/// A pause filed for one of its specs, by `pause id#spec`: (run id, pause key, spec).
+type Filed = (String, String, usize);
 
 impl Inner {
     /// Drops the ids of deleted runs from `order`.
@@ -253,6 +259,18 @@ impl StateStore for MemoryStateStore {
         attempt: u32,
         outcome: &AttemptOutcome,
     ) -> Result<Transition> {
+        self.finish_attempt_with_pauses(run_id, step_id, attempt, outcome, &[])
+            .await
+    }
+
+    async fn finish_attempt_with_pauses(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+        pauses: &[Pause],
+    ) -> Result<Transition> {
         let mut inner = self.inner.lock();
         let (run, step_id) = step_mut(&mut inner, run_id, step_id)?;
         let Some(step) = run.steps.get_mut(&step_id) else {
@@ -291,7 +309,14 @@ impl StateStore for MemoryStateStore {
                     .detail(error)
             }
         };
+        let completed = matches!(outcome, AttemptOutcome::Completed { .. });
         run.history.push(entry);
+        for pause in pauses.iter().filter(|_| completed) {
+            if !run.pauses.contains_key(&pause.key()) {
+                run.history.push(pause.history_entry(None));
+                run.pauses.insert(pause.key(), pause.clone());
+            }
+        }
         let transition = Transition {
             finished: finish_if_done(run),
             applied: true,
@@ -499,6 +524,133 @@ impl StateStore for MemoryStateStore {
         let expires = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
         inner.blobs.insert(id.to_string(), (data, expires));
         Ok(())
+    }
+
+    async fn watch_pauses(&self, pauses: &[Pause]) -> Result<()> {
+        let mut inner = self.inner.lock();
+        for pause in pauses {
+            let waiting = inner
+                .runs
+                .get(&pause.run_id)
+                .and_then(|r| r.pauses.get(&pause.key()))
+                .is_some_and(|p| p.status == PauseStatus::Waiting);
+            if !waiting {
+                continue;
+            }
+            for (i, spec) in pause.specs.iter().enumerate() {
+                inner
+                    .pauses
+                    .entry((spec.event.clone(), spec.key.clone()))
+                    .or_default()
+                    .insert(
+                        format!("{}#{i}", pause.id()),
+                        (pause.run_id.clone(), pause.key(), i),
+                    );
+            }
+            inner.add_timer(&pause.expiry_timer());
+        }
+        Ok(())
+    }
+
+    async fn find_pauses(&self, name: &str, keys: &[String]) -> Result<Vec<PauseHit>> {
+        let inner = self.inner.lock();
+        let mut hits = Vec::new();
+        for key in keys {
+            let Some(filed) = inner.pauses.get(&(name.to_string(), key.clone())) else {
+                continue;
+            };
+            for (run_id, pause_key, spec) in filed.values() {
+                let pause = inner.runs.get(run_id).and_then(|r| r.pauses.get(pause_key));
+                if let Some(pause) = pause.filter(|p| p.status == PauseStatus::Waiting) {
+                    hits.push(PauseHit {
+                        pause: pause.clone(),
+                        spec: *spec,
+                    });
+                }
+            }
+        }
+        Ok(hits)
+    }
+
+    async fn resume_pause(
+        &self,
+        run_id: &str,
+        key: &str,
+        spec: usize,
+        event: &Event,
+        now_ms: i64,
+    ) -> Result<PauseAnswer> {
+        let mut inner = self.inner.lock();
+        let Some(pause) = inner
+            .runs
+            .get_mut(run_id)
+            .and_then(|r| r.pauses.get_mut(key))
+        else {
+            return Ok(PauseAnswer {
+                applied: false,
+                pause: None,
+            });
+        };
+        let applied = pause.record_match(spec, event, now_ms);
+        let pause = pause.clone();
+        if applied
+            && pause.status != PauseStatus::Waiting
+            && let Some(run) = inner.runs.get_mut(run_id)
+        {
+            run.history.push(pause.history_entry(Some(event)));
+        }
+        Ok(PauseAnswer {
+            applied,
+            pause: Some(pause),
+        })
+    }
+
+    async fn expire_pause(&self, run_id: &str, key: &str, now_ms: i64) -> Result<PauseAnswer> {
+        let mut inner = self.inner.lock();
+        let Some(pause) = inner
+            .runs
+            .get_mut(run_id)
+            .and_then(|r| r.pauses.get_mut(key))
+        else {
+            return Ok(PauseAnswer {
+                applied: false,
+                pause: None,
+            });
+        };
+        let applied = pause.end(PauseStatus::TimedOut, now_ms);
+        let pause = pause.clone();
+        if applied && let Some(run) = inner.runs.get_mut(run_id) {
+            run.history.push(pause.history_entry(None));
+        }
+        Ok(PauseAnswer {
+            applied,
+            pause: Some(pause),
+        })
+    }
+
+    async fn unwatch_pause(&self, pause: &Pause) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let id = pause.id();
+        for (i, spec) in pause.specs.iter().enumerate() {
+            let filed = (spec.event.clone(), spec.key.clone());
+            if let Some(entries) = inner.pauses.get_mut(&filed) {
+                entries.remove(&format!("{id}#{i}"));
+                if entries.is_empty() {
+                    inner.pauses.remove(&filed);
+                }
+            }
+        }
+        inner.timers.remove(&pause.expiry_timer().id);
+        Ok(())
+    }
+
+    async fn get_pause(&self, run_id: &str, key: &str) -> Result<Option<Pause>> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .runs
+            .get(run_id)
+            .and_then(|r| r.pauses.get(key))
+            .cloned())
     }
 
     fn jobs(&self) -> Option<std::sync::Arc<dyn weir_core::jobs::JobStore>> {

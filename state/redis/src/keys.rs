@@ -4,12 +4,13 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{r:ID}:run` | hash | `meta`, `event`, `status`, `created_at`, `ended_at`, `open` (steps not final), `failed` (failed steps), and per step `st:S` status, `at:S` attempts, `er:S` error, `lg:S` log, `fo:S` output of a failed step, `e:S:PARENT` edge taken (1/0), `et:S` / `en:S` edges taken / not taken |
+//! | `P:{r:ID}:run` | hash | `meta`, `event`, `status`, `created_at`, `ended_at`, `open` (steps not final), `failed` (failed steps), and per step `st:S` status, `at:S` attempts, `er:S` error, `lg:S` log, `fo:S` output of a failed step, `e:S:PARENT` edge taken (1/0), `et:S` / `en:S` edges taken / not taken; per pause `pz:K` its JSON, `pk:K` `specs,all,trigger id`, `ps:K` status, `pr:K` end time, `pm:K:I` the event matching spec I |
 //! | `P:{r:ID}:out` | hash | outputs of completed steps, by step id |
 //! | `P:{r:ID}:hist` | list | the timeline, JSON entries |
 //! | `P:runs` | zset | every run id by creation time |
 //! | `P:runs:fn:F` / `P:runs:user:U` / `P:runs:status:S` | zset | run ids by creation time |
 //! | `P:runs:ended` | zset | finished run ids by end time (what the run retention deletes) |
+//! | `P:pauses:LEN:NAME:KEY` | hash | waiting pauses filed by event name and match key: `PAUSE_ID#SPEC` → the pause's JSON |
 //! | `P:{timers}:due` | zset | timer id by due (or lease expiry) time |
 //! | `P:{timers}:data` | hash | timer JSON by id |
 //! | `P:ev:ID` | string | event JSON (expires after the retention) |
@@ -62,6 +63,12 @@ impl Keys {
 
     pub(crate) fn runs_by(&self, what: &str, value: &str) -> String {
         format!("{}:runs:{what}:{value}", self.prefix)
+    }
+
+    /// The hash of the pauses waiting for events named `name` filed under match key `key`
+    /// (the name's length first, so that no name and key pair spells another's).
+    pub(crate) fn pauses(&self, name: &str, key: &str) -> String {
+        format!("{}:pauses:{}:{name}:{key}", self.prefix, name.len())
     }
 
     pub(crate) fn timers_due(&self) -> String {

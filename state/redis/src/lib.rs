@@ -12,6 +12,7 @@ mod conn;
 mod events;
 mod jobs;
 mod keys;
+mod pauses;
 mod scripts;
 mod state;
 

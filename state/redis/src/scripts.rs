@@ -101,8 +101,10 @@ return 1
 
 /// `running` at `attempt` → `completed|failed` (first writer wins), finishing the run when
 /// it was its last open step. ARGV: step, attempt, status, output ('' = none), error
-/// ('' = none), log ('' = none), entry, now. Answers `{applied, open, run status set or '',
-/// created_at}`; applied is -1 for a missing step. Counters are computed here and written in
+/// ('' = none), log ('' = none), entry, now, then the number of pauses the completion begins
+/// and for each its key, JSON, `specs,all,trigger id` and timeline entry (recorded only for a
+/// completion, each once). Answers `{applied, open, run status set or '', created_at}`;
+/// applied is -1 for a missing step. Counters are computed here and written in
 /// the one `HSET` (the script is atomic), and a cleared error, log or lease is written as ''
 /// rather than deleted: four Redis calls at most.
 pub(crate) static FINISH_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
@@ -134,11 +136,22 @@ if open == 0 and cur[5] == 'running' then
   set[#set + 1] = 'ended_at'; set[#set + 1] = ARGV[8]
 end
 redis.call('HSET', KEYS[1], unpack(set))
+local entries = {ARGV[7]}
+if ARGV[3] == 'completed' then
+  for i = 0, tonumber(ARGV[9] or '0') - 1 do
+    local k = ARGV[10 + 4 * i]
+    if redis.call('HSETNX', KEYS[1], 'pz:' .. k, ARGV[11 + 4 * i]) == 1 then
+      redis.call('HSET', KEYS[1], 'pk:' .. k, ARGV[12 + 4 * i], 'ps:' .. k, 'waiting')
+      entries[#entries + 1] = ARGV[13 + 4 * i]
+    end
+  end
+end
 if finished == '' then
-  redis.call('RPUSH', KEYS[2], ARGV[7])
+  redis.call('RPUSH', KEYS[2], unpack(entries))
   return {1, open, '', 0}
 end
-redis.call('RPUSH', KEYS[2], ARGV[7], '{"at":' .. ARGV[8] .. ',"kind":"run.' .. finished .. '"}')
+entries[#entries + 1] = '{"at":' .. ARGV[8] .. ',"kind":"run.' .. finished .. '"}'
+redis.call('RPUSH', KEYS[2], unpack(entries))
 return {1, open, finished, tonumber(cur[6])}
 "#,
     )
@@ -598,3 +611,82 @@ return #names
 "#,
     )
 });
+
+/// Lua shared by the pause scripts: `read_pause(key)` answers a pause's fields of the run hash
+/// `KEYS[1]` as `{json, status, resolved_at or '', matched event per spec or ''…}` (`{}` for no
+/// such pause). A pause is `pz:K` (its JSON as registered), `pk:K` (`specs,all,trigger id`, what
+/// the scripts need), `ps:K` (status), `pr:K` (when it ended) and `pm:K:I` (the event that
+/// matched spec I, as JSON: kept verbatim, never decoded by Lua).
+macro_rules! read_pause_lua {
+    () => {
+        r#"
+local function read_pause(k)
+  local cur = redis.call('HMGET', KEYS[1], 'pz:' .. k, 'ps:' .. k, 'pr:' .. k, 'pk:' .. k)
+  if not cur[1] then return {} end
+  local n = tonumber(string.match(cur[4], '^(%d+),'))
+  local out = {cur[1], cur[2], cur[3] or ''}
+  for i = 0, n - 1 do out[#out + 1] = redis.call('HGET', KEYS[1], 'pm:' .. k .. ':' .. i) or '' end
+  return out
+end
+"#
+    };
+}
+
+/// Records an event as the match of one spec of a waiting pause (once per spec; never the
+/// run's own trigger), resolving the pause (`matched`, with its timeline entry) when that was
+/// its last open spec or it is not `all`. ARGV: key, spec, event id, event JSON, now, entry.
+/// Answers `{applied, read_pause(key)}`.
+pub(crate) static RESUME_PAUSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        read_pause_lua!(),
+        r#"
+local k = ARGV[1]
+local cur = redis.call('HMGET', KEYS[1], 'pk:' .. k, 'ps:' .. k)
+if not cur[1] then return {0, {}} end
+local applied = 0
+if cur[2] == 'waiting' then
+  local n, all, trigger = string.match(cur[1], '^(%d+),(%d),(.*)$')
+  n = tonumber(n)
+  local spec = tonumber(ARGV[2])
+  if spec < n and ARGV[3] ~= trigger and redis.call('HSETNX', KEYS[1], 'pm:' .. k .. ':' .. spec, ARGV[4]) == 1 then
+    applied = 1
+    local done = true
+    if all == '1' then
+      for i = 0, n - 1 do
+        if redis.call('HEXISTS', KEYS[1], 'pm:' .. k .. ':' .. i) == 0 then done = false; break end
+      end
+    end
+    if done then
+      redis.call('HSET', KEYS[1], 'ps:' .. k, 'matched', 'pr:' .. k, ARGV[5])
+      redis.call('RPUSH', KEYS[2], ARGV[6])
+    end
+  end
+end
+return {applied, read_pause(k)}
+"#
+    ))
+});
+
+/// Ends a waiting pause with a status (`timed_out`, `cancelled`). ARGV: key, now, entry,
+/// status. Answers `{applied, read_pause(key)}`.
+pub(crate) static END_PAUSE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        read_pause_lua!(),
+        r#"
+local k = ARGV[1]
+local st = redis.call('HGET', KEYS[1], 'ps:' .. k)
+if not st then return {0, {}} end
+local applied = 0
+if st == 'waiting' then
+  redis.call('HSET', KEYS[1], 'ps:' .. k, ARGV[4], 'pr:' .. k, ARGV[2])
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+  applied = 1
+end
+return {applied, read_pause(k)}
+"#
+    ))
+});
+
+/// Reads a pause. ARGV: key. Answers `read_pause(key)`.
+pub(crate) static GET_PAUSE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(read_pause_lua!(), "return read_pause(ARGV[1])\n")));

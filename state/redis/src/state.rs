@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use weir_core::event::now_ms;
+use weir_core::pause::{Pause, PauseAnswer, PauseHit, PauseStatus};
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
     AttemptOutcome, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunState, StartAttempt, StateStore,
@@ -69,6 +70,11 @@ impl RedisStateStore {
     /// The connection (its round-trip counter, for benchmarks).
     pub fn conn(&self) -> &RedisConn {
         &self.conn
+    }
+
+    /// The key layout.
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     fn run_keys<'a, 's>(
@@ -283,6 +289,7 @@ impl RedisStateStore {
             .iter()
             .map(|h| serde_json::from_str(h))
             .collect::<std::result::Result<_, _>>()?;
+        let pauses = crate::pauses::decode_run_pauses(&run_hash)?;
         Ok(Run {
             id: meta.id,
             key: meta.key,
@@ -294,6 +301,7 @@ impl RedisStateStore {
             created_at: meta.created_at,
             ended_at: run_hash.get("ended_at").and_then(|e| e.parse().ok()),
             history,
+            pauses,
         })
     }
 }
@@ -550,6 +558,18 @@ impl StateStore for RedisStateStore {
         attempt: u32,
         outcome: &AttemptOutcome,
     ) -> Result<Transition> {
+        self.finish_attempt_with_pauses(run_id, step_id, attempt, outcome, &[])
+            .await
+    }
+
+    async fn finish_attempt_with_pauses(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+        pauses: &[Pause],
+    ) -> Result<Transition> {
         let (status, output, error, log, entry) = match outcome {
             AttemptOutcome::Completed { output, log } => (
                 "completed",
@@ -584,7 +604,14 @@ impl StateStore for RedisStateStore {
             .arg(error)
             .arg(log)
             .arg(entry_json(&entry))
-            .arg(entry.at);
+            .arg(entry.at)
+            .arg(pauses.len());
+        for pause in pauses {
+            inv.arg(pause.key())
+                .arg(serde_json::to_string(pause)?)
+                .arg(crate::pauses::pause_meta(pause))
+                .arg(entry_json(&pause.history_entry(None)));
+        }
         let (applied, open, finished, created_at): (i64, i64, String, i64) =
             self.conn.script(&inv).await?;
         if applied == -1 {
@@ -900,6 +927,37 @@ impl StateStore for RedisStateStore {
 
     fn jobs(&self) -> Option<Arc<dyn weir_core::jobs::JobStore>> {
         Some(self.jobs.clone())
+    }
+
+    async fn watch_pauses(&self, pauses: &[Pause]) -> Result<()> {
+        self.watch(pauses).await
+    }
+
+    async fn find_pauses(&self, name: &str, keys: &[String]) -> Result<Vec<PauseHit>> {
+        self.find(name, keys).await
+    }
+
+    async fn resume_pause(
+        &self,
+        run_id: &str,
+        key: &str,
+        spec: usize,
+        event: &Event,
+        now_ms: i64,
+    ) -> Result<PauseAnswer> {
+        self.resume(run_id, key, spec, event, now_ms).await
+    }
+
+    async fn expire_pause(&self, run_id: &str, key: &str, now_ms: i64) -> Result<PauseAnswer> {
+        self.end(run_id, key, PauseStatus::TimedOut, now_ms).await
+    }
+
+    async fn unwatch_pause(&self, pause: &Pause) -> Result<()> {
+        self.unwatch(pause).await
+    }
+
+    async fn get_pause(&self, run_id: &str, key: &str) -> Result<Option<Pause>> {
+        self.read(run_id, key).await
     }
 
     async fn complete_timer(&self, timer_id: &str) -> Result<()> {
