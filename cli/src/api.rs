@@ -78,6 +78,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
     let v1 = Router::new()
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/functions", get(list_functions))
         .route("/v1/events", get(list_events))
         .route("/v1/jobs", get(list_jobs))
@@ -345,7 +346,7 @@ async fn list_runs(State(app): State<AppState>, QueryOf(q): QueryOf<RunsQuery>) 
         Some((s, None)) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("unknown status {s:?} (running, completed, failed)"),
+                format!("unknown status {s:?} (running, waiting, completed, failed, cancelled)"),
             );
         }
     };
@@ -367,6 +368,27 @@ async fn show_run(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Re
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id:?}")),
         Err(e) => from_error(&e),
     }
+}
+
+/// `POST /v1/runs/{id}/cancel`: cancels a running run (see `Engine::cancel_run`); answers the
+/// run. A run cancelled before answers the same; one that ended otherwise is a 409.
+async fn cancel_run(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Response {
+    let detail = format!("cancelled by POST /v1/runs/{id}/cancel");
+    let answer = match app.engine.cancel_run(&id, &detail).await {
+        Ok(a) => a,
+        Err(e) => return from_error(&e),
+    };
+    match answer.status {
+        None => return error(StatusCode::NOT_FOUND, format!("no run {id:?}")),
+        Some(RunStatus::Cancelled) => {}
+        Some(other) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("run {id} has already ended: {}", other.as_str()),
+            );
+        }
+    }
+    show_run(State(app), PathOf(id)).await
 }
 
 async fn list_functions(State(app): State<AppState>) -> Json<Value> {

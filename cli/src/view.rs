@@ -27,15 +27,57 @@ pub fn run_json(run: &Run, timeline: bool) -> Value {
         "run_id": run.id,
         "function_id": run.function_id,
         "function_version": run.function_version,
-        "status": run.status.as_str(),
+        "status": run.shown_status().as_str(),
         "event_id": run.event.id,
         "created_at": run.created_at,
         "ended_at": run.ended_at,
         "steps": steps,
     });
+    if !run.pauses.is_empty() {
+        out["waits"] = Value::Array(run.pauses.values().map(wait_json).collect());
+    }
     if timeline {
         out["timeline"] = serde_json::to_value(&run.history).unwrap_or(Value::Null);
         out["event"] = serde_json::to_value(&run.event).unwrap_or(Value::Null);
+    }
+    out
+}
+
+/// What a pause of the run waits for (`weir runs show`, `GET /v1/runs/{id}`): `{"key", "step",
+/// "kind": "event"|"sleep"|"cancel", "events", "all", "until", "status", "matched"}`.
+fn wait_json(p: &weir_core::pause::Pause) -> Value {
+    let kind = if p.cancels {
+        "cancel"
+    } else if p.is_sleep() {
+        "sleep"
+    } else {
+        "event"
+    };
+    let mut out = json!({
+        "key": p.key(),
+        "kind": kind,
+        "until": p.expires_ms,
+        "status": p.status.as_str(),
+    });
+    if !p.step.is_empty() {
+        out["step"] = json!(p.step);
+    }
+    if !p.specs.is_empty() {
+        out["events"] = json!(p.specs.iter().map(|s| s.event.as_str()).collect::<Vec<_>>());
+    }
+    if p.all {
+        out["all"] = json!(true);
+    }
+    if !p.matched.is_empty() {
+        out["matched"] = json!(
+            p.matched
+                .iter()
+                .map(|m| m.as_ref().map(|e| e.id.as_str()))
+                .collect::<Vec<_>>()
+        );
+    }
+    if let Some(at) = p.resolved_ms {
+        out["ended_at"] = json!(at);
     }
     out
 }
@@ -45,6 +87,7 @@ fn mark(status: &str) -> &'static str {
         "completed" => "✓",
         "failed" => "✗",
         "skipped" => "–",
+        "cancelled" => "⊘",
         _ => "…",
     }
 }
@@ -90,6 +133,49 @@ pub fn render_run(run: &Value, step_order: &[String]) -> String {
             for line in l.lines().take(20) {
                 let _ = writeln!(out, "      log: {line}");
             }
+        }
+    }
+    if let Some(waits) = run["waits"].as_array() {
+        let _ = writeln!(out, "waits:");
+        for w in waits {
+            let what = match w["kind"].as_str() {
+                Some("sleep") => "sleeps".to_string(),
+                kind => {
+                    let names: Vec<&str> = w["events"]
+                        .as_array()
+                        .map(|e| e.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    let join = if w["all"] == json!(true) {
+                        " and "
+                    } else {
+                        " or "
+                    };
+                    let verb = if kind == Some("cancel") {
+                        "cancels on"
+                    } else {
+                        "waits for"
+                    };
+                    format!("{verb} {}", names.join(join))
+                }
+            };
+            let after = w["step"]
+                .as_str()
+                .map(|s| format!(" after {s}"))
+                .unwrap_or_default();
+            let matched = w["matched"]
+                .as_array()
+                .map(|m| {
+                    let ids: Vec<&str> = m.iter().filter_map(Value::as_str).collect();
+                    format!(" (event {})", ids.join(", "))
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {}{after} {what} until {} — {}{matched}",
+                w["key"].as_str().unwrap_or("?"),
+                timeline_time(w["until"].as_i64(), None).trim_end_matches(|c| c != 'Z'),
+                w["status"].as_str().unwrap_or("?"),
+            );
         }
     }
     if let Some(tl) = run["timeline"].as_array() {

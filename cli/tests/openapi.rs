@@ -135,7 +135,12 @@ async fn real_answers_match_the_document() {
                      {"cron": "0 0 1 1 *"}],
         "steps": {"hello": {"path": "file://./steps/hello", "runtime": {"type": "process"}},
                   "after": {"path": "file://./steps/fail", "runtime": {"type": "process"},
-                            "after": [{"step": "hello"}], "retries": {"attempts": 1}}}});
+                            "after": [{"step": "hello"}], "retries": {"attempts": 1}},
+                  // Waits (only when the event asks to) for an activation that never comes.
+                  "later": {"path": "file://./steps/hello", "runtime": {"type": "process"},
+                            "after": [{"step": "hello", "if": "event.data.wait == true",
+                                       "async": {"event": "user/activated", "ttl": "1h",
+                                                 "match": "async.user.id == event.user.id"}}]}}});
     let f = function_dir(
         &def,
         &[
@@ -177,6 +182,46 @@ async fn real_answers_match_the_document() {
     let (status, body) = get(&base, "/v1/runs/no-such-run").await;
     assert_eq!(status, 404);
     check(&doc, "get", "/v1/runs/{id}", status, &body);
+    // A run waiting for an event: shown waiting, with what it waits for; then cancelled.
+    let waiting = r#"{"name": "user/signed.up", "data": {"plan": "pro", "wait": true}, "user": {"id": "u3"}}"#;
+    let (status, body) = post(&base, "/e/k", waiting).await;
+    let id = check(&doc, "post", "/e/{key}", status, &body)["ids"][0].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let waiting_run = loop {
+        let (_, body) = get(&base, "/v1/runs?status=waiting").await;
+        let runs: Value = serde_json::from_str(&body).expect("runs");
+        if let Some(r) = runs
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["event_id"] == id))
+        {
+            break r["id"].as_str().expect("id").to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never waited: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let (status, body) = get(&base, &format!("/v1/runs/{waiting_run}")).await;
+    let shown = check(&doc, "get", "/v1/runs/{id}", status, &body);
+    assert_eq!(shown["status"], "waiting");
+    assert_eq!(
+        shown["waits"][0]["events"],
+        json!(["user/activated"]),
+        "{shown}"
+    );
+    let (status, body) = post(&base, &format!("/v1/runs/{waiting_run}/cancel"), "").await;
+    assert_eq!(status, 200, "{body}");
+    let cancelled = check(&doc, "post", "/v1/runs/{id}/cancel", status, &body);
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["steps"]["later"]["status"], "cancelled");
+    assert_eq!(cancelled["waits"][0]["status"], "cancelled");
+    let (status, body) = post(&base, &format!("/v1/runs/{}/cancel", run.id), "").await;
+    assert_eq!(status, 409, "a failed run cannot be cancelled: {body}");
+    check(&doc, "post", "/v1/runs/{id}/cancel", status, &body);
+    let (status, body) = post(&base, "/v1/runs/no-such-run/cancel", "").await;
+    assert_eq!(status, 404);
+    check(&doc, "post", "/v1/runs/{id}/cancel", status, &body);
     let (status, body) = get(&base, "/v1/runs?limit=50").await;
     let runs = check(&doc, "get", "/v1/runs", status, &body);
     assert!(runs.as_array().is_some_and(|r| r.len() >= 2), "{runs}");
@@ -309,6 +354,11 @@ async fn real_answers_match_the_document() {
             "get",
             "/v1/runs/{id}",
             format!("{locked}/v1/runs/{}", run.id),
+        ),
+        (
+            "post",
+            "/v1/runs/{id}/cancel",
+            format!("{locked}/v1/runs/{}/cancel", run.id),
         ),
         ("get", "/v1/functions", format!("{locked}/v1/functions")),
         ("get", "/v1/events", format!("{locked}/v1/events")),

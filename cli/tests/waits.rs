@@ -135,6 +135,299 @@ async fn no_second_event_takes_the_timeout_branch(state: &str) {
     handle.shutdown().await;
 }
 
+/// A function `id` triggered by `trigger`: step `a`, then `b` (echoing its input) after `a`
+/// through `edge` (the rest of the `after` item).
+fn after_a(id: &str, trigger: &str, edge: Value) -> Value {
+    let step = |script: &str| json!({"path": format!("file://./steps/{script}"), "timeout": "10s"});
+    let mut b = step("echo_input");
+    let mut after = edge;
+    after["step"] = json!("a");
+    b["after"] = json!([after]);
+    json!({"id": id, "triggers": [{"event": trigger}], "steps": {"a": step("welcome"), "b": b}})
+}
+
+/// The run of function `function_id` that `event_id` started, once finished.
+async fn finished_run_of(engine: &Engine, function_id: &str, event_id: &str) -> Run {
+    let filter = RunFilter {
+        function_id: Some(function_id.into()),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let runs = engine.state().list_runs(&filter).await.expect("list");
+        if let Some(r) = runs.iter().find(|r| r.event_id == event_id) {
+            return engine
+                .wait_for_run(&r.id, Duration::from_secs(20))
+                .await
+                .expect("run finishes");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run for {event_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn any_resumes_on_the_first_spec_that_matches(state: &str) {
+    let wait = json!({"async": {"any": [
+        {"event": "order/paid", "match": "async.data.order == event.data.order"},
+        {"event": "order/cancelled", "match": "async.data.order == event.data.order"}
+    ], "ttl": "5s"}});
+    let f = function_dir(&after_a("checkout", "order/placed", wait), SCRIPTS);
+    let (engine, handle) = engine_on(&f.dir, state).await;
+    let placed = send(
+        &engine,
+        json!({"name": "order/placed", "data": {"order": 42}}),
+    )
+    .await;
+    // Another order's cancellation does not count; this order's does.
+    send(
+        &engine,
+        json!({"name": "order/cancelled", "data": {"order": 41}}),
+    )
+    .await;
+    let cancelled = send(
+        &engine,
+        json!({"name": "order/cancelled", "data": {"order": 42}}),
+    )
+    .await;
+    let run = finished_run_of(&engine, "checkout", &placed).await;
+    assert_eq!(run.steps["b"].status, StepStatus::Completed, "{run:#?}");
+    let input = run.steps["b"].output.as_ref().expect("input");
+    assert_eq!(input["async"]["id"], json!(cancelled), "{input}");
+    assert_eq!(input["ctx"]["async_index"], json!(1), "{input}");
+    handle.shutdown().await;
+}
+
+async fn all_resumes_once_every_spec_matched(state: &str) {
+    let wait = json!({"async": {"all": [
+        {"event": "doc/signed.buyer", "match": "async.data.doc == event.data.doc"},
+        {"event": "doc/signed.seller", "match": "async.data.doc == event.data.doc"}
+    ], "ttl": "5s"}});
+    let f = function_dir(&after_a("contract", "doc/sent", wait), SCRIPTS);
+    let (engine, handle) = engine_on(&f.dir, state).await;
+    let sent = send(&engine, json!({"name": "doc/sent", "data": {"doc": "d1"}})).await;
+    let seller = send(
+        &engine,
+        json!({"name": "doc/signed.seller", "data": {"doc": "d1"}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let filter = RunFilter {
+        function_id: Some("contract".into()),
+        ..Default::default()
+    };
+    let runs = engine.state().list_runs(&filter).await.expect("list");
+    let run = engine
+        .state()
+        .get_run(&runs[0].id)
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!(
+        run.steps["b"].status,
+        StepStatus::Pending,
+        "one of two signatures: {run:#?}"
+    );
+    let buyer = send(
+        &engine,
+        json!({"name": "doc/signed.buyer", "data": {"doc": "d1"}}),
+    )
+    .await;
+    let run = finished_run_of(&engine, "contract", &sent).await;
+    assert_eq!(run.steps["b"].status, StepStatus::Completed, "{run:#?}");
+    let input = run.steps["b"].output.as_ref().expect("input");
+    let ids: Vec<&Value> = input["async"]
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| &e["id"])
+        .collect();
+    assert_eq!(
+        ids,
+        vec![&json!(buyer), &json!(seller)],
+        "in spec order: {input}"
+    );
+    handle.shutdown().await;
+}
+
+async fn a_wait_edge_sleeps_then_runs_the_child(state: &str) {
+    let f = function_dir(&after_a("nap", "t/nap", json!({"wait": "300ms"})), SCRIPTS);
+    let (engine, handle) = engine_on(&f.dir, state).await;
+    let id = send(&engine, json!({"name": "t/nap"})).await;
+    let run = finished_run_of(&engine, "nap", &id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:#?}");
+    let at = |kind: &str, step: &str| {
+        run.history
+            .iter()
+            .find(|h| h.kind == kind && h.step.as_deref() == Some(step))
+            .map(|h| h.at)
+            .unwrap_or_else(|| panic!("no {kind} of {step}: {:#?}", run.history))
+    };
+    let slept = at("step.started", "b") - at("step.completed", "a");
+    assert!(slept >= 300, "b started {slept} ms after a completed");
+    assert!(run.history.iter().any(|h| h.kind == "pause.woke"));
+    handle.shutdown().await;
+    // A time from the event (epoch seconds), and one that is not a time.
+    let until = json!({"wait": "event.data.remind_at"});
+    let f = function_dir(&after_a("remind", "t/remind", until), SCRIPTS);
+    let (engine2, handle2) = engine_on(&f.dir, state).await;
+    let soon = (weir::core::event::now_ms() + 300) as f64 / 1000.0;
+    let id = send(
+        &engine2,
+        json!({"name": "t/remind", "data": {"remind_at": soon}}),
+    )
+    .await;
+    let run = finished_run_of(&engine2, "remind", &id).await;
+    assert_eq!(run.steps["b"].status, StepStatus::Completed, "{run:#?}");
+    let id = send(
+        &engine2,
+        json!({"name": "t/remind", "data": {"remind_at": "next week"}}),
+    )
+    .await;
+    let run = finished_run_of(&engine2, "remind", &id).await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:#?}");
+    let error = run.steps["a"].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("\"next week\" is not an RFC 3339 time"),
+        "{error}"
+    );
+    assert_eq!(run.steps["b"].status, StepStatus::Skipped);
+    handle2.shutdown().await;
+}
+
+/// A function whose step `a` runs for 30 s (marking its start and end in files), cancelled
+/// by the same user's `user/deleted`.
+fn cancellable(dir_marker: &str) -> (Value, Vec<(&'static str, String)>) {
+    let def = json!({"id": "long", "triggers": [{"event": "user/signed.up"}],
+        "cancel": [{"event": "user/deleted", "if": "async.user.id == event.user.id", "timeout": "1h"}],
+        "steps": {"a": {"path": "file://./steps/slow", "timeout": "60s"},
+                  "b": {"path": "file://./steps/welcome", "after": [{"step": "a"}]}}});
+    let slow = format!(
+        "echo started >> {dir_marker}/started; sleep 30; echo finished >> {dir_marker}/finished; echo '{{}}'"
+    );
+    (
+        def,
+        vec![("slow", slow), ("welcome", SCRIPTS[0].1.to_string())],
+    )
+}
+
+async fn a_matching_event_cancels_the_run_and_stops_its_step(state: &str) {
+    let markers = tempfile::tempdir().expect("tempdir");
+    let (def, scripts) = cancellable(&markers.path().display().to_string());
+    let scripts: Vec<(&str, &str)> = scripts.iter().map(|(n, b)| (*n, b.as_str())).collect();
+    let f = function_dir(&def, &scripts);
+    let (engine, handle) = engine_on(&f.dir, state).await;
+    let signup = send(
+        &engine,
+        json!({"name": "user/signed.up", "user": {"id": "u7"}}),
+    )
+    .await;
+    let started = markers.path().join("started");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !started.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "a never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another user's deletion changes nothing; this user's cancels the run.
+    send(
+        &engine,
+        json!({"name": "user/deleted", "user": {"id": "u8"}}),
+    )
+    .await;
+    let deleted = send(
+        &engine,
+        json!({"name": "user/deleted", "user": {"id": "u7"}}),
+    )
+    .await;
+    let began = tokio::time::Instant::now();
+    let run = finished_run_of(&engine, "long", &signup).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "cancelled late: {:?}",
+        began.elapsed()
+    );
+    assert_eq!(run.status, RunStatus::Cancelled, "{run:#?}");
+    assert_eq!(run.steps["a"].status, StepStatus::Cancelled);
+    assert_eq!(run.steps["b"].status, StepStatus::Cancelled);
+    let entry = run
+        .history
+        .iter()
+        .find(|h| h.kind == "run.cancelled")
+        .expect("entry");
+    assert!(
+        entry.detail.as_deref().unwrap_or("").contains(&deleted),
+        "names the event: {entry:?}"
+    );
+    // The attempt was stopped: its process never finished, even given time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !markers.path().join("finished").exists(),
+        "the step was not stopped"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&started)
+            .expect("started")
+            .lines()
+            .count(),
+        1,
+        "the step ran once"
+    );
+    // An event that came before the run started cancels it too (the lookback).
+    let early = send(
+        &engine,
+        json!({"name": "user/signed.up", "user": {"id": "u9"}}),
+    )
+    .await;
+    send(
+        &engine,
+        json!({"name": "user/deleted", "user": {"id": "u9"}}),
+    )
+    .await;
+    let run = finished_run_of(&engine, "long", &early).await;
+    assert_eq!(run.status, RunStatus::Cancelled, "{run:#?}");
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn memory_a_matching_event_cancels_the_run_and_stops_its_step() {
+    a_matching_event_cancels_the_run_and_stops_its_step("memory://").await;
+}
+
+#[tokio::test]
+async fn redis_a_matching_event_cancels_the_run_and_stops_its_step() {
+    let Some(url) = common::redis_state_url() else {
+        return;
+    };
+    a_matching_event_cancels_the_run_and_stops_its_step(&url).await;
+}
+
+#[tokio::test]
+async fn memory_any_resumes_on_the_first_spec_that_matches() {
+    any_resumes_on_the_first_spec_that_matches("memory://").await;
+}
+
+#[tokio::test]
+async fn memory_all_resumes_once_every_spec_matched() {
+    all_resumes_once_every_spec_matched("memory://").await;
+}
+
+#[tokio::test]
+async fn memory_a_wait_edge_sleeps_then_runs_the_child() {
+    a_wait_edge_sleeps_then_runs_the_child("memory://").await;
+}
+
+#[tokio::test]
+async fn redis_any_and_all_and_sleeps() {
+    let Some(url) = common::redis_state_url() else {
+        return;
+    };
+    any_resumes_on_the_first_spec_that_matches(&url).await;
+    all_resumes_once_every_spec_matched(&url).await;
+    a_wait_edge_sleeps_then_runs_the_child(&url).await;
+}
+
 #[tokio::test]
 async fn memory_a_second_event_right_after_the_first_resumes_b() {
     a_second_event_right_after_the_first_resumes_b("memory://").await;

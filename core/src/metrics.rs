@@ -140,6 +140,7 @@ pub struct FunctionMetrics {
     started: Counter,
     completed: Counter,
     failed: Counter,
+    cancelled: Counter,
     steps: HashMap<String, StepMetrics>,
 }
 
@@ -154,7 +155,8 @@ impl FunctionMetrics {
         let counter = match status {
             RunStatus::Completed => &self.completed,
             RunStatus::Failed => &self.failed,
-            RunStatus::Running => return,
+            RunStatus::Cancelled => &self.cancelled,
+            RunStatus::Running | RunStatus::Waiting => return,
         };
         counter.inc();
     }
@@ -358,6 +360,7 @@ impl Metrics {
                 }),
                 completed: run_end(RunStatus::Completed),
                 failed: run_end(RunStatus::Failed),
+                cancelled: run_end(RunStatus::Cancelled),
                 steps,
             };
             map.insert(f.id.clone(), Arc::new(metrics));

@@ -69,6 +69,10 @@ pub struct Pause {
     /// Resumes once every spec matched (`all`), not on the first match.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all: bool,
+    /// A rule of the function's `cancel` (registered with the run, `step` empty): a match
+    /// cancels the run; running out of time does nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancels: bool,
     /// The id of the run's trigger event: it never resumes its own run's pauses.
     pub trigger_id: String,
     /// The run's trigger event, kept when a match must be evaluated (its key alone does not
@@ -94,10 +98,20 @@ pub fn pause_key(step: &str, ordinal: u32) -> String {
     format!("{step}/{ordinal}")
 }
 
+/// The key of a function's cancel rule within a run: `!cancel/ordinal`.
+pub fn cancel_key(ordinal: u32) -> String {
+    format!("!cancel/{ordinal}")
+}
+
 impl Pause {
-    /// The pause's key within its run (`step/ordinal`; step ids hold no `/`).
+    /// The pause's key within its run: `step/ordinal`, or `!cancel/ordinal` for a cancel
+    /// rule (step ids hold neither `/` nor `!`).
     pub fn key(&self) -> String {
-        pause_key(&self.step, self.ordinal)
+        if self.cancels {
+            cancel_key(self.ordinal)
+        } else {
+            pause_key(&self.step, self.ordinal)
+        }
     }
 
     /// The pause's id across runs: `run_id/step/ordinal`.
@@ -172,7 +186,10 @@ impl Pause {
 
     /// The timeline entry of the pause reaching its status (`event` the matching event).
     pub fn history_entry(&self, event: Option<&Event>) -> crate::run::HistoryEntry {
-        let entry = crate::run::HistoryEntry::now(self.history_kind()).step(&self.step);
+        let mut entry = crate::run::HistoryEntry::now(self.history_kind());
+        if !self.step.is_empty() {
+            entry = entry.step(&self.step);
+        }
         let until = chrono::DateTime::from_timestamp_millis(self.expires_ms)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_else(|| self.expires_ms.to_string());

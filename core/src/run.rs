@@ -17,6 +17,13 @@ pub enum RunStatus {
     Completed,
     /// At least one step failed for good.
     Failed,
+    /// Running, but only waiting: for events or for time (a pause), with no step queued,
+    /// running or waiting for a retry. Shown in listings and views; stores keep such a run
+    /// `Running` (see [`Run::shown_status`]).
+    Waiting,
+    /// Cancelled (by an event of the function's `cancel` rules, or by a call): its pending
+    /// steps, pauses and timers were dropped.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -26,17 +33,29 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
-    /// Parses `running`, `completed` or `failed`.
+    /// Parses a status as [`RunStatus::as_str`] writes it.
     pub fn parse(s: &str) -> Option<RunStatus> {
         match s {
             "running" => Some(RunStatus::Running),
             "completed" => Some(RunStatus::Completed),
             "failed" => Some(RunStatus::Failed),
+            "waiting" => Some(RunStatus::Waiting),
+            "cancelled" => Some(RunStatus::Cancelled),
             _ => None,
         }
+    }
+
+    /// Whether the run has ended (completed, failed or cancelled).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 }
 
@@ -58,6 +77,8 @@ pub enum StepStatus {
     Failed,
     /// Will not run (an edge was not taken, or an ancestor failed or was skipped).
     Skipped,
+    /// Dropped (or stopped, when it was running) because its run was cancelled.
+    Cancelled,
 }
 
 impl StepStatus {
@@ -65,7 +86,10 @@ impl StepStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            StepStatus::Completed | StepStatus::Failed | StepStatus::Skipped
+            StepStatus::Completed
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Cancelled
         )
     }
 
@@ -79,6 +103,7 @@ impl StepStatus {
             "completed" => StepStatus::Completed,
             "failed" => StepStatus::Failed,
             "skipped" => StepStatus::Skipped,
+            "cancelled" => StepStatus::Cancelled,
             _ => return None,
         })
     }
@@ -93,6 +118,7 @@ impl StepStatus {
             StepStatus::Completed => "step.completed",
             StepStatus::Failed => "step.failed",
             StepStatus::Skipped => "step.skipped",
+            StepStatus::Cancelled => "step.cancelled",
         }
     }
 
@@ -106,6 +132,7 @@ impl StepStatus {
             StepStatus::Completed => "completed",
             StepStatus::Failed => "failed",
             StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -244,13 +271,37 @@ impl Run {
         ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)).to_string()
     }
 
+    /// The status to show: [`RunStatus::Waiting`] for a running run that only waits (a
+    /// pause of its steps is waiting, and no step is queued, running or waiting for a retry),
+    /// else the stored status.
+    pub fn shown_status(&self) -> RunStatus {
+        if self.status != RunStatus::Running {
+            return self.status;
+        }
+        let pausing = self
+            .pauses
+            .values()
+            .any(|p| !p.cancels && p.status == crate::pause::PauseStatus::Waiting);
+        let busy = self.steps.values().any(|s| {
+            matches!(
+                s.status,
+                StepStatus::Queued | StepStatus::Running | StepStatus::Waiting
+            )
+        });
+        if pausing && !busy {
+            RunStatus::Waiting
+        } else {
+            RunStatus::Running
+        }
+    }
+
     /// The run's summary, as listings show it.
     pub fn summary(&self) -> RunSummary {
         RunSummary {
             id: self.id.clone(),
             function_id: self.function_id.clone(),
             function_version: self.function_version.clone(),
-            status: self.status,
+            status: self.shown_status(),
             event_id: self.event.id.clone(),
             event_name: self.event.name.clone(),
             user: self.event.user_key(),

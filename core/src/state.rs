@@ -49,6 +49,17 @@ pub struct Transition {
     pub finished: Option<RunStatus>,
 }
 
+/// The answer of [`StateStore::cancel_run`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelRun {
+    /// Whether this call cancelled the run.
+    pub applied: bool,
+    /// The run's status after the call; `None` when there is no such run.
+    pub status: Option<RunStatus>,
+    /// The run's pauses (its waits and cancel rules), as registered.
+    pub pauses: Vec<Pause>,
+}
+
 /// The answer of [`StateStore::resolve_edge`]: the child's incoming-edge tally after recording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EdgeTally {
@@ -512,6 +523,17 @@ pub trait StateStore: Send + Sync + 'static {
     /// Idempotent.
     async fn unwatch_pause(&self, pause: &Pause) -> Result<()> {
         let _ = pause;
+        Err(no_pauses())
+    }
+
+    /// Cancels a running run, atomically: its status becomes `Cancelled` (ended now), every
+    /// step not in a final state becomes `Cancelled` (a running attempt's result is then not
+    /// recorded), every waiting pause `Cancelled`, and the timeline gets a `run.cancelled`
+    /// entry with `detail` (what cancelled it). Answers whether this call cancelled it, the
+    /// run's status after the call (`None`: no such run), and every pause of the run (for the
+    /// caller to unwatch).
+    async fn cancel_run(&self, run_id: &str, detail: &str, now_ms: i64) -> Result<CancelRun> {
+        let _ = (run_id, detail, now_ms);
         Err(no_pauses())
     }
 

@@ -181,7 +181,13 @@ pub fn is_the_events_fault(error: &weir_core::Error) -> bool {
 pub fn run_result(engine: &Engine, run: &Run) -> TaskState {
     let failed = match run.status {
         RunStatus::Completed => false,
-        RunStatus::Failed | RunStatus::Running => true,
+        // A cancelled run is a revoked task (`TaskRevokedError`), as `revoke` makes one.
+        RunStatus::Cancelled => {
+            return TaskState::Revoked {
+                reason: "cancelled".into(),
+            };
+        }
+        RunStatus::Failed | RunStatus::Running | RunStatus::Waiting => true,
     };
     if failed {
         let failed = run

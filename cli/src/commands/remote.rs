@@ -46,10 +46,14 @@ impl Remote {
         Ok(url.into())
     }
 
-    /// GETs JSON from `url` (with the API key, if any); prints the server's error and gives
-    /// `None` on a non-200 answer.
-    async fn get_ok(&self, url: &str) -> weir_core::Result<Option<Value>> {
-        let mut request = reqwest::Client::new().get(url);
+    /// Calls `url` with `method` (and the API key, if any); prints the server's error and
+    /// gives `None` on a non-200 answer.
+    async fn call_ok(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> weir_core::Result<Option<Value>> {
+        let mut request = reqwest::Client::new().request(method, url);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
@@ -83,7 +87,26 @@ impl Remote {
         url: &str,
         render: impl FnOnce(&T) -> String,
     ) -> weir_core::Result<i32> {
-        let Some(body) = self.get_ok(url).await? else {
+        self.call_and_print(reqwest::Method::GET, url, render).await
+    }
+
+    /// POSTs to `url` (no body) and prints the answer as [`Remote::print`] does.
+    pub async fn post_and_print<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        render: impl FnOnce(&T) -> String,
+    ) -> weir_core::Result<i32> {
+        self.call_and_print(reqwest::Method::POST, url, render)
+            .await
+    }
+
+    async fn call_and_print<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        render: impl FnOnce(&T) -> String,
+    ) -> weir_core::Result<i32> {
+        let Some(body) = self.call_ok(method, url).await? else {
             return Ok(1);
         };
         if self.json {

@@ -1,4 +1,5 @@
-//! `weir runs [--function ID] [--status S] [--user U]` and `weir runs show RUN_ID`.
+//! `weir runs [--function ID] [--status S] [--user U]`, `weir runs show RUN_ID` and `weir runs
+//! cancel RUN_ID`.
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -15,7 +16,7 @@ pub struct RunsArgs {
     /// Only runs of this function.
     #[arg(long)]
     pub function: Option<String>,
-    /// Only runs in this status (running, completed, failed).
+    /// Only runs in this status (running, waiting, completed, failed, cancelled).
     #[arg(long)]
     pub status: Option<String>,
     /// Only runs whose event is about this user (user.id, external_id or email).
@@ -37,15 +38,30 @@ pub enum RunsCommand {
         /// The run id.
         run_id: String,
     },
+    /// Cancel a run: its running steps are stopped, its pending steps, waits and timers
+    /// dropped, its status becomes `cancelled`.
+    Cancel {
+        /// The run id.
+        run_id: String,
+    },
 }
 
 pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     let remote = &args.remote;
-    if let Some(RunsCommand::Show { run_id }) = &args.show {
-        let url = remote.url("/v1/runs", Some(run_id), &[])?;
-        return remote
-            .print(&url, |run: &Value| crate::view::render_run(run, &[]))
-            .await;
+    match &args.show {
+        Some(RunsCommand::Show { run_id }) => {
+            let url = remote.url("/v1/runs", Some(run_id), &[])?;
+            return remote
+                .print(&url, |run: &Value| crate::view::render_run(run, &[]))
+                .await;
+        }
+        Some(RunsCommand::Cancel { run_id }) => {
+            let url = format!("{}/cancel", remote.url("/v1/runs", Some(run_id), &[])?);
+            return remote
+                .post_and_print(&url, |run: &Value| crate::view::render_run(run, &[]))
+                .await;
+        }
+        None => {}
     }
     let url = remote.url(
         "/v1/runs",

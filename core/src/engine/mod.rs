@@ -72,6 +72,9 @@ pub struct EngineConfig {
     /// scheduler role deletes it; `None` keeps runs for good. Default 7 days, as the Redis
     /// event store keeps events.
     pub run_retention: Option<Duration>,
+    /// How often a running attempt checks that its run was not cancelled (renewing its lease
+    /// at the same time): a cancelled run's running steps stop within this. Default 1 s.
+    pub cancel_check: Duration,
 }
 
 /// How long a finished run is kept by default: 7 days.
@@ -94,6 +97,7 @@ impl Default for EngineConfig {
             step_lease: Duration::from_secs(30),
             stuck_message_delay: Duration::from_secs(30),
             run_retention: Some(DEFAULT_RUN_RETENTION),
+            cancel_check: Duration::from_secs(1),
         }
     }
 }

@@ -110,11 +110,13 @@ impl FunctionRegistry {
         // Every loaded version, live or not: runs pinned to an older one still wait.
         let mut awaited: HashMap<String, Vec<Vec<String>>> = HashMap::new();
         for f in versions.values().flat_map(|v| v.values()) {
-            for wait in &f.waits {
-                let crate::function::WaitKind::Event(w) = &wait.kind else {
-                    continue;
-                };
-                for spec in &w.specs {
+            let waits = f.waits.iter().filter_map(|w| match &w.kind {
+                crate::function::WaitKind::Event(w) => Some(w.specs.iter()),
+                crate::function::WaitKind::Sleep(_) => None,
+            });
+            let cancels = f.cancels.iter().map(|c| &c.spec);
+            for spec in waits.flatten().chain(cancels) {
+                {
                     let paths = awaited.entry(spec.event.clone()).or_default();
                     if let Some(key) = &spec.key
                         && !paths.contains(&key.incoming)

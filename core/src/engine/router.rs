@@ -115,18 +115,21 @@ impl Engine {
             steps.insert(step.id.clone(), state);
         }
         let key = run_key(function, event);
+        let id = Run::id_for_key(&key, &event.id);
+        let now = now_ms();
+        let cancels = super::waits::cancel_pauses(function, &id, event, now);
         let run = Run {
-            id: Run::id_for_key(&key, &event.id),
+            id,
             key,
             function_id: function.id.clone(),
             function_version: function.version.clone(),
             event: event.clone(),
             status: RunStatus::Running,
             steps,
-            created_at: now_ms(),
+            created_at: now,
             ended_at: None,
             history: Vec::new(),
-            pauses: Default::default(),
+            pauses: cancels.iter().map(|p| (p.key(), p.clone())).collect(),
         };
         let (run_id, to_enqueue): (String, Vec<String>) =
             match self.inner.state.create_run(&run).await? {
@@ -170,6 +173,19 @@ impl Engine {
             .broker
             .publish_batch(TOPIC_STEPS, messages)
             .await?;
+        if !cancels.is_empty() {
+            // Filed (again, on a redelivery), then looked back for: an event that would cancel
+            // the run may have come before it was created.
+            let cancels: Vec<_> = match self.inner.state.get_run(&run_id).await? {
+                Some(stored) if stored.status == RunStatus::Running => stored
+                    .pauses
+                    .into_values()
+                    .filter(|p| p.cancels && p.status == crate::pause::PauseStatus::Waiting)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            self.open_pauses(function, event, cancels).await?;
+        }
         Ok(run_id)
     }
 }

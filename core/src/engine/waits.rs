@@ -76,6 +76,7 @@ impl Engine {
                 ordinal: wait.ordinal,
                 specs: Vec::new(),
                 all: false,
+                cancels: false,
                 trigger_id: run.event.id.clone(),
                 trigger: None,
                 registered_ms: now,
@@ -140,14 +141,14 @@ impl Engine {
 
     /// Resumes `pause` with stored events within its lookback, oldest first.
     async fn look_back(&self, function: &Function, pause: &Pause, trigger: &Event) -> Result<()> {
-        let Some((_, WaitKind::Event(wait))) = wait_of(function, pause) else {
+        let Some((specs, lookback)) = event_specs(function, pause) else {
             return Ok(());
         };
-        let from_ms = match wait.lookback {
+        let from_ms = match lookback {
             Some(l) => pause.registered_ms - l.as_millis() as i64,
             None => trigger.ts,
         };
-        for (index, spec) in wait.specs.iter().enumerate() {
+        for (index, spec) in specs.into_iter().enumerate() {
             let filter = EventFilter {
                 name: Some(spec.event.clone()),
                 from_ms: Some(from_ms),
@@ -201,11 +202,10 @@ impl Engine {
                 continue;
             }
             let function = self.function_of(pause)?;
-            let Some((_, WaitKind::Event(wait))) = wait_of(&function, pause) else {
+            let Some((specs, _)) = event_specs(&function, pause) else {
                 continue;
             };
-            let (Some(spec), Some(filed)) = (wait.specs.get(hit.spec), pause.specs.get(hit.spec))
-            else {
+            let (Some(spec), Some(filed)) = (specs.get(hit.spec), pause.specs.get(hit.spec)) else {
                 continue;
             };
             if spec.event != event.name || !self.matches_filed(spec, filed, pause, event).await? {
@@ -280,6 +280,17 @@ impl Engine {
         pause: &Pause,
         again: bool,
     ) -> Result<()> {
+        if pause.cancels {
+            if pause.status == PauseStatus::Matched {
+                let by = pause.matched.iter().flatten().next();
+                let detail = match by {
+                    Some(e) => format!("cancelled by event {} ({})", e.id, e.name),
+                    None => "cancelled by an event".to_string(),
+                };
+                self.cancel_run(&pause.run_id, &detail).await?;
+            }
+            return self.inner.state.unwatch_pause(pause).await;
+        }
         let Some((wait, _)) = wait_of(function, pause) else {
             return Ok(());
         };
@@ -424,6 +435,122 @@ impl Engine {
                     ),
                 )
             })
+    }
+}
+
+/// The event specs a pause of `function` waits for (a wait's, or a cancel rule's), with the
+/// wait's lookback; `None` for a sleep.
+fn event_specs<'f>(
+    function: &'f Function,
+    pause: &Pause,
+) -> Option<(Vec<&'f EventSpec>, Option<std::time::Duration>)> {
+    if pause.cancels {
+        let rule = function.cancels.get(pause.ordinal as usize)?;
+        return Some((vec![&rule.spec], None));
+    }
+    match wait_of(function, pause)?.1 {
+        WaitKind::Event(w) => Some((w.specs.iter().collect(), w.lookback)),
+        WaitKind::Sleep(_) => None,
+    }
+}
+
+/// The pauses of a new run of `function` for its `cancel` rules (registered with the run).
+pub(super) fn cancel_pauses(
+    function: &Function,
+    run_id: &str,
+    trigger: &Event,
+    now: i64,
+) -> Vec<Pause> {
+    function
+        .cancels
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let key = rule.spec.key.as_ref().and_then(|k| k.pause_key(trigger));
+            let decided = key.is_some() && rule.spec.key_decides;
+            Pause {
+                run_id: run_id.to_string(),
+                function_id: function.id.clone(),
+                function_version: function.version.clone(),
+                step: String::new(),
+                ordinal: i as u32,
+                specs: vec![PauseSpec {
+                    event: rule.spec.event.clone(),
+                    key: key.unwrap_or_default(),
+                }],
+                all: false,
+                cancels: true,
+                trigger_id: trigger.id.clone(),
+                trigger: (rule.spec.matcher.is_some() && !decided).then(|| trigger.clone()),
+                registered_ms: now,
+                // Without a timeout the rule holds until the run ends (a year at most).
+                expires_ms: now.saturating_add(
+                    rule.timeout
+                        .unwrap_or(std::time::Duration::from_secs(365 * 86_400))
+                        .as_millis() as i64,
+                ),
+                status: PauseStatus::Waiting,
+                matched: Vec::new(),
+                resolved_ms: None,
+            }
+        })
+        .collect()
+}
+
+impl Engine {
+    /// Cancels run `run_id` (`detail` says why, in its timeline): see
+    /// [`crate::state::StateStore::cancel_run`]. Its running attempts stop at their next
+    /// check (see `EngineConfig::cancel_check`), its pauses are unfiled and their timers
+    /// dropped. Answers the store's answer.
+    pub async fn cancel_run(&self, run_id: &str, detail: &str) -> Result<crate::state::CancelRun> {
+        let answer = self
+            .inner
+            .state
+            .cancel_run(run_id, detail, now_ms())
+            .await?;
+        if answer.applied {
+            let function_id = answer
+                .pauses
+                .first()
+                .map(|p| p.function_id.clone())
+                .or(self
+                    .inner
+                    .state
+                    .get_run_state(run_id)
+                    .await?
+                    .map(|r| r.function_id))
+                .unwrap_or_default();
+            if let Some(m) = self.inner.metrics.function(&function_id) {
+                m.run_finished(crate::run::RunStatus::Cancelled);
+            }
+            let _ = self.inner.finished.send(super::RunFinished {
+                run_id: run_id.to_string(),
+                function_id,
+                status: crate::run::RunStatus::Cancelled,
+            });
+        }
+        for pause in &answer.pauses {
+            self.inner.state.unwatch_pause(pause).await?;
+        }
+        Ok(answer)
+    }
+
+    /// Unfiles the cancel rules of a run that ended (they no longer apply).
+    pub(super) async fn release_cancel_rules(
+        &self,
+        function: &Function,
+        run_id: &str,
+    ) -> Result<()> {
+        if function.cancels.is_empty() {
+            return Ok(());
+        }
+        let Some(run) = self.inner.state.get_run(run_id).await? else {
+            return Ok(());
+        };
+        for pause in run.pauses.values().filter(|p| p.cancels) {
+            self.inner.state.unwatch_pause(pause).await?;
+        }
+        Ok(())
     }
 }
 

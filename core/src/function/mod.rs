@@ -23,4 +23,4 @@ pub use model::{
 };
 pub use parse::{RuntimeCatalog, parse_function, resolve_path};
 pub use problems::{LoadError, Problem};
-pub use wait::{EventSpec, EventWait, Sleep, Wait, WaitKind, WaitMode, time_of};
+pub use wait::{CancelRule, EventSpec, EventWait, Sleep, Wait, WaitKind, WaitMode, time_of};

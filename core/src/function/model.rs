@@ -44,6 +44,8 @@ pub struct Function {
     pub env: std::sync::Arc<Vec<(String, String)>>,
     /// The waits (`async` and `wait` edges) that begin when their parent step completes.
     pub waits: Vec<crate::function::Wait>,
+    /// The `cancel` rules: events that cancel a run.
+    pub cancels: Vec<crate::function::CancelRule>,
 }
 
 /// An event trigger: exact name or one `*` wildcard segment, plus an optional expression.

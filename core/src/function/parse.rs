@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::cron::CronTrigger;
 use super::dag;
 use super::model::{DEFAULT_ATTEMPTS, DEFAULT_STEP_TIMEOUT, Edge, Function, Join, Step, Trigger};
-use super::parse_wait::{EdgeWait, parse_async, parse_sleep};
+use super::parse_wait::{EdgeWait, parse_async, parse_cancel, parse_sleep};
 use super::problems::Problems;
 use super::wait::{Wait, WaitKind};
 use crate::duration::parse_duration;
@@ -37,7 +37,6 @@ const NOT_YET: &[&str] = &[
     "batchEvents",
     "priority",
     "idempotency",
-    "cancel",
 ];
 
 /// Parses and validates `doc`, the content of `dir/weir.json`.
@@ -61,7 +60,7 @@ pub fn parse_function(
     for key in obj.keys() {
         let known = matches!(
             key.as_str(),
-            "id" | "name" | "triggers" | "steps" | "retries" | "$schema"
+            "id" | "name" | "triggers" | "steps" | "retries" | "cancel" | "$schema"
         );
         if NOT_YET.contains(&key.as_str()) {
             p.push(key.clone(), "not supported yet: this weir version does not implement it; remove it to load the function");
@@ -81,6 +80,10 @@ pub fn parse_function(
     let default_attempts =
         parse_retries(obj.get("retries"), "retries", &mut p).unwrap_or(DEFAULT_ATTEMPTS);
     let (triggers, crons) = parse_triggers(obj.get("triggers"), &mut p);
+    let cancels = obj
+        .get("cancel")
+        .map(|c| parse_cancel(c, &mut p))
+        .unwrap_or_default();
     let (steps, edges) = parse_steps(obj.get("steps"), dir, default_attempts, runtimes, &mut p);
 
     let index: HashMap<String, usize> = steps
@@ -178,6 +181,7 @@ pub fn parse_function(
         definition: doc.clone(),
         env: Default::default(),
         waits,
+        cancels,
     })
 }
 

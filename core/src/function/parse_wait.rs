@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::matcher::{check_reads, shape};
 use super::problems::Problems;
-use super::wait::{EventSpec, EventWait, Sleep, WaitKind, WaitMode, time_of};
+use super::wait::{CancelRule, EventSpec, EventWait, Sleep, WaitKind, WaitMode, time_of};
 use crate::duration::parse_duration;
 use crate::event::type_name;
 use crate::expr::{Expr, Vars};
@@ -149,6 +149,64 @@ fn parse_spec_list(v: &Value, path: &str, p: &mut Problems) -> Vec<EventSpec> {
         specs.extend(parse_spec(obj, &at, p));
     }
     specs
+}
+
+/// Parses the function's `"cancel": [{"event", "if", "timeout"}]`.
+pub(crate) fn parse_cancel(v: &Value, p: &mut Problems) -> Vec<CancelRule> {
+    let Some(items) = v.as_array() else {
+        p.push(
+            "cancel",
+            format!(
+                "must be an array like [{{\"event\": \"user/deleted\", \"if\": \"async.user.id == event.user.id\"}}], got {}",
+                type_name(v)
+            ),
+        );
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("cancel[{i}]");
+        let Some(obj) = item.as_object() else {
+            p.push(path, format!("must be an object, got {}", type_name(item)));
+            continue;
+        };
+        for key in obj
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "event" | "if" | "timeout"))
+        {
+            p.push(format!("{path}.{key}"), "unknown field");
+        }
+        // The rule's `if` is a match: `event` the run's trigger, `async` the incoming event.
+        let mut as_spec = Map::new();
+        if let Some(e) = obj.get("event") {
+            as_spec.insert("event".into(), e.clone());
+        }
+        let before = p.0.len();
+        let spec = match obj.get("if") {
+            Some(cond) => {
+                as_spec.insert("match".into(), cond.clone());
+                let mut inner = Problems::default();
+                let spec = parse_spec(&as_spec, &path, &mut inner);
+                for problem in inner.0 {
+                    let fixed = problem
+                        .path
+                        .replace(&format!("{path}.match"), &format!("{path}.if"));
+                    p.push(fixed, problem.message);
+                }
+                spec
+            }
+            None => parse_spec(&as_spec, &path, p),
+        };
+        let timeout = obj
+            .get("timeout")
+            .and_then(|t| duration(t, &format!("{path}.timeout"), p));
+        if p.0.len() == before
+            && let Some(spec) = spec
+        {
+            rules.push(CancelRule { spec, timeout });
+        }
+    }
+    rules
 }
 
 /// Parses `event` and `match` of one spec in `obj`.

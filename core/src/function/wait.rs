@@ -69,6 +69,16 @@ pub struct EventSpec {
     pub key_decides: bool,
 }
 
+/// A rule of the function's `cancel`: an event (with its `if`, seen as a match) that cancels a
+/// run, within `timeout` of its start.
+#[derive(Debug, Clone)]
+pub struct CancelRule {
+    /// The event and its `if` (`event` = the run's trigger, `async` = the incoming event).
+    pub spec: EventSpec,
+    /// How long after the run starts the rule holds; `None`: until the run ends.
+    pub timeout: Option<Duration>,
+}
+
 /// A `wait` edge's time.
 #[derive(Debug, Clone)]
 pub enum Sleep {

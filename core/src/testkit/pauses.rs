@@ -19,6 +19,7 @@ pub async fn run_all(factory: &dyn Factory<dyn StateStore>) {
     an_all_pause_resumes_when_every_spec_matched(factory).await;
     a_match_and_a_timeout_exclude_each_other(factory).await;
     a_watched_pause_has_an_expiry_timer(factory).await;
+    cancelling_a_run_ends_its_steps_and_pauses(factory).await;
 }
 
 /// A waiting pause of run `run_id` after step `a`, for an event named `name` filed under
@@ -39,6 +40,7 @@ pub fn sample_pause(run_id: &str, trigger: &Event, names: &[&str], key: &str) ->
             })
             .collect(),
         all: false,
+        cancels: false,
         trigger_id: trigger.id.clone(),
         trigger: None,
         registered_ms: now,
@@ -391,4 +393,82 @@ pub async fn a_watched_pause_has_an_expiry_timer(factory: &dyn Factory<dyn State
         .await
         .expect("claim");
     assert!(due.iter().all(|t| t.id != timer_id), "dropped: {due:?}");
+}
+
+/// Cancelling a running run ends it `cancelled` with its open steps and waiting pauses, once
+/// (eight callers at once: one applies); a finished run is not cancelled.
+pub async fn cancelling_a_run_ends_its_steps_and_pauses(factory: &dyn Factory<dyn StateStore>) {
+    let store = factory.make().await;
+    let name = unique("ev");
+    let (run_id, _) =
+        run_with_pauses(&*store, |id, t| vec![sample_pause(id, t, &[&name], "")]).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let run_id = run_id.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .cancel_run(&run_id, "cancelled by event E1", now_ms())
+                .await
+                .expect("cancel")
+        }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        let answer = t.await.expect("task");
+        assert_eq!(answer.status, Some(crate::run::RunStatus::Cancelled));
+        assert_eq!(answer.pauses.len(), 1, "the run's pauses: {answer:?}");
+        applied += usize::from(answer.applied);
+    }
+    assert_eq!(applied, 1, "one cancel applies");
+    let run = store.get_run(&run_id).await.expect("get").expect("run");
+    assert_eq!(run.status, crate::run::RunStatus::Cancelled);
+    assert!(run.ended_at.is_some());
+    assert_eq!(
+        run.steps["a"].status,
+        crate::run::StepStatus::Completed,
+        "a final step stays"
+    );
+    assert_eq!(run.steps["b"].status, crate::run::StepStatus::Cancelled);
+    assert_eq!(run.pauses["a/0"].status, PauseStatus::Cancelled);
+    let entries: Vec<_> = run
+        .history
+        .iter()
+        .filter(|h| h.kind == "run.cancelled")
+        .collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].detail.as_deref(), Some("cancelled by event E1"));
+    let listed = store
+        .list_runs(&crate::run::RunFilter {
+            function_id: Some(run.function_id.clone()),
+            status: Some(crate::run::RunStatus::Cancelled),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "listed as cancelled");
+    // A pause of a cancelled run is no longer resumed.
+    let late = store
+        .resume_pause(&run_id, "a/0", 0, &event(&name, "u1"), now_ms())
+        .await
+        .expect("resume");
+    assert!(!late.applied);
+    // A finished run is not cancelled; no run, no status.
+    let done = sample_run(&unique("fn"), "u1");
+    store.create_run(&done).await.expect("create");
+    store
+        .finish_run(&done.id, crate::run::RunStatus::Completed)
+        .await
+        .expect("finish");
+    let answer = store
+        .cancel_run(&done.id, "late", now_ms())
+        .await
+        .expect("cancel");
+    assert!(!answer.applied);
+    assert_eq!(answer.status, Some(crate::run::RunStatus::Completed));
+    let none = store
+        .cancel_run("no-such-run", "x", now_ms())
+        .await
+        .expect("cancel");
+    assert_eq!(none.status, None);
 }

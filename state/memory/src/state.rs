@@ -8,7 +8,8 @@ use parking_lot::Mutex;
 use weir_core::pause::{Pause, PauseAnswer, PauseHit, PauseStatus};
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
-    AttemptOutcome, CreateRun, EdgeTally, RunState, StartAttempt, StateStore, Timer, Transition,
+    AttemptOutcome, CancelRun, CreateRun, EdgeTally, RunState, StartAttempt, StateStore, Timer,
+    Transition,
 };
 use weir_core::{Error, Event, Result};
 
@@ -642,6 +643,45 @@ impl StateStore for MemoryStateStore {
         }
         inner.timers.remove(&pause.expiry_timer().id);
         Ok(())
+    }
+
+    async fn cancel_run(&self, run_id: &str, detail: &str, now_ms: i64) -> Result<CancelRun> {
+        let mut inner = self.inner.lock();
+        let Some(run) = inner.runs.get_mut(run_id) else {
+            return Ok(CancelRun {
+                applied: false,
+                status: None,
+                pauses: Vec::new(),
+            });
+        };
+        let pauses: Vec<Pause> = run.pauses.values().cloned().collect();
+        if run.status != RunStatus::Running {
+            return Ok(CancelRun {
+                applied: false,
+                status: Some(run.status),
+                pauses,
+            });
+        }
+        for step in run.steps.values_mut() {
+            if !step.status.is_terminal() {
+                step.status = StepStatus::Cancelled;
+                step.lease_until = None;
+            }
+        }
+        for pause in run.pauses.values_mut() {
+            pause.end(PauseStatus::Cancelled, now_ms);
+        }
+        run.status = RunStatus::Cancelled;
+        run.ended_at = Some(now_ms);
+        let mut entry = HistoryEntry::now("run.cancelled");
+        entry.at = now_ms;
+        run.history.push(entry.detail(detail));
+        inner.file_ended(run_id);
+        Ok(CancelRun {
+            applied: true,
+            status: Some(RunStatus::Cancelled),
+            pauses,
+        })
     }
 
     async fn get_pause(&self, run_id: &str, key: &str) -> Result<Option<Pause>> {

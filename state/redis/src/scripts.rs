@@ -138,13 +138,16 @@ end
 redis.call('HSET', KEYS[1], unpack(set))
 local entries = {ARGV[7]}
 if ARGV[3] == 'completed' then
+  local waits = 0
   for i = 0, tonumber(ARGV[9] or '0') - 1 do
     local k = ARGV[10 + 4 * i]
     if redis.call('HSETNX', KEYS[1], 'pz:' .. k, ARGV[11 + 4 * i]) == 1 then
       redis.call('HSET', KEYS[1], 'pk:' .. k, ARGV[12 + 4 * i], 'ps:' .. k, 'waiting')
       entries[#entries + 1] = ARGV[13 + 4 * i]
+      waits = waits + 1
     end
   end
+  if waits > 0 then redis.call('HINCRBY', KEYS[1], 'waits', waits) end
 end
 if finished == '' then
   redis.call('RPUSH', KEYS[2], unpack(entries))
@@ -659,6 +662,7 @@ if cur[2] == 'waiting' then
     if done then
       redis.call('HSET', KEYS[1], 'ps:' .. k, 'matched', 'pr:' .. k, ARGV[5])
       redis.call('RPUSH', KEYS[2], ARGV[6])
+      if string.sub(k, 1, 1) ~= '!' then redis.call('HINCRBY', KEYS[1], 'waits', -1) end
     end
   end
 end
@@ -680,6 +684,7 @@ local applied = 0
 if st == 'waiting' then
   redis.call('HSET', KEYS[1], 'ps:' .. k, ARGV[4], 'pr:' .. k, ARGV[2])
   redis.call('RPUSH', KEYS[2], ARGV[3])
+  if string.sub(k, 1, 1) ~= '!' then redis.call('HINCRBY', KEYS[1], 'waits', -1) end
   applied = 1
 end
 return {applied, read_pause(k)}
@@ -690,3 +695,35 @@ return {applied, read_pause(k)}
 /// Reads a pause. ARGV: key. Answers `read_pause(key)`.
 pub(crate) static GET_PAUSE: LazyLock<Script> =
     LazyLock::new(|| Script::new(concat!(read_pause_lua!(), "return read_pause(ARGV[1])\n")));
+
+/// Cancels a running run: status `cancelled` (ended now), every step not final and every
+/// waiting pause `cancelled`, a `run.cancelled` entry. ARGV: now, entry. Answers `{applied,
+/// status after, created_at, {pause JSON…}}` (applied -1: no such run).
+pub(crate) static CANCEL_RUN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {-1, '', 0, {}} end
+local created = tonumber(redis.call('HGET', KEYS[1], 'created_at'))
+local all = redis.call('HGETALL', KEYS[1])
+local pauses = {}
+local set = {'status', 'cancelled', 'ended_at', ARGV[1], 'open', 0, 'waits', 0}
+for i = 1, #all, 2 do
+  local f, v = all[i], all[i + 1]
+  local kind = string.sub(f, 1, 3)
+  if kind == 'pz:' then
+    pauses[#pauses + 1] = v
+  elseif kind == 'st:' and v ~= 'completed' and v ~= 'failed' and v ~= 'skipped' and v ~= 'cancelled' then
+    set[#set + 1] = f; set[#set + 1] = 'cancelled'
+  elseif kind == 'ps:' and v == 'waiting' then
+    set[#set + 1] = f; set[#set + 1] = 'cancelled'
+    set[#set + 1] = 'pr:' .. string.sub(f, 4); set[#set + 1] = ARGV[1]
+  end
+end
+if st ~= 'running' then return {0, st, created, pauses} end
+redis.call('HSET', KEYS[1], unpack(set))
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return {1, 'cancelled', created, pauses}
+"#,
+    )
+});

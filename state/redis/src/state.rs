@@ -10,8 +10,8 @@ use weir_core::event::now_ms;
 use weir_core::pause::{Pause, PauseAnswer, PauseHit, PauseStatus};
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
-    AttemptOutcome, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunState, StartAttempt, StateStore,
-    Timer, Transition,
+    AttemptOutcome, CancelRun, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunState, StartAttempt,
+    StateStore, Timer, Transition,
 };
 use weir_core::{Error, ErrorKind, Event, Result};
 
@@ -117,6 +117,12 @@ impl RedisStateStore {
             &HistoryEntry::now("run.created")
                 .detail(format!("event {} ({})", run.event.id, run.event.name)),
         )];
+        // Pauses a run starts with (its function's cancel rules).
+        for (key, pause) in &run.pauses {
+            fields.push((format!("pz:{key}"), serde_json::to_string(pause)?));
+            fields.push((format!("pk:{key}"), crate::pauses::pause_meta(pause)));
+            fields.push((format!("ps:{key}"), pause.status.as_str().into()));
+        }
         for (id, step) in &run.steps {
             fields.push((format!("st:{id}"), step.status.as_str().into()));
             fields.push((format!("at:{id}"), step.attempts.to_string()));
@@ -168,16 +174,48 @@ impl RedisStateStore {
         for id in ids {
             pipe.cmd("HMGET")
                 .arg(self.keys.run(id))
-                .arg(&["meta", "event", "status", "ended_at"][..]);
+                .arg(&["meta", "event", "status", "ended_at", "waits"][..]);
         }
         let rows: Vec<Vec<Option<String>>> = self.conn.pipe(&pipe).await?;
+        // A running run with waiting pauses is shown `waiting` when no step is busy: read its
+        // steps' statuses (only for such runs).
+        let pausing: Vec<usize> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| {
+                row.get(2).and_then(Option::as_deref) == Some("running")
+                    && row
+                        .get(4)
+                        .and_then(Option::as_deref)
+                        .and_then(|w| w.parse::<i64>().ok())
+                        .is_some_and(|w| w > 0)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let mut busy = vec![false; rows.len()];
+        if !pausing.is_empty() {
+            let mut pipe = redis::pipe();
+            for &i in &pausing {
+                pipe.hgetall(self.keys.run(&ids[i]));
+            }
+            let hashes: Vec<HashMap<String, String>> = self.conn.pipe(&pipe).await?;
+            for (&i, hash) in pausing.iter().zip(&hashes) {
+                busy[i] = hash.iter().any(|(k, v)| {
+                    k.starts_with("st:") && matches!(v.as_str(), "queued" | "running" | "waiting")
+                });
+            }
+        }
         let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let [Some(meta), Some(event), Some(status), ended] =
+        for (i, mut row) in rows.into_iter().enumerate() {
+            row.truncate(4);
+            let [Some(meta), Some(event), Some(mut status), ended] =
                 <[Option<String>; 4]>::try_from(row).map_err(|_| corrupt("row"))?
             else {
                 continue;
             };
+            if pausing.contains(&i) && !busy[i] {
+                status = RunStatus::Waiting.as_str().to_string();
+            }
             let meta: Meta = serde_json::from_str(&meta)?;
             let event: Event = serde_json::from_str(&event)?;
             let user = event.user_key();
@@ -455,7 +493,13 @@ impl StateStore for RedisStateStore {
         } else if let Some(u) = &filter.user {
             self.keys.runs_by("user", u)
         } else if let Some(s) = filter.status {
-            self.keys.runs_by("status", s.as_str())
+            // A waiting run is running, as stored.
+            let stored = if s == RunStatus::Waiting {
+                RunStatus::Running
+            } else {
+                s
+            };
+            self.keys.runs_by("status", stored.as_str())
         } else {
             self.keys.runs()
         };
@@ -836,7 +880,12 @@ impl StateStore for RedisStateStore {
                 continue;
             }
             unfile.zrem(self.keys.runs(), id).ignore();
-            for status in [RunStatus::Completed, RunStatus::Failed, RunStatus::Running] {
+            for status in [
+                RunStatus::Completed,
+                RunStatus::Failed,
+                RunStatus::Cancelled,
+                RunStatus::Running,
+            ] {
                 unfile
                     .zrem(self.keys.runs_by("status", status.as_str()), id)
                     .ignore();
@@ -958,6 +1007,38 @@ impl StateStore for RedisStateStore {
 
     async fn get_pause(&self, run_id: &str, key: &str) -> Result<Option<Pause>> {
         self.read(run_id, key).await
+    }
+
+    async fn cancel_run(&self, run_id: &str, detail: &str, now_ms: i64) -> Result<CancelRun> {
+        let mut entry = HistoryEntry::now("run.cancelled").detail(detail);
+        entry.at = now_ms;
+        let mut inv = scripts::CANCEL_RUN.prepare_invoke();
+        self.run_keys(&mut inv, run_id)
+            .arg(now_ms)
+            .arg(entry_json(&entry));
+        let (applied, status, created_at, pauses): (i64, String, i64, Vec<String>) =
+            self.conn.script(&inv).await?;
+        if applied == -1 {
+            return Ok(CancelRun {
+                applied: false,
+                status: None,
+                pauses: Vec::new(),
+            });
+        }
+        let status = RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?;
+        if status == RunStatus::Cancelled {
+            // Filed under `cancelled` (again, when repeating a cancel whose node died).
+            self.file_finished(run_id, status.as_str(), created_at)
+                .await?;
+        }
+        Ok(CancelRun {
+            applied: applied == 1,
+            status: Some(status),
+            pauses: pauses
+                .iter()
+                .map(|p| serde_json::from_str(p))
+                .collect::<std::result::Result<_, _>>()?,
+        })
     }
 
     async fn complete_timer(&self, timer_id: &str) -> Result<()> {
