@@ -20,7 +20,7 @@ use weir_core::run::RunStatus;
 use super::baseline::baseline_router;
 use super::load::client;
 use super::local::{LocalWeir, serve_local};
-use super::paced::paced_posts;
+use super::paced::{Schedule, paced_posts};
 use super::stats::{Percentiles, ms, nanos};
 use super::{BENCH_KEY, LatencyArgs};
 
@@ -155,7 +155,13 @@ pub(super) async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
             args.rate
         );
     }
-    let paced = paced_posts(&client, &url, args.rate, total, warm, origin, 1).await;
+    let schedule = Schedule {
+        rate: args.rate,
+        total,
+        warm,
+        name: "bench/latency",
+    };
+    let paced = paced_posts(&client, &url, &schedule, origin, 1).await;
     let (mut post_latencies, post_errors, first_errors) =
         (paced.latencies, paced.errors, paced.first_errors);
     let accepted = total - post_errors;
@@ -193,7 +199,7 @@ pub(super) async fn latency(args: LatencyArgs) -> weir_core::Result<i32> {
         }
         let (addr, server) = serve_local(baseline_router()).await?;
         let url: Arc<str> = format!("http://{addr}/e/{BENCH_KEY}").into();
-        let paced = paced_posts(&client, &url, args.rate, total, warm, origin, 0).await;
+        let paced = paced_posts(&client, &url, &schedule, origin, 0).await;
         server.abort();
         Some(paced)
     } else {

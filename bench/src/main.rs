@@ -45,6 +45,7 @@ mod runs;
 mod runs_setup;
 mod runtimes;
 mod stats;
+mod waits;
 
 use std::net::SocketAddr;
 
@@ -95,6 +96,9 @@ pub enum BenchCommand {
     /// of jobs kept for workers, and jobs a weir function handles until their runs finished.
     #[cfg(feature = "adapter-faktory")]
     Faktory(FaktoryArgs),
+    /// Event coordination: the cost of finding the pauses an event resumes with many pending,
+    /// and event → resumed step latency at a fixed rate.
+    Waits(WaitsArgs),
     /// Serve the bare baseline (parse the JSON body, answer `{"ids":[],"status":200}`) as its own
     /// process, for `weir-bench ingest --baseline-url`.
     #[command(hide = true)]
@@ -313,6 +317,52 @@ pub struct FaktoryArgs {
     pub state: String,
 }
 
+/// Arguments of `weir-bench waits`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Everything runs in this process: the engine with every role on --state (memory broker), the API on
+127.0.0.1:0 and a local step server. Two functions, each `a` then `b` after an async edge:
+`bench-match` waits for `bench/match.go` with `async.user.id == event.user.id`, `bench-resume`
+for `bench/resume.go` with `async.data.seq == event.data.seq`.
+
+1. --pauses runs of bench-match are started (user u0 … u(--users − 1) in turn) and left waiting.
+2. Matching: `Engine::matching_pauses` (the router's lookup: match keys, one store call, the match
+   where the key does not decide it; no resume) is timed for --lookups events of users nobody
+   waits for, and --lookups/10 events of waiting users (each finds --pauses/--users pauses).
+3. Resume latency: runs of bench-resume are started and left waiting (one per event to come),
+   then `bench/resume.go` events are POSTed at --rate for --seconds after a warm-up; printed is
+   (b's request arriving at the step server − the POST starting), with the bench-match pauses
+   still pending. Redis URLs get `prefix=weirbench-<ulid>`.")]
+pub struct WaitsArgs {
+    /// State store URL (memory://, redis://…).
+    #[arg(long, default_value = "memory://")]
+    pub state: String,
+    /// Pauses left pending (runs of bench-match).
+    #[arg(long, default_value_t = 100_000)]
+    pub pauses: u64,
+    /// Users the pending pauses are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    pub users: u64,
+    /// Events timed for the matching cost of an event nobody waits for.
+    #[arg(long, default_value_t = 20_000)]
+    pub lookups: u64,
+    /// Resuming events per second.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub rate: u64,
+    /// Seconds of measured resuming load.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seconds of warm-up at the same rate (figures discarded).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_secs: f64,
+    /// Give up waiting for the runs to start or wait after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout_secs: f64,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `weir-bench brokers`.
 #[derive(Debug, Args)]
 pub struct BrokersArgs {
@@ -397,6 +447,7 @@ async fn main() {
         BenchCommand::Celery(a) => celery::celery(a).await,
         #[cfg(feature = "adapter-faktory")]
         BenchCommand::Faktory(a) => faktory::faktory(a).await,
+        BenchCommand::Waits(a) => waits::waits(a).await,
         BenchCommand::BaselineServer(a) => baseline::baseline_server(a).await,
     };
     let code = match result {

@@ -22,6 +22,18 @@ pub(super) struct Paced {
     pub(super) achieved_rate: f64,
 }
 
+/// How many events to POST, how fast, and which.
+pub(super) struct Schedule<'a> {
+    /// Events per second.
+    pub(super) rate: u64,
+    /// Events in all, warm-up included.
+    pub(super) total: u64,
+    /// The first this many are a warm-up.
+    pub(super) warm: u64,
+    /// The events' name.
+    pub(super) name: &'a str,
+}
+
 /// POSTs `total` events to `url` at `rate` per second (a tokio interval with
 /// `MissedTickBehavior::Delay`; each POST in its own task), the first `warm` of them a warm-up.
 /// Each event carries `seq` and `sent_at_ns` (nanoseconds since `origin`, taken just before
@@ -29,12 +41,17 @@ pub(super) struct Paced {
 pub(super) async fn paced_posts(
     client: &reqwest::Client,
     url: &Arc<str>,
-    rate: u64,
-    total: u64,
-    warm: u64,
+    schedule: &Schedule<'_>,
     origin: Instant,
     ids: u64,
 ) -> Paced {
+    let Schedule {
+        rate,
+        total,
+        warm,
+        name,
+    } = *schedule;
+    let name: Arc<str> = name.into();
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut posts = tokio::task::JoinSet::new();
@@ -49,10 +66,10 @@ pub(super) async fn paced_posts(
             first_measured_ns = sent_at_ns;
         }
         last_measured_ns = sent_at_ns;
+        let name = name.clone();
         posts.spawn(async move {
-            let body = format!(
-                r#"{{"name":"bench/latency","data":{{"seq":{seq},"sent_at_ns":{sent_at_ns}}}}}"#
-            );
+            let body =
+                format!(r#"{{"name":"{name}","data":{{"seq":{seq},"sent_at_ns":{sent_at_ns}}}}}"#);
             let error = send_one(&client, &url, Bytes::from(body), ids).await.err();
             Posted {
                 seq,

@@ -23,7 +23,7 @@ use crate::event::{Event, now_ms};
 use crate::events::EventFilter;
 use crate::expr::Vars;
 use crate::function::{EventSpec, Function, MatchKey, Sleep, Wait, WaitKind, WaitMode, time_of};
-use crate::pause::{Pause, PauseSpec, PauseStatus, pause_key};
+use crate::pause::{Pause, PauseHit, PauseSpec, PauseStatus, pause_key};
 use crate::run::Run;
 use crate::state::{RunState, Transition};
 
@@ -148,7 +148,7 @@ impl Engine {
             Some(l) => pause.registered_ms - l.as_millis() as i64,
             None => trigger.ts,
         };
-        for (index, spec) in specs.into_iter().enumerate() {
+        for (index, spec) in specs.iter().enumerate() {
             let filter = EventFilter {
                 name: Some(spec.event.clone()),
                 from_ms: Some(from_ms),
@@ -183,11 +183,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Resumes the pauses `event` matches (each once, whichever nodes route it), and follows
-    /// the ones it resolves.
-    pub(super) async fn resume_pauses(&self, event: &Event) -> Result<usize> {
+    /// The waiting pauses `event` matches now, without resuming them: those filed under its
+    /// name and match keys (one lookup, whatever the number of pauses pending), whose match
+    /// holds (evaluated only when the key does not decide it). Never the event's own run's.
+    pub async fn matching_pauses(&self, event: &Event) -> Result<Vec<PauseHit>> {
         let Some(paths) = self.inner.functions.awaited(&event.name) else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let mut keys: Vec<String> = paths
             .iter()
@@ -195,22 +196,43 @@ impl Engine {
             .collect();
         keys.push(String::new());
         let hits = self.inner.state.find_pauses(&event.name, &keys).await?;
-        let mut resumed = 0;
+        let mut matching = Vec::with_capacity(hits.len());
+        // Pauses found together mostly belong to one function version: look it up once.
+        let mut function: Option<std::sync::Arc<Function>> = None;
         for hit in hits {
             let pause = &hit.pause;
             if pause.trigger_id == event.id {
                 continue;
             }
-            let function = self.function_of(pause)?;
-            let Some((specs, _)) = event_specs(&function, pause) else {
+            let same = function
+                .as_ref()
+                .is_some_and(|f| f.id == pause.function_id && f.version == pause.function_version);
+            if !same {
+                function = Some(self.function_of(pause)?);
+            }
+            let Some(function) = function.as_deref() else {
+                continue;
+            };
+            let Some((specs, _)) = event_specs(function, pause) else {
                 continue;
             };
             let (Some(spec), Some(filed)) = (specs.get(hit.spec), pause.specs.get(hit.spec)) else {
                 continue;
             };
-            if spec.event != event.name || !self.matches_filed(spec, filed, pause, event).await? {
-                continue;
+            if spec.event == event.name && self.matches_filed(spec, filed, pause, event).await? {
+                matching.push(hit);
             }
+        }
+        Ok(matching)
+    }
+
+    /// Resumes the pauses `event` matches (each once, whichever nodes route it), and follows
+    /// the ones it resolves.
+    pub(super) async fn resume_pauses(&self, event: &Event) -> Result<usize> {
+        let mut resumed = 0;
+        for hit in self.matching_pauses(event).await? {
+            let pause = &hit.pause;
+            let function = self.function_of(pause)?;
             let answer = self
                 .inner
                 .state
@@ -443,13 +465,13 @@ impl Engine {
 fn event_specs<'f>(
     function: &'f Function,
     pause: &Pause,
-) -> Option<(Vec<&'f EventSpec>, Option<std::time::Duration>)> {
+) -> Option<(&'f [EventSpec], Option<std::time::Duration>)> {
     if pause.cancels {
         let rule = function.cancels.get(pause.ordinal as usize)?;
-        return Some((vec![&rule.spec], None));
+        return Some((std::slice::from_ref(&rule.spec), None));
     }
     match wait_of(function, pause)?.1 {
-        WaitKind::Event(w) => Some((w.specs.iter().collect(), w.lookback)),
+        WaitKind::Event(w) => Some((&w.specs, w.lookback)),
         WaitKind::Sleep(_) => None,
     }
 }

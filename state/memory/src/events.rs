@@ -35,6 +35,8 @@ struct Inner {
     /// Events by id, with the time each was accepted (epoch ms).
     by_id: BTreeMap<Arc<str>, (i64, Arc<Event>)>,
     by_time: BTreeMap<(i64, Arc<str>), ()>,
+    /// The same by name: a scan for one name (a pause's lookback) reads only that name's events.
+    by_name: std::collections::HashMap<Arc<str>, BTreeMap<(i64, Arc<str>), ()>>,
     /// Ids by the time they were accepted (epoch ms), oldest first: what the retention drops.
     accepted: VecDeque<(i64, Arc<str>)>,
 }
@@ -84,7 +86,14 @@ impl EventStore for MemoryEventStore {
                 break;
             };
             if let Some((_, e)) = inner.by_id.remove(&id) {
-                inner.by_time.remove(&(e.ts, id));
+                let key = (e.ts, id);
+                inner.by_time.remove(&key);
+                if let Some(named) = inner.by_name.get_mut(e.name.as_str()) {
+                    named.remove(&key);
+                    if named.is_empty() {
+                        inner.by_name.remove(e.name.as_str());
+                    }
+                }
             }
         }
         let mut fresh = Vec::with_capacity(events.len());
@@ -95,6 +104,15 @@ impl EventStore for MemoryEventStore {
             }
             let id: Arc<str> = Arc::from(e.id.as_str());
             inner.by_time.insert((e.ts, id.clone()), ());
+            match inner.by_name.get_mut(e.name.as_str()) {
+                Some(named) => {
+                    named.insert((e.ts, id.clone()), ());
+                }
+                None => {
+                    let named = BTreeMap::from([((e.ts, id.clone()), ())]);
+                    inner.by_name.insert(Arc::from(e.name.as_str()), named);
+                }
+            }
             inner.accepted.push_back((now, id.clone()));
             inner.by_id.insert(id, (now, e.clone()));
             fresh.push(true);
@@ -129,7 +147,14 @@ impl EventStore for MemoryEventStore {
         let to = filter.to_ms.map_or(Bound::Unbounded, |t| {
             Bound::Excluded((t, Arc::<str>::from("")))
         });
-        let range = inner.by_time.range((from, to));
+        let index = match &filter.name {
+            Some(name) => match inner.by_name.get(name.as_str()) {
+                Some(named) => named,
+                None => return Ok(Vec::new()),
+            },
+            None => &inner.by_time,
+        };
+        let range = index.range((from, to));
         let in_order: Box<dyn Iterator<Item = _>> = if filter.newest_first {
             Box::new(range.rev())
         } else {
