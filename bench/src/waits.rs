@@ -153,7 +153,7 @@ async fn time_matching(
 }
 
 pub(super) async fn waits(args: WaitsArgs) -> weir_core::Result<i32> {
-    if args.users == 0 || args.pauses % args.users != 0 {
+    if args.users == 0 || !args.pauses.is_multiple_of(args.users) {
         return Err(Error::invalid(
             "--pauses must be a multiple of --users (> 0)",
         ));

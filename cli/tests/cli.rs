@@ -297,6 +297,16 @@ fn dev_server_send_runs_and_reload() {
         .output()
         .expect("init");
     assert!(init.status.success());
+    // A function whose runs wait for an event that never comes (until cancelled).
+    let waiter = functions.join("waiter");
+    std::fs::create_dir_all(&waiter).expect("mkdir");
+    std::fs::write(
+        waiter.join("weir.json"),
+        r#"{"id": "waiter", "triggers": [{"event": "app/wait"}],
+            "steps": {"a": {"path": "/bin/true"},
+                      "b": {"path": "/bin/true", "after": [{"step": "a", "async": {"event": "never/comes", "ttl": "1h"}}]}}}"#,
+    )
+    .expect("write");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut server = Server(
@@ -373,6 +383,67 @@ fn dev_server_send_runs_and_reload() {
         String::from_utf8_lossy(&escaped.stderr).contains("error 404"),
         "{escaped:?}"
     );
+    // `weir runs cancel`: a finished run cannot be; a waiting one is.
+    let refused = weir()
+        .args(["runs", "cancel", &run_id, "--url", &url])
+        .output()
+        .expect("cancel");
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("error 409"),
+        "{refused:?}"
+    );
+    let sent = weir()
+        .args(["send", "app/wait", "--url", &url])
+        .output()
+        .expect("send");
+    assert!(sent.status.success(), "{sent:?}");
+    let wait_event_id = String::from_utf8_lossy(&sent.stdout).trim().to_string();
+    let mut waiting = Value::Null;
+    for _ in 0..100 {
+        let out = weir()
+            .args([
+                "runs",
+                "--json",
+                "--function",
+                "waiter",
+                "--status",
+                "waiting",
+                "--url",
+                &url,
+            ])
+            .output()
+            .expect("runs");
+        waiting = serde_json::from_slice(&out.stdout).expect("JSON");
+        if waiting.as_array().is_some_and(|w| !w.is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waiting_id = waiting[0]["id"]
+        .as_str()
+        .expect("a waiting run")
+        .to_string();
+    let shown = weir()
+        .args(["runs", "show", &waiting_id, "--url", &url])
+        .output()
+        .expect("show");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("— waiting") && text.contains("a/0 after a waits for never/comes until"),
+        "{text}"
+    );
+    let cancelled = weir()
+        .args(["runs", "cancel", &waiting_id, "--url", &url])
+        .output()
+        .expect("cancel");
+    assert!(cancelled.status.success(), "{cancelled:?}");
+    let text = String::from_utf8_lossy(&cancelled.stdout);
+    assert!(text.contains("— cancelled"), "{text}");
+    assert!(
+        text.contains("run.cancelled — cancelled by POST /v1/runs/"),
+        "{text}"
+    );
 
     // `weir events` lists what the server stored: as a table, and as JSON filtered by name,
     // user and time (an event that happened an hour ago is not in the last 10 minutes).
@@ -413,7 +484,7 @@ fn dev_server_send_runs_and_reload() {
     assert_eq!(json_of(&["--name", "app/other"]), serde_json::json!([]));
     assert_eq!(json_of(&["--name", "app/old"])[0]["id"], "old-one");
     // Newest first by `ts` (the old one was stored last): the limit keeps the latest.
-    assert_eq!(json_of(&["--limit", "1"])[0]["id"], event_id.as_str());
+    assert_eq!(json_of(&["--limit", "1"])[0]["id"], wait_event_id.as_str());
     assert_eq!(json_of(&["--limit", "1", "--oldest"])[0]["id"], "old-one");
     assert_eq!(
         json_of(&["--name", "app/old", "--since", "10m"]),
@@ -443,14 +514,18 @@ fn dev_server_send_runs_and_reload() {
             .flatten()
             .filter_map(|f| f["id"].as_str().map(str::to_string))
             .collect();
-        if ids.len() == 2 {
+        if ids.len() == 3 {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
         ids,
-        vec!["first".to_string(), "second".to_string()],
+        vec![
+            "first".to_string(),
+            "second".to_string(),
+            "waiter".to_string()
+        ],
         "reloaded after a change"
     );
 

@@ -453,3 +453,101 @@ async fn redis_no_second_event_takes_the_timeout_branch() {
     };
     no_second_event_takes_the_timeout_branch(&url).await;
 }
+
+/// Eight nodes' routers delivering the same event at once: each pause is resumed once, and
+/// each resumed step runs once.
+#[cfg(feature = "broker-redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_routers_delivering_one_event_resume_each_pause_once() {
+    let Some(state) = common::redis_state_url() else {
+        return;
+    };
+    let ledger = tempfile::NamedTempFile::new().expect("ledger");
+    let mut b = json!({"path": "file://./steps/record", "timeout": "10s"});
+    b["after"] = json!([{"step": "a", "async": {"event": "user/activated",
+                         "match": "async.user.id == event.user.id", "ttl": "60s"}}]);
+    let def = json!({"id": "onboarding", "triggers": [{"event": "user/signed.up"}],
+                     "steps": {"a": {"path": "file://./steps/welcome"}, "b": b}});
+    let record = format!(
+        "cat > /dev/null; echo \"$WEIR_RUN_ID\" >> {}; echo '{{}}'",
+        ledger.path().display()
+    );
+    let f = function_dir(&def, &[("welcome", SCRIPTS[0].1), ("record", &record)]);
+    let broker = format!("{state}&lease=2s");
+    let mut nodes = Vec::new();
+    for _ in 0..8 {
+        nodes.push(common::engine_on_broker(&f.dir, &state, &broker).await);
+    }
+    let engine = &nodes[0].0;
+    for _ in 0..20 {
+        send(
+            engine,
+            json!({"name": "user/signed.up", "user": {"id": "u1"}}),
+        )
+        .await;
+    }
+    let waiting = RunFilter {
+        function_id: Some("onboarding".into()),
+        status: Some(RunStatus::Waiting),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while engine
+        .state()
+        .list_runs(&waiting)
+        .await
+        .expect("list")
+        .len()
+        < 20
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runs never all waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let activated =
+        weir::core::Event::from_json(json!({"name": "user/activated", "user": {"id": "u1"}}), "")
+            .expect("event");
+    let routes = nodes.iter().map(|(e, _)| e.route(&activated));
+    for routed in futures::future::join_all(routes).await {
+        routed.expect("routed");
+    }
+    let completed = RunFilter {
+        function_id: Some("onboarding".into()),
+        status: Some(RunStatus::Completed),
+        ..Default::default()
+    };
+    let runs = loop {
+        let runs = engine.state().list_runs(&completed).await.expect("list");
+        if runs.len() == 20 {
+            break runs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline + Duration::from_secs(20),
+            "{} of 20 runs completed",
+            runs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let recorded = std::fs::read_to_string(ledger.path()).expect("ledger");
+    for r in &runs {
+        let run = engine
+            .state()
+            .get_run(&r.id)
+            .await
+            .expect("get")
+            .expect("run");
+        let matched = run
+            .history
+            .iter()
+            .filter(|h| h.kind == "pause.matched")
+            .count();
+        assert_eq!(matched, 1, "{}: one resume", r.id);
+        let ran = recorded.lines().filter(|l| *l == r.id).count();
+        assert_eq!(ran, 1, "{}: b ran once", r.id);
+    }
+    for (_, handle) in nodes {
+        handle.shutdown().await;
+    }
+}

@@ -171,7 +171,7 @@ async fn pauses_survive_a_kill_9_and_each_run_takes_one_branch() {
             .to_string();
         let n: usize = user[1..].parse().expect("u<n>");
         let (b, c) = (&run["steps"]["b"]["status"], &run["steps"]["c"]["status"]);
-        let expected = if n % 2 == 0 {
+        let expected = if n.is_multiple_of(2) {
             ("completed", "skipped")
         } else {
             ("skipped", "completed")
@@ -188,7 +188,7 @@ async fn pauses_survive_a_kill_9_and_each_run_takes_one_branch() {
             .filter(|h| h["kind"] == "pause.matched" || h["kind"] == "pause.timed_out")
             .count();
         assert_eq!(ends, 1, "{user}'s pause ended once: {run:#}");
-        taken.insert(id.to_string(), if n % 2 == 0 { "b" } else { "c" });
+        taken.insert(id.to_string(), if n.is_multiple_of(2) { "b" } else { "c" });
     }
     // The branch not taken never ran (a branch may run twice if its node died mid-step).
     let ledger = std::fs::read_to_string(&ledger).expect("ledger");

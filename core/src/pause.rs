@@ -133,6 +133,7 @@ impl Pause {
             action: TimerAction::PauseExpires(PauseRef {
                 run_id: self.run_id.clone(),
                 key: self.key(),
+                specs: self.specs.clone(),
             }),
         }
     }
@@ -151,7 +152,8 @@ impl Pause {
         if self.matched.len() != self.specs.len() {
             self.matched = vec![None; self.specs.len()];
         }
-        if self.matched[spec].is_some() {
+        // A spec keeps its first match, and one event fills one spec.
+        if self.matched[spec].is_some() || self.matched.iter().flatten().any(|m| m.id == event.id) {
             return false;
         }
         self.matched[spec] = Some(event.clone());
@@ -226,6 +228,38 @@ pub struct PauseRef {
     pub run_id: String,
     /// The pause's key within the run (`step/ordinal`).
     pub key: String,
+    /// What it is filed under, to unfile it when its run is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub specs: Vec<PauseSpec>,
+}
+
+impl PauseRef {
+    /// The pause as far as unfiling it goes (its id and specs), for when its run is gone.
+    pub fn stub(&self) -> Pause {
+        let (step, ordinal) = self.key.rsplit_once('/').unwrap_or((&self.key, "0"));
+        let cancels = step == "!cancel";
+        Pause {
+            run_id: self.run_id.clone(),
+            function_id: String::new(),
+            function_version: String::new(),
+            step: if cancels {
+                String::new()
+            } else {
+                step.to_string()
+            },
+            ordinal: ordinal.parse().unwrap_or(0),
+            specs: self.specs.clone(),
+            all: false,
+            cancels,
+            trigger_id: String::new(),
+            trigger: None,
+            registered_ms: 0,
+            expires_ms: 0,
+            status: PauseStatus::Cancelled,
+            matched: Vec::new(),
+            resolved_ms: None,
+        }
+    }
 }
 
 /// A waiting pause the router found for an incoming event, and which of its specs the event

@@ -486,10 +486,9 @@ pub trait StateStore: Send + Sync + 'static {
         Err(no_pauses())
     }
 
-    /// The waiting pauses filed under event name `name` and any of `keys` (`""` for the
-    /// pauses filed without a key), each with the spec the name and key belong to. A pause
-    /// whose run resolved it may still be answered (filing is cleaned after the fact):
-    /// [`StateStore::resume_pause`] then says so.
+    /// The pauses filed under event name `name` and any of `keys` (`""` for the pauses filed
+    /// without a key), each with the spec the name and key belong to: the waiting ones, and
+    /// ended ones not yet unfiled (the engine follows those again, then unfiles them).
     async fn find_pauses(&self, name: &str, keys: &[String]) -> Result<Vec<PauseHit>> {
         let _ = (name, keys);
         Err(no_pauses())
@@ -498,7 +497,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// Records `event` as the match of spec `spec` of the pause `key` of run `run_id` (see
     /// [`Pause::record_match`]), with a `pause.matched` timeline entry when it resolves it,
     /// atomically: of several calls at once (from any node) for one pause, one resolves it.
-    /// A resolved pause is unfiled and its expiry timer dropped.
+    /// The pause stays filed, with its expiry timer, until the engine has followed it
+    /// ([`StateStore::unwatch_pause`]): the timer repairs a follow that failed. A waiting pause
+    /// of a run that no longer runs is not changed, and answered `Cancelled`.
     async fn resume_pause(
         &self,
         run_id: &str,
@@ -512,7 +513,9 @@ pub trait StateStore: Send + Sync + 'static {
     }
 
     /// Ends the pause `key` of run `run_id` with `TimedOut` if it is still waiting, with its
-    /// timeline entry, atomically (a match and a timeout cannot both win), and unfiles it.
+    /// timeline entry, atomically (a match and a timeout cannot both win). It stays filed
+    /// until followed, as after [`StateStore::resume_pause`]; a waiting pause of a run that no
+    /// longer runs is not changed, and answered `Cancelled`.
     async fn expire_pause(&self, run_id: &str, key: &str, now_ms: i64) -> Result<PauseAnswer> {
         let _ = (run_id, key, now_ms);
         Err(no_pauses())

@@ -39,7 +39,7 @@ pub(super) async fn events(args: EventsArgs) -> weir_core::Result<i32> {
     });
     let url = remote.url(
         "/v1/events",
-        None,
+        &[],
         &[
             ("name", args.name.clone()),
             ("user", args.user.clone()),

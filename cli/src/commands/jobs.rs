@@ -27,7 +27,7 @@ pub(super) async fn jobs(args: JobsArgs) -> weir_core::Result<i32> {
     let remote = &args.remote;
     let url = remote.url(
         "/v1/jobs",
-        None,
+        &[],
         &[
             ("state", args.state.clone()),
             ("queue", args.queue.clone()),

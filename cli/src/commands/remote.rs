@@ -19,23 +19,23 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// The URL of `path` on the server, then `segment` (escaped: a run id cannot reach
-    /// another path), with the query `pairs` that have a value.
+    /// The URL of `path` on the server, then `segments` (each escaped: a run id cannot reach
+    /// another path), with the query `pairs` that have a value (no `?` without one).
     pub fn url(
         &self,
         path: &str,
-        segment: Option<&str>,
+        segments: &[&str],
         pairs: &[(&str, Option<String>)],
     ) -> weir_core::Result<String> {
         let base = self.url.trim_end_matches('/');
         let mut url = reqwest::Url::parse(&format!("{base}{path}"))
             .map_err(|e| Error::invalid(format!("bad --url {base:?}: {e}")))?;
-        if let Some(segment) = segment {
+        if !segments.is_empty() {
             url.path_segments_mut()
                 .map_err(|()| Error::invalid(format!("bad --url {base:?}")))?
-                .push(segment);
+                .extend(segments);
         }
-        {
+        if pairs.iter().any(|(_, v)| v.is_some()) {
             let mut q = url.query_pairs_mut();
             for (key, value) in pairs {
                 if let Some(v) = value {

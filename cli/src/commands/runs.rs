@@ -50,13 +50,13 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     let remote = &args.remote;
     match &args.show {
         Some(RunsCommand::Show { run_id }) => {
-            let url = remote.url("/v1/runs", Some(run_id), &[])?;
+            let url = remote.url("/v1/runs", &[run_id], &[])?;
             return remote
                 .print(&url, |run: &Value| crate::view::render_run(run, &[]))
                 .await;
         }
         Some(RunsCommand::Cancel { run_id }) => {
-            let url = format!("{}/cancel", remote.url("/v1/runs", Some(run_id), &[])?);
+            let url = remote.url("/v1/runs", &[run_id, "cancel"], &[])?;
             return remote
                 .post_and_print(&url, |run: &Value| crate::view::render_run(run, &[]))
                 .await;
@@ -65,7 +65,7 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
     }
     let url = remote.url(
         "/v1/runs",
-        None,
+        &[],
         &[
             ("function", args.function.clone()),
             ("status", args.status.clone()),

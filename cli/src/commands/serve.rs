@@ -253,7 +253,7 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
         let api_keys = if api_keys.is_empty() {
             if !addr.ip().is_loopback() {
                 eprintln!(
-                    "weir serve: warning: the /v1 API (runs, events and their users' data; orders to workers) is open to anyone reaching {addr}; set api_keys (--api-key, WEIR_API_KEYS)"
+                    "weir serve: warning: the /v1 API (runs, events and their users' data; cancelling runs; orders to workers) is open to anyone reaching {addr}; set api_keys (--api-key, WEIR_API_KEYS)"
                 );
             }
             ApiKeys::Any

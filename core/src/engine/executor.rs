@@ -595,8 +595,22 @@ impl Engine {
                             &outputs,
                             done.output.as_ref(),
                         );
-                        if edge.wait.is_some() && taken {
-                            continue; // resolved when its wait ends
+                        if let Some(w) = edge.wait
+                            && taken
+                        {
+                            // Resolved when its wait ends. Repeating a dead node's work, the
+                            // wait decides: armed (its pause exists) or not.
+                            let wait = &function.waits[w];
+                            let key = crate::pause::pause_key(&parent.id, wait.ordinal);
+                            match recovering {
+                                Some(r) if !r.pauses.contains_key(&key) => {
+                                    let why =
+                                        format!("the wait after {:?} was not armed", parent.id);
+                                    out.push((e, false, why));
+                                }
+                                _ => {}
+                            }
+                            continue;
                         }
                         out.push((e, taken, why_not));
                     }
@@ -689,8 +703,9 @@ impl Engine {
         };
         if full.status != RunStatus::Running {
             // Finished: repeat the (idempotent) finish, which repairs what the dead node may
-            // have left half-done (a store's listing indexes).
+            // have left half-done (a store's listing indexes, the cancel rules' filing).
             self.inner.state.finish_run(&full.id, full.status).await?;
+            self.release_cancel_rules(function, &full.id).await?;
             return Ok(());
         }
         if !state.status.is_terminal() {

@@ -155,6 +155,19 @@ impl Engine {
                     (existing.id, roots)
                 }
             };
+        if !cancels.is_empty() {
+            // Filed (again, on a redelivery) before the roots run, then looked back for: an
+            // event that would cancel the run may have come before it was created.
+            let cancels: Vec<_> = match self.inner.state.get_run(&run_id).await? {
+                Some(stored) if stored.status == RunStatus::Running => stored
+                    .pauses
+                    .into_values()
+                    .filter(|p| p.cancels && p.status == crate::pause::PauseStatus::Waiting)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            self.open_pauses(function, event, cancels).await?;
+        }
         let messages = to_enqueue
             .into_iter()
             .map(|step_id| {
@@ -173,19 +186,6 @@ impl Engine {
             .broker
             .publish_batch(TOPIC_STEPS, messages)
             .await?;
-        if !cancels.is_empty() {
-            // Filed (again, on a redelivery), then looked back for: an event that would cancel
-            // the run may have come before it was created.
-            let cancels: Vec<_> = match self.inner.state.get_run(&run_id).await? {
-                Some(stored) if stored.status == RunStatus::Running => stored
-                    .pauses
-                    .into_values()
-                    .filter(|p| p.cancels && p.status == crate::pause::PauseStatus::Waiting)
-                    .collect(),
-                _ => Vec::new(),
-            };
-            self.open_pauses(function, event, cancels).await?;
-        }
         Ok(run_id)
     }
 }

@@ -111,7 +111,7 @@ impl Engine {
                     let payload = Bytes::from(m.payload.clone().into_bytes());
                     self.inner.broker.publish(&m.topic, &m.key, payload).await
                 }
-                TimerAction::PauseExpires(p) => self.pause_expired(&p.run_id, &p.key).await,
+                TimerAction::PauseExpires(p) => self.pause_expired(p).await,
             };
             match outcome {
                 Ok(()) => {

@@ -14,7 +14,7 @@
 //! ended pause whose edges were not followed) — until `unwatch_pause` completes the timer.
 
 use serde_json::{Map, Value};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Engine;
 use super::executor::{Work, edge_condition};
@@ -133,14 +133,39 @@ impl Engine {
         pauses: Vec<Pause>,
     ) -> Result<()> {
         self.inner.state.watch_pauses(&pauses).await?;
+        // An event that resumed an earlier wait of the run does not resume a later one through
+        // the lookback (A waits for an approval, then B waits for the next approval).
+        let mut used: Vec<String> = Vec::new();
+        let event_waits = function
+            .waits
+            .iter()
+            .filter(|w| matches!(w.kind, WaitKind::Event(_)))
+            .count();
+        if event_waits > 1
+            && let Some(first) = pauses.first()
+            && let Some(run) = self.inner.state.get_run(&first.run_id).await?
+        {
+            used = run
+                .pauses
+                .values()
+                .flat_map(|p| p.matched.iter().flatten().map(|e| e.id.clone()))
+                .collect();
+        }
         for pause in &pauses {
-            self.look_back(function, pause, trigger).await?;
+            self.look_back(function, pause, trigger, &used).await?;
         }
         Ok(())
     }
 
-    /// Resumes `pause` with stored events within its lookback, oldest first.
-    async fn look_back(&self, function: &Function, pause: &Pause, trigger: &Event) -> Result<()> {
+    /// Resumes `pause` with stored events within its lookback (the newest
+    /// [`LOOKBACK_LIMIT`] of each name, taken oldest first), but for the events in `used`.
+    async fn look_back(
+        &self,
+        function: &Function,
+        pause: &Pause,
+        trigger: &Event,
+        used: &[String],
+    ) -> Result<()> {
         let Some((specs, lookback)) = event_specs(function, pause) else {
             return Ok(());
         };
@@ -149,14 +174,20 @@ impl Engine {
             None => trigger.ts,
         };
         for (index, spec) in specs.iter().enumerate() {
+            // Newest first, so that a limit keeps the events closest to the registration (the
+            // one racing it among them); then taken in the order they happened.
             let filter = EventFilter {
                 name: Some(spec.event.clone()),
                 from_ms: Some(from_ms),
                 limit: Some(LOOKBACK_LIMIT),
+                newest_first: true,
                 ..Default::default()
             };
-            for event in self.inner.events.scan(&filter).await? {
+            let mut events = self.inner.events.scan(&filter).await?;
+            events.reverse();
+            for event in events {
                 if event.id == trigger.id
+                    || used.contains(&event.id)
                     || !spec_matches(spec, &pause.specs[index], trigger, &event)
                 {
                     continue;
@@ -175,8 +206,8 @@ impl Engine {
                     }
                     return Ok(());
                 }
-                if answer.applied {
-                    break; // this spec matched (`all`): on to the next
+                if after.matched.get(index).is_some_and(Option::is_some) {
+                    break; // this spec matched (`all`), here or elsewhere: on to the next
                 }
             }
         }
@@ -208,7 +239,16 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|f| f.id == pause.function_id && f.version == pause.function_version);
             if !same {
-                function = Some(self.function_of(pause)?);
+                match self.function_of(pause) {
+                    Ok(f) => function = Some(f),
+                    Err(e) => {
+                        // Not this node's to decide (a version it has not loaded): the other
+                        // pauses the event matches must not wait for it.
+                        warn!(error = %e, event = %event.id, "a pause of a function version this node has not loaded is left waiting");
+                        function = None;
+                        continue;
+                    }
+                }
             }
             let Some(function) = function.as_deref() else {
                 continue;
@@ -230,8 +270,14 @@ impl Engine {
     /// the ones it resolves.
     pub(super) async fn resume_pauses(&self, event: &Event) -> Result<usize> {
         let mut resumed = 0;
+        let mut recorded: Vec<String> = Vec::new();
         for hit in self.matching_pauses(event).await? {
             let pause = &hit.pause;
+            // One event fills one spec of a pause (`all` of two specs of one name needs two).
+            let id = pause.id();
+            if recorded.contains(&id) {
+                continue;
+            }
             let function = self.function_of(pause)?;
             let answer = self
                 .inner
@@ -240,18 +286,23 @@ impl Engine {
                 .await?;
             let Some(after) = answer.pause else { continue };
             let by_this_event = after.matched.iter().flatten().any(|m| m.id == event.id);
+            if answer.applied {
+                recorded.push(id);
+            }
             match after.status {
-                // Resolved by this event now, or before by a node that died before following it
-                // (this is the event's redelivery): follow it.
-                PauseStatus::Matched if answer.applied || by_this_event => {
-                    resumed += 1;
-                    self.follow_pause(&function, &after, !answer.applied)
-                        .await?;
-                }
                 PauseStatus::Waiting => {}
-                // Resolved otherwise, and still filed: unfile it.
-                _ if !answer.applied => self.inner.state.unwatch_pause(&after).await?,
-                _ => {}
+                // Resolved by this event now.
+                PauseStatus::Matched if answer.applied => {
+                    resumed += 1;
+                    self.follow_pause(&function, &after, false).await?;
+                }
+                // Resolved before (by this event, whose node died before following it, or by
+                // another event or a timeout whose follower may have failed): follow again,
+                // which also unfiles it and drops its timer once followed.
+                _ => {
+                    resumed += usize::from(by_this_event);
+                    self.follow_pause(&function, &after, true).await?;
+                }
             }
         }
         Ok(resumed)
@@ -281,10 +332,15 @@ impl Engine {
 
     /// Ends `pause` if it is still waiting (its expiry timer fired), and follows it however it
     /// ended (a match or a timeout whose node died before following it).
-    pub(super) async fn pause_expired(&self, run_id: &str, key: &str) -> Result<()> {
-        let answer = self.inner.state.expire_pause(run_id, key, now_ms()).await?;
+    pub(super) async fn pause_expired(&self, timer: &crate::pause::PauseRef) -> Result<()> {
+        let answer = self
+            .inner
+            .state
+            .expire_pause(&timer.run_id, &timer.key, now_ms())
+            .await?;
         let Some(pause) = answer.pause else {
-            return Ok(()); // the run is gone
+            // The run is gone (deleted after the retention): unfile what is left of it.
+            return self.inner.state.unwatch_pause(&timer.stub()).await;
         };
         if pause.status == PauseStatus::Waiting {
             return Ok(());

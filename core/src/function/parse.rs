@@ -559,7 +559,18 @@ fn parse_step(
                 let cond = match e.get("if") {
                     None | Some(Value::Null) => None,
                     Some(Value::String(src)) => match Expr::compile(src) {
-                        Ok(x) => Some(x),
+                        // Evaluated when the parent completes: `async` is not known yet.
+                        Ok(x) => match super::matcher::check_reads(
+                            &x,
+                            &["event", "steps", "response"],
+                            &["event"],
+                        ) {
+                            Ok(()) => Some(x),
+                            Err(e) => {
+                                p.push(format!("{epath}.if"), format!("{src:?}: {e}"));
+                                None
+                            }
+                        },
                         Err(e) => {
                             p.push(format!("{epath}.if"), e.to_string());
                             None

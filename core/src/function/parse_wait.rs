@@ -280,6 +280,13 @@ pub(crate) fn parse_sleep(v: &Value, path: &str, p: &mut Problems) -> Option<Edg
         return None;
     };
     let sleep = if let Ok(d) = parse_duration(src) {
+        if d > MAX_WAIT {
+            p.push(
+                path,
+                format!("{src:?} is longer than the longest wait, 366d"),
+            );
+            return None;
+        }
         Sleep::For(d)
     } else {
         let expr = match Expr::compile(src) {
@@ -322,9 +329,16 @@ pub(crate) fn parse_sleep(v: &Value, path: &str, p: &mut Problems) -> Option<Edg
     })
 }
 
+/// The longest `ttl`, `lookback`, `wait` or cancel `timeout`: a year.
+pub(crate) const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
 fn duration(v: &Value, path: &str, p: &mut Problems) -> Option<std::time::Duration> {
     match v {
         Value::String(s) => match parse_duration(s) {
+            Ok(d) if d > MAX_WAIT => {
+                p.push(path, format!("{s:?} is longer than the longest wait, 366d"));
+                None
+            }
             Ok(d) if !d.is_zero() => Some(d),
             Ok(_) => {
                 p.push(path, "must be longer than 0");

@@ -178,6 +178,16 @@ pub async fn pauses_are_found_by_name_and_key(factory: &dyn Factory<dyn StateSto
             .expect("find")
             .is_empty()
     );
+    // Ended, it is still found until unwatched (its follower may have failed).
+    store
+        .resume_pause(&run_id, "a/0", 0, &event(&first, "u1"), now_ms())
+        .await
+        .expect("resume");
+    let ended = store
+        .find_pauses(&first, std::slice::from_ref(&key))
+        .await
+        .expect("find");
+    assert_eq!(ended.len(), 1, "{ended:?}");
     store.unwatch_pause(&pauses[0]).await.expect("unwatch");
     assert!(
         store
@@ -293,6 +303,11 @@ pub async fn an_all_pause_resumes_when_every_spec_matched(factory: &dyn Factory<
         .await
         .expect("resume");
     assert!(!again.applied, "a spec keeps its first match");
+    let same = store
+        .resume_pause(&run_id, "a/0", 1, &one, now_ms())
+        .await
+        .expect("resume");
+    assert!(!same.applied, "one event fills one spec");
     let two = event(&second, "u1");
     let answer = store
         .resume_pause(&run_id, "a/0", 1, &two, now_ms())
@@ -471,4 +486,35 @@ pub async fn cancelling_a_run_ends_its_steps_and_pauses(factory: &dyn Factory<dy
         .await
         .expect("cancel");
     assert_eq!(none.status, None);
+    // A waiting pause of a run that ended otherwise is answered cancelled and left as it is.
+    let (ended_run, _) =
+        run_with_pauses(&*store, |id, t| vec![sample_pause(id, t, &[&name], "")]).await;
+    store
+        .finish_run(&ended_run, crate::run::RunStatus::Failed)
+        .await
+        .expect("finish");
+    for answer in [
+        store
+            .resume_pause(&ended_run, "a/0", 0, &event(&name, "u1"), now_ms())
+            .await
+            .expect("resume"),
+        store
+            .expire_pause(&ended_run, "a/0", now_ms())
+            .await
+            .expect("expire"),
+    ] {
+        assert!(!answer.applied);
+        assert_eq!(answer.pause.map(|p| p.status), Some(PauseStatus::Cancelled));
+    }
+    let run = store.get_run(&ended_run).await.expect("get").expect("run");
+    assert_eq!(
+        run.pauses["a/0"].status,
+        PauseStatus::Waiting,
+        "not changed"
+    );
+    assert!(
+        !run.history
+            .iter()
+            .any(|h| h.kind.starts_with("pause.") && h.kind != "pause.registered")
+    );
 }

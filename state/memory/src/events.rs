@@ -30,13 +30,16 @@ impl Default for MemoryEventStore {
     }
 }
 
+/// Event ids by `ts`.
+type ByTime = BTreeMap<(i64, Arc<str>), ()>;
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Events by id, with the time each was accepted (epoch ms).
     by_id: BTreeMap<Arc<str>, (i64, Arc<Event>)>,
-    by_time: BTreeMap<(i64, Arc<str>), ()>,
+    by_time: ByTime,
     /// The same by name: a scan for one name (a pause's lookback) reads only that name's events.
-    by_name: std::collections::HashMap<Arc<str>, BTreeMap<(i64, Arc<str>), ()>>,
+    by_name: std::collections::HashMap<Arc<str>, ByTime>,
     /// Ids by the time they were accepted (epoch ms), oldest first: what the retention drops.
     accepted: VecDeque<(i64, Arc<str>)>,
 }

@@ -114,6 +114,19 @@ fn finish(run: &mut Run, status: RunStatus) {
     run.history.push(entry);
 }
 
+/// The answer about a pause of a run that no longer runs: a waiting one is answered
+/// `Cancelled` (it can no longer end otherwise; the caller unfiles it), and nothing changes.
+fn ended_run_answer(pause: &Pause) -> PauseAnswer {
+    let mut pause = pause.clone();
+    if pause.status == PauseStatus::Waiting {
+        pause.status = PauseStatus::Cancelled;
+    }
+    PauseAnswer {
+        applied: false,
+        pause: Some(pause),
+    }
+}
+
 fn step_mut<'a>(
     inner: &'a mut Inner,
     run_id: &str,
@@ -560,9 +573,11 @@ impl StateStore for MemoryStateStore {
             let Some(filed) = inner.pauses.get(&(name.to_string(), key.clone())) else {
                 continue;
             };
+            // Filed pauses are answered until unfiled, ended or not (the engine follows an
+            // ended one again: its follower may have failed).
             for (run_id, pause_key, spec) in filed.values() {
                 let pause = inner.runs.get(run_id).and_then(|r| r.pauses.get(pause_key));
-                if let Some(pause) = pause.filter(|p| p.status == PauseStatus::Waiting) {
+                if let Some(pause) = pause {
                     hits.push(PauseHit {
                         pause: pause.clone(),
                         spec: *spec,
@@ -582,16 +597,22 @@ impl StateStore for MemoryStateStore {
         now_ms: i64,
     ) -> Result<PauseAnswer> {
         let mut inner = self.inner.lock();
-        let Some(pause) = inner
-            .runs
-            .get_mut(run_id)
-            .and_then(|r| r.pauses.get_mut(key))
-        else {
+        let Some(run) = inner.runs.get_mut(run_id) else {
             return Ok(PauseAnswer {
                 applied: false,
                 pause: None,
             });
         };
+        let running = run.status == RunStatus::Running;
+        let Some(pause) = run.pauses.get_mut(key) else {
+            return Ok(PauseAnswer {
+                applied: false,
+                pause: None,
+            });
+        };
+        if !running {
+            return Ok(ended_run_answer(pause));
+        }
         let applied = pause.record_match(spec, event, now_ms);
         let pause = pause.clone();
         if applied
@@ -608,16 +629,22 @@ impl StateStore for MemoryStateStore {
 
     async fn expire_pause(&self, run_id: &str, key: &str, now_ms: i64) -> Result<PauseAnswer> {
         let mut inner = self.inner.lock();
-        let Some(pause) = inner
-            .runs
-            .get_mut(run_id)
-            .and_then(|r| r.pauses.get_mut(key))
-        else {
+        let Some(run) = inner.runs.get_mut(run_id) else {
             return Ok(PauseAnswer {
                 applied: false,
                 pause: None,
             });
         };
+        let running = run.status == RunStatus::Running;
+        let Some(pause) = run.pauses.get_mut(key) else {
+            return Ok(PauseAnswer {
+                applied: false,
+                pause: None,
+            });
+        };
+        if !running {
+            return Ok(ended_run_answer(pause));
+        }
         let applied = pause.end(PauseStatus::TimedOut, now_ms);
         let pause = pause.clone();
         if applied && let Some(run) = inner.runs.get_mut(run_id) {

@@ -102,9 +102,26 @@ pub(crate) fn decode_run_pauses(
     Ok(out)
 }
 
-/// The step of a pause key (`step/ordinal`).
-fn step_of(key: &str) -> &str {
-    key.split_once('/').map_or(key, |(step, _)| step)
+/// The step of a pause key (`step/ordinal`); none for a cancel rule (`!cancel/ordinal`).
+fn step_of(key: &str) -> Option<&str> {
+    let step = key.split_once('/').map_or(key, |(step, _)| step);
+    (!step.starts_with('!')).then_some(step)
+}
+
+/// The answer of a pause script: a waiting pause of a run that no longer runs is answered
+/// `Cancelled` (it can no longer end otherwise; the caller unfiles it).
+fn answer(applied: i64, parts: Vec<String>, run_status: &str) -> Result<PauseAnswer> {
+    let mut pause = read_answer(parts)?;
+    if let Some(p) = pause.as_mut()
+        && p.status == PauseStatus::Waiting
+        && run_status != "running"
+    {
+        p.status = PauseStatus::Cancelled;
+    }
+    Ok(PauseAnswer {
+        applied: applied == 1,
+        pause,
+    })
 }
 
 impl RedisStateStore {
@@ -167,9 +184,11 @@ impl RedisStateStore {
         event: &Event,
         now_ms: i64,
     ) -> Result<PauseAnswer> {
-        let entry = HistoryEntry::now("pause.matched")
-            .step(step_of(key))
+        let mut entry = HistoryEntry::now("pause.matched")
             .detail(format!("event {} ({})", event.id, event.name));
+        if let Some(step) = step_of(key) {
+            entry = entry.step(step);
+        }
         let mut inv = scripts::RESUME_PAUSE.prepare_invoke();
         inv.key(self.keys().run(run_id))
             .key(self.keys().hist(run_id))
@@ -179,11 +198,8 @@ impl RedisStateStore {
             .arg(serde_json::to_string(event)?)
             .arg(now_ms)
             .arg(serde_json::to_string(&entry)?);
-        let (applied, parts): (i64, Vec<String>) = self.conn().script(&inv).await?;
-        Ok(PauseAnswer {
-            applied: applied == 1,
-            pause: read_answer(parts)?,
-        })
+        let (applied, parts, run): (i64, Vec<String>, String) = self.conn().script(&inv).await?;
+        answer(applied, parts, &run)
     }
 
     /// Ends a waiting pause with `status` (timed out, cancelled).
@@ -215,11 +231,8 @@ impl RedisStateStore {
             .arg(now_ms)
             .arg(serde_json::to_string(&entry)?)
             .arg(status.as_str());
-        let (applied, parts): (i64, Vec<String>) = self.conn().script(&inv).await?;
-        Ok(PauseAnswer {
-            applied: applied == 1,
-            pause: read_answer(parts)?,
-        })
+        let (applied, parts, run): (i64, Vec<String>, String) = self.conn().script(&inv).await?;
+        answer(applied, parts, &run)
     }
 
     pub(crate) async fn unwatch(&self, pause: &Pause) -> Result<()> {

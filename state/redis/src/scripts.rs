@@ -635,23 +635,28 @@ end
     };
 }
 
-/// Records an event as the match of one spec of a waiting pause (once per spec; never the
-/// run's own trigger), resolving the pause (`matched`, with its timeline entry) when that was
-/// its last open spec or it is not `all`. ARGV: key, spec, event id, event JSON, now, entry.
-/// Answers `{applied, read_pause(key)}`.
+/// Records an event as the match of one spec of a waiting pause of a running run (once per
+/// spec, one spec per event; never the run's own trigger), resolving the pause (`matched`,
+/// with its timeline entry) when that was its last open spec or it is not `all`. ARGV: key,
+/// spec, event id, event JSON, now, entry. Answers `{applied, read_pause(key), run status}`.
 pub(crate) static RESUME_PAUSE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         read_pause_lua!(),
         r#"
 local k = ARGV[1]
-local cur = redis.call('HMGET', KEYS[1], 'pk:' .. k, 'ps:' .. k)
-if not cur[1] then return {0, {}} end
+local cur = redis.call('HMGET', KEYS[1], 'pk:' .. k, 'ps:' .. k, 'status')
+if not cur[1] then return {0, {}, cur[3] or ''} end
 local applied = 0
-if cur[2] == 'waiting' then
+if cur[2] == 'waiting' and cur[3] == 'running' then
   local n, all, trigger = string.match(cur[1], '^(%d+),(%d),(.*)$')
   n = tonumber(n)
   local spec = tonumber(ARGV[2])
-  if spec < n and ARGV[3] ~= trigger and redis.call('HSETNX', KEYS[1], 'pm:' .. k .. ':' .. spec, ARGV[4]) == 1 then
+  local fresh = spec < n and ARGV[3] ~= trigger
+  for i = 0, n - 1 do
+    if fresh and redis.call('HGET', KEYS[1], 'pi:' .. k .. ':' .. i) == ARGV[3] then fresh = false end
+  end
+  if fresh and redis.call('HSETNX', KEYS[1], 'pm:' .. k .. ':' .. spec, ARGV[4]) == 1 then
+    redis.call('HSET', KEYS[1], 'pi:' .. k .. ':' .. spec, ARGV[3])
     applied = 1
     local done = true
     if all == '1' then
@@ -666,28 +671,29 @@ if cur[2] == 'waiting' then
     end
   end
 end
-return {applied, read_pause(k)}
+return {applied, read_pause(k), cur[3]}
 "#
     ))
 });
 
-/// Ends a waiting pause with a status (`timed_out`, `cancelled`). ARGV: key, now, entry,
-/// status. Answers `{applied, read_pause(key)}`.
+/// Ends a waiting pause of a running run with a status (`timed_out`, `cancelled`). ARGV: key,
+/// now, entry, status. Answers `{applied, read_pause(key), run status}`.
 pub(crate) static END_PAUSE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         read_pause_lua!(),
         r#"
 local k = ARGV[1]
-local st = redis.call('HGET', KEYS[1], 'ps:' .. k)
-if not st then return {0, {}} end
+local cur = redis.call('HMGET', KEYS[1], 'ps:' .. k, 'status')
+local st = cur[1]
+if not st then return {0, {}, cur[2] or ''} end
 local applied = 0
-if st == 'waiting' then
+if st == 'waiting' and cur[2] == 'running' then
   redis.call('HSET', KEYS[1], 'ps:' .. k, ARGV[4], 'pr:' .. k, ARGV[2])
   redis.call('RPUSH', KEYS[2], ARGV[3])
   if string.sub(k, 1, 1) ~= '!' then redis.call('HINCRBY', KEYS[1], 'waits', -1) end
   applied = 1
 end
-return {applied, read_pause(k)}
+return {applied, read_pause(k), cur[2]}
 "#
     ))
 });
