@@ -191,7 +191,8 @@ impl Engine {
     /// Stores and publishes already-validated events, both at once; returns their ids once
     /// both succeeded. Storing and publishing are independent writes (the router reads the
     /// event from the message), so they run concurrently: one round trip less between an
-    /// event and its runs. Either failing fails the request, and the producer sends again:
+    /// event and its runs. A batch with an event some function waits for (an `async` edge or a
+    /// `cancel` rule) is stored first, then published (see `waits.rs`). Either failing fails the request, and the producer sends again:
     /// events are at least once, and a re-sent event id starts no second run.
     pub async fn ingest(&self, events: Vec<Event>) -> Result<Vec<String>> {
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
