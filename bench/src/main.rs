@@ -321,16 +321,16 @@ pub struct FaktoryArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Everything runs in this process: the engine with every role on --state (memory broker), the API on
-127.0.0.1:0 and a local step server. Two functions, each `a` then `b` after an async edge:
-`bench-match` waits for `bench/match.go` with `async.user.id == event.user.id`, `bench-resume`
-for `bench/resume.go` with `async.data.seq == event.data.seq`.
+127.0.0.1:0 and a local step server, on a memory broker. Two functions, each `a` then `b` after
+an async edge waiting for `bench/go`: `bench-match` with `async.user.id == event.user.id`,
+`bench-resume` with `async.data.seq == event.data.seq`.
 
 1. --pauses runs of bench-match are started (user u0 … u(--users − 1) in turn) and left waiting.
 2. Matching: `Engine::matching_pauses` (the router's lookup: match keys, one store call, the match
    where the key does not decide it; no resume) is timed for --lookups events of users nobody
    waits for, and --lookups/10 events of waiting users (each finds --pauses/--users pauses).
-3. Resume latency: runs of bench-resume are started and left waiting (one per event to come),
-   then `bench/resume.go` events are POSTed at --rate for --seconds after a warm-up; printed is
+3. Resume latency: runs of bench-resume are started and left waiting (one per event to come,
+   warm-up included), then `bench/go` events (with `data.seq`, no user) are POSTed at --rate for --seconds after a warm-up; printed is
    (b's request arriving at the step server − the POST starting), with the bench-match pauses
    still pending. Redis URLs get `prefix=weirbench-<ulid>`.")]
 pub struct WaitsArgs {

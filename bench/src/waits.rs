@@ -1,7 +1,8 @@
 //! `weir-bench waits`: what event coordination costs. With `--pauses` runs waiting (each for
-//! its user's `bench/match.go`), the time to find the pauses an incoming event matches —
-//! for an event nobody waits for, and for one a user's every pause waits for — then, with
-//! those still pending, event accepted → resumed step started at a fixed rate.
+//! its user's `bench/go`), the time to find the pauses an incoming event matches — for an
+//! event nobody waits for, and for one a user's every pause waits for — then, with those
+//! still pending on the same event name, event accepted → resumed step started at a fixed
+//! rate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,20 +59,20 @@ async fn step_b(State(s): State<StepServer>, body: Body) -> Response {
 }
 
 /// The two bench functions: `bench-match` (its pauses are filed by user) and `bench-resume`
-/// (by `data.seq`), each `a` then `b` after an `async` edge.
+/// (by `data.seq`), each `a` then `b` after an `async` edge waiting for `bench/go`.
 fn write_functions(addr: std::net::SocketAddr) -> weir_core::Result<TempDir> {
     let dir = TempDir::new()?;
     for (id, start, go, matcher) in [
         (
             "bench-match",
             "bench/match.start",
-            "bench/match.go",
+            "bench/go",
             "async.user.id == event.user.id",
         ),
         (
             "bench-resume",
             "bench/resume.start",
-            "bench/resume.go",
+            "bench/go",
             "async.data.seq == event.data.seq",
         ),
     ] {
@@ -186,7 +187,7 @@ pub(super) async fn waits(args: WaitsArgs) -> weir_core::Result<i32> {
         args.users
     );
 
-    // The pending pauses: runs of bench-match, each waiting for its user's bench/match.go.
+    // The pending pauses: runs of bench-match, each waiting for its user's bench/go.
     let began = Instant::now();
     let users = args.users;
     ingest_all(
@@ -195,7 +196,7 @@ pub(super) async fn waits(args: WaitsArgs) -> weir_core::Result<i32> {
         |i| json!({"name": "bench/match.start", "user": {"id": format!("u{}", i % users)}}),
     )
     .await?;
-    let go = |user: &str| event(json!({"name": "bench/match.go", "user": {"id": user}}));
+    let go = |user: &str| event(json!({"name": "bench/go", "user": {"id": user}}));
     let probes: Vec<Event> = (0..users).map(|u| go(&format!("u{u}"))).collect();
     wait_until("pauses registered", args.pauses, timeout, || async {
         let mut n = 0;
@@ -219,7 +220,7 @@ pub(super) async fn waits(args: WaitsArgs) -> weir_core::Result<i32> {
     let miss = Percentiles::of(&mut miss);
     let hit = Percentiles::of(&mut hit);
 
-    // Resume latency: runs of bench-resume, each waiting for its own bench/resume.go.
+    // Resume latency: runs of bench-resume, each waiting for its own bench/go (by seq).
     let warm = (args.warmup_secs * args.rate as f64).round() as u64;
     let measured = ((args.seconds * args.rate as f64).round() as u64).max(1);
     let total = warm + measured;
@@ -236,7 +237,7 @@ pub(super) async fn waits(args: WaitsArgs) -> weir_core::Result<i32> {
         || async { Ok(first_steps.load(Ordering::Relaxed)) },
     )
     .await?;
-    let resume_probe = |seq: u64| event(json!({"name": "bench/resume.go", "data": {"seq": seq}}));
+    let resume_probe = |seq: u64| event(json!({"name": "bench/go", "data": {"seq": seq}}));
     wait_until("resume pauses registered", total, timeout, || async {
         let mut n = 0;
         for seq in 0..total {
@@ -250,7 +251,7 @@ pub(super) async fn waits(args: WaitsArgs) -> weir_core::Result<i32> {
         rate: args.rate,
         total,
         warm,
-        name: "bench/resume.go",
+        name: "bench/go",
     };
     let paced = paced_posts(&client(64)?, &url, &schedule, origin, 1).await;
     let mut latencies = std::collections::HashMap::new();

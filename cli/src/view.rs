@@ -33,8 +33,19 @@ pub fn run_json(run: &Run, timeline: bool) -> Value {
         "ended_at": run.ended_at,
         "steps": steps,
     });
-    if !run.pauses.is_empty() {
-        out["waits"] = Value::Array(run.pauses.values().map(wait_json).collect());
+    // A cancel rule that never matched is no longer a wait once the run ended.
+    let waits: Vec<Value> = run
+        .pauses
+        .values()
+        .filter(|p| {
+            !(p.cancels
+                && p.status == weir_core::pause::PauseStatus::Waiting
+                && run.status.is_final())
+        })
+        .map(wait_json)
+        .collect();
+    if !waits.is_empty() {
+        out["waits"] = Value::Array(waits);
     }
     if timeline {
         out["timeline"] = serde_json::to_value(&run.history).unwrap_or(Value::Null);

@@ -158,15 +158,20 @@ impl Engine {
         if !cancels.is_empty() {
             // Filed (again, on a redelivery) before the roots run, then looked back for: an
             // event that would cancel the run may have come before it was created.
-            let cancels: Vec<_> = match self.inner.state.get_run(&run_id).await? {
-                Some(stored) if stored.status == RunStatus::Running => stored
-                    .pauses
-                    .into_values()
-                    .filter(|p| p.cancels && p.status == crate::pause::PauseStatus::Waiting)
-                    .collect(),
+            let rules: Vec<_> = match self.inner.state.get_run(&run_id).await? {
+                Some(stored) if stored.status == RunStatus::Running => {
+                    stored.pauses.into_values().filter(|p| p.cancels).collect()
+                }
                 _ => Vec::new(),
             };
-            self.open_pauses(function, event, cancels).await?;
+            let (waiting, ended): (Vec<_>, Vec<_>) = rules
+                .into_iter()
+                .partition(|p| p.status == crate::pause::PauseStatus::Waiting);
+            // A rule matched by a node that died before cancelling: cancel now.
+            for rule in &ended {
+                self.follow_pause(function, rule, true).await?;
+            }
+            self.open_pauses(function, event, waiting).await?;
         }
         let messages = to_enqueue
             .into_iter()

@@ -14,7 +14,7 @@
 //! ended pause whose edges were not followed) — until `unwatch_pause` completes the timer.
 
 use serde_json::{Map, Value};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::Engine;
 use super::executor::{Work, edge_condition};
@@ -27,7 +27,8 @@ use crate::pause::{Pause, PauseHit, PauseSpec, PauseStatus, pause_key};
 use crate::run::Run;
 use crate::state::{RunState, Transition};
 
-/// At most this many stored events are read for one spec's lookback, oldest first.
+/// At most this many stored events are read for one spec's lookback: the newest of its window
+/// (then resumed oldest first).
 pub const LOOKBACK_LIMIT: usize = 10_000;
 
 impl Engine {
@@ -214,12 +215,20 @@ impl Engine {
         Ok(())
     }
 
-    /// The waiting pauses `event` matches now, without resuming them: those filed under its
-    /// name and match keys (one lookup, whatever the number of pauses pending), whose match
-    /// holds (evaluated only when the key does not decide it). Never the event's own run's.
+    /// The pauses `event` matches now, without resuming them: those filed under its name and
+    /// match keys (one lookup, whatever the number of pauses pending) whose match holds
+    /// (evaluated only when the key does not decide it) — waiting ones, and ended ones not yet
+    /// unfiled. Never the event's own run's, nor those of a function version this node has not
+    /// loaded.
     pub async fn matching_pauses(&self, event: &Event) -> Result<Vec<PauseHit>> {
+        Ok(self.find_matching(event).await?.0)
+    }
+
+    /// [`Engine::matching_pauses`], and the error of the first pause passed over because its
+    /// function version is not loaded here.
+    async fn find_matching(&self, event: &Event) -> Result<(Vec<PauseHit>, Option<Error>)> {
         let Some(paths) = self.inner.functions.awaited(&event.name) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         let mut keys: Vec<String> = paths
             .iter()
@@ -228,6 +237,7 @@ impl Engine {
         keys.push(String::new());
         let hits = self.inner.state.find_pauses(&event.name, &keys).await?;
         let mut matching = Vec::with_capacity(hits.len());
+        let mut passed_over = None;
         // Pauses found together mostly belong to one function version: look it up once.
         let mut function: Option<std::sync::Arc<Function>> = None;
         for hit in hits {
@@ -243,8 +253,9 @@ impl Engine {
                     Ok(f) => function = Some(f),
                     Err(e) => {
                         // Not this node's to decide (a version it has not loaded): the other
-                        // pauses the event matches must not wait for it.
-                        warn!(error = %e, event = %event.id, "a pause of a function version this node has not loaded is left waiting");
+                        // pauses the event matches must not wait for it; the caller hands the
+                        // event back for a node that has the version.
+                        passed_over.get_or_insert(e);
                         function = None;
                         continue;
                     }
@@ -263,15 +274,18 @@ impl Engine {
                 matching.push(hit);
             }
         }
-        Ok(matching)
+        Ok((matching, passed_over))
     }
 
     /// Resumes the pauses `event` matches (each once, whichever nodes route it), and follows
-    /// the ones it resolves.
+    /// the ones it resolves. When a pause belongs to a function version this node has not
+    /// loaded, the others are resumed and then `NotFound` is answered: the router hands the
+    /// event back, for a node that has the version (routing again is idempotent).
     pub(super) async fn resume_pauses(&self, event: &Event) -> Result<usize> {
         let mut resumed = 0;
         let mut recorded: Vec<String> = Vec::new();
-        for hit in self.matching_pauses(event).await? {
+        let (hits, passed_over) = self.find_matching(event).await?;
+        for hit in hits {
             let pause = &hit.pause;
             // One event fills one spec of a pause (`all` of two specs of one name needs two).
             let id = pause.id();
@@ -305,7 +319,10 @@ impl Engine {
                 }
             }
         }
-        Ok(resumed)
+        match passed_over {
+            Some(e) => Err(e),
+            None => Ok(resumed),
+        }
     }
 
     /// Whether `event` matches a pause found by its key: the key decides alone, or the match

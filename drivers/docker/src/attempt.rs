@@ -246,13 +246,13 @@ async fn wait(docker: &Docker, name: &str) -> Result<i64> {
 /// Exit code of a process killed by SIGKILL (what the OOM killer sends).
 const SIGKILL_EXIT: i64 = 128 + 9;
 /// How often, and how far apart, an attempt ended by SIGKILL asks whether it was for memory.
-const OOM_CHECKS: u32 = 10;
+const OOM_CHECKS: u32 = 40;
 const OOM_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Whether the kernel killed a process of the container `name` (which exited with `code`)
 /// for memory. Docker records the kill from an event of its own, which can come after the
-/// exit: a SIGKILL exit asks again for up to half a second before it is taken as some other
-/// kill. (An exit 0 asks once: a child killed moments before the step exits can go
+/// exit (by more than half a second on a loaded machine, seen in CI): a SIGKILL exit asks
+/// again for up to two seconds before it is taken as some other kill. (An exit 0 asks once: a child killed moments before the step exits can go
 /// unnoticed.)
 async fn oom_killed(docker: &Docker, name: &str, code: i64) -> bool {
     let checks = if code == SIGKILL_EXIT { OOM_CHECKS } else { 1 };

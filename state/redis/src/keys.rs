@@ -4,7 +4,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{r:ID}:run` | hash | `meta`, `event`, `status`, `created_at`, `ended_at`, `open` (steps not final), `failed` (failed steps), and per step `st:S` status, `at:S` attempts, `er:S` error, `lg:S` log, `fo:S` output of a failed step, `e:S:PARENT` edge taken (1/0), `et:S` / `en:S` edges taken / not taken; per pause `pz:K` its JSON, `pk:K` `specs,all,trigger id`, `ps:K` status, `pr:K` end time, `pm:K:I` the event matching spec I |
+//! | `P:{r:ID}:run` | hash | `meta`, `event`, `status`, `created_at`, `ended_at`, `open` (steps not final), `failed` (failed steps), and per step `st:S` status, `at:S` attempts, `er:S` error, `lg:S` log, `fo:S` output of a failed step, `e:S:PARENT` edge taken (1/0), `et:S` / `en:S` edges taken / not taken; `waits` (waiting pauses of steps); per pause `pz:K` its JSON, `pk:K` `specs,all,trigger id`, `ps:K` status, `pr:K` end time, `pm:K:I` the event matching spec I, `pi:K:I` its id |
 //! | `P:{r:ID}:out` | hash | outputs of completed steps, by step id |
 //! | `P:{r:ID}:hist` | list | the timeline, JSON entries |
 //! | `P:runs` | zset | every run id by creation time |

@@ -727,7 +727,10 @@ for i = 1, #all, 2 do
   end
 end
 if st ~= 'running' then return {0, st, created, pauses} end
-redis.call('HSET', KEYS[1], unpack(set))
+-- In slices: `unpack` has a limit on how many values it spreads.
+for i = 1, #set, 1000 do
+  redis.call('HSET', KEYS[1], unpack(set, i, math.min(i + 999, #set)))
+end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return {1, 'cancelled', created, pauses}
 "#,
