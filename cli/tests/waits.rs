@@ -390,6 +390,81 @@ async fn a_matching_event_cancels_the_run_and_stops_its_step(state: &str) {
     handle.shutdown().await;
 }
 
+async fn a_later_wait_needs_a_later_event(state: &str) {
+    let step = |script: &str| json!({"path": format!("file://./steps/{script}"), "timeout": "10s"});
+    let wait =
+        json!({"event": "doc/approved", "match": "async.data.doc == event.data.doc", "ttl": "10s"});
+    let mut b = step("echo_input");
+    b["after"] = json!([{"step": "a", "async": wait}]);
+    let mut c = step("echo_input");
+    c["after"] = json!([{"step": "b", "async": wait}]);
+    let def = json!({"id": "two-approvals", "triggers": [{"event": "doc/sent"}],
+                     "steps": {"a": step("welcome"), "b": b, "c": c}});
+    let f = function_dir(&def, SCRIPTS);
+    let (engine, handle) = engine_on(&f.dir, state).await;
+    let sent = send(&engine, json!({"name": "doc/sent", "data": {"doc": "d9"}})).await;
+    let first = send(
+        &engine,
+        json!({"name": "doc/approved", "data": {"doc": "d9"}}),
+    )
+    .await;
+    let filter = RunFilter {
+        function_id: Some("two-approvals".into()),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let run_id = loop {
+        let runs = engine.state().list_runs(&filter).await.expect("list");
+        if let Some(r) = runs.first() {
+            let run = engine
+                .state()
+                .get_run(&r.id)
+                .await
+                .expect("get")
+                .expect("run");
+            if run.steps["b"].status == StepStatus::Completed && run.pauses.len() == 2 {
+                break r.id.clone();
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "b never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // The first approval resumed b's wait: it does not also resume c's (through the lookback).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = engine
+        .state()
+        .get_run(&run_id)
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!(run.steps["c"].status, StepStatus::Pending, "{run:#?}");
+    let second = send(
+        &engine,
+        json!({"name": "doc/approved", "data": {"doc": "d9"}}),
+    )
+    .await;
+    let run = finished_run_of(&engine, "two-approvals", &sent).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:#?}");
+    let b_input = run.steps["b"].output.as_ref().expect("b");
+    let c_input = run.steps["c"].output.as_ref().expect("c");
+    assert_eq!(b_input["async"]["id"], json!(first));
+    assert_eq!(c_input["async"]["id"], json!(second));
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn memory_a_later_wait_needs_a_later_event() {
+    a_later_wait_needs_a_later_event("memory://").await;
+}
+
+#[tokio::test]
+async fn redis_a_later_wait_needs_a_later_event() {
+    let Some(url) = common::redis_state_url() else {
+        return;
+    };
+    a_later_wait_needs_a_later_event(&url).await;
+}
+
 #[tokio::test]
 async fn memory_a_matching_event_cancels_the_run_and_stops_its_step() {
     a_matching_event_cancels_the_run_and_stops_its_step("memory://").await;
@@ -550,4 +625,103 @@ async fn eight_routers_delivering_one_event_resume_each_pause_once() {
     for (_, handle) in nodes {
         handle.shutdown().await;
     }
+}
+
+/// A node that recorded `a`'s completion (with its pause) and died before filing the pause:
+/// the step message, handled again by another node, files it and finds the event that came
+/// meanwhile in the lookback; `b` runs with it.
+#[tokio::test]
+async fn a_pause_its_node_never_filed_is_filed_and_resumed_by_the_redelivery() {
+    use weir::core::pause::{Pause, PauseSpec, PauseStatus};
+    use weir::core::state::{AttemptOutcome, StepMessage};
+    let f = function_dir(&three_branches("30s"), SCRIPTS);
+    // No loops: this test is the only node, and drives it by hand.
+    let engine = weir::App::default()
+        .build_engine(&weir::embedded::EngineOptions::default())
+        .await
+        .expect("engine");
+    let loaded = weir::functions::load_all(&f.dir, engine.drivers());
+    engine.functions().replace(loaded.functions);
+    let signup =
+        weir::core::Event::from_json(json!({"name": "user/signed.up", "user": {"id": "u5"}}), "")
+            .expect("event");
+    engine
+        .events()
+        .append(&[std::sync::Arc::new(signup.clone())])
+        .await
+        .expect("store");
+    let run_id = engine.route(&signup).await.expect("route").remove(0);
+    let function = engine.functions().live("onboarding").expect("function");
+    // What the dead node did: started `a`, recorded its completion with the pause.
+    let now = weir::core::event::now_ms();
+    let state = engine.state();
+    state
+        .start_attempt(&run_id, "a", 1, now, 30_000)
+        .await
+        .expect("start");
+    let pause = Pause {
+        run_id: run_id.clone(),
+        function_id: function.id.clone(),
+        function_version: function.version.clone(),
+        step: "a".into(),
+        ordinal: 0,
+        specs: vec![PauseSpec {
+            event: "user/activated".into(),
+            key: "user.id=\"u5\"".into(),
+        }],
+        all: false,
+        cancels: false,
+        edges: Vec::new(),
+        exclude: Vec::new(),
+        trigger_id: signup.id.clone(),
+        trigger: None,
+        registered_ms: now,
+        expires_ms: now + 30_000,
+        status: PauseStatus::Waiting,
+        matched: Vec::new(),
+        resolved_ms: None,
+    };
+    let done = AttemptOutcome::Completed {
+        output: json!({"welcomed": true}),
+        log: None,
+    };
+    state
+        .finish_attempt_with_pauses(&run_id, "a", 1, &done, &[pause])
+        .await
+        .expect("finish");
+    // The activation comes while no node has the pause filed.
+    let activated =
+        weir::core::Event::from_json(json!({"name": "user/activated", "user": {"id": "u5"}}), "")
+            .expect("event");
+    engine
+        .events()
+        .append(&[std::sync::Arc::new(activated.clone())])
+        .await
+        .expect("store");
+    assert_eq!(
+        engine.route(&activated).await.expect("route"),
+        Vec::<String>::new()
+    );
+    let run = state.get_run(&run_id).await.expect("get").expect("run");
+    assert_eq!(
+        run.pauses["a/0"].status,
+        PauseStatus::Waiting,
+        "not filed: not found"
+    );
+    // `a`'s message again: the pause is filed and resumed from the stored activation.
+    let step = |s: &str| StepMessage {
+        run_id: run_id.clone(),
+        step_id: s.into(),
+        attempt: 1,
+    };
+    engine.execute(&step("a")).await.expect("recover");
+    let run = state.get_run(&run_id).await.expect("get").expect("run");
+    assert_eq!(run.pauses["a/0"].status, PauseStatus::Matched, "{run:#?}");
+    assert_eq!(run.steps["b"].status, StepStatus::Queued);
+    assert_eq!(run.steps["c"].status, StepStatus::Skipped);
+    engine.execute(&step("b")).await.expect("b");
+    let run = state.get_run(&run_id).await.expect("get").expect("run");
+    assert_eq!(run.status, RunStatus::Completed, "{run:#?}");
+    let input = run.steps["b"].output.as_ref().expect("input");
+    assert_eq!(input["async"]["id"], json!(activated.id));
 }

@@ -73,6 +73,15 @@ pub struct Pause {
     /// cancels the run; running out of time does nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancels: bool,
+    /// The wait's edges (indexes into the function version's edges) whose `if` held when the
+    /// wait began: the ones its end resolves (the others were resolved not taken then).
+    /// Empty: every edge of the wait.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<usize>,
+    /// Events that resumed the run's earlier waits: they do not resume this one (A waits for
+    /// an approval, then B waits for the next approval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
     /// The id of the run's trigger event: it never resumes its own run's pauses.
     pub trigger_id: String,
     /// The run's trigger event, kept when a match must be evaluated (its key alone does not
@@ -251,6 +260,8 @@ impl PauseRef {
             specs: self.specs.clone(),
             all: false,
             cancels,
+            edges: Vec::new(),
+            exclude: Vec::new(),
             trigger_id: String::new(),
             trigger: None,
             registered_ms: 0,

@@ -220,18 +220,25 @@ impl Engine {
         // The waits the step's completion begins (its `async` and `wait` edges); a `wait`
         // expression that fails fails the step instead.
         let mut pauses = Vec::new();
+        let exclude = if function.waits.iter().any(|w| w.parent == index) {
+            self.events_used(&function, &run.id).await?
+        } else {
+            Vec::new()
+        };
         let outcome = match outcome {
-            Outcome::Completed(output) => match self.arm_waits(&function, index, &run, &output) {
-                Ok(armed) => {
-                    pauses = armed;
-                    Outcome::Completed(output)
+            Outcome::Completed(output) => {
+                match self.arm_waits(&function, index, &run, &output, &exclude) {
+                    Ok(armed) => {
+                        pauses = armed;
+                        Outcome::Completed(output)
+                    }
+                    Err(error) => Outcome::Failed {
+                        error,
+                        retryable: false,
+                        output: Some(output),
+                    },
                 }
-                Err(error) => Outcome::Failed {
-                    error,
-                    retryable: false,
-                    output: Some(output),
-                },
-            },
+            }
             other => other,
         };
         // The step has run: from here on its result is kept or the attempt is failed, never
@@ -595,22 +602,27 @@ impl Engine {
                             &outputs,
                             done.output.as_ref(),
                         );
-                        if let Some(w) = edge.wait
-                            && taken
-                        {
-                            // Resolved when its wait ends. Repeating a dead node's work, the
-                            // wait decides: armed (its pause exists) or not.
+                        if let (Some(w), Some(r)) = (edge.wait, recovering) {
+                            // Repeating a dead node's work: the wait's pause says whether this
+                            // edge was armed (its `if` when the step completed), not the `if`
+                            // evaluated again now.
                             let wait = &function.waits[w];
                             let key = crate::pause::pause_key(&parent.id, wait.ordinal);
-                            match recovering {
-                                Some(r) if !r.pauses.contains_key(&key) => {
-                                    let why =
-                                        format!("the wait after {:?} was not armed", parent.id);
-                                    out.push((e, false, why));
-                                }
-                                _ => {}
+                            let armed = r
+                                .pauses
+                                .get(&key)
+                                .map(|p| p.edges.is_empty() || p.edges.contains(&e));
+                            if armed != Some(true) {
+                                let why = format!(
+                                    "the wait after {:?} was not armed for this edge",
+                                    parent.id
+                                );
+                                out.push((e, false, why));
                             }
                             continue;
+                        }
+                        if edge.wait.is_some() && taken {
+                            continue; // resolved when its wait ends
                         }
                         out.push((e, taken, why_not));
                     }

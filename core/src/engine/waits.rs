@@ -41,6 +41,7 @@ impl Engine {
         index: usize,
         run: &RunState,
         output: &Value,
+        exclude: &[String],
     ) -> std::result::Result<Vec<Pause>, String> {
         let waits: Vec<&Wait> = function
             .waits
@@ -56,17 +57,22 @@ impl Engine {
         let now = now_ms();
         let mut pauses = Vec::new();
         for wait in waits {
-            let armed = wait.edges.iter().any(|&e| {
-                edge_condition(
-                    &function.edges[e],
-                    &parent.id,
-                    &run.event,
-                    &outputs,
-                    Some(output),
-                )
-                .0
-            });
-            if !armed {
+            let armed: Vec<usize> = wait
+                .edges
+                .iter()
+                .copied()
+                .filter(|&e| {
+                    edge_condition(
+                        &function.edges[e],
+                        &parent.id,
+                        &run.event,
+                        &outputs,
+                        Some(output),
+                    )
+                    .0
+                })
+                .collect();
+            if armed.is_empty() {
                 continue;
             }
             let mut pause = Pause {
@@ -78,6 +84,8 @@ impl Engine {
                 specs: Vec::new(),
                 all: false,
                 cancels: false,
+                edges: armed,
+                exclude: exclude.to_vec(),
                 trigger_id: run.event.id.clone(),
                 trigger: None,
                 registered_ms: now,
@@ -134,39 +142,41 @@ impl Engine {
         pauses: Vec<Pause>,
     ) -> Result<()> {
         self.inner.state.watch_pauses(&pauses).await?;
-        // An event that resumed an earlier wait of the run does not resume a later one through
-        // the lookback (A waits for an approval, then B waits for the next approval).
-        let mut used: Vec<String> = Vec::new();
+        for pause in &pauses {
+            self.look_back(function, pause, trigger).await?;
+        }
+        Ok(())
+    }
+
+    /// The events that resumed earlier waits of run `run_id`, when its function has more than
+    /// one event wait (else none: nothing to read).
+    pub(super) async fn events_used(
+        &self,
+        function: &Function,
+        run_id: &str,
+    ) -> Result<Vec<String>> {
         let event_waits = function
             .waits
             .iter()
             .filter(|w| matches!(w.kind, WaitKind::Event(_)))
             .count();
-        if event_waits > 1
-            && let Some(first) = pauses.first()
-            && let Some(run) = self.inner.state.get_run(&first.run_id).await?
-        {
-            used = run
-                .pauses
-                .values()
-                .flat_map(|p| p.matched.iter().flatten().map(|e| e.id.clone()))
-                .collect();
+        if event_waits < 2 {
+            return Ok(Vec::new());
         }
-        for pause in &pauses {
-            self.look_back(function, pause, trigger, &used).await?;
-        }
-        Ok(())
+        let Some(run) = self.inner.state.get_run(run_id).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(run
+            .pauses
+            .values()
+            .filter(|p| !p.cancels)
+            .flat_map(|p| p.matched.iter().flatten().map(|e| e.id.clone()))
+            .collect())
     }
 
     /// Resumes `pause` with stored events within its lookback (the newest
-    /// [`LOOKBACK_LIMIT`] of each name, taken oldest first), but for the events in `used`.
-    async fn look_back(
-        &self,
-        function: &Function,
-        pause: &Pause,
-        trigger: &Event,
-        used: &[String],
-    ) -> Result<()> {
+    /// [`LOOKBACK_LIMIT`] of each name, taken oldest first), but for those it excludes.
+    async fn look_back(&self, function: &Function, pause: &Pause, trigger: &Event) -> Result<()> {
         let Some((specs, lookback)) = event_specs(function, pause) else {
             return Ok(());
         };
@@ -188,7 +198,7 @@ impl Engine {
             events.reverse();
             for event in events {
                 if event.id == trigger.id
-                    || used.contains(&event.id)
+                    || pause.exclude.contains(&event.id)
                     || !spec_matches(spec, &pause.specs[index], trigger, &event)
                 {
                     continue;
@@ -242,7 +252,7 @@ impl Engine {
         let mut function: Option<std::sync::Arc<Function>> = None;
         for hit in hits {
             let pause = &hit.pause;
-            if pause.trigger_id == event.id {
+            if pause.trigger_id == event.id || pause.exclude.contains(&event.id) {
                 continue;
             }
             let same = function
@@ -396,8 +406,13 @@ impl Engine {
             PauseStatus::Cancelled => "the run was cancelled".to_string(),
             PauseStatus::Waiting => return Ok(()),
         };
-        let work: Vec<Work> = wait
-            .edges
+        // The edges armed when the wait began (older pauses: all of the wait's).
+        let edges = if pause.edges.is_empty() {
+            &wait.edges
+        } else {
+            &pause.edges
+        };
+        let work: Vec<Work> = edges
             .iter()
             .map(|&e| {
                 let edge = &function.edges[e];
@@ -575,6 +590,8 @@ pub(super) fn cancel_pauses(
                 }],
                 all: false,
                 cancels: true,
+                edges: Vec::new(),
+                exclude: Vec::new(),
                 trigger_id: trigger.id.clone(),
                 trigger: (rule.spec.matcher.is_some() && !decided).then(|| trigger.clone()),
                 registered_ms: now,

@@ -41,6 +41,8 @@ pub fn sample_pause(run_id: &str, trigger: &Event, names: &[&str], key: &str) ->
             .collect(),
         all: false,
         cancels: false,
+        edges: Vec::new(),
+        exclude: Vec::new(),
         trigger_id: trigger.id.clone(),
         trigger: None,
         registered_ms: now,
