@@ -460,7 +460,9 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// [`StateStore::finish_attempt`], and in the same atomic step, when it applies, records
     /// `pauses` (waiting) in the run, each with its `pause.registered` timeline entry: the
-    /// waits that begin with the step's completion (see [`crate::pause`]). The default
+    /// waits that begin with the step's completion (see [`crate::pause`]). The completion's
+    /// timeline entry takes the pauses' `registered_ms` as its time (their waits count from
+    /// it). The default
     /// handles no pauses (a store that keeps none answers `Unsupported` for functions with
     /// `async` or `wait` edges).
     async fn finish_attempt_with_pauses(

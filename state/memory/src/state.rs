@@ -308,9 +308,14 @@ impl StateStore for MemoryStateStore {
                 step.output = Some(output.clone());
                 step.log = log.clone();
                 step.error = None;
-                HistoryEntry::now("step.completed")
+                let mut entry = HistoryEntry::now("step.completed")
                     .step(&step_id)
-                    .attempt(attempt)
+                    .attempt(attempt);
+                // The pauses' waits count from the completion: one time for both.
+                if let Some(p) = pauses.first() {
+                    entry.at = p.registered_ms;
+                }
+                entry
             }
             AttemptOutcome::Failed { error, output, log } => {
                 step.status = StepStatus::Failed;

@@ -620,9 +620,16 @@ impl StateStore for RedisStateStore {
                 serde_json::to_string(output)?,
                 String::new(),
                 log.clone().unwrap_or_default(),
-                HistoryEntry::now("step.completed")
-                    .step(step_id)
-                    .attempt(attempt),
+                {
+                    let mut entry = HistoryEntry::now("step.completed")
+                        .step(step_id)
+                        .attempt(attempt);
+                    // The pauses' waits count from the completion: one time for both.
+                    if let Some(p) = pauses.first() {
+                        entry.at = p.registered_ms;
+                    }
+                    entry
+                },
             ),
             AttemptOutcome::Failed { error, output, log } => (
                 "failed",
