@@ -389,6 +389,48 @@ async fn runs_waiting_on_retries_resume_after_a_full_restart() {
 }
 
 /// Redis restarts mid-run: errors are retried, the node reconnects by itself, no run is lost.
+/// A batch posted while Redis is down is not refused at the first failed call: ingest rides
+/// out the restart (within `ingest_deadline`) and answers 200 once the events are stored and
+/// published; their runs complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_posted_while_redis_restarts_is_accepted_once_it_is_back() {
+    if weir_core::testkit::service_url("WEIR_TEST_REDIS_URL").is_none() {
+        return;
+    }
+    let redis = PrivateRedis::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ledger = tmp.path().join("ledger.txt");
+    let functions = function(tmp.path(), &ledger);
+    let state = format!("{}?prefix=weir", redis.url());
+    let broker = format!("{}?prefix=weir&lease=2s", redis.url());
+    let port = common::free_port();
+    let _node = common::start_node(&functions, &state, &broker, port, &tmp.path().join("n.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    redis.stop();
+    let batch: Vec<Value> = (0..50)
+        .map(|i| json!({"name": "crash/test", "data": {"n": i}}))
+        .collect();
+    let post = tokio::spawn(async move {
+        let answer = reqwest::Client::new()
+            .post(format!("{base}/e/{KEY}"))
+            .json(&batch)
+            .send()
+            .await
+            .expect("post");
+        (answer.status().as_u16(), answer.text().await.expect("body"))
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!post.is_finished(), "ingest answered while Redis was down");
+    redis.launch();
+    let (status, body) = post.await.expect("post task");
+    assert_eq!(status, 200, "{body}");
+    let ids: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ids["ids"].as_array().map(Vec::len), Some(50), "{body}");
+    let base = format!("http://127.0.0.1:{port}");
+    let done = wait_for(&base, "ledger", "completed", 50, Duration::from_secs(60)).await;
+    assert_eq!(done, 50, "every accepted event's run completed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_run_loses_no_run() {
     // Needs redis-server on the PATH (scripts/test.sh installs it); tied to the same service.

@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserializer as _;
@@ -192,45 +193,85 @@ impl Engine {
     /// both succeeded. Storing and publishing are independent writes (the router reads the
     /// event from the message), so they run concurrently: one round trip less between an
     /// event and its runs. A batch with an event some function waits for (an `async` edge or a
-    /// `cancel` rule) is stored first, then published (see `waits.rs`). Either failing fails the request, and the producer sends again:
+    /// `cancel` rule) is stored first, then published (see `waits.rs`). A retryable failure of
+    /// either is tried again (the failed half only) until `EngineConfig::ingest_deadline`. Either failing fails the request, and the producer sends again:
     /// events are at least once, and a re-sent event id starts no second run.
     pub async fn ingest(&self, events: Vec<Event>) -> Result<Vec<String>> {
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-        let mut messages = Vec::with_capacity(events.len());
-        let mut ids = Vec::with_capacity(events.len());
-        for e in &events {
-            let payload = Bytes::from(serde_json::to_vec(&**e)?);
-            messages.push((e.id.clone(), payload));
-            ids.push(e.id.clone());
-        }
+        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
         // An event some function waits for is stored before it is published: a pause
         // registered after the router missed it then finds it in the store (see `waits.rs`).
         let awaited = events
             .iter()
             .any(|e| self.inner.functions.awaited(&e.name).is_some());
-        let (stored, published) = if awaited {
-            match self.inner.events.append(&events).await {
-                Ok(fresh) => (
-                    Ok(fresh),
-                    self.inner
-                        .broker
-                        .publish_batch(TOPIC_EVENTS, messages)
-                        .await,
-                ),
-                Err(e) => (Err(e), Ok(())),
+        // A store or broker that is briefly away (a restart, a failover, a stalled reply) is
+        // ridden out: the half that failed is tried again, until `ingest_deadline`. Both halves
+        // are idempotent (an event id is stored once, and routes once).
+        let deadline = tokio::time::Instant::now() + self.inner.config.ingest_deadline;
+        let mut delay = Duration::from_millis(50);
+        let mut done = Halves::default();
+        let mut messages = Some(event_messages(&events)?);
+        loop {
+            let messages = match messages.take() {
+                Some(m) => m,
+                None => event_messages(&events)?,
+            };
+            match self
+                .store_and_publish(&events, messages, awaited, &mut done)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "ingest: storing or publishing events failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    self.inner.metrics.events_rejected(e.kind());
+                    return Err(e);
+                }
             }
-        } else {
-            futures::join!(
-                self.inner.events.append(&events),
-                self.inner.broker.publish_batch(TOPIC_EVENTS, messages)
-            )
-        };
-        if let Err(e) = stored.and(published) {
-            self.inner.metrics.events_rejected(e.kind());
-            return Err(e);
         }
         self.inner.metrics.events_accepted(ids.len());
         Ok(ids)
+    }
+
+    /// Stores and publishes `events` (the halves not `done` yet; storing first when
+    /// `awaited`, else both at once), marking each half done as it succeeds.
+    async fn store_and_publish(
+        &self,
+        events: &[Arc<Event>],
+        messages: Vec<(String, Bytes)>,
+        awaited: bool,
+        done: &mut Halves,
+    ) -> Result<()> {
+        let store = async {
+            if done.stored {
+                Ok(())
+            } else {
+                self.inner.events.append(events).await.map(|_| ())
+            }
+        };
+        let publish = async {
+            if done.published {
+                Ok(())
+            } else {
+                self.inner
+                    .broker
+                    .publish_batch(TOPIC_EVENTS, messages)
+                    .await
+            }
+        };
+        let (stored, published) = if awaited {
+            store.await?;
+            done.stored = true;
+            (Ok(()), publish.await)
+        } else {
+            futures::join!(store, publish)
+        };
+        done.stored |= stored.is_ok();
+        done.published |= published.is_ok();
+        stored.and(published)
     }
 
     /// Stores already-validated events now and starts their runs at `due_ms` (epoch
@@ -275,6 +316,21 @@ impl Engine {
         self.inner.metrics.events_accepted(events.len());
         Ok(events.iter().map(|e| e.id.clone()).collect())
     }
+}
+
+/// Which halves of an ingest succeeded.
+#[derive(Debug, Default)]
+struct Halves {
+    stored: bool,
+    published: bool,
+}
+
+/// The `events` messages of `events`, keyed by event id.
+fn event_messages(events: &[Arc<Event>]) -> Result<Vec<(String, Bytes)>> {
+    events
+        .iter()
+        .map(|e| Ok((e.id.clone(), Bytes::from(serde_json::to_vec(&**e)?))))
+        .collect()
 }
 
 /// The id of the timer that routes a delayed event: one per event id.

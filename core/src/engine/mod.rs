@@ -75,6 +75,9 @@ pub struct EngineConfig {
     /// How often a running attempt checks that its run was not cancelled (renewing its lease
     /// at the same time): a cancelled run's running steps stop within this. Default 1 s.
     pub cancel_check: Duration,
+    /// How long ingest keeps trying a store or broker that answers a retryable error (a
+    /// restart, a failover) before it answers the producer with it. Default 10 s.
+    pub ingest_deadline: Duration,
 }
 
 /// How long a finished run is kept by default: 7 days.
@@ -98,6 +101,7 @@ impl Default for EngineConfig {
             stuck_message_delay: Duration::from_secs(30),
             run_retention: Some(DEFAULT_RUN_RETENTION),
             cancel_check: Duration::from_secs(1),
+            ingest_deadline: Duration::from_secs(10),
         }
     }
 }
