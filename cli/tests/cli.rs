@@ -217,6 +217,44 @@ fn validate_points_into_async_and_wait_edges() {
     );
 }
 
+/// A deployed Lambda step's runtime and handler follow its directory's layout, as the AWS
+/// console makes it: the 2022 function with a Python step directory validates.
+#[cfg(feature = "driver-lambda")]
+#[test]
+fn validate_infers_a_lambda_steps_runtime_from_its_directory() {
+    for (file, ok) in [
+        ("lambda_function.py", true),
+        ("index.mjs", true),
+        ("index.js", true),
+        ("bootstrap", true),
+        ("README.md", false),
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("f");
+        std::fs::create_dir_all(dir.join("steps/add-to-intercom")).expect("mkdir");
+        std::fs::write(dir.join("steps/add-to-intercom").join(file), "x").expect("write");
+        let def = r#"{"id": "f", "triggers": [{"event": "user/signed.up"}],
+          "steps": {"step-2": {"id": "step-2", "name": "Add user to Intercom",
+                               "path": "file://./steps/add-to-intercom",
+                               "runtime": {"type": "lambda"}}}}"#;
+        std::fs::write(dir.join("weir.json"), def).expect("write");
+        let out = weir()
+            .args(["validate"])
+            .arg(&dir)
+            .output()
+            .expect("weir validate");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.success(), ok, "{file}: {text}");
+        if !ok {
+            assert!(
+                text.contains("steps.step-2.runtime")
+                    && text.contains("`lambda_function.py` (python3.12)"),
+                "{text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn init_scaffolds_a_function_that_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");

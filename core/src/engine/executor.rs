@@ -220,8 +220,17 @@ impl Engine {
         // The waits the step's completion begins (its `async` and `wait` edges); a `wait`
         // expression that fails fails the step instead.
         let mut pauses = Vec::new();
-        let exclude = if function.waits.iter().any(|w| w.parent == index) {
-            self.events_used(&function, &run.id).await?
+        // The step has run: nothing that can fail may stand between it and recording its
+        // result, so a failed read is an empty list (the lookback reads it again).
+        let begins_waits = matches!(outcome, Outcome::Completed(_))
+            && function.waits.iter().any(|w| w.parent == index);
+        let exclude = if begins_waits {
+            self.events_used(&function, &run.id)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, run = %run.id, "executor: could not read the events the run's earlier waits consumed");
+                    Vec::new()
+                })
         } else {
             Vec::new()
         };
@@ -608,10 +617,14 @@ impl Engine {
                             // evaluated again now.
                             let wait = &function.waits[w];
                             let key = crate::pause::pause_key(&parent.id, wait.ordinal);
-                            let armed = r
-                                .pauses
-                                .get(&key)
-                                .map(|p| p.edges.is_empty() || p.edges.contains(&e));
+                            // (A pause from before pauses recorded their edges: the `if`.)
+                            let armed = r.pauses.get(&key).map(|p| {
+                                if p.edges.is_empty() {
+                                    taken
+                                } else {
+                                    p.edges.contains(&e)
+                                }
+                            });
                             if armed != Some(true) {
                                 let why = format!(
                                     "the wait after {:?} was not armed for this edge",

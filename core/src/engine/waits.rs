@@ -142,8 +142,14 @@ impl Engine {
         pauses: Vec<Pause>,
     ) -> Result<()> {
         self.inner.state.watch_pauses(&pauses).await?;
+        // Read again now that the pauses are filed: an earlier wait resumed meanwhile (or a
+        // pause armed before pauses recorded what they exclude) counts too.
+        let used = match pauses.first() {
+            Some(p) if !p.cancels => self.events_used(function, &p.run_id).await?,
+            _ => Vec::new(),
+        };
         for pause in &pauses {
-            self.look_back(function, pause, trigger).await?;
+            self.look_back(function, pause, trigger, &used).await?;
         }
         Ok(())
     }
@@ -175,8 +181,15 @@ impl Engine {
     }
 
     /// Resumes `pause` with stored events within its lookback (the newest
-    /// [`LOOKBACK_LIMIT`] of each name, taken oldest first), but for those it excludes.
-    async fn look_back(&self, function: &Function, pause: &Pause, trigger: &Event) -> Result<()> {
+    /// [`LOOKBACK_LIMIT`] of each name, taken oldest first), but for those it excludes and
+    /// those in `used` (events that resumed the run's other waits).
+    async fn look_back(
+        &self,
+        function: &Function,
+        pause: &Pause,
+        trigger: &Event,
+        used: &[String],
+    ) -> Result<()> {
         let Some((specs, lookback)) = event_specs(function, pause) else {
             return Ok(());
         };
@@ -199,6 +212,7 @@ impl Engine {
             for event in events {
                 if event.id == trigger.id
                     || pause.exclude.contains(&event.id)
+                    || used.contains(&event.id)
                     || !spec_matches(spec, &pause.specs[index], trigger, &event)
                 {
                     continue;

@@ -189,8 +189,10 @@ impl LambdaDriver {
                 action: DeployAction::Cached,
             });
         }
-        let dir = target::deploy_dir(settings, step.path.as_deref(), &step.function_dir)
-            .map_err(|m| step_config_error(m, &step.step_id))?;
+        let (dir, settings) =
+            target::deploy_dir(settings, step.path.as_deref(), &step.function_dir)
+                .map_err(|m| step_config_error(m, &step.step_id))?;
+        let settings = &settings;
         let package = tokio::task::spawn_blocking(move || package_dir(&dir))
             .await
             .map_err(|e| {

@@ -7,11 +7,32 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use weir_core::duration::parse_duration;
 
-/// Runtime of functions deployed from a step's `path` unless `runtime.runtime` says otherwise:
-/// Lambda's OS-only runtime, which runs the executable `bootstrap` of the directory.
+/// Runtime of functions deployed from a directory holding `bootstrap`, unless
+/// `runtime.runtime` says otherwise: Lambda's OS-only runtime, which runs that executable.
 pub const DEFAULT_RUNTIME: &str = "provided.al2023";
-/// Handler of deployed functions unless `runtime.handler` says otherwise.
+/// Handler of `provided.*` functions unless `runtime.handler` says otherwise.
 pub const DEFAULT_HANDLER: &str = "bootstrap";
+/// Runtime of functions deployed from a directory holding `lambda_function.py` (the AWS
+/// console's layout), unless `runtime.runtime` says otherwise.
+pub const PYTHON_RUNTIME: &str = "python3.12";
+/// Runtime of functions deployed from a directory holding `index.mjs` or `index.js`.
+pub const NODE_RUNTIME: &str = "nodejs20.x";
+
+/// The runtime and handler a step directory's layout implies, as the AWS console and `sam`
+/// make them: `bootstrap` (provided.al2023, `bootstrap`), `lambda_function.py` (python3.12,
+/// `lambda_function.lambda_handler`), `index.mjs` or `index.js` (nodejs20.x, `index.handler`).
+fn layout(dir: &Path) -> Option<(&'static str, &'static str)> {
+    let has = |f: &str| dir.join(f).is_file();
+    if has("bootstrap") {
+        Some((DEFAULT_RUNTIME, DEFAULT_HANDLER))
+    } else if has("lambda_function.py") {
+        Some((PYTHON_RUNTIME, "lambda_function.lambda_handler"))
+    } else if has("index.mjs") || has("index.js") {
+        Some((NODE_RUNTIME, "index.handler"))
+    } else {
+        None
+    }
+}
 /// Execution role of deployed functions unless the step or the driver config names another:
 /// the role `weir-lambda` of the caller's account.
 pub const DEFAULT_ROLE_NAME: &str = "weir-lambda";
@@ -58,9 +79,9 @@ pub(crate) struct FunctionRef {
 /// How a function deployed from a step's `path` is configured.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct DeploySettings {
-    /// Lambda runtime identifier.
+    /// Lambda runtime identifier; empty until [`deploy_dir`] infers it from the directory.
     pub runtime: String,
-    /// Handler.
+    /// Handler; empty until [`deploy_dir`] infers it from the directory.
     pub handler: String,
     /// Execution role (ARN or name); `None`: the driver's default.
     pub role: Option<String>,
@@ -100,25 +121,22 @@ pub(crate) fn parse(
         );
     }
     Ok(Target::Deploy(DeploySettings {
-        runtime: string(runtime, "runtime")?
-            .unwrap_or(DEFAULT_RUNTIME)
-            .to_owned(),
-        handler: string(runtime, "handler")?
-            .unwrap_or(DEFAULT_HANDLER)
-            .to_owned(),
+        runtime: string(runtime, "runtime")?.unwrap_or("").to_owned(),
+        handler: string(runtime, "handler")?.unwrap_or("").to_owned(),
         role: string(runtime, "role")?.map(str::to_owned),
         memory: memory(runtime)?,
         timeout_secs: timeout(runtime, step_timeout)?,
     }))
 }
 
-/// The directory a deployed step is packaged from: `path` (relative to `dir`), which must be a
-/// directory, holding `bootstrap` for a `provided.*` runtime.
+/// The directory a deployed step is packaged from — `path` (relative to `dir`), which must be a
+/// directory — and its settings with the runtime and handler its layout implies where the
+/// step does not set them (see `layout`); a `provided.*` runtime needs `bootstrap`.
 pub(crate) fn deploy_dir(
     settings: &DeploySettings,
     path: Option<&Path>,
     dir: &Path,
-) -> Result<PathBuf, String> {
+) -> Result<(PathBuf, DeploySettings), String> {
     let Some(path) = path else {
         return Err(
             "a lambda step needs `runtime.function` (an existing function) or a `path` to a directory to deploy"
@@ -141,15 +159,54 @@ pub(crate) fn deploy_dir(
             ));
         }
     }
-    if settings.runtime.starts_with("provided") && !full.join("bootstrap").is_file() {
+    let mut resolved = settings.clone();
+    let implied = layout(&full);
+    if resolved.runtime.is_empty() {
+        let Some((runtime, _)) = implied else {
+            return Err(format!(
+                "a lambda step deploys its directory with the runtime its files imply: `bootstrap` \
+                 (provided.al2023), `lambda_function.py` (python3.12) or `index.mjs` / `index.js` \
+                 (nodejs20.x) at the top of {}, which has none of them (add one, or set \
+                 `runtime.runtime` and `runtime.handler`, e.g. python3.12 and main.handler)",
+                full.display()
+            ));
+        };
+        resolved.runtime = runtime.to_owned();
+    }
+    if resolved.handler.is_empty() {
+        resolved.handler = match implied {
+            Some((runtime, handler)) if same_family(runtime, &resolved.runtime) => {
+                handler.to_owned()
+            }
+            _ if resolved.runtime.starts_with("provided") => DEFAULT_HANDLER.to_owned(),
+            _ => {
+                return Err(format!(
+                    "a {} function needs `runtime.handler` (e.g. main.handler): {} has no file \
+                     that implies one",
+                    resolved.runtime,
+                    full.display()
+                ));
+            }
+        };
+    }
+    if resolved.runtime.starts_with("provided") && !full.join("bootstrap").is_file() {
         return Err(format!(
             "a {} function runs the executable `bootstrap` at the top of its directory, and {} has none \
              (add it, or set `runtime.runtime` and `runtime.handler`, e.g. python3.12 and main.handler)",
-            settings.runtime,
+            resolved.runtime,
             full.display()
         ));
     }
-    Ok(full)
+    Ok((full, resolved))
+}
+
+/// Whether two runtime identifiers are of one language (`python3.12` and `python3.11`).
+fn same_family(a: &str, b: &str) -> bool {
+    let family = |r: &str| {
+        r.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.' || c == 'x')
+            .to_owned()
+    };
+    family(a) == family(b)
 }
 
 /// The name of the function the driver deploys for a step: `<function-id>-<step-id>` when that
@@ -390,8 +447,8 @@ mod tests {
         assert_eq!(
             defaults,
             Target::Deploy(DeploySettings {
-                runtime: DEFAULT_RUNTIME.into(),
-                handler: DEFAULT_HANDLER.into(),
+                runtime: String::new(),
+                handler: String::new(),
                 role: None,
                 memory: None,
                 timeout_secs: 300,
@@ -463,12 +520,79 @@ mod tests {
         assert!(err.contains("`bootstrap`"), "{err}");
         let python = DeploySettings {
             runtime: "python3.12".into(),
+            handler: "main.handler".into(),
             ..provided.clone()
         };
         assert!(deploy_dir(&python, Some(Path::new("step")), dir.path()).is_ok());
         std::fs::write(dir.path().join("step/bootstrap"), "#!/bin/sh\n").unwrap();
-        let found = deploy_dir(&provided, Some(Path::new("step")), dir.path()).unwrap();
+        let (found, settings) = deploy_dir(&provided, Some(Path::new("step")), dir.path()).unwrap();
         assert_eq!(found, dir.path().join("step"));
+        assert_eq!(
+            (settings.runtime.as_str(), settings.handler.as_str()),
+            (DEFAULT_RUNTIME, DEFAULT_HANDLER)
+        );
+    }
+
+    /// A step directory as the AWS console or `sam` make it deploys with the runtime and
+    /// handler its files imply; what the step sets wins.
+    #[test]
+    fn the_runtime_and_handler_follow_the_directory_layout() {
+        let Target::Deploy(inferred) = parse(&Map::new(), None).unwrap() else {
+            panic!("deploy")
+        };
+        for (file, runtime, handler) in [
+            ("bootstrap", "provided.al2023", "bootstrap"),
+            (
+                "lambda_function.py",
+                "python3.12",
+                "lambda_function.lambda_handler",
+            ),
+            ("index.mjs", "nodejs20.x", "index.handler"),
+            ("index.js", "nodejs20.x", "index.handler"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("step")).unwrap();
+            std::fs::write(dir.path().join("step").join(file), "x").unwrap();
+            let (_, s) = deploy_dir(&inferred, Some(Path::new("step")), dir.path()).unwrap();
+            assert_eq!(
+                (s.runtime.as_str(), s.handler.as_str()),
+                (runtime, handler),
+                "{file}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("step")).unwrap();
+        std::fs::write(dir.path().join("step/lambda_function.py"), "x").unwrap();
+        // Another Python keeps the console's handler; a handler set by the step wins.
+        let older = DeploySettings {
+            runtime: "python3.11".into(),
+            ..inferred.clone()
+        };
+        let (_, s) = deploy_dir(&older, Some(Path::new("step")), dir.path()).unwrap();
+        assert_eq!(
+            (s.runtime.as_str(), s.handler.as_str()),
+            ("python3.11", "lambda_function.lambda_handler")
+        );
+        let own = DeploySettings {
+            handler: "app.main".into(),
+            ..inferred.clone()
+        };
+        let (_, s) = deploy_dir(&own, Some(Path::new("step")), dir.path()).unwrap();
+        assert_eq!(
+            (s.runtime.as_str(), s.handler.as_str()),
+            ("python3.12", "app.main")
+        );
+        // A runtime whose language the files do not imply needs its handler.
+        let node = DeploySettings {
+            runtime: "nodejs20.x".into(),
+            ..inferred.clone()
+        };
+        let err = deploy_dir(&node, Some(Path::new("step")), dir.path()).unwrap_err();
+        assert!(err.contains("needs `runtime.handler`"), "{err}");
+        // No file that implies a runtime: the message lists the layouts.
+        std::fs::remove_file(dir.path().join("step/lambda_function.py")).unwrap();
+        let err = deploy_dir(&inferred, Some(Path::new("step")), dir.path()).unwrap_err();
+        assert!(err.contains("`lambda_function.py` (python3.12)"), "{err}");
     }
 
     #[test]
