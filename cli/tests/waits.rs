@@ -40,29 +40,6 @@ async fn send(engine: &Engine, event: Value) -> String {
     ids[0].clone()
 }
 
-/// The run `event_id` started, once finished.
-async fn finished_run(engine: &Engine, event_id: &str) -> Run {
-    let filter = RunFilter {
-        function_id: Some("onboarding".into()),
-        ..Default::default()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let runs = engine.state().list_runs(&filter).await.expect("list");
-        if let Some(r) = runs.iter().find(|r| r.event_id == event_id) {
-            return engine
-                .wait_for_run(&r.id, Duration::from_secs(20))
-                .await
-                .expect("run finishes");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no run for {event_id}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn kinds(run: &Run) -> Vec<&str> {
     run.history.iter().map(|h| h.kind.as_str()).collect()
 }
@@ -81,7 +58,7 @@ async fn a_second_event_right_after_the_first_resumes_b(state: &str) {
         json!({"name": "user/activated", "user": {"id": "u1"}, "data": {"plan": "pro"}}),
     )
     .await;
-    let run = finished_run(&engine, &signup).await;
+    let run = finished_run_of(&engine, "onboarding", &signup).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:#?}");
     assert_eq!(run.steps["b"].status, StepStatus::Completed, "{run:#?}");
     assert_eq!(run.steps["c"].status, StepStatus::Skipped, "{run:#?}");
@@ -120,7 +97,7 @@ async fn no_second_event_takes_the_timeout_branch(state: &str) {
         json!({"name": "user/activated", "user": {"id": "u3"}}),
     )
     .await;
-    let run = finished_run(&engine, &signup).await;
+    let run = finished_run_of(&engine, "onboarding", &signup).await;
     assert_eq!(run.status, RunStatus::Completed, "{run:#?}");
     assert_eq!(run.steps["b"].status, StepStatus::Skipped, "{run:#?}");
     assert_eq!(run.steps["c"].status, StepStatus::Completed);
@@ -452,82 +429,15 @@ async fn a_later_wait_needs_a_later_event(state: &str) {
     handle.shutdown().await;
 }
 
-#[tokio::test]
-async fn memory_a_later_wait_needs_a_later_event() {
-    a_later_wait_needs_a_later_event("memory://").await;
-}
-
-#[tokio::test]
-async fn redis_a_later_wait_needs_a_later_event() {
-    let Some(url) = common::redis_state_url() else {
-        return;
-    };
-    a_later_wait_needs_a_later_event(&url).await;
-}
-
-#[tokio::test]
-async fn memory_a_matching_event_cancels_the_run_and_stops_its_step() {
-    a_matching_event_cancels_the_run_and_stops_its_step("memory://").await;
-}
-
-#[tokio::test]
-async fn redis_a_matching_event_cancels_the_run_and_stops_its_step() {
-    let Some(url) = common::redis_state_url() else {
-        return;
-    };
-    a_matching_event_cancels_the_run_and_stops_its_step(&url).await;
-}
-
-#[tokio::test]
-async fn memory_any_resumes_on_the_first_spec_that_matches() {
-    any_resumes_on_the_first_spec_that_matches("memory://").await;
-}
-
-#[tokio::test]
-async fn memory_all_resumes_once_every_spec_matched() {
-    all_resumes_once_every_spec_matched("memory://").await;
-}
-
-#[tokio::test]
-async fn memory_a_wait_edge_sleeps_then_runs_the_child() {
-    a_wait_edge_sleeps_then_runs_the_child("memory://").await;
-}
-
-#[tokio::test]
-async fn redis_any_and_all_and_sleeps() {
-    let Some(url) = common::redis_state_url() else {
-        return;
-    };
-    any_resumes_on_the_first_spec_that_matches(&url).await;
-    all_resumes_once_every_spec_matched(&url).await;
-    a_wait_edge_sleeps_then_runs_the_child(&url).await;
-}
-
-#[tokio::test]
-async fn memory_a_second_event_right_after_the_first_resumes_b() {
-    a_second_event_right_after_the_first_resumes_b("memory://").await;
-}
-
-#[tokio::test]
-async fn memory_no_second_event_takes_the_timeout_branch() {
-    no_second_event_takes_the_timeout_branch("memory://").await;
-}
-
-#[tokio::test]
-async fn redis_a_second_event_right_after_the_first_resumes_b() {
-    let Some(url) = common::redis_state_url() else {
-        return;
-    };
-    a_second_event_right_after_the_first_resumes_b(&url).await;
-}
-
-#[tokio::test]
-async fn redis_no_second_event_takes_the_timeout_branch() {
-    let Some(url) = common::redis_state_url() else {
-        return;
-    };
-    no_second_event_takes_the_timeout_branch(&url).await;
-}
+on_every_state!(
+    a_second_event_right_after_the_first_resumes_b,
+    no_second_event_takes_the_timeout_branch,
+    any_resumes_on_the_first_spec_that_matches,
+    all_resumes_once_every_spec_matched,
+    a_wait_edge_sleeps_then_runs_the_child,
+    a_matching_event_cancels_the_run_and_stops_its_step,
+    a_later_wait_needs_a_later_event,
+);
 
 /// Eight nodes' routers delivering the same event at once: each pause is resumed once, and
 /// each resumed step runs once.

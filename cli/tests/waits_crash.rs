@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,7 @@ const KEY: &str = "crash-key";
 
 /// `a`, then `b` on the user's activation or `c` when none came within the ttl; `b` and `c`
 /// append `run step` to the ledger.
-fn function(dir: &Path, ledger: &Path) -> PathBuf {
-    let f = dir.join("functions").join("onboarding");
-    std::fs::create_dir_all(f.join("steps")).expect("mkdir");
+fn function(ledger: &Path) -> common::FnDir {
     let wait =
         json!({"event": "user/activated", "match": "async.user.id == event.user.id", "ttl": "8s"});
     let mut timeout = wait.clone();
@@ -34,27 +32,17 @@ fn function(dir: &Path, ledger: &Path) -> PathBuf {
     c["after"] = json!([{"step": "a", "async": timeout}]);
     let def = json!({"id": "onboarding", "triggers": [{"event": "user/signed.up"}],
                      "steps": {"a": step("welcome"), "b": b, "c": c}});
-    std::fs::write(f.join("weir.json"), def.to_string()).expect("write");
-    let scripts = [
-        (
-            "welcome",
-            "#!/bin/sh\ncat > /dev/null\necho '{}'\n".to_string(),
-        ),
-        (
-            "branch",
-            format!(
-                "#!/bin/sh\ncat > /dev/null\nprintf '%s %s\\n' \"$WEIR_RUN_ID\" \"$WEIR_STEP_ID\" >> {}\necho '{{}}'\n",
-                ledger.display()
-            ),
-        ),
-    ];
-    for (name, body) in scripts {
-        let path = f.join("steps").join(name);
-        std::fs::write(&path, body).expect("write script");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    dir.join("functions")
+    let branch = format!(
+        "cat > /dev/null\nprintf '%s %s\\n' \"$WEIR_RUN_ID\" \"$WEIR_STEP_ID\" >> {}\necho '{{}}'",
+        ledger.display()
+    );
+    common::function_dir(
+        &def,
+        &[
+            ("welcome", "cat > /dev/null\necho '{}'"),
+            ("branch", &branch),
+        ],
+    )
 }
 
 async fn post(base: &str, events: Vec<Value>) {
@@ -86,7 +74,8 @@ async fn pauses_survive_a_kill_9_and_each_run_takes_one_branch() {
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let ledger = tmp.path().join("ledger.txt");
-    let functions = function(tmp.path(), &ledger);
+    let f = function(&ledger);
+    let functions = f.dir.clone();
     let sep = if redis.contains('?') { '&' } else { '?' };
     let prefix = format!("weirwaits-{}", ulid::Ulid::new());
     let state = format!("{redis}{sep}prefix={prefix}");

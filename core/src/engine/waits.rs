@@ -361,14 +361,19 @@ impl Engine {
         if spec.matcher.is_none() || (!filed.key.is_empty() && spec.key_decides) {
             return Ok(true);
         }
+        // The trigger kept with the pause, lent (not copied); else read from the run.
+        let loaded;
         let trigger = match &pause.trigger {
-            Some(t) => t.clone(),
+            Some(t) => t,
             None => match self.inner.state.get_run_state(&pause.run_id).await? {
-                Some(run) => run.event,
+                Some(run) => {
+                    loaded = run.event;
+                    &loaded
+                }
                 None => return Ok(false),
             },
         };
-        Ok(spec_matches(spec, filed, &trigger, event))
+        Ok(spec_matches(spec, filed, trigger, event))
     }
 
     /// Ends `pause` if it is still waiting (its expiry timer fired), and follows it however it
@@ -447,10 +452,8 @@ impl Engine {
             function_id: function.id.clone(),
             function_version: function.version.clone(),
             status: crate::run::RunStatus::Running,
-            event: pause
-                .trigger
-                .clone()
-                .unwrap_or_else(|| placeholder(&pause.trigger_id)),
+            // Resolving a wait's edges evaluates no expression: the trigger is not needed.
+            event: placeholder(&pause.trigger_id),
             outputs: Map::new(),
         };
         let unknown = Transition {

@@ -114,6 +114,41 @@ fn finish(run: &mut Run, status: RunStatus) {
     run.history.push(entry);
 }
 
+/// Applies `change` (true: it changed the pause) to the pause `key` of run `run_id` while the
+/// run is running, with the timeline entry of the pause's end (`event`: the one that matched).
+fn change_pause(
+    inner: &mut Inner,
+    run_id: &str,
+    key: &str,
+    event: Option<&Event>,
+    change: impl FnOnce(&mut Pause) -> bool,
+) -> PauseAnswer {
+    let Some(run) = inner.runs.get_mut(run_id) else {
+        return PauseAnswer {
+            applied: false,
+            pause: None,
+        };
+    };
+    let running = run.status == RunStatus::Running;
+    let Some(pause) = run.pauses.get_mut(key) else {
+        return PauseAnswer {
+            applied: false,
+            pause: None,
+        };
+    };
+    if !running {
+        return ended_run_answer(pause);
+    }
+    let applied = change(pause);
+    if applied && pause.status != PauseStatus::Waiting {
+        run.history.push(pause.history_entry(event));
+    }
+    PauseAnswer {
+        applied,
+        pause: Some(pause.clone()),
+    }
+}
+
 /// The answer about a pause of a run that no longer runs: a waiting one is answered
 /// `Cancelled` (it can no longer end otherwise; the caller unfiles it), and nothing changes.
 fn ended_run_answer(pause: &Pause) -> PauseAnswer {
@@ -602,63 +637,16 @@ impl StateStore for MemoryStateStore {
         now_ms: i64,
     ) -> Result<PauseAnswer> {
         let mut inner = self.inner.lock();
-        let Some(run) = inner.runs.get_mut(run_id) else {
-            return Ok(PauseAnswer {
-                applied: false,
-                pause: None,
-            });
-        };
-        let running = run.status == RunStatus::Running;
-        let Some(pause) = run.pauses.get_mut(key) else {
-            return Ok(PauseAnswer {
-                applied: false,
-                pause: None,
-            });
-        };
-        if !running {
-            return Ok(ended_run_answer(pause));
-        }
-        let applied = pause.record_match(spec, event, now_ms);
-        let pause = pause.clone();
-        if applied
-            && pause.status != PauseStatus::Waiting
-            && let Some(run) = inner.runs.get_mut(run_id)
-        {
-            run.history.push(pause.history_entry(Some(event)));
-        }
-        Ok(PauseAnswer {
-            applied,
-            pause: Some(pause),
-        })
+        Ok(change_pause(&mut inner, run_id, key, Some(event), |p| {
+            p.record_match(spec, event, now_ms)
+        }))
     }
 
     async fn expire_pause(&self, run_id: &str, key: &str, now_ms: i64) -> Result<PauseAnswer> {
         let mut inner = self.inner.lock();
-        let Some(run) = inner.runs.get_mut(run_id) else {
-            return Ok(PauseAnswer {
-                applied: false,
-                pause: None,
-            });
-        };
-        let running = run.status == RunStatus::Running;
-        let Some(pause) = run.pauses.get_mut(key) else {
-            return Ok(PauseAnswer {
-                applied: false,
-                pause: None,
-            });
-        };
-        if !running {
-            return Ok(ended_run_answer(pause));
-        }
-        let applied = pause.end(PauseStatus::TimedOut, now_ms);
-        let pause = pause.clone();
-        if applied && let Some(run) = inner.runs.get_mut(run_id) {
-            run.history.push(pause.history_entry(None));
-        }
-        Ok(PauseAnswer {
-            applied,
-            pause: Some(pause),
-        })
+        Ok(change_pause(&mut inner, run_id, key, None, |p| {
+            p.end(PauseStatus::TimedOut, now_ms)
+        }))
     }
 
     async fn unwatch_pause(&self, pause: &Pause) -> Result<()> {
