@@ -14,6 +14,7 @@
 //! shutdown_grace = "30s"
 //! step_lease = "30s"
 //! stuck_message_delay = "30s"
+//! ingest_deadline = "10s"
 //! run_retention = "7d"
 //! api_keys = ["a-key-for-the-v1-api"]
 //! adapters = []
@@ -55,6 +56,9 @@ pub struct ServeConfig {
     /// How long a message the engine failed on with an error retrying soon will not cure waits
     /// before it is handled again (default `30s`; see docs/architecture.md).
     pub stuck_message_delay: Option<String>,
+    /// How long ingest keeps trying a store or broker that fails with a retryable error before
+    /// it takes the request back and answers with the error (default `10s`).
+    pub ingest_deadline: Option<String>,
     /// How long finished runs are kept before they are deleted (default `7d`; `forever` keeps
     /// them for good).
     pub run_retention: Option<String>,
@@ -88,6 +92,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("step_lease", &self.step_lease)
             .field("stuck_message_delay", &self.stuck_message_delay)
+            .field("ingest_deadline", &self.ingest_deadline)
             .field("run_retention", &self.run_retention)
             .field(
                 "api_keys",
@@ -134,6 +139,7 @@ impl ServeConfig {
             shutdown_grace,
             step_lease,
             stuck_message_delay,
+            ingest_deadline,
             run_retention,
             api_keys,
             adapters,
@@ -150,6 +156,7 @@ impl ServeConfig {
             shutdown_grace: shutdown_grace.or(self.shutdown_grace),
             step_lease: step_lease.or(self.step_lease),
             stuck_message_delay: stuck_message_delay.or(self.stuck_message_delay),
+            ingest_deadline: ingest_deadline.or(self.ingest_deadline),
             run_retention: run_retention.or(self.run_retention),
             api_keys: unless_empty(api_keys, self.api_keys),
             adapters: unless_empty(adapters, self.adapters),
@@ -223,6 +230,7 @@ mod tests {
             shutdown_grace: Some("5s".into()),
             step_lease: Some("2s".into()),
             stuck_message_delay: Some("1s".into()),
+            ingest_deadline: Some("3s".into()),
             run_retention: Some("1d".into()),
             api_keys: vec!["a2".into()],
             adapters: vec!["celery+amqp://h/2".into()],
@@ -239,6 +247,7 @@ mod tests {
             shutdown_grace: Some("30s".into()),
             step_lease: Some("30s".into()),
             stuck_message_delay: Some("30s".into()),
+            ingest_deadline: Some("10s".into()),
             run_retention: Some("7d".into()),
             api_keys: vec!["a1".into()],
             adapters: vec!["celery+amqp://h/1".into()],

@@ -49,9 +49,12 @@ impl EventFilter {
 ///
 /// Contract (checked by the conformance suite, `testkit::events`): `append` is idempotent by
 /// event id (the first version wins, so a producer's retry changes nothing); events are kept
-/// for the store's retention and found by id and by scan. Ingest answers a producer only after
-/// `append` returned `Ok`: an `Err` (retryable [`ErrorKind::Unavailable`] when the store is
-/// unreachable) makes the producer send again.
+/// for the store's retention and found by id and by scan; a batch is stored all or nothing,
+/// and `undo_append` takes back exactly what one request stored. Ingest answers a producer
+/// only after `append_batch` returned `Ok`; when it gives up on a request it undoes it first,
+/// so that its error answer means that nothing of the request is stored. Errors are retryable
+/// ([`ErrorKind::Unavailable`]) when the store is unreachable or did not answer in time (the
+/// append may then have happened: ingest tries again, or undoes).
 ///
 /// [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
 #[async_trait]
@@ -59,6 +62,31 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends events; an id stored before keeps its first version. Returns, per event,
     /// whether it was new. Events are shared (`Arc`): accepted events never change.
     async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>>;
+
+    /// Appends `events` as one request named `batch` (an id no other request uses): all of
+    /// them or none, like [`append`](EventStore::append), and such that
+    /// [`undo_append`](EventStore::undo_append) can take it back. Ingest uses it, so that a
+    /// request it answers with an error leaves nothing stored. The default appends without
+    /// the means to undo (`undo_append` then answers `Unsupported`, and ingest tells the
+    /// producer that the outcome is unknown).
+    async fn append_batch(&self, batch: &str, events: &[Arc<Event>]) -> Result<Vec<bool>> {
+        let _ = batch;
+        self.append(events).await
+    }
+
+    /// Takes back what `append_batch(batch, events)` stored: each of `events` that this
+    /// request stored is removed, unless another append has found it stored since (a retry
+    /// of the same id, already told that its event is accepted). Events stored by earlier
+    /// requests under the same ids stay. It also fences the request: an `append_batch` of
+    /// `batch` that reaches the store later (a reply that was lost, a command still in
+    /// flight) stores nothing. Returns how many events were removed. Idempotent.
+    async fn undo_append(&self, batch: &str, events: &[Arc<Event>]) -> Result<usize> {
+        let _ = (batch, events);
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            "this event store cannot take back an append",
+        ))
+    }
 
     /// Gets one event by id.
     async fn get(&self, id: &str) -> Result<Option<Event>>;

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// refused publish) waits before it is handled again [default: 30s].
     #[arg(long, env = "WEIR_STUCK_MESSAGE_DELAY")]
     pub stuck_message_delay: Option<String>,
+    /// How long ingest keeps trying a store or broker that fails with a retryable error before
+    /// it takes the request back and answers with the error [default: 10s].
+    #[arg(long, env = "WEIR_INGEST_DEADLINE")]
+    pub ingest_deadline: Option<String>,
     /// How long finished runs are kept before they are deleted, or `forever` [default: 7d].
     #[arg(long, env = "WEIR_RUN_RETENTION")]
     pub run_retention: Option<String>,
@@ -92,6 +96,7 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace.clone(),
             step_lease: self.step_lease.clone(),
             stuck_message_delay: self.stuck_message_delay.clone(),
+            ingest_deadline: self.ingest_deadline.clone(),
             run_retention: self.run_retention.clone(),
             api_keys: given(&self.api_keys),
             adapters: self.adapters.urls(),
@@ -174,6 +179,9 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
     let stuck_message_delay = config.stuck_message_delay.as_deref().unwrap_or("30s");
     let stuck_message_delay = weir_core::duration::parse_duration(stuck_message_delay)
         .map_err(|m| Error::new(ErrorKind::Config, format!("stuck_message_delay: {m}")))?;
+    let ingest_deadline = config.ingest_deadline.as_deref().unwrap_or("10s");
+    let ingest_deadline = weir_core::duration::parse_duration(ingest_deadline)
+        .map_err(|m| Error::new(ErrorKind::Config, format!("ingest_deadline: {m}")))?;
     let run_retention =
         crate::config::parse_run_retention(config.run_retention.as_deref().unwrap_or("7d"))?;
     if run_retention.is_some_and(|r| r < std::time::Duration::from_secs(3600)) {
@@ -189,6 +197,7 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             executor_concurrency: config.executor_concurrency.unwrap_or(256),
             step_lease,
             stuck_message_delay,
+            ingest_deadline,
             run_retention,
             ..EngineConfig::default()
         },

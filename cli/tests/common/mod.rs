@@ -56,12 +56,26 @@ pub async fn engine_on_broker(
     state_url: &str,
     broker_url: &str,
 ) -> (Engine, weir::core::engine::EngineHandle) {
-    let config = EngineConfig {
+    engine_configured(dir, state_url, broker_url, fast_config()).await
+}
+
+/// The engine configuration of these helpers: fast retries and timers.
+pub fn fast_config() -> EngineConfig {
+    EngineConfig {
         retry_base: Duration::from_millis(20),
         retry_max: Duration::from_millis(100),
         scheduler_tick: Duration::from_millis(5),
         ..EngineConfig::default()
-    };
+    }
+}
+
+/// [`engine_on_broker`] with `config`.
+pub async fn engine_configured(
+    dir: &Path,
+    state_url: &str,
+    broker_url: &str,
+    config: EngineConfig,
+) -> (Engine, weir::core::engine::EngineHandle) {
     let engine = weir::App::default()
         .build_engine(&EngineOptions {
             config,

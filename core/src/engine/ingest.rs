@@ -4,6 +4,8 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use serde::Deserializer as _;
 use serde::de::{SeqAccess, Visitor};
@@ -189,97 +191,115 @@ impl Engine {
         self.ingest(events).await
     }
 
-    /// Stores and publishes already-validated events, both at once; returns their ids once
-    /// both succeeded. Storing and publishing are independent writes (the router reads the
-    /// event from the message), so they run concurrently: one round trip less between an
-    /// event and its runs. A batch with an event some function waits for (an `async` edge or a
-    /// `cancel` rule) is stored first, then published (see `waits.rs`). A retryable failure of
-    /// either is tried again (the failed half only) until `EngineConfig::ingest_deadline`. Either failing fails the request, and the producer sends again:
-    /// events are at least once, and a re-sent event id starts no second run.
+    /// Stores, then publishes already-validated events; returns their ids once both
+    /// succeeded. The answer is all or nothing: `Ok` means every event is stored and on its
+    /// way to its runs; `Err` means that none of them is stored, or (when the store could
+    /// not be reached even to take the request back) says that this is unknown.
+    ///
+    /// - Storing is one atomic append of the whole batch, named by a fresh request id. A
+    ///   retryable failure (a restart, a failover, a reply that timed out: the append may
+    ///   have happened) is tried again until `EngineConfig::ingest_deadline`; appends are
+    ///   idempotent by event id.
+    /// - Publishing is tried again the same way. If the broker stays away, the events' routing
+    ///   is handed to the scheduler instead (a timer per event in the state store, due now:
+    ///   the outbox pattern), and the request succeeds: its runs start once the broker is
+    ///   back. A re-routed event id starts no second run.
+    /// - When it gives up, ingest takes the request back (`EventStore::undo_append`, which
+    ///   also fences an append still in flight) before answering with the error.
+    ///
+    /// Storing before publishing also means that a pause registered after the router missed
+    /// an event finds it in the store (see `waits.rs`).
     pub async fn ingest(&self, events: Vec<Event>) -> Result<Vec<String>> {
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-        // An event some function waits for is stored before it is published: a pause
-        // registered after the router missed it then finds it in the store (see `waits.rs`).
-        let awaited = events
-            .iter()
-            .any(|e| self.inner.functions.awaited(&e.name).is_some());
-        // A store or broker that is briefly away (a restart, a failover, a stalled reply) is
-        // ridden out: the half that failed is tried again, until `ingest_deadline`. Both halves
-        // are idempotent (an event id is stored once, and routes once).
-        let deadline = tokio::time::Instant::now() + self.inner.config.ingest_deadline;
-        let mut delay = Duration::from_millis(50);
-        let mut done = Halves::default();
-        let mut messages = Some(event_messages(&events)?);
-        loop {
-            let messages = match messages.take() {
-                Some(m) => m,
-                None => event_messages(&events)?,
-            };
-            match self
-                .store_and_publish(&events, messages, awaited, &mut done)
-                .await
-            {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() + delay < deadline => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "ingest: storing or publishing events failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => {
-                    self.inner.metrics.events_rejected(e.kind());
-                    return Err(e);
-                }
-            }
-        }
-        self.inner.metrics.events_accepted(ids.len());
-        Ok(ids)
-    }
-
-    /// Stores and publishes `events` (the halves not `done` yet; storing first when
-    /// `awaited`, else both at once), marking each half done as it succeeds.
-    async fn store_and_publish(
-        &self,
-        events: &[Arc<Event>],
-        messages: Vec<(String, Bytes)>,
-        awaited: bool,
-        done: &mut Halves,
-    ) -> Result<()> {
-        let store = async {
-            if done.stored {
-                Ok(())
-            } else {
-                self.inner.events.append(events).await.map(|_| ())
-            }
-        };
-        let publish = async {
-            if done.published {
-                Ok(())
-            } else {
+        let deadline = Instant::now() + self.inner.config.ingest_deadline;
+        let batch = ulid::Ulid::new().to_string();
+        let outcome = async {
+            self.store_batch(&batch, &events, deadline).await?;
+            let messages = event_messages(&events)?;
+            let published = retry_until(deadline, "publishing events", || {
                 self.inner
                     .broker
-                    .publish_batch(TOPIC_EVENTS, messages)
-                    .await
+                    .publish_batch(TOPIC_EVENTS, messages.clone())
+            })
+            .await;
+            match published {
+                Ok(()) => Ok(()),
+                Err(e) if e.is_retryable() => {
+                    self.route_later(&events, crate::event::now_ms(), e).await
+                }
+                Err(e) => Err(e),
             }
         };
-        let (stored, published) = if awaited {
-            store.await?;
-            done.stored = true;
-            (Ok(()), publish.await)
-        } else {
-            futures::join!(store, publish)
-        };
-        done.stored |= stored.is_ok();
-        done.published |= published.is_ok();
-        stored.and(published)
+        if let Err(e) = outcome.await {
+            let e = self.take_back(&batch, &events, e).await;
+            self.inner.metrics.events_rejected(e.kind());
+            return Err(e);
+        }
+        self.inner.metrics.events_accepted(events.len());
+        Ok(events.iter().map(|e| e.id.clone()).collect())
+    }
+
+    /// Appends `events` as the request `batch`, trying a retryable failure again until
+    /// `deadline`.
+    async fn store_batch(
+        &self,
+        batch: &str,
+        events: &[Arc<Event>],
+        deadline: Instant,
+    ) -> Result<()> {
+        retry_until(deadline, "storing events", || {
+            self.inner.events.append_batch(batch, events)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Hands the routing of `events` to the scheduler: a timer per event due at `due_ms` that
+    /// publishes it (idempotent: the timer's id names the event). `cause`, why they are not
+    /// published now, is logged; the timers are tried for `FINISH_GRACE`.
+    async fn route_later(&self, events: &[Arc<Event>], due_ms: i64, cause: Error) -> Result<()> {
+        tracing::warn!(error = %cause, events = events.len(), "ingest: the broker is unavailable; the scheduler publishes these events once it is back");
+        let timers = route_timers(events, due_ms)?;
+        let state = &self.inner.state;
+        retry_until(
+            Instant::now() + FINISH_GRACE,
+            "scheduling the events' routing",
+            || futures::future::try_join_all(timers.iter().map(|t| state.schedule_timer(t))),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Takes back the request `batch` that failed with `cause` (tried for `FINISH_GRACE`) and
+    /// returns the error to answer: `cause`, saying that nothing was stored, or that this is
+    /// unknown when the store could not take the request back.
+    async fn take_back(&self, batch: &str, events: &[Arc<Event>], cause: Error) -> Error {
+        let n = events.len();
+        let undone = retry_until(Instant::now() + FINISH_GRACE, "taking back events", || {
+            self.inner.events.undo_append(batch, events)
+        })
+        .await;
+        match undone {
+            Ok(_) => {
+                let message = format!("{cause}; this request stored none of its {n} event(s)");
+                Error::new(cause.kind(), message)
+            }
+            Err(undo) => {
+                tracing::error!(error = %cause, undo = %undo, events = n, "ingest: a failed request could not be taken back: its events may be stored");
+                let message = format!(
+                    "{cause}; whether the {n} event(s) were stored is unknown (taking them back failed: {undo}): send them again with the same ids, which are stored once"
+                );
+                Error::new(ErrorKind::Unavailable, message)
+            }
+        }
     }
 
     /// Stores already-validated events now and starts their runs at `due_ms` (epoch
     /// milliseconds) instead of at once: the delay is a timer in the state store, so it
     /// survives restarts and fires on whichever node's scheduler is up (a Celery `countdown`,
-    /// a Faktory `at`). A due time already past ingests at once. Idempotent like [`ingest`]:
-    /// the timer's id names the event, so sending the same event again keeps one timer, and a
-    /// re-routed event id starts no second run.
+    /// a Faktory `at`). A due time already past ingests at once. All or nothing and
+    /// idempotent like [`ingest`]: the timer's id names the event, so sending the same event
+    /// again keeps one timer, and a re-routed event id starts no second run.
     ///
     /// [`ingest`]: Engine::ingest
     pub async fn ingest_at(&self, events: Vec<Event>, due_ms: i64) -> Result<Vec<String>> {
@@ -287,29 +307,19 @@ impl Engine {
             return self.ingest(events).await;
         }
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-        let mut timers = Vec::with_capacity(events.len());
-        for e in &events {
-            timers.push(Timer {
-                id: delayed_route_timer_id(&e.id),
-                due_ms,
-                action: TimerAction::Republish(Republish {
-                    topic: TOPIC_EVENTS.to_string(),
-                    key: e.id.clone(),
-                    payload: serde_json::to_string(&**e)?,
-                }),
-            });
-        }
-        let stored = self.inner.events.append(&events).await;
-        let scheduled = match stored {
-            Ok(_) => {
-                futures::future::try_join_all(
-                    timers.iter().map(|t| self.inner.state.schedule_timer(t)),
-                )
-                .await
-            }
-            Err(e) => Err(e),
+        let deadline = Instant::now() + self.inner.config.ingest_deadline;
+        let batch = ulid::Ulid::new().to_string();
+        let outcome = async {
+            self.store_batch(&batch, &events, deadline).await?;
+            let timers = route_timers(&events, due_ms)?;
+            let state = &self.inner.state;
+            retry_until(deadline, "scheduling delayed events", || {
+                futures::future::try_join_all(timers.iter().map(|t| state.schedule_timer(t)))
+            })
+            .await
         };
-        if let Err(e) = scheduled {
+        if let Err(e) = outcome.await {
+            let e = self.take_back(&batch, &events, e).await;
             self.inner.metrics.events_rejected(e.kind());
             return Err(e);
         }
@@ -318,11 +328,45 @@ impl Engine {
     }
 }
 
-/// Which halves of an ingest succeeded.
-#[derive(Debug, Default)]
-struct Halves {
-    stored: bool,
-    published: bool,
+/// How long ingest keeps trying to finish or take back a request after its deadline.
+const FINISH_GRACE: Duration = Duration::from_secs(2);
+
+/// Calls `attempt` until it succeeds, fails with an error that is not retryable, or `deadline`
+/// would pass before the next try (50 ms doubling to 1 s between tries); at least once.
+async fn retry_until<T, F, Fut>(deadline: Instant, what: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Err(e) if e.is_retryable() && Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_in = ?delay, "ingest: {what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Timers that publish each of `events` at `due_ms`.
+fn route_timers(events: &[Arc<Event>], due_ms: i64) -> Result<Vec<Timer>> {
+    events
+        .iter()
+        .map(|e| {
+            Ok(Timer {
+                id: delayed_route_timer_id(&e.id),
+                due_ms,
+                action: TimerAction::Republish(Republish {
+                    topic: TOPIC_EVENTS.to_string(),
+                    key: e.id.clone(),
+                    payload: serde_json::to_string(&**e)?,
+                }),
+            })
+        })
+        .collect()
 }
 
 /// The `events` messages of `events`, keyed by event id.

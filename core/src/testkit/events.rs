@@ -27,6 +27,8 @@ use crate::events::{EventFilter, EventStore};
 /// Runs every EventStore conformance test.
 pub async fn run_all(factory: &dyn Factory<dyn EventStore>) {
     append_is_idempotent_by_id(factory).await;
+    undo_takes_back_exactly_one_request(factory).await;
+    an_undone_request_arriving_late_stores_nothing(factory).await;
     scan_filters_and_orders(factory).await;
 }
 
@@ -53,6 +55,77 @@ pub async fn append_is_idempotent_by_id(factory: &dyn Factory<dyn EventStore>) {
     assert_eq!(again, vec![false], "a known id is not new");
     assert_eq!(store.get(&first.id).await.expect("get"), Some(first));
     assert_eq!(store.get("no-such-id").await.expect("get"), None);
+}
+
+/// `undo_append` removes what its request stored: not an event stored before under the same
+/// id, not one another request has found stored since; its own retry does not protect it.
+pub async fn undo_takes_back_exactly_one_request(factory: &dyn Factory<dyn EventStore>) {
+    let store = factory.make().await;
+    let earlier = Arc::new(event("t/undo", 1000, "u"));
+    store
+        .append(std::slice::from_ref(&earlier))
+        .await
+        .expect("append");
+    let mut resent = Event::clone(&earlier);
+    resent.data = json!({"resent": true});
+    let (mine, shared) = (
+        Arc::new(event("t/undo", 1001, "u")),
+        Arc::new(event("t/undo", 1002, "u")),
+    );
+    let batch = vec![Arc::new(resent), mine.clone(), shared.clone()];
+    let fresh = store.append_batch("req-1", &batch).await.expect("append");
+    assert_eq!(fresh, vec![false, true, true]);
+    // The request's own retry (the very same events) finds them stored.
+    let again = store.append_batch("req-1", &batch).await.expect("retry");
+    assert_eq!(again, vec![false, false, false]);
+    // Another request sends `shared` again and is told it is accepted.
+    let other = Arc::new(Event::clone(&shared));
+    let found = store.append_batch("req-2", &[other]).await.expect("append");
+    assert_eq!(found, vec![false]);
+
+    let removed = store.undo_append("req-1", &batch).await.expect("undo");
+    assert_eq!(removed, 1, "only the event the request alone stored goes");
+    assert_eq!(store.get(&mine.id).await.expect("get"), None);
+    assert_eq!(
+        store.get(&earlier.id).await.expect("get").as_ref(),
+        Some(&*earlier),
+        "an event stored before under the same id stays as it was"
+    );
+    assert!(store.get(&shared.id).await.expect("get").is_some());
+    let listed = store
+        .scan(&EventFilter {
+            name: Some("t/undo".into()),
+            ..EventFilter::default()
+        })
+        .await
+        .expect("scan");
+    let ids: Vec<&str> = listed.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, vec![earlier.id.as_str(), shared.id.as_str()]);
+    assert_eq!(
+        store
+            .undo_append("req-1", &batch)
+            .await
+            .expect("undo again"),
+        0,
+        "idempotent"
+    );
+}
+
+/// A request taken back before its append arrived (a command still in flight) stores nothing
+/// when the append comes; another request then stores the same events.
+pub async fn an_undone_request_arriving_late_stores_nothing(factory: &dyn Factory<dyn EventStore>) {
+    let store = factory.make().await;
+    let late = vec![
+        Arc::new(event("t/late", 1000, "u")),
+        Arc::new(event("t/late", 1001, "u")),
+    ];
+    assert_eq!(store.undo_append("req-late", &late).await.expect("undo"), 0);
+    let fresh = store.append_batch("req-late", &late).await.expect("append");
+    assert_eq!(fresh, vec![false, false]);
+    assert_eq!(store.get(&late[0].id).await.expect("get"), None);
+    let fresh = store.append_batch("req-next", &late).await.expect("append");
+    assert_eq!(fresh, vec![true, true]);
+    assert!(store.get(&late[1].id).await.expect("get").is_some());
 }
 
 /// Scans by name, time range and user, oldest or newest first, with a limit.

@@ -35,13 +35,43 @@ type ByTime = BTreeMap<(i64, Arc<str>), ()>;
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Events by id, with the time each was accepted (epoch ms).
-    by_id: BTreeMap<Arc<str>, (i64, Arc<Event>)>,
+    /// Events by id.
+    by_id: BTreeMap<Arc<str>, Stored>,
     by_time: ByTime,
     /// The same by name: a scan for one name (a pause's lookback) reads only that name's events.
     by_name: std::collections::HashMap<Arc<str>, ByTime>,
     /// Ids by the time they were accepted (epoch ms), oldest first: what the retention drops.
     accepted: VecDeque<(i64, Arc<str>)>,
+    /// Requests taken back (`undo_append`): an append of one of them stores nothing.
+    undone: std::collections::HashSet<String>,
+}
+
+/// A stored event.
+#[derive(Debug)]
+struct Stored {
+    /// When it was accepted (epoch ms): what the retention counts from.
+    accepted_ms: i64,
+    event: Arc<Event>,
+    /// Whether an append found it stored since: some request was told it is accepted, so an
+    /// undo of the request that stored it leaves it.
+    found_again: bool,
+}
+
+impl Inner {
+    /// Removes the event `id` from every index.
+    fn remove(&mut self, id: &Arc<str>) -> Option<Stored> {
+        let stored = self.by_id.remove(id)?;
+        let e = &stored.event;
+        let key = (e.ts, id.clone());
+        self.by_time.remove(&key);
+        if let Some(named) = self.by_name.get_mut(e.name.as_str()) {
+            named.remove(&key);
+            if named.is_empty() {
+                self.by_name.remove(e.name.as_str());
+            }
+        }
+        Some(stored)
+    }
 }
 
 impl MemoryEventStore {
@@ -73,12 +103,9 @@ impl MemoryEventStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-#[async_trait]
-impl EventStore for MemoryEventStore {
-    async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>> {
-        let mut inner = self.inner.write();
+    /// Appends `events` under the store's lock; says which were new.
+    fn append_locked(&self, inner: &mut Inner, events: &[Arc<Event>]) -> Vec<bool> {
         let now = weir_core::event::now_ms();
         // Expired events go first: an id sent again after its event expired is new again.
         let horizon = now.saturating_sub(self.retention_ms);
@@ -88,20 +115,13 @@ impl EventStore for MemoryEventStore {
             let Some((_, id)) = inner.accepted.pop_front() else {
                 break;
             };
-            if let Some((_, e)) = inner.by_id.remove(&id) {
-                let key = (e.ts, id);
-                inner.by_time.remove(&key);
-                if let Some(named) = inner.by_name.get_mut(e.name.as_str()) {
-                    named.remove(&key);
-                    if named.is_empty() {
-                        inner.by_name.remove(e.name.as_str());
-                    }
-                }
-            }
+            inner.remove(&id);
         }
         let mut fresh = Vec::with_capacity(events.len());
         for e in events {
-            if inner.by_id.contains_key(e.id.as_str()) {
+            if let Some(stored) = inner.by_id.get_mut(e.id.as_str()) {
+                // Another request's event (a request's own retry appends the very same one).
+                stored.found_again |= !Arc::ptr_eq(&stored.event, e);
                 fresh.push(false);
                 continue;
             }
@@ -117,10 +137,49 @@ impl EventStore for MemoryEventStore {
                 }
             }
             inner.accepted.push_back((now, id.clone()));
-            inner.by_id.insert(id, (now, e.clone()));
+            inner.by_id.insert(
+                id,
+                Stored {
+                    accepted_ms: now,
+                    event: e.clone(),
+                    found_again: false,
+                },
+            );
             fresh.push(true);
         }
-        Ok(fresh)
+        fresh
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryEventStore {
+    async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>> {
+        Ok(self.append_locked(&mut self.inner.write(), events))
+    }
+
+    async fn append_batch(&self, batch: &str, events: &[Arc<Event>]) -> Result<Vec<bool>> {
+        let mut inner = self.inner.write();
+        if inner.undone.contains(batch) {
+            return Ok(vec![false; events.len()]);
+        }
+        Ok(self.append_locked(&mut inner, events))
+    }
+
+    async fn undo_append(&self, batch: &str, events: &[Arc<Event>]) -> Result<usize> {
+        let mut inner = self.inner.write();
+        inner.undone.insert(batch.to_owned());
+        let mut removed = 0;
+        for e in events {
+            // Stored by this request: the very event it appended, found by no append since.
+            let ours = inner
+                .by_id
+                .get(e.id.as_str())
+                .is_some_and(|s| Arc::ptr_eq(&s.event, e) && !s.found_again);
+            if ours && inner.remove(&Arc::from(e.id.as_str())).is_some() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     async fn get(&self, id: &str) -> Result<Option<Event>> {
@@ -130,8 +189,8 @@ impl EventStore for MemoryEventStore {
             .read()
             .by_id
             .get(id)
-            .filter(|(at, _)| *at >= kept_since)
-            .map(|(_, e)| Event::clone(e)))
+            .filter(|s| s.accepted_ms >= kept_since)
+            .map(|s| Event::clone(&s.event)))
     }
 
     async fn scan(&self, filter: &EventFilter) -> Result<Vec<Event>> {
@@ -166,8 +225,8 @@ impl EventStore for MemoryEventStore {
         let limit = filter.limit();
         Ok(in_order
             .filter_map(|((_, id), _)| inner.by_id.get(id))
-            .filter(|(at, _)| *at >= kept_since)
-            .map(|(_, e)| e)
+            .filter(|s| s.accepted_ms >= kept_since)
+            .map(|s| &s.event)
             .filter(|e| filter.matches(e))
             .take(limit)
             .map(|e| Event::clone(e))

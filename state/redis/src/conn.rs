@@ -95,12 +95,25 @@ impl RedisConn {
         pipe: &Pipeline,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T> {
+        self.pipe_with_scripts(pipe, &[invocation]).await
+    }
+
+    /// [`pipe_with_script`](Self::pipe_with_script) with several scripts: on `NOSCRIPT`, loads
+    /// them all and runs the pipeline again.
+    pub(crate) async fn pipe_with_scripts<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        invocations: &[&ScriptInvocation<'_>],
+    ) -> Result<T> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut con = self.manager.clone();
         match pipe.query_async(&mut con).await {
             Err(e) if is_noscript(&e) => {
-                self.round_trips.fetch_add(2, Ordering::Relaxed);
-                invocation.load_async(&mut con).await.map_err(map_err)?;
+                self.round_trips
+                    .fetch_add(1 + invocations.len() as u64, Ordering::Relaxed);
+                for invocation in invocations {
+                    invocation.load_async(&mut con).await.map_err(map_err)?;
+                }
                 pipe.query_async(&mut con).await.map_err(map_err)
             }
             other => other.map_err(map_err),

@@ -19,6 +19,11 @@ const TRIM_BATCH: usize = 500;
 /// (three or four calls per entry).
 const TRIM_MAX: usize = 5_000;
 
+/// How long an undo of an ingest request fences it, and how long an event found stored by an
+/// append is kept from another request's undo: far longer than a request's deadline
+/// (seconds), so that a command still in flight cannot outlive it.
+const UNDO_FENCE: Duration = Duration::from_secs(600);
+
 /// Accepted events in Redis.
 #[derive(Debug, Clone)]
 pub struct RedisEventStore {
@@ -44,37 +49,33 @@ impl RedisEventStore {
     }
 }
 
-#[async_trait]
-impl EventStore for RedisEventStore {
-    async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>> {
+impl RedisEventStore {
+    /// Appends `events` as the request `batch` (`""`: one no undo names) in one script, all or
+    /// nothing, then trims the indexes in the same round trip.
+    async fn append_as(&self, batch: &str, events: &[Arc<Event>]) -> Result<Vec<bool>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let ttl_ms = self.retention.as_millis() as u64;
-        let mut pipe = redis::pipe();
-        for e in events {
-            pipe.cmd("SET")
-                .arg(self.keys.event(&e.id))
-                .arg(serde_json::to_string(&**e)?)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms);
-        }
-        let set: Vec<Option<String>> = self.conn.pipe(&pipe).await?;
-        let fresh: Vec<bool> = set.iter().map(Option::is_some).collect();
-        let mut index = redis::pipe();
         let now = weir_core::event::now_ms();
-        for (e, new) in events.iter().zip(&fresh) {
-            if *new {
-                index.zadd(self.keys.events(), &e.id, e.ts).ignore();
-                index
-                    .zadd(self.keys.events_by_name(&e.name), &e.id, e.ts)
-                    .ignore();
-                let accepted = format!("{}:{}{}", e.id.len(), e.id, e.name);
-                index
-                    .zadd(self.keys.events_accepted(), accepted, now)
-                    .ignore();
-            }
+        let mut append = crate::scripts::APPEND_EVENTS.prepare_invoke();
+        append
+            .key(self.keys.events())
+            .key(self.keys.events_accepted())
+            .key(self.keys.ingest_undone(batch))
+            .arg(self.keys.event(""))
+            .arg(self.keys.events_by_name_prefix())
+            .arg(ttl_ms)
+            .arg(now)
+            .arg(self.keys.event_found_again_prefix())
+            .arg(UNDO_FENCE.as_millis() as u64)
+            .arg(batch);
+        for e in events {
+            append
+                .arg(&e.id)
+                .arg(&e.name)
+                .arg(e.ts)
+                .arg(serde_json::to_string(&**e)?);
         }
         // Forget the index entries of events accepted longer than the retention ago (their
         // keys have expired), by acceptance time: an event sent with an old `ts` stays listed
@@ -89,11 +90,54 @@ impl EventStore for RedisEventStore {
             .arg(self.keys.events_by_name_prefix())
             .arg(want.min(TRIM_MAX))
             .arg(self.keys.event(""));
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&append);
         for _ in 0..want.div_ceil(TRIM_MAX) {
-            index.invoke_script(&trim).ignore();
+            pipe.invoke_script(&trim).ignore();
         }
-        self.conn.pipe_with_script::<()>(&index, &trim).await?;
-        Ok(fresh)
+        // Both scripts are loaded by the first call that finds one missing.
+        let (answer,): (Vec<i64>,) = self
+            .conn
+            .pipe_with_scripts(&pipe, &[&append, &trim])
+            .await?;
+        if answer.first() != Some(&1) {
+            // Taken back before it arrived: nothing was stored.
+            return Ok(vec![false; events.len()]);
+        }
+        Ok(answer[1..].iter().map(|n| *n == 1).collect())
+    }
+}
+
+#[async_trait]
+impl EventStore for RedisEventStore {
+    async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>> {
+        self.append_as("", events).await
+    }
+
+    async fn append_batch(&self, batch: &str, events: &[Arc<Event>]) -> Result<Vec<bool>> {
+        self.append_as(batch, events).await
+    }
+
+    async fn undo_append(&self, batch: &str, events: &[Arc<Event>]) -> Result<usize> {
+        if batch.is_empty() {
+            return Err(weir_core::Error::invalid(
+                "undo_append needs the request's id that append_batch was given",
+            ));
+        }
+        let mut undo = crate::scripts::UNDO_APPEND.prepare_invoke();
+        undo.key(self.keys.events())
+            .key(self.keys.ingest_undone(batch))
+            .arg(self.keys.event(""))
+            .arg(self.keys.events_by_name_prefix())
+            .arg(self.keys.event_found_again_prefix())
+            .arg(UNDO_FENCE.as_millis() as u64)
+            .arg(batch);
+        for e in events {
+            undo.arg(&e.id)
+                .arg(&e.name)
+                .arg(serde_json::to_string(&**e)?);
+        }
+        self.conn.script(&undo).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Event>> {

@@ -104,6 +104,17 @@ impl Keys {
         format!("{}:events:accepted", self.prefix)
     }
 
+    /// The key naming an ingest request taken back (`undo_append`): its append stores nothing.
+    pub(crate) fn ingest_undone(&self, batch: &str) -> String {
+        format!("{}:ingest:undone:{batch}", self.prefix)
+    }
+
+    /// Prefix of the keys marking an event that an append found stored: the request that
+    /// stored it keeps it even when it is undone.
+    pub(crate) fn event_found_again_prefix(&self) -> String {
+        format!("{}:ev-again:", self.prefix)
+    }
+
     /// The list of queue `name`'s waiting jobs.
     pub(crate) fn jobs_queue(&self, name: &str) -> String {
         format!("{}{name}", self.jobs_queue_prefix())

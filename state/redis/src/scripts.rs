@@ -354,6 +354,69 @@ return {recorded, t, n, decision, applied, open, finished, created_at()}
     ))
 });
 
+/// Appends a batch of events, all or nothing: each event's key unless it exists (`SET NX`),
+/// and for each new one its entries in the by-`ts`, by-name and acceptance indexes. An event
+/// found stored is marked with the request's id (a set expiring after `ARGV[6]` ms) so that an
+/// undo of another request that stored it leaves it (a request's own retry finds its events
+/// stored). KEYS: the by-`ts` zset, the acceptance zset, the request's "undone" key (a request
+/// taken back stores nothing). ARGV: the event key prefix, the by-name key prefix, the event
+/// TTL (ms), now (ms), the found-again key prefix, its TTL (ms), the request's id, then per
+/// event its id, name, `ts` and JSON. Answers `{1, new…}` (1/0 per event) or `{0}` for a
+/// request taken back.
+pub(crate) static APPEND_EVENTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[3]) == 1 then return {0} end
+local answer = {1}
+for i = 8, #ARGV, 4 do
+  local id, name, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('SET', ARGV[1] .. id, ARGV[i + 3], 'NX', 'PX', ARGV[3]) then
+    redis.call('ZADD', KEYS[1], ts, id)
+    redis.call('ZADD', ARGV[2] .. name, ts, id)
+    redis.call('ZADD', KEYS[2], ARGV[4], string.len(id) .. ':' .. id .. name)
+    answer[#answer + 1] = 1
+  else
+    redis.call('SADD', ARGV[5] .. id, ARGV[7])
+    redis.call('PEXPIRE', ARGV[5] .. id, ARGV[6])
+    answer[#answer + 1] = 0
+  end
+end
+return answer
+"#,
+    )
+});
+
+/// Takes back an ingest request (see `EventStore::undo_append`): first fences it (its
+/// "undone" key, so that its append, arriving late, stores nothing), then removes each of its
+/// events whose stored JSON is the request's own and that no other request's append found
+/// stored since (its found-again set names no other request). KEYS: the by-`ts` zset, the
+/// request's "undone" key. ARGV: the event key prefix, the by-name key prefix, the found-again
+/// key prefix, the fence's TTL (ms), the request's id, then per event its id, name and JSON. Answers how many events it removed.
+pub(crate) static UNDO_APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+local function found_by_another(id)
+  for _, batch in ipairs(redis.call('SMEMBERS', ARGV[3] .. id)) do
+    if batch ~= ARGV[5] then return true end
+  end
+  return false
+end
+local removed = 0
+for i = 6, #ARGV, 3 do
+  local id, name = ARGV[i], ARGV[i + 1]
+  if redis.call('GET', ARGV[1] .. id) == ARGV[i + 2] and not found_by_another(id) then
+    redis.call('DEL', ARGV[1] .. id, ARGV[3] .. id)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', ARGV[2] .. name, id)
+    removed = removed + 1
+  end
+end
+return removed
+"#,
+    )
+});
+
 /// Drops the index entries of events accepted before the retention's horizon (their keys have
 /// expired): from the by-`ts` index, the by-name index and the acceptance index. KEYS: the
 /// acceptance zset, the by-`ts` zset. ARGV: horizon (ms, exclusive), the by-name key prefix,

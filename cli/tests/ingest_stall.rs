@@ -1,0 +1,235 @@
+//! Ingest answers truthfully while Redis stalls: batches are posted continuously while a proxy
+//! in front of Redis holds its replies (the commands reach Redis; their answers come late, so
+//! the client's calls time out without knowing whether they were applied). Every answered
+//! batch must then be exactly all or nothing in the store: a `2xx` batch stored whole, a batch
+//! answered "stored none" stored not at all, and no batch ever stored in part.
+#![cfg(feature = "state-redis")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use weir::api::EventKeys;
+use weir::core::events::EventStore;
+use weir::core::run::RunFilter;
+
+/// A TCP proxy to Redis that can hold everything Redis sends back until released.
+struct StallProxy {
+    addr: String,
+    hold: watch::Sender<bool>,
+}
+
+impl StallProxy {
+    async fn start(target: String) -> StallProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (hold, held) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (mut client_read, client_write) = client.into_split();
+                let (server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                tokio::spawn(pump_replies(server_read, client_write, held.clone()));
+            }
+        });
+        StallProxy { addr, hold }
+    }
+
+    /// Holds Redis's replies for `how_long`.
+    async fn stall(&self, how_long: Duration) {
+        self.hold.send_replace(true);
+        tokio::time::sleep(how_long).await;
+        self.hold.send_replace(false);
+    }
+}
+
+/// Forwards what Redis sends, waiting while replies are held.
+async fn pump_replies(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut held: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if held.wait_for(|h| !*h).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// How a batch was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Answer {
+    /// `2xx`: every event stored.
+    Accepted,
+    /// An error saying the request stored none of its events.
+    StoredNone,
+    /// An error saying the outcome is unknown (the store could not take the request back).
+    Unknown,
+}
+
+const BATCH: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batch_answered_while_redis_stalls_is_all_or_nothing() {
+    let Some(state) = common::redis_state_url() else {
+        return;
+    };
+    let (host_port, path) = state
+        .strip_prefix("redis://")
+        .and_then(|rest| rest.split_once('/'))
+        .expect("a redis:// URL with a path");
+    let proxy = StallProxy::start(host_port.to_string()).await;
+    let proxied = format!("redis://{}/{path}", proxy.addr);
+    let def = json!({"id": "stall", "triggers": [{"event": "stall/test"}],
+                     "steps": {"s": {"path": "file://./steps/s", "runtime": {"type": "process"}}}});
+    let f = common::function_dir(&def, &[("s", "cat > /dev/null\necho '{}'")]);
+    let config = weir::core::engine::EngineConfig {
+        ingest_deadline: Duration::from_secs(2),
+        ..common::fast_config()
+    };
+    let (engine, _handle) = common::engine_configured(&f.dir, &proxied, "memory://", config).await;
+    let base = common::serve_api(engine.clone(), EventKeys::Any, EventKeys::Any).await;
+
+    // Posters send batches of events with ids of their own (b<poster>-<n>-<i>) until stopped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut posters = Vec::new();
+    for poster in 0..4 {
+        let (base, stop) = (base.clone(), stop.clone());
+        posters.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answered = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let ids: Vec<String> = (0..BATCH).map(|i| format!("b{poster}-{n}-{i}")).collect();
+                let batch: Vec<Value> = ids
+                    .iter()
+                    .map(|id| json!({"name": "stall/test", "id": id}))
+                    .collect();
+                n += 1;
+                let response = client
+                    .post(format!("{base}/e/key"))
+                    .json(&batch)
+                    .send()
+                    .await
+                    .expect("post");
+                let status = response.status();
+                let body = response.text().await.expect("body");
+                let answer = if status.is_success() {
+                    Answer::Accepted
+                } else if body.contains("stored none of its") {
+                    Answer::StoredNone
+                } else if body.contains("is unknown") {
+                    Answer::Unknown
+                } else {
+                    panic!("unexpected answer {status}: {body}");
+                };
+                answered.push((ids, answer, body));
+            }
+            answered
+        }));
+    }
+
+    // Stalls: shorter than the deadline (ridden out), longer than it but within its grace (the
+    // request is taken back), and longer than both (the outcome is unknown).
+    for stall in [1_200, 3_000, 5_000, 1_200, 3_000] {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        proxy.stall(Duration::from_millis(stall)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = Vec::new();
+    for p in posters {
+        answered.extend(p.await.expect("poster"));
+    }
+
+    // What the store holds, read past the proxy.
+    let store = weir_state_redis::RedisEventStore::connect(&state)
+        .await
+        .expect("connect");
+    let mut counts = std::collections::HashMap::new();
+    let mut accepted_ids = Vec::new();
+    let mut refused_ids = HashSet::new();
+    for (ids, answer, body) in &answered {
+        *counts.entry(*answer).or_insert(0) += 1;
+        let mut stored = 0;
+        for id in ids {
+            stored += usize::from(store.get(id).await.expect("get").is_some());
+        }
+        match answer {
+            Answer::Accepted => {
+                assert_eq!(stored, BATCH, "an accepted batch is stored whole: {body}");
+                accepted_ids.extend(ids.iter().cloned());
+            }
+            Answer::StoredNone => {
+                assert_eq!(
+                    stored, 0,
+                    "a batch answered \"stored none\" is not stored: {body}"
+                );
+                refused_ids.extend(ids.iter().cloned());
+            }
+            Answer::Unknown => assert!(
+                stored == 0 || stored == BATCH,
+                "a batch is never stored in part ({stored}/{BATCH}): {body}"
+            ),
+        }
+    }
+    println!("answers: {counts:?}");
+    assert!(
+        counts.get(&Answer::Accepted).copied().unwrap_or(0) > 0,
+        "some batches were accepted"
+    );
+    assert!(
+        counts.get(&Answer::StoredNone).copied().unwrap_or(0) > 0,
+        "a stall longer than the deadline made some request be taken back: {counts:?}"
+    );
+
+    // Every accepted event starts its run; no refused one does.
+    let filter = RunFilter {
+        function_id: Some("stall".into()),
+        limit: Some(100_000),
+        ..RunFilter::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = engine.state().list_runs(&filter).await.expect("list");
+        let started: HashSet<&str> = runs.iter().map(|r| r.event_id.as_str()).collect();
+        assert!(
+            !started.iter().any(|id| refused_ids.contains(*id)),
+            "an event of a batch answered \"stored none\" started a run"
+        );
+        let missing = accepted_ids
+            .iter()
+            .filter(|id| !started.contains(id.as_str()))
+            .count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} accepted event(s) started no run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
