@@ -46,7 +46,7 @@ pub enum Command {
     /// Run one function once, in-process, for one event; print each step's result.
     Run(run::RunArgs),
     /// Production server: state, broker and roles by configuration (file, WEIR_* env, flags).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Send an event to a running server.
     Send(send::SendArgs),
     /// Validate function definitions; print every error with file and JSON path.
@@ -67,7 +67,7 @@ pub async fn main(app: &crate::App, cli: Cli) -> i32 {
         Command::Dev(a) => dev::dev(app, a).await,
         Command::Run(a) => run::run(app, a).await,
         Command::Send(a) => send::send(a).await,
-        Command::Serve(a) => serve::serve(app, a).await,
+        Command::Serve(a) => serve::serve(app, *a).await,
         Command::Validate(a) => validate::validate(app, a).await,
         Command::Init(a) => init::init(a),
         Command::Runs(a) => runs::runs(a).await,
