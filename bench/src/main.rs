@@ -229,7 +229,7 @@ request arrival at the step server − ingest start).
 
 With a redis:// state store (the `state-redis` feature), the round trips the state and event stores
 made to Redis during the load are counted and printed per step executed and per run. They include
-the event appends (2 per ingest call) and the run creations.
+the event appends (1 per ingest call) and the run creations.
 
 With --wasm MODULE (the `driver-wasm` feature), every step runs MODULE on the wasm runtime, in this
 process; steps per second are then runs finished × steps per run (no step server counts them), and

@@ -79,6 +79,9 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/dead", get(list_dead))
+        .route("/v1/dead/{id}", get(show_dead).delete(drop_dead))
+        .route("/v1/dead/{id}/retry", post(retry_dead))
         .route("/v1/functions", get(list_functions))
         .route("/v1/events", get(list_events))
         .route("/v1/jobs", get(list_jobs))
@@ -366,6 +369,70 @@ async fn show_run(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Re
     match app.engine.state().get_run(&id).await {
         Ok(Some(run)) => Json(crate::view::run_json(&run, true)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id:?}")),
+        Err(e) if e.is_retryable() => from_error(&e),
+        // A run whose stored state does not decode: what can be read of it, and why the rest
+        // cannot (the executor fails it, with a dead letter, when it next handles it).
+        Err(e) => match app.engine.state().get_run_outline(&id).await {
+            Ok(Some(outline)) => Json(json!({
+                "run_id": id,
+                "status": outline.status.map_or("unknown", |s| s.as_str()),
+                "created_at": outline.created_at,
+                "ended_at": outline.ended_at,
+                "timeline": outline.history,
+                "error": format!("the run's stored state cannot be decoded: {e}"),
+            }))
+            .into_response(),
+            Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id:?}")),
+            Err(_) => from_error(&e),
+        },
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DeadQuery {
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/dead`: dead letters, newest first, a page at a time (`next` → `?before=`).
+async fn list_dead(State(app): State<AppState>, QueryOf(q): QueryOf<DeadQuery>) -> Response {
+    if let Some(refused) = check_limit(q.limit) {
+        return refused;
+    }
+    let limit = q.limit.unwrap_or(100);
+    match app
+        .engine
+        .state()
+        .list_dead_letters(q.before.as_deref(), limit)
+        .await
+    {
+        Ok(page) => Json(json!(page)).into_response(),
+        Err(e) => from_error(&e),
+    }
+}
+
+async fn show_dead(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Response {
+    match app.engine.state().get_dead_letter(&id).await {
+        Ok(Some(dead)) => Json(json!(dead)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no dead letter {id:?}")),
+        Err(e) => from_error(&e),
+    }
+}
+
+/// `DELETE /v1/dead/{id}`: forgets a dead letter (its message is not sent again).
+async fn drop_dead(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Response {
+    match app.engine.state().delete_dead_letter(&id).await {
+        Ok(true) => Json(json!({"dropped": id})).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("no dead letter {id:?}")),
+        Err(e) => from_error(&e),
+    }
+}
+
+/// `POST /v1/dead/{id}/retry`: sends the message again (reopening the run the dead letter
+/// failed) and forgets the dead letter; answers it.
+async fn retry_dead(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Response {
+    match app.engine.retry_dead_letter(&id).await {
+        Ok(dead) => Json(json!(dead)).into_response(),
         Err(e) => from_error(&e),
     }
 }

@@ -15,6 +15,7 @@
 //! step_lease = "30s"
 //! stuck_message_delay = "30s"
 //! ingest_deadline = "10s"
+//! dead_letter_after = 5
 //! run_retention = "7d"
 //! api_keys = ["a-key-for-the-v1-api"]
 //! adapters = []
@@ -59,6 +60,9 @@ pub struct ServeConfig {
     /// How long ingest keeps trying a store or broker that fails with a retryable error before
     /// it takes the request back and answers with the error (default `10s`).
     pub ingest_deadline: Option<String>,
+    /// After how many failures on one message (with an error retrying soon will not cure) the
+    /// engine gives up on it: a dead letter, and its run failed (default 5).
+    pub dead_letter_after: Option<u32>,
     /// How long finished runs are kept before they are deleted (default `7d`; `forever` keeps
     /// them for good).
     pub run_retention: Option<String>,
@@ -93,6 +97,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("step_lease", &self.step_lease)
             .field("stuck_message_delay", &self.stuck_message_delay)
             .field("ingest_deadline", &self.ingest_deadline)
+            .field("dead_letter_after", &self.dead_letter_after)
             .field("run_retention", &self.run_retention)
             .field(
                 "api_keys",
@@ -140,6 +145,7 @@ impl ServeConfig {
             step_lease,
             stuck_message_delay,
             ingest_deadline,
+            dead_letter_after,
             run_retention,
             api_keys,
             adapters,
@@ -157,6 +163,7 @@ impl ServeConfig {
             step_lease: step_lease.or(self.step_lease),
             stuck_message_delay: stuck_message_delay.or(self.stuck_message_delay),
             ingest_deadline: ingest_deadline.or(self.ingest_deadline),
+            dead_letter_after: dead_letter_after.or(self.dead_letter_after),
             run_retention: run_retention.or(self.run_retention),
             api_keys: unless_empty(api_keys, self.api_keys),
             adapters: unless_empty(adapters, self.adapters),
@@ -231,6 +238,7 @@ mod tests {
             step_lease: Some("2s".into()),
             stuck_message_delay: Some("1s".into()),
             ingest_deadline: Some("3s".into()),
+            dead_letter_after: Some(2),
             run_retention: Some("1d".into()),
             api_keys: vec!["a2".into()],
             adapters: vec!["celery+amqp://h/2".into()],
@@ -248,6 +256,7 @@ mod tests {
             step_lease: Some("30s".into()),
             stuck_message_delay: Some("30s".into()),
             ingest_deadline: Some("10s".into()),
+            dead_letter_after: Some(5),
             run_retention: Some("7d".into()),
             api_keys: vec!["a1".into()],
             adapters: vec!["celery+amqp://h/1".into()],

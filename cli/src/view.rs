@@ -291,7 +291,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// An event's `ts` as UTC with milliseconds, or the raw number when it is before 1970 or after
 /// 9999 (the sender sets it).
-fn event_time(ts: i64) -> String {
+pub fn event_time(ts: i64) -> String {
     const YEAR_10000_MS: i64 = 253_402_300_800_000;
     if !(0..YEAR_10000_MS).contains(&ts) {
         return format!("{ts} ms");

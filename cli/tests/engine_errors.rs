@@ -188,6 +188,44 @@ async fn a_step_whose_child_cannot_be_enqueued_moves_the_run_on_later() {
     }
 }
 
+/// A broker that refuses to publish step messages for good: the step whose child cannot be
+/// enqueued fails `dead_letter_after` (5) times, then its message is a dead letter and its run
+/// is failed, saying why, instead of staying `running` for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_refuses_for_good_fails_the_run_with_a_dead_letter() {
+    let def = json!({"id": "stuck", "triggers": [{"event": "t/stuck"}],
+                     "steps": {"a": step(None), "b": step(Some("a"))}});
+    let f = function_dir(&def, &[("ok", r#"echo '{"ok": true}'"#)]);
+    // Root steps go out as a batch (let through); `b` goes out alone: refused, always.
+    let (engine, handle, _broker) = engine_refusing(&f.dir, usize::MAX, 0).await;
+    let run = run_event(&engine, "stuck", &json!({"name": "t/stuck"})).await;
+    handle.shutdown().await;
+    assert_eq!(run.status, RunStatus::Failed, "{:#?}", run.history);
+    assert_eq!(run.steps["a"].status, StepStatus::Completed);
+    let dead = engine
+        .state()
+        .list_dead_letters(None, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.items.len(), 1, "{dead:#?}");
+    let letter = &dead.items[0];
+    assert_eq!(letter.run_id.as_deref(), Some(run.id.as_str()));
+    assert_eq!(letter.deliveries, 5);
+    assert!(
+        letter.reason.contains("not authorized"),
+        "{}",
+        letter.reason
+    );
+    let last = run.history.last().expect("timeline");
+    assert_eq!(last.kind, "run.failed");
+    assert!(
+        last.detail
+            .as_deref()
+            .is_some_and(|d| d.contains(&letter.id) && d.contains("not authorized")),
+        "{last:?}"
+    );
+}
+
 /// A memory state store that refuses, for good (not retryable), to record a completed attempt
 /// whose output holds `"huge"`; every other call goes to the memory store.
 struct RefusingStore(Arc<dyn StateStore>);

@@ -222,6 +222,25 @@ async fn real_answers_match_the_document() {
     let (status, body) = post(&base, "/v1/runs/no-such-run/cancel", "").await;
     assert_eq!(status, 404);
     check(&doc, "post", "/v1/runs/{id}/cancel", status, &body);
+    // Dead letters: an empty page, then unknown ids.
+    let (status, body) = get(&base, "/v1/dead?limit=5").await;
+    let page = check(&doc, "get", "/v1/dead", status, &body);
+    assert_eq!(page["items"], json!([]));
+    let (status, body) = get(&base, "/v1/dead/no-such-letter").await;
+    assert_eq!(status, 404, "{body}");
+    check(&doc, "get", "/v1/dead/{id}", status, &body);
+    let (status, body) = post(&base, "/v1/dead/no-such-letter/retry", "").await;
+    assert_eq!(status, 404, "{body}");
+    check(&doc, "post", "/v1/dead/{id}/retry", status, &body);
+    let gone = reqwest::Client::new()
+        .delete(format!("{base}/v1/dead/no-such-letter"))
+        .send()
+        .await
+        .expect("delete");
+    let status = gone.status().as_u16();
+    let body = gone.text().await.expect("body");
+    assert_eq!(status, 404, "{body}");
+    check(&doc, "delete", "/v1/dead/{id}", status, &body);
     let (status, body) = get(&base, "/v1/runs?limit=50").await;
     let runs = check(&doc, "get", "/v1/runs", status, &body);
     assert!(runs.as_array().is_some_and(|r| r.len() >= 2), "{runs}");
@@ -363,6 +382,13 @@ async fn real_answers_match_the_document() {
         ("get", "/v1/functions", format!("{locked}/v1/functions")),
         ("get", "/v1/events", format!("{locked}/v1/events")),
         ("get", "/v1/jobs", format!("{locked}/v1/jobs")),
+        ("get", "/v1/dead", format!("{locked}/v1/dead")),
+        ("delete", "/v1/dead/{id}", format!("{locked}/v1/dead/x")),
+        (
+            "post",
+            "/v1/dead/{id}/retry",
+            format!("{locked}/v1/dead/x/retry"),
+        ),
         (
             "post",
             "/v1/workers/{wid}",

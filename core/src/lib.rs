@@ -14,6 +14,7 @@ pub use event::Event;
 pub mod adapter;
 pub mod broker;
 pub mod claim_check;
+pub mod dead;
 pub mod driver;
 pub mod engine;
 pub mod events;

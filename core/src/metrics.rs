@@ -77,6 +77,11 @@ struct RoleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabel {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdapterJobLabels {
     adapter: &'static str,
     outcome: &'static str,
@@ -194,6 +199,7 @@ pub struct Metrics {
     attempt_seconds: Family<StepLabels, Histogram, fn() -> Histogram>,
     attempts_running: Gauge<i64, AtomicI64>,
     engine_errors: Family<RoleLabel, Counter>,
+    dead_letters: Family<TopicLabel, Counter>,
     timers_fired: Counter,
     runs_deleted: Counter,
     functions_loaded: Gauge<i64, AtomicI64>,
@@ -233,6 +239,7 @@ impl Metrics {
             attempt_seconds: Family::new_with_constructor(attempt_histogram),
             attempts_running: Gauge::default(),
             engine_errors: Family::default(),
+            dead_letters: Family::default(),
             timers_fired: Counter::default(),
             runs_deleted: Counter::default(),
             functions_loaded: Gauge::default(),
@@ -292,6 +299,11 @@ impl Metrics {
             m.engine_errors.clone(),
         );
         r.register(
+            "dead_letters",
+            "Messages this process gave up on and recorded as dead letters, by topic",
+            m.dead_letters.clone(),
+        );
+        r.register(
             "timers_fired",
             "Timers (retry backoffs, cron ticks, delayed redeliveries) this process fired",
             m.timers_fired.clone(),
@@ -315,6 +327,11 @@ impl Metrics {
             let _ = m
                 .events_rejected
                 .get_or_create_owned(&ReasonLabel { reason });
+        }
+        for topic in [crate::broker::TOPIC_EVENTS, crate::broker::TOPIC_STEPS] {
+            let _ = m.dead_letters.get_or_create_owned(&TopicLabel {
+                topic: topic.to_owned(),
+            });
         }
         for role in [Role::Router, Role::Executor, Role::Scheduler] {
             // Created at zero, so that an alert on their rate sees them before the first error.
@@ -413,6 +430,15 @@ impl Metrics {
     /// Counts an event that triggered no live function.
     pub fn event_unmatched(&self) {
         self.events_unmatched.inc();
+    }
+
+    /// Counts a message from `topic` recorded as a dead letter.
+    pub fn dead_lettered(&self, topic: &str) {
+        self.dead_letters
+            .get_or_create(&TopicLabel {
+                topic: topic.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts an error the engine's `role` loop failed on (the message is handled again).

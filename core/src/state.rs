@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::dead::{DeadLetter, DeadLetterPage};
 use crate::error::Result;
 use crate::event::Event;
 use crate::pause::{Pause, PauseAnswer, PauseHit};
@@ -548,11 +549,102 @@ pub trait StateStore: Send + Sync + 'static {
         Err(no_pauses())
     }
 
+    /// What can be read of run `run_id` when its state does not decode: its status, times and
+    /// the timeline entries that decode. `None` when there is no such run.
+    async fn get_run_outline(&self, run_id: &str) -> Result<Option<RunOutline>> {
+        let _ = run_id;
+        Err(no_dead_letters())
+    }
+
+    /// Records a dead letter (see `crate::dead`); recording the same id again changes
+    /// nothing. The store keeps the newest [`MAX_DEAD_LETTERS`](crate::dead::MAX_DEAD_LETTERS).
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<()> {
+        let _ = dead;
+        Err(no_dead_letters())
+    }
+
+    /// Up to `limit` dead letters, newest first; with `before`, those older than the dead
+    /// letter of that id (the `next` of the previous page).
+    async fn list_dead_letters(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage> {
+        let _ = (before, limit);
+        Err(no_dead_letters())
+    }
+
+    /// The dead letter `id`.
+    async fn get_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
+        let _ = id;
+        Err(no_dead_letters())
+    }
+
+    /// Deletes the dead letter `id`; true when it existed.
+    async fn delete_dead_letter(&self, id: &str) -> Result<bool> {
+        let _ = id;
+        Err(no_dead_letters())
+    }
+
+    /// Counts one more failure of the engine on the message `key` and answers the count so
+    /// far; the count is forgotten `ttl` after its last failure. (Brokers count redeliveries,
+    /// but a message handed back through a timer is a new message to them.)
+    async fn count_failure(&self, key: &str, ttl: std::time::Duration) -> Result<u32> {
+        let _ = (key, ttl);
+        Err(no_dead_letters())
+    }
+
+    /// Fails a running run without reading its state (which may not decode): status `failed`,
+    /// a `run.failed` timeline entry with `detail`, filed as any finished run. True when this
+    /// call failed it; false when it was not running; `NotFound` when there is no such run.
+    async fn fail_run(&self, run_id: &str, detail: &str, now_ms: i64) -> Result<bool> {
+        let _ = (run_id, detail, now_ms);
+        Err(no_dead_letters())
+    }
+
+    /// Reopens a run that [`fail_run`](StateStore::fail_run) failed with a detail containing
+    /// `failed_by` (a dead letter retried): status `running` again, its end time cleared, a
+    /// `run.reopened` timeline entry with `detail`. True when this call reopened it; false
+    /// when it is not failed, or was not failed so (its last timeline entry does not name
+    /// `failed_by`); `NotFound` when there is no such run.
+    async fn reopen_run(
+        &self,
+        run_id: &str,
+        failed_by: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let _ = (run_id, failed_by, detail, now_ms);
+        Err(no_dead_letters())
+    }
+
     /// The store's [`JobStore`](crate::jobs::JobStore), when it keeps jobs for outside
     /// workers (a capability: `None` by default; an adapter that needs one says so).
     fn jobs(&self) -> Option<std::sync::Arc<dyn crate::jobs::JobStore>> {
         None
     }
+}
+
+/// What is known of a run whose state does not decode (see
+/// [`StateStore::get_run_outline`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOutline {
+    /// Its stored status (`None`: not one weir knows).
+    pub status: Option<RunStatus>,
+    /// Creation time (epoch ms), when it decodes.
+    pub created_at: Option<i64>,
+    /// End time (epoch ms), when ended and it decodes.
+    pub ended_at: Option<i64>,
+    /// The timeline entries that decode.
+    pub history: Vec<crate::run::HistoryEntry>,
+}
+
+/// The error of a store that keeps no dead letters.
+fn no_dead_letters() -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Unsupported,
+        "this state store keeps no dead letters",
+    )
 }
 
 /// The error of a store that keeps no pauses.

@@ -16,6 +16,7 @@ macro_rules! outp {
     }};
 }
 
+mod dead;
 mod dev;
 mod events;
 mod init;
@@ -59,6 +60,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// List the jobs a running server keeps for outside workers (Faktory's), like runs.
     Jobs(jobs::JobsArgs),
+    /// The messages a running server gave up on (dead letters): list, show, retry, drop.
+    Dead(dead::DeadArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -73,6 +76,7 @@ pub async fn main(app: &crate::App, cli: Cli) -> i32 {
         Command::Runs(a) => runs::runs(a).await,
         Command::Events(a) => events::events(a).await,
         Command::Jobs(a) => jobs::jobs(a).await,
+        Command::Dead(a) => dead::dead(a).await,
     };
     match result {
         Ok(code) => code,

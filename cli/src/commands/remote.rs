@@ -100,6 +100,16 @@ impl Remote {
             .await
     }
 
+    /// DELETEs `url` and prints the answer as [`Remote::print`] does.
+    pub async fn delete_and_print<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        render: impl FnOnce(&T) -> String,
+    ) -> weir_core::Result<i32> {
+        self.call_and_print(reqwest::Method::DELETE, url, render)
+            .await
+    }
+
     async fn call_and_print<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,

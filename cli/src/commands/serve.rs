@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// it takes the request back and answers with the error [default: 10s].
     #[arg(long, env = "WEIR_INGEST_DEADLINE")]
     pub ingest_deadline: Option<String>,
+    /// After how many failures on one message (with an error retrying soon will not cure) the
+    /// engine gives up on it: a dead letter, and its run failed [default: 5].
+    #[arg(long, env = "WEIR_DEAD_LETTER_AFTER", value_parser = clap::value_parser!(u32).range(1..))]
+    pub dead_letter_after: Option<u32>,
     /// How long finished runs are kept before they are deleted, or `forever` [default: 7d].
     #[arg(long, env = "WEIR_RUN_RETENTION")]
     pub run_retention: Option<String>,
@@ -97,6 +101,7 @@ impl ServeArgs {
             step_lease: self.step_lease.clone(),
             stuck_message_delay: self.stuck_message_delay.clone(),
             ingest_deadline: self.ingest_deadline.clone(),
+            dead_letter_after: self.dead_letter_after,
             run_retention: self.run_retention.clone(),
             api_keys: given(&self.api_keys),
             adapters: self.adapters.urls(),
@@ -198,6 +203,7 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             step_lease,
             stuck_message_delay,
             ingest_deadline,
+            dead_letter_after: config.dead_letter_after.unwrap_or(5).max(1),
             run_retention,
             ..EngineConfig::default()
         },

@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, warn};
 
+use super::dead::Owner;
 use super::{Engine, RunFinished, StopSignal, next_delivery};
 use crate::broker::{Subscription, TOPIC_STEPS};
 use crate::driver::StepRequest;
@@ -37,8 +38,25 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
             let msg: StepMessage = match serde_json::from_slice(&delivery.payload) {
                 Ok(m) => m,
                 Err(e) => {
-                    warn!(error = %e, "executor: dropping an undecodable step message");
-                    let _ = delivery.ack().await;
+                    // Given up on at once: it will never decode. Step messages are keyed by
+                    // their run, which cannot move on without it: the run is failed.
+                    let reason = format!("the step message cannot be decoded: {e}");
+                    let run_id = delivery.key.clone();
+                    let owner = Owner {
+                        run_id: Some(&run_id),
+                        event_id: None,
+                    };
+                    let failures = delivery.redeliveries.saturating_add(1);
+                    let (key, payload) = (delivery.key.clone(), delivery.payload.clone());
+                    if engine
+                        .give_up(TOPIC_STEPS, &key, &payload, reason, failures, owner)
+                        .await
+                    {
+                        let _ = delivery.ack().await;
+                    } else {
+                        let wait = engine.inner.config.stuck_message_delay;
+                        engine.redeliver_later(TOPIC_STEPS, delivery, wait).await;
+                    }
                     return;
                 }
             };
@@ -52,6 +70,18 @@ pub(super) async fn run_loop(engine: Engine, mut sub: Box<dyn Subscription>, mut
                 }
                 Err(e) => {
                     engine.inner.metrics.engine_error(Role::Executor);
+                    let owner = Owner {
+                        run_id: Some(&msg.run_id),
+                        event_id: None,
+                    };
+                    let key = format!("{}:{}:{}", msg.run_id, msg.step_id, msg.attempt);
+                    if engine
+                        .give_up_if_due(TOPIC_STEPS, &key, &delivery, &e, owner)
+                        .await
+                    {
+                        let _ = delivery.ack().await;
+                        return;
+                    }
                     // Kept either way: dropping it would leave the run `running` for good
                     // (the attempt's result, or its children, never recorded). Handled again
                     // later it starts the attempt or, when the attempt ended, moves the run

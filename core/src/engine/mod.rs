@@ -10,6 +10,7 @@
 //!   ticks) and deletes finished runs past the run retention.
 
 mod backoff;
+mod dead;
 mod executor;
 mod ingest;
 mod registry;
@@ -78,6 +79,10 @@ pub struct EngineConfig {
     /// How long ingest keeps trying a store or broker that answers a retryable error (a
     /// restart, a failover) before it answers the producer with it. Default 10 s.
     pub ingest_deadline: Duration,
+    /// After how many failures on one message with an error that is neither retryable nor
+    /// "not loaded here" the engine gives up on it: a dead letter, and its run failed (see
+    /// `crate::dead`). A message that cannot be decoded is given up on at once. Default 5.
+    pub dead_letter_after: u32,
 }
 
 /// How long a finished run is kept by default: 7 days.
@@ -102,6 +107,7 @@ impl Default for EngineConfig {
             run_retention: Some(DEFAULT_RUN_RETENTION),
             cancel_check: Duration::from_secs(1),
             ingest_deadline: Duration::from_secs(10),
+            dead_letter_after: 5,
         }
     }
 }
@@ -250,6 +256,11 @@ impl Engine {
     /// The state store.
     pub fn state(&self) -> &Arc<dyn StateStore> {
         &self.inner.state
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn crate::broker::Broker> {
+        &self.inner.broker
     }
 
     /// The event store.

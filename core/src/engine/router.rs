@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tracing::{error, warn};
 
+use super::dead::Owner;
 use super::{Engine, StopSignal, next_delivery};
 use crate::broker::{Delivery, Subscription, TOPIC_EVENTS, TOPIC_STEPS};
 use crate::error::Result;
@@ -57,8 +58,26 @@ async fn handle(engine: &Engine, delivery: Delivery) {
     let event: Event = match serde_json::from_slice(&delivery.payload) {
         Ok(e) => e,
         Err(e) => {
-            warn!(error = %e, "router: dropping an undecodable event message");
-            let _ = delivery.ack().await;
+            // Given up on at once: it will never decode.
+            let reason = format!("the event message cannot be decoded: {e}");
+            let failures = delivery.redeliveries.saturating_add(1);
+            let (key, payload) = (delivery.key.clone(), delivery.payload.clone());
+            if engine
+                .give_up(
+                    TOPIC_EVENTS,
+                    &key,
+                    &payload,
+                    reason,
+                    failures,
+                    Owner::default(),
+                )
+                .await
+            {
+                let _ = delivery.ack().await;
+            } else {
+                let wait = engine.inner.config.stuck_message_delay;
+                engine.redeliver_later(TOPIC_EVENTS, delivery, wait).await;
+            }
             return;
         }
     };
@@ -70,6 +89,17 @@ async fn handle(engine: &Engine, delivery: Delivery) {
             // Kept either way: dropping it would lose the event's runs, or leave a created
             // run `running` with its root steps never enqueued. Routing is idempotent.
             engine.inner.metrics.engine_error(Role::Router);
+            let owner = Owner {
+                run_id: None,
+                event_id: Some(&event.id),
+            };
+            if engine
+                .give_up_if_due(TOPIC_EVENTS, &event.id, &delivery, &e, owner)
+                .await
+            {
+                let _ = delivery.ack().await;
+                return;
+            }
             let wait = engine.error_delay(&e, delivery.redeliveries);
             if engine.retried_soon(&e, wait) {
                 warn!(error = %e, event = %event.id, retry_in = ?wait, "router: will route the event again");

@@ -49,6 +49,7 @@ pub async fn run_all(factory: &dyn Factory<dyn StateStore>) {
     finished_runs_are_deleted_after_the_retention(factory).await;
     ended_runs_are_listed_by_end_time(factory).await;
     super::pauses::run_all(factory).await;
+    super::dead::run_all(factory).await;
 }
 
 /// A lease long enough never to expire during a test.

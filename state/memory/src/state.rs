@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use weir_core::dead::{DeadLetter, DeadLetterPage, MAX_DEAD_LETTERS};
 use weir_core::pause::{Pause, PauseAnswer, PauseHit, PauseStatus};
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
-    AttemptOutcome, CancelRun, CreateRun, EdgeTally, RunState, StartAttempt, StateStore, Timer,
-    Transition,
+    AttemptOutcome, CancelRun, CreateRun, EdgeTally, RunOutline, RunState, StartAttempt,
+    StateStore, Timer, Transition,
 };
 use weir_core::{Error, Event, Result};
 
@@ -38,6 +39,10 @@ struct Inner {
     blobs: HashMap<String, (bytes::Bytes, i64)>,
     /// Waiting pauses filed by (event name, match key).
     pauses: HashMap<(String, String), BTreeMap<String, Filed>>,
+    /// Dead letters by id (ULIDs: oldest first).
+    dead: BTreeMap<String, DeadLetter>,
+    /// Failures counted per message key: (count, forgotten at epoch ms).
+    failures: HashMap<String, (u32, i64)>,
 }
 
 /// A pause filed for one of its specs, by `pause id#spec`: (run id, pause key, spec).
@@ -486,6 +491,129 @@ impl StateStore for MemoryStateStore {
             taken: taken_n,
             not_taken: step.edges.len() - taken_n,
         })
+    }
+
+    async fn get_run_outline(&self, run_id: &str) -> Result<Option<RunOutline>> {
+        Ok(self.inner.lock().runs.get(run_id).map(|run| RunOutline {
+            status: Some(run.status),
+            created_at: Some(run.created_at),
+            ended_at: run.ended_at,
+            history: run.history.clone(),
+        }))
+    }
+
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<()> {
+        let mut inner = self.inner.lock();
+        inner
+            .dead
+            .entry(dead.id.clone())
+            .or_insert_with(|| dead.clone());
+        while inner.dead.len() > MAX_DEAD_LETTERS {
+            inner.dead.pop_first();
+        }
+        Ok(())
+    }
+
+    async fn list_dead_letters(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage> {
+        let inner = self.inner.lock();
+        let older = match before {
+            Some(id) => inner
+                .dead
+                .range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(id))),
+            None => inner.dead.range::<str, _>(..),
+        };
+        let mut items: Vec<DeadLetter> = older
+            .rev()
+            .take(limit + 1)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        Ok(DeadLetterPage { items, next })
+    }
+
+    async fn get_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
+        Ok(self.inner.lock().dead.get(id).cloned())
+    }
+
+    async fn delete_dead_letter(&self, id: &str) -> Result<bool> {
+        Ok(self.inner.lock().dead.remove(id).is_some())
+    }
+
+    async fn count_failure(&self, key: &str, ttl: std::time::Duration) -> Result<u32> {
+        let now = weir_core::event::now_ms();
+        let mut inner = self.inner.lock();
+        if inner.failures.len() >= 1024 {
+            inner.failures.retain(|_, (_, until)| *until > now);
+        }
+        let until = now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        let count = inner.failures.entry(key.to_owned()).or_insert((0, until));
+        if count.1 <= now {
+            count.0 = 0;
+        }
+        *count = (count.0 + 1, until);
+        Ok(count.0)
+    }
+
+    async fn fail_run(&self, run_id: &str, detail: &str, now_ms: i64) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        let Some(run) = inner.runs.get_mut(run_id) else {
+            return Err(Error::new(
+                weir_core::ErrorKind::NotFound,
+                format!("no run {run_id:?}"),
+            ));
+        };
+        if run.status != RunStatus::Running {
+            return Ok(false);
+        }
+        run.status = RunStatus::Failed;
+        run.ended_at = Some(now_ms);
+        let mut entry = HistoryEntry::now("run.failed");
+        entry.at = now_ms;
+        entry.detail = Some(detail.to_owned());
+        run.history.push(entry);
+        inner.file_ended(run_id);
+        Ok(true)
+    }
+
+    async fn reopen_run(
+        &self,
+        run_id: &str,
+        failed_by: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        let Some(run) = inner.runs.get_mut(run_id) else {
+            return Err(Error::new(
+                weir_core::ErrorKind::NotFound,
+                format!("no run {run_id:?}"),
+            ));
+        };
+        let failed_so = run.history.last().is_some_and(|e| {
+            e.kind == "run.failed" && e.detail.as_deref().is_some_and(|d| d.contains(failed_by))
+        });
+        if run.status != RunStatus::Failed || !failed_so {
+            return Ok(false);
+        }
+        let ended_at = run.ended_at.take();
+        run.status = RunStatus::Running;
+        let mut entry = HistoryEntry::now("run.reopened");
+        entry.at = now_ms;
+        entry.detail = Some(detail.to_owned());
+        run.history.push(entry);
+        if let Some(at) = ended_at {
+            inner.ended.remove(&(at, run_id.to_owned()));
+        }
+        Ok(true)
     }
 
     async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<bool> {

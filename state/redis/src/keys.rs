@@ -104,6 +104,21 @@ impl Keys {
         format!("{}:events:accepted", self.prefix)
     }
 
+    /// Dead letter ids (a sorted set, all scores 0: ids are ULIDs, so ordered by time).
+    pub(crate) fn dead(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+
+    /// Dead letters by id (a hash of JSON).
+    pub(crate) fn dead_data(&self) -> String {
+        format!("{}:dead:data", self.prefix)
+    }
+
+    /// The failure count of the message `key`.
+    pub(crate) fn failures(&self, key: &str) -> String {
+        format!("{}:failures:{key}", self.prefix)
+    }
+
     /// The key naming an ingest request taken back (`undo_append`): its append stores nothing.
     pub(crate) fn ingest_undone(&self, batch: &str) -> String {
         format!("{}:ingest:undone:{batch}", self.prefix)

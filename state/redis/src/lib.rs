@@ -9,6 +9,7 @@
 
 mod config;
 mod conn;
+mod dead;
 mod events;
 mod jobs;
 mod keys;

@@ -241,6 +241,60 @@ return {1, created, ARGV[1]}
     )
 });
 
+/// Fails a running run without reading its state. ARGV: the end time, the timeline entry.
+/// Answers `{applied, created_at}`: 1 failed now, 0 not running, -1 no such run.
+pub(crate) static FAIL_RUN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local run = redis.call('HMGET', KEYS[1], 'status', 'created_at')
+if not run[1] then return {-1, 0} end
+local created = tonumber(run[2]) or 0
+if run[1] ~= 'running' then return {0, created} end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[1])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return {1, created}
+"#,
+    )
+});
+
+/// Reopens a failed run whose last timeline entry contains `ARGV[1]` (the dead letter that
+/// failed it). ARGV: that text, the timeline entry. Answers `{applied, created_at}`: 1
+/// reopened now, 0 not failed so, -1 no such run.
+pub(crate) static REOPEN_RUN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local run = redis.call('HMGET', KEYS[1], 'status', 'created_at')
+if not run[1] then return {-1, 0} end
+local created = tonumber(run[2]) or 0
+if run[1] ~= 'failed' then return {0, created} end
+local last = redis.call('LINDEX', KEYS[2], -1)
+if not last or not string.find(last, ARGV[1], 1, true) then return {0, created} end
+redis.call('HSET', KEYS[1], 'status', 'running')
+redis.call('HDEL', KEYS[1], 'ended_at')
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return {1, created}
+"#,
+    )
+});
+
+/// Records a dead letter unless its id is known, keeping the newest `ARGV[3]`. KEYS: the id
+/// zset, the data hash. ARGV: id, JSON, the most kept.
+pub(crate) static PUT_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if over > 0 then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, over - 1)
+  redis.call('ZREM', KEYS[1], unpack(oldest))
+  redis.call('HDEL', KEYS[2], unpack(oldest))
+end
+return 1
+"#,
+    )
+});
+
 /// Deletes a finished run's keys (hash, timeline, outputs) unless it is running. Answers
 /// `{1, meta, event}` when it deleted them (for the caller to drop the index entries),
 /// `{0, nil, nil}` for a running or missing run.

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use weir_core::dead::{DeadLetter, DeadLetterPage};
 use weir_core::event::now_ms;
 use weir_core::pause::{Pause, PauseAnswer, PauseHit, PauseStatus};
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
-    AttemptOutcome, CancelRun, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunState, StartAttempt,
-    StateStore, Timer, Transition,
+    AttemptOutcome, CancelRun, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunOutline, RunState,
+    StartAttempt, StateStore, Timer, Transition,
 };
 use weir_core::{Error, ErrorKind, Event, Result};
 
@@ -388,25 +389,44 @@ impl RedisStateStore {
         if !with_state {
             return Ok(Some((started, None)));
         }
+        match Self::decode_run_state(head, outputs) {
+            Ok(state) => Ok(Some((started, Some(state)))),
+            Err(e) => {
+                // A start whose run cannot be read holds no lease: once the run is repaired,
+                // its message starts the attempt at once.
+                if started == StartAttempt::Started {
+                    let _ = self
+                        .renew_attempt(run_id, step_id, attempt, now_ms - 1)
+                        .await;
+                }
+                Err(e.with_context("run", run_id))
+            }
+        }
+    }
+
+    /// The run state `START_ATTEMPT` read: the run's `meta`, `event` and `status`, and its
+    /// outputs as field/value pairs.
+    fn decode_run_state(head: Vec<Option<String>>, outputs: Vec<String>) -> Result<RunState> {
         let [Some(meta), Some(event), Some(status)] =
             <[Option<String>; 3]>::try_from(head).map_err(|_| corrupt("head"))?
         else {
             return Err(corrupt("run head"));
         };
-        let meta: Meta = serde_json::from_str(&meta)?;
+        let meta: Meta = serde_json::from_str(&meta)
+            .map_err(|e| corrupt(&format!("meta is not valid JSON: {e}")))?;
         let outputs: HashMap<String, String> = outputs
             .chunks_exact(2)
             .map(|kv| (kv[0].clone(), kv[1].clone()))
             .collect();
-        let state = RunState {
+        Ok(RunState {
             id: meta.id,
             function_id: meta.function_id,
             function_version: meta.function_version,
             status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-            event: serde_json::from_str(&event)?,
+            event: serde_json::from_str(&event)
+                .map_err(|e| corrupt(&format!("event is not valid JSON: {e}")))?,
             outputs: decode_outputs(outputs)?,
-        };
-        Ok(Some((started, Some(state))))
+        })
     }
 }
 
@@ -1014,6 +1034,48 @@ impl StateStore for RedisStateStore {
 
     async fn get_pause(&self, run_id: &str, key: &str) -> Result<Option<Pause>> {
         self.read(run_id, key).await
+    }
+
+    async fn get_run_outline(&self, run_id: &str) -> Result<Option<RunOutline>> {
+        self.outline(run_id).await
+    }
+
+    async fn put_dead_letter(&self, dead: &DeadLetter) -> Result<()> {
+        self.put_dead(dead).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage> {
+        self.list_dead(before, limit).await
+    }
+
+    async fn get_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
+        self.get_dead(id).await
+    }
+
+    async fn delete_dead_letter(&self, id: &str) -> Result<bool> {
+        self.delete_dead(id).await
+    }
+
+    async fn count_failure(&self, key: &str, ttl: std::time::Duration) -> Result<u32> {
+        self.count_failure_of(key, ttl).await
+    }
+
+    async fn fail_run(&self, run_id: &str, detail: &str, now_ms: i64) -> Result<bool> {
+        self.move_run(run_id, None, detail, now_ms).await
+    }
+
+    async fn reopen_run(
+        &self,
+        run_id: &str,
+        failed_by: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        self.move_run(run_id, Some(failed_by), detail, now_ms).await
     }
 
     async fn cancel_run(&self, run_id: &str, detail: &str, now_ms: i64) -> Result<CancelRun> {
