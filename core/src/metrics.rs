@@ -77,6 +77,11 @@ struct RoleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabel {
     topic: String,
 }
@@ -200,6 +205,7 @@ pub struct Metrics {
     attempts_running: Gauge<i64, AtomicI64>,
     engine_errors: Family<RoleLabel, Counter>,
     dead_letters: Family<TopicLabel, Counter>,
+    runs_swept: Family<OutcomeLabel, Counter>,
     timers_fired: Counter,
     runs_deleted: Counter,
     functions_loaded: Gauge<i64, AtomicI64>,
@@ -240,6 +246,7 @@ impl Metrics {
             attempts_running: Gauge::default(),
             engine_errors: Family::default(),
             dead_letters: Family::default(),
+            runs_swept: Family::default(),
             timers_fired: Counter::default(),
             runs_deleted: Counter::default(),
             functions_loaded: Gauge::default(),
@@ -302,6 +309,11 @@ impl Metrics {
             "dead_letters",
             "Messages this process gave up on and recorded as dead letters, by topic",
             m.dead_letters.clone(),
+        );
+        r.register(
+            "runs_swept",
+            "Stuck runs the sweeper found, by what it did: repaired (steps enqueued again) or failed",
+            m.runs_swept.clone(),
         );
         r.register(
             "timers_fired",
@@ -438,6 +450,13 @@ impl Metrics {
             .get_or_create(&TopicLabel {
                 topic: topic.to_owned(),
             })
+            .inc();
+    }
+
+    /// Counts a stuck run the sweeper `outcome` (`repaired`, `failed`).
+    pub fn run_swept(&self, outcome: &'static str) {
+        self.runs_swept
+            .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 

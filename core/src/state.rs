@@ -154,6 +154,11 @@ pub enum TimerAction {
     /// End a pause that is still waiting (its `ttl` ran out, or its sleep is over), and take
     /// the edges that follow.
     PauseExpires(crate::pause::PauseRef),
+    /// A pass of the sweeper (see `engine::sweeper`); `bucket` names its time slot.
+    Sweep {
+        /// The slot: the due time divided by `sweep_every`.
+        bucket: i64,
+    },
 }
 
 /// A message to publish again, held by a timer.
@@ -549,6 +554,29 @@ pub trait StateStore: Send + Sync + 'static {
         Err(no_pauses())
     }
 
+    /// Up to `limit` running runs created before `created_before_ms`, oldest first (by
+    /// creation time, then id), after `after` (the last of the previous page): what the sweeper
+    /// examines (see `engine::sweeper`).
+    async fn running_runs(
+        &self,
+        created_before_ms: i64,
+        after: Option<&RunRef>,
+        limit: usize,
+    ) -> Result<Vec<RunRef>> {
+        let _ = (created_before_ms, after, limit);
+        Err(no_dead_letters())
+    }
+
+    /// Appends `entry` to the timeline of run `run_id` while it is running; true when it did.
+    async fn append_timeline(
+        &self,
+        run_id: &str,
+        entry: &crate::run::HistoryEntry,
+    ) -> Result<bool> {
+        let _ = (run_id, entry);
+        Err(no_dead_letters())
+    }
+
     /// What can be read of run `run_id` when its state does not decode: its status, times and
     /// the timeline entries that decode. `None` when there is no such run.
     async fn get_run_outline(&self, run_id: &str) -> Result<Option<RunOutline>> {
@@ -625,6 +653,15 @@ pub trait StateStore: Send + Sync + 'static {
     }
 }
 
+/// A run by creation time and id: a place in [`StateStore::running_runs`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunRef {
+    /// Creation time (epoch ms).
+    pub created_at: i64,
+    /// Run id.
+    pub id: String,
+}
+
 /// What is known of a run whose state does not decode (see
 /// [`StateStore::get_run_outline`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -639,11 +676,11 @@ pub struct RunOutline {
     pub history: Vec<crate::run::HistoryEntry>,
 }
 
-/// The error of a store that keeps no dead letters.
+/// The error of a store that keeps no dead letters (nor sweeps runs).
 fn no_dead_letters() -> crate::Error {
     crate::Error::new(
         crate::ErrorKind::Unsupported,
-        "this state store keeps no dead letters",
+        "this state store keeps no dead letters and cannot be swept",
     )
 }
 

@@ -17,6 +17,7 @@ mod registry;
 mod retention;
 mod router;
 mod scheduler;
+pub mod sweeper;
 mod waits;
 
 use std::sync::Arc;
@@ -83,6 +84,11 @@ pub struct EngineConfig {
     /// "not loaded here" the engine gives up on it: a dead letter, and its run failed (see
     /// `crate::dead`). A message that cannot be decoded is given up on at once. Default 5.
     pub dead_letter_after: u32,
+    /// How long a running run may show no progress, with nothing live that would move it on,
+    /// before the sweeper enqueues its steps again (see `sweeper`). Default 10 minutes.
+    pub stuck_run_grace: Duration,
+    /// How often the sweeper runs (on one node at a time). Default 1 minute.
+    pub sweep_every: Duration,
 }
 
 /// How long a finished run is kept by default: 7 days.
@@ -108,6 +114,8 @@ impl Default for EngineConfig {
             cancel_check: Duration::from_secs(1),
             ingest_deadline: Duration::from_secs(10),
             dead_letter_after: 5,
+            stuck_run_grace: Duration::from_secs(600),
+            sweep_every: Duration::from_secs(60),
         }
     }
 }

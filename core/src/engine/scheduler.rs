@@ -35,6 +35,15 @@ pub(super) async fn run_loop(engine: Engine, mut stop: StopSignal) {
                 engine.inner.metrics.engine_error(Role::Scheduler);
                 warn!(error = %e, "scheduler: scheduling cron ticks failed; retrying");
             }
+            match engine.schedule_sweep().await {
+                // A store that cannot be swept (a third party's without `running_runs`).
+                Err(e) if e.kind() == crate::error::ErrorKind::Unsupported => {}
+                Err(e) => {
+                    engine.inner.metrics.engine_error(Role::Scheduler);
+                    warn!(error = %e, "scheduler: scheduling the sweeper failed; retrying");
+                }
+                Ok(()) => {}
+            }
             next_cron_sync = tokio::time::Instant::now() + CRON_SYNC_EVERY;
         }
         match engine.fire_due_timers().await {
@@ -112,6 +121,11 @@ impl Engine {
                     self.inner.broker.publish(&m.topic, &m.key, payload).await
                 }
                 TimerAction::PauseExpires(p) => self.pause_expired(p).await,
+                TimerAction::Sweep { .. } => match self.sweep().await {
+                    // The next pass, `sweep_every` on (other nodes make sure of it too).
+                    Ok(_) => self.schedule_sweep().await,
+                    Err(e) => Err(e),
+                },
             };
             match outcome {
                 Ok(()) => {

@@ -1,5 +1,6 @@
-//! State-store conformance for dead letters (see `crate::dead`), failure counts, and failing
-//! and reopening a run without reading its state. Part of [`super::state::run_all`].
+//! State-store conformance for dead letters (see `crate::dead`), failure counts, failing and
+//! reopening a run without reading its state, and what the sweeper reads and writes. Part of
+//! [`super::state::run_all`].
 
 use std::time::Duration;
 
@@ -16,6 +17,77 @@ pub async fn run_all(factory: &dyn Factory<dyn StateStore>) {
     dead_letters_are_kept_listed_and_dropped(factory).await;
     failures_are_counted_per_message(factory).await;
     a_run_is_failed_and_reopened_without_its_state(factory).await;
+    running_runs_are_listed_oldest_first_for_the_sweeper(factory).await;
+}
+
+/// `running_runs` pages through running runs created before a time, oldest first (ties by
+/// id), leaving finished ones out; `append_timeline` writes to running runs only.
+pub async fn running_runs_are_listed_oldest_first_for_the_sweeper(
+    factory: &dyn Factory<dyn StateStore>,
+) {
+    let store = factory.make().await;
+    let function = unique("fn");
+    let mut made = Vec::new();
+    for (user, created_at) in [
+        ("u1", 2000),
+        ("u2", 1000),
+        ("u3", 1000),
+        ("u4", 5000),
+        ("u5", 1500),
+    ] {
+        let mut run = sample_run(&function, user);
+        run.created_at = created_at;
+        store.create_run(&run).await.expect("create");
+        made.push(run);
+    }
+    store
+        .fail_run(&made[4].id, "finished", now_ms())
+        .await
+        .expect("fail");
+    let mut ties = [made[1].id.clone(), made[2].id.clone()];
+    ties.sort();
+    let first = store.running_runs(3000, None, 2).await.expect("list");
+    let ids: Vec<&str> = first.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [ties[0].as_str(), ties[1].as_str()],
+        "oldest first, ties by id"
+    );
+    assert_eq!(first[0].created_at, 1000);
+    let second = store
+        .running_runs(3000, first.last(), 2)
+        .await
+        .expect("list");
+    let ids: Vec<&str> = second.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [made[0].id.as_str()],
+        "the finished run and the one created after are left out"
+    );
+    assert!(
+        store
+            .running_runs(3000, second.last(), 2)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    let entry = crate::run::HistoryEntry::now("run.swept").detail("enqueued again a");
+    assert!(
+        store
+            .append_timeline(&made[0].id, &entry)
+            .await
+            .expect("append")
+    );
+    let run = store.get_run(&made[0].id).await.expect("get").expect("run");
+    assert_eq!(run.history.last(), Some(&entry));
+    assert!(
+        !store
+            .append_timeline(&made[4].id, &entry)
+            .await
+            .expect("append"),
+        "a finished run's timeline is closed"
+    );
 }
 
 /// Dead letters: recorded once per id, listed newest first a page at a time, read, deleted.

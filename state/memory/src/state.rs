@@ -9,7 +9,7 @@ use weir_core::dead::{DeadLetter, DeadLetterPage, MAX_DEAD_LETTERS};
 use weir_core::pause::{Pause, PauseAnswer, PauseHit, PauseStatus};
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
-    AttemptOutcome, CancelRun, CreateRun, EdgeTally, RunOutline, RunState, StartAttempt,
+    AttemptOutcome, CancelRun, CreateRun, EdgeTally, RunOutline, RunRef, RunState, StartAttempt,
     StateStore, Timer, Transition,
 };
 use weir_core::{Error, Event, Result};
@@ -491,6 +491,39 @@ impl StateStore for MemoryStateStore {
             taken: taken_n,
             not_taken: step.edges.len() - taken_n,
         })
+    }
+
+    async fn running_runs(
+        &self,
+        created_before_ms: i64,
+        after: Option<&RunRef>,
+        limit: usize,
+    ) -> Result<Vec<RunRef>> {
+        let inner = self.inner.lock();
+        let mut found: Vec<RunRef> = inner
+            .runs
+            .values()
+            .filter(|r| r.status == RunStatus::Running && r.created_at < created_before_ms)
+            .map(|r| RunRef {
+                created_at: r.created_at,
+                id: r.id.clone(),
+            })
+            .filter(|r| after.is_none_or(|a| r > a))
+            .collect();
+        found.sort_unstable();
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn append_timeline(&self, run_id: &str, entry: &HistoryEntry) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        match inner.runs.get_mut(run_id) {
+            Some(run) if run.status == RunStatus::Running => {
+                run.history.push(entry.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn get_run_outline(&self, run_id: &str) -> Result<Option<RunOutline>> {

@@ -7,13 +7,56 @@ use std::time::Duration;
 
 use weir_core::dead::{DeadLetter, DeadLetterPage, MAX_DEAD_LETTERS};
 use weir_core::run::{HistoryEntry, RunStatus};
-use weir_core::state::RunOutline;
+use weir_core::state::{RunOutline, RunRef};
 use weir_core::{Error, ErrorKind, Result};
 
 use crate::scripts;
 use crate::state::RedisStateStore;
 
 impl RedisStateStore {
+    /// Running runs created before `created_before_ms`, oldest first, after `after`.
+    pub(crate) async fn running(
+        &self,
+        created_before_ms: i64,
+        after: Option<&RunRef>,
+        limit: usize,
+    ) -> Result<Vec<RunRef>> {
+        let index = self.keys().runs_by("status", RunStatus::Running.as_str());
+        let mut out = Vec::with_capacity(limit);
+        // From `after`'s score on; members of one score come in id order, and those up to
+        // `after` are skipped.
+        let min = after.map_or("-inf".to_owned(), |a| a.created_at.to_string());
+        let page = limit.clamp(1, 1000);
+        let mut offset = 0usize;
+        while out.len() < limit {
+            let found: Vec<(String, i64)> = self
+                .conn()
+                .cmd(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&index)
+                        .arg(&min)
+                        .arg(format!("({created_before_ms}"))
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(offset)
+                        .arg(page),
+                )
+                .await?;
+            let exhausted = found.len() < page;
+            for (id, created_at) in found {
+                let run = RunRef { created_at, id };
+                if after.is_none_or(|a| &run > a) && out.len() < limit {
+                    out.push(run);
+                }
+            }
+            if exhausted {
+                break;
+            }
+            offset += page;
+        }
+        Ok(out)
+    }
+
     /// What can be read of a run whose state may not decode.
     pub(crate) async fn outline(&self, run_id: &str) -> Result<Option<RunOutline>> {
         let mut pipe = redis::pipe();

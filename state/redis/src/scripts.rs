@@ -241,6 +241,17 @@ return {1, created, ARGV[1]}
     )
 });
 
+/// Appends a timeline entry to a running run. ARGV: the entry. Answers 1 when it did.
+pub(crate) static APPEND_TIMELINE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"#,
+    )
+});
+
 /// Fails a running run without reading its state. ARGV: the end time, the timeline entry.
 /// Answers `{applied, created_at}`: 1 failed now, 0 not running, -1 no such run.
 pub(crate) static FAIL_RUN: LazyLock<Script> = LazyLock::new(|| {

@@ -11,8 +11,8 @@ use weir_core::event::now_ms;
 use weir_core::pause::{Pause, PauseAnswer, PauseHit, PauseStatus};
 use weir_core::run::{HistoryEntry, Run, RunFilter, RunStatus, RunSummary, StepState, StepStatus};
 use weir_core::state::{
-    AttemptOutcome, CancelRun, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunOutline, RunState,
-    StartAttempt, StateStore, Timer, Transition,
+    AttemptOutcome, CancelRun, CreateRun, EdgeJoin, EdgeTally, JoinRule, RunOutline, RunRef,
+    RunState, StartAttempt, StateStore, Timer, Transition,
 };
 use weir_core::{Error, ErrorKind, Event, Result};
 
@@ -1034,6 +1034,23 @@ impl StateStore for RedisStateStore {
 
     async fn get_pause(&self, run_id: &str, key: &str) -> Result<Option<Pause>> {
         self.read(run_id, key).await
+    }
+
+    async fn running_runs(
+        &self,
+        created_before_ms: i64,
+        after: Option<&RunRef>,
+        limit: usize,
+    ) -> Result<Vec<RunRef>> {
+        self.running(created_before_ms, after, limit).await
+    }
+
+    async fn append_timeline(&self, run_id: &str, entry: &HistoryEntry) -> Result<bool> {
+        let mut inv = scripts::APPEND_TIMELINE.prepare_invoke();
+        inv.key(self.keys.run(run_id))
+            .key(self.keys.hist(run_id))
+            .arg(entry_json(entry));
+        Ok(self.conn.script::<i64>(&inv).await? == 1)
     }
 
     async fn get_run_outline(&self, run_id: &str) -> Result<Option<RunOutline>> {
