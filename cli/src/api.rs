@@ -146,6 +146,7 @@ fn from_error(e: &Error) -> Response {
         ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyExists => StatusCode::CONFLICT,
         ErrorKind::Unavailable | ErrorKind::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -278,9 +279,17 @@ async fn send_events(
             return answer;
         }
     };
-    match app.engine.ingest_body(&bytes).await {
-        Ok(ids) => Json(json!({"ids": ids, "status": 200})).into_response(),
-        Err(e) => from_error(&e),
+    // In a task of its own: a producer that hangs up must not cancel an ingest half-way
+    // (events stored, not yet published or taken back).
+    let engine = app.engine.clone();
+    let ingested = tokio::spawn(async move { engine.ingest_body(&bytes).await }).await;
+    match ingested {
+        Ok(Ok(ids)) => Json(json!({"ids": ids, "status": 200})).into_response(),
+        Ok(Err(e)) => from_error(&e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("ingest failed: {e}"),
+        ),
     }
 }
 

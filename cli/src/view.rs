@@ -113,6 +113,10 @@ pub fn render_run(run: &Value, step_order: &[String]) -> String {
         run["run_id"].as_str().unwrap_or("?"),
         run["function_id"].as_str().unwrap_or("?")
     );
+    if let Some(error) = run["error"].as_str() {
+        // A run whose stored state cannot be decoded: what is known of it.
+        let _ = writeln!(out, "  {}", printable(error));
+    }
     let empty = Map::new();
     let steps = run["steps"].as_object().unwrap_or(&empty);
     let mut ids: Vec<&String> = step_order

@@ -1,7 +1,9 @@
-//! Messages the engine fails on are kept, never dropped: a broker that refuses to publish the
-//! step messages (a permission error, not retryable) for a while leaves runs waiting, and they
-//! complete once it publishes again. A result the state store refuses for good fails its
-//! attempt instead of running the step again.
+//! Messages the engine fails on are kept until the cause is fixed: a broker that refuses to
+//! publish the step messages (a permission error, not retryable) for a while leaves runs
+//! waiting, and they complete once it publishes again. A message the broker refuses for good
+//! for itself (not a permission: that would fail every message at once) becomes a dead letter
+//! and fails its run. A result the state store refuses for good fails its attempt instead of
+//! running the step again.
 
 mod common;
 
@@ -13,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::{function_dir, run_event};
 use serde_json::json;
-use weir::core::broker::{Broker, BrokerCapabilities, Subscription, TOPIC_STEPS};
+use weir::core::broker::{Broker, BrokerCapabilities, Subscription, TOPIC_EVENTS, TOPIC_STEPS};
 use weir::core::engine::{Engine, EngineConfig, EngineHandle, EngineParts, Roles};
 use weir::core::events::EventStore;
 use weir::core::run::{Run, RunFilter, RunStatus, RunSummary, StepStatus};
@@ -24,27 +26,32 @@ use weir::core::state::{
 use weir::core::{Error, ErrorKind, Result};
 
 /// A broker that refuses its first `single` publishes and first `batches` batch publishes to
-/// the `steps` topic with a non-retryable error, then passes everything to `inner`.
+/// the `steps` topic with a non-retryable error of kind `refusal`, then passes everything to
+/// `inner`.
 struct RefusingBroker {
     inner: Arc<dyn Broker>,
     single: AtomicUsize,
     batches: AtomicUsize,
+    refusal: ErrorKind,
+    /// The topic refused.
+    topic: &'static str,
 }
 
 impl RefusingBroker {
     /// Takes one refusal from `left`; true when this call is refused.
-    fn refuse(left: &AtomicUsize, topic: &str) -> bool {
-        topic == TOPIC_STEPS
+    fn refuse(&self, left: &AtomicUsize, topic: &str) -> bool {
+        topic == self.topic
             && left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
     }
 
-    fn refusal() -> Error {
-        Error::new(
-            ErrorKind::Config,
-            "test broker: not authorized to publish to steps",
-        )
+    fn refusal(&self) -> Error {
+        let message = match self.refusal {
+            ErrorKind::Config => "test broker: not authorized to publish to steps",
+            _ => "test broker: this message is refused",
+        };
+        Error::new(self.refusal, message)
     }
 }
 
@@ -55,15 +62,15 @@ impl Broker for RefusingBroker {
     }
 
     async fn publish(&self, topic: &str, key: &str, payload: Bytes) -> Result<()> {
-        if Self::refuse(&self.single, topic) {
-            return Err(Self::refusal());
+        if self.refuse(&self.single, topic) {
+            return Err(self.refusal());
         }
         self.inner.publish(topic, key, payload).await
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<(String, Bytes)>) -> Result<()> {
-        if Self::refuse(&self.batches, topic) {
-            return Err(Self::refusal());
+        if self.refuse(&self.batches, topic) {
+            return Err(self.refusal());
         }
         self.inner.publish_batch(topic, messages).await
     }
@@ -85,7 +92,7 @@ async fn engine_refusing(
         .await
         .expect("state");
     let (state, events) = (stores.state, stores.events);
-    engine_on_parts(dir, state, events, single, batches).await
+    engine_on_parts(dir, state, events, single, batches, ErrorKind::Config).await
 }
 
 /// [`engine_refusing`] on the given state store.
@@ -95,6 +102,7 @@ async fn engine_on_parts(
     events: Arc<dyn EventStore>,
     single: usize,
     batches: usize,
+    refusal: ErrorKind,
 ) -> (Engine, EngineHandle, Arc<RefusingBroker>) {
     let broker = Arc::new(RefusingBroker {
         inner: weir::App::default()
@@ -104,6 +112,12 @@ async fn engine_on_parts(
             .expect("broker"),
         single: AtomicUsize::new(single),
         batches: AtomicUsize::new(batches),
+        refusal,
+        topic: if refusal == ErrorKind::Unavailable {
+            TOPIC_EVENTS
+        } else {
+            TOPIC_STEPS
+        },
     });
     let engine = Engine::new(EngineParts {
         state,
@@ -115,6 +129,8 @@ async fn engine_on_parts(
             .expect("drivers"),
         config: EngineConfig {
             stuck_message_delay: Duration::from_millis(100),
+            ingest_deadline: Duration::from_millis(300),
+            scheduler_tick: Duration::from_millis(5),
             ..EngineConfig::default()
         },
     });
@@ -196,8 +212,22 @@ async fn a_broker_that_refuses_for_good_fails_the_run_with_a_dead_letter() {
     let def = json!({"id": "stuck", "triggers": [{"event": "t/stuck"}],
                      "steps": {"a": step(None), "b": step(Some("a"))}});
     let f = function_dir(&def, &[("ok", r#"echo '{"ok": true}'"#)]);
-    // Root steps go out as a batch (let through); `b` goes out alone: refused, always.
-    let (engine, handle, _broker) = engine_refusing(&f.dir, usize::MAX, 0).await;
+    // Root steps go out as a batch (let through); `b` goes out alone: refused, always, for
+    // itself (a permission refused would keep it instead: see the test above).
+    let stores = weir::App::default()
+        .registry()
+        .open_state("memory://")
+        .await
+        .expect("state");
+    let (engine, handle, _broker) = engine_on_parts(
+        &f.dir,
+        stores.state,
+        stores.events,
+        usize::MAX,
+        0,
+        ErrorKind::InvalidInput,
+    )
+    .await;
     let run = run_event(&engine, "stuck", &json!({"name": "t/stuck"})).await;
     handle.shutdown().await;
     assert_eq!(run.status, RunStatus::Failed, "{:#?}", run.history);
@@ -211,18 +241,56 @@ async fn a_broker_that_refuses_for_good_fails_the_run_with_a_dead_letter() {
     let letter = &dead.items[0];
     assert_eq!(letter.run_id.as_deref(), Some(run.id.as_str()));
     assert_eq!(letter.deliveries, 5);
-    assert!(
-        letter.reason.contains("not authorized"),
-        "{}",
-        letter.reason
-    );
+    assert!(letter.reason.contains("is refused"), "{}", letter.reason);
     let last = run.history.last().expect("timeline");
     assert_eq!(last.kind, "run.failed");
     assert!(
         last.detail
             .as_deref()
-            .is_some_and(|d| d.contains(&letter.id) && d.contains("not authorized")),
+            .is_some_and(|d| d.contains(&letter.id) && d.contains("is refused")),
         "{last:?}"
+    );
+}
+
+/// A broker that refuses to publish events (unavailable) for longer than ingest's deadline:
+/// ingest still answers with the ids, having handed the events' routing to the scheduler (a
+/// timer per event in the state store: an outbox), and their runs start through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_broker_will_not_take_are_routed_later_and_accepted() {
+    let def =
+        json!({"id": "outbox", "triggers": [{"event": "t/outbox"}], "steps": {"a": step(None)}});
+    let f = function_dir(&def, &[("ok", r#"echo '{"ok": true}'"#)]);
+    let stores = weir::App::default()
+        .registry()
+        .open_state("memory://")
+        .await
+        .expect("state");
+    // Every batch publish of events is refused; the scheduler's single publishes go through.
+    let (engine, handle, broker) = engine_on_parts(
+        &f.dir,
+        stores.state,
+        stores.events,
+        0,
+        usize::MAX,
+        ErrorKind::Unavailable,
+    )
+    .await;
+    let run = run_event(&engine, "outbox", &json!({"name": "t/outbox"})).await;
+    handle.shutdown().await;
+    assert_eq!(run.status, RunStatus::Completed, "{:#?}", run.history);
+    let refused = usize::MAX - broker.batches.load(Ordering::SeqCst);
+    assert!(
+        refused >= 2,
+        "the batch publish was tried again within the deadline: {refused}"
+    );
+    assert!(
+        engine
+            .events()
+            .get(&run.event.id)
+            .await
+            .expect("get")
+            .is_some(),
+        "the event is stored"
     );
 }
 
@@ -395,7 +463,7 @@ async fn a_result_the_store_refuses_fails_the_attempt_and_the_step_runs_once() {
         .expect("state");
     let (state, events) = (stores.state, stores.events);
     let state: Arc<dyn StateStore> = Arc::new(RefusingStore(state));
-    let (engine, handle, _) = engine_on_parts(&f.dir, state, events, 0, 0).await;
+    let (engine, handle, _) = engine_on_parts(&f.dir, state, events, 0, 0, ErrorKind::Config).await;
     let run = run_event(&engine, "refused", &json!({"name": "t/refused"})).await;
     // Time for a redelivery (100 ms here) to run the step again, were it going to.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -79,7 +79,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// of the same id, already told that its event is accepted). Events stored by earlier
     /// requests under the same ids stay. It also fences the request: an `append_batch` of
     /// `batch` that reaches the store later (a reply that was lost, a command still in
-    /// flight) stores nothing. Returns how many events were removed. Idempotent.
+    /// flight) stores nothing: such an append fails. Returns how many events were removed.
+    /// Idempotent.
     async fn undo_append(&self, batch: &str, events: &[Arc<Event>]) -> Result<usize> {
         let _ = (batch, events);
         Err(crate::Error::new(

@@ -633,7 +633,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// Reopens a run that [`fail_run`](StateStore::fail_run) failed with a detail containing
     /// `failed_by` (a dead letter retried): status `running` again, its end time cleared, a
     /// `run.reopened` timeline entry with `detail`. True when this call reopened it; false
-    /// when it is not failed, or was not failed so (its last timeline entry does not name
+    /// when it is not failed, or was not failed so (its last `run.failed` entry does not name
     /// `failed_by`); `NotFound` when there is no such run.
     async fn reopen_run(
         &self,

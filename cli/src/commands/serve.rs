@@ -184,9 +184,28 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
     let stuck_message_delay = config.stuck_message_delay.as_deref().unwrap_or("30s");
     let stuck_message_delay = weir_core::duration::parse_duration(stuck_message_delay)
         .map_err(|m| Error::new(ErrorKind::Config, format!("stuck_message_delay: {m}")))?;
+    let dead_letter_after = config.dead_letter_after.unwrap_or(5);
+    if !(1..=weir_core::engine::MAX_DEAD_LETTER_AFTER).contains(&dead_letter_after) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "dead_letter_after: {dead_letter_after} is not between 1 and {}",
+                weir_core::engine::MAX_DEAD_LETTER_AFTER
+            ),
+        ));
+    }
     let ingest_deadline = config.ingest_deadline.as_deref().unwrap_or("10s");
     let ingest_deadline = weir_core::duration::parse_duration(ingest_deadline)
         .map_err(|m| Error::new(ErrorKind::Config, format!("ingest_deadline: {m}")))?;
+    if ingest_deadline > weir_core::engine::MAX_INGEST_DEADLINE {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "ingest_deadline: at most {} (a producer waits that long for an answer)",
+                humantime::format_duration(weir_core::engine::MAX_INGEST_DEADLINE)
+            ),
+        ));
+    }
     let run_retention =
         crate::config::parse_run_retention(config.run_retention.as_deref().unwrap_or("7d"))?;
     if run_retention.is_some_and(|r| r < std::time::Duration::from_secs(3600)) {
@@ -203,7 +222,7 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             step_lease,
             stuck_message_delay,
             ingest_deadline,
-            dead_letter_after: config.dead_letter_after.unwrap_or(5).max(1),
+            dead_letter_after,
             run_retention,
             ..EngineConfig::default()
         },

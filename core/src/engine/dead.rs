@@ -21,33 +21,46 @@ pub(crate) struct Owner<'a> {
 }
 
 impl Engine {
-    /// Gives up on `delivery` from `topic` (its failures counted under `key`) when the engine
-    /// has now failed on it with `error` `dead_letter_after` times: records the dead letter
-    /// and fails its run. True when it did (the caller acknowledges the message). A retryable
-    /// error (the store or broker away: not the message's fault) or `NotFound` (a function
-    /// version another node may have loaded) never gives up.
+    /// Gives up on `delivery` from `topic` (its failures counted under `failure_key`) when the
+    /// engine has now failed on it with `error` `dead_letter_after` times: fails its run and
+    /// records the dead letter. True when it did (the caller acknowledges the message).
+    ///
+    /// Only errors that are the message's own count: never a retryable one (the store or broker
+    /// away), `NotFound` (a function version another node may have loaded) or `Config` (a
+    /// credential or permission the operator must fix: it would fail every message at once),
+    /// which keep the message until the cause is fixed. Failures are counted in the state
+    /// store, not by the broker's redelivery count, which also counts handbacks (a busy lease,
+    /// an outage) that are no failure of the message.
     pub(crate) async fn give_up_if_due(
         &self,
         topic: &str,
-        key: &str,
+        failure_key: &str,
         delivery: &Delivery,
         error: &Error,
         owner: Owner<'_>,
     ) -> bool {
-        if error.is_retryable() || error.kind() == ErrorKind::NotFound {
+        if error.is_retryable() || matches!(error.kind(), ErrorKind::NotFound | ErrorKind::Config) {
             return false;
         }
-        let limit = self.inner.config.dead_letter_after.max(1);
+        let limit = self
+            .inner
+            .config
+            .dead_letter_after
+            .clamp(1, MAX_DEAD_LETTER_AFTER);
         // Counted for long enough to see `limit` failures `stuck_message_delay` apart.
-        let memory = (self.inner.config.stuck_message_delay * (limit + 1) * 2)
+        let memory = self
+            .inner
+            .config
+            .stuck_message_delay
+            .saturating_mul((limit + 1) * 2)
             .max(Duration::from_secs(3600));
         let failures = match self
             .inner
             .state
-            .count_failure(&format!("{topic}:{key}"), memory)
+            .count_failure(&format!("{topic}:{failure_key}"), memory)
             .await
         {
-            Ok(n) => n.max(delivery.redeliveries.saturating_add(1)),
+            Ok(n) => n,
             Err(e) => {
                 warn!(error = %e, topic, "cannot count a message's failures; it is kept");
                 return false;
@@ -58,7 +71,7 @@ impl Engine {
         }
         self.give_up(
             topic,
-            key,
+            &delivery.key,
             &delivery.payload,
             error.to_string(),
             failures,
@@ -67,9 +80,10 @@ impl Engine {
         .await
     }
 
-    /// Records `payload` (from `topic`, key `key`) as a dead letter for `reason` after
-    /// `failures` failures, and fails its run; true when the dead letter was recorded (if it
-    /// cannot be, the message is kept).
+    /// Fails the run of `owner` (if any), then records `payload` (from `topic`, key `key`) as
+    /// a dead letter for `reason` after `failures` failures; true when both were done. When
+    /// either cannot be, nothing is left half-done (a letter recorded is taken back) and the
+    /// message is kept.
     pub(crate) async fn give_up(
         &self,
         topic: &str,
@@ -79,35 +93,41 @@ impl Engine {
         failures: u32,
         owner: Owner<'_>,
     ) -> bool {
+        let state = &self.inner.state;
         let mut dead = DeadLetter::new(topic, key, payload, reason, failures);
         dead.run_id = owner.run_id.map(str::to_owned);
         dead.event_id = owner.event_id.map(str::to_owned);
-        if let Err(e) = self.inner.state.put_dead_letter(&dead).await {
+        if let Err(e) = state.put_dead_letter(&dead).await {
             warn!(error = %e, topic, "cannot record a dead letter; the message is kept");
             return false;
         }
-        self.inner.metrics.dead_lettered(topic);
-        error!(dead_letter = %dead.id, topic, run = ?dead.run_id, failures, reason = %dead.reason, "gave up on a message: it is a dead letter now (weir dead show ID; weir dead retry ID once the cause is fixed)");
         if let Some(run_id) = owner.run_id {
             let detail = format!(
-                "dead letter {}: the engine gave up on a {topic} message after {failures} failure(s): {}",
-                dead.id, dead.reason
+                "{} {}: the engine gave up on a {topic} message after {failures} failure(s): {}",
+                DEAD_LETTER_MARK, dead.id, dead.reason
             );
-            match self.inner.state.fail_run(run_id, &detail, now_ms()).await {
+            match state.fail_run(run_id, &detail, now_ms()).await {
                 Ok(_) => {}
                 // A message naming a run that does not exist has no run to fail.
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => {
-                    warn!(error = %e, run = run_id, dead_letter = %dead.id, "cannot fail the run of a dead letter");
+                    warn!(error = %e, run = run_id, "cannot fail the run of a message given up on; the message is kept");
+                    let _ = state.delete_dead_letter(&dead.id).await;
+                    return false;
                 }
             }
         }
+        self.inner.metrics.dead_lettered(topic);
+        error!(dead_letter = %dead.id, topic, run = ?dead.run_id, failures, reason = %dead.reason, "gave up on a message: it is a dead letter now (weir dead show ID; weir dead retry ID once the cause is fixed)");
         true
     }
 
-    /// Sends the message of dead letter `id` again (reopening its run when the dead letter
-    /// failed it) and deletes the dead letter; returns it. If the engine fails on the message
-    /// again, it is given up on at that failure: fix the cause first.
+    /// Sends the message of dead letter `id` again and deletes the dead letter; returns it. The
+    /// run the dead letter failed is reopened first, and every step that can move it on is
+    /// enqueued again (work the run did while it was failed was dropped), as the sweeper does.
+    /// If the run was failed by something else since, nothing is sent: `AlreadyExists`. If the
+    /// engine fails on the message again, it is given up on at that failure: fix the cause
+    /// first.
     pub async fn retry_dead_letter(&self, id: &str) -> Result<DeadLetter> {
         let state = &self.inner.state;
         let dead = state
@@ -115,23 +135,57 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no dead letter {id:?}")))?;
         let payload = dead.payload_bytes()?;
+        let mut more = Vec::new();
         if let Some(run_id) = &dead.run_id {
-            let detail = format!("dead letter {id} retried");
-            let failed_by = format!("dead letter {id}:");
+            let detail = format!("{DEAD_LETTER_MARK} {id} retried");
+            let failed_by = format!("{DEAD_LETTER_MARK} {id}:");
             match state
                 .reopen_run(run_id, &failed_by, &detail, now_ms())
                 .await
             {
-                Ok(_) => {}
+                Ok(true) => {
+                    // Whatever can move it on, as the sweeper would send (a run that cannot
+                    // be read gets the letter's message only).
+                    if let Ok(Some(run)) = state.get_run(run_id).await {
+                        more = super::sweeper::frontier_messages(&run);
+                    }
+                }
+                Ok(false) => {
+                    let status = state.get_run_outline(run_id).await?.and_then(|o| o.status);
+                    if status != Some(crate::run::RunStatus::Running) {
+                        return Err(Error::new(
+                            ErrorKind::AlreadyExists,
+                            format!(
+                                "run {run_id} was not failed by dead letter {id} (it is {}): nothing was sent",
+                                status.map_or("unknown", |s| s.as_str())
+                            ),
+                        ));
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        self.inner
-            .broker
+        let broker = &self.inner.broker;
+        broker
             .publish(&dead.topic, &dead.key, bytes::Bytes::from(payload))
             .await?;
+        for m in &more {
+            broker
+                .publish(
+                    crate::broker::TOPIC_STEPS,
+                    &m.run_id,
+                    bytes::Bytes::from(serde_json::to_vec(m)?),
+                )
+                .await?;
+        }
         state.delete_dead_letter(id).await?;
         Ok(dead)
     }
 }
+
+/// How a timeline entry names a dead letter: `dead letter <id>`.
+const DEAD_LETTER_MARK: &str = "dead letter";
+
+/// The most `dead_letter_after` can be.
+pub const MAX_DEAD_LETTER_AFTER: u32 = 1000;

@@ -193,8 +193,10 @@ impl Engine {
 
     /// Stores, then publishes already-validated events; returns their ids once both
     /// succeeded. The answer is all or nothing: `Ok` means every event is stored and on its
-    /// way to its runs; `Err` means that none of them is stored, or (when the store could
-    /// not be reached even to take the request back) says that this is unknown.
+    /// way to its runs; `Err` means that none of them is stored — or says otherwise: that this
+    /// is unknown (the store could not be reached even to take the request back), or that the
+    /// events are stored but some may not be routed (publishing failed for good after they
+    /// were stored). Both name the ids to send again.
     ///
     /// - Storing is one atomic append of the whole batch, named by a fresh request id. A
     ///   retryable failure (a restart, a failover, a reply that timed out: the append may
@@ -204,8 +206,9 @@ impl Engine {
     ///   is handed to the scheduler instead (a timer per event in the state store, due now:
     ///   the outbox pattern), and the request succeeds: its runs start once the broker is
     ///   back. A re-routed event id starts no second run.
-    /// - When it gives up, ingest takes the request back (`EventStore::undo_append`, which
-    ///   also fences an append still in flight) before answering with the error.
+    /// - When it gives up storing, ingest takes the request back (`EventStore::undo_append`,
+    ///   which also fences an append still in flight) before answering with the error. Once
+    ///   stored, nothing is taken back: a failed publish may have sent part of the batch.
     ///
     /// Storing before publishing also means that a pause registered after the router missed
     /// an event finds it in the store (see `waits.rs`).
@@ -213,25 +216,29 @@ impl Engine {
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         let deadline = Instant::now() + self.inner.config.ingest_deadline;
         let batch = ulid::Ulid::new().to_string();
-        let outcome = async {
-            self.store_batch(&batch, &events, deadline).await?;
-            let messages = event_messages(&events)?;
-            let published = retry_until(deadline, "publishing events", || {
-                self.inner
-                    .broker
-                    .publish_batch(TOPIC_EVENTS, messages.clone())
-            })
-            .await;
-            match published {
-                Ok(()) => Ok(()),
-                Err(e) if e.is_retryable() => {
-                    self.route_later(&events, crate::event::now_ms(), e).await
-                }
-                Err(e) => Err(e),
-            }
-        };
-        if let Err(e) = outcome.await {
+        if let Err(e) = self.store_batch(&batch, &events, deadline).await {
             let e = self.take_back(&batch, &events, e).await;
+            self.inner.metrics.events_rejected(e.kind());
+            return Err(e);
+        }
+        // Stored: from here on nothing is taken back, since a failed publish may have sent
+        // some of the messages (a batch is not atomic on every broker) and their runs start.
+        let messages = event_messages(&events)?;
+        let published = retry_until(deadline, "publishing events", || {
+            self.inner
+                .broker
+                .publish_batch(TOPIC_EVENTS, messages.clone())
+        })
+        .await;
+        let routed = match published {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_retryable() => {
+                self.route_later(&events, crate::event::now_ms(), e).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = routed {
+            let e = stored_but_not_routed(e, &events);
             self.inner.metrics.events_rejected(e.kind());
             return Err(e);
         }
@@ -270,9 +277,10 @@ impl Engine {
         .map(|_| ())
     }
 
-    /// Takes back the request `batch` that failed with `cause` (tried for `FINISH_GRACE`) and
-    /// returns the error to answer: `cause`, saying that nothing was stored, or that this is
-    /// unknown when the store could not take the request back.
+    /// Takes back the request `batch` whose storing failed with `cause` (tried for
+    /// `FINISH_GRACE`; nothing of it was published or scheduled) and returns the error to
+    /// answer: `cause`, saying that nothing was stored, or that this is unknown when the store
+    /// could not take the request back.
     async fn take_back(&self, batch: &str, events: &[Arc<Event>], cause: Error) -> Error {
         let n = events.len();
         let undone = retry_until(Instant::now() + FINISH_GRACE, "taking back events", || {
@@ -287,9 +295,11 @@ impl Engine {
             Err(undo) => {
                 tracing::error!(error = %cause, undo = %undo, events = n, "ingest: a failed request could not be taken back: its events may be stored");
                 let message = format!(
-                    "{cause}; whether the {n} event(s) were stored is unknown (taking them back failed: {undo}): send them again with the same ids, which are stored once"
+                    "{cause}; whether the {n} event(s) were stored is unknown (taking them back failed: {undo}): send them again with the same ids, which are stored once: {}",
+                    ids_of(events)
                 );
-                Error::new(ErrorKind::Unavailable, message)
+                // Retryable only when the cause is: a request refused for good stays refused.
+                Error::new(cause.kind(), message)
             }
         }
     }
@@ -309,17 +319,20 @@ impl Engine {
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         let deadline = Instant::now() + self.inner.config.ingest_deadline;
         let batch = ulid::Ulid::new().to_string();
-        let outcome = async {
-            self.store_batch(&batch, &events, deadline).await?;
-            let timers = route_timers(&events, due_ms)?;
-            let state = &self.inner.state;
-            retry_until(deadline, "scheduling delayed events", || {
-                futures::future::try_join_all(timers.iter().map(|t| state.schedule_timer(t)))
-            })
-            .await
-        };
-        if let Err(e) = outcome.await {
+        if let Err(e) = self.store_batch(&batch, &events, deadline).await {
             let e = self.take_back(&batch, &events, e).await;
+            self.inner.metrics.events_rejected(e.kind());
+            return Err(e);
+        }
+        // Stored: not taken back, since some of the timers may be scheduled.
+        let timers = route_timers(&events, due_ms)?;
+        let state = &self.inner.state;
+        let scheduled = retry_until(deadline, "scheduling delayed events", || {
+            futures::future::try_join_all(timers.iter().map(|t| state.schedule_timer(t)))
+        })
+        .await;
+        if let Err(e) = scheduled {
+            let e = stored_but_not_routed(e, &events);
             self.inner.metrics.events_rejected(e.kind());
             return Err(e);
         }
@@ -328,8 +341,37 @@ impl Engine {
     }
 }
 
+/// The longest `ingest_deadline`: stores fence a request taken back for far longer (an hour;
+/// see `EventStore::undo_append`), so an append still in flight cannot outlive the fence.
+pub const MAX_INGEST_DEADLINE: Duration = Duration::from_secs(60);
+
 /// How long ingest keeps trying to finish or take back a request after its deadline.
 const FINISH_GRACE: Duration = Duration::from_secs(2);
+
+/// The error of a request whose events are stored but whose publishing (or scheduling) failed
+/// with `cause`, some of it perhaps done: sending the same ids again completes it.
+fn stored_but_not_routed(cause: Error, events: &[Arc<Event>]) -> Error {
+    tracing::error!(error = %cause, events = events.len(), "ingest: events stored but not all published");
+    let message = format!(
+        "{cause}; the {} event(s) are stored, but some may start no run until they are sent again: send the request again with the same ids (an id is stored and routed once): {}",
+        events.len(),
+        ids_of(events)
+    );
+    Error::new(cause.kind(), message)
+}
+
+/// The ids of `events`, comma-separated (the first 100, then how many more).
+fn ids_of(events: &[Arc<Event>]) -> String {
+    let mut ids: Vec<&str> = events.iter().take(100).map(|e| e.id.as_str()).collect();
+    let more = events.len().saturating_sub(100);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    ids.dedup();
+    format!("ids {}{more}", ids.join(","))
+}
 
 /// Calls `attempt` until it succeeds, fails with an error that is not retryable, or `deadline`
 /// would pass before the next try (50 ms doubling to 1 s between tries); at least once.

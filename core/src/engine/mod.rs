@@ -35,7 +35,9 @@ use crate::run::{Run, RunStatus};
 use crate::state::StateStore;
 
 pub use backoff::retry_delay;
+pub use dead::MAX_DEAD_LETTER_AFTER;
 pub use executor::Executed;
+pub use ingest::MAX_INGEST_DEADLINE;
 pub use ingest::parse_body;
 pub use registry::FunctionRegistry;
 pub use retention::sweep_interval;

@@ -67,8 +67,15 @@ pub fn stuck_messages(run: &Run, now_ms: i64, grace_ms: i64) -> Option<Vec<StepM
     if live_step || live_pause {
         return None;
     }
-    let messages = run
-        .steps
+    Some(frontier_messages(run))
+}
+
+/// One message per step of `run` whose message moves it on: queued steps (their next
+/// attempt), running steps (their attempt, taken over once its lease ran out) and finished
+/// steps (the executor redoes what follows them). Idempotent to send: a duplicate finds its
+/// attempt started or ended.
+pub fn frontier_messages(run: &Run) -> Vec<StepMessage> {
+    run.steps
         .iter()
         .filter_map(|(id, s)| {
             let attempt = match s.status {
@@ -85,8 +92,7 @@ pub fn stuck_messages(run: &Run, now_ms: i64, grace_ms: i64) -> Option<Vec<StepM
                 attempt,
             })
         })
-        .collect();
-    Some(messages)
+        .collect()
 }
 
 /// The sweep timer of the bucket `bucket` (`sweep_every` long).

@@ -58,29 +58,35 @@ pub async fn append_is_idempotent_by_id(factory: &dyn Factory<dyn EventStore>) {
 }
 
 /// `undo_append` removes what its request stored: not an event stored before under the same
-/// id, not one another request has found stored since; its own retry does not protect it.
+/// id (even byte for byte the same), not one another request has found stored since; its own
+/// retry, or an id repeated in its batch, does not protect it.
 pub async fn undo_takes_back_exactly_one_request(factory: &dyn Factory<dyn EventStore>) {
     let store = factory.make().await;
     let earlier = Arc::new(event("t/undo", 1000, "u"));
-    store
-        .append(std::slice::from_ref(&earlier))
+    let stored = store
+        .append_batch("req-0", std::slice::from_ref(&earlier))
         .await
         .expect("append");
-    let mut resent = Event::clone(&earlier);
-    resent.data = json!({"resent": true});
+    assert_eq!(stored, vec![true]);
+    // The same event sent again, identical: another request's.
+    let resent = Arc::new(Event::clone(&earlier));
     let (mine, shared) = (
         Arc::new(event("t/undo", 1001, "u")),
         Arc::new(event("t/undo", 1002, "u")),
     );
-    let batch = vec![Arc::new(resent), mine.clone(), shared.clone()];
+    let repeated = Arc::new(Event::clone(&mine));
+    let batch = vec![resent, mine.clone(), shared.clone(), repeated];
     let fresh = store.append_batch("req-1", &batch).await.expect("append");
-    assert_eq!(fresh, vec![false, true, true]);
+    assert_eq!(fresh, vec![false, true, true, false]);
     // The request's own retry (the very same events) finds them stored.
     let again = store.append_batch("req-1", &batch).await.expect("retry");
-    assert_eq!(again, vec![false, false, false]);
+    assert_eq!(again, vec![false, false, false, false]);
     // Another request sends `shared` again and is told it is accepted.
     let other = Arc::new(Event::clone(&shared));
-    let found = store.append_batch("req-2", &[other]).await.expect("append");
+    let found = store
+        .append_batch("req-2", std::slice::from_ref(&other))
+        .await
+        .expect("append");
     assert_eq!(found, vec![false]);
 
     let removed = store.undo_append("req-1", &batch).await.expect("undo");
@@ -89,7 +95,7 @@ pub async fn undo_takes_back_exactly_one_request(factory: &dyn Factory<dyn Event
     assert_eq!(
         store.get(&earlier.id).await.expect("get").as_ref(),
         Some(&*earlier),
-        "an event stored before under the same id stays as it was"
+        "an event an earlier request stored stays, though sent again identical"
     );
     assert!(store.get(&shared.id).await.expect("get").is_some());
     let listed = store
@@ -109,6 +115,9 @@ pub async fn undo_takes_back_exactly_one_request(factory: &dyn Factory<dyn Event
         0,
         "idempotent"
     );
+    // The request that found `shared` is taken back too: nobody holds it any more.
+    assert_eq!(store.undo_append("req-2", &[other]).await.expect("undo"), 1);
+    assert_eq!(store.get(&shared.id).await.expect("get"), None);
 }
 
 /// A request taken back before its append arrived (a command still in flight) stores nothing
@@ -120,8 +129,10 @@ pub async fn an_undone_request_arriving_late_stores_nothing(factory: &dyn Factor
         Arc::new(event("t/late", 1001, "u")),
     ];
     assert_eq!(store.undo_append("req-late", &late).await.expect("undo"), 0);
-    let fresh = store.append_batch("req-late", &late).await.expect("append");
-    assert_eq!(fresh, vec![false, false]);
+    store
+        .append_batch("req-late", &late)
+        .await
+        .expect_err("an append of a request taken back fails");
     assert_eq!(store.get(&late[0].id).await.expect("get"), None);
     let fresh = store.append_batch("req-next", &late).await.expect("append");
     assert_eq!(fresh, vec![true, true]);

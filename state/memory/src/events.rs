@@ -42,9 +42,15 @@ struct Inner {
     by_name: std::collections::HashMap<Arc<str>, ByTime>,
     /// Ids by the time they were accepted (epoch ms), oldest first: what the retention drops.
     accepted: VecDeque<(i64, Arc<str>)>,
-    /// Requests taken back (`undo_append`): an append of one of them stores nothing.
-    undone: std::collections::HashSet<String>,
+    /// Requests taken back (`undo_append`): an append of one of them stores nothing. The
+    /// newest [`MAX_UNDONE`] are kept (an append arrives within its request's deadline).
+    undone: std::collections::HashSet<Arc<str>>,
+    /// The same, oldest first.
+    undone_order: VecDeque<Arc<str>>,
 }
+
+/// How many requests taken back the store remembers.
+const MAX_UNDONE: usize = 100_000;
 
 /// A stored event.
 #[derive(Debug)]
@@ -52,9 +58,11 @@ struct Stored {
     /// When it was accepted (epoch ms): what the retention counts from.
     accepted_ms: i64,
     event: Arc<Event>,
-    /// Whether an append found it stored since: some request was told it is accepted, so an
-    /// undo of the request that stored it leaves it.
-    found_again: bool,
+    /// The ingest request that stored it (`""`: a plain `append`).
+    batch: Arc<str>,
+    /// Other requests that found it stored (`""`: a plain `append`): they were told it is
+    /// accepted, so an undo of the request that stored it leaves it.
+    found_by: Vec<Arc<str>>,
 }
 
 impl Inner {
@@ -104,24 +112,33 @@ impl MemoryEventStore {
         self.len() == 0
     }
 
-    /// Appends `events` under the store's lock; says which were new.
-    fn append_locked(&self, inner: &mut Inner, events: &[Arc<Event>]) -> Vec<bool> {
+    /// Appends `events` under the store's lock as the request `batch` (`""`: none); says which
+    /// were new.
+    fn append_locked(&self, inner: &mut Inner, batch: &str, events: &[Arc<Event>]) -> Vec<bool> {
+        let batch: Arc<str> = Arc::from(batch);
         let now = weir_core::event::now_ms();
         // Expired events go first: an id sent again after its event expired is new again.
         let horizon = now.saturating_sub(self.retention_ms);
         while let Some((at, _)) = inner.accepted.front()
             && *at < horizon
         {
-            let Some((_, id)) = inner.accepted.pop_front() else {
+            let Some((at, id)) = inner.accepted.pop_front() else {
                 break;
             };
-            inner.remove(&id);
+            // Unless the id was stored again since (taken back, then sent again).
+            if inner.by_id.get(&id).is_some_and(|s| s.accepted_ms == at) {
+                inner.remove(&id);
+            }
         }
         let mut fresh = Vec::with_capacity(events.len());
         for e in events {
             if let Some(stored) = inner.by_id.get_mut(e.id.as_str()) {
-                // Another request's event (a request's own retry appends the very same one).
-                stored.found_again |= !Arc::ptr_eq(&stored.event, e);
+                // Found by another request (a request's own retry, or an id repeated in its
+                // batch, finds its own event).
+                let own = !batch.is_empty() && stored.batch == batch;
+                if !own && !stored.found_by.contains(&batch) {
+                    stored.found_by.push(batch.clone());
+                }
                 fresh.push(false);
                 continue;
             }
@@ -142,7 +159,8 @@ impl MemoryEventStore {
                 Stored {
                     accepted_ms: now,
                     event: e.clone(),
-                    found_again: false,
+                    batch: batch.clone(),
+                    found_by: Vec::new(),
                 },
             );
             fresh.push(true);
@@ -154,28 +172,43 @@ impl MemoryEventStore {
 #[async_trait]
 impl EventStore for MemoryEventStore {
     async fn append(&self, events: &[Arc<Event>]) -> Result<Vec<bool>> {
-        Ok(self.append_locked(&mut self.inner.write(), events))
+        Ok(self.append_locked(&mut self.inner.write(), "", events))
     }
 
     async fn append_batch(&self, batch: &str, events: &[Arc<Event>]) -> Result<Vec<bool>> {
         let mut inner = self.inner.write();
         if inner.undone.contains(batch) {
-            return Ok(vec![false; events.len()]);
+            return Err(weir_core::Error::internal(format!(
+                "ingest request {batch} was taken back: none of its events was stored"
+            )));
         }
-        Ok(self.append_locked(&mut inner, events))
+        Ok(self.append_locked(&mut inner, batch, events))
     }
 
     async fn undo_append(&self, batch: &str, events: &[Arc<Event>]) -> Result<usize> {
         let mut inner = self.inner.write();
-        inner.undone.insert(batch.to_owned());
+        let batch: Arc<str> = Arc::from(batch);
+        if inner.undone.insert(batch.clone()) {
+            inner.undone_order.push_back(batch.clone());
+            while inner.undone_order.len() > MAX_UNDONE {
+                if let Some(old) = inner.undone_order.pop_front() {
+                    inner.undone.remove(&old);
+                }
+            }
+        }
         let mut removed = 0;
         for e in events {
-            // Stored by this request: the very event it appended, found by no append since.
-            let ours = inner
-                .by_id
-                .get(e.id.as_str())
-                .is_some_and(|s| Arc::ptr_eq(&s.event, e) && !s.found_again);
-            if ours && inner.remove(&Arc::from(e.id.as_str())).is_some() {
+            let Some(stored) = inner.by_id.get_mut(e.id.as_str()) else {
+                continue;
+            };
+            stored.found_by.retain(|b| *b != batch);
+            // Nobody holds it: stored by this request, or by one taken back before, and found
+            // by no other request since.
+            let owner = stored.batch.clone();
+            let gone = !owner.is_empty()
+                && stored.found_by.is_empty()
+                && (owner == batch || inner.undone.contains(&owner));
+            if gone && inner.remove(&Arc::from(e.id.as_str())).is_some() {
                 removed += 1;
             }
         }

@@ -631,9 +631,13 @@ impl StateStore for MemoryStateStore {
                 format!("no run {run_id:?}"),
             ));
         };
-        let failed_so = run.history.last().is_some_and(|e| {
-            e.kind == "run.failed" && e.detail.as_deref().is_some_and(|d| d.contains(failed_by))
-        });
+        // Its last failing entry (steps that ended since may have added entries).
+        let failed_so = run
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.kind == "run.failed")
+            .is_some_and(|e| e.detail.as_deref().is_some_and(|d| d.contains(failed_by)));
         if run.status != RunStatus::Failed || !failed_so {
             return Ok(false);
         }

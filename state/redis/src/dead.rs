@@ -177,38 +177,37 @@ impl RedisStateStore {
             None => inv.arg(now_ms),
         };
         inv.arg(entry);
-        let (applied, created_at): (i64, i64) = self.conn().script(&inv).await?;
+        let (applied, created_at, status): (i64, i64, String) = self.conn().script(&inv).await?;
         if applied == -1 {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no run {run_id:?}"),
             ));
         }
-        if applied == 1 {
-            let (from, to) = if reopen {
-                (RunStatus::Failed, RunStatus::Running)
-            } else {
-                (RunStatus::Running, RunStatus::Failed)
-            };
-            let mut pipe = redis::pipe();
-            if reopen {
-                pipe.zrem(self.keys().runs_ended(), run_id).ignore();
-            } else {
+        // Filed under the status it has now, every time: a call whose filing failed half-way
+        // is repaired by the next (the moves are idempotent).
+        let mut pipe = redis::pipe();
+        let failed = self.keys().runs_by("status", RunStatus::Failed.as_str());
+        let running = self.keys().runs_by("status", RunStatus::Running.as_str());
+        match RunStatus::parse(&status) {
+            Some(RunStatus::Failed) => {
                 pipe.cmd("ZADD")
                     .arg(self.keys().runs_ended())
                     .arg("NX")
                     .arg(now_ms)
                     .arg(run_id)
                     .ignore();
+                pipe.zrem(&running, run_id).ignore();
+                pipe.zadd(&failed, run_id, created_at).ignore();
             }
-            pipe.zrem(self.keys().runs_by("status", from.as_str()), run_id)
-                .ignore();
-            pipe.zadd(
-                self.keys().runs_by("status", to.as_str()),
-                run_id,
-                created_at,
-            )
-            .ignore();
+            Some(RunStatus::Running) if reopen => {
+                pipe.zrem(self.keys().runs_ended(), run_id).ignore();
+                pipe.zrem(&failed, run_id).ignore();
+                pipe.zadd(&running, run_id, created_at).ignore();
+            }
+            _ => {}
+        }
+        if pipe.cmd_iter().next().is_some() {
             self.conn().pipe::<()>(&pipe).await?;
         }
         Ok(applied == 1)

@@ -22,7 +22,16 @@ const TRIM_MAX: usize = 5_000;
 /// How long an undo of an ingest request fences it, and how long an event found stored by an
 /// append is kept from another request's undo: far longer than a request's deadline
 /// (seconds), so that a command still in flight cannot outlive it.
-const UNDO_FENCE: Duration = Duration::from_secs(600);
+const UNDO_FENCE: Duration = Duration::from_secs(3600);
+
+/// The event JSON of a stored event: `#REQUEST\nJSON` when an ingest request stored it (the
+/// request's id says who may take it back), else the JSON itself.
+fn stored_json(raw: &str) -> &str {
+    match raw.strip_prefix('#') {
+        Some(rest) => rest.split_once('\n').map_or(rest, |(_, json)| json),
+        None => raw,
+    }
+}
 
 /// Accepted events in Redis.
 #[derive(Debug, Clone)]
@@ -102,7 +111,9 @@ impl RedisEventStore {
             .await?;
         if answer.first() != Some(&1) {
             // Taken back before it arrived: nothing was stored.
-            return Ok(vec![false; events.len()]);
+            return Err(weir_core::Error::internal(format!(
+                "ingest request {batch} was taken back: none of its events was stored"
+            )));
         }
         Ok(answer[1..].iter().map(|n| *n == 1).collect())
     }
@@ -131,7 +142,8 @@ impl EventStore for RedisEventStore {
             .arg(self.keys.events_by_name_prefix())
             .arg(self.keys.event_found_again_prefix())
             .arg(UNDO_FENCE.as_millis() as u64)
-            .arg(batch);
+            .arg(batch)
+            .arg(self.keys.ingest_undone(""));
         for e in events {
             undo.arg(&e.id)
                 .arg(&e.name)
@@ -145,7 +157,8 @@ impl EventStore for RedisEventStore {
             .conn
             .cmd(redis::cmd("GET").arg(self.keys.event(id)))
             .await?;
-        raw.map(|r| Ok(serde_json::from_str(&r)?)).transpose()
+        raw.map(|r| Ok(serde_json::from_str(stored_json(&r))?))
+            .transpose()
     }
 
     async fn scan(&self, filter: &EventFilter) -> Result<Vec<Event>> {
@@ -187,7 +200,7 @@ impl EventStore for RedisEventStore {
             let keys: Vec<String> = ids.iter().map(|id| self.keys.event(id)).collect();
             let raws: Vec<Option<String>> = self.conn.cmd(redis::cmd("MGET").arg(&keys)).await?;
             for raw in raws.into_iter().flatten() {
-                let event: Event = serde_json::from_str(&raw)?;
+                let event: Event = serde_json::from_str(stored_json(&raw))?;
                 if filter.matches(&event) && out.len() < limit && seen.insert(event.id.clone()) {
                     out.push(event);
                 }

@@ -1,6 +1,7 @@
 //! The key layout. One run's keys share the hash tag `{r:<run id>}`; the timer keys share
-//! `{timers}`; the job keys share `{jobs}`; so every script touches one slot and works on Redis
-//! Cluster.
+//! `{timers}`; the job keys share `{jobs}`; so the run, timer and job scripts touch one slot
+//! each. The event scripts (append, undo, trim) and the dead-letter script do not: they build
+//! keys from a prefix and need a single Redis node.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -13,7 +14,9 @@
 //! | `P:pauses:LEN:NAME:KEY` | hash | waiting pauses filed by event name and match key: `PAUSE_ID#SPEC` → the pause's JSON |
 //! | `P:{timers}:due` | zset | timer id by due (or lease expiry) time |
 //! | `P:{timers}:data` | hash | timer JSON by id |
-//! | `P:ev:ID` | string | event JSON (expires after the retention) |
+//! | `P:ev:ID` | string | event JSON, after `#REQUEST\n` when an ingest request stored it (expires after the retention) |
+//! | `P:ev-again:ID` | set | ingest requests that found event `ID` stored (`''`: a plain append); an undo of the request that stored it leaves it (expires after an hour) |
+//! | `P:ingest:undone:REQUEST` | string | an ingest request taken back: its append fails (expires after an hour) |
 //! | `P:blob:ID` | string | a claim-checked message payload (expires after its TTL) |
 //! | `P:events` / `P:events:name:N` | zset | event ids by `ts` |
 //! | `P:events:accepted` | zset | `LEN:IDNAME` (id length, id, name) by acceptance time: what the retention trims from the two above |
@@ -25,6 +28,9 @@
 //! | `P:{jobs}:set:S` | zset | the job ids of set `S` (`scheduled`, `retries`, `dead`) by time |
 //! | `P:{jobs}:set:S:data` | hash | the jobs of set `S` by id: `TIME:` then the job |
 //! | `P:{jobs}:totals` | hash | `processed`, `failures` |
+//! | `P:dead` | zset | dead letter ids (scores 0: ordered by id, a ULID) |
+//! | `P:dead:data` | hash | dead letter JSON by id |
+//! | `P:failures:TOPIC:KEY` | string | failures counted on one message (expires) |
 
 use weir_core::jobs::JobSet;
 

@@ -253,37 +253,46 @@ return 1
 });
 
 /// Fails a running run without reading its state. ARGV: the end time, the timeline entry.
-/// Answers `{applied, created_at}`: 1 failed now, 0 not running, -1 no such run.
+/// Answers `{applied, created_at, status}`: applied 1 failed now, 0 not running, -1 no such
+/// run; the status after the call.
 pub(crate) static FAIL_RUN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local run = redis.call('HMGET', KEYS[1], 'status', 'created_at')
-if not run[1] then return {-1, 0} end
+if not run[1] then return {-1, 0, ''} end
 local created = tonumber(run[2]) or 0
-if run[1] ~= 'running' then return {0, created} end
+if run[1] ~= 'running' then return {0, created, run[1]} end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'ended_at', ARGV[1])
 redis.call('RPUSH', KEYS[2], ARGV[2])
-return {1, created}
+return {1, created, 'failed'}
 "#,
     )
 });
 
-/// Reopens a failed run whose last timeline entry contains `ARGV[1]` (the dead letter that
-/// failed it). ARGV: that text, the timeline entry. Answers `{applied, created_at}`: 1
-/// reopened now, 0 not failed so, -1 no such run.
+/// Reopens a failed run whose last `run.failed` timeline entry contains `ARGV[1]` (the dead
+/// letter that failed it; steps that ended after it may have added entries since). ARGV: that
+/// text, the timeline entry. Answers `{applied, created_at, status}`: applied 1 reopened now,
+/// 0 not failed so, -1 no such run; the status after the call.
 pub(crate) static REOPEN_RUN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local run = redis.call('HMGET', KEYS[1], 'status', 'created_at')
-if not run[1] then return {-1, 0} end
+if not run[1] then return {-1, 0, ''} end
 local created = tonumber(run[2]) or 0
-if run[1] ~= 'failed' then return {0, created} end
-local last = redis.call('LINDEX', KEYS[2], -1)
-if not last or not string.find(last, ARGV[1], 1, true) then return {0, created} end
+if run[1] ~= 'failed' then return {0, created, run[1]} end
+local entries = redis.call('LRANGE', KEYS[2], 0, -1)
+local failing = nil
+for i = #entries, 1, -1 do
+  if string.find(entries[i], '"kind":"run.failed"', 1, true) then
+    failing = entries[i]
+    break
+  end
+end
+if not failing or not string.find(failing, ARGV[1], 1, true) then return {0, created, 'failed'} end
 redis.call('HSET', KEYS[1], 'status', 'running')
 redis.call('HDEL', KEYS[1], 'ended_at')
 redis.call('RPUSH', KEYS[2], ARGV[2])
-return {1, created}
+return {1, created, 'running'}
 "#,
     )
 });
@@ -420,22 +429,25 @@ return {recorded, t, n, decision, applied, open, finished, created_at()}
 });
 
 /// Appends a batch of events, all or nothing: each event's key unless it exists (`SET NX`),
-/// and for each new one its entries in the by-`ts`, by-name and acceptance indexes. An event
-/// found stored is marked with the request's id (a set expiring after `ARGV[6]` ms) so that an
-/// undo of another request that stored it leaves it (a request's own retry finds its events
-/// stored). KEYS: the by-`ts` zset, the acceptance zset, the request's "undone" key (a request
-/// taken back stores nothing). ARGV: the event key prefix, the by-name key prefix, the event
-/// TTL (ms), now (ms), the found-again key prefix, its TTL (ms), the request's id, then per
-/// event its id, name, `ts` and JSON. Answers `{1, new…}` (1/0 per event) or `{0}` for a
-/// request taken back.
+/// and for each new one its entries in the by-`ts`, by-name and acceptance indexes. An event is
+/// stored as `#REQUEST\nJSON` when a request id is given (`ARGV[7]`, else as its JSON), so that
+/// an undo knows which request stored it. An event found stored is marked with the request's
+/// id (`''` for a plain append; a set expiring after `ARGV[6]` ms): that request was told it
+/// is accepted, so an undo of the request that stored it leaves it. KEYS: the by-`ts` zset, the acceptance zset, the
+/// request's "undone" key (a request taken back stores nothing). ARGV: the event key prefix,
+/// the by-name key prefix, the event TTL (ms), now (ms), the found-again key prefix, its TTL
+/// (ms), the request's id, then per event its id, name, `ts` and JSON. Answers `{1, new…}`
+/// (1/0 per event) or `{0}` for a request taken back.
 pub(crate) static APPEND_EVENTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('EXISTS', KEYS[3]) == 1 then return {0} end
+local owner = ''
+if ARGV[7] ~= '' then owner = '#' .. ARGV[7] .. '\n' end
 local answer = {1}
 for i = 8, #ARGV, 4 do
   local id, name, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('SET', ARGV[1] .. id, ARGV[i + 3], 'NX', 'PX', ARGV[3]) then
+  if redis.call('SET', ARGV[1] .. id, owner .. ARGV[i + 3], 'NX', 'PX', ARGV[3]) then
     redis.call('ZADD', KEYS[1], ts, id)
     redis.call('ZADD', ARGV[2] .. name, ts, id)
     redis.call('ZADD', KEYS[2], ARGV[4], string.len(id) .. ':' .. id .. name)
@@ -452,26 +464,42 @@ return answer
 });
 
 /// Takes back an ingest request (see `EventStore::undo_append`): first fences it (its
-/// "undone" key, so that its append, arriving late, stores nothing), then removes each of its
-/// events whose stored JSON is the request's own and that no other request's append found
-/// stored since (its found-again set names no other request). KEYS: the by-`ts` zset, the
-/// request's "undone" key. ARGV: the event key prefix, the by-name key prefix, the found-again
-/// key prefix, the fence's TTL (ms), the request's id, then per event its id, name and JSON. Answers how many events it removed.
+/// "undone" key, so that its append, arriving late, stores nothing), then for each of its
+/// events: its own mark is dropped from the event's found-again set; the event is removed
+/// when nobody else holds it — stored by this request (`#REQUEST\n` + its JSON) and found by
+/// no other request since, or stored by a request taken back before and now found by no
+/// request but that one. KEYS: the by-`ts` zset, the request's "undone" key. ARGV: the event
+/// key prefix, the by-name key prefix, the found-again key prefix, the fence's TTL (ms), the
+/// request's id, the "undone" key prefix, then per event its id, name and JSON. Answers how
+/// many events it removed.
 pub(crate) static UNDO_APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
-local function found_by_another(id)
+local function held_by_another(id, owner)
   for _, batch in ipairs(redis.call('SMEMBERS', ARGV[3] .. id)) do
-    if batch ~= ARGV[5] then return true end
+    if batch ~= owner then return true end
   end
   return false
 end
 local removed = 0
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local id, name = ARGV[i], ARGV[i + 1]
-  if redis.call('GET', ARGV[1] .. id) == ARGV[i + 2] and not found_by_another(id) then
-    redis.call('DEL', ARGV[1] .. id, ARGV[3] .. id)
+  local again = ARGV[3] .. id
+  redis.call('SREM', again, ARGV[5])
+  local stored = redis.call('GET', ARGV[1] .. id)
+  local gone = false
+  if stored == '#' .. ARGV[5] .. '\n' .. ARGV[i + 2] then
+    gone = not held_by_another(id, ARGV[5])
+  elseif stored and string.sub(stored, 1, 1) == '#' then
+    local nl = string.find(stored, '\n', 1, true)
+    if nl then
+      local owner = string.sub(stored, 2, nl - 1)
+      gone = redis.call('EXISTS', ARGV[6] .. owner) == 1 and not held_by_another(id, owner)
+    end
+  end
+  if gone then
+    redis.call('DEL', ARGV[1] .. id, again)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', ARGV[2] .. name, id)
     removed = removed + 1
