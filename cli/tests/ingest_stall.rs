@@ -96,12 +96,11 @@ async fn every_batch_answered_while_redis_stalls_is_all_or_nothing() {
     let Some(state) = common::redis_state_url() else {
         return;
     };
-    let (host_port, path) = state
-        .strip_prefix("redis://")
-        .and_then(|rest| rest.split_once('/'))
-        .expect("a redis:// URL with a path");
+    // `redis://HOST:PORT[/DB][?…]`: the proxy takes the place of HOST:PORT.
+    let rest = state.strip_prefix("redis://").expect("a redis:// URL");
+    let (host_port, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     let proxy = StallProxy::start(host_port.to_string()).await;
-    let proxied = format!("redis://{}/{path}", proxy.addr);
+    let proxied = format!("redis://{}{tail}", proxy.addr);
     let def = json!({"id": "stall", "triggers": [{"event": "stall/test"}],
                      "steps": {"s": {"path": "file://./steps/s", "runtime": {"type": "process"}}}});
     let f = common::function_dir(&def, &[("s", "cat > /dev/null\necho '{}'")]);

@@ -31,20 +31,141 @@ impl std::fmt::Debug for Expr {
     }
 }
 
+/// The longest expression [`Expr::compile`] takes, in bytes.
+pub const MAX_EXPR_BYTES: usize = 4096;
+/// The deepest nesting of brackets (`(`, `[`, `{`) [`Expr::compile`] takes.
+pub const MAX_EXPR_NESTING: usize = 32;
+/// The deepest syntax tree [`Expr::compile`] takes: chains of operators (`a + b + …`) nest
+/// without brackets, and evaluating them recurses as deep.
+pub const MAX_EXPR_DEPTH: usize = 40;
+/// The stack of the thread the CEL parser runs on (reserved, not committed, until used).
+const PARSER_STACK_BYTES: usize = 64 << 20;
+
+/// The depth of the syntax tree `e`.
+fn ast_depth(e: &cel::IdedExpr) -> usize {
+    use cel::common::ast::{EntryExpr, Expr as Ast};
+    let entry = |x: &EntryExpr| match x {
+        EntryExpr::StructField(f) => ast_depth(&f.value),
+        EntryExpr::MapEntry(m) => ast_depth(&m.key).max(ast_depth(&m.value)),
+    };
+    1 + match &e.expr {
+        Ast::Select(s) => ast_depth(&s.operand),
+        Ast::Call(call) => call
+            .target
+            .iter()
+            .map(|t| ast_depth(t))
+            .chain(call.args.iter().map(ast_depth))
+            .max()
+            .unwrap_or(0),
+        Ast::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .map(ast_depth)
+        .max()
+        .unwrap_or(0),
+        Ast::List(l) => l.elements.iter().map(ast_depth).max().unwrap_or(0),
+        Ast::Map(m) => m.entries.iter().map(|x| entry(&x.expr)).max().unwrap_or(0),
+        Ast::Struct(s) => s.entries.iter().map(|x| entry(&x.expr)).max().unwrap_or(0),
+        Ast::Ident(_) | Ast::Literal(_) | Ast::Unspecified => 0,
+    }
+}
+
+/// How deep brackets nest in `source`, outside string literals.
+fn bracket_depth(source: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut chars = source.chars();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                if c == '\\' {
+                    chars.next();
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    deepest
+}
+
 impl Expr {
     /// Compiles `source`; an [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)
     /// error's message says what is wrong with it.
+    ///
+    /// At most [`MAX_EXPR_BYTES`] long and [`MAX_EXPR_NESTING`] brackets deep: the CEL parser
+    /// recurses deeply for each level (16 nested parentheses overflowed a 2 MiB stack in a
+    /// debug build, found by `weir-fuzz cel`), so it runs on a thread of its own with a large
+    /// stack, and deeper expressions are refused with a clear error instead of aborting the
+    /// process.
     pub fn compile(source: &str) -> Result<Expr> {
         if source.trim().is_empty() {
             return Err(Error::invalid("empty expression"));
         }
-        let program = Program::compile(source).map_err(|e| {
+        if source.len() > MAX_EXPR_BYTES {
+            return Err(Error::invalid(format!(
+                "expression is {} bytes; the limit is {MAX_EXPR_BYTES}",
+                source.len()
+            )));
+        }
+        let depth = bracket_depth(source);
+        if depth > MAX_EXPR_NESTING {
+            return Err(Error::invalid(format!(
+                "expression nests brackets {depth} deep; the limit is {MAX_EXPR_NESTING}"
+            )));
+        }
+        let compiled = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("weir-cel-compile".into())
+                .stack_size(PARSER_STACK_BYTES)
+                .spawn_scoped(scope, || {
+                    // The tree's depth bounds the evaluator's recursion, which runs on any
+                    // thread (a runtime worker's stack is 2 MiB): measured here, where the
+                    // stack is large.
+                    Program::compile(source).map(|p| {
+                        let depth = ast_depth(p.expression());
+                        (p, depth)
+                    })
+                })
+                .map(|handle| handle.join())
+        });
+        let (program, depth) = match compiled {
+            Ok(Ok(parsed)) => parsed,
+            Ok(Err(_)) => {
+                return Err(Error::internal(format!(
+                    "the CEL parser panicked on {source:?}"
+                )));
+            }
+            Err(e) => {
+                return Err(Error::internal("cannot start the CEL parser's thread").with_source(e));
+            }
+        }
+        .map_err(|e| {
             let text = e.to_string();
             Error::invalid(format!(
                 "invalid CEL expression {source:?}: {}",
                 text.trim()
             ))
         })?;
+        if depth > MAX_EXPR_DEPTH {
+            return Err(Error::invalid(format!(
+                "expression is {depth} operations deep; the limit is {MAX_EXPR_DEPTH} (split a long chain of operators with a list: `[a, b, c].all(x, x)`)"
+            )));
+        }
         Ok(Expr {
             source: source.into(),
             program: Arc::new(program),
@@ -279,6 +400,41 @@ fn map_to_cel(obj: &serde_json::Map<String, Value>) -> CelValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `weir-fuzz cel`: deep nesting overflowed the stack (an abort, not an error).
+    /// Refused with a clear error, and what is accepted evaluates on a 2 MiB stack, a runtime
+    /// worker's.
+    #[test]
+    fn deep_expressions_are_refused_not_a_stack_overflow() {
+        let parens = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        let chain = |n: usize| format!("1{}", " + 1".repeat(n));
+        let err = Expr::compile(&parens(200)).unwrap_err();
+        assert!(err.to_string().contains("nests brackets 200 deep"), "{err}");
+        let err = Expr::compile(&chain(1000)).unwrap_err();
+        assert!(err.to_string().contains("operations deep"), "{err}");
+        let err = Expr::compile(&"x".repeat(5000)).unwrap_err();
+        assert!(err.to_string().contains("the limit is 4096"), "{err}");
+        // Brackets in strings do not count.
+        Expr::compile(&format!("'{}' == 'x'", "(".repeat(100))).expect("compiles");
+        let accepted = [parens(MAX_EXPR_NESTING), chain(MAX_EXPR_DEPTH - 2)];
+        let evaluated = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                accepted
+                    .iter()
+                    .map(|s| {
+                        Expr::compile(s)
+                            .expect("compiles")
+                            .eval_json(&Vars::new())
+                            .is_ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+        assert_eq!(evaluated, [true, true]);
+    }
     use serde_json::json;
 
     fn event(v: Value) -> Event {

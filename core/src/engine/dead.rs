@@ -80,10 +80,10 @@ impl Engine {
         .await
     }
 
-    /// Fails the run of `owner` (if any), then records `payload` (from `topic`, key `key`) as
-    /// a dead letter for `reason` after `failures` failures; true when both were done. When
-    /// either cannot be, nothing is left half-done (a letter recorded is taken back) and the
-    /// message is kept.
+    /// Records `payload` (from `topic`, key `key`) as a dead letter for `reason` after
+    /// `failures` failures, then fails the run of `owner` (if any) naming it; true when both
+    /// were done. When either cannot be, the message is kept (a letter recorded is deleted
+    /// again, as far as the store lets it).
     pub(crate) async fn give_up(
         &self,
         topic: &str,
@@ -143,13 +143,7 @@ impl Engine {
                 .reopen_run(run_id, &failed_by, &detail, now_ms())
                 .await
             {
-                Ok(true) => {
-                    // Whatever can move it on, as the sweeper would send (a run that cannot
-                    // be read gets the letter's message only).
-                    if let Ok(Some(run)) = state.get_run(run_id).await {
-                        more = super::sweeper::frontier_messages(&run);
-                    }
-                }
+                Ok(true) => {}
                 Ok(false) => {
                     let status = state.get_run_outline(run_id).await?.and_then(|o| o.status);
                     if status != Some(crate::run::RunStatus::Running) {
@@ -164,6 +158,17 @@ impl Engine {
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
+            }
+            // Whatever can move the running run on, as the sweeper would send it (also when an
+            // earlier retry reopened it and then failed to send); a run that cannot be read
+            // gets the letter's message only.
+            match state.get_run(run_id).await {
+                Ok(Some(run)) if run.status == crate::run::RunStatus::Running => {
+                    more = super::sweeper::frontier_messages(&run);
+                }
+                Ok(_) => {}
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(_) => {}
             }
         }
         let broker = &self.inner.broker;

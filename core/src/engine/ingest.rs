@@ -230,12 +230,11 @@ impl Engine {
                 .publish_batch(TOPIC_EVENTS, messages.clone())
         })
         .await;
+        // Not published (the broker away, or refusing the batch: the scheduler publishes one
+        // event at a time): routed through the state store instead.
         let routed = match published {
             Ok(()) => Ok(()),
-            Err(e) if e.is_retryable() => {
-                self.route_later(&events, crate::event::now_ms(), e).await
-            }
-            Err(e) => Err(e),
+            Err(e) => self.route_later(&events, crate::event::now_ms(), e).await,
         };
         if let Err(e) = routed {
             let e = stored_but_not_routed(e, &events);
@@ -357,20 +356,14 @@ fn stored_but_not_routed(cause: Error, events: &[Arc<Event>]) -> Error {
         events.len(),
         ids_of(events)
     );
-    Error::new(cause.kind(), message)
+    // Unavailable (503), whatever the cause: sending the same ids again is what completes it.
+    Error::new(ErrorKind::Unavailable, message)
 }
 
-/// The ids of `events`, comma-separated (the first 100, then how many more).
+/// The ids of `events`, comma-separated: all of them (a producer needs each to send again).
 fn ids_of(events: &[Arc<Event>]) -> String {
-    let mut ids: Vec<&str> = events.iter().take(100).map(|e| e.id.as_str()).collect();
-    let more = events.len().saturating_sub(100);
-    let more = if more > 0 {
-        format!(" and {more} more")
-    } else {
-        String::new()
-    };
-    ids.dedup();
-    format!("ids {}{more}", ids.join(","))
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    format!("ids {}", ids.join(","))
 }
 
 /// Calls `attempt` until it succeeds, fails with an error that is not retryable, or `deadline`

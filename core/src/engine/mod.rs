@@ -217,6 +217,9 @@ struct Inner {
     finished: broadcast::Sender<RunFinished>,
     progress: broadcast::Sender<StepProgress>,
     metrics: Arc<Metrics>,
+    /// Set once the state store answered that it cannot be swept (`running_runs` unsupported):
+    /// no more sweep timers.
+    unsweepable: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -249,6 +252,7 @@ impl Engine {
                 finished,
                 progress,
                 metrics,
+                unsweepable: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }

@@ -35,14 +35,9 @@ pub(super) async fn run_loop(engine: Engine, mut stop: StopSignal) {
                 engine.inner.metrics.engine_error(Role::Scheduler);
                 warn!(error = %e, "scheduler: scheduling cron ticks failed; retrying");
             }
-            match engine.schedule_sweep().await {
-                // A store that cannot be swept (a third party's without `running_runs`).
-                Err(e) if e.kind() == crate::error::ErrorKind::Unsupported => {}
-                Err(e) => {
-                    engine.inner.metrics.engine_error(Role::Scheduler);
-                    warn!(error = %e, "scheduler: scheduling the sweeper failed; retrying");
-                }
-                Ok(()) => {}
+            if let Err(e) = engine.schedule_sweep().await {
+                engine.inner.metrics.engine_error(Role::Scheduler);
+                warn!(error = %e, "scheduler: scheduling the sweeper failed; retrying");
             }
             next_cron_sync = tokio::time::Instant::now() + CRON_SYNC_EVERY;
         }
@@ -121,11 +116,15 @@ impl Engine {
                     self.inner.broker.publish(&m.topic, &m.key, payload).await
                 }
                 TimerAction::PauseExpires(p) => self.pause_expired(p).await,
-                TimerAction::Sweep { .. } => match self.sweep().await {
-                    // The next pass, `sweep_every` on (other nodes make sure of it too).
-                    Ok(_) => self.schedule_sweep().await,
-                    Err(e) => Err(e),
-                },
+                TimerAction::Sweep { .. } => {
+                    // A failed pass is not fired again: the next one, `sweep_every` on, goes
+                    // on from where it stopped (other nodes make sure it exists too).
+                    if let Err(e) = self.sweep().await {
+                        self.inner.metrics.engine_error(Role::Scheduler);
+                        warn!(error = %e, "sweeper: the pass failed; the next goes on");
+                    }
+                    self.schedule_sweep().await
+                }
             };
             match outcome {
                 Ok(()) => {

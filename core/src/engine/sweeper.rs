@@ -11,6 +11,7 @@
 //! [`SWEEP_BATCH`] runs and leaves a cursor in the state store, so that the next pass goes on
 //! from there through many long-waiting runs.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use tracing::{info, warn};
 
 use super::Engine;
 use crate::broker::TOPIC_STEPS;
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 use crate::event::now_ms;
 use crate::pause::PauseStatus;
 use crate::run::{HistoryEntry, Run, RunStatus, StepStatus};
@@ -26,6 +27,10 @@ use crate::state::{RunRef, StepMessage, Timer, TimerAction};
 
 /// Runs examined per pass at most.
 pub const SWEEP_BATCH: usize = 1000;
+
+/// How long a pass may take at most (the sweep timer's lease is 10 s): the next pass goes on
+/// from where it stopped.
+const PASS_TIME: Duration = Duration::from_secs(5);
 
 /// Where the sweep goes on from (a blob in the state store).
 const CURSOR_BLOB: &str = "weir-sweeper-cursor";
@@ -42,9 +47,19 @@ pub struct SweepReport {
 }
 
 /// The messages that would move `run` on if it is stuck: `None` when it is alive (progress
-/// within `grace_ms`, an attempt under a live lease, a retry timer, a pause whose deadline is
-/// ahead); else one message per queued, running (lease run out) and finished step.
-pub fn stuck_messages(run: &Run, now_ms: i64, grace_ms: i64) -> Option<Vec<StepMessage>> {
+/// within the grace, an attempt under a live lease, a pause whose deadline is ahead); else one
+/// message per queued, waiting (its retry's backoff is over), running (lease run out) and
+/// finished step.
+///
+/// The grace is `grace_ms`, doubled for each `run.swept` entry the run ends with (a run the
+/// sweeper could not move is looked at less and less often), and a step waiting for a retry
+/// counts as live for `retry_max_ms` more (its timer is due by then at the latest).
+pub fn stuck_messages(
+    run: &Run,
+    now_ms: i64,
+    grace_ms: i64,
+    retry_max_ms: i64,
+) -> Option<Vec<StepMessage>> {
     if run.status != RunStatus::Running {
         return None;
     }
@@ -53,11 +68,20 @@ pub fn stuck_messages(run: &Run, now_ms: i64, grace_ms: i64) -> Option<Vec<StepM
         .last()
         .map_or(run.created_at, |e| e.at)
         .max(run.created_at);
-    if now_ms.saturating_sub(last) < grace_ms {
+    let swept = run
+        .history
+        .iter()
+        .rev()
+        .take_while(|e| e.kind == "run.swept")
+        .count()
+        .min(6) as u32;
+    let grace_ms = grace_ms.saturating_mul(1 << swept);
+    let idle = now_ms.saturating_sub(last);
+    if idle < grace_ms {
         return None;
     }
     let live_step = run.steps.values().any(|s| {
-        s.status == StepStatus::Waiting
+        (s.status == StepStatus::Waiting && idle < grace_ms.saturating_add(retry_max_ms))
             || (s.status == StepStatus::Running && s.lease_until.is_some_and(|l| l > now_ms))
     });
     // A pause's expiry timer fires at its deadline; one a grace past it is not firing.
@@ -70,21 +94,21 @@ pub fn stuck_messages(run: &Run, now_ms: i64, grace_ms: i64) -> Option<Vec<StepM
     Some(frontier_messages(run))
 }
 
-/// One message per step of `run` whose message moves it on: queued steps (their next
-/// attempt), running steps (their attempt, taken over once its lease ran out) and finished
-/// steps (the executor redoes what follows them). Idempotent to send: a duplicate finds its
-/// attempt started or ended.
+/// One message per step of `run` whose message moves it on: queued and waiting steps (their
+/// next attempt), running steps (their attempt, taken over once its lease ran out) and
+/// finished steps (the executor redoes what follows them). Idempotent to send: a duplicate
+/// finds its attempt started or ended. (Send a waiting step's only once its backoff is over.)
 pub fn frontier_messages(run: &Run) -> Vec<StepMessage> {
     run.steps
         .iter()
         .filter_map(|(id, s)| {
             let attempt = match s.status {
-                StepStatus::Queued => s.attempts + 1,
+                StepStatus::Queued | StepStatus::Waiting => s.attempts + 1,
                 StepStatus::Running
                 | StepStatus::Completed
                 | StepStatus::Failed
                 | StepStatus::Skipped => s.attempts.max(1),
-                StepStatus::Pending | StepStatus::Waiting | StepStatus::Cancelled => return None,
+                StepStatus::Pending | StepStatus::Cancelled => return None,
             };
             Some(StepMessage {
                 run_id: run.id.clone(),
@@ -107,6 +131,9 @@ fn sweep_timer(bucket: i64, every_ms: i64) -> Timer {
 impl Engine {
     /// Makes sure the next sweep has a timer (idempotent: its id names its time bucket).
     pub async fn schedule_sweep(&self) -> Result<()> {
+        if self.inner.unsweepable.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let every = self.inner.config.sweep_every.as_millis().max(1) as i64;
         let next = now_ms() / every + 1;
         self.inner
@@ -124,25 +151,59 @@ impl Engine {
             .get_blob(CURSOR_BLOB)
             .await?
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let runs = state
+        let runs = match state
             .running_runs(now - grace, cursor.as_ref(), SWEEP_BATCH)
-            .await?;
-        let mut report = SweepReport {
-            examined: runs.len(),
-            ..SweepReport::default()
+            .await
+        {
+            Ok(runs) => runs,
+            // A store that cannot be swept (a third party's): no more sweeps.
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                self.inner.unsweepable.store(true, Ordering::Relaxed);
+                warn!(error = %e, "sweeper: this state store cannot be swept; stuck runs are not repaired");
+                return Ok(SweepReport::default());
+            }
+            Err(e) => return Err(e),
         };
+        let mut report = SweepReport::default();
+        let started = std::time::Instant::now();
+        let mut next = None;
         for r in &runs {
-            match self.sweep_run(&r.id, now, grace).await? {
-                Swept::Alive => {}
-                Swept::Repaired => report.repaired += 1,
-                Swept::Failed => report.failed += 1,
+            // Within its timer's lease: another node would fire the timer again.
+            if started.elapsed() > PASS_TIME {
+                next = Some(r.clone());
+                break;
+            }
+            report.examined += 1;
+            match self.sweep_run(&r.id, now, grace).await {
+                Ok(Swept::Alive) => {}
+                Ok(Swept::Repaired) => report.repaired += 1,
+                Ok(Swept::Failed) => report.failed += 1,
+                // The store away: the pass ends here, and goes on from this run next time.
+                Err(e) if e.is_retryable() => {
+                    next = Some(r.clone());
+                    warn!(error = %e, "sweeper: the pass stopped; the next goes on from here");
+                    break;
+                }
+                // One run's trouble is not the others': counted, logged, passed over.
+                Err(e) => {
+                    self.inner
+                        .metrics
+                        .engine_error(crate::metrics::Role::Scheduler);
+                    warn!(run = %r.id, error = %e, "sweeper: cannot examine a run; passed over");
+                }
             }
         }
-        // A short page was the end: the next pass starts from the oldest again.
-        let next = if runs.len() < SWEEP_BATCH {
-            None
-        } else {
-            runs.last().cloned()
+        // The cursor is the last run examined (so `next` above is one before the next to
+        // examine); a short page was the end: the next pass starts from the oldest again.
+        let next = match next {
+            Some(stopped_at) => runs
+                .iter()
+                .take_while(|r| **r != stopped_at)
+                .last()
+                .cloned()
+                .or(cursor),
+            None if runs.len() < SWEEP_BATCH => None,
+            None => runs.last().cloned(),
         };
         state
             .put_blob(
@@ -163,8 +224,20 @@ impl Engine {
         let run = match state.get_run(run_id).await {
             Ok(Some(run)) => run,
             Ok(None) => return Ok(Swept::Alive),
-            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) if !matches!(e.kind(), ErrorKind::Internal | ErrorKind::InvalidInput) => {
+                return Err(e);
+            }
             Err(e) => {
+                // Stored data that does not decode. Failed only once it has been idle for the
+                // grace (as what can be read of it says): a run the executor still moves is
+                // left to it (its message becomes a dead letter if it cannot be handled).
+                let idle_since = state
+                    .get_run_outline(run_id)
+                    .await?
+                    .and_then(|o| o.history.last().map(|h| h.at).or(o.created_at));
+                if idle_since.is_none_or(|at| now.saturating_sub(at) < grace_ms) {
+                    return Ok(Swept::Alive);
+                }
                 let detail = format!("the sweeper cannot read the run's stored state: {e}");
                 warn!(run = run_id, error = %e, "sweeper: failing a run whose state does not decode");
                 let failed = state.fail_run(run_id, &detail, now).await?;
@@ -183,7 +256,8 @@ impl Engine {
             // Pinned to a version this node has not loaded: a node that has it sweeps it.
             return Ok(Swept::Alive);
         }
-        let Some(messages) = stuck_messages(&run, now, grace_ms) else {
+        let retry_max = self.inner.config.retry_max.as_millis() as i64;
+        let Some(messages) = stuck_messages(&run, now, grace_ms, retry_max) else {
             return Ok(Swept::Alive);
         };
         let idle = Duration::from_millis(grace_ms.max(0) as u64);
@@ -199,21 +273,20 @@ impl Engine {
             return Ok(if failed { Swept::Failed } else { Swept::Alive });
         }
         let steps: Vec<&str> = messages.iter().map(|m| m.step_id.as_str()).collect();
-        let mut entry = HistoryEntry::now("run.swept").detail(format!(
-            "no progress for {} and nothing live that would move the run on: enqueued again {}",
-            humantime::format_duration(idle),
-            steps.join(", ")
-        ));
-        entry.at = now;
-        if !state.append_timeline(&run.id, &entry).await? {
-            return Ok(Swept::Alive);
-        }
         for m in &messages {
             self.inner
                 .broker
                 .publish(TOPIC_STEPS, &m.run_id, Bytes::from(serde_json::to_vec(m)?))
                 .await?;
         }
+        // Said once sent, so that the timeline never claims what did not happen.
+        let mut entry = HistoryEntry::now("run.swept").detail(format!(
+            "no progress for {} and nothing live that would move the run on: enqueued again {}",
+            humantime::format_duration(idle),
+            steps.join(", ")
+        ));
+        entry.at = now;
+        state.append_timeline(&run.id, &entry).await?;
         warn!(run = %run.id, steps = ?steps, "sweeper: a stuck run's steps were enqueued again");
         self.inner.metrics.run_swept("repaired");
         Ok(Swept::Repaired)
@@ -266,25 +339,46 @@ mod tests {
             &[("a", Completed, 1), ("b", Queued, 0), ("c", Pending, 0)],
             1000,
         );
-        assert_eq!(stuck_messages(&r, 1500, 1000), None, "recent progress");
-        let messages = stuck_messages(&r, 2000, 1000).expect("stuck");
+        assert_eq!(stuck_messages(&r, 1500, 1000, 100), None, "recent progress");
+        let messages = stuck_messages(&r, 2000, 1000, 100).expect("stuck");
         let sent: Vec<(&str, u32)> = messages
             .iter()
             .map(|m| (m.step_id.as_str(), m.attempt))
             .collect();
         assert_eq!(sent, [("a", 1), ("b", 1)]);
         let retrying = run(&[("a", Waiting, 1)], 0);
-        assert_eq!(stuck_messages(&retrying, 5000, 1000), None, "a retry timer");
+        assert_eq!(
+            stuck_messages(&retrying, 5000, 1000, 10_000),
+            None,
+            "a retry timer"
+        );
+        let lost = stuck_messages(&retrying, 12_000, 1000, 10_000).expect("its timer is long due");
+        assert_eq!(
+            (lost[0].step_id.as_str(), lost[0].attempt),
+            ("a", 2),
+            "the next attempt"
+        );
         let mut leased = run(&[("a", Running, 2)], 0);
         leased.steps.get_mut("a").unwrap().lease_until = Some(6000);
-        assert_eq!(stuck_messages(&leased, 5000, 1000), None, "a live lease");
-        let lapsed = stuck_messages(&leased, 7000, 1000).expect("lapsed lease");
+        assert_eq!(
+            stuck_messages(&leased, 5000, 1000, 100),
+            None,
+            "a live lease"
+        );
+        let lapsed = stuck_messages(&leased, 7000, 1000, 100).expect("lapsed lease");
         assert_eq!(
             lapsed[0].attempt, 2,
             "the running attempt, to be taken over"
         );
         let mut done = run(&[("a", Completed, 1)], 0);
         done.status = RunStatus::Completed;
-        assert_eq!(stuck_messages(&done, 9000, 1000), None);
+        assert_eq!(stuck_messages(&done, 9000, 1000, 100), None);
+        // A run the sweeper could not move: looked at again after twice the grace, and so on.
+        let mut swept = run(&[("b", Queued, 0)], 0);
+        let mut entry = HistoryEntry::now("run.swept");
+        entry.at = 1000;
+        swept.history.push(entry);
+        assert_eq!(stuck_messages(&swept, 2500, 1000, 100), None, "backs off");
+        assert!(stuck_messages(&swept, 3000, 1000, 100).is_some());
     }
 }
