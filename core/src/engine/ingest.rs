@@ -483,6 +483,22 @@ mod tests {
         assert!(parse_body(b"  ", 1000, 10_000).is_err());
     }
 
+    /// Found by `weir-fuzz event-body`: a number with more digits than an f64 holds was read
+    /// one unit off (serde_json's fast float parsing), so an accepted event changed on its way
+    /// through the broker and the store. Parsed correctly rounded now (`float_roundtrip`).
+    #[test]
+    fn an_accepted_event_survives_its_own_json() {
+        // The fuzzer's input, as found.
+        let body = format!(
+            r#"{{"data":{{}},"name":"t/u","user":{{"email":{}18446744073709551615}}}}"#,
+            "70955161".repeat(24)
+        );
+        let first = parse_body(body.as_bytes(), 10_000, 10_000).unwrap();
+        let again = serde_json::to_vec(&first[0]).unwrap();
+        let second = parse_body(&again, 10_000, 10_000).unwrap();
+        assert_eq!(first, second);
+    }
+
     #[test]
     fn limits() {
         let big = format!(r#"{{"name":"a","data":{{"x":"{}"}}}}"#, "y".repeat(2000));
