@@ -16,6 +16,7 @@
 //! stuck_message_delay = "30s"
 //! ingest_deadline = "10s"
 //! dead_letter_after = 5
+//! stuck_run_grace = "10m"
 //! run_retention = "7d"
 //! api_keys = ["a-key-for-the-v1-api"]
 //! adapters = []
@@ -63,6 +64,9 @@ pub struct ServeConfig {
     /// After how many failures on one message (with an error retrying soon will not cure) the
     /// engine gives up on it: a dead letter, and its run failed (default 5).
     pub dead_letter_after: Option<u32>,
+    /// How long a running run may show no progress, with nothing live that would move it on,
+    /// before the sweeper enqueues its steps again (default `10m`; more than `step_lease`).
+    pub stuck_run_grace: Option<String>,
     /// How long finished runs are kept before they are deleted (default `7d`; `forever` keeps
     /// them for good).
     pub run_retention: Option<String>,
@@ -98,6 +102,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("stuck_message_delay", &self.stuck_message_delay)
             .field("ingest_deadline", &self.ingest_deadline)
             .field("dead_letter_after", &self.dead_letter_after)
+            .field("stuck_run_grace", &self.stuck_run_grace)
             .field("run_retention", &self.run_retention)
             .field(
                 "api_keys",
@@ -146,6 +151,7 @@ impl ServeConfig {
             stuck_message_delay,
             ingest_deadline,
             dead_letter_after,
+            stuck_run_grace,
             run_retention,
             api_keys,
             adapters,
@@ -164,6 +170,7 @@ impl ServeConfig {
             stuck_message_delay: stuck_message_delay.or(self.stuck_message_delay),
             ingest_deadline: ingest_deadline.or(self.ingest_deadline),
             dead_letter_after: dead_letter_after.or(self.dead_letter_after),
+            stuck_run_grace: stuck_run_grace.or(self.stuck_run_grace),
             run_retention: run_retention.or(self.run_retention),
             api_keys: unless_empty(api_keys, self.api_keys),
             adapters: unless_empty(adapters, self.adapters),
@@ -239,6 +246,7 @@ mod tests {
             stuck_message_delay: Some("1s".into()),
             ingest_deadline: Some("3s".into()),
             dead_letter_after: Some(2),
+            stuck_run_grace: Some("20m".into()),
             run_retention: Some("1d".into()),
             api_keys: vec!["a2".into()],
             adapters: vec!["celery+amqp://h/2".into()],
@@ -257,6 +265,7 @@ mod tests {
             stuck_message_delay: Some("30s".into()),
             ingest_deadline: Some("10s".into()),
             dead_letter_after: Some(5),
+            stuck_run_grace: Some("10m".into()),
             run_retention: Some("7d".into()),
             api_keys: vec!["a1".into()],
             adapters: vec!["celery+amqp://h/1".into()],

@@ -472,6 +472,24 @@ fn serve_rejects_unknown_roles_schemes_and_config_keys() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ingest_deadline: at most 1m"), "{err}");
+    let out = weir()
+        .args([
+            "serve",
+            "--event-key",
+            "k",
+            "--stuck-run-grace",
+            "10s",
+            "--functions",
+        ])
+        .arg(&functions)
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stuck_run_grace must be longer than step_lease"),
+        "{err}"
+    );
     let blank = tmp.path().join("blank.toml");
     std::fs::write(&blank, "event_keys = [\"k\"]\napi_keys = [\"  \"]\n").expect("write");
     let out = weir()

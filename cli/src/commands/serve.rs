@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// engine gives up on it: a dead letter, and its run failed [default: 5].
     #[arg(long, env = "WEIR_DEAD_LETTER_AFTER", value_parser = clap::value_parser!(u32).range(1..))]
     pub dead_letter_after: Option<u32>,
+    /// How long a running run may show no progress, with nothing live that would move it on,
+    /// before the sweeper enqueues its steps again [default: 10m].
+    #[arg(long, env = "WEIR_STUCK_RUN_GRACE")]
+    pub stuck_run_grace: Option<String>,
     /// How long finished runs are kept before they are deleted, or `forever` [default: 7d].
     #[arg(long, env = "WEIR_RUN_RETENTION")]
     pub run_retention: Option<String>,
@@ -102,6 +106,7 @@ impl ServeArgs {
             stuck_message_delay: self.stuck_message_delay.clone(),
             ingest_deadline: self.ingest_deadline.clone(),
             dead_letter_after: self.dead_letter_after,
+            stuck_run_grace: self.stuck_run_grace.clone(),
             run_retention: self.run_retention.clone(),
             api_keys: given(&self.api_keys),
             adapters: self.adapters.urls(),
@@ -194,6 +199,15 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             ),
         ));
     }
+    let stuck_run_grace = config.stuck_run_grace.as_deref().unwrap_or("10m");
+    let stuck_run_grace = weir_core::duration::parse_duration(stuck_run_grace)
+        .map_err(|m| Error::new(ErrorKind::Config, format!("stuck_run_grace: {m}")))?;
+    if stuck_run_grace <= step_lease {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "stuck_run_grace must be longer than step_lease: a run whose step holds a lease is not stuck",
+        ));
+    }
     let ingest_deadline = config.ingest_deadline.as_deref().unwrap_or("10s");
     let ingest_deadline = weir_core::duration::parse_duration(ingest_deadline)
         .map_err(|m| Error::new(ErrorKind::Config, format!("ingest_deadline: {m}")))?;
@@ -223,6 +237,7 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             stuck_message_delay,
             ingest_deadline,
             dead_letter_after,
+            stuck_run_grace,
             run_retention,
             ..EngineConfig::default()
         },
