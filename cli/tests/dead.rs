@@ -147,6 +147,10 @@ async fn a_poison_message_is_a_dead_letter_at_once_and_fails_its_run(state: &str
         "{detail}"
     );
     let metrics = engine.metrics().encode();
+    assert!(
+        metrics.contains("weir_runs_finished_total{function=\"nap\",status=\"failed\"} 1\n"),
+        "a run failed by a dead letter counts as a failed run: {metrics}"
+    );
     for topic in ["steps", "events"] {
         let series = format!("weir_dead_letters_total{{topic=\"{topic}\"}} 1\n");
         assert!(metrics.contains(&series), "{metrics}");

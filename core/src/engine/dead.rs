@@ -107,7 +107,8 @@ impl Engine {
                 DEAD_LETTER_MARK, dead.id, dead.reason
             );
             match state.fail_run(run_id, &detail, now_ms()).await {
-                Ok(_) => {}
+                Ok(true) => self.announce_failed(run_id, None).await,
+                Ok(false) => {}
                 // A message naming a run that does not exist has no run to fail.
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => {
@@ -120,6 +121,38 @@ impl Engine {
         self.inner.metrics.dead_lettered(topic);
         error!(dead_letter = %dead.id, topic, run = ?dead.run_id, failures, reason = %dead.reason, "gave up on a message: it is a dead letter now (weir dead show ID; weir dead retry ID once the cause is fixed)");
         true
+    }
+
+    /// Tells what a run failed outside the executor (a dead letter, the sweeper) to those who
+    /// listen for finished runs (an adapter answering its client, the run metrics), and
+    /// releases its function's cancel rules: as when a run ends by itself. `function_id` when
+    /// known, else read from the store (a run whose state does not decode stays unannounced).
+    pub(crate) async fn announce_failed(&self, run_id: &str, function_id: Option<&str>) {
+        // A run whose state does not decode reads as an error here: left unannounced.
+        let stored = self.inner.state.get_run_state(run_id).await.ok().flatten();
+        let Some(function_id) = function_id
+            .map(str::to_owned)
+            .or_else(|| stored.as_ref().map(|r| r.function_id.clone()))
+        else {
+            return;
+        };
+        if let Some(m) = self.inner.metrics.function(&function_id) {
+            m.run_finished(crate::run::RunStatus::Failed);
+        }
+        if let Some(stored) = &stored
+            && let Some(function) = self
+                .inner
+                .functions
+                .get(&stored.function_id, &stored.function_version)
+            && let Err(e) = self.release_cancel_rules(&function, run_id).await
+        {
+            warn!(error = %e, run = run_id, "cannot release the cancel rules of a failed run");
+        }
+        let _ = self.inner.finished.send(super::RunFinished {
+            run_id: run_id.to_owned(),
+            function_id,
+            status: crate::run::RunStatus::Failed,
+        });
     }
 
     /// Sends the message of dead letter `id` again and deletes the dead letter; returns it. The

@@ -269,6 +269,7 @@ impl Engine {
             let failed = state.fail_run(&run.id, &detail, now).await?;
             if failed {
                 self.inner.metrics.run_swept("failed");
+                self.announce_failed(&run.id, Some(&run.function_id)).await;
             }
             return Ok(if failed { Swept::Failed } else { Swept::Alive });
         }
