@@ -37,7 +37,7 @@ pub const MAX_EXPR_BYTES: usize = 4096;
 pub const MAX_EXPR_NESTING: usize = 32;
 /// The deepest syntax tree [`Expr::compile`] takes: chains of operators (`a + b + …`) nest
 /// without brackets, and evaluating them recurses as deep.
-pub const MAX_EXPR_DEPTH: usize = 40;
+pub const MAX_EXPR_DEPTH: usize = 32;
 /// The stack of the thread the CEL parser runs on (reserved, not committed, until used).
 const PARSER_STACK_BYTES: usize = 64 << 20;
 
@@ -75,29 +75,20 @@ fn ast_depth(e: &cel::IdedExpr) -> usize {
     }
 }
 
-/// How deep brackets nest in `source`, outside string literals.
+/// How deep brackets nest in `source`, counting those in string literals and comments too:
+/// never less than the parser will see (CEL's strings — triple-quoted, raw — and comments are
+/// not worth lexing twice), at the price of refusing an expression whose strings hold more
+/// than the limit of opening brackets.
 fn bracket_depth(source: &str) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);
-    let mut quote: Option<char> = None;
-    let mut chars = source.chars();
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) => {
-                if c == '\\' {
-                    chars.next();
-                } else if c == q {
-                    quote = None;
-                }
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
             }
-            None => match c {
-                '\'' | '"' => quote = Some(c),
-                '(' | '[' | '{' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                ')' | ']' | '}' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     deepest
@@ -414,8 +405,10 @@ mod tests {
         assert!(err.to_string().contains("operations deep"), "{err}");
         let err = Expr::compile(&"x".repeat(5000)).unwrap_err();
         assert!(err.to_string().contains("the limit is 4096"), "{err}");
-        // Brackets in strings do not count.
-        Expr::compile(&format!("'{}' == 'x'", "(".repeat(100))).expect("compiles");
+        // Brackets in strings count too (never fewer than the parser sees).
+        Expr::compile(&format!("'{}' == 'x'", "(".repeat(10))).expect("compiles");
+        let err = Expr::compile(&format!("r'\\' == '{}'", "(".repeat(40))).unwrap_err();
+        assert!(err.to_string().contains("nests brackets"), "{err}");
         let accepted = [parens(MAX_EXPR_NESTING), chain(MAX_EXPR_DEPTH - 2)];
         let evaluated = std::thread::Builder::new()
             .stack_size(2 << 20)

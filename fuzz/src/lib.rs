@@ -49,11 +49,15 @@ pub struct Report {
 pub fn fuzz(target: &Target, budget: Duration, seed: u64) -> Report {
     let mut rng = Rng::new(seed);
     let mut corpus: Vec<Vec<u8>> = target.seeds.iter().map(|s| s.as_bytes().to_vec()).collect();
+    if corpus.is_empty() {
+        corpus.push(Vec::new());
+    }
     let mut report = Report::default();
     let started = Instant::now();
-    let previous_hook = std::panic::take_hook();
-    // Findings are collected, not printed as they happen.
-    std::panic::set_hook(Box::new(|_| {}));
+    // Findings are collected, not printed as they happen: this thread's panics are quiet while
+    // it fuzzes (other threads', and later ones, are printed as before).
+    quiet_panics_here();
+    let _quiet = Quiet::start();
     // Every seed first, as it is.
     let mut queue: Vec<Vec<u8>> = corpus.clone();
     while started.elapsed() < budget {
@@ -82,9 +86,43 @@ pub fn fuzz(target: &Target, budget: Duration, seed: u64) -> Report {
             corpus.push(input);
         }
     }
-    std::panic::set_hook(previous_hook);
     report.elapsed = started.elapsed();
     report
+}
+
+thread_local! {
+    /// Whether this thread is fuzzing: its panics are findings, not to be printed.
+    static FUZZING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs, once per process, a panic hook that is silent on a thread that is fuzzing and
+/// otherwise does what the hook before it did.
+fn quiet_panics_here() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !FUZZING.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Marks this thread as fuzzing until dropped (also when a panic unwinds past it).
+struct Quiet;
+
+impl Quiet {
+    fn start() -> Quiet {
+        FUZZING.with(|f| f.set(true));
+        Quiet
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        FUZZING.with(|f| f.set(false));
+    }
 }
 
 /// The target named `name`.

@@ -11,8 +11,24 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).unwrap_or(seconds),
-            "--seed" => seed = args.next().and_then(|s| s.parse().ok()).unwrap_or(seed),
+            "--seconds" => {
+                seconds = match args.next().and_then(|s| s.parse::<f64>().ok()) {
+                    Some(s) if s.is_finite() && s > 0.0 => s,
+                    _ => {
+                        eprintln!("weir-fuzz: --seconds takes a number of seconds above 0");
+                        std::process::exit(2)
+                    }
+                }
+            }
+            "--seed" => {
+                seed = match args.next().and_then(|s| s.parse().ok()) {
+                    Some(s) => s,
+                    None => {
+                        eprintln!("weir-fuzz: --seed takes a whole number");
+                        std::process::exit(2)
+                    }
+                }
+            }
             "--list" => {
                 for t in weir_fuzz::targets::ALL {
                     println!("{:<20} {}", t.name, t.about);
@@ -64,9 +80,12 @@ fn main() {
             report.findings.len()
         );
         for (i, (message, input)) in report.findings.iter().enumerate() {
-            let _ = std::fs::create_dir_all("fuzz/findings");
             let path = format!("fuzz/findings/{}-{i}.bin", t.name);
-            let _ = std::fs::write(&path, input);
+            if let Err(e) =
+                std::fs::create_dir_all("fuzz/findings").and_then(|()| std::fs::write(&path, input))
+            {
+                eprintln!("weir-fuzz: cannot write {path}: {e}");
+            }
             println!(
                 "  finding: {message} (input in {path}: {:?})",
                 String::from_utf8_lossy(&input[..input.len().min(200)])

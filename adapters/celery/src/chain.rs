@@ -243,18 +243,24 @@ fn message(
         .map_or_else(|| routes.queue_of(&task).to_string(), str::to_string);
     // The signature's options, as `apply_async` turns them into headers.
     let now = chrono::Utc::now();
+    // A time `seconds` from now; `None` past what a date can hold (a client's `countdown` of
+    // 1e16 must not panic the adapter: it is dropped, as Celery drops an unusable one).
     let at = |seconds: f64| {
-        (now + chrono::Duration::milliseconds((seconds * 1000.0) as i64))
-            .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-            .to_string()
+        let ms = seconds * 1000.0;
+        if !ms.is_finite() || ms.abs() > 1e15 {
+            return None;
+        }
+        let delta = chrono::TimeDelta::try_milliseconds(ms as i64)?;
+        now.checked_add_signed(delta)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
     };
     let eta = match (&options["countdown"], &options["eta"]) {
-        (Value::Number(n), _) => n.as_f64().map(|s| json!(at(s))).unwrap_or(Value::Null),
+        (Value::Number(n), _) => n.as_f64().and_then(at).map_or(Value::Null, |t| json!(t)),
         (_, Value::String(eta)) => json!(eta),
         _ => Value::Null,
     };
     let expires = match &options["expires"] {
-        Value::Number(n) => n.as_f64().map(|s| json!(at(s))).unwrap_or(Value::Null),
+        Value::Number(n) => n.as_f64().and_then(at).map_or(Value::Null, |t| json!(t)),
         Value::String(expires) => json!(expires),
         _ => Value::Null,
     };
@@ -358,6 +364,27 @@ mod tests {
         assert_eq!(body[0], json!([1, 1]));
         assert_eq!(body[2]["chain"], Value::Null);
         assert_eq!(out[0].queue, "celery");
+    }
+
+    /// Found reviewing the fuzzer: a `countdown` or `expires` past what a date holds panicked
+    /// the adapter. Now such a time is left out.
+    #[test]
+    fn a_countdown_past_any_date_is_dropped_not_a_panic() {
+        for huge in [json!(1e16), json!(-1e300), json!(f64::MAX), json!(i64::MAX)] {
+            let data = json!({"task_id": "t1", "embed": {"callbacks": [sig(
+                "tasks.add", json!([1]), json!({"countdown": huge, "expires": huge}), false)]}});
+            let out = follow_ups(&data, &TaskState::Success(json!(5)), &Routes::default()).send;
+            assert_eq!(out.len(), 1, "{huge}");
+            assert_eq!(out[0].headers["eta"], Value::Null, "{huge}");
+            assert_eq!(out[0].headers["expires"], Value::Null, "{huge}");
+        }
+        let data = json!({"task_id": "t1", "embed": {"callbacks": [sig(
+            "tasks.add", json!([1]), json!({"countdown": 5}), false)]}});
+        let out = follow_ups(&data, &TaskState::Success(json!(5)), &Routes::default()).send;
+        assert!(
+            out[0].headers["eta"].is_string(),
+            "an ordinary countdown still gives an eta"
+        );
     }
 
     #[test]
