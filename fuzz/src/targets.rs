@@ -85,6 +85,16 @@ pub const ALL: &[Target] = &[
         run: celery,
     },
     Target {
+        name: "celery-body",
+        about: "a Celery task's decoded body [args, kwargs, embed] (TaskMessage::decode, to_event), then what a finished task sends on (chain::follow_ups: chains, callbacks, errbacks, their countdowns)",
+        seeds: &[
+            r#"[[4, 4], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#,
+            r#"[[2, 2], {"x": 1}, {"callbacks": [{"task": "tasks.add", "args": [10], "kwargs": {}, "options": {"countdown": 5, "expires": 60, "queue": "q", "task_id": "c1"}, "subtask_type": null, "immutable": false}], "errbacks": [{"task": "tasks.report", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": true}], "chain": [{"task": "tasks.add", "args": [1, 1], "kwargs": {}, "options": {"task_id": "t3", "eta": "2030-01-01T00:00:00+00:00"}, "subtask_type": null, "immutable": true}, {"task": "tasks.mul", "args": [4], "kwargs": {}, "options": {"task_id": "t2"}, "subtask_type": "group", "immutable": false}], "chord": null}]"#,
+        ],
+        json: true,
+        run: celery_body,
+    },
+    Target {
         name: "faktory",
         about: "Faktory protocol lines (command::parse) and PUSH payloads (Job::parse, Job::validate)",
         seeds: &[
@@ -188,6 +198,41 @@ fn celery(data: &[u8]) {
             Some("reply"),
             body,
         );
+    }
+}
+
+fn celery_body(data: &[u8]) {
+    use weir_adapter_celery::chain::{Routes, follow_ups, has_chord, rest_of_chain_ids};
+    use weir_adapter_celery::results::TaskState;
+    let headers: Map<String, Value> = serde_json::from_str(
+        r#"{"lang": "py", "task": "tasks.add", "id": "d6a4f3c2-0000-4000-8000-000000000001",
+            "root_id": "d6a4f3c2-0000-4000-8000-000000000001", "retries": 0}"#,
+    )
+    .expect("headers");
+    let Ok(message) = weir_adapter_celery::TaskMessage::decode(
+        &headers,
+        "application/json",
+        "utf-8",
+        Some("client"),
+        data,
+    ) else {
+        return;
+    };
+    let Ok(event) = message.to_event() else {
+        return;
+    };
+    let routes = Routes::default();
+    let _ = rest_of_chain_ids(&event.data);
+    let _ = has_chord(&event.data);
+    for state in [
+        TaskState::Success(serde_json::json!(5)),
+        TaskState::Failure {
+            exc_type: "ValueError".into(),
+            exc_module: None,
+            message: "no".into(),
+        },
+    ] {
+        let _ = follow_ups(&event.data, &state, &routes);
     }
 }
 
