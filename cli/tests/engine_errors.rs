@@ -86,13 +86,23 @@ async fn engine_refusing(
     single: usize,
     batches: usize,
 ) -> (Engine, EngineHandle, Arc<RefusingBroker>) {
+    engine_refusing_as(dir, single, batches, ErrorKind::Config).await
+}
+
+/// [`engine_refusing`] on memory stores, refusing with errors of kind `refusal`
+/// (`Unavailable`: the `events` topic; else the `steps` topic).
+async fn engine_refusing_as(
+    dir: &std::path::Path,
+    single: usize,
+    batches: usize,
+    refusal: ErrorKind,
+) -> (Engine, EngineHandle, Arc<RefusingBroker>) {
     let stores = weir::App::default()
         .registry()
         .open_state("memory://")
         .await
         .expect("state");
-    let (state, events) = (stores.state, stores.events);
-    engine_on_parts(dir, state, events, single, batches, ErrorKind::Config).await
+    engine_on_parts(dir, stores.state, stores.events, single, batches, refusal).await
 }
 
 /// [`engine_refusing`] on the given state store.
@@ -214,20 +224,8 @@ async fn a_broker_that_refuses_for_good_fails_the_run_with_a_dead_letter() {
     let f = function_dir(&def, &[("ok", r#"echo '{"ok": true}'"#)]);
     // Root steps go out as a batch (let through); `b` goes out alone: refused, always, for
     // itself (a permission refused would keep it instead: see the test above).
-    let stores = weir::App::default()
-        .registry()
-        .open_state("memory://")
-        .await
-        .expect("state");
-    let (engine, handle, _broker) = engine_on_parts(
-        &f.dir,
-        stores.state,
-        stores.events,
-        usize::MAX,
-        0,
-        ErrorKind::InvalidInput,
-    )
-    .await;
+    let (engine, handle, _broker) =
+        engine_refusing_as(&f.dir, usize::MAX, 0, ErrorKind::InvalidInput).await;
     let run = run_event(&engine, "stuck", &json!({"name": "t/stuck"})).await;
     handle.shutdown().await;
     assert_eq!(run.status, RunStatus::Failed, "{:#?}", run.history);
@@ -260,21 +258,9 @@ async fn events_the_broker_will_not_take_are_routed_later_and_accepted() {
     let def =
         json!({"id": "outbox", "triggers": [{"event": "t/outbox"}], "steps": {"a": step(None)}});
     let f = function_dir(&def, &[("ok", r#"echo '{"ok": true}'"#)]);
-    let stores = weir::App::default()
-        .registry()
-        .open_state("memory://")
-        .await
-        .expect("state");
     // Every batch publish of events is refused; the scheduler's single publishes go through.
-    let (engine, handle, broker) = engine_on_parts(
-        &f.dir,
-        stores.state,
-        stores.events,
-        0,
-        usize::MAX,
-        ErrorKind::Unavailable,
-    )
-    .await;
+    let (engine, handle, broker) =
+        engine_refusing_as(&f.dir, 0, usize::MAX, ErrorKind::Unavailable).await;
     let run = run_event(&engine, "outbox", &json!({"name": "t/outbox"})).await;
     handle.shutdown().await;
     assert_eq!(run.status, RunStatus::Completed, "{:#?}", run.history);

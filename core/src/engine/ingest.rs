@@ -214,13 +214,7 @@ impl Engine {
     /// an event finds it in the store (see `waits.rs`).
     pub async fn ingest(&self, events: Vec<Event>) -> Result<Vec<String>> {
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-        let deadline = Instant::now() + self.inner.config.ingest_deadline;
-        let batch = ulid::Ulid::new().to_string();
-        if let Err(e) = self.store_batch(&batch, &events, deadline).await {
-            let e = self.take_back(&batch, &events, e).await;
-            self.inner.metrics.events_rejected(e.kind());
-            return Err(e);
-        }
+        let deadline = self.store_or_take_back(&events).await?;
         // Stored: from here on nothing is taken back, since a failed publish may have sent
         // some of the messages (a batch is not atomic on every broker) and their runs start.
         let messages = event_messages(&events)?;
@@ -234,10 +228,39 @@ impl Engine {
         // event at a time): routed through the state store instead.
         let routed = match published {
             Ok(()) => Ok(()),
-            Err(e) => self.route_later(&events, crate::event::now_ms(), e).await,
+            Err(e) => {
+                tracing::warn!(error = %e, events = events.len(), "ingest: the broker did not take the events; the scheduler publishes them");
+                let grace = Instant::now() + FINISH_GRACE;
+                self.schedule_routes(&events, crate::event::now_ms(), grace)
+                    .await
+            }
         };
+        self.answer(&events, routed)
+    }
+
+    /// Appends `events` as one request under a fresh id, trying a retryable failure again
+    /// until `ingest_deadline`; when it fails for good, takes the request back and answers the
+    /// error (counted). Returns the deadline, for what follows the storing.
+    async fn store_or_take_back(&self, events: &[Arc<Event>]) -> Result<Instant> {
+        let deadline = Instant::now() + self.inner.config.ingest_deadline;
+        let batch = ulid::Ulid::new().to_string();
+        let stored = retry_until(deadline, "storing events", || {
+            self.inner.events.append_batch(&batch, events)
+        })
+        .await;
+        if let Err(e) = stored {
+            let e = self.take_back(&batch, events, e).await;
+            self.inner.metrics.events_rejected(e.kind());
+            return Err(e);
+        }
+        Ok(deadline)
+    }
+
+    /// The answer for stored `events` once their routing was `routed`: their ids, or the
+    /// stored-but-not-routed error (both counted).
+    fn answer(&self, events: &[Arc<Event>], routed: Result<()>) -> Result<Vec<String>> {
         if let Err(e) = routed {
-            let e = stored_but_not_routed(e, &events);
+            let e = stored_but_not_routed(e, events);
             self.inner.metrics.events_rejected(e.kind());
             return Err(e);
         }
@@ -245,33 +268,20 @@ impl Engine {
         Ok(events.iter().map(|e| e.id.clone()).collect())
     }
 
-    /// Appends `events` as the request `batch`, trying a retryable failure again until
+    /// Hands the routing of `events` to the scheduler: a timer per event due at `due_ms` that
+    /// publishes it alone (idempotent: the timer's id names the event), tried until
     /// `deadline`.
-    async fn store_batch(
+    async fn schedule_routes(
         &self,
-        batch: &str,
         events: &[Arc<Event>],
+        due_ms: i64,
         deadline: Instant,
     ) -> Result<()> {
-        retry_until(deadline, "storing events", || {
-            self.inner.events.append_batch(batch, events)
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// Hands the routing of `events` to the scheduler: a timer per event due at `due_ms` that
-    /// publishes it (idempotent: the timer's id names the event). `cause`, why they are not
-    /// published now, is logged; the timers are tried for `FINISH_GRACE`.
-    async fn route_later(&self, events: &[Arc<Event>], due_ms: i64, cause: Error) -> Result<()> {
-        tracing::warn!(error = %cause, events = events.len(), "ingest: the broker is unavailable; the scheduler publishes these events once it is back");
         let timers = route_timers(events, due_ms)?;
         let state = &self.inner.state;
-        retry_until(
-            Instant::now() + FINISH_GRACE,
-            "scheduling the events' routing",
-            || futures::future::try_join_all(timers.iter().map(|t| state.schedule_timer(t))),
-        )
+        retry_until(deadline, "scheduling the events' routing", || {
+            futures::future::try_join_all(timers.iter().map(|t| state.schedule_timer(t)))
+        })
         .await
         .map(|_| ())
     }
@@ -316,27 +326,10 @@ impl Engine {
             return self.ingest(events).await;
         }
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-        let deadline = Instant::now() + self.inner.config.ingest_deadline;
-        let batch = ulid::Ulid::new().to_string();
-        if let Err(e) = self.store_batch(&batch, &events, deadline).await {
-            let e = self.take_back(&batch, &events, e).await;
-            self.inner.metrics.events_rejected(e.kind());
-            return Err(e);
-        }
+        let deadline = self.store_or_take_back(&events).await?;
         // Stored: not taken back, since some of the timers may be scheduled.
-        let timers = route_timers(&events, due_ms)?;
-        let state = &self.inner.state;
-        let scheduled = retry_until(deadline, "scheduling delayed events", || {
-            futures::future::try_join_all(timers.iter().map(|t| state.schedule_timer(t)))
-        })
-        .await;
-        if let Err(e) = scheduled {
-            let e = stored_but_not_routed(e, &events);
-            self.inner.metrics.events_rejected(e.kind());
-            return Err(e);
-        }
-        self.inner.metrics.events_accepted(events.len());
-        Ok(events.iter().map(|e| e.id.clone()).collect())
+        let scheduled = self.schedule_routes(&events, due_ms, deadline).await;
+        self.answer(&events, scheduled)
     }
 }
 
