@@ -13,70 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use weir::api::EventKeys;
 use weir::core::events::EventStore;
 use weir::core::run::RunFilter;
-
-/// A TCP proxy to Redis that can hold everything Redis sends back until released.
-struct StallProxy {
-    addr: String,
-    hold: watch::Sender<bool>,
-}
-
-impl StallProxy {
-    async fn start(target: String) -> StallProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let (hold, held) = watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&target).await else {
-                    continue;
-                };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let (mut client_read, client_write) = client.into_split();
-                let (server_read, mut server_write) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                });
-                tokio::spawn(pump_replies(server_read, client_write, held.clone()));
-            }
-        });
-        StallProxy { addr, hold }
-    }
-
-    /// Holds Redis's replies for `how_long`.
-    async fn stall(&self, how_long: Duration) {
-        self.hold.send_replace(true);
-        tokio::time::sleep(how_long).await;
-        self.hold.send_replace(false);
-    }
-}
-
-/// Forwards what Redis sends, waiting while replies are held.
-async fn pump_replies(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut held: watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if held.wait_for(|h| !*h).await.is_err() {
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
+use weir::core::testkit::stall::StallProxy;
 
 /// How a batch was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,7 +40,10 @@ async fn every_batch_answered_while_redis_stalls_is_all_or_nothing() {
     let rest = state.strip_prefix("redis://").expect("a redis:// URL");
     let (host_port, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     let proxy = StallProxy::start(host_port.to_string()).await;
-    let proxied = format!("redis://{}{tail}", proxy.addr);
+    // Calls time out after 500 ms, so that stalls shorter than the ingest deadline are ridden
+    // out by retries.
+    let proxied =
+        weir::core::testkit::url_with(&format!("redis://{}{tail}", proxy.addr), "timeout=500ms");
     let def = json!({"id": "stall", "triggers": [{"event": "stall/test"}],
                      "steps": {"s": {"path": "file://./steps/s", "runtime": {"type": "process"}}}});
     let f = common::function_dir(&def, &[("s", "cat > /dev/null\necho '{}'")]);

@@ -40,6 +40,7 @@ pub mod driver;
 pub mod events;
 pub mod jobs;
 pub mod pauses;
+pub mod stall;
 pub mod state;
 pub mod tls;
 

@@ -8,7 +8,24 @@ use weir_core::url_query::QueryParams;
 use weir_core::{Error, ErrorKind, Result};
 
 /// The query parameters weir reads from the URL (the others go to the Redis client).
-const PARAMS: &[&str] = &["prefix", "retention", "ca_file"];
+const PARAMS: &[&str] = &[
+    "prefix",
+    "retention",
+    "ca_file",
+    "timeout",
+    "connect_timeout",
+];
+
+/// The default of [`RedisStateConfig::timeout`]: long enough for a busy Redis on a loaded
+/// machine (the client library's own default, 500 ms, failed calls on a loaded 2-core
+/// machine), short enough that a hung call is noticed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The default of [`RedisStateConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest `timeout` and `connect_timeout` allowed.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the state lives and how it is laid out.
 #[derive(Clone)]
@@ -22,6 +39,12 @@ pub struct RedisStateConfig {
     /// For `rediss://`: a PEM file of the CA(s) to trust instead of the system store (query
     /// `ca_file`), e.g. a private Redis's own CA.
     pub ca_file: Option<std::path::PathBuf>,
+    /// How long every Redis call waits for its answer before it fails with a retryable error
+    /// naming the call (query `timeout`, default [`DEFAULT_TIMEOUT`], 10 ms … 60 s).
+    pub timeout: Duration,
+    /// How long connecting (and reconnecting) may take (query `connect_timeout`, default
+    /// [`DEFAULT_CONNECT_TIMEOUT`], 10 ms … 60 s).
+    pub connect_timeout: Duration,
 }
 
 impl fmt::Debug for RedisStateConfig {
@@ -31,6 +54,8 @@ impl fmt::Debug for RedisStateConfig {
             .field("prefix", &self.prefix)
             .field("event_retention", &self.event_retention)
             .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -61,6 +86,8 @@ impl RedisStateConfig {
         let mut prefix = "weir".to_string();
         let mut retention = Duration::from_secs(7 * 86_400);
         let mut ca_file = None;
+        let mut timeout = DEFAULT_TIMEOUT;
+        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
         let mut passed = Vec::new();
         let params = QueryParams::new("redis state", query, PARAMS).with_url(url);
         for param in &params {
@@ -73,6 +100,17 @@ impl RedisStateConfig {
                     prefix = v.to_string();
                 }
                 "retention" => retention = param.duration()?,
+                "timeout" | "connect_timeout" => {
+                    let value = param.duration()?;
+                    if !(Duration::from_millis(10)..=MAX_TIMEOUT).contains(&value) {
+                        return Err(param.invalid("must be within 10ms..=60s"));
+                    }
+                    if param.name() == "timeout" {
+                        timeout = value;
+                    } else {
+                        connect_timeout = value;
+                    }
+                }
                 "ca_file" if scheme == "rediss" => {
                     ca_file = Some(std::path::PathBuf::from(param.raw_value()));
                 }
@@ -93,6 +131,8 @@ impl RedisStateConfig {
             prefix,
             event_retention: retention,
             ca_file,
+            timeout,
+            connect_timeout,
         })
     }
 }
@@ -110,6 +150,8 @@ mod tests {
         assert_eq!(c.prefix, "app");
         assert_eq!(c.event_retention, Duration::from_secs(86_400));
         assert_eq!(c.redis_url, "redis://u:secret@h:6379/2?protocol=resp3");
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         let debug = format!("{c:?}");
         assert!(!debug.contains("secret"), "{debug}");
         assert!(debug.contains("u:***@h:6379"), "{debug}");
@@ -131,6 +173,12 @@ mod tests {
         assert!(RedisStateConfig::from_url("redis://h?retention=soon").is_err());
         assert!(RedisStateConfig::from_url("redis://h?prefix={x}").is_err());
         assert!(RedisStateConfig::from_url("redis://h?ca_file=/ca.pem").is_err());
+        assert!(RedisStateConfig::from_url("redis://h?timeout=0s").is_err());
+        assert!(RedisStateConfig::from_url("redis://h?connect_timeout=2m").is_err());
+        let c = RedisStateConfig::from_url("redis://h?timeout=250ms&connect_timeout=3s").unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.redis_url, "redis://h");
         let tls =
             RedisStateConfig::from_url("rediss://h:6380?ca_file=/etc/ca.pem&prefix=p").unwrap();
         assert_eq!(

@@ -1,11 +1,13 @@
-//! The connection: a reconnecting multiplexed connection, a round-trip counter, and the mapping
-//! of Redis errors onto weir's error kinds.
+//! The connection: a reconnecting multiplexed connection whose every call has a deadline, a
+//! round-trip counter, and the mapping of Redis errors onto weir's error kinds (naming the
+//! call that failed).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{FromRedisValue, Pipeline, ScriptInvocation};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Pipeline, ScriptInvocation};
 use weir_core::redact::redact_url;
 use weir_core::{Error, ErrorKind, Result};
 use weir_support_redis::{classify, is_noscript};
@@ -17,6 +19,8 @@ use crate::config::RedisStateConfig;
 pub struct RedisConn {
     manager: ConnectionManager,
     round_trips: Arc<AtomicU64>,
+    /// How long a call waits for Redis's answer (the URL's `timeout`).
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisConn {
@@ -27,18 +31,50 @@ impl std::fmt::Debug for RedisConn {
     }
 }
 
-/// Maps a Redis error by [`weir_support_redis::classify`]: connection trouble, a server
-/// loading its data or out of memory, and a script missing after a restart are retryable
-/// ([`ErrorKind::Unavailable`]); refused credentials or invalid client settings are
-/// [`ErrorKind::Config`]; anything else is [`ErrorKind::Internal`].
-pub(crate) fn map_err(e: redis::RedisError) -> Error {
+/// Maps a Redis error of the call `op` by [`weir_support_redis::classify`]: connection
+/// trouble, a call without an answer within `timeout`, a server loading its data or out of
+/// memory, and a script missing after a restart are retryable ([`ErrorKind::Unavailable`]);
+/// refused credentials or invalid client settings are [`ErrorKind::Config`]; anything else is
+/// [`ErrorKind::Internal`]. The error names the call (`op`: a command, the commands of a
+/// pipeline, or a script's name).
+pub(crate) fn map_err(op: &str, timeout: Duration, e: redis::RedisError) -> Error {
     let kind = classify(&e);
-    let message = match kind {
-        ErrorKind::Unavailable => "redis is unavailable",
-        ErrorKind::Config => "redis refused the credentials or the client settings",
-        _ => "redis command failed",
+    let message = if e.is_timeout() {
+        format!("redis did not answer {op} within {timeout:?} (the URL's timeout)")
+    } else {
+        let what = match kind {
+            ErrorKind::Unavailable => "redis is unavailable",
+            ErrorKind::Config => "redis refused the credentials or the client settings",
+            _ => "redis command failed",
+        };
+        format!("{what} ({op})")
     };
-    Error::new(kind, message).with_source(e)
+    Error::new(kind, message)
+        .with_context("op", op)
+        .with_source(e)
+}
+
+/// A command's name (its first argument), e.g. `HGETALL`.
+fn command_name(cmd: &Cmd) -> String {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).into_owned(),
+        _ => "a command".into(),
+    }
+}
+
+/// A pipeline's commands by name, at most four (`EVALSHA` for a script in it), e.g.
+/// `pipeline of 3: HSET, ZADD, EXPIRE`.
+fn pipeline_name(pipe: &Pipeline) -> String {
+    let mut names: Vec<String> = Vec::new();
+    let mut count = 0;
+    for cmd in pipe.cmd_iter() {
+        count += 1;
+        let name = command_name(cmd);
+        if names.len() < 4 && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    format!("pipeline of {count}: {}", names.join(", "))
 }
 
 impl RedisConn {
@@ -47,19 +83,25 @@ impl RedisConn {
     /// [`ErrorKind::Unavailable`] (retryable) when Redis cannot be reached.
     pub async fn connect(config: &RedisStateConfig) -> Result<Self> {
         let client = weir_support_redis::client(&config.redis_url, config.ca_file.as_deref())?;
-        let manager = ConnectionManager::new(client).await.map_err(|e| {
-            let message = format!("cannot connect to {}", redact_url(&config.redis_url));
-            // A connection set up and refused for a reason retrying will not cure (a database
-            // number the server lacks) is the URL's fault, not a bug of weir.
-            let kind = match classify(&e) {
-                ErrorKind::Internal => ErrorKind::Config,
-                kind => kind,
-            };
-            Error::new(kind, message).with_source(e)
-        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.timeout))
+            .set_connection_timeout(Some(config.connect_timeout));
+        let manager = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(|e| {
+                let message = format!("cannot connect to {}", redact_url(&config.redis_url));
+                // A connection set up and refused for a reason retrying will not cure (a database
+                // number the server lacks) is the URL's fault, not a bug of weir.
+                let kind = match classify(&e) {
+                    ErrorKind::Internal => ErrorKind::Config,
+                    kind => kind,
+                };
+                Error::new(kind, message).with_source(e)
+            })?;
         Ok(RedisConn {
             manager,
             round_trips: Arc::new(AtomicU64::new(0)),
+            timeout: config.timeout,
         })
     }
 
@@ -68,22 +110,25 @@ impl RedisConn {
         self.round_trips.load(Ordering::Relaxed)
     }
 
-    /// Runs a script (loading it on `NOSCRIPT`, e.g. after a Redis restart).
+    /// Runs the script called `name` (loading it on `NOSCRIPT`, e.g. after a Redis restart).
     pub(crate) async fn script<T: FromRedisValue>(
         &self,
+        name: &str,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut con = self.manager.clone();
+        // Named only when it failed: the hot path formats nothing.
+        let error = |e| map_err(&format!("script {name}"), self.timeout, e);
         match invocation.invoke_async(&mut con).await {
             // `invoke_async` loads the script on NOSCRIPT and retries once; across a Redis
             // restart the load can reach the old server and the retry the new one: load again.
             Err(e) if is_noscript(&e) => {
                 self.round_trips.fetch_add(2, Ordering::Relaxed);
-                invocation.load_async(&mut con).await.map_err(map_err)?;
-                invocation.invoke_async(&mut con).await.map_err(map_err)
+                invocation.load_async(&mut con).await.map_err(&error)?;
+                invocation.invoke_async(&mut con).await.map_err(&error)
             }
-            other => other.map_err(map_err),
+            other => other.map_err(&error),
         }
     }
 
@@ -111,12 +156,13 @@ impl RedisConn {
             Err(e) if is_noscript(&e) => {
                 self.round_trips
                     .fetch_add(1 + invocations.len() as u64, Ordering::Relaxed);
+                let error = |e| map_err(&pipeline_name(pipe), self.timeout, e);
                 for invocation in invocations {
-                    invocation.load_async(&mut con).await.map_err(map_err)?;
+                    invocation.load_async(&mut con).await.map_err(&error)?;
                 }
-                pipe.query_async(&mut con).await.map_err(map_err)
+                pipe.query_async(&mut con).await.map_err(&error)
             }
-            other => other.map_err(map_err),
+            other => other.map_err(|e| map_err(&pipeline_name(pipe), self.timeout, e)),
         }
     }
 
@@ -124,37 +170,65 @@ impl RedisConn {
     pub(crate) async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut con = self.manager.clone();
-        pipe.query_async(&mut con).await.map_err(map_err)
+        let result = pipe.query_async(&mut con).await;
+        result.map_err(|e| map_err(&pipeline_name(pipe), self.timeout, e))
     }
 
     /// Runs one command.
     pub(crate) async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut con = self.manager.clone();
-        cmd.query_async(&mut con).await.map_err(map_err)
+        let result = cmd.query_async(&mut con).await;
+        result.map_err(|e| map_err(&command_name(cmd), self.timeout, e))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::map_err;
+    use std::time::Duration;
+
+    use super::{map_err, pipeline_name};
     use weir_core::ErrorKind;
+
+    const TIMEOUT: Duration = Duration::from_secs(2);
 
     /// The kinds are `weir_support_redis::classify`'s (tested there); the messages are ours.
     #[test]
     fn errors_a_retry_can_cure_are_retryable() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        let e = map_err(redis::RedisError::from(io));
+        let e = map_err("GET", TIMEOUT, redis::RedisError::from(io));
         assert_eq!(e.kind(), ErrorKind::Unavailable);
-        assert_eq!(e.message(), "redis is unavailable");
+        assert_eq!(e.message(), "redis is unavailable (GET)");
         let noscript = redis::RedisError::from((
             redis::ErrorKind::Server(redis::ServerErrorKind::NoScript),
             "NOSCRIPT No matching script",
         ));
-        let e = map_err(noscript);
+        let e = map_err("script create_run", TIMEOUT, noscript);
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e:?}");
         assert!(e.is_retryable());
         let auth = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "bad"));
-        assert_eq!(map_err(auth).kind(), ErrorKind::Config);
+        assert_eq!(map_err("GET", TIMEOUT, auth).kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn a_timeout_is_retryable_and_names_the_call_and_the_deadline() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        let e = map_err("script claim_timers", TIMEOUT, redis::RedisError::from(io));
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.is_retryable());
+        assert_eq!(
+            e.message(),
+            "redis did not answer script claim_timers within 2s (the URL's timeout)"
+        );
+    }
+
+    #[test]
+    fn a_pipeline_is_named_by_its_commands() {
+        let mut pipe = redis::pipe();
+        pipe.hset("h", "f", 1)
+            .zadd("z", "m", 1)
+            .hset("h", "g", 2)
+            .expire("h", 5);
+        assert_eq!(pipeline_name(&pipe), "pipeline of 4: HSET, ZADD, EXPIRE");
     }
 }

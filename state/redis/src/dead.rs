@@ -88,7 +88,10 @@ impl RedisStateStore {
             .arg(&dead.id)
             .arg(serde_json::to_string(dead)?)
             .arg(MAX_DEAD_LETTERS);
-        self.conn().script::<i64>(&inv).await.map(|_| ())
+        self.conn()
+            .script::<i64>("put_dead_letter", &inv)
+            .await
+            .map(|_| ())
     }
 
     pub(crate) async fn list_dead(
@@ -177,7 +180,10 @@ impl RedisStateStore {
             None => inv.arg(now_ms),
         };
         inv.arg(entry);
-        let (applied, created_at, status): (i64, i64, String) = self.conn().script(&inv).await?;
+        let (applied, created_at, status): (i64, i64, String) = self
+            .conn()
+            .script(if reopen { "reopen_run" } else { "fail_run" }, &inv)
+            .await?;
         if applied == -1 {
             return Err(Error::new(
                 ErrorKind::NotFound,

@@ -149,7 +149,7 @@ impl EventStore for RedisEventStore {
                 .arg(&e.name)
                 .arg(serde_json::to_string(&**e)?);
         }
-        self.conn.script(&undo).await
+        self.conn.script("undo_append", &undo).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Event>> {

@@ -157,7 +157,7 @@ impl RedisJobStore {
             }
         }
         inv.arg(self.keys.jobs_queue_prefix()).arg(ids);
-        self.conn.script(&inv).await
+        self.conn.script("jobs_move_from_set", &inv).await
     }
 }
 
@@ -197,7 +197,7 @@ impl JobStore for RedisJobStore {
         for queue in queues {
             inv.key(self.keys.jobs_queue(queue)).arg(queue);
         }
-        let job: Option<Vec<u8>> = self.conn.script(&inv).await?;
+        let job: Option<Vec<u8>> = self.conn.script("jobs_reserve", &inv).await?;
         job.as_deref().map(decode_job).transpose()
     }
 
@@ -238,7 +238,7 @@ impl JobStore for RedisJobStore {
             .key(self.keys.jobs_reserved())
             .arg(redis_count(offset))
             .arg(redis_count(last));
-        let raw: Vec<Vec<u8>> = self.conn.script(&inv).await?;
+        let raw: Vec<Vec<u8>> = self.conn.script("jobs_set_jobs", &inv).await?;
         raw.iter().map(|r| decode_reservation(r)).collect()
     }
 
@@ -261,7 +261,7 @@ impl JobStore for RedisJobStore {
             }
         }
         inv.arg(self.keys.jobs_queue_prefix());
-        Ok(self.conn.script::<i64>(&inv).await? == 1)
+        Ok(self.conn.script::<i64>("jobs_settle", &inv).await? == 1)
     }
 
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Reservation>> {
@@ -273,7 +273,7 @@ impl JobStore for RedisJobStore {
             .key(self.keys.jobs_reserved())
             .arg(now_ms)
             .arg(redis_count(limit));
-        let raw: Vec<Vec<u8>> = self.conn.script(&inv).await?;
+        let raw: Vec<Vec<u8>> = self.conn.script("jobs_expired", &inv).await?;
         raw.iter().map(|r| decode_reservation(r)).collect()
     }
 
@@ -292,7 +292,7 @@ impl JobStore for RedisJobStore {
             .arg(redis_count(limit))
             .arg(mode)
             .arg(self.keys.jobs_queue_prefix());
-        self.conn.script(&inv).await
+        self.conn.script("jobs_promote_due", &inv).await
     }
 
     async fn set_jobs(
@@ -309,7 +309,7 @@ impl JobStore for RedisJobStore {
         self.set_keys(&mut inv, set)
             .arg(redis_count(offset))
             .arg(redis_count(last));
-        let raw: Vec<Vec<u8>> = self.conn.script(&inv).await?;
+        let raw: Vec<Vec<u8>> = self.conn.script("jobs_set_jobs", &inv).await?;
         raw.iter()
             .map(|r| decode_timed(r).map(|(at, job)| (job, at)))
             .collect()
@@ -372,7 +372,7 @@ impl JobStore for RedisJobStore {
             Vec<u64>,
             i64,
             i64,
-        ) = self.conn.script(&inv).await?;
+        ) = self.conn.script("jobs_counts", &inv).await?;
         if names.len() != lens.len() || sizes.len() != JobSet::ALL.len() {
             return Err(corrupt("counts"));
         }
@@ -409,7 +409,7 @@ impl JobStore for RedisJobStore {
             inv.key(key);
         }
         inv.arg(self.keys.jobs_queue_prefix());
-        self.conn.script::<i64>(&inv).await?;
+        self.conn.script::<i64>("jobs_flush", &inv).await?;
         Ok(())
     }
 }

@@ -198,7 +198,8 @@ impl RedisStateStore {
             .arg(serde_json::to_string(event)?)
             .arg(now_ms)
             .arg(serde_json::to_string(&entry)?);
-        let (applied, parts, run): (i64, Vec<String>, String) = self.conn().script(&inv).await?;
+        let (applied, parts, run): (i64, Vec<String>, String) =
+            self.conn().script("resume_pause", &inv).await?;
         answer(applied, parts, &run)
     }
 
@@ -231,7 +232,8 @@ impl RedisStateStore {
             .arg(now_ms)
             .arg(serde_json::to_string(&entry)?)
             .arg(status.as_str());
-        let (applied, parts, run): (i64, Vec<String>, String) = self.conn().script(&inv).await?;
+        let (applied, parts, run): (i64, Vec<String>, String) =
+            self.conn().script("end_pause", &inv).await?;
         answer(applied, parts, &run)
     }
 
@@ -254,7 +256,7 @@ impl RedisStateStore {
     pub(crate) async fn read(&self, run_id: &str, key: &str) -> Result<Option<Pause>> {
         let mut inv = scripts::GET_PAUSE.prepare_invoke();
         inv.key(self.keys().run(run_id)).arg(key);
-        let parts: Vec<String> = self.conn().script(&inv).await?;
+        let parts: Vec<String> = self.conn().script("get_pause", &inv).await?;
         read_answer(parts)
     }
 }

@@ -373,7 +373,7 @@ impl RedisStateStore {
             .arg(entry_json(&takeover))
             .arg(if with_state { "1" } else { "0" });
         let (answer, left, head, outputs): (i64, i64, Vec<Option<String>>, Vec<String>) =
-            self.conn.script(&inv).await?;
+            self.conn.script("start_attempt", &inv).await?;
         match answer {
             -2 => return Ok(None),
             -1 => return Err(not_found(format!("run {run_id:?} has no step {step_id:?}"))),
@@ -612,7 +612,7 @@ impl StateStore for RedisStateStore {
             .arg(step_id)
             .arg(attempt)
             .arg(until_ms);
-        Ok(self.conn.script::<i64>(&inv).await? == 1)
+        Ok(self.conn.script::<i64>("renew_attempt", &inv).await? == 1)
     }
 
     async fn finish_attempt(
@@ -684,7 +684,7 @@ impl StateStore for RedisStateStore {
                 .arg(entry_json(&pause.history_entry(None)));
         }
         let (applied, open, finished, created_at): (i64, i64, String, i64) =
-            self.conn.script(&inv).await?;
+            self.conn.script("finish_attempt", &inv).await?;
         if applied == -1 {
             return Err(not_found(format!("run {run_id:?} has no step {step_id:?}")));
         }
@@ -719,7 +719,7 @@ impl StateStore for RedisStateStore {
             .arg(error)
             .arg(log.unwrap_or(""))
             .arg(entry_json(&entry));
-        match self.conn.script::<i64>(&inv).await? {
+        match self.conn.script::<i64>("retry_attempt", &inv).await? {
             -1 => Err(not_found(format!("run {run_id:?} has no step {step_id:?}"))),
             n => Ok(n == 1),
         }
@@ -748,7 +748,7 @@ impl StateStore for RedisStateStore {
             .arg(entry_json(&entry))
             .arg(entry.at);
         let (applied, open, finished, created_at): (i64, i64, String, i64) =
-            self.conn.script(&inv).await?;
+            self.conn.script("transition", &inv).await?;
         if applied == -1 {
             return Err(not_found(format!("run {run_id:?} has no step {step_id:?}")));
         }
@@ -768,7 +768,7 @@ impl StateStore for RedisStateStore {
             .arg(child)
             .arg(parent)
             .arg(if taken { "1" } else { "0" });
-        let (recorded, t, n): (i64, i64, i64) = self.conn.script(&inv).await?;
+        let (recorded, t, n): (i64, i64, i64) = self.conn.script("resolve_edge", &inv).await?;
         if recorded == -1 {
             return Err(not_found(format!("run {run_id:?} has no step {child:?}")));
         }
@@ -816,7 +816,7 @@ impl StateStore for RedisStateStore {
             i64,
             String,
             i64,
-        ) = self.conn.script(&inv).await?;
+        ) = self.conn.script("resolve_join", &inv).await?;
         if recorded == -1 {
             return Err(not_found(format!("run {run_id:?} has no step {child:?}")));
         }
@@ -860,7 +860,7 @@ impl StateStore for RedisStateStore {
             .arg(entry.at)
             .arg(entry_json(&entry));
         let (applied, created_at, final_status): (i64, i64, String) =
-            self.conn.script(&inv).await?;
+            self.conn.script("finish_run", &inv).await?;
         if applied == -1 {
             return Err(not_found(format!("no run {run_id:?}")));
         }
@@ -947,7 +947,7 @@ impl StateStore for RedisStateStore {
             .arg(&timer.id)
             .arg(timer.due_ms)
             .arg(serde_json::to_string(timer)?);
-        self.conn.script::<i64>(&inv).await?;
+        self.conn.script::<i64>("schedule_timer", &inv).await?;
         Ok(())
     }
 
@@ -963,7 +963,7 @@ impl StateStore for RedisStateStore {
             .arg(now_ms)
             .arg(limit)
             .arg(lease_ms);
-        let raw: Vec<String> = self.conn.script(&inv).await?;
+        let raw: Vec<String> = self.conn.script("claim_timers", &inv).await?;
         raw.iter().map(|t| Ok(serde_json::from_str(t)?)).collect()
     }
 
@@ -1050,7 +1050,7 @@ impl StateStore for RedisStateStore {
         inv.key(self.keys.run(run_id))
             .key(self.keys.hist(run_id))
             .arg(entry_json(entry));
-        Ok(self.conn.script::<i64>(&inv).await? == 1)
+        Ok(self.conn.script::<i64>("append_timeline", &inv).await? == 1)
     }
 
     async fn get_run_outline(&self, run_id: &str) -> Result<Option<RunOutline>> {
@@ -1103,7 +1103,7 @@ impl StateStore for RedisStateStore {
             .arg(now_ms)
             .arg(entry_json(&entry));
         let (applied, status, created_at, pauses): (i64, String, i64, Vec<String>) =
-            self.conn.script(&inv).await?;
+            self.conn.script("cancel_run", &inv).await?;
         if applied == -1 {
             return Ok(CancelRun {
                 applied: false,

@@ -539,3 +539,65 @@ async fn each_job_operation_is_one_round_trip() {
     jobs.flush().await.expect("flush");
     one("flush");
 }
+
+/// Every Redis call has a deadline (the URL's `timeout`): while a proxy holds Redis's replies,
+/// a call fails with a retryable error naming the call and the deadline instead of hanging,
+/// and once the replies flow again the same store works.
+#[tokio::test]
+async fn a_stalled_redis_fails_calls_after_the_timeout_naming_them() {
+    use std::time::{Duration, Instant};
+    use weir_core::ErrorKind;
+    use weir_core::testkit::stall::StallProxy;
+
+    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let rest = base.strip_prefix("redis://").expect("a redis:// URL");
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (host, path) = rest.split_at(host_end);
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let proxy = StallProxy::start(host.to_owned()).await;
+    let url = url_with_fresh_prefix(&format!("redis://{}{path}", proxy.addr));
+    let store = weir_state_redis::RedisStateStore::connect(&url_with(&url, "timeout=300ms"))
+        .await
+        .expect("connect through the proxy");
+    assert!(
+        store
+            .get_run("no-such-run")
+            .await
+            .expect("get_run")
+            .is_none()
+    );
+
+    proxy.hold();
+    let started = Instant::now();
+    let err = store
+        .get_run("no-such-run")
+        .await
+        .expect_err("a call without an answer fails");
+    let waited = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        err.message().starts_with("redis did not answer ")
+            && err.message().contains("within 300ms"),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "the call failed after {waited:?}, not after its 300 ms deadline"
+    );
+
+    proxy.release();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.get_run("no-such-run").await {
+            Ok(run) => break assert!(run.is_none()),
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.is_retryable(), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the store did not recover once Redis answered again: {e}"),
+        }
+    }
+}

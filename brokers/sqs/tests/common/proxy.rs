@@ -1,9 +1,11 @@
-//! A TCP proxy in front of the test endpoint that can let one kind of request vanish: the
-//! connection that carries it goes silent (nothing forwarded, nothing answered, not closed),
-//! as a pooled connection that died without a FIN does. Everything else passes through.
+//! A TCP proxy in front of the test endpoint. It can let one kind of request vanish (the
+//! connection that carries it goes silent: nothing forwarded, nothing answered, not closed, as
+//! a pooled connection that died without a FIN does), or slow every request down (a slow SQS
+//! endpoint). Everything else passes through.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,11 +18,31 @@ pub struct Proxy {
     swallowed: Arc<AtomicUsize>,
 }
 
+/// What the proxy does to the requests it forwards.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Swallows requests containing the pattern while armed.
+    Swallow(&'static [u8]),
+    /// Holds every request back for a random time between the two bounds (milliseconds).
+    Slow(u64, u64),
+}
+
 impl Proxy {
     /// Starts a proxy for the `endpoint=http://host:port` of the broker URL `url`, swallowing
     /// requests that contain `pattern` while armed. `None` when the endpoint is not plain
     /// HTTP (the proxy cannot read TLS).
     pub async fn start(url: &str, pattern: &'static [u8]) -> Option<Proxy> {
+        Self::with_mode(url, Mode::Swallow(pattern)).await
+    }
+
+    /// Starts a proxy that holds every request back for a random `min_ms..=max_ms` before
+    /// forwarding it (in order: a connection's requests never overtake each other). `None`
+    /// when the endpoint is not plain HTTP.
+    pub async fn slowed(url: &str, min_ms: u64, max_ms: u64) -> Option<Proxy> {
+        Self::with_mode(url, Mode::Slow(min_ms, max_ms)).await
+    }
+
+    async fn with_mode(url: &str, mode: Mode) -> Option<Proxy> {
         let endpoint = url
             .split(['?', '&'])
             .find_map(|p| p.strip_prefix("endpoint="))?;
@@ -38,7 +60,7 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
-                tokio::spawn(forward(client, server, pattern, a.clone(), s.clone()));
+                tokio::spawn(forward(client, server, mode, a.clone(), s.clone()));
             }
         });
         Some(Proxy {
@@ -65,7 +87,7 @@ impl Proxy {
 async fn forward(
     mut client: TcpStream,
     server: TcpStream,
-    pattern: &'static [u8],
+    mode: Mode,
     armed: Arc<AtomicBool>,
     swallowed: Arc<AtomicUsize>,
 ) {
@@ -80,14 +102,28 @@ async fn forward(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            // The pattern may straddle two reads: look at the tail of the last one too.
-            let keep = window.len().saturating_sub(pattern.len());
-            window.drain(..keep);
-            window.extend_from_slice(&chunk[..n]);
-            if armed.load(Ordering::SeqCst) && window.windows(pattern.len()).any(|w| w == pattern) {
-                swallowed.fetch_add(1, Ordering::SeqCst);
-                silenced.store(true, Ordering::SeqCst);
-                return;
+            match mode {
+                Mode::Swallow(pattern) => {
+                    // The pattern may straddle two reads: look at the tail of the last one too.
+                    let keep = window.len().saturating_sub(pattern.len());
+                    window.drain(..keep);
+                    window.extend_from_slice(&chunk[..n]);
+                    if armed.load(Ordering::SeqCst)
+                        && window.windows(pattern.len()).any(|w| w == pattern)
+                    {
+                        swallowed.fetch_add(1, Ordering::SeqCst);
+                        silenced.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                // A request's head starts with its method; its body's later reads pass at once.
+                Mode::Slow(min, max)
+                    if chunk[..n].starts_with(b"POST ") || chunk[..n].starts_with(b"GET ") =>
+                {
+                    let ms = rand::random_range(min..=max);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Mode::Slow(..) => {}
             }
             if to_server.write_all(&chunk[..n]).await.is_err() {
                 return;
