@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// The longest `timeout` (a larger one is refused: deadlines are computed from it).
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The default `idle_probe`.
+pub const DEFAULT_IDLE_PROBE: Duration = Duration::from_secs(15);
+
 /// The longest `reconnect_max` (reconnection pauses double from 100 ms up to it).
 pub(crate) const MAX_RECONNECT: Duration = Duration::from_secs(600);
 
@@ -32,6 +35,7 @@ const PARAMS: &[&str] = &[
     "max_message_bytes",
     "timeout",
     "reconnect_max",
+    "idle_probe",
     "heartbeat",
     "frame_max",
     "channel_max",
@@ -62,7 +66,7 @@ impl QueueType {
 /// [`AmqpBrokerConfig::from_url`]:
 ///
 /// ```text
-/// amqp://[user[:password]@]host[:port][/vhost][?prefix=weir&prefetch=64&queue_type=quorum&max_message_bytes=N&timeout=10s&reconnect_max=5s&heartbeat=S&frame_max=N&channel_max=N]
+/// amqp://[user[:password]@]host[:port][/vhost][?prefix=weir&prefetch=64&queue_type=quorum&max_message_bytes=N&timeout=10s&reconnect_max=5s&idle_probe=15s&heartbeat=S&frame_max=N&channel_max=N]
 /// amqps://…[&ca_file=/path/ca.pem]   (TLS with rustls)
 /// ```
 ///
@@ -108,6 +112,13 @@ pub struct AmqpBrokerConfig {
     /// The longest pause between two reconnection attempts; pauses start at 100 ms and
     /// double (query `reconnect_max`, default `5s`, 100ms..=10m).
     pub reconnect_max: Duration,
+    /// How long a subscription's `next()` waits without a delivery before it checks that its
+    /// channel still answers (a `basic.qos`, bounded by `timeout`); a channel that does not
+    /// answer marks the connection dead, and the subscription reconnects (query `idle_probe`,
+    /// default `15s`, 100ms..=1h). It catches a consumer that silently stopped receiving (a
+    /// connection closed under lapin without the consumer hearing, or a half-open socket
+    /// with heartbeats off) well before the heartbeat would.
+    pub idle_probe: Duration,
     /// AMQP heartbeat in seconds (query `heartbeat`; default: the server's proposal, 60 s).
     pub heartbeat: Option<u16>,
     /// Largest AMQP frame (query `frame_max`; default: the server's proposal).
@@ -208,6 +219,7 @@ impl AmqpBrokerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             timeout: Duration::from_secs(10),
             reconnect_max: Duration::from_secs(5),
+            idle_probe: DEFAULT_IDLE_PROBE,
             heartbeat: None,
             frame_max: None,
             channel_max: None,
@@ -228,6 +240,7 @@ impl AmqpBrokerConfig {
                 "max_message_bytes" => config.max_message_bytes = param.usize()?,
                 "timeout" => config.timeout = param.duration()?,
                 "reconnect_max" => config.reconnect_max = param.duration()?,
+                "idle_probe" => config.idle_probe = param.duration()?,
                 "heartbeat" => config.heartbeat = Some(param.number()?),
                 "frame_max" => config.frame_max = Some(param.number()?),
                 "channel_max" => config.channel_max = Some(param.number()?),
@@ -276,6 +289,12 @@ impl AmqpBrokerConfig {
             return Err(format!(
                 "timeout {:?} is not within 100ms..=1h",
                 self.timeout
+            ));
+        }
+        if !(Duration::from_millis(100)..=MAX_TIMEOUT).contains(&self.idle_probe) {
+            return Err(format!(
+                "idle_probe {:?} is not within 100ms..=1h",
+                self.idle_probe
             ));
         }
         if !(Duration::from_millis(100)..=MAX_RECONNECT).contains(&self.reconnect_max) {
@@ -395,6 +414,7 @@ impl fmt::Debug for AmqpBrokerConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("timeout", &self.timeout)
             .field("reconnect_max", &self.reconnect_max)
+            .field("idle_probe", &self.idle_probe)
             .field("heartbeat", &self.heartbeat)
             .field("frame_max", &self.frame_max)
             .field("channel_max", &self.channel_max)
@@ -455,7 +475,7 @@ mod tests {
         assert!(!c.is_tls());
 
         let c = AmqpBrokerConfig::from_url(
-            "amqp://u%40x:p%2Fw@rabbit:5673/%2f?prefix=app&prefetch=5&queue_type=classic&queue_expires=1m&max_message_bytes=1024&timeout=2s&reconnect_max=1s&heartbeat=10&frame_max=131072&channel_max=64",
+            "amqp://u%40x:p%2Fw@rabbit:5673/%2f?prefix=app&prefetch=5&queue_type=classic&queue_expires=1m&max_message_bytes=1024&timeout=2s&reconnect_max=1s&idle_probe=3s&heartbeat=10&frame_max=131072&channel_max=64",
         )
         .expect("parse");
         assert_eq!(c.credentials(), ("u@x", "p/w"));
@@ -468,6 +488,7 @@ mod tests {
         assert_eq!(c.max_message_bytes, 1024);
         assert_eq!(c.timeout, Duration::from_secs(2));
         assert_eq!(c.reconnect_max, Duration::from_secs(1));
+        assert_eq!(c.idle_probe, Duration::from_secs(3));
         assert_eq!(c.heartbeat, Some(10));
         assert_eq!(c.frame_max, Some(131_072));
         assert_eq!(c.channel_max, Some(64));
@@ -504,6 +525,7 @@ mod tests {
             "amqp://h?timeout=2h",
             "amqp://h?timeout=100000000d",
             "amqp://h?reconnect_max=11m",
+            "amqp://h?idle_probe=10ms",
         ] {
             let err = AmqpBrokerConfig::from_url(url).expect_err(url);
             assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");

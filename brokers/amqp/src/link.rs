@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lapin::options::{
@@ -71,11 +71,38 @@ pub(crate) struct Link {
     /// Exchanges and delay buckets declared on this connection (declared again after a
     /// reconnect, in case the server lost them).
     declared: Mutex<HashSet<String>>,
+    /// Set when a call on the connection went unanswered (see [`Link::abandon`]): lapin may
+    /// still think the connection is up.
+    abandoned: AtomicBool,
 }
 
 impl Link {
-    fn healthy(&self) -> bool {
-        self.conn.status().connected()
+    /// Whether the connection is usable: lapin thinks it is connected and nobody abandoned it.
+    pub(crate) fn healthy(&self) -> bool {
+        !self.abandoned.load(Ordering::SeqCst) && self.conn.status().connected()
+    }
+
+    /// Gives the connection up: a call on it went unanswered (the socket may be half-open,
+    /// or lapin missed the server's close), so the next [`Connector::link`] connects anew.
+    /// Closing it is tried in the background, bounded by `timeout` (no close-ok may come).
+    pub(crate) fn abandon(self: &Arc<Self>, timeout: Duration, why: &str) {
+        if self.abandoned.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        warn!(
+            generation = self.generation,
+            why, "amqp broker: giving the connection up; reconnecting"
+        );
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let link = self.clone();
+        runtime.spawn(async move {
+            let close = link
+                .conn
+                .close(320, "weir: the connection stopped answering".into());
+            let _ = tokio::time::timeout(timeout, close).await;
+        });
     }
 
     /// Locks topic publishing channel `n` (modulo [`PUBLISH_CHANNELS`]), opened (in confirm
@@ -385,6 +412,7 @@ impl Connector {
             publishers: std::array::from_fn(|_| tokio::sync::Mutex::new(None)),
             delayers: std::array::from_fn(|_| tokio::sync::Mutex::new(None)),
             declared: Mutex::new(HashSet::new()),
+            abandoned: AtomicBool::new(false),
         })
     }
 }

@@ -24,11 +24,13 @@ use weir_core::{Error, Result};
 use crate::QueueType;
 use crate::acker::{AmqpAcker, requeue};
 use crate::error::amqp_error;
-use crate::link::{Connector, backoff, declare_exchange};
+use crate::link::{Connector, Link, backoff, declare_exchange};
 use crate::message::{key_of, redeliveries_of};
 
 /// The channel and consumer of a subscription while connected.
 struct Active {
+    /// The connection the channel is on.
+    link: Arc<Link>,
     channel: Channel,
     consumer: Consumer,
     tag: String,
@@ -156,6 +158,7 @@ impl AmqpSubscription {
                 .await
                 .map_err(|e| amqp_error("starting the consumer", e))?;
             Ok(Active {
+                link: link.clone(),
                 channel,
                 consumer,
                 tag,
@@ -163,6 +166,34 @@ impl AmqpSubscription {
         }
         .await
         .map_err(|e: Error| e.with_context("group", &self.group))
+    }
+
+    /// Checks, after `idle_probe` without a delivery, that the consumer's channel still
+    /// answers: a `basic.qos` (the prefetch set again, a no-op) within `timeout`. No answer:
+    /// the connection is given up ([`Link::abandon`]). An error: the channel is gone. Either
+    /// way the consumer is restarted; `true` when it must be.
+    async fn probe_failed(&self, active: &Active) -> bool {
+        let config = &self.connector.config;
+        let qos = active
+            .channel
+            .basic_qos(config.prefetch, BasicQosOptions::default());
+        match tokio::time::timeout(config.timeout, qos).await {
+            Ok(Ok(())) => false,
+            Ok(Err(e)) => {
+                debug!(error = %e, queue = %self.queue, "amqp broker: the idle consumer's channel failed its probe; restarting it");
+                true
+            }
+            Err(_) => {
+                active.link.abandon(
+                    config.timeout,
+                    &format!(
+                        "an idle consumer's probe (basic.qos) got no answer within {:?}",
+                        config.timeout
+                    ),
+                );
+                true
+            }
+        }
     }
 
     fn deliver(&self, active: &Active, d: lapin::message::Delivery) -> Delivery {
@@ -188,7 +219,10 @@ impl Subscription for AmqpSubscription {
     /// rather than failing. Fails only on a permanent error (e.g. the group queue exists with
     /// another queue type, or the credentials stopped working). Deliveries whose channel closed
     /// while they waited in lapin's buffer are skipped: they can no longer be acked, and
-    /// RabbitMQ requeued them (they come again through the restarted consumer).
+    /// RabbitMQ requeued them (they come again through the restarted consumer). After
+    /// `idle_probe` without a delivery it checks that the channel still answers and restarts
+    /// the consumer (reconnecting) when it does not: a consumer that silently stopped
+    /// receiving does not stop consumption for good.
     async fn next(&mut self) -> Result<Delivery> {
         loop {
             let Some(active) = self.active.as_mut() else {
@@ -196,7 +230,18 @@ impl Subscription for AmqpSubscription {
                 debug!(queue = %self.queue, "amqp broker: consumer (re)started");
                 continue;
             };
-            match active.consumer.next().await {
+            let idle_probe = self.connector.config.idle_probe;
+            // Cancel-safe: a delivery stays in lapin's consumer until polled out.
+            let Ok(next) = tokio::time::timeout(idle_probe, active.consumer.next()).await else {
+                let Some(active) = self.active.as_ref() else {
+                    continue;
+                };
+                if self.probe_failed(active).await {
+                    self.active = None;
+                }
+                continue;
+            };
+            match next {
                 Some(Ok(d)) if !d.acker.usable() => {
                     debug!(queue = %self.queue, "amqp broker: skipping a delivery of a closed channel (requeued by RabbitMQ)");
                 }
@@ -231,6 +276,7 @@ impl Drop for AmqpSubscription {
         };
         runtime.spawn(async move {
             let Active {
+                link: _,
                 channel,
                 mut consumer,
                 tag,

@@ -1,5 +1,5 @@
-//! A TCP proxy that stalls a server's replies ([`StallProxy`]): for tests of deadlines and of
-//! answers that come too late.
+//! A TCP proxy that stalls a server's replies, or cuts connections off without the client
+//! hearing ([`StallProxy`]): for tests of deadlines and of answers that come too late.
 
 use std::time::Duration;
 
@@ -7,12 +7,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// A TCP proxy that can hold everything the server sends back until released: requests reach
-/// the server (and are applied), their answers come late, as from a stalled server or network.
+/// A TCP proxy that can hold everything the server sends back until released (requests reach
+/// the server and are applied, their answers come late, as from a stalled server or network),
+/// and can cut its connections off: the server sees them closed, the client sees nothing.
 pub struct StallProxy {
     /// The proxy's `host:port`.
     pub addr: String,
     hold: watch::Sender<bool>,
+    /// How many times [`cut`](Self::cut) was called.
+    cuts: watch::Sender<u64>,
 }
 
 impl StallProxy {
@@ -21,22 +24,23 @@ impl StallProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let (hold, held) = watch::channel(false);
+        let (cuts, cut) = watch::channel(0);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let (mut client_read, client_write) = client.into_split();
-                let (server_read, mut server_write) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                });
-                tokio::spawn(pump_replies(server_read, client_write, held.clone()));
+                tokio::spawn(relay(client, server, held.clone(), cut.clone()));
             }
         });
-        StallProxy { addr, hold }
+        StallProxy { addr, hold, cuts }
+    }
+
+    /// Cuts every connection open now off: closes it towards the server (which sees the
+    /// client gone) and leaves it open and silent towards the client (which hears nothing, as
+    /// after a close it missed or on a half-open socket). Later connections pass.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
     }
 
     /// Holds the server's replies from now on, until [`release`](Self::release).
@@ -57,10 +61,45 @@ impl StallProxy {
     }
 }
 
+/// Relays one connection both ways until either side closes it or it is cut off.
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    held: watch::Receiver<bool>,
+    mut cut: watch::Receiver<u64>,
+) {
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let cuts_before = *cut.borrow_and_update();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let both_ways = async {
+        let requests = async {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            // The client closed: tell the server.
+            let _ = server_write.shutdown().await;
+        };
+        tokio::join!(
+            requests,
+            pump_replies(&mut server_read, &mut client_write, held)
+        )
+    };
+    let was_cut = tokio::select! {
+        _ = both_ways => false,
+        _ = cut.wait_for(|n| *n > cuts_before) => true,
+    };
+    if was_cut {
+        drop((server_read, server_write));
+        // The client's side stays open and silent for as long as the proxy's runtime runs.
+        std::future::pending::<()>().await;
+        drop((client_read, client_write));
+    }
+}
+
 /// Forwards what the server sends, waiting while replies are held.
 async fn pump_replies(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
     mut held: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];

@@ -1,0 +1,68 @@
+//! A consumer whose connection is cut off without it hearing (the server closed it, the close
+//! never arrived; heartbeats off, so lapin cannot notice) probes its channel after
+//! `idle_probe` without deliveries, gives the dead connection up and consumes again.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::url_with;
+use weir_broker_amqp::AmqpBroker;
+use weir_core::broker::Broker;
+use weir_core::testkit::broker::recv_within;
+use weir_core::testkit::stall::StallProxy;
+use weir_core::testkit::unique;
+
+const PARAMS: &str =
+    "prefix=weir-test-probe&queue_expires=2m&heartbeat=0&idle_probe=1s&timeout=2s&reconnect_max=1s";
+
+/// `url` with its `host:port` replaced by `addr`.
+fn through(url: &str, addr: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("scheme");
+    let (userinfo, host_and_rest) = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => (format!("{userinfo}@"), host),
+        None => (String::new(), rest),
+    };
+    let host_end = host_and_rest
+        .find(['/', '?'])
+        .unwrap_or(host_and_rest.len());
+    format!("{scheme}://{userinfo}{addr}{}", &host_and_rest[host_end..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_cut_off_silently_consumes_again_after_its_idle_probe() {
+    let Some(url) = url_with(PARAMS) else { return };
+    let (_, rest) = url.split_once("://").expect("scheme");
+    let host_and_rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = &host_and_rest[..host_and_rest
+        .find(['/', '?'])
+        .unwrap_or(host_and_rest.len())];
+    let proxy = StallProxy::start(host.to_owned()).await;
+    let consumer = AmqpBroker::connect(&through(&url, &proxy.addr))
+        .await
+        .expect("connect through the proxy");
+    let producer = AmqpBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("probe"), unique("g"));
+    let mut sub = consumer.subscribe(&topic, &group).await.expect("subscribe");
+
+    producer
+        .publish(&topic, "k", Bytes::from_static(b"before"))
+        .await
+        .expect("publish");
+    let d = recv_within(&mut sub, Duration::from_secs(10), "before the cut").await;
+    assert_eq!(&d.payload[..], b"before");
+    d.ack().await.expect("ack");
+
+    // RabbitMQ sees the consumer's connection closed and requeues; the consumer hears nothing.
+    proxy.cut();
+    producer
+        .publish(&topic, "k", Bytes::from_static(b"after"))
+        .await
+        .expect("publish");
+    // Probe after 1 s idle, no answer within 2 s, reconnect: well within 30 s.
+    let d = recv_within(&mut sub, Duration::from_secs(30), "after the cut").await;
+    assert_eq!(&d.payload[..], b"after");
+    d.ack().await.expect("ack after reconnecting");
+    assert_eq!(consumer.connections(), 2, "the consumer reconnected once");
+}
