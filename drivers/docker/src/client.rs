@@ -1,5 +1,7 @@
 //! Connecting to the Docker engine and turning its errors into weir's.
 
+use std::time::Duration;
+
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use weir_core::{Error, ErrorKind, Result};
@@ -16,8 +18,9 @@ pub(crate) fn describe_host(host: Option<&str>) -> String {
 }
 
 /// Connects to `host` (`unix://`, `tcp://`, `http://`), else `DOCKER_HOST`, else the default
-/// socket, and agrees on an API version the engine speaks.
-pub(crate) async fn connect(host: Option<&str>) -> Result<Docker> {
+/// socket, and agrees on an API version the engine speaks. Every API call then waits at most
+/// `api_timeout` (whole seconds, at least one) for the engine's answer.
+pub(crate) async fn connect(host: Option<&str>, api_timeout: Duration) -> Result<Docker> {
     let where_ = describe_host(host);
     let docker = match host {
         Some(h) => Docker::connect_with_host(h),
@@ -37,7 +40,11 @@ pub(crate) async fn connect(host: Option<&str>) -> Result<Docker> {
         .permanent()
         .with_source(e)
     })?;
+    let docker = docker.with_timeout(api_timeout.max(Duration::from_secs(1)));
     docker.negotiate_version().await.map_err(|e| {
+        if matches!(e, DockerError::RequestTimeoutError) {
+            return docker_error("asking for its API version", e).with_context("host", where_);
+        }
         Error::unavailable(format!(
             "cannot reach the Docker engine at {where_}: is dockerd running and is its socket readable?"
         ))
@@ -62,8 +69,15 @@ pub(crate) fn message_of(e: &DockerError) -> String {
 }
 
 /// Maps an engine error during `what` (e.g. "creating the step's container"): a 4xx answer is a
-/// permanent configuration problem, anything else (5xx, no answer) is retryable.
+/// permanent configuration problem, anything else (5xx, no answer, no answer in time) is
+/// retryable.
 pub(crate) fn docker_error(what: &str, e: DockerError) -> Error {
+    if matches!(e, DockerError::RequestTimeoutError) {
+        return Error::unavailable(format!(
+            "the Docker engine did not answer within the driver's api_timeout while {what}"
+        ))
+        .with_source(e);
+    }
     let message = format!("Docker engine error while {what}: {}", message_of(&e));
     let error = match status_of(&e) {
         Some(404) => Error::new(ErrorKind::NotFound, message).permanent(),

@@ -1,6 +1,14 @@
 //! How a [`crate::DockerDriver`] reaches the engine and what it may do there.
 
+use std::time::Duration;
+
 use weir_core::driver::DEFAULT_MAX_LOG_BYTES;
+
+/// The default [`DockerDriverConfig::api_timeout`].
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default [`DockerDriverConfig::image_timeout`].
+pub const DEFAULT_IMAGE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Driver-wide settings (per-step settings are `runtime` keys, see [`crate::RUNTIME_KEYS`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +22,14 @@ pub struct DockerDriverConfig {
     pub remove_orphans: bool,
     /// How much of each attempt's stderr is kept (its tail). Default 64 KiB.
     pub max_log_bytes: usize,
+    /// How long the engine may take to answer each API call (whole seconds, at least 1 s;
+    /// default 60 s). A call without an answer fails with a retryable error naming it.
+    /// Streams (a step's output, a build's progress) are bounded by the step's timeout and
+    /// [`image_timeout`](Self::image_timeout) instead.
+    pub api_timeout: Duration,
+    /// How long building or pulling a step's image may take in all (default 30 minutes): a
+    /// build that hangs fails with a retryable error, and the next attempt builds again.
+    pub image_timeout: Duration,
 }
 
 impl Default for DockerDriverConfig {
@@ -23,6 +39,8 @@ impl Default for DockerDriverConfig {
             pull_missing: true,
             remove_orphans: true,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            api_timeout: DEFAULT_API_TIMEOUT,
+            image_timeout: DEFAULT_IMAGE_TIMEOUT,
         }
     }
 }

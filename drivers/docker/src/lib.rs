@@ -20,6 +20,7 @@ mod orphans;
 mod settings;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -34,6 +35,7 @@ pub use weir_core::protocol::MAX_ARG_BYTES;
 
 use crate::context::BuildSource;
 use crate::guard::ContainerGuard;
+use crate::image::ImageInfo;
 use crate::image::{ImageSource, Images};
 use crate::settings::Settings;
 
@@ -84,17 +86,28 @@ impl DockerDriver {
     pub async fn image_for(&self, step: &StepSpec) -> Result<String> {
         let source = self.source_of(step)?;
         let docker = self.client().await?;
-        let info = self
-            .images
-            .ensure(docker, &source, self.config.pull_missing)
-            .await?;
+        let info = self.ensure_image(docker, &source).await?;
         Ok(info.reference.clone())
+    }
+
+    /// The image of `source`, built or pulled when needed, within
+    /// [`DockerDriverConfig::image_timeout`].
+    async fn ensure_image(&self, docker: &Docker, source: &ImageSource) -> Result<Arc<ImageInfo>> {
+        let limit = self.config.image_timeout;
+        let ensure = self.images.ensure(docker, source, self.config.pull_missing);
+        match tokio::time::timeout(limit, ensure).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::unavailable(format!(
+                "building or pulling the step's image took longer than {limit:?} (DockerDriverConfig::image_timeout); the next attempt tries again"
+            ))),
+        }
     }
 
     async fn client(&self) -> Result<&Docker> {
         self.docker
             .get_or_try_init(|| async {
-                let docker = client::connect(self.config.host.as_deref()).await?;
+                let docker =
+                    client::connect(self.config.host.as_deref(), self.config.api_timeout).await?;
                 if self.config.remove_orphans {
                     let removed = orphans::sweep(&docker).await?;
                     if !removed.is_empty() {
@@ -139,9 +152,8 @@ impl Driver for DockerDriver {
         let settings = Settings::parse(&request.runtime).map_err(|m| config_error(&spec, m))?;
         let source = image_source(&settings, &spec).map_err(|m| config_error(&spec, m))?;
         let docker = self.client().await?;
-        let pull = self.config.pull_missing;
         // Building the image is preparation: it does not count against the step's timeout.
-        let mut image = self.images.ensure(docker, &source, pull).await?;
+        let mut image = self.ensure_image(docker, &source).await?;
         let name = attempt::container_name(&request.step_id);
         let guard = ContainerGuard::new(docker.clone(), name.clone());
         let deadline = tokio::time::Instant::now() + request.timeout;
@@ -153,7 +165,7 @@ impl Driver for DockerDriver {
                 }
                 // The built image was removed behind our back: build it again, once.
                 self.images.forget(&source);
-                image = self.images.ensure(docker, &source, pull).await?;
+                image = self.ensure_image(docker, &source).await?;
                 attempt::create(docker, &name, &image, &settings, &request).await?;
             }
             let memory = settings.memory_display();
