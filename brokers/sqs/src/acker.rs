@@ -18,8 +18,11 @@ pub(crate) struct SqsAcker {
     receipt: String,
     message_id: String,
     key: String,
-    /// Acked or nacked (or being so): dropping it then does nothing more.
+    /// Acked or nacked (or being nacked): dropping it then does nothing more.
     done: bool,
+    /// An ack was started: dropped before its outcome (a cancelled `ack()`), the delivery is
+    /// settled as returned, so a FIFO key is not left busy.
+    acking: bool,
 }
 
 impl SqsAcker {
@@ -35,7 +38,13 @@ impl SqsAcker {
             message_id,
             key,
             done: false,
+            acking: false,
         }
+    }
+
+    /// The receipt handle of the delivery.
+    pub(crate) fn receipt(&self) -> &str {
+        &self.receipt
     }
 
     /// The message goes back to the queue: no longer renewed, receivable here again, and (FIFO)
@@ -49,10 +58,11 @@ impl SqsAcker {
 #[async_trait]
 impl Acker for SqsAcker {
     /// Hands the receipt to the subscription's ack batcher (one `DeleteMessageBatch` for up to
-    /// 10 acks within `ack_linger`) and waits for the outcome. If the delete fails, the
-    /// message comes back after the visibility timeout (the heartbeat no longer extends it).
+    /// 10 acks within `ack_linger`, each bounded to `visibility / 3` and tried twice) and waits
+    /// for the outcome; the heartbeat keeps renewing the message until then. If the delete
+    /// fails, the message comes back after the visibility timeout (no longer renewed).
     async fn ack(mut self: Box<Self>) -> Result<()> {
-        self.done = true;
+        self.acking = true;
         self.shared.acking(&self.receipt, &self.message_id);
         let (done, outcome) = oneshot::channel();
         let request = AckRequest {
@@ -66,6 +76,8 @@ impl Acker for SqsAcker {
                 .await
                 .unwrap_or_else(|_| Err(Error::unavailable("sqs broker: ack batcher stopped")))
         };
+        self.done = true;
+        self.shared.acked(&self.receipt);
         if outcome.is_err() {
             // It may come back: deliver it then, and keep its key's order.
             self.returning();
@@ -111,6 +123,14 @@ impl Acker for SqsAcker {
 impl Drop for SqsAcker {
     fn drop(&mut self) {
         if self.done {
+            return;
+        }
+        if self.acking {
+            // A cancelled ack: the delete goes on without us, its outcome unknown. Stop
+            // renewing, and settle as returned (a FIFO key's buffered messages go back rather
+            // than wait behind a delivery nobody settles).
+            self.shared.acked(&self.receipt);
+            self.shared.settle(&self.receipt, &self.key, true);
             return;
         }
         // Dropped without ack or nack: visible again at once (after any renewal in flight)

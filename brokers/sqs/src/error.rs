@@ -13,7 +13,8 @@ const RETRYABLE_CODES: &[&str] = &[
     "RequestThrottled",
     "RequestThrottledException",
     "OverLimit",
-    "KmsThrottled",
+    // SSE-KMS queues: the codes as the SDK reports them (the SDK's type is `KmsThrottled`).
+    "KMS.ThrottlingException",
     "ServiceUnavailable",
     "InternalError",
     "InternalFailure",
@@ -35,7 +36,13 @@ const CONFIG_CODES: &[&str] = &[
     "AccessDeniedException",
     "ExpiredToken",
     "InvalidSecurity",
-    "KmsAccessDenied",
+    // SSE-KMS queues whose key cannot be used: fixed by the operator, not by a retry.
+    "KMS.AccessDeniedException",
+    "KMS.DisabledException",
+    "KMS.NotFoundException",
+    "KMS.InvalidStateException",
+    "KMS.OptInRequired",
+    "KMS.InvalidKeyUsageException",
 ];
 
 /// Error codes of a queue that does not exist (deleted under us).
@@ -143,6 +150,24 @@ mod tests {
             classify_code(Some("AWS.SimpleQueueService.QueueDeletedRecently"), 400),
             ErrorKind::Unavailable
         );
+    }
+
+    /// KMS errors come with HTTP 400 and the codes the SDK reports (`KMS.…`), not its type
+    /// names (`KmsThrottled`): throttling is passing, an unusable key is the operator's.
+    #[test]
+    fn kms_codes() {
+        let throttled = classify_code(Some("KMS.ThrottlingException"), 400);
+        assert_eq!(throttled, ErrorKind::Unavailable);
+        assert!(Error::new(throttled, "x").is_retryable());
+        for code in [
+            "KMS.AccessDeniedException",
+            "KMS.DisabledException",
+            "KMS.NotFoundException",
+            "KMS.InvalidStateException",
+            "KMS.OptInRequired",
+        ] {
+            assert_eq!(classify_code(Some(code), 400), ErrorKind::Config, "{code}");
+        }
     }
 
     fn dispatch_failure(credentials: CredentialsError) -> SdkError<Unhandled, HttpResponse> {

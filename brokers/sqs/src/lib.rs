@@ -31,6 +31,12 @@ mod subscription;
 mod tracker;
 mod wire;
 
+/// The tests' TCP proxy (swallows or slows requests), for unit tests of the calls.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/common/proxy.rs"]
+mod test_proxy;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -403,24 +409,33 @@ impl Inner {
         let url = match cached {
             Some(url) => url,
             None => match ops::queue_url(&self.client, &names.holding).await? {
-                Some(url) => url,
+                Some(url) => {
+                    // Known from now on: the next rounds make no `GetQueueUrl`.
+                    self.topics
+                        .lock()
+                        .entry(topic.to_owned())
+                        .or_default()
+                        .holding = Some(url.clone());
+                    url
+                }
                 None => return Ok(0),
             },
         };
+        // Longer than a move can take (the sends of each group, each up to the SDK's three
+        // attempts of `wait + 15 s`), so another subscription's mover does not move the same
+        // messages again meanwhile.
+        let hidden = (self.config.wait + Duration::from_secs(15)) * 3;
         let mut moved = 0;
         while moved < 100 {
-            let batch =
-                match ops::receive(&self.client, &url, Duration::ZERO, Duration::from_secs(30))
-                    .await
-                {
-                    Ok(batch) => batch,
-                    Err(e) if e.kind() == ErrorKind::NotFound => {
-                        // Deleted: nothing waits there; `publish` creates it again if needed.
-                        self.forget_holding(topic);
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                };
+            let batch = match ops::receive(&self.client, &url, Duration::ZERO, hidden).await {
+                Ok(batch) => batch,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    // Deleted: nothing waits there; `publish` creates it again if needed.
+                    self.forget_holding(topic);
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             if batch.is_empty() {
                 break;
             }
@@ -437,10 +452,27 @@ impl Inner {
             let receipts: Vec<String> = batch.iter().map(|m| m.receipt.clone()).collect();
             if !self.fan_out(topic, &targets, &outgoing).await? {
                 // No group after all (or every one was gone): let them come back at once.
-                ops::change_visibility_all(&self.client, &url, &receipts, Duration::ZERO).await?;
+                let limit = self.config.wait + Duration::from_secs(15);
+                let outcomes = ops::change_visibility_all(
+                    &self.client,
+                    &url,
+                    &receipts,
+                    Duration::ZERO,
+                    limit,
+                )
+                .await;
+                if let Some(e) = outcomes.into_iter().find_map(Result::err) {
+                    return Err(e);
+                }
                 break;
             }
-            ops::delete_batch(&self.client, &url, &receipts).await?;
+            let deleted = ops::delete_batch(&self.client, &url, &receipts).await?;
+            let not_deleted: Vec<Error> = deleted.into_iter().filter_map(Result::err).collect();
+            if let Some(first) = not_deleted.first() {
+                // Moved, but still held: they are moved again later (a duplicate in each
+                // group on a standard queue; FIFO queues drop it by its deduplication id).
+                tracing::warn!(topic, failed = not_deleted.len(), error = %first, "sqs broker: deleting moved messages from the holding queue failed");
+            }
             moved += batch.len();
         }
         if moved > 0 {

@@ -99,7 +99,8 @@ pub(crate) fn dedup_id() -> String {
 }
 
 /// Sends `messages` to `url` with `SendMessageBatch`, in batches of at most 10 entries and
-/// 256 KiB; entries that fail once are sent again once.
+/// 256 KiB; entries that fail for a passing reason are sent again once (on a FIFO queue with
+/// every later entry of the batch, see [`send_batch`]).
 pub(crate) async fn send_all(
     client: &Client,
     url: &str,
@@ -124,6 +125,11 @@ pub(crate) async fn send_all(
     Ok(())
 }
 
+/// One `SendMessageBatch` of `messages`, the failed entries sent again once when their
+/// failure is passing (classified by code, as [`batch_outcomes`] does). On a FIFO queue the
+/// retry sends every entry from the first failed one on, so a failed entry cannot be
+/// overtaken by a later one of its key; the entries that had gone through are dropped by SQS
+/// as duplicates (same deduplication id within 5 minutes).
 async fn send_batch(
     client: &Client,
     url: &str,
@@ -134,7 +140,7 @@ async fn send_batch(
     for attempt in 0..2 {
         let mut entries = Vec::with_capacity(pending.len());
         for &i in &pending {
-            let m = &messages[i];
+            let Some(m) = messages.get(i) else { continue };
             let encoded = wire::encode(m.key, m.payload)?;
             let mut entry = SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
@@ -160,16 +166,20 @@ async fn send_batch(
                     .with_context("queue", url)
                     .with_context("messages", pending.len())
             })?;
-        if out.failed().is_empty() {
+        let Some(failed) = out.failed().first() else {
             return Ok(());
-        }
-        let failed = &out.failed()[0];
-        let kind = if failed.sender_fault() {
-            ErrorKind::Internal
-        } else {
-            ErrorKind::Unavailable
         };
-        if attempt == 1 || kind != ErrorKind::Unavailable {
+        let kind_of = |f: &aws_sdk_sqs::types::BatchResultErrorEntry| {
+            classify_code(Some(f.code()), if f.sender_fault() { 400 } else { 500 })
+        };
+        // The worst failure decides: a permanent one is not retried.
+        let permanent = out
+            .failed()
+            .iter()
+            .find(|f| !kind_of(f).default_retryable());
+        let failed = permanent.unwrap_or(failed);
+        let kind = kind_of(failed);
+        if attempt == 1 || !kind.default_retryable() {
             return Err(
                 Error::new(kind, "sqs broker: SendMessageBatch entries failed")
                     .with_context("queue", url)
@@ -178,11 +188,17 @@ async fn send_batch(
                     .with_context("message", failed.message().unwrap_or_default()),
             );
         }
-        pending = out
+        let mut again: Vec<usize> = out
             .failed()
             .iter()
             .filter_map(|f| f.id().parse().ok())
+            .filter(|i| *i < messages.len())
             .collect();
+        again.sort_unstable();
+        if fifo && let Some(&first) = again.first() {
+            again = pending.iter().copied().filter(|&i| i >= first).collect();
+        }
+        pending = again;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
@@ -321,43 +337,96 @@ pub(crate) async fn delete_batch(
     ))
 }
 
-/// `ChangeMessageVisibilityBatch` of receipt handles (any number, in batches of 10).
+/// `ChangeMessageVisibilityBatch` of receipt handles, any number: one call per 10, all at
+/// once, each bounded to `limit` ([`within`]). One outcome per receipt, in order: a call that
+/// failed or timed out fails each of its entries, and the other calls' entries are unaffected
+/// (a slow or failing call costs its own ten, not the round).
 pub(crate) async fn change_visibility_all(
     client: &Client,
     url: &str,
     receipts: &[String],
     timeout: Duration,
-) -> Result<Outcomes> {
-    let mut outcomes = Vec::with_capacity(receipts.len());
-    for chunk in receipts.chunks(BATCH) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r)
-                    .visibility_timeout(secs(timeout))
-                    .build()
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| {
-                Error::internal("sqs broker: building a visibility entry").with_source(e)
-            })?;
-        let out = client
-            .change_message_visibility_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| sqs_error("ChangeMessageVisibilityBatch", e).with_context("queue", url))?;
-        outcomes.extend(batch_outcomes(
-            chunk.len(),
-            out.failed(),
-            "ChangeMessageVisibilityBatch",
-        ));
+    limit: Duration,
+) -> Outcomes {
+    let mut calls = tokio::task::JoinSet::new();
+    for (n, chunk) in receipts.chunks(BATCH).enumerate() {
+        let (client, url, chunk) = (client.clone(), url.to_owned(), chunk.to_vec());
+        calls.spawn(async move {
+            let call = change_visibility_batch(&client, &url, &chunk, timeout);
+            let outcomes = match within(limit, "ChangeMessageVisibilityBatch", call).await {
+                Ok(outcomes) => outcomes,
+                Err(e) => chunk.iter().map(|_| Err(copy_error(&e))).collect(),
+            };
+            (n, outcomes)
+        });
     }
-    Ok(outcomes)
+    let mut by_call: Vec<Option<Outcomes>> =
+        (0..receipts.len().div_ceil(BATCH)).map(|_| None).collect();
+    while let Some(joined) = calls.join_next().await {
+        if let Ok((n, outcomes)) = joined {
+            by_call[n] = Some(outcomes);
+        }
+    }
+    let mut outcomes = Vec::with_capacity(receipts.len());
+    for (n, chunk) in receipts.chunks(BATCH).enumerate() {
+        match by_call[n].take() {
+            Some(call) => outcomes.extend(call),
+            None => outcomes.extend(chunk.iter().map(|_| {
+                Err(Error::internal(
+                    "sqs broker: a visibility call's task failed",
+                ))
+            })),
+        }
+    }
+    outcomes
+}
+
+/// `e`'s kind, retryability, message and context, for each entry of a failed batch call
+/// (errors are not `Clone`).
+pub(crate) fn copy_error(e: &Error) -> Error {
+    let mut copy = Error::new(e.kind(), e.message().to_owned());
+    copy = if e.is_retryable() {
+        copy.retryable()
+    } else {
+        copy.permanent()
+    };
+    for (name, value) in e.context() {
+        copy = copy.with_context(name, value);
+    }
+    copy
+}
+
+/// One `ChangeMessageVisibilityBatch` of at most 10 receipt handles.
+async fn change_visibility_batch(
+    client: &Client,
+    url: &str,
+    receipts: &[String],
+    timeout: Duration,
+) -> Result<Outcomes> {
+    let entries = receipts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(r)
+                .visibility_timeout(secs(timeout))
+                .build()
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::internal("sqs broker: building a visibility entry").with_source(e))?;
+    let out = client
+        .change_message_visibility_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| sqs_error("ChangeMessageVisibilityBatch", e).with_context("queue", url))?;
+    Ok(batch_outcomes(
+        receipts.len(),
+        out.failed(),
+        "ChangeMessageVisibilityBatch",
+    ))
 }
 
 /// `ChangeMessageVisibility` of one receipt handle.
@@ -376,4 +445,80 @@ pub(crate) async fn change_visibility(
         .await
         .map(|_| ())
         .map_err(|e| sqs_error("ChangeMessageVisibility", e).with_context("queue", url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SqsBroker;
+    use crate::test_proxy::Proxy;
+
+    /// One hung `ChangeMessageVisibilityBatch` call (its connection went silent) fails its own
+    /// ten entries after the bound; the other calls of the round are made beside it and
+    /// succeed. (Calls made one after another, stopping at the first failure, cost every
+    /// delivery of the round its renewal.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_visibility_call_costs_only_its_own_entries() {
+        let Some(base) = weir_core::testkit::service_url("WEIR_TEST_SQS_URL") else {
+            return;
+        };
+        let rest = base.strip_prefix("sqs://").expect("sqs:// URL");
+        let query = rest.split_once('?').map_or("", |(_, q)| q);
+        let prefix = format!("wv-{:08x}", rand::random::<u32>());
+        let url = format!("sqs://{prefix}?{query}");
+        let Some(proxy) = Proxy::start(&url, b"AmazonSQS.ChangeMessageVisibilityBatch\r\n").await
+        else {
+            return;
+        };
+        let broker = SqsBroker::connect(&proxy.url).await.expect("connect");
+        let client = broker.inner.client.clone();
+        let queue = ensure_queue(&client, &format!("{prefix}_renew"), false)
+            .await
+            .expect("queue");
+        let payloads: Vec<Bytes> = (0..30).map(|i| Bytes::from(format!("m{i}"))).collect();
+        let outgoing: Vec<Outgoing<'_>> = payloads
+            .iter()
+            .map(|payload| Outgoing {
+                key: "k",
+                payload,
+                dedup: dedup_id(),
+            })
+            .collect();
+        send_all(&client, &queue, false, &outgoing)
+            .await
+            .expect("send");
+        let mut receipts = Vec::new();
+        for _ in 0..20 {
+            if receipts.len() == 30 {
+                break;
+            }
+            let got = receive(
+                &client,
+                &queue,
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("receive");
+            receipts.extend(got.into_iter().map(|m| m.receipt));
+        }
+        assert_eq!(receipts.len(), 30, "received every message");
+
+        proxy.arm_once();
+        let limit = Duration::from_secs(1);
+        let outcomes =
+            change_visibility_all(&client, &queue, &receipts, Duration::from_secs(60), limit).await;
+        assert_eq!(outcomes.len(), 30);
+        assert_eq!(proxy.swallowed(), 1);
+        let failed: Vec<&Error> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+        assert_eq!(
+            failed.len(),
+            10,
+            "only the hung call's entries fail: {failed:?}"
+        );
+        for e in failed {
+            assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+            assert!(e.is_retryable());
+        }
+    }
 }

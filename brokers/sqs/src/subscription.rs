@@ -63,6 +63,9 @@ struct State {
     /// Receipt handles handed out and not yet acked, nacked or dropped: the heartbeat extends
     /// their visibility.
     out: HashSet<String>,
+    /// Receipt handles being acked (their delete not answered yet): renewed too, so a slow
+    /// delete does not let the lease of finished work lapse; a failed renewal is ignored.
+    acking: HashSet<String>,
     /// FIFO: keys with a delivery handed out and not settled; the key's next buffered message
     /// waits until it is.
     busy: HashMap<String, usize>,
@@ -179,10 +182,11 @@ impl Shared {
         self.hand_back(back);
     }
 
-    /// The next deliverable buffered message, now handed out (renewed from now on). A message
-    /// whose lease may lapse before the next renewal (set more than `2/3 visibility` ago) is
-    /// handed back instead; on a FIFO queue a key with a delivery out is skipped.
-    fn take(self: &Arc<Self>) -> Option<Received> {
+    /// The next deliverable buffered message, now handed out (renewed from now on), with when
+    /// its lease was last set. A message whose lease may lapse before the next renewal (set
+    /// more than `2/3 visibility` ago) is handed back instead; on a FIFO queue a key with a
+    /// delivery out is skipped.
+    fn take(self: &Arc<Self>) -> Option<(Received, Instant)> {
         let (found, aged) = {
             let mut guard = self.state.lock();
             let state = &mut *guard;
@@ -200,8 +204,8 @@ impl Shared {
             };
             let found = position
                 .and_then(|i| state.buffer.remove(i))
-                .map(|b| b.message);
-            if let Some(m) = &found {
+                .map(|b| (b.message, b.since));
+            if let Some((m, _)) = &found {
                 state.out.insert(m.receipt.clone());
                 if self.fifo {
                     *state.busy.entry(m.key.clone()).or_default() += 1;
@@ -213,11 +217,20 @@ impl Shared {
         found
     }
 
-    /// Stops extending the visibility of a delivery being acked; copies of it received
-    /// meanwhile are stale.
+    /// A delivery is being acked: renewed (errors ignored) until [`acked`](Self::acked);
+    /// copies of it received meanwhile are stale.
     pub(crate) fn acking(&self, receipt: &str, message_id: &str) {
-        self.state.lock().out.remove(receipt);
+        {
+            let mut state = self.state.lock();
+            state.out.remove(receipt);
+            state.acking.insert(receipt.to_owned());
+        }
         self.in_flight.lock().acked(message_id);
+    }
+
+    /// The ack of a delivery was answered (or abandoned): no longer renewed.
+    pub(crate) fn acked(&self, receipt: &str) {
+        self.state.lock().acking.remove(receipt);
     }
 
     /// Stops extending the visibility of a delivery that goes back to the queue (nacked,
@@ -232,12 +245,15 @@ impl Shared {
     /// overtake it; SQS then delivers the key in order again.
     pub(crate) fn settle(self: &Arc<Self>, receipt: &str, key: &str, returned: bool) {
         if !self.fifo {
-            self.state.lock().out.remove(receipt);
+            let mut state = self.state.lock();
+            state.out.remove(receipt);
+            state.acking.remove(receipt);
             return;
         }
         let back = {
             let mut state = self.state.lock();
             state.out.remove(receipt);
+            state.acking.remove(receipt);
             if let Some(count) = state.busy.get_mut(key) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
@@ -252,6 +268,15 @@ impl Shared {
         };
         self.hand_back(back);
         self.wake.notify_one();
+    }
+
+    /// Extends the visibility of `receipt` to `visibility` now, within
+    /// [`call_limit`](Self::call_limit): for a buffered message about to be handed out whose
+    /// lease was set a while ago (the heartbeat renews it next only up to `visibility / 3`
+    /// later, and a failed round would leave it too little).
+    async fn renew_now(&self, receipt: &str) -> Result<()> {
+        let call = ops::change_visibility(&self.client, &self.queue_url, receipt, self.visibility);
+        ops::within(self.call_limit(), "ChangeMessageVisibility", call).await
     }
 
     /// Makes received, never-handed-out messages visible again at once (when a tokio runtime
@@ -279,14 +304,17 @@ impl Shared {
         let shared = self.clone();
         runtime.spawn(async move {
             let _no_renewal_in_flight = shared.renew_lock.read().await;
-            let call = ops::change_visibility_all(
+            let outcomes = ops::change_visibility_all(
                 &shared.client,
                 &shared.queue_url,
                 &receipts,
                 Duration::ZERO,
-            );
-            if let Err(e) = ops::within(shared.call_limit(), "ChangeMessageVisibilityBatch", call).await {
-                debug!(error = %e, "sqs broker: handing messages back failed; they come back after the visibility timeout");
+                shared.call_limit(),
+            )
+            .await;
+            let failed: Vec<Error> = outcomes.into_iter().filter_map(Result::err).collect();
+            if let Some(first) = failed.first() {
+                warn!(failed = failed.len(), error = %first, queue = %shared.queue_url, "sqs broker: handing messages back failed; they come back after the visibility timeout");
             }
         });
     }
@@ -352,6 +380,7 @@ impl SqsSubscription {
             rx,
             inner.config.ack_linger,
             shared.delete_calls.clone(),
+            shared.call_limit(),
         ));
         tokio::spawn(heartbeat(Arc::downgrade(&shared)));
         let closed = Arc::new(AtomicBool::new(false));
@@ -390,9 +419,20 @@ impl Subscription for SqsSubscription {
         let shared = self.shared.clone();
         let _wanting = Wanting::start(&shared);
         loop {
-            if let Some(m) = self.shared.take() {
+            if let Some((m, since)) = self.shared.take() {
+                // Made first: if this `next()` is cancelled below, dropping the acker hands
+                // the message back.
                 let acker =
                     SqsAcker::new(self.shared.clone(), m.receipt, m.message_id, m.key.clone());
+                if since.elapsed() > self.shared.visibility / 3
+                    && let Err(e) = self.shared.renew_now(acker.receipt()).await
+                {
+                    // Its lease may lapse before the heartbeat's next renewal: hand it back
+                    // (dropping the acker) rather than hand it out.
+                    debug!(error = %e, queue = %self.queue_name, "sqs broker: renewing a buffered message before handing it out failed; handed back");
+                    drop(acker);
+                    continue;
+                }
                 return Ok(Delivery::new(
                     m.payload,
                     m.key,
@@ -461,15 +501,22 @@ impl Drop for SqsSubscription {
     }
 }
 
+/// `DeleteMessageBatch` calls of one subscription in flight at once: a hung call holds up
+/// only its own acks.
+const DELETE_CALLS: usize = 8;
+
 /// Collects acks for up to `linger` (or 10 of them) and deletes them with one
-/// `DeleteMessageBatch`; ends when every sender (subscription and deliveries) is gone.
+/// `DeleteMessageBatch` ([`delete_within`]), up to [`DELETE_CALLS`] calls at once; ends when
+/// every sender (subscription and deliveries) is gone.
 async fn ack_batcher(
     client: Client,
     url: String,
     mut rx: mpsc::UnboundedReceiver<AckRequest>,
     linger: Duration,
     calls: Arc<AtomicUsize>,
+    limit: Duration,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(DELETE_CALLS));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
@@ -482,22 +529,49 @@ async fn ack_batcher(
                 },
             }
         }
-        let receipts: Vec<String> = batch.iter().map(|r| r.receipt.clone()).collect();
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (client, url, calls) = (client.clone(), url.clone(), calls.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let receipts: Vec<String> = batch.iter().map(|r| r.receipt.clone()).collect();
+            match delete_within(&client, &url, &receipts, limit, &calls).await {
+                Ok(outcomes) => {
+                    for (request, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = request.done.send(outcome);
+                    }
+                }
+                Err(e) => {
+                    for request in batch {
+                        let _ = request.done.send(Err(ops::copy_error(&e)));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `DeleteMessageBatch` bounded to `limit`, once more on a fresh call if it timed out (a
+/// pooled connection that died silently would otherwise hold the acks for the SDK's attempt
+/// timeout, three times); then a retryable `Timeout`.
+async fn delete_within(
+    client: &Client,
+    url: &str,
+    receipts: &[String],
+    limit: Duration,
+    calls: &AtomicUsize,
+) -> Result<ops::Outcomes> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
         calls.fetch_add(1, Ordering::Relaxed);
-        match ops::delete_batch(&client, &url, &receipts).await {
-            Ok(outcomes) => {
-                for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = request.done.send(outcome);
-                }
+        let call = ops::delete_batch(client, url, receipts);
+        match ops::within(limit, "DeleteMessageBatch", call).await {
+            Err(e) if e.kind() == ErrorKind::Timeout && tries < 2 => {
+                debug!(error = %e, queue = %url, "sqs broker: a delete got no answer in time; trying again");
             }
-            Err(e) => {
-                let (kind, message) = (e.kind(), e.to_string());
-                for request in batch {
-                    let _ = request
-                        .done
-                        .send(Err(weir_core::Error::new(kind, message.clone())));
-                }
-            }
+            other => return other,
         }
     }
 }
@@ -532,15 +606,18 @@ async fn heartbeat(shared: Weak<Shared>) {
         }
         {
             let state = s.state.lock();
-            if state.out.is_empty() && state.buffer.is_empty() {
+            if state.out.is_empty() && state.acking.is_empty() && state.buffer.is_empty() {
                 continue;
             }
         }
         let _renewing = s.renew_lock.write().await;
         let renewed_at = Instant::now();
-        let (receipts, buffered) = {
+        // Deliveries out, then deliveries being acked, then (while wanted) buffered messages.
+        let (receipts, acking, buffered) = {
             let state = s.state.lock();
             let mut receipts: Vec<String> = state.out.iter().cloned().collect();
+            let acking = state.acking.len();
+            receipts.extend(state.acking.iter().cloned());
             let buffered = if state.wants(s.visibility / 2) {
                 state.buffer.len()
             } else {
@@ -553,56 +630,61 @@ async fn heartbeat(shared: Weak<Shared>) {
                     .take(buffered)
                     .map(|b| b.message.receipt.clone()),
             );
-            (receipts, buffered)
+            (receipts, acking, buffered)
         };
         if receipts.is_empty() {
             continue;
         }
-        let call = ops::change_visibility_all(&s.client, &s.queue_url, &receipts, s.visibility);
-        match ops::within(s.call_limit(), "ChangeMessageVisibilityBatch", call).await {
-            Ok(outcomes) => {
-                let mut failed = Vec::new();
-                {
-                    let mut guard = s.state.lock();
-                    let state = &mut *guard;
-                    let first_buffered = receipts.len() - buffered;
-                    for (i, (receipt, outcome)) in receipts.iter().zip(outcomes).enumerate() {
-                        if i >= first_buffered {
-                            // Still buffered: its lease runs from the renewal now.
-                            if outcome.is_ok()
-                                && let Some(b) = state
-                                    .buffer
-                                    .iter_mut()
-                                    .find(|b| &b.message.receipt == receipt)
-                            {
-                                b.since = renewed_at;
-                            }
-                            continue;
-                        }
-                        // Not out any more: acked or returned meanwhile (a harmless race).
-                        if let Err(e) = outcome
-                            && state.out.contains(receipt)
-                        {
-                            if !e.is_retryable() {
-                                // Refused for good (say SQS's 12-hour limit): warn once.
-                                state.out.remove(receipt);
-                            }
-                            failed.push(e);
-                        }
+        let outcomes = ops::change_visibility_all(
+            &s.client,
+            &s.queue_url,
+            &receipts,
+            s.visibility,
+            s.call_limit(),
+        )
+        .await;
+        let mut failed = Vec::new();
+        {
+            let mut guard = s.state.lock();
+            let state = &mut *guard;
+            let first_buffered = receipts.len() - buffered;
+            let first_acking = first_buffered - acking;
+            for (i, (receipt, outcome)) in receipts.iter().zip(outcomes).enumerate() {
+                if i >= first_buffered {
+                    // Still buffered: its lease runs from the renewal now.
+                    if outcome.is_ok()
+                        && let Some(b) = state
+                            .buffer
+                            .iter_mut()
+                            .find(|b| &b.message.receipt == receipt)
+                    {
+                        b.since = renewed_at;
                     }
+                    continue;
                 }
-                if let Some(first) = failed.first() {
-                    warn!(
-                        failed = failed.len(),
-                        error = %first,
-                        queue = %s.queue_url,
-                        "sqs broker: extending the visibility of deliveries failed for some; they may be delivered again"
-                    );
+                if i >= first_acking {
+                    // Being acked: the delete decides; a failed renewal changes nothing.
+                    continue;
+                }
+                // Not out any more: acked or returned meanwhile (a harmless race).
+                if let Err(e) = outcome
+                    && state.out.contains(receipt)
+                {
+                    if !e.is_retryable() {
+                        // Refused for good (say SQS's 12-hour limit): warn once.
+                        state.out.remove(receipt);
+                    }
+                    failed.push(e);
                 }
             }
-            Err(e) => {
-                warn!(error = %e, queue = %s.queue_url, "sqs broker: extending the visibility of deliveries failed; retrying at the next beat")
-            }
+        }
+        if let Some(first) = failed.first() {
+            warn!(
+                failed = failed.len(),
+                error = %first,
+                queue = %s.queue_url,
+                "sqs broker: extending the visibility of deliveries failed for some; retrying at the next beat, they may be delivered again"
+            );
         }
     }
 }

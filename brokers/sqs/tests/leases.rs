@@ -184,3 +184,96 @@ async fn a_late_next_does_not_deliver_a_stale_poll() {
     nothing_within(&mut a, Duration::from_secs(2), "the late next()").await;
     d.ack().await.expect("ack");
 }
+
+/// An ack whose `DeleteMessageBatch` vanishes (its connection went silent) is tried again on a
+/// fresh call after `visibility / 3`, and succeeds; meanwhile another ack of the same consumer
+/// goes through at once (deletes run side by side), and neither acked message ever reaches a
+/// competing consumer (the one being acked is renewed until its delete is answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_ack_holds_up_no_other_ack_and_keeps_its_lease() {
+    let Some(url) = url_with("visibility=3s&wait=1s&refresh=500ms") else {
+        return;
+    };
+    let Some(proxy) = Proxy::start(&url, b"AmazonSQS.DeleteMessageBatch\r\n").await else {
+        eprintln!("skipped: the proxy needs a plain http:// endpoint");
+        return;
+    };
+    let holder = SqsBroker::connect(&proxy.url).await.expect("connect");
+    let other = SqsBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("hung-ack"), unique("g"));
+    let mut a = holder.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = vec![
+        ("k1".to_owned(), Bytes::from_static(b"first")),
+        ("k2".to_owned(), Bytes::from_static(b"second")),
+    ];
+    other.publish_batch(&topic, batch).await.expect("publish");
+    let d1 = recv(&mut a, "the first message").await;
+    let d2 = recv(&mut a, "the second message").await;
+    let mut b = other.subscribe(&topic, &group).await.expect("subscribe");
+
+    proxy.arm_once();
+    let first = tokio::spawn(async move {
+        let started = Instant::now();
+        (d1.ack().await, started.elapsed())
+    });
+    // Wait until the first delete vanished, then ack the second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.swallowed() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first ack's delete never reached the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    timeout(Duration::from_secs(3), d2.ack())
+        .await
+        .expect("the second ack waited behind the hung one")
+        .expect("second ack");
+    let second_took = started.elapsed();
+    assert!(
+        second_took < Duration::from_millis(900),
+        "the second ack took {second_took:?}: it waited for the hung delete (1 s bound)"
+    );
+
+    let (result, took) = timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the hung ack never returned")
+        .expect("join");
+    result.expect("the hung ack succeeds on its second call");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "the hung ack took {took:?}; its call is bounded to visibility / 3 (1 s)"
+    );
+    // Three visibility timeouts: neither message comes back to anyone.
+    nothing_within(&mut b, Duration::from_secs(9), "an acked message").await;
+    nothing_within(&mut a, Duration::from_millis(300), "an acked message").await;
+}
+
+/// FIFO: an `ack()` cancelled before its outcome (say under a `timeout`) does not leave its
+/// key busy: the key's next message is still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_ack_does_not_block_its_fifo_key() {
+    let Some(url) = url_with("fifo=true&visibility=3s&wait=1s&ack_linger=300ms&refresh=500ms")
+    else {
+        return;
+    };
+    let broker = SqsBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("cancel-ack"), unique("g"));
+    let mut sub = broker.subscribe(&topic, &group).await.expect("subscribe");
+    let batch = vec![
+        ("K".to_owned(), Bytes::from_static(b"k0")),
+        ("K".to_owned(), Bytes::from_static(b"k1")),
+    ];
+    broker.publish_batch(&topic, batch).await.expect("publish");
+    let d0 = recv(&mut sub, "the key's first message").await;
+    assert_eq!(&d0.payload[..], b"k0");
+    // The ack waits up to 300 ms for others to share its delete: cancelled well before.
+    assert!(
+        timeout(Duration::from_millis(20), d0.ack()).await.is_err(),
+        "the ack was expected to still be lingering"
+    );
+    let d1 = recv_within(&mut sub, Duration::from_secs(15), "the key's next message").await;
+    assert_eq!(&d1.payload[..], b"k1");
+    d1.ack().await.expect("ack");
+}

@@ -15,6 +15,8 @@ pub struct Proxy {
     /// `url` with its endpoint replaced by the proxy's address.
     pub url: String,
     armed: Arc<AtomicBool>,
+    /// Disarm after the next swallow.
+    once: Arc<AtomicBool>,
     swallowed: Arc<AtomicUsize>,
 }
 
@@ -53,14 +55,20 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let proxied = format!("http://{}", listener.local_addr().expect("addr"));
         let armed = Arc::new(AtomicBool::new(false));
+        let once = Arc::new(AtomicBool::new(false));
         let swallowed = Arc::new(AtomicUsize::new(0));
-        let (a, s) = (armed.clone(), swallowed.clone());
+        let (a, o, s) = (armed.clone(), once.clone(), swallowed.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
-                tokio::spawn(forward(client, server, mode, a.clone(), s.clone()));
+                let trap = Trap {
+                    armed: a.clone(),
+                    once: o.clone(),
+                    swallowed: s.clone(),
+                };
+                tokio::spawn(forward(client, server, mode, trap));
             }
         });
         Some(Proxy {
@@ -69,13 +77,26 @@ impl Proxy {
                 &format!("endpoint={proxied}"),
             ),
             armed,
+            once,
             swallowed,
         })
     }
 
     /// From now on, a request containing the pattern silences its connection.
     pub fn arm(&self) {
+        self.once.store(false, Ordering::SeqCst);
         self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// The next request containing the pattern (only that one) silences its connection.
+    pub fn arm_once(&self) {
+        self.once.store(true, Ordering::SeqCst);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Requests pass again (connections already silenced stay silent).
+    pub fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
     }
 
     /// How many requests were swallowed.
@@ -84,13 +105,34 @@ impl Proxy {
     }
 }
 
-async fn forward(
-    mut client: TcpStream,
-    server: TcpStream,
-    mode: Mode,
+/// The proxy's switches, shared by its connections.
+struct Trap {
     armed: Arc<AtomicBool>,
+    once: Arc<AtomicBool>,
     swallowed: Arc<AtomicUsize>,
-) {
+}
+
+impl Trap {
+    /// Whether to swallow a request containing the pattern (counting it, disarming after a
+    /// single one when armed once).
+    fn springs(&self) -> bool {
+        if self.once.load(Ordering::SeqCst) {
+            if self
+                .armed
+                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                return false;
+            }
+        } else if !self.armed.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.swallowed.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
+async fn forward(mut client: TcpStream, server: TcpStream, mode: Mode, trap: Trap) {
     let silenced = AtomicBool::new(false);
     let (mut from_server, mut to_server) = server.into_split();
     let (mut from_client, mut to_client) = client.split();
@@ -108,10 +150,7 @@ async fn forward(
                     let keep = window.len().saturating_sub(pattern.len());
                     window.drain(..keep);
                     window.extend_from_slice(&chunk[..n]);
-                    if armed.load(Ordering::SeqCst)
-                        && window.windows(pattern.len()).any(|w| w == pattern)
-                    {
-                        swallowed.fetch_add(1, Ordering::SeqCst);
+                    if window.windows(pattern.len()).any(|w| w == pattern) && trap.springs() {
                         silenced.store(true, Ordering::SeqCst);
                         return;
                     }
