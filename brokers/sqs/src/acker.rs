@@ -68,6 +68,7 @@ impl Acker for SqsAcker {
         let request = AckRequest {
             receipt: self.receipt.clone(),
             done,
+            renewed_by: Some(Arc::downgrade(&self.shared)),
         };
         let outcome = if self.shared.acks.send(request).is_err() {
             Err(Error::internal("sqs broker: ack batcher stopped"))
@@ -126,11 +127,10 @@ impl Drop for SqsAcker {
             return;
         }
         if self.acking {
-            // A cancelled ack: the delete goes on without us, its outcome unknown. Stop
-            // renewing, and settle as returned (a FIFO key's buffered messages go back rather
-            // than wait behind a delivery nobody settles).
-            self.shared.acked(&self.receipt);
-            self.shared.settle(&self.receipt, &self.key, true);
+            // A cancelled ack: the delete goes on without us (the message renewed until it is
+            // answered), its outcome unknown here. Settle as returned: a FIFO key's buffered
+            // messages go back rather than wait behind a delivery nobody settles.
+            self.shared.settle_key(&self.key, true);
             return;
         }
         // Dropped without ack or nack: visible again at once (after any renewal in flight)

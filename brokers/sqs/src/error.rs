@@ -13,8 +13,10 @@ const RETRYABLE_CODES: &[&str] = &[
     "RequestThrottled",
     "RequestThrottledException",
     "OverLimit",
-    // SSE-KMS queues: the codes as the SDK reports them (the SDK's type is `KmsThrottled`).
+    // SSE-KMS queues: the codes as AWS sends them (`x-amzn-query-error`), and as the SDK
+    // names them when only a JSON `__type` came (emulators).
     "KMS.ThrottlingException",
+    "KmsThrottled",
     "ServiceUnavailable",
     "InternalError",
     "InternalFailure",
@@ -43,6 +45,12 @@ const CONFIG_CODES: &[&str] = &[
     "KMS.InvalidStateException",
     "KMS.OptInRequired",
     "KMS.InvalidKeyUsageException",
+    "KmsAccessDenied",
+    "KmsDisabled",
+    "KmsNotFound",
+    "KmsInvalidState",
+    "KmsOptInRequired",
+    "KmsInvalidKeyUsage",
 ];
 
 /// Error codes of a queue that does not exist (deleted under us).
@@ -158,6 +166,10 @@ mod tests {
     fn kms_codes() {
         let throttled = classify_code(Some("KMS.ThrottlingException"), 400);
         assert_eq!(throttled, ErrorKind::Unavailable);
+        assert_eq!(
+            classify_code(Some("KmsThrottled"), 400),
+            ErrorKind::Unavailable
+        );
         assert!(Error::new(throttled, "x").is_retryable());
         for code in [
             "KMS.AccessDeniedException",
@@ -165,6 +177,8 @@ mod tests {
             "KMS.NotFoundException",
             "KMS.InvalidStateException",
             "KMS.OptInRequired",
+            "KMS.InvalidKeyUsageException",
+            "KmsAccessDenied",
         ] {
             assert_eq!(classify_code(Some(code), 400), ErrorKind::Config, "{code}");
         }

@@ -99,8 +99,8 @@ pub(crate) fn dedup_id() -> String {
 }
 
 /// Sends `messages` to `url` with `SendMessageBatch`, in batches of at most 10 entries and
-/// 256 KiB; entries that fail for a passing reason are sent again once (on a FIFO queue with
-/// every later entry of the batch, see [`send_batch`]).
+/// 256 KiB (on a FIFO queue at most one message per key), one batch after the other; entries
+/// that fail for a passing reason are sent again once.
 pub(crate) async fn send_all(
     client: &Client,
     url: &str,
@@ -116,6 +116,15 @@ pub(crate) async fn send_all(
             if end > start && bytes + size > crate::config::SQS_MAX_MESSAGE_BYTES {
                 break;
             }
+            // FIFO: one message per key in a batch, so a failed entry retried cannot land
+            // after a later message of its key (the next batch goes once this one is done).
+            if fifo
+                && messages[start..end]
+                    .iter()
+                    .any(|m| m.key == messages[end].key)
+            {
+                break;
+            }
             bytes += size;
             end += 1;
         }
@@ -126,10 +135,7 @@ pub(crate) async fn send_all(
 }
 
 /// One `SendMessageBatch` of `messages`, the failed entries sent again once when their
-/// failure is passing (classified by code, as [`batch_outcomes`] does). On a FIFO queue the
-/// retry sends every entry from the first failed one on, so a failed entry cannot be
-/// overtaken by a later one of its key; the entries that had gone through are dropped by SQS
-/// as duplicates (same deduplication id within 5 minutes).
+/// failure is passing (classified by code, as [`batch_outcomes`] does).
 async fn send_batch(
     client: &Client,
     url: &str,
@@ -195,8 +201,14 @@ async fn send_batch(
             .filter(|i| *i < messages.len())
             .collect();
         again.sort_unstable();
-        if fifo && let Some(&first) = again.first() {
-            again = pending.iter().copied().filter(|&i| i >= first).collect();
+        if again.is_empty() {
+            // Failures naming no entry we sent: nothing to send again.
+            return Err(
+                Error::new(kind, "sqs broker: SendMessageBatch entries failed")
+                    .with_context("queue", url)
+                    .with_context("failed", out.failed().len())
+                    .with_context("code", failed.code()),
+            );
         }
         pending = again;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -337,10 +349,15 @@ pub(crate) async fn delete_batch(
     ))
 }
 
-/// `ChangeMessageVisibilityBatch` of receipt handles, any number: one call per 10, all at
-/// once, each bounded to `limit` ([`within`]). One outcome per receipt, in order: a call that
-/// failed or timed out fails each of its entries, and the other calls' entries are unaffected
-/// (a slow or failing call costs its own ten, not the round).
+/// Visibility calls of one round in flight at once.
+const VISIBILITY_CALLS: usize = 16;
+
+/// `ChangeMessageVisibilityBatch` of receipt handles, any number: one call per 10, up to
+/// [`VISIBILITY_CALLS`] at once, the whole round bounded to `limit`. One outcome per receipt,
+/// in order: an entry SQS refused carries SQS's error; the entries of a call that failed as a
+/// whole, timed out or was never made in time carry a *retryable* error (nothing refused them:
+/// try again), and the other calls' entries are unaffected (a slow or failing call costs its
+/// own ten, not the round).
 pub(crate) async fn change_visibility_all(
     client: &Client,
     url: &str,
@@ -348,14 +365,34 @@ pub(crate) async fn change_visibility_all(
     timeout: Duration,
     limit: Duration,
 ) -> Outcomes {
+    let deadline = tokio::time::Instant::now() + limit;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(VISIBILITY_CALLS));
     let mut calls = tokio::task::JoinSet::new();
     for (n, chunk) in receipts.chunks(BATCH).enumerate() {
         let (client, url, chunk) = (client.clone(), url.to_owned(), chunk.to_vec());
+        let slots = slots.clone();
         calls.spawn(async move {
-            let call = change_visibility_batch(&client, &url, &chunk, timeout);
-            let outcomes = match within(limit, "ChangeMessageVisibilityBatch", call).await {
-                Ok(outcomes) => outcomes,
-                Err(e) => chunk.iter().map(|_| Err(copy_error(&e))).collect(),
+            let call = async {
+                let _slot = slots.acquire().await;
+                change_visibility_batch(&client, &url, &chunk, timeout).await
+            };
+            let outcomes = match tokio::time::timeout_at(deadline, call).await {
+                Ok(Ok(outcomes)) => outcomes,
+                Ok(Err(e)) => chunk
+                    .iter()
+                    .map(|_| Err(copy_error(&e).retryable()))
+                    .collect(),
+                Err(_) => chunk
+                    .iter()
+                    .map(|_| {
+                        Err(Error::new(
+                            ErrorKind::Timeout,
+                            "sqs broker: ChangeMessageVisibilityBatch timed out",
+                        )
+                        .retryable()
+                        .with_context("limit_ms", limit.as_millis()))
+                    })
+                    .collect(),
             };
             (n, outcomes)
         });
@@ -372,9 +409,7 @@ pub(crate) async fn change_visibility_all(
         match by_call[n].take() {
             Some(call) => outcomes.extend(call),
             None => outcomes.extend(chunk.iter().map(|_| {
-                Err(Error::internal(
-                    "sqs broker: a visibility call's task failed",
-                ))
+                Err(Error::internal("sqs broker: a visibility call's task failed").retryable())
             })),
         }
     }
@@ -505,7 +540,8 @@ mod tests {
         assert_eq!(receipts.len(), 30, "received every message");
 
         proxy.arm_once();
-        let limit = Duration::from_secs(1);
+        // Long enough for the healthy calls on a loaded machine; the hung one uses it all.
+        let limit = Duration::from_secs(4);
         let outcomes =
             change_visibility_all(&client, &queue, &receipts, Duration::from_secs(60), limit).await;
         assert_eq!(outcomes.len(), 30);

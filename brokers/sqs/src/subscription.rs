@@ -40,6 +40,10 @@ use crate::{InFlight, Inner};
 pub(crate) struct AckRequest {
     pub(crate) receipt: String,
     pub(crate) done: oneshot::Sender<Result<()>>,
+    /// The subscription renewing the message until the delete is answered (none for a stale
+    /// copy deleted on receipt): told when it is ([`Shared::acked`]), even if the `ack()`
+    /// that asked was cancelled meanwhile.
+    pub(crate) renewed_by: Option<Weak<Shared>>,
 }
 
 /// A message received and not handed out yet.
@@ -163,6 +167,7 @@ impl Shared {
                     let _ = self.acks.send(AckRequest {
                         receipt: m.receipt,
                         done,
+                        renewed_by: None,
                     });
                 }
             }
@@ -244,16 +249,22 @@ impl Shared {
     /// ack) on a FIFO queue, the key's buffered messages are handed back too, so they cannot
     /// overtake it; SQS then delivers the key in order again.
     pub(crate) fn settle(self: &Arc<Self>, receipt: &str, key: &str, returned: bool) {
-        if !self.fifo {
+        {
             let mut state = self.state.lock();
             state.out.remove(receipt);
             state.acking.remove(receipt);
+        }
+        self.settle_key(key, returned);
+    }
+
+    /// FIFO: a delivery of `key` is settled ([`settle`](Self::settle) without touching its
+    /// receipt, for a cancelled ack whose message stays renewed until its delete is answered).
+    pub(crate) fn settle_key(self: &Arc<Self>, key: &str, returned: bool) {
+        if !self.fifo {
             return;
         }
         let back = {
             let mut state = self.state.lock();
-            state.out.remove(receipt);
-            state.acking.remove(receipt);
             if let Some(count) = state.busy.get_mut(key) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
@@ -536,14 +547,21 @@ async fn ack_batcher(
         tokio::spawn(async move {
             let _slot = slot;
             let receipts: Vec<String> = batch.iter().map(|r| r.receipt.clone()).collect();
+            let answered = |request: &AckRequest| {
+                if let Some(shared) = request.renewed_by.as_ref().and_then(Weak::upgrade) {
+                    shared.acked(&request.receipt);
+                }
+            };
             match delete_within(&client, &url, &receipts, limit, &calls).await {
                 Ok(outcomes) => {
                     for (request, outcome) in batch.into_iter().zip(outcomes) {
+                        answered(&request);
                         let _ = request.done.send(outcome);
                     }
                 }
                 Err(e) => {
                     for request in batch {
+                        answered(&request);
                         let _ = request.done.send(Err(ops::copy_error(&e)));
                     }
                 }
@@ -683,7 +701,7 @@ async fn heartbeat(shared: Weak<Shared>) {
                 failed = failed.len(),
                 error = %first,
                 queue = %s.queue_url,
-                "sqs broker: extending the visibility of deliveries failed for some; retrying at the next beat, they may be delivered again"
+                "sqs broker: extending the visibility of deliveries failed for some (tried again at the next beat unless SQS refused the entry); they may be delivered again"
             );
         }
     }

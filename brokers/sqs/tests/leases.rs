@@ -191,7 +191,7 @@ async fn a_late_next_does_not_deliver_a_stale_poll() {
 /// competing consumer (the one being acked is renewed until its delete is answered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_ack_holds_up_no_other_ack_and_keeps_its_lease() {
-    let Some(url) = url_with("visibility=3s&wait=1s&refresh=500ms") else {
+    let Some(url) = url_with("visibility=6s&wait=1s&refresh=500ms") else {
         return;
     };
     let Some(proxy) = Proxy::start(&url, b"AmazonSQS.DeleteMessageBatch\r\n").await else {
@@ -232,8 +232,8 @@ async fn a_hung_ack_holds_up_no_other_ack_and_keeps_its_lease() {
         .expect("second ack");
     let second_took = started.elapsed();
     assert!(
-        second_took < Duration::from_millis(900),
-        "the second ack took {second_took:?}: it waited for the hung delete (1 s bound)"
+        second_took < Duration::from_millis(1_800),
+        "the second ack took {second_took:?}: it waited for the hung delete (2 s bound)"
     );
 
     let (result, took) = timeout(Duration::from_secs(10), first)
@@ -242,11 +242,11 @@ async fn a_hung_ack_holds_up_no_other_ack_and_keeps_its_lease() {
         .expect("join");
     result.expect("the hung ack succeeds on its second call");
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
-        "the hung ack took {took:?}; its call is bounded to visibility / 3 (1 s)"
+        took >= Duration::from_millis(1_900) && took < Duration::from_secs(7),
+        "the hung ack took {took:?}; its call is bounded to visibility / 3 (2 s)"
     );
-    // Three visibility timeouts: neither message comes back to anyone.
-    nothing_within(&mut b, Duration::from_secs(9), "an acked message").await;
+    // Two visibility timeouts: neither message comes back to anyone.
+    nothing_within(&mut b, Duration::from_secs(12), "an acked message").await;
     nothing_within(&mut a, Duration::from_millis(300), "an acked message").await;
 }
 
@@ -276,4 +276,64 @@ async fn a_cancelled_ack_does_not_block_its_fifo_key() {
     let d1 = recv_within(&mut sub, Duration::from_secs(15), "the key's next message").await;
     assert_eq!(&d1.payload[..], b"k1");
     d1.ack().await.expect("ack");
+}
+
+/// A buffered message whose lease was set a while ago (its consumer stopped asking, so the
+/// heartbeat stopped renewing it) is renewed as it is handed out: when the heartbeat's next
+/// rounds then fail, the delivery keeps its lease, and a competing consumer does not get it.
+/// (Handed out as it was, its lease would run out `visibility` after its last renewal, while
+/// the rounds fail.)
+///
+/// Timeline with `visibility=9s` (heartbeat every 3 s, each round bounded to 3 s; buffered
+/// messages renewed while the consumer asked within 4.5 s, handed back once 4.5 s old while it
+/// does not): the second message, buffered, is renewed at 3 s and not at 6 s; `next()` at
+/// 8 s takes it (5 s old: over `visibility / 3`, so renewed now, until 17 s); the rounds
+/// at 9 s and 12 s vanish, the one at 15 s renews. Without the renewal at hand-out the lease
+/// would end at 12 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aged_buffered_message_is_renewed_as_it_is_handed_out() {
+    let Some(url) = url_with("visibility=9s&wait=1s&refresh=500ms") else {
+        return;
+    };
+    let Some(proxy) = Proxy::start(&url, b"AmazonSQS.ChangeMessageVisibilityBatch\r\n").await
+    else {
+        eprintln!("skipped: the proxy needs a plain http:// endpoint");
+        return;
+    };
+    let holder = SqsBroker::connect(&proxy.url).await.expect("connect");
+    let other = SqsBroker::connect(&url).await.expect("connect");
+    let (topic, group) = (unique("aged"), unique("g"));
+    let mut a = holder.subscribe(&topic, &group).await.expect("subscribe");
+    let subscribed = Instant::now();
+    let batch = vec![
+        ("k1".to_owned(), Bytes::from_static(b"first")),
+        ("k2".to_owned(), Bytes::from_static(b"second")),
+    ];
+    other.publish_batch(&topic, batch).await.expect("publish");
+    let first = recv(&mut a, "the first message").await;
+    let first_payload = first.payload.clone();
+    first.ack().await.expect("ack");
+    let mut b = other.subscribe(&topic, &group).await.expect("subscribe");
+
+    tokio::time::sleep_until((subscribed + Duration::from_millis(8_000)).into()).await;
+    proxy.arm_times(2);
+    let second = recv_within(&mut a, Duration::from_secs(1), "the buffered message").await;
+    let mut payloads = [&first_payload[..], &second.payload[..]];
+    payloads.sort();
+    assert_eq!(payloads, [&b"first"[..], &b"second"[..]]);
+
+    // Past the failed rounds and the lease the message would have had without the renewal.
+    let until = subscribed + Duration::from_secs(20);
+    nothing_within(
+        &mut b,
+        until.saturating_duration_since(Instant::now()),
+        "a held delivery",
+    )
+    .await;
+    assert_eq!(
+        proxy.swallowed(),
+        2,
+        "the heartbeat rounds at 9 s and 12 s vanished"
+    );
+    second.ack().await.expect("ack");
 }

@@ -15,10 +15,13 @@ pub struct Proxy {
     /// `url` with its endpoint replaced by the proxy's address.
     pub url: String,
     armed: Arc<AtomicBool>,
-    /// Disarm after the next swallow.
-    once: Arc<AtomicBool>,
+    /// How many more requests to swallow while armed ([`UNLIMITED`]: every one).
+    left: Arc<AtomicUsize>,
     swallowed: Arc<AtomicUsize>,
 }
+
+/// [`Proxy::arm`]: no limit on the requests swallowed.
+const UNLIMITED: usize = usize::MAX;
 
 /// What the proxy does to the requests it forwards.
 #[derive(Clone, Copy)]
@@ -55,9 +58,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let proxied = format!("http://{}", listener.local_addr().expect("addr"));
         let armed = Arc::new(AtomicBool::new(false));
-        let once = Arc::new(AtomicBool::new(false));
+        let left = Arc::new(AtomicUsize::new(UNLIMITED));
         let swallowed = Arc::new(AtomicUsize::new(0));
-        let (a, o, s) = (armed.clone(), once.clone(), swallowed.clone());
+        let (a, l, s) = (armed.clone(), left.clone(), swallowed.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&target).await else {
@@ -65,7 +68,7 @@ impl Proxy {
                 };
                 let trap = Trap {
                     armed: a.clone(),
-                    once: o.clone(),
+                    left: l.clone(),
                     swallowed: s.clone(),
                 };
                 tokio::spawn(forward(client, server, mode, trap));
@@ -77,21 +80,26 @@ impl Proxy {
                 &format!("endpoint={proxied}"),
             ),
             armed,
-            once,
+            left,
             swallowed,
         })
     }
 
     /// From now on, a request containing the pattern silences its connection.
     pub fn arm(&self) {
-        self.once.store(false, Ordering::SeqCst);
+        self.left.store(UNLIMITED, Ordering::SeqCst);
         self.armed.store(true, Ordering::SeqCst);
     }
 
     /// The next request containing the pattern (only that one) silences its connection.
     pub fn arm_once(&self) {
-        self.once.store(true, Ordering::SeqCst);
-        self.armed.store(true, Ordering::SeqCst);
+        self.arm_times(1);
+    }
+
+    /// The next `n` requests containing the pattern silence their connections.
+    pub fn arm_times(&self, n: usize) {
+        self.left.store(n, Ordering::SeqCst);
+        self.armed.store(n > 0, Ordering::SeqCst);
     }
 
     /// Requests pass again (connections already silenced stay silent).
@@ -108,24 +116,28 @@ impl Proxy {
 /// The proxy's switches, shared by its connections.
 struct Trap {
     armed: Arc<AtomicBool>,
-    once: Arc<AtomicBool>,
+    left: Arc<AtomicUsize>,
     swallowed: Arc<AtomicUsize>,
 }
 
 impl Trap {
-    /// Whether to swallow a request containing the pattern (counting it, disarming after a
-    /// single one when armed once).
+    /// Whether to swallow a request containing the pattern (counting it; disarming after the
+    /// last one when armed for a number of them).
     fn springs(&self) -> bool {
-        if self.once.load(Ordering::SeqCst) {
-            if self
-                .armed
-                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-            {
-                return false;
-            }
-        } else if !self.armed.load(Ordering::SeqCst) {
+        if !self.armed.load(Ordering::SeqCst) {
             return false;
+        }
+        let taken = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                UNLIMITED => Some(UNLIMITED),
+                0 => None,
+                n => Some(n - 1),
+            });
+        match taken {
+            Ok(1) => self.armed.store(false, Ordering::SeqCst),
+            Ok(_) => {}
+            Err(_) => return false,
         }
         self.swallowed.fetch_add(1, Ordering::SeqCst);
         true
