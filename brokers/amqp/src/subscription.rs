@@ -92,11 +92,13 @@ impl AmqpSubscription {
     }
 
     /// Opens a channel, declares the exchange, the group's queue and its binding, sets the
-    /// prefetch and starts a consumer.
+    /// prefetch and starts a consumer, within `timeout`: a connection that does not answer
+    /// that (lapin may think a dead one connected) is given up ([`Link::abandon`]), and the
+    /// error is retryable.
     async fn start(&self, deadline: Option<Instant>) -> Result<Active> {
         let config = &self.connector.config;
         let link = self.connector.link(deadline).await?;
-        async {
+        let opening = async {
             let channel = link
                 .conn
                 .create_channel()
@@ -163,37 +165,57 @@ impl AmqpSubscription {
                 consumer,
                 tag,
             })
+        };
+        match tokio::time::timeout(config.timeout, opening).await {
+            Ok(result) => result.map_err(|e: Error| e.with_context("group", &self.group)),
+            Err(_) => {
+                let why = format!(
+                    "starting a consumer got no answer within {:?}",
+                    config.timeout
+                );
+                link.abandon(config.timeout, &why);
+                Err(Error::unavailable(format!("amqp broker: {why}"))
+                    .with_context("queue", &self.queue)
+                    .with_context("group", &self.group))
+            }
         }
-        .await
-        .map_err(|e: Error| e.with_context("group", &self.group))
     }
 
     /// Checks, after `idle_probe` without a delivery, that the consumer's channel still
-    /// answers: a `basic.qos` (the prefetch set again, a no-op) within `timeout`. No answer:
-    /// the connection is given up ([`Link::abandon`]). An error: the channel is gone. Either
-    /// way the consumer is restarted; `true` when it must be.
+    /// answers: a `basic.qos` (the prefetch set again, a no-op) within `timeout`. An error:
+    /// the channel is gone. No answer twice in a row: the connection is given up
+    /// ([`Link::abandon`]); every delivery out on it is lost with it, so one slow answer is
+    /// not enough, and a connection RabbitMQ blocked (a memory or disk alarm: it stops reading
+    /// from publishers) is not probed at all. `true` when the consumer must be restarted.
     async fn probe_failed(&self, active: &Active) -> bool {
         let config = &self.connector.config;
-        let qos = active
-            .channel
-            .basic_qos(config.prefetch, BasicQosOptions::default());
-        match tokio::time::timeout(config.timeout, qos).await {
-            Ok(Ok(())) => false,
-            Ok(Err(e)) => {
-                debug!(error = %e, queue = %self.queue, "amqp broker: the idle consumer's channel failed its probe; restarting it");
-                true
-            }
-            Err(_) => {
-                active.link.abandon(
-                    config.timeout,
-                    &format!(
-                        "an idle consumer's probe (basic.qos) got no answer within {:?}",
-                        config.timeout
-                    ),
-                );
-                true
+        if active.link.conn.status().blocked() {
+            return false;
+        }
+        for tries in 1..=2 {
+            let qos = active
+                .channel
+                .basic_qos(config.prefetch, BasicQosOptions::default());
+            match tokio::time::timeout(config.timeout, qos).await {
+                Ok(Ok(())) => return false,
+                Ok(Err(e)) => {
+                    debug!(error = %e, queue = %self.queue, "amqp broker: the idle consumer's channel failed its probe; restarting it");
+                    return true;
+                }
+                Err(_) if tries < 2 => {
+                    debug!(queue = %self.queue, "amqp broker: an idle consumer's probe got no answer; probing again");
+                }
+                Err(_) => {}
             }
         }
+        active.link.abandon(
+            config.timeout,
+            &format!(
+                "an idle consumer's probe (basic.qos) got no answer twice within {:?} each",
+                config.timeout
+            ),
+        );
+        true
     }
 
     fn deliver(&self, active: &Active, d: lapin::message::Delivery) -> Delivery {

@@ -27,10 +27,18 @@ impl StallProxy {
         let (cuts, cut) = watch::channel(0);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                // Counted now: a `cut()` from here on reaches this connection.
+                let cuts_before = *cut.borrow();
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
-                tokio::spawn(relay(client, server, held.clone(), cut.clone()));
+                tokio::spawn(relay(
+                    client,
+                    server,
+                    held.clone(),
+                    cut.clone(),
+                    cuts_before,
+                ));
             }
         });
         StallProxy { addr, hold, cuts }
@@ -67,10 +75,10 @@ async fn relay(
     server: TcpStream,
     held: watch::Receiver<bool>,
     mut cut: watch::Receiver<u64>,
+    cuts_before: u64,
 ) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let cuts_before = *cut.borrow_and_update();
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let both_ways = async {
@@ -84,9 +92,15 @@ async fn relay(
             pump_replies(&mut server_read, &mut client_write, held)
         )
     };
+    let cut_off = async {
+        if cut.wait_for(|n| *n > cuts_before).await.is_err() {
+            // The proxy was dropped: relay on.
+            std::future::pending::<()>().await;
+        }
+    };
     let was_cut = tokio::select! {
         _ = both_ways => false,
-        _ = cut.wait_for(|n| *n > cuts_before) => true,
+        () = cut_off => true,
     };
     if was_cut {
         drop((server_read, server_write));
@@ -96,7 +110,8 @@ async fn relay(
     }
 }
 
-/// Forwards what the server sends, waiting while replies are held.
+/// Forwards what the server sends, waiting while replies are held; passes the server's close
+/// on.
 async fn pump_replies(
     from: &mut tokio::net::tcp::OwnedReadHalf,
     to: &mut tokio::net::tcp::OwnedWriteHalf,
@@ -105,7 +120,10 @@ async fn pump_replies(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
             Ok(n) => n,
         };
         if held.wait_for(|h| !*h).await.is_err() {

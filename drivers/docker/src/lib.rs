@@ -94,7 +94,14 @@ impl DockerDriver {
     /// [`DockerDriverConfig::image_timeout`].
     async fn ensure_image(&self, docker: &Docker, source: &ImageSource) -> Result<Arc<ImageInfo>> {
         let limit = self.config.image_timeout;
-        let ensure = self.images.ensure(docker, source, self.config.pull_missing);
+        // The engine answers a build only once it has read the whole context, and a pull's
+        // answer can wait on the registry: these calls get `image_timeout`, not `api_timeout`.
+        let docker = docker
+            .clone()
+            .with_timeout(limit.max(std::time::Duration::from_secs(1)));
+        let ensure = self
+            .images
+            .ensure(&docker, source, self.config.pull_missing);
         match tokio::time::timeout(limit, ensure).await {
             Ok(result) => result,
             Err(_) => Err(Error::unavailable(format!(

@@ -62,7 +62,8 @@ impl fmt::Debug for RedisStateConfig {
 
 impl RedisStateConfig {
     /// Parses `redis://…` or `rediss://…` (TLS), taking weir's query parameters `prefix`,
-    /// `retention` and `ca_file` out and leaving the rest to the Redis client. The values of
+    /// `retention`, `ca_file`, `timeout` and `connect_timeout` out and leaving the rest to the
+    /// Redis client. The values of
     /// `prefix` and `ca_file` are taken as written (not percent-decoded).
     pub fn from_url(url: &str) -> Result<Self> {
         let config_err = |m: String| Error::new(ErrorKind::Config, m);

@@ -21,6 +21,8 @@ pub struct RedisConn {
     round_trips: Arc<AtomicU64>,
     /// How long a call waits for Redis's answer (the URL's `timeout`).
     timeout: Duration,
+    /// How long a call may take in all, reconnecting included ([`RedisConn::bounded`]).
+    reach: Duration,
 }
 
 impl std::fmt::Debug for RedisConn {
@@ -83,9 +85,13 @@ impl RedisConn {
     /// [`ErrorKind::Unavailable`] (retryable) when Redis cannot be reached.
     pub async fn connect(config: &RedisStateConfig) -> Result<Self> {
         let client = weir_support_redis::client(&config.redis_url, config.ca_file.as_deref())?;
+        // Reconnecting: two more attempts, at most a second apart (the library's default, six
+        // with growing pauses, would hold calls for tens of seconds).
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.timeout))
-            .set_connection_timeout(Some(config.connect_timeout));
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
         let manager = ConnectionManager::new_with_config(client, manager_config)
             .await
             .map_err(|e| {
@@ -102,7 +108,31 @@ impl RedisConn {
             manager,
             round_trips: Arc::new(AtomicU64::new(0)),
             timeout: config.timeout,
+            reach: config.timeout * 3 + config.connect_timeout,
         })
+    }
+
+    /// `call` (a command, pipeline or script, `op` naming it when it fails), bounded in all:
+    /// a call made while the connection is being re-established first waits for that, which
+    /// the response `timeout` does not bound. `3 × timeout + connect_timeout` (a script's
+    /// `NOSCRIPT` path makes three calls). Dropping a request is safe: the manager discards
+    /// its late answer.
+    async fn bounded<T>(
+        &self,
+        op: impl FnOnce() -> String,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.reach, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                let op = op();
+                Err(Error::unavailable(format!(
+                    "redis could not be reached for {op} within {:?} (reconnecting; timeout × 3 + connect_timeout)",
+                    self.reach
+                ))
+                .with_context("op", op))
+            }
+        }
     }
 
     /// Round trips made so far (a pipeline or a script counts once).
@@ -120,16 +150,20 @@ impl RedisConn {
         let mut con = self.manager.clone();
         // Named only when it failed: the hot path formats nothing.
         let error = |e| map_err(&format!("script {name}"), self.timeout, e);
-        match invocation.invoke_async(&mut con).await {
-            // `invoke_async` loads the script on NOSCRIPT and retries once; across a Redis
-            // restart the load can reach the old server and the retry the new one: load again.
-            Err(e) if is_noscript(&e) => {
-                self.round_trips.fetch_add(2, Ordering::Relaxed);
-                invocation.load_async(&mut con).await.map_err(&error)?;
-                invocation.invoke_async(&mut con).await.map_err(&error)
+        let call = async {
+            match invocation.invoke_async(&mut con).await {
+                // `invoke_async` loads the script on NOSCRIPT and retries once; across a Redis
+                // restart the load can reach the old server and the retry the new one: load
+                // again.
+                Err(e) if is_noscript(&e) => {
+                    self.round_trips.fetch_add(2, Ordering::Relaxed);
+                    invocation.load_async(&mut con).await.map_err(&error)?;
+                    invocation.invoke_async(&mut con).await.map_err(&error)
+                }
+                other => other.map_err(&error),
             }
-            other => other.map_err(&error),
-        }
+        };
+        self.bounded(|| format!("script {name}"), call).await
     }
 
     /// Runs a pipeline whose commands include `invocation` (added with
@@ -152,34 +186,43 @@ impl RedisConn {
     ) -> Result<T> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut con = self.manager.clone();
-        match pipe.query_async(&mut con).await {
-            Err(e) if is_noscript(&e) => {
-                self.round_trips
-                    .fetch_add(1 + invocations.len() as u64, Ordering::Relaxed);
-                let error = |e| map_err(&pipeline_name(pipe), self.timeout, e);
-                for invocation in invocations {
-                    invocation.load_async(&mut con).await.map_err(&error)?;
+        let call = async {
+            match pipe.query_async(&mut con).await {
+                Err(e) if is_noscript(&e) => {
+                    self.round_trips
+                        .fetch_add(1 + invocations.len() as u64, Ordering::Relaxed);
+                    let error = |e| map_err(&pipeline_name(pipe), self.timeout, e);
+                    for invocation in invocations {
+                        invocation.load_async(&mut con).await.map_err(&error)?;
+                    }
+                    pipe.query_async(&mut con).await.map_err(&error)
                 }
-                pipe.query_async(&mut con).await.map_err(&error)
+                other => other.map_err(|e| map_err(&pipeline_name(pipe), self.timeout, e)),
             }
-            other => other.map_err(|e| map_err(&pipeline_name(pipe), self.timeout, e)),
-        }
+        };
+        self.bounded(|| pipeline_name(pipe), call).await
     }
 
     /// Runs a pipeline of plain commands in one round trip.
     pub(crate) async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut con = self.manager.clone();
-        let result = pipe.query_async(&mut con).await;
-        result.map_err(|e| map_err(&pipeline_name(pipe), self.timeout, e))
+        let call = async {
+            let result = pipe.query_async(&mut con).await;
+            result.map_err(|e| map_err(&pipeline_name(pipe), self.timeout, e))
+        };
+        self.bounded(|| pipeline_name(pipe), call).await
     }
 
     /// Runs one command.
     pub(crate) async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut con = self.manager.clone();
-        let result = cmd.query_async(&mut con).await;
-        result.map_err(|e| map_err(&command_name(cmd), self.timeout, e))
+        let call = async {
+            let result = cmd.query_async(&mut con).await;
+            result.map_err(|e| map_err(&command_name(cmd), self.timeout, e))
+        };
+        self.bounded(|| command_name(cmd), call).await
     }
 }
 

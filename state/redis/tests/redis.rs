@@ -554,10 +554,13 @@ async fn a_stalled_redis_fails_calls_after_the_timeout_naming_them() {
     };
     let rest = base.strip_prefix("redis://").expect("a redis:// URL");
     let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (host, path) = rest.split_at(host_end);
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let (authority, path) = rest.split_at(host_end);
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (format!("{userinfo}@"), host),
+        None => (String::new(), authority),
+    };
     let proxy = StallProxy::start(host.to_owned()).await;
-    let url = url_with_fresh_prefix(&format!("redis://{}{path}", proxy.addr));
+    let url = url_with_fresh_prefix(&format!("redis://{userinfo}{}{path}", proxy.addr));
     let store = weir_state_redis::RedisStateStore::connect(&url_with(&url, "timeout=300ms"))
         .await
         .expect("connect through the proxy");

@@ -9,7 +9,10 @@ use weir_core::{Error, ErrorKind, Result};
 ///
 /// Connections have `TCP_NODELAY` set: weir pipelines many small commands on one multiplexed
 /// connection, and Nagle's algorithm would hold each behind the acknowledgement of the
-/// previous one. With `ca_file` (a PEM file of CA certificates, for `rediss://`), the server's
+/// previous one. On Linux they also set `TCP_USER_TIMEOUT` ([`DEAD_PEER_TIMEOUT`]): a
+/// connection whose peer vanished (a host lost, a NAT entry dropped: no reset ever comes) is
+/// closed once what was sent stays unacknowledged that long, and the client reconnects; else
+/// every call on it would time out until the kernel gave up, about 15 minutes later. With `ca_file` (a PEM file of CA certificates, for `rediss://`), the server's
 /// certificate is checked against those CAs instead of the system store.
 ///
 /// Errors are permanent [`ErrorKind::Config`] errors with the URL, redacted, as context `url`:
@@ -19,7 +22,7 @@ pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client> {
     let invalid = |e: redis::RedisError| url_error(url, e);
     let info = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(invalid)?
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        .set_tcp_settings(tcp_settings());
     let Some(path) = ca_file else {
         return redis::Client::open(info).map_err(invalid);
     };
@@ -36,6 +39,17 @@ pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client> {
         root_cert: Some(root_cert),
     };
     redis::Client::build_with_tls(info, certs).map_err(invalid)
+}
+
+/// How long data sent on a connection may stay unacknowledged by the peer before the kernel
+/// closes the connection (`TCP_USER_TIMEOUT`, Linux).
+pub const DEAD_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    let settings = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(DEAD_PEER_TIMEOUT);
+    settings
 }
 
 /// A URL the `redis` crate refuses, as a configuration error; says plainly when TLS is missing.
