@@ -964,7 +964,7 @@ impl StateStore for RedisStateStore {
             .arg(limit)
             .arg(lease_ms);
         let raw: Vec<String> = self.conn.script("claim_timers", &inv).await?;
-        raw.iter().map(|t| Ok(serde_json::from_str(t)?)).collect()
+        Ok(raw.iter().filter_map(|t| readable_timer(t)).collect())
     }
 
     async fn put_blob(&self, id: &str, data: bytes::Bytes, ttl: std::time::Duration) -> Result<()> {
@@ -1132,5 +1132,24 @@ impl StateStore for RedisStateStore {
         pipe.zrem(self.keys.timers_due(), timer_id).ignore();
         pipe.hdel(self.keys.timers_data(), timer_id).ignore();
         self.conn.pipe::<()>(&pipe).await
+    }
+}
+
+/// A claimed timer, or `None` (with a warning) when this version cannot read it: one written
+/// by a newer weir during a rolling upgrade (an action this one does not know). It is skipped,
+/// not an error: an error would fail the whole claim, and the timers claimed with it would
+/// wait a lease for nothing. The skipped timer stays leased and comes back after the lease,
+/// for a node that can read it.
+fn readable_timer(raw: &str) -> Option<Timer> {
+    match serde_json::from_str(raw) {
+        Ok(timer) => Some(timer),
+        Err(e) => {
+            let id = serde_json::from_str::<serde_json::Value>(raw)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            tracing::warn!(timer = %id, error = %e, "redis state: skipped a timer this version cannot read (written by a newer weir?); it comes back after its lease for another node");
+            None
+        }
     }
 }

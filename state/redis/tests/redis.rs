@@ -604,3 +604,57 @@ async fn a_stalled_redis_fails_calls_after_the_timeout_naming_them() {
         }
     }
 }
+
+/// A timer this version cannot read (written by a newer weir during a rolling upgrade: an
+/// action it does not know) is skipped by a claim, not an error failing the whole claim: the
+/// timers claimed with it fire, and it stays leased for a node that can read it.
+#[tokio::test]
+async fn a_timer_this_version_cannot_read_is_skipped_not_fatal() {
+    use weir_core::state::{Timer, TimerAction};
+
+    let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
+        return;
+    };
+    let url = url_with_fresh_prefix(&base);
+    let prefix = url.rsplit_once("prefix=").expect("prefix").1.to_string();
+    let store = weir_state_redis::RedisStateStore::connect(&url)
+        .await
+        .expect("connect");
+    let readable = Timer {
+        id: "sweep:1".into(),
+        due_ms: 1_000,
+        action: TimerAction::Sweep { bucket: 1 },
+    };
+    store.schedule_timer(&readable).await.expect("schedule");
+    let mut con = redis::Client::open(base.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let future = r#"{"id":"from-the-future","due_ms":500,"action":{"Teleport":{"to":"mars"}}}"#;
+    let _: () = redis::pipe()
+        .hset(
+            format!("{prefix}:{{timers}}:data"),
+            "from-the-future",
+            future,
+        )
+        .zadd(format!("{prefix}:{{timers}}:due"), "from-the-future", 500)
+        .query_async(&mut con)
+        .await
+        .expect("write a timer of a newer version");
+
+    let claimed = store
+        .claim_due_timers(2_000, 10, 60_000)
+        .await
+        .expect("a claim with an unreadable timer in it succeeds");
+    let ids: Vec<&str> = claimed.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["sweep:1"]);
+    // Leased, not lost: still in the due index, due after the lease.
+    let due: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{prefix}:{{timers}}:due"))
+        .arg("from-the-future")
+        .query_async(&mut con)
+        .await
+        .expect("zscore");
+    assert_eq!(due, Some(62_000.0));
+}
