@@ -181,3 +181,60 @@ async fn every_batch_answered_while_redis_stalls_is_all_or_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A graceful shutdown waits for an ingest in progress (one cut off half-way would leave its
+/// events stored and not routed): while Redis stalls, an ingest hangs on storing; the shutdown
+/// started meanwhile returns only after the ingest finished, once Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_waits_for_an_ingest_in_progress() {
+    let Some(state) = common::redis_state_url() else {
+        return;
+    };
+    let rest = state.strip_prefix("redis://").expect("a redis:// URL");
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (format!("{userinfo}@"), host),
+        None => (String::new(), authority),
+    };
+    let proxy = StallProxy::start(host_port.to_string()).await;
+    let proxied = weir::core::testkit::url_with(
+        &format!("redis://{userinfo}{}{tail}", proxy.addr),
+        "timeout=500ms",
+    );
+    let def = json!({"id": "drain", "triggers": [{"event": "drain/test"}],
+                     "steps": {"s": {"path": "file://./steps/s", "runtime": {"type": "process"}}}});
+    let f = common::function_dir(&def, &[("s", "cat > /dev/null\necho '{}'")]);
+    let (engine, handle) =
+        common::engine_configured(&f.dir, &proxied, "memory://", common::fast_config()).await;
+
+    proxy.hold();
+    let event = weir::core::Event::from_json(json!({"name": "drain/test", "id": "drain-1"}), "$")
+        .expect("event");
+    let ingest = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.ingest(vec![event]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !ingest.is_finished(),
+        "the ingest was expected to wait for Redis"
+    );
+    let shutdown = tokio::spawn(handle.shutdown_gracefully(Duration::from_secs(20)));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "the shutdown returned while an ingest was still in progress"
+    );
+    proxy.release();
+    let drained = shutdown.await.expect("shutdown");
+    assert!(drained, "everything finished within the grace");
+    assert!(
+        ingest.is_finished(),
+        "the shutdown returned before the ingest finished"
+    );
+    let ids = ingest
+        .await
+        .expect("join")
+        .expect("the ingest succeeds once Redis answers");
+    assert_eq!(ids, ["drain-1"]);
+}

@@ -213,6 +213,7 @@ impl Engine {
     /// Storing before publishing also means that a pause registered after the router missed
     /// an event finds it in the store (see `waits.rs`).
     pub async fn ingest(&self, events: Vec<Event>) -> Result<Vec<String>> {
+        let _in_flight = self.ingest_started();
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         let deadline = self.store_or_take_back(&events).await?;
         // Stored: from here on nothing is taken back, since a failed publish may have sent
@@ -325,6 +326,7 @@ impl Engine {
         if due_ms <= crate::event::now_ms() {
             return self.ingest(events).await;
         }
+        let _in_flight = self.ingest_started();
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         let deadline = self.store_or_take_back(&events).await?;
         // Stored: not taken back, since some of the timers may be scheduled.

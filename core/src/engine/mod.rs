@@ -220,6 +220,18 @@ struct Inner {
     /// Set once the state store answered that it cannot be swept (`running_runs` unsupported):
     /// no more sweep timers.
     unsweepable: std::sync::atomic::AtomicBool,
+    /// Ingests in progress ([`Engine::ingest`]): a graceful shutdown waits for them, since one
+    /// cut off half-way leaves events stored and not routed.
+    ingests: tokio::sync::watch::Sender<usize>,
+}
+
+/// One ingest in progress, counted in `Inner::ingests` until dropped.
+pub(crate) struct IngestInFlight<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for IngestInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -253,6 +265,7 @@ impl Engine {
                 progress,
                 metrics,
                 unsweepable: std::sync::atomic::AtomicBool::new(false),
+                ingests: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -370,7 +383,17 @@ impl Engine {
             tasks.spawn(scheduler::run_loop(self.clone(), stopped.clone()));
             tasks.spawn(retention::run_loop(self.clone(), stopped.clone()));
         }
-        Ok(EngineHandle { tasks, stop })
+        Ok(EngineHandle {
+            tasks,
+            stop,
+            ingests: self.inner.ingests.subscribe(),
+        })
+    }
+
+    /// Counts an ingest in progress until the returned guard is dropped.
+    pub(crate) fn ingest_started(&self) -> IngestInFlight<'_> {
+        self.inner.ingests.send_modify(|n| *n += 1);
+        IngestInFlight(&self.inner.ingests)
     }
 }
 
@@ -379,6 +402,8 @@ impl Engine {
 pub struct EngineHandle {
     tasks: JoinSet<()>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// The engine's ingests in progress.
+    ingests: tokio::sync::watch::Receiver<usize>,
 }
 
 /// A stop signal the loops watch.
@@ -492,13 +517,15 @@ impl EngineHandle {
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Stops taking new work, waits up to `grace` for the steps in flight to finish, then
+    /// Stops taking new work, waits up to `grace` for the steps and ingests in flight to
+    /// finish (an ingest cut off half-way would leave events stored and not routed), then
     /// stops what is left (unfinished deliveries are handed back to the broker). Returns
     /// whether everything finished within `grace`.
     pub async fn shutdown_gracefully(mut self, grace: Duration) -> bool {
         let _ = self.stop.send(true);
         let drained = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
+            let _ = self.ingests.wait_for(|n| *n == 0).await;
         })
         .await
         .is_ok();
