@@ -27,6 +27,7 @@ pub mod protocol;
 pub mod redact;
 pub mod registry;
 pub mod run;
+pub mod schema;
 pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;

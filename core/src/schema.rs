@@ -1,0 +1,432 @@
+//! Event schemas: a JSON Schema per event name and version, compiled once and checked against
+//! the events an ingest receives.
+//!
+//! A schema file (`schemas/*.json` beside the functions) is
+//! `{"name": "user/signed.up", "version": "1", "schema": {…}}`. The schema describes the
+//! whole event as sent (`name`, `data`, `user`, `id`, `ts`, `v`), so a violation's pointer is
+//! rooted at the event: `/data/plan`. An event's `v` selects the version; an event without
+//! `v` is checked against the newest. Versions are compared as numbers when both are whole
+//! numbers (`"2"` before `"10"`), else as text; a number sorts before text. An event whose
+//! name has no schema passes (unless the caller asks for strictness).
+//!
+//! Not yet wired into ingest: issue 17 builds that on this registry.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::function::{LoadError, Problem};
+
+/// One thing wrong with an event, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// The event's position in its request (0 for a single event).
+    pub index: usize,
+    /// JSON pointer into the event, e.g. `/data/plan` (empty for the event itself).
+    pub pointer: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A version label ordered as described in the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VersionKey(String);
+
+impl Ord for VersionKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.0.parse::<u64>(), other.0.parse::<u64>()) {
+            (Ok(a), Ok(b)) => a.cmp(&b).then_with(|| self.0.cmp(&other.0)),
+            (Ok(_), Err(_)) => Ordering::Less,
+            (Err(_), Ok(_)) => Ordering::Greater,
+            (Err(_), Err(_)) => self.0.cmp(&other.0),
+        }
+    }
+}
+
+impl PartialOrd for VersionKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// One compiled schema and where it came from.
+struct Compiled {
+    validator: jsonschema::Validator,
+    source: String,
+}
+
+/// The schemas of every event name, by version ([`EventSchemas::check`]).
+#[derive(Default)]
+pub struct EventSchemas {
+    by_name: HashMap<String, BTreeMap<VersionKey, Compiled>>,
+}
+
+impl std::fmt::Debug for EventSchemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.by_name.iter().map(|(n, v)| (n, v.len())).collect();
+        names.sort();
+        f.debug_struct("EventSchemas")
+            .field("versions_by_name", &names)
+            .finish()
+    }
+}
+
+impl EventSchemas {
+    /// No schemas: every event passes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many schemas (name and version pairs) there are.
+    pub fn len(&self) -> usize {
+        self.by_name.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The versions of `name`, oldest first.
+    pub fn versions(&self, name: &str) -> Vec<&str> {
+        self.by_name
+            .get(name)
+            .map(|v| v.keys().map(|k| k.0.as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Compiles `schema` as version `version` of event `name`; `source` names where it came
+    /// from (a file) in errors. Fails with the problems found: a schema that is not valid JSON
+    /// Schema, an empty name or version, a version already given by another source.
+    pub fn insert(
+        &mut self,
+        name: &str,
+        version: &str,
+        schema: &Value,
+        source: &str,
+    ) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        if name.is_empty() {
+            problems.push(problem("name", "must be a non-empty event name"));
+        }
+        if version.is_empty() {
+            problems.push(problem("version", "must be a non-empty version label"));
+        }
+        if let Some(existing) = self
+            .by_name
+            .get(name)
+            .and_then(|v| v.get(&VersionKey(version.to_owned())))
+        {
+            problems.push(problem(
+                "version",
+                format!(
+                    "version {version:?} of {name:?} is already given by {}",
+                    existing.source
+                ),
+            ));
+        }
+        let validator = match jsonschema::validator_for(schema) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let at = e.instance_path().to_string();
+                problems.push(problem(
+                    format!("schema{}", at.replace('/', ".")),
+                    format!("not a valid JSON Schema: {e}"),
+                ));
+                None
+            }
+        };
+        match validator {
+            Some(validator) if problems.is_empty() => {
+                self.by_name.entry(name.to_owned()).or_default().insert(
+                    VersionKey(version.to_owned()),
+                    Compiled {
+                        validator,
+                        source: source.to_owned(),
+                    },
+                );
+                Ok(())
+            }
+            _ => Err(problems),
+        }
+    }
+
+    /// Reads every `*.json` file of `dir` (in name order) as a schema file. A missing directory
+    /// gives no schemas. Fails with every problem of every file, each naming its file and JSON
+    /// path.
+    pub fn load_dir(dir: &Path) -> Result<Self, Vec<LoadError>> {
+        let mut schemas = Self::new();
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(schemas),
+            Err(e) => {
+                return Err(vec![LoadError {
+                    file: dir.to_path_buf(),
+                    problems: vec![problem("", format!("cannot read the directory: {e}"))],
+                }]);
+            }
+        };
+        files.sort();
+        let mut errors = Vec::new();
+        for file in files {
+            if let Err(problems) = schemas.load_file(&file) {
+                errors.push(LoadError { file, problems });
+            }
+        }
+        if errors.is_empty() {
+            Ok(schemas)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Reads one schema file into the registry.
+    fn load_file(&mut self, file: &Path) -> Result<(), Vec<Problem>> {
+        let text =
+            std::fs::read(file).map_err(|e| vec![problem("", format!("cannot read: {e}"))])?;
+        let doc: Value = serde_json::from_slice(&text).map_err(|e| {
+            vec![problem(
+                "",
+                format!(
+                    "malformed JSON at line {}, column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )]
+        })?;
+        let Some(object) = doc.as_object() else {
+            return Err(vec![problem(
+                "",
+                "a schema file is an object: {\"name\": …, \"version\": …, \"schema\": {…}}",
+            )]);
+        };
+        let mut problems = Vec::new();
+        for key in object.keys() {
+            if !["name", "version", "schema"].contains(&key.as_str()) {
+                problems.push(problem(
+                    key.as_str(),
+                    "unknown key (a schema file has name, version and schema)",
+                ));
+            }
+        }
+        let name = match object.get("name") {
+            Some(Value::String(s)) => s.as_str(),
+            _ => {
+                problems.push(problem("name", "must be the event name, a string"));
+                ""
+            }
+        };
+        let version = match object.get("version") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                problems.push(problem("version", "must be the version label, a string"));
+                String::new()
+            }
+        };
+        let Some(schema) = object.get("schema") else {
+            problems.push(problem("schema", "missing: the JSON Schema of the event"));
+            return Err(problems);
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        self.insert(name, &version, schema, &file.display().to_string())
+    }
+
+    /// The violations of `event` (the event as sent, at position `index` of its request):
+    /// none when it matches its schema or its name has none. An event whose `v` names no
+    /// version of a name that has schemas is a violation at `/v`.
+    pub fn check(&self, index: usize, event: &Value) -> Vec<Violation> {
+        let Some(name) = event.get("name").and_then(Value::as_str) else {
+            return Vec::new();
+        };
+        let Some(versions) = self.by_name.get(name) else {
+            return Vec::new();
+        };
+        let wanted = match event.get("v") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(other) => {
+                return vec![Violation {
+                    index,
+                    pointer: "/v".into(),
+                    message: format!("v must be a version label (a string), not {other}"),
+                }];
+            }
+        };
+        let compiled = match &wanted {
+            None => versions.values().next_back(),
+            Some(v) => versions.get(&VersionKey(v.clone())),
+        };
+        let Some(compiled) = compiled else {
+            let known: Vec<&str> = versions.keys().map(|k| k.0.as_str()).collect();
+            return vec![Violation {
+                index,
+                pointer: "/v".into(),
+                message: format!(
+                    "{name:?} has no schema version {:?} (known: {})",
+                    wanted.unwrap_or_default(),
+                    known.join(", ")
+                ),
+            }];
+        };
+        compiled
+            .validator
+            .iter_errors(event)
+            .map(|e| Violation {
+                index,
+                pointer: e.instance_path().to_string(),
+                message: e.to_string(),
+            })
+            .collect()
+    }
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn signed_up(plan: &str) -> Value {
+        json!({"type": "object", "required": ["name", "data"], "properties": {
+            "data": {"type": "object", "required": ["plan"], "properties": {
+                "plan": {"enum": [plan]},
+                "seats": {"type": "integer", "minimum": 1}
+            }}
+        }})
+    }
+
+    fn write(dir: &Path, file: &str, content: &str) {
+        std::fs::write(dir.join(file), content).expect("write");
+    }
+
+    #[test]
+    fn an_event_is_checked_against_its_version_or_the_newest() {
+        let mut schemas = EventSchemas::new();
+        schemas
+            .insert("user/signed.up", "2", &signed_up("pro"), "two.json")
+            .expect("v2");
+        schemas
+            .insert("user/signed.up", "10", &signed_up("team"), "ten.json")
+            .expect("v10");
+        assert_eq!(schemas.versions("user/signed.up"), ["2", "10"]);
+        assert_eq!(schemas.len(), 2);
+
+        let newest = json!({"name": "user/signed.up", "data": {"plan": "team"}});
+        assert_eq!(schemas.check(0, &newest), []);
+        let old = json!({"name": "user/signed.up", "v": "2", "data": {"plan": "team"}});
+        let violations = schemas.check(3, &old);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].index, 3);
+        assert_eq!(violations[0].pointer, "/data/plan");
+
+        let numeric_v = json!({"name": "user/signed.up", "v": 2, "data": {"plan": "pro"}});
+        assert_eq!(schemas.check(0, &numeric_v), []);
+    }
+
+    #[test]
+    fn every_violation_is_reported_with_its_pointer() {
+        let mut schemas = EventSchemas::new();
+        schemas
+            .insert("user/signed.up", "1", &signed_up("pro"), "one.json")
+            .expect("v1");
+        let bad = json!({"name": "user/signed.up", "data": {"plan": "free", "seats": 0}});
+        let mut pointers: Vec<String> = schemas
+            .check(0, &bad)
+            .into_iter()
+            .map(|v| v.pointer)
+            .collect();
+        pointers.sort();
+        assert_eq!(pointers, ["/data/plan", "/data/seats"]);
+        // A missing property is reported at its parent, the property named in the message.
+        let missing = json!({"name": "user/signed.up", "data": {}});
+        let violations = schemas.check(0, &missing);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].pointer, "/data");
+        assert!(violations[0].message.contains("plan"), "{violations:?}");
+    }
+
+    #[test]
+    fn unknown_versions_are_violations_and_unknown_names_pass() {
+        let mut schemas = EventSchemas::new();
+        schemas
+            .insert("user/signed.up", "1", &signed_up("pro"), "one.json")
+            .expect("v1");
+        let unknown = json!({"name": "user/signed.up", "v": "7", "data": {"plan": "pro"}});
+        let violations = schemas.check(0, &unknown);
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].pointer, "/v");
+        assert!(violations[0].message.contains("known: 1"), "{violations:?}");
+        let odd_v = json!({"name": "user/signed.up", "v": [1], "data": {"plan": "pro"}});
+        assert_eq!(schemas.check(0, &odd_v)[0].pointer, "/v");
+        let other = json!({"name": "order/placed", "data": {"anything": true}});
+        assert_eq!(schemas.check(0, &other), []);
+    }
+
+    #[test]
+    fn a_folder_of_schema_files_loads_and_bad_files_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "signed-up-1.json",
+            &json!({"name": "user/signed.up", "version": "1", "schema": signed_up("pro")})
+                .to_string(),
+        );
+        write(dir.path(), "notes.txt", "not a schema file");
+        let schemas = EventSchemas::load_dir(dir.path()).expect("load");
+        assert_eq!(schemas.versions("user/signed.up"), ["1"]);
+
+        write(dir.path(), "broken.json", "{\"name\": ");
+        write(
+            dir.path(),
+            "not-a-schema.json",
+            r#"{"name": "a", "version": "1", "schema": {"type": 12}}"#,
+        );
+        write(
+            dir.path(),
+            "twice.json",
+            &json!({"name": "user/signed.up", "version": "1", "schema": {}}).to_string(),
+        );
+        write(
+            dir.path(),
+            "odd-keys.json",
+            r#"{"name": "b", "version": "1", "shema": {}}"#,
+        );
+        let errors = EventSchemas::load_dir(dir.path()).expect_err("bad files");
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let all = text.join("\n");
+        assert_eq!(errors.len(), 4, "{all}");
+        assert!(
+            all.contains("broken.json: malformed JSON at line 1"),
+            "{all}"
+        );
+        assert!(all.contains("not-a-schema.json: schema"), "{all}");
+        assert!(all.contains("not a valid JSON Schema"), "{all}");
+        assert!(
+            all.contains(
+                "twice.json: version: version \"1\" of \"user/signed.up\" is already given by"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("odd-keys.json: shema: unknown key"), "{all}");
+        assert!(all.contains("odd-keys.json: schema: missing"), "{all}");
+
+        let missing = EventSchemas::load_dir(&dir.path().join("nope")).expect("no folder");
+        assert!(missing.is_empty());
+    }
+}
