@@ -142,6 +142,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn from_error(e: &Error) -> Response {
+    if let Some(violations) = weir_core::schema::violations_of(e) {
+        let status = StatusCode::BAD_REQUEST;
+        return (
+            status,
+            Json(json!({"error": e.to_string(), "status": status.as_u16(), "violations": violations})),
+        )
+            .into_response();
+    }
     let status = match e.kind() {
         ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,4 +1,5 @@
-//! Loading every function under a directory, and reloading them when their files change.
+//! Loading every function (and the event schemas of its `schemas/` folder) under a directory,
+//! and reloading them when their files change.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -8,14 +9,21 @@ use weir_core::engine::Engine;
 use weir_core::function::{
     Function, LoadError, Problem, RuntimeCatalog, definition_file, discover, load_function,
 };
+use weir_core::schema::EventSchemas;
+
+/// The folder of event schema files inside the functions directory.
+pub const SCHEMAS_DIR: &str = "schemas";
 
 /// What loading a directory gave: the valid functions and the errors of the others.
 #[derive(Debug, Default)]
 pub struct Loaded {
     /// Functions that validated.
     pub functions: Vec<Function>,
-    /// One entry per invalid function file.
+    /// One entry per invalid function file (and per invalid schema file).
     pub errors: Vec<LoadError>,
+    /// The event schemas of `schemas/`, or `None` when a schema file is invalid (its errors
+    /// are in `errors`).
+    pub schemas: Option<EventSchemas>,
 }
 
 /// Loads every function under `root` (or the one function `root` is).
@@ -26,6 +34,14 @@ pub fn load_all(root: &Path, runtimes: &dyn RuntimeCatalog) -> Loaded {
     } else {
         discover(root)
     };
+    if root.is_dir() {
+        match EventSchemas::load_dir(&root.join(SCHEMAS_DIR)) {
+            Ok(schemas) => loaded.schemas = Some(schemas),
+            Err(errors) => loaded.errors.extend(errors),
+        }
+    } else {
+        loaded.schemas = Some(EventSchemas::new());
+    }
     for dir in dirs {
         match load_function(&dir, runtimes) {
             Ok(f) => {
@@ -49,7 +65,8 @@ pub fn load_all(root: &Path, runtimes: &dyn RuntimeCatalog) -> Loaded {
 }
 
 /// Loads `root` into the engine (steps prepared, see [`prepare`]), printing what loaded and
-/// what did not.
+/// what did not. Event schemas are replaced only when every schema file is valid (else the
+/// ones in use stay).
 pub async fn load_into(engine: &Engine, root: &Path) -> Loaded {
     let mut loaded = load_all(root, engine.drivers());
     prepare(engine.drivers(), &mut loaded).await;
@@ -57,6 +74,15 @@ pub async fn load_into(engine: &Engine, root: &Path) -> Loaded {
         eprintln!("{e}");
     }
     engine.functions().replace(loaded.functions.clone());
+    if let Some(schemas) = loaded.schemas.take() {
+        if !schemas.is_empty() {
+            eprintln!(
+                "loaded {} event schema(s) from {SCHEMAS_DIR}/",
+                schemas.len()
+            );
+        }
+        engine.set_event_schemas(schemas);
+    }
     loaded
 }
 
@@ -158,6 +184,10 @@ fn fingerprint(root: &Path, steps: &[PathBuf]) -> Vec<Stamp> {
         })
         .map(|f| stamp(&f))
         .collect();
+    if root.is_dir() {
+        let mut budget = MAX_FILES_PER_STEP;
+        stamp_tree(&root.join(SCHEMAS_DIR), &mut budget, &mut stamps);
+    }
     for path in steps {
         let mut budget = MAX_FILES_PER_STEP;
         stamp_tree(path, &mut budget, &mut stamps);

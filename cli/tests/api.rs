@@ -318,3 +318,79 @@ async fn api_keys_are_read_from_bearer_authorization_in_any_case() {
     .await;
     assert_eq!(status, 200, "events need no API key");
 }
+
+/// Event schemas in the functions' `schemas/` folder are enforced at ingest: a request with an
+/// event that breaks its schema is answered 400 with every violation (position in the batch,
+/// JSON pointer, message) and stores none of its events; an unknown `v` is a violation at
+/// `/v`; a matching event is accepted.
+#[tokio::test]
+async fn events_that_break_their_schema_are_refused_whole_with_every_violation() {
+    let def = json!({"id": "typed", "triggers": [{"event": "user/signed.up"}],
+                     "steps": {"s": {"path": "file://./steps/s", "runtime": {"type": "process"}}}});
+    let f = function_dir(&def, &[("s", "cat > /dev/null\necho '{}'")]);
+    std::fs::create_dir(f.dir.join("schemas")).expect("mkdir");
+    let schema = json!({"name": "user/signed.up", "version": "1", "schema": {
+        "type": "object",
+        "properties": {"data": {"type": "object", "required": ["plan"], "properties": {
+            "plan": {"enum": ["pro", "team"]},
+            "seats": {"type": "integer", "minimum": 1}
+        }}}
+    }});
+    std::fs::write(f.dir.join("schemas/signed-up.json"), schema.to_string()).expect("write");
+    let (engine, _handle) = engine_with(&f.dir).await;
+    let loaded = weir::functions::load_into(&engine, &f.dir).await;
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(engine.event_schemas().versions("user/signed.up"), ["1"]);
+    let base = common::serve_api(engine.clone(), EventKeys::Any, EventKeys::Any).await;
+    let client = reqwest::Client::new();
+    let post = |body: Value| {
+        let client = client.clone();
+        let url = format!("{base}/e/key");
+        async move {
+            let response = client.post(url).json(&body).send().await.expect("post");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+
+    let (status, body) = post(json!([
+        {"name": "user/signed.up", "id": "typed-good", "data": {"plan": "pro", "seats": 2}},
+        {"name": "user/signed.up", "id": "typed-bad", "data": {"plan": "free", "seats": 0}}
+    ]))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let violations = body["violations"].as_array().expect("violations");
+    let mut found: Vec<(u64, &str)> = violations
+        .iter()
+        .map(|v| (v["index"].as_u64().unwrap(), v["pointer"].as_str().unwrap()))
+        .collect();
+    found.sort();
+    assert_eq!(found, [(1, "/data/plan"), (1, "/data/seats")], "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("nothing stored"),
+        "{body}"
+    );
+    for id in ["typed-good", "typed-bad"] {
+        assert!(
+            engine.events().get(id).await.expect("get").is_none(),
+            "{id} was stored although its request was refused"
+        );
+    }
+
+    let (status, body) =
+        post(json!({"name": "user/signed.up", "v": "9", "data": {"plan": "pro"}})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["violations"][0]["pointer"], "/v", "{body}");
+
+    let (status, body) =
+        post(json!({"name": "user/signed.up", "id": "typed-ok", "data": {"plan": "team"}})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        engine
+            .events()
+            .get("typed-ok")
+            .await
+            .expect("get")
+            .is_some()
+    );
+}

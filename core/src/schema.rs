@@ -9,7 +9,9 @@
 //! numbers (`"2"` before `"10"`), else as text; a number sorts before text. An event whose
 //! name has no schema passes (unless the caller asks for strictness).
 //!
-//! Not yet wired into ingest: issue 17 builds that on this registry.
+//! Ingest checks every event of a request before storing any (`Engine::set_event_schemas`):
+//! one violation refuses the whole request, and the error's source is [`SchemaViolations`]
+//! (see [`violations_of`]), which the HTTP API answers as `400` with the violations listed.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +30,41 @@ pub struct Violation {
     pub pointer: String,
     /// What is wrong.
     pub message: String,
+}
+
+/// The violations of a request's events: the source of the [`crate::ErrorKind::InvalidInput`]
+/// error ingest answers with when events do not match their schemas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaViolations(pub Vec<Violation>);
+
+impl std::fmt::Display for SchemaViolations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 5;
+        for (i, v) in self.0.iter().take(SHOWN).enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            let at = if v.pointer.is_empty() {
+                "/"
+            } else {
+                &v.pointer
+            };
+            write!(f, "[{}] {at}: {}", v.index, v.message)?;
+        }
+        if self.0.len() > SHOWN {
+            write!(f, "; and {} more", self.0.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SchemaViolations {}
+
+/// The schema violations an ingest error carries, if that is why it failed.
+pub fn violations_of(error: &crate::Error) -> Option<&[Violation]> {
+    std::error::Error::source(error)
+        .and_then(|s| s.downcast_ref::<SchemaViolations>())
+        .map(|v| v.0.as_slice())
 }
 
 /// A version label ordered as described in the module documentation.

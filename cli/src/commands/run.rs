@@ -51,7 +51,7 @@ pub(super) async fn run(app: &crate::App, args: RunArgs) -> weir_core::Result<i3
     // Images built, modules compiled, Lambdas deployed before the event goes in.
     let mut loaded = crate::functions::Loaded {
         functions: vec![function],
-        errors: Vec::new(),
+        ..Default::default()
     };
     crate::functions::prepare(engine.drivers(), &mut loaded).await;
     let Some(function) = loaded.functions.pop() else {

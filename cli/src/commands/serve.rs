@@ -268,6 +268,16 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
         );
     }
     engine.functions().replace(loaded.functions);
+    if let Some(schemas) = loaded.schemas.take() {
+        if !schemas.is_empty() {
+            eprintln!(
+                "loaded {} event schema(s) from {}",
+                schemas.len(),
+                functions.join(crate::functions::SCHEMAS_DIR).display()
+            );
+        }
+        engine.set_event_schemas(schemas);
+    }
     // Everything that can fail at start (an adapter's URL or source, the listening address)
     // fails before the engine and the adapters run.
     let opened = OpenAdapters::open(app.registry(), &config.adapters).await?;

@@ -15,6 +15,7 @@ use super::Engine;
 use crate::broker::TOPIC_EVENTS;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
+use crate::schema::{EventSchemas, SchemaViolations};
 use crate::state::{Republish, Timer, TimerAction};
 
 /// Parses a request body holding one event object or an array of them, enforcing
@@ -25,6 +26,23 @@ pub fn parse_body(
     body: &[u8],
     max_event_bytes: usize,
     max_request_bytes: usize,
+) -> Result<Vec<Event>> {
+    parse_body_checked(
+        body,
+        max_event_bytes,
+        max_request_bytes,
+        &EventSchemas::new(),
+    )
+}
+
+/// [`parse_body`], checking each event against its schema in `schemas` as sent (before
+/// defaults are filled in): one violation anywhere refuses the whole body, with every
+/// violation of every event listed ([`crate::schema::SchemaViolations`], the error's source).
+pub fn parse_body_checked(
+    body: &[u8],
+    max_event_bytes: usize,
+    max_request_bytes: usize,
+    schemas: &EventSchemas,
 ) -> Result<Vec<Event>> {
     if body.len() > max_request_bytes {
         return Err(Error::new(
@@ -52,7 +70,7 @@ pub fn parse_body(
         return Err(Error::invalid("empty array: send at least one event"));
     }
     let batch = first == Some(&b'[');
-    parse_events(body, &raws, batch, max_event_bytes)
+    parse_events(body, &raws, batch, max_event_bytes, schemas)
 }
 
 /// Collects the raw elements of a JSON array, counting them as they come, so that a syntax
@@ -106,8 +124,10 @@ fn parse_events(
     raws: &[&RawValue],
     batch: bool,
     max_event_bytes: usize,
+    schemas: &EventSchemas,
 ) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(raws.len());
+    let mut violations = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
         let at = if batch {
             format!("[{i}]")
@@ -135,7 +155,18 @@ fn parse_events(
             let (line, column) = position_in_body(body, text, e.line(), e.column());
             json_error(&e, &prefix, line, column)
         })?;
+        if !schemas.is_empty() {
+            violations.extend(schemas.check(i, &value));
+        }
         events.push(Event::from_json(value, &at)?);
+    }
+    if !violations.is_empty() {
+        let violations = SchemaViolations(violations);
+        let count = violations.0.len();
+        return Err(Error::invalid(format!(
+            "{count} schema violation(s), nothing stored: {violations}"
+        ))
+        .with_source(violations));
     }
     Ok(events)
 }
@@ -186,7 +217,8 @@ impl Engine {
     /// Nothing is stored when any event of the body is invalid.
     pub async fn ingest_body(&self, body: &[u8]) -> Result<Vec<String>> {
         let cfg = &self.inner.config;
-        let events = parse_body(body, cfg.max_event_bytes, cfg.max_request_bytes)
+        let schemas = self.event_schemas();
+        let events = parse_body_checked(body, cfg.max_event_bytes, cfg.max_request_bytes, &schemas)
             .inspect_err(|e| self.inner.metrics.events_rejected(e.kind()))?;
         self.ingest(events).await
     }

@@ -38,7 +38,7 @@ pub use backoff::retry_delay;
 pub use dead::MAX_DEAD_LETTER_AFTER;
 pub use executor::Executed;
 pub use ingest::MAX_INGEST_DEADLINE;
-pub use ingest::parse_body;
+pub use ingest::{parse_body, parse_body_checked};
 pub use registry::FunctionRegistry;
 pub use retention::sweep_interval;
 pub use waits::LOOKBACK_LIMIT;
@@ -223,6 +223,8 @@ struct Inner {
     /// Ingests in progress ([`Engine::ingest`]): a graceful shutdown waits for them, since one
     /// cut off half-way leaves events stored and not routed.
     ingests: tokio::sync::watch::Sender<usize>,
+    /// The event schemas ingest checks events against (none: every event passes).
+    schemas: parking_lot::RwLock<Arc<crate::schema::EventSchemas>>,
 }
 
 /// One ingest in progress, counted in `Inner::ingests` until dropped.
@@ -266,6 +268,7 @@ impl Engine {
                 metrics,
                 unsweepable: std::sync::atomic::AtomicBool::new(false),
                 ingests: tokio::sync::watch::Sender::new(0),
+                schemas: parking_lot::RwLock::new(Arc::default()),
             }),
         }
     }
@@ -388,6 +391,17 @@ impl Engine {
             stop,
             ingests: self.inner.ingests.subscribe(),
         })
+    }
+
+    /// Replaces the event schemas ingest checks events against ([`crate::schema`]); requests
+    /// already being parsed keep the ones they started with.
+    pub fn set_event_schemas(&self, schemas: crate::schema::EventSchemas) {
+        *self.inner.schemas.write() = Arc::new(schemas);
+    }
+
+    /// The event schemas ingest checks events against.
+    pub fn event_schemas(&self) -> Arc<crate::schema::EventSchemas> {
+        self.inner.schemas.read().clone()
     }
 
     /// Counts an ingest in progress until the returned guard is dropped.
