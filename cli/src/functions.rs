@@ -184,9 +184,10 @@ fn fingerprint(root: &Path, steps: &[PathBuf]) -> Vec<Stamp> {
         })
         .map(|f| stamp(&f))
         .collect();
-    if root.is_dir() {
+    let schemas = root.join(SCHEMAS_DIR);
+    if schemas.is_dir() {
         let mut budget = MAX_FILES_PER_STEP;
-        stamp_tree(&root.join(SCHEMAS_DIR), &mut budget, &mut stamps);
+        stamp_tree(&schemas, &mut budget, &mut stamps);
     }
     for path in steps {
         let mut budget = MAX_FILES_PER_STEP;

@@ -366,9 +366,15 @@ async fn events_that_break_their_schema_are_refused_whole_with_every_violation()
         .collect();
     found.sort();
     assert_eq!(found, [(1, "/data/plan"), (1, "/data/seats")], "{body}");
+    let error = body["error"].as_str().unwrap();
     assert!(
-        body["error"].as_str().unwrap().contains("nothing stored"),
+        error.starts_with("2 schema violation(s), nothing stored: [1] /data/"),
         "{body}"
+    );
+    assert_eq!(
+        error.matches("/data/plan").count(),
+        1,
+        "listed once: {body}"
     );
     for id in ["typed-good", "typed-bad"] {
         assert!(

@@ -12,6 +12,12 @@
 //! Ingest checks every event of a request before storing any (`Engine::set_event_schemas`):
 //! one violation refuses the whole request, and the error's source is [`SchemaViolations`]
 //! (see [`violations_of`]), which the HTTP API answers as `400` with the violations listed.
+//! `data` and `user` are checked as stored: missing or `null` count as `{}`.
+//!
+//! Bounded against hostile events: `pattern`s use a linear-time regex engine (no lookaround or
+//! backreferences: such a schema is refused at load), a request reports at most
+//! [`MAX_VIOLATIONS`] violations, a large event only its first, and each message at most
+//! [`MAX_MESSAGE_CHARS`] characters (messages quote the offending value).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +26,16 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::function::{LoadError, Problem};
+
+/// The most violations one request reports (the error says when there were more).
+pub const MAX_VIOLATIONS: usize = 100;
+
+/// The longest violation message, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 200;
+
+/// Events larger than this (as sent) report only their first violation: collecting every
+/// violation of a large event costs memory in proportion to them.
+pub const DETAILED_EVENT_BYTES: usize = 16 << 10;
 
 /// One thing wrong with an event, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -164,7 +180,10 @@ impl EventSchemas {
                 ),
             ));
         }
-        let validator = match jsonschema::validator_for(schema) {
+        let validator = match jsonschema::options()
+            .with_pattern_options(jsonschema::PatternOptions::regex())
+            .build(schema)
+        {
             Ok(v) => Some(v),
             Err(e) => {
                 let at = e.instance_path().to_string();
@@ -199,6 +218,10 @@ impl EventSchemas {
             Ok(entries) => entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(schemas),
             Err(e) => {
@@ -276,10 +299,21 @@ impl EventSchemas {
         self.insert(name, &version, schema, &file.display().to_string())
     }
 
-    /// The violations of `event` (the event as sent, at position `index` of its request):
-    /// none when it matches its schema or its name has none. An event whose `v` names no
-    /// version of a name that has schemas is a violation at `/v`.
+    /// Whether events named `name` have a schema.
+    pub fn covers(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The violations of `event` (at position `index` of its request), at most `limit` of
+    /// them: none when it matches its schema or its name has none. An event whose `v` names
+    /// no version of a name that has schemas is a violation at `/v`.
     pub fn check(&self, index: usize, event: &Value) -> Vec<Violation> {
+        self.check_at_most(index, event, usize::MAX)
+    }
+
+    /// [`check`](Self::check), reporting at most `limit` violations (at least one when there
+    /// is any).
+    pub fn check_at_most(&self, index: usize, event: &Value, limit: usize) -> Vec<Violation> {
         let Some(name) = event.get("name").and_then(Value::as_str) else {
             return Vec::new();
         };
@@ -289,7 +323,7 @@ impl EventSchemas {
         let wanted = match event.get("v") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::Number(n)) => Some(number_label(n)),
             Some(other) => {
                 return vec![Violation {
                     index,
@@ -314,15 +348,47 @@ impl EventSchemas {
                 ),
             }];
         };
+        if compiled.validator.is_valid(event) {
+            return Vec::new();
+        }
+        let violation = |e: jsonschema::ValidationError<'_>| Violation {
+            index,
+            pointer: e.instance_path().to_string(),
+            message: shortened(e.to_string()),
+        };
+        if limit <= 1 {
+            // The first only: `iter_errors` builds every error before handing out the first.
+            return compiled
+                .validator
+                .validate(event)
+                .err()
+                .map(violation)
+                .into_iter()
+                .collect();
+        }
         compiled
             .validator
             .iter_errors(event)
-            .map(|e| Violation {
-                index,
-                pointer: e.instance_path().to_string(),
-                message: e.to_string(),
-            })
+            .take(limit)
+            .map(violation)
             .collect()
+    }
+}
+
+/// A version label from a JSON number: a whole number without a fraction (`1.0` → `"1"`), as
+/// clients that only have floats send it.
+fn number_label(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+        _ => n.to_string(),
+    }
+}
+
+/// `message` cut to [`MAX_MESSAGE_CHARS`] characters.
+fn shortened(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((end, _)) => format!("{}…", &message[..end]),
+        None => message,
     }
 }
 

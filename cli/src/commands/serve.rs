@@ -254,7 +254,7 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             eprintln!("{e}");
         }
         eprintln!(
-            "weir serve: {} function(s) did not load; fix them or remove them",
+            "weir serve: {} function or schema file(s) did not load; fix them or remove them",
             loaded.errors.len()
         );
         return Ok(2);

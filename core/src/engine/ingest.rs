@@ -15,7 +15,7 @@ use super::Engine;
 use crate::broker::TOPIC_EVENTS;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
-use crate::schema::{EventSchemas, SchemaViolations};
+use crate::schema::{DETAILED_EVENT_BYTES, EventSchemas, MAX_VIOLATIONS, SchemaViolations};
 use crate::state::{Republish, Timer, TimerAction};
 
 /// Parses a request body holding one event object or an array of them, enforcing
@@ -35,9 +35,12 @@ pub fn parse_body(
     )
 }
 
-/// [`parse_body`], checking each event against its schema in `schemas` as sent (before
-/// defaults are filled in): one violation anywhere refuses the whole body, with every
-/// violation of every event listed ([`crate::schema::SchemaViolations`], the error's source).
+/// [`parse_body`], checking each event against its schema in `schemas` (as sent, except that
+/// a missing or `null` `data` or `user` counts as `{}`, as it is stored): one violation
+/// anywhere refuses the whole body, with the violations of every event listed (at most
+/// [`MAX_VIOLATIONS`]; [`crate::schema::SchemaViolations`], the error's source). An event
+/// that is not an event at all (no `name`, an unknown key, too large) is reported first, on
+/// its own.
 pub fn parse_body_checked(
     body: &[u8],
     max_event_bytes: usize,
@@ -128,6 +131,7 @@ fn parse_events(
 ) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(raws.len());
     let mut violations = Vec::new();
+    let mut more = false;
     for (i, raw) in raws.iter().enumerate() {
         let at = if batch {
             format!("[{i}]")
@@ -149,26 +153,58 @@ fn parse_events(
                 ),
             ));
         }
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             // What the array's parse let through (nesting depth, number range): positions
             // count from the event's start, so move them to the body's.
             let (line, column) = position_in_body(body, text, e.line(), e.column());
             json_error(&e, &prefix, line, column)
         })?;
-        if !schemas.is_empty() {
-            violations.extend(schemas.check(i, &value));
+        let name = value.get("name").and_then(serde_json::Value::as_str);
+        if name.is_some_and(|n| schemas.covers(n)) {
+            default_objects(&mut value);
+            let room = MAX_VIOLATIONS - violations.len();
+            // One more than there is room for: to tell whether there were more.
+            let limit = if text.len() > DETAILED_EVENT_BYTES {
+                1
+            } else {
+                room + 1
+            };
+            let found = schemas.check_at_most(i, &value, limit);
+            more |= found.len() > room;
+            violations.extend(found.into_iter().take(room));
         }
         events.push(Event::from_json(value, &at)?);
     }
     if !violations.is_empty() {
-        let violations = SchemaViolations(violations);
-        let count = violations.0.len();
-        return Err(Error::invalid(format!(
-            "{count} schema violation(s), nothing stored: {violations}"
-        ))
-        .with_source(violations));
+        return Err(refused(SchemaViolations(violations), more));
     }
     Ok(events)
+}
+
+/// `data` and `user` as they are stored: `{}` when missing or `null`.
+fn default_objects(value: &mut serde_json::Value) {
+    if let Some(object) = value.as_object_mut() {
+        for key in ["data", "user"] {
+            match object.get(key) {
+                None | Some(serde_json::Value::Null) => {
+                    object.insert(key.into(), serde_json::Value::Object(Default::default()));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// The error refusing a request whose events break their schemas (`more`: there were more
+/// violations than listed).
+fn refused(violations: SchemaViolations, more: bool) -> Error {
+    let count = violations.0.len();
+    let message = if more {
+        format!("more than {count} schema violations (the first {count} listed), nothing stored")
+    } else {
+        format!("{count} schema violation(s), nothing stored")
+    };
+    Error::invalid(message).with_source(violations)
 }
 
 /// Where `(line, column)` of `part` (a slice of `body`) is in `body`.
@@ -220,7 +256,35 @@ impl Engine {
         let schemas = self.event_schemas();
         let events = parse_body_checked(body, cfg.max_event_bytes, cfg.max_request_bytes, &schemas)
             .inspect_err(|e| self.inner.metrics.events_rejected(e.kind()))?;
-        self.ingest(events).await
+        self.ingest_checked(events).await
+    }
+
+    /// Checks events built in process (adapters, `ingest`) against their schemas, as
+    /// [`parse_body_checked`] does for a request body.
+    fn check_schemas(&self, events: &[Event]) -> Result<()> {
+        let schemas = self.event_schemas();
+        if schemas.is_empty() {
+            return Ok(());
+        }
+        let mut violations = Vec::new();
+        let mut more = false;
+        for (i, event) in events.iter().enumerate() {
+            if !schemas.covers(&event.name) {
+                continue;
+            }
+            let value = serde_json::to_value(event)?;
+            let room = MAX_VIOLATIONS - violations.len();
+            let found = schemas.check_at_most(i, &value, room + 1);
+            more |= found.len() > room;
+            violations.extend(found.into_iter().take(room));
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            let e = refused(SchemaViolations(violations), more);
+            self.inner.metrics.events_rejected(e.kind());
+            Err(e)
+        }
     }
 
     /// Stores, then publishes already-validated events; returns their ids once both
@@ -245,6 +309,12 @@ impl Engine {
     /// Storing before publishing also means that a pause registered after the router missed
     /// an event finds it in the store (see `waits.rs`).
     pub async fn ingest(&self, events: Vec<Event>) -> Result<Vec<String>> {
+        self.check_schemas(&events)?;
+        self.ingest_checked(events).await
+    }
+
+    /// [`ingest`](Self::ingest) of events already checked against their schemas.
+    async fn ingest_checked(&self, events: Vec<Event>) -> Result<Vec<String>> {
         let _in_flight = self.ingest_started();
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         let deadline = self.store_or_take_back(&events).await?;
@@ -355,8 +425,9 @@ impl Engine {
     ///
     /// [`ingest`]: Engine::ingest
     pub async fn ingest_at(&self, events: Vec<Event>, due_ms: i64) -> Result<Vec<String>> {
+        self.check_schemas(&events)?;
         if due_ms <= crate::event::now_ms() {
-            return self.ingest(events).await;
+            return self.ingest_checked(events).await;
         }
         let _in_flight = self.ingest_started();
         let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
@@ -447,6 +518,67 @@ fn delayed_route_timer_id(event_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_schema() -> EventSchemas {
+        let mut schemas = EventSchemas::new();
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "data": {"type": "object", "required": ["plan"], "properties": {
+                "tags": {"type": "array", "items": {"type": "string"}}
+            }}
+        }});
+        schemas
+            .insert("signup", "1", &schema, "test")
+            .expect("schema");
+        schemas
+    }
+
+    /// `data` is checked as stored: a missing one is `{}`, so a required key in it is missing.
+    #[test]
+    fn a_missing_data_is_checked_as_the_empty_object_it_is_stored_as() {
+        let schemas = plan_schema();
+        for body in [r#"{"name":"signup"}"#, r#"{"name":"signup","data":null}"#] {
+            let e = parse_body_checked(body.as_bytes(), 10_000, 100_000, &schemas).unwrap_err();
+            let violations = crate::schema::violations_of(&e).expect("violations");
+            assert_eq!(violations[0].pointer, "/data", "{body}: {e}");
+        }
+        let ok = br#"{"name":"signup","data":{"plan":"pro"}}"#;
+        assert!(parse_body_checked(ok, 10_000, 100_000, &schemas).is_ok());
+    }
+
+    /// A request lists at most `MAX_VIOLATIONS` violations and says there were more; each
+    /// message is short even when the offending value is long.
+    #[test]
+    fn violations_are_capped_and_messages_short() {
+        let schemas = plan_schema();
+        let tags: Vec<u32> = (0..150).collect();
+        let event = serde_json::json!({"name": "signup", "data": {"plan": "x", "tags": tags}});
+        let body = serde_json::to_vec(&event).unwrap();
+        let e = parse_body_checked(&body, 100_000, 1_000_000, &schemas).unwrap_err();
+        let violations = crate::schema::violations_of(&e).expect("violations");
+        assert_eq!(violations.len(), MAX_VIOLATIONS);
+        assert!(
+            e.message().starts_with("more than 100 schema violations"),
+            "{e}"
+        );
+
+        let long = "y".repeat(5_000);
+        let event =
+            serde_json::json!({"name": "signup", "data": {"plan": "x", "tags": [{"k": long}]}});
+        let body = serde_json::to_vec(&event).unwrap();
+        let e = parse_body_checked(&body, 100_000, 1_000_000, &schemas).unwrap_err();
+        let violations = crate::schema::violations_of(&e).expect("violations");
+        assert!(violations[0].message.chars().count() <= crate::schema::MAX_MESSAGE_CHARS + 1);
+        // A large event reports its first violation only.
+        let many: Vec<u32> = (0..5_000).collect();
+        let event = serde_json::json!({"name": "signup", "data": {"plan": "x", "tags": many}});
+        let body = serde_json::to_vec(&event).unwrap();
+        assert!(body.len() > DETAILED_EVENT_BYTES);
+        let e = parse_body_checked(&body, 100_000, 1_000_000, &schemas).unwrap_err();
+        assert_eq!(
+            crate::schema::violations_of(&e).expect("violations").len(),
+            1
+        );
+    }
 
     #[test]
     fn single_and_batch() {

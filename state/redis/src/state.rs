@@ -964,7 +964,28 @@ impl StateStore for RedisStateStore {
             .arg(limit)
             .arg(lease_ms);
         let raw: Vec<String> = self.conn.script("claim_timers", &inv).await?;
-        Ok(raw.iter().filter_map(|t| readable_timer(t)).collect())
+        let mut timers = Vec::with_capacity(raw.len());
+        let mut unreadable = Vec::new();
+        for t in &raw {
+            match readable_timer(t) {
+                Ok(timer) => timers.push(timer),
+                Err(Some(id)) => unreadable.push(id),
+                Err(None) => {}
+            }
+        }
+        if !unreadable.is_empty() {
+            // Claimed again after a minute, not after every lease: a node that cannot read
+            // them (an older one) does not spin on them.
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(self.keys.timers_due()).arg("XX");
+            for id in &unreadable {
+                cmd.arg(now_ms + UNREADABLE_TIMER_BACKOFF_MS).arg(id);
+            }
+            if let Err(e) = self.conn.cmd::<i64>(&cmd).await {
+                tracing::warn!(error = %e, "redis state: could not put unreadable timers back for a minute");
+            }
+        }
+        Ok(timers)
     }
 
     async fn put_blob(&self, id: &str, data: bytes::Bytes, ttl: std::time::Duration) -> Result<()> {
@@ -1135,21 +1156,23 @@ impl StateStore for RedisStateStore {
     }
 }
 
-/// A claimed timer, or `None` (with a warning) when this version cannot read it: one written
-/// by a newer weir during a rolling upgrade (an action this one does not know). It is skipped,
-/// not an error: an error would fail the whole claim, and the timers claimed with it would
-/// wait a lease for nothing. The skipped timer stays leased and comes back after the lease,
-/// for a node that can read it.
-fn readable_timer(raw: &str) -> Option<Timer> {
+/// How long a claimed timer this node cannot read waits before it is claimed again.
+const UNREADABLE_TIMER_BACKOFF_MS: i64 = 60_000;
+
+/// A claimed timer, or (with a warning) the id of one this version cannot read: written by a
+/// newer weir during a rolling upgrade (an action this one does not know), or corrupt (`None`
+/// when even its id cannot be read). It is skipped, not an error: an error would fail the
+/// whole claim, and the timers claimed with it would wait a lease for nothing. The skipped
+/// timer is claimed again a minute later, by a node that can read it.
+fn readable_timer(raw: &str) -> std::result::Result<Timer, Option<String>> {
     match serde_json::from_str(raw) {
-        Ok(timer) => Some(timer),
+        Ok(timer) => Ok(timer),
         Err(e) => {
             let id = serde_json::from_str::<serde_json::Value>(raw)
                 .ok()
-                .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
-                .unwrap_or_default();
-            tracing::warn!(timer = %id, error = %e, "redis state: skipped a timer this version cannot read (written by a newer weir?); it comes back after its lease for another node");
-            None
+                .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
+            tracing::warn!(timer = ?id, error = %e, "redis state: skipped a timer this version cannot read (written by a newer weir, or corrupt); claimed again in a minute");
+            Err(id)
         }
     }
 }
