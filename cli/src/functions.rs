@@ -251,8 +251,15 @@ pub async fn watch(engine: Engine, root: PathBuf, every: Duration) {
                 loaded.functions.len(),
                 loaded.errors.len()
             );
+            // A file edited while loading (preparing steps can take minutes) is loaded at the
+            // next look, not absorbed into the new fingerprint.
+            let edited_meanwhile = fingerprint(&root, &steps) != now;
             steps = step_paths(&engine);
-            last = fingerprint(&root, &steps);
+            last = if edited_meanwhile {
+                Vec::new()
+            } else {
+                fingerprint(&root, &steps)
+            };
         }
     }
 }
