@@ -40,10 +40,10 @@ pub struct RedisStateConfig {
     /// `ca_file`), e.g. a private Redis's own CA.
     pub ca_file: Option<std::path::PathBuf>,
     /// How long every Redis call waits for its answer before it fails with a retryable error
-    /// naming the call (query `timeout`, default [`DEFAULT_TIMEOUT`], 10 ms … 60 s).
+    /// naming the call (query `timeout`, default 2 s, 10 ms … 60 s).
     pub timeout: Duration,
     /// How long connecting (and reconnecting) may take (query `connect_timeout`, default
-    /// [`DEFAULT_CONNECT_TIMEOUT`], 10 ms … 60 s).
+    /// 5 s, 10 ms … 60 s).
     pub connect_timeout: Duration,
 }
 

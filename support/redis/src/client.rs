@@ -9,7 +9,7 @@ use weir_core::{Error, ErrorKind, Result};
 ///
 /// Connections have `TCP_NODELAY` set: weir pipelines many small commands on one multiplexed
 /// connection, and Nagle's algorithm would hold each behind the acknowledgement of the
-/// previous one. On Linux they also set `TCP_USER_TIMEOUT` ([`DEAD_PEER_TIMEOUT`]): a
+/// previous one. On Linux they also set `TCP_USER_TIMEOUT` (20 s, `DEAD_PEER_TIMEOUT`): a
 /// connection whose peer vanished (a host lost, a NAT entry dropped: no reset ever comes) is
 /// closed once what was sent stays unacknowledged that long, and the client reconnects; else
 /// every call on it would time out until the kernel gave up, about 15 minutes later. With `ca_file` (a PEM file of CA certificates, for `rediss://`), the server's
