@@ -7,6 +7,7 @@ and events are deleted after a short retention, so that a store that does not le
 growing once the retention is reached.
 
   scripts/soak.py --weir target/release/weir --redis redis://127.0.0.1:6379/9 --minutes 12
+  scripts/soak.py --plot-from series.json --plot soak.png   # draw a saved series again
 
 The Redis database given is flushed first: use one of its own. Standard library only (the
 plot needs matplotlib).
@@ -95,7 +96,13 @@ def main():
     ap.add_argument("--port", type=int, default=8297)
     ap.add_argument("--plot", help="write the series as a PNG here")
     ap.add_argument("--json", help="write the series as JSON here")
+    ap.add_argument("--plot-from", help="only draw --plot from a series --json wrote earlier")
     args = ap.parse_args()
+    if args.plot_from:
+        with open(args.plot_from) as f:
+            saved = json.load(f)
+        plot(saved["series"], saved["rate"], saved["retention"], args.plot or "soak.png")
+        return
 
     rest = args.redis.split("://", 1)[1]
     hostport, _, db = rest.partition("/")
@@ -183,25 +190,30 @@ def main():
             json.dump({"series": series, "runs_at_end": by_status, "rate": args.rate,
                        "retention": args.retention}, f, indent=1)
     if args.plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
-        xs = [r["minute"] for r in series]
-        for ax, key, title in [(axes[0][0], "rss_mib", "weir RSS (MiB)"),
-                               (axes[0][1], "fds", "weir open file descriptors"),
-                               (axes[1][0], "redis_mib", "Redis used memory (MiB)"),
-                               (axes[1][1], "keys", "Redis keys")]:
-            ax.plot(xs, [r[key] for r in series], marker="o")
-            ax.set_title(title)
-            ax.set_ylim(bottom=0)
-            ax.grid(True, alpha=0.3)
-        for ax in axes[1]:
-            ax.set_xlabel("minute")
-        fig.suptitle(f"weir soak: {args.rate:g} events/s on Redis, retention {args.retention}")
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=80)
-        print(f"plot: {args.plot}")
+        plot(series, args.rate, args.retention, args.plot)
+
+
+def plot(series, rate, retention, path):
+    """Draws the series into a PNG at `path` (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+    xs = [r["minute"] for r in series]
+    for ax, key, title in [(axes[0][0], "rss_mib", "weir RSS (MiB)"),
+                           (axes[0][1], "fds", "weir open file descriptors"),
+                           (axes[1][0], "redis_mib", "Redis used memory (MiB)"),
+                           (axes[1][1], "keys", "Redis keys")]:
+        ax.plot(xs, [r[key] for r in series], marker="o" if len(xs) <= 20 else None)
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("minute")
+    fig.suptitle(f"weir soak: {rate:g} events/s on Redis, retention {retention}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":
