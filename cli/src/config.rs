@@ -15,6 +15,7 @@
 //! step_lease = "30s"
 //! stuck_message_delay = "30s"
 //! ingest_deadline = "10s"
+//! strict_events = false
 //! dead_letter_after = 5
 //! stuck_run_grace = "10m"
 //! run_retention = "7d"
@@ -61,6 +62,9 @@ pub struct ServeConfig {
     /// How long ingest keeps trying a store or broker that fails with a retryable error before
     /// it takes the request back and answers with the error (default `10s`).
     pub ingest_deadline: Option<String>,
+    /// Refuse events whose name has no schema in `schemas/` (default `false`: they pass
+    /// unchecked; docs/event-schemas.md).
+    pub strict_events: Option<bool>,
     /// After how many failures on one message (with an error retrying soon will not cure) the
     /// engine gives up on it: a dead letter, and its run failed (default 5).
     pub dead_letter_after: Option<u32>,
@@ -101,6 +105,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("step_lease", &self.step_lease)
             .field("stuck_message_delay", &self.stuck_message_delay)
             .field("ingest_deadline", &self.ingest_deadline)
+            .field("strict_events", &self.strict_events)
             .field("dead_letter_after", &self.dead_letter_after)
             .field("stuck_run_grace", &self.stuck_run_grace)
             .field("run_retention", &self.run_retention)
@@ -150,6 +155,7 @@ impl ServeConfig {
             step_lease,
             stuck_message_delay,
             ingest_deadline,
+            strict_events,
             dead_letter_after,
             stuck_run_grace,
             run_retention,
@@ -169,6 +175,7 @@ impl ServeConfig {
             step_lease: step_lease.or(self.step_lease),
             stuck_message_delay: stuck_message_delay.or(self.stuck_message_delay),
             ingest_deadline: ingest_deadline.or(self.ingest_deadline),
+            strict_events: strict_events.or(self.strict_events),
             dead_letter_after: dead_letter_after.or(self.dead_letter_after),
             stuck_run_grace: stuck_run_grace.or(self.stuck_run_grace),
             run_retention: run_retention.or(self.run_retention),
@@ -245,6 +252,7 @@ mod tests {
             step_lease: Some("2s".into()),
             stuck_message_delay: Some("1s".into()),
             ingest_deadline: Some("3s".into()),
+            strict_events: Some(true),
             dead_letter_after: Some(2),
             stuck_run_grace: Some("20m".into()),
             run_retention: Some("1d".into()),
@@ -264,6 +272,7 @@ mod tests {
             step_lease: Some("30s".into()),
             stuck_message_delay: Some("30s".into()),
             ingest_deadline: Some("10s".into()),
+            strict_events: Some(false),
             dead_letter_after: Some(5),
             stuck_run_grace: Some("10m".into()),
             run_retention: Some("7d".into()),

@@ -400,3 +400,48 @@ async fn events_that_break_their_schema_are_refused_whole_with_every_violation()
             .is_some()
     );
 }
+
+/// Strict events: an event whose name has no schema is refused (a violation at `/name`);
+/// one whose name has a schema is checked as usual.
+#[tokio::test]
+async fn strict_events_refuse_names_without_a_schema() {
+    let def = json!({"id": "strict", "triggers": [{"event": "user/signed.up"}],
+                     "steps": {"s": {"path": "file://./steps/s", "runtime": {"type": "process"}}}});
+    let f = function_dir(&def, &[("s", "cat > /dev/null\necho '{}'")]);
+    std::fs::create_dir(f.dir.join("schemas")).expect("mkdir");
+    let schema = json!({"name": "user/signed.up", "version": "1", "schema": {"type": "object"}});
+    std::fs::write(f.dir.join("schemas/signed-up.json"), schema.to_string()).expect("write");
+    let config = weir::core::engine::EngineConfig {
+        strict_events: true,
+        ..common::fast_config()
+    };
+    let (engine, _handle) =
+        common::engine_configured(&f.dir, "memory://", "memory://", config).await;
+    weir::functions::load_into(&engine, &f.dir).await;
+    let base = common::serve_api(engine.clone(), EventKeys::Any, EventKeys::Any).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{base}/e/key"))
+        .json(&json!({"name": "order/placed", "id": "strict-no-schema"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["violations"][0]["pointer"], "/name", "{body}");
+    assert!(
+        engine
+            .events()
+            .get("strict-no-schema")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let response = client
+        .post(format!("{base}/e/key"))
+        .json(&json!({"name": "user/signed.up", "id": "strict-ok"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 200);
+}

@@ -114,6 +114,8 @@ struct Compiled {
 #[derive(Default)]
 pub struct EventSchemas {
     by_name: HashMap<String, BTreeMap<VersionKey, Compiled>>,
+    /// An event whose name has no schema is a violation (strict events).
+    strict: bool,
 }
 
 impl std::fmt::Debug for EventSchemas {
@@ -122,6 +124,7 @@ impl std::fmt::Debug for EventSchemas {
         names.sort();
         f.debug_struct("EventSchemas")
             .field("versions_by_name", &names)
+            .field("strict", &self.strict)
             .finish()
     }
 }
@@ -304,6 +307,23 @@ impl EventSchemas {
         self.by_name.contains_key(name)
     }
 
+    /// These schemas, strict or not: with strict events, an event whose name has no schema is
+    /// a violation (at `/name`) instead of passing unchecked.
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Whether an event named `name` is checked: it has a schema, or events are strict.
+    pub fn applies_to(&self, name: &str) -> bool {
+        self.strict || self.covers(name)
+    }
+
+    /// Whether any event is checked at all (schemas, or strict events).
+    pub fn checks_anything(&self) -> bool {
+        self.strict || !self.by_name.is_empty()
+    }
+
     /// The violations of `event` (at position `index` of its request), at most `limit` of
     /// them: none when it matches its schema or its name has none. An event whose `v` names
     /// no version of a name that has schemas is a violation at `/v`.
@@ -318,7 +338,16 @@ impl EventSchemas {
             return Vec::new();
         };
         let Some(versions) = self.by_name.get(name) else {
-            return Vec::new();
+            if !self.strict {
+                return Vec::new();
+            }
+            return vec![Violation {
+                index,
+                pointer: "/name".into(),
+                message: format!(
+                    "no schema for event {name:?} (strict events: every event name needs one)"
+                ),
+            }];
         };
         let wanted = match event.get("v") {
             None | Some(Value::Null) => None,
@@ -479,6 +508,29 @@ mod tests {
         assert_eq!(schemas.check(0, &odd_v)[0].pointer, "/v");
         let other = json!({"name": "order/placed", "data": {"anything": true}});
         assert_eq!(schemas.check(0, &other), []);
+    }
+
+    #[test]
+    fn strict_events_refuse_names_without_a_schema() {
+        let mut schemas = EventSchemas::new();
+        schemas
+            .insert("user/signed.up", "1", &signed_up("pro"), "one.json")
+            .expect("v1");
+        let other = json!({"name": "order/placed", "data": {}});
+        assert!(!schemas.applies_to("order/placed"));
+        let schemas = schemas.with_strict(true);
+        assert!(schemas.applies_to("order/placed") && schemas.checks_anything());
+        let violations = schemas.check(2, &other);
+        assert_eq!(violations.len(), 1);
+        assert_eq!(
+            (violations[0].index, violations[0].pointer.as_str()),
+            (2, "/name")
+        );
+        assert!(violations[0].message.contains("strict"), "{violations:?}");
+        let known = json!({"name": "user/signed.up", "data": {"plan": "pro"}});
+        assert_eq!(schemas.check(0, &known), []);
+        assert!(EventSchemas::new().with_strict(true).checks_anything());
+        assert!(!EventSchemas::new().checks_anything());
     }
 
     #[test]

@@ -24,13 +24,23 @@ pub struct DevArgs {
     /// Do not reload functions when their files change.
     #[arg(long)]
     pub no_reload: bool,
+    /// Refuse events whose name has no schema in `schemas/` (docs/event-schemas.md).
+    #[arg(long)]
+    pub strict_events: bool,
     /// Adapters to run.
     #[command(flatten)]
     pub adapters: AdapterArgs,
 }
 
 pub(super) async fn dev(app: &crate::App, args: DevArgs) -> weir_core::Result<i32> {
-    let engine = app.build_engine(&EngineOptions::default()).await?;
+    let options = EngineOptions {
+        config: weir_core::engine::EngineConfig {
+            strict_events: args.strict_events,
+            ..Default::default()
+        },
+        ..EngineOptions::default()
+    };
+    let engine = app.build_engine(&options).await?;
     let loaded = crate::functions::load_into(&engine, &args.dir).await;
     for f in &loaded.functions {
         eprintln!(

@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// it takes the request back and answers with the error [default: 10s].
     #[arg(long, env = "WEIR_INGEST_DEADLINE")]
     pub ingest_deadline: Option<String>,
+    /// Refuse events whose name has no schema in the functions' `schemas/` folder
+    /// [default: false].
+    #[arg(long, env = "WEIR_STRICT_EVENTS")]
+    pub strict_events: Option<bool>,
     /// After how many failures on one message (with an error retrying soon will not cure) the
     /// engine gives up on it: a dead letter, and its run failed [default: 5].
     #[arg(long, env = "WEIR_DEAD_LETTER_AFTER", value_parser = clap::value_parser!(u32).range(1..))]
@@ -105,6 +109,7 @@ impl ServeArgs {
             step_lease: self.step_lease.clone(),
             stuck_message_delay: self.stuck_message_delay.clone(),
             ingest_deadline: self.ingest_deadline.clone(),
+            strict_events: self.strict_events,
             dead_letter_after: self.dead_letter_after,
             stuck_run_grace: self.stuck_run_grace.clone(),
             run_retention: self.run_retention.clone(),
@@ -236,6 +241,7 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             step_lease,
             stuck_message_delay,
             ingest_deadline,
+            strict_events: config.strict_events.unwrap_or(false),
             dead_letter_after,
             stuck_run_grace,
             run_retention,

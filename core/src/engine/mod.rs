@@ -82,6 +82,9 @@ pub struct EngineConfig {
     /// How long ingest keeps trying a store or broker that answers a retryable error (a
     /// restart, a failover) before it answers the producer with it. Default 10 s.
     pub ingest_deadline: Duration,
+    /// Strict events: an event whose name has no schema is refused (see [`crate::schema`]).
+    /// Default `false`: such events pass unchecked.
+    pub strict_events: bool,
     /// After how many failures on one message with an error that is neither retryable nor
     /// "not loaded here" the engine gives up on it: a dead letter, and its run failed (see
     /// `crate::dead`). A message that cannot be decoded is given up on at once. Default 5.
@@ -115,6 +118,7 @@ impl Default for EngineConfig {
             run_retention: Some(DEFAULT_RUN_RETENTION),
             cancel_check: Duration::from_secs(1),
             ingest_deadline: Duration::from_secs(10),
+            strict_events: false,
             dead_letter_after: 5,
             stuck_run_grace: Duration::from_secs(600),
             sweep_every: Duration::from_secs(60),
@@ -251,6 +255,7 @@ impl Engine {
         let (finished, _) = broadcast::channel(4096);
         let (progress, _) = broadcast::channel(4096);
         let metrics = Arc::new(Metrics::new());
+        let strict_events = parts.config.strict_events;
         Engine {
             inner: Arc::new(Inner {
                 // Payloads too large for the broker go through the state store.
@@ -268,7 +273,9 @@ impl Engine {
                 metrics,
                 unsweepable: std::sync::atomic::AtomicBool::new(false),
                 ingests: tokio::sync::watch::Sender::new(0),
-                schemas: parking_lot::RwLock::new(Arc::default()),
+                schemas: parking_lot::RwLock::new(Arc::new(
+                    crate::schema::EventSchemas::new().with_strict(strict_events),
+                )),
             }),
         }
     }
@@ -396,6 +403,7 @@ impl Engine {
     /// Replaces the event schemas ingest checks events against ([`crate::schema`]); requests
     /// already being parsed keep the ones they started with.
     pub fn set_event_schemas(&self, schemas: crate::schema::EventSchemas) {
+        let schemas = schemas.with_strict(self.inner.config.strict_events);
         *self.inner.schemas.write() = Arc::new(schemas);
     }
 
