@@ -83,6 +83,8 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/dead/{id}", get(show_dead).delete(drop_dead))
         .route("/v1/dead/{id}/retry", post(retry_dead))
         .route("/v1/functions", get(list_functions))
+        .route("/v1/schemas", get(list_schemas))
+        .route("/v1/schemas/{name}/{version}", get(show_schema))
         .route("/v1/events", get(list_events))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/workers/{wid}", post(order_worker))
@@ -473,6 +475,29 @@ async fn cancel_run(State(app): State<AppState>, PathOf(id): PathOf<String>) -> 
         }
     }
     show_run(State(app), PathOf(id)).await
+}
+
+/// The event schemas ingest checks events against (docs/event-schemas.md).
+async fn list_schemas(State(app): State<AppState>) -> Json<Value> {
+    let schemas = app.engine.event_schemas();
+    Json(json!({"strict": app.engine.config().strict_events, "schemas": schemas.list()}))
+}
+
+/// One event schema, as written. An event name holds `/`, so it comes percent-encoded
+/// (`user%2Fsigned.up`).
+async fn show_schema(
+    State(app): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    match app.engine.event_schemas().schema(&name, &version) {
+        Some(schema) => {
+            Json(json!({"name": name, "version": version, "schema": schema})).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no schema version {version:?} of event {name:?}"),
+        ),
+    }
 }
 
 async fn list_functions(State(app): State<AppState>) -> Json<Value> {

@@ -399,6 +399,34 @@ async fn events_that_break_their_schema_are_refused_whole_with_every_violation()
             .expect("get")
             .is_some()
     );
+    // The schemas in use, listed and shown.
+    let listed: Value = client
+        .get(format!("{base}/v1/schemas"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["strict"], false);
+    assert_eq!(listed["schemas"][0]["name"], "user/signed.up", "{listed}");
+    assert_eq!(listed["schemas"][0]["version"], "1");
+    assert_eq!(listed["schemas"][0]["newest"], true);
+    let shown: Value = client
+        .get(format!("{base}/v1/schemas/user%2Fsigned.up/1"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown["schema"], schema["schema"], "{shown}");
+    let missing = client
+        .get(format!("{base}/v1/schemas/user%2Fsigned.up/2"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status().as_u16(), 404);
 }
 
 /// Strict events: an event whose name has no schema is refused (a violation at `/name`);

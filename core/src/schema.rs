@@ -104,10 +104,24 @@ impl PartialOrd for VersionKey {
     }
 }
 
-/// One compiled schema and where it came from.
+/// One compiled schema, as written, and where it came from.
 struct Compiled {
     validator: jsonschema::Validator,
+    schema: Value,
     source: String,
+}
+
+/// One schema as the API lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SchemaInfo<'a> {
+    /// The event name.
+    pub name: &'a str,
+    /// The version label.
+    pub version: &'a str,
+    /// Whether it is the newest version of the name (the one events without `v` meet).
+    pub newest: bool,
+    /// Where it came from (a file).
+    pub source: &'a str,
 }
 
 /// The schemas of every event name, by version ([`EventSchemas::check`]).
@@ -203,6 +217,7 @@ impl EventSchemas {
                     VersionKey(version.to_owned()),
                     Compiled {
                         validator,
+                        schema: schema.clone(),
                         source: source.to_owned(),
                     },
                 );
@@ -300,6 +315,34 @@ impl EventSchemas {
             return Err(problems);
         }
         self.insert(name, &version, schema, &file.display().to_string())
+    }
+
+    /// Every schema, by name then version (oldest first).
+    pub fn list(&self) -> Vec<SchemaInfo<'_>> {
+        let mut names: Vec<&String> = self.by_name.keys().collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let versions = &self.by_name[name];
+            let newest = versions.keys().next_back();
+            for (version, compiled) in versions {
+                out.push(SchemaInfo {
+                    name,
+                    version: &version.0,
+                    newest: Some(version) == newest,
+                    source: &compiled.source,
+                });
+            }
+        }
+        out
+    }
+
+    /// The JSON Schema of version `version` of `name`, as written.
+    pub fn schema(&self, name: &str, version: &str) -> Option<&Value> {
+        self.by_name
+            .get(name)?
+            .get(&VersionKey(version.to_owned()))
+            .map(|c| &c.schema)
     }
 
     /// Whether events named `name` have a schema.
@@ -458,6 +501,17 @@ mod tests {
             .expect("v10");
         assert_eq!(schemas.versions("user/signed.up"), ["2", "10"]);
         assert_eq!(schemas.len(), 2);
+        let listed: Vec<(&str, bool)> = schemas
+            .list()
+            .iter()
+            .map(|s| (s.version, s.newest))
+            .collect();
+        assert_eq!(listed, [("2", false), ("10", true)]);
+        assert_eq!(
+            schemas.schema("user/signed.up", "2"),
+            Some(&signed_up("pro"))
+        );
+        assert_eq!(schemas.schema("user/signed.up", "3"), None);
 
         let newest = json!({"name": "user/signed.up", "data": {"plan": "team"}});
         assert_eq!(schemas.check(0, &newest), []);
