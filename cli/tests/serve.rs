@@ -382,6 +382,36 @@ fn serve_without_event_keys_refuses_to_start() {
     assert!(err.contains("needs at least one event key"), "{err}");
 }
 
+/// A bad event schema file stops `weir serve` before it starts (exit code 2), naming the file
+/// and what is wrong with it.
+#[test]
+fn serve_refuses_to_start_on_a_bad_schema_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let functions = functions_dir(tmp.path());
+    std::fs::create_dir(functions.join("schemas")).expect("mkdir");
+    std::fs::write(
+        functions.join("schemas/broken.json"),
+        r#"{"name": "user/signed.up", "version": "1", "schema": {"type": 12}}"#,
+    )
+    .expect("write");
+    let out = weir()
+        .args([
+            "serve",
+            "--event-key",
+            "k",
+            "--listen",
+            "127.0.0.1:0",
+            "--functions",
+        ])
+        .arg(&functions)
+        .output()
+        .expect("serve");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.json: schema"), "{err}");
+    assert!(err.contains("not a valid JSON Schema"), "{err}");
+}
+
 #[test]
 fn serve_rejects_unknown_roles_schemes_and_config_keys() {
     let tmp = tempfile::tempdir().expect("tempdir");
