@@ -18,6 +18,7 @@
 //! strict_events = false
 //! dead_letter_after = 5
 //! stuck_run_grace = "10m"
+//! sweep_every = "1m"
 //! run_retention = "7d"
 //! api_keys = ["a-key-for-the-v1-api"]
 //! adapters = []
@@ -71,6 +72,9 @@ pub struct ServeConfig {
     /// How long a running run may show no progress, with nothing live that would move it on,
     /// before the sweeper enqueues its steps again (default `10m`; more than `step_lease`).
     pub stuck_run_grace: Option<String>,
+    /// How often the sweeper looks for stuck runs, across all nodes (default `1m`, at least
+    /// `1s`).
+    pub sweep_every: Option<String>,
     /// How long finished runs are kept before they are deleted (default `7d`; `forever` keeps
     /// them for good).
     pub run_retention: Option<String>,
@@ -108,6 +112,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("strict_events", &self.strict_events)
             .field("dead_letter_after", &self.dead_letter_after)
             .field("stuck_run_grace", &self.stuck_run_grace)
+            .field("sweep_every", &self.sweep_every)
             .field("run_retention", &self.run_retention)
             .field(
                 "api_keys",
@@ -158,6 +163,7 @@ impl ServeConfig {
             strict_events,
             dead_letter_after,
             stuck_run_grace,
+            sweep_every,
             run_retention,
             api_keys,
             adapters,
@@ -178,6 +184,7 @@ impl ServeConfig {
             strict_events: strict_events.or(self.strict_events),
             dead_letter_after: dead_letter_after.or(self.dead_letter_after),
             stuck_run_grace: stuck_run_grace.or(self.stuck_run_grace),
+            sweep_every: sweep_every.or(self.sweep_every),
             run_retention: run_retention.or(self.run_retention),
             api_keys: unless_empty(api_keys, self.api_keys),
             adapters: unless_empty(adapters, self.adapters),
@@ -255,6 +262,7 @@ mod tests {
             strict_events: Some(true),
             dead_letter_after: Some(2),
             stuck_run_grace: Some("20m".into()),
+            sweep_every: Some("10s".into()),
             run_retention: Some("1d".into()),
             api_keys: vec!["a2".into()],
             adapters: vec!["celery+amqp://h/2".into()],
@@ -275,6 +283,7 @@ mod tests {
             strict_events: Some(false),
             dead_letter_after: Some(5),
             stuck_run_grace: Some("10m".into()),
+            sweep_every: Some("1m".into()),
             run_retention: Some("7d".into()),
             api_keys: vec!["a1".into()],
             adapters: vec!["celery+amqp://h/1".into()],

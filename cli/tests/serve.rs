@@ -520,6 +520,21 @@ fn serve_rejects_unknown_roles_schemes_and_config_keys() {
         err.contains("stuck_run_grace must be longer than step_lease"),
         "{err}"
     );
+    let out = weir()
+        .args([
+            "serve",
+            "--event-key",
+            "k",
+            "--sweep-every",
+            "200ms",
+            "--functions",
+        ])
+        .arg(&functions)
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sweep_every: 200ms is below 1s"), "{err}");
     let blank = tmp.path().join("blank.toml");
     std::fs::write(&blank, "event_keys = [\"k\"]\napi_keys = [\"  \"]\n").expect("write");
     let out = weir()

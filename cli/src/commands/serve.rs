@@ -77,6 +77,9 @@ pub struct ServeArgs {
     /// before the sweeper enqueues its steps again [default: 10m].
     #[arg(long, env = "WEIR_STUCK_RUN_GRACE")]
     pub stuck_run_grace: Option<String>,
+    /// How often the sweeper looks for stuck runs, across all nodes [default: 1m].
+    #[arg(long, env = "WEIR_SWEEP_EVERY")]
+    pub sweep_every: Option<String>,
     /// How long finished runs are kept before they are deleted, or `forever` [default: 7d].
     #[arg(long, env = "WEIR_RUN_RETENTION")]
     pub run_retention: Option<String>,
@@ -112,6 +115,7 @@ impl ServeArgs {
             strict_events: self.strict_events,
             dead_letter_after: self.dead_letter_after,
             stuck_run_grace: self.stuck_run_grace.clone(),
+            sweep_every: self.sweep_every.clone(),
             run_retention: self.run_retention.clone(),
             api_keys: given(&self.api_keys),
             adapters: self.adapters.urls(),
@@ -204,6 +208,15 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             ),
         ));
     }
+    let sweep_every = config.sweep_every.as_deref().unwrap_or("1m");
+    let sweep_every = weir_core::duration::parse_duration(sweep_every)
+        .map_err(|m| Error::new(ErrorKind::Config, format!("sweep_every: {m}")))?;
+    if sweep_every < std::time::Duration::from_secs(1) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("sweep_every: {sweep_every:?} is below 1s"),
+        ));
+    }
     let stuck_run_grace = config.stuck_run_grace.as_deref().unwrap_or("10m");
     let stuck_run_grace = weir_core::duration::parse_duration(stuck_run_grace)
         .map_err(|m| Error::new(ErrorKind::Config, format!("stuck_run_grace: {m}")))?;
@@ -244,6 +257,7 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             strict_events: config.strict_events.unwrap_or(false),
             dead_letter_after,
             stuck_run_grace,
+            sweep_every,
             run_retention,
             ..EngineConfig::default()
         },
