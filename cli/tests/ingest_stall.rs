@@ -36,20 +36,10 @@ async fn every_batch_answered_while_redis_stalls_is_all_or_nothing() {
     let Some(state) = common::redis_state_url() else {
         return;
     };
-    // `redis://HOST:PORT[/DB][?…]`: the proxy takes the place of HOST:PORT.
-    let rest = state.strip_prefix("redis://").expect("a redis:// URL");
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => (format!("{userinfo}@"), host),
-        None => (String::new(), authority),
-    };
-    let proxy = StallProxy::start(host_port.to_string()).await;
+    let (proxy, proxied) = StallProxy::in_front_of(&state).await;
     // Calls time out after 500 ms, so that stalls shorter than the ingest deadline are ridden
     // out by retries.
-    let proxied = weir::core::testkit::url_with(
-        &format!("redis://{userinfo}{}{tail}", proxy.addr),
-        "timeout=500ms",
-    );
+    let proxied = weir::core::testkit::url_with(&proxied, "timeout=500ms");
     let def = json!({"id": "stall", "triggers": [{"event": "stall/test"}],
                      "steps": {"s": {"path": "file://./steps/s", "runtime": {"type": "process"}}}});
     let f = common::function_dir(&def, &[("s", "cat > /dev/null\necho '{}'")]);
@@ -190,17 +180,8 @@ async fn a_graceful_shutdown_waits_for_an_ingest_in_progress() {
     let Some(state) = common::redis_state_url() else {
         return;
     };
-    let rest = state.strip_prefix("redis://").expect("a redis:// URL");
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => (format!("{userinfo}@"), host),
-        None => (String::new(), authority),
-    };
-    let proxy = StallProxy::start(host_port.to_string()).await;
-    let proxied = weir::core::testkit::url_with(
-        &format!("redis://{userinfo}{}{tail}", proxy.addr),
-        "timeout=500ms",
-    );
+    let (proxy, proxied) = StallProxy::in_front_of(&state).await;
+    let proxied = weir::core::testkit::url_with(&proxied, "timeout=500ms");
     let def = json!({"id": "drain", "triggers": [{"event": "drain/test"}],
                      "steps": {"s": {"path": "file://./steps/s", "runtime": {"type": "process"}}}});
     let f = common::function_dir(&def, &[("s", "cat > /dev/null\necho '{}'")]);

@@ -76,6 +76,44 @@ impl std::fmt::Display for SchemaViolations {
 
 impl std::error::Error for SchemaViolations {}
 
+/// Collects the violations of a request's events, at most [`MAX_VIOLATIONS`], noting whether
+/// there were more; [`into_result`](Self::into_result) is the request's verdict.
+#[derive(Debug, Default)]
+pub struct ViolationList {
+    violations: Vec<Violation>,
+    more: bool,
+}
+
+impl ViolationList {
+    /// Checks the event at position `index` of the request; `detailed: false` (a large
+    /// event) reports its first violation only.
+    pub fn check(&mut self, schemas: &EventSchemas, index: usize, event: &Value, detailed: bool) {
+        let room = MAX_VIOLATIONS - self.violations.len();
+        // One more than there is room for: to tell whether there were more.
+        let limit = if detailed { room + 1 } else { 1 };
+        let found = schemas.check_at_most(index, event, limit);
+        self.more |= found.len() > room;
+        self.violations.extend(found.into_iter().take(room));
+    }
+
+    /// `Ok` when no event broke its schema; else the [`crate::ErrorKind::InvalidInput`] error
+    /// refusing the request, its source the [`SchemaViolations`].
+    pub fn into_result(self) -> crate::Result<()> {
+        if self.violations.is_empty() {
+            return Ok(());
+        }
+        let count = self.violations.len();
+        let message = if self.more {
+            format!(
+                "more than {count} schema violations (the first {count} listed), nothing stored"
+            )
+        } else {
+            format!("{count} schema violation(s), nothing stored")
+        };
+        Err(crate::Error::invalid(message).with_source(SchemaViolations(self.violations)))
+    }
+}
+
 /// The schema violations an ingest error carries, if that is why it failed.
 pub fn violations_of(error: &crate::Error) -> Option<&[Violation]> {
     std::error::Error::source(error)

@@ -17,29 +17,11 @@ use weir_core::testkit::unique;
 const PARAMS: &str =
     "prefix=weir-test-probe&queue_expires=2m&heartbeat=0&idle_probe=1s&timeout=2s&reconnect_max=1s";
 
-/// `url` with its `host:port` replaced by `addr`.
-fn through(url: &str, addr: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("scheme");
-    let (userinfo, host_and_rest) = match rest.rsplit_once('@') {
-        Some((userinfo, host)) => (format!("{userinfo}@"), host),
-        None => (String::new(), rest),
-    };
-    let host_end = host_and_rest
-        .find(['/', '?'])
-        .unwrap_or(host_and_rest.len());
-    format!("{scheme}://{userinfo}{addr}{}", &host_and_rest[host_end..])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_cut_off_silently_consumes_again_after_its_idle_probe() {
     let Some(url) = url_with(PARAMS) else { return };
-    let (_, rest) = url.split_once("://").expect("scheme");
-    let host_and_rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    let host = &host_and_rest[..host_and_rest
-        .find(['/', '?'])
-        .unwrap_or(host_and_rest.len())];
-    let proxy = StallProxy::start(host.to_owned()).await;
-    let consumer = AmqpBroker::connect(&through(&url, &proxy.addr))
+    let (proxy, proxied) = StallProxy::in_front_of(&url).await;
+    let consumer = AmqpBroker::connect(&proxied)
         .await
         .expect("connect through the proxy");
     let producer = AmqpBroker::connect(&url).await.expect("connect");

@@ -15,7 +15,7 @@ use super::Engine;
 use crate::broker::TOPIC_EVENTS;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
-use crate::schema::{DETAILED_EVENT_BYTES, EventSchemas, MAX_VIOLATIONS, SchemaViolations};
+use crate::schema::{DETAILED_EVENT_BYTES, EventSchemas, ViolationList};
 use crate::state::{Republish, Timer, TimerAction};
 
 /// Parses a request body holding one event object or an array of them, enforcing
@@ -38,7 +38,7 @@ pub fn parse_body(
 /// [`parse_body`], checking each event against its schema in `schemas` (as sent, except that
 /// a missing or `null` `data` or `user` counts as `{}`, as it is stored): one violation
 /// anywhere refuses the whole body, with the violations of every event listed (at most
-/// [`MAX_VIOLATIONS`]; [`crate::schema::SchemaViolations`], the error's source). An event
+/// [`crate::schema::MAX_VIOLATIONS`]; [`crate::schema::SchemaViolations`], the error's source). An event
 /// that is not an event at all (no `name`, an unknown key, too large) is reported first, on
 /// its own.
 pub fn parse_body_checked(
@@ -130,8 +130,7 @@ fn parse_events(
     schemas: &EventSchemas,
 ) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(raws.len());
-    let mut violations = Vec::new();
-    let mut more = false;
+    let mut violations = ViolationList::default();
     for (i, raw) in raws.iter().enumerate() {
         let at = if batch {
             format!("[{i}]")
@@ -162,22 +161,11 @@ fn parse_events(
         let name = value.get("name").and_then(serde_json::Value::as_str);
         if name.is_some_and(|n| schemas.applies_to(n)) {
             default_objects(&mut value);
-            let room = MAX_VIOLATIONS - violations.len();
-            // One more than there is room for: to tell whether there were more.
-            let limit = if text.len() > DETAILED_EVENT_BYTES {
-                1
-            } else {
-                room + 1
-            };
-            let found = schemas.check_at_most(i, &value, limit);
-            more |= found.len() > room;
-            violations.extend(found.into_iter().take(room));
+            violations.check(schemas, i, &value, text.len() <= DETAILED_EVENT_BYTES);
         }
         events.push(Event::from_json(value, &at)?);
     }
-    if !violations.is_empty() {
-        return Err(refused(SchemaViolations(violations), more));
-    }
+    violations.into_result()?;
     Ok(events)
 }
 
@@ -193,18 +181,6 @@ fn default_objects(value: &mut serde_json::Value) {
             }
         }
     }
-}
-
-/// The error refusing a request whose events break their schemas (`more`: there were more
-/// violations than listed).
-fn refused(violations: SchemaViolations, more: bool) -> Error {
-    let count = violations.0.len();
-    let message = if more {
-        format!("more than {count} schema violations (the first {count} listed), nothing stored")
-    } else {
-        format!("{count} schema violation(s), nothing stored")
-    };
-    Error::invalid(message).with_source(violations)
 }
 
 /// Where `(line, column)` of `part` (a slice of `body`) is in `body`.
@@ -266,25 +242,15 @@ impl Engine {
         if !schemas.checks_anything() {
             return Ok(());
         }
-        let mut violations = Vec::new();
-        let mut more = false;
+        let mut violations = ViolationList::default();
         for (i, event) in events.iter().enumerate() {
-            if !schemas.applies_to(&event.name) {
-                continue;
+            if schemas.applies_to(&event.name) {
+                violations.check(&schemas, i, &serde_json::to_value(event)?, true);
             }
-            let value = serde_json::to_value(event)?;
-            let room = MAX_VIOLATIONS - violations.len();
-            let found = schemas.check_at_most(i, &value, room + 1);
-            more |= found.len() > room;
-            violations.extend(found.into_iter().take(room));
         }
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            let e = refused(SchemaViolations(violations), more);
-            self.inner.metrics.events_rejected(e.kind());
-            Err(e)
-        }
+        violations
+            .into_result()
+            .inspect_err(|e| self.inner.metrics.events_rejected(e.kind()))
     }
 
     /// Stores, then publishes already-validated events; returns their ids once both
@@ -555,7 +521,7 @@ mod tests {
         let body = serde_json::to_vec(&event).unwrap();
         let e = parse_body_checked(&body, 100_000, 1_000_000, &schemas).unwrap_err();
         let violations = crate::schema::violations_of(&e).expect("violations");
-        assert_eq!(violations.len(), MAX_VIOLATIONS);
+        assert_eq!(violations.len(), crate::schema::MAX_VIOLATIONS);
         assert!(
             e.message().starts_with("more than 100 schema violations"),
             "{e}"

@@ -44,6 +44,20 @@ impl StallProxy {
         StallProxy { addr, hold, cuts }
     }
 
+    /// Starts a proxy to the server of `url` (`scheme://[userinfo@]host:port[/…][?…]`) and
+    /// returns it with `url` pointed at it (userinfo, path and query kept).
+    pub async fn in_front_of(url: &str) -> (StallProxy, String) {
+        let (scheme, rest) = url.split_once("://").expect("a scheme://… URL");
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let (userinfo, host_port) = match authority.rsplit_once('@') {
+            Some((userinfo, host_port)) => (format!("{userinfo}@"), host_port),
+            None => (String::new(), authority),
+        };
+        let proxy = StallProxy::start(host_port.to_owned()).await;
+        let proxied = format!("{scheme}://{userinfo}{}{tail}", proxy.addr);
+        (proxy, proxied)
+    }
+
     /// Cuts every connection open now off: closes it towards the server (which sees the
     /// client gone) and leaves it open and silent towards the client (which hears nothing, as
     /// after a close it missed or on a half-open socket). Later connections pass.

@@ -552,15 +552,8 @@ async fn a_stalled_redis_fails_calls_after_the_timeout_naming_them() {
     let Some(base) = service_url("WEIR_TEST_REDIS_URL") else {
         return;
     };
-    let rest = base.strip_prefix("redis://").expect("a redis:// URL");
-    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(host_end);
-    let (userinfo, host) = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => (format!("{userinfo}@"), host),
-        None => (String::new(), authority),
-    };
-    let proxy = StallProxy::start(host.to_owned()).await;
-    let url = url_with_fresh_prefix(&format!("redis://{userinfo}{}{path}", proxy.addr));
+    let (proxy, proxied) = StallProxy::in_front_of(&base).await;
+    let url = url_with_fresh_prefix(&proxied);
     let store = weir_state_redis::RedisStateStore::connect(&url_with(&url, "timeout=300ms"))
         .await
         .expect("connect through the proxy");
