@@ -13,6 +13,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::Event;
 pub mod adapter;
 pub mod broker;
+pub mod catalog;
 pub mod claim_check;
 pub mod dead;
 pub mod driver;

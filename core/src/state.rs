@@ -651,6 +651,13 @@ pub trait StateStore: Send + Sync + 'static {
     fn jobs(&self) -> Option<std::sync::Arc<dyn crate::jobs::JobStore>> {
         None
     }
+
+    /// The store's [`Catalog`](crate::catalog::Catalog) of shared definitions (pushed event
+    /// schemas), when it keeps one (a capability: `None` by default; `weir serve` and the
+    /// schema API then have only the schema files of each node).
+    fn catalog(&self) -> Option<std::sync::Arc<dyn crate::catalog::Catalog>> {
+        None
+    }
 }
 
 /// A run by creation time and id: a place in [`StateStore::running_runs`].

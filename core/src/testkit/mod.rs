@@ -35,6 +35,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub mod broker;
+pub mod catalog;
 pub mod dead;
 pub mod driver;
 pub mod events;

@@ -19,6 +19,7 @@ use weir_core::{Error, Event, Result};
 pub struct MemoryStateStore {
     inner: Mutex<Inner>,
     jobs: std::sync::Arc<crate::jobs::MemoryJobStore>,
+    catalog: std::sync::Arc<crate::catalog::MemoryCatalog>,
 }
 
 #[derive(Debug, Default)]
@@ -880,6 +881,10 @@ impl StateStore for MemoryStateStore {
 
     fn jobs(&self) -> Option<std::sync::Arc<dyn weir_core::jobs::JobStore>> {
         Some(self.jobs.clone())
+    }
+
+    fn catalog(&self) -> Option<std::sync::Arc<dyn weir_core::catalog::Catalog>> {
+        Some(self.catalog.clone())
     }
 
     async fn claim_blob(

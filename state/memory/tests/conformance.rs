@@ -32,6 +32,16 @@ async fn job_store_conformance() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn catalog_conformance() {
+    weir_core::testkit::catalog::run_all(&|| async {
+        MemoryStateStore::new()
+            .catalog()
+            .expect("the memory store keeps a catalog")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn flush_empties_the_job_store() {
     use weir_core::jobs::{JobSet, QueuedJob};

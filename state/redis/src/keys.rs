@@ -1,7 +1,8 @@
 //! The key layout. One run's keys share the hash tag `{r:<run id>}`; the timer keys share
-//! `{timers}`; the job keys share `{jobs}`; so the run, timer and job scripts touch one slot
-//! each. The event scripts (append, undo, trim) and the dead-letter script do not: they build
-//! keys from a prefix and need a single Redis node.
+//! `{timers}`; the job keys share `{jobs}`; the catalog keys share `{catalog}`; so the run,
+//! timer, job and catalog scripts touch one slot each. The event scripts (append, undo, trim)
+//! and the dead-letter script do not: they build keys from a prefix and need a single Redis
+//! node.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -31,6 +32,8 @@
 //! | `P:dead` | zset | dead letter ids (scores 0: ordered by id, a ULID) |
 //! | `P:dead:data` | hash | dead letter JSON by id |
 //! | `P:failures:TOPIC:KEY` | string | failures counted on one message (expires) |
+//! | `P:{catalog}:gen` | string | the catalog's generation: bumped by every change of it |
+//! | `P:{catalog}:schemas` | hash | pushed event schemas: `LEN:NAME` then the version → `STORED_AT:` then the schema's canonical JSON |
 
 use weir_core::jobs::JobSet;
 
@@ -75,6 +78,16 @@ impl Keys {
     /// (the name's length first, so that no name and key pair spells another's).
     pub(crate) fn pauses(&self, name: &str, key: &str) -> String {
         format!("{}:pauses:{}:{name}:{key}", self.prefix, name.len())
+    }
+
+    /// The catalog's generation counter.
+    pub(crate) fn catalog_generation(&self) -> String {
+        format!("{}:{{catalog}}:gen", self.prefix)
+    }
+
+    /// The hash of the pushed event schemas.
+    pub(crate) fn catalog_schemas(&self) -> String {
+        format!("{}:{{catalog}}:schemas", self.prefix)
     }
 
     pub(crate) fn timers_due(&self) -> String {

@@ -5,8 +5,10 @@
 //! racing on it cannot both win. One run's keys share a hash tag (`{r:<run id>}`), so the
 //! scripts also work on Redis Cluster. Jobs for outside workers ([`RedisJobStore`], the
 //! state store's `jobs()` capability) keep every key under the hash tag `{jobs}`, and each move
-//! of a job is one script. See the README for the key layout.
+//! of a job is one script. The catalog of pushed event schemas ([`RedisCatalog`], `catalog()`)
+//! keeps its keys under `{catalog}`. See the README for the key layout.
 
+mod catalog;
 mod config;
 mod conn;
 mod dead;
@@ -17,6 +19,7 @@ mod pauses;
 mod scripts;
 mod state;
 
+pub use catalog::RedisCatalog;
 pub use config::RedisStateConfig;
 pub use conn::RedisConn;
 pub use events::RedisEventStore;

@@ -28,6 +28,7 @@ pub struct RedisStateStore {
     conn: RedisConn,
     keys: Keys,
     jobs: Arc<RedisJobStore>,
+    catalog: Arc<crate::catalog::RedisCatalog>,
 }
 
 /// The immutable header of a run, stored as the `meta` field.
@@ -57,6 +58,7 @@ impl RedisStateStore {
     pub fn new(conn: RedisConn, config: &RedisStateConfig) -> Self {
         RedisStateStore {
             jobs: Arc::new(RedisJobStore::new(conn.clone(), config)),
+            catalog: Arc::new(crate::catalog::RedisCatalog::new(conn.clone(), config)),
             conn,
             keys: Keys::new(&config.prefix),
         }
@@ -1024,6 +1026,10 @@ impl StateStore for RedisStateStore {
 
     fn jobs(&self) -> Option<Arc<dyn weir_core::jobs::JobStore>> {
         Some(self.jobs.clone())
+    }
+
+    fn catalog(&self) -> Option<Arc<dyn weir_core::catalog::Catalog>> {
+        Some(self.catalog.clone())
     }
 
     async fn watch_pauses(&self, pauses: &[Pause]) -> Result<()> {

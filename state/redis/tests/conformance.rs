@@ -7,7 +7,7 @@ use std::sync::Arc;
 use weir_core::events::EventStore;
 use weir_core::jobs::JobStore;
 use weir_core::state::StateStore;
-use weir_core::testkit::{events, jobs, service_url, state, url_with};
+use weir_core::testkit::{catalog, events, jobs, service_url, state, url_with};
 use weir_state_redis::{RedisEventStore, RedisStateStore};
 
 /// `WEIR_TEST_REDIS_URL` with a new key prefix at each call (`None`: skip; panics under CI).
@@ -27,6 +27,13 @@ async fn job_store(url: String) -> Arc<dyn JobStore> {
         .expect("the redis store keeps jobs")
 }
 
+async fn catalog_of(url: String) -> Arc<dyn weir_core::catalog::Catalog> {
+    state_store(url)
+        .await
+        .catalog()
+        .expect("the redis store keeps a catalog")
+}
+
 async fn event_store(url: String) -> Arc<dyn EventStore> {
     Arc::new(RedisEventStore::connect(&url).await.expect("connect"))
 }
@@ -41,6 +48,12 @@ async fn state_store_conformance() {
 async fn event_store_conformance() {
     let Some(url) = fresh_url() else { return };
     events::run_all(&|| event_store(url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn catalog_conformance() {
+    let Some(url) = fresh_url() else { return };
+    catalog::run_all(&|| catalog_of(url())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
