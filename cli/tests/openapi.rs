@@ -111,7 +111,7 @@ fn every_route_the_api_serves_is_documented() {
         .keys()
         .map(String::as_str)
         .collect();
-    let source = include_str!("../src/api.rs");
+    let source = include_str!("../src/api/mod.rs");
     // `.route(` then the path literal, wherever rustfmt put the line break.
     let served: BTreeSet<&str> = source
         .split(".route(")
@@ -404,6 +404,46 @@ async fn real_answers_match_the_document() {
             &doc,
             method,
             path,
+            status,
+            &answer.text().await.expect("body"),
+        );
+    }
+
+    // Event schemas: pushed (refused by a stored event, forced, unchanged, invalid), listed,
+    // shown, deleted.
+    let schema_path = "/v1/schemas/{name}/{version}";
+    let at = format!("{base}/v1/schemas/user%2Fsigned.up/1");
+    let strict = json!({"schema": {"properties": {"data": {"required": ["absent"]}}}}).to_string();
+    for (query, body, expected) in [
+        ("", strict.as_str(), 409),
+        ("?force=true", strict.as_str(), 201),
+        ("", strict.as_str(), 200),
+        ("", r#"{"schema": {"type": 7}}"#, 400),
+    ] {
+        let answer = client
+            .put(format!("{at}{query}"))
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("put");
+        let status = answer.status().as_u16();
+        let text = answer.text().await.expect("body");
+        assert_eq!(status, expected, "PUT {query} {body}: {text}");
+        check(&doc, "put", schema_path, status, &text);
+    }
+    let (status, body) = get(&base, "/v1/schemas").await;
+    check(&doc, "get", "/v1/schemas", status, &body);
+    let (status, body) = get(&base, "/v1/schemas/user%2Fsigned.up/1").await;
+    assert_eq!(status, 200);
+    check(&doc, "get", schema_path, status, &body);
+    for expected in [200, 404] {
+        let answer = client.delete(&at).send().await.expect("delete");
+        let status = answer.status().as_u16();
+        assert_eq!(status, expected);
+        check(
+            &doc,
+            "delete",
+            schema_path,
             status,
             &answer.text().await.expect("body"),
         );

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::catalog::{StoredSchema, canonical_json};
 use crate::function::{LoadError, Problem};
 
 /// The most violations one request reports (the error says when there were more).
@@ -139,6 +140,91 @@ impl Ord for VersionKey {
 impl PartialOrd for VersionKey {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+/// The source of schemas pushed to the catalog, as [`EventSchemas::list`] shows it.
+pub const PUSHED: &str = "pushed";
+
+/// A schema file's content (what `weir schemas push` sends and `PUT /v1/schemas/…` takes):
+/// `{"name": "user/signed.up", "version": "1", "schema": {…}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaDocument {
+    /// The event name.
+    pub name: String,
+    /// The version label (a number in the document is taken as its text).
+    pub version: String,
+    /// The JSON Schema of the whole event.
+    pub schema: Value,
+}
+
+impl SchemaDocument {
+    /// Parses a schema document; fails with every problem found, each at its JSON path.
+    pub fn from_slice(text: &[u8]) -> Result<Self, Vec<Problem>> {
+        let doc: Value = serde_json::from_slice(text).map_err(|e| {
+            vec![problem(
+                "",
+                format!(
+                    "malformed JSON at line {}, column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )]
+        })?;
+        Self::from_value(&doc)
+    }
+
+    /// [`from_slice`](Self::from_slice) of a parsed document.
+    pub fn from_value(doc: &Value) -> Result<Self, Vec<Problem>> {
+        let Some(object) = doc.as_object() else {
+            return Err(vec![problem(
+                "",
+                "a schema document is an object: {\"name\": …, \"version\": …, \"schema\": {…}}",
+            )]);
+        };
+        let mut problems = Vec::new();
+        for key in object.keys() {
+            if !["name", "version", "schema"].contains(&key.as_str()) {
+                problems.push(problem(
+                    key.as_str(),
+                    "unknown key (a schema document has name, version and schema)",
+                ));
+            }
+        }
+        let name = match object.get("name") {
+            Some(Value::String(s)) => s.clone(),
+            _ => {
+                problems.push(problem("name", "must be the event name, a string"));
+                String::new()
+            }
+        };
+        let version = match object.get("version") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                problems.push(problem("version", "must be the version label, a string"));
+                String::new()
+            }
+        };
+        let Some(schema) = object.get("schema") else {
+            problems.push(problem("schema", "missing: the JSON Schema of the event"));
+            return Err(problems);
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(SchemaDocument {
+            name,
+            version,
+            schema: schema.clone(),
+        })
+    }
+
+    /// Compiles the schema alone: the problems of one that is not valid JSON Schema.
+    pub fn compile(&self) -> Result<EventSchemas, Vec<Problem>> {
+        let mut one = EventSchemas::new();
+        one.insert(&self.name, &self.version, &self.schema, PUSHED)?;
+        Ok(one)
     }
 }
 
@@ -305,54 +391,68 @@ impl EventSchemas {
     fn load_file(&mut self, file: &Path) -> Result<(), Vec<Problem>> {
         let text =
             std::fs::read(file).map_err(|e| vec![problem("", format!("cannot read: {e}"))])?;
-        let doc: Value = serde_json::from_slice(&text).map_err(|e| {
-            vec![problem(
-                "",
-                format!(
-                    "malformed JSON at line {}, column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )]
-        })?;
-        let Some(object) = doc.as_object() else {
-            return Err(vec![problem(
-                "",
-                "a schema file is an object: {\"name\": …, \"version\": …, \"schema\": {…}}",
-            )]);
-        };
-        let mut problems = Vec::new();
-        for key in object.keys() {
-            if !["name", "version", "schema"].contains(&key.as_str()) {
-                problems.push(problem(
-                    key.as_str(),
-                    "unknown key (a schema file has name, version and schema)",
+        let document = SchemaDocument::from_slice(&text)?;
+        self.insert(
+            &document.name,
+            &document.version,
+            &document.schema,
+            &file.display().to_string(),
+        )
+    }
+
+    /// These schemas (a node's files) merged with the `stored` ones (pushed to the catalog,
+    /// which every node shares): a version given by both with other schemas is the stored
+    /// one's, and a warning names the file. Stored schemas that do not compile (written by
+    /// hand into the store) are left out with a warning.
+    pub fn merged_with(&self, stored: &[StoredSchema]) -> (EventSchemas, Vec<String>) {
+        let mut merged = EventSchemas::new().with_strict(self.strict);
+        let mut warnings = Vec::new();
+        for s in stored {
+            if let Err(problems) = merged.insert(&s.name, &s.version, &s.schema, PUSHED) {
+                warnings.push(format!(
+                    "pushed schema version {:?} of {:?} left out: {}",
+                    s.version,
+                    s.name,
+                    problems
+                        .iter()
+                        .map(|p| p.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ));
             }
         }
-        let name = match object.get("name") {
-            Some(Value::String(s)) => s.as_str(),
-            _ => {
-                problems.push(problem("name", "must be the event name, a string"));
-                ""
+        for (name, versions) in &self.by_name {
+            for (version, compiled) in versions {
+                match merged.schema(name, &version.0) {
+                    Some(pushed) if canonical_json(pushed) == canonical_json(&compiled.schema) => {}
+                    Some(_) => warnings.push(format!(
+                        "{}: version {:?} of {name:?} differs from the pushed one, which applies",
+                        compiled.source, version.0
+                    )),
+                    None => {
+                        // Compiled once already: it compiles again.
+                        let _ = merged.insert(name, &version.0, &compiled.schema, &compiled.source);
+                    }
+                }
             }
-        };
-        let version = match object.get("version") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => {
-                problems.push(problem("version", "must be the version label, a string"));
-                String::new()
-            }
-        };
-        let Some(schema) = object.get("schema") else {
-            problems.push(problem("schema", "missing: the JSON Schema of the event"));
-            return Err(problems);
-        };
-        if !problems.is_empty() {
-            return Err(problems);
         }
-        self.insert(name, &version, schema, &file.display().to_string())
+        (merged, warnings)
+    }
+
+    /// Whether `version` would be the newest version of `name` (no version of it sorts after).
+    pub fn would_be_newest(&self, name: &str, version: &str) -> bool {
+        self.by_name
+            .get(name)
+            .and_then(|v| v.keys().next_back())
+            .is_none_or(|newest| VersionKey(version.to_owned()) >= *newest)
+    }
+
+    /// The newest version of `name`, if it has schemas.
+    pub fn newest(&self, name: &str) -> Option<&str> {
+        self.by_name
+            .get(name)
+            .and_then(|v| v.keys().next_back())
+            .map(|k| k.0.as_str())
     }
 
     /// Every schema, by name then version (oldest first).

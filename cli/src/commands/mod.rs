@@ -24,6 +24,7 @@ mod jobs;
 mod remote;
 mod run;
 mod runs;
+mod schemas;
 mod send;
 pub(crate) mod serve;
 mod validate;
@@ -62,6 +63,8 @@ pub enum Command {
     Jobs(jobs::JobsArgs),
     /// The messages a running server gave up on (dead letters): list, show, retry, drop.
     Dead(dead::DeadArgs),
+    /// The event schemas of a running server: list, show, push, delete.
+    Schemas(schemas::SchemasArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -77,6 +80,7 @@ pub async fn main(app: &crate::App, cli: Cli) -> i32 {
         Command::Events(a) => events::events(a).await,
         Command::Jobs(a) => jobs::jobs(a).await,
         Command::Dead(a) => dead::dead(a).await,
+        Command::Schemas(a) => schemas::schemas(a).await,
     };
     match result {
         Ok(code) => code,

@@ -46,16 +46,22 @@ impl Remote {
         Ok(url.into())
     }
 
-    /// Calls `url` with `method` (and the API key, if any); prints the server's error and
-    /// gives `None` on a non-200 answer.
-    async fn call_ok(
+    /// Calls `url` with `method`, the API key if any, and `body` (JSON) if any: the answer's
+    /// status and body (JSON, or the text as a JSON string when it is not JSON).
+    pub async fn call(
         &self,
         method: reqwest::Method,
         url: &str,
-    ) -> weir_core::Result<Option<Value>> {
+        body: Option<Vec<u8>>,
+    ) -> weir_core::Result<(u16, Value)> {
         let mut request = reqwest::Client::new().request(method, url);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         let answer = request
             .send()
@@ -66,18 +72,40 @@ impl Remote {
             .text()
             .await
             .map_err(|e| Error::unavailable("unreadable answer").with_source(e))?;
-        let body: Option<Value> = serde_json::from_str(&text).ok();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, body))
+    }
+
+    /// The message of an error answer: its `error`, or its text (not every server in the way
+    /// answers weir's JSON errors: a proxy's HTML page).
+    pub fn error_message(body: &Value) -> String {
+        match body {
+            Value::String(text) => text.trim().to_owned(),
+            other => other["error"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| other.to_string()),
+        }
+    }
+
+    /// Calls `url` with `method` (and the API key, if any); prints the server's error and
+    /// gives `None` on a non-200 answer.
+    async fn call_ok(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> weir_core::Result<Option<Value>> {
+        let (status, body) = self.call(method, url, None).await?;
         if status != 200 {
-            // Not every server in the way answers weir's JSON errors (a proxy's HTML page).
-            let message = body
-                .as_ref()
-                .and_then(|b| b["error"].as_str())
-                .unwrap_or_else(|| text.trim());
-            eprintln!("error {status}: {message}");
+            eprintln!("error {status}: {}", Self::error_message(&body));
             return Ok(None);
         }
-        body.map(Some)
-            .ok_or_else(|| Error::unavailable(format!("the answer of {url} is not JSON")))
+        if body.is_string() {
+            return Err(Error::unavailable(format!(
+                "the answer of {url} is not JSON"
+            )));
+        }
+        Ok(Some(body))
     }
 
     /// GETs `url` and prints the answer: indented JSON with `--json`, else what `render`

@@ -298,6 +298,10 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
         }
         engine.set_event_schemas(schemas);
     }
+    // The schemas pushed to the catalog apply from the first request.
+    if let Err(e) = engine.refresh_catalog().await {
+        eprintln!("weir serve: warning: cannot read the pushed event schemas yet: {e}");
+    }
     // Everything that can fail at start (an adapter's URL or source, the listening address)
     // fails before the engine and the adapters run.
     let opened = OpenAdapters::open(app.registry(), &config.adapters).await?;

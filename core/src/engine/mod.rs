@@ -10,6 +10,7 @@
 //!   ticks) and deletes finished runs past the run retention.
 
 mod backoff;
+mod catalog;
 mod dead;
 mod executor;
 mod ingest;
@@ -35,6 +36,10 @@ use crate::run::{Run, RunStatus};
 use crate::state::StateStore;
 
 pub use backoff::retry_delay;
+pub use catalog::{
+    Breakage, DEFAULT_SCHEMA_CHECK, MAX_SCHEMA_CHECK, PutSchemaOptions, PutSchemaOutcome,
+    PutSchemaReport,
+};
 pub use dead::MAX_DEAD_LETTER_AFTER;
 pub use executor::Executed;
 pub use ingest::MAX_INGEST_DEADLINE;
@@ -94,6 +99,9 @@ pub struct EngineConfig {
     pub stuck_run_grace: Duration,
     /// How often the sweeper runs (on one node at a time). Default 1 minute.
     pub sweep_every: Duration,
+    /// How often a node checks whether the catalog (pushed event schemas) changed. Default 1
+    /// second: a schema pushed to one node applies on the others within it.
+    pub catalog_poll: Duration,
 }
 
 /// How long a finished run is kept by default: 7 days.
@@ -122,6 +130,7 @@ impl Default for EngineConfig {
             dead_letter_after: 5,
             stuck_run_grace: Duration::from_secs(600),
             sweep_every: Duration::from_secs(60),
+            catalog_poll: Duration::from_secs(1),
         }
     }
 }
@@ -227,8 +236,13 @@ struct Inner {
     /// Ingests in progress ([`Engine::ingest`]): a graceful shutdown waits for them, since one
     /// cut off half-way leaves events stored and not routed.
     ingests: tokio::sync::watch::Sender<usize>,
-    /// The event schemas ingest checks events against (none: every event passes).
+    /// The event schemas ingest checks events against (none: every event passes): this
+    /// node's files merged with the pushed ones (see `catalog`).
     schemas: parking_lot::RwLock<Arc<crate::schema::EventSchemas>>,
+    /// This node's schema files.
+    file_schemas: parking_lot::RwLock<Arc<crate::schema::EventSchemas>>,
+    /// The pushed schemas last read from the catalog.
+    catalog_view: parking_lot::Mutex<catalog::CatalogView>,
 }
 
 /// One ingest in progress, counted in `Inner::ingests` until dropped.
@@ -276,6 +290,8 @@ impl Engine {
                 schemas: parking_lot::RwLock::new(Arc::new(
                     crate::schema::EventSchemas::new().with_strict(strict_events),
                 )),
+                file_schemas: parking_lot::RwLock::default(),
+                catalog_view: parking_lot::Mutex::default(),
             }),
         }
     }
@@ -393,23 +409,14 @@ impl Engine {
             tasks.spawn(scheduler::run_loop(self.clone(), stopped.clone()));
             tasks.spawn(retention::run_loop(self.clone(), stopped.clone()));
         }
+        if self.inner.state.catalog().is_some() {
+            tasks.spawn(catalog::run_loop(self.clone(), stopped.clone()));
+        }
         Ok(EngineHandle {
             tasks,
             stop,
             ingests: self.inner.ingests.subscribe(),
         })
-    }
-
-    /// Replaces the event schemas ingest checks events against ([`crate::schema`]); requests
-    /// already being parsed keep the ones they started with.
-    pub fn set_event_schemas(&self, schemas: crate::schema::EventSchemas) {
-        let schemas = schemas.with_strict(self.inner.config.strict_events);
-        *self.inner.schemas.write() = Arc::new(schemas);
-    }
-
-    /// The event schemas ingest checks events against.
-    pub fn event_schemas(&self) -> Arc<crate::schema::EventSchemas> {
-        self.inner.schemas.read().clone()
     }
 
     /// Counts an ingest in progress until the returned guard is dropped.

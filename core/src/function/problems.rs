@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// One thing wrong in a function definition, at a JSON path such as `steps.step-2.after[0].step`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     /// JSON path of the offending value (empty for the document itself).
     pub path: String,

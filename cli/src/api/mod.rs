@@ -27,6 +27,8 @@ use weir_core::events::EventFilter;
 use weir_core::run::{RunFilter, RunStatus};
 use weir_core::{Error, ErrorKind};
 
+mod schemas;
+
 /// The keys a part of the API takes: event keys for `/e/{key}`, API keys for `/v1`.
 #[derive(Clone, Default)]
 pub enum Keys {
@@ -83,8 +85,11 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/dead/{id}", get(show_dead).delete(drop_dead))
         .route("/v1/dead/{id}/retry", post(retry_dead))
         .route("/v1/functions", get(list_functions))
-        .route("/v1/schemas", get(list_schemas))
-        .route("/v1/schemas/{name}/{version}", get(show_schema))
+        .route("/v1/schemas", get(schemas::list))
+        .route(
+            "/v1/schemas/{name}/{version}",
+            get(schemas::show).put(schemas::put).delete(schemas::delete),
+        )
         .route("/v1/events", get(list_events))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/workers/{wid}", post(order_worker))
@@ -158,6 +163,7 @@ fn from_error(e: &Error) -> Response {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::AlreadyExists => StatusCode::CONFLICT,
         ErrorKind::Unavailable | ErrorKind::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())
@@ -305,7 +311,7 @@ async fn send_events(
 
 /// The dev dashboard: functions and runs, refreshed every 2 s, from the `/v1` API.
 async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("dashboard.html"))
+    axum::response::Html(include_str!("../dashboard.html"))
 }
 
 async fn health() -> Json<Value> {
@@ -314,7 +320,7 @@ async fn health() -> Json<Value> {
 
 /// The OpenAPI document of this API (`cli/src/openapi.json`; a test checks it against the
 /// routes and their answers).
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 async fn openapi() -> Response {
     (
@@ -475,29 +481,6 @@ async fn cancel_run(State(app): State<AppState>, PathOf(id): PathOf<String>) -> 
         }
     }
     show_run(State(app), PathOf(id)).await
-}
-
-/// The event schemas ingest checks events against (docs/event-schemas.md).
-async fn list_schemas(State(app): State<AppState>) -> Json<Value> {
-    let schemas = app.engine.event_schemas();
-    Json(json!({"strict": app.engine.config().strict_events, "schemas": schemas.list()}))
-}
-
-/// One event schema, as written. An event name holds `/`, so it comes percent-encoded
-/// (`user%2Fsigned.up`).
-async fn show_schema(
-    State(app): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
-) -> Response {
-    match app.engine.event_schemas().schema(&name, &version) {
-        Some(schema) => {
-            Json(json!({"name": name, "version": version, "schema": schema})).into_response()
-        }
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("no schema version {version:?} of event {name:?}"),
-        ),
-    }
 }
 
 async fn list_functions(State(app): State<AppState>) -> Json<Value> {
