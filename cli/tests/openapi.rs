@@ -409,6 +409,20 @@ async fn real_answers_match_the_document() {
         );
     }
 
+    // One user's timeline: the events of u1 with their runs.
+    let (status, body) = get(&base, "/v1/users/u1/timeline").await;
+    assert_eq!(status, 200, "{body}");
+    let timeline = check(&doc, "get", "/v1/users/{id}/timeline", status, &body);
+    assert!(
+        timeline["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty()),
+        "{timeline}"
+    );
+    let (status, body) = get(&base, "/v1/users/u1/timeline?limit=0").await;
+    assert_eq!(status, 400);
+    check(&doc, "get", "/v1/users/{id}/timeline", status, &body);
+
     // Event schemas: pushed (refused by a stored event, forced, unchanged, invalid), listed,
     // shown, deleted.
     let schema_path = "/v1/schemas/{name}/{version}";

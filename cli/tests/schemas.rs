@@ -116,13 +116,14 @@ fn breakages(body: &Value) -> Vec<(String, String)> {
 /// version conflicts; invalid documents are refused with their problems; a delete lifts it.
 async fn a_pushed_schema_is_checked_stored_enforced_and_deleted(state_url: &str) {
     let (api, engine, _f, _handle) = api_on(state_url).await;
-    for (id, data) in [
-        ("ok-1", json!({"plan": "pro"})),
-        ("bad-plan", json!({"plan": "free"})),
-        ("no-plan", json!({})),
+    // Explicit, increasing times: the newest is `no-plan` (what `check=1` reads).
+    for (id, ts, data) in [
+        ("ok-1", 1_000, json!({"plan": "pro"})),
+        ("bad-plan", 2_000, json!({"plan": "free"})),
+        ("no-plan", 3_000, json!({})),
     ] {
         let (status, body) = api
-            .event(json!({"name": "user/signed.up", "id": id, "data": data}))
+            .event(json!({"name": "user/signed.up", "id": id, "ts": ts, "data": data}))
             .await;
         assert_eq!(status, 200, "{body}");
     }
@@ -202,8 +203,8 @@ async fn a_pushed_schema_is_checked_stored_enforced_and_deleted(state_url: &str)
         "{body}"
     );
     let other = json!({"schema": {"type": "object"}});
-    let (status, body) = api.put(path, &other).await;
-    assert_eq!(status, 409, "{body}");
+    let (status, body) = api.put(&format!("{path}?force=true"), &other).await;
+    assert_eq!(status, 409, "force does not replace: {body}");
     assert!(
         body["error"]
             .as_str()
@@ -217,20 +218,28 @@ async fn a_pushed_schema_is_checked_stored_enforced_and_deleted(state_url: &str)
         (200, &plan_schema(false)),
         "unchanged by the conflict"
     );
+    let (status, body) = api.put(&format!("{path}?replace=true"), &other).await;
+    assert_eq!(
+        (status, body["stored"].as_str()),
+        (200, Some("replaced")),
+        "{body}"
+    );
+    let (status, body) = api
+        .put(&format!("{path}?replace=true&force=true"), &v1)
+        .await;
+    assert_eq!(
+        (status, body["stored"].as_str()),
+        (200, Some("replaced")),
+        "back: {body}"
+    );
 
-    // Version 2 (requiring seats) is checked against events without `v` and events of
-    // version 1; version "0" (not the newest) only against events of its own.
-    for (id, v) in [
-        ("with-v1", Some("1")),
-        ("without-v", None),
-        ("with-v0", Some("0")),
-    ] {
-        let mut event = json!({"name": "user/signed.up", "id": id, "data": {"plan": "pro"}});
+    // Version 2 (requiring seats) judges the events it would meet: those without `v` (it
+    // becomes the newest). Events pinned to version 1 keep meeting version 1: not judged.
+    for (id, ts, v) in [("with-v1", 4_000, Some("1")), ("without-v", 5_000, None)] {
+        let mut event =
+            json!({"name": "user/signed.up", "id": id, "ts": ts, "data": {"plan": "pro"}});
         if let Some(v) = v {
             event["v"] = json!(v);
-        }
-        if v == Some("0") {
-            continue; // stored below, once version 0 exists
         }
         let (status, body) = api.event(event).await;
         assert_eq!(status, 200, "{body}");
@@ -239,18 +248,35 @@ async fn a_pushed_schema_is_checked_stored_enforced_and_deleted(state_url: &str)
     let (status, body) = api.put("/v1/schemas/user%2Fsigned.up/2", &v2).await;
     assert_eq!(status, 409, "{body}");
     let broken: Vec<String> = breakages(&body).into_iter().map(|(id, _)| id).collect();
+    assert!(broken.contains(&"without-v".to_owned()), "{body}");
     assert!(
-        broken.contains(&"with-v1".to_owned()) && broken.contains(&"without-v".to_owned()),
+        !broken.contains(&"with-v1".to_owned()),
+        "pinned to version 1: {body}"
+    );
+    // An event whose `v` names no version would be refused once a schema exists: version 3
+    // of a name with none yet is checked against it.
+    let (status, _) = api
+        .event(json!({"name": "fresh", "id": "fresh-v7", "v": "7"}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api.put("/v1/schemas/fresh/3", &json!({"schema": {}})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        breakages(&body),
+        [("fresh-v7".to_owned(), "/v".to_owned())],
         "{body}"
     );
-    let (status, body) = api
-        .put("/v1/schemas/user%2Fsigned.up/0?force=true", &v2)
-        .await;
+    // Version "0" sorts before 1: it judges only events of its own `v`, none here.
+    let (status, body) = api.put("/v1/schemas/user%2Fsigned.up/0", &v2).await;
     assert_eq!(
         (status, body["checked"].as_u64()),
         (201, Some(0)),
         "no event has v 0: {body}"
     );
+    let (status, body) = api
+        .event(json!({"name": "user/signed.up", "v": "0", "data": {"plan": "pro"}}))
+        .await;
+    assert_eq!(status, 400, "version 0 requires seats: {body}");
 
     // Bad documents: not JSON Schema, another name than the path's, not JSON at all.
     let (status, body) = api
@@ -292,8 +318,7 @@ async fn a_pushed_schema_is_checked_stored_enforced_and_deleted(state_url: &str)
     assert_eq!(status, 200, "{body}");
     let (status, _) = api.send(reqwest::Method::DELETE, path, None).await;
     assert_eq!(status, 404);
-    // Version 0 still applies to `v: "0"`; version 1 is gone, so an event without `v` meets
-    // version 0 (the newest left) and breaks it without seats.
+    // Version 1 is gone: an event pinned to it names an unknown version now.
     let (status, body) = api
         .event(json!({"name": "user/signed.up", "data": {"plan": "free"}, "v": "1"}))
         .await;

@@ -98,7 +98,7 @@ impl Event {
         let v = match obj.remove("v") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
-            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::Number(n)) => Some(crate::schema::number_label(&n)),
             Some(_) => {
                 return Err(Error::invalid(format!(
                     "{}\"v\" must be a string",

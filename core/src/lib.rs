@@ -32,4 +32,5 @@ pub mod schema;
 pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod timeline;
 pub mod url_query;

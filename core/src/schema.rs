@@ -244,7 +244,7 @@ pub struct SchemaInfo<'a> {
     pub version: &'a str,
     /// Whether it is the newest version of the name (the one events without `v` meet).
     pub newest: bool,
-    /// Where it came from (a file).
+    /// Where it came from: a file, or `pushed` (the state store's catalog).
     pub source: &'a str,
 }
 
@@ -439,20 +439,18 @@ impl EventSchemas {
         (merged, warnings)
     }
 
-    /// Whether `version` would be the newest version of `name` (no version of it sorts after).
-    pub fn would_be_newest(&self, name: &str, version: &str) -> bool {
-        self.by_name
-            .get(name)
-            .and_then(|v| v.keys().next_back())
-            .is_none_or(|newest| VersionKey(version.to_owned()) >= *newest)
-    }
-
-    /// The newest version of `name`, if it has schemas.
-    pub fn newest(&self, name: &str) -> Option<&str> {
-        self.by_name
-            .get(name)
-            .and_then(|v| v.keys().next_back())
-            .map(|k| k.0.as_str())
+    /// The version an event named `name` with version label `v` meets: `Some(Ok(version))`,
+    /// `Some(Err(()))` when `v` names no version of a name that has schemas, `None` when the
+    /// name has none.
+    pub fn selected(&self, name: &str, v: Option<&str>) -> Option<Result<&str, ()>> {
+        let versions = self.by_name.get(name)?;
+        Some(match v {
+            None => versions.keys().next_back().map(|k| k.0.as_str()).ok_or(()),
+            Some(v) => versions
+                .get_key_value(&VersionKey(v.to_owned()))
+                .map(|(k, _)| k.0.as_str())
+                .ok_or(()),
+        })
     }
 
     /// Every schema, by name then version (oldest first).
@@ -586,8 +584,8 @@ impl EventSchemas {
 }
 
 /// A version label from a JSON number: a whole number without a fraction (`1.0` → `"1"`), as
-/// clients that only have floats send it.
-fn number_label(n: &serde_json::Number) -> String {
+/// clients that only have floats send it. Stored events keep their `v` so.
+pub fn number_label(n: &serde_json::Number) -> String {
     match n.as_f64() {
         Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
         _ => n.to_string(),

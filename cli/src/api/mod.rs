@@ -28,6 +28,7 @@ use weir_core::run::{RunFilter, RunStatus};
 use weir_core::{Error, ErrorKind};
 
 mod schemas;
+mod users;
 
 /// The keys a part of the API takes: event keys for `/e/{key}`, API keys for `/v1`.
 #[derive(Clone, Default)]
@@ -91,6 +92,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
             get(schemas::show).put(schemas::put).delete(schemas::delete),
         )
         .route("/v1/events", get(list_events))
+        .route("/v1/users/{id}/timeline", get(users::timeline))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/workers/{wid}", post(order_worker))
         .route("/metrics", get(metrics))

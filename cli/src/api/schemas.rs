@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,9 +13,10 @@ use weir_core::catalog::SchemaPut;
 use weir_core::engine::{
     DEFAULT_SCHEMA_CHECK, MAX_SCHEMA_CHECK, PutSchemaOptions, PutSchemaOutcome, PutSchemaReport,
 };
+use weir_core::function::Problem;
 use weir_core::schema::SchemaDocument;
 
-use super::{AppState, BODY_READ_TIMEOUT, PathOf, error, from_error, read_body};
+use super::{AppState, BODY_READ_TIMEOUT, PathOf, QueryOf, error, from_error, read_body};
 
 /// The largest schema document a push takes.
 const MAX_SCHEMA_BYTES: usize = 1 << 20;
@@ -45,9 +46,12 @@ pub(super) async fn show(
 /// The options of a push.
 #[derive(Debug, Deserialize)]
 pub(super) struct PutQuery {
-    /// Store even when stored events break it, or replace another schema of its version.
+    /// Store even when stored events break it.
     #[serde(default)]
     force: bool,
+    /// Replace another schema stored under its version.
+    #[serde(default)]
+    replace: bool,
     /// How many of the newest stored events of the name to check it against.
     check: Option<usize>,
 }
@@ -59,7 +63,7 @@ pub(super) struct PutQuery {
 pub(super) async fn put(
     State(app): State<AppState>,
     PathOf((name, version)): PathOf<(String, String)>,
-    Query(query): Query<PutQuery>,
+    QueryOf(query): QueryOf<PutQuery>,
     body: Body,
 ) -> Response {
     let check = query.check.unwrap_or(DEFAULT_SCHEMA_CHECK);
@@ -79,6 +83,7 @@ pub(super) async fn put(
     };
     let options = PutSchemaOptions {
         force: query.force,
+        replace: query.replace,
         check,
     };
     match app.engine.put_schema(&document, options).await {
@@ -90,18 +95,7 @@ pub(super) async fn put(
 /// The document of a push to `/v1/schemas/{name}/{version}`: the body, with the path's name
 /// and version filled in where it leaves them out.
 fn document_for(bytes: &[u8], name: &str, version: &str) -> Result<SchemaDocument, Box<Response>> {
-    let invalid = |problems: Vec<weir_core::function::Problem>| {
-        let status = StatusCode::BAD_REQUEST;
-        Box::new((
-            status,
-            Json(json!({
-                "error": "not a schema document: {\"name\", \"version\", \"schema\": {JSON Schema}}",
-                "status": status.as_u16(),
-                "problems": problems,
-            })),
-        )
-            .into_response())
-    };
+    let invalid = |problems: Vec<Problem>| Box::new(problems_answer(&problems));
     let mut body: Value = serde_json::from_slice(bytes).map_err(|e| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -132,31 +126,17 @@ fn document_for(bytes: &[u8], name: &str, version: &str) -> Result<SchemaDocumen
 /// The answer to a push.
 fn answer(document: &SchemaDocument, report: &PutSchemaReport) -> Response {
     let (status, stored, message) = match &report.outcome {
-        PutSchemaOutcome::Stored(put) => {
-            let (status, stored) = match put {
-                SchemaPut::Created => (StatusCode::CREATED, "created"),
-                SchemaPut::Replaced => (StatusCode::OK, "replaced"),
-                _ => (StatusCode::OK, "unchanged"),
-            };
-            (status, Some(stored), None)
+        PutSchemaOutcome::Stored(SchemaPut::Created) => {
+            (StatusCode::CREATED, Some("created"), None)
         }
-        PutSchemaOutcome::Invalid(problems) => {
-            let status = StatusCode::BAD_REQUEST;
-            return (
-                status,
-                Json(json!({
-                    "error": format!("not a valid schema: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
-                    "status": status.as_u16(),
-                    "problems": problems,
-                })),
-            )
-                .into_response();
-        }
-        PutSchemaOutcome::Conflict => (
+        PutSchemaOutcome::Stored(SchemaPut::Replaced) => (StatusCode::OK, Some("replaced"), None),
+        PutSchemaOutcome::Stored(SchemaPut::Unchanged) => (StatusCode::OK, Some("unchanged"), None),
+        PutSchemaOutcome::Invalid(problems) => return problems_answer(problems),
+        PutSchemaOutcome::Conflict | PutSchemaOutcome::Stored(SchemaPut::Conflict) => (
             StatusCode::CONFLICT,
             None,
             Some(format!(
-                "version {:?} of {:?} is stored with another schema; nothing stored (force replaces it)",
+                "version {:?} of {:?} is stored with another schema; nothing stored (replace replaces it)",
                 document.version, document.name
             )),
         ),
@@ -184,6 +164,21 @@ fn answer(document: &SchemaDocument, report: &PutSchemaReport) -> Response {
         body["error"] = json!(message);
     }
     (status, Json(body)).into_response()
+}
+
+/// The 400 of a document that is not a valid schema document: its problems, each at its path.
+fn problems_answer(problems: &[Problem]) -> Response {
+    let status = StatusCode::BAD_REQUEST;
+    let listed: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    (
+        status,
+        Json(json!({
+            "error": format!("not a valid schema document: {}", listed.join("; ")),
+            "status": status.as_u16(),
+            "problems": problems,
+        })),
+    )
+        .into_response()
 }
 
 /// Deletes a pushed schema (schema files stay: they are a node's own). 200, or 404 when no

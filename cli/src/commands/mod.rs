@@ -27,6 +27,7 @@ mod runs;
 mod schemas;
 mod send;
 pub(crate) mod serve;
+mod user;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -65,6 +66,8 @@ pub enum Command {
     Dead(dead::DeadArgs),
     /// The event schemas of a running server: list, show, push, delete.
     Schemas(schemas::SchemasArgs),
+    /// One user's events and the runs they started, on one timeline, newest first.
+    User(user::UserArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -81,6 +84,7 @@ pub async fn main(app: &crate::App, cli: Cli) -> i32 {
         Command::Jobs(a) => jobs::jobs(a).await,
         Command::Dead(a) => dead::dead(a).await,
         Command::Schemas(a) => schemas::schemas(a).await,
+        Command::User(a) => user::user(a).await,
     };
     match result {
         Ok(code) => code,

@@ -38,16 +38,21 @@ pub enum SchemasCommand {
     /// schema file (`{"name", "version", "schema"}`), or a bare JSON Schema with NAME and
     /// --version. The newest stored events of the name are checked against it first.
     Push {
-        /// `[NAME] FILE`: the event name (when FILE does not give it), then the file.
-        #[arg(num_args = 1..=2, value_names = ["NAME", "FILE"], required = true)]
-        args: Vec<String>,
+        /// The event name (when FILE does not give it), or FILE.
+        #[arg(value_name = "NAME")]
+        first: String,
+        /// The file, when NAME comes first.
+        #[arg(value_name = "FILE")]
+        second: Option<String>,
         /// The version label (when FILE does not give it).
         #[arg(long)]
         version: Option<String>,
-        /// Store it even when stored events break it, or replace another schema of its
-        /// version.
+        /// Store it even when stored events break it.
         #[arg(long)]
         force: bool,
+        /// Replace another schema stored under its version.
+        #[arg(long)]
+        replace: bool,
         /// How many of the newest stored events of the name to check it against (0: none).
         #[arg(long)]
         check: Option<usize>,
@@ -80,24 +85,30 @@ pub(super) async fn schemas(args: SchemasArgs) -> weir_core::Result<i32> {
                 .await
         }
         SchemasCommand::Push {
-            args: positional,
+            first,
+            second,
             version,
             force,
+            replace,
             check,
         } => {
-            let (name, file) = match positional.as_slice() {
-                [file] => (None, PathBuf::from(file)),
-                [name, file] => (Some(name.clone()), PathBuf::from(file)),
-                _ => unreachable!("clap takes one or two"),
+            let (name, file) = match second {
+                None => (None, PathBuf::from(first)),
+                Some(file) => (Some(first), PathBuf::from(file)),
             };
             let document = document_of(&file, name, version)?;
-            push(remote, document, force, check).await
+            let flags = [("force", force), ("replace", replace)];
+            push(remote, document, &flags, check).await
         }
         SchemasCommand::Delete { name, version } => {
             let url = remote.url("/v1/schemas", &[&name, &version], &[])?;
             remote
                 .delete_and_print(&url, |_: &Value| {
-                    format!("deleted version {version} of {name}\n")
+                    format!(
+                        "deleted pushed version {} of {}\n",
+                        printable(&version),
+                        printable(&name)
+                    )
                 })
                 .await
         }
@@ -121,21 +132,16 @@ fn document_of(
             e.column()
         ))
     })?;
-    let is_document = value.as_object().is_some_and(|o| {
-        o.contains_key("schema")
-            && o.keys()
-                .all(|k| ["name", "version", "schema"].contains(&k.as_str()))
-    });
+    // An object with a `schema` is a schema file (the server names its other problems);
+    // anything else is a bare JSON Schema.
+    let is_document = value.as_object().is_some_and(|o| o.contains_key("schema"));
     let mut document = if is_document {
         value
     } else {
         json!({"schema": value})
     };
     for (key, given) in [("name", name), ("version", version)] {
-        let in_file = document.get(key).map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        });
+        let in_file = document.get(key).map(label);
         match (in_file, given) {
             (Some(a), Some(b)) if a != b => {
                 return Err(Error::invalid(format!(
@@ -157,26 +163,28 @@ fn document_of(
     Ok(document)
 }
 
+/// A name or version label as given in a document (a number as its text).
+fn label(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Sends `document` to `PUT /v1/schemas/{name}/{version}` and prints what the server did.
 async fn push(
     remote: &Remote,
     document: Value,
-    force: bool,
+    flags: &[(&str, bool)],
     check: Option<usize>,
 ) -> weir_core::Result<i32> {
-    let label = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     let (name, version) = (label(&document["name"]), label(&document["version"]));
-    let url = remote.url(
-        "/v1/schemas",
-        &[&name, &version],
-        &[
-            ("force", force.then(|| "true".to_owned())),
-            ("check", check.map(|n| n.to_string())),
-        ],
-    )?;
+    let mut query: Vec<(&str, Option<String>)> = flags
+        .iter()
+        .map(|(flag, on)| (*flag, on.then(|| "true".to_owned())))
+        .collect();
+    query.push(("check", check.map(|n| n.to_string())));
+    let url = remote.url("/v1/schemas", &[&name, &version], &query)?;
     let body = serde_json::to_vec(&document)?;
     let (status, answer) = remote.call(reqwest::Method::PUT, &url, Some(body)).await?;
     if remote.json {

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
 use tracing::warn;
 
 use super::{Engine, StopSignal, stopped};
@@ -16,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::now_ms;
 use crate::events::EventFilter;
 use crate::function::Problem;
-use crate::schema::{EventSchemas, MAX_VIOLATIONS, SchemaDocument, ViolationList};
+use crate::schema::{EventSchemas, MAX_VIOLATIONS, SchemaDocument};
 
 /// Stored events a push checks by default (`?check=`, `--check`).
 pub const DEFAULT_SCHEMA_CHECK: usize = 100;
@@ -30,9 +29,10 @@ const BREAKAGES_PER_EVENT: usize = 3;
 /// How to push a schema ([`Engine::put_schema`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutSchemaOptions {
-    /// Store it even when stored events break it, or when another schema is stored under
-    /// its version (which it then replaces).
+    /// Store it even when stored events break it.
     pub force: bool,
+    /// Replace another schema stored under its version (else that is a conflict).
+    pub replace: bool,
     /// How many of the newest stored events of its name to check it against (at most
     /// [`MAX_SCHEMA_CHECK`]; 0: none).
     pub check: usize,
@@ -42,6 +42,7 @@ impl Default for PutSchemaOptions {
     fn default() -> Self {
         PutSchemaOptions {
             force: false,
+            replace: false,
             check: DEFAULT_SCHEMA_CHECK,
         }
     }
@@ -65,7 +66,7 @@ pub enum PutSchemaOutcome {
     Stored(SchemaPut),
     /// Not valid JSON Schema (or a bad name or version): nothing stored.
     Invalid(Vec<Problem>),
-    /// Another schema is stored under that version (push with `force` to replace it):
+    /// Another schema is stored under that version (push with `replace` to replace it):
     /// nothing stored.
     Conflict,
     /// Stored events break it (push with `force` to store it anyway): nothing stored.
@@ -109,6 +110,8 @@ impl Engine {
 
     /// Rebuilds the schemas in use from the files and the stored schemas last read.
     fn merge_schemas(&self) {
+        // One rebuild at a time: a slower one must not write older inputs over newer ones.
+        let _rebuilding = self.inner.schemas_rebuild.lock();
         let files = self.inner.file_schemas.read().clone();
         let stored = self.inner.catalog_view.lock().stored.clone();
         let (merged, warnings) = files.merged_with(&stored);
@@ -124,32 +127,29 @@ impl Engine {
         let Some(catalog) = self.inner.state.catalog() else {
             return Ok(false);
         };
+        // One refresh at a time, so that the last to finish read last. The generation is
+        // compared for equality only: a store restored from a backup can go back.
+        let _refreshing = self.inner.catalog_refresh.lock().await;
         let generation = catalog.generation().await?;
         if self.inner.catalog_view.lock().generation == Some(generation) {
             return Ok(false);
         }
         // Read after the generation: what is read is at least that new.
         let stored = Arc::new(catalog.list_schemas().await?);
-        {
-            let mut view = self.inner.catalog_view.lock();
-            if view.generation.is_some_and(|g| g >= generation) {
-                // A concurrent refresh stored something as new.
-                return Ok(false);
-            }
-            *view = CatalogView {
-                generation: Some(generation),
-                stored,
-            };
-        }
+        *self.inner.catalog_view.lock() = CatalogView {
+            generation: Some(generation),
+            stored,
+        };
         self.merge_schemas();
         Ok(true)
     }
 
-    /// Pushes a schema to the catalog, where every node finds it: unless `force`, only when
-    /// no other schema is stored under its version and none of the newest `check` stored
-    /// events of its name that it would judge breaks it. Those events are the ones without
-    /// `v` or with the newest version's `v` when it becomes the newest version, and those of
-    /// its own version. This node uses it at once; other nodes within `catalog_poll`.
+    /// Pushes a schema to the catalog, where every node finds it: unless `replace`, only when
+    /// no other schema is stored under its version; unless `force`, only when no event among
+    /// the newest `check` stored events of its name that it would judge breaks it. It judges
+    /// the events that would meet it once stored (their `v` is its version, or they have
+    /// none and it becomes the newest), and those whose `v` would name no version. This
+    /// node uses it at once; other nodes within `catalog_poll`.
     pub async fn put_schema(
         &self,
         document: &SchemaDocument,
@@ -162,13 +162,10 @@ impl Engine {
             broken: 0,
             breakages: Vec::new(),
         };
-        let alone = match document.compile() {
-            Ok(alone) => alone,
-            Err(problems) => {
-                report.outcome = PutSchemaOutcome::Invalid(problems);
-                return Ok(report);
-            }
-        };
+        if let Err(problems) = document.compile() {
+            report.outcome = PutSchemaOutcome::Invalid(problems);
+            return Ok(report);
+        }
         let canonical = canonical_json(&document.schema);
         let stored = catalog.list_schemas().await?;
         let same_version = stored
@@ -176,13 +173,25 @@ impl Engine {
             .find(|s| s.name == document.name && s.version == document.version);
         match same_version {
             Some(s) if canonical_json(&s.schema) == canonical => return Ok(report),
-            Some(_) if !options.force => {
+            Some(_) if !options.replace => {
                 report.outcome = PutSchemaOutcome::Conflict;
                 return Ok(report);
             }
             _ => {}
         }
-        self.check_stored_events(document, &alone, options.check, &mut report)
+        // The schemas this node would use once it is stored: judged on fresh inputs.
+        let mut after: Vec<StoredSchema> = stored
+            .into_iter()
+            .filter(|s| !(s.name == document.name && s.version == document.version))
+            .collect();
+        after.push(StoredSchema {
+            name: document.name.clone(),
+            version: document.version.clone(),
+            schema: document.schema.clone(),
+            stored_at: now_ms(),
+        });
+        let (after, _) = self.inner.file_schemas.read().merged_with(&after);
+        self.check_stored_events(document, &after, options.check, &mut report)
             .await?;
         if report.broken > 0 && !options.force {
             report.outcome = PutSchemaOutcome::Breaks;
@@ -196,14 +205,17 @@ impl Engine {
                     schema: document.schema.clone(),
                     stored_at: now_ms(),
                 },
-                options.force,
+                options.replace,
             )
             .await?;
         report.outcome = match put {
             SchemaPut::Conflict => PutSchemaOutcome::Conflict,
             done => PutSchemaOutcome::Stored(done),
         };
-        self.refresh_catalog().await?;
+        // Stored: a failed read now is the poll's to catch up on, not the pusher's error.
+        if let Err(e) = self.refresh_catalog().await {
+            warn!(error = %e, "a schema was pushed; reading the catalog again failed");
+        }
         Ok(report)
     }
 
@@ -212,7 +224,9 @@ impl Engine {
     pub async fn delete_schema(&self, name: &str, version: &str) -> Result<bool> {
         let catalog = self.catalog()?;
         let deleted = catalog.delete_schema(name, version).await?;
-        self.refresh_catalog().await?;
+        if let Err(e) = self.refresh_catalog().await {
+            warn!(error = %e, "a schema was deleted; reading the catalog again failed");
+        }
         Ok(deleted)
     }
 
@@ -226,12 +240,13 @@ impl Engine {
         })
     }
 
-    /// Checks the newest `limit` stored events of the document's name that it would judge
-    /// (see [`put_schema`](Self::put_schema)) against `alone` (the document compiled alone).
+    /// Checks the newest `limit` stored events of the document's name against `after` (the
+    /// schemas once it is stored), as ingest would check them; only those it judges (see
+    /// [`put_schema`](Self::put_schema)) count.
     async fn check_stored_events(
         &self,
         document: &SchemaDocument,
-        alone: &EventSchemas,
+        after: &EventSchemas,
         limit: usize,
         report: &mut PutSchemaReport,
     ) -> Result<()> {
@@ -239,9 +254,6 @@ impl Engine {
         if limit == 0 {
             return Ok(());
         }
-        let in_use = self.event_schemas();
-        let becomes_newest = in_use.would_be_newest(&document.name, &document.version);
-        let newest = in_use.newest(&document.name).map(str::to_owned);
         let events = self
             .inner
             .events
@@ -253,40 +265,29 @@ impl Engine {
             })
             .await?;
         for event in events {
-            let judged = match event.v.as_deref() {
-                Some(v) if v == document.version => true,
-                None => becomes_newest,
-                Some(v) => becomes_newest && newest.as_deref() == Some(v),
+            let judged = match after.selected(&event.name, event.v.as_deref()) {
+                Some(Ok(version)) => version == document.version,
+                Some(Err(())) => true,
+                None => false,
             };
             if !judged {
                 continue;
             }
             report.checked += 1;
-            let mut value = serde_json::to_value(&event)?;
-            // Judged by the pushed version, whatever `v` it was sent with.
-            if let Value::Object(map) = &mut value {
-                map.insert("v".into(), Value::String(document.version.clone()));
-            }
-            let mut list = ViolationList::default();
-            list.check(alone, 0, &value, true);
-            let Err(e) = list.into_result() else {
+            let value = serde_json::to_value(&event)?;
+            let found = after.check_at_most(0, &value, BREAKAGES_PER_EVENT);
+            if found.is_empty() {
                 continue;
-            };
+            }
             report.broken += 1;
             let room = MAX_VIOLATIONS.saturating_sub(report.breakages.len());
-            let found = crate::schema::violations_of(&e).unwrap_or_default();
             report
                 .breakages
-                .extend(
-                    found
-                        .iter()
-                        .take(BREAKAGES_PER_EVENT.min(room))
-                        .map(|v| Breakage {
-                            event_id: event.id.clone(),
-                            pointer: v.pointer.clone(),
-                            message: v.message.clone(),
-                        }),
-                );
+                .extend(found.into_iter().take(room).map(|v| Breakage {
+                    event_id: event.id.clone(),
+                    pointer: v.pointer,
+                    message: v.message,
+                }));
         }
         Ok(())
     }

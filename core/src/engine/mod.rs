@@ -243,6 +243,10 @@ struct Inner {
     file_schemas: parking_lot::RwLock<Arc<crate::schema::EventSchemas>>,
     /// The pushed schemas last read from the catalog.
     catalog_view: parking_lot::Mutex<catalog::CatalogView>,
+    /// Held while the schemas in use are rebuilt.
+    schemas_rebuild: parking_lot::Mutex<()>,
+    /// Held while the catalog is read again.
+    catalog_refresh: tokio::sync::Mutex<()>,
 }
 
 /// One ingest in progress, counted in `Inner::ingests` until dropped.
@@ -292,6 +296,8 @@ impl Engine {
                 )),
                 file_schemas: parking_lot::RwLock::default(),
                 catalog_view: parking_lot::Mutex::default(),
+                schemas_rebuild: parking_lot::Mutex::default(),
+                catalog_refresh: tokio::sync::Mutex::default(),
             }),
         }
     }

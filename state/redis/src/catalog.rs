@@ -68,7 +68,7 @@ fn schema_field(name: &str, version: &str) -> String {
 fn parse_field(field: &str) -> Result<(String, String)> {
     let (len, rest) = field.split_once(':').ok_or_else(|| corrupt("field"))?;
     let len: usize = len.parse().map_err(|_| corrupt("field length"))?;
-    if !rest.is_char_boundary(len) || rest.len() < len {
+    if !rest.is_char_boundary(len) {
         return Err(corrupt("field length"));
     }
     let (name, version) = rest.split_at(len);
@@ -131,10 +131,18 @@ impl Catalog for RedisCatalog {
             .conn
             .cmd(redis::cmd("HGETALL").arg(self.keys.catalog_schemas()))
             .await?;
-        let mut schemas = all
+        // One unreadable field (written by hand, or by a newer weir) must not hide the others
+        // from every node: it is skipped, with a warning.
+        let mut schemas: Vec<StoredSchema> = all
             .iter()
-            .map(|(field, value)| decode_schema(field, value))
-            .collect::<Result<Vec<_>>>()?;
+            .filter_map(|(field, value)| match decode_schema(field, value) {
+                Ok(schema) => Some(schema),
+                Err(e) => {
+                    tracing::warn!(field = %field, error = %e, "catalog schema skipped");
+                    None
+                }
+            })
+            .collect();
         schemas.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
         Ok(schemas)
     }
