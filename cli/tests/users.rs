@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::{engine_on, function_dir};
 use serde_json::{Value, json};
 use weir::api::EventKeys;
+use weir::core::run::{Run, RunStatus};
 
 async fn get(url: &str) -> (u16, Value) {
     let response = reqwest::get(url).await.expect("get");
@@ -48,10 +49,11 @@ async fn a_users_events_and_runs_make_one_timeline(state_url: &str) {
     let base = common::serve_api(engine.clone(), EventKeys::Any, EventKeys::Any).await;
     // Users of this run only: the Redis store may be shared with other tests.
     let suffix = ulid::Ulid::new().to_string();
-    let (alice, bob, carol) = (
+    let (alice, bob, carol, dave) = (
         format!("alice-{suffix}"),
         format!("bob-{suffix}"),
         format!("carol-{suffix}@example.com"),
+        format!("dave-{suffix}"),
     );
     let client = reqwest::Client::new();
     for (name, ts, user) in [
@@ -124,6 +126,44 @@ async fn a_users_events_and_runs_make_one_timeline(state_url: &str) {
     let (status, body) = get(&format!("{base}/v1/users/{alice}/timeline?limit=1001")).await;
     assert_eq!(status, 400, "{body}");
 
+    // An event with an id is found by its id, not by its email.
+    let (status, by_email) = get(&format!("{base}/v1/users/a@example.com/timeline")).await;
+    assert_eq!(status, 200);
+    assert!(
+        by_email["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().all(|i| i["event"]["user"]["id"] != alice.as_str())),
+        "{by_email}"
+    );
+
+    // A run whose event is no longer stored is an item of its own, at its creation time.
+    let gone = weir::core::Event::from_json(
+        json!({"name": "user/left", "ts": 9_000, "user": {"id": dave}}),
+        "",
+    )
+    .expect("event");
+    let key = format!("greet:v:{}", gone.id);
+    let orphan = Run {
+        id: Run::id_for_key(&key, &gone.id),
+        key,
+        function_id: "greet".into(),
+        function_version: "v".into(),
+        event: gone,
+        status: RunStatus::Running,
+        steps: Default::default(),
+        created_at: 9_500,
+        ended_at: None,
+        history: Vec::new(),
+        pauses: Default::default(),
+    };
+    engine.state().create_run(&orphan).await.expect("create");
+    let (status, body) = get(&format!("{base}/v1/users/{dave}/timeline")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["items"][0]["kind"], "run");
+    assert_eq!(body["items"][0]["at"], 9_500);
+    assert_eq!(body["items"][0]["run"]["id"], orphan.id.as_str());
+
     // `weir user` prints the same timeline.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["user", &alice, "--url", &base])
@@ -148,6 +188,21 @@ async fn a_users_events_and_runs_make_one_timeline(state_url: &str) {
         "{stdout}"
     );
     assert!(lines[2].contains("event user/signed.up"), "{stdout}");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["user", &dave, "--url", &base])
+        .env_remove("WEIR_API_KEY")
+        .output()
+        .await
+        .expect("weir user");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim_end(),
+        format!(
+            "1970-01-01T00:00:09.500Z  run {}  greet  running",
+            orphan.id
+        ),
+        "a run on its own line"
+    );
 }
 
 on_every_state!(a_users_events_and_runs_make_one_timeline);

@@ -1,6 +1,8 @@
 //! The catalog: what every node of a deployment must agree on beyond runs, kept in the state
-//! store. Today that is the event schemas pushed through the API (`PUT /v1/schemas/…`,
-//! `weir schemas push`); schema files in a node's `schemas/` folder stay that node's own.
+//! store: the event schemas pushed through the API (`PUT /v1/schemas/…`, `weir schemas
+//! push`; schema files in a node's `schemas/` folder stay that node's own), and the stored
+//! versions of functions (numbered 1, 2, … per function, each with its bundle of files) with
+//! the routing that says which version is live and which is a canary.
 //!
 //! A capability of a state store: [`crate::state::StateStore::catalog`] hands out a
 //! [`Catalog`] when the store has one (memory and Redis do). Every change bumps the catalog's
@@ -40,13 +42,61 @@ pub enum SchemaPut {
     Conflict,
 }
 
+/// A stored version of a function.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FunctionVersion {
+    /// The function's id.
+    pub function_id: String,
+    /// Its number among the function's versions: 1, 2, …
+    pub number: u64,
+    /// Its content hash (`FunctionBundle::version`), what runs are pinned to.
+    pub version: String,
+    /// When it was stored (epoch ms).
+    pub stored_at: i64,
+    /// Who stored it (`weir deploy`, a node loading its files).
+    pub source: String,
+}
+
+/// Which version of a function new runs start on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Routing {
+    /// The live version's number.
+    pub live: u64,
+    /// A canary taking a share of new runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    /// The versions live before, oldest first (what a rollback goes back to).
+    #[serde(default)]
+    pub previous: Vec<u64>,
+    /// Why the last change was made.
+    #[serde(default)]
+    pub note: String,
+    /// When it was made (epoch ms).
+    pub changed_at: i64,
+}
+
+/// A canary version and its share of new runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Canary {
+    /// The canary's version number.
+    pub number: u64,
+    /// The percentage of new runs it takes (0 to 100; 0 is a blue-green standby).
+    pub percent: u8,
+    /// Route by the event's user rather than by the event, so that one user stays on one
+    /// version.
+    #[serde(default)]
+    pub sticky_user: bool,
+}
+
 /// Shared definitions, visible to every node (see the module documentation).
 ///
 /// Contract (checked by the conformance suite, `testkit::catalog`): a schema version is
 /// stored once, and [`put_schema`](Catalog::put_schema) decides atomically between
 /// [`SchemaPut`]'s outcomes, so two nodes storing different schemas under one version see one
 /// `Created` and one `Conflict`. Schemas are equal when their JSON values are (key order does
-/// not matter). The generation increases with every change and never otherwise; it starts
+/// not matter). A function version is stored once per content hash and numbered in the order
+/// stored, without gaps, whichever node stores it; routing changes are compare-and-set on
+/// its revision. The generation increases with every change and never otherwise; it starts
 /// at 0 in an empty catalog.
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
@@ -63,6 +113,38 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Deletes version `version` of `name`'s schema; true when it was stored.
     async fn delete_schema(&self, name: &str, version: &str) -> Result<bool>;
+
+    /// Stores a version of function `function_id` whose content hash is `version.version`,
+    /// with its encoded bundle: numbered next when the hash is new (its `number` is then
+    /// ignored), else the version stored under that hash, unchanged. True when it was new.
+    async fn put_function_version(
+        &self,
+        version: &FunctionVersion,
+        bundle: bytes::Bytes,
+    ) -> Result<(FunctionVersion, bool)>;
+
+    /// The stored versions of `function_id`, by number.
+    async fn function_versions(&self, function_id: &str) -> Result<Vec<FunctionVersion>>;
+
+    /// The encoded bundle of the version of `function_id` whose content hash is `version`.
+    async fn function_bundle(
+        &self,
+        function_id: &str,
+        version: &str,
+    ) -> Result<Option<bytes::Bytes>>;
+
+    /// Every function's routing with its revision, by function id.
+    async fn routings(&self) -> Result<Vec<(String, Routing, u64)>>;
+
+    /// Sets `function_id`'s routing if its revision is still `expected` (`0`: it has none
+    /// yet); the new revision, or `None` when another change came first. A routing's
+    /// versions must be stored.
+    async fn set_routing(
+        &self,
+        function_id: &str,
+        routing: &Routing,
+        expected: u64,
+    ) -> Result<Option<u64>>;
 }
 
 /// The canonical JSON text of a schema (keys sorted), which stores compare to tell whether

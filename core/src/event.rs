@@ -188,6 +188,14 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_v_is_kept_as_its_version_label() {
+        for (v, label) in [(json!(2), "2"), (json!(2.0), "2"), (json!(2.5), "2.5")] {
+            let e = Event::from_json(json!({"name": "a", "v": v}), "").unwrap();
+            assert_eq!(e.v.as_deref(), Some(label));
+        }
+    }
+
+    #[test]
     fn rejects_missing_name_bad_types_and_unknown_keys() {
         let err = Event::from_json(json!({"data": {}}), "[2]").unwrap_err();
         assert_eq!(err.to_string(), "[2]: missing event \"name\"");

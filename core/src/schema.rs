@@ -627,6 +627,20 @@ mod tests {
     }
 
     #[test]
+    fn selected_names_the_version_an_event_meets() {
+        let mut schemas = EventSchemas::new();
+        for v in ["1", "2", "10"] {
+            schemas
+                .insert("a", v, &serde_json::json!({}), "test")
+                .expect("insert");
+        }
+        assert_eq!(schemas.selected("a", None), Some(Ok("10")), "the newest");
+        assert_eq!(schemas.selected("a", Some("2")), Some(Ok("2")));
+        assert_eq!(schemas.selected("a", Some("3")), Some(Err(())));
+        assert_eq!(schemas.selected("b", Some("1")), None);
+    }
+
+    #[test]
     fn an_event_is_checked_against_its_version_or_the_newest() {
         let mut schemas = EventSchemas::new();
         schemas

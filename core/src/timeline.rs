@@ -3,7 +3,9 @@
 //!
 //! A user is named by the user key of their events (`user.id`, else `user.external_id`, else
 //! `user.email`: see [`Event::user_key`](crate::Event::user_key)); runs carry the key of the
-//! event that started them. Both stores index runs by it; events are scanned by it.
+//! event that started them. Both stores index runs by it; events are scanned by it (on
+//! Redis a scan reads events newest first until enough match: for a user with few events
+//! that is every stored event).
 
 use std::collections::HashMap;
 
@@ -23,8 +25,8 @@ pub const MAX_TIMELINE_ITEMS: usize = 1_000;
 pub struct UserTimeline {
     /// The user key asked for.
     pub user: String,
-    /// Events (each with the runs it started) and runs whose event is not listed, newest
-    /// first by the event's `ts` or the run's creation time.
+    /// Events (each with the runs it started) and runs whose event is no longer stored,
+    /// newest first by the event's `ts` or the run's creation time.
     pub items: Vec<TimelineItem>,
 }
 
@@ -41,8 +43,7 @@ pub enum TimelineItem {
         /// The runs it started.
         runs: Vec<RunSummary>,
     },
-    /// A run whose event is not on the timeline (older than the events listed, or gone
-    /// with the event retention).
+    /// A run whose event is no longer stored (gone with the event retention).
     Run {
         /// Its creation time (epoch ms).
         at: i64,
@@ -58,9 +59,22 @@ impl TimelineItem {
             TimelineItem::Event { at, .. } | TimelineItem::Run { at, .. } => *at,
         }
     }
+
+    /// The event's or the run's id (what orders items of one time).
+    pub fn id(&self) -> &str {
+        match self {
+            TimelineItem::Event { event, .. } => &event.id,
+            TimelineItem::Run { run, .. } => &run.id,
+        }
+    }
 }
 
-/// The newest `limit` (at most [`MAX_TIMELINE_ITEMS`]) items of `user`'s timeline.
+/// Runs read per timeline item: an event can start several.
+const RUNS_PER_ITEM: usize = 4;
+
+/// The newest `limit` (at most [`MAX_TIMELINE_ITEMS`]) items of `user`'s timeline: their
+/// newest events by `ts`, each with the runs it started among the user's newest
+/// `limit × 4` runs, and those runs whose event is no longer stored.
 pub async fn user_timeline(
     state: &dyn StateStore,
     events: &dyn EventStore,
@@ -76,7 +90,7 @@ pub async fn user_timeline(
     };
     let run_filter = RunFilter {
         user: Some(user.to_owned()),
-        limit: Some(limit),
+        limit: Some(limit * RUNS_PER_ITEM),
         ..RunFilter::default()
     };
     let (stored, runs) =
@@ -97,16 +111,24 @@ pub async fn user_timeline(
             }
         })
         .collect();
+    // Runs of events not listed: those events are older than the ones listed (left out), or
+    // gone with the event retention (listed as runs of their own).
+    let mut orphans: Vec<RunSummary> = by_event.into_values().flatten().collect();
+    orphans.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    orphans.truncate(limit);
+    let found =
+        futures::future::try_join_all(orphans.iter().map(|r| events.get(&r.event_id))).await?;
     items.extend(
-        by_event
-            .into_values()
-            .flatten()
-            .map(|run| TimelineItem::Run {
+        orphans
+            .into_iter()
+            .zip(found)
+            .filter(|(_, event)| event.is_none())
+            .map(|(run, _)| TimelineItem::Run {
                 at: run.created_at,
                 run,
             }),
     );
-    items.sort_by_key(|item| std::cmp::Reverse(item.at()));
+    items.sort_by(|a, b| b.at().cmp(&a.at()).then_with(|| a.id().cmp(b.id())));
     items.truncate(limit);
     Ok(UserTimeline {
         user: user.to_owned(),

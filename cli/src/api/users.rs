@@ -2,13 +2,13 @@
 //! (`weir_core::timeline`).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use weir_core::timeline::{MAX_TIMELINE_ITEMS, user_timeline};
 
-use super::{AppState, PathOf, error, from_error};
+use super::{AppState, PathOf, QueryOf, error, from_error};
 
 /// The options of a timeline.
 #[derive(Debug, Deserialize)]
@@ -21,7 +21,7 @@ pub(super) struct TimelineQuery {
 pub(super) async fn timeline(
     State(app): State<AppState>,
     PathOf(user): PathOf<String>,
-    Query(query): Query<TimelineQuery>,
+    QueryOf(query): QueryOf<TimelineQuery>,
 ) -> Response {
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_TIMELINE_ITEMS {

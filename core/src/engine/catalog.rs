@@ -148,8 +148,9 @@ impl Engine {
     /// no other schema is stored under its version; unless `force`, only when no event among
     /// the newest `check` stored events of its name that it would judge breaks it. It judges
     /// the events that would meet it once stored (their `v` is its version, or they have
-    /// none and it becomes the newest), and those whose `v` would name no version. This
-    /// node uses it at once; other nodes within `catalog_poll`.
+    /// none and it becomes the newest), and, when it is the name's first schema, those whose
+    /// `v` would name no version. This node uses it at once; other nodes within
+    /// `catalog_poll`.
     pub async fn put_schema(
         &self,
         document: &SchemaDocument,
@@ -190,8 +191,12 @@ impl Engine {
             schema: document.schema.clone(),
             stored_at: now_ms(),
         });
-        let (after, _) = self.inner.file_schemas.read().merged_with(&after);
-        self.check_stored_events(document, &after, options.check, &mut report)
+        let files = self.inner.file_schemas.read().clone();
+        let (after, _) = files.merged_with(&after);
+        // Events whose `v` names no version matter only on a name's first schema: once it has
+        // one, ingest refuses them already.
+        let first_schema = !self.event_schemas().covers(&document.name);
+        self.check_stored_events(document, &after, first_schema, options.check, &mut report)
             .await?;
         if report.broken > 0 && !options.force {
             report.outcome = PutSchemaOutcome::Breaks;
@@ -247,6 +252,7 @@ impl Engine {
         &self,
         document: &SchemaDocument,
         after: &EventSchemas,
+        first_schema: bool,
         limit: usize,
         report: &mut PutSchemaReport,
     ) -> Result<()> {
@@ -267,7 +273,7 @@ impl Engine {
         for event in events {
             let judged = match after.selected(&event.name, event.v.as_deref()) {
                 Some(Ok(version)) => version == document.version,
-                Some(Err(())) => true,
+                Some(Err(())) => first_schema,
                 None => false,
             };
             if !judged {

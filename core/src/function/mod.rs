@@ -1,6 +1,7 @@
 //! Functions: the JSON definition format (see docs/functions.md), its validation and compiled
 //! form.
 
+mod bundle;
 mod cron;
 mod dag;
 mod dotenv;
@@ -14,6 +15,7 @@ mod problems;
 pub(crate) mod test_support;
 mod wait;
 
+pub use bundle::{BundleFile, FunctionBundle, MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
 pub use cron::{CronTrigger, SCHEDULED_EVENT};
 pub use dotenv::{DOTENV_FILE, parse_dotenv};
 pub use load::{DEFINITION_FILES, content_version, definition_file, discover, load_function};

@@ -14,6 +14,181 @@ pub async fn run_all(factory: &dyn Factory<dyn Catalog>) {
     a_schema_version_is_stored_once(factory).await;
     concurrent_puts_of_one_version_have_one_winner(factory).await;
     schemas_are_listed_by_name_then_version(factory).await;
+    function_versions_are_numbered_once_per_content(factory).await;
+    concurrent_versions_get_numbers_without_gaps(factory).await;
+    routing_changes_are_compare_and_set(factory).await;
+}
+
+fn function_version(function_id: &str, hash: &str) -> crate::catalog::FunctionVersion {
+    crate::catalog::FunctionVersion {
+        function_id: function_id.into(),
+        number: 0,
+        version: hash.into(),
+        stored_at: 1_700_000_000_000,
+        source: "conformance".into(),
+    }
+}
+
+/// Versions are numbered 1, 2, … per function in the order stored; storing a content hash
+/// again answers its version unchanged (not new, the generation unmoved); each bundle is
+/// found by its hash.
+pub async fn function_versions_are_numbered_once_per_content(factory: &dyn Factory<dyn Catalog>) {
+    let catalog = factory.make().await;
+    let bundle = |text: &str| bytes::Bytes::from(text.to_owned());
+    let (v1, new) = catalog
+        .put_function_version(&function_version("greet", "aaaa"), bundle("one"))
+        .await
+        .expect("put");
+    assert!(new);
+    assert_eq!((v1.number, v1.version.as_str()), (1, "aaaa"));
+    let (v2, _) = catalog
+        .put_function_version(&function_version("greet", "bbbb"), bundle("two"))
+        .await
+        .expect("put");
+    assert_eq!(v2.number, 2);
+    let (other, _) = catalog
+        .put_function_version(&function_version("greet-2", "aaaa"), bundle("x"))
+        .await
+        .expect("put");
+    assert_eq!(other.number, 1, "numbered per function");
+    let generation = catalog.generation().await.expect("generation");
+    let mut again = function_version("greet", "aaaa");
+    again.source = "another node".into();
+    let (same, new) = catalog
+        .put_function_version(&again, bundle("ignored"))
+        .await
+        .expect("put");
+    assert!(!new);
+    assert_eq!(same, v1, "the first record is kept");
+    assert_eq!(catalog.generation().await.expect("generation"), generation);
+    assert_eq!(
+        catalog.function_versions("greet").await.expect("list"),
+        [v1.clone(), v2]
+    );
+    assert_eq!(
+        catalog.function_bundle("greet", "aaaa").await.expect("get"),
+        Some(bundle("one"))
+    );
+    assert_eq!(
+        catalog
+            .function_bundle("greet-2", "aaaa")
+            .await
+            .expect("get"),
+        Some(bundle("x"))
+    );
+    assert_eq!(
+        catalog.function_bundle("greet", "cccc").await.expect("get"),
+        None
+    );
+    assert!(
+        catalog
+            .function_versions("none")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+/// Eight nodes storing eight new versions of one function at once get the numbers 1 to 8,
+/// each once; eight storing the same content get one number.
+pub async fn concurrent_versions_get_numbers_without_gaps(factory: &dyn Factory<dyn Catalog>) {
+    let catalog = factory.make().await;
+    let put_all = |hashes: Vec<String>| {
+        let tasks: Vec<_> = hashes
+            .into_iter()
+            .map(|hash| {
+                let catalog: Arc<dyn Catalog> = catalog.clone();
+                tokio::spawn(async move {
+                    catalog
+                        .put_function_version(&function_version("race", &hash), bytes::Bytes::new())
+                        .await
+                        .expect("put")
+                })
+            })
+            .collect();
+        async move {
+            let mut out = Vec::new();
+            for task in tasks {
+                out.push(task.await.expect("task"));
+            }
+            out
+        }
+    };
+    let stored = put_all((0..8).map(|i| format!("hash-{i}")).collect()).await;
+    let mut numbers: Vec<u64> = stored.iter().map(|(v, _)| v.number).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<u64>>());
+    let same = put_all(vec!["same".to_owned(); 8]).await;
+    assert_eq!(same.iter().filter(|(_, new)| *new).count(), 1);
+    assert!(same.iter().all(|(v, _)| v.number == 9), "{same:?}");
+}
+
+/// A routing is set only when its revision is the one expected (0 before the first), names
+/// stored versions only, and is listed with its revision; each change moves the generation.
+pub async fn routing_changes_are_compare_and_set(factory: &dyn Factory<dyn Catalog>) {
+    use crate::catalog::{Canary, Routing};
+    let catalog = factory.make().await;
+    for hash in ["h1", "h2"] {
+        catalog
+            .put_function_version(&function_version("greet", hash), bytes::Bytes::new())
+            .await
+            .expect("put");
+    }
+    let live = |number: u64| Routing {
+        live: number,
+        canary: None,
+        previous: Vec::new(),
+        note: "test".into(),
+        changed_at: 5,
+    };
+    assert!(catalog.routings().await.expect("list").is_empty());
+    assert!(
+        catalog.set_routing("greet", &live(3), 0).await.is_err(),
+        "version 3 is not stored"
+    );
+    let generation = catalog.generation().await.expect("generation");
+    assert_eq!(
+        catalog
+            .set_routing("greet", &live(1), 0)
+            .await
+            .expect("set"),
+        Some(1)
+    );
+    assert!(catalog.generation().await.expect("generation") > generation);
+    assert_eq!(
+        catalog
+            .set_routing("greet", &live(2), 0)
+            .await
+            .expect("set"),
+        None,
+        "another change came first"
+    );
+    let canary = Routing {
+        canary: Some(Canary {
+            number: 2,
+            percent: 10,
+            sticky_user: true,
+        }),
+        previous: vec![1],
+        ..live(1)
+    };
+    assert_eq!(
+        catalog.set_routing("greet", &canary, 1).await.expect("set"),
+        Some(2)
+    );
+    let bad_canary = Routing {
+        canary: Some(Canary {
+            number: 7,
+            percent: 10,
+            sticky_user: false,
+        }),
+        ..live(1)
+    };
+    assert!(catalog.set_routing("greet", &bad_canary, 2).await.is_err());
+    assert_eq!(
+        catalog.routings().await.expect("list"),
+        [("greet".to_owned(), canary, 2)]
+    );
 }
 
 fn schema(name: &str, version: &str, value: serde_json::Value) -> StoredSchema {

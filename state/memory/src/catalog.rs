@@ -1,11 +1,15 @@
 //! The catalog in memory (see `weir_core::catalog`): one lock, so every change is atomic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use weir_core::Result;
-use weir_core::catalog::{Catalog, SchemaPut, StoredSchema, canonical_json};
+use weir_core::catalog::{
+    Catalog, FunctionVersion, Routing, SchemaPut, StoredSchema, canonical_json,
+};
+use weir_core::{Error, Result};
 
 /// The catalog of a [`crate::MemoryStateStore`].
 #[derive(Debug, Default)]
@@ -18,6 +22,18 @@ struct Inner {
     generation: u64,
     /// Schemas by (name, version), each with its canonical text.
     schemas: BTreeMap<(String, String), (StoredSchema, String)>,
+    /// Stored versions and routing by function id.
+    functions: BTreeMap<String, Versions>,
+}
+
+#[derive(Debug, Default)]
+struct Versions {
+    /// By number − 1.
+    stored: Vec<FunctionVersion>,
+    /// Bundles by content hash.
+    bundles: HashMap<String, Bytes>,
+    /// The routing and its revision.
+    routing: Option<(Routing, u64)>,
 }
 
 #[async_trait]
@@ -49,6 +65,91 @@ impl Catalog for MemoryCatalog {
             .values()
             .map(|(s, _)| s.clone())
             .collect())
+    }
+
+    async fn put_function_version(
+        &self,
+        version: &FunctionVersion,
+        bundle: Bytes,
+    ) -> Result<(FunctionVersion, bool)> {
+        let mut inner = self.inner.lock();
+        let versions = inner
+            .functions
+            .entry(version.function_id.clone())
+            .or_default();
+        if let Some(stored) = versions
+            .stored
+            .iter()
+            .find(|v| v.version == version.version)
+        {
+            return Ok((stored.clone(), false));
+        }
+        let stored = FunctionVersion {
+            number: versions.stored.len() as u64 + 1,
+            ..version.clone()
+        };
+        versions.stored.push(stored.clone());
+        versions.bundles.insert(version.version.clone(), bundle);
+        inner.generation += 1;
+        Ok((stored, true))
+    }
+
+    async fn function_versions(&self, function_id: &str) -> Result<Vec<FunctionVersion>> {
+        Ok(self
+            .inner
+            .lock()
+            .functions
+            .get(function_id)
+            .map(|v| v.stored.clone())
+            .unwrap_or_default())
+    }
+
+    async fn function_bundle(&self, function_id: &str, version: &str) -> Result<Option<Bytes>> {
+        Ok(self
+            .inner
+            .lock()
+            .functions
+            .get(function_id)
+            .and_then(|v| v.bundles.get(version).cloned()))
+    }
+
+    async fn routings(&self) -> Result<Vec<(String, Routing, u64)>> {
+        Ok(self
+            .inner
+            .lock()
+            .functions
+            .iter()
+            .filter_map(|(id, v)| {
+                let (routing, revision) = v.routing.clone()?;
+                Some((id.clone(), routing, revision))
+            })
+            .collect())
+    }
+
+    async fn set_routing(
+        &self,
+        function_id: &str,
+        routing: &Routing,
+        expected: u64,
+    ) -> Result<Option<u64>> {
+        let mut inner = self.inner.lock();
+        let versions = inner.functions.entry(function_id.to_owned()).or_default();
+        let revision = versions.routing.as_ref().map_or(0, |(_, r)| *r);
+        if revision != expected {
+            return Ok(None);
+        }
+        let count = versions.stored.len() as u64;
+        let numbers = std::iter::once(routing.live).chain(routing.canary.map(|c| c.number));
+        for number in numbers {
+            if number == 0 || number > count {
+                return Err(Error::invalid(format!(
+                    "function {function_id:?} has no stored version {number}"
+                )));
+            }
+        }
+        versions.routing = Some((routing.clone(), revision + 1));
+        inner.generation += 1;
+        Ok(Some(revision + 1))
     }
 
     async fn delete_schema(&self, name: &str, version: &str) -> Result<bool> {

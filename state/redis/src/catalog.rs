@@ -4,12 +4,20 @@
 //! A schema is a field of the schemas hash: `LEN:NAME` then the version label (the name's
 //! length first, so that no name and version pair spells another's), its value `STORED_AT:`
 //! (epoch ms) then the schema's canonical JSON text, which the script compares.
+//!
+//! A function's versions are a hash by number (the record's JSON, its number being the
+//! field), a hash from content hash to number, and one string per bundle; the script that
+//! stores a version numbers it (`HLEN + 1`), so numbers have no gaps whichever node stores.
+//! Routings are one hash by function id, each value `REVISION:` then the routing's JSON.
 
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use redis::Script;
-use weir_core::catalog::{Catalog, SchemaPut, StoredSchema, canonical_json};
+use weir_core::catalog::{
+    Catalog, FunctionVersion, Routing, SchemaPut, StoredSchema, canonical_json,
+};
 use weir_core::{Error, Result};
 
 use crate::config::RedisStateConfig;
@@ -46,6 +54,52 @@ return 1
 "#,
     )
 });
+
+/// Stores a function version unless its content hash is stored. KEYS: the versions hash, the
+/// hashes hash, the bundle, the generation. ARGV: the content hash, the record's JSON, the
+/// bundle. Answers `{new (1/0), number, record JSON}`.
+static PUT_FUNCTION_VERSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('HGET', KEYS[2], ARGV[1])
+if n then return {0, n, redis.call('HGET', KEYS[1], n)} end
+n = tostring(redis.call('HLEN', KEYS[1]) + 1)
+redis.call('HSET', KEYS[1], n, ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], n)
+redis.call('SET', KEYS[3], ARGV[3])
+redis.call('INCR', KEYS[4])
+return {1, n, ARGV[2]}
+"#,
+    )
+});
+
+/// Sets a routing if its revision is the expected one. KEYS: the routings hash, the
+/// function's versions hash, the generation. ARGV: the function id, the expected revision,
+/// the routing's JSON, the live number, the canary number (or ''). Answers the new revision,
+/// -1 when the revision moved, -2 when a version is not stored.
+static SET_ROUTING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local rev = 0
+if cur then rev = tonumber(string.sub(cur, 1, string.find(cur, ':', 1, true) - 1)) end
+if rev ~= tonumber(ARGV[2]) then return -1 end
+if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 0 then return -2 end
+if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[2], ARGV[5]) == 0 then return -2 end
+redis.call('HSET', KEYS[1], ARGV[1], (rev + 1) .. ':' .. ARGV[3])
+redis.call('INCR', KEYS[3])
+return rev + 1
+"#,
+    )
+});
+
+/// A function version record as stored: its number is the field it is stored under.
+fn decode_version(number: &str, json: &str) -> Result<FunctionVersion> {
+    let mut version: FunctionVersion =
+        serde_json::from_str(json).map_err(|_| corrupt("function version JSON"))?;
+    version.number = number.parse().map_err(|_| corrupt("version number"))?;
+    Ok(version)
+}
 
 /// The catalog in Redis: what [`crate::RedisStateStore`] hands out as its [`Catalog`]
 /// (`StateStore::catalog`).
@@ -145,6 +199,102 @@ impl Catalog for RedisCatalog {
             .collect();
         schemas.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
         Ok(schemas)
+    }
+
+    async fn put_function_version(
+        &self,
+        version: &FunctionVersion,
+        bundle: Bytes,
+    ) -> Result<(FunctionVersion, bool)> {
+        let id = &version.function_id;
+        let record = serde_json::to_string(&FunctionVersion {
+            number: 0,
+            ..version.clone()
+        })?;
+        let mut invocation = PUT_FUNCTION_VERSION.prepare_invoke();
+        invocation
+            .key(self.keys.catalog_versions(id))
+            .key(self.keys.catalog_hashes(id))
+            .key(self.keys.catalog_bundle(id, &version.version))
+            .key(self.keys.catalog_generation())
+            .arg(&version.version)
+            .arg(record)
+            .arg(bundle.as_ref());
+        let (new, number, json): (i64, String, String) = self
+            .conn
+            .script("put_function_version", &invocation)
+            .await?;
+        Ok((decode_version(&number, &json)?, new == 1))
+    }
+
+    async fn function_versions(&self, function_id: &str) -> Result<Vec<FunctionVersion>> {
+        let all: Vec<(String, String)> = self
+            .conn
+            .cmd(redis::cmd("HGETALL").arg(self.keys.catalog_versions(function_id)))
+            .await?;
+        let mut versions = all
+            .iter()
+            .map(|(number, json)| decode_version(number, json))
+            .collect::<Result<Vec<_>>>()?;
+        versions.sort_by_key(|v| v.number);
+        Ok(versions)
+    }
+
+    async fn function_bundle(&self, function_id: &str, version: &str) -> Result<Option<Bytes>> {
+        let bundle: Option<Vec<u8>> = self
+            .conn
+            .cmd(redis::cmd("GET").arg(self.keys.catalog_bundle(function_id, version)))
+            .await?;
+        Ok(bundle.map(Bytes::from))
+    }
+
+    async fn routings(&self) -> Result<Vec<(String, Routing, u64)>> {
+        let all: Vec<(String, String)> = self
+            .conn
+            .cmd(redis::cmd("HGETALL").arg(self.keys.catalog_routings()))
+            .await?;
+        let mut routings = Vec::with_capacity(all.len());
+        for (id, value) in all {
+            let (revision, json) = value.split_once(':').ok_or_else(|| corrupt("routing"))?;
+            let routing: Routing =
+                serde_json::from_str(json).map_err(|_| corrupt("routing JSON"))?;
+            let revision = revision.parse().map_err(|_| corrupt("routing revision"))?;
+            routings.push((id, routing, revision));
+        }
+        routings.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(routings)
+    }
+
+    async fn set_routing(
+        &self,
+        function_id: &str,
+        routing: &Routing,
+        expected: u64,
+    ) -> Result<Option<u64>> {
+        let mut invocation = SET_ROUTING.prepare_invoke();
+        invocation
+            .key(self.keys.catalog_routings())
+            .key(self.keys.catalog_versions(function_id))
+            .key(self.keys.catalog_generation())
+            .arg(function_id)
+            .arg(expected)
+            .arg(serde_json::to_string(routing)?)
+            .arg(routing.live)
+            .arg(
+                routing
+                    .canary
+                    .map(|c| c.number.to_string())
+                    .unwrap_or_default(),
+            );
+        let answer: i64 = self.conn.script("set_routing", &invocation).await?;
+        match answer {
+            -1 => Ok(None),
+            -2 => Err(Error::invalid(format!(
+                "function {function_id:?} has no stored version {}",
+                routing.live
+            ))),
+            revision => Ok(Some(revision as u64)),
+        }
     }
 
     async fn delete_schema(&self, name: &str, version: &str) -> Result<bool> {

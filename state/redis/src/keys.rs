@@ -34,6 +34,10 @@
 //! | `P:failures:TOPIC:KEY` | string | failures counted on one message (expires) |
 //! | `P:{catalog}:gen` | string | the catalog's generation: bumped by every change of it |
 //! | `P:{catalog}:schemas` | hash | pushed event schemas: `LEN:NAME` then the version → `STORED_AT:` then the schema's canonical JSON |
+//! | `P:{catalog}:fn:LEN:ID:versions` | hash | a function's stored versions: number → the record's JSON |
+//! | `P:{catalog}:fn:LEN:ID:hashes` | hash | content hash → version number |
+//! | `P:{catalog}:fn:LEN:ID:bundle:HASH` | string | a version's bundle of files |
+//! | `P:{catalog}:routings` | hash | function id → `REVISION:` then its routing's JSON |
 
 use weir_core::jobs::JobSet;
 
@@ -88,6 +92,38 @@ impl Keys {
     /// The hash of the pushed event schemas.
     pub(crate) fn catalog_schemas(&self) -> String {
         format!("{}:{{catalog}}:schemas", self.prefix)
+    }
+
+    /// The hash of a function's stored versions by number.
+    pub(crate) fn catalog_versions(&self, function_id: &str) -> String {
+        format!(
+            "{}:{{catalog}}:fn:{}:{function_id}:versions",
+            self.prefix,
+            function_id.len()
+        )
+    }
+
+    /// The hash from a function's content hashes to version numbers.
+    pub(crate) fn catalog_hashes(&self, function_id: &str) -> String {
+        format!(
+            "{}:{{catalog}}:fn:{}:{function_id}:hashes",
+            self.prefix,
+            function_id.len()
+        )
+    }
+
+    /// The bundle of a function's version by content hash.
+    pub(crate) fn catalog_bundle(&self, function_id: &str, version: &str) -> String {
+        format!(
+            "{}:{{catalog}}:fn:{}:{function_id}:bundle:{version}",
+            self.prefix,
+            function_id.len()
+        )
+    }
+
+    /// The hash of every function's routing.
+    pub(crate) fn catalog_routings(&self) -> String {
+        format!("{}:{{catalog}}:routings", self.prefix)
     }
 
     pub(crate) fn timers_due(&self) -> String {
