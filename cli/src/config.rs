@@ -19,6 +19,7 @@
 //! dead_letter_after = 5
 //! stuck_run_grace = "10m"
 //! sweep_every = "1m"
+//! versions_dir = "/var/lib/weir/versions"
 //! run_retention = "7d"
 //! api_keys = ["a-key-for-the-v1-api"]
 //! adapters = []
@@ -75,6 +76,9 @@ pub struct ServeConfig {
     /// How often the sweeper looks for stuck runs, across all nodes (default `1m`, at least
     /// `1s`).
     pub sweep_every: Option<String>,
+    /// Where function versions fetched from the state store are written to run from
+    /// (default: `weir-versions` in the system's temporary directory).
+    pub versions_dir: Option<PathBuf>,
     /// How long finished runs are kept before they are deleted (default `7d`; `forever` keeps
     /// them for good).
     pub run_retention: Option<String>,
@@ -113,6 +117,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("dead_letter_after", &self.dead_letter_after)
             .field("stuck_run_grace", &self.stuck_run_grace)
             .field("sweep_every", &self.sweep_every)
+            .field("versions_dir", &self.versions_dir)
             .field("run_retention", &self.run_retention)
             .field(
                 "api_keys",
@@ -164,6 +169,7 @@ impl ServeConfig {
             dead_letter_after,
             stuck_run_grace,
             sweep_every,
+            versions_dir,
             run_retention,
             api_keys,
             adapters,
@@ -185,6 +191,7 @@ impl ServeConfig {
             dead_letter_after: dead_letter_after.or(self.dead_letter_after),
             stuck_run_grace: stuck_run_grace.or(self.stuck_run_grace),
             sweep_every: sweep_every.or(self.sweep_every),
+            versions_dir: versions_dir.or(self.versions_dir),
             run_retention: run_retention.or(self.run_retention),
             api_keys: unless_empty(api_keys, self.api_keys),
             adapters: unless_empty(adapters, self.adapters),
@@ -263,6 +270,7 @@ mod tests {
             dead_letter_after: Some(2),
             stuck_run_grace: Some("20m".into()),
             sweep_every: Some("10s".into()),
+            versions_dir: Some("/v2".into()),
             run_retention: Some("1d".into()),
             api_keys: vec!["a2".into()],
             adapters: vec!["celery+amqp://h/2".into()],
@@ -284,6 +292,7 @@ mod tests {
             dead_letter_after: Some(5),
             stuck_run_grace: Some("10m".into()),
             sweep_every: Some("1m".into()),
+            versions_dir: Some("/v1".into()),
             run_retention: Some("7d".into()),
             api_keys: vec!["a1".into()],
             adapters: vec!["celery+amqp://h/1".into()],

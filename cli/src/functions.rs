@@ -64,8 +64,9 @@ pub fn load_all(root: &Path, runtimes: &dyn RuntimeCatalog) -> Loaded {
     loaded
 }
 
-/// Loads `root` into the engine (steps prepared, see [`prepare`]), printing what loaded and
-/// what did not. Event schemas are replaced only when every schema file is valid (else the
+/// Loads `root` into the engine (steps prepared, see [`prepare`]; each function stored as a
+/// version in the state store's catalog, see `Engine::load_functions`), printing what loaded
+/// and what did not. Event schemas are replaced only when every schema file is valid (else the
 /// ones in use stay).
 pub async fn load_into(engine: &Engine, root: &Path) -> Loaded {
     let mut loaded = load_all(root, engine.drivers());
@@ -73,7 +74,13 @@ pub async fn load_into(engine: &Engine, root: &Path) -> Loaded {
     for e in &loaded.errors {
         eprintln!("{e}");
     }
-    engine.functions().replace(loaded.functions.clone());
+    if let Err(e) = engine
+        .load_functions(loaded.functions.clone(), "weir dev")
+        .await
+    {
+        eprintln!("cannot store the functions' versions: {e}");
+        engine.functions().replace(loaded.functions.clone());
+    }
     if let Some(schemas) = loaded.schemas.take() {
         if !schemas.is_empty() {
             eprintln!(

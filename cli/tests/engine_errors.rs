@@ -518,7 +518,9 @@ async fn a_run_pinned_to_a_version_no_node_has_waits_with_a_clear_error() {
     assert!(!err.is_retryable(), "{err:?}");
     let text = err.to_string();
     assert!(
-        text.contains("pinned") && text.contains("0123456789abcdef") && text.contains("weir.json"),
+        text.contains("pinned")
+            && text.contains("0123456789abcdef")
+            && text.contains("nor stored in the catalog"),
         "{text}"
     );
     let again = engine

@@ -356,9 +356,11 @@ impl Metrics {
 
     /// Creates the series of `functions` (at zero where new) and makes them the live set.
     /// Series of functions loaded before stay: their runs may still finish.
-    pub fn load(&self, functions: &[Function]) {
+    pub fn load<'a>(&self, functions: impl IntoIterator<Item = &'a Function>) {
         let mut map = self.by_function.write();
+        let mut count = 0usize;
         for f in functions {
+            count += 1;
             let mut steps: HashMap<String, StepMetrics> = HashMap::new();
             // Steps of versions loaded before keep their handles (a run pinned to an older
             // version may still run them).
@@ -394,7 +396,7 @@ impl Metrics {
             };
             map.insert(f.id.clone(), Arc::new(metrics));
         }
-        self.functions_loaded.set(functions.len() as i64);
+        self.functions_loaded.set(count as i64);
     }
 
     fn step_metrics(&self, function: &str, step: &str) -> StepMetrics {

@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// How often the sweeper looks for stuck runs, across all nodes [default: 1m].
     #[arg(long, env = "WEIR_SWEEP_EVERY")]
     pub sweep_every: Option<String>,
+    /// Where function versions fetched from the state store are written to run from
+    /// [default: weir-versions in the system's temporary directory].
+    #[arg(long, env = "WEIR_VERSIONS_DIR")]
+    pub versions_dir: Option<PathBuf>,
     /// How long finished runs are kept before they are deleted, or `forever` [default: 7d].
     #[arg(long, env = "WEIR_RUN_RETENTION")]
     pub run_retention: Option<String>,
@@ -116,6 +120,7 @@ impl ServeArgs {
             dead_letter_after: self.dead_letter_after,
             stuck_run_grace: self.stuck_run_grace.clone(),
             sweep_every: self.sweep_every.clone(),
+            versions_dir: self.versions_dir.clone(),
             run_retention: self.run_retention.clone(),
             api_keys: given(&self.api_keys),
             adapters: self.adapters.urls(),
@@ -259,6 +264,10 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             stuck_run_grace,
             sweep_every,
             run_retention,
+            versions_dir: config
+                .versions_dir
+                .clone()
+                .unwrap_or_else(|| EngineConfig::default().versions_dir),
             ..EngineConfig::default()
         },
     };
@@ -287,7 +296,9 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             f.dir.display()
         );
     }
-    engine.functions().replace(loaded.functions);
+    engine
+        .load_functions(loaded.functions, "weir serve")
+        .await?;
     if let Some(schemas) = loaded.schemas.take() {
         if !schemas.is_empty() {
             eprintln!(

@@ -122,7 +122,8 @@ impl Engine {
     }
 
     /// Reads the catalog again when its generation moved since it was last read; true when
-    /// it did (the schemas in use were rebuilt). Nothing to do without a catalog.
+    /// it did (the schemas in use rebuilt, the routing of functions applied). Nothing to do
+    /// without a catalog.
     pub async fn refresh_catalog(&self) -> Result<bool> {
         let Some(catalog) = self.inner.state.catalog() else {
             return Ok(false);
@@ -136,6 +137,9 @@ impl Engine {
         }
         // Read after the generation: what is read is at least that new.
         let stored = Arc::new(catalog.list_schemas().await?);
+        // Routing first: when it fails, the generation is not recorded, and the next poll
+        // tries again.
+        self.apply_routing().await?;
         *self.inner.catalog_view.lock() = CatalogView {
             generation: Some(generation),
             stored,

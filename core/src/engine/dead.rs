@@ -140,10 +140,9 @@ impl Engine {
             m.run_finished(crate::run::RunStatus::Failed);
         }
         if let Some(stored) = &stored
-            && let Some(function) = self
-                .inner
-                .functions
-                .get(&stored.function_id, &stored.function_version)
+            && let Ok(Some(function)) = self
+                .function_version(&stored.function_id, &stored.function_version)
+                .await
             && let Err(e) = self.release_cancel_rules(&function, run_id).await
         {
             warn!(error = %e, run = run_id, "cannot release the cancel rules of a failed run");

@@ -173,24 +173,26 @@ impl Engine {
             warn!(run = %msg.run_id, "executor: no such run; dropping the message");
             return Ok(Executed::Done);
         };
-        let Some(function) = self
-            .inner
-            .functions
-            .get(&run.function_id, &run.function_version)
-        else {
+        let found = self
+            .function_version(&run.function_id, &run.function_version)
+            .await;
+        let Ok(Some(function)) = found else {
             if started == StartAttempt::Started {
                 // Hand the attempt back at once: expire the lease this call just took.
                 state
                     .renew_attempt(&run.id, &msg.step_id, msg.attempt, now_ms() - 1)
                     .await?;
             }
-            // Not transient: on a node started after the function's `weir.json` changed, the
-            // version the run is pinned to never appears. The message is handed back with a
-            // growing delay (`handback_delay`), for a node that has the version to take.
+            // A catalog that cannot be read now: tried again like any transient error.
+            found?;
+            // Not transient: the version is neither loaded here nor stored in the catalog (a
+            // node without a catalog started after the function's files changed). The
+            // message is handed back with a growing delay (`handback_delay`), for a node that
+            // has the version to take.
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!(
-                    "function {} version {} is not loaded on this node (its weir.json changed since the run started); the run waits for a node that has that version",
+                    "function {} version {} is not loaded on this node nor stored in the catalog; the run waits for a node that has that version",
                     run.function_id, run.function_version
                 ),
             ));

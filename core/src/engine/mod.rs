@@ -19,6 +19,7 @@ mod retention;
 mod router;
 mod scheduler;
 pub mod sweeper;
+mod versions;
 mod waits;
 
 use std::sync::Arc;
@@ -102,6 +103,9 @@ pub struct EngineConfig {
     /// How often a node checks whether the catalog (pushed event schemas) changed. Default 1
     /// second: a schema pushed to one node applies on the others within it.
     pub catalog_poll: Duration,
+    /// Where versions fetched from the catalog are written to run from (one directory per
+    /// function and version). Default: `weir-versions` in the system's temporary directory.
+    pub versions_dir: std::path::PathBuf,
 }
 
 /// How long a finished run is kept by default: 7 days.
@@ -131,6 +135,7 @@ impl Default for EngineConfig {
             stuck_run_grace: Duration::from_secs(600),
             sweep_every: Duration::from_secs(60),
             catalog_poll: Duration::from_secs(1),
+            versions_dir: std::env::temp_dir().join("weir-versions"),
         }
     }
 }
@@ -247,6 +252,14 @@ struct Inner {
     schemas_rebuild: parking_lot::Mutex<()>,
     /// Held while the catalog is read again.
     catalog_refresh: tokio::sync::Mutex<()>,
+    /// Held while a version is fetched from the catalog.
+    version_fetch: tokio::sync::Mutex<()>,
+    /// Held while the catalog's routing is applied.
+    routing_apply: tokio::sync::Mutex<()>,
+    /// The functions this node loaded from its files.
+    local_functions: parking_lot::Mutex<Vec<Arc<crate::function::Function>>>,
+    /// What this node last stored for each function from its files.
+    synced: parking_lot::Mutex<versions::Synced>,
 }
 
 /// One ingest in progress, counted in `Inner::ingests` until dropped.
@@ -298,6 +311,10 @@ impl Engine {
                 catalog_view: parking_lot::Mutex::default(),
                 schemas_rebuild: parking_lot::Mutex::default(),
                 catalog_refresh: tokio::sync::Mutex::default(),
+                version_fetch: tokio::sync::Mutex::default(),
+                routing_apply: tokio::sync::Mutex::default(),
+                local_functions: parking_lot::Mutex::default(),
+                synced: parking_lot::Mutex::default(),
             }),
         }
     }

@@ -38,6 +38,58 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// The snapshot of every loaded version `versions` with `live` live.
+    fn build(
+        versions: HashMap<String, HashMap<String, Arc<Function>>>,
+        live_functions: Vec<Arc<Function>>,
+    ) -> Snapshot {
+        let mut live = HashMap::new();
+        let mut exact: HashMap<String, Vec<Arc<Function>>> = HashMap::new();
+        let mut wildcard: HashMap<String, Vec<(String, Arc<Function>)>> = HashMap::new();
+        for f in live_functions {
+            let mut names: Vec<&str> = f.trigger_names().collect();
+            names.sort_unstable();
+            names.dedup();
+            for name in names {
+                if name.contains('*') {
+                    let first = name.split('/').next().filter(|s| *s != "*").unwrap_or("");
+                    wildcard
+                        .entry(first.to_string())
+                        .or_default()
+                        .push((name.to_string(), f.clone()));
+                } else {
+                    exact.entry(name.to_string()).or_default().push(f.clone());
+                }
+            }
+            live.insert(f.id.clone(), f);
+        }
+        // Every loaded version, live or not: runs pinned to an older one still wait.
+        let mut awaited: HashMap<String, Vec<Vec<String>>> = HashMap::new();
+        for f in versions.values().flat_map(|v| v.values()) {
+            let waits = f.waits.iter().filter_map(|w| match &w.kind {
+                crate::function::WaitKind::Event(w) => Some(w.specs.iter()),
+                crate::function::WaitKind::Sleep(_) => None,
+            });
+            let cancels = f.cancels.iter().map(|c| &c.spec);
+            for spec in waits.flatten().chain(cancels) {
+                let paths = awaited.entry(spec.event.clone()).or_default();
+                if let Some(key) = &spec.key
+                    && !paths.contains(&key.incoming)
+                {
+                    paths.push(key.incoming.clone());
+                }
+            }
+        }
+        let awaited = awaited.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        Snapshot {
+            versions,
+            live,
+            exact,
+            wildcard,
+            awaited,
+        }
+    }
+
     /// Live functions whose wildcard trigger matches `event_name` (the buckets of its first
     /// segment and of patterns starting with `*`).
     fn wildcard_matches<'a>(
@@ -79,61 +131,42 @@ impl FunctionRegistry {
 
     /// Makes `functions` the live set; versions loaded before stay reachable for their runs.
     pub fn replace(&self, functions: Vec<Function>) {
-        self.metrics.load(&functions);
-        let old = self.snapshot.read().clone();
-        let mut versions = old.versions.clone();
-        let mut live = HashMap::new();
-        let mut exact: HashMap<String, Vec<Arc<Function>>> = HashMap::new();
-        let mut wildcard: HashMap<String, Vec<(String, Arc<Function>)>> = HashMap::new();
-        for f in functions {
-            let f = Arc::new(f);
+        self.replace_shared(functions.into_iter().map(Arc::new).collect());
+    }
+
+    /// [`replace`](Self::replace) with functions already shared (some may be loaded versions).
+    pub fn replace_shared(&self, functions: Vec<Arc<Function>>) {
+        self.metrics.load(functions.iter().map(|f| &**f));
+        let mut versions = self.snapshot.read().versions.clone();
+        for f in &functions {
             versions
                 .entry(f.id.clone())
                 .or_default()
                 .insert(f.version.clone(), f.clone());
-            let mut names: Vec<&str> = f.trigger_names().collect();
-            names.sort_unstable();
-            names.dedup();
-            for name in names {
-                if name.contains('*') {
-                    let first = name.split('/').next().filter(|s| *s != "*").unwrap_or("");
-                    wildcard
-                        .entry(first.to_string())
-                        .or_default()
-                        .push((name.to_string(), f.clone()));
-                } else {
-                    exact.entry(name.to_string()).or_default().push(f.clone());
-                }
-            }
-            live.insert(f.id.clone(), f);
         }
-        // Every loaded version, live or not: runs pinned to an older one still wait.
-        let mut awaited: HashMap<String, Vec<Vec<String>>> = HashMap::new();
-        for f in versions.values().flat_map(|v| v.values()) {
-            let waits = f.waits.iter().filter_map(|w| match &w.kind {
-                crate::function::WaitKind::Event(w) => Some(w.specs.iter()),
-                crate::function::WaitKind::Sleep(_) => None,
-            });
-            let cancels = f.cancels.iter().map(|c| &c.spec);
-            for spec in waits.flatten().chain(cancels) {
-                {
-                    let paths = awaited.entry(spec.event.clone()).or_default();
-                    if let Some(key) = &spec.key
-                        && !paths.contains(&key.incoming)
-                    {
-                        paths.push(key.incoming.clone());
-                    }
-                }
-            }
+        *self.snapshot.write() = Arc::new(Snapshot::build(versions, functions));
+    }
+
+    /// Adds a version that is not live (a run's, fetched from the catalog); the live set stays.
+    /// Answers the version kept (one loaded before under that version wins).
+    pub fn insert_version(&self, function: Function) -> Arc<Function> {
+        let mut snapshot = self.snapshot.write();
+        if let Some(existing) = snapshot
+            .versions
+            .get(&function.id)
+            .and_then(|v| v.get(&function.version))
+        {
+            return existing.clone();
         }
-        let awaited = awaited.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
-        *self.snapshot.write() = Arc::new(Snapshot {
-            versions,
-            live,
-            exact,
-            wildcard,
-            awaited,
-        });
+        let function = Arc::new(function);
+        let mut versions = snapshot.versions.clone();
+        versions
+            .entry(function.id.clone())
+            .or_default()
+            .insert(function.version.clone(), function.clone());
+        let live: Vec<Arc<Function>> = snapshot.live.values().cloned().collect();
+        *snapshot = Arc::new(Snapshot::build(versions, live));
+        function
     }
 
     /// Live functions with a trigger whose name pattern matches `event_name` (each once).

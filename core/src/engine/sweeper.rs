@@ -248,9 +248,8 @@ impl Engine {
             }
         };
         if self
-            .inner
-            .functions
-            .get(&run.function_id, &run.function_version)
+            .function_version(&run.function_id, &run.function_version)
+            .await?
             .is_none()
         {
             // Pinned to a version this node has not loaded: a node that has it sweeps it.

@@ -273,7 +273,7 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|f| f.id == pause.function_id && f.version == pause.function_version);
             if !same {
-                match self.function_of(pause) {
+                match self.function_of(pause).await {
                     Ok(f) => function = Some(f),
                     Err(e) => {
                         // Not this node's to decide (a version it has not loaded): the other
@@ -316,7 +316,7 @@ impl Engine {
             if recorded.contains(&id) {
                 continue;
             }
-            let function = self.function_of(pause)?;
+            let function = self.function_of(pause).await?;
             let answer = self
                 .inner
                 .state
@@ -391,7 +391,7 @@ impl Engine {
         if pause.status == PauseStatus::Waiting {
             return Ok(());
         }
-        let function = self.function_of(&pause)?;
+        let function = self.function_of(&pause).await?;
         self.follow_pause(&function, &pause, !answer.applied).await
     }
 
@@ -547,12 +547,12 @@ impl Engine {
         })
     }
 
-    /// The function version a pause's run is pinned to; `NotFound` (handled again later,
-    /// for a node that has it) when this node has not loaded it.
-    fn function_of(&self, pause: &Pause) -> Result<std::sync::Arc<Function>> {
-        self.inner
-            .functions
-            .get(&pause.function_id, &pause.function_version)
+    /// The function version a pause's run is pinned to (fetched from the catalog when this
+    /// node has not loaded it); `NotFound` (handled again later, for a node that has it)
+    /// when neither has it.
+    async fn function_of(&self, pause: &Pause) -> Result<std::sync::Arc<Function>> {
+        self.function_version(&pause.function_id, &pause.function_version)
+            .await?
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::NotFound,

@@ -59,6 +59,12 @@ pub fn load_function(dir: &Path, runtimes: &dyn RuntimeCatalog) -> Result<Functi
     let version = content_version(&text);
     let mut function = parse_function(&doc, &dir, version, runtimes)
         .map_err(|problems| LoadError { file, problems })?;
+    // Named by its files: the definition and its steps' code. A function whose files cannot
+    // be bundled (over the size limit) keeps the definition's hash: it runs where it is on
+    // disk, and cannot be stored as a deployed version.
+    if let Ok(bundle) = super::FunctionBundle::of(&function) {
+        function.version = bundle.version();
+    }
     function.env = std::sync::Arc::new(load_dotenv(&dir)?);
     Ok(function)
 }
