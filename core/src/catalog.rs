@@ -88,6 +88,19 @@ pub struct Canary {
     pub sticky_user: bool,
 }
 
+/// Runs of one function version that ended, counted by a node since it last reported.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunCount {
+    /// The function's id.
+    pub function_id: String,
+    /// The version's content hash.
+    pub version: String,
+    /// Runs that ended (completed or failed).
+    pub runs: u64,
+    /// Of them, those that failed.
+    pub failed: u64,
+}
+
 /// Shared definitions, visible to every node (see the module documentation).
 ///
 /// Contract (checked by the conformance suite, `testkit::catalog`): a schema version is
@@ -132,6 +145,14 @@ pub trait Catalog: Send + Sync + 'static {
         function_id: &str,
         version: &str,
     ) -> Result<Option<bytes::Bytes>>;
+
+    /// Adds ended runs to the lifetime counts of their versions (counts do not move the
+    /// generation).
+    async fn add_run_counts(&self, counts: &[RunCount]) -> Result<()>;
+
+    /// The lifetime counts of `function_id`'s versions, by content hash (`function_id`
+    /// repeated in each).
+    async fn run_counts(&self, function_id: &str) -> Result<Vec<RunCount>>;
 
     /// Every function's routing with its revision, by function id.
     async fn routings(&self) -> Result<Vec<(String, Routing, u64)>>;

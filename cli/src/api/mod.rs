@@ -29,6 +29,7 @@ use weir_core::{Error, ErrorKind};
 
 mod schemas;
 mod users;
+mod versions;
 
 /// The keys a part of the API takes: event keys for `/e/{key}`, API keys for `/v1`.
 #[derive(Clone, Default)]
@@ -86,6 +87,10 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/dead/{id}", get(show_dead).delete(drop_dead))
         .route("/v1/dead/{id}/retry", post(retry_dead))
         .route("/v1/functions", get(list_functions))
+        .route("/v1/functions/{id}/versions", get(versions::list))
+        .route("/v1/functions/{id}/promote", post(versions::promote))
+        .route("/v1/functions/{id}/rollback", post(versions::rollback))
+        .route("/v1/deploy", post(versions::deploy))
         .route("/v1/schemas", get(schemas::list))
         .route(
             "/v1/schemas/{name}/{version}",
@@ -221,9 +226,25 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
 
 /// Reads a request body of at most `limit` bytes, each part arriving within `timeout` of the
 /// previous one ([`BODY_READ_TIMEOUT`]): 413 once it passes the limit, 400 when it breaks off,
-/// 408 when it stalls. (A declared length
-/// over the limit is still read up to the limit: answering before the client has sent its body
-/// makes many clients report a broken pipe instead of the 413.)
+/// 408 when it stalls. (A body over the limit is still read, and dropped, up to 16 MiB past
+/// it: answering before the client has sent its body makes many clients report a broken pipe
+/// instead of the 413.)
+/// How much of a body over its limit is read and dropped before the 413 is answered.
+const DRAINED_AT_MOST: usize = 16 << 20;
+
+/// Reads and drops what is left of a refused body (up to [`DRAINED_AT_MOST`] more than the
+/// limit, each part within `timeout`): a server that answers while the client still sends
+/// makes the client see a broken pipe instead of the answer.
+async fn drain(mut stream: axum::body::BodyDataStream, limit: usize, timeout: Duration) {
+    let mut left = DRAINED_AT_MOST.max(limit);
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(timeout, stream.next()).await {
+        let Some(after) = left.checked_sub(chunk.len()) else {
+            return;
+        };
+        left = after;
+    }
+}
+
 async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Response> {
     let too_large = || {
         error(
@@ -259,6 +280,7 @@ async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes,
         })?;
         len += chunk.len();
         if len > limit {
+            drain(stream, limit, timeout).await;
             return Err(too_large());
         }
         // One chunk (the usual case) is kept as it came; more are joined.

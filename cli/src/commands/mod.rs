@@ -17,6 +17,7 @@ macro_rules! outp {
 }
 
 mod dead;
+mod deploy;
 mod dev;
 mod events;
 mod init;
@@ -29,6 +30,7 @@ mod send;
 pub(crate) mod serve;
 mod user;
 mod validate;
+mod versions;
 
 use clap::{Parser, Subcommand};
 
@@ -68,6 +70,15 @@ pub enum Command {
     Schemas(schemas::SchemasArgs),
     /// One user's events and the runs they started, on one timeline, newest first.
     User(user::UserArgs),
+    /// Store the functions under DIR as new versions on a running server and route to them
+    /// (live, or a canary share).
+    Deploy(deploy::DeployArgs),
+    /// A function's stored versions: live, canary or retired, runs, failure rate, p50.
+    Versions(versions::VersionsArgs),
+    /// Make a function's canary its live version.
+    Promote(versions::PromoteArgs),
+    /// Make a function's previously live version (or --to N) live again; retire any canary.
+    Rollback(versions::RollbackArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -85,6 +96,10 @@ pub async fn main(app: &crate::App, cli: Cli) -> i32 {
         Command::Dead(a) => dead::dead(a).await,
         Command::Schemas(a) => schemas::schemas(a).await,
         Command::User(a) => user::user(a).await,
+        Command::Deploy(a) => deploy::deploy(a).await,
+        Command::Versions(a) => versions::versions(a).await,
+        Command::Promote(a) => versions::promote(a).await,
+        Command::Rollback(a) => versions::rollback(a).await,
     };
     match result {
         Ok(code) => code,

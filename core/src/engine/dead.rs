@@ -139,6 +139,9 @@ impl Engine {
         if let Some(m) = self.inner.metrics.function(&function_id) {
             m.run_finished(crate::run::RunStatus::Failed);
         }
+        if let Some(stored) = &stored {
+            self.tally_run(&stored.function_id, &stored.function_version, true);
+        }
         if let Some(stored) = &stored
             && let Ok(Some(function)) = self
                 .function_version(&stored.function_id, &stored.function_version)

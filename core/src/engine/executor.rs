@@ -736,6 +736,7 @@ impl Engine {
             if let Some(m) = self.inner.metrics.function(&function.id) {
                 m.run_finished(status);
             }
+            self.tally_run(&function.id, &function.version, status == RunStatus::Failed);
             self.release_cancel_rules(function, &run_id).await?;
             let _ = self.inner.finished.send(RunFinished {
                 run_id,
@@ -809,6 +810,7 @@ impl Engine {
             if let Some(m) = self.inner.metrics.function(&run.function_id) {
                 m.run_finished(status);
             }
+            self.tally_run(&run.function_id, &run.function_version, failed);
             self.release_cancel_rules(function, run_id).await?;
             let _ = self.inner.finished.send(RunFinished {
                 run_id: run_id.to_string(),

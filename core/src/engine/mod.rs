@@ -12,6 +12,7 @@
 mod backoff;
 mod catalog;
 mod dead;
+mod deploy;
 mod executor;
 mod ingest;
 mod registry;
@@ -42,11 +43,13 @@ pub use catalog::{
     PutSchemaReport,
 };
 pub use dead::MAX_DEAD_LETTER_AFTER;
+pub use deploy::{CanaryPolicy, DeployOptions, Deployed};
 pub use executor::Executed;
 pub use ingest::MAX_INGEST_DEADLINE;
 pub use ingest::{parse_body, parse_body_checked};
-pub use registry::FunctionRegistry;
+pub use registry::{CanaryVersion, FunctionRegistry, canary_bucket};
 pub use retention::sweep_interval;
+pub use versions::VersionReport;
 pub use waits::LOOKBACK_LIMIT;
 
 /// Tunables of an engine.
@@ -106,6 +109,9 @@ pub struct EngineConfig {
     /// Where versions fetched from the catalog are written to run from (one directory per
     /// function and version). Default: `weir-versions` in the system's temporary directory.
     pub versions_dir: std::path::PathBuf,
+    /// When a canary is rolled back automatically. Default: after 20 runs, a failure rate 20
+    /// points above the live version's.
+    pub canary_policy: CanaryPolicy,
 }
 
 /// How long a finished run is kept by default: 7 days.
@@ -136,6 +142,7 @@ impl Default for EngineConfig {
             sweep_every: Duration::from_secs(60),
             catalog_poll: Duration::from_secs(1),
             versions_dir: std::env::temp_dir().join("weir-versions"),
+            canary_policy: CanaryPolicy::default(),
         }
     }
 }
@@ -260,6 +267,8 @@ struct Inner {
     local_functions: parking_lot::Mutex<Vec<Arc<crate::function::Function>>>,
     /// What this node last stored for each function from its files.
     synced: parking_lot::Mutex<versions::Synced>,
+    /// Runs that ended, by version, not yet counted in the catalog.
+    tally: parking_lot::Mutex<versions::Tally>,
 }
 
 /// One ingest in progress, counted in `Inner::ingests` until dropped.
@@ -315,6 +324,7 @@ impl Engine {
                 routing_apply: tokio::sync::Mutex::default(),
                 local_functions: parking_lot::Mutex::default(),
                 synced: parking_lot::Mutex::default(),
+                tally: parking_lot::Mutex::default(),
             }),
         }
     }
@@ -434,6 +444,7 @@ impl Engine {
         }
         if self.inner.state.catalog().is_some() {
             tasks.spawn(catalog::run_loop(self.clone(), stopped.clone()));
+            tasks.spawn(versions::tally_loop(self.clone(), stopped.clone()));
         }
         Ok(EngineHandle {
             tasks,

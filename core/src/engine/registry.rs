@@ -35,6 +35,31 @@ struct Snapshot {
     /// The names of the events some loaded version waits for (`async` edges), each with the
     /// paths its matches file pauses by (`async.X == event.Y`: the `X`s).
     awaited: HashMap<String, Arc<Vec<Vec<String>>>>,
+    /// Canary versions by function id: a share of the runs the live version's triggers start.
+    canaries: HashMap<String, CanaryVersion>,
+}
+
+/// A canary version of a function and the share of new runs it takes.
+#[derive(Debug, Clone)]
+pub struct CanaryVersion {
+    /// The version.
+    pub function: Arc<Function>,
+    /// The percentage of new runs it takes (0 to 100).
+    pub percent: u8,
+    /// Route by the event's user key (one user stays on one version) rather than its id.
+    pub sticky_user: bool,
+}
+
+/// The bucket (0 to 99) of a routing key: a stable hash, the same on every node, so that a
+/// redelivered event (or, sticky, a user's next event) goes to the same version.
+pub fn canary_bucket(key: &str) -> u8 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // Fold the high bits in: FNV's low bits mix poorly for short keys.
+    ((h ^ (h >> 32)) % 100) as u8
 }
 
 impl Snapshot {
@@ -42,6 +67,7 @@ impl Snapshot {
     fn build(
         versions: HashMap<String, HashMap<String, Arc<Function>>>,
         live_functions: Vec<Arc<Function>>,
+        canaries: HashMap<String, CanaryVersion>,
     ) -> Snapshot {
         let mut live = HashMap::new();
         let mut exact: HashMap<String, Vec<Arc<Function>>> = HashMap::new();
@@ -87,6 +113,7 @@ impl Snapshot {
             exact,
             wildcard,
             awaited,
+            canaries,
         }
     }
 
@@ -136,15 +163,62 @@ impl FunctionRegistry {
 
     /// [`replace`](Self::replace) with functions already shared (some may be loaded versions).
     pub fn replace_shared(&self, functions: Vec<Arc<Function>>) {
-        self.metrics.load(functions.iter().map(|f| &**f));
+        self.replace_routed(functions, HashMap::new());
+    }
+
+    /// Makes `functions` the live set and `canaries` (by function id) their canaries.
+    pub fn replace_routed(
+        &self,
+        functions: Vec<Arc<Function>>,
+        canaries: HashMap<String, CanaryVersion>,
+    ) {
+        self.metrics.load(
+            functions
+                .iter()
+                .map(|f| &**f)
+                .chain(canaries.values().map(|c| &*c.function)),
+        );
         let mut versions = self.snapshot.read().versions.clone();
-        for f in &functions {
+        for f in functions
+            .iter()
+            .chain(canaries.values().map(|c| &c.function))
+        {
             versions
                 .entry(f.id.clone())
                 .or_default()
                 .insert(f.version.clone(), f.clone());
         }
-        *self.snapshot.write() = Arc::new(Snapshot::build(versions, functions));
+        *self.snapshot.write() = Arc::new(Snapshot::build(versions, functions, canaries));
+    }
+
+    /// The version of live function `live` that `event` starts a run on: its canary for the
+    /// canary's share of events (by a stable hash of the event's id, or of its user key when
+    /// sticky), else `live` itself.
+    pub fn routed(&self, live: Arc<Function>, event: &Event) -> Arc<Function> {
+        let snapshot = self.snapshot.read();
+        let Some(canary) = snapshot.canaries.get(&live.id) else {
+            return live;
+        };
+        if canary.percent == 0 {
+            return live;
+        }
+        let user;
+        let key = if canary.sticky_user {
+            user = event.user_key();
+            user.as_deref().unwrap_or(&event.id)
+        } else {
+            &event.id
+        };
+        if canary_bucket(key) < canary.percent {
+            canary.function.clone()
+        } else {
+            live
+        }
+    }
+
+    /// The canary of function `id`, if it has one.
+    pub fn canary(&self, id: &str) -> Option<CanaryVersion> {
+        self.snapshot.read().canaries.get(id).cloned()
     }
 
     /// Adds a version that is not live (a run's, fetched from the catalog); the live set stays.
@@ -165,7 +239,8 @@ impl FunctionRegistry {
             .or_default()
             .insert(function.version.clone(), function.clone());
         let live: Vec<Arc<Function>> = snapshot.live.values().cloned().collect();
-        *snapshot = Arc::new(Snapshot::build(versions, live));
+        let canaries = snapshot.canaries.clone();
+        *snapshot = Arc::new(Snapshot::build(versions, live, canaries));
         function
     }
 

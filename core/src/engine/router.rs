@@ -124,6 +124,7 @@ impl Engine {
         let matching = self.inner.functions.matching(event);
         let mut runs = Vec::with_capacity(matching.len());
         for function in matching {
+            let function = self.inner.functions.routed(function, event);
             runs.push(self.start_run(&function, event).await?);
         }
         let resumed = self.resume_pauses(event).await?;

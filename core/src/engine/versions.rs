@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::Engine;
-use crate::catalog::{Catalog, FunctionVersion, Routing};
+use crate::catalog::{Catalog, FunctionVersion, Routing, RunCount};
 use crate::driver::StepSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::now_ms;
@@ -20,6 +20,9 @@ use crate::function::{Function, FunctionBundle, load_function};
 
 /// What this node last stored for a function from its files: the content hash.
 pub(crate) type Synced = HashMap<String, String>;
+
+/// Runs that ended by (function id, version hash): (ended, failed), not yet sent.
+pub(crate) type Tally = HashMap<(String, String), (u64, u64)>;
 
 impl Engine {
     /// The version `version` (content hash) of function `id`: loaded on this node, or
@@ -84,7 +87,7 @@ impl Engine {
 
     /// Gets every step of `function` ready on its driver; a retryable failure is left for the
     /// step's first attempt, a permanent one fails.
-    async fn prepare_steps(&self, function: &Function) -> Result<()> {
+    pub(super) async fn prepare_steps(&self, function: &Function) -> Result<()> {
         for step in &function.steps {
             let Some(driver) = self.inner.drivers.get(&step.runtime_type) else {
                 continue;
@@ -217,28 +220,26 @@ impl Engine {
         };
         let _applying = self.inner.routing_apply.lock().await;
         let mut live: Vec<Arc<Function>> = Vec::new();
+        let mut canaries = HashMap::new();
         let mut routed = std::collections::HashSet::new();
         for (id, routing, _) in catalog.routings().await? {
             let versions = catalog.function_versions(&id).await?;
-            let Some(hash) = versions
-                .iter()
-                .find(|v| v.number == routing.live)
-                .map(|v| v.version.clone())
-            else {
-                warn!(function = %id, number = routing.live, "the live version is not stored");
+            let Some(function) = self.routed_version(&id, &versions, routing.live).await else {
                 continue;
             };
-            match self.function_version(&id, &hash).await {
-                Ok(Some(f)) => {
-                    routed.insert(id);
-                    live.push(f);
-                }
-                Ok(None) => {
-                    warn!(function = %id, number = routing.live, "the live version's bundle is not stored");
-                }
-                Err(e) => {
-                    warn!(function = %id, number = routing.live, error = %e, "cannot load the live version");
-                }
+            routed.insert(id.clone());
+            live.push(function);
+            if let Some(canary) = routing.canary
+                && let Some(function) = self.routed_version(&id, &versions, canary.number).await
+            {
+                canaries.insert(
+                    id,
+                    super::CanaryVersion {
+                        function,
+                        percent: canary.percent,
+                        sticky_user: canary.sticky_user,
+                    },
+                );
             }
         }
         if routed.is_empty() {
@@ -251,8 +252,222 @@ impl Engine {
                 .into_iter()
                 .filter(|f| !routed.contains(&f.id)),
         );
-        self.inner.functions.replace_shared(live);
+        self.inner.functions.replace_routed(live, canaries);
         Ok(())
+    }
+
+    /// Version `number` of function `id` (of its stored `versions`), loaded or fetched; `None`
+    /// (with a warning) when it cannot be had.
+    async fn routed_version(
+        &self,
+        id: &str,
+        versions: &[FunctionVersion],
+        number: u64,
+    ) -> Option<Arc<Function>> {
+        let Some(stored) = versions.iter().find(|v| v.number == number) else {
+            warn!(function = %id, number, "a routed version is not stored");
+            return None;
+        };
+        match self.function_version(id, &stored.version).await {
+            Ok(Some(f)) => Some(f),
+            Ok(None) => {
+                warn!(function = %id, number, "a routed version's bundle is not stored");
+                None
+            }
+            Err(e) => {
+                warn!(function = %id, number, error = %e, "cannot load a routed version");
+                None
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Counts a run of `function_id` version `version` that ended (`failed` or completed),
+    /// for the version's lifetime counts (sent to the catalog every second).
+    pub(crate) fn tally_run(&self, function_id: &str, version: &str, failed: bool) {
+        if self.inner.state.catalog().is_none() {
+            return;
+        }
+        let mut tally = self.inner.tally.lock();
+        let entry = match tally.get_mut(&(function_id.to_owned(), version.to_owned())) {
+            Some(entry) => entry,
+            None => tally
+                .entry((function_id.to_owned(), version.to_owned()))
+                .or_default(),
+        };
+        entry.0 += 1;
+        entry.1 += u64::from(failed);
+    }
+
+    /// Sends the counts tallied since the last call to the catalog; on failure they are
+    /// kept for the next.
+    pub(crate) async fn flush_tally(&self) -> Result<()> {
+        let Some(catalog) = self.inner.state.catalog() else {
+            return Ok(());
+        };
+        let taken = std::mem::take(&mut *self.inner.tally.lock());
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let counts: Vec<RunCount> = taken
+            .iter()
+            .map(|((function_id, version), (runs, failed))| RunCount {
+                function_id: function_id.clone(),
+                version: version.clone(),
+                runs: *runs,
+                failed: *failed,
+            })
+            .collect();
+        if let Err(e) = catalog.add_run_counts(&counts).await {
+            let mut tally = self.inner.tally.lock();
+            for (key, (runs, failed)) in taken {
+                let entry = tally.entry(key).or_default();
+                entry.0 += runs;
+                entry.1 += failed;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Runs read to estimate each version's median duration.
+const DURATION_SAMPLE: usize = 1_000;
+
+/// What `weir versions` shows of one version of a function.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VersionReport {
+    /// Its number.
+    pub version: u64,
+    /// `live`, `canary` or `retired` (every other stored version).
+    pub status: &'static str,
+    /// Its content hash (runs' `function_version`).
+    pub hash: String,
+    /// Runs of it that ended, over its lifetime.
+    pub runs: u64,
+    /// Of them, those that failed.
+    pub failed: u64,
+    /// `failed / runs` (0 without runs).
+    pub failure_rate: f64,
+    /// The median duration of its recent ended runs (among the function's newest 1,000), in
+    /// milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<i64>,
+    /// The share of new runs it takes, for a canary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// When it was stored (epoch ms).
+    pub stored_at: i64,
+    /// Who stored it.
+    pub source: String,
+}
+
+impl Engine {
+    /// Every stored version of function `id`, by number, with its status and counts; the
+    /// routing's note on its last change. `NotFound` when the function has no stored version.
+    pub async fn version_report(&self, id: &str) -> Result<(Vec<VersionReport>, Option<String>)> {
+        let catalog = self.inner.state.catalog().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                "this state store keeps no catalog: versions are not stored",
+            )
+        })?;
+        let stored = catalog.function_versions(id).await?;
+        if stored.is_empty() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("function {id:?} has no stored version"),
+            ));
+        }
+        let counts = catalog.run_counts(id).await?;
+        let routing = catalog
+            .routings()
+            .await?
+            .into_iter()
+            .find(|(f, _, _)| f == id)
+            .map(|(_, r, _)| r);
+        let recent = self
+            .inner
+            .state
+            .list_runs(&crate::run::RunFilter {
+                function_id: Some(id.to_owned()),
+                limit: Some(DURATION_SAMPLE),
+                ..Default::default()
+            })
+            .await?;
+        let reports = stored
+            .into_iter()
+            .map(|v| {
+                let (runs, failed) = counts
+                    .iter()
+                    .find(|c| c.version == v.version)
+                    .map_or((0, 0), |c| (c.runs, c.failed));
+                let canary = routing
+                    .as_ref()
+                    .and_then(|r| r.canary)
+                    .filter(|c| c.number == v.number);
+                let status = match &routing {
+                    Some(r) if r.live == v.number => "live",
+                    _ if canary.is_some() => "canary",
+                    _ => "retired",
+                };
+                let mut durations: Vec<i64> = recent
+                    .iter()
+                    .filter(|r| r.function_version == v.version)
+                    .filter_map(|r| Some(r.ended_at? - r.created_at))
+                    .collect();
+                durations.sort_unstable();
+                VersionReport {
+                    version: v.number,
+                    status,
+                    runs,
+                    failed,
+                    failure_rate: if runs == 0 {
+                        0.0
+                    } else {
+                        failed as f64 / runs as f64
+                    },
+                    p50_ms: durations.get(durations.len() / 2).copied(),
+                    percent: canary.map(|c| c.percent),
+                    hash: v.version,
+                    stored_at: v.stored_at,
+                    source: v.source,
+                }
+            })
+            .collect();
+        Ok((reports, routing.map(|r| r.note)))
+    }
+}
+
+/// Sends the tallied run counts to the catalog every second (and once more when stopped),
+/// then rolls back the canaries that fail too often ([`Engine::judge_canaries`]).
+pub(crate) async fn tally_loop(engine: Engine, mut stop: super::StopSignal) {
+    let mut failing = false;
+    loop {
+        let stopping = tokio::select! {
+            _ = super::stopped(&mut stop) => true,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+        };
+        let flushed = engine.flush_tally().await;
+        if flushed.is_ok()
+            && let Err(e) = engine
+                .judge_canaries(engine.inner.config.canary_policy)
+                .await
+        {
+            warn!(error = %e, "cannot judge the canaries");
+        }
+        match flushed {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                warn!(error = %e, "cannot add run counts to the catalog; kept for the next try");
+            }
+            Err(_) => {}
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

@@ -210,6 +210,31 @@ impl FunctionBundle {
     }
 }
 
+/// Bundles one after the other, each as its length, `:`, then its encoding: the body of a
+/// deploy (`POST /v1/deploy`).
+pub fn encode_bundles(bundles: &[FunctionBundle]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for bundle in bundles {
+        let encoded = bundle.encode();
+        out.extend_from_slice(format!("{}:", encoded.len()).as_bytes());
+        out.extend_from_slice(&encoded);
+    }
+    out
+}
+
+/// The bundles [`encode_bundles`] made.
+pub fn decode_bundles(bytes: &[u8]) -> Result<Vec<FunctionBundle>> {
+    let mut rest = bytes;
+    let mut bundles = Vec::new();
+    while !rest.is_empty() {
+        let (one, after) =
+            take_field(rest).ok_or_else(|| Error::invalid("not a sequence of function bundles"))?;
+        bundles.push(FunctionBundle::decode(one).map_err(|e| Error::invalid(e.to_string()))?);
+        rest = after;
+    }
+    Ok(bundles)
+}
+
 /// `LEN:` then `LEN` bytes at the start of `raw`, and what follows.
 fn take_field(raw: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = raw.iter().take(21).position(|b| *b == b':')?;
@@ -415,6 +440,23 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".staging"))
             .collect();
         assert!(staging.is_empty(), "no staging left behind");
+    }
+
+    #[test]
+    fn bundles_travel_together() {
+        let dir = function_dir();
+        let f = load_function(dir.path(), &AnyRuntime).expect("load");
+        let one = FunctionBundle::of(&f).expect("bundle");
+        let two = FunctionBundle::new(vec![BundleFile {
+            path: "weir.json".into(),
+            executable: false,
+            content: Bytes::from_static(b"{}"),
+        }])
+        .expect("bundle");
+        let both = encode_bundles(&[one.clone(), two.clone()]);
+        assert_eq!(decode_bundles(&both).expect("decode"), [one, two]);
+        assert!(decode_bundles(&both[..both.len() - 1]).is_err());
+        assert!(decode_bundles(b"").expect("none").is_empty());
     }
 
     #[test]

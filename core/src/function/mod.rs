@@ -15,7 +15,9 @@ mod problems;
 pub(crate) mod test_support;
 mod wait;
 
-pub use bundle::{BundleFile, FunctionBundle, MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES};
+pub use bundle::{
+    BundleFile, FunctionBundle, MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, decode_bundles, encode_bundles,
+};
 pub use cron::{CronTrigger, SCHEDULED_EVENT};
 pub use dotenv::{DOTENV_FILE, parse_dotenv};
 pub use load::{DEFINITION_FILES, content_version, definition_file, discover, load_function};

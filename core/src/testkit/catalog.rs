@@ -17,6 +17,45 @@ pub async fn run_all(factory: &dyn Factory<dyn Catalog>) {
     function_versions_are_numbered_once_per_content(factory).await;
     concurrent_versions_get_numbers_without_gaps(factory).await;
     routing_changes_are_compare_and_set(factory).await;
+    run_counts_add_up_per_version(factory).await;
+}
+
+/// Counts reported by several nodes add up per function and version, and leave the
+/// generation alone.
+pub async fn run_counts_add_up_per_version(factory: &dyn Factory<dyn Catalog>) {
+    use crate::catalog::RunCount;
+    let catalog = factory.make().await;
+    let count = |f: &str, v: &str, runs: u64, failed: u64| RunCount {
+        function_id: f.into(),
+        version: v.into(),
+        runs,
+        failed,
+    };
+    assert!(
+        catalog
+            .run_counts("greet")
+            .await
+            .expect("counts")
+            .is_empty()
+    );
+    catalog
+        .add_run_counts(&[count("greet", "aaaa", 3, 1), count("greet", "bbbb", 2, 0)])
+        .await
+        .expect("add");
+    catalog
+        .add_run_counts(&[count("greet", "aaaa", 4, 2), count("other", "aaaa", 1, 1)])
+        .await
+        .expect("add");
+    catalog.add_run_counts(&[]).await.expect("nothing to add");
+    assert_eq!(
+        catalog.run_counts("greet").await.expect("counts"),
+        [count("greet", "aaaa", 7, 3), count("greet", "bbbb", 2, 0)]
+    );
+    assert_eq!(
+        catalog.run_counts("other").await.expect("counts"),
+        [count("other", "aaaa", 1, 1)]
+    );
+    assert_eq!(catalog.generation().await.expect("generation"), 0);
 }
 
 fn function_version(function_id: &str, hash: &str) -> crate::catalog::FunctionVersion {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use weir_core::catalog::{
-    Catalog, FunctionVersion, Routing, SchemaPut, StoredSchema, canonical_json,
+    Catalog, FunctionVersion, Routing, RunCount, SchemaPut, StoredSchema, canonical_json,
 };
 use weir_core::{Error, Result};
 
@@ -34,6 +34,8 @@ struct Versions {
     bundles: HashMap<String, Bytes>,
     /// The routing and its revision.
     routing: Option<(Routing, u64)>,
+    /// Ended runs and failed runs by content hash.
+    counts: BTreeMap<String, (u64, u64)>,
 }
 
 #[async_trait]
@@ -111,6 +113,42 @@ impl Catalog for MemoryCatalog {
             .functions
             .get(function_id)
             .and_then(|v| v.bundles.get(version).cloned()))
+    }
+
+    async fn add_run_counts(&self, counts: &[RunCount]) -> Result<()> {
+        let mut inner = self.inner.lock();
+        for c in counts {
+            let entry = inner
+                .functions
+                .entry(c.function_id.clone())
+                .or_default()
+                .counts
+                .entry(c.version.clone())
+                .or_default();
+            entry.0 += c.runs;
+            entry.1 += c.failed;
+        }
+        Ok(())
+    }
+
+    async fn run_counts(&self, function_id: &str) -> Result<Vec<RunCount>> {
+        Ok(self
+            .inner
+            .lock()
+            .functions
+            .get(function_id)
+            .map(|v| {
+                v.counts
+                    .iter()
+                    .map(|(version, (runs, failed))| RunCount {
+                        function_id: function_id.to_owned(),
+                        version: version.clone(),
+                        runs: *runs,
+                        failed: *failed,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn routings(&self) -> Result<Vec<(String, Routing, u64)>> {

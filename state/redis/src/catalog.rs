@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::Script;
 use weir_core::catalog::{
-    Catalog, FunctionVersion, Routing, SchemaPut, StoredSchema, canonical_json,
+    Catalog, FunctionVersion, Routing, RunCount, SchemaPut, StoredSchema, canonical_json,
 };
 use weir_core::{Error, Result};
 
@@ -246,6 +246,49 @@ impl Catalog for RedisCatalog {
             .cmd(redis::cmd("GET").arg(self.keys.catalog_bundle(function_id, version)))
             .await?;
         Ok(bundle.map(Bytes::from))
+    }
+
+    async fn add_run_counts(&self, counts: &[RunCount]) -> Result<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for c in counts {
+            let key = self.keys.catalog_counts(&c.function_id);
+            pipe.hincr(&key, format!("runs:{}", c.version), c.runs)
+                .ignore()
+                .hincr(&key, format!("failed:{}", c.version), c.failed)
+                .ignore();
+        }
+        self.conn.pipe::<()>(&pipe).await
+    }
+
+    async fn run_counts(&self, function_id: &str) -> Result<Vec<RunCount>> {
+        let all: Vec<(String, u64)> = self
+            .conn
+            .cmd(redis::cmd("HGETALL").arg(self.keys.catalog_counts(function_id)))
+            .await?;
+        let mut by_version: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for (field, n) in all {
+            let (what, version) = field
+                .split_once(':')
+                .ok_or_else(|| corrupt("count field"))?;
+            let entry = by_version.entry(version.to_owned()).or_default();
+            match what {
+                "runs" => entry.0 = n,
+                "failed" => entry.1 = n,
+                _ => return Err(corrupt("count field")),
+            }
+        }
+        Ok(by_version
+            .into_iter()
+            .map(|(version, (runs, failed))| RunCount {
+                function_id: function_id.to_owned(),
+                version,
+                runs,
+                failed,
+            })
+            .collect())
     }
 
     async fn routings(&self) -> Result<Vec<(String, Routing, u64)>> {

@@ -37,6 +37,7 @@
 //! | `P:{catalog}:fn:LEN:ID:versions` | hash | a function's stored versions: number → the record's JSON |
 //! | `P:{catalog}:fn:LEN:ID:hashes` | hash | content hash → version number |
 //! | `P:{catalog}:fn:LEN:ID:bundle:HASH` | string | a version's bundle of files |
+//! | `P:{catalog}:fn:LEN:ID:counts` | hash | lifetime counts of ended runs per version: `runs:HASH`, `failed:HASH` |
 //! | `P:{catalog}:routings` | hash | function id → `REVISION:` then its routing's JSON |
 
 use weir_core::jobs::JobSet;
@@ -116,6 +117,15 @@ impl Keys {
     pub(crate) fn catalog_bundle(&self, function_id: &str, version: &str) -> String {
         format!(
             "{}:{{catalog}}:fn:{}:{function_id}:bundle:{version}",
+            self.prefix,
+            function_id.len()
+        )
+    }
+
+    /// The hash of a function's lifetime run counts: `runs:HASH`, `failed:HASH`.
+    pub(crate) fn catalog_counts(&self, function_id: &str) -> String {
+        format!(
+            "{}:{{catalog}}:fn:{}:{function_id}:counts",
             self.prefix,
             function_id.len()
         )
