@@ -77,7 +77,7 @@ pub struct ServeConfig {
     /// `1s`).
     pub sweep_every: Option<String>,
     /// Where function versions fetched from the state store are written to run from
-    /// (default: `weir-versions` in the system's temporary directory).
+    /// (default: `$HOME/.cache/weir/versions`).
     pub versions_dir: Option<PathBuf>,
     /// How long finished runs are kept before they are deleted (default `7d`; `forever` keeps
     /// them for good).

@@ -283,3 +283,40 @@ async fn a_failing_canary_is_rolled_back_automatically() {
         text(&out)
     );
 }
+
+/// `weir dev` reloading its folder does not undo a deployed version unless a file there
+/// changed: a reload with the same files leaves version 2 live; an edit makes version 3 live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_a_deployed_version_until_a_file_changes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (engine, _handle, base) = server(tmp.path()).await;
+    let v1_dir = tmp.path().join("v1/greet");
+    let v2 = write_greet(&tmp.path().join("v2"), 2, false);
+    let out = weir(&["deploy", &v2.display().to_string(), "--url", &base]);
+    assert!(out.status.success(), "{}", text(&out));
+    let live = |engine: &Engine| {
+        engine
+            .functions()
+            .live("greet")
+            .expect("live")
+            .version
+            .clone()
+    };
+    let v2_hash = live(&engine);
+    weir::functions::load_into(&engine, &v1_dir).await;
+    assert_eq!(
+        live(&engine),
+        v2_hash,
+        "the same files again: the deploy stands"
+    );
+    write_greet(&tmp.path().join("v1"), 3, false);
+    weir::functions::load_into(&engine, &v1_dir).await;
+    assert_ne!(
+        live(&engine),
+        v2_hash,
+        "an edited file: its version is live"
+    );
+    let listed = versions(&base).await;
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[2]["status"], "live");
+}

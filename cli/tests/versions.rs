@@ -110,7 +110,16 @@ async fn runs_of_a_version_no_node_has_on_disk_finish_on_it() {
             .enumerate()
             .map(|(i, port)| {
                 let log = tmp.path().join(format!("{round}-{i}.log"));
-                common::start_node(&functions, &state, &broker, *port, &log)
+                let versions = tmp.path().join(format!("versions-{i}"));
+                let versions = versions.display().to_string();
+                common::start_node_with(
+                    &functions,
+                    &state,
+                    &broker,
+                    *port,
+                    &log,
+                    &["--versions-dir", &versions],
+                )
             })
             .collect()
     };

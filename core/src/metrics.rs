@@ -358,9 +358,10 @@ impl Metrics {
     /// Series of functions loaded before stay: their runs may still finish.
     pub fn load<'a>(&self, functions: impl IntoIterator<Item = &'a Function>) {
         let mut map = self.by_function.write();
-        let mut count = 0usize;
+        // Functions, not versions: a canary is its function's second version.
+        let mut ids = std::collections::HashSet::new();
         for f in functions {
-            count += 1;
+            ids.insert(f.id.clone());
             let mut steps: HashMap<String, StepMetrics> = HashMap::new();
             // Steps of versions loaded before keep their handles (a run pinned to an older
             // version may still run them).
@@ -396,7 +397,7 @@ impl Metrics {
             };
             map.insert(f.id.clone(), Arc::new(metrics));
         }
-        self.functions_loaded.set(count as i64);
+        self.functions_loaded.set(ids.len() as i64);
     }
 
     fn step_metrics(&self, function: &str, step: &str) -> StepMetrics {

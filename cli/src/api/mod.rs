@@ -224,11 +224,6 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
-/// Reads a request body of at most `limit` bytes, each part arriving within `timeout` of the
-/// previous one ([`BODY_READ_TIMEOUT`]): 413 once it passes the limit, 400 when it breaks off,
-/// 408 when it stalls. (A body over the limit is still read, and dropped, up to 16 MiB past
-/// it: answering before the client has sent its body makes many clients report a broken pipe
-/// instead of the 413.)
 /// How much of a body over its limit is read and dropped before the 413 is answered.
 const DRAINED_AT_MOST: usize = 16 << 20;
 
@@ -245,6 +240,11 @@ async fn drain(mut stream: axum::body::BodyDataStream, limit: usize, timeout: Du
     }
 }
 
+/// Reads a request body of at most `limit` bytes, each part arriving within `timeout` of the
+/// previous one ([`BODY_READ_TIMEOUT`]): 413 once it passes the limit, 400 when it breaks off,
+/// 408 when it stalls. (A body over the limit is still read, and dropped, up to 16 MiB past
+/// it: answering before the client has sent its body makes many clients report a broken pipe
+/// instead of the 413.)
 async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Response> {
     let too_large = || {
         error(

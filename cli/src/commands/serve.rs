@@ -81,7 +81,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_SWEEP_EVERY")]
     pub sweep_every: Option<String>,
     /// Where function versions fetched from the state store are written to run from
-    /// [default: weir-versions in the system's temporary directory].
+    /// [default: $HOME/.cache/weir/versions].
     #[arg(long, env = "WEIR_VERSIONS_DIR")]
     pub versions_dir: Option<PathBuf>,
     /// How long finished runs are kept before they are deleted, or `forever` [default: 7d].

@@ -173,22 +173,32 @@ impl Engine {
             warn!(run = %msg.run_id, "executor: no such run; dropping the message");
             return Ok(Executed::Done);
         };
-        let found = self
-            .function_version(&run.function_id, &run.function_version)
-            .await;
-        let Ok(Some(function)) = found else {
+        let Some(function) = self
+            .inner
+            .functions
+            .get(&run.function_id, &run.function_version)
+        else {
             if started == StartAttempt::Started {
-                // Hand the attempt back at once: expire the lease this call just took.
+                // Hand the attempt back at once (expire the lease this call just took), before
+                // fetching: a fetch can take longer than a lease.
                 state
                     .renew_attempt(&run.id, &msg.step_id, msg.attempt, now_ms() - 1)
                     .await?;
             }
-            // A catalog that cannot be read now: tried again like any transient error.
-            found?;
-            // Not transient: the version is neither loaded here nor stored in the catalog (a
-            // node without a catalog started after the function's files changed). The
-            // message is handed back with a growing delay (`handback_delay`), for a node that
-            // has the version to take.
+            if self
+                .function_version(&run.function_id, &run.function_version)
+                .await?
+                .is_some()
+            {
+                // Fetched from the catalog: the message comes back soon and finds it.
+                return Err(Error::unavailable(format!(
+                    "function {} version {} was fetched from the catalog; the step runs at its next delivery",
+                    run.function_id, run.function_version
+                )));
+            }
+            // Not transient: the version is neither loaded here nor stored in the catalog (or
+            // this node does not serve the function). The message is handed back with a
+            // growing delay (`handback_delay`), for a node that has the version to take.
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!(

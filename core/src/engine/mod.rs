@@ -107,11 +107,24 @@ pub struct EngineConfig {
     /// second: a schema pushed to one node applies on the others within it.
     pub catalog_poll: Duration,
     /// Where versions fetched from the catalog are written to run from (one directory per
-    /// function and version). Default: `weir-versions` in the system's temporary directory.
+    /// function and version, created readable by this user only). Default:
+    /// `$HOME/.cache/weir/versions` (without `HOME`, `weir-versions` in the temporary
+    /// directory).
     pub versions_dir: std::path::PathBuf,
     /// When a canary is rolled back automatically. Default: after 20 runs, a failure rate 20
     /// points above the live version's.
     pub canary_policy: CanaryPolicy,
+}
+
+/// The default [`EngineConfig::versions_dir`]: under the user's cache directory, not a
+/// shared temporary directory where another user could plant a version.
+fn default_versions_dir() -> std::path::PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => {
+            std::path::PathBuf::from(home).join(".cache/weir/versions")
+        }
+        _ => std::env::temp_dir().join("weir-versions"),
+    }
 }
 
 /// How long a finished run is kept by default: 7 days.
@@ -141,7 +154,7 @@ impl Default for EngineConfig {
             stuck_run_grace: Duration::from_secs(600),
             sweep_every: Duration::from_secs(60),
             catalog_poll: Duration::from_secs(1),
-            versions_dir: std::env::temp_dir().join("weir-versions"),
+            versions_dir: default_versions_dir(),
             canary_policy: CanaryPolicy::default(),
         }
     }
@@ -267,6 +280,8 @@ struct Inner {
     local_functions: parking_lot::Mutex<Vec<Arc<crate::function::Function>>>,
     /// What this node last stored for each function from its files.
     synced: parking_lot::Mutex<versions::Synced>,
+    /// This node's functions that could not be stored as versions: they run from its files.
+    unroutable: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Runs that ended, by version, not yet counted in the catalog.
     tally: parking_lot::Mutex<versions::Tally>,
 }
@@ -324,6 +339,7 @@ impl Engine {
                 routing_apply: tokio::sync::Mutex::default(),
                 local_functions: parking_lot::Mutex::default(),
                 synced: parking_lot::Mutex::default(),
+                unroutable: parking_lot::Mutex::default(),
                 tally: parking_lot::Mutex::default(),
             }),
         }

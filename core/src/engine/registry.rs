@@ -178,7 +178,9 @@ impl FunctionRegistry {
                 .map(|f| &**f)
                 .chain(canaries.values().map(|c| &*c.function)),
         );
-        let mut versions = self.snapshot.read().versions.clone();
+        // Read and written under one lock: a version inserted meanwhile is not lost.
+        let mut snapshot = self.snapshot.write();
+        let mut versions = snapshot.versions.clone();
         for f in functions
             .iter()
             .chain(canaries.values().map(|c| &c.function))
@@ -188,7 +190,7 @@ impl FunctionRegistry {
                 .or_default()
                 .insert(f.version.clone(), f.clone());
         }
-        *self.snapshot.write() = Arc::new(Snapshot::build(versions, functions, canaries));
+        *snapshot = Arc::new(Snapshot::build(versions, functions, canaries));
     }
 
     /// The version of live function `live` that `event` starts a run on: its canary for the

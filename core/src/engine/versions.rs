@@ -25,64 +25,96 @@ pub(crate) type Synced = HashMap<String, String>;
 pub(crate) type Tally = HashMap<(String, String), (u64, u64)>;
 
 impl Engine {
-    /// The version `version` (content hash) of function `id`: loaded on this node, or
-    /// fetched from the catalog, written under `versions_dir`, loaded and its steps prepared.
-    /// `None` when neither has it.
+    /// The version `version` (content hash) of function `id`: loaded on this node, or, when
+    /// this node serves the function (has it in its files), fetched from the catalog, written
+    /// under `versions_dir` and loaded (its steps are prepared at their first attempt). `None`
+    /// when neither has it, or this node does not serve the function (a node that does will).
     pub async fn function_version(&self, id: &str, version: &str) -> Result<Option<Arc<Function>>> {
         if let Some(f) = self.inner.functions.get(id, version) {
             return Ok(Some(f));
         }
+        Ok(self.fetch_version(id, version).await?.map(|(f, _)| f))
+    }
+
+    /// [`function_version`](Self::function_version) for a version not loaded here: the
+    /// function, and whether this call fetched it.
+    async fn fetch_version(
+        &self,
+        id: &str,
+        version: &str,
+    ) -> Result<Option<(Arc<Function>, bool)>> {
         let Some(catalog) = self.inner.state.catalog() else {
             return Ok(None);
+        };
+        let local_env = {
+            let local = self.inner.local_functions.lock();
+            match local.iter().find(|f| f.id == id) {
+                Some(f) => f.env.clone(),
+                // Not served here: its steps may need what only other nodes have (secrets in
+                // their `.env`, a runtime).
+                None => return Ok(None),
+            }
         };
         // One fetch at a time: a burst of messages for one missing version fetches it once.
         let _fetching = self.inner.version_fetch.lock().await;
         if let Some(f) = self.inner.functions.get(id, version) {
-            return Ok(Some(f));
+            return Ok(Some((f, false)));
         }
         let Some(bytes) = catalog.function_bundle(id, version).await? else {
             return Ok(None);
         };
-        let function = self.materialize(id, &bytes).await?;
-        if function.id != id || function.version != version {
-            return Err(Error::internal(format!(
-                "the catalog's bundle of {id} version {version} loads as {} version {}",
-                function.id, function.version
-            )));
-        }
+        let mut function = self.materialize(id, version, &bytes).await?;
+        // `.env` files are not bundled (secrets stay on the nodes): this node's own.
+        function.env = local_env;
         info!(
             function = id,
             version, "loaded a stored version from the catalog"
         );
-        Ok(Some(self.inner.functions.insert_version(function)))
+        Ok(Some((self.inner.functions.insert_version(function), true)))
     }
 
-    /// Writes a bundle under `versions_dir/<function id>/`, loads the function from there
-    /// and prepares its steps (an image built, a module compiled).
-    async fn materialize(&self, id: &str, bytes: &[u8]) -> Result<Function> {
+    /// Writes a bundle under `versions_dir/<function id>/` and loads the function from
+    /// there. A directory left there that no longer loads as the version (a step wrote into
+    /// it, a cleaner took files) is written again.
+    async fn materialize(&self, id: &str, version: &str, bytes: &[u8]) -> Result<Function> {
         let bundle = FunctionBundle::decode(bytes)?;
-        let root = self.inner.config.versions_dir.join(safe_dir_name(id));
-        let dir = tokio::task::spawn_blocking(move || bundle.materialize(&root))
-            .await
-            .map_err(|e| Error::internal("materializing a version panicked").with_source(e))??;
-        let drivers = self.inner.drivers.clone();
-        let mut function = tokio::task::spawn_blocking(move || load_function(&dir, &drivers))
-            .await
-            .map_err(|e| Error::internal("loading a version panicked").with_source(e))?
-            .map_err(|e| Error::invalid(format!("a stored version does not load: {e}")))?;
-        // `.env` files are not bundled (secrets stay on the nodes): this node's own, when it
-        // has the function on disk.
-        if let Some(local) = self
-            .inner
-            .local_functions
-            .lock()
-            .iter()
-            .find(|f| f.id == function.id)
-        {
-            function.env = local.env.clone();
+        if bundle.version() != version {
+            return Err(Error::internal(format!(
+                "the catalog's bundle of {id} version {version} hashes as {}",
+                bundle.version()
+            )));
         }
-        self.prepare_steps(&function).await?;
-        Ok(function)
+        let root = self.inner.config.versions_dir.join(safe_dir_name(id));
+        let mut rewritten = false;
+        loop {
+            let (bundle, root) = (bundle.clone(), root.clone());
+            let dir = tokio::task::spawn_blocking(move || bundle.materialize(&root))
+                .await
+                .map_err(|e| {
+                    Error::internal("materializing a version panicked").with_source(e)
+                })??;
+            let drivers = self.inner.drivers.clone();
+            let at = dir.clone();
+            let function = tokio::task::spawn_blocking(move || load_function(&at, &drivers))
+                .await
+                .map_err(|e| Error::internal("loading a version panicked").with_source(e))?
+                .map_err(|e| Error::invalid(format!("a stored version does not load: {e}")));
+            match function {
+                Ok(f) if f.id == id && f.version == version => return Ok(f),
+                _ if !rewritten => {
+                    warn!(function = id, version, dir = %dir.display(), "a written version changed on disk; writing it again");
+                    let _ = std::fs::remove_dir_all(&dir);
+                    rewritten = true;
+                }
+                Ok(f) => {
+                    return Err(Error::internal(format!(
+                        "the catalog's bundle of {id} version {version} loads as {} version {}",
+                        f.id, f.version
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Gets every step of `function` ready on its driver; a retryable failure is left for the
@@ -113,28 +145,31 @@ impl Engine {
     }
 
     /// Makes the functions this node loaded from its files (`source` names it: `weir dev`,
-    /// a `weir serve` node) what it runs. With a catalog, each is stored as a version (if
-    /// its content is new) and becomes live when it is new, when the function had no live
-    /// version, or when its files changed since this node last stored them; otherwise the
-    /// catalog's routing stands (a version deployed since is not undone by a node
-    /// restarting with older files). Then the routing is applied. Functions that cannot be
-    /// stored (too large a bundle) run from this node's files, with a warning.
+    /// a `weir serve` node) the functions it serves. With a catalog, each is stored as a
+    /// version (if its content is new) and becomes live when it is new, when the function
+    /// had no live version, or when its files changed since this node last stored them;
+    /// otherwise the catalog's routing stands (a version deployed since is not undone by a
+    /// node restarting with older files). Then the routing is applied to them. Functions that
+    /// cannot be stored (too large a bundle) run from this node's files, with a warning.
     pub async fn load_functions(&self, functions: Vec<Function>, source: &str) -> Result<()> {
         let Some(catalog) = self.inner.state.catalog() else {
             self.inner.functions.replace(functions);
             return Ok(());
         };
         let mut local = Vec::new();
+        let mut unroutable = std::collections::HashSet::new();
         for function in functions {
             match self.store_loaded(catalog.as_ref(), &function, source).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::InvalidInput => {
                     warn!(function = %function.id, error = %e, "not stored as a version: it runs from this node's files only");
+                    unroutable.insert(function.id.clone());
                 }
                 Err(e) => return Err(e),
             }
             local.push(Arc::new(function));
         }
+        *self.inner.unroutable.lock() = unroutable;
         self.inner.functions.replace_shared(local.clone());
         *self.inner.local_functions.lock() = local;
         self.apply_routing().await
@@ -166,11 +201,12 @@ impl Engine {
                 bundle.encode().into(),
             )
             .await?;
-        let changed_here = {
-            let mut synced = self.inner.synced.lock();
-            let before = synced.insert(function.id.clone(), stored.version.clone());
-            before.is_some_and(|b| b != stored.version)
-        };
+        let changed_here = self
+            .inner
+            .synced
+            .lock()
+            .get(&function.id)
+            .is_some_and(|before| *before != stored.version);
         loop {
             let current = catalog
                 .routings()
@@ -183,6 +219,7 @@ impl Engine {
             };
             let make_live = new || changed_here || routing.is_none();
             if !make_live || routing.as_ref().is_some_and(|r| r.live == stored.number) {
+                self.synced(&function.id, &stored.version);
                 return Ok(());
             }
             let mut previous = routing
@@ -205,80 +242,125 @@ impl Engine {
                 .is_some()
             {
                 info!(function = %function.id, number = stored.number, "version live");
+                self.synced(&function.id, &stored.version);
                 return Ok(());
             }
             // Another node changed the routing meanwhile: decide again on what it did.
         }
     }
 
-    /// Makes the catalog's live versions what this node runs: each routed function's live
-    /// version (fetched from the catalog when this node has not loaded it) replaces what is
-    /// live for it here; functions without a routing stay as they are.
+    /// Records that this node's files of `id` are stored as `version` and routed as they
+    /// should be.
+    fn synced(&self, id: &str, version: &str) {
+        self.inner
+            .synced
+            .lock()
+            .insert(id.to_owned(), version.to_owned());
+    }
+
+    /// Makes the catalog's live and canary versions of the functions this node serves what
+    /// it starts runs on (fetched from the catalog, and prepared, when this node has not
+    /// loaded them). Functions it does not serve, or could not store, are left alone. Fails
+    /// when a routed version cannot be had, after applying the others (the caller tries
+    /// again).
     pub(crate) async fn apply_routing(&self) -> Result<()> {
         let Some(catalog) = self.inner.state.catalog() else {
             return Ok(());
         };
         let _applying = self.inner.routing_apply.lock().await;
+        let served: std::collections::HashSet<String> = {
+            let unroutable = self.inner.unroutable.lock();
+            self.inner
+                .local_functions
+                .lock()
+                .iter()
+                .map(|f| f.id.clone())
+                .filter(|id| !unroutable.contains(id))
+                .collect()
+        };
         let mut live: Vec<Arc<Function>> = Vec::new();
         let mut canaries = HashMap::new();
         let mut routed = std::collections::HashSet::new();
+        let mut failed: Option<Error> = None;
         for (id, routing, _) in catalog.routings().await? {
-            let versions = catalog.function_versions(&id).await?;
-            let Some(function) = self.routed_version(&id, &versions, routing.live).await else {
+            if !served.contains(&id) {
                 continue;
-            };
-            routed.insert(id.clone());
-            live.push(function);
-            if let Some(canary) = routing.canary
-                && let Some(function) = self.routed_version(&id, &versions, canary.number).await
-            {
-                canaries.insert(
-                    id,
-                    super::CanaryVersion {
-                        function,
-                        percent: canary.percent,
-                        sticky_user: canary.sticky_user,
-                    },
-                );
+            }
+            let versions = catalog.function_versions(&id).await?;
+            match self.routed_version(&id, &versions, routing.live).await {
+                Ok(function) => {
+                    routed.insert(id.clone());
+                    live.push(function);
+                }
+                Err(e) => {
+                    warn!(function = %id, number = routing.live, error = %e, "cannot load the live version");
+                    failed = Some(e);
+                    continue;
+                }
+            }
+            if let Some(canary) = routing.canary {
+                match self.routed_version(&id, &versions, canary.number).await {
+                    Ok(function) => {
+                        canaries.insert(
+                            id,
+                            super::CanaryVersion {
+                                function,
+                                percent: canary.percent,
+                                sticky_user: canary.sticky_user,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        warn!(function = %id, number = canary.number, error = %e, "cannot load the canary");
+                        failed = Some(e);
+                    }
+                }
             }
         }
-        if routed.is_empty() {
-            return Ok(());
+        if !routed.is_empty() {
+            live.extend(
+                self.inner
+                    .functions
+                    .list()
+                    .into_iter()
+                    .filter(|f| !routed.contains(&f.id)),
+            );
+            self.inner.functions.replace_routed(live, canaries);
         }
-        live.extend(
-            self.inner
-                .functions
-                .list()
-                .into_iter()
-                .filter(|f| !routed.contains(&f.id)),
-        );
-        self.inner.functions.replace_routed(live, canaries);
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
-    /// Version `number` of function `id` (of its stored `versions`), loaded or fetched; `None`
-    /// (with a warning) when it cannot be had.
+    /// Version `number` of function `id` (of its stored `versions`), loaded, or fetched and
+    /// its steps prepared.
     async fn routed_version(
         &self,
         id: &str,
         versions: &[FunctionVersion],
         number: u64,
-    ) -> Option<Arc<Function>> {
-        let Some(stored) = versions.iter().find(|v| v.number == number) else {
-            warn!(function = %id, number, "a routed version is not stored");
-            return None;
-        };
-        match self.function_version(id, &stored.version).await {
-            Ok(Some(f)) => Some(f),
-            Ok(None) => {
-                warn!(function = %id, number, "a routed version's bundle is not stored");
-                None
-            }
-            Err(e) => {
-                warn!(function = %id, number, error = %e, "cannot load a routed version");
-                None
-            }
+    ) -> Result<Arc<Function>> {
+        let stored = versions
+            .iter()
+            .find(|v| v.number == number)
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "function {id}: routed version {number} is not stored"
+                ))
+            })?;
+        if let Some(f) = self.inner.functions.get(id, &stored.version) {
+            return Ok(f);
         }
+        let (function, fetched) =
+            self.fetch_version(id, &stored.version)
+                .await?
+                .ok_or_else(|| {
+                    Error::internal(format!(
+                        "function {id}: the bundle of routed version {number} is not stored"
+                    ))
+                })?;
+        if fetched {
+            self.prepare_steps(&function).await?;
+        }
+        Ok(function)
     }
 }
 

@@ -3,9 +3,11 @@
 //! directory. A bundle is what a deployed version stores, so that any node can run a version
 //! whose files it no longer has on disk; and its content hash names the version.
 //!
-//! Not bundled: a function's `.env` (secrets stay on the nodes: each uses its own), step paths
-//! outside the function directory (absolute paths name a file each node has), and steps
-//! without a local path (an image, a Lambda ARN, a URL).
+//! Not bundled: `.env` files (secrets stay on the nodes: each uses its own), directories
+//! whose name starts with `.` (`.git`, `.venv`), `__pycache__` and `*.pyc`, symbolic links,
+//! step paths outside the function directory (absolute paths name a file each node has), and
+//! steps without a local path (an image, a Lambda ARN, a URL). A step whose path names a
+//! `Dockerfile` brings its directory (the build context).
 //!
 //! Encoded as `WEIRBUNDLE1\n`, then per file (sorted by path): the path's length, `:`, the
 //! path, `x` or `-` (executable or not), the content's length, `:`, the content.
@@ -81,11 +83,21 @@ impl FunctionBundle {
             .ok_or_else(|| Error::invalid(format!("no definition file in {}", dir.display())))?;
         let mut paths = vec![definition];
         for step in &function.steps {
-            if let Some(path) = &step.path
-                && path.starts_with(dir)
-                && path.exists()
-            {
-                collect(path, &mut paths)?;
+            let Some(path) = step
+                .path
+                .as_ref()
+                .and_then(|p| std::fs::canonicalize(p).ok())
+            else {
+                continue;
+            };
+            let path = match path.file_name() {
+                Some(name) if name.to_string_lossy().starts_with("Dockerfile") => {
+                    path.parent().map(Path::to_path_buf).unwrap_or(path)
+                }
+                _ => path,
+            };
+            if path.starts_with(dir) {
+                collect(&path, &mut paths)?;
             }
         }
         paths.sort();
@@ -176,10 +188,10 @@ impl FunctionBundle {
     /// answers that directory, from which the function loads as from its own.
     pub fn materialize(&self, root: &Path) -> Result<PathBuf> {
         let target = root.join(self.version());
-        if target.is_dir() {
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
             return Ok(target);
         }
-        std::fs::create_dir_all(root).map_err(|e| write_error(root, e))?;
+        create_private_dir(root)?;
         // Written aside, then renamed: a node killed half-way leaves no half version.
         let staging = root.join(format!(".staging-{}", ulid::Ulid::new()));
         let written = self.write_into(&staging);
@@ -253,7 +265,14 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 fn collect_at(path: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| read_error(path, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if meta.file_type().is_symlink() || left_out(&name, meta.is_dir()) {
+        return Ok(());
+    }
     if !meta.is_dir() {
         out.push(path.to_path_buf());
         return Ok(());
@@ -276,6 +295,16 @@ fn collect_at(path: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
         collect_at(&entry.path(), out, depth + 1)?;
     }
     Ok(())
+}
+
+/// Whether a file or directory named `name` stays out of bundles (see the module
+/// documentation).
+fn left_out(name: &str, is_dir: bool) -> bool {
+    name == ".env"
+        || name.starts_with(".env.")
+        || name == "__pycache__"
+        || name.ends_with(".pyc")
+        || (is_dir && name.starts_with('.'))
 }
 
 /// A relative path as `/`-separated text.
@@ -311,6 +340,23 @@ fn check_relative(path: &str) -> Result<()> {
         Err(Error::invalid(format!(
             "{path:?}: not a plain relative path"
         )))
+    }
+}
+
+/// Creates `dir` (and its parents) readable by this user only, where it creates them.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| write_error(dir, e))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))
     }
 }
 
@@ -366,6 +412,15 @@ mod tests {
         std::fs::write(dir.path().join("steps/tree/lib/x.py"), "X = 1").expect("write");
         std::fs::write(dir.path().join(".env"), "SECRET=1\n").expect("write");
         std::fs::write(dir.path().join("notes.txt"), "not a step").expect("write");
+        // Never bundled, even inside a step's tree.
+        std::fs::write(dir.path().join("steps/tree/.env"), "SECRET=2\n").expect("write");
+        std::fs::create_dir_all(dir.path().join("steps/tree/__pycache__")).expect("mkdir");
+        std::fs::write(dir.path().join("steps/tree/__pycache__/m.pyc"), "x").expect("write");
+        std::fs::create_dir_all(dir.path().join("steps/tree/.git")).expect("mkdir");
+        std::fs::write(dir.path().join("steps/tree/.git/HEAD"), "x").expect("write");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("steps/tree/link"))
+            .expect("symlink");
         dir
     }
 
@@ -387,7 +442,7 @@ mod tests {
                 ("steps/tree/main.py", false),
                 ("weir.json", false)
             ],
-            "no .env, no unrelated file, no absolute step path"
+            "no .env, no unrelated file, no absolute step path, no cache, no dot-directory, no symlink"
         );
         let decoded = FunctionBundle::decode(&bundle.encode()).expect("decode");
         assert_eq!(decoded, bundle);

@@ -224,6 +224,15 @@ pub async fn routing_changes_are_compare_and_set(factory: &dyn Factory<dyn Catal
         ..live(1)
     };
     assert!(catalog.set_routing("greet", &bad_canary, 2).await.is_err());
+    let too_much = Routing {
+        canary: Some(Canary {
+            number: 2,
+            percent: 101,
+            sticky_user: false,
+        }),
+        ..live(1)
+    };
+    assert!(catalog.set_routing("greet", &too_much, 2).await.is_err());
     assert_eq!(
         catalog.routings().await.expect("list"),
         [("greet".to_owned(), canary, 2)]

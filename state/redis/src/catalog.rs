@@ -314,6 +314,9 @@ impl Catalog for RedisCatalog {
         routing: &Routing,
         expected: u64,
     ) -> Result<Option<u64>> {
+        if routing.canary.is_some_and(|c| c.percent > 100) {
+            return Err(Error::invalid("a canary's percent is at most 100"));
+        }
         let mut invocation = SET_ROUTING.prepare_invoke();
         invocation
             .key(self.keys.catalog_routings())
@@ -333,8 +336,12 @@ impl Catalog for RedisCatalog {
         match answer {
             -1 => Ok(None),
             -2 => Err(Error::invalid(format!(
-                "function {function_id:?} has no stored version {}",
-                routing.live
+                "function {function_id:?} has no stored version {}{}",
+                routing.live,
+                routing
+                    .canary
+                    .map(|c| format!(" or {}", c.number))
+                    .unwrap_or_default()
             ))),
             revision => Ok(Some(revision as u64)),
         }
