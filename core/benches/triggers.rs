@@ -1,5 +1,6 @@
 //! Trigger matching with 1,000 live functions: the router's per-event cost of finding the
-//! functions an event triggers (name index, wildcards, expressions).
+//! functions an event triggers (name index, wildcards, expressions), and of picking the
+//! version (live or canary) a matched function starts on.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use weir_core::Event;
-use weir_core::engine::FunctionRegistry;
+use weir_core::engine::{CanaryVersion, FunctionRegistry};
 use weir_core::function::{Function, RuntimeCatalog, parse_function};
 
 struct AnyRuntime;
@@ -55,6 +56,44 @@ fn bench(c: &mut Criterion) {
     c.bench_function("triggers/1000_functions/unmatched_event", |b| {
         b.iter(|| black_box(registry.matching(black_box(&miss))))
     });
+
+    // Canary routing: which version of a matched function an event starts on, with a
+    // canary on every function (by event id, and by user key).
+    let live: Vec<std::sync::Arc<Function>> = (0..1000)
+        .map(|i| std::sync::Arc::new(function(i)))
+        .collect();
+    for sticky_user in [false, true] {
+        let canaries = live
+            .iter()
+            .map(|f| {
+                let mut canary = (**f).clone();
+                canary.version = format!("{}-canary", f.version);
+                (
+                    f.id.clone(),
+                    CanaryVersion {
+                        function: std::sync::Arc::new(canary),
+                        percent: 10,
+                        sticky_user,
+                    },
+                )
+            })
+            .collect();
+        registry.replace_routed(live.clone(), canaries);
+        let event = Event::from_json(
+            json!({"name": "app7/event.happened", "user": {"id": "user-4711"}}),
+            "",
+        )
+        .expect("event");
+        let target = live[7].clone();
+        let name = if sticky_user {
+            "triggers/canary_routing/by_user"
+        } else {
+            "triggers/canary_routing/by_event"
+        };
+        c.bench_function(name, |b| {
+            b.iter(|| black_box(registry.routed(black_box(target.clone()), black_box(&event))))
+        });
+    }
 }
 
 criterion_group!(benches, bench);

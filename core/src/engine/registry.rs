@@ -333,6 +333,72 @@ mod tests {
         function_from(&doc, version)
     }
 
+    /// A canary at 10% takes 10% ± 2% of 10,000 events; with sticky users, every event of
+    /// one user goes to one version; at 0% it takes none.
+    #[test]
+    fn a_canary_takes_its_share_of_events() {
+        let registry = FunctionRegistry::new();
+        let live = Arc::new(function("f", "v1", "a/b"));
+        let canary = Arc::new(function("f", "v2", "a/b"));
+        let route = |percent: u8, sticky_user: bool, event: &Event| {
+            let mut canaries = HashMap::new();
+            canaries.insert(
+                "f".to_owned(),
+                CanaryVersion {
+                    function: canary.clone(),
+                    percent,
+                    sticky_user,
+                },
+            );
+            registry.replace_routed(vec![live.clone()], canaries);
+            registry.routed(live.clone(), event).version.clone()
+        };
+        let events: Vec<Event> = (0..10_000)
+            .map(|i| {
+                Event::from_json(
+                    json!({"name": "a/b", "user": {"id": format!("u{}", i % 500)}}),
+                    "",
+                )
+                .expect("event")
+            })
+            .collect();
+        let mut canaries = HashMap::new();
+        canaries.insert(
+            "f".to_owned(),
+            CanaryVersion {
+                function: canary.clone(),
+                percent: 10,
+                sticky_user: false,
+            },
+        );
+        registry.replace_routed(vec![live.clone()], canaries);
+        let on_canary = events
+            .iter()
+            .filter(|e| registry.routed(live.clone(), e).version == "v2")
+            .count();
+        assert!((800..=1_200).contains(&on_canary), "{on_canary} of 10,000");
+        let by_user: HashMap<String, std::collections::HashSet<String>> =
+            events.iter().fold(HashMap::new(), |mut acc, e| {
+                acc.entry(e.user_key().expect("user"))
+                    .or_default()
+                    .insert(route(30, true, e));
+                acc
+            });
+        assert!(by_user.values().all(|versions| versions.len() == 1));
+        assert!(
+            events
+                .iter()
+                .take(1_000)
+                .all(|e| route(0, false, e) == "v1")
+        );
+        assert!(
+            events
+                .iter()
+                .take(1_000)
+                .all(|e| route(100, false, e) == "v2")
+        );
+    }
+
     #[test]
     fn a_reload_keeps_earlier_versions_for_their_runs() {
         let registry = FunctionRegistry::new();
