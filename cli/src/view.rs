@@ -27,6 +27,7 @@ pub fn run_json(run: &Run, timeline: bool) -> Value {
         "run_id": run.id,
         "function_id": run.function_id,
         "function_version": run.function_version,
+        "fn_version": run.fn_version,
         "status": run.shown_status().as_str(),
         "event_id": run.event.id,
         "created_at": run.created_at,

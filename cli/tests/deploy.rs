@@ -138,6 +138,14 @@ async fn deploy_a_canary_promote_and_roll_back() {
         .iter()
         .filter(|r| r["function_version"] == v2_hash.as_str())
         .count();
+    for run in &ended {
+        let expected = if run["function_version"] == v2_hash.as_str() {
+            2
+        } else {
+            1
+        };
+        assert_eq!(run["fn_version"], expected, "{run}");
+    }
     assert!(
         (60..=120).contains(&on_canary),
         "30% of 300 runs on the canary, give or take: {on_canary}"

@@ -496,6 +496,7 @@ async fn a_run_pinned_to_a_version_no_node_has_waits_with_a_clear_error() {
         key,
         function_id: "pinned".into(),
         function_version: "0123456789abcdef".into(),
+        fn_version: None,
         event,
         status: RunStatus::Running,
         steps: [("a".to_string(), a)].into_iter().collect(),

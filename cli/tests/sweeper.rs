@@ -53,6 +53,7 @@ async fn run_whose_message_was_lost(engine: &Engine, idle_ms: i64) -> Run {
         key,
         function_id: function.id.clone(),
         function_version: function.version.clone(),
+        fn_version: None,
         event,
         status: RunStatus::Running,
         steps,

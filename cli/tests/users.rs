@@ -148,6 +148,7 @@ async fn a_users_events_and_runs_make_one_timeline(state_url: &str) {
         key,
         function_id: "greet".into(),
         function_version: "v".into(),
+        fn_version: None,
         event: gone,
         status: RunStatus::Running,
         steps: Default::default(),

@@ -237,6 +237,10 @@ pub struct Run {
     pub function_id: String,
     /// The function version the run is pinned to.
     pub function_version: String,
+    /// The function version's number among its stored versions (`weir versions`), when the
+    /// state store keeps versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fn_version: Option<u64>,
     /// The triggering event.
     pub event: Event,
     /// Where the run is.
@@ -301,6 +305,7 @@ impl Run {
             id: self.id.clone(),
             function_id: self.function_id.clone(),
             function_version: self.function_version.clone(),
+            fn_version: self.fn_version,
             status: self.shown_status(),
             event_id: self.event.id.clone(),
             event_name: self.event.name.clone(),
@@ -331,6 +336,10 @@ pub struct RunSummary {
     pub function_id: String,
     /// Function version.
     pub function_version: String,
+    /// The function version's number among its stored versions (`weir versions`), when the
+    /// state store keeps versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fn_version: Option<u64>,
     /// Status.
     pub status: RunStatus,
     /// Triggering event id.

@@ -100,6 +100,7 @@ impl Engine {
                 )
                 .await?;
             let number = stored.number;
+            self.learn_numbers([&stored]);
             let mut status = "live";
             self.change_routing(catalog.as_ref(), &id, |current, _| {
                 let routing = match (current, options.canary) {

@@ -280,6 +280,10 @@ struct Inner {
     local_functions: parking_lot::Mutex<Vec<Arc<crate::function::Function>>>,
     /// What this node last stored for each function from its files.
     synced: parking_lot::Mutex<versions::Synced>,
+    /// Version numbers by function id, then content hash.
+    numbers: parking_lot::RwLock<
+        std::collections::HashMap<String, std::collections::HashMap<String, u64>>,
+    >,
     /// This node's functions that could not be stored as versions: they run from its files.
     unroutable: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Runs that ended, by version, not yet counted in the catalog.
@@ -340,6 +344,7 @@ impl Engine {
                 local_functions: parking_lot::Mutex::default(),
                 synced: parking_lot::Mutex::default(),
                 unroutable: parking_lot::Mutex::default(),
+                numbers: parking_lot::RwLock::default(),
                 tally: parking_lot::Mutex::default(),
             }),
         }

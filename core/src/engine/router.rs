@@ -154,6 +154,7 @@ impl Engine {
             key,
             function_id: function.id.clone(),
             function_version: function.version.clone(),
+            fn_version: self.version_number(&function.id, &function.version),
             event: event.clone(),
             status: RunStatus::Running,
             steps,

@@ -322,6 +322,7 @@ mod tests {
             key: "k".into(),
             function_id: "f".into(),
             function_version: "v".into(),
+            fn_version: None,
             event,
             status: RunStatus::Running,
             steps: map,

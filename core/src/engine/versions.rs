@@ -201,6 +201,7 @@ impl Engine {
                 bundle.encode().into(),
             )
             .await?;
+        self.learn_numbers([&stored]);
         let changed_here = self
             .inner
             .synced
@@ -287,6 +288,7 @@ impl Engine {
                 continue;
             }
             let versions = catalog.function_versions(&id).await?;
+            self.learn_numbers(&versions);
             match self.routed_version(&id, &versions, routing.live).await {
                 Ok(function) => {
                     routed.insert(id.clone());
@@ -365,6 +367,26 @@ impl Engine {
 }
 
 impl Engine {
+    /// The number of version `version` (content hash) of function `id`, when known here (a
+    /// version this node stored or routed).
+    pub(crate) fn version_number(&self, id: &str, version: &str) -> Option<u64> {
+        self.inner.numbers.read().get(id)?.get(version).copied()
+    }
+
+    /// Remembers the numbers of stored versions.
+    pub(super) fn learn_numbers<'a>(
+        &self,
+        versions: impl IntoIterator<Item = &'a FunctionVersion>,
+    ) {
+        let mut numbers = self.inner.numbers.write();
+        for v in versions {
+            numbers
+                .entry(v.function_id.clone())
+                .or_default()
+                .insert(v.version.clone(), v.number);
+        }
+    }
+
     /// Counts a run of `function_id` version `version` that ended (`failed` or completed),
     /// for the version's lifetime counts (sent to the catalog every second).
     pub(crate) fn tally_run(&self, function_id: &str, version: &str, failed: bool) {

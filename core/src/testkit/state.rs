@@ -79,6 +79,7 @@ pub fn sample_run(function_id: &str, user: &str) -> Run {
         key,
         function_id: function_id.to_string(),
         function_version: "v1".into(),
+        fn_version: None,
         event,
         status: RunStatus::Running,
         steps,

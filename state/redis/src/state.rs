@@ -38,6 +38,8 @@ struct Meta {
     key: String,
     function_id: String,
     function_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fn_version: Option<u64>,
     created_at: i64,
 }
 
@@ -100,6 +102,7 @@ impl RedisStateStore {
             key: run.key.clone(),
             function_id: run.function_id.clone(),
             function_version: run.function_version.clone(),
+            fn_version: run.fn_version,
             created_at: run.created_at,
         };
         let mut fields: Vec<(String, String)> = vec![
@@ -226,6 +229,7 @@ impl RedisStateStore {
                 id: meta.id,
                 function_id: meta.function_id,
                 function_version: meta.function_version,
+                fn_version: meta.fn_version,
                 status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
                 event_id: event.id,
                 event_name: event.name,
@@ -336,6 +340,7 @@ impl RedisStateStore {
             key: meta.key,
             function_id: meta.function_id,
             function_version: meta.function_version,
+            fn_version: meta.fn_version,
             event,
             status,
             steps,
