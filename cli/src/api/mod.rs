@@ -88,6 +88,14 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/dead/{id}/retry", post(retry_dead))
         .route("/v1/functions", get(list_functions))
         .route("/v1/functions/{id}/versions", get(versions::list))
+        .route(
+            "/v1/functions/{id}/versions/{number}/bundle",
+            get(versions::bundle),
+        )
+        .route(
+            "/v1/functions/{id}/events/{event}/runs",
+            get(versions::runs_of_event),
+        )
         .route("/v1/functions/{id}/promote", post(versions::promote))
         .route("/v1/functions/{id}/rollback", post(versions::rollback))
         .route("/v1/deploy", post(versions::deploy))

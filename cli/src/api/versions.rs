@@ -1,6 +1,8 @@
 //! Deploying and routing function versions (docs/deploying.md): `POST /v1/deploy`,
-//! `GET /v1/functions/{id}/versions`, `POST /v1/functions/{id}/promote`,
-//! `POST /v1/functions/{id}/rollback`.
+//! `GET /v1/functions/{id}/versions`, `GET /v1/functions/{id}/versions/{n}/bundle`,
+//! `POST /v1/functions/{id}/promote`, `POST /v1/functions/{id}/rollback`; and the runs a
+//! function started for an event (`GET /v1/functions/{id}/events/{event}/runs`), which
+//! `weir replay` compares against.
 
 use axum::Json;
 use axum::body::Body;
@@ -112,6 +114,42 @@ pub(super) async fn rollback(
 ) -> Response {
     match app.engine.rollback(&id, query.to, None).await {
         Ok(routing) => Json(routing).into_response(),
+        Err(e) => from_error(&e),
+    }
+}
+
+/// A stored version's bundle (what `weir replay` runs when no `--dir` is given).
+pub(super) async fn bundle(
+    State(app): State<AppState>,
+    PathOf((id, number)): PathOf<(String, u64)>,
+) -> Response {
+    match app.engine.version_bundle(&id, number).await {
+        Ok(Some(bytes)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("function {id:?} has no stored version {number}"),
+        ),
+        Err(e) => from_error(&e),
+    }
+}
+
+/// The runs function `id` started for an event, oldest first, as `GET /v1/runs/{id}` shows
+/// each (with its steps' outputs).
+pub(super) async fn runs_of_event(
+    State(app): State<AppState>,
+    PathOf((id, event_id)): PathOf<(String, String)>,
+) -> Response {
+    match app.engine.runs_of_event(&id, &event_id).await {
+        Ok(runs) => Json(
+            runs.iter()
+                .map(|r| crate::view::run_json(r, false))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => from_error(&e),
     }
 }

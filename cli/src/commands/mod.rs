@@ -23,6 +23,7 @@ mod events;
 mod init;
 mod jobs;
 mod remote;
+mod replay;
 mod run;
 mod runs;
 mod schemas;
@@ -79,6 +80,9 @@ pub enum Command {
     Promote(versions::PromoteArgs),
     /// Make a function's previously live version (or --to N) live again; retire any canary.
     Rollback(versions::RollbackArgs),
+    /// Run a server's stored events through a version of a function, here, and print the
+    /// steps whose output changed.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -100,6 +104,7 @@ pub async fn main(app: &crate::App, cli: Cli) -> i32 {
         Command::Versions(a) => versions::versions(a).await,
         Command::Promote(a) => versions::promote(a).await,
         Command::Rollback(a) => versions::rollback(a).await,
+        Command::Replay(a) => replay::replay(app, a).await,
     };
     match result {
         Ok(code) => code,

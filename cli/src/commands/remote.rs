@@ -76,6 +76,30 @@ impl Remote {
         Ok((status, body))
     }
 
+    /// GETs `url` and answers its body as bytes; an error answer is an error.
+    pub async fn fetch_bytes(&self, url: &str) -> weir_core::Result<bytes::Bytes> {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot reach {url}")).with_source(e))?;
+        let status = answer.status().as_u16();
+        let bytes = answer
+            .bytes()
+            .await
+            .map_err(|e| Error::unavailable("unreadable answer").with_source(e))?;
+        if status != 200 {
+            return Err(Error::invalid(format!(
+                "{url}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        Ok(bytes)
+    }
+
     /// The message of an error answer: its `error`, or its text (not every server in the way
     /// answers weir's JSON errors: a proxy's HTML page).
     pub fn error_message(body: &Value) -> String {

@@ -307,6 +307,16 @@ impl FunctionRegistry {
             .cloned()
     }
 
+    /// The versions of function `id` loaded here.
+    pub fn loaded_versions(&self, id: &str) -> Vec<String> {
+        self.snapshot
+            .read()
+            .versions
+            .get(id)
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The live version of a function.
     pub fn live(&self, id: &str) -> Option<Arc<Function>> {
         self.snapshot.read().live.get(id).cloned()

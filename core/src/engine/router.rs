@@ -113,7 +113,12 @@ async fn handle(engine: &Engine, delivery: Delivery) {
 
 /// The idempotency key of a run: one run per function version and event.
 pub fn run_key(function: &Function, event: &Event) -> String {
-    format!("{}:{}:{}", function.id, function.version, event.id)
+    run_key_of(&function.id, &function.version, &event.id)
+}
+
+/// [`run_key`] from the ids.
+pub(crate) fn run_key_of(function_id: &str, version: &str, event_id: &str) -> String {
+    format!("{function_id}:{version}:{event_id}")
 }
 
 impl Engine {

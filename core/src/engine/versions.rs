@@ -367,6 +367,50 @@ impl Engine {
 }
 
 impl Engine {
+    /// The runs function `function_id` started for event `event_id`, one per version (stored
+    /// in the catalog, or loaded here) that did: a run's id derives from its function, version
+    /// and event, so each is one lookup.
+    pub async fn runs_of_event(
+        &self,
+        function_id: &str,
+        event_id: &str,
+    ) -> Result<Vec<crate::run::Run>> {
+        let mut hashes: Vec<String> = match self.inner.state.catalog() {
+            Some(catalog) => catalog
+                .function_versions(function_id)
+                .await?
+                .into_iter()
+                .map(|v| v.version)
+                .collect(),
+            None => Vec::new(),
+        };
+        hashes.extend(self.inner.functions.loaded_versions(function_id));
+        hashes.sort();
+        hashes.dedup();
+        let mut runs = Vec::new();
+        for hash in hashes {
+            let key = super::router::run_key_of(function_id, &hash, event_id);
+            let id = crate::run::Run::id_for_key(&key, event_id);
+            if let Some(run) = self.inner.state.get_run(&id).await? {
+                runs.push(run);
+            }
+        }
+        runs.sort_by_key(|r| r.created_at);
+        Ok(runs)
+    }
+
+    /// The encoded bundle of version `number` of function `id`, if stored.
+    pub async fn version_bundle(&self, id: &str, number: u64) -> Result<Option<bytes::Bytes>> {
+        let Some(catalog) = self.inner.state.catalog() else {
+            return Ok(None);
+        };
+        let versions = catalog.function_versions(id).await?;
+        let Some(v) = versions.iter().find(|v| v.number == number) else {
+            return Ok(None);
+        };
+        catalog.function_bundle(id, &v.version).await
+    }
+
     /// The number of version `version` (content hash) of function `id`, when known here (a
     /// version this node stored or routed).
     pub(crate) fn version_number(&self, id: &str, version: &str) -> Option<u64> {

@@ -1,0 +1,328 @@
+//! `weir replay FN --from T [--to T] [--filter CEL] [--dir DIR] [--shadow] [--json]`: run the
+//! events a server stored through a version of a function, here, in-process, and print each
+//! step whose output differs from the original run's (docs/deploying.md, *Replaying stored
+//! events*). Nothing is sent back to the server: replayed runs never appear in its listings.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::{Value, json};
+use weir_core::engine::{Engine, FunctionRegistry, Roles};
+use weir_core::expr::{Expr, Vars};
+use weir_core::function::{Function, FunctionBundle, load_function};
+use weir_core::{Error, Event};
+
+use super::remote::Remote;
+use crate::embedded::EngineOptions;
+use crate::view::printable;
+
+/// The most stored events one replay reads.
+const MAX_EVENTS: usize = 10_000;
+
+/// Arguments of `weir replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The function's id.
+    pub function: String,
+    /// Events from this time on (their `ts`): RFC 3339 (`2026-12-07T10:00:00Z`) or how long
+    /// ago (`1h`, `30m`).
+    #[arg(long)]
+    pub from: String,
+    /// Events before this time (the same forms; default: now; it may be in the future).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only events for which this CEL expression is true (it sees `event`, `data`, `user`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Run the function as it is in this directory (never deployed anywhere); default: the
+    /// server's live version.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the replayed runs apart from the server's (they run here, in this process; this
+    /// is what every replay does today).
+    #[arg(long)]
+    pub shadow: bool,
+    /// Give up on a replayed run after this long.
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
+    /// The server and the output.
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// A time as `--from`/`--to` take it, in epoch ms: RFC 3339, or a duration before `now_ms`.
+fn parse_time(text: &str, now_ms: i64, flag: &str) -> weir_core::Result<i64> {
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        let since = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| Error::invalid(format!("{flag}: before 1970")))?;
+        return Ok(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+    }
+    match humantime::parse_duration(text) {
+        Ok(ago) => Ok(now_ms.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))),
+        Err(_) => Err(Error::invalid(format!(
+            "{flag} {text:?}: an RFC 3339 time (2026-12-07T10:00:00Z) or how long ago (1h)"
+        ))),
+    }
+}
+
+pub(super) async fn replay(app: &crate::App, args: ReplayArgs) -> weir_core::Result<i32> {
+    let now = weir_core::event::now_ms();
+    let from = parse_time(&args.from, now, "--from")?;
+    let to = match &args.to {
+        Some(t) => parse_time(t, now, "--to")?,
+        None => now + 1,
+    };
+    if to <= from {
+        return Err(Error::invalid("--to must be after --from"));
+    }
+    let filter = args
+        .filter
+        .as_deref()
+        .map(Expr::compile)
+        .transpose()
+        .map_err(|e| Error::invalid(format!("--filter: {e}")))?;
+    let timeout = weir_core::duration::parse_duration(&args.timeout)
+        .map_err(|e| Error::invalid(format!("--timeout: {e}")))?;
+    let remote = &args.remote;
+    let engine = app.build_engine(&EngineOptions::default()).await?;
+    let scratch = Scratch::new()?;
+    let function = match &args.dir {
+        Some(dir) => {
+            load_function(dir, engine.drivers()).map_err(|e| Error::invalid(e.to_string()))?
+        }
+        None => live_version(remote, &args.function, &scratch.0, &engine).await?,
+    };
+    if function.id != args.function {
+        return Err(Error::invalid(format!(
+            "the function there is {:?}, not {:?}",
+            function.id, args.function
+        )));
+    }
+    let events = stored_events(remote, &function, filter.as_ref(), from, to).await?;
+    if events.is_empty() {
+        eprintln!(
+            "no stored event from {from} to {to} (epoch ms) triggers {}",
+            function.id
+        );
+    }
+    let order: Vec<String> = function.steps.iter().map(|s| s.id.clone()).collect();
+    let mut loaded = crate::functions::Loaded {
+        functions: vec![function],
+        ..Default::default()
+    };
+    crate::functions::prepare(engine.drivers(), &mut loaded).await;
+    let Some(function) = loaded.functions.pop() else {
+        for e in &loaded.errors {
+            eprintln!("{e}");
+        }
+        return Ok(2);
+    };
+    engine.functions().replace(vec![function]);
+    let handle = engine
+        .start(Roles {
+            router: false,
+            executor: true,
+            scheduler: true,
+        })
+        .await?;
+    let mut started = Vec::with_capacity(events.len());
+    for event in &events {
+        engine.events().append(&[Arc::new(event.clone())]).await?;
+        for run_id in engine.route(event).await? {
+            started.push((event.id.clone(), run_id));
+        }
+    }
+    let mut changed = Vec::new();
+    for (event_id, run_id) in &started {
+        let run = engine.wait_for_run(run_id, timeout).await?;
+        let after = step_outputs(&crate::view::run_json(&run, false));
+        let before = original_outputs(remote, &args.function, event_id).await?;
+        for step in &order {
+            let (Some(b), Some(a)) = (before.get(step), after.get(step)) else {
+                continue;
+            };
+            if a != b {
+                changed
+                    .push(json!({"event_id": event_id, "step_id": step, "before": b, "after": a}));
+            }
+        }
+    }
+    handle.shutdown().await;
+    let report = json!({"events": events.len(), "runs": started.len(), "changed": changed});
+    if remote.json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        outp!("{}", render(&report));
+    }
+    Ok(0)
+}
+
+/// The server's live version of `id`, written under `scratch` and loaded.
+async fn live_version(
+    remote: &Remote,
+    id: &str,
+    scratch: &std::path::Path,
+    engine: &Engine,
+) -> weir_core::Result<Function> {
+    let url = remote.url("/v1/functions", &[id, "versions"], &[])?;
+    let (status, versions) = remote.call(reqwest::Method::GET, &url, None).await?;
+    if status != 200 {
+        return Err(Error::invalid(format!(
+            "the versions of {id}: {status} {}",
+            Remote::error_message(&versions)
+        )));
+    }
+    let live = versions
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["status"] == "live"))
+        .and_then(|v| v["version"].as_u64())
+        .ok_or_else(|| Error::invalid(format!("{id} has no live version on the server")))?;
+    let url = remote.url(
+        "/v1/functions",
+        &[id, "versions", &live.to_string(), "bundle"],
+        &[],
+    )?;
+    let bytes = remote.fetch_bytes(&url).await?;
+    let bundle = FunctionBundle::decode(&bytes)?;
+    let dir = bundle.materialize(scratch)?;
+    load_function(&dir, engine.drivers()).map_err(|e| Error::invalid(e.to_string()))
+}
+
+/// The events the server stored from `from` to `to` that trigger `function` and pass
+/// `filter`, oldest first.
+async fn stored_events(
+    remote: &Remote,
+    function: &Function,
+    filter: Option<&Expr>,
+    from: i64,
+    to: i64,
+) -> weir_core::Result<Vec<Event>> {
+    let url = remote.url(
+        "/v1/events",
+        &[],
+        &[
+            ("from", Some(from.to_string())),
+            ("to", Some(to.to_string())),
+            ("limit", Some(MAX_EVENTS.to_string())),
+            ("order", Some("oldest".into())),
+        ],
+    )?;
+    let (status, body) = remote.call(reqwest::Method::GET, &url, None).await?;
+    if status != 200 {
+        return Err(Error::invalid(format!(
+            "the stored events: {status} {}",
+            Remote::error_message(&body)
+        )));
+    }
+    let all: Vec<Event> = serde_json::from_value(body)?;
+    if all.len() == MAX_EVENTS {
+        eprintln!(
+            "warning: the window holds {MAX_EVENTS} events or more: only the first {MAX_EVENTS} are replayed"
+        );
+    }
+    let registry = FunctionRegistry::new();
+    registry.replace(vec![function.clone()]);
+    let mut kept = Vec::new();
+    for event in all {
+        if registry.matching(&event).is_empty() {
+            continue;
+        }
+        if let Some(expr) = filter {
+            let vars = Vars::for_trigger(&event);
+            if !expr.eval_bool(&vars).unwrap_or(false) {
+                continue;
+            }
+        }
+        kept.push(event);
+    }
+    Ok(kept)
+}
+
+/// The outputs of the completed steps of the original run of `function` for `event_id` (the
+/// newest, if several versions ran it), by step id.
+async fn original_outputs(
+    remote: &Remote,
+    function: &str,
+    event_id: &str,
+) -> weir_core::Result<BTreeMap<String, Value>> {
+    let url = remote.url(
+        "/v1/functions",
+        &[function, "events", event_id, "runs"],
+        &[],
+    )?;
+    let (status, runs) = remote.call(reqwest::Method::GET, &url, None).await?;
+    if status != 200 {
+        return Err(Error::invalid(format!(
+            "the runs of event {event_id}: {status} {}",
+            Remote::error_message(&runs)
+        )));
+    }
+    Ok(runs
+        .as_array()
+        .and_then(|r| r.last())
+        .map(step_outputs)
+        .unwrap_or_default())
+}
+
+/// The outputs of a run's completed steps (as `GET /v1/runs/{id}` shows a run).
+fn step_outputs(run: &Value) -> BTreeMap<String, Value> {
+    run["steps"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, s)| s["status"] == "completed")
+        .map(|(id, s)| (id.clone(), s["output"].clone()))
+        .collect()
+}
+
+/// The report as text: the counts, then one block per changed step.
+fn render(report: &Value) -> String {
+    let mut out = String::new();
+    let changed = report["changed"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let _ = writeln!(
+        out,
+        "{} event(s) replayed, {} run(s), {} step output(s) changed",
+        report["events"],
+        report["runs"],
+        changed.len()
+    );
+    for c in changed {
+        let _ = writeln!(
+            out,
+            "event {} step {}\n  before: {}\n  after:  {}",
+            printable(c["event_id"].as_str().unwrap_or("")),
+            printable(c["step_id"].as_str().unwrap_or("")),
+            printable(&c["before"].to_string()),
+            printable(&c["after"].to_string())
+        );
+    }
+    out
+}
+
+/// A directory of this process's own, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> weir_core::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("weir-replay-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::internal("cannot make a scratch directory").with_source(e))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
