@@ -148,6 +148,57 @@ async fn a_replay_prints_exactly_the_changed_outputs_and_leaves_the_server_alone
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // An export replayed from its file: every event runs; nothing to compare with.
+    let export = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["events", "export", "--from", "1h", "--url", &base])
+        .env_remove("WEIR_API_KEY")
+        .output()
+        .await
+        .expect("weir events export");
+    assert!(export.status.success());
+    let lines = String::from_utf8_lossy(&export.stdout).lines().count();
+    assert_eq!(lines, 1_001, "every stored event, one per line");
+    let file = tmp.path().join("events.ndjson");
+    std::fs::write(&file, &export.stdout).expect("write");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "replay", "double", "--from", "1h", "--json", "--url", &base, "--source",
+        ])
+        .arg(&file)
+        .arg("--dir")
+        .arg(&v2)
+        .env_remove("WEIR_API_KEY")
+        .output()
+        .await
+        .expect("weir replay");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        report,
+        json!({"events": 1_000, "runs": 1_000, "changed": []})
+    );
+    // A truncated last line: a clear error naming it, nothing replayed.
+    let cut = &export.stdout[..export.stdout.len() - 10];
+    std::fs::write(&file, cut).expect("write");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "replay", "double", "--from", "1h", "--url", &base, "--source",
+        ])
+        .arg(&file)
+        .output()
+        .await
+        .expect("weir replay");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 1001") && stderr.contains("nothing replayed"),
+        "{stderr}"
+    );
+
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args([
             "replay",

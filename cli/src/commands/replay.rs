@@ -45,6 +45,14 @@ pub struct ReplayArgs {
     /// is what every replay does today).
     #[arg(long)]
     pub shadow: bool,
+    /// Where the events come from: another server (`https://…`, its key in
+    /// `--source-api-key`), whose runs they are compared with; or an NDJSON file from
+    /// `weir events export` (nothing to compare with). Default: the server of `--url`.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// The API key of the `--source` server.
+    #[arg(long, env = "WEIR_SOURCE_API_KEY", hide_env_values = true)]
+    pub source_api_key: Option<String>,
     /// Give up on a replayed run after this long.
     #[arg(long, default_value = "5m")]
     pub timeout: String,
@@ -54,7 +62,7 @@ pub struct ReplayArgs {
 }
 
 /// A time as `--from`/`--to` take it, in epoch ms: RFC 3339, or a duration before `now_ms`.
-fn parse_time(text: &str, now_ms: i64, flag: &str) -> weir_core::Result<i64> {
+pub(super) fn parse_time(text: &str, now_ms: i64, flag: &str) -> weir_core::Result<i64> {
     if let Ok(at) = humantime::parse_rfc3339_weak(text) {
         let since = at
             .duration_since(std::time::UNIX_EPOCH)
@@ -102,7 +110,36 @@ pub(super) async fn replay(app: &crate::App, args: ReplayArgs) -> weir_core::Res
             function.id, args.function
         )));
     }
-    let events = stored_events(remote, &function, filter.as_ref(), from, to).await?;
+    let source_remote = match &args.source {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(Remote {
+            url: url.clone(),
+            api_key: args.source_api_key.clone(),
+            json: remote.json,
+        }),
+        _ => None,
+    };
+    let events = match (&args.source, &source_remote) {
+        (_, Some(source)) => stored_events(source, &function, filter.as_ref(), from, to).await?,
+        (Some(file), None) => {
+            let all = read_export(std::path::Path::new(file))?;
+            triggering(
+                &function,
+                filter.as_ref(),
+                all.into_iter().filter(|e| e.ts >= from && e.ts < to),
+            )
+        }
+        (None, None) => stored_events(remote, &function, filter.as_ref(), from, to).await?,
+    };
+    // The runs compared with: those of the server the events come from (none for a file).
+    let originals = match (&args.source, source_remote) {
+        (_, Some(source)) => Some(source),
+        (Some(_), None) => None,
+        (None, None) => Some(Remote {
+            url: remote.url.clone(),
+            api_key: remote.api_key.clone(),
+            json: remote.json,
+        }),
+    };
     if events.is_empty() {
         eprintln!(
             "no stored event from {from} to {to} (epoch ms) triggers {}",
@@ -140,7 +177,10 @@ pub(super) async fn replay(app: &crate::App, args: ReplayArgs) -> weir_core::Res
     for (event_id, run_id) in &started {
         let run = engine.wait_for_run(run_id, timeout).await?;
         let after = step_outputs(&crate::view::run_json(&run, false));
-        let before = original_outputs(remote, &args.function, event_id).await?;
+        let before = match &originals {
+            Some(server) => original_outputs(server, &args.function, event_id).await?,
+            None => BTreeMap::new(),
+        };
         for step in &order {
             let (Some(b), Some(a)) = (before.get(step), after.get(step)) else {
                 continue;
@@ -227,6 +267,15 @@ async fn stored_events(
             "warning: the window holds {MAX_EVENTS} events or more: only the first {MAX_EVENTS} are replayed"
         );
     }
+    Ok(triggering(function, filter, all.into_iter()))
+}
+
+/// The events of `all` that trigger `function` and pass `filter`.
+fn triggering(
+    function: &Function,
+    filter: Option<&Expr>,
+    all: impl Iterator<Item = Event>,
+) -> Vec<Event> {
     let registry = FunctionRegistry::new();
     registry.replace(vec![function.clone()]);
     let mut kept = Vec::new();
@@ -242,7 +291,31 @@ async fn stored_events(
         }
         kept.push(event);
     }
-    Ok(kept)
+    kept
+}
+
+/// The events of an NDJSON file (`weir events export`); a line that is not an event (a
+/// truncated last line) fails the whole replay, naming the line.
+fn read_export(path: &std::path::Path) -> weir_core::Result<Vec<Event>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", path.display())))?;
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(line).map_err(|e| {
+            Error::invalid(format!(
+                "{} line {}: not an event ({e}); nothing replayed",
+                path.display(),
+                i + 1
+            ))
+        })?;
+        let event = Event::from_json(value, &format!("{} line {}", path.display(), i + 1))
+            .map_err(|e| Error::invalid(format!("{e}; nothing replayed")))?;
+        events.push(event);
+    }
+    Ok(events)
 }
 
 /// The outputs of the completed steps of the original run of `function` for `event_id` (the
