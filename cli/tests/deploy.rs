@@ -120,6 +120,24 @@ async fn deploy_a_canary_promote_and_roll_back() {
         text(&out)
     );
 
+    // A browser page elsewhere cannot change the server; a deploy is a binary body.
+    let client = reqwest::Client::new();
+    let cross = client
+        .post(format!("{base}/v1/functions/greet/rollback"))
+        .header("origin", "http://elsewhere.example")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(cross.status().as_u16(), 403);
+    let as_text = client
+        .post(format!("{base}/v1/deploy"))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(as_text.status().as_u16(), 415);
+
     let out = weir(&["deploy", &v2_dir, "--canary", "30", "--url", &base]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -225,7 +243,7 @@ async fn deploy_a_canary_promote_and_roll_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_automatically() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (_engine, _handle, base) = server(tmp.path()).await;
+    let (engine, _handle, base) = server(tmp.path()).await;
     let v2 = write_greet(&tmp.path().join("v2"), 2, true);
     let out = weir(&[
         "deploy",
@@ -266,7 +284,15 @@ async fn a_failing_canary_is_rolled_back_automatically() {
         ended_runs(&base, sent).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Every run created from now on starts on version 1.
+    // Once this node routes no run to the canary, every run created starts on version 1.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.functions().canary("greet").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the rollback was not applied here"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let rolled_back_at = weir::core::event::now_ms();
     let batch: Vec<Value> = (0..50)
         .map(|i| json!({"name": "user/signed.up", "data": {"odd": i % 2 == 1}}))
@@ -327,4 +353,30 @@ async fn a_reload_keeps_a_deployed_version_until_a_file_changes() {
     let listed = versions(&base).await;
     assert_eq!(listed.len(), 3);
     assert_eq!(listed[2]["status"], "live");
+}
+
+/// A canary needs a live version to run beside: a first deploy with `--canary` is refused and
+/// routes nothing; without it, it goes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_deploy_cannot_be_a_canary() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let v1 = write_greet(&tmp.path().join("v1"), 1, false);
+    let (_engine, _handle) = common::engine_with(&v1).await;
+    let base = common::serve_api(_engine.clone(), EventKeys::Any, EventKeys::Any).await;
+    let dir = v1.display().to_string();
+    let out = weir(&["deploy", &dir, "--canary", "0", "--url", &base]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no live version for a canary"),
+        "{}",
+        text(&out)
+    );
+    let out = weir(&["deploy", &dir, "--json", "--url", &base]);
+    assert!(out.status.success(), "{}", text(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(answer["deployed"][0]["status"], "live");
+    assert_eq!(
+        answer["deployed"][0]["served"], false,
+        "this server loaded greet without the catalog: it does not serve it"
+    );
 }

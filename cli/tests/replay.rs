@@ -142,7 +142,10 @@ async fn a_replay_prints_exactly_the_changed_outputs_and_leaves_the_server_alone
         .expect("weir replay");
     assert!(output.status.success());
     let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    assert_eq!(report, json!({"events": 0, "runs": 0, "changed": []}));
+    assert_eq!(
+        report,
+        json!({"events": 0, "runs": 0, "failed": 0, "changed": []})
+    );
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("no stored event"),
         "{}",
@@ -179,7 +182,7 @@ async fn a_replay_prints_exactly_the_changed_outputs_and_leaves_the_server_alone
     let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(
         report,
-        json!({"events": 1_000, "runs": 1_000, "changed": []})
+        json!({"events": 1_000, "runs": 1_000, "failed": 0, "changed": []})
     );
     // A truncated last line: a clear error naming it, nothing replayed.
     let cut = &export.stdout[..export.stdout.len() - 10];

@@ -86,6 +86,23 @@ pub struct Canary {
     /// version.
     #[serde(default)]
     pub sticky_user: bool,
+    /// The lifetime counts of the canary and the live version when the canary started: the
+    /// automatic rollback judges the runs since.
+    #[serde(default)]
+    pub baseline: CountBaseline,
+}
+
+/// Lifetime run counts of a canary and its live version at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CountBaseline {
+    /// The canary's ended runs.
+    pub canary_runs: u64,
+    /// Of them, failed.
+    pub canary_failed: u64,
+    /// The live version's ended runs.
+    pub live_runs: u64,
+    /// Of them, failed.
+    pub live_failed: u64,
 }
 
 /// Runs of one function version that ended, counted by a node since it last reported.

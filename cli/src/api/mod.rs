@@ -112,7 +112,8 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route_layer(axum::middleware::from_fn_with_state(
             api_keys,
             require_api_key,
-        ));
+        ))
+        .route_layer(axum::middleware::from_fn(refuse_cross_site));
     Router::new()
         .route("/e/{key}", post(send_events))
         .route("/", get(dashboard))
@@ -123,6 +124,36 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .with_state(AppState { engine, keys })
+}
+
+/// Refuses a `/v1` request that changes something (deploys code, pushes a schema, cancels a
+/// run) when a browser says it comes from another site (`Origin` naming another host, or
+/// `Sec-Fetch-Site: cross-site`): on an open API (`weir dev`) a page the developer visits
+/// could otherwise deploy code to the local server.
+async fn refuse_cross_site(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let changes = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if changes {
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let host = header("host").unwrap_or("");
+        let from_elsewhere = header("origin").is_some_and(|origin| {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+            origin_host != host
+        }) || header("sec-fetch-site") == Some("cross-site");
+        if from_elsewhere {
+            return error(
+                StatusCode::FORBIDDEN,
+                "a request from another site cannot change this server",
+            );
+        }
+    }
+    next.run(request).await
 }
 
 /// Lets a `/v1` request through when the API is open or it carries a configured key.
@@ -235,17 +266,24 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
 /// How much of a body over its limit is read and dropped before the 413 is answered.
 const DRAINED_AT_MOST: usize = 16 << 20;
 
-/// Reads and drops what is left of a refused body (up to [`DRAINED_AT_MOST`] more than the
-/// limit, each part within `timeout`): a server that answers while the client still sends
-/// makes the client see a broken pipe instead of the answer.
-async fn drain(mut stream: axum::body::BodyDataStream, limit: usize, timeout: Duration) {
-    let mut left = DRAINED_AT_MOST.max(limit);
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(timeout, stream.next()).await {
-        let Some(after) = left.checked_sub(chunk.len()) else {
-            return;
-        };
-        left = after;
-    }
+/// How long a refused body is drained at most, in all.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops what is left of a refused body (up to [`DRAINED_AT_MOST`], for
+/// [`DRAIN_TIME`] at most): a server that answers while the client still sends makes the
+/// client see a broken pipe instead of the answer.
+async fn drain(mut stream: axum::body::BodyDataStream) {
+    let mut left = DRAINED_AT_MOST;
+    let draining = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            let Some(after) = left.checked_sub(chunk.len()) else {
+                return;
+            };
+            left = after;
+        }
+    };
+    // In all: a client trickling its refused body does not hold the connection.
+    let _ = tokio::time::timeout(DRAIN_TIME, draining).await;
 }
 
 /// Reads a request body of at most `limit` bytes, each part arriving within `timeout` of the
@@ -288,7 +326,7 @@ async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes,
         })?;
         len += chunk.len();
         if len > limit {
-            drain(stream, limit, timeout).await;
+            drain(stream).await;
             return Err(too_large());
         }
         // One chunk (the usual case) is kept as it came; more are joined.

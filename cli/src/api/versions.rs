@@ -33,12 +33,30 @@ pub(super) struct DeployQuery {
 pub(super) async fn deploy(
     State(app): State<AppState>,
     QueryOf(query): QueryOf<DeployQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     if query.canary.is_some_and(|p| p > 100) {
         return error(
             StatusCode::BAD_REQUEST,
             "canary: a percentage from 0 to 100",
+        );
+    }
+    // Not a type a browser sends across sites without asking first.
+    if content_type.as_deref() != Some("application/octet-stream") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a deploy's body is application/octet-stream (what weir deploy sends)",
         );
     }
     let bytes = match read_body(body, MAX_DEPLOY_BYTES, BODY_READ_TIMEOUT).await {

@@ -79,7 +79,12 @@ pub(super) async fn deploy(args: DeployArgs) -> weir_core::Result<i32> {
         ],
     )?;
     let (status, answer) = remote
-        .call(reqwest::Method::POST, &url, Some(encode_bundles(&bundles)))
+        .call_with(
+            reqwest::Method::POST,
+            &url,
+            Some(encode_bundles(&bundles)),
+            "application/octet-stream",
+        )
         .await?;
     if status != 200 {
         eprintln!("error {status}: {}", Remote::error_message(&answer));

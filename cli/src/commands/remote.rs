@@ -54,13 +54,24 @@ impl Remote {
         url: &str,
         body: Option<Vec<u8>>,
     ) -> weir_core::Result<(u16, Value)> {
+        self.call_with(method, url, body, "application/json").await
+    }
+
+    /// [`call`](Self::call) with a body of `content_type`.
+    pub async fn call_with(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> weir_core::Result<(u16, Value)> {
         let mut request = reqwest::Client::new().request(method, url);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
         if let Some(body) = body {
             request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(body);
         }
         let answer = request

@@ -296,9 +296,11 @@ pub(crate) async fn serve_config(app: &crate::App, config: ServeConfig) -> weir_
             f.dir.display()
         );
     }
-    engine
-        .load_functions(loaded.functions, "weir serve")
-        .await?;
+    // A routed version that cannot be had now: the node runs its files' versions meanwhile,
+    // and the catalog poll tries again.
+    if let Err(e) = engine.load_functions(loaded.functions, "weir serve").await {
+        eprintln!("weir serve: warning: cannot apply the deployed versions yet: {e}");
+    }
     if let Some(schemas) = loaded.schemas.take() {
         if !schemas.is_empty() {
             eprintln!(

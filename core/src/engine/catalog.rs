@@ -121,6 +121,11 @@ impl Engine {
         *self.inner.schemas.write() = Arc::new(merged.with_strict(self.inner.config.strict_events));
     }
 
+    /// Forgets the catalog generation last read, so that the next refresh reads it again.
+    pub(crate) fn forget_catalog_generation(&self) {
+        self.inner.catalog_view.lock().generation = None;
+    }
+
     /// Reads the catalog again when its generation moved since it was last read; true when
     /// it did (the schemas in use rebuilt, the routing of functions applied). Nothing to do
     /// without a catalog.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::Engine;
-use crate::catalog::{Canary, Catalog, FunctionVersion, Routing};
+use crate::catalog::{Canary, Catalog, CountBaseline, FunctionVersion, Routing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::now_ms;
 use crate::function::{FunctionBundle, load_function};
@@ -38,6 +38,9 @@ pub struct Deployed {
     pub new: bool,
     /// `live`, `canary`, or `unchanged` (it was live already).
     pub status: &'static str,
+    /// Whether the node that took the deploy serves the function (has it in its files): a
+    /// node runs only the functions it serves, so a function no node has runs nowhere.
+    pub served: bool,
 }
 
 /// When a canary is rolled back automatically.
@@ -101,30 +104,57 @@ impl Engine {
                 .await?;
             let number = stored.number;
             self.learn_numbers([&stored]);
+            let counts = catalog.run_counts(&id).await?;
             let mut status = "live";
-            self.change_routing(catalog.as_ref(), &id, |current, _| {
+            self.change_routing(catalog.as_ref(), &id, |current, versions| {
+                let count_of = |n: u64| {
+                    let hash = versions.iter().find(|v| v.number == n).map(|v| &v.version);
+                    counts
+                        .iter()
+                        .find(|c| Some(&c.version) == hash)
+                        .map_or((0, 0), |c| (c.runs, c.failed))
+                };
                 let routing = match (current, options.canary) {
                     (Some(r), _) if r.live == number => {
                         status = "unchanged";
                         return Ok(None);
                     }
+                    (None, Some(_)) => {
+                        return Err(Error::new(
+                            ErrorKind::AlreadyExists,
+                            format!(
+                                "function {id:?} has no live version for a canary to run beside: deploy it without --canary first"
+                            ),
+                        ));
+                    }
                     (Some(r), Some(percent)) => {
                         status = "canary";
+                        let ((canary_runs, canary_failed), (live_runs, live_failed)) =
+                            (count_of(number), count_of(r.live));
                         Routing {
                             canary: Some(Canary {
                                 number,
                                 percent,
                                 sticky_user: options.sticky_user,
+                                baseline: CountBaseline {
+                                    canary_runs,
+                                    canary_failed,
+                                    live_runs,
+                                    live_failed,
+                                },
                             }),
                             note: format!("version {number} deployed as a canary at {percent}%"),
                             changed_at: now_ms(),
                             ..r.clone()
                         }
                     }
-                    (current, _) => {
+                    (current, None) => {
                         status = "live";
                         let mut previous = current.map(|r| r.previous.clone()).unwrap_or_default();
-                        previous.extend(current.map(|r| r.live));
+                        if let Some(r) = current {
+                            remember(&mut previous, r.live);
+                        }
+                        previous.retain(|p| *p != number);
                         Routing {
                             live: number,
                             canary: None,
@@ -143,13 +173,23 @@ impl Engine {
                 version: number,
                 new,
                 status,
+                served: false,
             });
         }
-        self.refresh_catalog().await?;
+        // Routed: a failed read now is the poll's to catch up on, not the deploy's error.
+        if let Err(e) = self.refresh_catalog().await {
+            warn!(error = %e, "deployed; applying the routing here failed (the next poll tries again)");
+        }
+        let local = self.inner.local_functions.lock();
+        for d in &mut done {
+            d.served = local.iter().any(|f| f.id == d.function_id);
+        }
         Ok(done)
     }
 
-    /// Loads a bundle from a scratch copy and prepares its steps: the deploy's check.
+    /// Loads a bundle from a scratch copy: the deploy's check. Its steps are not prepared
+    /// here: preparing deploys code for some runtimes (a Lambda's, under one name per step),
+    /// which must not happen before the version is routed.
     async fn check_bundle(&self, bundle: &FunctionBundle) -> Result<crate::function::Function> {
         let scratch = self.inner.config.versions_dir.join(".deploys");
         let bundle = bundle.clone();
@@ -161,12 +201,6 @@ impl Engine {
             .await
             .map_err(|e| Error::internal("loading panicked").with_source(e))?
             .map_err(|e| Error::invalid(format!("{e}")))?;
-        self.prepare_steps(&function).await.map_err(|e| {
-            Error::invalid(format!(
-                "function {}: a step does not prepare: {e}",
-                function.id
-            ))
-        })?;
         Ok(function)
     }
 
@@ -183,7 +217,7 @@ impl Engine {
                     )
                 })?;
                 let mut previous = r.previous.clone();
-                previous.push(r.live);
+                remember(&mut previous, r.live);
                 Ok(Some(Routing {
                     live: canary.number,
                     canary: None,
@@ -218,6 +252,8 @@ impl Engine {
                         )));
                     }
                     Some(n) => {
+                        // The version rolled back from stays in the history.
+                        remember(&mut previous, r.live);
                         previous.retain(|p| *p != n);
                         n
                     }
@@ -295,11 +331,22 @@ impl Engine {
                     .and_then(|h| counts.iter().find(|c| c.version == *h))
                     .map_or((0, 0), |c| (c.runs, c.failed))
             };
+            // Since the canary started: a version deployed again carries its old counts, and
+            // the live version's history is not this canary's comparison.
+            let base = canary.baseline;
             let (canary_runs, canary_failed) = count_of(canary.number);
+            let (canary_runs, canary_failed) = (
+                canary_runs.saturating_sub(base.canary_runs),
+                canary_failed.saturating_sub(base.canary_failed),
+            );
             if canary_runs < policy.min_runs {
                 continue;
             }
             let (live_runs, live_failed) = count_of(routing.live);
+            let (live_runs, live_failed) = (
+                live_runs.saturating_sub(base.live_runs),
+                live_failed.saturating_sub(base.live_failed),
+            );
             let rate = |failed: u64, runs: u64| {
                 if runs == 0 {
                     0.0
@@ -315,7 +362,7 @@ impl Engine {
                 continue;
             }
             let note = format!(
-                "canary version {} rolled back automatically: {:.0}% of its {canary_runs} runs failed, against {:.0}% of live version {}'s {live_runs}",
+                "canary version {} rolled back automatically: {:.0}% of its {canary_runs} runs failed, against {:.0}% of live version {}'s {live_runs} since the canary started",
                 canary.number,
                 canary_rate * 100.0,
                 live_rate * 100.0,
@@ -351,6 +398,19 @@ impl Engine {
             self.refresh_catalog().await?;
         }
         Ok(rolled_back)
+    }
+}
+
+/// The most versions a routing remembers as live before.
+const MAX_PREVIOUS: usize = 20;
+
+/// Adds `number` as the newest version live before, once, keeping the newest
+/// [`MAX_PREVIOUS`].
+pub(super) fn remember(previous: &mut Vec<u64>, number: u64) {
+    previous.retain(|p| *p != number);
+    previous.push(number);
+    if previous.len() > MAX_PREVIOUS {
+        previous.drain(..previous.len() - MAX_PREVIOUS);
     }
 }
 

@@ -50,11 +50,18 @@ pub struct CanaryVersion {
     pub sticky_user: bool,
 }
 
-/// The bucket (0 to 99) of a routing key: a stable hash, the same on every node, so that a
-/// redelivered event (or, sticky, a user's next event) goes to the same version.
-pub fn canary_bucket(key: &str) -> u8 {
+/// The bucket (0 to 99) of a routing key for a canary of `function_id`: a stable hash, the
+/// same on every node, so that a redelivered event (or, sticky, a user's next event) goes to
+/// the same version. The function's id is hashed in, so that the same users are not the
+/// canary of every function.
+pub fn canary_bucket(function_id: &str, key: &str) -> u8 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
+    for b in function_id
+        .as_bytes()
+        .iter()
+        .chain(b"\n")
+        .chain(key.as_bytes())
+    {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -211,7 +218,7 @@ impl FunctionRegistry {
         } else {
             &event.id
         };
-        if canary_bucket(key) < canary.percent {
+        if canary_bucket(&live.id, key) < canary.percent {
             canary.function.clone()
         } else {
             live
@@ -395,6 +402,11 @@ mod tests {
                 acc
             });
         assert!(by_user.values().all(|versions| versions.len() == 1));
+        let users_on_canary = by_user.values().filter(|v| v.contains("v2")).count();
+        assert!(
+            (100..=200).contains(&users_on_canary),
+            "about 30% of 500 users on the canary: {users_on_canary}"
+        );
         assert!(
             events
                 .iter()

@@ -170,9 +170,18 @@ impl Engine {
             local.push(Arc::new(function));
         }
         *self.inner.unroutable.lock() = unroutable;
-        self.inner.functions.replace_shared(local.clone());
-        *self.inner.local_functions.lock() = local;
-        self.apply_routing().await
+        *self.inner.local_functions.lock() = local.clone();
+        // The routed set is built before it is swapped in: no run starts on a file version
+        // the routing overrides while versions are fetched.
+        match self.apply_routing_over(Some(local.clone())).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.inner.functions.replace_shared(local);
+                // Not recorded as applied: the next poll applies the routing again.
+                self.forget_catalog_generation();
+                Err(e)
+            }
+        }
     }
 
     /// Stores one function loaded from files, and routes to it when it should be live (see
@@ -228,8 +237,9 @@ impl Engine {
                 .map(|r| r.previous.clone())
                 .unwrap_or_default();
             if let Some(r) = &routing {
-                previous.push(r.live);
+                super::deploy::remember(&mut previous, r.live);
             }
+            previous.retain(|p| *p != stored.number);
             let next = Routing {
                 live: stored.number,
                 canary: None,
@@ -265,7 +275,16 @@ impl Engine {
     /// when a routed version cannot be had, after applying the others (the caller tries
     /// again).
     pub(crate) async fn apply_routing(&self) -> Result<()> {
+        self.apply_routing_over(None).await
+    }
+
+    /// [`apply_routing`](Self::apply_routing) over `base` (the functions live when not
+    /// routed; default: those live now).
+    async fn apply_routing_over(&self, base: Option<Vec<Arc<Function>>>) -> Result<()> {
         let Some(catalog) = self.inner.state.catalog() else {
+            if let Some(base) = base {
+                self.inner.functions.replace_shared(base);
+            }
             return Ok(());
         };
         let _applying = self.inner.routing_apply.lock().await;
@@ -301,7 +320,9 @@ impl Engine {
                 }
             }
             if let Some(canary) = routing.canary {
-                match self.routed_version(&id, &versions, canary.number).await {
+                // Not prepared: preparing deploys code for some runtimes (a Lambda's, under one
+                // name per step), which would put the canary's code under every run.
+                match self.canary_version(&id, &versions, canary.number).await {
                     Ok(function) => {
                         canaries.insert(
                             id,
@@ -319,17 +340,37 @@ impl Engine {
                 }
             }
         }
-        if !routed.is_empty() {
-            live.extend(
-                self.inner
-                    .functions
-                    .list()
-                    .into_iter()
-                    .filter(|f| !routed.contains(&f.id)),
-            );
+        if !routed.is_empty() || base.is_some() {
+            let base = base.unwrap_or_else(|| self.inner.functions.list());
+            live.extend(base.into_iter().filter(|f| !routed.contains(&f.id)));
             self.inner.functions.replace_routed(live, canaries);
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Version `number` of function `id` (of its stored `versions`), loaded or fetched, its
+    /// steps not prepared (they prepare at their first attempt where the runtime can).
+    async fn canary_version(
+        &self,
+        id: &str,
+        versions: &[FunctionVersion],
+        number: u64,
+    ) -> Result<Arc<Function>> {
+        let stored = versions
+            .iter()
+            .find(|v| v.number == number)
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "function {id}: routed version {number} is not stored"
+                ))
+            })?;
+        self.function_version(id, &stored.version)
+            .await?
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "function {id}: the bundle of routed version {number} is not stored"
+                ))
+            })
     }
 
     /// Version `number` of function `id` (of its stored `versions`), loaded, or fetched and

@@ -3,8 +3,9 @@
 //! directory. A bundle is what a deployed version stores, so that any node can run a version
 //! whose files it no longer has on disk; and its content hash names the version.
 //!
-//! Not bundled: `.env` files (secrets stay on the nodes: each uses its own), directories
-//! whose name starts with `.` (`.git`, `.venv`), `__pycache__` and `*.pyc`, symbolic links,
+//! Not bundled: files and directories whose name starts with `.` (`.env`, `.npmrc`, `.git`,
+//! `.venv`: secrets stay on the nodes, each uses its own `.env`) but `.dockerignore`,
+//! `__pycache__` and `*.pyc`, symbolic links,
 //! step paths outside the function directory (absolute paths name a file each node has), and
 //! steps without a local path (an image, a Lambda ARN, a URL). A step whose path names a
 //! `Dockerfile` brings its directory (the build context).
@@ -300,11 +301,11 @@ fn collect_at(path: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
 /// Whether a file or directory named `name` stays out of bundles (see the module
 /// documentation).
 fn left_out(name: &str, is_dir: bool) -> bool {
-    name == ".env"
-        || name.starts_with(".env.")
+    // Dot-files hold credentials as often as not (`.env`, `.npmrc`, `.netrc`); a Docker
+    // build's `.dockerignore` is the one a step needs.
+    (name.starts_with('.') && (is_dir || name != ".dockerignore"))
         || name == "__pycache__"
         || name.ends_with(".pyc")
-        || (is_dir && name.starts_with('.'))
 }
 
 /// A relative path as `/`-separated text.

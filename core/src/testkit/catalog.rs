@@ -207,6 +207,7 @@ pub async fn routing_changes_are_compare_and_set(factory: &dyn Factory<dyn Catal
             number: 2,
             percent: 10,
             sticky_user: true,
+            baseline: Default::default(),
         }),
         previous: vec![1],
         ..live(1)
@@ -220,6 +221,7 @@ pub async fn routing_changes_are_compare_and_set(factory: &dyn Factory<dyn Catal
             number: 7,
             percent: 10,
             sticky_user: false,
+            baseline: Default::default(),
         }),
         ..live(1)
     };
@@ -229,6 +231,7 @@ pub async fn routing_changes_are_compare_and_set(factory: &dyn Factory<dyn Catal
             number: 2,
             percent: 101,
             sticky_user: false,
+            baseline: Default::default(),
         }),
         ..live(1)
     };

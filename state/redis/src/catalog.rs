@@ -252,7 +252,10 @@ impl Catalog for RedisCatalog {
         if counts.is_empty() {
             return Ok(());
         }
+        // All or nothing: a flush tried again after a timeout adds a whole batch twice at
+        // worst, never a part of one.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for c in counts {
             let key = self.keys.catalog_counts(&c.function_id);
             pipe.hincr(&key, format!("runs:{}", c.version), c.runs)
