@@ -108,14 +108,28 @@ impl App {
 
     /// Opens the state store and broker named by `options` and builds an engine (not started).
     pub async fn build_engine(&self, options: &EngineOptions) -> Result<Engine> {
+        self.build_engine_with(options, Vec::new()).await
+    }
+
+    /// [`build_engine`](Self::build_engine) with `extra` runtime drivers beside this app's
+    /// (`weir replay`'s stub of recorded outputs).
+    pub async fn build_engine_with(
+        &self,
+        options: &EngineOptions,
+        extra: Vec<std::sync::Arc<dyn weir_core::driver::Driver>>,
+    ) -> Result<Engine> {
         let stores = self.registry.open_state(&options.state_url).await?;
         let broker = self.registry.open_broker(&options.broker_url).await?;
         let settings = RuntimeSettings::default().with_signing_key(options.signing_key.clone());
+        let mut drivers = self.drivers(&settings).await?;
+        for driver in extra {
+            drivers = drivers.with(driver);
+        }
         Ok(Engine::new(EngineParts {
             state: stores.state,
             events: stores.events,
             broker,
-            drivers: self.drivers(&settings).await?,
+            drivers,
             config: options.config.clone(),
         }))
     }

@@ -115,6 +115,41 @@ async fn a_replay_prints_exactly_the_changed_outputs_and_leaves_the_server_alone
         "the server's runs are untouched"
     );
 
+    // The changed step stubbed with its recorded outputs: nothing runs it, nothing changed.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "replay", "double", "--from", "1h", "--stub", "s", "--json", "--url", &base, "--dir",
+        ])
+        .arg(&v2)
+        .env_remove("WEIR_API_KEY")
+        .output()
+        .await
+        .expect("weir replay");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        (
+            report["runs"].as_u64(),
+            report["failed"].as_u64(),
+            report["changed"].as_array().map(Vec::len)
+        ),
+        (Some(1_000), Some(0), Some(0)),
+        "{report}"
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "replay", "double", "--from", "1h", "--stub", "nope", "--url", &base,
+        ])
+        .output()
+        .await
+        .expect("weir replay");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no such step"));
+
     // The live version replayed: nothing changed. A window with no events: zero.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args([

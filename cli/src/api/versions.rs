@@ -54,6 +54,8 @@ pub(super) async fn deploy(
     }
     // Not a type a browser sends across sites without asking first.
     if content_type.as_deref() != Some("application/octet-stream") {
+        // Read first: answering while the client still sends shows it a broken pipe.
+        super::drain(body.into_data_stream()).await;
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a deploy's body is application/octet-stream (what weir deploy sends)",

@@ -24,6 +24,7 @@ mod init;
 mod jobs;
 mod remote;
 mod replay;
+mod replay_stub;
 mod run;
 mod runs;
 mod schemas;

@@ -53,6 +53,10 @@ pub struct ReplayArgs {
     /// The API key of the `--source` server.
     #[arg(long, env = "WEIR_SOURCE_API_KEY", hide_env_values = true)]
     pub source_api_key: Option<String>,
+    /// Do not run this step: answer with its output in the original run of the same event (a
+    /// step with side effects). Repeatable.
+    #[arg(long = "stub", value_name = "STEP")]
+    pub stubs: Vec<String>,
     /// Give up on a replayed run after this long.
     #[arg(long, default_value = "5m")]
     pub timeout: String,
@@ -97,6 +101,8 @@ pub(super) async fn replay(app: &crate::App, args: ReplayArgs) -> weir_core::Res
         .map_err(|e| Error::invalid(format!("--timeout: {e}")))?;
     let remote = &args.remote;
     let engine = app.build_engine(&EngineOptions::default()).await?;
+    // Rebuilt below with the recorded outputs once they are known; this one loads the
+    // function and reads nothing.
     let scratch = Scratch::new()?;
     let function = match &args.dir {
         Some(dir) => {
@@ -147,6 +153,51 @@ pub(super) async fn replay(app: &crate::App, args: ReplayArgs) -> weir_core::Res
         );
     }
     let order: Vec<String> = function.steps.iter().map(|s| s.id.clone()).collect();
+    if let Some(unknown) = args.stubs.iter().find(|s| !order.contains(s)) {
+        return Err(Error::invalid(format!(
+            "--stub {unknown:?}: {} has no such step (steps: {})",
+            function.id,
+            order.join(", ")
+        )));
+    }
+    // A Lambda step deploys its code under one name per function and step at its first
+    // attempt: replayed, it would put this code under the live function.
+    if let Some(step) = function
+        .steps
+        .iter()
+        .find(|s| s.runtime_type == "lambda" && !args.stubs.contains(&s.id))
+    {
+        return Err(Error::invalid(format!(
+            "step {:?} runs on AWS Lambda: replaying it would deploy this code over the live function; --stub {} it",
+            step.id, step.id
+        )));
+    }
+    if !args.stubs.is_empty() && originals.is_none() {
+        return Err(Error::invalid(
+            "--stub needs the original runs: a file --source has none",
+        ));
+    }
+    // The original outputs, first: stubbed steps answer with them.
+    let mut before_by_event: std::collections::HashMap<String, BTreeMap<String, Value>> =
+        std::collections::HashMap::new();
+    if let Some(server) = &originals {
+        for event in &events {
+            let outputs = original_outputs(server, &args.function, &event.id).await?;
+            before_by_event.insert(event.id.clone(), outputs);
+        }
+    }
+    let mut function = function;
+    for step in &mut function.steps {
+        if args.stubs.contains(&step.id) {
+            step.runtime_type = super::replay_stub::STUB_RUNTIME.to_owned();
+        }
+    }
+    let stub = super::replay_stub::RecordedOutputs {
+        outputs: before_by_event.clone(),
+    };
+    let engine = app
+        .build_engine_with(&EngineOptions::default(), vec![Arc::new(stub)])
+        .await?;
     // Steps are not prepared: preparing deploys code for some runtimes (a Lambda's, under one
     // name per step), which a replay must never do. They prepare at their first attempt where
     // the runtime can.
@@ -183,11 +234,8 @@ pub(super) async fn replay(app: &crate::App, args: ReplayArgs) -> weir_core::Res
             failed += 1;
         }
         let after = step_outputs(&crate::view::run_json(&run, false));
-        let before = match &originals {
-            Some(server) => original_outputs(server, &args.function, event_id).await?,
-            None => BTreeMap::new(),
-        };
-        for step in &order {
+        let before = before_by_event.get(event_id).cloned().unwrap_or_default();
+        for step in order.iter().filter(|s| !args.stubs.contains(s)) {
             let (Some(b), Some(a)) = (before.get(step), after.get(step)) else {
                 continue;
             };
@@ -207,7 +255,8 @@ pub(super) async fn replay(app: &crate::App, args: ReplayArgs) -> weir_core::Res
     } else {
         outp!("{}", render(&report));
     }
-    Ok(0)
+    // Runs that did not complete: the report is there, the exit code says so.
+    Ok(if failed > 0 { 1 } else { 0 })
 }
 
 /// The server's live version of `id`, written under `scratch` and loaded.

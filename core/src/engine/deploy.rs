@@ -69,9 +69,10 @@ fn no_catalog() -> Error {
 }
 
 impl Engine {
-    /// Stores each bundle as a version of its function (checked first: it must load and its
-    /// steps prepare) and routes to it: live, or as a canary. Answers once this node routes
-    /// so; other nodes follow within `catalog_poll`.
+    /// Stores each bundle as a version of its function (checked first: each must load, and
+    /// for a canary have a live version) and routes to it: live, or as a canary. This node
+    /// applies the routing before answering (its poll tries again if that fails); other
+    /// nodes follow within `catalog_poll`.
     pub async fn deploy(
         &self,
         bundles: Vec<FunctionBundle>,
@@ -87,6 +88,22 @@ impl Engine {
         for bundle in bundles {
             let function = self.check_bundle(&bundle).await?;
             checked.push((function.id.clone(), bundle));
+        }
+        if options.canary.is_some() {
+            let routed: Vec<String> = catalog
+                .routings()
+                .await?
+                .into_iter()
+                .map(|(id, _, _)| id)
+                .collect();
+            if let Some((id, _)) = checked.iter().find(|(id, _)| !routed.contains(id)) {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "function {id:?} has no live version for a canary to run beside: deploy it without --canary first (nothing was deployed)"
+                    ),
+                ));
+            }
         }
         let mut done = Vec::with_capacity(checked.len());
         for (id, bundle) in checked {
@@ -131,17 +148,19 @@ impl Engine {
                         status = "canary";
                         let ((canary_runs, canary_failed), (live_runs, live_failed)) =
                             (count_of(number), count_of(r.live));
+                        // The same canary again (a new share): its runs so far still count.
+                        let kept = r.canary.filter(|c| c.number == number).map(|c| c.baseline);
                         Routing {
                             canary: Some(Canary {
                                 number,
                                 percent,
                                 sticky_user: options.sticky_user,
-                                baseline: CountBaseline {
+                                baseline: kept.unwrap_or(CountBaseline {
                                     canary_runs,
                                     canary_failed,
                                     live_runs,
                                     live_failed,
-                                },
+                                }),
                             }),
                             note: format!("version {number} deployed as a canary at {percent}%"),
                             changed_at: now_ms(),
@@ -218,6 +237,7 @@ impl Engine {
                 })?;
                 let mut previous = r.previous.clone();
                 remember(&mut previous, r.live);
+                previous.retain(|p| *p != canary.number);
                 Ok(Some(Routing {
                     live: canary.number,
                     canary: None,

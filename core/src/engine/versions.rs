@@ -158,6 +158,7 @@ impl Engine {
         };
         let mut local = Vec::new();
         let mut unroutable = std::collections::HashSet::new();
+        let mut first_error = None;
         for function in functions {
             match self.store_loaded(catalog.as_ref(), &function, source).await {
                 Ok(()) => {}
@@ -165,22 +166,28 @@ impl Engine {
                     warn!(function = %function.id, error = %e, "not stored as a version: it runs from this node's files only");
                     unroutable.insert(function.id.clone());
                 }
-                Err(e) => return Err(e),
+                // The catalog unreachable: the function runs from the files (or its routed
+                // version, once the poll reads it); it is stored at the next load.
+                Err(e) => {
+                    warn!(function = %function.id, error = %e, "not stored as a version now");
+                    first_error.get_or_insert(e);
+                }
             }
             local.push(Arc::new(function));
         }
         *self.inner.unroutable.lock() = unroutable;
         *self.inner.local_functions.lock() = local.clone();
         // The routed set is built before it is swapped in: no run starts on a file version
-        // the routing overrides while versions are fetched.
-        match self.apply_routing_over(Some(local.clone())).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.inner.functions.replace_shared(local);
-                // Not recorded as applied: the next poll applies the routing again.
-                self.forget_catalog_generation();
-                Err(e)
-            }
+        // the routing overrides while versions are fetched. What can be routed is, whatever
+        // fails.
+        let applied = self.apply_routing_over(Some(local)).await;
+        if applied.is_err() {
+            // Not recorded as applied: the next poll applies the routing again.
+            self.forget_catalog_generation();
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => applied,
         }
     }
 
@@ -281,6 +288,23 @@ impl Engine {
     /// [`apply_routing`](Self::apply_routing) over `base` (the functions live when not
     /// routed; default: those live now).
     async fn apply_routing_over(&self, base: Option<Vec<Arc<Function>>>) -> Result<()> {
+        let fallback = base.clone();
+        let mut swapped = false;
+        let applied = self.apply_routing_inner(base, &mut swapped).await;
+        if let (false, Some(base)) = (swapped, fallback)
+            && applied.is_err()
+        {
+            // Failed before anything was swapped in: the files' versions, meanwhile.
+            self.inner.functions.replace_shared(base);
+        }
+        applied
+    }
+
+    async fn apply_routing_inner(
+        &self,
+        base: Option<Vec<Arc<Function>>>,
+        swapped: &mut bool,
+    ) -> Result<()> {
         let Some(catalog) = self.inner.state.catalog() else {
             if let Some(base) = base {
                 self.inner.functions.replace_shared(base);
@@ -344,6 +368,7 @@ impl Engine {
             let base = base.unwrap_or_else(|| self.inner.functions.list());
             live.extend(base.into_iter().filter(|f| !routed.contains(&f.id)));
             self.inner.functions.replace_routed(live, canaries);
+            *swapped = true;
         }
         failed.map_or(Ok(()), Err)
     }

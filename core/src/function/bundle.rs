@@ -271,7 +271,10 @@ fn collect_at(path: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if meta.file_type().is_symlink() || left_out(&name, meta.is_dir()) {
+    // What a step's path names itself is bundled whatever its name (`./.hook.sh`), but a
+    // `.env`; what lies under it follows the rules.
+    let named_by_step = depth == 0 && !meta.is_dir() && !name.starts_with(".env");
+    if meta.file_type().is_symlink() || (!named_by_step && left_out(&name, meta.is_dir())) {
         return Ok(());
     }
     if !meta.is_dir() {
