@@ -129,6 +129,16 @@ async fn deploy_a_canary_promote_and_roll_back() {
         .await
         .expect("post");
     assert_eq!(cross.status().as_u16(), 403);
+    // DNS rebinding: the page's own name pointed at this server, "same-origin" to the browser.
+    let port = base.rsplit(':').next().expect("port");
+    let rebound = client
+        .post(format!("{base}/v1/functions/greet/rollback"))
+        .header("host", format!("rebound.example:{port}"))
+        .header("origin", format!("http://rebound.example:{port}"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(rebound.status().as_u16(), 403);
     let as_text = client
         .post(format!("{base}/v1/deploy"))
         .header("content-type", "text/plain")

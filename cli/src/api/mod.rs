@@ -110,10 +110,13 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/workers/{wid}", post(order_worker))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
-            api_keys,
+            api_keys.clone(),
             require_api_key,
         ))
-        .route_layer(axum::middleware::from_fn(refuse_cross_site));
+        .route_layer(axum::middleware::from_fn_with_state(
+            api_keys,
+            refuse_cross_site,
+        ));
     Router::new()
         .route("/e/{key}", post(send_events))
         .route("/", get(dashboard))
@@ -131,6 +134,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
 /// `Sec-Fetch-Site: cross-site`): on an open API (`weir dev`) a page the developer visits
 /// could otherwise deploy code to the local server.
 async fn refuse_cross_site(
+    State(api_keys): State<ApiKeys>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -152,8 +156,33 @@ async fn refuse_cross_site(
                 "a request from another site cannot change this server",
             );
         }
+        // DNS rebinding: a page whose name was pointed at this server is "same-site" to the
+        // browser. On an open API, a browser's request must name the server by an address.
+        let from_browser = header("origin").is_some() || header("sec-fetch-site").is_some();
+        if matches!(api_keys, Keys::Any) && from_browser && !addressed_directly(host) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "on an API without keys, a browser may change this server only at localhost or an IP address",
+            );
+        }
     }
     next.run(request).await
+}
+
+/// Whether a `Host` header names the server by an IP address or `localhost` (with or without
+/// a port), not by a name that could have been pointed at it.
+fn addressed_directly(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:8288`
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 /// Lets a `/v1` request through when the API is open or it carries a configured key.
@@ -718,6 +747,28 @@ async fn list_events(State(app): State<AppState>, QueryOf(q): QueryOf<EventsQuer
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hosts_named_by_address_are_told_apart_from_names() {
+        for host in [
+            "localhost",
+            "localhost:8288",
+            "127.0.0.1:8288",
+            "10.1.2.3",
+            "[::1]:8288",
+            "[::1]",
+        ] {
+            assert!(super::addressed_directly(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8288",
+            "",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!super::addressed_directly(host), "{host}");
+        }
+    }
+
     use super::*;
 
     async fn answer(r: Result<Bytes, Response>) -> (u16, String) {
