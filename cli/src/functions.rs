@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use weir_core::driver::{DriverSet, StepSpec};
+use weir_core::driver::DriverSet;
 use weir_core::engine::Engine;
 use weir_core::function::{
     Function, LoadError, Problem, RuntimeCatalog, definition_file, discover, load_function,
@@ -111,15 +111,7 @@ pub async fn prepare(drivers: &DriverSet, loaded: &mut Loaded) {
             let Some(driver) = drivers.get(&step.runtime_type) else {
                 continue;
             };
-            let spec = StepSpec {
-                function_id: function.id.clone(),
-                function_dir: function.dir.clone(),
-                step_id: step.id.clone(),
-                path: step.path.clone(),
-                runtime: step.runtime.clone(),
-                env: function.env.clone(),
-                timeout: step.timeout,
-            };
+            let spec = function.step_spec(step);
             let driver = driver.clone();
             work.push(async move { (f, spec.step_id.clone(), driver.prepare(&spec).await) });
         }
@@ -291,7 +283,7 @@ mod tests {
             "preparing"
         }
 
-        async fn prepare(&self, step: &StepSpec) -> Result<()> {
+        async fn prepare(&self, step: &weir_core::driver::StepSpec) -> Result<()> {
             match step.runtime.get("fail").and_then(|v| v.as_str()) {
                 Some("build") => Err(Error::new(
                     ErrorKind::Config,

@@ -75,6 +75,16 @@ pub struct Routing {
     pub changed_at: i64,
 }
 
+impl Routing {
+    /// Refuses a routing no store may keep: a canary's share over 100%.
+    pub fn check(&self) -> Result<()> {
+        if self.canary.is_some_and(|c| c.percent > 100) {
+            return Err(crate::Error::invalid("a canary's percent is at most 100"));
+        }
+        Ok(())
+    }
+}
+
 /// A canary version and its share of new runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Canary {

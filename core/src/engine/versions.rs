@@ -13,7 +13,6 @@ use tracing::{info, warn};
 
 use super::Engine;
 use crate::catalog::{Catalog, FunctionVersion, Routing, RunCount};
-use crate::driver::StepSpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::now_ms;
 use crate::function::{Function, FunctionBundle, load_function};
@@ -21,8 +20,9 @@ use crate::function::{Function, FunctionBundle, load_function};
 /// What this node last stored for a function from its files: the content hash.
 pub(crate) type Synced = HashMap<String, String>;
 
-/// Runs that ended by (function id, version hash): (ended, failed), not yet sent.
-pub(crate) type Tally = HashMap<(String, String), (u64, u64)>;
+/// Runs that ended by function id, then version hash: (ended, failed), not yet sent. Nested,
+/// so that counting a run looks up by `&str` and allocates nothing once its version is known.
+pub(crate) type Tally = HashMap<String, HashMap<String, (u64, u64)>>;
 
 impl Engine {
     /// The version `version` (content hash) of function `id`: loaded on this node, or, when
@@ -124,15 +124,7 @@ impl Engine {
             let Some(driver) = self.inner.drivers.get(&step.runtime_type) else {
                 continue;
             };
-            let spec = StepSpec {
-                function_id: function.id.clone(),
-                function_dir: function.dir.clone(),
-                step_id: step.id.clone(),
-                path: step.path.clone(),
-                runtime: step.runtime.clone(),
-                env: function.env.clone(),
-                timeout: step.timeout,
-            };
+            let spec = function.step_spec(step);
             match driver.prepare(&spec).await {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => {
@@ -332,7 +324,10 @@ impl Engine {
             }
             let versions = catalog.function_versions(&id).await?;
             self.learn_numbers(&versions);
-            match self.routed_version(&id, &versions, routing.live).await {
+            match self
+                .routed_version(&id, &versions, routing.live, true)
+                .await
+            {
                 Ok(function) => {
                     routed.insert(id.clone());
                     live.push(function);
@@ -346,7 +341,10 @@ impl Engine {
             if let Some(canary) = routing.canary {
                 // Not prepared: preparing deploys code for some runtimes (a Lambda's, under one
                 // name per step), which would put the canary's code under every run.
-                match self.canary_version(&id, &versions, canary.number).await {
+                match self
+                    .routed_version(&id, &versions, canary.number, false)
+                    .await
+                {
                     Ok(function) => {
                         canaries.insert(
                             id,
@@ -373,38 +371,15 @@ impl Engine {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Version `number` of function `id` (of its stored `versions`), loaded or fetched, its
-    /// steps not prepared (they prepare at their first attempt where the runtime can).
-    async fn canary_version(
-        &self,
-        id: &str,
-        versions: &[FunctionVersion],
-        number: u64,
-    ) -> Result<Arc<Function>> {
-        let stored = versions
-            .iter()
-            .find(|v| v.number == number)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "function {id}: routed version {number} is not stored"
-                ))
-            })?;
-        self.function_version(id, &stored.version)
-            .await?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "function {id}: the bundle of routed version {number} is not stored"
-                ))
-            })
-    }
-
-    /// Version `number` of function `id` (of its stored `versions`), loaded, or fetched and
-    /// its steps prepared.
+    /// Version `number` of function `id` (of its stored `versions`), loaded, or fetched (and
+    /// then its steps prepared when `prepare`: not for a canary, since preparing deploys code
+    /// for some runtimes, a Lambda's under one name per step).
     async fn routed_version(
         &self,
         id: &str,
         versions: &[FunctionVersion],
         number: u64,
+        prepare: bool,
     ) -> Result<Arc<Function>> {
         let stored = versions
             .iter()
@@ -425,7 +400,7 @@ impl Engine {
                         "function {id}: the bundle of routed version {number} is not stored"
                     ))
                 })?;
-        if fetched {
+        if fetched && prepare {
             self.prepare_steps(&function).await?;
         }
         Ok(function)
@@ -504,11 +479,13 @@ impl Engine {
             return;
         }
         let mut tally = self.inner.tally.lock();
-        let entry = match tally.get_mut(&(function_id.to_owned(), version.to_owned())) {
+        let versions = match tally.get_mut(function_id) {
+            Some(versions) => versions,
+            None => tally.entry(function_id.to_owned()).or_default(),
+        };
+        let entry = match versions.get_mut(version) {
             Some(entry) => entry,
-            None => tally
-                .entry((function_id.to_owned(), version.to_owned()))
-                .or_default(),
+            None => versions.entry(version.to_owned()).or_default(),
         };
         entry.0 += 1;
         entry.1 += u64::from(failed);
@@ -525,20 +502,28 @@ impl Engine {
             return Ok(());
         }
         let counts: Vec<RunCount> = taken
-            .iter()
-            .map(|((function_id, version), (runs, failed))| RunCount {
-                function_id: function_id.clone(),
-                version: version.clone(),
-                runs: *runs,
-                failed: *failed,
+            .into_iter()
+            .flat_map(|(function_id, versions)| {
+                versions
+                    .into_iter()
+                    .map(move |(version, (runs, failed))| RunCount {
+                        function_id: function_id.clone(),
+                        version,
+                        runs,
+                        failed,
+                    })
             })
             .collect();
         if let Err(e) = catalog.add_run_counts(&counts).await {
             let mut tally = self.inner.tally.lock();
-            for (key, (runs, failed)) in taken {
-                let entry = tally.entry(key).or_default();
-                entry.0 += runs;
-                entry.1 += failed;
+            for c in counts {
+                let entry = tally
+                    .entry(c.function_id)
+                    .or_default()
+                    .entry(c.version)
+                    .or_default();
+                entry.0 += c.runs;
+                entry.1 += c.failed;
             }
             return Err(e);
         }

@@ -110,6 +110,20 @@ pub struct Edge {
 }
 
 impl Function {
+    /// `step` of this function as its driver sees it ahead of any attempt
+    /// ([`Driver::prepare`](crate::driver::Driver::prepare)).
+    pub fn step_spec(&self, step: &Step) -> crate::driver::StepSpec {
+        crate::driver::StepSpec {
+            function_id: self.id.clone(),
+            function_dir: self.dir.clone(),
+            step_id: step.id.clone(),
+            path: step.path.clone(),
+            runtime: step.runtime.clone(),
+            env: self.env.clone(),
+            timeout: step.timeout,
+        }
+    }
+
     /// The step with this id.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.index.get(id).map(|&i| &self.steps[i])

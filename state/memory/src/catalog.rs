@@ -170,9 +170,7 @@ impl Catalog for MemoryCatalog {
         routing: &Routing,
         expected: u64,
     ) -> Result<Option<u64>> {
-        if routing.canary.is_some_and(|c| c.percent > 100) {
-            return Err(Error::invalid("a canary's percent is at most 100"));
-        }
+        routing.check()?;
         let mut inner = self.inner.lock();
         let versions = inner.functions.entry(function_id.to_owned()).or_default();
         let revision = versions.routing.as_ref().map_or(0, |(_, r)| *r);

@@ -317,9 +317,7 @@ impl Catalog for RedisCatalog {
         routing: &Routing,
         expected: u64,
     ) -> Result<Option<u64>> {
-        if routing.canary.is_some_and(|c| c.percent > 100) {
-            return Err(Error::invalid("a canary's percent is at most 100"));
-        }
+        routing.check()?;
         let mut invocation = SET_ROUTING.prepare_invoke();
         invocation
             .key(self.keys.catalog_routings())
