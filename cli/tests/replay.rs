@@ -251,4 +251,46 @@ async fn a_replay_prints_exactly_the_changed_outputs_and_leaves_the_server_alone
         .expect("weir replay");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--from"));
+
+    // The changed files loaded by the server become version 2, live: replayed by default,
+    // and `--version 1` replays the first one (nothing changed); an unknown version is refused.
+    let loaded = weir::functions::load_into(&engine, &v2).await;
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let replay_first_hundred = |version: Option<&'static str>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+        command
+            .args(["replay", "double", "--from", "1h", "--json", "--url", &base])
+            .args(["--filter", "event.data.i < 100"])
+            .env_remove("WEIR_API_KEY");
+        if let Some(version) = version {
+            command.args(["--version", version]);
+        }
+        command.output()
+    };
+    let changed_of = |output: &std::process::Output| {
+        let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        (
+            report["runs"].as_u64(),
+            report["changed"].as_array().map(Vec::len),
+        )
+    };
+    let live = replay_first_hundred(None).await.expect("weir replay");
+    assert_eq!(
+        changed_of(&live),
+        (Some(100), Some(10)),
+        "version 2 is live"
+    );
+    let first = replay_first_hundred(Some("1")).await.expect("weir replay");
+    assert_eq!(
+        changed_of(&first),
+        (Some(100), Some(0)),
+        "version 1, as it ran"
+    );
+    let unknown = replay_first_hundred(Some("9")).await.expect("weir replay");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no version 9"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
 }

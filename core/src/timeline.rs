@@ -3,9 +3,8 @@
 //!
 //! A user is named by the user key of their events (`user.id`, else `user.external_id`, else
 //! `user.email`: see [`Event::user_key`](crate::Event::user_key)); runs carry the key of the
-//! event that started them. Both stores index runs by it; events are scanned by it (on
-//! Redis a scan reads events newest first until enough match: for a user with few events
-//! that is every stored event).
+//! event that started them. Both stores index runs and events by it, so a timeline reads
+//! only that user's entries.
 
 use std::collections::HashMap;
 

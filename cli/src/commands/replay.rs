@@ -1,4 +1,4 @@
-//! `weir replay FN --from T [--to T] [--filter CEL] [--dir DIR] [--shadow] [--json]`: run the
+//! `weir replay FN --from T [--to T] [--filter CEL] [--dir DIR | --version N] [--shadow] [--json]`: run the
 //! events a server stored through a version of a function, here, in-process, and print each
 //! step whose output differs from the original run's (docs/deploying.md, *Replaying stored
 //! events*). Nothing is sent back to the server: replayed runs never appear in its listings.
@@ -39,8 +39,12 @@ pub struct ReplayArgs {
     pub filter: Option<String>,
     /// Run the function as it is in this directory (never deployed anywhere); default: the
     /// server's live version.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "version")]
     pub dir: Option<PathBuf>,
+    /// Run this stored version of the function (a number `weir versions` lists), its files
+    /// fetched from the server; default: the live version.
+    #[arg(long)]
+    pub version: Option<u64>,
     /// Keep the replayed runs apart from the server's (they run here, in this process; this
     /// is what every replay does today).
     #[arg(long)]
@@ -108,7 +112,7 @@ pub(super) async fn replay(app: &crate::App, args: ReplayArgs) -> weir_core::Res
         Some(dir) => {
             load_function(dir, engine.drivers()).map_err(|e| Error::invalid(e.to_string()))?
         }
-        None => live_version(remote, &args.function, &scratch.0, &engine).await?,
+        None => stored_version(remote, &args.function, args.version, &scratch.0, &engine).await?,
     };
     if function.id != args.function {
         return Err(Error::invalid(format!(
@@ -259,10 +263,12 @@ pub(super) async fn replay(app: &crate::App, args: ReplayArgs) -> weir_core::Res
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-/// The server's live version of `id`, written under `scratch` and loaded.
-async fn live_version(
+/// Version `number` of `id` as the server stored it (default: its live version), written
+/// under `scratch` and loaded.
+async fn stored_version(
     remote: &Remote,
     id: &str,
+    number: Option<u64>,
     scratch: &std::path::Path,
     engine: &Engine,
 ) -> weir_core::Result<Function> {
@@ -274,11 +280,23 @@ async fn live_version(
             Remote::error_message(&versions)
         )));
     }
-    let live = versions
-        .as_array()
-        .and_then(|v| v.iter().find(|v| v["status"] == "live"))
-        .and_then(|v| v["version"].as_u64())
-        .ok_or_else(|| Error::invalid(format!("{id} has no live version on the server")))?;
+    let listed = versions.as_array().map(Vec::as_slice).unwrap_or_default();
+    let live = match number {
+        Some(n) => listed
+            .iter()
+            .find(|v| v["version"].as_u64() == Some(n))
+            .map(|_| n)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{id} has no version {n} on the server (weir versions {id})"
+                ))
+            })?,
+        None => listed
+            .iter()
+            .find(|v| v["status"] == "live")
+            .and_then(|v| v["version"].as_u64())
+            .ok_or_else(|| Error::invalid(format!("{id} has no live version on the server")))?,
+    };
     let url = remote.url(
         "/v1/functions",
         &[id, "versions", &live.to_string(), "bundle"],

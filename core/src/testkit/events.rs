@@ -30,6 +30,7 @@ pub async fn run_all(factory: &dyn Factory<dyn EventStore>) {
     undo_takes_back_exactly_one_request(factory).await;
     an_undone_request_arriving_late_stores_nothing(factory).await;
     scan_filters_and_orders(factory).await;
+    scan_by_user_finds_exactly_that_users_events(factory).await;
 }
 
 fn event(name: &str, ts: i64, user: &str) -> Event {
@@ -235,4 +236,75 @@ pub async fn scan_filters_and_orders(factory: &dyn Factory<dyn EventStore>) {
             assert!(none.is_empty(), "{from}..{to}: {none:?}");
         }
     }
+}
+
+/// A scan by user key lists that user's events whatever their names, among many of other
+/// users: by `user.id` (a number too), else `external_id`, else `email`; with a name, a range,
+/// newest first and a limit; an event taken back is no longer listed.
+pub async fn scan_by_user_finds_exactly_that_users_events(factory: &dyn Factory<dyn EventStore>) {
+    let store = factory.make().await;
+    let others: Vec<Arc<Event>> = (0..600)
+        .map(|i| Arc::new(event("t/busy", 20_000 + i, &format!("other-{}", i % 7))))
+        .collect();
+    store.append(&others).await.expect("append");
+    let of = |name: &str, ts: i64, user: serde_json::Value| {
+        Arc::new(
+            Event::from_json(json!({"name": name, "ts": ts, "user": user}), "").expect("valid"),
+        )
+    };
+    let rare = [
+        of("t/signed.up", 20_100, json!({"id": "rare"})),
+        of("t/busy", 20_200, json!({"id": "rare", "email": "r@x"})),
+        of("t/paid", 20_300, json!({"external_id": "rare"})),
+        of("t/paid", 20_400, json!({"email": "rare"})),
+        of("t/paid", 20_500, json!({"id": 7})),
+    ];
+    store.append(&rare[..4]).await.expect("append");
+    store
+        .append_batch("req-rare", &rare[4..])
+        .await
+        .expect("append");
+    let scan = |user: &str, name: Option<&str>, limit: Option<usize>, newest_first: bool| {
+        let filter = EventFilter {
+            user: Some(user.to_owned()),
+            name: name.map(str::to_owned),
+            limit,
+            newest_first,
+            ..EventFilter::default()
+        };
+        let store = store.clone();
+        async move {
+            let found = store.scan(&filter).await.expect("scan");
+            found.into_iter().map(|e| e.ts).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        scan("rare", None, None, false).await,
+        vec![20_100, 20_200, 20_300, 20_400],
+        "every event whose user key is `rare`, oldest first"
+    );
+    assert_eq!(
+        scan("rare", None, Some(2), true).await,
+        vec![20_400, 20_300]
+    );
+    assert_eq!(
+        scan("rare", Some("t/busy"), None, false).await,
+        vec![20_200]
+    );
+    assert_eq!(
+        scan("r@x", None, None, false).await,
+        Vec::<i64>::new(),
+        "id wins"
+    );
+    assert_eq!(scan("7", None, None, false).await, vec![20_500]);
+    assert_eq!(scan("nobody", None, None, true).await, Vec::<i64>::new());
+    assert_eq!(scan("other-3", None, None, false).await.len(), 86);
+    assert_eq!(
+        store
+            .undo_append("req-rare", &rare[4..])
+            .await
+            .expect("undo"),
+        1
+    );
+    assert_eq!(scan("7", None, None, false).await, Vec::<i64>::new());
 }

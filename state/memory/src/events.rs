@@ -1,6 +1,6 @@
 //! The in-memory event store.
 //!
-//! Both indexes are B-trees: unlike a hash map, a B-tree grows a node at a time, so a store of
+//! The indexes are B-trees: unlike a hash map, a B-tree grows a node at a time, so a store of
 //! millions of events never stalls ingest while it rehashes under the lock. Events are kept
 //! for the retention (default 7 days, as the Redis store), counted from when they were
 //! accepted; older ones are dropped as new ones arrive.
@@ -33,13 +33,18 @@ impl Default for MemoryEventStore {
 /// Event ids by `ts`.
 type ByTime = BTreeMap<(i64, Arc<str>), ()>;
 
+/// Event ids by `ts`, grouped (by name, by user key).
+type Groups = BTreeMap<Arc<str>, ByTime>;
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Events by id.
     by_id: BTreeMap<Arc<str>, Stored>,
     by_time: ByTime,
     /// The same by name: a scan for one name (a pause's lookback) reads only that name's events.
-    by_name: std::collections::HashMap<Arc<str>, ByTime>,
+    by_name: Groups,
+    /// The same by user key: a user's timeline reads only that user's events.
+    by_user: Groups,
     /// Ids by the time they were accepted (epoch ms), oldest first: what the retention drops.
     accepted: VecDeque<(i64, Arc<str>)>,
     /// Requests taken back (`undo_append`): an append of one of them stores nothing. The
@@ -65,6 +70,28 @@ struct Stored {
     found_by: Vec<Arc<str>>,
 }
 
+/// Files `key` under `group` (a name, a user key) in `index`.
+fn file_under(index: &mut Groups, group: &str, key: (i64, Arc<str>)) {
+    match index.get_mut(group) {
+        Some(grouped) => {
+            grouped.insert(key, ());
+        }
+        None => {
+            index.insert(Arc::from(group), BTreeMap::from([(key, ())]));
+        }
+    }
+}
+
+/// Takes `key` out of `group` in `index`, and the group once it is empty.
+fn unfile(index: &mut Groups, group: &str, key: &(i64, Arc<str>)) {
+    if let Some(grouped) = index.get_mut(group) {
+        grouped.remove(key);
+        if grouped.is_empty() {
+            index.remove(group);
+        }
+    }
+}
+
 impl Inner {
     /// Removes the event `id` from every index.
     fn remove(&mut self, id: &Arc<str>) -> Option<Stored> {
@@ -72,11 +99,9 @@ impl Inner {
         let e = &stored.event;
         let key = (e.ts, id.clone());
         self.by_time.remove(&key);
-        if let Some(named) = self.by_name.get_mut(e.name.as_str()) {
-            named.remove(&key);
-            if named.is_empty() {
-                self.by_name.remove(e.name.as_str());
-            }
+        unfile(&mut self.by_name, &e.name, &key);
+        if let Some(user) = e.user_key() {
+            unfile(&mut self.by_user, &user, &key);
         }
         Some(stored)
     }
@@ -144,14 +169,9 @@ impl MemoryEventStore {
             }
             let id: Arc<str> = Arc::from(e.id.as_str());
             inner.by_time.insert((e.ts, id.clone()), ());
-            match inner.by_name.get_mut(e.name.as_str()) {
-                Some(named) => {
-                    named.insert((e.ts, id.clone()), ());
-                }
-                None => {
-                    let named = BTreeMap::from([((e.ts, id.clone()), ())]);
-                    inner.by_name.insert(Arc::from(e.name.as_str()), named);
-                }
+            file_under(&mut inner.by_name, &e.name, (e.ts, id.clone()));
+            if let Some(user) = e.user_key() {
+                file_under(&mut inner.by_user, &user, (e.ts, id.clone()));
             }
             inner.accepted.push_back((now, id.clone()));
             inner.by_id.insert(
@@ -242,12 +262,14 @@ impl EventStore for MemoryEventStore {
         let to = filter.to_ms.map_or(Bound::Unbounded, |t| {
             Bound::Excluded((t, Arc::<str>::from("")))
         });
-        let index = match &filter.name {
-            Some(name) => match inner.by_name.get(name.as_str()) {
-                Some(named) => named,
-                None => return Ok(Vec::new()),
-            },
-            None => &inner.by_time,
+        // A user's events are few: their index first.
+        let index = match (&filter.user, &filter.name) {
+            (Some(user), _) => inner.by_user.get(user.as_str()),
+            (None, Some(name)) => inner.by_name.get(name.as_str()),
+            (None, None) => Some(&inner.by_time),
+        };
+        let Some(index) = index else {
+            return Ok(Vec::new());
         };
         let range = index.range((from, to));
         let in_order: Box<dyn Iterator<Item = _>> = if filter.newest_first {

@@ -1,5 +1,5 @@
 //! `EventStore` on Redis: one string per event (expiring after the retention), sorted sets by
-//! time and by name.
+//! time, by name and by user key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,8 @@ pub struct RedisEventStore {
     conn: RedisConn,
     keys: Keys,
     retention: Duration,
+    /// Known to hold every stored event in the by-user index (see `every_user_indexed`).
+    users_indexed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RedisEventStore {
@@ -48,6 +50,7 @@ impl RedisEventStore {
             conn,
             keys: Keys::new(&config.prefix),
             retention: config.event_retention,
+            users_indexed: Arc::default(),
         }
     }
 
@@ -59,6 +62,24 @@ impl RedisEventStore {
 }
 
 impl RedisEventStore {
+    /// Whether every stored event is in the by-user index: the store was empty when a weir
+    /// that indexes users first appended to it, or the events stored before have expired.
+    async fn every_user_indexed(&self) -> Result<bool> {
+        use std::sync::atomic::Ordering;
+        // Once true, true for good: later appends index every event.
+        if self.users_indexed.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let since: Option<i64> = self
+            .conn
+            .cmd(redis::cmd("GET").arg(self.keys.events_users_indexed_since()))
+            .await?;
+        let horizon = weir_core::event::now_ms() - self.retention.as_millis() as i64;
+        let indexed = since.is_some_and(|since| since < horizon);
+        self.users_indexed.store(indexed, Ordering::Relaxed);
+        Ok(indexed)
+    }
+
     /// Appends `events` as the request `batch` (`""`: one no undo names) in one script, all or
     /// nothing, then trims the indexes in the same round trip.
     async fn append_as(&self, batch: &str, events: &[Arc<Event>]) -> Result<Vec<bool>> {
@@ -72,18 +93,22 @@ impl RedisEventStore {
             .key(self.keys.events())
             .key(self.keys.events_accepted())
             .key(self.keys.ingest_undone(batch))
+            .key(self.keys.events_accepted_by_user())
+            .key(self.keys.events_users_indexed_since())
             .arg(self.keys.event(""))
             .arg(self.keys.events_by_name_prefix())
             .arg(ttl_ms)
             .arg(now)
             .arg(self.keys.event_found_again_prefix())
             .arg(UNDO_FENCE.as_millis() as u64)
-            .arg(batch);
+            .arg(batch)
+            .arg(self.keys.events_by_user_prefix());
         for e in events {
             append
                 .arg(&e.id)
                 .arg(&e.name)
                 .arg(e.ts)
+                .arg(e.user_key().unwrap_or_default())
                 .arg(serde_json::to_string(&**e)?);
         }
         // Forget the index entries of events accepted longer than the retention ago (their
@@ -95,10 +120,12 @@ impl RedisEventStore {
         let mut trim = crate::scripts::TRIM_EVENTS.prepare_invoke();
         trim.key(self.keys.events_accepted())
             .key(self.keys.events())
+            .key(self.keys.events_accepted_by_user())
             .arg(now - ttl_ms as i64)
             .arg(self.keys.events_by_name_prefix())
             .arg(want.min(TRIM_MAX))
-            .arg(self.keys.event(""));
+            .arg(self.keys.event(""))
+            .arg(self.keys.events_by_user_prefix());
         let mut pipe = redis::pipe();
         pipe.invoke_script(&append);
         for _ in 0..want.div_ceil(TRIM_MAX) {
@@ -143,10 +170,12 @@ impl EventStore for RedisEventStore {
             .arg(self.keys.event_found_again_prefix())
             .arg(UNDO_FENCE.as_millis() as u64)
             .arg(batch)
-            .arg(self.keys.ingest_undone(""));
+            .arg(self.keys.ingest_undone(""))
+            .arg(self.keys.events_by_user_prefix());
         for e in events {
             undo.arg(&e.id)
                 .arg(&e.name)
+                .arg(e.user_key().unwrap_or_default())
                 .arg(serde_json::to_string(&**e)?);
         }
         self.conn.script("undo_append", &undo).await
@@ -162,9 +191,11 @@ impl EventStore for RedisEventStore {
     }
 
     async fn scan(&self, filter: &EventFilter) -> Result<Vec<Event>> {
-        let index = match &filter.name {
-            Some(name) => self.keys.events_by_name(name),
-            None => self.keys.events(),
+        let index = match (&filter.user, &filter.name) {
+            // A user's events are few: their index, when it holds every stored event's.
+            (Some(user), _) if self.every_user_indexed().await? => self.keys.events_by_user(user),
+            (_, Some(name)) => self.keys.events_by_name(name),
+            _ => self.keys.events(),
         };
         let min = filter.from_ms.map_or("-inf".to_string(), |f| f.to_string());
         let max = filter.to_ms.map_or("+inf".to_string(), |t| format!("({t}"));

@@ -169,6 +169,28 @@ impl Keys {
         format!("{}:events:accepted", self.prefix)
     }
 
+    /// What [`Keys::events_by_user`] puts before the user key.
+    pub(crate) fn events_by_user_prefix(&self) -> String {
+        format!("{}:events:user:", self.prefix)
+    }
+
+    /// Event ids of one user key by `ts`.
+    pub(crate) fn events_by_user(&self, user: &str) -> String {
+        format!("{}{user}", self.events_by_user_prefix())
+    }
+
+    /// `LEN:IDUSER` of the events with a user key, by acceptance time: what the retention
+    /// trims from the by-user indexes.
+    pub(crate) fn events_accepted_by_user(&self) -> String {
+        format!("{}:events:accepted:user", self.prefix)
+    }
+
+    /// Since when (epoch ms, acceptance time) every stored event is in the by-user index: 0
+    /// when the store was empty at its first append by a weir that indexes users.
+    pub(crate) fn events_users_indexed_since(&self) -> String {
+        format!("{}:events:user-indexed-since", self.prefix)
+    }
+
     /// Dead letter ids (a sorted set, all scores 0: ids are ULIDs, so ordered by time).
     pub(crate) fn dead(&self) -> String {
         format!("{}:dead", self.prefix)

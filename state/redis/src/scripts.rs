@@ -429,28 +429,41 @@ return {recorded, t, n, decision, applied, open, finished, created_at()}
 });
 
 /// Appends a batch of events, all or nothing: each event's key unless it exists (`SET NX`),
-/// and for each new one its entries in the by-`ts`, by-name and acceptance indexes. An event is
-/// stored as `#REQUEST\nJSON` when a request id is given (`ARGV[7]`, else as its JSON), so that
-/// an undo knows which request stored it. An event found stored is marked with the request's
-/// id (`''` for a plain append; a set expiring after `ARGV[6]` ms): that request was told it
-/// is accepted, so an undo of the request that stored it leaves it. KEYS: the by-`ts` zset, the acceptance zset, the
-/// request's "undone" key (a request taken back stores nothing). ARGV: the event key prefix,
-/// the by-name key prefix, the event TTL (ms), now (ms), the found-again key prefix, its TTL
-/// (ms), the request's id, then per event its id, name, `ts` and JSON. Answers `{1, new…}`
-/// (1/0 per event) or `{0}` for a request taken back.
+/// and for each new one its entries in the by-`ts`, by-name and acceptance indexes, and, when
+/// it has a user key, in the by-user index and the user acceptance index. An event is stored
+/// as `#REQUEST\nJSON` when a request id is given (`ARGV[7]`, else as its JSON), so that an
+/// undo knows which request stored it. An event found stored is marked with the request's id
+/// (`''` for a plain append; a set expiring after `ARGV[6]` ms): that request was told it is
+/// accepted, so an undo of the request that stored it leaves it. The first append writes
+/// since when events are indexed by user (`KEYS[5]`): 0 on an empty store, else now (a
+/// store written by an earlier weir). KEYS: the by-`ts` zset, the acceptance zset, the
+/// request's "undone" key (a request taken back stores nothing), the user acceptance zset,
+/// the "users indexed since" key. ARGV: the event key prefix, the by-name key prefix, the
+/// event TTL (ms), now (ms), the found-again key prefix, its TTL (ms), the request's id, the
+/// by-user key prefix, then per event its id, name, `ts`, user key (`''`: none) and JSON.
+/// Answers `{1, new…}` (1/0 per event) or `{0}` for a request taken back.
 pub(crate) static APPEND_EVENTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('EXISTS', KEYS[3]) == 1 then return {0} end
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  local since = ARGV[4]
+  if redis.call('ZCARD', KEYS[1]) == 0 then since = '0' end
+  redis.call('SET', KEYS[5], since)
+end
 local owner = ''
 if ARGV[7] ~= '' then owner = '#' .. ARGV[7] .. '\n' end
 local answer = {1}
-for i = 8, #ARGV, 4 do
-  local id, name, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('SET', ARGV[1] .. id, owner .. ARGV[i + 3], 'NX', 'PX', ARGV[3]) then
+for i = 9, #ARGV, 5 do
+  local id, name, ts, user = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if redis.call('SET', ARGV[1] .. id, owner .. ARGV[i + 4], 'NX', 'PX', ARGV[3]) then
     redis.call('ZADD', KEYS[1], ts, id)
     redis.call('ZADD', ARGV[2] .. name, ts, id)
     redis.call('ZADD', KEYS[2], ARGV[4], string.len(id) .. ':' .. id .. name)
+    if user ~= '' then
+      redis.call('ZADD', ARGV[8] .. user, ts, id)
+      redis.call('ZADD', KEYS[4], ARGV[4], string.len(id) .. ':' .. id .. user)
+    end
     answer[#answer + 1] = 1
   else
     redis.call('SADD', ARGV[5] .. id, ARGV[7])
@@ -470,8 +483,9 @@ return answer
 /// no other request since, or stored by a request taken back before and now found by no
 /// request but that one. KEYS: the by-`ts` zset, the request's "undone" key. ARGV: the event
 /// key prefix, the by-name key prefix, the found-again key prefix, the fence's TTL (ms), the
-/// request's id, the "undone" key prefix, then per event its id, name and JSON. Answers how
-/// many events it removed.
+/// request's id, the "undone" key prefix, the by-user key prefix, then per event its id, name,
+/// user key (`''`: none) and JSON. Answers how many events it removed. (Its acceptance
+/// entries are left to the trim, which finds the event key gone.)
 pub(crate) static UNDO_APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -483,13 +497,13 @@ local function held_by_another(id, owner)
   return false
 end
 local removed = 0
-for i = 7, #ARGV, 3 do
-  local id, name = ARGV[i], ARGV[i + 1]
+for i = 8, #ARGV, 4 do
+  local id, name, user = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local again = ARGV[3] .. id
   redis.call('SREM', again, ARGV[5])
   local stored = redis.call('GET', ARGV[1] .. id)
   local gone = false
-  if stored == '#' .. ARGV[5] .. '\n' .. ARGV[i + 2] then
+  if stored == '#' .. ARGV[5] .. '\n' .. ARGV[i + 3] then
     gone = not held_by_another(id, ARGV[5])
   elseif stored and string.sub(stored, 1, 1) == '#' then
     local nl = string.find(stored, '\n', 1, true)
@@ -502,6 +516,7 @@ for i = 7, #ARGV, 3 do
     redis.call('DEL', ARGV[1] .. id, again)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', ARGV[2] .. name, id)
+    if user ~= '' then redis.call('ZREM', ARGV[7] .. user, id) end
     removed = removed + 1
   end
 end
@@ -511,28 +526,34 @@ return removed
 });
 
 /// Drops the index entries of events accepted before the retention's horizon (their keys have
-/// expired): from the by-`ts` index, the by-name index and the acceptance index. KEYS: the
-/// acceptance zset, the by-`ts` zset. ARGV: horizon (ms, exclusive), the by-name key prefix,
-/// the most entries to drop, the event key prefix. Acceptance members are `LEN:IDNAME`, so
-/// the name's index and event keys are built here (the event indexes are not in one Cluster
-/// slot anyway). An id whose event key exists again (sent again after it expired, under
-/// another name) keeps its index entries. Answers how many acceptance entries it dropped.
+/// expired): from the by-`ts` index, the by-name index and the acceptance index; then, as
+/// many at most, from the by-user indexes and the user acceptance index. KEYS: the acceptance
+/// zset, the by-`ts` zset, the user acceptance zset. ARGV: horizon (ms, exclusive), the
+/// by-name key prefix, the most entries to drop (of each acceptance index), the event key
+/// prefix, the by-user key prefix. Acceptance members are `LEN:IDNAME` (`LEN:IDUSER`), so the
+/// name's (user's) index and event keys are built here (the event indexes are not in one
+/// Cluster slot anyway). An id whose event key exists again (sent again after it expired,
+/// under another name) keeps its index entries. Answers how many acceptance entries it
+/// dropped.
 pub(crate) static TRIM_EVENTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, m in ipairs(expired) do
-  local colon = string.find(m, ':', 1, true)
-  local n = tonumber(string.sub(m, 1, colon - 1))
-  local id = string.sub(m, colon + 1, colon + n)
-  if redis.call('EXISTS', ARGV[4] .. id) == 0 then
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', ARGV[2] .. string.sub(m, colon + n + 1), id)
+local function trim(accepted, index_prefix, drop_from_time)
+  local expired = redis.call('ZRANGEBYSCORE', accepted, '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+  for _, m in ipairs(expired) do
+    local colon = string.find(m, ':', 1, true)
+    local n = tonumber(string.sub(m, 1, colon - 1))
+    local id = string.sub(m, colon + 1, colon + n)
+    if redis.call('EXISTS', ARGV[4] .. id) == 0 then
+      if drop_from_time then redis.call('ZREM', KEYS[2], id) end
+      redis.call('ZREM', index_prefix .. string.sub(m, colon + n + 1), id)
+    end
   end
+  -- The entries read are the lowest ranks.
+  if #expired > 0 then redis.call('ZREMRANGEBYRANK', accepted, 0, #expired - 1) end
+  return #expired
 end
--- The entries read are the lowest ranks.
-if #expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #expired - 1) end
-return #expired
+return trim(KEYS[1], ARGV[2], true) + trim(KEYS[3], ARGV[5], false)
 "#,
     )
 });

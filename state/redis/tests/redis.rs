@@ -204,6 +204,76 @@ async fn event_indexes_are_trimmed_by_acceptance_time() {
     assert!(old_name.is_empty(), "{old_name:?}");
 }
 
+/// Events with a user key are indexed by it, and the retention trims that index too. A store
+/// written by a weir that did not index users (events stored before the first indexing
+/// append) is scanned in full for a user until those events have expired.
+#[tokio::test]
+async fn user_indexes_are_trimmed_and_a_store_from_before_them_is_scanned() {
+    use weir_core::events::EventFilter;
+
+    let Some(t) = ShortRetention::new("400ms").await else {
+        return;
+    };
+    let event = |user: &str| {
+        Arc::new(
+            Event::from_json(serde_json::json!({"name": "t/u", "user": {"id": user}}), "")
+                .expect("event"),
+        )
+    };
+    let first = event("u1");
+    t.store
+        .append(std::slice::from_ref(&first))
+        .await
+        .expect("append");
+    assert_eq!(t.entries("events:user:u1").await, 1);
+    assert_eq!(t.entries("events:accepted:user").await, 1);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    t.store.append(&[event("u2")]).await.expect("append");
+    assert_eq!(
+        t.entries("events:user:u1").await,
+        0,
+        "trimmed with the event"
+    );
+    assert_eq!(t.entries("events:user:u2").await, 1);
+    assert_eq!(t.entries("events:accepted:user").await, 1);
+
+    // As an earlier weir left it: an event not in the by-user index, and a store that only
+    // began indexing now.
+    let Some(t) = ShortRetention::new("1h").await else {
+        return;
+    };
+    let unindexed = event("u3");
+    t.store
+        .append(std::slice::from_ref(&unindexed))
+        .await
+        .expect("append");
+    let mut con = t.con.clone();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}:events:user:u3", t.prefix))
+        .query_async(&mut con)
+        .await
+        .expect("DEL");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:events:user-indexed-since", t.prefix))
+        .arg(weir_core::event::now_ms())
+        .query_async(&mut con)
+        .await
+        .expect("SET");
+    let found = t
+        .store
+        .scan(&EventFilter {
+            user: Some("u3".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    assert_eq!(
+        found,
+        vec![Event::clone(&unindexed)],
+        "found by a full scan"
+    );
+}
+
 /// A big batch's expired entries are dropped by the next big batch in one go: an append trims
 /// up to twice the events it adds (at most 5,000), so the indexes keep up with big batches.
 #[tokio::test]
