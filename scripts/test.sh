@@ -2,9 +2,10 @@
 # The one test command: starts what the tests need, runs every test of the workspace, stops
 # what it started. README and .ci/run call it.
 #
-# Services: each driver that needs one (Redis, RabbitMQ, moto, tansu, Docker) has a
-# `start_<name>` function here that uses a service already answering, else installs and starts
-# one on loopback, exports its URL (WEIR_TEST_<NAME>_URL) and registers its stop in `cleanup`.
+# Services: each driver that needs one (Redis, RabbitMQ, moto, tansu, Docker; Chromium for the
+# dashboard) has a `start_<name>` function here that uses a service already answering, else
+# installs and starts one on loopback, exports its URL (WEIR_TEST_<NAME>_URL) and registers
+# its stop in `cleanup`.
 # Under CI=true a test whose service URL is missing fails; it never passes silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -181,7 +182,16 @@ start_faktory_clients() {
   echo "faktory (node client): $(NODE_PATH="$WEIR_TEST_FAKTORY_NODE_PATH" node -e 'console.log(require("faktory-worker/package.json").version)') in $WEIR_TEST_FAKTORY_NODE_PATH"
 }
 
+# Chromium and chromedriver from Debian, for the dashboard's browser tests (cli/tests/dashboard.rs).
+start_chromium() {
+  if [ -z "${WEIR_TEST_CHROMEDRIVER:-}" ]; then
+    { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || apt_install chromium chromium-driver
+  fi
+  echo "chromium: $(chromium --version 2>/dev/null); $(${WEIR_TEST_CHROMEDRIVER:-chromedriver} --version 2>/dev/null | head -1)"
+}
+
 echo "== services"
+start_chromium
 start_redis
 start_rabbitmq
 start_moto

@@ -55,6 +55,41 @@ pub fn run_json(run: &Run, timeline: bool) -> Value {
     out
 }
 
+/// A function's DAG, as the dashboard draws it: `{"steps": [{"id", "name", "runtime"}],
+/// "edges": [{"from", "to", "kind": "then"|"async"|"wait", "on_timeout", "if"}]}`, steps in
+/// definition order.
+pub fn graph_json(function: &weir_core::function::Function) -> Value {
+    let steps: Vec<Value> = function
+        .steps
+        .iter()
+        .map(|s| json!({"id": s.id, "name": s.name, "runtime": s.runtime_type}))
+        .collect();
+    let edges: Vec<Value> = function
+        .edges
+        .iter()
+        .map(|e| {
+            let kind = match e.wait.map(|w| &function.waits[w].kind) {
+                None => "then",
+                Some(weir_core::function::WaitKind::Event(_)) => "async",
+                Some(weir_core::function::WaitKind::Sleep(_)) => "wait",
+            };
+            let mut edge = json!({
+                "from": function.steps[e.parent].id,
+                "to": function.steps[e.child].id,
+                "kind": kind,
+            });
+            if e.on_timeout {
+                edge["on_timeout"] = json!(true);
+            }
+            if let Some(condition) = &e.condition {
+                edge["if"] = json!(condition.source());
+            }
+            edge
+        })
+        .collect();
+    json!({"steps": steps, "edges": edges})
+}
+
 /// What a pause of the run waits for (`weir runs show`, `GET /v1/runs/{id}`): `{"key", "step",
 /// "kind": "event"|"sleep"|"cancel", "events", "all", "until", "status", "matched"}`.
 fn wait_json(p: &weir_core::pause::Pause) -> Value {

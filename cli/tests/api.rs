@@ -133,7 +133,7 @@ async fn events_in_runs_out() {
         .await
         .expect("text");
     assert!(
-        page.contains("<title>weir dev</title>") && page.contains("/v1/runs"),
+        page.contains("<title>weir</title>") && page.contains("/ui/app.js"),
         "the dashboard is served"
     );
 }

@@ -27,6 +27,7 @@ use weir_core::events::EventFilter;
 use weir_core::run::{RunFilter, RunStatus};
 use weir_core::{Error, ErrorKind};
 
+mod dashboard;
 mod schemas;
 mod users;
 mod versions;
@@ -87,6 +88,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         .route("/v1/dead/{id}", get(show_dead).delete(drop_dead))
         .route("/v1/dead/{id}/retry", post(retry_dead))
         .route("/v1/functions", get(list_functions))
+        .route("/v1/functions/{id}", get(show_function))
         .route("/v1/functions/{id}/versions", get(versions::list))
         .route(
             "/v1/functions/{id}/versions/{number}/bundle",
@@ -105,6 +107,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
             get(schemas::show).put(schemas::put).delete(schemas::delete),
         )
         .route("/v1/events", get(list_events))
+        .route("/v1/events/{id}", get(show_event))
         .route("/v1/users/{id}/timeline", get(users::timeline))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/workers/{wid}", post(order_worker))
@@ -119,7 +122,7 @@ pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Rou
         ));
     Router::new()
         .route("/e/{key}", post(send_events))
-        .route("/", get(dashboard))
+        .merge(dashboard::routes())
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
         .merge(v1)
@@ -408,11 +411,6 @@ async fn send_events(
     }
 }
 
-/// The dev dashboard: functions and runs, refreshed every 2 s, from the `/v1` API.
-async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("../dashboard.html"))
-}
-
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -491,7 +489,18 @@ async fn list_runs(State(app): State<AppState>, QueryOf(q): QueryOf<RunsQuery>) 
 
 async fn show_run(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Response {
     match app.engine.state().get_run(&id).await {
-        Ok(Some(run)) => Json(crate::view::run_json(&run, true)).into_response(),
+        Ok(Some(run)) => {
+            let mut shown = crate::view::run_json(&run, true);
+            // The DAG of the run's own version, when this node has it loaded.
+            if let Some(f) = app
+                .engine
+                .functions()
+                .get(&run.function_id, &run.function_version)
+            {
+                shown["graph"] = crate::view::graph_json(&f);
+            }
+            Json(shown).into_response()
+        }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id:?}")),
         Err(e) if e.is_retryable() => from_error(&e),
         // A run whose stored state does not decode: what can be read of it, and why the rest
@@ -582,26 +591,39 @@ async fn cancel_run(State(app): State<AppState>, PathOf(id): PathOf<String>) -> 
     show_run(State(app), PathOf(id)).await
 }
 
+/// A live function as `GET /v1/functions` lists it: its triggers, steps and DAG.
+fn function_json(f: &weir_core::function::Function) -> Value {
+    let graph = crate::view::graph_json(f);
+    json!({
+        "id": f.id,
+        "name": f.name,
+        "version": f.version,
+        "dir": f.dir.to_string_lossy(),
+        "triggers": f.triggers.iter().map(|t| json!({"event": t.event, "expression": t.expression.as_ref().map(|e| e.source())}))
+            .chain(f.crons.iter().map(|c| json!({"cron": c.source()})))
+            .collect::<Vec<_>>(),
+        "steps": graph["steps"],
+        "edges": graph["edges"],
+    })
+}
+
 async fn list_functions(State(app): State<AppState>) -> Json<Value> {
     let list: Vec<Value> = app
         .engine
         .functions()
         .list()
         .iter()
-        .map(|f| {
-            json!({
-                "id": f.id,
-                "name": f.name,
-                "version": f.version,
-                "dir": f.dir.to_string_lossy(),
-                "triggers": f.triggers.iter().map(|t| json!({"event": t.event, "expression": t.expression.as_ref().map(|e| e.source())}))
-                    .chain(f.crons.iter().map(|c| json!({"cron": c.source()})))
-                    .collect::<Vec<_>>(),
-                "steps": f.steps.iter().map(|s| json!({"id": s.id, "name": s.name, "runtime": s.runtime_type})).collect::<Vec<_>>(),
-            })
-        })
+        .map(|f| function_json(f))
         .collect();
     Json(json!(list))
+}
+
+/// `GET /v1/functions/{id}`: one live function.
+async fn show_function(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Response {
+    match app.engine.functions().live(&id) {
+        Some(f) => Json(function_json(&f)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no function {id:?}")),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -741,6 +763,15 @@ async fn list_events(State(app): State<AppState>, QueryOf(q): QueryOf<EventsQuer
     };
     match app.engine.events().scan(&filter).await {
         Ok(events) => Json(json!(events)).into_response(),
+        Err(e) => from_error(&e),
+    }
+}
+
+/// `GET /v1/events/{id}`: one stored event.
+async fn show_event(State(app): State<AppState>, PathOf(id): PathOf<String>) -> Response {
+    match app.engine.events().get(&id).await {
+        Ok(Some(event)) => Json(json!(event)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no stored event {id:?}")),
         Err(e) => from_error(&e),
     }
 }
