@@ -250,6 +250,7 @@ pub(super) async fn runs(args: RunsArgs) -> weir_core::Result<i32> {
             status: Some(RunStatus::Failed),
             user: None,
             limit: Some(usize::try_from(failed + missed + 1).unwrap_or(usize::MAX)),
+            ..RunFilter::default()
         };
         if let Ok(runs) = engine.state().list_runs(&filter).await {
             let failed_in_state = runs.len() as u64;

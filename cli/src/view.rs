@@ -21,6 +21,9 @@ pub fn run_json(run: &Run, timeline: bool) -> Value {
         if let Some(l) = &s.log {
             step.insert("log".into(), json!(l));
         }
+        if !s.edges.is_empty() {
+            step.insert("edges".into(), json!(s.edges));
+        }
         steps.insert(id.clone(), Value::Object(step));
     }
     let mut out = json!({

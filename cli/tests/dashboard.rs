@@ -52,7 +52,7 @@ fn write_functions(root: &Path) {
     script(
         &shop,
         "email",
-        "input=$(cat); echo \"$input\" >&2; case \"$input\" in *'\"slow\":true'*) sleep 120;; esac; echo '{\"sent\": true}'",
+        "input=$(cat); echo \"$input\" >&2; case \"$input\" in *'\"slow\":true'*) sleep 60;; esac; echo '{\"sent\": true}'",
     );
     script(&shop, "audit", "cat >/dev/null; echo '{\"audited\": true}'");
     script(
@@ -124,7 +124,9 @@ fn screenshot_paths(name: &str) -> Vec<PathBuf> {
             .join(name),
     ];
     if let Ok(dir) = std::env::var("WEIR_SCREENSHOTS_TO") {
-        paths.push(PathBuf::from(dir).join(name));
+        // Relative to the workspace (tests run in `cli/`).
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        paths.push(workspace.join(dir).join(name));
     }
     paths
 }
@@ -264,7 +266,7 @@ async fn the_dashboard_shows_runs_steps_events_and_users_in_a_real_browser() {
         .await;
     step_becomes(&browser, "confirm", "completed").await;
 
-    // The runs list and its filters.
+    // The runs list, its counts per status and its filters.
     browser.goto(&format!("{base}/runs")).await;
     browser
         .wait_for(
@@ -272,7 +274,39 @@ async fn the_dashboard_shows_runs_steps_events_and_users_in_a_real_browser() {
             "return document.querySelectorAll('#runs-list tr[data-run]').length === 6 || null",
         )
         .await;
+    let counts = browser
+        .wait_for(
+            "the counts",
+            "const c = document.getElementById('run-counts').textContent; return c.includes('failed') ? c : null",
+        )
+        .await;
+    let counts = counts.as_str().expect("text");
+    for part in [
+        "running or waiting 2",
+        "completed 2",
+        "failed 1",
+        "cancelled 1",
+    ] {
+        assert!(counts.contains(part), "{part} in {counts}");
+    }
     screenshot(&browser, "runs.png").await;
+    // Followed inside the page (no reload): a run's link, then back to the list.
+    browser
+        .click(&format!(
+            "#runs-list tr[data-run=\"{}\"] a",
+            id(&failed_run)
+        ))
+        .await;
+    step_becomes(&browser, "refund", "failed").await;
+    browser
+        .execute("history.back(); return true", json!([]))
+        .await;
+    browser
+        .wait_for(
+            "the list again",
+            "return location.pathname === '/runs' && document.querySelectorAll('#runs-list tr[data-run]').length === 6 || null",
+        )
+        .await;
     browser.goto(&format!("{base}/runs?status=failed")).await;
     let failed_rows = browser
         .wait_for(
@@ -317,6 +351,7 @@ async fn the_dashboard_shows_runs_steps_events_and_users_in_a_real_browser() {
         .text("#step-panel [data-step=\"email\"] [data-part=\"log\"]")
         .await;
     assert!(log.contains("<script>window.__xss=2</script>"), "{log}");
+    assert_eq!(no_markup_in_main(&browser).await, json!(0));
     browser.goto(&format!("{base}/events/{marked_up}")).await;
     browser
         .wait_for(
@@ -326,6 +361,7 @@ async fn the_dashboard_shows_runs_steps_events_and_users_in_a_real_browser() {
         .await;
     let shown = browser.text("main").await;
     assert!(shown.contains("<img src=x onerror="), "{shown}");
+    assert_eq!(no_markup_in_main(&browser).await, json!(0));
     browser
         .goto(&format!("{base}/users/{}", urlencode(XSS)))
         .await;
@@ -389,6 +425,7 @@ async fn the_dashboard_shows_runs_steps_events_and_users_in_a_real_browser() {
     assert_eq!(from_form["user"], "dee");
     screenshot(&browser, "events.png").await;
     // Not JSON: said so, nothing sent.
+    let stored_before = stored_events(&base).await;
     browser.type_into("#s-data", "{nope").await;
     browser.click("#s-send").await;
     let said = browser
@@ -398,6 +435,11 @@ async fn the_dashboard_shows_runs_steps_events_and_users_in_a_real_browser() {
         )
         .await;
     assert!(said.as_str().expect("text").contains("Not JSON"), "{said}");
+    assert_eq!(
+        stored_events(&base).await,
+        stored_before,
+        "nothing was sent"
+    );
 
     // At a phone's width the run page still fits: only the DAG scrolls, inside its box.
     browser.resize(390, 844).await;
@@ -442,6 +484,14 @@ async fn the_dashboard_asks_for_the_api_key_once() {
             "return document.getElementById('key-dialog').open || null",
         )
         .await;
+    // Escape does not dismiss it (or it opens again at once): the page needs a key.
+    browser.press("#key-input", "\u{E00C}").await;
+    browser
+        .wait_for(
+            "the dialog, open after Escape",
+            "return new Promise(r => setTimeout(() => r(document.getElementById('key-dialog').open || null), 200))",
+        )
+        .await;
     browser.type_into("#key-input", "wrong-key").await;
     browser.click("#key-form button").await;
     browser
@@ -473,6 +523,28 @@ async fn the_dashboard_asks_for_the_api_key_once() {
             "return document.querySelector('#event-runs tr[data-run]') !== null && !document.getElementById('key-dialog').open || null",
         )
         .await;
+}
+
+/// How many `<script>` and `<img>` elements the view holds (the dashboard makes none: any
+/// would come from a producer's markup).
+async fn no_markup_in_main(browser: &Browser) -> Value {
+    browser
+        .execute(
+            "return document.querySelectorAll('main script, main img').length",
+            json!([]),
+        )
+        .await
+}
+
+/// How many events the server stores.
+async fn stored_events(base: &str) -> usize {
+    let events: Vec<Value> = reqwest::get(format!("{base}/v1/events?limit=1000"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    events.len()
 }
 
 /// `text` escaped for a path segment.

@@ -123,12 +123,12 @@ impl Event {
     }
 
     /// A stable string identifying the user the event is about, if any
-    /// (`user.id`, else `user.external_id`, else `user.email`).
+    /// (`user.id`, else `user.external_id`, else `user.email`; an empty string names nobody).
     pub fn user_key(&self) -> Option<String> {
         ["id", "external_id", "email"]
             .iter()
             .find_map(|k| match self.user.get(*k) {
-                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
                 Some(Value::Number(n)) => Some(n.to_string()),
                 _ => None,
             })
@@ -207,6 +207,15 @@ mod tests {
             "{err}"
         );
         assert!(Event::from_json(json!([1]), "").is_err());
+    }
+
+    #[test]
+    fn an_empty_user_field_names_nobody() {
+        let e =
+            Event::from_json(json!({"name": "a", "user": {"id": "", "email": "e@x"}}), "").unwrap();
+        assert_eq!(e.user_key().as_deref(), Some("e@x"));
+        let e = Event::from_json(json!({"name": "a", "user": {"id": ""}}), "").unwrap();
+        assert_eq!(e.user_key(), None);
     }
 
     #[test]

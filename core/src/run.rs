@@ -356,6 +356,78 @@ pub struct RunSummary {
     pub ended_at: Option<i64>,
 }
 
+/// A place in the run listing, which is newest first: by creation time, then by id (both
+/// descending). Runs after it are older, or of the same millisecond with a smaller id.
+/// Written `CREATED_AT:ID` (`?before=` of `GET /v1/runs`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunCursor {
+    /// The run's creation time (epoch ms).
+    pub created_at: i64,
+    /// The run's id.
+    pub id: String,
+}
+
+impl RunCursor {
+    /// The place of `run`: the next page starts after it.
+    pub fn of(run: &RunSummary) -> Self {
+        RunCursor {
+            created_at: run.created_at,
+            id: run.id.clone(),
+        }
+    }
+
+    /// Reads `CREATED_AT:ID`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (at, id) = text.split_once(':')?;
+        Some(RunCursor {
+            created_at: at.parse().ok()?,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for RunCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.created_at, self.id)
+    }
+}
+
+/// How many runs a filter matches, by status (`StateStore::count_runs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    /// Running or waiting (the stores index both as running).
+    pub running: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Counting stopped at [`MAX_COUNTED_RUNS`] runs: the counts are at least these.
+    pub capped: bool,
+}
+
+impl RunCounts {
+    /// Counts one run in `status`.
+    pub fn add(&mut self, status: RunStatus) {
+        match status {
+            RunStatus::Running | RunStatus::Waiting => self.running += 1,
+            RunStatus::Completed => self.completed += 1,
+            RunStatus::Failed => self.failed += 1,
+            RunStatus::Cancelled => self.cancelled += 1,
+        }
+    }
+
+    /// Every run counted.
+    pub fn total(&self) -> u64 {
+        self.running + self.completed + self.failed + self.cancelled
+    }
+}
+
+/// The most runs `StateStore::count_runs` reads for one count, when it reads them one by one
+/// (a filter by function or user).
+pub const MAX_COUNTED_RUNS: usize = 100_000;
+
 /// Filters for listing runs; every set field must match. Newest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunFilter {
@@ -367,6 +439,16 @@ pub struct RunFilter {
     pub user: Option<String>,
     /// At most this many (default 100).
     pub limit: Option<usize>,
+    /// Only runs created at or after this time (epoch ms).
+    #[serde(default)]
+    pub from_ms: Option<i64>,
+    /// Only runs created before this time (epoch ms).
+    #[serde(default)]
+    pub to_ms: Option<i64>,
+    /// Only runs that come after this one in the listing (older): the previous page's last
+    /// run, to list the next page.
+    #[serde(default)]
+    pub before: Option<RunCursor>,
 }
 
 impl RunFilter {
@@ -380,6 +462,18 @@ impl RunFilter {
                 .user
                 .as_ref()
                 .is_none_or(|u| run.user.as_ref() == Some(u))
+            && self.in_range(run.created_at, &run.id)
+    }
+
+    /// Whether a run created at `created_at` with id `id` is in the filter's time range and
+    /// after its cursor.
+    pub fn in_range(&self, created_at: i64, id: &str) -> bool {
+        self.from_ms.is_none_or(|from| created_at >= from)
+            && self.to_ms.is_none_or(|to| created_at < to)
+            && self
+                .before
+                .as_ref()
+                .is_none_or(|c| (created_at, id) < (c.created_at, c.id.as_str()))
     }
 
     /// The effective limit.

@@ -262,8 +262,30 @@ pub trait StateStore: Send + Sync + 'static {
         Ok(self.get_run(run_id).await?.as_ref().map(RunState::of))
     }
 
-    /// Lists runs matching `filter`, newest first.
+    /// Lists runs matching `filter`, newest first: by creation time, then by id (see
+    /// [`RunCursor`](crate::run::RunCursor), which `filter.before` pages with).
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>>;
+
+    /// How many runs match `filter` (its function, user and time range; not its status,
+    /// limit or cursor), by status. Counting stops at
+    /// [`MAX_COUNTED_RUNS`](crate::run::MAX_COUNTED_RUNS) (`capped`). The default lists them.
+    async fn count_runs(&self, filter: &RunFilter) -> Result<crate::run::RunCounts> {
+        let all = RunFilter {
+            status: None,
+            before: None,
+            limit: Some(crate::run::MAX_COUNTED_RUNS + 1),
+            ..filter.clone()
+        };
+        let runs = self.list_runs(&all).await?;
+        let mut counts = crate::run::RunCounts {
+            capped: runs.len() > crate::run::MAX_COUNTED_RUNS,
+            ..Default::default()
+        };
+        for run in runs.iter().take(crate::run::MAX_COUNTED_RUNS) {
+            counts.add(run.status);
+        }
+        Ok(counts)
+    }
 
     /// Starts attempt `attempt`, leased until `now_ms + lease_ms`:
     /// - `Queued | Waiting` with `attempts == attempt - 1` → `Running`: [`StartAttempt::Started`];

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_core::engine::Engine;
 use weir_core::events::EventFilter;
-use weir_core::run::{RunFilter, RunStatus};
+use weir_core::run::{RunCursor, RunFilter, RunStatus};
 use weir_core::{Error, ErrorKind};
 
 mod dashboard;
@@ -82,6 +82,7 @@ pub fn router(engine: Engine, keys: EventKeys) -> Router {
 pub fn secured_router(engine: Engine, keys: EventKeys, api_keys: ApiKeys) -> Router {
     let v1 = Router::new()
         .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/counts", get(count_runs))
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/dead", get(list_dead))
@@ -445,6 +446,42 @@ struct RunsQuery {
     status: Option<String>,
     user: Option<String>,
     limit: Option<usize>,
+    from: Option<i64>,
+    to: Option<i64>,
+    before: Option<String>,
+}
+
+impl RunsQuery {
+    /// The filter the query asks for, or what cannot be read in it.
+    fn filter(self) -> Result<RunFilter, String> {
+        let status = match self.status.as_deref().map(|s| (s, RunStatus::parse(s))) {
+            None => None,
+            Some((_, Some(s))) => Some(s),
+            Some((s, None)) => {
+                return Err(format!(
+                    "unknown status {s:?} (running, waiting, completed, failed, cancelled)"
+                ));
+            }
+        };
+        let before = match self.before.as_deref().map(|b| (b, RunCursor::parse(b))) {
+            None => None,
+            Some((_, Some(cursor))) => Some(cursor),
+            Some((b, None)) => {
+                return Err(format!(
+                    "before={b:?} is not a cursor: it is CREATED_AT:ID of the last run listed"
+                ));
+            }
+        };
+        Ok(RunFilter {
+            function_id: self.function,
+            status,
+            user: self.user,
+            limit: self.limit,
+            from_ms: self.from,
+            to_ms: self.to,
+            before,
+        })
+    }
 }
 
 /// The largest `limit` a listing takes: a larger one would make the store read (and the
@@ -461,28 +498,40 @@ fn check_limit(limit: Option<usize>) -> Option<Response> {
     })
 }
 
+/// `GET /v1/runs`: runs, newest first. A full page says where the next one starts in the
+/// `x-next-before` header (a cursor for `?before=`).
 async fn list_runs(State(app): State<AppState>, QueryOf(q): QueryOf<RunsQuery>) -> Response {
     if let Some(refused) = check_limit(q.limit) {
         return refused;
     }
-    let status = match q.status.as_deref().map(|s| (s, RunStatus::parse(s))) {
-        None => None,
-        Some((_, Some(s))) => Some(s),
-        Some((s, None)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("unknown status {s:?} (running, waiting, completed, failed, cancelled)"),
-            );
-        }
-    };
-    let filter = RunFilter {
-        function_id: q.function,
-        status,
-        user: q.user,
-        limit: q.limit,
+    let filter = match q.filter() {
+        Ok(filter) => filter,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match app.engine.state().list_runs(&filter).await {
-        Ok(runs) => Json(json!(runs)).into_response(),
+        Ok(runs) => {
+            let next = (runs.len() == filter.limit())
+                .then(|| runs.last().map(|r| RunCursor::of(r).to_string()))
+                .flatten();
+            let mut answer = Json(json!(runs)).into_response();
+            if let Some(next) = next.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+                answer.headers_mut().insert("x-next-before", next);
+            }
+            answer
+        }
+        Err(e) => from_error(&e),
+    }
+}
+
+/// `GET /v1/runs/counts`: how many runs there are by status, for a function, a user and a
+/// time range.
+async fn count_runs(State(app): State<AppState>, QueryOf(q): QueryOf<RunsQuery>) -> Response {
+    let filter = match q.filter() {
+        Ok(filter) => filter,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match app.engine.state().count_runs(&filter).await {
+        Ok(counts) => Json(json!(counts)).into_response(),
         Err(e) => from_error(&e),
     }
 }

@@ -1,7 +1,8 @@
-//! `weir replay FN --from T [--to T] [--filter CEL] [--dir DIR | --version N] [--shadow] [--json]`: run the
-//! events a server stored through a version of a function, here, in-process, and print each
-//! step whose output differs from the original run's (docs/deploying.md, *Replaying stored
-//! events*). Nothing is sent back to the server: replayed runs never appear in its listings.
+//! `weir replay FN --from T [--to T] [--filter CEL] [--dir DIR | --version N] [--shadow]
+//! [--json]`: run the events a server stored through a version of a function, here,
+//! in-process, and print each step whose output differs from the original run's
+//! (docs/deploying.md, *Replaying stored events*). Nothing is sent back to the server:
+//! replayed runs never appear in its listings.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -281,7 +282,7 @@ async fn stored_version(
         )));
     }
     let listed = versions.as_array().map(Vec::as_slice).unwrap_or_default();
-    let live = match number {
+    let chosen = match number {
         Some(n) => listed
             .iter()
             .find(|v| v["version"].as_u64() == Some(n))
@@ -299,7 +300,7 @@ async fn stored_version(
     };
     let url = remote.url(
         "/v1/functions",
-        &[id, "versions", &live.to_string(), "bundle"],
+        &[id, "versions", &chosen.to_string(), "bundle"],
         &[],
     )?;
     let bytes = remote.fetch_bytes(&url).await?;

@@ -14,30 +14,54 @@ export class ApiError extends Error {
 
 let asking = null;
 
-/// Shows the key dialog; resolves once a key is entered.
+/// Shows the key dialog; resolves once a usable key is entered. The dialog cannot be
+/// dismissed without one (Escape is ignored): every call of the page waits for it.
 function askForKey(message) {
   if (asking) return asking;
   const dialog = document.getElementById('key-dialog');
   const form = document.getElementById('key-form');
   const input = document.getElementById('key-input');
-  document.getElementById('key-error').textContent = message || '';
+  const said = document.getElementById('key-error');
+  said.textContent = message || '';
   asking = new Promise((resolve) => {
-    form.addEventListener('submit', (e) => {
+    const submit = (e) => {
       e.preventDefault();
-      sessionStorage.setItem(KEY, input.value.trim());
+      const key = input.value.trim();
+      // A header can carry only visible ASCII: anything else would make every call fail.
+      if (!/^[\x21-\x7e]+$/.test(key)) {
+        said.textContent = 'A key is letters, digits and punctuation, without spaces.';
+        return;
+      }
+      sessionStorage.setItem(KEY, key);
       input.value = '';
+      form.removeEventListener('submit', submit);
+      dialog.removeEventListener('cancel', refuse);
+      dialog.removeEventListener('close', reopen);
       dialog.close();
       asking = null;
       resolve();
-    }, {once: true});
+    };
+    const refuse = (e) => e.preventDefault();
+    // Browsers may close a modal dialog on Escape whatever its `cancel` handler says: open it
+    // again, as long as no key was entered.
+    const reopen = () => {
+      if (asking && !dialog.open) {
+        dialog.showModal();
+        input.focus();
+      }
+    };
+    form.addEventListener('submit', submit);
+    dialog.addEventListener('cancel', refuse);
+    dialog.addEventListener('close', reopen);
   });
   if (!dialog.open) dialog.showModal();
   input.focus();
   return asking;
 }
 
-/// Calls `path` (`/v1/…`, `/metrics`, `/e/…`) and answers its JSON (or text, for `text: true`).
-export async function api(path, {method = 'GET', body, text = false, contentType} = {}) {
+/// Calls `path` (`/v1/…`, `/metrics`, `/e/…`) and answers its JSON (or text, for `text: true`;
+/// `{data, headers}` for `withHeaders: true`).
+export async function api(path, {method = 'GET', body, text = false, contentType, withHeaders = false} = {}) {
   for (;;) {
     const headers = {};
     const key = sessionStorage.getItem(KEY);
@@ -50,6 +74,8 @@ export async function api(path, {method = 'GET', body, text = false, contentType
     });
     const raw = await response.text();
     if (response.status === 401 && !path.startsWith('/e/')) {
+      // Refused with a key another call has replaced since: try the new one.
+      if (sessionStorage.getItem(KEY) !== key) continue;
       await askForKey(key ? 'That key was refused; enter another.' : '');
       continue;
     }
@@ -65,6 +91,6 @@ export async function api(path, {method = 'GET', body, text = false, contentType
       const message = data && data.error ? data.error : `${response.status} ${response.statusText}`;
       throw new ApiError(response.status, message, data);
     }
-    return data;
+    return withHeaders ? {data, headers: response.headers} : data;
   }
 }

@@ -3,7 +3,7 @@
 // reloading, and the strip at the top shows the engine's own counters.
 
 import {api} from './api.js';
-import {duration, h, replace} from './dom.js';
+import {duration, h, replace, safeHref} from './dom.js';
 import * as views from './views.js';
 
 const main = document.getElementById('view');
@@ -19,7 +19,14 @@ function parse(location) {
     pathname = inner.pathname;
     search = inner.search;
   }
-  const parts = pathname.split('/').filter(Boolean).map(decodeURIComponent);
+  const decode = (part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part; // `100%`: not an escape, taken as written
+    }
+  };
+  const parts = pathname.split('/').filter(Boolean).map(decode);
   return {section: parts[0] || 'runs', id: parts[1], query: new URLSearchParams(search)};
 }
 
@@ -30,10 +37,19 @@ const VIEWS = {
   users: [views.usersView, views.userView],
 };
 
-/// Draws the view of the current address.
+/// Which call of `show` is the current one: a view that finishes loading after the user
+/// moved on is stopped and never shown.
+let generation = 0;
+/// The address `show` last drew (path and query).
+let shown = null;
+
+/// Draws the view of the current address, in a container of its own: a view still loading
+/// when the user moves on draws into a container no longer on the page.
 async function show() {
   stopView();
   stopView = () => {};
+  const current = ++generation;
+  shown = window.location.pathname + window.location.search + (window.location.hash.startsWith('#/') ? window.location.hash : '');
   const route = parse(window.location);
   const pair = VIEWS[route.section];
   for (const a of document.querySelectorAll('nav a')) {
@@ -46,19 +62,19 @@ async function show() {
   }
   const view = route.id === undefined ? pair[0] : pair[1];
   document.title = `weir · ${route.section}${route.id ? ' · ' + route.id : ''}`;
-  replace(main, h('p', {class: 'muted'}, 'Loading…'));
+  const box = h('div', {class: 'view'}, h('p', {class: 'muted'}, 'Loading…'));
+  replace(main, box);
+  document.body.dataset.view = route.id === undefined ? route.section : route.section + '-one';
   try {
-    const stop = await view(main, route);
-    // The user may have moved on while the view loaded.
-    if (parse(window.location).section === route.section && parse(window.location).id === route.id) {
+    const stop = await view(box, route);
+    if (current === generation) {
       stopView = stop;
     } else {
       stop();
     }
   } catch (e) {
-    replace(main, h('p', {class: 'error', role: 'alert'}, `Could not load: ${e.message}`));
+    if (current === generation) replace(box, h('p', {class: 'error', role: 'alert'}, `Could not load: ${e.message}`));
   }
-  document.body.dataset.view = route.id === undefined ? route.section : route.section + '-one';
 }
 
 /// Goes to an address of the dashboard without reloading.
@@ -73,11 +89,15 @@ document.addEventListener('click', (e) => {
   const a = e.target.closest('a');
   if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
   const href = a.getAttribute('href');
-  if (!href || !href.startsWith('/') || href.startsWith('//') || a.target) return;
+  if (!href || safeHref(href) !== href || href === '#' || a.target) return;
   e.preventDefault();
   navigate(href);
 });
-window.addEventListener('popstate', show);
+// Back and forward redraw the view; a jump to an anchor of this page (the skip link) does not.
+window.addEventListener('popstate', () => {
+  const now = window.location.pathname + window.location.search + (window.location.hash.startsWith('#/') ? window.location.hash : '');
+  if (now !== shown) show();
+});
 window.addEventListener('weir:navigate', (e) => navigate(e.detail));
 
 // ---- At a glance: from the engine's Prometheus counters -----------------------------------
@@ -107,11 +127,23 @@ function quantile(samples, q) {
     if (s.name !== 'weir_step_attempt_duration_seconds_bucket') continue;
     buckets.set(s.labels.le, (buckets.get(s.labels.le) || 0) + s.value);
   }
-  const sorted = [...buckets.entries()].map(([le, n]) => [le === '+Inf' ? Infinity : Number(le), n]).sort((a, b) => a[0] - b[0]);
+  const sorted = [...buckets.entries()].map(([le, n]) => [le === '+Inf' ? Infinity : Number(le), n])
+    .filter(([le]) => !Number.isNaN(le)).sort((a, b) => a[0] - b[0]);
   const total = sorted.length ? sorted[sorted.length - 1][1] : 0;
   if (!total) return null;
   const found = sorted.find(([, n]) => n >= q * total);
-  return found && found[0] !== Infinity ? found[0] * 1000 : null;
+  if (!found) return null;
+  // Past the last finite bucket: "more than" it.
+  if (found[0] === Infinity) {
+    const last = sorted.filter(([le]) => le !== Infinity).pop();
+    return last ? {over: last[0] * 1000} : null;
+  }
+  return found[0] * 1000;
+}
+
+function shownQuantile(q) {
+  if (q === null) return '—';
+  return typeof q === 'object' ? '> ' + duration(q.over) : '≤ ' + duration(q);
 }
 
 let previous = null;
@@ -124,7 +156,10 @@ async function glance() {
     const failedRuns = sum(samples, 'weir_runs_finished_total', (l) => l.status === 'failed');
     const now = Date.now();
     let rate = '—';
-    if (previous && now > previous.at) rate = ((finished - previous.finished) / ((now - previous.at) / 1000)).toFixed(1);
+    // A counter that went down: the server restarted, so no rate this time.
+    if (previous && now > previous.at && finished >= previous.finished) {
+      rate = ((finished - previous.finished) / ((now - previous.at) / 1000)).toFixed(1);
+    }
     previous = {at: now, finished};
     const p50 = quantile(samples, 0.5);
     const p99 = quantile(samples, 0.99);
@@ -132,8 +167,8 @@ async function glance() {
     replace(box,
       item('runs/s', rate, 'g-rate'),
       item('failed', String(failedRuns), 'g-failed'),
-      item('step p50', p50 === null ? '—' : '≤ ' + duration(p50), 'g-p50'),
-      item('step p99', p99 === null ? '—' : '≤ ' + duration(p99), 'g-p99'));
+      item('step p50', shownQuantile(p50), 'g-p50'),
+      item('step p99', shownQuantile(p99), 'g-p99'));
   } catch {
     replace(box);
   }

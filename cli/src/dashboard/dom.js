@@ -21,16 +21,23 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 
-/// Only addresses on this server: a producer's string can never become `javascript:…`.
-function safeHref(value) {
+/// Only addresses on this server: a producer's string can never become `javascript:…` or
+/// another site (`//host`, `/\host`).
+export function safeHref(value) {
   const text = String(value);
-  return text.startsWith('/') && !text.startsWith('//') ? text : '#';
+  if (!text.startsWith('/')) return '#';
+  try {
+    return new URL(text, window.location.origin).origin === window.location.origin ? text : '#';
+  } catch {
+    return '#';
+  }
 }
 
 /// The address of a view: `path('runs', id)` → `/runs/<id escaped>`.
 export function path(section, id, query) {
   let out = '/' + section;
-  if (id !== undefined && id !== null) out += '/' + encodeURIComponent(id);
+  // `.` and `..` would be taken as "here" and "up" by the browser: escaped as %2E.
+  if (id !== undefined && id !== null) out += '/' + encodeURIComponent(id).replace(/^\.\.?$/, (d) => d.replaceAll('.', '%2E'));
   if (query) {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null && v !== '') q.set(k, v);
@@ -81,11 +88,36 @@ export function timeEl(ms) {
 
 /// `412 ms`, `3.2 s`, `4 min 3 s`, `2 h 5 min`.
 export function duration(ms) {
-  if (ms === undefined || ms === null || ms < 0) return '—';
+  if (ms === undefined || ms === null || ms < 0 || Number.isNaN(ms)) return '—';
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
-  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
-  return `${Math.floor(ms / 3_600_000)} h ${Math.round((ms % 3_600_000) / 60_000)} min`;
+  if (ms < 3_600_000) {
+    const s = Math.round(ms / 1000);
+    return `${Math.floor(s / 60)} min ${s % 60} s`;
+  }
+  const min = Math.round(ms / 60_000);
+  return `${Math.floor(min / 60)} h ${min % 60} min`;
+}
+
+/// Whether `data` differs from what `holder` last saw (and remembers it): a refresh that
+/// brings nothing new redraws nothing, so focus, open details and screen readers are left
+/// alone.
+export function changed(holder, data) {
+  const text = JSON.stringify(data);
+  if (holder.last === text) return false;
+  holder.last = text;
+  return true;
+}
+
+/// Redraws `container` with `draw()`, keeping its `<details data-keep="…">` open or closed
+/// as they were.
+export function keepOpen(container, draw) {
+  const open = new Set([...container.querySelectorAll('details[data-keep]')]
+    .filter((d) => d.open).map((d) => d.dataset.keep));
+  draw();
+  for (const d of container.querySelectorAll('details[data-keep]')) {
+    if (open.has(d.dataset.keep)) d.open = true;
+  }
 }
 
 /// A short form of a long id (its end, which differs between ids made in the same ms).

@@ -3,7 +3,7 @@
 
 import {api, ApiError} from './api.js';
 import {drawDag} from './dag.js';
-import {badge, duration, h, jsonBlock, link, notice, path, replace, shortId, timeEl} from './dom.js';
+import {badge, changed, duration, h, jsonBlock, keepOpen, link, notice, path, replace, shortId, timeEl} from './dom.js';
 
 const RUN_STATUSES = ['running', 'waiting', 'completed', 'failed', 'cancelled'];
 const POLL_MS = 2000;
@@ -63,47 +63,80 @@ function runsTable(runs, {showFunction = true} = {}) {
 
 // ---- Runs ---------------------------------------------------------------------------------
 
-/// `/runs?function=&status=&user=`: runs, newest first, filtered; refreshed while live.
+/// How far back the runs list's *Since* choice reaches.
+const SINCE = {'': null, '15m': 15 * 60_000, '1h': 3_600_000, '24h': 86_400_000, '7d': 7 * 86_400_000};
+
+/// `/runs?function=&status=&user=&since=&before=`: runs, newest first, filtered, a page at a
+/// time (`before`: the cursor of the previous page's last run); the first page refreshes
+/// while live. Counts per status head the list.
 export async function runsView(main, route) {
   const q = route.query;
-  let limit = PAGE;
+  const before = q.get('before') || '';
   const functions = await api('/v1/functions').catch(() => []);
+  const chosenFunction = q.get('function') || '';
+  const ids = functions.map((f) => f.id);
+  // A function in the address that is not live (any more) stays chosen.
+  if (chosenFunction && !ids.includes(chosenFunction)) ids.push(chosenFunction);
   const fnSelect = h('select', {id: 'f-function', name: 'function'},
     h('option', {value: ''}, 'any'),
-    functions.map((f) => h('option', {value: f.id, selected: f.id === q.get('function')}, f.id)));
+    ids.map((id) => h('option', {value: id, selected: id === chosenFunction}, id)));
   const statusSelect = h('select', {id: 'f-status', name: 'status'},
     h('option', {value: ''}, 'any'),
     RUN_STATUSES.map((s) => h('option', {value: s, selected: s === q.get('status')}, s)));
+  const sinceSelect = h('select', {id: 'f-since', name: 'since'},
+    Object.keys(SINCE).map((k) => h('option', {value: k, selected: k === (q.get('since') || '')}, k ? `last ${k}` : 'any time')));
   const userInput = h('input', {id: 'f-user', name: 'user', value: q.get('user') || '', placeholder: 'user id', autocomplete: 'off'});
-  const live = h('input', {id: 'f-live', type: 'checkbox', checked: true});
-  const apply = (e) => {
-    if (e) e.preventDefault();
-    const to = path('runs', null, {function: fnSelect.value, status: statusSelect.value, user: userInput.value.trim()});
-    history.replaceState(null, '', to);
-    limit = PAGE;
-    refresh();
-  };
-  const form = h('form', {class: 'filters', role: 'search', 'aria-label': 'Filter runs', onsubmit: apply},
-    h('label', {for: 'f-function'}, 'Function'), fnSelect,
-    h('label', {for: 'f-status'}, 'Status'), statusSelect,
-    h('label', {for: 'f-user'}, 'User'), userInput,
-    h('button', {type: 'submit'}, 'Filter'),
-    h('label', {class: 'live', for: 'f-live'}, live, ' live'));
-  fnSelect.addEventListener('change', apply);
-  statusSelect.addEventListener('change', apply);
-  const list = h('div', {id: 'runs-list', 'aria-live': 'polite'});
-  const more = h('button', {type: 'button', class: 'more', onclick: () => {
-    limit += PAGE;
-    refresh();
-  }}, 'Show older runs');
-  replace(main, h('h1', {}, 'Runs'), form, list, more);
+  const live = h('input', {id: 'f-live', type: 'checkbox', checked: !before, disabled: !!before});
+  const chosen = () => ({function: fnSelect.value, status: statusSelect.value, user: userInput.value.trim(), since: sinceSelect.value});
+  const go = (extra) => window.dispatchEvent(new CustomEvent('weir:navigate', {detail: path('runs', null, {...chosen(), ...extra})}));
+  const form = h('form', {class: 'filters', role: 'search', 'aria-label': 'Filter runs', onsubmit: (e) => {
+    e.preventDefault();
+    go({});
+  }},
+  h('label', {for: 'f-function'}, 'Function'), fnSelect,
+  h('label', {for: 'f-status'}, 'Status'), statusSelect,
+  h('label', {for: 'f-user'}, 'User'), userInput,
+  h('label', {for: 'f-since'}, 'Since'), sinceSelect,
+  h('button', {type: 'submit'}, 'Filter'),
+  h('label', {class: 'live', for: 'f-live'}, live, ' live'));
+  for (const select of [fnSelect, statusSelect, sinceSelect]) select.addEventListener('change', () => go({}));
+  const counts = h('p', {id: 'run-counts', class: 'counts', 'aria-live': 'polite'});
+  const list = h('div', {id: 'runs-list'});
+  const pager = h('nav', {class: 'pager', 'aria-label': 'Pages of runs'});
+  replace(main, h('h1', {}, 'Runs'), form, counts, list, pager);
+  const seen = {};
+  const seenCounts = {};
+  let asked = 0;
   async function refresh() {
-    const filter = {function: fnSelect.value, status: statusSelect.value, user: userInput.value.trim(), limit};
-    const runs = await api(path('v1/runs', null, filter));
-    replace(list, runsTable(runs));
-    more.hidden = runs.length < limit;
+    const ask = ++asked;
+    const filter = chosen();
+    const from = SINCE[filter.since] ? Date.now() - SINCE[filter.since] : undefined;
+    const query = {function: filter.function, user: filter.user, from};
+    const [page, tally] = await Promise.all([
+      api(path('v1/runs', null, {...query, status: filter.status, before, limit: PAGE}), {withHeaders: true}),
+      api(path('v1/runs/counts', null, query)),
+    ]);
+    // An answer to an older question (the filters changed meanwhile) is dropped.
+    if (ask !== asked) return;
+    if (changed(seenCounts, tally)) {
+      const chip = (status, label, n) => link(path('runs', null, {...filter, status}),
+        h('span', {class: 'count s-' + status}, `${label} `, h('strong', {}, String(n))));
+      replace(counts,
+        chip('running', 'running or waiting', tally.running), ' ',
+        chip('completed', 'completed', tally.completed), ' ',
+        chip('failed', 'failed', tally.failed), ' ',
+        chip('cancelled', 'cancelled', tally.cancelled),
+        tally.capped ? h('span', {class: 'muted'}, ' (at least: counting stopped at 100,000)') : null);
+    }
+    const next = page.headers.get('x-next-before');
+    if (changed(seen, [page.data, next])) {
+      replace(list, runsTable(page.data));
+      replace(pager,
+        before ? link(path('runs', null, filter), '← Newest runs') : null,
+        next ? link(path('runs', null, {...filter, before: next}), 'Older runs →') : null);
+    }
   }
-  return poll(() => (live.checked ? refresh() : null));
+  return poll(() => (live.checked || seen.last === undefined ? refresh() : null));
 }
 
 // ---- One run ------------------------------------------------------------------------------
@@ -120,15 +153,15 @@ function stepTimes(timeline) {
   return times;
 }
 
-/// What the step was given: the event and the outputs of the steps that had completed when
-/// its first attempt started (as the engine builds a step's input).
+/// What the step was given, rebuilt from the run: the event and the outputs of the steps
+/// that had completed before its first attempt started (`async` and `ctx` are not kept).
 function stepInput(run, stepId, times) {
   const started = times[stepId] && times[stepId].start;
   if (started === undefined) return undefined;
   const steps = {};
   for (const [id, s] of Object.entries(run.steps || {})) {
     const t = times[id];
-    if (s.status === 'completed' && t && t.end !== undefined && t.end <= started) steps[id] = s.output;
+    if (id !== stepId && s.status === 'completed' && t && t.end !== undefined && t.end <= started) steps[id] = s.output;
   }
   return {event: run.event, steps};
 }
@@ -136,7 +169,9 @@ function stepInput(run, stepId, times) {
 /// The run's timeline as a time axis: one bar per step, from its first attempt to its end.
 function timeAxis(run, times) {
   const start = run.created_at;
-  const end = run.ended_at || Date.now();
+  // The last thing that happened (not this browser's clock, which may differ the server's).
+  const last = Math.max(start, ...(run.timeline || []).map((e) => e.at));
+  const end = run.ended_at || last;
   const span = Math.max(1, end - start);
   const ids = Object.keys(run.steps || {}).filter((id) => times[id] && times[id].start !== undefined)
     .sort((a, b) => times[a].start - times[b].start);
@@ -180,15 +215,15 @@ function stepPanel(run, stepId, times) {
     h('h4', {}, 'Output'), h('pre', {class: 'json', 'data-part': 'output', tabindex: 0},
       s.output === null || s.output === undefined ? '—' : JSON.stringify(s.output, null, 2)),
     h('h4', {}, 'Log (stderr)'), h('pre', {class: 'log', 'data-part': 'log', tabindex: 0}, s.log || '—'),
-    h('details', {}, h('summary', {}, 'Input'),
+    h('details', {'data-keep': 'input'}, h('summary', {}, 'Input (rebuilt: the event and the outputs before it)'),
       jsonBlock(stepInput(run, stepId, times), 'Step input')));
 }
 
 /// The shell command that runs this run's event through the function again, locally.
 function runCommand(run, dir) {
   const event = {name: run.event.name, data: run.event.data, user: run.event.user};
-  const quoted = JSON.stringify(event).replaceAll("'", "'\\''");
-  return `printf '%s' '${quoted}' | weir run ${dir || 'functions/' + run.function_id} --event -`;
+  const quote = (text) => "'" + String(text).replaceAll("'", "'\\''") + "'";
+  return `printf '%s' ${quote(JSON.stringify(event))} | weir run ${quote(dir || 'functions/' + run.function_id)} --event -`;
 }
 
 /// `/runs/{id}`: the run's DAG with each step's state, a step's details, its timeline and event.
@@ -199,7 +234,7 @@ export async function runView(main, route) {
   let dir = null;
   const header = h('div', {});
   const dagBox = h('div', {class: 'dag-box'});
-  const panel = h('div', {id: 'step-panel', 'aria-live': 'polite'});
+  const panel = h('div', {id: 'step-panel'});
   const axisBox = h('div', {class: 'axis-box'});
   const historyBox = h('div', {});
   const eventBox = h('div', {});
@@ -211,7 +246,7 @@ export async function runView(main, route) {
     h('section', {'aria-labelledby': 'event-title'}, h('h2', {id: 'event-title'}, 'Triggering event'), eventBox));
   const select = (stepId) => {
     selected = stepId;
-    render();
+    keepOpen(main, render);
     const node = dagBox.querySelector(`[data-step="${CSS.escape(stepId)}"]`);
     if (node) node.focus();
   };
@@ -239,11 +274,11 @@ export async function runView(main, route) {
         cancellable ? h('button', {type: 'button', id: 'cancel', onclick: cancel}, 'Cancel run') : null,
         h('button', {type: 'button', id: 'copy-run', onclick: () => copy(command)}, 'Copy as weir run'),
         h('span', {id: 'copied', class: 'muted', 'aria-live': 'polite'})),
-      h('details', {}, h('summary', {}, 'The weir run command'), h('pre', {class: 'log', id: 'run-command'}, command)));
+      h('details', {'data-keep': 'command'}, h('summary', {}, 'The weir run command'), h('pre', {class: 'log', id: 'run-command'}, command)));
     replace(dagBox, drawDag(graph, states, select, selected));
     replace(panel, selected ? stepPanel(run, selected, times) : notice('Choose a step in the graph to see its input, output and log.'));
     replace(axisBox, timeAxis(run, times));
-    replace(historyBox, h('details', {}, h('summary', {}, `Every entry (${(run.timeline || []).length})`),
+    replace(historyBox, h('details', {'data-keep': 'history'}, h('summary', {}, `Every entry (${(run.timeline || []).length})`),
       h('table', {class: 'history'}, h('thead', {}, h('tr', {},
         h('th', {scope: 'col'}, 'At'), h('th', {scope: 'col'}, 'What'), h('th', {scope: 'col'}, 'Step'), h('th', {scope: 'col'}, 'Detail'))),
       h('tbody', {}, (run.timeline || []).map((e) => h('tr', {},
@@ -254,7 +289,7 @@ export async function runView(main, route) {
   async function cancel() {
     try {
       run = await api(path('v1/runs', id) + '/cancel', {method: 'POST'});
-      render();
+      keepOpen(main, render);
     } catch (e) {
       header.append(notice(`Cancel failed: ${e.message}`, 'error'));
     }
@@ -275,15 +310,27 @@ export async function runView(main, route) {
     return () => {};
   }
   api(path('v1/functions', run.function_id)).then((f) => {
+    // The live version's directory: the command runs the function as it is now.
     dir = f.dir;
+    keepOpen(main, render);
   }).catch(() => {});
   selected = route.query.get('step');
-  render();
+  const seen = {};
+  changed(seen, run);
+  keepOpen(main, render);
   const final = () => ['completed', 'failed', 'cancelled'].includes(run.status);
   return poll(async () => {
     if (final()) return;
-    run = await api(path('v1/runs', id));
-    render();
+    const fresh = await api(path('v1/runs', id));
+    if (!changed(seen, fresh)) return;
+    run = fresh;
+    const focused = document.activeElement && document.activeElement.closest('[data-step]');
+    keepOpen(main, render);
+    // The step that had the keyboard keeps it.
+    if (focused) {
+      const again = dagBox.querySelector(`[data-step="${CSS.escape(focused.dataset.step)}"]`);
+      if (again) again.focus();
+    }
   }, () => !final());
 }
 
@@ -343,7 +390,8 @@ export async function eventsView(main, route) {
   const functions = await api('/v1/functions').catch(() => []);
   const nameFilter = h('input', {id: 'e-name', value: route.query.get('name') || '', placeholder: 'event name', autocomplete: 'off'});
   const userFilter = h('input', {id: 'e-user', value: route.query.get('user') || '', placeholder: 'user id', autocomplete: 'off'});
-  const list = h('div', {id: 'events-list', 'aria-live': 'polite'});
+  const list = h('div', {id: 'events-list'});
+  const seen = {};
   const apply = (e) => {
     e.preventDefault();
     history.replaceState(null, '', path('events', null, {name: nameFilter.value.trim(), user: userFilter.value.trim()}));
@@ -360,6 +408,7 @@ export async function eventsView(main, route) {
       sendForm(functions, () => refresh())));
   async function refresh() {
     const events = await api(path('v1/events', null, {name: nameFilter.value.trim(), user: userFilter.value.trim(), limit: PAGE}));
+    if (!changed(seen, events)) return;
     if (!events.length) {
       replace(list, notice('No events stored.'));
       return;
@@ -394,7 +443,8 @@ export async function eventView(main, route) {
     failed(main, e);
     return () => {};
   }
-  const runsBox = h('div', {id: 'event-runs', 'aria-live': 'polite'});
+  const runsBox = h('div', {id: 'event-runs'});
+  const seen = {};
   replace(main,
     h('h1', {}, 'Event ', h('code', {}, event.id)),
     h('dl', {class: 'facts'},
@@ -412,7 +462,7 @@ export async function eventView(main, route) {
       id: r.run_id, function_id: r.function_id, status: r.status, fn_version: r.fn_version,
       user: userKey(event), created_at: r.created_at, ended_at: r.ended_at,
     }));
-    replace(runsBox, runsTable(runs));
+    if (changed(seen, runs)) replace(runsBox, runsTable(runs));
   }
   return poll(refresh);
 }
@@ -446,7 +496,8 @@ export async function functionView(main, route) {
     return () => {};
   }
   const versionsBox = h('div', {});
-  const runsBox = h('div', {'aria-live': 'polite'});
+  const runsBox = h('div', {});
+  const seen = {};
   replace(main,
     h('h1', {}, 'Function ', h('code', {}, f.id)),
     f.name && f.name !== f.id ? h('p', {}, f.name) : null,
@@ -462,9 +513,12 @@ export async function functionView(main, route) {
         h('td', {}, 'v' + v.version), h('td', {}, badge(v.status)), h('td', {}, String(v.runs)), h('td', {}, String(v.failed)),
         h('td', {}, v.runs ? `${((100 * v.failed) / v.runs).toFixed(1)} %` : '—'),
         h('td', {}, v.p50_ms !== undefined && v.p50_ms !== null ? duration(v.p50_ms) : '—'))))) : notice('No stored versions (a state store without a catalog).'));
-  }).catch((e) => replace(versionsBox, notice(`Versions: ${e.message}`, 'error')));
+  }).catch((e) => replace(versionsBox, e instanceof ApiError && (e.status === 501 || e.status === 404)
+    ? notice('No stored versions: this server\'s state store keeps no catalog, or the function has none stored yet.')
+    : notice(`Versions: ${e.message}`, 'error')));
   async function refresh() {
     const runs = await api(path('v1/runs', null, {function: f.id, limit: 20}));
+    if (!changed(seen, runs)) return;
     const ended = runs.filter((r) => ['completed', 'failed', 'cancelled'].includes(r.status));
     const failedCount = ended.filter((r) => r.status === 'failed').length;
     replace(runsBox,
@@ -493,10 +547,12 @@ export async function usersView(main) {
 
 /// `/users/{id}`: the user's timeline, newest first.
 export async function userView(main, route) {
-  const box = h('div', {id: 'user-timeline', 'aria-live': 'polite'});
+  const box = h('div', {id: 'user-timeline'});
   replace(main, h('h1', {}, 'User ', h('code', {}, route.id)), box);
+  const seen = {};
   async function refresh() {
     const timeline = await api(path('v1/users', route.id) + '/timeline');
+    if (!changed(seen, timeline)) return;
     if (!timeline.items.length) {
       replace(box, notice('Nothing stored for this user.'));
       return;

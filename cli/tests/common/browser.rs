@@ -16,8 +16,21 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub struct Browser {
     http: reqwest::Client,
     session: String,
-    driver: Child,
+    _driver: Driver,
     _profile: tempfile::TempDir,
+}
+
+/// chromedriver, leading its own process group, which the browser's processes join: the
+/// whole group is killed when this is dropped (also when the session fails to start).
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
 }
 
 /// Where a program is: the environment variable `var`, else `default`.
@@ -43,13 +56,15 @@ impl Browser {
         }
         let port = super::free_port();
         use std::os::unix::process::CommandExt;
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        let driver = Driver(
+            Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver"),
+        );
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -100,7 +115,7 @@ impl Browser {
         Some(Browser {
             http,
             session: format!("{base}/session/{id}"),
-            driver,
+            _driver: driver,
             _profile: profile,
         })
     }
@@ -252,6 +267,17 @@ impl Browser {
         std::fs::write(path, bytes).expect("write screenshot");
     }
 
+    /// Sends `keys` to the element `css` selects, as typed (`\u{E00C}` is Escape).
+    pub async fn press(&self, css: &str, keys: &str) {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": keys})),
+        )
+        .await;
+    }
+
     /// Resizes the window.
     pub async fn resize(&self, width: u32, height: u32) {
         self.call(
@@ -260,16 +286,5 @@ impl Browser {
             Some(json!({"width": width, "height": height})),
         )
         .await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // The driver leads its own process group, which the browser's processes join: the
-        // whole group goes.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
-            .status();
-        let _ = self.driver.wait();
     }
 }

@@ -40,6 +40,7 @@ pub async fn run_all(factory: &dyn Factory<dyn StateStore>) {
     retry_moves_to_waiting_and_schedules_the_timer(factory).await;
     timers_fire_once_in_due_order(factory).await;
     finish_run_once_and_list_runs(factory).await;
+    runs_page_by_cursor_and_are_counted_by_status(factory).await;
     last_open_step_finishes_the_run(factory).await;
     blobs_round_trip_and_expire(factory).await;
     blob_claims_have_one_winner_and_lapse(factory).await;
@@ -1186,5 +1187,160 @@ pub async fn ended_runs_are_listed_by_end_time(factory: &dyn Factory<dyn StateSt
         )
         .is_empty(),
         "nothing ended after"
+    );
+}
+
+/// Runs are listed newest first, by creation time then id, in pages that follow one another
+/// by cursor with no run twice and none missed (runs of one millisecond included), within a
+/// time range; `count_runs` counts them by status for a function, a user and a range.
+pub async fn runs_page_by_cursor_and_are_counted_by_status(factory: &dyn Factory<dyn StateStore>) {
+    use crate::run::{RunCounts, RunCursor};
+
+    let store = factory.make().await;
+    let (shop, mail) = (unique("shop"), unique("mail"));
+    let base = 1_000_000;
+    let mut made = Vec::new();
+    // 12 runs over 6 milliseconds (two per ms), of two functions and three users.
+    for i in 0..12i64 {
+        let function = if i % 3 == 0 { &mail } else { &shop };
+        let user = ["ann", "ben", "cat"][(i % 3) as usize];
+        let mut run = sample_run(function, user);
+        run.created_at = base + i / 2;
+        store.create_run(&run).await.expect("create");
+        made.push(run);
+    }
+    // Statuses: 0, 4, 8 completed; 1, 5 failed; 2 cancelled; the rest running.
+    for (i, status) in [
+        (0, RunStatus::Completed),
+        (4, RunStatus::Completed),
+        (8, RunStatus::Completed),
+        (1, RunStatus::Failed),
+        (5, RunStatus::Failed),
+        (2, RunStatus::Cancelled),
+    ] {
+        assert!(store.finish_run(&made[i].id, status).await.expect("finish"));
+    }
+    let mut newest_first: Vec<(i64, String)> =
+        made.iter().map(|r| (r.created_at, r.id.clone())).collect();
+    newest_first.sort();
+    newest_first.reverse();
+
+    // Pages of 5, then 5, then 2, each after the previous page's last run.
+    let in_range = RunFilter {
+        from_ms: Some(base),
+        to_ms: Some(base + 6),
+        ..RunFilter::default()
+    };
+    let mut paged = Vec::new();
+    let mut cursor: Option<RunCursor> = None;
+    for want in [5, 5, 2, 0] {
+        let page = store
+            .list_runs(&RunFilter {
+                limit: Some(5),
+                before: cursor.clone(),
+                ..in_range.clone()
+            })
+            .await
+            .expect("list");
+        assert_eq!(page.len(), want, "page after {cursor:?}");
+        cursor = page.last().map(RunCursor::of).or(cursor);
+        paged.extend(page.into_iter().map(|r| (r.created_at, r.id)));
+    }
+    assert_eq!(
+        paged, newest_first,
+        "every run once, newest first, ties by id"
+    );
+    let cursor_text = RunCursor::of(&store.list_runs(&in_range).await.expect("list")[3]);
+    assert_eq!(
+        RunCursor::parse(&cursor_text.to_string()),
+        Some(cursor_text.clone()),
+        "a cursor reads back as written"
+    );
+
+    // A time range alone, and a cursor with a filter.
+    let middle = store
+        .list_runs(&RunFilter {
+            from_ms: Some(base + 2),
+            to_ms: Some(base + 4),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        middle.iter().map(|r| r.created_at).collect::<Vec<_>>(),
+        vec![base + 3, base + 3, base + 2, base + 2]
+    );
+    let shop_pages = store
+        .list_runs(&RunFilter {
+            function_id: Some(shop.clone()),
+            before: Some(RunCursor {
+                created_at: base + 3,
+                id: newest_first[4].1.clone(),
+            }),
+            ..RunFilter::default()
+        })
+        .await
+        .expect("list");
+    let want: Vec<&str> = newest_first[5..]
+        .iter()
+        .filter(|(_, id)| made.iter().any(|r| r.id == *id && r.function_id == shop))
+        .map(|(_, id)| id.as_str())
+        .collect();
+    assert_eq!(
+        shop_pages.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        want
+    );
+
+    // Counts: everything in the range; by function; by user; by function and user.
+    let count = |filter: RunFilter| {
+        let store = store.clone();
+        async move { store.count_runs(&filter).await.expect("count") }
+    };
+    let counts = |running, completed, failed, cancelled| RunCounts {
+        running,
+        completed,
+        failed,
+        cancelled,
+        capped: false,
+    };
+    assert_eq!(count(in_range.clone()).await, counts(6, 3, 2, 1));
+    // mail: 0, 3, 6, 9 (0 completed; 3, 6, 9 running).
+    assert_eq!(
+        count(RunFilter {
+            function_id: Some(mail.clone()),
+            ..RunFilter::default()
+        })
+        .await,
+        counts(3, 1, 0, 0)
+    );
+    // ben: 1, 4, 7, 10 (1 failed; 4 completed; 7, 10 running).
+    assert_eq!(
+        count(RunFilter {
+            user: Some("ben".into()),
+            ..in_range.clone()
+        })
+        .await,
+        counts(2, 1, 1, 0)
+    );
+    // cat of shop: 2, 5, 8, 11 (2 cancelled, 5 failed, 8 completed, 11 running), from base + 3 on: 8, 11.
+    assert_eq!(
+        count(RunFilter {
+            user: Some("cat".into()),
+            function_id: Some(shop.clone()),
+            from_ms: Some(base + 3),
+            status: Some(RunStatus::Failed),
+            ..RunFilter::default()
+        })
+        .await,
+        counts(1, 1, 0, 0),
+        "a status filter is not a count filter"
+    );
+    assert_eq!(
+        count(RunFilter {
+            user: Some("nobody".into()),
+            ..RunFilter::default()
+        })
+        .await,
+        RunCounts::default()
     );
 }

@@ -1,7 +1,7 @@
 //! The in-memory state store: runs, step transitions and a timer heap.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -26,11 +26,8 @@ pub struct MemoryStateStore {
 struct Inner {
     runs: HashMap<String, Run>,
     by_key: HashMap<String, String>,
-    /// Run ids in creation order (listing walks it backwards: newest first). Ids of deleted
-    /// runs stay until they are half of it (listing skips them), then are dropped at once.
-    order: Vec<String>,
-    /// Ids in `order` whose run was deleted.
-    stale_in_order: HashSet<String>,
+    /// Run ids by creation time, then id: listing walks it backwards (newest first).
+    created: BTreeSet<(i64, String)>,
     /// Finished runs by end time (epoch ms), oldest first: what the retention deletes.
     ended: BTreeSet<(i64, String)>,
     /// Timers by id, with the time they are due (or leased until, once claimed).
@@ -50,10 +47,28 @@ struct Inner {
 type Filed = (String, String, usize);
 
 impl Inner {
-    /// Drops the ids of deleted runs from `order`.
-    fn drop_stale_ids(&mut self) {
-        let stale = std::mem::take(&mut self.stale_in_order);
-        self.order.retain(|id| !stale.contains(id));
+    /// The runs `filter` lists, newest first, from the cursor and time range on.
+    fn listed<'a>(&'a self, filter: &'a RunFilter) -> impl Iterator<Item = &'a Run> + 'a {
+        use std::ops::Bound;
+        // (T, "") sorts before every id of T.
+        let upper = match (&filter.before, filter.to_ms) {
+            (Some(c), to) if to.is_none_or(|to| c.created_at < to) => {
+                Bound::Excluded((c.created_at, c.id.clone()))
+            }
+            (_, Some(to)) => Bound::Excluded((to, String::new())),
+            (_, None) => Bound::Unbounded,
+        };
+        let lower = Bound::Included((filter.from_ms.unwrap_or(i64::MIN), String::new()));
+        let range = match (&lower, &upper) {
+            // BTreeSet::range panics on a reversed range: an empty one instead.
+            (Bound::Included(lo), Bound::Excluded(hi)) if lo > hi => None,
+            _ => Some(self.created.range((lower, upper))),
+        };
+        range
+            .into_iter()
+            .flatten()
+            .rev()
+            .filter_map(|(_, id)| self.runs.get(id))
     }
 
     /// Files a run that has just finished under its end time, for the retention.
@@ -216,12 +231,7 @@ impl StateStore for MemoryStateStore {
             }
         }
         inner.by_key.insert(run.key.clone(), run.id.clone());
-        if inner.stale_in_order.contains(&run.id) {
-            // Created again after its deletion: its old place in `order` must go, or the run
-            // would be listed twice.
-            inner.drop_stale_ids();
-        }
-        inner.order.push(run.id.clone());
+        inner.created.insert((run.created_at, run.id.clone()));
         inner.runs.insert(run.id.clone(), run);
         Ok(CreateRun::Created)
     }
@@ -238,14 +248,40 @@ impl StateStore for MemoryStateStore {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
         let inner = self.inner.lock();
         Ok(inner
-            .order
-            .iter()
-            .rev()
-            .filter_map(|id| inner.runs.get(id))
+            .listed(filter)
             .map(Run::summary)
             .filter(|s| filter.matches(s))
             .take(filter.limit())
             .collect())
+    }
+
+    async fn count_runs(&self, filter: &RunFilter) -> Result<weir_core::run::RunCounts> {
+        let inner = self.inner.lock();
+        let everything = RunFilter {
+            before: None,
+            ..filter.clone()
+        };
+        let mut counts = weir_core::run::RunCounts::default();
+        let user_of = |run: &Run| run.event.user_key();
+        for run in inner.listed(&everything) {
+            let passes = filter
+                .function_id
+                .as_ref()
+                .is_none_or(|f| *f == run.function_id)
+                && filter
+                    .user
+                    .as_ref()
+                    .is_none_or(|u| user_of(run).as_ref() == Some(u));
+            if !passes {
+                continue;
+            }
+            if counts.total() as usize == weir_core::run::MAX_COUNTED_RUNS {
+                counts.capped = true;
+                break;
+            }
+            counts.add(run.status);
+        }
+        Ok(counts)
     }
 
     async fn start_attempt(
@@ -683,12 +719,9 @@ impl StateStore for MemoryStateStore {
             inner.ended.pop_first();
             if let Some(run) = inner.runs.remove(&id) {
                 inner.by_key.remove(&run.key);
-                inner.stale_in_order.insert(id);
+                inner.created.remove(&(run.created_at, id));
             }
             deleted += 1;
-        }
-        if inner.stale_in_order.len() * 2 > inner.order.len() {
-            inner.drop_stale_ids();
         }
         Ok(deleted)
     }

@@ -19,6 +19,9 @@ const TRIM_BATCH: usize = 500;
 /// (three or four calls per entry).
 const TRIM_MAX: usize = 5_000;
 
+/// How long a "yes, every event is in the by-user index" is believed before it is read again.
+const USERS_INDEXED_KEPT_MS: i64 = 60_000;
+
 /// How long an undo of an ingest request fences it, and how long an event found stored by an
 /// append is kept from another request's undo: far longer than a request's deadline
 /// (seconds), so that a command still in flight cannot outlive it.
@@ -39,8 +42,9 @@ pub struct RedisEventStore {
     conn: RedisConn,
     keys: Keys,
     retention: Duration,
-    /// Known to hold every stored event in the by-user index (see `every_user_indexed`).
-    users_indexed: Arc<std::sync::atomic::AtomicBool>,
+    /// Until when (epoch ms) the store is known to hold every stored event in the by-user
+    /// index (see `every_user_indexed`).
+    users_indexed_until: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl RedisEventStore {
@@ -50,7 +54,7 @@ impl RedisEventStore {
             conn,
             keys: Keys::new(&config.prefix),
             retention: config.event_retention,
-            users_indexed: Arc::default(),
+            users_indexed_until: Arc::default(),
         }
     }
 
@@ -66,17 +70,22 @@ impl RedisEventStore {
     /// that indexes users first appended to it, or the events stored before have expired.
     async fn every_user_indexed(&self) -> Result<bool> {
         use std::sync::atomic::Ordering;
-        // Once true, true for good: later appends index every event.
-        if self.users_indexed.load(Ordering::Relaxed) {
+        // The answer "yes" is kept for a minute (an operator may move the mark back after a
+        // rolling upgrade: see the README); "no" is asked again each time.
+        let now = weir_core::event::now_ms();
+        if self.users_indexed_until.load(Ordering::Relaxed) > now {
             return Ok(true);
         }
         let since: Option<i64> = self
             .conn
             .cmd(redis::cmd("GET").arg(self.keys.events_users_indexed_since()))
             .await?;
-        let horizon = weir_core::event::now_ms() - self.retention.as_millis() as i64;
+        let horizon = now - self.retention.as_millis() as i64;
         let indexed = since.is_some_and(|since| since < horizon);
-        self.users_indexed.store(indexed, Ordering::Relaxed);
+        if indexed {
+            self.users_indexed_until
+                .store(now + USERS_INDEXED_KEPT_MS, Ordering::Relaxed);
+        }
         Ok(indexed)
     }
 
@@ -116,7 +125,8 @@ impl RedisEventStore {
         // as long as it is stored. At least as many as were appended, so the indexes keep up.
         // Several runs of the script for a big batch, each bounded (it blocks Redis while it
         // runs), so that trimming keeps up with appending.
-        let want = TRIM_BATCH.max(2 * events.len());
+        // Twice that: an event with a user key has an entry in each acceptance index.
+        let want = 2 * TRIM_BATCH.max(2 * events.len());
         let mut trim = crate::scripts::TRIM_EVENTS.prepare_invoke();
         trim.key(self.keys.events_accepted())
             .key(self.keys.events())

@@ -21,6 +21,9 @@
 //! | `P:blob:ID` | string | a claim-checked message payload (expires after its TTL) |
 //! | `P:events` / `P:events:name:N` | zset | event ids by `ts` |
 //! | `P:events:accepted` | zset | `LEN:IDNAME` (id length, id, name) by acceptance time: what the retention trims from the two above |
+//! | `P:events:user:U` | zset | ids of the events whose user key is `U`, by `ts` |
+//! | `P:events:accepted:user` | zset | `LEN:IDUSER` by acceptance time: what the retention trims from the by-user indexes |
+//! | `P:events:user-indexed-since` | string | since when (acceptance ms) every event appended is in the by-user index (`0`: since the store began) |
 //! | `P:{jobs}:q:NAME` | list | the jobs waiting in queue `NAME`, oldest first (see `jobs` for a job's encoding) |
 //! | `P:{jobs}:queues` | set | the names of the known queues (a queue is known once a job was put on it) |
 //! | `P:{jobs}:paused` | set | the names of the paused queues |

@@ -526,10 +526,10 @@ return removed
 });
 
 /// Drops the index entries of events accepted before the retention's horizon (their keys have
-/// expired): from the by-`ts` index, the by-name index and the acceptance index; then, as
-/// many at most, from the by-user indexes and the user acceptance index. KEYS: the acceptance
-/// zset, the by-`ts` zset, the user acceptance zset. ARGV: horizon (ms, exclusive), the
-/// by-name key prefix, the most entries to drop (of each acceptance index), the event key
+/// expired): from the by-`ts` index, the by-name index and the acceptance index; then, with
+/// what is left of the budget, from the by-user indexes and the user acceptance index. KEYS:
+/// the acceptance zset, the by-`ts` zset, the user acceptance zset. ARGV: horizon (ms,
+/// exclusive), the by-name key prefix, the most acceptance entries to drop in all, the event key
 /// prefix, the by-user key prefix. Acceptance members are `LEN:IDNAME` (`LEN:IDUSER`), so the
 /// name's (user's) index and event keys are built here (the event indexes are not in one
 /// Cluster slot anyway). An id whose event key exists again (sent again after it expired,
@@ -538,8 +538,9 @@ return removed
 pub(crate) static TRIM_EVENTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local function trim(accepted, index_prefix, drop_from_time)
-  local expired = redis.call('ZRANGEBYSCORE', accepted, '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local function trim(accepted, index_prefix, drop_from_time, most)
+  if most <= 0 then return 0 end
+  local expired = redis.call('ZRANGEBYSCORE', accepted, '-inf', '(' .. ARGV[1], 'LIMIT', 0, most)
   for _, m in ipairs(expired) do
     local colon = string.find(m, ':', 1, true)
     local n = tonumber(string.sub(m, 1, colon - 1))
@@ -553,7 +554,9 @@ local function trim(accepted, index_prefix, drop_from_time)
   if #expired > 0 then redis.call('ZREMRANGEBYRANK', accepted, 0, #expired - 1) end
   return #expired
 end
-return trim(KEYS[1], ARGV[2], true) + trim(KEYS[3], ARGV[5], false)
+local most = tonumber(ARGV[3])
+local dropped = trim(KEYS[1], ARGV[2], true, most)
+return dropped + trim(KEYS[3], ARGV[5], false, most - dropped)
 "#,
     )
 });

@@ -530,18 +530,32 @@ impl StateStore for RedisStateStore {
         } else {
             self.keys.runs()
         };
+        // Scores are creation times (ms): the cursor's time and `to` bound them from above.
+        let below_to = filter.to_ms.map(|to| to.saturating_sub(1));
+        let max = match (filter.before.as_ref().map(|c| c.created_at), below_to) {
+            (Some(a), Some(b)) => a.min(b).to_string(),
+            (Some(a), None) | (None, Some(a)) => a.to_string(),
+            (None, None) => "+inf".to_string(),
+        };
+        let min = filter
+            .from_ms
+            .map_or("-inf".to_string(), |from| from.to_string());
         let limit = filter.limit();
-        let page = 200isize;
+        let page = 200usize;
         let mut out = Vec::new();
-        let mut start = 0isize;
+        let mut offset = 0usize;
         while out.len() < limit {
+            // Newest first; runs of one millisecond by id, descending (as RunCursor orders).
             let ids: Vec<String> = self
                 .conn
                 .cmd(
-                    redis::cmd("ZREVRANGE")
+                    redis::cmd("ZREVRANGEBYSCORE")
                         .arg(&index)
-                        .arg(start)
-                        .arg(start + page - 1),
+                        .arg(&max)
+                        .arg(&min)
+                        .arg("LIMIT")
+                        .arg(offset)
+                        .arg(page),
                 )
                 .await?;
             if ids.is_empty() {
@@ -552,9 +566,91 @@ impl StateStore for RedisStateStore {
                     out.push(summary);
                 }
             }
-            start += page;
+            offset += page;
         }
         Ok(out)
+    }
+
+    async fn count_runs(&self, filter: &RunFilter) -> Result<weir_core::run::RunCounts> {
+        use weir_core::run::{MAX_COUNTED_RUNS, RunCounts};
+        let min = filter
+            .from_ms
+            .map_or("-inf".to_string(), |from| from.to_string());
+        let max = filter
+            .to_ms
+            .map_or("+inf".to_string(), |to| format!("({to}"));
+        // As stored: a waiting run is running.
+        let statuses = [
+            RunStatus::Running,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ];
+        let status_keys: Vec<String> = statuses
+            .iter()
+            .map(|s| self.keys.runs_by("status", s.as_str()))
+            .collect();
+        let mut counts = RunCounts::default();
+        let (primary, also_in) = match (&filter.user, &filter.function_id) {
+            (None, None) => {
+                // Every run: one ZCOUNT per status index.
+                let mut pipe = redis::pipe();
+                for key in &status_keys {
+                    pipe.cmd("ZCOUNT").arg(key).arg(&min).arg(&max);
+                }
+                let found: Vec<u64> = self.conn.pipe(&pipe).await?;
+                counts.running = found[0];
+                counts.completed = found[1];
+                counts.failed = found[2];
+                counts.cancelled = found[3];
+                return Ok(counts);
+            }
+            (Some(user), function) => (
+                self.keys.runs_by("user", user),
+                function.as_ref().map(|f| self.keys.runs_by("fn", f)),
+            ),
+            (None, Some(function)) => (self.keys.runs_by("fn", function), None),
+        };
+        // The user's (or function's) runs in the range, then in one round trip which of them
+        // are in each status index (and the function's).
+        let mut ids: Vec<String> = self
+            .conn
+            .cmd(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&primary)
+                    .arg(&min)
+                    .arg(&max)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(MAX_COUNTED_RUNS + 1),
+            )
+            .await?;
+        counts.capped = ids.len() > MAX_COUNTED_RUNS;
+        ids.truncate(MAX_COUNTED_RUNS);
+        if ids.is_empty() {
+            return Ok(counts);
+        }
+        let mut pipe = redis::pipe();
+        if let Some(key) = &also_in {
+            pipe.cmd("ZMSCORE").arg(key).arg(&ids);
+        }
+        for key in &status_keys {
+            pipe.cmd("ZMSCORE").arg(key).arg(&ids);
+        }
+        let found: Vec<Vec<Option<f64>>> = self.conn.pipe(&pipe).await?;
+        let (in_function, by_status) = match also_in {
+            Some(_) => (Some(&found[0]), &found[1..]),
+            None => (None, &found[..]),
+        };
+        for i in 0..ids.len() {
+            if in_function.is_some_and(|f| f[i].is_none()) {
+                continue;
+            }
+            if let Some(s) = by_status.iter().position(|scores| scores[i].is_some()) {
+                counts.add(statuses[s]);
+            }
+        }
+        Ok(counts)
     }
 
     async fn list_ended(&self, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<RunSummary>> {

@@ -227,6 +227,51 @@ async fn user_indexes_are_trimmed_and_a_store_from_before_them_is_scanned() {
         .expect("append");
     assert_eq!(t.entries("events:user:u1").await, 1);
     assert_eq!(t.entries("events:accepted:user").await, 1);
+    let mut con = t.con.clone();
+    let since: String = redis::cmd("GET")
+        .arg(format!("{}:events:user-indexed-since", t.prefix))
+        .query_async(&mut con)
+        .await
+        .expect("GET");
+    assert_eq!(
+        since, "0",
+        "a store empty at its first append is indexed from the start"
+    );
+    // The index is what a scan by user reads: an entry taken out of it is not found.
+    let _: () = redis::cmd("ZREM")
+        .arg(format!("{}:events:user:u1", t.prefix))
+        .arg(&first.id)
+        .query_async(&mut con)
+        .await
+        .expect("ZREM");
+    let by_index = t
+        .store
+        .scan(&EventFilter {
+            user: Some("u1".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    assert!(by_index.is_empty(), "{by_index:?}");
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{}:events:user:u1", t.prefix))
+        .arg(first.ts)
+        .arg(&first.id)
+        .query_async(&mut con)
+        .await
+        .expect("ZADD");
+    // An undo takes the event out of its user's index.
+    let undone = event("u9");
+    t.store
+        .append_batch("req-u9", std::slice::from_ref(&undone))
+        .await
+        .expect("append");
+    assert_eq!(t.entries("events:user:u9").await, 1);
+    t.store
+        .undo_append("req-u9", std::slice::from_ref(&undone))
+        .await
+        .expect("undo");
+    assert_eq!(t.entries("events:user:u9").await, 0);
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     t.store.append(&[event("u2")]).await.expect("append");
     assert_eq!(
