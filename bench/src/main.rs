@@ -11,6 +11,8 @@
 //!   as a table.
 //! - `weir-bench runtimes` measures the per-attempt overhead of each runtime driver beside the
 //!   bare cost of the same work.
+//! - `weir-bench dashboard` times the dashboard's page loads and API calls with many runs
+//!   stored.
 //! - `weir-bench baseline-server` (hidden) serves the bare baseline as its own process.
 //!
 //! This is how the project measures performance: figures come from release builds of this
@@ -33,6 +35,7 @@ mod baseline;
 mod brokers;
 #[cfg(feature = "adapter-celery")]
 mod celery;
+mod dashboard;
 #[cfg(feature = "adapter-faktory")]
 mod faktory;
 mod ingest;
@@ -99,6 +102,9 @@ pub enum BenchCommand {
     /// Event coordination: the cost of finding the pauses an event resumes with many pending,
     /// and event → resumed step latency at a fixed rate.
     Waits(WaitsArgs),
+    /// The dashboard's server time with many runs stored: a load of the runs page (the page,
+    /// its files and its API calls) and the calls of other views, each timed.
+    Dashboard(DashboardArgs),
     /// Serve the bare baseline (parse the JSON body, answer `{"ids":[],"status":200}`) as its own
     /// process, for `weir-bench ingest --baseline-url`.
     #[command(hide = true)]
@@ -419,6 +425,23 @@ pub struct RuntimesArgs {
     pub lambda_function: Option<String>,
 }
 
+/// Arguments of `weir-bench dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The state store the runs are stored in (memory:// or redis://…; a fresh key prefix).
+    #[arg(long, default_value = "memory://")]
+    pub state: String,
+    /// Runs stored before the page loads.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    pub runs: u64,
+    /// Page loads timed (after one warm-up).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub loads: u64,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `weir-bench baseline-server`.
 #[derive(Debug, Args)]
 pub struct BaselineServerArgs {
@@ -448,6 +471,7 @@ async fn main() {
         #[cfg(feature = "adapter-faktory")]
         BenchCommand::Faktory(a) => faktory::faktory(a).await,
         BenchCommand::Waits(a) => waits::waits(a).await,
+        BenchCommand::Dashboard(a) => dashboard::dashboard(a).await,
         BenchCommand::BaselineServer(a) => baseline::baseline_server(a).await,
     };
     let code = match result {

@@ -541,7 +541,9 @@ impl StateStore for RedisStateStore {
             .from_ms
             .map_or("-inf".to_string(), |from| from.to_string());
         let limit = filter.limit();
-        let page = 200usize;
+        // A page of runs is read per round: as many as asked for (at least 10, at most 200),
+        // more rounds when the filter drops some.
+        let page = limit.clamp(10, 200);
         let mut out = Vec::new();
         let mut offset = 0usize;
         while out.len() < limit {
