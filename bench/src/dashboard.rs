@@ -142,12 +142,13 @@ pub(super) async fn dashboard(args: DashboardArgs) -> weir_core::Result<i32> {
         ("/v1/runs/counts", format!("{base}/v1/runs/counts")),
         ("/metrics", format!("{base}/metrics")),
     ];
-    // The cursor of the run at half the listing: a page 100 pages deep.
+    // The cursor of the run half-way down the listing (created `runs / 2` × 10 ms ago): the
+    // newest run created before then.
     let half = args.runs / 2;
     let middle: Vec<Value> = serde_json::from_slice(
         &get(
             &client,
-            &format!("{base}/v1/runs?limit=1&from={}", now - (half as i64) * 10),
+            &format!("{base}/v1/runs?limit=1&to={}", now - (half as i64) * 10 + 1),
         )
         .await?
         .1,

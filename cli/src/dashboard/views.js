@@ -122,7 +122,9 @@ export async function runsView(main, route) {
       const chip = (status, label, n) => link(path('runs', null, {...filter, status}),
         h('span', {class: 'count s-' + status}, `${label} `, h('strong', {}, String(n))));
       replace(counts,
-        chip('running', 'running or waiting', tally.running), ' ',
+        // Running and waiting runs are counted together: the chip lists them all.
+        link(path('runs', null, {...filter, status: ''}),
+          h('span', {class: 'count s-running'}, 'running or waiting ', h('strong', {}, String(tally.running)))), ' ',
         chip('completed', 'completed', tally.completed), ' ',
         chip('failed', 'failed', tally.failed), ' ',
         chip('cancelled', 'cancelled', tally.cancelled),

@@ -122,6 +122,24 @@ pub async fn create_run_is_idempotent_by_key(factory: &dyn Factory<dyn StateStor
         .await
         .expect("list");
     assert_eq!(listed.len(), 1, "the run is listed once: {listed:?}");
+    // Listed and counted at its first copy's time, not the later copy's.
+    let at_first = RunFilter {
+        function_id: Some(run.function_id.clone()),
+        from_ms: Some(run.created_at),
+        to_ms: Some(run.created_at + 1),
+        ..RunFilter::default()
+    };
+    assert_eq!(store.list_runs(&at_first).await.expect("list").len(), 1);
+    assert_eq!(store.count_runs(&at_first).await.expect("count").running, 1);
+    let at_second = RunFilter {
+        from_ms: Some(again.created_at),
+        ..at_first.clone()
+    };
+    assert_eq!(
+        store.count_runs(&at_second).await.expect("count").total(),
+        0,
+        "nothing was filed at the later copy's time"
+    );
     let got = store
         .get_run(&run.id)
         .await

@@ -151,21 +151,24 @@ impl RedisStateStore {
         Ok(created == 1)
     }
 
-    /// Adds the commands filing `run` in the listing indexes (idempotent `ZADD`s).
+    /// Adds the commands filing `run` in the listing indexes: `ZADD NX`, so that a copy of
+    /// an existing run (its event redelivered, made later) leaves the first filing's time,
+    /// which is the stored run's `created_at`, where it is.
     fn index_run(&self, pipe: &mut redis::Pipeline, run: &Run) {
         let score = run.created_at;
-        pipe.zadd(self.keys.runs(), &run.id, score).ignore();
-        pipe.zadd(self.keys.runs_by("fn", &run.function_id), &run.id, score)
-            .ignore();
-        pipe.zadd(
-            self.keys.runs_by("status", run.status.as_str()),
-            &run.id,
-            score,
-        )
-        .ignore();
-        if let Some(user) = run.event.user_key() {
-            pipe.zadd(self.keys.runs_by("user", &user), &run.id, score)
+        let mut file = |index: String| {
+            pipe.cmd("ZADD")
+                .arg(index)
+                .arg("NX")
+                .arg(score)
+                .arg(&run.id)
                 .ignore();
+        };
+        file(self.keys.runs());
+        file(self.keys.runs_by("fn", &run.function_id));
+        file(self.keys.runs_by("status", run.status.as_str()));
+        if let Some(user) = run.event.user_key() {
+            file(self.keys.runs_by("user", &user));
         }
     }
 
@@ -542,33 +545,58 @@ impl StateStore for RedisStateStore {
             .map_or("-inf".to_string(), |from| from.to_string());
         let limit = filter.limit();
         // A page of runs is read per round: as many as asked for (at least 10, at most 200),
-        // more rounds when the filter drops some.
+        // more rounds when the filter drops some. Each round goes on from the last entry read
+        // (its score, and how many entries of that score were read), not from an offset into
+        // the whole range: runs created or deleted meanwhile do not shift it.
         let page = limit.clamp(10, 200);
         let mut out = Vec::new();
-        let mut offset = 0usize;
+        let mut max = max;
+        let mut last: Option<(i64, String)> = None;
+        let mut read_at_last = 0usize;
         while out.len() < limit {
             // Newest first; runs of one millisecond by id, descending (as RunCursor orders).
-            let ids: Vec<String> = self
+            let entries: Vec<(String, i64)> = self
                 .conn
                 .cmd(
                     redis::cmd("ZREVRANGEBYSCORE")
                         .arg(&index)
                         .arg(&max)
                         .arg(&min)
+                        .arg("WITHSCORES")
                         .arg("LIMIT")
-                        .arg(offset)
+                        .arg(read_at_last)
                         .arg(page),
                 )
                 .await?;
-            if ids.is_empty() {
+            if entries.is_empty() {
                 break;
             }
+            let fetched = entries.len();
+            // An entry at or above the last one read (one added meanwhile) was listed, or is
+            // newer than this listing.
+            let ids: Vec<String> = entries
+                .iter()
+                .filter(|(id, score)| {
+                    last.as_ref()
+                        .is_none_or(|(s, l)| (*score, id.as_str()) < (*s, l.as_str()))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            let (last_id, last_score) = entries[fetched - 1].clone();
+            read_at_last = match &last {
+                Some((s, _)) if *s == last_score => read_at_last + fetched,
+                _ => entries.iter().filter(|(_, s)| *s == last_score).count(),
+            };
+            last = Some((last_score, last_id));
+            max = last_score.to_string();
             for summary in self.summaries(&ids).await? {
                 if filter.matches(&summary) && out.len() < limit {
                     out.push(summary);
                 }
             }
-            offset += page;
+            if fetched < page {
+                break;
+            }
         }
         Ok(out)
     }
@@ -615,13 +643,14 @@ impl StateStore for RedisStateStore {
         };
         // The user's (or function's) runs in the range, then in one round trip which of them
         // are in each status index (and the function's).
+        // The newest ones, when there are more than can be counted (as the memory store).
         let mut ids: Vec<String> = self
             .conn
             .cmd(
-                redis::cmd("ZRANGEBYSCORE")
+                redis::cmd("ZREVRANGEBYSCORE")
                     .arg(&primary)
-                    .arg(&min)
                     .arg(&max)
+                    .arg(&min)
                     .arg("LIMIT")
                     .arg(0)
                     .arg(MAX_COUNTED_RUNS + 1),
