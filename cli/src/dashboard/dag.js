@@ -93,6 +93,7 @@ export function drawDag(graph, states, onSelect, selected) {
     if (taken === false) classes.push('not-taken');
     const describe = [e.kind === 'then' ? '' : e.kind, e.on_timeout ? 'on timeout' : '', e.if ? 'if ' + e.if : '']
       .filter(Boolean).join(', ');
+    if (e.if) classes.push('conditional');
     svg.append(h('svg:path', {
       class: classes.join(' '),
       d: `M ${x1} ${y1} C ${x1 + bend} ${y1}, ${x2 - bend} ${y2}, ${x2} ${y2}`,
@@ -105,7 +106,8 @@ export function drawDag(graph, states, onSelect, selected) {
     const p = at.get(step.id);
     const state = (states && states[step.id]) || {};
     const status = state.status || 'defined';
-    const detail = [status];
+    // A function's graph (no run): each step's runtime; a run's: its state.
+    const detail = states ? [status] : [step.runtime || 'step'];
     if (state.attempts > 1) detail.push(`${state.attempts} attempts`);
     if (state.duration !== undefined) detail.push(state.duration);
     const node = h('svg:g', {
