@@ -80,16 +80,7 @@ fn write_functions(root: &Path) {
 
 /// Sends one event; its id.
 async fn send(base: &str, event: Value) -> String {
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{base}/e/key"))
-        .json(&event)
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    answer["ids"][0].as_str().expect("an id").to_string()
+    common::send_events(base, "key", &event).await.remove(0)
 }
 
 /// The runs of `event_id`, once there are `count` of them in `status` (waiting up to 60 s).
@@ -363,7 +354,7 @@ async fn the_dashboard_shows_runs_steps_events_and_users_in_a_real_browser() {
     assert!(shown.contains("<img src=x onerror="), "{shown}");
     assert_eq!(no_markup_in_main(&browser).await, json!(0));
     browser
-        .goto(&format!("{base}/users/{}", urlencode(XSS)))
+        .goto(&format!("{base}/users/{}", common::url_encoded(XSS)))
         .await;
     browser
         .wait_for(
@@ -545,16 +536,4 @@ async fn stored_events(base: &str) -> usize {
         .await
         .expect("json");
     events.len()
-}
-
-/// `text` escaped for a path segment.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

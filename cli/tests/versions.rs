@@ -45,21 +45,7 @@ async fn post(base: &str, n: usize) -> Vec<String> {
     let batch: Vec<Value> = (0..n)
         .map(|i| json!({"name": "pinned/test", "data": {"i": i}}))
         .collect();
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{base}/e/{KEY}"))
-        .json(&batch)
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    answer["ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|v| v.as_str().expect("id").to_owned())
-        .collect()
+    common::send_events(base, KEY, &json!(batch)).await
 }
 
 /// The output of the step of the run started by event `event_id`, once it completed.

@@ -246,12 +246,34 @@ pub fn start_node(functions: &Path, state: &str, broker: &str, port: u16, log: &
     start_node_with(functions, state, broker, port, log, &[])
 }
 
-/// `url` percent-encoded as the value of a query parameter (`results=redis%3A%2F%2F…`).
-pub fn url_encoded(url: &str) -> String {
-    url.replace('%', "%25")
-        .replace(':', "%3A")
-        .replace('/', "%2F")
-        .replace('?', "%3F")
-        .replace('&', "%26")
-        .replace('@', "%40")
+/// `text` percent-encoded as a query parameter's value or a path segment
+/// (`results=redis%3A%2F%2F…`): every byte but the unreserved ones escaped.
+pub fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// POSTs `body` (an event or an array of them) to `{base}/e/{key}`; the ids answered.
+pub async fn send_events(base: &str, key: &str, body: &Value) -> Vec<String> {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{base}/e/{key}"))
+        .json(body)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    answer["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ids in {answer}"))
+        .iter()
+        .map(|v| v.as_str().expect("id").to_owned())
+        .collect()
 }
